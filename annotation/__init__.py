@@ -1,0 +1,1 @@
+"""Human data: similarity and tag studies, participants, responses, aggregation, export."""

@@ -1,0 +1,1 @@
+"""Catalogue (models, datasets, stimuli), runs, embeddings and scores."""

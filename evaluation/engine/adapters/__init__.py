@@ -1,0 +1,40 @@
+"""Model adapters: one class per model library, all with the same small interface.
+
+An adapter loads a model once, turns raw stimuli into model inputs with the model's own
+preprocessing, and embeds batches of them at a named layer.
+"""
+
+from __future__ import annotations
+
+from evaluation.engine.adapters.base import Adapter, resolve_device
+from evaluation.engine.errors import ModelSpecError
+from evaluation.engine.specs import SOURCES, ModelSpec
+
+
+def validate_spec(spec: ModelSpec) -> None:
+    """Cheap checks (no weights loaded) that a spec can be loaded; raises ModelSpecError."""
+    adapter_class(spec.source).validate(spec)
+
+
+def load_adapter(spec: ModelSpec, *, device: str = "cpu") -> Adapter:
+    """Load the model described by ``spec`` onto ``device``; raises ModelSpecError."""
+    cls = adapter_class(spec.source)
+    cls.validate(spec)
+    return cls(spec, device=resolve_device(device))
+
+
+def adapter_class(source: str) -> type[Adapter]:
+    if source == "timm":
+        from evaluation.engine.adapters.timm_adapter import TimmAdapter
+
+        return TimmAdapter
+    if source == "sentence-transformers":
+        from evaluation.engine.adapters.sentence_transformers_adapter import (
+            SentenceTransformersAdapter,
+        )
+
+        return SentenceTransformersAdapter
+    raise ModelSpecError(f"Unknown model source {source!r}; known sources: {', '.join(SOURCES)}.")
+
+
+__all__ = ["Adapter", "adapter_class", "load_adapter", "resolve_device", "validate_spec"]

@@ -1,0 +1,101 @@
+"""timm image models: pretrained from the hub, untrained (seeded), or a local checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from evaluation.engine.adapters.base import Adapter, require_existing_path, weights_hash
+from evaluation.engine.errors import ModelSpecError, StimulusError, close_names
+from evaluation.engine.specs import ModelSpec, StimulusInput
+
+PRE_LOGITS = "pre_logits"
+
+
+class TimmAdapter(Adapter):
+    source = "timm"
+    modality = "image"
+    default_layer = PRE_LOGITS
+
+    def __init__(self, spec: ModelSpec, *, device: torch.device) -> None:
+        super().__init__(spec, device=device)
+        self.model = _create_model(spec).eval().to(device)
+        config = timm.data.resolve_data_config(model=self.model)
+        self.data_config = {key: _plain(value) for key, value in config.items()}
+        self.transform = timm.data.create_transform(**config, is_training=False)
+
+    @classmethod
+    def validate(cls, spec: ModelSpec) -> None:
+        if not timm.is_model(spec.identifier):
+            raise ModelSpecError(
+                f"timm has no model called {spec.identifier!r}."
+                f"{close_names(spec.identifier, timm.list_models())}"
+            )
+        if spec.weights == "checkpoint":
+            if not spec.checkpoint_path:
+                raise ModelSpecError("Weights 'checkpoint' need a checkpoint file path.")
+            require_existing_path(spec.checkpoint_path, "checkpoint file")
+
+    @classmethod
+    def identity(cls, spec: ModelSpec) -> dict[str, Any]:
+        cls.validate(spec)
+        if spec.weights == "untrained":
+            # Initialisation code can change between timm releases, so the version counts.
+            weights_id = f"untrained:seed={spec.seed}:timm={timm.__version__}"
+        elif spec.weights == "checkpoint":
+            weights_id = "sha256:" + weights_hash(Path(spec.checkpoint_path))
+        else:
+            weights_id = f"hub:{spec.identifier}"
+        config = timm.models.get_pretrained_cfg(spec.identifier)
+        preprocessing = {
+            key: _plain(getattr(config, key, None))
+            for key in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+        } if config is not None else {}
+        return {"weights_id": weights_id, "preprocessing": preprocessing}
+
+    def preprocessing_description(self) -> dict[str, Any]:
+        return {"timm_data_config": self.data_config}
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
+        try:
+            with Image.open(stimulus.path) as image:
+                return self.transform(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise StimulusError(f"Image {stimulus.name!r} cannot be decoded: {exc}") from None
+
+    def embed(self, batch: torch.Tensor, *, layer: str) -> np.ndarray:
+        self.check_layer(layer)
+        features = self.model.forward_features(batch.to(self.device, non_blocking=True))
+        pooled = self.model.forward_head(features, pre_logits=True)
+        return pooled.float().cpu().numpy()
+
+
+def _create_model(spec: ModelSpec) -> torch.nn.Module:
+    try:
+        if spec.weights == "untrained":
+            # Seeded so that an "untrained baseline" is the same network on every worker.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(spec.seed)
+                return timm.create_model(spec.identifier, pretrained=False)
+        if spec.weights == "checkpoint":
+            return timm.create_model(
+                spec.identifier, pretrained=False, checkpoint_path=spec.checkpoint_path
+            )
+        # timm pins weights by the tag in the name (e.g. resnet50.a1_in1k), not a revision.
+        return timm.create_model(spec.identifier, pretrained=True)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise ModelSpecError(
+            f"timm could not load {spec.identifier!r} ({spec.weights} weights): {exc}"
+        ) from None
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

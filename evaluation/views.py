@@ -1,0 +1,170 @@
+"""Catalogue, run and leaderboard pages. htmx requests get partials; every page also
+works as plain HTML without JavaScript."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from evaluation import selectors, services
+from evaluation.forms import DatasetImportForm, ModelRegisterForm, RunForm
+from evaluation.models import Dataset, Modality, PretrainedModel, Run, Stimulus, Target
+from webapp.auth import researcher_required
+
+STIMULI_PREVIEW = 48
+
+
+# --- Leaderboards (public) ------------------------------------------------------------------------
+def leaderboards(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "evaluation/leaderboards.html", {"targets": selectors.targets_with_score_counts()}
+    )
+
+
+def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
+    target = get_object_or_404(Target.objects.select_related("dataset"), pk=target_id)
+    board = selectors.leaderboard_for_target(target=target, sort_key=request.GET.get("sort"))
+    return render(request, "evaluation/leaderboard.html", {"board": board, "target": target})
+
+
+# --- Models ---------------------------------------------------------------------------------------
+@researcher_required
+def model_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "evaluation/model_list.html", {"models": PretrainedModel.objects.all()})
+
+
+@researcher_required
+def model_create(request: HttpRequest) -> HttpResponse:
+    form = ModelRegisterForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            model = services.model_register(**form.cleaned_data, created_by=request.user)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Registered {model.display_name}.")
+            return redirect(model)
+    return render(request, "evaluation/model_form.html", {"form": form})
+
+
+@researcher_required
+def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
+    model = get_object_or_404(PretrainedModel, pk=model_id)
+    return render(
+        request,
+        "evaluation/model_detail.html",
+        {"model": model, "scores": selectors.model_scores(model=model)},
+    )
+
+
+# --- Datasets -------------------------------------------------------------------------------------
+@researcher_required
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "evaluation/dataset_list.html", {"datasets": selectors.datasets_with_counts()})
+
+
+@researcher_required
+def dataset_create(request: HttpRequest) -> HttpResponse:
+    form = DatasetImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            if data["modality"] == Modality.IMAGE:
+                dataset = services.dataset_import_images(
+                    name=data["name"], upload=data["file"], description=data["description"],
+                    created_by=request.user,
+                )
+            else:
+                dataset = services.dataset_import_texts(
+                    name=data["name"], upload=data["file"], text_column=data["text_column"],
+                    label_column=data["label_column"], split_column=data["split_column"],
+                    description=data["description"], created_by=request.user,
+                )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Imported {dataset.stimulus_count} stimuli into {dataset}.")
+            return redirect(dataset)
+    return render(request, "evaluation/dataset_form.html", {"form": form})
+
+
+@researcher_required
+def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    return render(
+        request,
+        "evaluation/dataset_detail.html",
+        {
+            "dataset": dataset,
+            "stimuli": dataset.stimuli.all()[:STIMULI_PREVIEW],
+            "label_counts": selectors.dataset_label_counts(dataset=dataset),
+            "targets": dataset.targets.all(),
+        },
+    )
+
+
+@researcher_required
+def stimulus_file(request: HttpRequest, stimulus_id: int) -> FileResponse:
+    """Stimulus files are research data: served to researchers only, never as public media."""
+    stimulus = get_object_or_404(Stimulus, pk=stimulus_id)
+    if not stimulus.file:
+        raise Http404("This stimulus is a text, not a file.")
+    return FileResponse(stimulus.file.open("rb"))
+
+
+# --- Runs -----------------------------------------------------------------------------------------
+@researcher_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "evaluation/run_list.html", {"runs": selectors.runs_recent()})
+
+
+@researcher_required
+def run_create(request: HttpRequest) -> HttpResponse:
+    submitted = request.method == "POST"
+    form = RunForm(request.POST if submitted else None, initial={"dataset": request.GET.get("dataset")})
+    if request.htmx and not submitted:
+        # The dataset changed: re-render the fields that depend on it.
+        form = RunForm(initial={"dataset": request.GET.get("dataset")})
+        return render(request, "evaluation/run_form.html#run-fields", {"form": form})
+    if submitted and form.is_valid():
+        try:
+            run = services.run_create(
+                dataset=form.cleaned_data["dataset"],
+                models=list(form.cleaned_data["models"]),
+                metrics=form.metric_entries(),
+                created_by=request.user,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Run {run.pk} queued.")
+            return redirect(run)
+    return render(request, "evaluation/run_form.html", {"form": form})
+
+
+@researcher_required
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(run_id)
+    template = "evaluation/run_detail.html#run-progress" if request.htmx else "evaluation/run_detail.html"
+    return render(request, template, {"run": run, "progress": selectors.run_progress_fraction(run)})
+
+
+@researcher_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(Run, pk=run_id)
+    if services.run_cancel(run=run):
+        messages.info(request, f"Run {run.pk} cancelled.")
+    else:
+        messages.warning(request, f"Run {run.pk} had already finished.")
+    return redirect(run)
+
+
+def _run_or_404(run_id: int) -> Run:
+    try:
+        return selectors.run_with_steps(run_id=run_id)
+    except Run.DoesNotExist:
+        raise Http404("No such run.") from None

@@ -1,0 +1,1 @@
+"""Likeness Django project: settings, URLs, authentication and the dashboard shell."""
