@@ -448,6 +448,7 @@ def _embeddings_for(step: RunStep, worker: str) -> tuple[EmbeddingSet, bool]:
         layer=layer,
         out_path=out_path,
         batch_size=settings.EXTRACTION_BATCH_SIZE,
+        chunk_size=settings.EXTRACTION_CHUNK_SIZE,
         num_workers=settings.EXTRACTION_NUM_WORKERS,
         progress=_progress_reporter(step.pk, worker),
     )

@@ -190,7 +190,7 @@ if env_bool("SECURE_COOKIES", False):  # turn on behind HTTPS
 
 # --- Celery ---------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://localhost/")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -230,6 +230,8 @@ RUN_MAX_ATTEMPTS = env_int("RUN_MAX_ATTEMPTS", 3)
 EXTRACTION_DEVICE = os.environ.get("EXTRACTION_DEVICE", "auto")  # auto, cpu, cuda, mps
 EXTRACTION_BATCH_SIZE = env_int("EXTRACTION_BATCH_SIZE", 64)
 EXTRACTION_NUM_WORKERS = env_int("EXTRACTION_NUM_WORKERS", 0)
+# Embeddings are saved every this many stimuli; a crashed extraction resumes from there.
+EXTRACTION_CHUNK_SIZE = env_int("EXTRACTION_CHUNK_SIZE", 1024)
 # Hugging Face and timm caches: set HF_HOME to a shared volume on GPU machines.
 
 REST_FRAMEWORK = {

@@ -4,6 +4,10 @@ Follows scikit-learn's KNeighborsClassifier(metric="cosine", algorithm="brute",
 weights="uniform") exactly: cosine distance is 1 - cos (clipped to [0, 2]), neighbours are
 the k smallest distances (ties broken by training index), and a tied vote goes to the
 smallest class label. Queries are processed in blocks so memory stays bounded.
+
+Distances are computed in float64 whatever the embeddings' dtype: in float32, near-ties
+between neighbours flip with the BLAS blocking (a 1 x n product and an n x n product round
+differently), so the result would depend on how the queries were batched.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ def knn_predict(
     exclude_self: bool = False,
 ) -> np.ndarray:
     """Predicted class codes for ``query_x``; with ``exclude_self`` query i is train i (LOO)."""
-    train_n = normalize_rows(train_x)
-    query_n = normalize_rows(query_x)
+    train_n = normalize_rows(np.asarray(train_x, dtype=np.float64))
+    query_n = normalize_rows(np.asarray(query_x, dtype=np.float64))
     predictions = np.empty(len(query_x), dtype=np.int64)
     for start in range(0, len(query_x), QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, len(query_x))

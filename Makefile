@@ -1,0 +1,52 @@
+# Likeness: `make run` (demo on the embedded defaults) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The pair that lies on this project's machines (local wheels); override elsewhere.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+# The test target: PostgreSQL and Redis on this machine (make services starts them).
+TEST_ENV := SECRET_KEY=test-only-not-secret \
+	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/likeness} \
+	CELERY_BROKER_URL=$${TEST_BROKER_URL:-redis://127.0.0.1:6379/15} \
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+.PHONY: install run test lint services browser clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Likeness needs Python 3.11 (set PYTHON=python3.11)"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install
+	DEBUG=1 HF_HUB_OFFLINE=1 $(PY) manage.py migrate --noinput
+	DEBUG=1 HF_HUB_OFFLINE=1 $(PY) manage.py load_demo
+	DEBUG=1 HF_HUB_OFFLINE=1 $(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+test: install services browser lint
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	SECRET_KEY=lint $(PY) manage.py makemigrations --check --dry-run
+
+# Start PostgreSQL and Redis when they are down (the commands of this project's machines).
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL or Redis did not start"; exit 1
+
+# Debian's Chromium for the real-browser tests (Playwright drives /usr/bin/chromium).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+clean:
+	rm -rf var staticfiles .pytest_cache
