@@ -9,7 +9,7 @@ PORT ?= 8000
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 # The test target: PostgreSQL and Redis on this machine (make services starts them).
-TEST_ENV := SECRET_KEY=test-only-not-secret \
+TEST_ENV := SECRET_KEY=test-only-not-secret STATIC_MANIFEST=0 \
 	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/likeness} \
 	CELERY_BROKER_URL=$${TEST_BROKER_URL:-redis://127.0.0.1:6379/15} \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -1,0 +1,215 @@
+"""Dataset import: all or nothing, with a specific error for each kind of bad upload."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from evaluation import services
+from evaluation.models import Dataset, Stimulus, Target
+from tests.conftest import make_image_dataset, make_text_dataset
+
+pytestmark = pytest.mark.django_db
+
+
+
+def png_bytes() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def zip_of(members: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    buffer.seek(0)
+    return buffer
+
+
+def assert_nothing_kept(media_root: Path) -> None:
+    assert Dataset.objects.count() == 0
+    assert Stimulus.objects.count() == 0
+    assert Target.objects.count() == 0
+    datasets_dir = media_root / "datasets"
+    assert not datasets_dir.exists() or not any(datasets_dir.iterdir())
+    tmp_dir = media_root / "tmp"
+    assert not tmp_dir.exists() or not any(tmp_dir.iterdir())
+
+
+def import_zip(data: io.BytesIO, name: str = "bad") -> Dataset:
+    return services.dataset_import_images(name=name, upload=data)
+
+
+def test_image_folders_become_labelled_stimuli(settings):
+    dataset = make_image_dataset()
+    assert dataset.stimulus_count == 120 == dataset.stimuli.count()
+    assert sorted(set(dataset.stimuli.values_list("label", flat=True))) == [str(d) for d in range(10)]
+    first = dataset.stimuli.first()
+    assert (Path(settings.MEDIA_ROOT) / first.file.name).is_file()
+    assert dataset.targets.get().kind == "labels"
+    assert len(dataset.content_hash) == 64
+
+
+def test_split_folders_are_read_as_splits():
+    data = zip_of({"train/cat/1.png": png_bytes(), "test/cat/2.png": png_bytes(),
+                   "train/dog/3.png": png_bytes()})
+    dataset = import_zip(data, "splits")
+    assert dict(dataset.stimuli.values_list("name", "split")) == {
+        "train/cat/1.png": "train", "test/cat/2.png": "test", "train/dog/3.png": "train"}
+    assert set(dataset.stimuli.values_list("label", flat=True)) == {"cat", "dog"}
+
+
+def test_same_content_gives_same_hash_and_different_content_does_not():
+    a = import_zip(zip_of({"cat/1.png": png_bytes()}), "a")
+    b = import_zip(zip_of({"cat/1.png": png_bytes()}), "b")
+    c = make_image_dataset("c")
+    assert a.content_hash == b.content_hash != c.content_hash
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        ("../evil/x.png", "points outside the archive"),
+        ("cats/../../x.png", "points outside the archive"),
+        ("/etc/x.png", "absolute path"),
+        ("C:/x.png", "absolute path"),
+    ],
+)
+def test_zip_paths_escaping_the_archive_are_refused(member, message, isolated_storage):
+    data = zip_of({"cat/ok.png": png_bytes(), member: png_bytes()})
+    with pytest.raises(ValidationError, match=message):
+        import_zip(data)
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_corrupt_image_is_named(isolated_storage):
+    data = zip_of({"cat/ok.png": png_bytes(), "cat/broken.png": png_bytes()[:30]})
+    with pytest.raises(ValidationError, match="'cat/broken.png' is corrupt"):
+        import_zip(data)
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_not_a_zip_is_refused(isolated_storage):
+    with pytest.raises(ValidationError, match="not a valid zip"):
+        import_zip(io.BytesIO(b"hello"))
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_image_outside_a_label_folder_is_refused(isolated_storage):
+    with pytest.raises(ValidationError, match="not inside a folder"):
+        import_zip(zip_of({"x.png": png_bytes()}))
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_non_image_member_is_refused_but_mac_junk_is_ignored(isolated_storage):
+    with pytest.raises(ValidationError, match="'cat/notes.txt' is not an image"):
+        import_zip(zip_of({"cat/1.png": png_bytes(), "cat/notes.txt": b"hi"}))
+    dataset = import_zip(zip_of({"cat/1.png": png_bytes(), "__MACOSX/cat/._1.png": b"x",
+                                 "cat/.DS_Store": b"x"}), "ok")
+    assert dataset.stimulus_count == 1
+
+
+def test_zip_bomb_is_refused_before_extraction(settings, isolated_storage):
+    settings.DATASET_UNZIPPED_MAX_BYTES = 1000
+    data = zip_of({"cat/1.png": png_bytes() + b"\0" * 5000})
+    with pytest.raises(ValidationError, match="unpacks to more than"):
+        import_zip(data)
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_oversize_upload_is_refused_before_reading(settings, isolated_storage):
+    settings.DATASET_UPLOAD_MAX_BYTES = 10
+    upload = SimpleUploadedFile("d.zip", b"x" * 100)
+    with pytest.raises(ValidationError, match="limit is"):
+        import_zip(upload)
+    assert upload.tell() == 0
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_database_failure_mid_import_leaves_no_files(monkeypatch, isolated_storage):
+    def explode(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(Stimulus.objects, "bulk_create", explode)
+    with pytest.raises(RuntimeError):
+        make_image_dataset("boom")
+    assert_nothing_kept(isolated_storage / "media")
+
+
+# --- Texts --------------------------------------------------------------------------------------
+def import_csv(text: str, **columns: str) -> Dataset:
+    return services.dataset_import_texts(name="texts", upload=io.BytesIO(text.encode()), **columns)
+
+
+def test_text_csv_becomes_stimuli_with_labels_and_splits():
+    dataset = import_csv("sentence;topic;part\nHello there;greet;train\nGood bye;leave;test\n",
+                         text_column="sentence", label_column="topic", split_column="part")
+    assert list(dataset.stimuli.values_list("text", "label", "split")) == [
+        ("Hello there", "greet", "train"), ("Good bye", "leave", "test")]
+
+
+def test_empty_csv_is_refused():
+    with pytest.raises(ValidationError, match="The CSV file is empty"):
+        import_csv("")
+    assert Dataset.objects.count() == 0
+
+
+def test_header_only_csv_is_refused():
+    with pytest.raises(ValidationError, match="header but no rows"):
+        import_csv("text,label\n")
+
+
+def test_csv_without_the_text_column_lists_its_columns():
+    with pytest.raises(ValidationError, match="no text column 'text'; its columns are: 'sentence', 'label'"):
+        import_csv("sentence,label\nHi,a\n")
+    assert Dataset.objects.count() == 0 and Stimulus.objects.count() == 0
+
+
+def test_empty_text_cell_names_the_row():
+    with pytest.raises(ValidationError, match="Row 3: the text column 'text' is empty"):
+        import_csv("text,label\nHi,a\n,b\n")
+    assert Stimulus.objects.count() == 0
+
+
+def test_non_utf8_csv_is_refused():
+    with pytest.raises(ValidationError, match="not UTF-8"):
+        services.dataset_import_texts(name="latin", upload=io.BytesIO("text\ncaf\xe9\n".encode("latin-1")))
+
+
+def test_duplicate_dataset_name_is_refused():
+    make_text_dataset("same")
+    with pytest.raises(ValidationError, match="already exists"):
+        make_text_dataset("same")
+
+
+# --- Through the form ----------------------------------------------------------------------------
+def test_import_form_shows_the_specific_error_and_keeps_nothing(researcher_client, isolated_storage):
+    data = zip_of({"../x.png": png_bytes()}).getvalue()
+    response = researcher_client.post(
+        reverse("evaluation:dataset_create"),
+        {"name": "evil", "modality": "image", "file": SimpleUploadedFile("evil.zip", data)},
+    )
+    assert response.status_code == 200
+    assert "points outside the archive" in response.content.decode()
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_import_form_creates_the_dataset(researcher_client, digits_zip_small):
+    response = researcher_client.post(
+        reverse("evaluation:dataset_create"),
+        {"name": "digits", "modality": "image", "file": SimpleUploadedFile("d.zip", digits_zip_small)},
+    )
+    dataset = Dataset.objects.get(name="digits")
+    assert response.status_code == 302 and response.url == dataset.get_absolute_url()
+    page = researcher_client.get(dataset.get_absolute_url())
+    assert "120 image stimuli" in page.content.decode()
