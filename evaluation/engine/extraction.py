@@ -75,17 +75,22 @@ def extract_to_file(
     work_dir.mkdir(parents=True, exist_ok=True)
     chunk_starts = list(range(0, total, chunk_size))
     reused = 0
-    for index, start in enumerate(chunk_starts):
-        chunk_file = work_dir / f"chunk-{index:06d}.npy"
-        stop = min(start + chunk_size, total)
-        if chunk_file.exists():
-            reused += 1
-        else:
-            rows = _embed_chunk(adapter, stimuli[start:stop], layer, batch_size, num_workers,
-                                on_batch=lambda done, s=start: _report(progress, s + done, total))
-            _check_finite(rows, stimuli, start)
-            _save_atomically(chunk_file, rows)
-        _report(progress, stop, total)
+    try:
+        for index, start in enumerate(chunk_starts):
+            chunk_file = work_dir / f"chunk-{index:06d}.npy"
+            stop = min(start + chunk_size, total)
+            if chunk_file.exists():
+                reused += 1
+            else:
+                rows = _embed_chunk(adapter, stimuli[start:stop], layer, batch_size, num_workers,
+                                    on_batch=lambda done, s=start: _report(progress, s + done, total))
+                _check_finite(rows, stimuli, start)
+                _save_atomically(chunk_file, rows)
+            _report(progress, stop, total)
+    except StimulusError:
+        # Bad input fails the same way every time: saved chunks would never be resumed.
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
     dim = _assemble(work_dir, len(chunk_starts), total, out_path)
     shutil.rmtree(work_dir, ignore_errors=True)
     return ExtractionResult(out_path, total, dim, time.perf_counter() - started, reused)

@@ -1,0 +1,250 @@
+"""Runs, executed in-process through the same services the Celery tasks call: scores equal
+the independent reference, repeated steps never duplicate rows, cached embeddings are
+reused, and failures end the run with a message a researcher can act on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from sklearn.model_selection import LeaveOneOut, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier
+
+from evaluation import services
+from evaluation.metrics import knn_entry
+from evaluation.models import EmbeddingSet, Run, RunStep, Score
+from tests.conftest import make_image_dataset, make_text_dataset, make_text_model, make_timm_model
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list[tuple[str, int]]:
+    """Messages the services send to the broker (no broker in these tests)."""
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(services, "_enqueue", lambda name, step_id: sent.append((name, step_id)))
+    return sent
+
+
+def run_steps(run: Run, worker: str = "w1") -> None:
+    for step in run.steps.all():
+        services.step_extract(step_id=step.pk, worker=worker)
+        services.step_score(step_id=step.pk, worker=worker)
+
+
+@pytest.fixture
+def image_run(digits_zip_small) -> Run:
+    dataset = make_image_dataset(data=digits_zip_small)
+    return services.run_create(dataset=dataset, models=[make_timm_model()],
+                               metrics=[knn_entry(k=3, split="loo")])
+
+
+def test_run_scores_equal_sklearn_on_the_cached_embeddings(image_run):
+    run_steps(image_run)
+    image_run.refresh_from_db()
+    assert image_run.status == "succeeded" and image_run.started_at and image_run.finished_at
+    score = Score.objects.get()
+    embeddings = score.embedding_set.load().astype(np.float64)
+    labels = np.array(list(image_run.dataset.stimuli.order_by("order").values_list("label", flat=True)))
+    reference = cross_val_predict(
+        KNeighborsClassifier(n_neighbors=3, metric="cosine", algorithm="brute"),
+        embeddings, labels, cv=LeaveOneOut(),
+    )
+    assert score.value == (reference == labels).mean()
+    assert score.ci_low < score.value < score.ci_high
+    assert (score.metric_key, score.layer, score.n) == ("knn(k=3,split=loo)", "pre_logits", 120)
+
+
+def test_repeated_steps_never_duplicate_scores(image_run):
+    run_steps(image_run)
+    first = Score.objects.get()
+    step = image_run.steps.get()
+    services.step_extract(step_id=step.pk, worker="w2")  # a redelivered message: nothing to do
+    services.step_score(step_id=step.pk, worker="w2")
+    # A worker died after writing scores but before it acknowledged: the step is scored again.
+    RunStep.objects.filter(pk=step.pk).update(status="extracted")
+    services.step_score(step_id=step.pk, worker="w3")
+    assert Score.objects.count() == 1
+    assert Score.objects.get().value == first.value
+
+
+def test_second_run_reuses_embeddings_without_loading_the_model(image_run, monkeypatch):
+    run_steps(image_run)
+    monkeypatch.setattr(services.adapters, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
+    again = services.run_create(dataset=image_run.dataset, models=[image_run.steps.get().model],
+                                metrics=[knn_entry(k=5, split="holdout")])
+    run_steps(again)
+    step = again.steps.get()
+    assert step.status == "succeeded" and step.reused_embeddings
+    assert EmbeddingSet.objects.count() == 1
+    holdout = Score.objects.get(run=again)
+    assert holdout.details["split_source"].startswith("stratified random 25%") and holdout.n == 30
+
+
+def test_text_run_with_the_shipped_model(enqueued):
+    dataset = make_text_dataset()
+    run = services.run_create(dataset=dataset, models=[make_text_model()],
+                              metrics=[knn_entry(k=1, split="loo")])
+    run_steps(run)
+    score = Score.objects.get(run=run)
+    assert score.value == 1.0  # animals vs finance sentences: MiniLM separates them
+    assert run.steps.get().model.embedding_size == 384
+
+
+def test_run_of_mismatched_modality_is_refused():
+    with pytest.raises(ValidationError, match="different modality"):
+        services.run_create(dataset=make_text_dataset(), models=[make_timm_model()],
+                            metrics=[knn_entry(k=1, split="loo")])
+    assert not Run.objects.exists()
+
+
+def test_knn_needs_labels():
+    import io
+
+    dataset = services.dataset_import_texts(name="unlabelled", upload=io.BytesIO(b"text\nA\nB\n"),
+                                            label_column="")
+    with pytest.raises(ValidationError, match="needs a dataset with labels"):
+        services.run_create(dataset=dataset, models=[make_text_model()], metrics=[knn_entry(k=1, split="loo")])
+
+
+def test_k_larger_than_the_dataset_fails_the_run_with_the_reason():
+    run = services.run_create(dataset=make_text_dataset(), models=[make_text_model()],
+                              metrics=[knn_entry(k=50, split="loo")])
+    run_steps(run)
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert "k-NN accuracy: k=50 is larger than the 7 training stimuli" in run.error_message
+    assert not Score.objects.exists()
+
+
+def test_corrupt_stimulus_fails_the_step_and_caches_nothing(image_run, settings):
+    from pathlib import Path
+
+    stimulus = image_run.dataset.stimuli.get(order=7)
+    Path(settings.MEDIA_ROOT, stimulus.file.name).write_bytes(b"garbage")
+    run_steps(image_run)
+    image_run.refresh_from_db()
+    assert image_run.status == "failed"
+    assert f"Image '{Path(stimulus.file.name).name}' cannot be decoded" in image_run.error_message
+    assert not EmbeddingSet.objects.exists()
+    assert not any(p.is_file() for p in Path(settings.EMBEDDINGS_ROOT).rglob("*"))
+
+
+def test_deleted_checkpoint_fails_with_a_specific_message(digits_zip_small, tmp_path):
+    import timm
+    import torch
+
+    checkpoint = tmp_path / "w.pth"
+    torch.save(timm.create_model("test_vit").state_dict(), checkpoint)
+    model = services.model_register(name="ckpt", source="timm", identifier="test_vit",
+                                    weights="checkpoint", checkpoint_path=str(checkpoint))
+    checkpoint.unlink()
+    run = services.run_create(dataset=make_image_dataset(data=digits_zip_small), models=[model],
+                              metrics=[knn_entry(k=1, split="loo")])
+    run_steps(run)
+    run.refresh_from_db()
+    assert run.status == "failed" and f"'{checkpoint}' does not exist" in run.error_message
+
+
+def test_one_failing_model_does_not_stop_the_others(digits_zip_small):
+    dataset = make_image_dataset(data=digits_zip_small)
+    good = make_timm_model()
+    bad = make_timm_model("bad", "test_resnet")
+    run = services.run_create(dataset=dataset, models=[good, bad], metrics=[knn_entry(k=1, split="loo")])
+    RunStep.objects.filter(run=run, model=bad).update(layer="no_such_layer")
+    run_steps(run)
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert "Layer 'no_such_layer' does not exist" in run.error_message
+    assert Score.objects.filter(run=run).count() == 1
+
+
+def test_cancelled_run_is_not_picked_up(image_run):
+    assert services.run_cancel(run=image_run)
+    run_steps(image_run)
+    image_run.refresh_from_db()
+    assert image_run.status == "cancelled"
+    assert set(image_run.steps.values_list("status", flat=True)) == {"cancelled"}
+    assert not services.run_cancel(run=image_run)
+
+
+# --- Recovery -----------------------------------------------------------------------------------
+def test_steps_of_a_dead_worker_are_requeued_when_it_restarts(image_run, enqueued, django_capture_on_commit_callbacks):
+    step = image_run.steps.get()
+    RunStep.objects.filter(pk=step.pk).update(status="extracting", claimed_by="gpu@host", attempts=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.steps_requeue_orphaned(worker="other@host") == 0
+        assert services.steps_requeue_orphaned(worker="gpu@host") == 1
+    step.refresh_from_db()
+    assert (step.status, step.claimed_by) == ("queued", "")
+    assert enqueued == [("evaluation.extract_embeddings", step.pk)]
+
+
+def test_a_step_that_keeps_killing_workers_fails_after_max_attempts(image_run, settings):
+    step = image_run.steps.get()
+    RunStep.objects.filter(pk=step.pk).update(status="scoring", claimed_by="w", attempts=settings.RUN_MAX_ATTEMPTS)
+    services.steps_requeue_orphaned(worker="w")
+    image_run.refresh_from_db()
+    assert image_run.status == "failed" and "stopped 3 times" in image_run.error_message
+
+
+def test_stalled_steps_are_requeued(image_run, enqueued, django_capture_on_commit_callbacks):
+    from django.utils import timezone
+
+    step = image_run.steps.get()
+    RunStep.objects.filter(pk=step.pk).update(
+        status="scoring", claimed_by="gone@host", heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.steps_requeue_stalled(stalled_after_seconds=60) == 1
+    assert RunStep.objects.get(pk=step.pk).status == "extracted"
+    assert enqueued == [("evaluation.score_embeddings", step.pk)]
+
+
+# --- Pages --------------------------------------------------------------------------------------
+def test_run_form_htmx_lists_only_models_of_the_dataset_modality(researcher_client):
+    text = make_text_dataset()
+    make_text_model()
+    make_timm_model()
+    response = researcher_client.get(reverse("evaluation:run_create"), {"dataset": text.pk},
+                                     HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert 'id="run-fields"' in html and "<html" not in html
+    assert "minilm" in html and "test-vit" not in html
+
+
+def test_run_form_creates_a_run_and_queues_it(researcher_client, enqueued, django_capture_on_commit_callbacks):
+    dataset = make_text_dataset()
+    model = make_text_model()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = researcher_client.post(reverse("evaluation:run_create"), {
+            "dataset": dataset.pk, "models": [model.pk], "metric_knn": "on", "knn_k": 3, "knn_split": "loo"})
+    run = Run.objects.get()
+    assert response.status_code == 302 and response.url == run.get_absolute_url()
+    assert run.metrics == [{"name": "knn", "params": {"k": 3, "split": "loo"}}]
+    assert enqueued == [("evaluation.extract_embeddings", run.steps.get().pk)]
+
+
+def test_run_form_errors_are_shown(researcher_client):
+    dataset = make_text_dataset()
+    response = researcher_client.post(reverse("evaluation:run_create"), {
+        "dataset": dataset.pk, "metric_knn": "on", "knn_k": 0, "knn_split": "loo"})
+    html = response.content.decode()
+    assert response.status_code == 200 and "This field is required" in html
+    assert "greater than or equal to 1" in html and not Run.objects.exists()
+
+
+def test_run_page_polls_until_finished_then_shows_scores(researcher_client, image_run):
+    page = researcher_client.get(image_run.get_absolute_url()).content.decode()
+    assert 'hx-trigger="every 1s"' in page
+    run_steps(image_run)
+    partial = researcher_client.get(image_run.get_absolute_url(), HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in partial and "knn(k=3,split=loo)" in partial and "<html" not in partial
+
+
+def test_leaderboard_shows_scores_with_intervals_and_baseline_label(client, image_run):
+    run_steps(image_run)
+    score = Score.objects.get()
+    html = client.get(score.target.get_absolute_url()).content.decode()
+    assert "untrained baseline" in html
+    assert f"{score.value:.3f}" in html and f"[{score.ci_low:.3f}, {score.ci_high:.3f}]" in html
