@@ -272,7 +272,7 @@ class RunStep(models.Model):
     reused_embeddings = models.BooleanField(default=False)
     claimed_by = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Claims in the current phase.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     extract_seconds = models.FloatField(null=True, blank=True)

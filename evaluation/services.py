@@ -319,6 +319,7 @@ def step_extract(*, step_id: int, worker: str) -> None:
             extract_seconds=time.perf_counter() - started,
             claimed_by="",
             heartbeat_at=timezone.now(),
+            attempts=0,  # attempts count per phase: scoring starts afresh
         )
         if moved:
             transaction.on_commit(lambda: _enqueue("evaluation.score_embeddings", step_id))
@@ -452,6 +453,8 @@ def _embeddings_for(step: RunStep, worker: str) -> tuple[EmbeddingSet, bool]:
         num_workers=settings.EXTRACTION_NUM_WORKERS,
         progress=_progress_reporter(step.pk, worker),
     )
+    if result.chunks_reused:
+        logger.info("Step %s resumed its extraction: reused %d saved chunk(s)", step.pk, result.chunks_reused)
     PretrainedModel.objects.filter(pk=model.pk).update(
         parameter_count=adapter.parameter_count() or None, embedding_size=result.dim
     )

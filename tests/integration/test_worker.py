@@ -1,0 +1,82 @@
+"""The whole path on real services: a researcher submits the run form, a real Celery worker
+on Redis and PostgreSQL extracts and scores, and the result reaches the leaderboard. A
+worker killed with SIGKILL mid-run is recovered without losing or duplicating anything."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+from django.urls import reverse
+from sklearn.model_selection import LeaveOneOut, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier
+
+from evaluation import services
+from evaluation.demo import digits_zip
+from evaluation.metrics import knn_entry
+from evaluation.models import Run, RunStep, Score
+from tests.conftest import make_image_dataset, make_timm_model
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def finished(run: Run) -> bool:
+    run.refresh_from_db()
+    return run.is_finished
+
+
+def test_run_from_form_to_leaderboard_on_a_real_worker(start_worker, client, researcher, digits_zip_small):
+    worker = start_worker()
+    dataset = make_image_dataset(data=digits_zip_small)
+    model = make_timm_model()
+    client.force_login(researcher)
+    response = client.post(reverse("evaluation:run_create"), {
+        "dataset": dataset.pk, "models": [model.pk], "metric_knn": "on", "knn_k": 5, "knn_split": "loo"})
+    run = Run.objects.get()
+    assert response.status_code == 302
+    wait_for(lambda: finished(run), timeout=120, message=worker.log)
+    assert run.status == "succeeded", run.error_message
+
+    score = Score.objects.get(run=run)
+    embeddings = score.embedding_set.load().astype(np.float64)
+    labels = np.array(list(dataset.stimuli.order_by("order").values_list("label", flat=True)))
+    reference = cross_val_predict(KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute"),
+                                  embeddings, labels, cv=LeaveOneOut())
+    assert score.value == (reference == labels).mean()
+
+    client.logout()
+    board = client.get(reverse("evaluation:leaderboard", args=[score.target_id])).content.decode()
+    assert "test-vit" in board and f"[{score.ci_low:.3f}, {score.ci_high:.3f}]" in board
+
+
+def test_sigkill_mid_run_then_new_worker_finishes_with_exactly_one_score_each(start_worker, settings):
+    dataset = services.dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=1200)))
+    model = make_timm_model("resnet-tiny", "test_resnet")
+    first = start_worker("gpu1@%h")
+    run = services.run_create(dataset=dataset, models=[model], metrics=[
+        knn_entry(k=5, split="loo"), knn_entry(k=3, split="holdout")])
+    step = run.steps.get()
+
+    def extracting_for_a_while() -> bool:
+        step.refresh_from_db()
+        return step.status == "extracting" and step.processed >= 300
+
+    wait_for(extracting_for_a_while, timeout=120, message=first.log)
+    first.kill()
+    step.refresh_from_db()
+    assert step.status == "extracting" and step.processed < 1200, "the kill came too late to test"
+
+    second = start_worker("gpu1@%h")  # the same worker name, back after a crash
+    wait_for(lambda: finished(run), timeout=180, message=second.log)
+    assert run.status == "succeeded", run.error_message
+    step.refresh_from_db()
+    assert step.status == "succeeded"
+    keys = Counter(Score.objects.filter(run=run).values_list("model", "layer", "metric_key", "target"))
+    assert len(keys) == 2 and set(keys.values()) == {1}
+    assert not RunStep.objects.exclude(status__in=["succeeded"]).exists()
+    log = second.log()
+    assert "Requeued 1 run step(s)" in log
+    assert "resumed its extraction: reused 2 saved chunk(s)" in log  # chunks of 128, >= 300 done
