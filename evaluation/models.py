@@ -232,6 +232,10 @@ class Run(models.Model):
         return self.status in FINISHED_RUN_STATUSES
 
     @property
+    def metric_keys(self) -> list[str]:
+        return [metric_key(entry["name"], entry["params"]) for entry in self.metrics]
+
+    @property
     def elapsed_seconds(self) -> float | None:
         if not self.started_at:
             return None
