@@ -32,10 +32,13 @@ run: install
 	DEBUG=1 HF_HUB_OFFLINE=1 $(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: install services browser lint
-	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	@$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	 if [ $$rc -eq 5 ]; then echo "pytest collected no tests: a failure, not a pass." >&2; fi; exit $$rc
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	SECRET_KEY=lint $(PY) manage.py makemigrations --check --dry-run
 
 # Start PostgreSQL and Redis when they are down (the commands of this project's machines).

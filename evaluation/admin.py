@@ -14,7 +14,15 @@ from evaluation.models import (
 
 @admin.register(PretrainedModel)
 class PretrainedModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "source", "identifier", "weights", "modality", "parameter_count", "embedding_size"]
+    list_display = [
+        "name",
+        "source",
+        "identifier",
+        "weights",
+        "modality",
+        "parameter_count",
+        "embedding_size",
+    ]
     list_filter = ["source", "weights", "modality"]
     search_fields = ["name", "identifier"]
 
@@ -43,7 +51,16 @@ class TargetAdmin(admin.ModelAdmin):
 
 @admin.register(EmbeddingSet)
 class EmbeddingSetAdmin(admin.ModelAdmin):
-    list_display = ["fingerprint", "model", "dataset", "layer", "precision", "count", "dim", "created_at"]
+    list_display = [
+        "fingerprint",
+        "model",
+        "dataset",
+        "layer",
+        "precision",
+        "count",
+        "dim",
+        "created_at",
+    ]
     list_select_related = ["model", "dataset"]
     search_fields = ["fingerprint"]
 
@@ -51,7 +68,16 @@ class EmbeddingSetAdmin(admin.ModelAdmin):
 class RunStepInline(admin.TabularInline):
     model = RunStep
     extra = 0
-    fields = ["model", "layer", "status", "processed", "total", "attempts", "claimed_by", "error_message"]
+    fields = [
+        "model",
+        "layer",
+        "status",
+        "processed",
+        "total",
+        "attempts",
+        "claimed_by",
+        "error_message",
+    ]
     readonly_fields = fields
 
 

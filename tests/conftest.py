@@ -63,25 +63,39 @@ def digits_zip_small() -> bytes:
     return digits_zip(limit=120)
 
 
-def make_image_dataset(name: str = "digits-120", *, data: bytes | None = None, user=None) -> Dataset:
+def make_image_dataset(
+    name: str = "digits-120", *, data: bytes | None = None, user=None
+) -> Dataset:
     return services.dataset_import_images(
-        name=name, upload=io.BytesIO(data if data is not None else digits_zip(limit=120)), created_by=user
+        name=name,
+        upload=io.BytesIO(data if data is not None else digits_zip(limit=120)),
+        created_by=user,
     )
 
 
-def make_text_dataset(name: str = "sentences", rows: list[tuple[str, str]] | None = None, user=None) -> Dataset:
+def make_text_dataset(
+    name: str = "sentences", rows: list[tuple[str, str]] | None = None, user=None
+) -> Dataset:
     rows = rows or [
-        ("A cat sits on the mat.", "animals"), ("A dog runs in the park.", "animals"),
-        ("Kittens play with yarn.", "animals"), ("Horses graze in a field.", "animals"),
-        ("Stocks fell sharply today.", "finance"), ("The central bank raised rates.", "finance"),
-        ("Investors sold their bonds.", "finance"), ("The market rallied at noon.", "finance"),
+        ("A cat sits on the mat.", "animals"),
+        ("A dog runs in the park.", "animals"),
+        ("Kittens play with yarn.", "animals"),
+        ("Horses graze in a field.", "animals"),
+        ("Stocks fell sharply today.", "finance"),
+        ("The central bank raised rates.", "finance"),
+        ("Investors sold their bonds.", "finance"),
+        ("The market rallied at noon.", "finance"),
     ]
     text = "text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows)
-    return services.dataset_import_texts(name=name, upload=io.BytesIO(text.encode()), created_by=user)
+    return services.dataset_import_texts(
+        name=name, upload=io.BytesIO(text.encode()), created_by=user
+    )
 
 
 def make_timm_model(name: str = "test-vit", identifier: str = "test_vit") -> PretrainedModel:
-    return services.model_register(name=name, source="timm", identifier=identifier, weights="untrained")
+    return services.model_register(
+        name=name, source="timm", identifier=identifier, weights="untrained"
+    )
 
 
 def make_text_model(name: str = "minilm") -> PretrainedModel:

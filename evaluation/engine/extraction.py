@@ -9,6 +9,7 @@ exists only when it is whole, which is what the embedding cache relies on.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -82,8 +83,14 @@ def extract_to_file(
             if chunk_file.exists():
                 reused += 1
             else:
-                rows = _embed_chunk(adapter, stimuli[start:stop], layer, batch_size, num_workers,
-                                    on_batch=lambda done, s=start: _report(progress, s + done, total))
+                rows = _embed_chunk(
+                    adapter,
+                    stimuli[start:stop],
+                    layer,
+                    batch_size,
+                    num_workers,
+                    on_batch=functools.partial(_report_offset, progress, start, total),
+                )
                 _check_finite(rows, stimuli, start)
                 _save_atomically(chunk_file, rows)
             _report(progress, stop, total)
@@ -120,6 +127,10 @@ def _embed_chunk(
             done += len(vectors)
             on_batch(done)
     return np.concatenate(parts, axis=0)
+
+
+def _report_offset(progress: ProgressCallback | None, offset: int, total: int, done: int) -> None:
+    _report(progress, offset + done, total)
 
 
 def _report(progress: ProgressCallback | None, done: int, total: int) -> None:

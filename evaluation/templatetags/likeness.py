@@ -18,8 +18,8 @@ def dictget(mapping: dict[str, Any], key: str) -> Any:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    seconds = int(round(seconds))
-    minutes, secs = divmod(seconds, 60)
+    whole = round(seconds)
+    minutes, secs = divmod(whole, 60)
     hours, minutes = divmod(minutes, 60)
     if hours:
         return f"{hours}h {minutes:02d}m"

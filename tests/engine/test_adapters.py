@@ -13,13 +13,19 @@ from evaluation.engine.specs import ModelSpec, StimulusInput
 
 
 def test_unknown_timm_model_suggests_close_names():
-    with pytest.raises(ModelSpecError, match=r"no model called 'resnet181'.*Did you mean: .*resnet18"):
+    with pytest.raises(
+        ModelSpecError, match=r"no model called 'resnet181'.*Did you mean: .*resnet18"
+    ):
         validate_spec(ModelSpec(source="timm", identifier="resnet181", weights="untrained"))
 
 
 def test_missing_checkpoint_path_is_named():
-    spec = ModelSpec(source="timm", identifier="test_vit", weights="checkpoint",
-                     checkpoint_path="/nonexistent/weights.pth")
+    spec = ModelSpec(
+        source="timm",
+        identifier="test_vit",
+        weights="checkpoint",
+        checkpoint_path="/nonexistent/weights.pth",
+    )
     with pytest.raises(ModelSpecError, match="'/nonexistent/weights.pth' does not exist"):
         validate_spec(spec)
 
@@ -40,7 +46,9 @@ def test_timm_checkpoint_loads_the_saved_weights(tmp_path):
     original = timm.create_model("test_vit", pretrained=False).eval()
     path = tmp_path / "weights.pth"
     torch.save(original.state_dict(), path)
-    spec = ModelSpec(source="timm", identifier="test_vit", weights="checkpoint", checkpoint_path=str(path))
+    spec = ModelSpec(
+        source="timm", identifier="test_vit", weights="checkpoint", checkpoint_path=str(path)
+    )
     adapter = load_adapter(spec)
     batch = torch.randn(2, 3, 160, 160)
     with torch.inference_mode():
@@ -71,5 +79,7 @@ def test_shipped_minilm_matches_sentence_transformers_directly():
 
 def test_unknown_layer_lists_what_exists():
     adapter = load_adapter(ModelSpec(source="timm", identifier="test_vit", weights="untrained"))
-    with pytest.raises(ModelSpecError, match="Layer 'pre_logit' does not exist.*Did you mean: pre_logits"):
+    with pytest.raises(
+        ModelSpecError, match="Layer 'pre_logit' does not exist.*Did you mean: pre_logits"
+    ):
         adapter.check_layer("pre_logit")

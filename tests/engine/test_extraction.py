@@ -30,8 +30,9 @@ def images(tmp_path) -> list[StimulusInput]:
 
 
 def test_crash_then_resume_reuses_saved_chunks_and_matches_one_pass(adapter, images, tmp_path):
-    one_pass = extract_to_file(adapter, images, layer="", out_path=tmp_path / "a.npy",
-                               batch_size=8, chunk_size=16)
+    one_pass = extract_to_file(
+        adapter, images, layer="", out_path=tmp_path / "a.npy", batch_size=8, chunk_size=16
+    )
 
     def crash_after_two_chunks(done: int, total: int) -> bool:
         if done > 32:
@@ -40,8 +41,15 @@ def test_crash_then_resume_reuses_saved_chunks_and_matches_one_pass(adapter, ima
 
     out = tmp_path / "b.npy"
     with pytest.raises(RuntimeError, match="worker killed"):
-        extract_to_file(adapter, images, layer="", out_path=out, batch_size=8, chunk_size=16,
-                        progress=crash_after_two_chunks)
+        extract_to_file(
+            adapter,
+            images,
+            layer="",
+            out_path=out,
+            batch_size=8,
+            chunk_size=16,
+            progress=crash_after_two_chunks,
+        )
     assert not out.exists(), "an interrupted extraction must not leave a final file"
     resumed = extract_to_file(adapter, images, layer="", out_path=out, batch_size=8, chunk_size=16)
     assert resumed.chunks_reused == 2
@@ -51,8 +59,15 @@ def test_crash_then_resume_reuses_saved_chunks_and_matches_one_pass(adapter, ima
 
 def test_progress_callback_can_cancel(adapter, images, tmp_path):
     with pytest.raises(ExtractionCancelled):
-        extract_to_file(adapter, images, layer="", out_path=tmp_path / "c.npy", batch_size=8,
-                        chunk_size=16, progress=lambda done, total: False)
+        extract_to_file(
+            adapter,
+            images,
+            layer="",
+            out_path=tmp_path / "c.npy",
+            batch_size=8,
+            chunk_size=16,
+            progress=lambda done, total: False,
+        )
     assert not (tmp_path / "c.npy").exists()
 
 
@@ -60,8 +75,12 @@ def test_corrupt_image_is_named_in_the_error(adapter, images, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(StimulusError, match="broken.png"):
-        extract_to_file(adapter, [*images[:3], StimulusInput(path=str(broken))], layer="",
-                        out_path=tmp_path / "d.npy")
+        extract_to_file(
+            adapter,
+            [*images[:3], StimulusInput(path=str(broken))],
+            layer="",
+            out_path=tmp_path / "d.npy",
+        )
 
 
 def test_nan_embeddings_are_refused(images, tmp_path):

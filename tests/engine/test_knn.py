@@ -3,7 +3,6 @@ k, cosine metric and split), on real embeddings of real images."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,8 +13,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from evaluation.engine.adapters import load_adapter
 from evaluation.engine.errors import MetricError
 from evaluation.engine.extraction import extract_to_file
-from evaluation.engine.metrics.knn import knn_accuracy, knn_predict
 from evaluation.engine.metrics.intervals import wilson_interval
+from evaluation.engine.metrics.knn import knn_accuracy, knn_predict
 from evaluation.engine.specs import ModelSpec, StimulusInput
 
 
@@ -36,7 +35,9 @@ def digit_embeddings(tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sklearn_knn(k: int) -> KNeighborsClassifier:
-    return KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute", weights="uniform")
+    return KNeighborsClassifier(
+        n_neighbors=k, metric="cosine", algorithm="brute", weights="uniform"
+    )
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 10])
@@ -91,5 +92,3 @@ def test_single_class_is_refused_with_a_specific_message():
 def test_k_larger_than_training_set_is_refused():
     with pytest.raises(MetricError, match="k=10 is larger than the 3 training stimuli"):
         knn_accuracy(np.eye(4), np.array(["a", "b", "a", "b"]), k=10)
-
-

@@ -18,7 +18,6 @@ from tests.conftest import make_image_dataset, make_text_dataset
 pytestmark = pytest.mark.django_db
 
 
-
 def png_bytes() -> bytes:
     from PIL import Image
 
@@ -53,7 +52,9 @@ def import_zip(data: io.BytesIO, name: str = "bad") -> Dataset:
 def test_image_folders_become_labelled_stimuli(settings):
     dataset = make_image_dataset()
     assert dataset.stimulus_count == 120 == dataset.stimuli.count()
-    assert sorted(set(dataset.stimuli.values_list("label", flat=True))) == [str(d) for d in range(10)]
+    assert sorted(set(dataset.stimuli.values_list("label", flat=True))) == [
+        str(d) for d in range(10)
+    ]
     first = dataset.stimuli.first()
     assert (Path(settings.MEDIA_ROOT) / first.file.name).is_file()
     assert dataset.targets.get().kind == "labels"
@@ -61,11 +62,19 @@ def test_image_folders_become_labelled_stimuli(settings):
 
 
 def test_split_folders_are_read_as_splits():
-    data = zip_of({"train/cat/1.png": png_bytes(), "test/cat/2.png": png_bytes(),
-                   "train/dog/3.png": png_bytes()})
+    data = zip_of(
+        {
+            "train/cat/1.png": png_bytes(),
+            "test/cat/2.png": png_bytes(),
+            "train/dog/3.png": png_bytes(),
+        }
+    )
     dataset = import_zip(data, "splits")
     assert dict(dataset.stimuli.values_list("name", "split")) == {
-        "train/cat/1.png": "train", "test/cat/2.png": "test", "train/dog/3.png": "train"}
+        "train/cat/1.png": "train",
+        "test/cat/2.png": "test",
+        "train/dog/3.png": "train",
+    }
     assert set(dataset.stimuli.values_list("label", flat=True)) == {"cat", "dog"}
 
 
@@ -114,8 +123,10 @@ def test_image_outside_a_label_folder_is_refused(isolated_storage):
 def test_non_image_member_is_refused_but_mac_junk_is_ignored(isolated_storage):
     with pytest.raises(ValidationError, match="'cat/notes.txt' is not an image"):
         import_zip(zip_of({"cat/1.png": png_bytes(), "cat/notes.txt": b"hi"}))
-    dataset = import_zip(zip_of({"cat/1.png": png_bytes(), "__MACOSX/cat/._1.png": b"x",
-                                 "cat/.DS_Store": b"x"}), "ok")
+    dataset = import_zip(
+        zip_of({"cat/1.png": png_bytes(), "__MACOSX/cat/._1.png": b"x", "cat/.DS_Store": b"x"}),
+        "ok",
+    )
     assert dataset.stimulus_count == 1
 
 
@@ -152,10 +163,16 @@ def import_csv(text: str, **columns: str) -> Dataset:
 
 
 def test_text_csv_becomes_stimuli_with_labels_and_splits():
-    dataset = import_csv("sentence;topic;part\nHello there;greet;train\nGood bye;leave;test\n",
-                         text_column="sentence", label_column="topic", split_column="part")
+    dataset = import_csv(
+        "sentence;topic;part\nHello there;greet;train\nGood bye;leave;test\n",
+        text_column="sentence",
+        label_column="topic",
+        split_column="part",
+    )
     assert list(dataset.stimuli.values_list("text", "label", "split")) == [
-        ("Hello there", "greet", "train"), ("Good bye", "leave", "test")]
+        ("Hello there", "greet", "train"),
+        ("Good bye", "leave", "test"),
+    ]
 
 
 def test_empty_csv_is_refused():
@@ -170,7 +187,9 @@ def test_header_only_csv_is_refused():
 
 
 def test_csv_without_the_text_column_lists_its_columns():
-    with pytest.raises(ValidationError, match="no text column 'text'; its columns are: 'sentence', 'label'"):
+    with pytest.raises(
+        ValidationError, match="no text column 'text'; its columns are: 'sentence', 'label'"
+    ):
         import_csv("sentence,label\nHi,a\n")
     assert Dataset.objects.count() == 0 and Stimulus.objects.count() == 0
 
@@ -183,7 +202,9 @@ def test_empty_text_cell_names_the_row():
 
 def test_non_utf8_csv_is_refused():
     with pytest.raises(ValidationError, match="not UTF-8"):
-        services.dataset_import_texts(name="latin", upload=io.BytesIO("text\ncaf\xe9\n".encode("latin-1")))
+        services.dataset_import_texts(
+            name="latin", upload=io.BytesIO("text\ncaf\xe9\n".encode("latin-1"))
+        )
 
 
 def test_duplicate_dataset_name_is_refused():
@@ -193,7 +214,9 @@ def test_duplicate_dataset_name_is_refused():
 
 
 # --- Through the form ----------------------------------------------------------------------------
-def test_import_form_shows_the_specific_error_and_keeps_nothing(researcher_client, isolated_storage):
+def test_import_form_shows_the_specific_error_and_keeps_nothing(
+    researcher_client, isolated_storage
+):
     data = zip_of({"../x.png": png_bytes()}).getvalue()
     response = researcher_client.post(
         reverse("evaluation:dataset_create"),
@@ -207,7 +230,11 @@ def test_import_form_shows_the_specific_error_and_keeps_nothing(researcher_clien
 def test_import_form_creates_the_dataset(researcher_client, digits_zip_small):
     response = researcher_client.post(
         reverse("evaluation:dataset_create"),
-        {"name": "digits", "modality": "image", "file": SimpleUploadedFile("d.zip", digits_zip_small)},
+        {
+            "name": "digits",
+            "modality": "image",
+            "file": SimpleUploadedFile("d.zip", digits_zip_small),
+        },
     )
     dataset = Dataset.objects.get(name="digits")
     assert response.status_code == 302 and response.url == dataset.get_absolute_url()

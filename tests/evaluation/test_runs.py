@@ -36,8 +36,9 @@ def run_steps(run: Run, worker: str = "w1") -> None:
 @pytest.fixture
 def image_run(digits_zip_small) -> Run:
     dataset = make_image_dataset(data=digits_zip_small)
-    return services.run_create(dataset=dataset, models=[make_timm_model()],
-                               metrics=[knn_entry(k=3, split="loo")])
+    return services.run_create(
+        dataset=dataset, models=[make_timm_model()], metrics=[knn_entry(k=3, split="loo")]
+    )
 
 
 def test_run_scores_equal_sklearn_on_the_cached_embeddings(image_run):
@@ -46,10 +47,14 @@ def test_run_scores_equal_sklearn_on_the_cached_embeddings(image_run):
     assert image_run.status == "succeeded" and image_run.started_at and image_run.finished_at
     score = Score.objects.get()
     embeddings = score.embedding_set.load().astype(np.float64)
-    labels = np.array(list(image_run.dataset.stimuli.order_by("order").values_list("label", flat=True)))
+    labels = np.array(
+        list(image_run.dataset.stimuli.order_by("order").values_list("label", flat=True))
+    )
     reference = cross_val_predict(
         KNeighborsClassifier(n_neighbors=3, metric="cosine", algorithm="brute"),
-        embeddings, labels, cv=LeaveOneOut(),
+        embeddings,
+        labels,
+        cv=LeaveOneOut(),
     )
     assert score.value == (reference == labels).mean()
     assert score.ci_low < score.value < score.ci_high
@@ -71,9 +76,14 @@ def test_repeated_steps_never_duplicate_scores(image_run):
 
 def test_second_run_reuses_embeddings_without_loading_the_model(image_run, monkeypatch):
     run_steps(image_run)
-    monkeypatch.setattr(services.adapters, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
-    again = services.run_create(dataset=image_run.dataset, models=[image_run.steps.get().model],
-                                metrics=[knn_entry(k=5, split="holdout")])
+    monkeypatch.setattr(
+        services.adapters, "load_adapter", lambda *a, **k: pytest.fail("model loaded")
+    )
+    again = services.run_create(
+        dataset=image_run.dataset,
+        models=[image_run.steps.get().model],
+        metrics=[knn_entry(k=5, split="holdout")],
+    )
     run_steps(again)
     step = again.steps.get()
     assert step.status == "succeeded" and step.reused_embeddings
@@ -84,8 +94,9 @@ def test_second_run_reuses_embeddings_without_loading_the_model(image_run, monke
 
 def test_text_run_with_the_shipped_model(enqueued):
     dataset = make_text_dataset()
-    run = services.run_create(dataset=dataset, models=[make_text_model()],
-                              metrics=[knn_entry(k=1, split="loo")])
+    run = services.run_create(
+        dataset=dataset, models=[make_text_model()], metrics=[knn_entry(k=1, split="loo")]
+    )
     run_steps(run)
     score = Score.objects.get(run=run)
     assert score.value == 1.0  # animals vs finance sentences: MiniLM separates them
@@ -94,23 +105,32 @@ def test_text_run_with_the_shipped_model(enqueued):
 
 def test_run_of_mismatched_modality_is_refused():
     with pytest.raises(ValidationError, match="different modality"):
-        services.run_create(dataset=make_text_dataset(), models=[make_timm_model()],
-                            metrics=[knn_entry(k=1, split="loo")])
+        services.run_create(
+            dataset=make_text_dataset(),
+            models=[make_timm_model()],
+            metrics=[knn_entry(k=1, split="loo")],
+        )
     assert not Run.objects.exists()
 
 
 def test_knn_needs_labels():
     import io
 
-    dataset = services.dataset_import_texts(name="unlabelled", upload=io.BytesIO(b"text\nA\nB\n"),
-                                            label_column="")
+    dataset = services.dataset_import_texts(
+        name="unlabelled", upload=io.BytesIO(b"text\nA\nB\n"), label_column=""
+    )
     with pytest.raises(ValidationError, match="needs a dataset with labels"):
-        services.run_create(dataset=dataset, models=[make_text_model()], metrics=[knn_entry(k=1, split="loo")])
+        services.run_create(
+            dataset=dataset, models=[make_text_model()], metrics=[knn_entry(k=1, split="loo")]
+        )
 
 
 def test_k_larger_than_the_dataset_fails_the_run_with_the_reason():
-    run = services.run_create(dataset=make_text_dataset(), models=[make_text_model()],
-                              metrics=[knn_entry(k=50, split="loo")])
+    run = services.run_create(
+        dataset=make_text_dataset(),
+        models=[make_text_model()],
+        metrics=[knn_entry(k=50, split="loo")],
+    )
     run_steps(run)
     run.refresh_from_db()
     assert run.status == "failed"
@@ -137,11 +157,19 @@ def test_deleted_checkpoint_fails_with_a_specific_message(digits_zip_small, tmp_
 
     checkpoint = tmp_path / "w.pth"
     torch.save(timm.create_model("test_vit").state_dict(), checkpoint)
-    model = services.model_register(name="ckpt", source="timm", identifier="test_vit",
-                                    weights="checkpoint", checkpoint_path=str(checkpoint))
+    model = services.model_register(
+        name="ckpt",
+        source="timm",
+        identifier="test_vit",
+        weights="checkpoint",
+        checkpoint_path=str(checkpoint),
+    )
     checkpoint.unlink()
-    run = services.run_create(dataset=make_image_dataset(data=digits_zip_small), models=[model],
-                              metrics=[knn_entry(k=1, split="loo")])
+    run = services.run_create(
+        dataset=make_image_dataset(data=digits_zip_small),
+        models=[model],
+        metrics=[knn_entry(k=1, split="loo")],
+    )
     run_steps(run)
     run.refresh_from_db()
     assert run.status == "failed" and f"'{checkpoint}' does not exist" in run.error_message
@@ -151,7 +179,9 @@ def test_one_failing_model_does_not_stop_the_others(digits_zip_small):
     dataset = make_image_dataset(data=digits_zip_small)
     good = make_timm_model()
     bad = make_timm_model("bad", "test_resnet")
-    run = services.run_create(dataset=dataset, models=[good, bad], metrics=[knn_entry(k=1, split="loo")])
+    run = services.run_create(
+        dataset=dataset, models=[good, bad], metrics=[knn_entry(k=1, split="loo")]
+    )
     RunStep.objects.filter(run=run, model=bad).update(layer="no_such_layer")
     run_steps(run)
     run.refresh_from_db()
@@ -170,9 +200,13 @@ def test_cancelled_run_is_not_picked_up(image_run):
 
 
 # --- Recovery -----------------------------------------------------------------------------------
-def test_steps_of_a_dead_worker_are_requeued_when_it_restarts(image_run, enqueued, django_capture_on_commit_callbacks):
+def test_steps_of_a_dead_worker_are_requeued_when_it_restarts(
+    image_run, enqueued, django_capture_on_commit_callbacks
+):
     step = image_run.steps.get()
-    RunStep.objects.filter(pk=step.pk).update(status="extracting", claimed_by="gpu@host", attempts=1)
+    RunStep.objects.filter(pk=step.pk).update(
+        status="extracting", claimed_by="gpu@host", attempts=1
+    )
     with django_capture_on_commit_callbacks(execute=True):
         assert services.steps_requeue_orphaned(worker="other@host") == 0
         assert services.steps_requeue_orphaned(worker="gpu@host") == 1
@@ -183,7 +217,9 @@ def test_steps_of_a_dead_worker_are_requeued_when_it_restarts(image_run, enqueue
 
 def test_a_step_that_keeps_killing_workers_fails_after_max_attempts(image_run, settings):
     step = image_run.steps.get()
-    RunStep.objects.filter(pk=step.pk).update(status="scoring", claimed_by="w", attempts=settings.RUN_MAX_ATTEMPTS)
+    RunStep.objects.filter(pk=step.pk).update(
+        status="scoring", claimed_by="w", attempts=settings.RUN_MAX_ATTEMPTS
+    )
     services.steps_requeue_orphaned(worker="w")
     image_run.refresh_from_db()
     assert image_run.status == "failed" and "stopped 3 times" in image_run.error_message
@@ -194,7 +230,10 @@ def test_stalled_steps_are_requeued(image_run, enqueued, django_capture_on_commi
 
     step = image_run.steps.get()
     RunStep.objects.filter(pk=step.pk).update(
-        status="scoring", claimed_by="gone@host", heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+        status="scoring",
+        claimed_by="gone@host",
+        heartbeat_at=timezone.now() - timezone.timedelta(hours=1),
+    )
     with django_capture_on_commit_callbacks(execute=True):
         assert services.steps_requeue_stalled(stalled_after_seconds=60) == 1
     assert RunStep.objects.get(pk=step.pk).status == "extracted"
@@ -206,19 +245,30 @@ def test_run_form_htmx_lists_only_models_of_the_dataset_modality(researcher_clie
     text = make_text_dataset()
     make_text_model()
     make_timm_model()
-    response = researcher_client.get(reverse("evaluation:run_create"), {"dataset": text.pk},
-                                     HTTP_HX_REQUEST="true")
+    response = researcher_client.get(
+        reverse("evaluation:run_create"), {"dataset": text.pk}, HTTP_HX_REQUEST="true"
+    )
     html = response.content.decode()
     assert 'id="run-fields"' in html and "<html" not in html
     assert "minilm" in html and "test-vit" not in html
 
 
-def test_run_form_creates_a_run_and_queues_it(researcher_client, enqueued, django_capture_on_commit_callbacks):
+def test_run_form_creates_a_run_and_queues_it(
+    researcher_client, enqueued, django_capture_on_commit_callbacks
+):
     dataset = make_text_dataset()
     model = make_text_model()
     with django_capture_on_commit_callbacks(execute=True):
-        response = researcher_client.post(reverse("evaluation:run_create"), {
-            "dataset": dataset.pk, "models": [model.pk], "metric_knn": "on", "knn_k": 3, "knn_split": "loo"})
+        response = researcher_client.post(
+            reverse("evaluation:run_create"),
+            {
+                "dataset": dataset.pk,
+                "models": [model.pk],
+                "metric_knn": "on",
+                "knn_k": 3,
+                "knn_split": "loo",
+            },
+        )
     run = Run.objects.get()
     assert response.status_code == 302 and response.url == run.get_absolute_url()
     assert run.metrics == [{"name": "knn", "params": {"k": 3, "split": "loo"}}]
@@ -227,8 +277,10 @@ def test_run_form_creates_a_run_and_queues_it(researcher_client, enqueued, djang
 
 def test_run_form_errors_are_shown(researcher_client):
     dataset = make_text_dataset()
-    response = researcher_client.post(reverse("evaluation:run_create"), {
-        "dataset": dataset.pk, "metric_knn": "on", "knn_k": 0, "knn_split": "loo"})
+    response = researcher_client.post(
+        reverse("evaluation:run_create"),
+        {"dataset": dataset.pk, "metric_knn": "on", "knn_k": 0, "knn_split": "loo"},
+    )
     html = response.content.decode()
     assert response.status_code == 200 and "This field is required" in html
     assert "greater than or equal to 1" in html and not Run.objects.exists()
@@ -238,8 +290,12 @@ def test_run_page_polls_until_finished_then_shows_scores(researcher_client, imag
     page = researcher_client.get(image_run.get_absolute_url()).content.decode()
     assert 'hx-trigger="every 1s"' in page
     run_steps(image_run)
-    partial = researcher_client.get(image_run.get_absolute_url(), HTTP_HX_REQUEST="true").content.decode()
-    assert "hx-trigger" not in partial and "knn(k=3,split=loo)" in partial and "<html" not in partial
+    partial = researcher_client.get(
+        image_run.get_absolute_url(), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert (
+        "hx-trigger" not in partial and "knn(k=3,split=loo)" in partial and "<html" not in partial
+    )
 
 
 def test_leaderboard_shows_scores_with_intervals_and_baseline_label(client, image_run):

@@ -35,10 +35,29 @@ class WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--queues", "gpu,cpu",
-             "--concurrency", "1", "--hostname", self.name, "--loglevel", "info",
-             "--without-gossip", "--without-mingle"],
-            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "--queues",
+                "gpu,cpu",
+                "--concurrency",
+                "1",
+                "--hostname",
+                self.name,
+                "--loglevel",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + WORKER_READY_SECONDS
         while time.monotonic() < deadline:
@@ -104,7 +123,9 @@ def start_worker(worker_env, isolated_storage: Path) -> Iterator[Callable[[str],
         worker.stop()
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float, message: Callable[[], str]) -> object:
+def wait_for(
+    condition: Callable[[], object], *, timeout: float, message: Callable[[], str]
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()

@@ -34,13 +34,23 @@ def free_port() -> int:
 
 
 def test_embedded_defaults_run_knn_to_the_leaderboard(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "EMBEDDINGS_ROOT", "SECRET_KEY"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {"DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "EMBEDDINGS_ROOT", "SECRET_KEY"}
+    }
     env.update({"LIKENESS_VAR_DIR": str(tmp_path / "var"), "DEBUG": "1", "HF_HUB_OFFLINE": "1"})
 
     def manage(*args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
@@ -49,21 +59,30 @@ def test_embedded_defaults_run_knn_to_the_leaderboard(tmp_path):
     assert (tmp_path / "var" / "likeness.sqlite3").exists()
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=REPO_ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         page = ""
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and "knn(k=5,split=loo)" not in page:
             time.sleep(1)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/leaderboards/{target}/", timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/leaderboards/{target}/", timeout=5
+                ) as r:
                     page = r.read().decode()
             except OSError:
                 continue
-        log = (tmp_path / "var" / "worker.log")
-        assert "knn(k=5,split=loo)" in page, log.read_text()[-4000:] if log.exists() else "no worker log"
+        log = tmp_path / "var" / "worker.log"
+        assert "knn(k=5,split=loo)" in page, (
+            log.read_text()[-4000:] if log.exists() else "no worker log"
+        )
         assert "test-vit" in page and "untrained baseline" in page
         assert re.search(r"\[0\.\d{3}, [01]\.\d{3}\]", page), "the score is shown with its interval"
     finally:

@@ -28,13 +28,23 @@ def finished(run: Run) -> bool:
     return run.is_finished
 
 
-def test_run_from_form_to_leaderboard_on_a_real_worker(start_worker, client, researcher, digits_zip_small):
+def test_run_from_form_to_leaderboard_on_a_real_worker(
+    start_worker, client, researcher, digits_zip_small
+):
     worker = start_worker()
     dataset = make_image_dataset(data=digits_zip_small)
     model = make_timm_model()
     client.force_login(researcher)
-    response = client.post(reverse("evaluation:run_create"), {
-        "dataset": dataset.pk, "models": [model.pk], "metric_knn": "on", "knn_k": 5, "knn_split": "loo"})
+    response = client.post(
+        reverse("evaluation:run_create"),
+        {
+            "dataset": dataset.pk,
+            "models": [model.pk],
+            "metric_knn": "on",
+            "knn_k": 5,
+            "knn_split": "loo",
+        },
+    )
     run = Run.objects.get()
     assert response.status_code == 302
     wait_for(lambda: finished(run), timeout=120, message=worker.log)
@@ -43,8 +53,12 @@ def test_run_from_form_to_leaderboard_on_a_real_worker(start_worker, client, res
     score = Score.objects.get(run=run)
     embeddings = score.embedding_set.load().astype(np.float64)
     labels = np.array(list(dataset.stimuli.order_by("order").values_list("label", flat=True)))
-    reference = cross_val_predict(KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute"),
-                                  embeddings, labels, cv=LeaveOneOut())
+    reference = cross_val_predict(
+        KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute"),
+        embeddings,
+        labels,
+        cv=LeaveOneOut(),
+    )
     assert score.value == (reference == labels).mean()
 
     client.logout()
@@ -52,12 +66,19 @@ def test_run_from_form_to_leaderboard_on_a_real_worker(start_worker, client, res
     assert "test-vit" in board and f"[{score.ci_low:.3f}, {score.ci_high:.3f}]" in board
 
 
-def test_sigkill_mid_run_then_new_worker_finishes_with_exactly_one_score_each(start_worker, settings):
-    dataset = services.dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=1200)))
+def test_sigkill_mid_run_then_new_worker_finishes_with_exactly_one_score_each(
+    start_worker, settings
+):
+    dataset = services.dataset_import_images(
+        name="digits", upload=io.BytesIO(digits_zip(limit=1200))
+    )
     model = make_timm_model("resnet-tiny", "test_resnet")
     first = start_worker("gpu1@%h")
-    run = services.run_create(dataset=dataset, models=[model], metrics=[
-        knn_entry(k=5, split="loo"), knn_entry(k=3, split="holdout")])
+    run = services.run_create(
+        dataset=dataset,
+        models=[model],
+        metrics=[knn_entry(k=5, split="loo"), knn_entry(k=3, split="holdout")],
+    )
     step = run.steps.get()
 
     def extracting_for_a_while() -> bool:
@@ -74,7 +95,9 @@ def test_sigkill_mid_run_then_new_worker_finishes_with_exactly_one_score_each(st
     assert run.status == "succeeded", run.error_message
     step.refresh_from_db()
     assert step.status == "succeeded"
-    keys = Counter(Score.objects.filter(run=run).values_list("model", "layer", "metric_key", "target"))
+    keys = Counter(
+        Score.objects.filter(run=run).values_list("model", "layer", "metric_key", "target")
+    )
     assert len(keys) == 2 and set(keys.values()) == {1}
     assert not RunStep.objects.exclude(status__in=["succeeded"]).exists()
     log = second.log()

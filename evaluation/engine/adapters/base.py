@@ -128,8 +128,14 @@ def _hash_file_cached(path: str, size: int, mtime_ns: int) -> str:
 
 def weights_hash(path: Path) -> str:
     """Content hash of a weights file, or of every weights file in a directory."""
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+        )
     )
     if not files:
         raise ModelSpecError(f"No weights files (.safetensors, .bin, .pt, .pth) under {path}.")

@@ -24,7 +24,8 @@ class TimmAdapter(Adapter):
 
     def __init__(self, spec: ModelSpec, *, device: torch.device) -> None:
         super().__init__(spec, device=device)
-        self.model = _create_model(spec).eval().to(device)
+        # Any: timm models add forward_features/forward_head to nn.Module's interface.
+        self.model: Any = _create_model(spec).eval().to(device)
         config = timm.data.resolve_data_config(model=self.model)
         self.data_config = {key: _plain(value) for key, value in config.items()}
         self.transform = timm.data.create_transform(**config, is_training=False)
@@ -52,10 +53,14 @@ class TimmAdapter(Adapter):
         else:
             weights_id = f"hub:{spec.identifier}"
         config = timm.models.get_pretrained_cfg(spec.identifier)
-        preprocessing = {
-            key: _plain(getattr(config, key, None))
-            for key in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-        } if config is not None else {}
+        preprocessing = (
+            {
+                key: _plain(getattr(config, key, None))
+                for key in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+            }
+            if config is not None
+            else {}
+        )
         return {"weights_id": weights_id, "preprocessing": preprocessing}
 
     def preprocessing_description(self) -> dict[str, Any]:

@@ -7,7 +7,9 @@ import math
 from scipy.stats import norm
 
 
-def wilson_interval(successes: int, trials: int, *, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(
+    successes: int, trials: int, *, confidence: float = 0.95
+) -> tuple[float, float]:
     """Wilson score interval for a proportion (well behaved near 0 and 1, unlike Wald)."""
     if trials <= 0:
         raise ValueError("A proportion needs at least one trial.")

@@ -14,6 +14,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         credentials = demo_load(log=self.stdout.write)
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo researcher: username {credentials['username']} / password {credentials['password']}"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo researcher: username {credentials['username']} / password {credentials['password']}"
+            )
+        )

@@ -49,11 +49,24 @@ class Command(BaseCommand):
         log_path = Path(settings.VAR_DIR) / "worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "celery", "-A", "workers", "worker",
-            "--queues", "gpu,cpu", "--concurrency", "1", "--beat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "--queues",
+            "gpu,cpu",
+            "--concurrency",
+            "1",
+            "--beat",
             # A stable name: after a crash, the next start resumes the steps it held.
-            "--hostname", "embedded@%h",
-            "--loglevel", "info", "--logfile", str(log_path),
+            "--hostname",
+            "embedded@%h",
+            "--loglevel",
+            "info",
+            "--logfile",
+            str(log_path),
         ]
         self.stdout.write(f"Celery worker starting (log: {log_path})")
         return subprocess.Popen(command)
@@ -62,6 +75,9 @@ class Command(BaseCommand):
         credentials = Path(settings.VAR_DIR) / "demo-credentials.txt"
         login = (
             f"\n  Log in as researcher / {credentials.read_text().strip()}"
-            if credentials.exists() else ""
+            if credentials.exists()
+            else ""
         )
-        self.stdout.write(self.style.SUCCESS(f"\n  Likeness is running at http://{host}:{port}/{login}\n"))
+        self.stdout.write(
+            self.style.SUCCESS(f"\n  Likeness is running at http://{host}:{port}/{login}\n")
+        )
