@@ -49,6 +49,7 @@ from evaluation.models import (
     TargetKind,
     metric_key,
 )
+from webapp.uploads import human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +190,8 @@ def _dataset_import(
     if size is not None and size > settings.DATASET_UPLOAD_MAX_BYTES:
         raise ValidationError(
             {
-                "file": f"The file is {size / 1e6:.1f} MB; the limit is "
-                f"{settings.DATASET_UPLOAD_MAX_BYTES / 1e6:.0f} MB."
+                "file": f"The file is {human_bytes(size)}; the limit is "
+                f"{human_bytes(settings.DATASET_UPLOAD_MAX_BYTES)} (DATASET_UPLOAD_MAX_BYTES)."
             }
         )
     tmp_root = Path(settings.MEDIA_ROOT) / "tmp"

@@ -71,7 +71,12 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
 @researcher_required
 def dataset_create(request: HttpRequest) -> HttpResponse:
     form = DatasetImportForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    refused = getattr(request, "upload_refused", None)
+    if refused:
+        form.is_valid()
+        form.errors.pop("file", None)
+        form.add_error("file", refused)
+    elif request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             if data["modality"] == Modality.IMAGE:

@@ -240,3 +240,19 @@ def test_import_form_creates_the_dataset(researcher_client, digits_zip_small):
     assert response.status_code == 302 and response.url == dataset.get_absolute_url()
     page = researcher_client.get(dataset.get_absolute_url())
     assert "120 image stimuli" in page.content.decode()
+
+
+def test_oversize_upload_through_the_form_is_refused_before_it_is_read(
+    settings, researcher_client, isolated_storage
+):
+    settings.DATASET_UPLOAD_MAX_BYTES = 1000
+    big = SimpleUploadedFile("big.zip", b"x" * 200_000)
+    response = researcher_client.post(
+        reverse("evaluation:dataset_create"), {"name": "big", "modality": "image", "file": big}
+    )
+    assert response.status_code == 200
+    assert (
+        "The upload is 200.3 kB; the limit is 1.0 kB (DATASET_UPLOAD_MAX_BYTES)"
+        in response.content.decode()
+    )
+    assert_nothing_kept(isolated_storage / "media")
