@@ -1,0 +1,20 @@
+"""The value every metric returns: a number with its uncertainty and how it was obtained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int  # the number of independent items behind the value (stimuli, queries, episodes)
+    ceiling: float | None = None  # the target's reliability ceiling, where it has one
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, for plots
+
+    @property
+    def normalized(self) -> float | None:
+        return self.value / self.ceiling if self.ceiling else None
