@@ -7,14 +7,22 @@ Each metric is computed by the engine; this module turns a run's stored metric e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from evaluation.engine.errors import MetricError
+from evaluation.engine.metrics.human import (
+    CORRELATIONS,
+    PairRatings,
+    pair_alignment,
+    triplet_accuracy,
+    two_afc_accuracy,
+)
 from evaluation.engine.metrics.knn import knn_accuracy
+from evaluation.engine.metrics.results import MetricResult
 
 HOLDOUT_TEST_FRACTION = 0.25
 HOLDOUT_SEED = 0
@@ -36,12 +44,34 @@ METRICS: dict[str, MetricInfo] = {
         target_kinds=("labels",),
         description="Cosine k-nearest-neighbour classification accuracy (Wilson 95% CI).",
     ),
+    "pair_alignment": MetricInfo(
+        name="pair_alignment",
+        label="Correlation with human pair ratings",
+        target_kinds=("pairs",),
+        description="Correlation of cosine similarity with the mean rating per pair "
+        "(bootstrap CI over stimuli; ceiling: split-half reliability).",
+    ),
+    "odd_one_out": MetricInfo(
+        name="odd_one_out",
+        label="Odd-one-out agreement",
+        target_kinds=("triplets",),
+        description="Share of human odd-one-out responses the model agrees with "
+        "(bootstrap CI over stimuli; ceiling: leave-one-out agreement).",
+    ),
+    "two_afc": MetricInfo(
+        name="two_afc",
+        label="2AFC agreement",
+        target_kinds=("2afc",),
+        description="Mean human vote share of the model's choice, ties 0.5 "
+        "(bootstrap CI over stimuli; ceiling: leave-one-out agreement).",
+    ),
 }
 
 KNN_SPLITS = {
     "loo": "leave-one-out",
     "holdout": "train/test split (the dataset's, else a stratified 25% test split)",
 }
+BOOTSTRAP_RESAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -51,13 +81,33 @@ class StimulusFacts:
 
 
 @dataclass(frozen=True)
-class ScoreValues:
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-    ceiling: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+class LabelsData:
+    stimuli: Sequence[StimulusFacts]
+
+
+@dataclass(frozen=True)
+class PairsData:
+    ratings: PairRatings
+    ceiling: float | None
+
+
+@dataclass(frozen=True)
+class TripletsData:
+    triplets: np.ndarray  # (n, 3) stimulus rows
+    chosen: np.ndarray  # the stimulus row picked as odd one out, per response
+    ceiling: float | None
+
+
+@dataclass(frozen=True)
+class TwoAfcData:
+    reference: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    share_first: np.ndarray  # human vote share of ``first`` per item
+    ceiling: float | None
+
+
+TargetData = LabelsData | PairsData | TripletsData | TwoAfcData
 
 
 def knn_entry(*, k: int, split: str) -> dict[str, Any]:
@@ -68,17 +118,52 @@ def knn_entry(*, k: int, split: str) -> dict[str, Any]:
     return {"name": "knn", "params": {"k": int(k), "split": split}}
 
 
-def compute(
-    entry: dict[str, Any], embeddings: np.ndarray, stimuli: Sequence[StimulusFacts]
-) -> ScoreValues:
-    if entry["name"] == "knn":
-        return _knn(embeddings, stimuli, **entry["params"])
-    raise MetricError(f"Unknown metric {entry['name']!r}.")
+def pair_alignment_entry(*, correlation: str = "spearman") -> dict[str, Any]:
+    if correlation not in CORRELATIONS:
+        raise MetricError(f"Unknown correlation {correlation!r}; use pearson or spearman.")
+    return {"name": "pair_alignment", "params": {"correlation": correlation}}
+
+
+def odd_one_out_entry() -> dict[str, Any]:
+    return {"name": "odd_one_out", "params": {}}
+
+
+def two_afc_entry() -> dict[str, Any]:
+    return {"name": "two_afc", "params": {}}
+
+
+def compute(entry: dict[str, Any], embeddings: np.ndarray, data: TargetData) -> MetricResult:
+    name, params = entry["name"], entry["params"]
+    if name == "knn" and isinstance(data, LabelsData):
+        return _knn(embeddings, data.stimuli, **params)
+    if name == "pair_alignment" and isinstance(data, PairsData):
+        return pair_alignment(
+            embeddings,
+            data.ratings,
+            correlation=params["correlation"],
+            n_boot=BOOTSTRAP_RESAMPLES,
+            ceiling=data.ceiling,
+        )
+    if name == "odd_one_out" and isinstance(data, TripletsData):
+        return triplet_accuracy(
+            embeddings, data.triplets, data.chosen, n_boot=BOOTSTRAP_RESAMPLES, ceiling=data.ceiling
+        )
+    if name == "two_afc" and isinstance(data, TwoAfcData):
+        return two_afc_accuracy(
+            embeddings,
+            data.reference,
+            data.first,
+            data.second,
+            data.share_first,
+            n_boot=BOOTSTRAP_RESAMPLES,
+            ceiling=data.ceiling,
+        )
+    raise MetricError(f"The metric {name!r} does not apply to this target.")
 
 
 def _knn(
     embeddings: np.ndarray, stimuli: Sequence[StimulusFacts], *, k: int, split: str
-) -> ScoreValues:
+) -> MetricResult:
     labels = np.array([s.label for s in stimuli], dtype=object)
     labelled = labels != ""
     if not labelled.any():
@@ -89,7 +174,7 @@ def _knn(
     else:
         x, y, test_mask, notes["split_source"] = _holdout(embeddings, labels, stimuli, labelled)
     result = knn_accuracy(np.asarray(x), y.astype(str), k=k, test_mask=test_mask)
-    return ScoreValues(
+    return MetricResult(
         value=result.accuracy,
         ci_low=result.ci_low,
         ci_high=result.ci_high,

@@ -144,15 +144,97 @@ class Stimulus(models.Model):
         return self.name
 
 
+class JudgmentKind(models.TextChoices):
+    PAIRS = "pairs", "Pair ratings"
+    TRIPLETS = "triplets", "Triplet odd-one-out"
+    TWO_AFC = "2afc", "2AFC (reference and two candidates)"
+
+
+class HumanJudgments(models.Model):
+    """One version of a set of human judgments over a dataset's stimuli.
+
+    New data make a new version (same name, version + 1); scores stay attached to the
+    version they were computed on.
+    """
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="judgment_sets")
+    name = models.CharField(max_length=200)
+    version = models.PositiveIntegerField(default=1)
+    kind = models.CharField(max_length=10, choices=JudgmentKind.choices)
+    scale_min = models.FloatField(null=True, blank=True, help_text="Pair ratings: scale start.")
+    scale_max = models.FloatField(null=True, blank=True, help_text="Pair ratings: scale end.")
+    origin = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True)
+    judgment_count = models.PositiveIntegerField(default=0)
+    participant_count = models.PositiveIntegerField(default=0)
+    reliability = models.JSONField(
+        null=True, blank=True, help_text="Ceiling: split-half (ratings) or leave-one-out (choices)."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["dataset__name", "name", "-version"]
+        verbose_name_plural = "human judgments"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "name", "version"], name="judgments_unique_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def ceiling(self) -> float | None:
+        return self.reliability.get("mean") if self.reliability else None
+
+
+class Judgment(models.Model):
+    """One human response: a rating of (a, b), or a choice among (a, b, c).
+
+    Triplets: ``chosen`` is the odd one out. 2AFC: ``a`` is the reference and ``chosen`` is
+    b or c.
+    """
+
+    judgments = models.ForeignKey(HumanJudgments, on_delete=models.CASCADE, related_name="rows")
+    a = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+")
+    b = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="+")
+    c = models.ForeignKey(
+        Stimulus, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    value = models.FloatField(null=True, blank=True)
+    chosen = models.ForeignKey(
+        Stimulus, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    participant = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["judgments", "participant"])]
+
+    def __str__(self) -> str:
+        return f"{self.judgments}: {self.a_id}, {self.b_id}" + (
+            f", {self.c_id}" if self.c_id else ""
+        )
+
+
 class TargetKind(models.TextChoices):
     LABELS = "labels", "Class labels"
+    PAIRS = "pairs", "Human pair ratings"
+    TRIPLETS = "triplets", "Human odd-one-out"
+    TWO_AFC = "2afc", "Human 2AFC"
 
 
 class Target(models.Model):
-    """What a score measures agreement with: a dataset's labels (later: human judgments)."""
+    """What a score measures agreement with: a dataset's labels or a judgments version."""
 
     kind = models.CharField(max_length=20, choices=TargetKind.choices)
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="targets")
+    judgments = models.OneToOneField(
+        HumanJudgments, null=True, blank=True, on_delete=models.CASCADE, related_name="target"
+    )
     name = models.CharField(max_length=300)
 
     class Meta:
@@ -160,6 +242,11 @@ class Target(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["dataset"], condition=Q(kind="labels"), name="target_one_labels_per_dataset"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="labels", judgments__isnull=True)
+                | (~Q(kind="labels") & Q(judgments__isnull=False)),
+                name="target_judgments_iff_not_labels",
             ),
         ]
 

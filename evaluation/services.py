@@ -31,6 +31,7 @@ from evaluation.engine.extraction import ExtractionCancelled, extract_to_file
 from evaluation.engine.fingerprint import dataset_content_hash, embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
 from evaluation.importers import ImportProblem, ParsedStimulus, parse_image_zip, parse_text_csv
+from evaluation.judgments import target_data
 from evaluation.models import (
     CLAIMED_STEP_STATUSES,
     FINISHED_RUN_STATUSES,
@@ -293,9 +294,8 @@ def _targets_for(dataset: Dataset, metrics: Sequence[dict[str, Any]]) -> list[Ta
         if info is None:
             raise ValidationError({"metrics": f"Unknown metric {entry.get('name')!r}."})
         if not any(t.kind in info.target_kinds for t in targets):
-            raise ValidationError(
-                {"metrics": f"{info.label} needs a dataset with labels; {dataset} has none."}
-            )
+            needed = " or ".join(TargetKind(kind).label.lower() for kind in info.target_kinds)
+            raise ValidationError({"metrics": f"{info.label} needs {needed}; {dataset} has none."})
     return targets
 
 
@@ -559,26 +559,26 @@ def _score_rows(step: RunStep) -> list[Score]:
     if step.embedding_set is None:
         raise EngineError("The step has no embeddings to score; run it again.")
     embeddings = step.embedding_set.load()
-    facts = [
-        metric_registry.StimulusFacts(label=label, split=split)
-        for label, split in step.run.dataset.stimuli.order_by("order").values_list("label", "split")
-    ]
-    if len(facts) != len(embeddings):
+    if len(embeddings) != step.run.dataset.stimulus_count:
         raise EngineError(
             f"The cached embeddings hold {len(embeddings)} rows but the dataset has "
-            f"{len(facts)} stimuli; the dataset changed. Run the evaluation again."
+            f"{step.run.dataset.stimulus_count} stimuli; the dataset changed. Run the evaluation again."
         )
     rows = []
     now = timezone.now()
-    for target in step.run.targets.all():
-        for entry in step.run.metrics:
+    for target in step.run.targets.select_related("dataset", "judgments"):
+        entries = [
+            e
+            for e in step.run.metrics
+            if target.kind in metric_registry.METRICS[e["name"]].target_kinds
+        ]
+        data = target_data(target) if entries else None
+        for entry in entries:
             info = metric_registry.METRICS[entry["name"]]
-            if target.kind not in info.target_kinds:
-                continue
             try:
-                values = metric_registry.compute(entry, embeddings, facts)
+                result = metric_registry.compute(entry, embeddings, data)
             except EngineError as exc:
-                raise type(exc)(f"{info.label}: {exc}") from None
+                raise type(exc)(f"{info.label} on {target.name}: {exc}") from None
             rows.append(
                 Score(
                     run=step.run,
@@ -588,13 +588,13 @@ def _score_rows(step: RunStep) -> list[Score]:
                     metric=entry["name"],
                     metric_key=metric_key(entry["name"], entry["params"]),
                     params=entry["params"],
-                    value=values.value,
-                    ci_low=values.ci_low,
-                    ci_high=values.ci_high,
-                    ceiling=values.ceiling,
-                    n=values.n,
+                    value=result.value,
+                    ci_low=result.ci_low,
+                    ci_high=result.ci_high,
+                    ceiling=result.ceiling,
+                    n=result.n,
                     embedding_set=step.embedding_set,
-                    details=values.details,
+                    details=result.details,
                     created_at=now,
                 )
             )

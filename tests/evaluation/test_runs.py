@@ -119,7 +119,7 @@ def test_knn_needs_labels():
     dataset = services.dataset_import_texts(
         name="unlabelled", upload=io.BytesIO(b"text\nA\nB\n"), label_column=""
     )
-    with pytest.raises(ValidationError, match="needs a dataset with labels"):
+    with pytest.raises(ValidationError, match="needs class labels; unlabelled has none"):
         services.run_create(
             dataset=dataset, models=[make_text_model()], metrics=[knn_entry(k=1, split="loo")]
         )
@@ -134,7 +134,7 @@ def test_k_larger_than_the_dataset_fails_the_run_with_the_reason():
     run_steps(run)
     run.refresh_from_db()
     assert run.status == "failed"
-    assert "k-NN accuracy: k=50 is larger than the 7 training stimuli" in run.error_message
+    assert "k-NN accuracy on sentences: labels: k=50 is larger than the 7 training stimuli" in run.error_message
     assert not Score.objects.exists()
 
 

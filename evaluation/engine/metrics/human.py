@@ -1,0 +1,417 @@
+"""Alignment of model similarity with human judgments, with bootstrap CIs and ceilings.
+
+Three kinds of judgment:
+
+- **pairs**: ratings of how similar two stimuli are. Rows for the same unordered pair are
+  separate judgments and are averaged per pair; a stimulus paired with itself is a catch
+  trial, not data, and is left out. The score is the Pearson or Spearman correlation between
+  model similarity and the mean human rating per pair. Spearman is scale-free; Pearson is
+  invariant to linear rescaling of the ratings only.
+- **triplets** (odd-one-out): the model picks as odd the item outside its most similar pair;
+  the score is the share of human responses it agrees with (ties share the credit).
+- **2AFC**: a reference and two candidates; the model picks the candidate more similar to
+  the reference; the score is the mean human vote share of the model's pick (0.5 on a tie).
+
+Confidence intervals bootstrap over *stimuli*, as rsatoolbox's ``eval_bootstrap_pattern``:
+each resample draws stimuli with replacement and keeps every judgment whose stimuli were all
+drawn, counted as many times as the product of their draw counts (a stimulus drawn twice
+makes two copies of each of its pairs; the pair of a stimulus with its own copy is dropped).
+Spearman correlations are re-ranked exactly within every resample, ties averaged.
+
+Ceilings: split-half reliability with the Spearman-Brown correction for ratings (mean over
+random splits); leave-one-out majority agreement for choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluation.engine.errors import MetricError
+from evaluation.engine.metrics.results import MetricResult
+
+BOOTSTRAP_CHUNK_CELLS = 20_000_000  # resamples x judgments held in memory at once
+CORRELATIONS = ("pearson", "spearman")
+
+
+# --- Similarity of the model ----------------------------------------------------------------
+def model_pair_similarity(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Cosine similarity of rows i[k] and j[k] (float64)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise MetricError("The embeddings contain NaN or infinite values.")
+    norms = np.linalg.norm(x, axis=1)
+    norms[norms == 0] = 1.0
+    unit = x / norms[:, None]
+    return np.einsum("ij,ij->i", unit[i], unit[j])
+
+
+# --- Pairs ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairRatings:
+    """Mean human rating per unordered pair of stimuli (indices into the embeddings)."""
+
+    i: np.ndarray
+    j: np.ndarray
+    mean: np.ndarray
+    count: np.ndarray
+    self_pairs_dropped: int
+
+
+def aggregate_pairs(a: Sequence[int], b: Sequence[int], values: Sequence[float]) -> PairRatings:
+    a_arr, b_arr = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    v = np.asarray(values, dtype=np.float64)
+    if not (len(a_arr) == len(b_arr) == len(v)):
+        raise MetricError("Pair judgments need one a, b and value per row.")
+    keep = a_arr != b_arr
+    lo, hi, v = np.minimum(a_arr, b_arr)[keep], np.maximum(a_arr, b_arr)[keep], v[keep]
+    keys, inverse = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    count = np.bincount(inverse, minlength=len(keys))
+    mean = np.bincount(inverse, weights=v, minlength=len(keys)) / count
+    return PairRatings(keys[:, 0], keys[:, 1], mean, count, int((~keep).sum()))
+
+
+def pair_alignment(
+    embeddings: np.ndarray,
+    pairs: PairRatings,
+    *,
+    correlation: str = "spearman",
+    n_boot: int = 1000,
+    seed: int = 0,
+    ceiling: float | None = None,
+) -> MetricResult:
+    if correlation not in CORRELATIONS:
+        raise MetricError(f"Unknown correlation {correlation!r}; use pearson or spearman.")
+    if len(pairs.mean) < 3:
+        raise MetricError(f"Only {len(pairs.mean)} distinct pairs: a correlation needs at least 3.")
+    model = model_pair_similarity(embeddings, pairs.i, pairs.j)
+    value = weighted_correlation(model, pairs.mean, np.ones_like(model), correlation)
+    if not np.isfinite(value):
+        raise MetricError("The correlation is undefined: model or human similarities are constant.")
+    samples = bootstrap_pair_correlations(
+        pairs.i,
+        pairs.j,
+        model,
+        pairs.mean,
+        correlation=correlation,
+        n_boot=n_boot,
+        seed=seed,
+        n_stimuli=len(embeddings),
+    )
+    low, high = _percentile_interval(samples)
+    return MetricResult(
+        value=float(value),
+        ci_low=low,
+        ci_high=high,
+        n=len(np.union1d(pairs.i, pairs.j)),
+        ceiling=ceiling,
+        details={
+            "correlation": correlation,
+            "similarity": "cosine",
+            "pairs": len(pairs.mean),
+            "judgments": int(pairs.count.sum()),
+            "self_pairs_dropped": pairs.self_pairs_dropped,
+            "aggregation": "mean rating per unordered pair",
+            "ci_method": "bootstrap over stimuli, 95% percentile",
+            "n_boot": n_boot,
+            "bootstrap_valid": int(np.isfinite(samples).sum()),
+        },
+    )
+
+
+def weighted_correlation(x: np.ndarray, y: np.ndarray, w: np.ndarray, method: str) -> float:
+    """Correlation of the multiset in which item k appears w[k] times."""
+    if method == "spearman":
+        x, y = weighted_ranks(x, w), weighted_ranks(y, w)
+    return float(_weighted_pearson(x[None, :], y[None, :], w[None, :])[0])
+
+
+def weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based) of items repeated ``weights`` times; ties share their ranks."""
+    return _weighted_ranks_rows(values, weights[None, :])[0]
+
+
+def bootstrap_pair_correlations(
+    i: np.ndarray,
+    j: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    correlation: str,
+    n_boot: int,
+    seed: int,
+    n_stimuli: int,
+) -> np.ndarray:
+    """Correlation in each stimulus-bootstrap resample (NaN where it is undefined)."""
+    counts = _resample_counts(n_stimuli, n_boot, seed)
+    results = np.empty(n_boot)
+    chunk = max(1, BOOTSTRAP_CHUNK_CELLS // max(1, len(x)))
+    order_x, order_y = (
+        (np.argsort(x, kind="stable"), np.argsort(y, kind="stable"))
+        if correlation == "spearman"
+        else (None, None)
+    )
+    for start in range(0, n_boot, chunk):
+        c = counts[start : start + chunk]
+        weights = (c[:, i] * c[:, j]).astype(np.float64)
+        if correlation == "spearman":
+            rx = _weighted_ranks_rows(x, weights, order_x)
+            ry = _weighted_ranks_rows(y, weights, order_y)
+            results[start : start + chunk] = _weighted_pearson(rx, ry, weights)
+        else:
+            results[start : start + chunk] = _weighted_pearson(x[None, :], y[None, :], weights)
+    return results
+
+
+def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each stimulus is drawn in each resample (n_boot x n)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_boot, n))
+    counts = np.zeros((n_boot, n), dtype=np.int32)
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1)
+    return counts
+
+
+def _weighted_ranks_rows(
+    values: np.ndarray, weights: np.ndarray, order: np.ndarray | None = None
+) -> np.ndarray:
+    """Row-wise weighted average ranks of the same ``values`` under each row of ``weights``."""
+    if order is None:
+        order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    group_starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    group_of = np.repeat(np.arange(len(group_starts)), np.diff(np.r_[group_starts, len(values)]))
+    w_sorted = weights[:, order]
+    group_weight = np.add.reduceat(w_sorted, group_starts, axis=1)
+    before = np.cumsum(group_weight, axis=1) - group_weight
+    group_rank = before + (group_weight + 1) / 2
+    ranks = np.empty_like(w_sorted)
+    ranks[:, order] = group_rank[:, group_of]
+    return ranks
+
+
+def _weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Row-wise weighted Pearson correlation; x and y broadcast against w."""
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w * x).sum(axis=1) / total
+        my = (w * y).sum(axis=1) / total
+        dx = x - mx[:, None]
+        dy = y - my[:, None]
+        cov = (w * dx * dy).sum(axis=1)
+        var = np.sqrt((w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1))
+        return cov / var
+
+
+def _percentile_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    finite = samples[np.isfinite(samples)]
+    if len(finite) < 10:
+        raise MetricError(
+            "Too few stimuli for a bootstrap interval: fewer than 10 resamples were defined."
+        )
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(finite, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def split_half_reliability(
+    a: Sequence[int],
+    b: Sequence[int],
+    values: Sequence[float],
+    participants: Sequence[str] | None = None,
+    *,
+    correlation: str = "spearman",
+    n_splits: int = 100,
+    seed: int = 0,
+) -> dict[str, float | int | str] | None:
+    """Split-half reliability of the mean rating per pair, Spearman-Brown corrected.
+
+    With participant ids, participants are split in halves; without them, each pair's
+    judgments are split (treating each judgment as a different rater). Returns None when
+    fewer than 3 pairs have judgments in both halves (no ceiling can be estimated).
+    """
+    a_arr, b_arr = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    v = np.asarray(values, dtype=np.float64)
+    keep = a_arr != b_arr
+    lo, hi, v = np.minimum(a_arr, b_arr)[keep], np.maximum(a_arr, b_arr)[keep], v[keep]
+    _, pair = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+    pair = pair.ravel()
+    rng = np.random.default_rng(seed)
+    by_participant = participants is not None and len({p for p in participants if p}) >= 2
+    if by_participant:
+        _, who = np.unique(
+            np.asarray(participants, dtype=object)[keep].astype(str), return_inverse=True
+        )
+    estimates = []
+    for _ in range(n_splits):
+        if by_participant:
+            half_of_participant = rng.permutation(who.max() + 1) % 2
+            half = half_of_participant[who]
+        else:
+            half = _split_within_groups(pair, rng)
+        r = _half_correlation(pair, v, half, correlation)
+        if r is not None:
+            estimates.append(2 * r / (1 + r))
+    if not estimates:
+        return None
+    values_arr = np.array(estimates)
+    return {
+        "mean": float(values_arr.mean()),
+        "sd": float(values_arr.std(ddof=1)) if len(values_arr) > 1 else 0.0,
+        "splits": len(values_arr),
+        "method": "split-half, Spearman-Brown",
+        "split_by": "participant" if by_participant else "judgment within pair",
+    }
+
+
+def _split_within_groups(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Assign each row to half 0 or 1, alternating in a random order within its group."""
+    order = np.lexsort((rng.random(len(group)), group))
+    position = np.empty(len(group), dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
+    ranks = np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))
+    position[order] = ranks
+    return position % 2
+
+
+def _half_correlation(
+    pair: np.ndarray, v: np.ndarray, half: np.ndarray, method: str
+) -> float | None:
+    n_pairs = pair.max() + 1
+    sums = np.zeros((2, n_pairs))
+    counts = np.zeros((2, n_pairs))
+    np.add.at(sums, (half, pair), v)
+    np.add.at(counts, (half, pair), 1)
+    both = (counts > 0).all(axis=0)
+    if both.sum() < 3:
+        return None
+    means = sums[:, both] / counts[:, both]
+    r = weighted_correlation(means[0], means[1], np.ones(both.sum()), method)
+    return r if np.isfinite(r) else None
+
+
+# --- Triplets and 2AFC -------------------------------------------------------------------------
+def triplet_accuracy(
+    embeddings: np.ndarray,
+    triplets: np.ndarray,
+    chosen: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ceiling: float | None = None,
+) -> MetricResult:
+    """Agreement of the model's odd-one-out with each human response.
+
+    ``triplets``: (n, 3) stimulus indices; ``chosen``: the index (a stimulus, not a position)
+    each person picked as the odd one out.
+    """
+    triplets = np.asarray(triplets, dtype=np.int64)
+    chosen = np.asarray(chosen, dtype=np.int64)
+    if triplets.ndim != 2 or triplets.shape[1] != 3 or len(triplets) != len(chosen):
+        raise MetricError("Triplet judgments need three stimuli and one choice per row.")
+    if not (triplets == chosen[:, None]).any(axis=1).all():
+        raise MetricError("Some triplet choices are not one of the three stimuli shown.")
+    sim = np.stack(
+        [
+            model_pair_similarity(
+                embeddings, triplets[:, 1], triplets[:, 2]
+            ),  # pair without item 0
+            model_pair_similarity(embeddings, triplets[:, 0], triplets[:, 2]),
+            model_pair_similarity(embeddings, triplets[:, 0], triplets[:, 1]),
+        ],
+        axis=1,
+    )
+    # The odd one is the item outside the most similar pair; ties share the credit.
+    is_best = np.isclose(sim, sim.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
+    credit = (is_best & (triplets == chosen[:, None])).sum(axis=1) / is_best.sum(axis=1)
+    return _choice_result(credit, triplets, len(embeddings), n_boot, seed, ceiling, "triplets")
+
+
+def two_afc_accuracy(
+    embeddings: np.ndarray,
+    reference: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    share_first: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ceiling: float | None = None,
+) -> MetricResult:
+    """Mean human vote share of the model's choice per 2AFC item (0.5 when the model ties)."""
+    s1 = model_pair_similarity(embeddings, reference, first)
+    s2 = model_pair_similarity(embeddings, reference, second)
+    share = np.asarray(share_first, dtype=np.float64)
+    credit = np.where(
+        np.isclose(s1, s2, rtol=0, atol=1e-12), 0.5, np.where(s1 > s2, share, 1 - share)
+    )
+    items = np.stack([reference, first, second], axis=1).astype(np.int64)
+    return _choice_result(credit, items, len(embeddings), n_boot, seed, ceiling, "2afc items")
+
+
+def _choice_result(
+    credit: np.ndarray,
+    items: np.ndarray,
+    n_stimuli: int,
+    n_boot: int,
+    seed: int,
+    ceiling: float | None,
+    unit: str,
+) -> MetricResult:
+    if len(credit) == 0:
+        raise MetricError(f"There are no {unit} to score.")
+    counts = _resample_counts(n_stimuli, n_boot, seed)
+    samples = np.empty(n_boot)
+    chunk = max(1, BOOTSTRAP_CHUNK_CELLS // len(credit))
+    for start in range(0, n_boot, chunk):
+        c = counts[start : start + chunk]
+        weights = (c[:, items[:, 0]] * c[:, items[:, 1]] * c[:, items[:, 2]]).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            samples[start : start + chunk] = (weights * credit).sum(axis=1) / weights.sum(axis=1)
+    low, high = _percentile_interval(samples)
+    return MetricResult(
+        value=float(credit.mean()),
+        ci_low=low,
+        ci_high=high,
+        n=len(np.unique(items)),
+        ceiling=ceiling,
+        details={
+            "responses": len(credit),
+            "ci_method": "bootstrap over stimuli, 95% percentile",
+            "n_boot": n_boot,
+            "tie_rule": "tied model similarities share the credit",
+        },
+    )
+
+
+def leave_one_out_agreement(
+    item_keys: np.ndarray, choices: np.ndarray
+) -> dict[str, float | int | str] | None:
+    """Noise ceiling of choice data: each response against the most frequent choice among the
+    *other* responses to the same item; a response among k tied modes earns 1/k. Items with a
+    single response are left out. Returns None if no item has two responses."""
+    keys = np.asarray(item_keys)
+    choice = np.asarray(choices)
+    _, item = np.unique(keys, return_inverse=True, axis=0 if keys.ndim > 1 else None)
+    item = item.ravel()
+    _, option = np.unique(choice, return_inverse=True)
+    option = option.ravel()
+    table = np.zeros((item.max() + 1, option.max() + 1), dtype=np.int64)
+    np.add.at(table, (item, option), 1)
+    responses_per_item = table.sum(axis=1)
+    usable = responses_per_item[item] >= 2
+    if not usable.any():
+        return None
+    others = table[item] - np.eye(table.shape[1], dtype=np.int64)[option]  # drop own response
+    top = others.max(axis=1, keepdims=True)
+    is_mode = others == top
+    credit = is_mode[np.arange(len(option)), option] / is_mode.sum(axis=1)
+    return {
+        "mean": float(credit[usable].mean()),
+        "responses": int(usable.sum()),
+        "items": int((responses_per_item >= 2).sum()),
+        "method": "leave-one-out majority agreement",
+    }

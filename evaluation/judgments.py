@@ -1,0 +1,244 @@
+"""Human judgments as scoring targets: creating a version, and reading it for the metrics.
+
+``judgments_create`` stores rows that already refer to a dataset's stimuli (by their order),
+all or nothing; it computes the reliability ceiling once, when the version is created.
+File formats and study aggregation build on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max
+
+from evaluation import metrics as metric_registry
+from evaluation.engine.metrics.human import (
+    aggregate_pairs,
+    leave_one_out_agreement,
+    split_half_reliability,
+)
+from evaluation.models import (
+    Dataset,
+    HumanJudgments,
+    Judgment,
+    JudgmentKind,
+    Stimulus,
+    Target,
+    TargetKind,
+)
+
+MAX_ERRORS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class JudgmentRow:
+    """One response. ``stimuli`` are stimulus orders: (a, b) for pairs, (a, b, c) for
+    triplets, (reference, first, second) for 2AFC; ``chosen`` is the order of the picked one."""
+
+    stimuli: tuple[int, ...]
+    value: float | None = None
+    chosen: int | None = None
+    participant: str = ""
+
+
+def judgments_create(
+    *,
+    dataset: Dataset,
+    name: str,
+    kind: str,
+    rows: Sequence[JudgmentRow],
+    scale_min: float | None = None,
+    scale_max: float | None = None,
+    origin: str = "",
+    description: str = "",
+    created_by: Any = None,
+) -> HumanJudgments:
+    """Store a new version of ``name`` over ``dataset`` and its scoring target."""
+    if kind not in JudgmentKind.values:
+        raise ValidationError(f"Unknown judgment kind {kind!r}.")
+    if not rows:
+        raise ValidationError("There are no judgments to store.")
+    stimulus_ids = dict(dataset.stimuli.values_list("order", "id"))
+    _validate_rows(kind, rows, stimulus_ids, scale_min, scale_max)
+    with transaction.atomic():
+        latest = HumanJudgments.objects.filter(dataset=dataset, name=name).aggregate(
+            v=Max("version")
+        )["v"]
+        judgments = HumanJudgments.objects.create(
+            dataset=dataset,
+            name=name,
+            version=(latest or 0) + 1,
+            kind=kind,
+            scale_min=scale_min,
+            scale_max=scale_max,
+            origin=origin,
+            description=description,
+            judgment_count=len(rows),
+            participant_count=len({r.participant for r in rows if r.participant}),
+            reliability=_reliability(kind, rows),
+            created_by=created_by,
+        )
+        Judgment.objects.bulk_create(
+            [_judgment(judgments, row, stimulus_ids) for row in rows], batch_size=5000
+        )
+        Target.objects.create(
+            kind=TargetKind(kind),
+            dataset=dataset,
+            judgments=judgments,
+            name=f"{dataset.name}: {name} v{judgments.version}",
+        )
+    return judgments
+
+
+def _validate_rows(
+    kind: str,
+    rows: Sequence[JudgmentRow],
+    stimulus_ids: dict[int, int],
+    scale_min: float | None,
+    scale_max: float | None,
+) -> None:
+    size = 2 if kind == JudgmentKind.PAIRS else 3
+    errors: list[str] = []
+    seen: Counter[tuple[Any, ...]] = Counter()
+    for number, row in enumerate(rows, start=1):
+        problem = _row_problem(kind, row, size, stimulus_ids, scale_min, scale_max)
+        if problem:
+            errors.append(f"Row {number}: {problem}")
+        elif row.participant:
+            key = (
+                row.participant,
+                *sorted(row.stimuli[:2] if kind == JudgmentKind.PAIRS else row.stimuli),
+            )
+            seen[key] += 1
+            if seen[key] == 2:
+                errors.append(
+                    f"Row {number}: participant {row.participant!r} judged the same item twice."
+                )
+        if len(errors) >= MAX_ERRORS_SHOWN:
+            break
+    if errors:
+        raise ValidationError(errors)
+
+
+def _row_problem(
+    kind: str,
+    row: JudgmentRow,
+    size: int,
+    stimulus_ids: dict[int, int],
+    scale_min: float | None,
+    scale_max: float | None,
+) -> str | None:
+    if len(row.stimuli) != size:
+        return f"expected {size} stimuli, got {len(row.stimuli)}."
+    unknown = [s for s in row.stimuli if s not in stimulus_ids]
+    if unknown:
+        return f"stimulus {unknown[0]} is not in the dataset."
+    if kind == JudgmentKind.PAIRS:
+        if row.value is None or not math.isfinite(row.value):
+            return "a pair rating needs a finite value."
+        if (scale_min is not None and row.value < scale_min) or (
+            scale_max is not None and row.value > scale_max
+        ):
+            return f"rating {row.value:g} is outside the scale [{scale_min}, {scale_max}]."
+        return None
+    if len(set(row.stimuli)) != 3:
+        return "the three stimuli must differ."
+    options = row.stimuli if kind == JudgmentKind.TRIPLETS else row.stimuli[1:]
+    if row.chosen not in options:
+        return f"the choice {row.chosen} is not one of the options {options}."
+    return None
+
+
+def _judgment(judgments: HumanJudgments, row: JudgmentRow, ids: dict[int, int]) -> Judgment:
+    return Judgment(
+        judgments=judgments,
+        a_id=ids[row.stimuli[0]],
+        b_id=ids[row.stimuli[1]],
+        c_id=ids[row.stimuli[2]] if len(row.stimuli) > 2 else None,
+        value=row.value,
+        chosen_id=ids[row.chosen] if row.chosen is not None else None,
+        participant=row.participant,
+    )
+
+
+def _reliability(kind: str, rows: Sequence[JudgmentRow]) -> dict[str, Any] | None:
+    if kind == JudgmentKind.PAIRS:
+        participants = [r.participant for r in rows]
+        return split_half_reliability(
+            [r.stimuli[0] for r in rows],
+            [r.stimuli[1] for r in rows],
+            [float(r.value or 0) for r in rows],
+            participants if any(participants) else None,
+        )
+    keys = np.array([_choice_item_key(kind, r.stimuli) for r in rows])
+    return leave_one_out_agreement(keys, np.array([r.chosen for r in rows]))
+
+
+def _choice_item_key(kind: str, stimuli: Sequence[int]) -> tuple[int, ...]:
+    """Triplets are unordered sets; a 2AFC item is its reference and an unordered pair."""
+    if kind == JudgmentKind.TRIPLETS:
+        return tuple(sorted(stimuli))
+    return (stimuli[0], *sorted(stimuli[1:]))
+
+
+# --- Reading a target for the metrics ------------------------------------------------------------
+def target_data(target: Target) -> metric_registry.TargetData:
+    """What the metrics need from a target, with stimuli as embedding rows (their order)."""
+    if target.kind == TargetKind.LABELS:
+        facts = [
+            metric_registry.StimulusFacts(label=label, split=split)
+            for label, split in target.dataset.stimuli.order_by("order").values_list(
+                "label", "split"
+            )
+        ]
+        return metric_registry.LabelsData(facts)
+    judgments = target.judgments
+    assert judgments is not None
+    order = dict(Stimulus.objects.filter(dataset_id=target.dataset_id).values_list("id", "order"))
+    rows = np.array(
+        [
+            (
+                order[a],
+                order[b],
+                order[c] if c else -1,
+                value if value is not None else np.nan,
+                order[chosen] if chosen else -1,
+            )
+            for a, b, c, value, chosen in judgments.rows.values_list(
+                "a", "b", "c", "value", "chosen"
+            )
+        ],
+        dtype=np.float64,
+    )
+    a, b, c, value, chosen = (
+        rows[:, 0].astype(int),
+        rows[:, 1].astype(int),
+        rows[:, 2].astype(int),
+        rows[:, 3],
+        rows[:, 4].astype(int),
+    )
+    if judgments.kind == JudgmentKind.PAIRS:
+        return metric_registry.PairsData(aggregate_pairs(a, b, value), judgments.ceiling)
+    if judgments.kind == JudgmentKind.TRIPLETS:
+        return metric_registry.TripletsData(np.stack([a, b, c], axis=1), chosen, judgments.ceiling)
+    return _two_afc_data(a, b, c, chosen, judgments.ceiling)
+
+
+def _two_afc_data(
+    reference: np.ndarray, b: np.ndarray, c: np.ndarray, chosen: np.ndarray, ceiling: float | None
+) -> metric_registry.TwoAfcData:
+    first, second = np.minimum(b, c), np.maximum(b, c)
+    keys, item = np.unique(
+        np.stack([reference, first, second], axis=1), axis=0, return_inverse=True
+    )
+    item = item.ravel()
+    votes_first = np.bincount(item, weights=(chosen == first).astype(float), minlength=len(keys))
+    share_first = votes_first / np.bincount(item, minlength=len(keys))
+    return metric_registry.TwoAfcData(keys[:, 0], keys[:, 1], keys[:, 2], share_first, ceiling)
