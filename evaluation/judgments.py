@@ -8,7 +8,6 @@ File formats and study aggregation build on it.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,17 +55,22 @@ def judgments_create(
     rows: Sequence[JudgmentRow],
     scale_min: float | None = None,
     scale_max: float | None = None,
+    allow_repeats: bool = False,
     origin: str = "",
     description: str = "",
     created_by: Any = None,
 ) -> HumanJudgments:
-    """Store a new version of ``name`` over ``dataset`` and its scoring target."""
+    """Store a new version of ``name`` over ``dataset`` and its scoring target.
+
+    A participant judging the same item twice is refused as a duplicate unless
+    ``allow_repeats`` says the data hold planned repeats (test-retest trials).
+    """
     if kind not in JudgmentKind.values:
         raise ValidationError(f"Unknown judgment kind {kind!r}.")
     if not rows:
         raise ValidationError("There are no judgments to store.")
     stimulus_ids = dict(dataset.stimuli.values_list("order", "id"))
-    _validate_rows(kind, rows, stimulus_ids, scale_min, scale_max)
+    _validate_rows(kind, rows, stimulus_ids, scale_min, scale_max, allow_repeats)
     with transaction.atomic():
         latest = HumanJudgments.objects.filter(dataset=dataset, name=name).aggregate(
             v=Max("version")
@@ -103,23 +107,22 @@ def _validate_rows(
     stimulus_ids: dict[int, int],
     scale_min: float | None,
     scale_max: float | None,
+    allow_repeats: bool,
 ) -> None:
     size = 2 if kind == JudgmentKind.PAIRS else 3
     errors: list[str] = []
-    seen: Counter[tuple[Any, ...]] = Counter()
+    first_seen: dict[tuple[Any, ...], int] = {}
     for number, row in enumerate(rows, start=1):
         problem = _row_problem(kind, row, size, stimulus_ids, scale_min, scale_max)
         if problem:
             errors.append(f"Row {number}: {problem}")
-        elif row.participant:
-            key = (
-                row.participant,
-                *sorted(row.stimuli[:2] if kind == JudgmentKind.PAIRS else row.stimuli),
-            )
-            seen[key] += 1
-            if seen[key] == 2:
+        elif row.participant and not allow_repeats:
+            key = (row.participant, *_item_key(kind, row.stimuli))
+            earlier = first_seen.setdefault(key, number)
+            if earlier != number:
                 errors.append(
-                    f"Row {number}: participant {row.participant!r} judged the same item twice."
+                    f"Row {number}: participant {row.participant!r} judged the same item as in "
+                    f"row {earlier}. Mark planned test-retest repeats as allowed, or remove it."
                 )
         if len(errors) >= MAX_ERRORS_SHOWN:
             break
@@ -177,13 +180,13 @@ def _reliability(kind: str, rows: Sequence[JudgmentRow]) -> dict[str, Any] | Non
             [float(r.value or 0) for r in rows],
             participants if any(participants) else None,
         )
-    keys = np.array([_choice_item_key(kind, r.stimuli) for r in rows])
+    keys = np.array([_item_key(kind, r.stimuli) for r in rows])
     return leave_one_out_agreement(keys, np.array([r.chosen for r in rows]))
 
 
-def _choice_item_key(kind: str, stimuli: Sequence[int]) -> tuple[int, ...]:
-    """Triplets are unordered sets; a 2AFC item is its reference and an unordered pair."""
-    if kind == JudgmentKind.TRIPLETS:
+def _item_key(kind: str, stimuli: Sequence[int]) -> tuple[int, ...]:
+    """Pairs and triplets are unordered sets; a 2AFC item is a reference and an unordered pair."""
+    if kind in (JudgmentKind.PAIRS, JudgmentKind.TRIPLETS):
         return tuple(sorted(stimuli))
     return (stimuli[0], *sorted(stimuli[1:]))
 

@@ -134,7 +134,10 @@ def test_k_larger_than_the_dataset_fails_the_run_with_the_reason():
     run_steps(run)
     run.refresh_from_db()
     assert run.status == "failed"
-    assert "k-NN accuracy on sentences: labels: k=50 is larger than the 7 training stimuli" in run.error_message
+    assert (
+        "k-NN accuracy on sentences: labels: k=50 is larger than the 7 training stimuli"
+        in run.error_message
+    )
     assert not Score.objects.exists()
 
 

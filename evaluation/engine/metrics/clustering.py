@@ -97,7 +97,7 @@ def clustering_scores(
     np.add.at(contingency, (data.codes, clusters), 1)
     details: dict[str, Any] = {
         "n_clusters": clusters_wanted,
-        "clusters_found": int(len(np.unique(clusters))),
+        "clusters_found": len(np.unique(clusters)),
         "normalized": normalize,
         "n_init": n_init,
         "seed": seed,

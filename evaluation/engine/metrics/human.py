@@ -34,6 +34,8 @@ from evaluation.engine.metrics.results import MetricResult
 
 BOOTSTRAP_CHUNK_CELLS = 20_000_000  # resamples x judgments held in memory at once
 CORRELATIONS = ("pearson", "spearman")
+MIN_RELIABILITY_PAIRS = 10
+MIN_RELIABILITY_COVERAGE = 0.5  # share of pairs that must have two or more judgments
 
 
 # --- Similarity of the model ----------------------------------------------------------------
@@ -226,12 +228,13 @@ def split_half_reliability(
     correlation: str = "spearman",
     n_splits: int = 100,
     seed: int = 0,
-) -> dict[str, float | int | str] | None:
+) -> dict[str, float | int | str | None]:
     """Split-half reliability of the mean rating per pair, Spearman-Brown corrected.
 
     With participant ids, participants are split in halves; without them, each pair's
     judgments are split (treating each judgment as a different rater). Returns None when
     fewer than 3 pairs have judgments in both halves (no ceiling can be estimated).
+    Returns ``{"mean": None, "reason": ...}`` when the data cannot support a ceiling.
     """
     a_arr, b_arr = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     v = np.asarray(values, dtype=np.float64)
@@ -245,6 +248,15 @@ def split_half_reliability(
         _, who = np.unique(
             np.asarray(participants, dtype=object)[keep].astype(str), return_inverse=True
         )
+    n_pairs = int(pair.max()) + 1 if len(pair) else 0
+    repeated = int((np.bincount(pair, minlength=n_pairs) >= 2).sum()) if n_pairs else 0
+    if repeated < max(MIN_RELIABILITY_PAIRS, n_pairs * MIN_RELIABILITY_COVERAGE):
+        # A handful of repeated pairs would give a confident-looking but meaningless ceiling.
+        return {
+            "mean": None,
+            "reason": f"only {repeated} of {n_pairs} pairs have two or more judgments; a "
+            f"split-half ceiling needs at least half of them (and {MIN_RELIABILITY_PAIRS}).",
+        }
     estimates = []
     for _ in range(n_splits):
         if by_participant:
@@ -256,7 +268,7 @@ def split_half_reliability(
         if r is not None:
             estimates.append(2 * r / (1 + r))
     if not estimates:
-        return None
+        return {"mean": None, "reason": "no random split left three pairs judged in both halves."}
     values_arr = np.array(estimates)
     return {
         "mean": float(values_arr.mean()),

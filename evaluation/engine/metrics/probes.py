@@ -369,7 +369,7 @@ def linear_probe_accuracy(
     if test_mask is None:
         counts = np.bincount(data.codes)
         if counts.min() < folds:
-            smallest = data.classes[counts.argmin()]
+            smallest = str(data.classes[counts.argmin()])
             raise MetricError(
                 f"{folds}-fold cross-validation needs at least {folds} stimuli per class; "
                 f"class {smallest!r} has {counts.min()}. Use fewer folds or a test split."

@@ -43,45 +43,43 @@ def as_matrix(x: np.ndarray, *, name: str = "x", min_rows: int = 1) -> np.ndarra
     return array
 
 
-def _unit_rows(
-    x: np.ndarray, *, name: str, problem: str, floor: np.ndarray | float = 0.0
+def _prepare(x: np.ndarray, kind: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ready for inner products (centred for Pearson), and their squared norms."""
+    rows = x - x.mean(axis=1, keepdims=True) if kind == "pearson" else x
+    squared_norms = np.einsum("ij,ij->i", rows, rows)
+    if kind in ("cosine", "pearson"):
+        # A constant row centres to rounding noise, not exactly zero: judge it against the
+        # row's own size.
+        floor = 1e-24 * np.einsum("ij,ij->i", x, x) if kind == "pearson" else 0.0
+        flat = np.flatnonzero(squared_norms <= floor)
+        if len(flat):
+            problem = (
+                "is constant, so its correlation"
+                if kind == "pearson"
+                else "is all zeros, so its cosine similarity"
+            )
+            raise MetricError(
+                f"Row {int(flat[0])} of {name} {problem} with other stimuli is undefined "
+                f"({len(flat)} such rows). Check the embeddings of those stimuli."
+            )
+    return rows, squared_norms
+
+
+def _similarity_block(
+    a: np.ndarray, norms_a: np.ndarray, b: np.ndarray, norms_b: np.ndarray, kind: str
 ) -> np.ndarray:
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    zero = np.flatnonzero(norms <= floor)
-    if len(zero):
-        raise MetricError(
-            f"Row {int(zero[0])} of {name} {problem} with other stimuli is undefined "
-            f"({len(zero)} such rows). Check the embeddings of those stimuli."
-        )
-    return x / norms[:, np.newaxis]
-
-
-def _prepare(x: np.ndarray, kind: str, name: str) -> np.ndarray:
-    """Rows transformed so that the similarity is a plain inner product (or a distance)."""
-    if kind == "cosine":
-        return _unit_rows(x, name=name, problem="is all zeros, so its cosine similarity")
-    if kind == "pearson":
-        centred = x - x.mean(axis=1, keepdims=True)
-        # A constant row centres to rounding noise, not exactly zero: judge it relative to
-        # the row's own size.
-        floor = 1e-12 * np.sqrt(np.einsum("ij,ij->i", x, x))
-        return _unit_rows(
-            centred, name=name, problem="is constant, so its correlation", floor=floor
-        )
-    return x
-
-
-def _similarity_block(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
     """Similarity of prepared rows ``a`` against prepared rows ``b``."""
     products = a @ b.T
     if kind in ("cosine", "pearson"):
+        # Dividing the exact-as-possible inner product once (rather than normalising rows
+        # first) keeps pairs that are tied in exact arithmetic tied, which rank-based RSA
+        # on integer-valued data (pixels, ratings) depends on.
+        products /= np.sqrt(norms_a[:, np.newaxis] * norms_b[np.newaxis, :])
         # Rounding can push |cos| a hair past 1; clip so that 1 - s is a valid distance.
         np.clip(products, -1.0, 1.0, out=products)
         return products
     if kind == "neg_euclidean":
-        squared = (
-            np.einsum("ij,ij->i", a, a)[:, np.newaxis] + np.einsum("ij,ij->i", b, b) - 2 * products
-        )
+        squared = norms_a[:, np.newaxis] + norms_b[np.newaxis, :] - 2 * products
         np.maximum(squared, 0.0, out=squared)
         return -np.sqrt(squared)
     return products
@@ -102,17 +100,17 @@ def pairwise_similarity(
     more similar for every kind. Pass a block of rows as ``x`` to bound memory.
     """
     _check_kind(kind, SIMILARITY_KINDS, "similarity")
-    a = _prepare(as_matrix(x, name="x"), kind, "x")
+    a, norms_a = _prepare(as_matrix(x, name="x"), kind, "x")
     if y is None:
-        b = a
+        b, norms_b = a, norms_a
     else:
-        b = _prepare(as_matrix(y, name="y"), kind, "y")
+        b, norms_b = _prepare(as_matrix(y, name="y"), kind, "y")
         if b.shape[1] != a.shape[1]:
             raise MetricError(
                 f"x has {a.shape[1]} features but y has {b.shape[1]}; "
                 "similarities need embeddings of the same space."
             )
-    return _similarity_block(a, b, kind)
+    return _similarity_block(a, norms_a, b, norms_b, kind)
 
 
 def upper_triangle(matrix: np.ndarray) -> np.ndarray:
@@ -139,13 +137,15 @@ def rdm(x: np.ndarray, *, kind: RdmKind = "correlation") -> np.ndarray:
     array = as_matrix(x, name="x", min_rows=3)
     similarity_kind = {"correlation": "pearson", "cosine": "cosine", "euclidean": "neg_euclidean"}
     sim_kind = similarity_kind[kind]
-    prepared = _prepare(array, sim_kind, "x")
+    prepared, norms = _prepare(array, sim_kind, "x")
     n = len(prepared)
     out = np.empty(condensed_size(n), dtype=np.float64)
     position = 0
     for start in range(0, n - 1, ROW_BLOCK):
         stop = min(start + ROW_BLOCK, n - 1)
-        block = _similarity_block(prepared[start:stop], prepared[start:], sim_kind)
+        block = _similarity_block(
+            prepared[start:stop], norms[start:stop], prepared[start:], norms[start:], sim_kind
+        )
         # Row i of the block holds columns start..n-1; keep those right of the diagonal.
         above = np.arange(n - start)[np.newaxis, :] > np.arange(stop - start)[:, np.newaxis]
         values = block[above]

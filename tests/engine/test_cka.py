@@ -1,0 +1,185 @@
+"""CKA must equal the published formulas written out directly (HSIC as tr(KHLH)/(n-1)^2,
+Song et al.'s unbiased HSIC term by term, Kornblith et al.'s RBF bandwidth), keep the
+properties CKA is used for, and cka_matrix must agree with cka pair by pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import ortho_group
+from sklearn.datasets import load_digits
+
+from evaluation.engine.errors import MetricError
+from evaluation.engine.metrics import cka as cka_module
+from evaluation.engine.metrics.cka import cka, cka_matrix
+
+VARIANTS = [("linear", True), ("linear", False), ("rbf", True), ("rbf", False)]
+
+
+def reference_hsic_biased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    n = len(k)
+    h = np.eye(n) - np.ones((n, n)) / n
+    return float(np.trace(k @ h @ l @ h)) / (n - 1) ** 2
+
+
+def reference_hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    """Song et al. 2012, eq. 5: K~, L~ are K, L with zeroed diagonals."""
+    n = len(k)
+    kt = k - np.diag(np.diag(k))
+    lt = l - np.diag(np.diag(l))
+    one = np.ones(n)
+    return float(
+        np.trace(kt @ lt)
+        + (one @ kt @ one) * (one @ lt @ one) / ((n - 1) * (n - 2))
+        - 2.0 / (n - 2) * (one @ kt @ lt @ one)
+    ) / (n * (n - 3))
+
+
+def reference_kernel(x: np.ndarray, kernel: str, factor: float = 1.0) -> np.ndarray:
+    if kernel == "linear":
+        return x @ x.T
+    # Kornblith et al.'s code: sigma^2 = factor^2 * median of all n^2 squared distances.
+    squared = squareform(pdist(x, "sqeuclidean"))
+    return np.exp(-squared / (2 * factor**2 * np.median(squared)))
+
+
+def reference_cka(x, y, *, kernel, unbiased, factor=1.0) -> float:
+    hsic = reference_hsic_unbiased if unbiased else reference_hsic_biased
+    k, l = reference_kernel(x, kernel, factor), reference_kernel(y, kernel, factor)  # noqa: E741
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+def related(n: int, dx: int, dy: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two representations that share some structure (so CKA is neither 0 nor 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dx)) + 2.0  # off-centre on purpose: estimators must centre
+    y = np.tanh(x @ rng.normal(size=(dx, dy)) / np.sqrt(dx)) + 0.5 * rng.normal(size=(n, dy))
+    return x, y
+
+
+# (n, dx, dy): more stimuli than features uses the linear feature form, fewer the Gram form.
+SHAPES = [(40, 6, 9), (14, 50, 70)]
+
+
+@pytest.mark.parametrize(("kernel", "unbiased"), VARIANTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cka_equals_published_formulas(kernel, unbiased, shape):
+    x, y = related(*shape, seed=1)
+    expected = reference_cka(x, y, kernel=kernel, unbiased=unbiased)
+    assert 0.05 < abs(expected) < 0.98  # a value that can tell estimators apart
+    assert cka(x, y, kernel=kernel, unbiased=unbiased) == pytest.approx(expected, abs=1e-10)
+
+
+def test_both_linear_forms_are_exercised():
+    for (n, dx, dy), features in zip(SHAPES, [True, False], strict=True):
+        assert cka_module._use_features("linear", n, [dx], [dy], 1) is features
+
+
+@pytest.mark.parametrize("factor", [0.4, 2.0])
+def test_rbf_bandwidth_factor_scales_the_median_distance(factor):
+    x, y = related(30, 8, 5, seed=2)
+    expected = reference_cka(x, y, kernel="rbf", unbiased=False, factor=factor)
+    ours = cka(x, y, kernel="rbf", unbiased=False, rbf_sigma=factor)
+    assert ours == pytest.approx(expected, abs=1e-10)
+    assert ours != pytest.approx(cka(x, y, kernel="rbf", unbiased=False), abs=1e-3)
+
+
+def test_linear_biased_cka_equals_the_feature_space_formula():
+    # Kornblith et al. eq. 4 on centred data: ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F).
+    pixels = load_digits().data[:200].astype(np.float64)
+    x = pixels - pixels.mean(axis=0)
+    y = np.maximum(x @ np.random.default_rng(0).normal(size=(64, 32)), 0.0)
+    y = y - y.mean(axis=0)
+    expected = np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+    assert cka(pixels, y, kernel="linear", unbiased=False) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(("kernel", "unbiased"), VARIANTS)
+def test_cka_of_a_representation_with_itself_is_one(kernel, unbiased):
+    x, _ = related(25, 7, 3, seed=3)
+    assert cka(x, x, kernel=kernel, unbiased=unbiased) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(("kernel", "unbiased"), VARIANTS)
+def test_cka_ignores_rotation_and_isotropic_scaling(kernel, unbiased):
+    x, y = related(30, 10, 12, seed=4)
+    rotation = ortho_group.rvs(10, random_state=5)
+    before = cka(x, y, kernel=kernel, unbiased=unbiased)
+    after = cka(7.5 * x @ rotation, y, kernel=kernel, unbiased=unbiased)
+    assert after == pytest.approx(before, abs=1e-10)
+    # ...but not anisotropic scaling, which changes the geometry.
+    stretched = x * np.linspace(0.1, 10.0, 10)
+    assert cka(stretched, y, kernel=kernel, unbiased=unbiased) != pytest.approx(before, abs=1e-3)
+
+
+def test_unbiased_estimator_removes_the_pull_towards_one_when_features_outnumber_stimuli():
+    # Independent representations, 20 stimuli, 2000 features (Nguyen et al.'s concern).
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(20, 2000)), rng.normal(size=(20, 2000))
+    assert cka(x, y, unbiased=False) > 0.8
+    assert abs(cka(x, y, unbiased=True)) < 0.1
+
+
+@pytest.mark.parametrize(("kernel", "unbiased"), VARIANTS)
+def test_cka_matrix_equals_pairwise_cka(kernel, unbiased):
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(24, 5))
+    layers = [
+        np.tanh(base @ rng.normal(size=(5, d))) + 0.3 * rng.normal(size=(24, d))
+        for d in (3, 8, 30, 4)
+    ]
+    others = [base, base**2]
+    square = cka_matrix(layers, kernel=kernel, unbiased=unbiased)
+    cross = cka_matrix(layers, others, kernel=kernel, unbiased=unbiased)
+    assert square.shape == (4, 4) and cross.shape == (4, 2)
+    for i, a in enumerate(layers):
+        for j, b in enumerate(layers):
+            expected = cka(a, b, kernel=kernel, unbiased=unbiased)
+            assert square[i, j] == pytest.approx(expected, abs=1e-12)
+        for j, b in enumerate(others):
+            assert cross[i, j] == pytest.approx(
+                cka(a, b, kernel=kernel, unbiased=unbiased), abs=1e-12
+            )
+    np.testing.assert_array_equal(square, square.T)
+    assert len(np.unique(np.round(square[np.triu_indices(4, 1)], 6))) == 6  # not a constant fill
+
+
+def test_cka_matrix_prepares_each_layer_once(monkeypatch):
+    calls = []
+    original = cka_module._prepare
+
+    def counting(x, **options):
+        calls.append(x.shape)
+        return original(x, **options)
+
+    monkeypatch.setattr(cka_module, "_prepare", counting)
+    layers = [np.random.default_rng(i).normal(size=(12, 20)) for i in range(5)]
+    cka_matrix(layers, kernel="rbf")
+    assert len(calls) == 5
+    calls.clear()
+    cka_matrix(layers, layers[:3], kernel="linear")
+    assert len(calls) == 8
+
+
+def test_bad_inputs_are_explained():
+    x, y = related(20, 4, 4, seed=8)
+    with pytest.raises(MetricError, match="same stimuli"):
+        cka(x, y[:15])
+    with pytest.raises(MetricError, match="at least 4"):
+        cka(x[:3], y[:3], unbiased=True)
+    assert np.isfinite(cka(x[:3], y[:3], unbiased=False))
+    with pytest.raises(MetricError, match="at least 3"):
+        cka(x[:2], y[:2], unbiased=False)
+    with pytest.raises(MetricError, match="constant"):
+        cka(np.full((20, 4), 0.1), y)
+    with pytest.raises(MetricError, match="median distance"):
+        cka(np.zeros((20, 4)), y, kernel="rbf")
+    broken = x.copy()
+    broken[3, 1] = np.nan
+    with pytest.raises(MetricError, match="NaN"):
+        cka(broken, y)
+    with pytest.raises(MetricError, match="Unknown CKA kernel"):
+        cka(x, y, kernel="poly")  # type: ignore[arg-type]
+    with pytest.raises(MetricError, match="empty"):
+        cka_matrix([])
