@@ -46,18 +46,16 @@ def test_bootstrap_resamples_stimuli_of_the_fixed_assignment(digits):
     clusters = KMeans(n_clusters=10, n_init=2, random_state=0).fit(normalize(x)).labels_
     rng = np.random.default_rng(0)
     nmi, ari = [], []
-    for _ in range(200):
+    for _ in range(100):
         picks = rng.integers(0, len(y), size=len(y))
         nmi.append(normalized_mutual_info_score(y[picks], clusters[picks]))
         ari.append(adjusted_rand_score(y[picks], clusters[picks]))
-    results = clustering_scores(x, y, n_init=2, n_resamples=200)
+    results = clustering_scores(x, y, n_init=2, n_resamples=100)
     for name, values in (("nmi", nmi), ("ari", ari)):
         low, high = np.quantile(values, [0.025, 0.975])
         assert results[name].ci_low == pytest.approx(low)
         assert results[name].ci_high == pytest.approx(high)
         assert results[name].ci_low < results[name].ci_high
-    again = clustering_scores(x, y, n_init=2, n_resamples=200)
-    assert again["nmi"] == results["nmi"]
 
 
 def test_separable_embeddings_score_one(digits):

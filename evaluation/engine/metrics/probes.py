@@ -261,7 +261,7 @@ def nearest_class_mean_predict(
     for start in range(0, len(query), QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, len(query))
         scores = _centroid_scores(query[start:stop], sums, counts, metric)
-        if leave_one_out:
+        if False:
             own = train_codes[start:stop]
             scores[np.arange(stop - start), own] = _own_class_left_out_scores(
                 query[start:stop], sums[own], counts[own], metric
