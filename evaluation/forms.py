@@ -6,7 +6,14 @@ from typing import Any
 
 from django import forms
 
-from evaluation.metrics import KNN_SPLITS, METRICS
+from evaluation.metrics import (
+    KNN_SPLITS,
+    METRICS,
+    knn_entry,
+    odd_one_out_entry,
+    pair_alignment_entry,
+    two_afc_entry,
+)
 from evaluation.models import Dataset, Modality, ModelSource, PretrainedModel, Weights
 
 
@@ -73,6 +80,17 @@ class RunForm(forms.Form):
     metric_knn = forms.BooleanField(required=False, initial=True, label=METRICS["knn"].label)
     knn_k = forms.IntegerField(min_value=1, max_value=1000, initial=5, label="k")
     knn_split = forms.ChoiceField(choices=list(KNN_SPLITS.items()), initial="loo", label="Split")
+    metric_pair_alignment = forms.BooleanField(
+        required=False, label=METRICS["pair_alignment"].label
+    )
+    pair_correlation = forms.ChoiceField(
+        choices=[("spearman", "Spearman (scale-free)"), ("pearson", "Pearson")],
+        initial="spearman",
+        required=False,
+        label="Correlation",
+    )
+    metric_odd_one_out = forms.BooleanField(required=False, label=METRICS["odd_one_out"].label)
+    metric_two_afc = forms.BooleanField(required=False, label=METRICS["two_afc"].label)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,17 +115,25 @@ class RunForm(forms.Form):
         return self._chosen_dataset()
 
     def metric_entries(self) -> list[dict[str, Any]]:
-        from evaluation.metrics import knn_entry
-
+        data = self.cleaned_data
         entries = []
-        if self.cleaned_data.get("metric_knn"):
-            entries.append(
-                knn_entry(k=self.cleaned_data["knn_k"], split=self.cleaned_data["knn_split"])
-            )
+        if data.get("metric_knn"):
+            entries.append(knn_entry(k=data["knn_k"], split=data["knn_split"]))
+        if data.get("metric_pair_alignment"):
+            entries.append(pair_alignment_entry(correlation=data["pair_correlation"] or "spearman"))
+        if data.get("metric_odd_one_out"):
+            entries.append(odd_one_out_entry())
+        if data.get("metric_two_afc"):
+            entries.append(two_afc_entry())
         return entries
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if not data.get("metric_knn"):
+        if not any(data.get(f"metric_{name}") for name in METRICS):
             raise forms.ValidationError("Choose at least one metric.")
         return data
+
+    def target_kinds(self) -> set[str]:
+        """Kinds of target the chosen dataset offers (to show only metrics that apply)."""
+        dataset = self.chosen_dataset
+        return set(dataset.targets.values_list("kind", flat=True)) if dataset else set()

@@ -52,8 +52,14 @@ def test_pair_alignment_averages_repeated_pairs_and_drops_self_pairs():
     values = [6.0, 4.0, 3.0, 7.0, 1.0, 5.0, 0.5]
     pairs = human.aggregate_pairs(a, b, values)
     assert pairs.self_pairs_dropped == 1
-    assert dict(zip(zip(pairs.i.tolist(), pairs.j.tolist()), pairs.mean.tolist())) == {
-        (0, 1): 5.0, (0, 2): 3.0, (1, 2): 5.0, (2, 3): 1.0, (0, 3): 0.5}
+    keys = zip(pairs.i.tolist(), pairs.j.tolist(), strict=True)
+    assert dict(zip(keys, pairs.mean.tolist(), strict=True)) == {
+        (0, 1): 5.0,
+        (0, 2): 3.0,
+        (1, 2): 5.0,
+        (2, 3): 1.0,
+        (0, 3): 0.5,
+    }
     cos = human.model_pair_similarity(embeddings, pairs.i, pairs.j)
     result = human.pair_alignment(embeddings, pairs, correlation="pearson", n_boot=200)
     assert result.value == pytest.approx(pearsonr(cos, pairs.mean).statistic)
@@ -82,8 +88,12 @@ def test_split_half_applies_spearman_brown():
     y = x + rng.normal(size=200)
     pairs = np.arange(200)
     result = human.split_half_reliability(
-        np.r_[pairs, pairs], np.r_[pairs, pairs] + 1000, np.r_[x, y], ["p1"] * 200 + ["p2"] * 200,
-        correlation="pearson", n_splits=10,
+        np.r_[pairs, pairs],
+        np.r_[pairs, pairs] + 1000,
+        np.r_[x, y],
+        ["p1"] * 200 + ["p2"] * 200,
+        correlation="pearson",
+        n_splits=10,
     )
     r = pearsonr(x, y).statistic
     assert result["mean"] == pytest.approx(2 * r / (1 + r))

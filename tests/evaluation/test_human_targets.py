@@ -164,3 +164,23 @@ def test_new_judgments_make_a_new_version_and_target():
     second = judgments_create(dataset=dataset, name="sim", kind="pairs", rows=rows[:4])
     assert (first.version, second.version) == (1, 2)
     assert first.target.name.endswith("sim v1") and second.target.name.endswith("sim v2")
+
+
+def test_run_form_offers_the_metrics_the_dataset_targets_allow(researcher_client):
+    from django.urls import reverse
+
+    dataset = make_text_dataset()
+    rows = [JudgmentRow((a, b), value=float(a * b)) for a in range(5) for b in range(a + 1, 5)]
+    judgments_create(dataset=dataset, name="sim", kind="pairs", rows=rows)
+    html = researcher_client.get(reverse("evaluation:run_create"), {"dataset": dataset.pk},
+                                 HTTP_HX_REQUEST="true").content.decode()
+    assert "Correlation with human pair ratings" in html and "k-NN accuracy" in html
+    assert "Odd-one-out agreement" not in html
+    model = make_text_model()
+    response = researcher_client.post(reverse("evaluation:run_create"), {
+        "dataset": dataset.pk, "models": [model.pk], "metric_pair_alignment": "on",
+        "pair_correlation": "pearson", "knn_k": 5, "knn_split": "loo"})
+    assert response.status_code == 302
+    run = dataset.runs.get()
+    assert run.metrics == [{"name": "pair_alignment", "params": {"correlation": "pearson"}}]
+    assert set(run.targets.values_list("kind", flat=True)) == {"labels", "pairs"}

@@ -34,6 +34,9 @@ from evaluation.engine.metrics.knn import normalize_rows
 from evaluation.engine.metrics.results import MetricResult
 
 QUERY_BLOCK = 1024
+# Entries of one query-by-training-item similarity block; the top-k selection keeps about
+# six arrays of this size, so memory stays near 200 MB however many training items there are.
+BLOCK_ENTRIES = 2**22
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
 # lbfgs on standardised features with weak regularisation (C=1e3) needs a few thousand
 # iterations on nearly separable data; fits that still stop early are counted in details.
@@ -118,8 +121,9 @@ def weighted_knn_predict(
     train_n = normalize_rows(np.asarray(train_x, dtype=np.float64))
     query_n = normalize_rows(np.asarray(query_x, dtype=np.float64))
     predictions = np.empty(len(query_n), dtype=np.int64)
-    for start in range(0, len(query_n), QUERY_BLOCK):
-        stop = min(start + QUERY_BLOCK, len(query_n))
+    block = max(1, min(QUERY_BLOCK, BLOCK_ENTRIES // max(len(train_n), 1)))
+    for start in range(0, len(query_n), block):
+        stop = min(start + block, len(query_n))
         rows = np.arange(stop - start)
         similarity = query_n[start:stop] @ train_n.T
         if exclude_self:
@@ -261,7 +265,7 @@ def nearest_class_mean_predict(
     for start in range(0, len(query), QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, len(query))
         scores = _centroid_scores(query[start:stop], sums, counts, metric)
-        if False:
+        if leave_one_out:
             own = train_codes[start:stop]
             scores[np.arange(stop - start), own] = _own_class_left_out_scores(
                 query[start:stop], sums[own], counts[own], metric
