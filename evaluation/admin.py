@@ -70,7 +70,7 @@ class RunStepInline(admin.TabularInline):
     extra = 0
     fields = [
         "model",
-        "layer",
+        "layers",
         "status",
         "processed",
         "total",

@@ -53,6 +53,9 @@ class PretrainedModel(models.Model):
     modality = models.CharField(max_length=10, choices=Modality.choices)
     default_layer = models.CharField(max_length=200, blank=True)
     pooling = models.CharField(max_length=40, default="model-default")
+    layers = models.JSONField(
+        default=list, blank=True, help_text="Layers with output shapes, from a dry forward pass."
+    )
     parameter_count = models.BigIntegerField(null=True, blank=True)
     embedding_size = models.PositiveIntegerField(null=True, blank=True)
     description = models.TextField(blank=True)
@@ -357,13 +360,13 @@ class RunStep(models.Model):
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
     model = models.ForeignKey(PretrainedModel, on_delete=models.PROTECT, related_name="run_steps")
-    layer = models.CharField(max_length=200, blank=True, help_text="Blank: the model's default.")
+    layers = models.JSONField(
+        default=list, blank=True, help_text="Layers to extract in one pass; empty: the default."
+    )
     status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.QUEUED)
     processed = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
-    embedding_set = models.ForeignKey(
-        EmbeddingSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    embedding_sets = models.ManyToManyField(EmbeddingSet, blank=True, related_name="+")
     reused_embeddings = models.BooleanField(default=False)
     claimed_by = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -377,9 +380,7 @@ class RunStep(models.Model):
     class Meta:
         ordering = ["run", "id"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["run", "model", "layer"], name="runstep_unique_model_layer"
-            ),
+            models.UniqueConstraint(fields=["run", "model"], name="runstep_unique_model"),
         ]
         indexes = [models.Index(fields=["status", "heartbeat_at"])]
 

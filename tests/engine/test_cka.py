@@ -145,20 +145,24 @@ def test_cka_matrix_equals_pairwise_cka(kernel, unbiased):
     assert len(np.unique(np.round(square[np.triu_indices(4, 1)], 6))) == 6  # not a constant fill
 
 
-def test_cka_matrix_prepares_each_layer_once(monkeypatch):
+@pytest.mark.parametrize(
+    ("kernel", "preparer", "shape"),
+    [("rbf", "_gram_layer", (12, 20)), ("linear", "_feature_layer", (40, 6))],
+)
+def test_cka_matrix_prepares_each_layer_once(monkeypatch, kernel, preparer, shape):
     calls = []
-    original = cka_module._prepare
+    original = getattr(cka_module, preparer)
 
     def counting(x, **options):
         calls.append(x.shape)
         return original(x, **options)
 
-    monkeypatch.setattr(cka_module, "_prepare", counting)
-    layers = [np.random.default_rng(i).normal(size=(12, 20)) for i in range(5)]
-    cka_matrix(layers, kernel="rbf")
+    monkeypatch.setattr(cka_module, preparer, counting)
+    layers = [np.random.default_rng(i).normal(size=shape) for i in range(5)]
+    cka_matrix(layers, kernel=kernel)
     assert len(calls) == 5
     calls.clear()
-    cka_matrix(layers, layers[:3], kernel="linear")
+    cka_matrix(layers, layers[:3], kernel=kernel)
     assert len(calls) == 8
 
 

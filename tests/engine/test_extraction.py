@@ -86,7 +86,9 @@ def test_corrupt_image_is_named_in_the_error(adapter, images, tmp_path):
 def test_nan_embeddings_are_refused(images, tmp_path):
     spec = ModelSpec(source="timm", identifier="test_vit", weights="untrained")
     broken = load_adapter(spec)
-    broken.embed = lambda batch, layer: np.full((len(batch), 4), np.nan, dtype=np.float32)
+    broken.embed = lambda batch, layers, pooling: {
+        layer: np.full((len(batch), 4), np.nan, dtype=np.float32) for layer in layers
+    }
     with pytest.raises(StimulusError, match="NaN or infinite"):
         extract_to_file(broken, images[:4], layer="", out_path=tmp_path / "e.npy")
     assert not (tmp_path / "e.npy").exists()

@@ -88,6 +88,17 @@ def test_weighted_knn_split_matches_the_reference_loop(digits):
     assert result.n == test.sum()
 
 
+def test_weighted_knn_breaks_ties_at_the_kth_place_by_lower_index():
+    # One-hot embeddings: similarities are exactly 0 or 1, so the k-th place is always tied.
+    rng = np.random.default_rng(1)
+    x = np.eye(3)[rng.integers(0, 3, size=80)]
+    y = rng.integers(0, 4, size=80)
+    for k in (1, 4, 9):
+        reference = dino_knn_reference(x, y, x, k=k, temperature=0.07, leave_one_out=True)
+        ours = weighted_knn_predict(x, y, x, k=k, temperature=0.07, n_classes=4, exclude_self=True)
+        np.testing.assert_array_equal(ours, reference)
+
+
 def test_weighted_knn_lets_one_close_neighbour_outvote_two_far_ones():
     # Uniform voting would pick "far" (2 votes to 1); weights exp(sim / T) pick "near".
     train = np.array([[1.0, 0.05], [0.6, 0.8], [0.6, -0.8]])

@@ -172,14 +172,23 @@ def test_run_form_offers_the_metrics_the_dataset_targets_allow(researcher_client
     dataset = make_text_dataset()
     rows = [JudgmentRow((a, b), value=float(a * b)) for a in range(5) for b in range(a + 1, 5)]
     judgments_create(dataset=dataset, name="sim", kind="pairs", rows=rows)
-    html = researcher_client.get(reverse("evaluation:run_create"), {"dataset": dataset.pk},
-                                 HTTP_HX_REQUEST="true").content.decode()
+    html = researcher_client.get(
+        reverse("evaluation:run_create"), {"dataset": dataset.pk}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "Correlation with human pair ratings" in html and "k-NN accuracy" in html
     assert "Odd-one-out agreement" not in html
     model = make_text_model()
-    response = researcher_client.post(reverse("evaluation:run_create"), {
-        "dataset": dataset.pk, "models": [model.pk], "metric_pair_alignment": "on",
-        "pair_correlation": "pearson", "knn_k": 5, "knn_split": "loo"})
+    response = researcher_client.post(
+        reverse("evaluation:run_create"),
+        {
+            "dataset": dataset.pk,
+            "models": [model.pk],
+            "metric_pair_alignment": "on",
+            "pair_correlation": "pearson",
+            "knn_k": 5,
+            "knn_split": "loo",
+        },
+    )
     assert response.status_code == 302
     run = dataset.runs.get()
     assert run.metrics == [{"name": "pair_alignment", "params": {"correlation": "pearson"}}]

@@ -185,7 +185,7 @@ def test_one_failing_model_does_not_stop_the_others(digits_zip_small):
     run = services.run_create(
         dataset=dataset, models=[good, bad], metrics=[knn_entry(k=1, split="loo")]
     )
-    RunStep.objects.filter(run=run, model=bad).update(layer="no_such_layer")
+    RunStep.objects.filter(run=run, model=bad).update(layers=["no_such_layer"])
     run_steps(run)
     run.refresh_from_db()
     assert run.status == "succeeded"

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from evaluation.engine.errors import ModelSpecError, close_names
+from evaluation.engine.errors import ModelSpecError, StimulusError, close_names
 from evaluation.engine.specs import PACKAGE_PREFIX, ModelSpec, StimulusInput
 
 
@@ -43,18 +44,42 @@ class Adapter(ABC):
         part of the embedding-cache fingerprint, so a cache hit needs no model load.
         """
 
-    def layers(self) -> list[str]:
-        return [self.default_layer]
+    # --- layers ------------------------------------------------------------------------
+    native_layers: ClassVar[tuple[str, ...]] = ()  # outputs the model computes itself
+
+    @abstractmethod
+    def hook_root(self) -> torch.nn.Module:
+        """The module whose submodules are the hookable layers."""
+
+    def layer_names(self) -> list[str]:
+        """Every layer that can be extracted: native outputs, then module names in order."""
+        modules = [name for name, _ in self.hook_root().named_modules() if name]
+        return [*self.native_layers, *modules]
 
     def check_layer(self, layer: str) -> str:
         layer = layer or self.default_layer
-        available = self.layers()
+        available = self.layer_names()
         if layer not in available:
             raise ModelSpecError(
                 f"Layer {layer!r} does not exist in {self.spec.identifier}."
-                f"{close_names(layer, available)} Available: {', '.join(available[:20])}."
+                f"{close_names(layer, available)} It has {len(available)} layers, e.g. "
+                f"{', '.join(available[:8])}."
             )
         return layer
+
+    def describe_layers(self, sample: StimulusInput) -> list[dict[str, Any]]:
+        """Each layer with the shape of its output for one stimulus (one dry forward pass)."""
+        batch = self.collate([self.load_input(sample)])
+        names = [name for name, _ in self.hook_root().named_modules() if name]
+        captured: dict[str, Any] = {}
+        with torch.inference_mode(), capture_outputs(self.hook_root(), names, captured):
+            native = self.forward(batch)
+        shapes = [{"name": n, "shape": list(native[n].shape[1:])} for n in self.native_layers]
+        for name in names:
+            tensor = first_tensor(captured.get(name))
+            if tensor is not None:
+                shapes.append({"name": name, "shape": list(tensor.shape[1:])})
+        return shapes
 
     @abstractmethod
     def preprocessing_description(self) -> dict[str, Any]:
@@ -72,8 +97,110 @@ class Adapter(ABC):
         return torch.utils.data.default_collate(list(items))
 
     @abstractmethod
-    def embed(self, batch: Any, *, layer: str) -> np.ndarray:
-        """Embed a collated batch at ``layer``: float32 array of shape (batch, dim)."""
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Run the model on a batch; return its native outputs (already pooled)."""
+
+    def pooling_context(self, batch: Any) -> dict[str, Any]:
+        """What pooling needs to know about a batch (e.g. the attention mask)."""
+        return {}
+
+    def has_class_token(self) -> bool:
+        return False
+
+    def embed(
+        self, batch: Any, *, layers: Sequence[str], pooling: str = "model-default"
+    ) -> dict[str, np.ndarray]:
+        """Embed a batch at every layer in ``layers`` with ONE forward pass (forward hooks)."""
+        hooked = [layer for layer in layers if layer not in self.native_layers]
+        captured: dict[str, Any] = {}
+        with capture_outputs(self.hook_root(), hooked, captured):
+            native = self.forward(batch)
+        context = self.pooling_context(batch)
+        out = {}
+        for layer in layers:
+            if layer in native:
+                tensor = native[layer]
+            else:
+                tensor = pool_output(
+                    captured[layer], pooling, has_cls=self.has_class_token(), **context
+                )
+            out[layer] = tensor.float().reshape(tensor.shape[0], -1).cpu().numpy()
+        return out
+
+
+POOLINGS = ("model-default", "cls", "mean", "gap", "flatten")
+
+
+@contextlib.contextmanager
+def capture_outputs(
+    root: torch.nn.Module, names: Sequence[str], into: dict[str, Any]
+) -> Iterator[None]:
+    """Record the outputs of the named submodules of ``root`` while the block runs."""
+    modules = dict(root.named_modules())
+    handles = []
+    for name in names:
+        if name not in modules:
+            raise ModelSpecError(
+                f"Layer {name!r} does not exist.{close_names(name, list(modules))}"
+            )
+        handles.append(modules[name].register_forward_hook(_recorder(name, into)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _recorder(name: str, into: dict[str, Any]) -> Callable[..., None]:
+    def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        into[name] = output
+
+    return record
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """Module outputs can be tensors, tuples or model-output objects: take the first tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            tensor = first_tensor(item)
+            if tensor is not None:
+                return tensor
+    return None
+
+
+def pool_output(
+    output: Any, pooling: str, *, has_cls: bool = False, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Reduce a layer's output to one vector per stimulus.
+
+    model-default: global average over space for feature maps (B, C, H, W); the class token
+    for token sequences of models that have one, else a (mask-aware) mean over tokens.
+    """
+    tensor = first_tensor(output)
+    if tensor is None:
+        raise StimulusError("This layer produces no tensor output; choose another layer.")
+    if pooling not in POOLINGS:
+        raise ModelSpecError(f"Unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
+    if pooling == "flatten" or tensor.dim() == 2:
+        return tensor.reshape(tensor.shape[0], -1)
+    if tensor.dim() == 4:
+        if pooling in ("model-default", "gap"):
+            return tensor.mean(dim=(2, 3))
+        raise ModelSpecError(
+            f"Pooling {pooling!r} does not apply to feature maps; use gap or flatten."
+        )
+    if tensor.dim() == 3:
+        if pooling == "cls" or (pooling == "model-default" and has_cls):
+            return tensor[:, 0]
+        if attention_mask is not None and attention_mask.shape[:2] == tensor.shape[:2]:
+            mask = attention_mask.to(tensor.dtype).unsqueeze(-1)
+            return (tensor * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        return tensor.mean(dim=1)
+    return tensor.reshape(tensor.shape[0], -1)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from evaluation.engine.adapters.base import (
@@ -25,6 +24,7 @@ class SentenceTransformersAdapter(Adapter):
     source = "sentence-transformers"
     modality = "text"
     default_layer = SENTENCE_EMBEDDING
+    native_layers = (SENTENCE_EMBEDDING,)
 
     def __init__(self, spec: ModelSpec, *, device: torch.device) -> None:
         super().__init__(spec, device=device)
@@ -79,18 +79,24 @@ class SentenceTransformersAdapter(Adapter):
             raise StimulusError(f"Stimulus {stimulus.name!r} has no text to embed.")
         return stimulus.text
 
-    def collate(self, items: Any) -> list[str]:
-        return list(items)
+    def collate(self, items: Any) -> dict[str, Any]:
+        # sentence-transformers 5.2+ calls it preprocess; earlier releases, tokenize.
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize
+        return prepare(list(items))
 
-    def embed(self, batch: list[str], *, layer: str) -> np.ndarray:
-        self.check_layer(layer)
-        vectors = self.model.encode(
-            batch,
-            batch_size=len(batch),
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+    def hook_root(self) -> torch.nn.Module:
+        return self.model
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        features = {
+            key: value.to(self.device) if isinstance(value, torch.Tensor) else value
+            for key, value in batch.items()
+        }
+        return {SENTENCE_EMBEDDING: self.model(features)[SENTENCE_EMBEDDING]}
+
+    def pooling_context(self, batch: dict[str, Any]) -> dict[str, Any]:
+        # Token layers are averaged over real tokens only, not padding.
+        return {"attention_mask": batch["attention_mask"].to(self.device)}
 
 
 def _local_path(spec: ModelSpec) -> Path | None:

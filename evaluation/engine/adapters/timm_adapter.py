@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -21,6 +20,7 @@ class TimmAdapter(Adapter):
     source = "timm"
     modality = "image"
     default_layer = PRE_LOGITS
+    native_layers = (PRE_LOGITS,)
 
     def __init__(self, spec: ModelSpec, *, device: torch.device) -> None:
         super().__init__(spec, device=device)
@@ -76,11 +76,16 @@ class TimmAdapter(Adapter):
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise StimulusError(f"Image {stimulus.name!r} cannot be decoded: {exc}") from None
 
-    def embed(self, batch: torch.Tensor, *, layer: str) -> np.ndarray:
-        self.check_layer(layer)
+    def hook_root(self) -> torch.nn.Module:
+        return self.model
+
+    def has_class_token(self) -> bool:
+        # timm ViTs pool with the class token when global_pool == "token".
+        return getattr(self.model, "global_pool", None) == "token"
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.model.forward_features(batch.to(self.device, non_blocking=True))
-        pooled = self.model.forward_head(features, pre_logits=True)
-        return pooled.float().cpu().numpy()
+        return {PRE_LOGITS: self.model.forward_head(features, pre_logits=True)}
 
 
 def _create_model(spec: ModelSpec) -> torch.nn.Module:

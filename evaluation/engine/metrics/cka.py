@@ -12,7 +12,9 @@ Both are written as one inner product of per-representation matrices (H K H or t
 U-centred K), so cka_matrix prepares each layer once and each pair costs one product-sum.
 The linear kernel never needs the n x n matrices when stimuli outnumber features: the same
 inner products follow from X^T Y (d x d), which is cheaper and much smaller; each call
-picks whichever form costs fewer operations, and both give the same value.
+picks whichever form costs fewer operations (the feature form whenever the n x n matrices
+would pass GRAM_MEMORY_BYTES), and both give the same value. The RBF kernel has no such
+shortcut: cka_matrix holds one n x n float64 matrix per distinct layer.
 
 The RBF bandwidth follows Kornblith et al.'s published code: sigma^2 = factor^2 x the
 median squared distance over all n^2 pairs, diagonal zeros included, so values can be
@@ -171,7 +173,9 @@ def _gram_layer(x: np.ndarray, *, kernel: str, unbiased: bool, rbf_sigma: float)
     return _GramLayer(gram=gram, self_hsic=self_hsic)
 
 
-def _feature_layer(x: np.ndarray, *, unbiased: bool, out: np.ndarray | None = None) -> _FeatureLayer:
+def _feature_layer(
+    x: np.ndarray, *, unbiased: bool, out: np.ndarray | None = None
+) -> _FeatureLayer:
     """Centre ``x`` (into ``out`` when given, a slice of the stacked layers)."""
     centred = np.subtract(x, x.mean(axis=0), out=out)
     norms = np.einsum("ij,ij->i", centred, centred)
