@@ -133,6 +133,27 @@ class RunForm(forms.Form):
             raise forms.ValidationError("Choose at least one metric.")
         return data
 
+    def model_rows(self) -> list[tuple[PretrainedModel, bool, list[str], list[str]]]:
+        """(model, checked, its listed layers, the layers picked) for the template."""
+        chosen = {str(pk) for pk in self.data.getlist("models")} if self.is_bound else set()
+        return [
+            (model, str(model.pk) in chosen, model.layer_names, self._picked_layers(model))
+            for model in self.fields["models"].queryset
+        ]
+
+    def _picked_layers(self, model: PretrainedModel) -> list[str]:
+        if not self.is_bound:
+            return []
+        return [name for name in self.data.getlist(f"layers_{model.pk}") if name]
+
+    def layer_choices(self) -> dict[int, list[str]]:
+        """Layers per chosen model; a model with none picked is scored at its default."""
+        return {
+            model.pk: picked
+            for model in self.cleaned_data.get("models", [])
+            if (picked := self._picked_layers(model))
+        }
+
     def target_kinds(self) -> set[str]:
         """Kinds of target the chosen dataset offers (to show only metrics that apply)."""
         dataset = self.chosen_dataset

@@ -56,6 +56,7 @@ class PretrainedModel(models.Model):
     layers = models.JSONField(
         default=list, blank=True, help_text="Layers with output shapes, from a dry forward pass."
     )
+    inspection_error = models.TextField(blank=True)
     parameter_count = models.BigIntegerField(null=True, blank=True)
     embedding_size = models.PositiveIntegerField(null=True, blank=True)
     description = models.TextField(blank=True)
@@ -72,6 +73,10 @@ class PretrainedModel(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("evaluation:model_detail", args=[self.pk])
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer["name"] for layer in self.layers]
 
     @property
     def is_untrained_baseline(self) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
@@ -26,7 +27,7 @@ from django.utils import timezone
 
 from evaluation import metrics as metric_registry
 from evaluation.engine import adapters
-from evaluation.engine.errors import EngineError, ModelSpecError
+from evaluation.engine.errors import EngineError, ModelSpecError, close_names
 from evaluation.engine.extraction import ExtractionCancelled, extract_layers
 from evaluation.engine.fingerprint import dataset_content_hash, embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
@@ -93,7 +94,7 @@ def model_register(
             else "identifier"
         )
         raise ValidationError({field: str(exc)}) from None
-    return PretrainedModel.objects.create(
+    model = PretrainedModel.objects.create(
         name=name,
         source=spec.source,
         identifier=spec.identifier,
@@ -106,6 +107,40 @@ def model_register(
         description=description,
         created_by=created_by,
     )
+    # Listing layers needs the weights and a forward pass: a worker's job, not the request's.
+    transaction.on_commit(lambda: _enqueue("evaluation.inspect_model", model.pk))
+    return model
+
+
+def model_inspect(*, model_id: int) -> None:
+    """Load the model once, list its layers with output shapes, its size and embedding size."""
+    model = PretrainedModel.objects.filter(pk=model_id).first()
+    if model is None:
+        return
+    try:
+        adapter = adapters.load_adapter(model.spec(), device=settings.EXTRACTION_DEVICE)
+        with tempfile.TemporaryDirectory() as folder:
+            layers = adapter.describe_layers(_sample_stimulus(model.modality, Path(folder)))
+    except EngineError as exc:
+        PretrainedModel.objects.filter(pk=model_id).update(inspection_error=str(exc))
+        return
+    default = next((layer for layer in layers if layer["name"] == adapter.default_layer), None)
+    PretrainedModel.objects.filter(pk=model_id).update(
+        layers=layers,
+        inspection_error="",
+        parameter_count=adapter.parameter_count() or None,
+        embedding_size=int(np.prod(default["shape"])) if default else None,
+    )
+
+
+def _sample_stimulus(modality: str, folder: Path) -> StimulusInput:
+    if modality == Modality.IMAGE:
+        from PIL import Image
+
+        path = folder / "sample.png"
+        Image.new("RGB", (224, 224), (128, 128, 128)).save(path)
+        return StimulusInput(path=str(path))
+    return StimulusInput(text="A short sentence to trace the model's layers.")
 
 
 def dataset_import_images(
@@ -253,9 +288,16 @@ def run_create(
     dataset: Dataset,
     models: Sequence[PretrainedModel],
     metrics: Sequence[dict[str, Any]],
+    layers: dict[int, list[str]] | None = None,
     created_by: Any = None,
 ) -> Run:
-    """Create a run with one step per model and queue the extractions once committed."""
+    """Create a run with one step per model and queue the extractions once committed.
+
+    ``layers`` maps a model id to the layers to score (a layer sweep); a model without an
+    entry is scored at its default layer.
+    """
+    layers = layers or {}
+    _check_layers(models, layers)
     if not models:
         raise ValidationError({"models": "Choose at least one model."})
     if not metrics:
@@ -275,7 +317,11 @@ def run_create(
         steps = RunStep.objects.bulk_create(
             [
                 RunStep(
-                    run=run, model=model, total=dataset.stimulus_count, heartbeat_at=timezone.now()
+                    run=run,
+                    model=model,
+                    layers=list(dict.fromkeys(layers.get(model.pk, []))),
+                    total=dataset.stimulus_count,
+                    heartbeat_at=timezone.now(),
                 )
                 for model in models
             ]
@@ -285,6 +331,18 @@ def run_create(
             lambda: [_enqueue("evaluation.extract_embeddings", i) for i in step_ids]
         )
     return run
+
+
+def _check_layers(models: Sequence[PretrainedModel], layers: dict[int, list[str]]) -> None:
+    """Refuse layers a model does not have (when its layers have been listed already; if
+    not, the worker checks them and fails the step with the same message)."""
+    for model in models:
+        known = model.layer_names
+        for layer in layers.get(model.pk, []):
+            if known and layer not in known:
+                raise ValidationError(
+                    {"layers": f"{model.name} has no layer {layer!r}.{close_names(layer, known)}"}
+                )
 
 
 def _targets_for(dataset: Dataset, metrics: Sequence[dict[str, Any]]) -> list[Target]:

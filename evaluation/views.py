@@ -150,6 +150,7 @@ def run_create(request: HttpRequest) -> HttpResponse:
                 dataset=form.cleaned_data["dataset"],
                 models=list(form.cleaned_data["models"]),
                 metrics=form.metric_entries(),
+                layers=form.layer_choices(),
                 created_by=request.user,
             )
         except ValidationError as exc:

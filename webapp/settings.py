@@ -222,6 +222,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ROUTES = {
     "evaluation.extract_embeddings": {"queue": "gpu"},
+    "evaluation.inspect_model": {"queue": "gpu"},
     "evaluation.score_embeddings": {"queue": "cpu"},
     "evaluation.requeue_stalled": {"queue": "cpu"},
 }

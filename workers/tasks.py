@@ -20,3 +20,8 @@ def score_embeddings(self, step_id: int) -> None:  # type: ignore[no-untyped-def
 @shared_task(name="evaluation.requeue_stalled")
 def requeue_stalled() -> int:
     return services.steps_requeue_stalled()
+
+
+@shared_task(name="evaluation.inspect_model", acks_late=True)
+def inspect_model(model_id: int) -> None:
+    services.model_inspect(model_id=model_id)

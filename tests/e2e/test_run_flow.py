@@ -31,7 +31,7 @@ def test_researcher_launches_a_run_and_reads_the_leaderboard(
     page.get_by_label("Dataset", exact=True).select_option(str(dataset.pk))
     page.wait_for_selector("#run-fields legend:has-text('for image stimuli')")
     assert page.locator("#run-fields").inner_text().count("minilm") == 0
-    page.get_by_label(re.compile("test-vit")).check()
+    page.get_by_role("checkbox", name=re.compile("test-vit")).check()
     page.get_by_label("k", exact=True).fill("3")
     screenshot(page, "run-form")
     page.get_by_role("button", name="Start run").click()

@@ -38,8 +38,13 @@ KERNELS: tuple[str, ...] = ("linear", "rbf")
 # representation does not vary across stimuli.
 DEGENERATE = 1e-12
 # Above this, linear CKA keeps features rather than n x n matrices even where the Gram
-# form would need fewer operations (12 + 12 layers of 5000 stimuli would need 4.8 GB).
-GRAM_MEMORY_BYTES = 2 * 1024**3
+# form would be faster. The Gram form holds every layer_b matrix plus one layer_a matrix:
+# 13 for 12 x 12 layers, 2.6 GB at 5000 stimuli.
+GRAM_MEMORY_BYTES = 6 * 1024**3
+# Memory-bound passes cost far more per element than a multiply-add inside BLAS; these
+# weights (multiply-adds per n x n element) were measured with numpy's OpenBLAS.
+CENTRING_WEIGHT = 60
+VDOT_WEIGHT = 20
 CROSS_BLOCK_BYTES = 256 * 1024**2
 
 
@@ -82,18 +87,21 @@ def _check_options(kernel: str, unbiased: bool, n: int, rbf_sigma: float) -> Non
 def _use_features(
     kernel: str, n: int, dims_a: list[int], dims_b: list[int], pairs: int, *, shared: bool = False
 ) -> bool:
-    """Whether the linear feature form beats the Gram form (memory first, then operations).
+    """Whether the linear feature form beats the Gram form (memory first, then time).
 
-    ``shared``: the two lists are the same layers (cka_matrix without layers_b).
+    ``shared``: the two lists are the same layers (cka_matrix without layers_b). Costs
+    count multiply-adds, with X X^T and X^T X done by syrk (half a product) and every
+    pass over an n x n matrix weighted as measured against BLAS throughput.
     """
     if kernel != "linear":
         return False
-    held = dims_a if shared else dims_a + dims_b
-    if len(held) * n * n * 8 > GRAM_MEMORY_BYTES:
+    held = len(dims_a) if shared else len(dims_b) + 1
+    if held * n * n * 8 > GRAM_MEMORY_BYTES:
         return True
-    gram_cost = n * n * sum(held) + pairs * n * n
+    built = dims_a if shared else dims_a + dims_b
+    gram_cost = n * n * sum(d / 2 + CENTRING_WEIGHT for d in built) + pairs * n * n * VDOT_WEIGHT
     mean_cross = (sum(dims_a) / len(dims_a)) * (sum(dims_b) / len(dims_b))
-    feature_cost = n * sum(d * d for d in held) + pairs * n * mean_cross
+    feature_cost = n * sum(d * d / 2 for d in built) + pairs * n * mean_cross
     return feature_cost < gram_cost
 
 
@@ -116,24 +124,24 @@ def _kernel_matrix(x: np.ndarray, kernel: str, rbf_sigma: float) -> np.ndarray:
 
 
 def _double_centre(k: np.ndarray) -> np.ndarray:
-    """H K H."""
-    centred = k - k.mean(axis=0, keepdims=True)
-    centred -= centred.mean(axis=1, keepdims=True)
-    return centred
+    """H K H, in place (K is a scratch matrix)."""
+    means = k.mean(axis=0)
+    k -= means[np.newaxis, :]
+    k -= (means - means.mean())[:, np.newaxis]
+    return k
 
 
 def _u_centre(k: np.ndarray) -> np.ndarray:
-    """U-centred K: its inner product with another over n (n - 3) is Song et al.'s HSIC."""
+    """U-centred K, in place: its inner product with another over n (n - 3) is Song et
+    al.'s HSIC. Off the diagonal, K_ij - r_i / (n - 2) - r_j / (n - 2) + S / ((n - 1)(n - 2))
+    with r the row sums and S the total of K with a zeroed diagonal; zero on it."""
     n = len(k)
-    zeroed = k.copy()
-    np.fill_diagonal(zeroed, 0.0)
-    row_sums = zeroed.sum(axis=1)
-    total = row_sums.sum()
-    zeroed -= row_sums[:, np.newaxis] / (n - 2)
-    zeroed -= row_sums[np.newaxis, :] / (n - 2)
-    zeroed += total / ((n - 1) * (n - 2))
-    np.fill_diagonal(zeroed, 0.0)
-    return zeroed
+    np.fill_diagonal(k, 0.0)
+    row_sums = k.sum(axis=1)
+    k -= (row_sums / (n - 2))[:, np.newaxis]
+    k -= (row_sums / (n - 2) - row_sums.sum() / ((n - 1) * (n - 2)))[np.newaxis, :]
+    np.fill_diagonal(k, 0.0)
+    return k
 
 
 def _feature_hsic(
@@ -189,10 +197,16 @@ def _feature_layer(
 def _gram_form(
     first: list[np.ndarray], second: list[np.ndarray] | None, options: dict[str, Any]
 ) -> np.ndarray:
-    prepared_a = [_gram_layer(x, **options) for x in first]
-    prepared_b = prepared_a if second is None else [_gram_layer(x, **options) for x in second]
-    result = np.ones((len(prepared_a), len(prepared_b)), dtype=np.float64)
-    for i, a in enumerate(prepared_a):
+    """CKA from centred Gram matrices: one vdot per pair.
+
+    Without ``second`` every layer's matrix is kept; with it only the second set's, and
+    each layer of the first set is prepared in turn, so memory is len(second) + 1 matrices.
+    """
+    targets = first if second is None else second
+    prepared_b = [_gram_layer(x, **options) for x in targets]
+    result = np.ones((len(first), len(targets)), dtype=np.float64)
+    for i, x in enumerate(first):
+        a = prepared_b[i] if second is None else _gram_layer(x, **options)
         start = i + 1 if second is None else 0
         for j in range(start, len(prepared_b)):
             b = prepared_b[j]
