@@ -12,6 +12,7 @@ from evaluation.metrics import (
     knn_entry,
     odd_one_out_entry,
     pair_alignment_entry,
+    probe_entry,
     two_afc_entry,
 )
 from evaluation.models import Dataset, Modality, ModelSource, PretrainedModel, Weights
@@ -80,6 +81,17 @@ class RunForm(forms.Form):
     metric_knn = forms.BooleanField(required=False, initial=True, label=METRICS["knn"].label)
     knn_k = forms.IntegerField(min_value=1, max_value=1000, initial=5, label="k")
     knn_split = forms.ChoiceField(choices=list(KNN_SPLITS.items()), initial="loo", label="Split")
+    metric_weighted_knn = forms.BooleanField(required=False, label=METRICS["weighted_knn"].label)
+    metric_nearest_class_mean = forms.BooleanField(
+        required=False, label=METRICS["nearest_class_mean"].label
+    )
+    metric_linear_probe = forms.BooleanField(required=False, label=METRICS["linear_probe"].label)
+    metric_few_shot = forms.BooleanField(required=False, label="Few-shot accuracy (5-way)")
+    few_shot_k = forms.ChoiceField(
+        choices=[("1", "1-shot"), ("5", "5-shot")], initial="1", required=False, label="Shots"
+    )
+    metric_retrieval_map = forms.BooleanField(required=False, label=METRICS["retrieval_map"].label)
+    metric_kmeans_nmi = forms.BooleanField(required=False, label=METRICS["kmeans_nmi"].label)
     metric_pair_alignment = forms.BooleanField(
         required=False, label=METRICS["pair_alignment"].label
     )
@@ -119,6 +131,17 @@ class RunForm(forms.Form):
         entries = []
         if data.get("metric_knn"):
             entries.append(knn_entry(k=data["knn_k"], split=data["knn_split"]))
+        for name in (
+            "weighted_knn",
+            "nearest_class_mean",
+            "linear_probe",
+            "retrieval_map",
+            "kmeans_nmi",
+        ):
+            if data.get(f"metric_{name}"):
+                entries.append(probe_entry(name))
+        if data.get("metric_few_shot"):
+            entries.append(probe_entry("few_shot", n_way=5, k_shot=int(data["few_shot_k"] or 1)))
         if data.get("metric_pair_alignment"):
             entries.append(pair_alignment_entry(correlation=data["pair_correlation"] or "spearman"))
         if data.get("metric_odd_one_out"):

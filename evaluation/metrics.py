@@ -6,14 +6,15 @@ Each metric is computed by the engine; this module turns a run's stored metric e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from evaluation.engine.errors import MetricError
+from evaluation.engine.metrics.clustering import clustering_scores
 from evaluation.engine.metrics.human import (
     CORRELATIONS,
     PairRatings,
@@ -22,7 +23,14 @@ from evaluation.engine.metrics.human import (
     two_afc_accuracy,
 )
 from evaluation.engine.metrics.knn import knn_accuracy
+from evaluation.engine.metrics.probes import (
+    few_shot_accuracy,
+    linear_probe_accuracy,
+    nearest_class_mean_accuracy,
+    weighted_knn_accuracy,
+)
 from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.retrieval import retrieval_scores
 
 HOLDOUT_TEST_FRACTION = 0.25
 HOLDOUT_SEED = 0
@@ -43,6 +51,42 @@ METRICS: dict[str, MetricInfo] = {
         label="k-NN accuracy",
         target_kinds=("labels",),
         description="Cosine k-nearest-neighbour classification accuracy (Wilson 95% CI).",
+    ),
+    "weighted_knn": MetricInfo(
+        name="weighted_knn",
+        label="Weighted k-NN accuracy (DINO)",
+        target_kinds=("labels",),
+        description="k=20 cosine neighbours voting with weight exp(sim / 0.07), leave-one-out.",
+    ),
+    "nearest_class_mean": MetricInfo(
+        name="nearest_class_mean",
+        label="Nearest-class-mean accuracy",
+        target_kinds=("labels",),
+        description="Cosine distance to class means, leave-one-out (Wilson 95% CI).",
+    ),
+    "linear_probe": MetricInfo(
+        name="linear_probe",
+        label="Linear probe accuracy",
+        target_kinds=("labels",),
+        description="Logistic regression on standardised features, C by inner CV, 5-fold outer CV.",
+    ),
+    "few_shot": MetricInfo(
+        name="few_shot",
+        label="Few-shot accuracy",
+        target_kinds=("labels",),
+        description="n-way k-shot prototype episodes (mean and t-interval over 600 episodes).",
+    ),
+    "retrieval_map": MetricInfo(
+        name="retrieval_map",
+        label="Retrieval mAP",
+        target_kinds=("labels",),
+        description="Same-label retrieval by cosine similarity; recall@k in details.",
+    ),
+    "kmeans_nmi": MetricInfo(
+        name="kmeans_nmi",
+        label="k-means NMI",
+        target_kinds=("labels",),
+        description="NMI of k-means clusters (k = number of labels) with the labels; ARI in details.",
     ),
     "pair_alignment": MetricInfo(
         name="pair_alignment",
@@ -136,6 +180,8 @@ def compute(entry: dict[str, Any], embeddings: np.ndarray, data: TargetData) -> 
     name, params = entry["name"], entry["params"]
     if name == "knn" and isinstance(data, LabelsData):
         return _knn(embeddings, data.stimuli, **params)
+    if isinstance(data, LabelsData) and name in LABEL_PROBES:
+        return _labelled(embeddings, data.stimuli, LABEL_PROBES[name], params)
     if name == "pair_alignment" and isinstance(data, PairsData):
         return pair_alignment(
             embeddings,
@@ -159,6 +205,52 @@ def compute(entry: dict[str, Any], embeddings: np.ndarray, data: TargetData) -> 
             ceiling=data.ceiling,
         )
     raise MetricError(f"The metric {name!r} does not apply to this target.")
+
+
+def _labelled(
+    embeddings: np.ndarray,
+    stimuli: Sequence[StimulusFacts],
+    probe: Callable[..., MetricResult],
+    params: dict[str, Any],
+) -> MetricResult:
+    """Run a label probe on the labelled stimuli (unlabelled ones are left out)."""
+    labels = np.array([s.label for s in stimuli], dtype=object)
+    labelled = labels != ""
+    if not labelled.any():
+        raise MetricError("The dataset has no labels.")
+    return probe(np.asarray(embeddings)[labelled], labels[labelled].astype(str), **params)
+
+
+def _retrieval_map(embeddings: np.ndarray, labels: np.ndarray) -> MetricResult:
+    scores = retrieval_scores(embeddings, labels)
+    result = scores["map"]
+    recall = {key: value.value for key, value in scores.items() if key != "map"}
+    return replace(result, details={**result.details, **recall})
+
+
+def _kmeans_nmi(embeddings: np.ndarray, labels: np.ndarray) -> MetricResult:
+    scores = clustering_scores(embeddings, labels)
+    ari = scores["ari"]
+    return replace(
+        scores["nmi"],
+        details={**scores["nmi"].details, "ari": ari.value, "ari_ci": [ari.ci_low, ari.ci_high]},
+    )
+
+
+LABEL_PROBES: dict[str, Callable[..., MetricResult]] = {
+    "weighted_knn": weighted_knn_accuracy,
+    "nearest_class_mean": nearest_class_mean_accuracy,
+    "linear_probe": linear_probe_accuracy,
+    "few_shot": few_shot_accuracy,
+    "retrieval_map": _retrieval_map,
+    "kmeans_nmi": _kmeans_nmi,
+}
+
+
+def probe_entry(name: str, **params: Any) -> dict[str, Any]:
+    if name not in LABEL_PROBES:
+        raise MetricError(f"Unknown label metric {name!r}.")
+    return {"name": name, "params": params}
 
 
 def _knn(

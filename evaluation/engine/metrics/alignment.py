@@ -108,7 +108,12 @@ def linear_alignment(
             "score": "held-out R^2, variance-weighted over target dimensions",
             "n_folds": n_folds,
             "seed": seed,
-            "alpha_grid": "relative" if alphas is None else [float(a) for a in alphas],
+            "alpha_grid": (
+                f"{len(RELATIVE_ALPHAS)} values from {RELATIVE_ALPHAS[0]:g} to "
+                f"{RELATIVE_ALPHAS[-1]:g} x the mean eigenvalue of the training covariance"
+                if alphas is None
+                else [float(a) for a in alphas]
+            ),
             "source_dim": int(x.shape[1]),
             "target_dim": int(y.shape[1]),
             "ci_method": "t-95 over folds",
