@@ -25,6 +25,8 @@ DIGITS = "Digits (scikit-learn)"
 SENTENCES = "STS-B dev sentences by genre"
 TEXT_MODEL = "all-MiniLM-L6-v2"
 IMAGE_MODEL = "mobilenetv3-small"
+PIXELS_MODEL = "pixels"
+TFIDF_MODEL = "tf-idf"
 DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 
 
@@ -67,15 +69,31 @@ def demo_load(*, log: object = print) -> dict[str, str]:
         user=user,
         description="timm MobileNetV3-Small, random initialisation (seed 0).",
     )
-    for dataset, model, split in ((digits, image_model, "loo"), (sentences, text_model, "holdout")):
+    pixels = _model(
+        PIXELS_MODEL,
+        source="baseline",
+        identifier="pixels-32",
+        user=user,
+        description="Raw pixels, resized to 32x32 RGB: the floor for image models.",
+    )
+    tfidf = _model(
+        TFIDF_MODEL,
+        source="baseline",
+        identifier="tfidf",
+        user=user,
+        description="TF-IDF of the dataset's own texts: the floor for text models.",
+    )
+    plans = ((digits, [image_model, pixels], "loo"), (sentences, [text_model, tfidf], "holdout"))
+    for dataset, models, split in plans:
         if not Run.objects.filter(dataset=dataset).exists():
             run = services.run_create(
                 dataset=dataset,
-                models=[model],
+                models=models,
                 metrics=[knn_entry(k=5, split=split)],
                 created_by=user,
             )
-            log(f"Queued run {run.pk}: k-NN of {model.display_name} on {dataset.name}.")
+            names = ", ".join(m.display_name for m in models)
+            log(f"Queued run {run.pk}: k-NN of {names} on {dataset.name}.")
     return credentials
 
 

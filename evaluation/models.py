@@ -29,6 +29,7 @@ class Modality(models.TextChoices):
 class ModelSource(models.TextChoices):
     TIMM = "timm", "timm"
     SENTENCE_TRANSFORMERS = "sentence-transformers", "sentence-transformers"
+    BASELINE = "baseline", "Baseline (pixels, tfidf)"
 
 
 class Weights(models.TextChoices):
@@ -83,8 +84,14 @@ class PretrainedModel(models.Model):
         return self.weights == Weights.UNTRAINED
 
     @property
+    def is_baseline(self) -> bool:
+        return self.source == ModelSource.BASELINE
+
+    @property
     def display_name(self) -> str:
-        return f"{self.name} (untrained baseline)" if self.is_untrained_baseline else self.name
+        if self.is_untrained_baseline:
+            return f"{self.name} (untrained baseline)"
+        return f"{self.name} (baseline)" if self.is_baseline else self.name
 
     def spec(self) -> ModelSpec:
         return ModelSpec(

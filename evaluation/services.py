@@ -85,7 +85,7 @@ def model_register(
         seed=seed,
     )
     try:
-        adapter_class = adapters.adapter_class(spec.source)
+        adapter_class = adapters.adapter_class(spec.source, spec.identifier)
         adapter_class.validate(spec)
     except ModelSpecError as exc:
         field = (
@@ -120,7 +120,9 @@ def model_inspect(*, model_id: int) -> None:
     try:
         adapter = adapters.load_adapter(model.spec(), device=settings.EXTRACTION_DEVICE)
         with tempfile.TemporaryDirectory() as folder:
-            layers = adapter.describe_layers(_sample_stimulus(model.modality, Path(folder)))
+            sample = _sample_stimulus(model.modality, Path(folder))
+            adapter.prepare([sample])
+            layers = adapter.describe_layers(sample)
     except EngineError as exc:
         PretrainedModel.objects.filter(pk=model_id).update(inspection_error=str(exc))
         return
@@ -529,7 +531,7 @@ def _embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], boo
     missing ones extracted together, in one forward pass per batch."""
     model, dataset = step.model, step.run.dataset
     spec = model.spec()
-    adapter_class = adapters.adapter_class(spec.source)
+    adapter_class = adapters.adapter_class(spec.source, spec.identifier)
     identity = adapter_class.identity(spec)
     layers = list(dict.fromkeys(step.layers)) or [adapter_class.default_layer]
     fingerprints = {

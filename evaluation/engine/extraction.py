@@ -99,6 +99,7 @@ def extract_layers(
         work_dir.mkdir(parents=True, exist_ok=True)
     chunk_starts = list(range(0, total, chunk_size))
     reused = 0
+    adapter.prepare(stimuli)
     try:
         for index, start in enumerate(chunk_starts):
             chunk_files = {layer: work_dirs[layer] / f"chunk-{index:06d}.npy" for layer in layers}

@@ -61,3 +61,16 @@ def test_run_form_posts_label_probes(researcher_client, digits_zip_small):
         {"name": "linear_probe", "params": {}},
         {"name": "few_shot", "params": {"n_way": 5, "k_shot": 5}},
     ]
+
+
+def test_baselines_run_like_models_and_are_labelled(digits_zip_small, client):
+    dataset = make_image_dataset(data=digits_zip_small)
+    pixels = services.model_register(name="pixels", source="baseline", identifier="pixels-16")
+    assert pixels.modality == "image" and pixels.display_name == "pixels (baseline)"
+    run = services.run_create(
+        dataset=dataset, models=[pixels], metrics=[probe_entry("nearest_class_mean")]
+    )
+    run_steps(run)
+    score = Score.objects.get(run=run)
+    assert score.layer == "pixels" and score.embedding_set.dim == 16 * 16 * 3
+    assert "baseline" in client.get(score.target.get_absolute_url()).content.decode()

@@ -13,17 +13,17 @@ from evaluation.engine.specs import SOURCES, ModelSpec
 
 def validate_spec(spec: ModelSpec) -> None:
     """Cheap checks (no weights loaded) that a spec can be loaded; raises ModelSpecError."""
-    adapter_class(spec.source).validate(spec)
+    adapter_class(spec.source, spec.identifier).validate(spec)
 
 
 def load_adapter(spec: ModelSpec, *, device: str = "cpu") -> Adapter:
     """Load the model described by ``spec`` onto ``device``; raises ModelSpecError."""
-    cls = adapter_class(spec.source)
+    cls = adapter_class(spec.source, spec.identifier)
     cls.validate(spec)
     return cls(spec, device=resolve_device(device))
 
 
-def adapter_class(source: str) -> type[Adapter]:
+def adapter_class(source: str, identifier: str = "") -> type[Adapter]:
     if source == "timm":
         from evaluation.engine.adapters.timm_adapter import TimmAdapter
 
@@ -34,6 +34,16 @@ def adapter_class(source: str) -> type[Adapter]:
         )
 
         return SentenceTransformersAdapter
+    if source == "baseline":
+        from evaluation.engine.adapters.baselines import (
+            PIXELS,
+            PixelsBaseline,
+            TfidfBaseline,
+            parse_baseline,
+        )
+
+        kind, _ = parse_baseline(identifier)
+        return PixelsBaseline if kind == PIXELS else TfidfBaseline
     raise ModelSpecError(f"Unknown model source {source!r}; known sources: {', '.join(SOURCES)}.")
 
 

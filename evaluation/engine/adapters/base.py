@@ -89,6 +89,9 @@ class Adapter(ABC):
         return 0
 
     # --- embedding ---------------------------------------------------------------------
+    def prepare(self, stimuli: Sequence[StimulusInput]) -> None:
+        """See the whole dataset before embedding it (only corpus-fitted baselines need to)."""
+
     @abstractmethod
     def load_input(self, stimulus: StimulusInput) -> Any:
         """Decode and preprocess one stimulus (runs in DataLoader workers)."""
