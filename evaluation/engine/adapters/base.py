@@ -89,7 +89,7 @@ class Adapter(ABC):
         return 0
 
     # --- embedding ---------------------------------------------------------------------
-    def prepare(self, stimuli: Sequence[StimulusInput]) -> None:
+    def prepare(self, stimuli: Sequence[StimulusInput]) -> None:  # noqa: B027 (optional hook)
         """See the whole dataset before embedding it (only corpus-fitted baselines need to)."""
 
     @abstractmethod
