@@ -21,6 +21,7 @@ from evaluation.models import (
 class LeaderboardRow:
     model: PretrainedModel
     layer: str
+    precision: str
     cells: dict[str, Score] = field(default_factory=dict)
     separable_from_leader: bool = True
 
@@ -34,7 +35,7 @@ class Leaderboard:
 
 
 def leaderboard_for_target(*, target: Target, sort_key: str | None = None) -> Leaderboard:
-    """The latest score per (model, layer, metric) on ``target``; rows sorted by one metric.
+    """The latest score per (model, layer, precision, metric) on ``target``, sorted by one metric.
 
     A row whose CI overlaps the leader's on the sort metric is marked not separable from it.
     Missing scores stay missing (no cell), never zero.
@@ -44,10 +45,12 @@ def leaderboard_for_target(*, target: Target, sort_key: str | None = None) -> Le
         .select_related("model", "embedding_set")
         .order_by("created_at", "id")
     )
-    rows: dict[tuple[int, str], LeaderboardRow] = {}
+    rows: dict[tuple[int, str, str], LeaderboardRow] = {}
     for score in scores:  # later scores replace earlier ones
+        precision = score.embedding_set.precision if score.embedding_set else ""
         row = rows.setdefault(
-            (score.model_id, score.layer), LeaderboardRow(score.model, score.layer)
+            (score.model_id, score.layer, precision),
+            LeaderboardRow(score.model, score.layer, precision),
         )
         row.cells[score.metric_key] = score
     metric_keys = sorted({key for row in rows.values() for key in row.cells})

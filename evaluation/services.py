@@ -56,7 +56,6 @@ from webapp.uploads import human_bytes
 logger = logging.getLogger(__name__)
 
 PROGRESS_REPORT_SECONDS = 0.5
-PRECISION = "fp32"
 
 
 # --- Catalogue ------------------------------------------------------------------------------
@@ -541,7 +540,7 @@ def _embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], boo
             layer=layer,
             pooling=model.pooling,
             preprocessing=identity["preprocessing"],
-            precision=PRECISION,
+            precision=settings.EXTRACTION_PRECISION,
             dataset_hash=dataset.content_hash,
         )
         for layer in layers
@@ -569,7 +568,9 @@ def _extract(
     fingerprints: dict[str, str],
 ) -> dict[str, EmbeddingSet]:
     model, dataset = step.model, step.run.dataset
-    adapter = adapters.load_adapter(spec, device=settings.EXTRACTION_DEVICE)
+    adapter = adapters.load_adapter(
+        spec, device=settings.EXTRACTION_DEVICE, precision=settings.EXTRACTION_PRECISION
+    )
     relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}
     out_paths = {layer: Path(settings.EMBEDDINGS_ROOT) / path for layer, path in relative.items()}
     for path in out_paths.values():
@@ -604,7 +605,7 @@ def _extract(
                 "dataset": dataset,
                 "layer": layer,
                 "pooling": model.pooling,
-                "precision": PRECISION,
+                "precision": settings.EXTRACTION_PRECISION,
                 "weights_id": identity["weights_id"],
                 "preprocessing": adapter.preprocessing_description(),
                 "relative_path": relative[layer],

@@ -239,6 +239,8 @@ RUN_MAX_ATTEMPTS = env_int("RUN_MAX_ATTEMPTS", 3)
 # --- Engine ---------------------------------------------------------------------------
 EXTRACTION_DEVICE = os.environ.get("EXTRACTION_DEVICE", "auto")  # auto, cpu, cuda, mps
 EXTRACTION_BATCH_SIZE = env_int("EXTRACTION_BATCH_SIZE", 64)
+# fp32, or bf16/fp16 autocast where the worker's device supports it (part of the cache key).
+EXTRACTION_PRECISION = os.environ.get("EXTRACTION_PRECISION") or "fp32"
 EXTRACTION_NUM_WORKERS = env_int("EXTRACTION_NUM_WORKERS", 0)
 # Embeddings are saved every this many stimuli; a crashed extraction resumes from there.
 EXTRACTION_CHUNK_SIZE = env_int("EXTRACTION_CHUNK_SIZE", 1024)

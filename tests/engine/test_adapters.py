@@ -134,3 +134,23 @@ def test_token_layers_of_text_models_are_mask_aware_means():
         alone = adapter.embed(short, layers=[layer])[layer][0]
         with_padding = adapter.embed(padded, layers=[layer])[layer][0]
     np.testing.assert_allclose(alone, with_padding, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_on_cpu_agrees_with_fp32():
+    spec = ModelSpec(source="timm", identifier="test_resnet", weights="untrained")
+    fp32, bf16 = load_adapter(spec), load_adapter(spec, precision="bf16")
+    batch = torch.rand(4, 3, 160, 160)
+    with torch.inference_mode():
+        a = fp32.embed(batch, layers=["pre_logits"])["pre_logits"]
+        b = bf16.embed(batch, layers=["pre_logits"])["pre_logits"]
+    assert b.dtype == np.float32 and not np.array_equal(a, b)  # really ran in bf16
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.mean() > 0.99
+
+
+def test_precision_the_device_cannot_run_is_refused():
+    spec = ModelSpec(source="timm", identifier="test_vit", weights="untrained")
+    with pytest.raises(ModelSpecError, match="fp16 is not supported on the CPU"):
+        load_adapter(spec, precision="fp16")
+    with pytest.raises(ModelSpecError, match="Unknown precision 'int4'"):
+        load_adapter(spec, precision="int4")

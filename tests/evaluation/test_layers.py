@@ -110,3 +110,18 @@ def test_run_form_takes_layers_per_model(inspected_vit, digits_zip_small, resear
     )
     assert response.status_code == 302
     assert Run.objects.get().steps.get().layers == ["blocks.0", "blocks.1"]
+
+
+def test_precision_is_part_of_the_cache_key_and_shown(digits_zip_small, settings, client):
+    dataset = make_image_dataset(data=digits_zip_small)
+    model = make_timm_model()
+    for precision in ("fp32", "bf16"):
+        settings.EXTRACTION_PRECISION = precision
+        run = services.run_create(
+            dataset=dataset, models=[model], metrics=[knn_entry(k=3, split="loo")]
+        )
+        run_steps(run)
+        assert not run.steps.get().reused_embeddings
+    assert sorted(EmbeddingSet.objects.values_list("precision", flat=True)) == ["bf16", "fp32"]
+    board = client.get(dataset.targets.get().get_absolute_url()).content.decode()
+    assert "bf16" in board and "fp32" in board  # one row each, not one hiding the other

@@ -6,7 +6,7 @@ preprocessing, and embeds batches of them at a named layer.
 
 from __future__ import annotations
 
-from evaluation.engine.adapters.base import Adapter, resolve_device
+from evaluation.engine.adapters.base import Adapter, resolve_device, resolve_precision
 from evaluation.engine.errors import ModelSpecError
 from evaluation.engine.specs import SOURCES, ModelSpec
 
@@ -16,11 +16,19 @@ def validate_spec(spec: ModelSpec) -> None:
     adapter_class(spec.source, spec.identifier).validate(spec)
 
 
-def load_adapter(spec: ModelSpec, *, device: str = "cpu") -> Adapter:
-    """Load the model described by ``spec`` onto ``device``; raises ModelSpecError."""
+def load_adapter(spec: ModelSpec, *, device: str = "cpu", precision: str = "fp32") -> Adapter:
+    """Load the model described by ``spec`` onto ``device``; raises ModelSpecError.
+
+    ``precision`` bf16 or fp16 runs the forward pass under autocast; embeddings are stored
+    as float32 either way, and precision is part of the embedding fingerprint.
+    """
     cls = adapter_class(spec.source, spec.identifier)
     cls.validate(spec)
-    return cls(spec, device=resolve_device(device))
+    resolved = resolve_device(device)
+    dtype = resolve_precision(resolved, precision)
+    adapter = cls(spec, device=resolved)
+    adapter.autocast_dtype = dtype
+    return adapter
 
 
 def adapter_class(source: str, identifier: str = "") -> type[Adapter]:

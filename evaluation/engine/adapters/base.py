@@ -28,6 +28,7 @@ class Adapter(ABC):
     def __init__(self, spec: ModelSpec, *, device: torch.device) -> None:
         self.spec = spec
         self.device = device
+        self.autocast_dtype: torch.dtype | None = None  # set by load_adapter for bf16/fp16
 
     # --- description -------------------------------------------------------------------
     @classmethod
@@ -116,7 +117,12 @@ class Adapter(ABC):
         """Embed a batch at every layer in ``layers`` with ONE forward pass (forward hooks)."""
         hooked = [layer for layer in layers if layer not in self.native_layers]
         captured: dict[str, Any] = {}
-        with capture_outputs(self.hook_root(), hooked, captured):
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast, capture_outputs(self.hook_root(), hooked, captured):
             native = self.forward(batch)
         context = self.pooling_context(batch)
         out = {}
@@ -204,6 +210,25 @@ def pool_output(
             return (tensor * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         return tensor.mean(dim=1)
     return tensor.reshape(tensor.shape[0], -1)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or an error if it cannot run there."""
+    if precision not in PRECISIONS:
+        raise ModelSpecError(f"Unknown precision {precision!r}; use fp32, bf16 or fp16.")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return None
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ModelSpecError("This GPU does not support bf16; use fp16 or fp32.")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ModelSpecError("fp16 is not supported on the CPU; use bf16 or fp32.")
+    if device.type == "mps" and dtype == torch.bfloat16:
+        raise ModelSpecError("bf16 is not supported on MPS; use fp16 or fp32.")
+    return dtype
 
 
 def resolve_device(name: str) -> torch.device:
