@@ -122,3 +122,20 @@ def test_leave_one_out_agreement_ties_share_credit():
     # Response 2 (1): others {0:2, 2:1} -> 0; response 3 (2): others {0:2, 1:1} -> 0.
     assert result["mean"] == pytest.approx((1 / 3 + 1 / 3) / 4)
     assert result["responses"] == 4
+
+
+def test_dense_and_direct_pearson_bootstraps_agree(monkeypatch):
+    rng = np.random.default_rng(6)
+    n = 40
+    i, j = np.triu_indices(n, k=1)
+    keep = rng.random(len(i)) < 0.6  # not every pair judged
+    i, j = i[keep], j[keep]
+    x, y = rng.normal(size=len(i)), rng.normal(size=len(i)) * 10 + 30
+    dense = human.bootstrap_pair_correlations(
+        i, j, x, y, correlation="pearson", n_boot=50, seed=1, n_stimuli=n
+    )
+    monkeypatch.setattr(human, "_dense_is_cheaper", lambda pairs, stimuli: False)
+    direct = human.bootstrap_pair_correlations(
+        i, j, x, y, correlation="pearson", n_boot=50, seed=1, n_stimuli=n
+    )
+    np.testing.assert_allclose(dense, direct, rtol=1e-10, atol=1e-12)

@@ -149,6 +149,8 @@ def bootstrap_pair_correlations(
 ) -> np.ndarray:
     """Correlation in each stimulus-bootstrap resample (NaN where it is undefined)."""
     counts = _resample_counts(n_stimuli, n_boot, seed)
+    if correlation == "pearson" and _dense_is_cheaper(len(x), n_stimuli):
+        return _pearson_bootstrap_dense(i, j, x, y, counts)
     results = np.empty(n_boot)
     chunk = max(1, BOOTSTRAP_CHUNK_CELLS // max(1, len(x)))
     order_x, order_y = (
@@ -165,6 +167,48 @@ def bootstrap_pair_correlations(
             results[start : start + chunk] = _weighted_pearson(rx, ry, weights)
         else:
             results[start : start + chunk] = _weighted_pearson(x[None, :], y[None, :], weights)
+    return results
+
+
+DENSE_MAX_STIMULI = 4000  # six n x n float64 matrices: 768 MB at this size
+
+
+def _dense_is_cheaper(n_pairs: int, n_stimuli: int) -> bool:
+    """Quadratic forms cost O(n^2) per resample whatever the number of pairs; the direct
+    form costs O(pairs). Dense wins when most pairs of the stimuli are judged (RDMs)."""
+    return n_stimuli <= DENSE_MAX_STIMULI and n_pairs * 8 >= n_stimuli * n_stimuli
+
+
+def _pearson_bootstrap_dense(
+    i: np.ndarray, j: np.ndarray, x: np.ndarray, y: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """Weighted Pearson per resample through quadratic forms.
+
+    With w_ij = c_i * c_j, every weighted sum over pairs is c^T A c / 2 for a symmetric
+    zero-diagonal matrix A holding the summand per pair, so all resamples together are a few
+    matrix products instead of a pass over every pair per resample.
+    """
+    n = counts.shape[1]
+    x = x - x.mean()  # centring keeps the sums of squares from cancelling
+    y = y - y.mean()
+
+    def symmetric(values: np.ndarray) -> np.ndarray:
+        matrix = np.zeros((n, n))
+        matrix[i, j] = values
+        matrix[j, i] = values
+        return matrix
+
+    summands = [np.ones_like(x), x, y, x * x, y * y, x * y]
+    results = np.empty(len(counts))
+    chunk = max(1, BOOTSTRAP_CHUNK_CELLS // max(1, n))
+    matrices = [symmetric(v) for v in summands]
+    for start in range(0, len(counts), chunk):
+        c = counts[start : start + chunk].astype(np.float64)
+        s1, sx, sy, sxx, syy, sxy = (np.einsum("bi,bi->b", c @ m, c) / 2 for m in matrices)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = sxy - sx * sy / s1
+            var = (sxx - sx * sx / s1) * (syy - sy * sy / s1)
+            results[start : start + chunk] = cov / np.sqrt(var)
     return results
 
 
