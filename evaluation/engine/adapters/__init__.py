@@ -42,6 +42,15 @@ def adapter_class(source: str, identifier: str = "") -> type[Adapter]:
         )
 
         return SentenceTransformersAdapter
+    if source in ("transformers-text", "transformers-vision"):
+        from evaluation.engine.adapters.transformers_adapter import (
+            TransformersTextAdapter,
+            TransformersVisionAdapter,
+        )
+
+        return (
+            TransformersTextAdapter if source == "transformers-text" else TransformersVisionAdapter
+        )
     if source == "baseline":
         from evaluation.engine.adapters.baselines import (
             PIXELS,

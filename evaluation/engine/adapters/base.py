@@ -127,12 +127,9 @@ class Adapter(ABC):
         context = self.pooling_context(batch)
         out = {}
         for layer in layers:
-            if layer in native:
-                tensor = native[layer]
-            else:
-                tensor = pool_output(
-                    captured[layer], pooling, has_cls=self.has_class_token(), **context
-                )
+            output = native[layer] if layer in native else captured[layer]
+            # Native outputs are usually pooled already (2-D), which pooling leaves as is.
+            tensor = pool_output(output, pooling, has_cls=self.has_class_token(), **context)
             out[layer] = tensor.float().reshape(tensor.shape[0], -1).cpu().numpy()
         return out
 
