@@ -392,11 +392,13 @@ def step_extract(*, step_id: int, worker: str) -> None:
     except ExtractionCancelled:
         return  # the run was cancelled, or another worker took the step over
     except EngineError as exc:
-        step_fail(step_id=step_id, message=str(exc))
+        step_fail(step_id=step_id, message=str(exc), worker=worker)
         return
     except Exception as exc:
         logger.exception("Extraction of step %s failed", step_id)
-        step_fail(step_id=step_id, message=_internal_error("extracting embeddings", exc))
+        step_fail(
+            step_id=step_id, message=_internal_error("extracting embeddings", exc), worker=worker
+        )
         return
     with transaction.atomic():
         moved = RunStep.objects.filter(
@@ -424,11 +426,11 @@ def step_score(*, step_id: int, worker: str) -> None:
     try:
         rows = _score_rows(step)
     except EngineError as exc:
-        step_fail(step_id=step_id, message=str(exc))
+        step_fail(step_id=step_id, message=str(exc), worker=worker)
         return
     except Exception as exc:
         logger.exception("Scoring of step %s failed", step_id)
-        step_fail(step_id=step_id, message=_internal_error("computing metrics", exc))
+        step_fail(step_id=step_id, message=_internal_error("computing metrics", exc), worker=worker)
         return
     with transaction.atomic():
         finished = RunStep.objects.filter(
@@ -460,8 +462,13 @@ def step_score(*, step_id: int, worker: str) -> None:
     run_refresh_status(run_id=step.run_id)
 
 
-def step_fail(*, step_id: int, message: str) -> None:
-    RunStep.objects.filter(pk=step_id).exclude(status__in=FINISHED_STEP_STATUSES).update(
+def step_fail(*, step_id: int, message: str, worker: str | None = None) -> None:
+    """Fail the step with a message; with ``worker``, only if that worker still holds it
+    (a worker that lost its claim to a stall takeover must not fail its successor's work)."""
+    steps = RunStep.objects.filter(pk=step_id).exclude(status__in=FINISHED_STEP_STATUSES)
+    if worker is not None:
+        steps = steps.filter(claimed_by=worker)
+    steps.update(
         status=StepStatus.FAILED,
         error_message=message,
         finished_at=timezone.now(),
