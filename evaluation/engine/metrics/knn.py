@@ -56,7 +56,9 @@ def knn_predict(
     predictions = np.empty(len(query_x), dtype=np.int64)
     for start in range(0, len(query_x), QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, len(query_x))
-        distances = 1.0 - query_n[start:stop] @ train_n.T
+        # In place, as scikit-learn does (S *= -1; S += 1; clip): same values, no copies.
+        distances = query_n[start:stop] @ train_n.T
+        np.subtract(1.0, distances, out=distances)
         np.clip(distances, 0.0, 2.0, out=distances)
         if exclude_self:
             rows = np.arange(stop - start)
