@@ -20,7 +20,9 @@ from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--images", type=int, default=1797)
     args = parser.parse_args()
@@ -43,11 +45,17 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     services._enqueue = lambda *args: None  # steps are driven here, not by a worker
-    dataset = services.dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=args.images)))
-    model = services.model_register(name=args.model, source="timm", identifier=args.model, weights="untrained")
+    dataset = services.dataset_import_images(
+        name="digits", upload=io.BytesIO(digits_zip(limit=args.images))
+    )
+    model = services.model_register(
+        name=args.model, source="timm", identifier=args.model, weights="untrained"
+    )
 
     def one_run() -> float:
-        run = services.run_create(dataset=dataset, models=[model], metrics=[knn_entry(k=5, split="loo")])
+        run = services.run_create(
+            dataset=dataset, models=[model], metrics=[knn_entry(k=5, split="loo")]
+        )
         step = run.steps.get()
         started = time.perf_counter()
         services.step_extract(step_id=step.pk, worker="bench")
@@ -60,8 +68,10 @@ def main() -> None:
     first, second = one_run(), one_run()
     values = sorted({round(s.value, 12) for s in Score.objects.all()})
     print(f"{args.model} (untrained), {args.images} digits, k-NN(k=5, LOO)")
-    print(f"first run (extracts) {first:7.2f} s   second run (cache) {second:7.3f} s   "
-          f"speed-up {first / second:6.1f}x (target >= 20)   same score: {len(values) == 1}")
+    print(
+        f"first run (extracts) {first:7.2f} s   second run (cache) {second:7.3f} s   "
+        f"speed-up {first / second:6.1f}x (target >= 20)   same score: {len(values) == 1}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,24 +50,37 @@ def bare_loop(model_name: str, paths: list[Path], batch_size: int) -> tuple[floa
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
-            batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[start : start + batch_size]])
-            outputs.append(model.forward_head(model.forward_features(batch), pre_logits=True).numpy())
+            batch = torch.stack(
+                [transform(Image.open(p).convert("RGB")) for p in paths[start : start + batch_size]]
+            )
+            outputs.append(
+                model.forward_head(model.forward_features(batch), pre_logits=True).numpy()
+            )
     return time.perf_counter() - started, np.concatenate(outputs)
 
 
-def likeness(model_name: str, paths: list[Path], batch_size: int, workers: int, precision: str,
-             folder: Path) -> tuple[float, np.ndarray]:
-    adapter = load_adapter(ModelSpec(source="timm", identifier=model_name, weights="untrained"),
-                           precision=precision)
+def likeness(
+    model_name: str, paths: list[Path], batch_size: int, workers: int, precision: str, folder: Path
+) -> tuple[float, np.ndarray]:
+    adapter = load_adapter(
+        ModelSpec(source="timm", identifier=model_name, weights="untrained"), precision=precision
+    )
     out = folder / f"{precision}-{time.monotonic_ns()}.npy"
     started = time.perf_counter()
-    extract_layers(adapter, [StimulusInput(path=str(p)) for p in paths], out_paths={"pre_logits": out},
-                   batch_size=batch_size, num_workers=workers)
+    extract_layers(
+        adapter,
+        [StimulusInput(path=str(p)) for p in paths],
+        out_paths={"pre_logits": out},
+        batch_size=batch_size,
+        num_workers=workers,
+    )
     return time.perf_counter() - started, np.load(out)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=64)
@@ -78,14 +91,20 @@ def main() -> None:
         paths = make_images(folder, args.images)
         bare_seconds, bare = bare_loop(args.model, paths, args.batch)
         ours_seconds, ours = likeness(args.model, paths, args.batch, args.workers, "fp32", folder)
-        print(f"{args.model}, {args.images} images, batch {args.batch}, {torch.get_num_threads()} threads")
+        print(
+            f"{args.model}, {args.images} images, batch {args.batch}, {torch.get_num_threads()} threads"
+        )
         print(f"bare loop fp32   {args.images / bare_seconds:7.1f} img/s")
-        print(f"likeness  fp32   {args.images / ours_seconds:7.1f} img/s   ratio {bare_seconds / ours_seconds:.2f}x "
-              f"(target >= 0.9)   max |diff| {np.abs(bare - ours).max():.1e}")
+        print(
+            f"likeness  fp32   {args.images / ours_seconds:7.1f} img/s   ratio {bare_seconds / ours_seconds:.2f}x "
+            f"(target >= 0.9)   max |diff| {np.abs(bare - ours).max():.1e}"
+        )
         bf16_seconds, bf16 = likeness(args.model, paths, args.batch, args.workers, "bf16", folder)
         cosine = (bf16 * ours).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(ours, axis=1)
-        print(f"likeness  bf16   {args.images / bf16_seconds:7.1f} img/s   ratio {bare_seconds / bf16_seconds:.2f}x "
-              f"vs bare fp32   mean cosine to fp32 {cosine.mean():.5f} (target >= 0.999)")
+        print(
+            f"likeness  bf16   {args.images / bf16_seconds:7.1f} img/s   ratio {bare_seconds / bf16_seconds:.2f}x "
+            f"vs bare fp32   mean cosine to fp32 {cosine.mean():.5f} (target >= 0.999)"
+        )
 
 
 if __name__ == "__main__":

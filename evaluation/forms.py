@@ -13,6 +13,7 @@ from evaluation.metrics import (
     odd_one_out_entry,
     pair_alignment_entry,
     probe_entry,
+    reweighted_pair_alignment_entry,
     two_afc_entry,
 )
 from evaluation.models import Dataset, Modality, ModelSource, PretrainedModel, Weights
@@ -101,6 +102,9 @@ class RunForm(forms.Form):
         required=False,
         label="Correlation",
     )
+    metric_reweighted_pair_alignment = forms.BooleanField(
+        required=False, label=METRICS["reweighted_pair_alignment"].label
+    )
     metric_odd_one_out = forms.BooleanField(required=False, label=METRICS["odd_one_out"].label)
     metric_two_afc = forms.BooleanField(required=False, label=METRICS["two_afc"].label)
 
@@ -144,6 +148,10 @@ class RunForm(forms.Form):
             entries.append(probe_entry("few_shot", n_way=5, k_shot=int(data["few_shot_k"] or 1)))
         if data.get("metric_pair_alignment"):
             entries.append(pair_alignment_entry(correlation=data["pair_correlation"] or "spearman"))
+        if data.get("metric_reweighted_pair_alignment"):
+            entries.append(
+                reweighted_pair_alignment_entry(correlation=data["pair_correlation"] or "spearman")
+            )
         if data.get("metric_odd_one_out"):
             entries.append(odd_one_out_entry())
         if data.get("metric_two_afc"):

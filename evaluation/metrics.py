@@ -31,6 +31,7 @@ from evaluation.engine.metrics.probes import (
 )
 from evaluation.engine.metrics.results import MetricResult
 from evaluation.engine.metrics.retrieval import retrieval_scores
+from evaluation.engine.metrics.reweighting import reweighted_pair_alignment
 
 HOLDOUT_TEST_FRACTION = 0.25
 HOLDOUT_SEED = 0
@@ -94,6 +95,13 @@ METRICS: dict[str, MetricInfo] = {
         target_kinds=("pairs",),
         description="Correlation of cosine similarity with the mean rating per pair "
         "(bootstrap CI over stimuli; ceiling: split-half reliability).",
+    ),
+    "reweighted_pair_alignment": MetricInfo(
+        name="reweighted_pair_alignment",
+        label="Reweighted correlation with pair ratings",
+        target_kinds=("pairs",),
+        description="Peterson et al. 2018: ridge-fitted weights per dimension, scored on "
+        "held-out stimuli (5 stimulus folds); bootstrap CI over stimuli.",
     ),
     "odd_one_out": MetricInfo(
         name="odd_one_out",
@@ -168,6 +176,12 @@ def pair_alignment_entry(*, correlation: str = "spearman") -> dict[str, Any]:
     return {"name": "pair_alignment", "params": {"correlation": correlation}}
 
 
+def reweighted_pair_alignment_entry(*, correlation: str = "pearson") -> dict[str, Any]:
+    if correlation not in CORRELATIONS:
+        raise MetricError(f"Unknown correlation {correlation!r}; use pearson or spearman.")
+    return {"name": "reweighted_pair_alignment", "params": {"correlation": correlation}}
+
+
 def odd_one_out_entry() -> dict[str, Any]:
     return {"name": "odd_one_out", "params": {}}
 
@@ -184,6 +198,14 @@ def compute(entry: dict[str, Any], embeddings: np.ndarray, data: TargetData) -> 
         return _labelled(embeddings, data.stimuli, LABEL_PROBES[name], params)
     if name == "pair_alignment" and isinstance(data, PairsData):
         return pair_alignment(
+            embeddings,
+            data.ratings,
+            correlation=params["correlation"],
+            n_boot=BOOTSTRAP_RESAMPLES,
+            ceiling=data.ceiling,
+        )
+    if name == "reweighted_pair_alignment" and isinstance(data, PairsData):
+        return reweighted_pair_alignment(
             embeddings,
             data.ratings,
             correlation=params["correlation"],
