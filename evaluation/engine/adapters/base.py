@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from evaluation.engine.errors import ModelSpecError, StimulusError, close_names
 from evaluation.engine.specs import PACKAGE_PREFIX, ModelSpec, StimulusInput
@@ -226,6 +227,15 @@ def resolve_precision(device: torch.device, precision: str) -> torch.dtype | Non
     if device.type == "mps" and dtype == torch.bfloat16:
         raise ModelSpecError("bf16 is not supported on MPS; use fp16 or fp32.")
     return dtype
+
+
+def open_rgb(stimulus: StimulusInput) -> Image.Image:
+    """Decode a stimulus image fully as RGB, or say which file cannot be decoded."""
+    try:
+        with Image.open(stimulus.path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise StimulusError(f"Image {stimulus.name!r} cannot be decoded: {exc}") from None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 import sklearn
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from evaluation.engine.adapters.base import Adapter
+from evaluation.engine.adapters.base import Adapter, open_rgb
 from evaluation.engine.errors import ModelSpecError, StimulusError
 from evaluation.engine.specs import ModelSpec, StimulusInput
 
@@ -82,13 +82,7 @@ class PixelsBaseline(_Baseline):
         }
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
-        try:
-            with Image.open(stimulus.path) as image:
-                resized = image.convert("RGB").resize(
-                    (self.size, self.size), Image.Resampling.BILINEAR
-                )
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise StimulusError(f"Image {stimulus.name!r} cannot be decoded: {exc}") from None
+        resized = open_rgb(stimulus).resize((self.size, self.size), Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).flatten()
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:

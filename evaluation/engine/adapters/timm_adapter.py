@@ -7,10 +7,9 @@ from typing import Any
 
 import timm
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from evaluation.engine.adapters.base import Adapter, require_existing_path, weights_hash
-from evaluation.engine.errors import ModelSpecError, StimulusError, close_names
+from evaluation.engine.adapters.base import Adapter, open_rgb, require_existing_path, weights_hash
+from evaluation.engine.errors import ModelSpecError, close_names
 from evaluation.engine.specs import ModelSpec, StimulusInput
 
 PRE_LOGITS = "pre_logits"
@@ -70,11 +69,7 @@ class TimmAdapter(Adapter):
         return sum(p.numel() for p in self.model.parameters())
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
-        try:
-            with Image.open(stimulus.path) as image:
-                return self.transform(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise StimulusError(f"Image {stimulus.name!r} cannot be decoded: {exc}") from None
+        return self.transform(open_rgb(stimulus))
 
     def hook_root(self) -> torch.nn.Module:
         return self.model

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from evaluation.engine.adapters.base import Adapter, require_existing_path, weights_hash
+from evaluation.engine.adapters.base import Adapter, open_rgb, require_existing_path, weights_hash
 from evaluation.engine.errors import ModelSpecError, StimulusError
 from evaluation.engine.specs import ModelSpec, StimulusInput
 
@@ -115,13 +114,7 @@ class TransformersVisionAdapter(_TransformersAdapter):
         )
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
-        try:
-            with Image.open(stimulus.path) as image:
-                pixels = self.processor(images=image.convert("RGB"), return_tensors="pt")[
-                    "pixel_values"
-                ]
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise StimulusError(f"Image {stimulus.name!r} cannot be decoded: {exc}") from None
+        pixels = self.processor(images=open_rgb(stimulus), return_tensors="pt")["pixel_values"]
         return pixels[0]
 
     def has_class_token(self) -> bool:

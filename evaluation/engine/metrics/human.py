@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.engine.errors import MetricError
+from evaluation.engine.metrics.knn import normalize_rows
 from evaluation.engine.metrics.results import MetricResult
 
 BOOTSTRAP_CHUNK_CELLS = 20_000_000  # resamples x judgments held in memory at once
@@ -39,14 +40,17 @@ MIN_RELIABILITY_COVERAGE = 0.5  # share of pairs that must have two or more judg
 
 
 # --- Similarity of the model ----------------------------------------------------------------
-def model_pair_similarity(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Cosine similarity of rows i[k] and j[k] (float64)."""
+def unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Finite float64 embeddings scaled to unit length (zero rows stay zero)."""
     x = np.asarray(embeddings, dtype=np.float64)
     if not np.isfinite(x).all():
         raise MetricError("The embeddings contain NaN or infinite values.")
-    norms = np.linalg.norm(x, axis=1)
-    norms[norms == 0] = 1.0
-    unit = x / norms[:, None]
+    return normalize_rows(x)
+
+
+def model_pair_similarity(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Cosine similarity of rows i[k] and j[k] (float64)."""
+    unit = unit_rows(embeddings)
     return np.einsum("ij,ij->i", unit[i], unit[j])
 
 
@@ -103,7 +107,7 @@ def pair_alignment(
         seed=seed,
         n_stimuli=len(embeddings),
     )
-    low, high = _percentile_interval(samples)
+    low, high = percentile_interval(samples)
     return MetricResult(
         value=float(value),
         ci_low=low,
@@ -252,7 +256,7 @@ def _weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray
         return cov / var
 
 
-def _percentile_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+def percentile_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     finite = samples[np.isfinite(samples)]
     if len(finite) < 10:
         raise MetricError(
@@ -276,9 +280,8 @@ def split_half_reliability(
     """Split-half reliability of the mean rating per pair, Spearman-Brown corrected.
 
     With participant ids, participants are split in halves; without them, each pair's
-    judgments are split (treating each judgment as a different rater). Returns None when
-    fewer than 3 pairs have judgments in both halves (no ceiling can be estimated).
-    Returns ``{"mean": None, "reason": ...}`` when the data cannot support a ceiling.
+    judgments are split (treating each judgment as a different rater). Returns
+    ``{"mean": None, "reason": ...}`` when the data cannot support a ceiling.
     """
     a_arr, b_arr = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     v = np.asarray(values, dtype=np.float64)
@@ -427,7 +430,7 @@ def _choice_result(
         weights = (c[:, items[:, 0]] * c[:, items[:, 1]] * c[:, items[:, 2]]).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             samples[start : start + chunk] = (weights * credit).sum(axis=1) / weights.sum(axis=1)
-    low, high = _percentile_interval(samples)
+    low, high = percentile_interval(samples)
     return MetricResult(
         value=float(credit.mean()),
         ci_low=low,

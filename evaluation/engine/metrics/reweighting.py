@@ -19,8 +19,9 @@ from sklearn.linear_model import RidgeCV
 from evaluation.engine.errors import MetricError
 from evaluation.engine.metrics.human import (
     PairRatings,
-    _percentile_interval,
     bootstrap_pair_correlations,
+    percentile_interval,
+    unit_rows,
     weighted_correlation,
 )
 from evaluation.engine.metrics.results import MetricResult
@@ -50,12 +51,7 @@ def reweighted_pair_alignment(
     seed: int = 0,
     ceiling: float | None = None,
 ) -> MetricResult:
-    x = np.asarray(embeddings, dtype=np.float64)
-    if not np.isfinite(x).all():
-        raise MetricError("The embeddings contain NaN or infinite values.")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    x = x / norms
+    x = unit_rows(embeddings)
     fold = stimulus_folds(len(x), n_folds, seed)
     fold_i, fold_j = fold[pairs.i], fold[pairs.j]
     predictions = np.full(len(pairs.mean), np.nan)
@@ -83,7 +79,7 @@ def reweighted_pair_alignment(
         seed=seed,
         n_stimuli=len(x),
     )
-    low, high = _percentile_interval(samples)
+    low, high = percentile_interval(samples)
     return MetricResult(
         value=float(value),
         ci_low=low,
