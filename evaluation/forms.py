@@ -45,6 +45,7 @@ class DatasetImportForm(forms.Form):
         choices=[
             (Modality.IMAGE, "Images: a zip of folders named by label"),
             (Modality.TEXT, "Texts: a CSV file, one text per row"),
+            (Modality.AUDIO, "Audio: a zip of folders named by label (wav, flac, ogg, mp3)"),
         ],
         widget=forms.RadioSelect,
         initial=Modality.IMAGE,

@@ -12,16 +12,18 @@ import csv
 import io
 import stat
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from evaluation.engine.audio import check_audio_bytes
 from evaluation.engine.fingerprint import stimulus_hash
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 SPLIT_FOLDERS = {
     "train": "train",
     "training": "train",
@@ -47,24 +49,44 @@ class ParsedStimulus:
     text: str = ""
 
 
-# --- Image folders in a zip ----------------------------------------------------------------
+# --- Image or audio folders in a zip -------------------------------------------------------
 def parse_image_zip(
     upload: BinaryIO, *, staging: Path, max_unzipped_bytes: int, max_members: int
 ) -> list[ParsedStimulus]:
     """Unpack ``label/image.png`` (or ``split/label/image.png``) members into ``staging``."""
+    return _parse_file_zip(upload, IMAGES, staging, max_unzipped_bytes, max_members)
+
+
+def parse_audio_zip(
+    upload: BinaryIO, *, staging: Path, max_unzipped_bytes: int, max_members: int
+) -> list[ParsedStimulus]:
+    """Unpack ``label/clip.wav`` (or ``split/label/clip.wav``) members into ``staging``."""
+    return _parse_file_zip(upload, AUDIO, staging, max_unzipped_bytes, max_members)
+
+
+@dataclass(frozen=True)
+class _FileKind:
+    noun: str  # "image", "audio file"
+    suffixes: frozenset[str]
+    check: Callable[[bytes, str], None]  # decodes the whole file or raises ImportProblem
+
+
+def _parse_file_zip(
+    upload: BinaryIO, kind: _FileKind, staging: Path, max_bytes: int, max_members: int
+) -> list[ParsedStimulus]:
     try:
         archive = zipfile.ZipFile(upload)
     except zipfile.BadZipFile:
         raise ImportProblem("The file is not a valid zip archive.") from None
     with archive:
         members = [info for info in archive.infolist() if not _is_ignorable(info)]
-        _check_members(members, max_unzipped_bytes, max_members)
-        images = [info for info in members if not info.is_dir()]
-        if not images:
-            raise ImportProblem("The zip holds no images: expected folders named by label.")
+        _check_members(members, kind, max_bytes, max_members)
+        files = [info for info in members if not info.is_dir()]
+        if not files:
+            raise ImportProblem(f"The zip holds no {kind.noun}s: expected folders named by label.")
         parsed = [
-            _unpack_image(archive, info, staging, order)
-            for order, info in enumerate(sorted(images, key=lambda i: i.filename))
+            _unpack_file(archive, info, kind, staging, order)
+            for order, info in enumerate(sorted(files, key=lambda i: i.filename))
         ]
     return parsed
 
@@ -76,7 +98,9 @@ def _is_ignorable(info: zipfile.ZipInfo) -> bool:
     )
 
 
-def _check_members(members: list[zipfile.ZipInfo], max_bytes: int, max_members: int) -> None:
+def _check_members(
+    members: list[zipfile.ZipInfo], kind: _FileKind, max_bytes: int, max_members: int
+) -> None:
     if len(members) > max_members:
         raise ImportProblem(f"The zip holds {len(members)} files; the limit is {max_members}.")
     total = 0
@@ -100,10 +124,10 @@ def _check_members(members: list[zipfile.ZipInfo], max_bytes: int, max_members: 
                 f"The zip unpacks to more than {max_bytes // (1024 * 1024)} MB; split it or raise "
                 "DATASET_UNZIPPED_MAX_BYTES."
             )
-        if not info.is_dir() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        if not info.is_dir() and path.suffix.lower() not in kind.suffixes:
             raise ImportProblem(
-                f"The zip member {name!r} is not an image (expected "
-                f"{', '.join(sorted(IMAGE_SUFFIXES))})."
+                f"The zip member {name!r} is not an {kind.noun} (expected "
+                f"{', '.join(sorted(kind.suffixes))})."
             )
 
 
@@ -111,7 +135,7 @@ def _label_and_split(path: PurePosixPath) -> tuple[str, str]:
     folders = path.parts[:-1]
     if not folders:
         raise ImportProblem(
-            f"The image {str(path)!r} is not inside a folder: its folder name is its label."
+            f"The file {str(path)!r} is not inside a folder: its folder name is its label."
         )
     for folder in folders[:-1]:
         split = SPLIT_FOLDERS.get(folder.lower())
@@ -120,8 +144,8 @@ def _label_and_split(path: PurePosixPath) -> tuple[str, str]:
     return folders[-1], ""
 
 
-def _unpack_image(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, order: int
+def _unpack_file(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, kind: _FileKind, staging: Path, order: int
 ) -> ParsedStimulus:
     path = PurePosixPath(info.filename.replace("\\", "/"))
     label, split = _label_and_split(path)
@@ -129,7 +153,7 @@ def _unpack_image(
         data = archive.read(info)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ImportProblem(f"The zip member {info.filename!r} cannot be read: {exc}") from None
-    _check_image(data, info.filename)
+    kind.check(data, info.filename)
     stored_name = f"{order:06d}{path.suffix.lower()}"
     (staging / stored_name).write_bytes(data)
     return ParsedStimulus(
@@ -152,6 +176,17 @@ def _check_image(data: bytes, name: str) -> None:
         raise ImportProblem(f"The image {name!r} is corrupt or not an image: {exc}") from None
     except Image.DecompressionBombError:
         raise ImportProblem(f"The image {name!r} is too large to decode safely.") from None
+
+
+def _check_audio(data: bytes, name: str) -> None:
+    try:
+        check_audio_bytes(data, name)
+    except ValueError as exc:
+        raise ImportProblem(f"{exc} (zip member {name!r})") from None
+
+
+IMAGES = _FileKind("image", frozenset(IMAGE_SUFFIXES), _check_image)
+AUDIO = _FileKind("audio file", frozenset(AUDIO_SUFFIXES), _check_audio)
 
 
 # --- Texts in a CSV ------------------------------------------------------------------------

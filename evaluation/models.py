@@ -31,6 +31,10 @@ class ModelSource(models.TextChoices):
     SENTENCE_TRANSFORMERS = "sentence-transformers", "sentence-transformers"
     TRANSFORMERS_TEXT = "transformers-text", "transformers (text: tokenizer + model)"
     TRANSFORMERS_VISION = "transformers-vision", "transformers (vision: image processor + model)"
+    TRANSFORMERS_AUDIO = "transformers-audio", "transformers (audio: feature extractor + model)"
+    OPEN_CLIP_IMAGE = "open_clip-image", "open_clip (image tower)"
+    OPEN_CLIP_TEXT = "open_clip-text", "open_clip (text tower)"
+    TORCHSCRIPT = "torchscript", "TorchScript file (images)"
     BASELINE = "baseline", "Baseline (pixels, tfidf)"
 
 

@@ -31,7 +31,13 @@ from evaluation.engine.errors import EngineError, ModelSpecError, close_names
 from evaluation.engine.extraction import ExtractionCancelled, extract_layers
 from evaluation.engine.fingerprint import dataset_content_hash, embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
-from evaluation.importers import ImportProblem, ParsedStimulus, parse_image_zip, parse_text_csv
+from evaluation.importers import (
+    ImportProblem,
+    ParsedStimulus,
+    parse_audio_zip,
+    parse_image_zip,
+    parse_text_csv,
+)
 from evaluation.judgments import target_data
 from evaluation.models import (
     CLAIMED_STEP_STATUSES,
@@ -141,6 +147,13 @@ def _sample_stimulus(modality: str, folder: Path) -> StimulusInput:
         path = folder / "sample.png"
         Image.new("RGB", (224, 224), (128, 128, 128)).save(path)
         return StimulusInput(path=str(path))
+    if modality == Modality.AUDIO:
+        import soundfile
+
+        path = folder / "sample.wav"
+        seconds = np.arange(16000) / 16000
+        soundfile.write(path, 0.5 * np.sin(2 * np.pi * 440 * seconds), 16000)
+        return StimulusInput(path=str(path))
     return StimulusInput(text="A short sentence to trace the model's layers.")
 
 
@@ -170,6 +183,35 @@ def dataset_import_images(
         created_by=created_by,
         description=description,
         origin=origin or "zip of image folders",
+    )
+
+
+def dataset_import_audio(
+    *,
+    name: str,
+    upload: UploadedFile | IO[bytes],
+    created_by: Any = None,
+    description: str = "",
+    origin: str = "",
+) -> Dataset:
+    """Import a zip of ``label/clip.wav`` folders (wav, flac, ogg, mp3; optional splits)."""
+
+    def parse(staging: Path) -> list[ParsedStimulus]:
+        return parse_audio_zip(
+            upload,
+            staging=staging,
+            max_unzipped_bytes=settings.DATASET_UNZIPPED_MAX_BYTES,
+            max_members=settings.DATASET_MAX_STIMULI,
+        )
+
+    return _dataset_import(
+        name=name,
+        modality=Modality.AUDIO,
+        upload=upload,
+        parse=parse,
+        created_by=created_by,
+        description=description,
+        origin=origin or "zip of audio folders",
     )
 
 

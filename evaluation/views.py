@@ -79,8 +79,13 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
     elif request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            if data["modality"] == Modality.IMAGE:
-                dataset = services.dataset_import_images(
+            if data["modality"] in (Modality.IMAGE, Modality.AUDIO):
+                import_files = (
+                    services.dataset_import_images
+                    if data["modality"] == Modality.IMAGE
+                    else services.dataset_import_audio
+                )
+                dataset = import_files(
                     name=data["name"],
                     upload=data["file"],
                     description=data["description"],

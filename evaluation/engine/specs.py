@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SOURCES = ("timm", "sentence-transformers", "transformers-text", "transformers-vision", "baseline")
+SOURCES = (
+    "timm",
+    "sentence-transformers",
+    "transformers-text",
+    "transformers-vision",
+    "transformers-audio",
+    "open_clip-image",
+    "open_clip-text",
+    "torchscript",
+    "baseline",
+)
 WEIGHTS = ("pretrained", "untrained", "checkpoint")
 MODALITIES = ("image", "text", "audio")
 PACKAGE_PREFIX = "package:"

@@ -51,6 +51,21 @@ def adapter_class(source: str, identifier: str = "") -> type[Adapter]:
         return (
             TransformersTextAdapter if source == "transformers-text" else TransformersVisionAdapter
         )
+    if source == "transformers-audio":
+        from evaluation.engine.adapters.audio_adapter import TransformersAudioAdapter
+
+        return TransformersAudioAdapter
+    if source in ("open_clip-image", "open_clip-text"):
+        from evaluation.engine.adapters.open_clip_adapter import (
+            OpenClipImageAdapter,
+            OpenClipTextAdapter,
+        )
+
+        return OpenClipImageAdapter if source == "open_clip-image" else OpenClipTextAdapter
+    if source == "torchscript":
+        from evaluation.engine.adapters.torchscript_adapter import TorchScriptImageAdapter
+
+        return TorchScriptImageAdapter
     if source == "baseline":
         from evaluation.engine.adapters.baselines import (
             PIXELS,

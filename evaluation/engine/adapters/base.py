@@ -106,7 +106,7 @@ class Adapter(ABC):
         """Run the model on a batch; return its native outputs (already pooled)."""
 
     def pooling_context(self, batch: Any) -> dict[str, Any]:
-        """What pooling needs to know about a batch (e.g. the attention mask)."""
+        """What pooling needs to know about a batch (e.g. ``attention_mask``)."""
         return {}
 
     def has_class_token(self) -> bool:
@@ -130,9 +130,19 @@ class Adapter(ABC):
         for layer in layers:
             output = native[layer] if layer in native else captured[layer]
             # Native outputs are usually pooled already (2-D), which pooling leaves as is.
-            tensor = pool_output(output, pooling, has_cls=self.has_class_token(), **context)
+            tensor = self.pool(layer, output, pooling, context)
             out[layer] = tensor.float().reshape(tensor.shape[0], -1).cpu().numpy()
         return out
+
+    def pool(self, layer: str, output: Any, pooling: str, context: dict[str, Any]) -> torch.Tensor:
+        """One vector per stimulus from a layer's output; adapters whose layers have other
+        layouts (e.g. channels-first audio convolutions) override this."""
+        return pool_output(
+            output,
+            pooling,
+            has_cls=self.has_class_token(),
+            attention_mask=context.get("attention_mask"),
+        )
 
 
 POOLINGS = ("model-default", "cls", "mean", "gap", "flatten")
@@ -203,11 +213,26 @@ def pool_output(
     if tensor.dim() == 3:
         if pooling == "cls" or (pooling == "model-default" and has_cls):
             return tensor[:, 0]
-        if attention_mask is not None and attention_mask.shape[:2] == tensor.shape[:2]:
-            mask = attention_mask.to(tensor.dtype).unsqueeze(-1)
-            return (tensor * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        return tensor.mean(dim=1)
+        if attention_mask is None:
+            return tensor.mean(dim=1)
+        if attention_mask.shape[:2] != tensor.shape[:2]:
+            # A plain mean here would average the padding into every stimulus.
+            raise ModelSpecError(
+                f"This layer's output {list(tensor.shape)} does not line up with the input's "
+                f"{attention_mask.shape[1]} positions, so its padding cannot be left out of a "
+                "mean; choose cls pooling or another layer."
+            )
+        return masked_mean(tensor, attention_mask, dim=1)
     return tensor.reshape(tensor.shape[0], -1)
+
+
+def masked_mean(tensor: torch.Tensor, mask: torch.Tensor, *, dim: int) -> torch.Tensor:
+    """Mean of ``tensor`` along ``dim`` over the positions where ``mask`` (batch, positions)
+    is true."""
+    shape = [mask.shape[0]] + [1] * (tensor.dim() - 1)
+    shape[dim] = mask.shape[1]
+    weights = mask.to(tensor.dtype).reshape(shape)
+    return (tensor * weights).sum(dim=dim) / weights.sum(dim=dim).clamp(min=1)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
