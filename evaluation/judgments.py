@@ -96,7 +96,7 @@ def judgments_create(
             kind=TargetKind(kind),
             dataset=dataset,
             judgments=judgments,
-            name=f"{dataset.name}: {name} v{judgments.version}",
+            name=f"{dataset.name}: {name} v{judgments.version}"[-300:],
         )
     return judgments
 

@@ -300,9 +300,10 @@ def _dataset_import(
                 Target.objects.create(
                     kind=TargetKind.LABELS, dataset=dataset, name=f"{dataset.name}: labels"
                 )
-            final_dir = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
-            final_dir.parent.mkdir(parents=True, exist_ok=True)
-            staging.rename(final_dir)
+            if any(item.stored_name for item in parsed):  # text stimuli have no files
+                final_dir = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
+                final_dir.parent.mkdir(parents=True, exist_ok=True)
+                staging.rename(final_dir)
         return dataset
     except BaseException:
         if final_dir is not None and final_dir.exists():
@@ -618,7 +619,10 @@ def _extract(
 ) -> dict[str, EmbeddingSet]:
     model, dataset = step.model, step.run.dataset
     adapter = adapters.load_adapter(
-        spec, device=settings.EXTRACTION_DEVICE, precision=settings.EXTRACTION_PRECISION
+        spec,
+        device=settings.EXTRACTION_DEVICE,
+        precision=settings.EXTRACTION_PRECISION,
+        channels_last=settings.EXTRACTION_CHANNELS_LAST,
     )
     relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}
     out_paths = {layer: Path(settings.EMBEDDINGS_ROOT) / path for layer, path in relative.items()}

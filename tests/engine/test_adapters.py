@@ -154,3 +154,21 @@ def test_precision_the_device_cannot_run_is_refused():
         load_adapter(spec, precision="fp16")
     with pytest.raises(ModelSpecError, match="Unknown precision 'int4'"):
         load_adapter(spec, precision="int4")
+
+
+def test_channels_last_is_used_for_convolutional_image_models_and_changes_only_rounding():
+    spec = ModelSpec(source="timm", identifier="resnet18", weights="untrained")
+    auto = load_adapter(spec)
+    plain = load_adapter(spec, channels_last="off")
+    assert auto.channels_last and not plain.channels_last
+    assert auto.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = torch.rand(4, 3, 64, 64)
+    with torch.inference_mode():
+        a = auto.embed(batch, layers=["pre_logits", "layer2"])
+        b = plain.embed(batch, layers=["pre_logits", "layer2"])
+    for layer in a:
+        np.testing.assert_allclose(a[layer], b[layer], rtol=1e-4, atol=1e-5)
+    text = load_adapter(ModelSpec(source="baseline", identifier="tfidf"))
+    assert not text.channels_last
+    with pytest.raises(ModelSpecError, match="auto, on or off"):
+        load_adapter(spec, channels_last="yes")

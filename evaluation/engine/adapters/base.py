@@ -30,6 +30,7 @@ class Adapter(ABC):
         self.spec = spec
         self.device = device
         self.autocast_dtype: torch.dtype | None = None  # set by load_adapter for bf16/fp16
+        self.channels_last = False  # image batches move to the device channels-last
 
     # --- description -------------------------------------------------------------------
     @classmethod
@@ -89,6 +90,21 @@ class Adapter(ABC):
 
     def parameter_count(self) -> int:
         return 0
+
+    def has_convolutions(self) -> bool:
+        """Whether image batches pass through 2-D convolutions (where channels-last helps)."""
+        return self.modality == "image" and any(isinstance(m, torch.nn.Conv2d) for m in self.hook_root().modules())
+
+    def use_channels_last(self) -> None:
+        """Keep weights and (through ``to_device``) image batches in channels-last layout."""
+        self.hook_root().to(memory_format=torch.channels_last)
+        self.channels_last = True
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """Move a batch of images (B, C, H, W) to the model's device and memory layout."""
+        if self.channels_last:
+            return images.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+        return images.to(self.device, non_blocking=True)
 
     # --- embedding ---------------------------------------------------------------------
     def prepare(self, stimuli: Sequence[StimulusInput]) -> None:  # noqa: B027 (optional hook)

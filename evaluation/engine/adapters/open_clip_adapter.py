@@ -123,7 +123,7 @@ class OpenClipImageAdapter(_OpenClipAdapter):
         return hasattr(self.model.visual, "class_embedding")
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {IMAGE_EMBEDDING: self.model.encode_image(batch.to(self.device, non_blocking=True))}
+        return {IMAGE_EMBEDDING: self.model.encode_image(self.to_device(batch))}
 
 
 class OpenClipTextAdapter(_OpenClipAdapter):

@@ -79,7 +79,7 @@ class TimmAdapter(Adapter):
         return getattr(self.model, "global_pool", None) == "token"
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.model.forward_features(batch.to(self.device, non_blocking=True))
+        features = self.model.forward_features(self.to_device(batch))
         return {PRE_LOGITS: self.model.forward_head(features, pre_logits=True)}
 
 

@@ -125,7 +125,7 @@ class TransformersVisionAdapter(_TransformersAdapter):
         )
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {LAST_HIDDEN_STATE: self.model(pixel_values=batch.to(self.device)).last_hidden_state}
+        return {LAST_HIDDEN_STATE: self.model(pixel_values=self.to_device(batch)).last_hidden_state}
 
 
 def _local_path(spec: ModelSpec) -> Path | None:

@@ -1,0 +1,157 @@
+"""Reads for human studies: the researcher's dashboard (progress, coverage, reliability and
+its trend, how many more judgments a target reliability needs) and participant progress."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db.models import Count, Max, Min, Q
+
+from annotation.models import (
+    Item,
+    Participant,
+    ParticipantStatus,
+    Response,
+    Study,
+    StudyKind,
+    Tag,
+    TagStatus,
+    TrialRole,
+    TrialStatus,
+)
+from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
+
+TREND_POINTS = 5
+
+
+def study_list() -> Any:
+    return Study.objects.select_related("dataset").annotate(
+        participant_count=Count("participants", distinct=True),
+        item_count=Count("items", distinct=True),
+    )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    items: int
+    complete: int  # items that reached their quota (or, adaptive tags, whose chain ended)
+    responses: int
+    histogram: list[tuple[int, int]]  # (responses per item, how many items)
+
+
+def study_coverage(study: Study) -> Coverage:
+    counts = Counter(study.items.values_list("answered", flat=True))
+    complete = study.items.filter(Q(answered__gte=study.quota) | Q(completed=True)).count()
+    return Coverage(
+        items=sum(counts.values()),
+        complete=complete,
+        responses=sum(k * v for k, v in counts.items()),
+        histogram=sorted(counts.items()),
+    )
+
+
+def study_participants(study: Study) -> Any:
+    return study.participants.annotate(
+        answered=Count("trials", filter=Q(trials__status=TrialStatus.ANSWERED)),
+        first_response=Min("trials__response__created_at"),
+        last_response=Max("trials__response__created_at"),
+    ).order_by("started_at")
+
+
+def participant_progress(participant: Participant) -> tuple[int, int]:
+    done = participant.trials.filter(status=TrialStatus.ANSWERED).count()
+    return done, len(participant.plan)
+
+
+def _usable_responses(study: Study) -> Any:
+    return (
+        Response.objects.filter(trial__participant__study=study, trial__role=TrialRole.REGULAR)
+        .exclude(trial__participant__status=ParticipantStatus.EXCLUDED)
+        .order_by("created_at")
+    )
+
+
+def study_reliability(study: Study, *, limit: int | None = None) -> dict[str, Any] | None:
+    """Reliability of the usable responses (the first ``limit`` of them, for the trend)."""
+    rows = list(
+        _usable_responses(study).values_list(
+            "trial__item__a_id",
+            "trial__item__b_id",
+            "trial__item__c_id",
+            "value",
+            "chosen_id",
+            "trial__participant_id",
+        )[:limit]
+    )
+    if not rows:
+        return None
+    if study.kind == StudyKind.PAIRS:
+        return split_half_reliability(
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [float(r[3]) for r in rows],
+            [str(r[5]) for r in rows],
+            n_splits=50,
+        )
+    if study.is_choice:
+        keys = np.array([(r[0], r[1], r[2]) for r in rows])
+        return leave_one_out_agreement(keys, np.array([r[4] for r in rows]))
+    return None
+
+
+def reliability_trend(study: Study) -> list[dict[str, Any]]:
+    """Reliability as responses arrived: at evenly spaced response counts."""
+    total = _usable_responses(study).count()
+    if study.kind == StudyKind.TAGS or total == 0:
+        return []
+    points = sorted({max(1, round(total * (k + 1) / TREND_POINTS)) for k in range(TREND_POINTS)})
+    trend = []
+    for count in points:
+        result = study_reliability(study, limit=count) or {}
+        trend.append({"responses": count, "mean": result.get("mean"), "sd": result.get("sd")})
+    return trend
+
+
+def judgments_needed(
+    *, reliability: float | None, judgments_per_item: float, items: int, target: float
+) -> dict[str, Any] | None:
+    """Spearman-Brown prophecy: judgments per item that reach ``target`` reliability, given
+    ``reliability`` at ``judgments_per_item``; and how many more that is over all items."""
+    if reliability is None or not 0 < reliability < 1 or judgments_per_item <= 0:
+        return None
+    if not 0 < target < 1:
+        raise ValueError("The target reliability must lie between 0 and 1.")
+    factor = target * (1 - reliability) / (reliability * (1 - target))
+    per_item = judgments_per_item * factor
+    return {
+        "target": target,
+        "per_item": per_item,
+        "more": max(0, int(np.ceil((per_item - judgments_per_item) * items))),
+    }
+
+
+def tags_summary(study: Study) -> Any:
+    return (
+        Tag.objects.filter(study=study).values("status").annotate(n=Count("pk")).order_by("status")
+    )
+
+
+def tag_vocabulary(study: Study, prefix: str, *, limit: int = 10) -> list[str]:
+    """Tags already used in this study that start with ``prefix`` (autocomplete)."""
+    prefix = " ".join(prefix.split()).lower()
+    if not prefix:
+        return []
+    return list(
+        Tag.objects.filter(study=study, text__startswith=prefix)
+        .exclude(status=TagStatus.HIDDEN)
+        .values_list("text", flat=True)
+        .distinct()
+        .order_by("text")[:limit]
+    )
+
+
+def items_for_export(study: Study) -> Any:
+    return Item.objects.filter(study=study).select_related("a", "b", "c").order_by("pk")

@@ -1,0 +1,716 @@
+"""Writes for human studies: designing a study, starting participants, issuing trials,
+storing responses, quality control and aggregation into HumanJudgments.
+
+Concurrency: an item is claimed with a conditional UPDATE (``assigned < quota``), so two
+participants racing for the last slot cannot both win, on PostgreSQL or SQLite. A response
+is stored once: the trial moves from issued to answered with a conditional UPDATE and the
+idempotency key is unique, so a double click or a retried request stores one response.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from annotation.models import (
+    Aggregation,
+    Item,
+    Participant,
+    ParticipantStatus,
+    Response,
+    Study,
+    StudyKind,
+    StudyStatus,
+    Tag,
+    TagRating,
+    TagStatus,
+    Trial,
+    TrialRole,
+    TrialStatus,
+)
+from evaluation.judgments import JudgmentRow, judgments_create
+from evaluation.models import Dataset, HumanJudgments, Stimulus
+
+MAX_ITEMS = 200_000
+CLAIM_CANDIDATES = 16  # least-answered items tried per claim, in random order
+TAG_MAX_LENGTH = 100
+MAX_TAGS_PER_TRIAL = 20
+
+
+class TrialProblem(ValidationError):
+    """A response that cannot be stored; the message says why."""
+
+
+# --- Designing a study ---------------------------------------------------------------------
+@dataclass
+class ItemPlan:
+    """Which items a study asks about: all pairs, N random ones, or an explicit list."""
+
+    mode: str = "all"  # all | random | list
+    count: int = 0  # random: how many items
+    stimuli: list[tuple[int, ...]] = field(default_factory=list)  # list: stimulus orders
+    seed: int = 0
+
+
+def study_create(
+    *, dataset: Dataset, name: str, kind: str, items: ItemPlan, created_by: Any = None, **design
+) -> Study:
+    """Create a study and its items; nothing is stored if the design is invalid."""
+    name = name.strip()
+    if Study.objects.filter(name=name).exists():
+        raise ValidationError({"name": f"A study called {name!r} already exists."})
+    study = Study(dataset=dataset, name=name, kind=kind, created_by=created_by, **design)
+    _check_design(study)
+    orders = dict(dataset.stimuli.values_list("order", "id"))
+    tuples = _item_tuples(study, items, sorted(orders))
+    rng = random.Random(items.seed)
+    with transaction.atomic():
+        study.save()
+        Item.objects.bulk_create(
+            [_new_item(study, [orders[o] for o in t], rng) for t in tuples], batch_size=5000
+        )
+    return study
+
+
+def _check_design(study: Study) -> None:
+    if study.kind not in StudyKind.values:
+        raise ValidationError({"kind": f"Unknown study kind {study.kind!r}."})
+    if study.kind == StudyKind.PAIRS and study.scale_max <= study.scale_min:
+        raise ValidationError({"scale_max": "The top of the scale must be above the bottom."})
+    if study.trials_per_session < 1:
+        raise ValidationError({"trials_per_session": "A session needs at least one trial."})
+    qc_trials = study.repeat_trials + study.catch_trials
+    if qc_trials >= study.trials_per_session:
+        raise ValidationError(
+            {"repeat_trials": "Repeats and catch trials must leave room for regular trials."}
+        )
+    if study.kind == StudyKind.TAGS and qc_trials:
+        raise ValidationError({"catch_trials": "Tag studies have no repeat or catch trials."})
+    if study.repeat_trials * 2 > study.trials_per_session - study.catch_trials:
+        raise ValidationError(
+            {"repeat_trials": "At most half of the regular trials can be repeated."}
+        )
+    if study.judgments_per_item < 1:
+        raise ValidationError({"judgments_per_item": "Each item needs at least one judgment."})
+
+
+def _item_tuples(study: Study, plan: ItemPlan, orders: list[int]) -> list[tuple[int, ...]]:
+    size = study.stimuli_per_item
+    if len(orders) < size:
+        raise ValidationError(f"The dataset has fewer than {size} stimuli.")
+    if study.kind == StudyKind.TAGS:
+        return [(o,) for o in orders]
+    if plan.mode == "list":
+        return _listed_items(plan.stimuli, size, set(orders))
+    if plan.mode == "all":
+        if study.kind != StudyKind.PAIRS:
+            raise ValidationError("'All items' is for pair studies; choose a random subset.")
+        total = math.comb(len(orders), 2)
+        if total > MAX_ITEMS:
+            raise ValidationError(
+                f"All pairs of {len(orders)} stimuli are {total:,} items (limit "
+                f"{MAX_ITEMS:,}); choose a random subset."
+            )
+        return list(itertools.combinations(orders, 2))
+    if plan.mode == "random":
+        return _random_items(orders, size, plan.count, random.Random(plan.seed))
+    raise ValidationError(f"Unknown item mode {plan.mode!r}; use all, random or list.")
+
+
+def _listed_items(
+    listed: Sequence[tuple[int, ...]], size: int, known: set[int]
+) -> list[tuple[int, ...]]:
+    if not listed:
+        raise ValidationError("The item list is empty.")
+    seen: dict[tuple[int, ...], int] = {}
+    for number, stimuli in enumerate(listed, start=1):
+        if len(stimuli) != size:
+            raise ValidationError(f"Item {number}: expected {size} stimuli, got {len(stimuli)}.")
+        unknown = [s for s in stimuli if s not in known]
+        if unknown:
+            raise ValidationError(f"Item {number}: stimulus {unknown[0]} is not in the dataset.")
+        if len(set(stimuli)) != size:
+            raise ValidationError(f"Item {number}: its stimuli must differ.")
+        key = tuple(sorted(stimuli)) if size == 2 else tuple(stimuli)
+        if key in seen:
+            raise ValidationError(f"Item {number} repeats item {seen[key]}.")
+        seen[key] = number
+    return [tuple(s) for s in listed]
+
+
+def _random_items(
+    orders: list[int], size: int, count: int, rng: random.Random
+) -> list[tuple[int, ...]]:
+    possible = math.comb(len(orders), size) * (3 if size == 3 else 1)
+    if count < 1 or count > min(possible, MAX_ITEMS):
+        raise ValidationError(
+            f"Ask for between 1 and {min(possible, MAX_ITEMS):,} random items (got {count})."
+        )
+    chosen: set[tuple[int, ...]] = set()
+    while len(chosen) < count:
+        stimuli = tuple(rng.sample(orders, size))
+        # Pairs and triplets are unordered; in 2AFC the first stimulus is the reference.
+        chosen.add(tuple(sorted(stimuli)) if size == 2 else stimuli)
+    return sorted(chosen)
+
+
+def _new_item(study: Study, stimulus_ids: list[int], rng: random.Random) -> Item:
+    padded = [*stimulus_ids, None, None][:3]
+    return Item(
+        study=study,
+        a_id=padded[0],
+        b_id=padded[1],
+        c_id=padded[2],
+        shuffle_key=rng.randrange(1 << 30),
+    )
+
+
+def study_set_status(*, study: Study, status: str) -> None:
+    if status not in StudyStatus.values:
+        raise ValidationError(f"Unknown status {status!r}.")
+    Study.objects.filter(pk=study.pk).update(status=status)
+    study.status = status
+
+
+# --- Participants ---------------------------------------------------------------------------
+def participant_start(
+    *, study: Study, external_id: str = "", user: Any = None, seed: int | None = None
+) -> Participant:
+    """Start (or, for a known external id or account, resume) a participant's session."""
+    if study.status != StudyStatus.OPEN:
+        raise PermissionDenied("This study is not open.")
+    external_id = external_id.strip()[:200]
+    existing = participant_existing(study=study, external_id=external_id, user=user)
+    if existing:
+        return existing
+    plan = session_plan(study, random.Random(seed))
+    try:
+        with transaction.atomic():
+            return Participant.objects.create(
+                study=study,
+                external_id=external_id,
+                user=user if user is not None and user.is_authenticated else None,
+                plan=plan,
+            )
+    except IntegrityError:  # the same person started twice at once: keep the first
+        found = participant_existing(study=study, external_id=external_id, user=user)
+        if found is None:
+            raise
+        return found
+
+
+def participant_existing(*, study: Study, external_id: str, user: Any) -> Participant | None:
+    if external_id:
+        return Participant.objects.filter(study=study, external_id=external_id).first()
+    if user is not None and user.is_authenticated:
+        return Participant.objects.filter(study=study, user=user).first()
+    return None
+
+
+def session_plan(study: Study, rng: random.Random) -> list[str]:
+    """Trial roles for one session: practice first, then regular, catch and repeat trials
+    in random order, with every repeat after at least one regular trial it can repeat."""
+    regular = study.trials_per_session - study.catch_trials - study.repeat_trials
+    roles = [TrialRole.REGULAR] * regular + [TrialRole.CATCH] * study.catch_trials
+    rng.shuffle(roles)
+    # Each repeat goes somewhere in the second half, so there is something to repeat.
+    for _ in range(study.repeat_trials):
+        roles.insert(rng.randint(max(1, len(roles) // 2), len(roles)), TrialRole.REPEAT)
+    return [TrialRole.PRACTICE] * study.practice_trials + [str(r) for r in roles]
+
+
+# --- Issuing trials -------------------------------------------------------------------------
+def trial_current(*, participant: Participant) -> Trial | None:
+    """The participant's open trial, issuing the next one if needed; None when done."""
+    if participant.status != ParticipantStatus.CONSENTED:
+        return None
+    study = participant.study
+    with transaction.atomic():
+        trials_expire(study=study)
+        live = participant.trials.filter(status=TrialStatus.ISSUED).first()
+        if live is not None:
+            return live
+        trial = _issue_next(participant)
+    if trial is None:
+        participant_finish(participant=participant)
+    return trial
+
+
+def _issue_next(participant: Participant) -> Trial | None:
+    last = participant.trials.filter(status=TrialStatus.ANSWERED).aggregate(last=Max("position"))
+    position = 0 if last["last"] is None else last["last"] + 1
+    while position < len(participant.plan):
+        role = participant.plan[position]
+        trial = _issue(participant, position, role)
+        if trial is not None:
+            return trial
+        if role == TrialRole.REGULAR:
+            return None  # no item left for this participant: the session ends early
+        position += 1  # e.g. a repeat with nothing to repeat: skip the slot
+    return None
+
+
+def trials_expire(*, study: Study) -> int:
+    """Return unanswered trials past their deadline to the pool."""
+    stale = list(
+        Trial.objects.filter(
+            participant__study=study, status=TrialStatus.ISSUED, expires_at__lt=timezone.now()
+        ).values_list("pk", "item_id", "role")
+    )
+    expired = 0
+    for pk, item_id, role in stale:
+        # Conditional: a trial answered meanwhile is not expired (and not released twice).
+        if Trial.objects.filter(pk=pk, status=TrialStatus.ISSUED).update(
+            status=TrialStatus.EXPIRED
+        ):
+            expired += 1
+            if item_id and role == TrialRole.REGULAR:
+                Item.objects.filter(pk=item_id).update(assigned=F("assigned") - 1)
+    return expired
+
+
+def _issue(participant: Participant, position: int, role: str) -> Trial | None:
+    study = participant.study
+    rng = random.Random()
+    item: Item | None = None
+    shown: list[int]
+    expected = None
+    repeat_of = None
+    if role == TrialRole.REGULAR:
+        item = _claim_item(participant)
+        if item is None:
+            return None
+        shown = _presentation(study, [s.pk for s in item.stimuli()], rng)
+    elif role == TrialRole.REPEAT:
+        repeat_of = _repeatable_trial(participant)
+        if repeat_of is None:  # nothing answered to repeat (should not happen: see plan)
+            return None
+        item = repeat_of.item
+        shown = _presentation(study, list(repeat_of.shown), rng)
+    elif role == TrialRole.CATCH:
+        shown, expected = _catch_trial(study, rng)
+    else:
+        shown = _presentation(study, _random_stimuli(study, rng), rng)
+    now = timezone.now()
+    trial = Trial.objects.create(
+        participant=participant,
+        position=position,
+        role=role,
+        item=item,
+        shown=shown,
+        expected=expected,
+        repeat_of=repeat_of,
+        issued_at=now,
+        expires_at=now + timedelta(seconds=study.trial_timeout_seconds),
+    )
+    if study.is_adaptive_tags and item is not None:
+        visible = list(
+            Tag.objects.filter(
+                study=study, stimulus_id=item.a_id, status=TagStatus.ACTIVE
+            ).values_list("pk", flat=True)
+        )
+        rng.shuffle(visible)
+        trial.shown_tags = visible
+        trial.save(update_fields=["shown_tags"])
+    return trial
+
+
+def _claim_item(participant: Participant) -> Item | None:
+    """Claim one of the least-answered items this participant has not seen."""
+    study = participant.study
+    seen = Trial.objects.filter(participant=participant, item__isnull=False).values("item_id")
+    candidates = Item.objects.filter(study=study, completed=False).exclude(pk__in=seen)
+    if study.is_adaptive_tags:
+        # A chain moves one iteration at a time: nobody else may hold it.
+        candidates = candidates.filter(assigned=F("answered"), answered__lt=study.quota)
+    else:
+        candidates = candidates.filter(assigned__lt=study.quota)
+    while True:
+        batch = list(
+            candidates.order_by("assigned", "shuffle_key").values_list("pk", flat=True)[
+                :CLAIM_CANDIDATES
+            ]
+        )
+        if not batch:
+            return None
+        random.shuffle(batch)
+        for pk in batch:
+            claimable = Item.objects.filter(pk=pk, completed=False)
+            if study.is_adaptive_tags:
+                claimable = claimable.filter(assigned=F("answered"))
+            else:
+                claimable = claimable.filter(assigned__lt=study.quota)
+            if claimable.update(assigned=F("assigned") + 1):
+                return Item.objects.select_related("a", "b", "c").get(pk=pk)
+        # Everyone else won these: look again at the (changed) least-answered items.
+
+
+def _presentation(study: Study, stimulus_ids: list[int], rng: random.Random) -> list[int]:
+    """Randomise left/right: both orders for pairs and triplets; in 2AFC the reference stays
+    first and only the two candidates swap."""
+    if study.kind == StudyKind.TWO_AFC:
+        candidates = stimulus_ids[1:]
+        rng.shuffle(candidates)
+        return [stimulus_ids[0], *candidates]
+    shuffled = list(stimulus_ids)
+    rng.shuffle(shuffled)
+    return shuffled
+
+
+def _random_stimuli(study: Study, rng: random.Random) -> list[int]:
+    ids = list(study.dataset.stimuli.values_list("pk", flat=True)[:5000])
+    return rng.sample(ids, study.stimuli_per_item)
+
+
+def _catch_trial(study: Study, rng: random.Random) -> tuple[list[int], Any]:
+    """A trial with an obvious answer: a stimulus paired with itself (rated maximally
+    similar), a triplet with two copies (the other is the odd one), a 2AFC whose
+    reference is one of the candidates."""
+    one, other = _random_stimuli(study, rng)[:2] if study.stimuli_per_item > 1 else (0, 0)
+    if study.kind == StudyKind.PAIRS:
+        return [one, one], {"value": study.scale_max}
+    if study.kind == StudyKind.TRIPLETS:
+        shown = [one, one, other]
+        rng.shuffle(shown)
+        return shown, {"chosen": other}
+    candidates = [one, other]
+    rng.shuffle(candidates)
+    return [one, *candidates], {"chosen": one}
+
+
+def _repeatable_trial(participant: Participant) -> Trial | None:
+    repeated = participant.trials.filter(role=TrialRole.REPEAT).values("repeat_of_id")
+    options = list(
+        participant.trials.filter(role=TrialRole.REGULAR, status=TrialStatus.ANSWERED)
+        .exclude(pk__in=repeated)
+        .select_related("item")
+    )
+    return random.choice(options) if options else None
+
+
+# --- Responses ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    """What a participant submitted for one trial."""
+
+    trial_id: int
+    idempotency_key: str
+    value: float | None = None
+    chosen: int | None = None  # stimulus id
+    rt_ms: int | None = None
+    tag_ratings: dict[int, int | None] = field(default_factory=dict)  # tag id -> 1-5, None=flag
+    new_tags: list[str] = field(default_factory=list)
+
+
+def response_submit(*, participant: Participant, answer: Answer) -> Response:
+    """Store the answer to a trial issued to this participant, exactly once."""
+    key = answer.idempotency_key.strip()
+    if not key or len(key) > 64:
+        raise TrialProblem("The response has no valid idempotency key; reload the page.")
+    existing = Response.objects.filter(idempotency_key=key).select_related("trial").first()
+    if existing is not None:
+        if existing.trial.participant_id != participant.pk:
+            raise PermissionDenied("This response belongs to another participant.")
+        return existing  # a double click or a retried request: already stored
+    trial = Trial.objects.filter(pk=answer.trial_id).select_related("item").first()
+    if trial is None or trial.participant_id != participant.pk:
+        raise PermissionDenied("This trial was not issued to you.")
+    if participant.status != ParticipantStatus.CONSENTED:
+        raise TrialProblem("Your session has ended; there is nothing more to answer.")
+    study = participant.study
+    if trial.status == TrialStatus.ANSWERED:
+        raise TrialProblem("This trial has already been answered.")
+    if trial.status == TrialStatus.EXPIRED or trial.expires_at < timezone.now():
+        raise TrialProblem("This trial expired; a new one has been prepared for you.")
+    _check_answer(study, trial, answer)
+    flags = _response_flags(study, trial, answer)
+    try:
+        with transaction.atomic():
+            if not Trial.objects.filter(pk=trial.pk, status=TrialStatus.ISSUED).update(
+                status=TrialStatus.ANSWERED
+            ):
+                raise TrialProblem("This trial has already been answered.")
+            response = Response.objects.create(
+                trial=trial,
+                value=answer.value,
+                chosen_id=answer.chosen,
+                rt_ms=answer.rt_ms,
+                idempotency_key=key,
+                flags=flags,
+            )
+            if trial.role == TrialRole.REGULAR and trial.item_id:
+                Item.objects.filter(pk=trial.item_id).update(answered=F("answered") + 1)
+            if study.kind == StudyKind.TAGS and trial.role == TrialRole.REGULAR:
+                _store_tags(study, trial, answer)
+    except IntegrityError:
+        # The same key raced in from a second request: that one was stored.
+        stored = Response.objects.filter(idempotency_key=key, trial=trial).first()
+        if stored is None:
+            raise TrialProblem("This trial has already been answered.") from None
+        return stored
+    return response
+
+
+def _check_answer(study: Study, trial: Trial, answer: Answer) -> None:
+    if answer.rt_ms is not None and not 0 <= answer.rt_ms <= 24 * 3600 * 1000:
+        raise TrialProblem("The response time is not plausible.")
+    if study.kind == StudyKind.PAIRS:
+        if answer.value is None or not math.isfinite(answer.value):
+            raise TrialProblem("Choose a rating.")
+        if answer.value != int(answer.value) or not (
+            study.scale_min <= answer.value <= study.scale_max
+        ):
+            raise TrialProblem(
+                f"The rating must be a whole number from {study.scale_min} to {study.scale_max}."
+            )
+    elif study.is_choice:
+        options = trial.shown if study.kind == StudyKind.TRIPLETS else trial.shown[1:]
+        if answer.chosen is None:
+            raise TrialProblem("Choose one of the options.")
+        if answer.chosen not in options:
+            raise TrialProblem("That choice is not one of this trial's options.")
+    else:
+        _check_tag_answer(study, trial, answer)
+
+
+def _check_tag_answer(study: Study, trial: Trial, answer: Answer) -> None:
+    unknown = set(answer.tag_ratings) - set(trial.shown_tags)
+    if unknown:
+        raise TrialProblem("A rated tag was not shown in this trial.")
+    missing = set(trial.shown_tags) - set(answer.tag_ratings)
+    if missing:
+        raise TrialProblem("Rate or flag every tag shown.")
+    if any(r is not None and not 1 <= r <= 5 for r in answer.tag_ratings.values()):
+        raise TrialProblem("Tag ratings go from 1 to 5.")
+    tags = [normalise_tag(t) for t in answer.new_tags]
+    tags = [t for t in tags if t]
+    if len(tags) > MAX_TAGS_PER_TRIAL:
+        raise TrialProblem(f"Add at most {MAX_TAGS_PER_TRIAL} tags at a time.")
+    if any(len(t) > TAG_MAX_LENGTH for t in tags):
+        raise TrialProblem(f"A tag can be at most {TAG_MAX_LENGTH} characters long.")
+    if not tags and not trial.shown_tags:
+        raise TrialProblem("Add at least one tag.")
+
+
+def normalise_tag(text: str) -> str:
+    """Tags compare equal regardless of case and spacing: 'Red  Car ' == 'red car'."""
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def _response_flags(study: Study, trial: Trial, answer: Answer) -> list[str]:
+    flags = []
+    elapsed_ms = answer.rt_ms
+    if elapsed_ms is None:  # no JavaScript: the server's clock is the best measure
+        elapsed_ms = int((timezone.now() - trial.issued_at).total_seconds() * 1000)
+    if study.min_response_ms and elapsed_ms < study.min_response_ms:
+        flags.append("too fast")
+    if trial.role == TrialRole.CATCH and trial.expected:
+        passed = (
+            answer.value == trial.expected.get("value")
+            if "value" in trial.expected
+            else answer.chosen == trial.expected.get("chosen")
+        )
+        if not passed:
+            flags.append("failed catch")
+    return flags
+
+
+def _store_tags(study: Study, trial: Trial, answer: Answer) -> None:
+    """Apply ratings and flags to shown tags, add new ones, and update each tag's state."""
+    assert trial.item is not None  # regular tag trials always have their stimulus's item
+    stimulus_id = trial.item.a_id
+    touched = set()
+    for tag_id, rating in answer.tag_ratings.items():
+        TagRating.objects.create(tag_id=tag_id, trial=trial, rating=rating, flagged=rating is None)
+        if rating is None:
+            Tag.objects.filter(pk=tag_id).update(flag_count=F("flag_count") + 1)
+        else:
+            Tag.objects.filter(pk=tag_id).update(
+                rating_count=F("rating_count") + 1, rating_sum=F("rating_sum") + rating
+            )
+        touched.add(tag_id)
+    for text in dict.fromkeys(normalise_tag(t) for t in answer.new_tags):
+        if not text:
+            continue
+        tag, created = Tag.objects.get_or_create(
+            study=study, stimulus_id=stimulus_id, text=text, defaults={"added_in": trial}
+        )
+        if not created and tag.pk not in touched and study.is_adaptive_tags:
+            # Proposing an existing tag again endorses it, as rating it 5 would.
+            TagRating.objects.create(tag=tag, trial=trial, rating=5)
+            Tag.objects.filter(pk=tag.pk).update(
+                rating_count=F("rating_count") + 1, rating_sum=F("rating_sum") + 5
+            )
+        touched.add(tag.pk)
+    if study.is_adaptive_tags:
+        _update_tag_states(study, touched)
+        _maybe_complete_chain(study, trial.item)
+
+
+def _update_tag_states(study: Study, tag_ids: set[int]) -> None:
+    tags = Tag.objects.filter(pk__in=tag_ids, status=TagStatus.ACTIVE)
+    tags.filter(flag_count__gte=study.flags_to_hide).update(status=TagStatus.HIDDEN)
+    tags.filter(
+        rating_count__gte=study.ratings_to_freeze,
+        rating_sum__gte=F("rating_count") * study.freeze_mean,
+    ).update(status=TagStatus.FROZEN)
+
+
+def _maybe_complete_chain(study: Study, item: Item | None) -> None:
+    """A stimulus is done when enough tags are frozen, or after the last iteration."""
+    if item is None:
+        return
+    frozen = Tag.objects.filter(study=study, stimulus_id=item.a_id, status=TagStatus.FROZEN).count()
+    chain = Item.objects.filter(pk=item.pk)
+    if frozen >= study.frozen_tags_to_complete:
+        chain.update(completed=True)
+    else:
+        chain.filter(answered__gte=study.max_iterations).update(completed=True)
+
+
+# --- Finishing and quality control ----------------------------------------------------------
+def participant_finish(*, participant: Participant) -> None:
+    """Mark the session complete and apply the study's exclusion rules."""
+    reasons = quality_problems(participant)
+    status = ParticipantStatus.EXCLUDED if reasons else ParticipantStatus.COMPLETED
+    Participant.objects.filter(pk=participant.pk, status=ParticipantStatus.CONSENTED).update(
+        status=status, flags=reasons, completed_at=timezone.now()
+    )
+    participant.refresh_from_db()
+
+
+def quality_problems(participant: Participant) -> list[str]:
+    """The study's rules, applied to one participant; each problem is a reason shown."""
+    study = participant.study
+    responses = list(
+        Response.objects.filter(trial__participant=participant)
+        .exclude(trial__role=TrialRole.PRACTICE)
+        .select_related("trial")
+    )
+    if not responses:
+        return []
+    reasons = []
+    failed = sum("failed catch" in r.flags for r in responses)
+    if study.catch_trials and failed > study.max_catch_failures:
+        reasons.append(f"failed {failed} of {study.catch_trials} catch trials")
+    fast = sum("too fast" in r.flags for r in responses)
+    if study.min_response_ms and fast / len(responses) > study.max_fast_share:
+        reasons.append(
+            f"{fast} of {len(responses)} responses faster than {study.min_response_ms} ms"
+        )
+    retest = _retest_problem(study, responses)
+    if retest:
+        reasons.append(retest)
+    return reasons
+
+
+def _retest_problem(study: Study, responses: list[Response]) -> str | None:
+    by_trial = {r.trial_id: r for r in responses}
+    pairs = [
+        (by_trial[r.trial.repeat_of_id], r)
+        for r in responses
+        if r.trial.role == TrialRole.REPEAT and r.trial.repeat_of_id in by_trial
+    ]
+    if not pairs:
+        return None
+    if study.kind == StudyKind.PAIRS:
+        difference = sum(abs((a.value or 0) - (b.value or 0)) for a, b in pairs) / len(pairs)
+        if difference > study.max_retest_difference:
+            return f"repeated ratings differ by {difference:.1f} on average"
+        return None
+    agreement = sum(a.chosen_id == b.chosen_id for a, b in pairs) / len(pairs)
+    if agreement < study.min_retest_agreement:
+        return f"{agreement:.0%} of repeated trials got the same answer"
+    return None
+
+
+def participant_set_excluded(*, participant: Participant, excluded: bool, reason: str) -> None:
+    """A researcher's decision, which overrides the rules."""
+    if excluded:
+        flags = [*participant.flags, f"excluded by researcher: {reason}".strip(": ")]
+        status = ParticipantStatus.EXCLUDED
+    else:
+        flags = [*participant.flags, "included by researcher"]
+        status = ParticipantStatus.COMPLETED
+    Participant.objects.filter(pk=participant.pk).update(status=status, flags=flags)
+
+
+# --- Aggregation ----------------------------------------------------------------------------
+def study_aggregate(*, study: Study, name: str = "", created_by: Any = None) -> HumanJudgments:
+    """A new HumanJudgments version from the regular responses of participants who were not
+    excluded (ratings: every rating kept, averaged per pair by the metrics; choices: vote
+    shares). Repeats, catch and practice trials are quality control, not data."""
+    if study.kind == StudyKind.TAGS:
+        raise ValidationError("Tag studies are exported as tags, not aggregated into judgments.")
+    rows = list(_judgment_rows(study))
+    if not rows:
+        raise ValidationError("No usable responses yet: nothing to aggregate.")
+    participants = {r.participant for r in rows}
+    excluded = study.participants.filter(status=ParticipantStatus.EXCLUDED).count()
+    with transaction.atomic():
+        judgments = judgments_create(
+            dataset=study.dataset,
+            name=name or study.name,
+            kind=study.kind,
+            rows=rows,
+            scale_min=study.scale_min if study.kind == StudyKind.PAIRS else None,
+            scale_max=study.scale_max if study.kind == StudyKind.PAIRS else None,
+            origin=f"study {study.name}",
+            created_by=created_by,
+        )
+        Aggregation.objects.create(
+            study=study,
+            judgments=judgments,
+            responses=len(rows),
+            participants=len(participants),
+            excluded_participants=excluded,
+        )
+    return judgments
+
+
+def _judgment_rows(study: Study) -> Any:
+    orders = dict(study.dataset.stimuli.values_list("pk", "order"))
+    responses = (
+        Response.objects.filter(
+            trial__participant__study=study,
+            trial__role=TrialRole.REGULAR,
+        )
+        .exclude(trial__participant__status=ParticipantStatus.EXCLUDED)
+        .values_list(
+            "trial__item__a_id",
+            "trial__item__b_id",
+            "trial__item__c_id",
+            "value",
+            "chosen_id",
+            "trial__participant_id",
+        )
+        .order_by("pk")
+    )
+    for a, b, c, value, chosen, participant in responses.iterator(chunk_size=5000):
+        stimuli = tuple(orders[s] for s in (a, b, c) if s is not None)
+        yield JudgmentRow(
+            stimuli=stimuli,
+            value=value,
+            chosen=orders[chosen] if chosen is not None else None,
+            participant=f"p{participant}",
+        )
+
+
+def responses_visible_to(participant: Participant) -> Any:
+    """A participant's own responses, and nobody else's."""
+    return Response.objects.filter(trial__participant=participant)
+
+
+def stimuli_by_id(ids: Sequence[int]) -> dict[int, Stimulus]:
+    return Stimulus.objects.in_bulk(list(ids))

@@ -1,0 +1,34 @@
+from django.urls import path
+
+from annotation import views
+
+app_name = "annotation"
+
+urlpatterns = [
+    # Researchers
+    path("studies/", views.study_list, name="study_list"),
+    path("studies/new/", views.study_create, name="study_create"),
+    path("studies/<int:study_id>/", views.study_detail, name="study_detail"),
+    path("studies/<int:study_id>/status/", views.study_status, name="study_status"),
+    path("studies/<int:study_id>/aggregate/", views.study_aggregate, name="study_aggregate"),
+    path(
+        "studies/<int:study_id>/participants/<int:participant_id>/exclude/",
+        views.participant_exclude,
+        name="participant_exclude",
+    ),
+    path(
+        "studies/<int:study_id>/export/<str:what>.<str:fmt>",
+        views.study_export,
+        name="study_export",
+    ),
+    # Participants: the study link, then their own participant link
+    path("s/<str:token>/", views.study_entry, name="study_entry"),
+    path("p/<str:token>/", views.participant_trial, name="participant_trial"),
+    path("p/<str:token>/done/", views.participant_done, name="participant_done"),
+    path("p/<str:token>/tags/", views.tag_suggest, name="tag_suggest"),
+    path(
+        "p/<str:token>/stimuli/<int:stimulus_id>/",
+        views.participant_stimulus,
+        name="participant_stimulus",
+    ),
+]

@@ -1,0 +1,341 @@
+"""Study pages. Researchers design, watch and export studies; participants reach only their
+own trials, through the study link and then their own unguessable participant link.
+
+Participant pages work with and without JavaScript: the trial form posts normally (then a
+redirect shows the next trial); with htmx the next trial replaces the current one in place.
+"""
+
+from __future__ import annotations
+
+import html
+import secrets
+from typing import Any
+
+import markdown
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_POST
+
+from annotation import exports, selectors, services
+from annotation.forms import ConsentForm, ExcludeForm, StudyForm
+from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
+from webapp.auth import researcher_required
+
+SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
+
+
+def render_markdown(text: str) -> SafeString:
+    """Markdown without raw HTML: the text is escaped first, so a study cannot inject script."""
+    return mark_safe(markdown.markdown(html.escape(text, quote=False)))
+
+
+# --- Researcher -----------------------------------------------------------------------------
+@researcher_required
+def study_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "annotation/study_list.html", {"studies": selectors.study_list()})
+
+
+@researcher_required
+def study_create(request: HttpRequest) -> HttpResponse:
+    form = StudyForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        plan = services.ItemPlan(
+            mode=data["item_mode"],
+            count=data.get("item_count") or 0,
+            stimuli=data.get("item_orders", []),
+            seed=data["seed"],
+        )
+        try:
+            study = services.study_create(
+                dataset=data["dataset"],
+                name=data["name"],
+                kind=data["kind"],
+                items=plan,
+                created_by=request.user,
+                **form.design(),
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Created {study} with {study.items.count()} items.")
+            return redirect(study)
+    return render(request, "annotation/study_form.html", {"form": form})
+
+
+@researcher_required
+def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study.objects.select_related("dataset"), pk=study_id)
+    reliability = selectors.study_reliability(study)
+    coverage = selectors.study_coverage(study)
+    target = _target_reliability(request)
+    needed = None
+    if study.kind == StudyKind.PAIRS and reliability and coverage.items:
+        needed = selectors.judgments_needed(
+            reliability=reliability.get("mean"),
+            judgments_per_item=coverage.responses / coverage.items,
+            items=coverage.items,
+            target=target,
+        )
+    return render(
+        request,
+        "annotation/study_detail.html",
+        {
+            "study": study,
+            "link": request.build_absolute_uri(study.participant_url()),
+            "coverage": coverage,
+            "reliability": reliability,
+            "trend": selectors.reliability_trend(study),
+            "needed": needed,
+            "target": target,
+            "participants": selectors.study_participants(study),
+            "aggregations": study.aggregations.select_related("judgments"),
+            "tags": selectors.tags_summary(study) if study.kind == StudyKind.TAGS else None,
+        },
+    )
+
+
+def _target_reliability(request: HttpRequest) -> float:
+    try:
+        target = float(request.GET.get("target", "0.8"))
+    except ValueError:
+        return 0.8
+    return target if 0 < target < 1 else 0.8
+
+
+@researcher_required
+@require_POST
+def study_status(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, pk=study_id)
+    services.study_set_status(study=study, status=request.POST.get("status", ""))
+    messages.success(request, f"{study} is now {study.get_status_display().lower()}.")
+    return redirect(study)
+
+
+@researcher_required
+@require_POST
+def study_aggregate(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, pk=study_id)
+    try:
+        judgments = services.study_aggregate(study=study, created_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            f"Stored {judgments.judgment_count} judgments as {judgments.name} "
+            f"v{judgments.version}; runs can now score models against it.",
+        )
+    return redirect(study)
+
+
+@researcher_required
+@require_POST
+def participant_exclude(request: HttpRequest, study_id: int, participant_id: int) -> HttpResponse:
+    participant = get_object_or_404(Participant, pk=participant_id, study_id=study_id)
+    form = ExcludeForm(request.POST)
+    if form.is_valid():
+        services.participant_set_excluded(
+            participant=participant,
+            excluded=bool(form.cleaned_data["excluded"]),
+            reason=form.cleaned_data["reason"],
+        )
+    return redirect("annotation:study_detail", study_id)
+
+
+EXPORTS = {
+    "responses": (exports.response_rows, exports.RESPONSE_FIELDS),
+    "aggregate": (exports.aggregate_rows, None),
+    "tags": (exports.tag_rows, None),
+}
+
+
+@researcher_required
+def study_export(request: HttpRequest, study_id: int, what: str, fmt: str) -> HttpResponse:
+    study = get_object_or_404(Study, pk=study_id)
+    if what not in EXPORTS or fmt not in ("csv", "json"):
+        raise Http404("Unknown export.")
+    rows, fields = EXPORTS[what]
+    body = exports.as_csv(rows(study), fields) if fmt == "csv" else exports.as_json(rows(study))
+    response = StreamingHttpResponse(
+        body, content_type="text/csv" if fmt == "csv" else "application/json"
+    )
+    response["Content-Disposition"] = f'attachment; filename="study-{study.pk}-{what}.{fmt}"'
+    return response
+
+
+# --- Participants ---------------------------------------------------------------------------
+def study_entry(request: HttpRequest, token: str) -> HttpResponse:
+    """The link a participant opens: consent and instructions, then their own trials."""
+    study = get_object_or_404(Study.objects.select_related("dataset"), token=token)
+    external_id = request.GET.get(study.external_id_param, "") if study.external_id_param else ""
+    returning = _returning_participant(request, study, external_id)
+    if returning is not None:
+        return redirect(returning)
+    if study.status != StudyStatus.OPEN:
+        return render(request, "annotation/participant/closed.html", {"study": study}, status=403)
+    form = ConsentForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        participant = services.participant_start(
+            study=study,
+            external_id=request.POST.get("external_id", external_id),
+            user=request.user,
+        )
+        request.session.setdefault(SESSION_KEY, {})[str(study.pk)] = participant.token
+        request.session.modified = True
+        return redirect(participant)
+    return render(
+        request,
+        "annotation/participant/entry.html",
+        {
+            "study": study,
+            "form": form,
+            "external_id": external_id,
+            "consent": render_markdown(study.consent_md),
+            "instructions": render_markdown(study.instructions_md),
+        },
+    )
+
+
+def _returning_participant(
+    request: HttpRequest, study: Study, external_id: str
+) -> Participant | None:
+    token = request.session.get(SESSION_KEY, {}).get(str(study.pk))
+    if token:
+        found = Participant.objects.filter(study=study, token=token).first()
+        if found is not None:
+            return found
+    return services.participant_existing(study=study, external_id=external_id, user=request.user)
+
+
+def _participant(token: str) -> Participant:
+    return get_object_or_404(Participant.objects.select_related("study__dataset"), token=token)
+
+
+def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant(token)
+    problem = ""
+    if request.method == "POST":
+        try:
+            services.response_submit(participant=participant, answer=_answer(request))
+        except services.TrialProblem as exc:
+            problem = " ".join(exc.messages)
+        except PermissionDenied:
+            raise
+        else:
+            if not request.htmx:
+                return redirect(participant)  # post/redirect/get: a reload does not resubmit
+    trial = services.trial_current(participant=participant)
+    if trial is None:
+        if request.htmx:
+            response = HttpResponse(status=204)
+            response["HX-Redirect"] = reverse("annotation:participant_done", args=[token])
+            return response
+        return redirect("annotation:participant_done", token)
+    context = _trial_context(participant, trial, problem)
+    template = "annotation/participant/trial.html"
+    if request.htmx:
+        template += "#trial"
+    return render(request, template, context, status=400 if problem and not request.htmx else 200)
+
+
+def _answer(request: HttpRequest) -> services.Answer:
+    post = request.POST
+
+    def number(name: str) -> float | None:
+        raw = post.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise services.TrialProblem(f"{name} must be a number.") from None
+
+    ratings: dict[int, int | None] = {}
+    for key, value in post.items():
+        if key.startswith("tag_"):
+            try:
+                tag_id = int(key.removeprefix("tag_"))
+                ratings[tag_id] = None if value == "flag" else int(value)
+            except ValueError:
+                raise services.TrialProblem("A tag rating is not valid.") from None
+    trial_id = number("trial")
+    chosen = number("chosen")
+    rt = number("rt_ms")
+    return services.Answer(
+        trial_id=int(trial_id or 0),
+        idempotency_key=post.get("key", ""),
+        value=number("value"),
+        chosen=int(chosen) if chosen is not None else None,
+        rt_ms=int(rt) if rt is not None else None,
+        tag_ratings=ratings,
+        new_tags=[t for t in post.get("new_tags", "").split(",") if t.strip()],
+    )
+
+
+def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict[str, Any]:
+    study = participant.study
+    done, total = selectors.participant_progress(participant)
+    stimuli = trial.shown_stimuli()
+    tags = list(Tag.objects.in_bulk(trial.shown_tags).values()) if trial.shown_tags else []
+    tags.sort(key=lambda tag: trial.shown_tags.index(tag.pk))
+    return {
+        "study": study,
+        "participant": participant,
+        "trial": trial,
+        "stimuli": stimuli,
+        "reference": stimuli[0] if study.kind == StudyKind.TWO_AFC else None,
+        "options": stimuli[1:] if study.kind == StudyKind.TWO_AFC else stimuli,
+        "scale": range(study.scale_min, study.scale_max + 1),
+        "tags": tags,
+        "key": secrets.token_hex(16),
+        "done": done,
+        "total": total,
+        "percent": round(100 * done / total) if total else 100,
+        "problem": problem,
+        "instructions": render_markdown(study.instructions_md),
+    }
+
+
+def participant_done(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant(token)
+    if participant.status == "consented":
+        return redirect(participant)
+    study = participant.study
+    return render(
+        request,
+        "annotation/participant/done.html",
+        {"study": study, "participant": participant, "code": study.completion_code},
+    )
+
+
+def participant_stimulus(request: HttpRequest, token: str, stimulus_id: int) -> FileResponse:
+    """A stimulus file, only while it is part of one of this participant's trials."""
+    participant = _participant(token)
+    shown = participant.trials.values_list("shown", flat=True)
+    if not any(stimulus_id in ids for ids in shown):
+        raise PermissionDenied("This stimulus is not part of your trials.")
+    stimulus = get_object_or_404(participant.study.dataset.stimuli, pk=stimulus_id)
+    if not stimulus.file:
+        raise Http404("This stimulus is a text.")
+    return FileResponse(stimulus.file.open("rb"))
+
+
+def tag_suggest(request: HttpRequest, token: str) -> JsonResponse:
+    participant = _participant(token)
+    if participant.study.kind != StudyKind.TAGS:
+        raise Http404("Not a tag study.")
+    return JsonResponse(
+        {"tags": selectors.tag_vocabulary(participant.study, request.GET.get("q", ""))}
+    )

@@ -1,0 +1,641 @@
+"""Import published human judgments from a CSV or TSV file, so they can be scored without a study.
+
+Formats (a header row names the columns, matched ignoring case and surrounding spaces; other
+columns are ignored; the delimiter, comma, semicolon or tab, is sniffed):
+
+- ``pairs``: ``a, b, value`` and optionally ``participant``: one rating, or one mean rating,
+  per row. Rows for the same pair are separate judgments (their mean is what is scored).
+- ``triplets``: ``a, b, c, choice`` (+ ``participant``): ``choice`` is the odd one out.
+- ``2afc``: ``reference, first, second, choice`` (+ ``participant``): ``choice`` is the
+  candidate judged more like the reference.
+- ``matrix``: a square similarity matrix. The first row holds the stimuli (after a corner
+  cell), the first column the same stimuli in the same order; the diagonal is ignored and
+  each pair i < j becomes one rating. An asymmetric matrix is refused unless ``symmetrize``
+  asks for the two triangles to be averaged.
+
+``choice`` names the chosen stimulus itself, written exactly as in its column; a position
+(``1``, ``a``) is refused, because stimuli may well be called "1" or "a".
+
+Each reference is matched to a stimulus of an existing dataset by ``match``:
+``id`` (the stimulus id), ``name`` (its name, the last part of its name, or its stored file
+name, all exact), ``text`` (its text, compared after Unicode NFC normalisation, case folding
+and collapsing runs of white space to one space), or ``auto`` (all three together: each
+reference must reach exactly one stimulus). A reference that matches no stimulus, or several,
+is refused. Stimuli are never added to an existing dataset: that would change its content
+hash, which keys its cached embeddings (one row per stimulus), and runs on it would stop
+lining up. Instead, ``new_dataset_name`` with ``create_missing=True`` creates a new text
+dataset whose stimuli are the file's references, in sorted order.
+
+Row numbers in messages are the file's line numbers (the header is line 1). Nothing is
+stored unless the whole file is good: it is parsed and matched first, then the new dataset
+(if any) and the judgments are created in one transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import IO, Any
+
+import numpy as np
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from evaluation import services
+from evaluation.engine.fingerprint import stimulus_hash
+from evaluation.importers import ImportProblem, ParsedStimulus, _csv_reader, _rows
+from evaluation.judgments import JudgmentRow, _item_key, judgments_create
+from evaluation.models import (
+    Dataset,
+    HumanJudgments,
+    Judgment,
+    JudgmentKind,
+    Modality,
+    Stimulus,
+)
+from webapp.uploads import human_bytes
+
+MATCH_RULES = ("auto", "id", "name", "text")
+# Every row becomes a Judgment object in memory before the bulk insert; beyond this, split
+# the file (THINGS' full 4.7M triplets would need several GB).
+MAX_JUDGMENT_ROWS = 2_000_000
+SYMMETRY_TOLERANCE = 1e-9
+MAX_LISTED = 5
+POSITION_WORDS = {"1", "2", "3", "a", "b", "c", "first", "second"}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    kind: str
+    stimuli: tuple[str, ...]  # columns naming the trial's stimuli, in JudgmentRow order
+    options: tuple[str, ...]  # the columns ``choice`` may name; none for ratings
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return (*self.stimuli, "choice" if self.options else "value")
+
+
+LAYOUTS = {
+    "pairs": _Layout(JudgmentKind.PAIRS, ("a", "b"), ()),
+    "triplets": _Layout(JudgmentKind.TRIPLETS, ("a", "b", "c"), ("a", "b", "c")),
+    "2afc": _Layout(JudgmentKind.TWO_AFC, ("reference", "first", "second"), ("first", "second")),
+}
+FORMATS = (*LAYOUTS, "matrix")
+
+
+@dataclass(frozen=True)
+class ParsedJudgment:
+    """One judgment read from the file, before its references are matched to stimuli."""
+
+    line: int
+    references: tuple[str, ...]
+    value: float | None = None
+    choice: str | None = None  # the chosen reference, as written in its column
+    participant: str = ""
+
+
+# --- Entry point ---------------------------------------------------------------------------
+def judgments_import(
+    *,
+    file: UploadedFile | IO[bytes],
+    format: str,
+    name: str,
+    dataset: Dataset | None = None,
+    new_dataset_name: str = "",
+    match: str = "auto",
+    create_missing: bool = False,
+    symmetrize: bool = False,
+    allow_repeats: bool = False,
+    scale_min: float | None = None,
+    scale_max: float | None = None,
+    origin: str = "",
+    description: str = "",
+    created_by: Any = None,
+) -> HumanJudgments:
+    """Store the file's judgments as a new version of ``name``, over ``dataset`` or over a new
+    text dataset called ``new_dataset_name`` (which needs ``create_missing=True``).
+
+    ``allow_repeats`` accepts a participant judging the same item twice (planned test-retest
+    trials, as in THINGS' noise-ceiling set); otherwise that is refused as a duplicate.
+    Raises ValidationError (keyed by argument, or ``file`` for the file's content).
+    """
+    name, new_dataset_name = name.strip(), new_dataset_name.strip()
+    _check_arguments(
+        format=format,
+        name=name,
+        dataset=dataset,
+        new_dataset_name=new_dataset_name,
+        match=match,
+        create_missing=create_missing,
+        symmetrize=symmetrize,
+    )
+    kind = LAYOUTS[format].kind if format in LAYOUTS else JudgmentKind.PAIRS
+    _check_scale(kind, scale_min, scale_max)
+    _check_upload_size(file)
+    try:
+        parsed = parse_judgment_csv(file, format=format, symmetrize=symmetrize)
+        references = list(dict.fromkeys(ref for item in parsed for ref in item.references))
+        if dataset is None:
+            orders = _orders_for_new_dataset(references)
+        else:
+            orders = _orders_in_dataset(dataset, references, match)
+        rows = _judgment_rows(kind, parsed, orders, scale_min, scale_max, allow_repeats)
+    except ImportProblem as exc:
+        raise ValidationError({"file": str(exc)}) from None
+    origin = origin or _default_origin(format, file)
+    with transaction.atomic():
+        if dataset is None:
+            dataset = _text_dataset_create(
+                name=new_dataset_name,
+                texts=sorted(orders, key=orders.__getitem__),
+                upload=file,
+                judgments_name=name,
+                origin=origin,
+                created_by=created_by,
+            )
+        return judgments_create(
+            dataset=dataset,
+            name=name,
+            kind=kind,
+            rows=rows,
+            scale_min=scale_min,
+            scale_max=scale_max,
+            allow_repeats=allow_repeats,
+            origin=origin,
+            description=description,
+            created_by=created_by,
+        )
+
+
+def _check_arguments(
+    *,
+    format: str,
+    name: str,
+    dataset: Dataset | None,
+    new_dataset_name: str,
+    match: str,
+    create_missing: bool,
+    symmetrize: bool,
+) -> None:
+    if format not in FORMATS:
+        raise ValidationError(
+            {"format": f"Unknown format {format!r}; use one of {', '.join(FORMATS)}."}
+        )
+    if symmetrize and format != "matrix":
+        raise ValidationError({"symmetrize": "Symmetrizing applies to the matrix format only."})
+    if match not in MATCH_RULES:
+        raise ValidationError(
+            {"match": f"Unknown match rule {match!r}; use one of {', '.join(MATCH_RULES)}."}
+        )
+    name_limit = HumanJudgments._meta.get_field("name").max_length
+    if not name or len(name) > name_limit:
+        raise ValidationError(
+            {"name": f"Give the judgments a name of 1 to {name_limit} characters."}
+        )
+    if (dataset is None) == (not new_dataset_name):
+        raise ValidationError(
+            {"dataset": "Choose an existing dataset, or name a new text dataset; not both."}
+        )
+    if dataset is not None:
+        _check_existing_dataset(dataset, match, create_missing)
+    else:
+        _check_new_dataset(new_dataset_name, match, create_missing)
+
+
+def _check_existing_dataset(dataset: Dataset, match: str, create_missing: bool) -> None:
+    if create_missing:
+        raise ValidationError(
+            {
+                "create_missing": "Stimuli are never added to an existing dataset: that would "
+                "change its content hash, so its cached embeddings and runs would no longer "
+                "line up with it. Import into a new text dataset instead."
+            }
+        )
+    if match == "text" and dataset.modality != Modality.TEXT:
+        raise ValidationError(
+            {
+                "match": f"{dataset.name} holds {dataset.modality} stimuli, which have no text; "
+                "match them by id or name."
+            }
+        )
+
+
+def _check_new_dataset(new_dataset_name: str, match: str, create_missing: bool) -> None:
+    if not create_missing:
+        raise ValidationError(
+            {
+                "create_missing": "A new dataset is made of the file's references as text "
+                "stimuli; confirm that with create_missing."
+            }
+        )
+    if match != "auto":
+        raise ValidationError(
+            {"match": "Matching applies to an existing dataset; a new one is made from the file."}
+        )
+    name_limit = Dataset._meta.get_field("name").max_length
+    if len(new_dataset_name) > name_limit:
+        raise ValidationError(
+            {"new_dataset_name": f"A dataset name has at most {name_limit} characters."}
+        )
+    if Dataset.objects.filter(name=new_dataset_name).exists():
+        raise ValidationError(
+            {"new_dataset_name": f"A dataset called {new_dataset_name!r} already exists."}
+        )
+
+
+def _check_scale(kind: str, scale_min: float | None, scale_max: float | None) -> None:
+    if scale_min is None and scale_max is None:
+        return
+    if kind != JudgmentKind.PAIRS:
+        raise ValidationError({"scale_min": "A rating scale applies to pair ratings only."})
+    for field, bound in (("scale_min", scale_min), ("scale_max", scale_max)):
+        if bound is not None and not math.isfinite(bound):
+            raise ValidationError({field: "The scale's ends must be finite numbers."})
+    if scale_min is not None and scale_max is not None and scale_min >= scale_max:
+        raise ValidationError({"scale_max": "The scale's maximum must exceed its minimum."})
+
+
+def _check_upload_size(file: UploadedFile | IO[bytes]) -> None:
+    size = getattr(file, "size", None)
+    if size is not None and size > settings.DATASET_UPLOAD_MAX_BYTES:
+        raise ValidationError(
+            {
+                "file": f"The file is {human_bytes(size)}; the limit is "
+                f"{human_bytes(settings.DATASET_UPLOAD_MAX_BYTES)} (DATASET_UPLOAD_MAX_BYTES)."
+            }
+        )
+
+
+def _default_origin(format: str, file: UploadedFile | IO[bytes]) -> str:
+    file_name = PurePosixPath(str(getattr(file, "name", "") or "")).name
+    limit = HumanJudgments._meta.get_field("origin").max_length
+    return (f"{format} file {file_name}" if file_name else f"{format} file")[:limit]
+
+
+# --- Parsing -------------------------------------------------------------------------------
+def parse_judgment_csv(
+    upload: IO[bytes], *, format: str, symmetrize: bool = False
+) -> list[ParsedJudgment]:
+    """Read every judgment of the file, or raise ImportProblem naming the row at fault."""
+    if format == "matrix":
+        return _parse_matrix(upload, symmetrize)
+    layout = LAYOUTS[format]
+    reader = _csv_reader(upload)
+    _use_column_names(reader, format, layout)
+    parsed = [_parse_row(row, reader.line_num, layout) for row in _rows(reader, MAX_JUDGMENT_ROWS)]
+    if not parsed:
+        raise ImportProblem("The file has a header but no rows.")
+    return parsed
+
+
+def _use_column_names(reader: csv.DictReader, format: str, layout: _Layout) -> None:
+    """Check the header names the layout's columns, and key rows by the lower-case names."""
+    found = [(column or "").strip() for column in reader.fieldnames or []]
+    names = [column.lower() for column in found]
+    wanted = (*layout.required, "participant")
+    missing = [column for column in layout.required if column not in names]
+    if missing:
+        raise ImportProblem(
+            f"The file has no {', '.join(repr(c) for c in missing)} column; a {format} file "
+            f"needs columns {', '.join(layout.required)} (and optionally participant). Its "
+            f"first line, read as the header, holds: {', '.join(repr(c) for c in found)}."
+        )
+    repeated = sorted({column for column in names if names.count(column) > 1} & set(wanted))
+    if repeated:
+        raise ImportProblem(f"The header names the column {repeated[0]!r} more than once.")
+    reader.fieldnames = names
+
+
+def _parse_row(row: dict[str, str], line: int, layout: _Layout) -> ParsedJudgment:
+    references = tuple(_cell(row, column, line) for column in layout.stimuli)
+    participant = _participant(row, line)
+    if layout.options:
+        choice = _choice(row, references, layout, line)
+        return ParsedJudgment(line, references, choice=choice, participant=participant)
+    value = _number(_cell(row, "value", line), line, "the value")
+    return ParsedJudgment(line, references, value=value, participant=participant)
+
+
+def _cell(row: dict[str, str], column: str, line: int) -> str:
+    value = (row.get(column) or "").strip()  # a short row leaves its last columns as None
+    if not value:
+        raise ImportProblem(f"Row {line}: the column {column!r} is empty.")
+    return value
+
+
+def _participant(row: dict[str, str], line: int) -> str:
+    participant = (row.get("participant") or "").strip()
+    limit = Judgment._meta.get_field("participant").max_length
+    if len(participant) > limit:
+        raise ImportProblem(f"Row {line}: the participant id is longer than {limit} characters.")
+    return participant
+
+
+def _number(raw: str, line: int, what: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImportProblem(f"Row {line}: {what} {raw!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise ImportProblem(f"Row {line}: {what} {raw!r} is not a finite number.")
+    return value
+
+
+def _choice(row: dict[str, str], references: tuple[str, ...], layout: _Layout, line: int) -> str:
+    choice = _cell(row, "choice", line)
+    options = [
+        ref
+        for column, ref in zip(layout.stimuli, references, strict=True)
+        if column in layout.options
+    ]
+    if choice in options:
+        return choice
+    if choice in references:
+        raise ImportProblem(
+            f"Row {line}: the choice {choice!r} is the reference; it must be the first or the "
+            "second stimulus."
+        )
+    hint = (
+        " The choice names the chosen stimulus itself, not its position."
+        if choice.lower() in POSITION_WORDS
+        else ""
+    )
+    raise ImportProblem(
+        f"Row {line}: the choice {choice!r} is not one of the trial's options "
+        f"({', '.join(repr(o) for o in options)}).{hint}"
+    )
+
+
+def _parse_matrix(upload: IO[bytes], symmetrize: bool) -> list[ParsedJudgment]:
+    table = list(_nonblank_rows(upload))
+    if not table:
+        raise ImportProblem("The file holds no matrix: all its cells are empty.")
+    header_line, header = table[0]
+    labels = [cell.strip() for cell in header[1:]]
+    _check_matrix_labels(labels, header_line)
+    size = len(labels)
+    if size * (size - 1) // 2 > MAX_JUDGMENT_ROWS:
+        raise ImportProblem(
+            f"A matrix of {size} stimuli holds more than {MAX_JUDGMENT_ROWS} pairs; split it."
+        )
+    body = table[1:]
+    if len(body) != size:
+        raise ImportProblem(
+            f"The matrix names {size} stimuli in its header but has {len(body)} rows below it; "
+            "it must be square."
+        )
+    values = np.array([_matrix_row(cells, i, labels, line) for i, (line, cells) in enumerate(body)])
+    if symmetrize:
+        values = (values + values.T) / 2
+    else:
+        _check_symmetric(values, labels)
+    return [
+        ParsedJudgment(line, (labels[i], labels[j]), value=float(values[i, j]))
+        for i, (line, _) in enumerate(body)
+        for j in range(i + 1, size)
+    ]
+
+
+def _nonblank_rows(upload: IO[bytes]) -> Iterator[tuple[int, list[str]]]:
+    # The matrix header holds stimuli, not column names: read the sniffed file's plain rows.
+    reader = _csv_reader(upload).reader
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                yield reader.line_num, cells
+    except csv.Error as exc:
+        raise ImportProblem(f"The file is malformed near row {reader.line_num}: {exc}") from None
+
+
+def _check_matrix_labels(labels: Sequence[str], line: int) -> None:
+    if len(labels) < 2:
+        raise ImportProblem(
+            f"Row {line}: a similarity matrix needs a header row naming at least two stimuli "
+            "after its corner cell."
+        )
+    first_column: dict[str, int] = {}
+    for column, label in enumerate(labels, start=2):
+        if not label:
+            raise ImportProblem(
+                f"Row {line}: header cell {column} is empty; it must name a stimulus."
+            )
+        earlier = first_column.setdefault(label, column)
+        if earlier != column:
+            raise ImportProblem(
+                f"Row {line}: the header names {label!r} twice (cells {earlier} and {column})."
+            )
+
+
+def _matrix_row(cells: list[str], index: int, labels: Sequence[str], line: int) -> list[float]:
+    size = len(labels)
+    if len(cells) != size + 1:
+        raise ImportProblem(
+            f"Row {line} has {len(cells)} cells; each row of this matrix holds its stimulus and "
+            f"{size} values."
+        )
+    label = cells[0].strip()
+    if label != labels[index]:
+        raise ImportProblem(
+            f"Row {line} starts with {label!r}, but stimulus {index + 1} of the header is "
+            f"{labels[index]!r}; the first column must list the header's stimuli in its order."
+        )
+    return [
+        math.nan
+        if j == index
+        else _number(cells[j + 1].strip(), line, f"the cell under {labels[j]!r}")
+        for j in range(size)
+    ]
+
+
+def _check_symmetric(values: np.ndarray, labels: Sequence[str]) -> None:
+    difference = np.abs(values - values.T)
+    np.fill_diagonal(difference, 0.0)  # the diagonal is ignored (and NaN)
+    asymmetric = int((difference > SYMMETRY_TOLERANCE).sum()) // 2
+    if not asymmetric:
+        return
+    i, j = np.unravel_index(int(np.argmax(difference)), difference.shape)
+    raise ImportProblem(
+        f"The matrix is not symmetric ({asymmetric} pairs differ); the largest difference: row "
+        f"{labels[i]!r}, column {labels[j]!r} holds {values[i, j]:g} but row {labels[j]!r}, "
+        f"column {labels[i]!r} holds {values[j, i]:g}. Fix the file, or symmetrize to average "
+        "the two triangles."
+    )
+
+
+# --- Matching references to stimuli --------------------------------------------------------
+def _orders_for_new_dataset(references: list[str]) -> dict[str, int]:
+    """A new dataset holds the references as written, sorted, so that the same set of texts
+    always makes the same dataset content hash (and reuses its cached embeddings)."""
+    if len(references) > settings.DATASET_MAX_STIMULI:
+        raise ImportProblem(
+            f"The file names {len(references)} stimuli; a dataset holds at most "
+            f"{settings.DATASET_MAX_STIMULI} (DATASET_MAX_STIMULI)."
+        )
+    return {reference: order for order, reference in enumerate(sorted(references))}
+
+
+def _orders_in_dataset(dataset: Dataset, references: list[str], match: str) -> dict[str, int]:
+    index, id_of_order = _stimulus_index(dataset)
+    rules = ("id", "name", "text") if match == "auto" else (match,)
+    how = "id, name or text" if match == "auto" else match
+    orders: dict[str, int] = {}
+    unknown: list[str] = []
+    ambiguous: list[str] = []
+    for reference in references:
+        found = set().union(
+            *(index[rule].get(_reference_key(rule, reference), ()) for rule in rules)
+        )
+        if len(found) == 1:
+            orders[reference] = found.pop()
+        elif found:
+            ids = ", ".join(str(id_of_order[order]) for order in sorted(found))
+            ambiguous.append(f"{reference!r} (stimuli {ids})")
+        else:
+            unknown.append(repr(reference))
+    if unknown:
+        raise ImportProblem(
+            f"{len(unknown)} of the file's {len(references)} stimuli match no stimulus of "
+            f"{dataset.name} by {how}: {_listing(unknown)}. Stimuli are never added to an "
+            "existing dataset; import into a new text dataset to create them."
+        )
+    if ambiguous:
+        raise ImportProblem(
+            f"{len(ambiguous)} of the file's stimuli match more than one stimulus of "
+            f"{dataset.name} by {how}: {_listing(ambiguous)}. Name them by id to tell them apart."
+        )
+    return orders
+
+
+def _stimulus_index(dataset: Dataset) -> tuple[dict[str, dict[str, set[int]]], dict[int, int]]:
+    """For each rule, the stimulus orders each key reaches; and each order's stimulus id."""
+    index: dict[str, dict[str, set[int]]] = {"id": {}, "name": {}, "text": {}}
+    id_of_order: dict[int, int] = {}
+    stimuli = Stimulus.objects.filter(dataset=dataset).values_list(
+        "pk", "order", "name", "file", "text"
+    )
+    for pk, order, name, file, text in stimuli:
+        id_of_order[order] = pk
+        index["id"].setdefault(str(pk), set()).add(order)
+        for key in {name, PurePosixPath(name).name, PurePosixPath(file).name if file else ""}:
+            if key:
+                index["name"].setdefault(key, set()).add(order)
+        if text.strip():
+            index["text"].setdefault(normalised_text(text), set()).add(order)
+    return index, id_of_order
+
+
+def _reference_key(rule: str, reference: str) -> str:
+    if rule == "id":
+        return str(int(reference)) if reference.isascii() and reference.isdigit() else ""
+    if rule == "text":
+        return normalised_text(reference)
+    return reference
+
+
+def normalised_text(text: str) -> str:
+    """How a text is compared: NFC, case-folded, runs of white space as one space."""
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return f"{shown} and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else shown
+
+
+# --- Rows ----------------------------------------------------------------------------------
+def _judgment_rows(
+    kind: str,
+    parsed: Sequence[ParsedJudgment],
+    orders: dict[str, int],
+    scale_min: float | None,
+    scale_max: float | None,
+    allow_repeats: bool,
+) -> list[JudgmentRow]:
+    rows = []
+    first_seen: dict[tuple[Any, ...], int] = {}
+    for position, item in enumerate(parsed):
+        stimuli = tuple(orders[reference] for reference in item.references)
+        _check_distinct(item, stimuli)
+        if item.value is not None:
+            _check_on_scale(item.line, item.value, scale_min, scale_max)
+        if item.participant and not allow_repeats:
+            earlier = first_seen.setdefault((item.participant, *_item_key(kind, stimuli)), position)
+            if earlier != position:
+                raise ImportProblem(
+                    f"Rows {parsed[earlier].line} and {item.line}: participant "
+                    f"{item.participant!r} judged the same item twice. Remove the repeat, or "
+                    "allow repeats if the data hold planned test-retest trials."
+                )
+        chosen = orders[item.choice] if item.choice is not None else None
+        rows.append(
+            JudgmentRow(stimuli, value=item.value, chosen=chosen, participant=item.participant)
+        )
+    return rows
+
+
+def _check_distinct(item: ParsedJudgment, stimuli: tuple[int, ...]) -> None:
+    for later, order in enumerate(stimuli):
+        first = stimuli.index(order)
+        if first == later:
+            continue
+        one, other = item.references[first], item.references[later]
+        if one != other:
+            problem = f"{one!r} and {other!r} are the same stimulus of the dataset"
+        elif len(stimuli) == 2:
+            problem = f"{one!r} is paired with itself (a catch trial, not data)"
+        else:
+            problem = f"{one!r} appears twice in the trial"
+        raise ImportProblem(f"Row {item.line}: {problem}; a trial's stimuli must differ.")
+
+
+def _check_on_scale(
+    line: int, value: float, scale_min: float | None, scale_max: float | None
+) -> None:
+    if scale_min is not None and value < scale_min:
+        raise ImportProblem(
+            f"Row {line}: the rating {value:g} is below the scale's minimum {scale_min:g}."
+        )
+    if scale_max is not None and value > scale_max:
+        raise ImportProblem(
+            f"Row {line}: the rating {value:g} is above the scale's maximum {scale_max:g}."
+        )
+
+
+# --- A new text dataset --------------------------------------------------------------------
+def _text_dataset_create(
+    *,
+    name: str,
+    texts: Sequence[str],
+    upload: UploadedFile | IO[bytes],
+    judgments_name: str,
+    origin: str,
+    created_by: Any,
+) -> Dataset:
+    """A new text dataset whose stimuli are ``texts``, in this order (their order is their row
+    in the judgments), created the way every dataset import creates one."""
+    name_limit = Stimulus._meta.get_field("name").max_length
+    stimuli = [
+        ParsedStimulus(
+            name=text[:name_limit],
+            label="",
+            split="",
+            text=text,
+            content_hash=stimulus_hash(content=text.encode("utf-8")),
+        )
+        for text in texts
+    ]
+    return services._dataset_import(
+        name=name,
+        modality=Modality.TEXT,
+        upload=upload,
+        parse=lambda staging: stimuli,
+        created_by=created_by,
+        description=f"The stimuli of the judgments {judgments_name!r}.",
+        origin=origin,
+    )

@@ -1,0 +1,311 @@
+"""Studies through the services: design, fair assignment within quota, exactly-once
+responses, expiry, quality control, adaptive tags and aggregation into HumanJudgments."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
+
+from annotation import services
+from annotation.models import (
+    Item,
+    Participant,
+    Response,
+    Study,
+    Tag,
+    Trial,
+    TrialRole,
+)
+from annotation.services import Answer, ItemPlan, TrialProblem
+from evaluation.models import Judgment
+from tests.conftest import make_text_dataset
+
+pytestmark = pytest.mark.django_db
+keys = (f"key-{n}" for n in itertools.count())
+
+
+def make_study(kind: str = "pairs", *, items: ItemPlan | None = None, **design) -> Study:
+    design.setdefault("judgments_per_item", 2)
+    design.setdefault("trials_per_session", 5)
+    name = f"{kind} study {next(keys)}"
+    study = services.study_create(
+        dataset=make_text_dataset(name=f"sentences for {name}"),
+        name=name,
+        kind=kind,
+        items=items or (ItemPlan() if kind == "pairs" else ItemPlan(mode="random", count=10)),
+        **design,
+    )
+    services.study_set_status(study=study, status="open")
+    return study
+
+
+def answer_for(trial: Trial, **fields) -> Answer:
+    study = trial.participant.study
+    if study.kind == "pairs":
+        fields.setdefault("value", 4)
+    elif study.kind in ("triplets", "2afc"):
+        fields.setdefault("chosen", trial.shown[-1])
+    fields.setdefault("rt_ms", 1500)
+    return Answer(trial_id=trial.pk, idempotency_key=next(keys), **fields)
+
+
+def complete_session(participant: Participant, **fields) -> int:
+    answered = 0
+    while (trial := services.trial_current(participant=participant)) is not None:
+        services.response_submit(participant=participant, answer=answer_for(trial, **fields))
+        answered += 1
+    return answered
+
+
+def test_all_pairs_random_subsets_and_lists_make_the_items_asked_for():
+    study = make_study()
+    assert study.items.count() == math.comb(8, 2)
+    triplets = make_study("triplets", items=ItemPlan(mode="random", count=12, seed=3))
+    assert triplets.items.count() == 12
+    assert all(len({i.a_id, i.b_id, i.c_id}) == 3 for i in triplets.items.all())
+    with pytest.raises(ValidationError, match="repeats item 1"):
+        services.study_create(
+            dataset=triplets.dataset,
+            name="listed",
+            kind="pairs",
+            items=ItemPlan(mode="list", stimuli=[(0, 1), (1, 0)]),
+        )
+    with pytest.raises(ValidationError, match="leave room for regular trials"):
+        services.study_create(
+            dataset=triplets.dataset,
+            name="too many checks",
+            kind="pairs",
+            items=ItemPlan(),
+            trials_per_session=4,
+            catch_trials=2,
+            repeat_trials=2,
+        )
+
+
+def test_no_item_goes_past_its_quota_and_nobody_sees_an_item_twice():
+    study = make_study(judgments_per_item=2, trials_per_session=28)
+    participants = [services.participant_start(study=study) for _ in range(3)]
+    answered = [complete_session(p) for p in participants]
+    # 28 items x 2 judgments: the first two participants take everything, the third nothing.
+    assert sorted(answered) == [0, 28, 28]
+    assert set(Item.objects.values_list("answered", flat=True)) == {2}
+    for participant in participants:
+        items = list(participant.trials.values_list("item_id", flat=True))
+        assert len(items) == len(set(items))
+
+
+def test_least_answered_items_are_served_first():
+    study = make_study(judgments_per_item=3, trials_per_session=10)
+    complete_session(services.participant_start(study=study))
+    second = services.participant_start(study=study)
+    trial = services.trial_current(participant=second)
+    assert trial.item.answered == 0  # 18 items are still unanswered: one of those comes first
+
+
+def test_a_double_submission_stores_one_response_and_a_second_key_is_refused():
+    study = make_study()
+    participant = services.participant_start(study=study)
+    trial = services.trial_current(participant=participant)
+    answer = answer_for(trial)
+    first = services.response_submit(participant=participant, answer=answer)
+    again = services.response_submit(participant=participant, answer=answer)
+    assert first.pk == again.pk and Response.objects.count() == 1
+    with pytest.raises(TrialProblem, match="already been answered"):
+        services.response_submit(participant=participant, answer=answer_for(trial))
+    assert Item.objects.get(pk=trial.item_id).answered == 1
+
+
+def test_a_trial_of_another_participant_is_refused():
+    study = make_study()
+    alice = services.participant_start(study=study)
+    bob = services.participant_start(study=study)
+    trial = services.trial_current(participant=alice)
+    with pytest.raises(PermissionDenied, match="not issued to you"):
+        services.response_submit(participant=bob, answer=answer_for(trial))
+    assert Response.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"value": 9}, "whole number from 1 to 7"), ({"value": 2.5}, "whole number")],
+)
+def test_out_of_range_ratings_are_refused(fields, message):
+    study = make_study()
+    participant = services.participant_start(study=study)
+    trial = services.trial_current(participant=participant)
+    with pytest.raises(TrialProblem, match=message):
+        services.response_submit(participant=participant, answer=answer_for(trial, **fields))
+    assert Response.objects.count() == 0
+
+
+def test_a_choice_not_in_the_trial_is_refused():
+    study = make_study("triplets")
+    participant = services.participant_start(study=study)
+    trial = services.trial_current(participant=participant)
+    outside = study.dataset.stimuli.exclude(pk__in=trial.shown).first()
+    with pytest.raises(TrialProblem, match="not one of this trial's options"):
+        services.response_submit(
+            participant=participant, answer=answer_for(trial, chosen=outside.pk)
+        )
+
+
+def test_an_expired_trial_returns_to_the_pool_and_cannot_be_answered():
+    study = make_study(judgments_per_item=1)
+    participant = services.participant_start(study=study)
+    trial = services.trial_current(participant=participant)
+    Trial.objects.filter(pk=trial.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    with pytest.raises(TrialProblem, match="expired"):
+        services.response_submit(participant=participant, answer=answer_for(trial))
+    fresh = services.trial_current(participant=participant)
+    assert fresh.pk != trial.pk and fresh.position == trial.position
+    assert Item.objects.get(pk=trial.item_id).assigned == 0  # released for someone else
+
+
+def test_a_returning_participant_continues_where_they_stopped():
+    study = make_study(trials_per_session=5)
+    participant = services.participant_start(study=study, external_id="PID-1")
+    trial = services.trial_current(participant=participant)
+    services.response_submit(participant=participant, answer=answer_for(trial))
+    resumed = services.participant_start(study=study, external_id="PID-1")
+    assert resumed.pk == participant.pk
+    assert services.trial_current(participant=resumed).position == 1
+    assert complete_session(resumed) == 4
+
+
+def test_catch_trials_and_repeats_are_planned_and_failing_catches_excludes():
+    study = make_study(
+        trials_per_session=8, catch_trials=2, repeat_trials=2, judgments_per_item=5
+    )
+    careless = services.participant_start(study=study)
+    complete_session(careless, value=1)  # rates identical stimuli 1 of 7: fails both catches
+    careless.refresh_from_db()
+    roles = list(careless.trials.values_list("role", flat=True))
+    assert roles.count(TrialRole.CATCH) == 2 and roles.count(TrialRole.REPEAT) == 2
+    for repeat in careless.trials.filter(role=TrialRole.REPEAT):
+        assert repeat.position > repeat.repeat_of.position
+        assert set(repeat.shown) == set(repeat.repeat_of.shown)
+    assert careless.status == "excluded"
+    assert careless.flags == ["failed 2 of 2 catch trials"]
+
+    careful = services.participant_start(study=study)
+    while (trial := services.trial_current(participant=careful)) is not None:
+        value = 7 if trial.role == TrialRole.CATCH else 4
+        services.response_submit(participant=careful, answer=answer_for(trial, value=value))
+    careful.refresh_from_db()
+    assert careful.status == "completed" and careful.flags == []
+
+
+def test_too_fast_responses_are_flagged_and_exclude():
+    study = make_study(min_response_ms=500, max_fast_share=0.2)
+    participant = services.participant_start(study=study)
+    while (trial := services.trial_current(participant=participant)) is not None:
+        services.response_submit(participant=participant, answer=answer_for(trial, rt_ms=100))
+    participant.refresh_from_db()
+    assert participant.status == "excluded"
+    assert participant.flags == ["5 of 5 responses faster than 500 ms"]
+    assert all(r.flags == ["too fast"] for r in Response.objects.all())
+
+
+def test_aggregation_keeps_regular_trials_of_included_participants_only():
+    study = make_study(trials_per_session=6, catch_trials=1, repeat_trials=1)
+    good = services.participant_start(study=study)
+    while (trial := services.trial_current(participant=good)) is not None:
+        value = 7 if trial.role == TrialRole.CATCH else 3
+        services.response_submit(participant=good, answer=answer_for(trial, value=value))
+    bad = services.participant_start(study=study)
+    complete_session(bad, value=1)
+    judgments = services.study_aggregate(study=study)
+    assert judgments.kind == "pairs" and judgments.judgment_count == 4  # 6 - catch - repeat
+    stored = Judgment.objects.filter(judgments=judgments)
+    assert set(stored.values_list("value", flat=True)) == {3.0}
+    assert judgments.target.kind == "pairs"
+    assert study.aggregations.get().excluded_participants == 1
+
+
+def test_two_afc_keeps_the_reference_first_and_aggregates_choices():
+    study = make_study("2afc", judgments_per_item=1)
+    participant = services.participant_start(study=study)
+    trial = services.trial_current(participant=participant)
+    assert trial.shown[0] == trial.item.a_id  # the reference never moves
+    complete_session(participant)
+    judgments = services.study_aggregate(study=study)
+    assert judgments.kind == "2afc" and judgments.judgment_count == 5
+
+
+def test_adaptive_tags_hide_flagged_freeze_agreed_and_complete_the_chain():
+    study = make_study(
+        "tags",
+        tag_mode="adaptive",
+        trials_per_session=1,
+        judgments_per_item=1,
+        max_iterations=10,
+        frozen_tags_to_complete=1,
+    )
+    stimulus_item = None
+
+    def iteration(**fields) -> Trial:
+        nonlocal stimulus_item
+        participant = services.participant_start(study=study)
+        trial = services.trial_current(participant=participant)
+        if stimulus_item is None:
+            stimulus_item = trial.item
+        assert trial.item == stimulus_item  # least-answered chain first: the same stimulus
+        services.response_submit(
+            participant=participant, answer=Answer(trial.pk, next(keys), **fields)
+        )
+        return trial
+
+    # Only one stimulus's chain exists for this test's purposes.
+    Item.objects.filter(study=study).exclude(pk=Item.objects.filter(study=study).first().pk).update(
+        completed=True
+    )
+    iteration(new_tags=["Red  Car", "vehicle", "red car"])
+    tags = {t.text: t for t in Tag.objects.all()}
+    assert set(tags) == {"red car", "vehicle"}  # normalised and de-duplicated
+    second = iteration(
+        tag_ratings={tags["red car"].pk: 4, tags["vehicle"].pk: None}, new_tags=[]
+    )
+    assert set(second.shown_tags) == {tags["red car"].pk, tags["vehicle"].pk}
+    third = iteration(tag_ratings={tags["red car"].pk: 3, tags["vehicle"].pk: None})
+    assert Tag.objects.get(text="vehicle").status == "hidden"  # two flags
+    assert third.shown_tags
+    iteration(tag_ratings={tags["red car"].pk: 5})
+    red = Tag.objects.get(text="red car")
+    assert (red.status, red.rating_count, red.mean_rating) == ("frozen", 3, 4.0)
+    stimulus_item.refresh_from_db()
+    assert stimulus_item.completed  # one frozen tag completes this chain
+    nobody = services.participant_start(study=study)
+    assert services.trial_current(participant=nobody) is None
+
+
+def test_an_adaptive_chain_is_held_by_one_participant_at_a_time():
+    study = make_study("tags", tag_mode="adaptive", trials_per_session=1, judgments_per_item=1)
+    first = services.trial_current(participant=services.participant_start(study=study))
+    second = services.trial_current(participant=services.participant_start(study=study))
+    assert first.item_id != second.item_id
+
+
+def test_tag_trials_need_every_shown_tag_rated():
+    study = make_study("tags", tag_mode="adaptive", trials_per_session=1)
+    Item.objects.filter(study=study).exclude(pk=Item.objects.filter(study=study).first().pk).update(
+        completed=True
+    )
+    p1 = services.participant_start(study=study)
+    t1 = services.trial_current(participant=p1)
+    with pytest.raises(TrialProblem, match="Add at least one tag"):
+        services.response_submit(participant=p1, answer=Answer(t1.pk, next(keys)))
+    services.response_submit(participant=p1, answer=Answer(t1.pk, next(keys), new_tags=["cat"]))
+    p2 = services.participant_start(study=study)
+    t2 = services.trial_current(participant=p2)
+    with pytest.raises(TrialProblem, match="Rate or flag every tag"):
+        services.response_submit(participant=p2, answer=Answer(t2.pk, next(keys), new_tags=["x"]))
+    with pytest.raises(TrialProblem, match="from 1 to 5"):
+        services.response_submit(
+            participant=p2, answer=Answer(t2.pk, next(keys), tag_ratings={t2.shown_tags[0]: 9})
+        )
+    assert Tag.objects.count() == 1
