@@ -178,9 +178,7 @@ def test_a_returning_participant_continues_where_they_stopped():
 
 
 def test_catch_trials_and_repeats_are_planned_and_failing_catches_excludes():
-    study = make_study(
-        trials_per_session=8, catch_trials=2, repeat_trials=2, judgments_per_item=5
-    )
+    study = make_study(trials_per_session=8, catch_trials=2, repeat_trials=2, judgments_per_item=5)
     careless = services.participant_start(study=study)
     complete_session(careless, value=1)  # rates identical stimuli 1 of 7: fails both catches
     careless.refresh_from_db()
@@ -267,9 +265,7 @@ def test_adaptive_tags_hide_flagged_freeze_agreed_and_complete_the_chain():
     iteration(new_tags=["Red  Car", "vehicle", "red car"])
     tags = {t.text: t for t in Tag.objects.all()}
     assert set(tags) == {"red car", "vehicle"}  # normalised and de-duplicated
-    second = iteration(
-        tag_ratings={tags["red car"].pk: 4, tags["vehicle"].pk: None}, new_tags=[]
-    )
+    second = iteration(tag_ratings={tags["red car"].pk: 4, tags["vehicle"].pk: None}, new_tags=[])
     assert set(second.shown_tags) == {tags["red car"].pk, tags["vehicle"].pk}
     third = iteration(tag_ratings={tags["red car"].pk: 3, tags["vehicle"].pk: None})
     assert Tag.objects.get(text="vehicle").status == "hidden"  # two flags

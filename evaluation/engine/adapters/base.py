@@ -93,7 +93,9 @@ class Adapter(ABC):
 
     def has_convolutions(self) -> bool:
         """Whether image batches pass through 2-D convolutions (where channels-last helps)."""
-        return self.modality == "image" and any(isinstance(m, torch.nn.Conv2d) for m in self.hook_root().modules())
+        return self.modality == "image" and any(
+            isinstance(m, torch.nn.Conv2d) for m in self.hook_root().modules()
+        )
 
     def use_channels_last(self) -> None:
         """Keep weights and (through ``to_device``) image batches in channels-last layout."""
