@@ -56,6 +56,9 @@ class StudyForm(forms.ModelForm):
     item_count = forms.IntegerField(min_value=1, required=False, label="N (random subset)")
     item_file = forms.FileField(required=False, label="Item list (CSV)")
     seed = forms.IntegerField(min_value=0, initial=0, help_text="Seed for random items.")
+    redirect_url = forms.URLField(
+        required=False, assume_scheme="https", help_text="Sent here after completion."
+    )
 
     class Meta:
         model = Study

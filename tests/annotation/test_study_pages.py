@@ -1,0 +1,216 @@
+"""Study pages over HTTP: a participant's whole session without JavaScript, returning with
+the same link, what a participant token can and cannot reach, CSRF, the researcher's
+dashboard and streamed exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotation import services
+from annotation.models import Participant, Response, Study
+from annotation.services import ItemPlan
+from tests.conftest import make_text_dataset
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def study(researcher) -> Study:
+    study = services.study_create(
+        dataset=make_text_dataset(),
+        name="Sentence similarity",
+        kind="pairs",
+        items=ItemPlan(),
+        judgments_per_item=3,
+        trials_per_session=4,
+        consent_md="You may stop **at any time**.<script>alert(1)</script>",
+        redirect_url="https://app.prolific.example/submissions/complete",
+        created_by=researcher,
+    )
+    services.study_set_status(study=study, status="open")
+    return study
+
+
+def consent(client: Client, study: Study, query: str = "") -> str:
+    """Open the study link, agree, and return the participant page's URL."""
+    url = study.participant_url() + query
+    page = client.get(url)
+    assert page.status_code == 200
+    response = client.post(url, {"consent": "on"})
+    assert response.status_code == 302
+    return response["Location"]
+
+
+def current_trial(client: Client, url: str) -> dict[str, str]:
+    page = client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    return {
+        "trial": re.search(r'name="trial" value="(\d+)"', html).group(1),
+        "key": re.search(r'name="key" value="(\w+)"', html).group(1),
+    }
+
+
+def test_consent_is_markdown_without_script(client, study):
+    page = client.get(study.participant_url()).content.decode()
+    assert "<strong>at any time</strong>" in page
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+
+
+def test_a_whole_session_without_javascript_ends_with_the_completion_code(client, study):
+    url = consent(client, study, "?PROLIFIC_PID=abc123")
+    for value in (1, 4, 7, 2):
+        fields = current_trial(client, url)
+        response = client.post(url, {**fields, "value": value})
+        assert response.status_code == 302  # post/redirect/get
+    done = client.get(url, follow=True)
+    assert study.completion_code in done.content.decode()
+    assert "submissions/complete?cc=" in done.content.decode()
+    participant = Participant.objects.get()
+    assert participant.external_id == "abc123" and participant.status == "completed"
+    assert sorted(Response.objects.values_list("value", flat=True)) == [1, 2, 4, 7]
+
+
+def test_htmx_swaps_the_next_trial_in_place(client, study):
+    url = consent(client, study)
+    fields = current_trial(client, url)
+    response = client.post(url, {**fields, "value": 5}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="trial"') and "<html" not in body
+    assert f'name="trial" value="{fields["trial"]}"' not in body  # the next trial
+
+
+def test_the_same_link_continues_where_the_participant_stopped(client, study):
+    url = consent(client, study, "?PROLIFIC_PID=p-77")
+    fields = current_trial(client, url)
+    client.post(url, {**fields, "value": 3})
+    # Same browser: the session remembers; another browser: the external id does.
+    assert client.get(study.participant_url())["Location"] == url
+    other_browser = Client()
+    assert other_browser.get(study.participant_url() + "?PROLIFIC_PID=p-77")["Location"] == url
+    assert "Trial 2 of 4" in client.get(url).content.decode()
+
+
+def test_a_double_click_stores_one_response(client, study):
+    url = consent(client, study)
+    fields = current_trial(client, url)
+    client.post(url, {**fields, "value": 6})
+    client.post(url, {**fields, "value": 6})
+    assert Response.objects.count() == 1
+
+
+def test_a_participant_cannot_answer_or_see_another_participants_trial(client, study):
+    alice_url = consent(client, study)
+    alice_trial = current_trial(client, alice_url)
+    bob = Client()
+    bob_url = consent(bob, study)
+    response = bob.post(bob_url, {**alice_trial, "value": 2})
+    assert response.status_code == 403
+    alice = Participant.objects.get(token=alice_url.strip("/").split("/")[-1])
+    shown = alice.trials.get().shown
+    assert bob.get(
+        reverse(
+            "annotation:participant_stimulus", args=[bob_url.strip("/").split("/")[-1], shown[0]]
+        )
+    ).status_code in (403, 404)
+    assert Response.objects.count() == 0
+
+
+def test_participants_reach_no_researcher_page(client, study):
+    consent(client, study)
+    for name, args in [
+        ("annotation:study_detail", [study.pk]),
+        ("annotation:study_list", []),
+        ("annotation:study_export", [study.pk, "responses", "csv"]),
+        ("evaluation:run_list", []),
+    ]:
+        response = client.get(reverse(name, args=args))
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_forms_need_a_csrf_token(study):
+    strict = Client(enforce_csrf_checks=True)
+    assert strict.post(study.participant_url(), {"consent": "on"}).status_code == 403
+    assert Participant.objects.count() == 0
+
+
+def test_a_closed_study_takes_no_new_participants(client, study):
+    services.study_set_status(study=study, status="closed")
+    assert client.get(study.participant_url()).status_code == 403
+
+
+def test_dashboard_and_streamed_exports_hold_exactly_the_responses(client, researcher, study):
+    for _ in range(3):
+        participant_client = Client()
+        url = consent(participant_client, study)
+        for value in (2, 5, 6, 3):
+            participant_client.post(url, {**current_trial(participant_client, url), "value": value})
+    client.force_login(researcher)
+    page = client.get(reverse("annotation:study_detail", args=[study.pk])).content.decode()
+    assert "12 regular responses over 28 items" in page
+    export = client.get(reverse("annotation:study_export", args=[study.pk, "responses", "csv"]))
+    assert export.streaming
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert len(rows) == 12 and sorted(float(r["value"]) for r in rows) == sorted([2, 5, 6, 3] * 3)
+    as_json = client.get(reverse("annotation:study_export", args=[study.pk, "responses", "json"]))
+    assert len(json.loads(b"".join(as_json.streaming_content))) == 12
+    aggregate = client.get(reverse("annotation:study_export", args=[study.pk, "aggregate", "csv"]))
+    per_item = list(csv.DictReader(io.StringIO(b"".join(aggregate.streaming_content).decode())))
+    assert sum(int(row["n"]) for row in per_item) == 12
+    response = client.post(reverse("annotation:study_aggregate", args=[study.pk]), follow=True)
+    assert "Stored 12 judgments" in response.content.decode()
+
+
+def test_researcher_creates_a_study_from_the_form(client, researcher):
+    dataset = make_text_dataset()
+    client.force_login(researcher)
+    items = "a,b\nA cat sits on the mat.,A dog runs in the park.\n"
+    response = client.post(
+        reverse("annotation:study_create"),
+        {
+            "name": "listed",
+            "kind": "pairs",
+            "dataset": dataset.pk,
+            "item_mode": "list",
+            "item_file": io.BytesIO(items.encode()),
+            "seed": 0,
+            **{f: v for f, v in FORM_DEFAULTS.items()},
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    study = Study.objects.get(name="listed")
+    assert study.items.count() == 1 and study.status == "draft"
+
+
+FORM_DEFAULTS = {
+    "judgments_per_item": 5,
+    "trials_per_session": 20,
+    "practice_trials": 0,
+    "scale_min": 1,
+    "scale_max": 7,
+    "scale_min_label": "Not at all similar",
+    "scale_max_label": "Very similar",
+    "tag_mode": "free",
+    "flags_to_hide": 2,
+    "ratings_to_freeze": 3,
+    "freeze_mean": 3.0,
+    "frozen_tags_to_complete": 2,
+    "max_iterations": 10,
+    "external_id_param": "PROLIFIC_PID",
+    "repeat_trials": 0,
+    "catch_trials": 0,
+    "min_response_ms": 0,
+    "max_catch_failures": 0,
+    "max_fast_share": 0.2,
+    "max_retest_difference": 2.0,
+    "min_retest_agreement": 0.5,
+    "trial_timeout_seconds": 600,
+}
