@@ -10,6 +10,7 @@ import io
 import secrets
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -94,7 +95,41 @@ def demo_load(*, log: object = print) -> dict[str, str]:
             )
             names = ", ".join(m.display_name for m in models)
             log(f"Queued run {run.pk}: k-NN of {names} on {dataset.name}.")
+    study = _demo_study(sentences, user)
+    log(f"Open study {study.name!r}: participants start at {study.participant_url()}")
+    credentials["study_url"] = study.participant_url()
     return credentials
+
+
+DEMO_STUDY = "Demo: how similar are these sentences?"
+
+
+def _demo_study(sentences: Dataset, user: object) -> Any:
+    """An open pair-rating study over 200 random sentence pairs, to try as a participant."""
+    from annotation import services as studies
+    from annotation.models import Study
+
+    existing = Study.objects.filter(name=DEMO_STUDY).first()
+    if existing is not None:
+        return existing
+    study = studies.study_create(
+        dataset=sentences,
+        name=DEMO_STUDY,
+        kind="pairs",
+        items=studies.ItemPlan(mode="random", count=200, seed=0),
+        judgments_per_item=3,
+        trials_per_session=10,
+        catch_trials=1,
+        repeat_trials=1,
+        min_response_ms=800,
+        consent_md="This demo study stores your ratings in this Likeness instance only. "
+        "You may stop at any time.",
+        instructions_md="Rate how **similar in meaning** the two sentences are, from 1 (not "
+        "at all) to 7 (the same). Use the number keys or click.",
+        created_by=user,
+    )
+    studies.study_set_status(study=study, status="open")
+    return study
 
 
 def digits_zip(limit: int | None = None) -> bytes:

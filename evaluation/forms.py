@@ -190,3 +190,45 @@ class RunForm(forms.Form):
         """Kinds of target the chosen dataset offers (to show only metrics that apply)."""
         dataset = self.chosen_dataset
         return set(dataset.targets.values_list("kind", flat=True)) if dataset else set()
+
+
+class JudgmentImportForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="e.g. SimLex-999; a new version if it exists.")
+    format = forms.ChoiceField(
+        choices=[
+            ("pairs", "Pairs: a, b, value [, participant]"),
+            ("triplets", "Triplets: a, b, c, choice [, participant] (choice = the odd one)"),
+            ("2afc", "2AFC: reference, first, second, choice [, participant]"),
+            ("matrix", "Square similarity matrix"),
+        ]
+    )
+    file = forms.FileField(help_text="CSV or TSV with a header row.")
+    dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.all(),
+        required=False,
+        help_text="Match the file's stimuli to this dataset's (by id, name or text)...",
+    )
+    match = forms.ChoiceField(
+        choices=[("auto", "auto"), ("id", "id"), ("name", "name"), ("text", "text")],
+        initial="auto",
+    )
+    new_dataset_name = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="...or create a new text dataset whose stimuli are the file's references.",
+    )
+    allow_repeats = forms.BooleanField(
+        required=False, help_text="The data hold planned repeats (test-retest) by participant."
+    )
+    symmetrize = forms.BooleanField(
+        required=False, help_text="Matrix only: average the two triangles if they differ."
+    )
+    scale_min = forms.FloatField(required=False, help_text="Ratings: bottom of the scale.")
+    scale_max = forms.FloatField(required=False, help_text="Ratings: top of the scale.")
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if bool(data.get("dataset")) == bool((data.get("new_dataset_name") or "").strip()):
+            raise forms.ValidationError("Choose an existing dataset or name a new one (not both).")
+        return data

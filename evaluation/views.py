@@ -10,7 +10,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from evaluation import selectors, services
-from evaluation.forms import DatasetImportForm, ModelRegisterForm, RunForm
+from evaluation.forms import DatasetImportForm, JudgmentImportForm, ModelRegisterForm, RunForm
+from evaluation.judgment_import import judgments_import
 from evaluation.models import Dataset, Modality, PretrainedModel, Run, Stimulus, Target
 from webapp.auth import researcher_required
 
@@ -107,6 +108,45 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Imported {dataset.stimulus_count} stimuli into {dataset}.")
             return redirect(dataset)
     return render(request, "evaluation/dataset_form.html", {"form": form})
+
+
+@researcher_required
+def judgments_import_view(request: HttpRequest) -> HttpResponse:
+    """Published judgments (pairs, triplets, 2AFC, a matrix) as a scoring target."""
+    form = JudgmentImportForm(request.POST or None, request.FILES or None)
+    refused = getattr(request, "upload_refused", None)
+    if refused:
+        form.is_valid()
+        form.errors.pop("file", None)
+        form.add_error("file", refused)
+    elif request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            judgments = judgments_import(
+                file=data["file"],
+                format=data["format"],
+                name=data["name"],
+                dataset=data["dataset"],
+                new_dataset_name=data["new_dataset_name"] if not data["dataset"] else "",
+                match=data["match"],
+                create_missing=not data["dataset"],
+                symmetrize=data["symmetrize"],
+                allow_repeats=data["allow_repeats"],
+                scale_min=data["scale_min"],
+                scale_max=data["scale_max"],
+                description=data["description"],
+                created_by=request.user,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(
+                request,
+                f"Imported {judgments.judgment_count} judgments as {judgments.name} "
+                f"v{judgments.version}.",
+            )
+            return redirect(judgments.dataset)
+    return render(request, "evaluation/judgments_form.html", {"form": form})
 
 
 @researcher_required

@@ -624,3 +624,37 @@ def test_bad_arguments_are_refused_by_name(arguments, field, message):
         )
     assert message in refused.value.message_dict[field][0]
     assert stored_counts() == before
+
+
+def test_the_import_page_creates_a_target_from_an_upload(researcher_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    data = b"a,b,value\ncat,dog,7\ncat,car,1\ndog,car,2\n"
+    response = researcher_client.post(
+        reverse("evaluation:judgments_import"),
+        {
+            "name": "toy ratings",
+            "format": "pairs",
+            "file": SimpleUploadedFile("toy.csv", data, content_type="text/csv"),
+            "match": "auto",
+            "new_dataset_name": "toy words",
+            "scale_min": 0,
+            "scale_max": 10,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[-1500:]
+    judgments = HumanJudgments.objects.get(name="toy ratings")
+    assert judgments.judgment_count == 3 and judgments.dataset.name == "toy words"
+    refused = researcher_client.post(
+        reverse("evaluation:judgments_import"),
+        {
+            "name": "again",
+            "format": "pairs",
+            "file": SimpleUploadedFile("toy.csv", b"a,b\nx,y\n"),
+            "match": "auto",
+            "new_dataset_name": "other words",
+        },
+    )
+    assert refused.status_code == 200 and "value" in refused.content.decode()
+    assert not HumanJudgments.objects.filter(name="again").exists()

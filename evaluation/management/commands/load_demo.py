@@ -19,3 +19,4 @@ class Command(BaseCommand):
                 f"Demo researcher: username {credentials['username']} / password {credentials['password']}"
             )
         )
+        self.stdout.write(f"Demo study for participants: {credentials['study_url']}")
