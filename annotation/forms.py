@@ -33,6 +33,7 @@ DESIGN_FIELDS = [
     "catch_trials",
     "min_response_ms",
     "max_catch_failures",
+    "exclude_on_failure",
     "max_fast_share",
     "max_retest_difference",
     "min_retest_agreement",

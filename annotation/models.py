@@ -101,6 +101,10 @@ class Study(models.Model):
         default=2.0,
         help_text="Ratings: exclude when repeated ratings differ by more than this on average.",
     )
+    exclude_on_failure = models.BooleanField(
+        default=True,
+        help_text="Exclude participants who break a rule; otherwise only flag them.",
+    )
     min_retest_agreement = models.FloatField(
         default=0.5,
         help_text="Choices: exclude when fewer repeated trials than this get the same answer.",

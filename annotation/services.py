@@ -583,7 +583,8 @@ def _maybe_complete_chain(study: Study, item: Item | None) -> None:
 def participant_finish(*, participant: Participant) -> None:
     """Mark the session complete and apply the study's exclusion rules."""
     reasons = quality_problems(participant)
-    status = ParticipantStatus.EXCLUDED if reasons else ParticipantStatus.COMPLETED
+    excluded = bool(reasons) and participant.study.exclude_on_failure
+    status = ParticipantStatus.EXCLUDED if excluded else ParticipantStatus.COMPLETED
     Participant.objects.filter(pk=participant.pk, status=ParticipantStatus.CONSENTED).update(
         status=status, flags=reasons, completed_at=timezone.now()
     )

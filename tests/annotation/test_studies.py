@@ -305,3 +305,50 @@ def test_tag_trials_need_every_shown_tag_rated():
             participant=p2, answer=Answer(t2.pk, next(keys), tag_ratings={t2.shown_tags[0]: 9})
         )
     assert Tag.objects.count() == 1
+
+
+def test_a_study_can_flag_without_excluding():
+    study = make_study(catch_trials=1, exclude_on_failure=False)
+    participant = services.participant_start(study=study)
+    complete_session(participant, value=1)
+    participant.refresh_from_db()
+    assert participant.status == "completed" and participant.flags == ["failed 1 of 1 catch trials"]
+
+
+def test_practice_trials_come_first_and_are_not_data():
+    study = make_study(practice_trials=2, trials_per_session=3)
+    participant = services.participant_start(study=study)
+    assert participant.plan[:2] == ["practice", "practice"]
+    assert complete_session(participant) == 5
+    roles = list(participant.trials.order_by("position").values_list("role", "item_id"))
+    assert roles[:2] == [("practice", None), ("practice", None)]
+    assert services.study_aggregate(study=study).judgment_count == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_participants_never_push_an_item_past_its_quota():
+    """Real threads, real PostgreSQL transactions: 12 participants race for 10 items x 2."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    study = make_study(
+        "triplets",
+        items=ItemPlan(mode="random", count=10, seed=1),
+        judgments_per_item=2,
+        trials_per_session=10,
+    )
+
+    def take_part(index: int) -> int:
+        try:
+            participant = services.participant_start(study=study, external_id=f"t{index}")
+            return complete_session(participant)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answered = list(pool.map(take_part, range(12)))
+    assert sum(answered) == 20 == Response.objects.count()
+    assert set(Item.objects.values_list("answered", "assigned")) == {(2, 2)}
+    pairs = list(Trial.objects.values_list("participant_id", "item_id"))
+    assert len(pairs) == len(set(pairs))

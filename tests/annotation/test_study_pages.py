@@ -209,6 +209,7 @@ FORM_DEFAULTS = {
     "catch_trials": 0,
     "min_response_ms": 0,
     "max_catch_failures": 0,
+    "exclude_on_failure": "on",
     "max_fast_share": 0.2,
     "max_retest_difference": 2.0,
     "min_retest_agreement": 0.5,
