@@ -7,6 +7,7 @@ app_name = "evaluation"
 urlpatterns = [
     path("leaderboards/", views.leaderboards, name="leaderboards"),
     path("leaderboards/<int:target_id>/", views.leaderboard, name="leaderboard"),
+    path("leaderboards/overall/", views.leaderboard_overall, name="leaderboard_overall"),
     path("models/", views.model_list, name="model_list"),
     path("models/new/", views.model_create, name="model_create"),
     path("models/<int:model_id>/", views.model_detail, name="model_detail"),

@@ -3,12 +3,15 @@ works as plain HTML without JavaScript."""
 
 from __future__ import annotations
 
+import csv
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from evaluation import leaderboards as boards
 from evaluation import selectors, services
 from evaluation.forms import DatasetImportForm, JudgmentImportForm, ModelRegisterForm, RunForm
 from evaluation.judgment_import import judgments_import
@@ -26,9 +29,44 @@ def leaderboards(request: HttpRequest) -> HttpResponse:
 
 
 def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
+    """One target's board; its state lives in the URL, CSV with ?format=csv."""
     target = get_object_or_404(Target.objects.select_related("dataset"), pk=target_id)
-    board = selectors.leaderboard_for_target(target=target, sort_key=request.GET.get("sort"))
-    return render(request, "evaluation/leaderboard.html", {"board": board, "target": target})
+    query = boards.BoardQuery.from_params(request.GET)
+    board = boards.leaderboard(target=target, query=query)
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="leaderboard-{target.pk}.csv"'
+        csv.writer(response).writerows(boards.board_csv_rows(board))
+        return response
+    template = "evaluation/leaderboard.html" + ("#board" if request.htmx else "")
+    flipped = "asc" if query.order == "desc" else "desc"
+    sort_links = {
+        key: "?" + query.as_params(sort=key, order=flipped if key == board.sort_key else "desc")
+        for key in board.metric_keys
+    }
+    return render(
+        request,
+        template,
+        {
+            "board": board,
+            "target": target,
+            "query": query,
+            "layer_choices": LAYER_LABELS,
+            "sort_links": sort_links,
+            "csv_link": "?" + "&".join(p for p in (query.as_params(), "format=csv") if p),
+        },
+    )
+
+
+LAYER_LABELS = [
+    ("best", "best layer per model"),
+    ("default", "each model's default layer"),
+    ("all", "every scored layer"),
+]
+
+
+def leaderboard_overall(request: HttpRequest) -> HttpResponse:
+    return render(request, "evaluation/leaderboard_overall.html", {"board": boards.overall_board()})
 
 
 # --- Models ---------------------------------------------------------------------------------------

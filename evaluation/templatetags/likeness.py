@@ -29,3 +29,14 @@ def duration(seconds: float | None) -> str:
 @register.filter
 def percent(fraction: float | None) -> str:
     return "—" if fraction is None else f"{100 * fraction:.0f}%"
+
+
+@register.filter
+def intcomma_short(number: int | None) -> str:
+    """2_300_000 -> 2.3M, 11_700 -> 11.7k."""
+    if number is None:
+        return "—"
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if number >= size:
+            return f"{number / size:.1f}{suffix}"
+    return str(number)

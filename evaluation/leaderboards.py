@@ -1,0 +1,330 @@
+"""Leaderboards: one per target (models x metrics) and one across targets.
+
+The view's whole state (sort, order, filters, layer choice) is a ``BoardQuery`` read from
+and written back to the URL, so a filtered view can be shared. Boards are computed from
+plain ``values()`` rows in two queries and cached under a key that changes whenever a
+score on the target changes, so repeated views cost one small query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+from urllib.parse import urlencode
+
+from django.core.cache import cache
+from django.db.models import Count, Max
+from django.http import QueryDict
+
+from evaluation.models import PretrainedModel, Score, Target
+
+LAYER_CHOICES = ("best", "default", "all")
+CACHE_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class BoardQuery:
+    sort: str = ""  # a metric key; the first metric when empty or unknown
+    order: str = "desc"
+    layers: str = "best"  # best layer per model, the model's default layer, or every layer
+    modality: str = ""
+    source: str = ""
+    min_params: int | None = None
+    max_params: int | None = None
+    q: str = ""  # model name contains
+
+    @classmethod
+    def from_params(cls, params: QueryDict | dict[str, str]) -> BoardQuery:
+        """Read the URL; values that make no sense fall back to the defaults."""
+
+        def number(name: str) -> int | None:
+            raw = str(params.get(name, "")).replace("_", "").strip()
+            return int(float(raw)) if raw.replace(".", "", 1).isdigit() else None
+
+        return cls(
+            sort=str(params.get("sort", ""))[:200],
+            order="asc" if params.get("order") == "asc" else "desc",
+            layers=str(params.get("layers", "best"))
+            if params.get("layers") in LAYER_CHOICES
+            else "best",
+            modality=str(params.get("modality", ""))[:20],
+            source=str(params.get("source", ""))[:40],
+            min_params=number("min_params"),
+            max_params=number("max_params"),
+            q=str(params.get("q", "")).strip()[:100],
+        )
+
+    def as_params(self, **changes: Any) -> str:
+        """This view's URL query, with ``changes`` applied; defaults are left out."""
+        state = replace(self, **changes)
+        defaults = BoardQuery()
+        return urlencode(
+            {
+                f.name: getattr(state, f.name)
+                for f in fields(state)
+                if getattr(state, f.name) not in (None, "", getattr(defaults, f.name))
+            }
+        )
+
+    def cache_key(self) -> str:
+        return hashlib.sha1(self.as_params().encode()).hexdigest()[:16]
+
+
+@dataclass
+class Cell:
+    value: float
+    ci_low: float
+    ci_high: float
+    ceiling: float | None
+    n: int
+
+    @property
+    def normalized(self) -> float | None:
+        return self.value / self.ceiling if self.ceiling else None
+
+
+@dataclass
+class Row:
+    model_id: int
+    model_name: str
+    source: str
+    modality: str
+    weights: str
+    parameter_count: int | None
+    layer: str
+    precision: str
+    layers_scored: int = 1
+    cells: dict[str, Cell] = field(default_factory=dict)
+    separable_from_leader: bool = True
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.source == "baseline"
+
+    @property
+    def is_untrained(self) -> bool:
+        return self.weights == "untrained"
+
+
+@dataclass
+class Board:
+    target: Target
+    query: BoardQuery
+    metric_keys: list[str]
+    sort_key: str
+    rows: list[Row]
+    total_models: int
+    facets: dict[str, list[str]]
+
+
+def scores_version(target: Target) -> str:
+    """Changes whenever a score on ``target`` is added, replaced or removed."""
+    stamp = Score.objects.filter(target=target).aggregate(
+        n=Count("id"), last=Max("id"), changed=Max("created_at")
+    )
+    raw = f"{stamp['n']}-{stamp['last']}-{stamp['changed']}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def leaderboard(*, target: Target, query: BoardQuery) -> Board:
+    key = f"board:{target.pk}:{scores_version(target)}:{query.cache_key()}"
+    board = cache.get(key)
+    if board is None:
+        board = _compute(target, query)
+        cache.set(key, board, CACHE_SECONDS)
+    return board
+
+
+def _compute(target: Target, query: BoardQuery) -> Board:
+    models = {
+        m["id"]: m
+        for m in PretrainedModel.objects.filter(scores__target=target)
+        .distinct()
+        .values("id", "name", "source", "modality", "weights", "parameter_count", "default_layer")
+    }
+    latest: dict[tuple[int, str, str], Row] = {}
+    scores = (
+        Score.objects.filter(target=target)
+        .order_by("created_at", "id")
+        .values_list(
+            "model_id",
+            "layer",
+            "embedding_set__precision",
+            "metric_key",
+            "value",
+            "ci_low",
+            "ci_high",
+            "ceiling",
+            "n",
+        )
+    )
+    for model_id, layer, precision, key, value, low, high, ceiling, n in scores.iterator(
+        chunk_size=5000
+    ):
+        row = latest.get((model_id, layer, precision or ""))
+        if row is None:
+            m = models[model_id]
+            row = Row(
+                model_id,
+                m["name"],
+                m["source"],
+                m["modality"],
+                m["weights"],
+                m["parameter_count"],
+                layer,
+                precision or "",
+            )
+            latest[(model_id, layer, precision or "")] = row
+        row.cells[key] = Cell(value, low, high, ceiling, n)  # later scores replace earlier
+    rows = [row for row in latest.values() if _passes(row, query)]
+    metric_keys = sorted({key for row in rows for key in row.cells})
+    sort_key = query.sort if query.sort in metric_keys else (metric_keys[0] if metric_keys else "")
+    rows = _choose_layers(rows, query.layers, sort_key, models)
+    rows.sort(key=lambda r: _sort_value(r, sort_key, query.order))
+    _mark_separability(rows, sort_key, query.order)
+    facets = {
+        "modality": sorted({m["modality"] for m in models.values()}),
+        "source": sorted({m["source"] for m in models.values()}),
+    }
+    return Board(target, query, metric_keys, sort_key, rows, len(models), facets)
+
+
+def _passes(row: Row, query: BoardQuery) -> bool:
+    if query.modality and row.modality != query.modality:
+        return False
+    if query.source and row.source != query.source:
+        return False
+    if query.q and query.q.lower() not in row.model_name.lower():
+        return False
+    params = row.parameter_count
+    if query.min_params is not None and (params is None or params < query.min_params):
+        return False
+    return not (query.max_params is not None and (params is None or params > query.max_params))
+
+
+def _choose_layers(
+    rows: list[Row], mode: str, sort_key: str, models: dict[int, dict[str, Any]]
+) -> list[Row]:
+    if mode == "all":
+        return rows
+    by_model: dict[tuple[int, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        by_model[(row.model_id, row.precision)].append(row)
+    chosen = []
+    for (model_id, _), candidates in by_model.items():
+        if mode == "default":
+            default = models[model_id]["default_layer"]
+            picked = next((r for r in candidates if r.layer == default), None)
+        else:
+            scored = [r for r in candidates if sort_key in r.cells]
+            picked = max(scored, key=lambda r: r.cells[sort_key].value, default=candidates[0])
+        if picked is not None:
+            picked.layers_scored = len(candidates)
+            chosen.append(picked)
+    return chosen
+
+
+def _sort_value(row: Row, key: str, order: str) -> tuple[bool, float]:
+    cell = row.cells.get(key)
+    if cell is None:
+        return (True, 0.0)  # missing scores last, whatever the order
+    return (False, -cell.value if order == "desc" else cell.value)
+
+
+def _mark_separability(rows: list[Row], key: str, order: str) -> None:
+    """Rows whose 95% CI overlaps the leader's cannot be told apart from it."""
+    leader = rows[0].cells.get(key) if rows else None
+    for row in rows:
+        cell = row.cells.get(key)
+        overlaps = (
+            leader is not None
+            and cell is not None
+            and (
+                cell.ci_high >= leader.ci_low if order == "desc" else cell.ci_low <= leader.ci_high
+            )
+        )
+        row.separable_from_leader = not overlaps
+
+
+CSV_FIXED = ["rank", "model", "source", "modality", "weights", "parameters", "layer", "precision"]
+
+
+def board_csv_rows(board: Board) -> list[list[Any]]:
+    header = list(CSV_FIXED)
+    for key in board.metric_keys:
+        header += [key, f"{key} ci_low", f"{key} ci_high", f"{key} ceiling", f"{key} of ceiling"]
+    header.append(f"separable from leader on {board.sort_key}")
+    out = [header]
+    for rank, row in enumerate(board.rows, start=1):
+        line: list[Any] = [
+            rank, row.model_name, row.source, row.modality, row.weights,
+            row.parameter_count, row.layer, row.precision,
+        ]  # fmt: skip
+        for key in board.metric_keys:
+            cell = row.cells.get(key)
+            line += (
+                [cell.value, cell.ci_low, cell.ci_high, cell.ceiling, cell.normalized]
+                if cell
+                else ["", "", "", "", ""]  # missing, not zero
+            )
+        line.append(row.separable_from_leader)
+        out.append(line)
+    return out
+
+
+# --- Across targets -------------------------------------------------------------------------
+@dataclass
+class OverallRow:
+    model_id: int
+    model_name: str
+    source: str
+    cells: dict[int, Cell | None]  # target id -> best-layer score on its primary metric
+    mean_rank: float | None
+    covered: int
+
+
+@dataclass
+class OverallBoard:
+    targets: list[Target]
+    primary: dict[int, str]  # target id -> the metric compared on it
+    rows: list[OverallRow]
+
+
+def overall_board() -> OverallBoard:
+    """Each model's best-layer score per target (its primary metric: the first in sort
+    order), ranked within each target; models are ordered by their mean rank over the
+    targets they have scores on. Gaps are not filled: a model's coverage is shown, and
+    models covering fewer targets come after those covering more."""
+    targets = list(Target.objects.filter(scores__isnull=False).distinct().select_related("dataset"))
+    primary: dict[int, str] = {}
+    per_target: dict[int, dict[int, Cell]] = {}
+    names: dict[int, tuple[str, str]] = {}
+    for target in targets:
+        board = leaderboard(target=target, query=BoardQuery())
+        primary[target.pk] = board.sort_key
+        per_target[target.pk] = {}
+        for row in board.rows:
+            cell = row.cells.get(board.sort_key)
+            if cell is not None and row.model_id not in per_target[target.pk]:
+                per_target[target.pk][row.model_id] = cell
+                names[row.model_id] = (row.model_name, row.source)
+    ranks: dict[int, list[float]] = defaultdict(list)
+    for cells in per_target.values():
+        ordered = sorted(cells.items(), key=lambda item: -item[1].value)
+        for rank, (model_id, _) in enumerate(ordered, start=1):
+            ranks[model_id].append(rank / len(ordered))  # fraction: comparable across sizes
+    rows = [
+        OverallRow(
+            model_id,
+            name,
+            source,
+            {t.pk: per_target[t.pk].get(model_id) for t in targets},
+            sum(ranks[model_id]) / len(ranks[model_id]) if ranks[model_id] else None,
+            len(ranks[model_id]),
+        )
+        for model_id, (name, source) in names.items()
+    ]
+    rows.sort(key=lambda r: (-r.covered, r.mean_rank if r.mean_rank is not None else 2.0))
+    return OverallBoard(targets, primary, rows)

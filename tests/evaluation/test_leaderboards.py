@@ -1,0 +1,150 @@
+"""Leaderboards: filters, layer choice, sorting, separability from the leader, missing scores,
+CSV export, URL state, the across-targets board, and a bounded number of queries."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.urls import reverse
+
+from evaluation.leaderboards import BoardQuery, leaderboard, overall_board
+from evaluation.models import PretrainedModel, Run, Score, Target
+from tests.conftest import make_text_dataset
+
+pytestmark = pytest.mark.django_db
+
+
+def add_model(name: str, *, source="timm", params=None, weights="pretrained", modality="text"):
+    return PretrainedModel.objects.create(
+        name=name,
+        source=source,
+        identifier=name,
+        weights=weights,
+        modality=modality,
+        default_layer="out",
+        parameter_count=params,
+    )
+
+
+def add_score(run, model, target, metric, value, *, layer="out", half_width=0.02, ceiling=None):
+    return Score.objects.create(
+        run=run, model=model, target=target, layer=layer, metric=metric.split("(")[0],
+        metric_key=metric, value=value, ci_low=value - half_width, ci_high=value + half_width,
+        ceiling=ceiling, n=100,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def board_data():
+    dataset = make_text_dataset()
+    target = Target.objects.get(dataset=dataset)
+    run = Run.objects.create(dataset=dataset, metrics=[])
+    big = add_model("big-net", params=300_000_000)
+    small = add_model("small-net", params=5_000_000)
+    close = add_model("close-net", source="sentence-transformers", params=20_000_000)
+    tfidf = add_model("tfidf", source="baseline")
+    add_score(run, big, target, "knn(k=5)", 0.90)
+    add_score(run, big, target, "knn(k=5)", 0.95, layer="block3")  # a better, deeper layer
+    add_score(run, big, target, "retrieval_map", 0.70)
+    add_score(run, small, target, "knn(k=5)", 0.60, half_width=0.01)
+    add_score(run, close, target, "knn(k=5)", 0.93, half_width=0.05)
+    add_score(run, tfidf, target, "knn(k=5)", 0.40)
+    return target
+
+
+def names(board):
+    return [(row.model_name, row.layer) for row in board.rows]
+
+
+def test_best_layer_per_model_sorted_with_separability_and_missing_kept(board_data):
+    board = leaderboard(target=board_data, query=BoardQuery())
+    assert board.sort_key == "knn(k=5)"
+    assert names(board) == [
+        ("big-net", "block3"),
+        ("close-net", "out"),
+        ("small-net", "out"),
+        ("tfidf", "out"),
+    ]
+    big, close, small, _ = board.rows
+    assert big.layers_scored == 2
+    assert not close.separable_from_leader  # 0.88-0.98 overlaps 0.93-0.97
+    assert small.separable_from_leader
+    assert "retrieval_map" not in big.cells  # block3 has no retrieval score: missing, not 0
+    assert "retrieval_map" not in small.cells
+
+
+def test_default_and_all_layers(board_data):
+    default = leaderboard(target=board_data, query=BoardQuery(layers="default"))
+    assert ("big-net", "out") in names(default) and ("big-net", "block3") not in names(default)
+    everything = leaderboard(target=board_data, query=BoardQuery(layers="all"))
+    assert len(everything.rows) == 5
+
+
+def test_filters_and_ascending_order(board_data):
+    by_source = leaderboard(target=board_data, query=BoardQuery(source="timm"))
+    assert {r.model_name for r in by_source.rows} == {"big-net", "small-net"}
+    by_size = leaderboard(target=board_data, query=BoardQuery(min_params=10_000_000))
+    assert {r.model_name for r in by_size.rows} == {"big-net", "close-net"}  # unknown size out
+    by_name = leaderboard(target=board_data, query=BoardQuery(q="NET", max_params=10**7))
+    assert names(by_name) == [("small-net", "out")]
+    ascending = leaderboard(target=board_data, query=BoardQuery(order="asc"))
+    assert ascending.rows[0].model_name == "tfidf"
+
+
+def test_sorting_by_a_sparse_metric_puts_missing_last(board_data):
+    board = leaderboard(target=board_data, query=BoardQuery(sort="retrieval_map", layers="all"))
+    assert board.rows[0].model_name == "big-net" and board.rows[0].layer == "out"
+    assert all("retrieval_map" not in row.cells for row in board.rows[1:])
+
+
+def test_url_state_round_trips():
+    query = BoardQuery(sort="knn(k=5)", order="asc", layers="all", source="timm", min_params=10)
+    assert BoardQuery.from_params(dict(pair.split("=") for pair in query.as_params().split("&")))
+    parsed = BoardQuery.from_params({"sort": "knn(k=5)", "order": "asc", "layers": "all",
+                                     "source": "timm", "min_params": "10"})  # fmt: skip
+    assert parsed == query
+    assert BoardQuery.from_params({"layers": "nonsense", "min_params": "x"}) == BoardQuery()
+
+
+def test_page_csv_and_htmx_partial(client, board_data):
+    url = reverse("evaluation:leaderboard", args=[board_data.pk])
+    page = client.get(url, {"source": "timm"}).content.decode()
+    assert "big-net" in page and "close-net" not in page and "best of 2 layers" in page
+    partial = client.get(url, {"layers": "all"}, headers={"HX-Request": "true"}).content.decode()
+    assert partial.lstrip().startswith('<div id="board"') and "<html" not in partial
+    export = client.get(url, {"format": "csv", "layers": "all"})
+    rows = list(csv.reader(io.StringIO(export.content.decode())))
+    header, first = rows[0], rows[1]
+    assert header[:3] == ["rank", "model", "source"] and len(rows) == 6
+    assert first[1] == "big-net" and float(first[header.index("knn(k=5)")]) == 0.95
+    small = next(r for r in rows if r[1] == "small-net")
+    assert small[header.index("retrieval_map")] == ""  # missing stays empty
+
+
+def test_leaderboard_queries_do_not_grow_with_rows(
+    client, board_data, django_assert_max_num_queries
+):
+    url = reverse("evaluation:leaderboard", args=[board_data.pk])
+    run = Run.objects.first()
+    for index in range(60):
+        add_score(run, add_model(f"extra-{index}"), board_data, "knn(k=5)", 0.5 + index / 1000)
+    with django_assert_max_num_queries(8):
+        assert client.get(url).status_code == 200
+    with django_assert_max_num_queries(4):  # cached: only the version check and the page
+        assert client.get(url).status_code == 200
+
+
+def test_overall_board_ranks_within_targets_and_shows_gaps(board_data):
+    other = make_text_dataset(name="other sentences")
+    other_target = Target.objects.get(dataset=other)
+    run = Run.objects.create(dataset=other, metrics=[])
+    small = PretrainedModel.objects.get(name="small-net")
+    add_score(run, small, other_target, "knn(k=5)", 0.8)
+    board = overall_board()
+    assert len(board.targets) == 2
+    first = board.rows[0]
+    assert (first.model_name, first.covered) == ("small-net", 2)  # full coverage first
+    assert board.rows[1].model_name == "big-net" and board.rows[1].covered == 1
+    assert board.rows[1].cells[other_target.pk] is None
