@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from evaluation import leaderboards as boards
-from evaluation import selectors, services
+from evaluation import plots, selectors, services
 from evaluation.forms import DatasetImportForm, JudgmentImportForm, ModelRegisterForm, RunForm
 from evaluation.judgment_import import judgments_import
 from evaluation.models import Dataset, Modality, PretrainedModel, Run, Stimulus, Target
@@ -95,7 +95,22 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
     return render(
         request,
         "evaluation/model_detail.html",
-        {"model": model, "scores": selectors.model_scores(model=model)},
+        {
+            "model": model,
+            "scores": selectors.model_scores(model=model),
+            "curves": [
+                (
+                    target,
+                    plots.line_chart(
+                        series,
+                        title=f"{target.name}: score by layer",
+                        x_label="layer depth (order in the model)",
+                        y_label="score",
+                    ),
+                )
+                for target, series in selectors.model_layer_curves(model=model)
+            ],
+        },
     )
 
 

@@ -148,3 +148,18 @@ def test_overall_board_ranks_within_targets_and_shows_gaps(board_data):
     assert (first.model_name, first.covered) == ("small-net", 2)  # full coverage first
     assert board.rows[1].model_name == "big-net" and board.rows[1].covered == 1
     assert board.rows[1].cells[other_target.pk] is None
+
+
+def test_model_page_draws_score_against_layer_depth(researcher_client, board_data):
+    big = PretrainedModel.objects.get(name="big-net")
+    big.layers = [{"name": "stem", "shape": [8]}, {"name": "block3", "shape": [8]},
+                  {"name": "out", "shape": [8]}]  # fmt: skip
+    big.save()
+    page = researcher_client.get(reverse("evaluation:model_detail", args=[big.pk])).content.decode()
+    assert 'id="layer-curves"' in page
+    assert "block3: 0.950 [0.930, 0.970]" in page and "out: 0.900" in page
+    small = PretrainedModel.objects.get(name="small-net")
+    page = researcher_client.get(
+        reverse("evaluation:model_detail", args=[small.pk])
+    ).content.decode()
+    assert 'id="layer-curves"' not in page  # one layer is not a curve
