@@ -8,6 +8,7 @@ urlpatterns = [
     path("leaderboards/", views.leaderboards, name="leaderboards"),
     path("leaderboards/<int:target_id>/", views.leaderboard, name="leaderboard"),
     path("leaderboards/overall/", views.leaderboard_overall, name="leaderboard_overall"),
+    path("compare/", views.compare_page, name="compare"),
     path("models/", views.model_list, name="model_list"),
     path("models/new/", views.model_create, name="model_create"),
     path("models/<int:model_id>/", views.model_detail, name="model_detail"),

@@ -11,8 +11,8 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from evaluation import compare, plots, selectors, services
 from evaluation import leaderboards as boards
-from evaluation import plots, selectors, services
 from evaluation.forms import DatasetImportForm, JudgmentImportForm, ModelRegisterForm, RunForm
 from evaluation.judgment_import import judgments_import
 from evaluation.models import Dataset, Modality, PretrainedModel, Run, Stimulus, Target
@@ -67,6 +67,55 @@ LAYER_LABELS = [
 
 def leaderboard_overall(request: HttpRequest) -> HttpResponse:
     return render(request, "evaluation/leaderboard_overall.html", {"board": boards.overall_board()})
+
+
+# --- Compare (researchers: it shows stimuli) -----------------------------------------------------
+@researcher_required
+def compare_page(request: HttpRequest) -> HttpResponse:
+    """2-4 models side by side on one target, from their cached embeddings."""
+    targets = Target.objects.select_related("dataset").order_by("dataset__name", "name")
+    target = targets.filter(pk=_int(request.GET.get("target"))).first()
+    chosen_ids = [i for i in (_int(v) for v in request.GET.getlist("models")) if i][:4]
+    models = list(PretrainedModel.objects.filter(pk__in=chosen_ids))
+    models.sort(key=lambda m: chosen_ids.index(m.pk))
+    available = (
+        PretrainedModel.objects.filter(embedding_sets__dataset=target.dataset).distinct()
+        if target
+        else PretrainedModel.objects.none()
+    )
+    comparison = None
+    problem = ""
+    if target and len(models) >= 2:
+        layers = {m.pk: request.GET.get(f"layer_{m.pk}", "") for m in models}
+        comparison = compare.compare(
+            target=target,
+            models=models,
+            layers=layers,
+            order_by="cluster" if request.GET.get("order") == "cluster" else "label",
+            stimulus_id=_int(request.GET.get("stimulus")),
+        )
+    elif request.GET:
+        problem = "Choose a target and two to four models."
+    return render(
+        request,
+        "evaluation/compare.html",
+        {
+            "targets": targets,
+            "target": target,
+            "available": available,
+            "chosen": chosen_ids,
+            "comparison": comparison,
+            "problem": problem,
+            "order": request.GET.get("order", "label"),
+        },
+    )
+
+
+def _int(raw: str | None) -> int | None:
+    try:
+        return int(raw or "")
+    except ValueError:
+        return None
 
 
 # --- Models ---------------------------------------------------------------------------------------
