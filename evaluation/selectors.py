@@ -61,6 +61,14 @@ def run_progress_fraction(run: Run) -> float:
     return sum(step.fraction_done for step in steps) / len(steps) if steps else 0.0
 
 
+def run_seconds_left(run: Run, progress: float) -> float | None:
+    """Remaining time if the rest goes as fast as what is done (after the first 5%)."""
+    elapsed = run.elapsed_seconds
+    if run.is_finished or elapsed is None or progress < 0.05:
+        return None
+    return elapsed * (1 - progress) / progress
+
+
 def model_scores(*, model: PretrainedModel) -> QuerySet[Score]:
     return model.scores.select_related("target__dataset", "run").order_by("-created_at")
 

@@ -416,6 +416,42 @@ def run_cancel(*, run: Run) -> bool:
     return bool(updated)
 
 
+def run_retry(*, run: Run) -> int:
+    """Queue the failed and cancelled steps of a finished run again; returns how many.
+
+    Embeddings already cached are reused and scores are upserted, so a retry redoes only
+    what is missing."""
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.status not in FINISHED_RUN_STATUSES:
+            return 0
+        step_ids = list(
+            locked.steps.filter(status__in=[StepStatus.FAILED, StepStatus.CANCELLED]).values_list(
+                "pk", flat=True
+            )
+        )
+        if not step_ids:
+            return 0
+        RunStep.objects.filter(pk__in=step_ids).update(
+            status=StepStatus.QUEUED,
+            error_message="",
+            claimed_by="",
+            attempts=0,
+            processed=0,
+            started_at=None,
+            finished_at=None,
+            heartbeat_at=None,
+        )
+        Run.objects.filter(pk=run.pk).update(
+            status=RunStatus.QUEUED, error_message="", finished_at=None
+        )
+        for step_id in step_ids:
+            transaction.on_commit(
+                lambda step_id=step_id: _enqueue("evaluation.extract_embeddings", step_id)
+            )
+    return len(step_ids)
+
+
 def _enqueue(task_name: str, step_id: int) -> None:
     from workers.celery import app
 

@@ -314,7 +314,26 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     template = (
         "evaluation/run_detail.html#run-progress" if request.htmx else "evaluation/run_detail.html"
     )
-    return render(request, template, {"run": run, "progress": selectors.run_progress_fraction(run)})
+    progress = selectors.run_progress_fraction(run)
+    return render(
+        request,
+        template,
+        {"run": run, "progress": progress, "remaining": selectors.run_seconds_left(run, progress)},
+    )
+
+
+@researcher_required
+@require_POST
+def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(Run, pk=run_id)
+    count = services.run_retry(run=run)
+    if count:
+        messages.info(request, f"Queued {count} model(s) of run {run.pk} again.")
+    else:
+        messages.warning(
+            request, "Nothing to retry: only finished runs with failed or cancelled models."
+        )
+    return redirect(run)
 
 
 @researcher_required

@@ -307,3 +307,33 @@ def test_leaderboard_shows_scores_with_intervals_and_baseline_label(client, imag
     html = client.get(score.target.get_absolute_url()).content.decode()
     assert "untrained baseline" in html
     assert f"{score.value:.3f}" in html and f"[{score.ci_low:.3f}, {score.ci_high:.3f}]" in html
+
+
+def test_retry_requeues_only_failed_steps_and_reuses_what_was_cached(
+    enqueued, django_capture_on_commit_callbacks
+):
+    dataset = make_text_dataset()
+    good, flaky = (
+        make_text_model(),
+        services.model_register(name="tfidf", source="baseline", identifier="tfidf"),
+    )
+    run = services.run_create(
+        dataset=dataset, models=[good, flaky], metrics=[knn_entry(k=1, split="loo")]
+    )
+    good_step, flaky_step = run.steps.get(model=good), run.steps.get(model=flaky)
+    services.step_extract(step_id=good_step.pk, worker="w1")
+    services.step_score(step_id=good_step.pk, worker="w1")
+    services.step_fail(step_id=flaky_step.pk, message="the worker stopped 3 times")
+    run.refresh_from_db()
+    assert run.status == "succeeded" and "the worker stopped 3 times" in run.error_message
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.run_retry(run=run) == 1
+    assert enqueued == [("evaluation.extract_embeddings", flaky_step.pk)]
+    run.refresh_from_db()
+    assert run.status == "queued" and run.error_message == ""
+    services.step_extract(step_id=flaky_step.pk, worker="w2")
+    services.step_score(step_id=flaky_step.pk, worker="w2")
+    run.refresh_from_db()
+    assert run.status == "succeeded" and Score.objects.filter(run=run).count() == 2
+    assert services.run_retry(run=run) == 0  # nothing left to retry
