@@ -137,45 +137,42 @@ def leaderboard(*, target: Target, query: BoardQuery) -> Board:
     return board
 
 
+SCORE_FIELDS = (
+    "target_id", "model_id", "layer", "embedding_set__precision", "metric_key",
+    "value", "ci_low", "ci_high", "ceiling", "n",
+)  # fmt: skip
+MODEL_FIELDS = ("id", "name", "source", "modality", "weights", "parameter_count", "default_layer")
+
+
 def _compute(target: Target, query: BoardQuery) -> Board:
     models = {
         m["id"]: m
         for m in PretrainedModel.objects.filter(scores__target=target)
         .distinct()
-        .values("id", "name", "source", "modality", "weights", "parameter_count", "default_layer")
+        .values(*MODEL_FIELDS)
     }
-    latest: dict[tuple[int, str, str], Row] = {}
     scores = (
         Score.objects.filter(target=target)
         .order_by("created_at", "id")
-        .values_list(
-            "model_id",
-            "layer",
-            "embedding_set__precision",
-            "metric_key",
-            "value",
-            "ci_low",
-            "ci_high",
-            "ceiling",
-            "n",
-        )
+        .values_list(*SCORE_FIELDS)
+        .iterator(chunk_size=5000)
     )
-    for model_id, layer, precision, key, value, low, high, ceiling, n in scores.iterator(
-        chunk_size=5000
-    ):
+    return _board(target, query, models, scores)
+
+
+def _board(
+    target: Target, query: BoardQuery, models: dict[int, dict[str, Any]], scores: Any
+) -> Board:
+    """The board from score tuples (SCORE_FIELDS, oldest first) of this target."""
+    latest: dict[tuple[int, str, str], Row] = {}
+    for _, model_id, layer, precision, key, value, low, high, ceiling, n in scores:
         row = latest.get((model_id, layer, precision or ""))
         if row is None:
             m = models[model_id]
             row = Row(
-                model_id,
-                m["name"],
-                m["source"],
-                m["modality"],
-                m["weights"],
-                m["parameter_count"],
-                layer,
-                precision or "",
-            )
+                model_id, m["name"], m["source"], m["modality"], m["weights"],
+                m["parameter_count"], layer, precision or "",
+            )  # fmt: skip
             latest[(model_id, layer, precision or "")] = row
         row.cells[key] = Cell(value, low, high, ceiling, n)  # later scores replace earlier
     rows = [row for row in latest.values() if _passes(row, query)]
@@ -184,11 +181,13 @@ def _compute(target: Target, query: BoardQuery) -> Board:
     rows = _choose_layers(rows, query.layers, sort_key, models)
     rows.sort(key=lambda r: _sort_value(r, sort_key, query.order))
     _mark_separability(rows, sort_key, query.order)
+    present = {row.model_id for row in latest.values()}
     facets = {
-        "modality": sorted({m["modality"] for m in models.values()}),
-        "source": sorted({m["source"] for m in models.values()}),
+        "modality": sorted({models[i]["modality"] for i in present}),
+        "source": sorted({models[i]["source"] for i in present}),
     }
-    return Board(target, query, metric_keys, sort_key, rows, len(models), facets)
+    total = len({row.model_id for row in latest.values()})
+    return Board(target, query, metric_keys, sort_key, rows, total, facets)
 
 
 def _passes(row: Row, query: BoardQuery) -> bool:
@@ -296,13 +295,38 @@ def overall_board() -> OverallBoard:
     """Each model's best-layer score per target (its primary metric: the first in sort
     order), ranked within each target; models are ordered by their mean rank over the
     targets they have scores on. Gaps are not filled: a model's coverage is shown, and
-    models covering fewer targets come after those covering more."""
+    models covering fewer targets come after those covering more.
+
+    Four queries whatever the number of targets, cached until any score changes."""
+    stamp = Score.objects.aggregate(n=Count("id"), last=Max("id"), changed=Max("created_at"))
+    key = "overall:" + hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
+    board = cache.get(key)
+    if board is None:
+        board = _overall()
+        cache.set(key, board, CACHE_SECONDS)
+    return board
+
+
+def _overall() -> OverallBoard:
     targets = list(Target.objects.filter(scores__isnull=False).distinct().select_related("dataset"))
+    models = {
+        m["id"]: m
+        for m in PretrainedModel.objects.filter(scores__isnull=False)
+        .distinct()
+        .values(*MODEL_FIELDS)
+    }
+    by_target: dict[int, list[Any]] = defaultdict(list)
+    for score in (
+        Score.objects.order_by("created_at", "id")
+        .values_list(*SCORE_FIELDS)
+        .iterator(chunk_size=5000)
+    ):
+        by_target[score[0]].append(score)
     primary: dict[int, str] = {}
     per_target: dict[int, dict[int, Cell]] = {}
     names: dict[int, tuple[str, str]] = {}
     for target in targets:
-        board = leaderboard(target=target, query=BoardQuery())
+        board = _board(target, BoardQuery(), models, by_target[target.pk])
         primary[target.pk] = board.sort_key
         per_target[target.pk] = {}
         for row in board.rows:

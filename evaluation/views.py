@@ -278,7 +278,10 @@ def stimulus_file(request: HttpRequest, stimulus_id: int) -> FileResponse:
 # --- Runs -----------------------------------------------------------------------------------------
 @researcher_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "evaluation/run_list.html", {"runs": selectors.runs_recent()})
+    runs = list(selectors.runs_recent())
+    for run in runs:  # from the prefetched steps: no query per run
+        run.progress = selectors.run_progress_fraction(run)  # type: ignore[attr-defined]
+    return render(request, "evaluation/run_list.html", {"runs": runs})
 
 
 @researcher_required
