@@ -140,7 +140,6 @@ def _heatmaps(result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndar
                     low=-1.0 if matrix.min() < 0 else 0.0,
                     high=1.0,
                     show_labels=False,
-                    cell=3,
                 ),
             )
         )

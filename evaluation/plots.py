@@ -49,14 +49,15 @@ def heatmap(
     high = max(values) if high is None and values else (high or 1.0)
     span = (high - low) or 1.0
     cell = cell or max(2, min(28, 480 // max(n_rows, n_cols, 1)))
-    margin_left = 110 if show_labels else 10
-    margin_top = 30 if not show_labels else 100
-    width, height = margin_left + n_cols * cell + 10, margin_top + n_rows * cell + 10
+    margin_left = 140 if show_labels else 10
+    margin_top = 40 if not show_labels else 110
+    width = max(margin_left + n_cols * cell + 10, 7 * len(title) + 20)
+    height = margin_top + n_rows * cell + 10
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="plot heatmap" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" {FONT}>',
         f"<title>{escape(title)}</title>",
-        f'<text x="{margin_left}" y="14" font-weight="600">{escape(title)}</text>',
+        f'<text x="10" y="14" font-weight="600">{escape(title)}</text>',
     ]
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
@@ -70,7 +71,7 @@ def heatmap(
         for i, label in enumerate(row_labels):
             parts.append(
                 f'<text x="{margin_left - 4}" y="{margin_top + i * cell + cell * 0.7}" '
-                f'text-anchor="end">{escape(label[:18])}</text>'
+                f'text-anchor="end">{escape(label[:22])}</text>'
             )
         for j, label in enumerate(col_labels):
             x, y = margin_left + j * cell + cell * 0.7, margin_top - 4
@@ -78,8 +79,8 @@ def heatmap(
                 f'<text x="{x}" y="{y}" transform="rotate(-60 {x} {y})">{escape(label[:18])}</text>'
             )
     parts.append(
-        f'<text x="{width - 10}" y="14" text-anchor="end" fill="#555">'
-        f"{_fmt(low, 2)} … {_fmt(high, 2)}</text></svg>"
+        f'<text x="10" y="28" fill="#555">colour scale {_fmt(low, 2)} (light) to '
+        f"{_fmt(high, 2)} (dark)</text></svg>"
     )
     return mark_safe("".join(parts))
 

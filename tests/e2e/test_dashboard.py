@@ -1,0 +1,105 @@
+"""The dashboard in a real browser: a shareable filtered, sorted leaderboard (htmx swaps the
+board and the URL follows), its CSV export, and the compare page for two models."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from evaluation import services
+from evaluation.judgments import JudgmentRow, judgments_create
+from evaluation.metrics import knn_entry
+from evaluation.models import Target
+from tests.conftest import make_text_dataset, make_text_model
+from tests.e2e.conftest import screenshot
+from tests.evaluation.test_leaderboards import add_model, add_score
+from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def log_in(page, live_server, next_path: str) -> None:
+    page.goto(f"{live_server.url}{next_path}")
+    page.get_by_label("Username").fill("rita")
+    page.get_by_label("Password").fill("rita-pass-123")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(re.escape(next_path.split("?")[0])))
+
+
+def test_leaderboard_filters_sort_and_share(page, live_server):
+    dataset = make_text_dataset()
+    target = Target.objects.get(dataset=dataset)
+    from evaluation.models import Run
+
+    run = Run.objects.create(dataset=dataset, metrics=[])
+    for name, source, value in [
+        ("vit-large", "timm", 0.91),
+        ("resnet-50", "timm", 0.84),
+        ("minilm", "sentence-transformers", 0.89),
+        ("tf-idf", "baseline", 0.62),
+    ]:
+        model = add_model(name, source=source, params=10_000_000)
+        add_score(run, model, target, "knn(k=5)", value)
+        add_score(run, model, target, "retrieval_map", value - 0.2)
+    page.goto(f"{live_server.url}/leaderboards/{target.pk}/")
+    rows = page.locator("table.leaderboard tbody tr")
+    assert rows.count() == 4 and "vit-large" in rows.first.inner_text()
+    assert "≈ leader" in page.inner_text("table.leaderboard")  # minilm's CI overlaps
+    screenshot(page, "leaderboard-board")
+
+    page.get_by_label("Source").select_option("timm")
+    page.wait_for_url(re.compile(r"source=timm"))
+    page.wait_for_function("document.querySelectorAll('table.leaderboard tbody tr').length == 2")
+    page.get_by_role("link", name=re.compile(r"^retrieval_map")).click()
+    page.wait_for_url(re.compile(r"sort=retrieval_map"))
+    page.get_by_role("link", name=re.compile(r"^retrieval_map")).click()  # again: ascending
+    page.wait_for_url(re.compile(r"order=asc"))
+    assert "resnet-50" in page.locator("table.leaderboard tbody tr").first.inner_text()
+    shared = page.url
+    screenshot(page, "leaderboard-filtered")
+
+    # The URL is the view: opening it elsewhere shows the same board.
+    other = page.context.new_page()
+    other.goto(shared)
+    first = other.locator("table.leaderboard tbody tr").first.inner_text()
+    assert "resnet-50" in first and other.locator("table.leaderboard tbody tr").count() == 2
+    with other.expect_download() as download:
+        other.get_by_role("link", name="CSV").click()
+    text = open(download.value.path()).read()
+    assert text.splitlines()[0].startswith("rank,model,source") and "tf-idf" not in text
+    other.close()
+
+
+def test_compare_two_models(page, live_server, researcher, enqueued):  # noqa: F811
+    dataset = make_text_dataset()
+    rows = [
+        JudgmentRow(stimuli=(a, b), value=float(7 - abs(a - b)))
+        for a in range(8)
+        for b in range(a + 1, 8)
+    ]
+    judgments = judgments_create(dataset=dataset, name="toy", kind="pairs", rows=rows)
+    tfidf = services.model_register(name="tfidf", source="baseline", identifier="tfidf")
+    minilm = make_text_model()
+    run = services.run_create(
+        dataset=dataset, models=[tfidf, minilm], metrics=[knn_entry(k=1, split="loo")]
+    )
+    run_steps(run)
+
+    log_in(page, live_server, "/compare/")
+    page.get_by_label("Target").select_option(str(judgments.target.pk))
+    page.wait_for_selector("input[name=models]")
+    page.get_by_label("tfidf").check()
+    page.get_by_label("minilm").check()
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_selector("#heatmaps svg")
+    assert page.locator("#heatmaps svg").count() == 2
+    assert page.locator("#scatters svg").count() == 2
+    assert page.locator("#cka svg").count() == 1
+    assert page.locator("#disagreements tbody tr").count() == 10
+    screenshot(page, "compare")
+    first_neighbour = page.locator("#neighbours ol li a").first
+    chosen = first_neighbour.inner_text().strip()
+    first_neighbour.click()
+    page.wait_for_url(re.compile(r"stimulus=\d+"))
+    assert chosen[:20] in page.locator("#neighbours").locator("..").inner_text()
