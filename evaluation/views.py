@@ -281,7 +281,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
     runs = list(selectors.runs_recent())
     for run in runs:  # from the prefetched steps: no query per run
         run.progress = selectors.run_progress_fraction(run)  # type: ignore[attr-defined]
-    return render(request, "evaluation/run_list.html", {"runs": runs})
+    template = "evaluation/run_list.html" + ("#runs-table" if request.htmx else "")
+    any_running = any(not run.is_finished for run in runs)
+    return render(request, template, {"runs": runs, "any_running": any_running})
 
 
 @researcher_required
