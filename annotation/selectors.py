@@ -12,7 +12,6 @@ from django.db.models import Count, Max, Min, Q
 
 from annotation.models import (
     Item,
-    Participant,
     ParticipantStatus,
     Response,
     Study,
@@ -59,11 +58,6 @@ def study_participants(study: Study) -> Any:
         first_response=Min("trials__response__created_at"),
         last_response=Max("trials__response__created_at"),
     ).order_by("started_at")
-
-
-def participant_progress(participant: Participant) -> tuple[int, int]:
-    done = participant.trials.filter(status=TrialStatus.ANSWERED).count()
-    return done, len(participant.plan)
 
 
 def _usable_responses(study: Study) -> Any:

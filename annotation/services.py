@@ -20,7 +20,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.models import (
@@ -236,20 +236,29 @@ def trial_current(*, participant: Participant) -> Trial | None:
     if participant.status != ParticipantStatus.CONSENTED:
         return None
     study = participant.study
-    with transaction.atomic():
-        trials_expire(study=study)
+    try:
+        with transaction.atomic():
+            trials_expire(study=study)
+            # The latest trial that holds its slot: the open one, or the last answered.
+            last = (
+                participant.trials.exclude(status=TrialStatus.EXPIRED).order_by("-position").first()
+            )
+            if last is not None and last.status == TrialStatus.ISSUED:
+                return last
+            trial = _issue_next(participant, 0 if last is None else last.position + 1)
+    except IntegrityError:
+        # Two requests of one participant (a double click, two tabs) issued the same slot at
+        # once; the other committed first (its claim stands, ours was rolled back): show it.
         live = participant.trials.filter(status=TrialStatus.ISSUED).first()
-        if live is not None:
-            return live
-        trial = _issue_next(participant)
+        if live is None:
+            raise
+        return live
     if trial is None:
         participant_finish(participant=participant)
     return trial
 
 
-def _issue_next(participant: Participant) -> Trial | None:
-    last = participant.trials.filter(status=TrialStatus.ANSWERED).aggregate(last=Max("position"))
-    position = 0 if last["last"] is None else last["last"] + 1
+def _issue_next(participant: Participant, position: int) -> Trial | None:
     while position < len(participant.plan):
         role = participant.plan[position]
         trial = _issue(participant, position, role)
@@ -291,7 +300,9 @@ def _issue(participant: Participant, position: int, role: str) -> Trial | None:
         item = _claim_item(participant)
         if item is None:
             return None
-        shown = _presentation(study, [s.pk for s in item.stimuli()], rng)
+        shown = _presentation(
+            study, [s for s in (item.a_id, item.b_id, item.c_id) if s is not None], rng
+        )
     elif role == TrialRole.REPEAT:
         repeat_of = _repeatable_trial(participant)
         if repeat_of is None:  # nothing answered to repeat (should not happen: see plan)
@@ -338,21 +349,22 @@ def _claim_item(participant: Participant) -> Item | None:
         candidates = candidates.filter(assigned__lt=study.quota)
     while True:
         batch = list(
-            candidates.order_by("assigned", "shuffle_key").values_list("pk", flat=True)[
-                :CLAIM_CANDIDATES
-            ]
+            candidates.order_by("assigned", "shuffle_key").values_list(
+                "pk", "a_id", "b_id", "c_id"
+            )[:CLAIM_CANDIDATES]
         )
         if not batch:
             return None
         random.shuffle(batch)
-        for pk in batch:
+        for pk, a_id, b_id, c_id in batch:
             claimable = Item.objects.filter(pk=pk, completed=False)
             if study.is_adaptive_tags:
                 claimable = claimable.filter(assigned=F("answered"))
             else:
                 claimable = claimable.filter(assigned__lt=study.quota)
             if claimable.update(assigned=F("assigned") + 1):
-                return Item.objects.select_related("a", "b", "c").get(pk=pk)
+                # Only what a trial needs (its id and stimulus ids): no second read.
+                return Item(pk=pk, study=study, a_id=a_id, b_id=b_id, c_id=c_id)
         # Everyone else won these: look again at the (changed) least-answered items.
 
 
@@ -418,12 +430,18 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
     key = answer.idempotency_key.strip()
     if not key or len(key) > 64:
         raise TrialProblem("The response has no valid idempotency key; reload the page.")
-    existing = Response.objects.filter(idempotency_key=key).select_related("trial").first()
-    if existing is not None:
-        if existing.trial.participant_id != participant.pk:
-            raise PermissionDenied("This response belongs to another participant.")
-        return existing  # a double click or a retried request: already stored
     trial = Trial.objects.filter(pk=answer.trial_id).select_related("item").first()
+    if (
+        trial is None
+        or trial.participant_id != participant.pk
+        or trial.status != TrialStatus.ISSUED
+    ):
+        # Only an answered trial can have a stored response (they are written together).
+        existing = Response.objects.filter(idempotency_key=key).select_related("trial").first()
+        if existing is not None:
+            if existing.trial.participant_id != participant.pk:
+                raise PermissionDenied("This response belongs to another participant.")
+            return existing  # a double click or a retried request: already stored
     if trial is None or trial.participant_id != participant.pk:
         raise PermissionDenied("This trial was not issued to you.")
     if participant.status != ParticipantStatus.CONSENTED:
@@ -453,8 +471,8 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
                 Item.objects.filter(pk=trial.item_id).update(answered=F("answered") + 1)
             if study.kind == StudyKind.TAGS and trial.role == TrialRole.REGULAR:
                 _store_tags(study, trial, answer)
-    except IntegrityError:
-        # The same key raced in from a second request: that one was stored.
+    except (IntegrityError, TrialProblem):
+        # The same key raced in from a second request (a double click): that one was stored.
         stored = Response.objects.filter(idempotency_key=key, trial=trial).first()
         if stored is None:
             raise TrialProblem("This trial has already been answered.") from None

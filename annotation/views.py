@@ -286,7 +286,8 @@ def _answer(request: HttpRequest) -> services.Answer:
 
 def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict[str, Any]:
     study = participant.study
-    done, total = selectors.participant_progress(participant)
+    # Slots before this one are answered (or skipped): no count query needed.
+    done, total = trial.position, len(participant.plan)
     stimuli = trial.shown_stimuli()
     tags = list(Tag.objects.in_bulk(trial.shown_tags).values()) if trial.shown_tags else []
     tags.sort(key=lambda tag: trial.shown_tags.index(tag.pk))

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.http import HttpRequest
 
 from webapp.auth import is_researcher
 
 
-def roles(request: HttpRequest) -> dict[str, bool]:
-    return {"is_researcher": is_researcher(request.user)}
+def roles(request: HttpRequest) -> dict[str, Callable[[], bool]]:
+    # Lazy: evaluated only by templates that use it, so pages that never do (participant
+    # pages) do not load the session and the user.
+    return {"is_researcher": lambda: is_researcher(request.user)}
