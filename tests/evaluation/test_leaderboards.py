@@ -123,6 +123,16 @@ def test_page_csv_and_htmx_partial(client, board_data):
     assert small[header.index("retrieval_map")] == ""  # missing stays empty
 
 
+def test_rendered_board_is_cached_per_view_and_dropped_when_scores_change(client, board_data):
+    url = reverse("evaluation:leaderboard", args=[board_data.pk])
+    timm = client.get(url, {"source": "timm"}).content.decode()
+    every = client.get(url, {"layers": "all"}).content.decode()
+    assert "close-net" not in timm and "close-net" in every  # each view its own board
+    assert "late-net" not in client.get(url).content.decode()
+    add_score(Run.objects.first(), add_model("late-net"), board_data, "knn(k=5)", 0.99)
+    assert "late-net" in client.get(url).content.decode()
+
+
 def test_leaderboard_queries_do_not_grow_with_rows(
     client, board_data, django_assert_max_num_queries
 ):
