@@ -166,23 +166,8 @@ def dataset_import_images(
     origin: str = "",
 ) -> Dataset:
     """Import a zip of ``label/image`` folders (optionally under train/ and test/)."""
-
-    def parse(staging: Path) -> list[ParsedStimulus]:
-        return parse_image_zip(
-            upload,
-            staging=staging,
-            max_unzipped_bytes=settings.DATASET_UNZIPPED_MAX_BYTES,
-            max_members=settings.DATASET_MAX_STIMULI,
-        )
-
-    return _dataset_import(
-        name=name,
-        modality=Modality.IMAGE,
-        upload=upload,
-        parse=parse,
-        created_by=created_by,
-        description=description,
-        origin=origin or "zip of image folders",
+    return _dataset_import_zip(
+        Modality.IMAGE, name, upload, created_by, description, origin or "zip of image folders"
     )
 
 
@@ -195,9 +180,23 @@ def dataset_import_audio(
     origin: str = "",
 ) -> Dataset:
     """Import a zip of ``label/clip.wav`` folders (wav, flac, ogg, mp3; optional splits)."""
+    return _dataset_import_zip(
+        Modality.AUDIO, name, upload, created_by, description, origin or "zip of audio folders"
+    )
+
+
+def _dataset_import_zip(
+    modality: str,
+    name: str,
+    upload: UploadedFile | IO[bytes],
+    created_by: Any,
+    description: str,
+    origin: str,
+) -> Dataset:
+    parse_zip = parse_image_zip if modality == Modality.IMAGE else parse_audio_zip
 
     def parse(staging: Path) -> list[ParsedStimulus]:
-        return parse_audio_zip(
+        return parse_zip(
             upload,
             staging=staging,
             max_unzipped_bytes=settings.DATASET_UNZIPPED_MAX_BYTES,
@@ -206,12 +205,12 @@ def dataset_import_audio(
 
     return _dataset_import(
         name=name,
-        modality=Modality.AUDIO,
+        modality=modality,
         upload=upload,
         parse=parse,
         created_by=created_by,
         description=description,
-        origin=origin or "zip of audio folders",
+        origin=origin,
     )
 
 
