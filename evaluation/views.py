@@ -4,6 +4,7 @@ works as plain HTML without JavaScript."""
 from __future__ import annotations
 
 import csv
+from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -171,15 +172,20 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@researcher_required
-def dataset_create(request: HttpRequest) -> HttpResponse:
-    form = DatasetImportForm(request.POST or None, request.FILES or None)
+def _upload_refused(request: HttpRequest, form: Any) -> bool:
+    """Show the upload handler's refusal (file too large, read before the view) on the form."""
     refused = getattr(request, "upload_refused", None)
     if refused:
         form.is_valid()
         form.errors.pop("file", None)
         form.add_error("file", refused)
-    elif request.method == "POST" and form.is_valid():
+    return bool(refused)
+
+
+@researcher_required
+def dataset_create(request: HttpRequest) -> HttpResponse:
+    form = DatasetImportForm(request.POST or None, request.FILES or None)
+    if not _upload_refused(request, form) and request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             if data["modality"] in (Modality.IMAGE, Modality.AUDIO):
@@ -216,12 +222,7 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
 def judgments_import_view(request: HttpRequest) -> HttpResponse:
     """Published judgments (pairs, triplets, 2AFC, a matrix) as a scoring target."""
     form = JudgmentImportForm(request.POST or None, request.FILES or None)
-    refused = getattr(request, "upload_refused", None)
-    if refused:
-        form.is_valid()
-        form.errors.pop("file", None)
-        form.add_error("file", refused)
-    elif request.method == "POST" and form.is_valid():
+    if not _upload_refused(request, form) and request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             judgments = judgments_import(
