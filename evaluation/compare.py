@@ -20,6 +20,7 @@ from evaluation import plots
 from evaluation.engine.errors import EngineError
 from evaluation.engine.metrics.cka import cka_matrix
 from evaluation.engine.metrics.human import PairRatings
+from evaluation.engine.metrics.rsa import rsa
 from evaluation.engine.metrics.similarity import pairwise_similarity
 from evaluation.judgments import target_data
 from evaluation.metrics import PairsData
@@ -49,6 +50,7 @@ class Comparison:
     order_by: str
     heatmaps: list[Any] = field(default_factory=list)
     scatters: list[Any] = field(default_factory=list)
+    rsa: Any = None  # Spearman RSA of every pair of models, as a heatmap
     cka: Any = None
     cka_pair: tuple[str, str] | None = None
     stimulus: Stimulus | None = None
@@ -99,6 +101,7 @@ def compare(
         sections.append(lambda: _human(result, stimuli, vectors, data.ratings))
     if len(ready) >= 2:
         sections += [
+            lambda: _rsa(result, stimuli, vectors),
             lambda: _disagreements(result, stimuli, vectors),
             lambda: _cka(result, target),
         ]
@@ -207,6 +210,19 @@ def _human(
                 ],
             )
         )
+
+
+def _rsa(result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndarray]) -> None:
+    """RSA (Spearman between cosine-distance RDMs) of every pair of models, over up to 1,000
+    sampled stimuli."""
+    index = _sample(len(stimuli), 1000)
+    i, j = np.triu_indices(len(index), k=1)
+    rdms = [1 - _pair_similarity(x, index[i], index[j]) for x in vectors]
+    matrix = [[rsa(a, b, method="spearman") for b in rdms] for a in rdms]
+    names = [side.model.name for side in result.sides]
+    result.rsa = plots.heatmap(
+        matrix, row_labels=names, col_labels=names, title="RSA (Spearman) between models", high=1.0
+    )
 
 
 def _disagreements(result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndarray]) -> None:

@@ -49,6 +49,12 @@ def test_comparison_uses_the_cached_embeddings(scored):
     expected = spearmanr(np.einsum("ij,ij->i", unit[i], unit[j]), 7 - np.abs(i - j)).statistic
     assert rho == pytest.approx(expected)
     assert not result.problems
+    # RSA between the two models equals scipy's Spearman of their condensed RDMs.
+    vectors = [np.asarray(s.embedding_set.load(), dtype=np.float64) for s in result.sides]
+    units = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in vectors]
+    rdms = [1 - (u @ u.T)[np.triu_indices(8, k=1)] for u in units]
+    expected_rsa = spearmanr(rdms[0], rdms[1]).statistic
+    assert f"tfidf x minilm: {expected_rsa:.3f}" in result.rsa
     assert result.cka is not None and "Linear CKA" in result.cka
     assert len(result.neighbours[0][1]) == 5
     assert result.stimulus not in [s for s, _ in result.neighbours[0][1]]
@@ -72,7 +78,7 @@ def test_page_renders_every_section(researcher_client, scored):
     page = researcher_client.get(
         reverse("evaluation:compare"), {"target": target.pk, "models": [tfidf.pk, small.pk]}
     ).content.decode()
-    for section in ('id="heatmaps"', 'id="scatters"', 'id="cka"', 'id="neighbours"',
+    for section in ('id="heatmaps"', 'id="scatters"', 'id="rsa"', 'id="cka"', 'id="neighbours"',
                     'id="disagreements"'):  # fmt: skip
         assert section in page
 
