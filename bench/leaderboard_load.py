@@ -46,8 +46,6 @@ import random
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,8 +55,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _server import free_port, pg_admin, stop_gunicorn, wait_ready  # bench/_server.py
+
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "likeness_bench_board"
 TARGET_P95_MS = 150.0
 
@@ -325,19 +324,6 @@ class Config:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)
-
-
 def start_gunicorn(config: Config, env: dict, port: int, log: Path) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "gunicorn", "webapp.wsgi:application",
@@ -356,33 +342,6 @@ def start_gunicorn(config: Config, env: dict, port: int, log: Path) -> subproces
         command, cwd=ROOT, env=env, start_new_session=True,
         stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-
-
-def stop_gunicorn(server: subprocess.Popen | None) -> None:
-    if server is None or server.poll() is not None:
-        return
-    os.killpg(server.pid, signal.SIGTERM)  # its own process group: master and workers
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-
-
-def wait_ready(port: int, path: str, server: subprocess.Popen, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("gunicorn exited during start-up; see its log")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", path, headers={"Host": "127.0.0.1"})
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("gunicorn was not ready in time")
 
 
 class CpuMeter:

@@ -49,7 +49,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,8 +60,9 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode
 
+from _server import PG_ADMIN_URL, free_port, pg_admin, stop_gunicorn, wait_ready  # bench/_server.py
+
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_BENCH_DB = "likeness_bench_load"
 LABEL_STUDIO_RATE = 6.7  # annotations/s at 50 clients, issue 4 (not measured in this run)
 LABEL_STUDIO_P99_MS = 21_000
@@ -381,19 +381,6 @@ def pct(values: list[float], q: float) -> float:
 
 
 # --- One backend, in its own process (Django settings are read once per process) ----------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)
-
-
 def start_gunicorn(args, env: dict, port: int, log: Path) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "gunicorn", "webapp.wsgi:application",
@@ -411,33 +398,6 @@ def start_gunicorn(args, env: dict, port: int, log: Path) -> subprocess.Popen:
         command, cwd=ROOT, env=env, start_new_session=True,
         stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-
-
-def stop_gunicorn(server: subprocess.Popen | None) -> None:
-    if server is None or server.poll() is not None:
-        return
-    os.killpg(server.pid, signal.SIGTERM)  # its own process group: master and workers
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-
-
-def wait_ready(port: int, server: subprocess.Popen, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("gunicorn exited during start-up; see its log")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/accounts/login/", headers={"Host": "127.0.0.1"})
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("gunicorn was not ready in time")
 
 
 def make_study(name: str, *, items: int, k: int, trials: int, texts: int):
@@ -590,7 +550,7 @@ def run_backend(args) -> int:
 
         port = free_port()
         server = start_gunicorn(args, env, port, tmp / "gunicorn.log")
-        wait_ready(port, server, deadline)
+        wait_ready(port, "/accounts/login/", server, deadline)
         config = (
             f"gunicorn {args.worker_class} {args.workers} workers x {args.threads} threads, "
             f"CONN_MAX_AGE={args.conn_max_age}"

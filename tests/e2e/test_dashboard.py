@@ -7,14 +7,12 @@ import re
 
 import pytest
 
-from evaluation import services
-from evaluation.judgments import JudgmentRow, judgments_create
-from evaluation.metrics import knn_entry
 from evaluation.models import Target
-from tests.conftest import make_text_dataset, make_text_model
+from tests.conftest import make_text_dataset
 from tests.e2e.conftest import screenshot
+from tests.evaluation.test_compare import scored  # noqa: F401 (fixture)
 from tests.evaluation.test_leaderboards import add_model, add_score
-from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+from tests.evaluation.test_runs import enqueued  # noqa: F401 (fixture used by scored)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -71,23 +69,10 @@ def test_leaderboard_filters_sort_and_share(page, live_server):
     other.close()
 
 
-def test_compare_two_models(page, live_server, researcher, enqueued):  # noqa: F811
-    dataset = make_text_dataset()
-    rows = [
-        JudgmentRow(stimuli=(a, b), value=float(7 - abs(a - b)))
-        for a in range(8)
-        for b in range(a + 1, 8)
-    ]
-    judgments = judgments_create(dataset=dataset, name="toy", kind="pairs", rows=rows)
-    tfidf = services.model_register(name="tfidf", source="baseline", identifier="tfidf")
-    minilm = make_text_model()
-    run = services.run_create(
-        dataset=dataset, models=[tfidf, minilm], metrics=[knn_entry(k=1, split="loo")]
-    )
-    run_steps(run)
-
+def test_compare_two_models(page, live_server, researcher, scored):  # noqa: F811
+    target, _, _ = scored
     log_in(page, live_server, "/compare/")
-    page.get_by_label("Target").select_option(str(judgments.target.pk))
+    page.get_by_label("Target").select_option(str(target.pk))
     page.wait_for_selector("input[name=models]")
     page.get_by_label("tfidf").check()
     page.get_by_label("minilm").check()
