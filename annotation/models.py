@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from annotation import sql
 from evaluation.models import HumanJudgments, Stimulus
 
 
@@ -274,7 +275,8 @@ class Trial(models.Model):
         return f"trial {self.position} of {self.participant_id} ({self.role})"
 
     def shown_stimuli(self) -> list[Stimulus]:
-        by_id = Stimulus.objects.in_bulk(self.shown)
+        # Plain SQL: this runs for every trial shown.
+        by_id = sql.by_pk(Stimulus, list(set(self.shown)))
         return [by_id[pk] for pk in self.shown]
 
 

@@ -13,16 +13,18 @@ import itertools
 import math
 import random
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotation import sql
 from annotation.models import (
     Aggregation,
     Item,
@@ -43,7 +45,6 @@ from evaluation.judgments import JudgmentRow, judgments_create
 from evaluation.models import Dataset, HumanJudgments, Stimulus
 
 MAX_ITEMS = 200_000
-CLAIM_CANDIDATES = 16  # least-answered items tried per claim, in random order
 TAG_MAX_LENGTH = 100
 MAX_TAGS_PER_TRIAL = 20
 
@@ -231,21 +232,39 @@ def session_plan(study: Study, rng: random.Random) -> list[str]:
 
 
 # --- Issuing trials -------------------------------------------------------------------------
-def trial_current(*, participant: Participant) -> Trial | None:
-    """The participant's open trial, issuing the next one if needed; None when done."""
+# Unanswered trials past their deadline go back to the pool in a sweep that runs at most this
+# often per study and process (and whenever no item seems left), not on every request.
+EXPIRY_SWEEP_SECONDS = 10.0
+_last_sweep: dict[int, float] = {}
+
+
+def trial_current(*, participant: Participant, answered: Trial | None = None) -> Trial | None:
+    """The participant's open trial, issuing the next one if needed; None when done.
+
+    ``answered`` is the trial this request has just answered: the next slot follows it, so
+    the participant's trials need not be read again."""
     if participant.status != ParticipantStatus.CONSENTED:
         return None
-    study = participant.study
+    _sweep_expired_if_due(participant.study)
     try:
         with transaction.atomic():
-            trials_expire(study=study)
-            # The latest trial that holds its slot: the open one, or the last answered.
-            last = (
-                participant.trials.exclude(status=TrialStatus.EXPIRED).order_by("-position").first()
-            )
-            if last is not None and last.status == TrialStatus.ISSUED:
-                return last
-            trial = _issue_next(participant, 0 if last is None else last.position + 1)
+            if answered is not None:
+                position = answered.position + 1
+            else:
+                # The latest trial that holds its slot: the open one, or the last answered.
+                last = (
+                    participant.trials.exclude(status=TrialStatus.EXPIRED)
+                    .order_by("-position")
+                    .first()
+                )
+                if last is not None and last.status == TrialStatus.ISSUED:
+                    if last.expires_at >= timezone.now():
+                        return last
+                    _expire(last.pk, last.item_id, last.role)  # its slot gets a fresh trial
+                    position = last.position
+                else:
+                    position = 0 if last is None else last.position + 1
+            trial = _issue_next(participant, position)
     except IntegrityError:
         # Two requests of one participant (a double click, two tabs) issued the same slot at
         # once; the other committed first (its claim stands, ours was rolled back): show it.
@@ -270,6 +289,13 @@ def _issue_next(participant: Participant, position: int) -> Trial | None:
     return None
 
 
+def _sweep_expired_if_due(study: Study) -> None:
+    now = time.monotonic()
+    if now - _last_sweep.get(study.pk, -math.inf) >= EXPIRY_SWEEP_SECONDS:
+        _last_sweep[study.pk] = now
+        trials_expire(study=study)
+
+
 def trials_expire(*, study: Study) -> int:
     """Return unanswered trials past their deadline to the pool."""
     stale = list(
@@ -277,16 +303,20 @@ def trials_expire(*, study: Study) -> int:
             participant__study=study, status=TrialStatus.ISSUED, expires_at__lt=timezone.now()
         ).values_list("pk", "item_id", "role")
     )
-    expired = 0
-    for pk, item_id, role in stale:
-        # Conditional: a trial answered meanwhile is not expired (and not released twice).
-        if Trial.objects.filter(pk=pk, status=TrialStatus.ISSUED).update(
-            status=TrialStatus.EXPIRED
-        ):
-            expired += 1
-            if item_id and role == TrialRole.REGULAR:
-                Item.objects.filter(pk=item_id).update(assigned=F("assigned") - 1)
-    return expired
+    return sum(_expire(pk, item_id, role) for pk, item_id, role in stale)
+
+
+def _expire(trial_id: int, item_id: int | None, role: str) -> bool:
+    # Conditional: a trial answered meanwhile is not expired (and not released twice).
+    expired = sql.execute(
+        f"UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s",
+        [TrialStatus.EXPIRED, trial_id, TrialStatus.ISSUED],
+    )
+    if expired and item_id and role == TrialRole.REGULAR:
+        sql.execute(
+            f"UPDATE {sql.table(Item)} SET assigned = assigned - 1 WHERE id = %s", [item_id]
+        )
+    return bool(expired)
 
 
 def _issue(participant: Participant, position: int, role: str) -> Trial | None:
@@ -313,59 +343,71 @@ def _issue(participant: Participant, position: int, role: str) -> Trial | None:
         shown, expected = _catch_trial(study, rng)
     else:
         shown = _presentation(study, _random_stimuli(study, rng), rng)
-    now = timezone.now()
-    trial = Trial.objects.create(
-        participant=participant,
-        position=position,
-        role=role,
-        item=item,
-        shown=shown,
-        expected=expected,
-        repeat_of=repeat_of,
-        issued_at=now,
-        expires_at=now + timedelta(seconds=study.trial_timeout_seconds),
-    )
+    shown_tags: list[int] = []
     if study.is_adaptive_tags and item is not None:
-        visible = list(
+        shown_tags = list(
             Tag.objects.filter(
                 study=study, stimulus_id=item.a_id, status=TagStatus.ACTIVE
             ).values_list("pk", flat=True)
         )
-        rng.shuffle(visible)
-        trial.shown_tags = visible
-        trial.save(update_fields=["shown_tags"])
-    return trial
+        rng.shuffle(shown_tags)
+    now = timezone.now()
+    values = {
+        "participant": participant.pk,
+        "position": position,
+        "role": role,
+        "item": item.pk if item else None,
+        "shown": shown,
+        "shown_tags": shown_tags,
+        "expected": expected,
+        "repeat_of": repeat_of.pk if repeat_of else None,
+        "status": TrialStatus.ISSUED,
+        "issued_at": now,
+        "expires_at": now + timedelta(seconds=study.trial_timeout_seconds),
+    }
+    trial_id = sql.insert(Trial, values)
+    values.update(participant=participant, item=item, repeat_of=repeat_of)
+    return Trial(pk=trial_id, **values)
 
 
 def _claim_item(participant: Participant) -> Item | None:
-    """Claim one of the least-answered items this participant has not seen."""
+    """Claim the least-answered item this participant has not seen (ties broken by a random
+    key fixed per item), with one conditional UPDATE: the quota is checked in the statement
+    that takes the slot, so concurrent participants cannot push an item past it. PostgreSQL
+    skips rows another participant is claiming at this moment instead of queueing behind
+    them; SQLite runs one writer at a time anyway."""
     study = participant.study
-    seen = Trial.objects.filter(participant=participant, item__isnull=False).values("item_id")
-    candidates = Item.objects.filter(study=study, completed=False).exclude(pk__in=seen)
     if study.is_adaptive_tags:
         # A chain moves one iteration at a time: nobody else may hold it.
-        candidates = candidates.filter(assigned=F("answered"), answered__lt=study.quota)
+        claimable = "assigned = answered AND answered < %s"
     else:
-        candidates = candidates.filter(assigned__lt=study.quota)
+        claimable = "assigned < %s"
+    skip_locked = (
+        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    )
+    candidates = f"""
+        SELECT id FROM {sql.table(Item)}
+        WHERE study_id = %s AND NOT completed AND {claimable} AND id NOT IN (
+            SELECT item_id FROM {sql.table(Trial)}
+            WHERE participant_id = %s AND item_id IS NOT NULL)
+        ORDER BY assigned, shuffle_key LIMIT 1"""
+    claim = f"""
+        UPDATE {sql.table(Item)} SET assigned = assigned + 1
+        WHERE id = ({candidates}{skip_locked}) AND {claimable}
+        RETURNING id, a_id, b_id, c_id"""
+    params = [study.pk, study.quota, participant.pk]
+    swept = False
     while True:
-        batch = list(
-            candidates.order_by("assigned", "shuffle_key").values_list(
-                "pk", "a_id", "b_id", "c_id"
-            )[:CLAIM_CANDIDATES]
-        )
-        if not batch:
+        row = sql.fetch_one(claim, [*params, study.quota])
+        if row is not None:
+            pk, a_id, b_id, c_id = row
+            # Only what a trial needs (its id and stimulus ids): no second read.
+            return Item(pk=pk, study=study, a_id=a_id, b_id=b_id, c_id=c_id)
+        if sql.fetch_one(candidates, params) is not None:
+            continue  # every candidate was being claimed by someone else: look again
+        if swept or not trials_expire(study=study):
             return None
-        random.shuffle(batch)
-        for pk, a_id, b_id, c_id in batch:
-            claimable = Item.objects.filter(pk=pk, completed=False)
-            if study.is_adaptive_tags:
-                claimable = claimable.filter(assigned=F("answered"))
-            else:
-                claimable = claimable.filter(assigned__lt=study.quota)
-            if claimable.update(assigned=F("assigned") + 1):
-                # Only what a trial needs (its id and stimulus ids): no second read.
-                return Item(pk=pk, study=study, a_id=a_id, b_id=b_id, c_id=c_id)
-        # Everyone else won these: look again at the (changed) least-answered items.
+        swept = True  # trials past their deadline held the last items: try once more
 
 
 def _presentation(study: Study, stimulus_ids: list[int], rng: random.Random) -> list[int]:
@@ -430,7 +472,7 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
     key = answer.idempotency_key.strip()
     if not key or len(key) > 64:
         raise TrialProblem("The response has no valid idempotency key; reload the page.")
-    trial = Trial.objects.filter(pk=answer.trial_id).select_related("item").first()
+    trial = sql.by_pk(Trial, [answer.trial_id]).get(answer.trial_id)
     if (
         trial is None
         or trial.participant_id != participant.pk
@@ -452,23 +494,28 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
     if trial.status == TrialStatus.EXPIRED or trial.expires_at < timezone.now():
         raise TrialProblem("This trial expired; a new one has been prepared for you.")
     _check_answer(study, trial, answer)
-    flags = _response_flags(study, trial, answer)
+    values = {
+        "trial": trial.pk,
+        "value": answer.value,
+        "chosen": answer.chosen,
+        "rt_ms": answer.rt_ms,
+        "idempotency_key": key,
+        "flags": _response_flags(study, trial, answer),
+        "created_at": timezone.now(),
+    }
     try:
         with transaction.atomic():
-            if not Trial.objects.filter(pk=trial.pk, status=TrialStatus.ISSUED).update(
-                status=TrialStatus.ANSWERED
+            if not sql.execute(
+                f"UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s",
+                [TrialStatus.ANSWERED, trial.pk, TrialStatus.ISSUED],
             ):
                 raise TrialProblem("This trial has already been answered.")
-            response = Response.objects.create(
-                trial=trial,
-                value=answer.value,
-                chosen_id=answer.chosen,
-                rt_ms=answer.rt_ms,
-                idempotency_key=key,
-                flags=flags,
-            )
+            response_id = sql.insert(Response, values)
             if trial.role == TrialRole.REGULAR and trial.item_id:
-                Item.objects.filter(pk=trial.item_id).update(answered=F("answered") + 1)
+                sql.execute(
+                    f"UPDATE {sql.table(Item)} SET answered = answered + 1 WHERE id = %s",
+                    [trial.item_id],
+                )
             if study.kind == StudyKind.TAGS and trial.role == TrialRole.REGULAR:
                 _store_tags(study, trial, answer)
     except (IntegrityError, TrialProblem):
@@ -477,7 +524,9 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
         if stored is None:
             raise TrialProblem("This trial has already been answered.") from None
         return stored
-    return response
+    trial.status = TrialStatus.ANSWERED
+    values.update(trial=trial, chosen_id=values.pop("chosen"))
+    return Response(pk=response_id, **values)
 
 
 def _check_answer(study: Study, trial: Trial, answer: Answer) -> None:

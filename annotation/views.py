@@ -27,7 +27,7 @@ from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from annotation import exports, selectors, services
+from annotation import exports, selectors, services, sql
 from annotation.forms import ConsentForm, ExcludeForm, StudyForm
 from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
 from webapp.auth import researcher_required
@@ -220,15 +220,22 @@ def _returning_participant(
 
 
 def _participant(token: str) -> Participant:
-    return get_object_or_404(Participant.objects.select_related("study__dataset"), token=token)
+    # Plain SQL: every answer starts here (see annotation/sql.py).
+    found = sql.select(Participant, "token = %s", [token])
+    if not found:
+        raise Http404("No such participant link.")
+    participant = found[0]
+    participant.study = sql.by_pk(Study, [participant.study_id])[participant.study_id]
+    return participant
 
 
 def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     problem = ""
+    answered = None
     if request.method == "POST":
         try:
-            services.response_submit(participant=participant, answer=_answer(request))
+            stored = services.response_submit(participant=participant, answer=_answer(request))
         except services.TrialProblem as exc:
             problem = " ".join(exc.messages)
         except PermissionDenied:
@@ -236,7 +243,8 @@ def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
         else:
             if not request.htmx:
                 return redirect(participant)  # post/redirect/get: a reload does not resubmit
-    trial = services.trial_current(participant=participant)
+            answered = stored.trial
+    trial = services.trial_current(participant=participant, answered=answered)
     if trial is None:
         if request.htmx:
             response = HttpResponse(status=204)
@@ -305,7 +313,6 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
         "total": total,
         "percent": round(100 * done / total) if total else 100,
         "problem": problem,
-        "instructions": render_markdown(study.instructions_md),
     }
 
 

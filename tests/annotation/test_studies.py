@@ -104,7 +104,9 @@ def test_least_answered_items_are_served_first():
     complete_session(services.participant_start(study=study))
     second = services.participant_start(study=study)
     trial = services.trial_current(participant=second)
-    assert trial.item.answered == 0  # 18 items are still unanswered: one of those comes first
+    # 18 items are still unanswered: one of those comes first (read back: the trial's item
+    # is built in memory from the claim).
+    assert Item.objects.get(pk=trial.item_id).answered == 0
 
 
 def test_a_double_submission_stores_one_response_and_a_second_key_is_refused():
@@ -164,6 +166,19 @@ def test_an_expired_trial_returns_to_the_pool_and_cannot_be_answered():
     fresh = services.trial_current(participant=participant)
     assert fresh.pk != trial.pk and fresh.position == trial.position
     assert Item.objects.get(pk=trial.item_id).assigned == 0  # released for someone else
+
+
+def test_items_held_by_expired_trials_go_to_the_next_participant_at_once():
+    """The expiry sweep runs every few seconds, and also whenever no item seems left."""
+    study = make_study(items=ItemPlan(mode="random", count=1), judgments_per_item=1)
+    first = services.participant_start(study=study)
+    held = services.trial_current(participant=first)  # the periodic sweep ran: next is not due
+    Trial.objects.filter(pk=held.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    second = services.participant_start(study=study)
+    trial = services.trial_current(participant=second)
+    assert trial is not None and trial.item_id == held.item_id
+    assert Trial.objects.get(pk=held.pk).status == "expired"
+    assert Item.objects.get(pk=held.item_id).assigned == 1
 
 
 def test_a_returning_participant_continues_where_they_stopped():

@@ -1,0 +1,92 @@
+"""Plain SQL for the statements that run on every answer, on PostgreSQL and SQLite.
+
+Storing an answer and issuing the next trial takes about ten statements. Built by the ORM,
+each costs roughly a millisecond of Python before it reaches the database, and at fifty
+participants answering at once on a small server that was most of the time spent per answer
+(bench/study_load.py). These statements are written once instead, with table and column names
+taken from the models and every value adapted by its own field (JSON, datetimes), so the same
+text runs on both backends.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, TypeVar
+
+from django.db import connection, models
+
+M = TypeVar("M", bound=models.Model)
+
+
+def table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def execute(sql: str, params: list[Any]) -> int:
+    """Run one statement; the number of rows it changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def insert(model: type[models.Model], values: dict[str, Any]) -> int:
+    """Insert one row (field name -> Python value); its new primary key."""
+    fields = [model._meta.get_field(name) for name in values]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
+    params = [
+        f.get_db_prep_save(value, connection)  # type: ignore[union-attr]
+        for f, value in zip(fields, values.values(), strict=True)
+    ]
+    placeholders = ", ".join(["%s"] * len(params))
+    row = fetch_one(
+        f"INSERT INTO {table(model)} ({columns}) VALUES ({placeholders}) RETURNING id", params
+    )
+    assert row is not None
+    return int(row[0])
+
+
+def select(model: type[M], where: str, params: list[Any]) -> list[M]:
+    """Model instances for the rows matching a WHERE clause, each value converted as the ORM
+    would (JSON, datetimes on SQLite), without compiling an ORM query."""
+    columns, attnames, converters = _layout(model, connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {table(model)} WHERE {where}", params)
+        rows = cursor.fetchall()
+    instances = []
+    for row in rows:
+        values = list(row)
+        for index, expression, functions in converters:
+            for convert in functions:
+                values[index] = convert(values[index], expression, connection)
+        instances.append(model.from_db(connection.alias, attnames, values))
+    return instances
+
+
+def by_pk(model: type[M], pks: list[int]) -> dict[int, M]:
+    """Rows by primary key, as model instances."""
+    if not pks:
+        return {}
+    placeholders = ", ".join(["%s"] * len(pks))
+    return {row.pk: row for row in select(model, f"id IN ({placeholders})", list(pks))}
+
+
+@functools.cache
+def _layout(model: type[models.Model], vendor: str) -> tuple[str, list[str], list[Any]]:
+    """The column list, attribute names and per-column converters of a model (per backend:
+    the converters differ)."""
+    fields = model._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    converters = []
+    for index, f in enumerate(fields):
+        expression = f.get_col(model._meta.db_table)
+        functions = connection.ops.get_db_converters(expression)
+        functions += expression.get_db_converters(connection)
+        if functions:
+            converters.append((index, expression, functions))
+    return columns, [f.attname for f in fields], converters
