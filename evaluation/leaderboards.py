@@ -1,6 +1,6 @@
 """Leaderboards: one per target (models x metrics) and one across targets.
 
-The view's whole state (sort, order, filters, layer choice) is a ``BoardQuery`` read from
+The view's whole state (sort, order, filters, layer choice, page) is a ``BoardQuery`` read from
 and written back to the URL, so a filtered view can be shared. Boards are computed from
 plain ``values()`` rows in two queries and cached under a key that changes whenever a
 score on the target changes, so repeated views cost one small query. The page caches the
@@ -10,6 +10,7 @@ rendered board under the same key: rendering 500 rows costs far more than comput
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -23,6 +24,9 @@ from evaluation.models import PretrainedModel, Score, Target
 
 LAYER_CHOICES = ("best", "default", "all")
 CACHE_SECONDS = 600
+# A page of 500 rows weighs over half a megabyte; the default page shows the top 100.
+PAGE_SIZES = (25, 50, 100, 250)
+DEFAULT_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class BoardQuery:
     min_params: int | None = None
     max_params: int | None = None
     q: str = ""  # model name contains
+    page: int = 1
+    per_page: int = DEFAULT_PAGE_SIZE  # 0: every row on one page
 
     @classmethod
     def from_params(cls, params: QueryDict | dict[str, str]) -> BoardQuery:
@@ -55,6 +61,8 @@ class BoardQuery:
             min_params=number("min_params"),
             max_params=number("max_params"),
             q=str(params.get("q", "")).strip()[:100],
+            page=max(1, number("page") or 1),
+            per_page=_page_size(str(params.get("per_page", ""))),
         )
 
     def as_params(self, **changes: Any) -> str:
@@ -70,7 +78,15 @@ class BoardQuery:
         )
 
     def cache_key(self) -> str:
-        return hashlib.sha1(self.as_params().encode()).hexdigest()[:16]
+        """The board's key: every page of a board is cut from the same cached board."""
+        board_state = self.as_params(page=1, per_page=DEFAULT_PAGE_SIZE)
+        return hashlib.sha1(board_state.encode()).hexdigest()[:16]
+
+
+def _page_size(raw: str) -> int:
+    if raw in ("all", "0"):  # as_params writes "every row" as 0
+        return 0
+    return int(raw) if raw.isdigit() and int(raw) in PAGE_SIZES else DEFAULT_PAGE_SIZE
 
 
 @dataclass
@@ -118,7 +134,39 @@ class Board:
     rows: list[Row]
     total_models: int
     facets: dict[str, list[str]]
-    key: str = ""  # its cache key; the page caches the rendered board under it too
+    key: str = ""  # its cache key (board_key)
+
+
+@dataclass
+class BoardPage:
+    """The rows of one page of a board, with their ranks on the whole board."""
+
+    ranked_rows: list[tuple[int, Row]]
+    number: int
+    count: int  # pages
+    first: int  # rank of the first row shown
+    last: int
+    total: int  # rows on the board
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.count
+
+
+def board_page(board: Board, query: BoardQuery) -> BoardPage:
+    """One page of the board; a page past the end shows the last one."""
+    total = len(board.rows)
+    size = query.per_page or max(total, 1)
+    count = max(1, math.ceil(total / size))
+    number = min(query.page, count)
+    start = (number - 1) * size
+    rows = board.rows[start : start + size]
+    ranked = [(start + offset + 1, row) for offset, row in enumerate(rows)]
+    return BoardPage(ranked, number, count, start + 1, start + len(rows), total)
 
 
 def scores_version(target: Target) -> str:
@@ -130,8 +178,13 @@ def scores_version(target: Target) -> str:
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
-def leaderboard(*, target: Target, query: BoardQuery) -> Board:
-    key = f"board:{target.pk}:{scores_version(target)}:{query.cache_key()}"
+def board_key(*, target: Target, query: BoardQuery) -> str:
+    """The cache key of this view's board: it changes whenever a score on the target does."""
+    return f"board:{target.pk}:{scores_version(target)}:{query.cache_key()}"
+
+
+def leaderboard(*, target: Target, query: BoardQuery, key: str = "") -> Board:
+    key = key or board_key(target=target, query=query)
     board = cache.get(key)
     if board is None:
         board = _compute(target, query)

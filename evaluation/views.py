@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
 
 from evaluation import compare, plots, selectors, services
@@ -30,33 +31,58 @@ def leaderboards(request: HttpRequest) -> HttpResponse:
 
 
 def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
-    """One target's board; its state lives in the URL, CSV with ?format=csv."""
+    """One target's board; its state lives in the URL, CSV with ?format=csv.
+
+    The page caches its rendered board (and filter form) under the board's key, which
+    changes with the target's scores; a request that finds them cached never loads the board
+    itself (unpickling 500 rows costs more than the rest of the request), hence the lazy
+    objects."""
     target = get_object_or_404(Target.objects.select_related("dataset"), pk=target_id)
     query = boards.BoardQuery.from_params(request.GET)
-    board = boards.leaderboard(target=target, query=query)
+    key = boards.board_key(target=target, query=query)
+    board = SimpleLazyObject(lambda: boards.leaderboard(target=target, query=query, key=key))
     if request.GET.get("format") == "csv":
         response = HttpResponse(content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="leaderboard-{target.pk}.csv"'
         csv.writer(response).writerows(boards.board_csv_rows(board))
         return response
     template = "evaluation/leaderboard.html" + ("#board" if request.htmx else "")
-    flipped = "asc" if query.order == "desc" else "desc"
-    sort_links = {
-        key: "?" + query.as_params(sort=key, order=flipped if key == board.sort_key else "desc")
-        for key in board.metric_keys
-    }
+    page = SimpleLazyObject(lambda: boards.board_page(board, query))
     return render(
         request,
         template,
         {
             "board": board,
+            "board_key": key,
             "target": target,
             "query": query,
             "layer_choices": LAYER_LABELS,
-            "sort_links": sort_links,
-            "csv_link": "?" + "&".join(p for p in (query.as_params(), "format=csv") if p),
+            "sort_links": SimpleLazyObject(lambda: _sort_links(board, query)),
+            "csv_link": "?" + "&".join(p for p in (query.as_params(page=1), "format=csv") if p),
+            "page": page,
+            "page_links": SimpleLazyObject(lambda: _page_links(page, query)),
         },
     )
+
+
+def _sort_links(board: boards.Board, query: boards.BoardQuery) -> dict[str, str]:
+    flipped = "asc" if query.order == "desc" else "desc"
+    return {
+        key: "?"
+        + query.as_params(sort=key, order=flipped if key == board.sort_key else "desc", page=1)
+        for key in board.metric_keys
+    }
+
+
+def _page_links(page: boards.BoardPage, query: boards.BoardQuery) -> dict[str, Any]:
+    return {
+        "previous": "?" + query.as_params(page=page.number - 1),
+        "next": "?" + query.as_params(page=page.number + 1),
+        "sizes": [
+            (size or "all", "?" + query.as_params(per_page=size, page=1))
+            for size in (*boards.PAGE_SIZES, 0)
+        ],
+    }
 
 
 LAYER_LABELS = [

@@ -14,6 +14,7 @@ from evaluation.models import PretrainedModel, Run, Score, Target
 from tests.conftest import make_text_dataset
 
 pytestmark = pytest.mark.django_db
+DASH = "\N{EN DASH}"
 
 
 def add_model(name: str, *, source="timm", params=None, weights="pretrained", modality="text"):
@@ -123,6 +124,27 @@ def test_page_csv_and_htmx_partial(client, board_data):
     assert small[header.index("retrieval_map")] == ""  # missing stays empty
 
 
+def test_pages_continue_the_ranking_and_keep_the_leader_marks(client, board_data):
+    run = Run.objects.first()
+    for index in range(30):  # all within the CIs of big-net's 0.95: none separable
+        add_score(run, add_model(f"tied-{index:02d}"), board_data, "knn(k=5)", 0.94 - index / 1000)
+    url = reverse("evaluation:leaderboard", args=[board_data.pk])
+    first = client.get(url, {"per_page": "25"}).content.decode()
+    assert f"Rows 1{DASH}25 of 34" in first and "page 1 of 2" in first and 'rel="next"' in first
+    assert "tied-22" in first and "tied-23" not in first  # big-net first, then tied-00...
+    second = client.get(url, {"per_page": "25", "page": "2"}).content.decode()
+    assert f"Rows 26{DASH}34 of 34" in second and 'rel="prev"' in second and "tied-23" in second
+    assert "<td>26</td>" in second and "≈ leader" in second  # ranks and marks carry over
+    assert f"Rows 26{DASH}34" in client.get(url, {"per_page": "25", "page": "9"}).content.decode()
+    every = client.get(url, {"per_page": "all"}).content.decode()
+    assert "34 rows" in every and "tied-29" in every and "page 1 of" not in every
+    export = client.get(url, {"per_page": "25", "format": "csv"}).content.decode()
+    assert len(export.strip().splitlines()) == 35  # the CSV holds every row, not one page
+    query = BoardQuery.from_params({"per_page": "all", "page": "2"})
+    assert BoardQuery.from_params(dict(p.split("=") for p in query.as_params().split("&"))) == query
+    assert query.cache_key() == BoardQuery().cache_key()  # pages share one cached board
+
+
 def test_rendered_board_is_cached_per_view_and_dropped_when_scores_change(client, board_data):
     url = reverse("evaluation:leaderboard", args=[board_data.pk])
     timm = client.get(url, {"source": "timm"}).content.decode()
@@ -144,6 +166,21 @@ def test_leaderboard_queries_do_not_grow_with_rows(
         assert client.get(url).status_code == 200
     with django_assert_max_num_queries(4):  # cached: only the version check and the page
         assert client.get(url).status_code == 200
+
+
+def test_a_cached_page_does_not_load_its_board(client, board_data, monkeypatch):
+    url = reverse("evaluation:leaderboard", args=[board_data.pk])
+    first = client.get(url, {"source": "timm"}).content.decode()
+    board = first[first.index('<div id="board"') :]
+
+    def refuse(**kwargs):
+        raise AssertionError("the board was loaded although its page was cached")
+
+    monkeypatch.setattr("evaluation.leaderboards.leaderboard", refuse)
+    again = client.get(url, {"source": "timm"}).content.decode()
+    assert again[again.index('<div id="board"') :] == board and 'id="board-filters"' in again
+    with pytest.raises(AssertionError, match="was loaded"):  # a view not cached yet loads it
+        client.get(url, {"source": "baseline"})
 
 
 def test_overall_board_ranks_within_targets_and_shows_gaps(board_data):
