@@ -392,6 +392,9 @@ class RunStep(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     extract_seconds = models.FloatField(null=True, blank=True)
+    # Of extract_seconds, the time spent building the model and loading its weights: in a
+    # sweep over many models it can rival the forward passes.
+    load_seconds = models.FloatField(null=True, blank=True)
     score_seconds = models.FloatField(null=True, blank=True)
     error_message = models.TextField(blank=True)
 

@@ -12,6 +12,7 @@ from evaluation.models import (
     Run,
     RunStep,
     Score,
+    StepStatus,
     Target,
 )
 from evaluation.plots import Point
@@ -59,6 +60,15 @@ def run_with_steps(*, run_id: int) -> Run:
 def run_progress_fraction(run: Run) -> float:
     steps = list(run.steps.all())
     return sum(step.fraction_done for step in steps) / len(steps) if steps else 0.0
+
+
+def run_step_counts(run: Run) -> list[tuple[str, str, int]]:
+    """(status, label, number of models) for each status present, in the order of work: a
+    sweep over hundreds of models reads at a glance."""
+    counts = Counter(step.status for step in run.steps.all())
+    return [
+        (status, label, counts[status]) for status, label in StepStatus.choices if status in counts
+    ]
 
 
 def run_seconds_left(run: Run, progress: float) -> float | None:

@@ -653,12 +653,14 @@ def _extract(
     fingerprints: dict[str, str],
 ) -> dict[str, EmbeddingSet]:
     model, dataset = step.model, step.run.dataset
+    loading = time.perf_counter()
     adapter = adapters.load_adapter(
         spec,
         device=settings.EXTRACTION_DEVICE,
         precision=settings.EXTRACTION_PRECISION,
         channels_last=settings.EXTRACTION_CHANNELS_LAST,
     )
+    RunStep.objects.filter(pk=step.pk).update(load_seconds=time.perf_counter() - loading)
     relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}
     out_paths = {layer: Path(settings.EMBEDDINGS_ROOT) / path for layer, path in relative.items()}
     for path in out_paths.values():

@@ -350,7 +350,12 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(
         request,
         template,
-        {"run": run, "progress": progress, "remaining": selectors.run_seconds_left(run, progress)},
+        {
+            "run": run,
+            "progress": progress,
+            "remaining": selectors.run_seconds_left(run, progress),
+            "step_counts": selectors.run_step_counts(run),
+        },
     )
 
 

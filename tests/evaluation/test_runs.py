@@ -191,6 +191,22 @@ def test_one_failing_model_does_not_stop_the_others(digits_zip_small):
     assert run.status == "succeeded"
     assert "Layer 'no_such_layer' does not exist" in run.error_message
     assert Score.objects.filter(run=run).count() == 1
+    done = RunStep.objects.get(run=run, model=good)
+    assert 0 < done.load_seconds <= done.extract_seconds  # loading is part of extraction
+
+
+def test_run_page_counts_models_by_status(researcher_client, digits_zip_small):
+    dataset = make_image_dataset(data=digits_zip_small)
+    good, bad = make_timm_model(), make_timm_model("bad", "test_resnet")
+    run = services.run_create(
+        dataset=dataset, models=[good, bad], metrics=[knn_entry(k=1, split="loo")]
+    )
+    page = researcher_client.get(run.get_absolute_url()).content.decode()
+    assert '2 models: <span class="status queued">2 queued</span>' in page
+    RunStep.objects.filter(run=run, model=bad).update(layers=["no_such_layer"])
+    run_steps(run)
+    page = researcher_client.get(run.get_absolute_url()).content.decode()
+    assert '1 succeeded</span> · <span class="status failed">1 failed</span>' in page
 
 
 def test_cancelled_run_is_not_picked_up(image_run):
