@@ -118,8 +118,12 @@ def _target_reliability(request: HttpRequest) -> float:
 @require_POST
 def study_status(request: HttpRequest, study_id: int) -> HttpResponse:
     study = get_object_or_404(Study, pk=study_id)
-    services.study_set_status(study=study, status=request.POST.get("status", ""))
-    messages.success(request, f"{study} is now {study.get_status_display().lower()}.")
+    try:
+        services.study_set_status(study=study, status=request.POST.get("status", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{study} is now {study.get_status_display().lower()}.")
     return redirect(study)
 
 
@@ -151,6 +155,8 @@ def participant_exclude(request: HttpRequest, study_id: int, participant_id: int
             excluded=bool(form.cleaned_data["excluded"]),
             reason=form.cleaned_data["reason"],
         )
+    else:
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
     return redirect("annotation:study_detail", study_id)
 
 
