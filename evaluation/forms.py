@@ -35,7 +35,9 @@ class ModelRegisterForm(forms.Form):
         max_length=500, required=False, help_text="For 'Local checkpoint file' weights (timm)."
     )
     revision = forms.CharField(max_length=100, required=False, help_text="Hub revision (optional).")
-    seed = forms.IntegerField(min_value=0, initial=0, help_text="Initialisation seed (untrained).")
+    seed = forms.IntegerField(
+        min_value=0, max_value=2**31 - 1, initial=0, help_text="Initialisation seed (untrained)."
+    )
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
 
 

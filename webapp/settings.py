@@ -75,9 +75,14 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served locally: no CDN
     "evaluation",
     "annotation",
     "webapp",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -254,8 +259,50 @@ EXTRACTION_CHANNELS_LAST = os.environ.get("EXTRACTION_CHANNELS_LAST") or "auto"
 EXTRACTION_CHUNK_SIZE = env_int("EXTRACTION_CHUNK_SIZE", 1024)
 # Hugging Face and timm caches: set HF_HOME to a shared volume on GPU machines.
 
+# --- REST API (api/) ----------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Scripts send "Authorization: Token <key>"; a logged-in researcher's browser session
+    # works too, with DRF's CSRF check on writes. Token first: anonymous callers get a 401.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.IsResearcher"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "api.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+    # ?format= is the exports' own parameter, not a renderer override.
+    "URL_FORMAT_OVERRIDE": None,
+    # Password guessing on POST /api/auth/token/.
+    "DEFAULT_THROTTLE_RATES": {"auth-token": "20/minute"},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Likeness API",
+    "DESCRIPTION": "Register models and datasets, launch runs, read scores, export human "
+    "data. Authenticate with `Authorization: Token <token>` (POST /api/auth/token/). "
+    'Every error is `{"error": {"code", "message", "fields"}}`.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},  # no online validator
+    "REDOC_DIST": "SIDECAR",
+    # Several models have fields called kind, status, modality: name each set of choices.
+    "ENUM_NAME_OVERRIDES": {
+        "ModalityEnum": "evaluation.models.Modality",
+        "RunStatusEnum": "evaluation.models.RunStatus",
+        "StepStatusEnum": "evaluation.models.StepStatus",
+        "TargetKindEnum": "evaluation.models.TargetKind",
+        "JudgmentKindEnum": "evaluation.models.JudgmentKind",
+        "StudyKindEnum": "annotation.models.StudyKind",
+        "StudyStatusEnum": "annotation.models.StudyStatus",
+    },
 }
 
 LOGGING = {

@@ -1,0 +1,1 @@
+"""The REST API of Likeness: every researcher capability, scriptable without a browser."""

@@ -1,0 +1,127 @@
+"""Query filters of the list endpoints (django-filter).
+
+A filter naming an object that does not exist (``?model=999``) is a 400 that says so, not
+an empty list that looks like "no scores yet"; so is a blank one (``?model=``), which
+django-filter would otherwise ignore and answer with everything.
+"""
+
+from __future__ import annotations
+
+import django_filters as filters
+
+from annotation.models import Study, StudyKind, StudyStatus
+from evaluation.metrics import METRICS
+from evaluation.models import (
+    Dataset,
+    HumanJudgments,
+    JudgmentKind,
+    Modality,
+    ModelSource,
+    PretrainedModel,
+    Run,
+    RunStatus,
+    Score,
+    Split,
+    Stimulus,
+    Target,
+    TargetKind,
+)
+
+
+class StrictFilterSet(filters.FilterSet):
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        blank = [
+            name
+            for name in self.filters
+            if name in self.data and not str(self.data.get(name, "")).strip()
+        ]
+        for name in blank:  # this one message, rather than the field's own about ""
+            self.form.errors.pop(name, None)
+            self.form.add_error(name, "Blank value: give one, or leave the parameter out.")
+        return valid and not blank
+
+
+class ModelFilter(StrictFilterSet):
+    source = filters.ChoiceFilter(choices=ModelSource.choices)
+    modality = filters.ChoiceFilter(choices=Modality.choices)
+    name = filters.CharFilter(lookup_expr="icontains", help_text="Name contains (any case).")
+
+    class Meta:
+        model = PretrainedModel
+        fields = ["source", "modality", "name"]
+
+
+class DatasetFilter(StrictFilterSet):
+    modality = filters.ChoiceFilter(choices=Modality.choices)
+    name = filters.CharFilter(lookup_expr="icontains", help_text="Name contains (any case).")
+
+    class Meta:
+        model = Dataset
+        fields = ["modality", "name"]
+
+
+class StimulusFilter(StrictFilterSet):
+    label = filters.CharFilter(help_text="Exact label.")
+    split = filters.ChoiceFilter(choices=[(v, v) for v in Split.values if v])
+
+    class Meta:
+        model = Stimulus
+        fields = ["label", "split"]
+
+
+class RunFilter(StrictFilterSet):
+    status = filters.ChoiceFilter(choices=RunStatus.choices)
+    dataset = filters.ModelChoiceFilter(queryset=Dataset.objects.all())
+
+    class Meta:
+        model = Run
+        fields = ["status", "dataset"]
+
+
+class TargetFilter(StrictFilterSet):
+    kind = filters.ChoiceFilter(choices=TargetKind.choices)
+    dataset = filters.ModelChoiceFilter(queryset=Dataset.objects.all())
+
+    class Meta:
+        model = Target
+        fields = ["kind", "dataset"]
+
+
+class ScoreFilter(StrictFilterSet):
+    model = filters.ModelChoiceFilter(queryset=PretrainedModel.objects.all(), help_text="Model id.")
+    target = filters.ModelChoiceFilter(queryset=Target.objects.all(), help_text="Target id.")
+    dataset = filters.ModelChoiceFilter(
+        field_name="target__dataset", queryset=Dataset.objects.all(), help_text="Dataset id."
+    )
+    run = filters.ModelChoiceFilter(queryset=Run.objects.all(), help_text="Run id.")
+    metric = filters.ChoiceFilter(
+        choices=[(name, info.label) for name, info in METRICS.items()],
+        help_text="Metric name, e.g. `knn` (any parameters).",
+    )
+    metric_key = filters.CharFilter(help_text="Metric with parameters, e.g. `knn(k=5,split=loo)`.")
+    layer = filters.CharFilter(help_text="Exact layer name, e.g. `pre_logits`.")
+
+    class Meta:
+        model = Score
+        fields = ["model", "target", "dataset", "run", "metric", "metric_key", "layer"]
+
+
+class StudyFilter(StrictFilterSet):
+    kind = filters.ChoiceFilter(choices=StudyKind.choices)
+    status = filters.ChoiceFilter(choices=StudyStatus.choices)
+    dataset = filters.ModelChoiceFilter(queryset=Dataset.objects.all())
+
+    class Meta:
+        model = Study
+        fields = ["kind", "status", "dataset"]
+
+
+class JudgmentsFilter(StrictFilterSet):
+    dataset = filters.ModelChoiceFilter(queryset=Dataset.objects.all())
+    kind = filters.ChoiceFilter(choices=JudgmentKind.choices)
+    name = filters.CharFilter(help_text="Exact name (every version).")
+
+    class Meta:
+        model = HumanJudgments
+        fields = ["dataset", "kind", "name"]

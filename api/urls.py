@@ -1,0 +1,35 @@
+"""Addresses of the REST API, mounted at /api/ (see webapp/urls.py)."""
+
+from __future__ import annotations
+
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from api import views
+
+app_name = "api"
+
+router = SimpleRouter(use_regex_path=False)  # ids as <int:pk>: integers in the schema
+router.register("models", views.ModelViewSet, basename="model")
+router.register("datasets", views.DatasetViewSet, basename="dataset")
+router.register("runs", views.RunViewSet, basename="run")
+router.register("scores", views.ScoreViewSet, basename="score")
+router.register("targets", views.TargetViewSet, basename="target")
+router.register("studies", views.StudyViewSet, basename="study")
+router.register("judgments", views.JudgmentsViewSet, basename="judgments")
+
+urlpatterns = [
+    path("auth/token/", views.ObtainTokenView.as_view(), name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path(
+        "redoc/",
+        # The package's page loads Google Fonts; ours loads nothing from outside.
+        SpectacularRedocView.as_view(url_name="api:schema", template_name="api/redoc.html"),
+        name="redoc",
+    ),
+    *router.urls,
+    # Last: any other address under /api/ gets a JSON 404, not Django's HTML page.
+    re_path(r"^.*$", views.UnknownEndpointView.as_view(), name="unknown"),
+]

@@ -1,0 +1,176 @@
+"""Bad requests of every kind get a 4xx with a specific message in the one error body, and
+an unexpected failure a 500 with the same shape, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from evaluation import services
+from evaluation.models import PretrainedModel, Run
+from tests.api.conftest import error
+
+pytestmark = pytest.mark.django_db
+
+JSON_ENDPOINTS = ["/api/models/", "/api/runs/", "/api/auth/token/"]
+
+
+def post_raw(client, path: str, body: bytes | str, content_type: str = "application/json"):
+    return client.generic("POST", path, body, content_type=content_type)
+
+
+@pytest.mark.parametrize("path", JSON_ENDPOINTS)
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"name": "x",}', "Malformed JSON: Expecting property name enclosed in double quotes "
+         "at line 1, column 14."),
+        ("{'name': 'x'}", "Malformed JSON: Expecting property name enclosed in double quotes "
+         "at line 1, column 2."),
+        ('{"seed": NaN}', "Malformed JSON: NaN is not a JSON number; send a finite number or null."),
+        ('{"name": "x"} trailing', "Malformed JSON: Extra data at line 1, column 15."),
+        (b'{"name": "\xff"}', "Malformed JSON: the body is not valid utf-8 text "
+         "(invalid start byte at byte 10)."),
+    ],
+)  # fmt: skip
+def test_malformed_json_is_a_400_that_says_where(api, path, body, message):
+    response = post_raw(api, path, body)
+    assert response.status_code == 400
+    assert response.json() == error("malformed_json", message)
+
+
+@pytest.mark.parametrize("path", ["/api/models/", "/api/runs/"])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[1, 2]", "Invalid data. Expected a dictionary, but got list."),
+        ('"text"', "Invalid data. Expected a dictionary, but got str."),
+        ("3", "Invalid data. Expected a dictionary, but got int."),
+        ("null", "No data provided."),
+    ],
+)
+def test_json_that_is_not_an_object(api, path, body, message):
+    response = post_raw(api, path, body)
+    assert response.status_code == 400
+    assert response.json() == error("invalid", message)
+
+
+def test_wrong_types_inside_the_body(api):
+    response = api.post(
+        "/api/runs/", {"dataset": "one", "models": 3, "metrics": {"knn": 1}}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "dataset": ["Incorrect type. Expected pk value, received str."],
+        "models": ['Expected a list of items but got type "int".'],
+        "metrics": ['Expected a list of items but got type "dict".'],
+    }
+    assert response.json()["error"]["message"] == (
+        "dataset: Incorrect type. Expected pk value, received str. "
+        'models: Expected a list of items but got type "int". '
+        'metrics: Expected a list of items but got type "dict".'
+    )
+    strings = api.post(
+        "/api/models/",
+        {"name": 5, "source": "timm", "identifier": "test_vit", "seed": "5"},
+        format="json",
+    )
+    assert strings.json()["error"]["fields"] == {
+        "name": ["Not a valid string."],
+        "seed": ["A valid integer is required."],
+    }
+    ids_as_strings = api.post(
+        "/api/runs/", {"dataset": "1", "models": ["1"], "metrics": [{"name": "knn"}]}, format="json"
+    )
+    assert ids_as_strings.json()["error"]["fields"] == {
+        "dataset": ["Incorrect type. Expected pk value, received str."],
+        "models": ["Incorrect type. Expected pk value, received str."],
+    }
+    nul = api.post(
+        "/api/models/", {"name": "a\x00b", "source": "timm", "identifier": "x"}, format="json"
+    )
+    assert nul.json()["error"]["fields"] == {"name": ["Null characters are not allowed."]}
+    assert not Run.objects.exists() and not PretrainedModel.objects.exists()
+
+
+def test_oversize_json_body_is_refused_unread(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post("/api/models/", {"name": "x" * 2000}, format="json")
+    assert response.status_code == 413
+    assert response.json() == error(
+        "upload_too_large",
+        "The request body is larger than 1.0 kB (DATA_UPLOAD_MAX_MEMORY_SIZE); it was not "
+        "read. Upload files as multipart.",
+    )
+    assert not PretrainedModel.objects.exists()
+
+
+def test_unsupported_content_type(api):
+    response = post_raw(api, "/api/models/", "name=x", "application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert response.json() == error(
+        "unsupported_media_type",
+        'Unsupported media type "application/x-www-form-urlencoded" in request.',
+    )
+
+
+def test_too_many_form_fields(api, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    fields = {f"field{n}": "x" for n in range(10)}
+    response = api.post("/api/datasets/", fields, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == error(
+        "parse_error",
+        "The number of GET/POST parameters exceeded settings.DATA_UPLOAD_MAX_NUMBER_FIELDS.",
+    )
+
+
+def test_broken_multipart_body(api):
+    response = post_raw(api, "/api/datasets/", b"--x\r\nbroken", "multipart/form-data")
+    assert response.status_code == 400
+    assert response.json() == error(
+        "parse_error", "Multipart form parse error - Invalid boundary in multipart: None"
+    )
+
+
+def test_unknown_address_under_api_is_a_json_404(api, anonymous):
+    response = anonymous.get("/api/nothing/here/")
+    assert response.status_code == 404
+    assert response.json() == error(
+        "not_found",
+        "No API endpoint at /api/nothing/here/. The endpoints are listed at /api/docs/.",
+    )
+    slashless = api.post("/api/models", {}, format="json")
+    assert slashless.status_code == 404
+    assert slashless.json() == error(
+        "not_found",
+        "No API endpoint at /api/models. Did you mean /api/models/ (with the trailing slash)? "
+        "The endpoints are listed at /api/docs/.",
+    )
+    assert api.get("/api/models/abc/").status_code == 404
+
+
+def test_method_not_allowed(api):
+    response = api.put("/api/runs/", {}, format="json")
+    assert response.status_code == 405
+    assert response.json() == error("method_not_allowed", 'Method "PUT" not allowed.')
+
+
+def test_unexpected_failure_is_a_json_500_without_traceback(api, monkeypatch, caplog):
+    def explode(**kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(services, "model_register", explode)
+    api.raise_request_exception = False
+    response = api.post(
+        "/api/models/",
+        {"name": "x", "source": "timm", "identifier": "test_vit", "weights": "untrained"},
+        format="json",
+    )
+    assert response.status_code == 500
+    assert response.json() == error(
+        "server_error",
+        "Internal error. This is a bug in Likeness, not in your request; the server log has "
+        "the details.",
+    )
+    assert "disk on fire" not in response.content.decode()
+    assert "Unhandled error in the API" in caplog.text and "disk on fire" in caplog.text
