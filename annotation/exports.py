@@ -121,8 +121,11 @@ def _aggregate(study: Study, rows: list[Any], names: dict[int, str]) -> dict[str
             else None
         )
     else:
-        for stimulus in (s for s in (a, b, c) if s):
-            out[f"votes_{names.get(stimulus)}"] = sum(r[5] == stimulus for r in rows)
+        # Columns named after the item's slots, not its stimuli: every row of a CSV shares
+        # the first row's header.
+        for column, stimulus in (("a", a), ("b", b), ("c", c)):
+            if stimulus:
+                out[f"votes_{column}"] = sum(r[5] == stimulus for r in rows)
     return out
 
 

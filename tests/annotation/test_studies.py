@@ -367,3 +367,19 @@ def test_concurrent_participants_never_push_an_item_past_its_quota():
     assert set(Item.objects.values_list("answered", "assigned")) == {(2, 2)}
     pairs = list(Trial.objects.values_list("participant_id", "item_id"))
     assert len(pairs) == len(set(pairs))
+
+
+def test_choice_aggregates_export_every_items_votes_under_one_header():
+    import csv
+    import io
+
+    from annotation.exports import aggregate_rows, as_csv
+
+    study = make_study("triplets", items=ItemPlan(mode="random", count=4, seed=1))
+    for _ in range(2):
+        complete_session(services.participant_start(study=study))
+    rows = list(csv.DictReader(io.StringIO("".join(as_csv(aggregate_rows(study))))))
+    assert len(rows) == 4
+    for row in rows:  # each item's votes, whatever its stimuli are called
+        votes = [int(row[f"votes_{slot}"]) for slot in "abc"]
+        assert sum(votes) == int(row["n"]) == 2

@@ -72,3 +72,22 @@ def test_reachable_services_pass():
     )
     assert done.returncode == 0, done.stderr
     assert "reachable" in done.stdout
+
+
+@pytest.mark.django_db
+def test_healthz_answers_without_an_allowed_host_or_a_session(client, settings):
+    settings.ALLOWED_HOSTS = ["likeness.example"]
+    response = client.get("/healthz", HTTP_HOST="10.0.0.7:8000")  # a probe by IP address
+    assert response.status_code == 200 and response.content == b"ok"
+    assert "Set-Cookie" not in response
+
+
+def test_healthz_reports_an_unreachable_database(client, monkeypatch):
+    from django.db import connection
+
+    def refuse():
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(connection, "cursor", refuse)
+    response = client.get("/healthz")
+    assert response.status_code == 503 and b"database unreachable" in response.content

@@ -1,0 +1,574 @@
+"""Create an evaluation run (models x layers x metrics on a dataset's targets) through the
+same service as the run form, queue it, and optionally follow it to its scores.
+
+``--wait`` follows the run in the database (progress and time left on stderr) while Celery
+workers do the work; ``--in-process`` does the work in this process, for a machine with no
+worker running. Both end with the scores, or with each failed model's message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+from django.db import connections
+from django.db.models import Prefetch
+from django.urls import reverse
+
+from evaluation import selectors, services
+from evaluation.engine.errors import MetricError
+from evaluation.management.cli import (
+    LikenessCommand,
+    Outcome,
+    ProgressLine,
+    add_user_option,
+    bar,
+    dataset_lookup,
+    duration,
+    model_lookup,
+    models_lookup,
+    table,
+    user_lookup,
+)
+from evaluation.metrics import (
+    KNN_SPLITS,
+    LABEL_PROBES,
+    METRICS,
+    knn_entry,
+    odd_one_out_entry,
+    pair_alignment_entry,
+    probe_entry,
+    reweighted_pair_alignment_entry,
+    two_afc_entry,
+)
+from evaluation.models import (
+    Dataset,
+    PretrainedModel,
+    Run,
+    RunStatus,
+    RunStep,
+    Score,
+    StepStatus,
+    TargetKind,
+)
+from webapp.checks import broker_problem
+
+TIMEOUT_EXIT_STATUS = 124  # as timeout(1): the wait ran out, the run did not fail
+NO_WORKER_HINT_SECONDS = 15.0
+# Each kind of target's main metric, used when no --metric is given.
+DEFAULT_METRICS = {
+    TargetKind.LABELS: "knn",
+    TargetKind.PAIRS: "pair_alignment",
+    TargetKind.TRIPLETS: "odd_one_out",
+    TargetKind.TWO_AFC: "two_afc",
+}
+METRIC_SPEC = re.compile(r"^\s*([a-z_0-9]+)\s*(?:[(:](.*?)\)?)?\s*$")
+
+
+def _metrics_help() -> str:
+    rows = [
+        textwrap.fill(
+            info.description, width=98, initial_indent=f"  {name:26} ", subsequent_indent=" " * 29
+        )
+        for name, info in METRICS.items()
+    ]
+    return (
+        "metrics (--metric NAME or NAME(param=value,...)):\n"
+        + "\n".join(rows)
+        + "\n  parameters: knn(k=5,split=loo|holdout), few_shot(k_shot=1,n_way=5),\n"
+        "  pair_alignment(correlation=spearman|pearson), reweighted_pair_alignment(correlation=...)"
+    )
+
+
+class Command(LikenessCommand):
+    help = (
+        "Evaluate models on a dataset: one run, one step per model (extract embeddings, then\n"
+        "score every metric against each of the dataset's targets: its labels and its human\n"
+        "judgments). Without --wait it queues the run for the Celery workers and prints its id.\n"
+        "--wait follows it (progress on stderr) and prints the scores; --in-process does the\n"
+        "work here, with no worker. Cached embeddings are reused. A run whose models all fail\n"
+        "prints each failure and exits 1; --timeout stops waiting (exit 124)."
+    )
+    examples = (
+        """
+  manage.py evaluate --dataset digits --model resnet18-untrained --wait
+  manage.py evaluate --dataset stsb --model minilm tf-idf --metric knn 'knn(k=10,split=holdout)'
+  manage.py evaluate --dataset digits --model 'resnet*' --metric linear_probe --wait --json
+  manage.py evaluate --dataset digits --model resnet18-untrained \\
+      --layers resnet18-untrained=layer1,layer2,layer3,layer4 --in-process
+  manage.py evaluate --dataset simlex-words --model minilm --metric 'pair_alignment(correlation=pearson)'
+  manage.py evaluate --run 12 --timeout 600        # follow a run queued earlier
+
+"""
+        + _metrics_help()
+        + "\n\nWithout --metric: k-NN for labels, pair_alignment for pair ratings, odd_one_out "
+        "for triplets, two_afc for 2AFC (each target the dataset has)."
+    )
+
+    def add_options(self, parser: CommandParser) -> None:
+        parser.add_argument("--dataset", metavar="DATASET", help="Dataset id or name.")
+        parser.add_argument(
+            "--model",
+            "--models",
+            dest="models",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="MODEL",
+            help="Model ids, names or identifiers; a pattern with * matches names "
+            "(of the dataset's modality).",
+        )
+        parser.add_argument(
+            "--all-models",
+            action="store_true",
+            help="Every registered model of the dataset's modality.",
+        )
+        parser.add_argument(
+            "--layers",
+            action="append",
+            default=[],
+            metavar="MODEL=LAYER[,LAYER...]",
+            help="Layers to score for a model (default: its default layer); 'all' for every "
+            "listed layer (see list_layers). Repeatable.",
+        )
+        parser.add_argument(
+            "--metric",
+            "--metrics",
+            dest="metrics",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="METRIC",
+            help="Metrics to compute, e.g. knn 'knn(k=10,split=holdout)' linear_probe "
+            "(default: each target's main metric).",
+        )
+        parser.add_argument(
+            "--run",
+            type=int,
+            metavar="RUN_ID",
+            help="Follow an existing run instead of creating one (implies --wait).",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="Wait for the run to end, with progress on stderr, then print the scores.",
+        )
+        parser.add_argument(
+            "--in-process",
+            action="store_true",
+            help="Extract and score in this process (no worker needed; implies --wait).",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            metavar="SECONDS",
+            help="Stop waiting after this long (exit 124). The run goes on on the workers; "
+            "with --in-process it is cancelled.",
+        )
+        parser.add_argument(
+            "--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS
+        )
+        add_user_option(parser)
+
+    def run(self, **options: Any) -> Outcome:
+        if options["timeout"] is not None and options["timeout"] <= 0:
+            raise CommandError("--timeout must be a positive number of seconds.")
+        self.poll = max(0.05, options["poll"])
+        self.progress = ProgressLine(self.stderr._out, enabled=self.verbosity > 0)
+        if options["run"] is not None:
+            if (
+                options["dataset"]
+                or options["models"]
+                or options["all_models"]
+                or options["metrics"]
+            ):
+                raise CommandError(
+                    "--run follows an existing run; drop --dataset, --model and --metric."
+                )
+            if options["in_process"]:
+                raise CommandError("--in-process runs a new run; a queued run is a worker's.")
+            run = Run.objects.filter(pk=options["run"]).first()
+            if run is None:
+                raise CommandError(f"No run with id {options['run']}.")
+            return self._follow(run, timeout=options["timeout"])
+        run = self._create(options)
+        if options["in_process"]:
+            return self._run_here(run, timeout=options["timeout"])
+        if options["wait"]:
+            return self._follow(run, timeout=options["timeout"])
+        return self._queued(run)
+
+    # --- Creating -----------------------------------------------------------------------
+    def _create(self, options: dict[str, Any]) -> Run:
+        if not options["dataset"]:
+            raise CommandError("Choose a dataset (--dataset), or follow a run with --run.")
+        dataset = dataset_lookup(options["dataset"])
+        if options["all_models"]:
+            if options["models"]:
+                raise CommandError("--all-models and --model contradict each other.")
+            models = list(PretrainedModel.objects.filter(modality=dataset.modality))
+            if not models:
+                raise CommandError(f"No {dataset.modality} model is registered.")
+        elif options["models"]:
+            models = models_lookup(options["models"], modality=dataset.modality)
+        else:
+            raise CommandError("Choose models (--model NAME ..., or --all-models).")
+        layers = parse_layers(options["layers"], models)
+        metrics = parse_metrics(options["metrics"], dataset)
+        user = user_lookup(options["user"])
+        problem = broker_problem()
+        if problem:  # the run's steps are queued on the broker: refuse before writing
+            raise CommandError(problem)
+        run = services.run_create(
+            dataset=dataset, models=models, metrics=metrics, layers=layers, created_by=user
+        )
+        self.note(
+            f"Run {run.pk}: {len(models)} model(s) on {dataset.name} "
+            f"({dataset.stimulus_count} stimuli), {', '.join(run.metric_keys)}."
+        )
+        return run
+
+    def _queued(self, run: Run) -> Outcome:
+        run = _load(run.pk)
+        document = run_document(run)
+        lines = [
+            f"Run {run.pk} queued: {len(document['steps'])} model(s) on {run.dataset.name}, "
+            f"{', '.join(run.metric_keys)}.",
+            f"Follow it with `manage.py evaluate --run {run.pk}` or at {document['run']['path']}.",
+        ]
+        return Outcome(document=document, lines=lines)
+
+    # --- Following ----------------------------------------------------------------------
+    def _follow(self, run: Run, *, timeout: float | None) -> Outcome:
+        started = time.monotonic()
+        hinted = False
+        try:
+            while True:
+                current = _load(run.pk)
+                self._draw(current)
+                if current.is_finished:
+                    break
+                waited = time.monotonic() - started
+                if timeout is not None and waited >= timeout:
+                    self.progress.close()
+                    raise CommandError(
+                        f"Run {run.pk} has not finished after {duration(timeout)} "
+                        f"({current.status}, {selectors.run_progress_fraction(current):.0%}); it "
+                        f"goes on: follow it with `manage.py evaluate --run {run.pk}`.",
+                        returncode=TIMEOUT_EXIT_STATUS,
+                    )
+                if not hinted and waited >= NO_WORKER_HINT_SECONDS and _untouched(current):
+                    hinted = True
+                    self.progress.close()
+                    self.note(
+                        f"No worker has picked up run {run.pk} after {duration(waited)}: start "
+                        "one (`make run`, `manage.py serve`, or `celery -A workers worker -Q "
+                        "gpu,cpu`), or run the evaluation with --in-process."
+                    )
+                time.sleep(self.poll)
+        except KeyboardInterrupt:
+            self.progress.close()
+            raise CommandError(
+                f"Stopped waiting; run {run.pk} goes on (follow it with "
+                f"`manage.py evaluate --run {run.pk}`)."
+            ) from None
+        self.progress.close()
+        return finished_outcome(current)
+
+    def _run_here(self, run: Run, *, timeout: float | None) -> Outcome:
+        """Do each step's work here, through the services a worker calls. The messages the
+        run queued find their steps done and do nothing, should a worker start later."""
+        worker = f"cli@{socket.gethostname()}:{os.getpid()}"
+        started = time.monotonic()
+        watcher = _Watcher(run.pk, self._draw, self.poll, timeout)
+        watcher.start()
+        try:
+            for step_id in run.steps.order_by("pk").values_list("pk", flat=True):
+                services.step_extract(step_id=step_id, worker=worker)
+                services.step_score(step_id=step_id, worker=worker)
+        except KeyboardInterrupt:
+            services.run_cancel(run=run)
+            raise CommandError(f"Interrupted: run {run.pk} is cancelled.") from None
+        finally:
+            watcher.stop()
+            self.progress.close()
+        if watcher.timed_out:
+            raise CommandError(
+                f"Run {run.pk} did not finish within {duration(timeout)}; it is cancelled.",
+                returncode=TIMEOUT_EXIT_STATUS,
+            )
+        current = _load(run.pk)
+        if not current.is_finished:
+            # A worker claimed a step first (the run's messages were queued too): wait for it.
+            left = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
+            return self._follow(current, timeout=left)
+        self._draw(current)
+        self.progress.close()
+        return finished_outcome(current)
+
+    def _draw(self, run: Run) -> None:
+        progress = selectors.run_progress_fraction(run)
+        left = selectors.run_seconds_left(run, progress)
+        parts = [f"run {run.pk} {bar(progress)} {progress:4.0%}"]
+        if not run.is_finished:
+            parts.append(f"ETA {duration(left)}" if left is not None else "ETA ?")
+        for step in run.steps.all():
+            state = step.get_status_display().lower()
+            if step.status == StepStatus.EXTRACTING and step.total:
+                state += f" {step.processed}/{step.total}"
+            parts.append(f"{step.model.name}: {state}")
+        self.progress.show(" | ".join(parts), force=run.is_finished)
+
+
+class _Watcher(threading.Thread):
+    """Draws progress from the database while this process works, and cancels the run
+    when --timeout passes (the work then stops at its next progress report)."""
+
+    def __init__(
+        self, run_id: int, draw: Callable[[Run], None], poll: float, timeout: float | None
+    ) -> None:
+        super().__init__(daemon=True)
+        self.run_id, self.draw, self.poll, self.timeout = run_id, draw, poll, timeout
+        self.halt = threading.Event()
+        self.timed_out = False
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            while not self.halt.wait(self.poll):
+                try:
+                    run = _load(self.run_id)
+                except Run.DoesNotExist:
+                    continue  # not visible to this connection (yet)
+                self.draw(run)
+                if self.timeout is not None and time.monotonic() - started >= self.timeout:
+                    self.timed_out = services.run_cancel(run=run)
+                    return
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=10)
+
+
+def _load(run_id: int) -> Run:
+    return (
+        Run.objects.select_related("dataset")
+        .prefetch_related(
+            Prefetch("steps", queryset=RunStep.objects.select_related("model").order_by("pk"))
+        )
+        .get(pk=run_id)
+    )
+
+
+def _untouched(run: Run) -> bool:
+    return run.status == RunStatus.QUEUED and all(
+        step.status == StepStatus.QUEUED and not step.attempts for step in run.steps.all()
+    )
+
+
+# --- Parsing options -----------------------------------------------------------------------------
+def parse_metrics(specs: list[str], dataset: Dataset) -> list[dict[str, Any]]:
+    """Metric entries as the run form builds them; by default each target's main metric."""
+    if not specs:
+        kinds = set(dataset.targets.values_list("kind", flat=True))
+        if not kinds:
+            raise CommandError(
+                f"{dataset.name} has no labels and no human judgments to score against; "
+                "import judgments first (import_judgments)."
+            )
+        specs = [DEFAULT_METRICS[TargetKind(kind)] for kind in DEFAULT_METRICS if kind in kinds]
+    entries: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        entry = metric_entry(spec)
+        entries.setdefault(f"{entry['name']}{sorted(entry['params'].items())}", entry)
+    return list(entries.values())
+
+
+PARAMETERS: dict[str, dict[str, type]] = {
+    "knn": {"k": int, "split": str},
+    "few_shot": {"k_shot": int, "n_way": int},
+    "pair_alignment": {"correlation": str},
+    "reweighted_pair_alignment": {"correlation": str},
+}
+
+
+def metric_entry(spec: str) -> dict[str, Any]:
+    """``name`` or ``name(key=value,...)`` (also ``name:key=value,...``) as a run entry."""
+    match = METRIC_SPEC.match(spec)
+    if not match or match.group(1) not in METRICS:
+        name = match.group(1) if match else spec
+        raise CommandError(f"Unknown metric {name!r}; choose from {', '.join(METRICS)}.")
+    name, raw = match.group(1), match.group(2) or ""
+    params = _parameters(name, raw, spec)
+    try:
+        if name == "knn":
+            k = params.get("k", 5)
+            if not 1 <= k <= 1000:
+                raise CommandError(f"{spec}: k must be between 1 and 1000.")
+            return knn_entry(k=k, split=params.get("split", "loo"))
+        if name == "few_shot":
+            n_way, k_shot = params.get("n_way", 5), params.get("k_shot", 1)
+            if n_way < 2 or k_shot < 1:
+                raise CommandError(f"{spec}: n_way must be at least 2 and k_shot at least 1.")
+            return probe_entry("few_shot", n_way=n_way, k_shot=k_shot)
+        if name in LABEL_PROBES:
+            return probe_entry(name)
+        if name == "pair_alignment":
+            return pair_alignment_entry(correlation=params.get("correlation", "spearman"))
+        if name == "reweighted_pair_alignment":
+            return reweighted_pair_alignment_entry(
+                correlation=params.get("correlation", "spearman")
+            )
+        if name == "odd_one_out":
+            return odd_one_out_entry()
+        return two_afc_entry()
+    except MetricError as exc:
+        raise CommandError(f"{spec}: {exc}") from None
+
+
+def _parameters(name: str, raw: str, spec: str) -> dict[str, Any]:
+    allowed = PARAMETERS.get(name, {})
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, equals, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or key not in allowed:
+            accepted = ", ".join(allowed) or "no parameters"
+            raise CommandError(f"{spec}: {name} takes {accepted}; {part!r} is not one of them.")
+        if allowed[key] is int:
+            try:
+                params[key] = int(value)
+            except ValueError:
+                raise CommandError(
+                    f"{spec}: {key} must be a whole number, not {value!r}."
+                ) from None
+        else:
+            params[key] = value
+    if name == "knn" and params.get("split", "loo") not in KNN_SPLITS:
+        raise CommandError(f"{spec}: split must be one of {', '.join(KNN_SPLITS)}.")
+    return params
+
+
+def parse_layers(specs: list[str], models: list[PretrainedModel]) -> dict[int, list[str]]:
+    chosen = {model.pk: model for model in models}
+    layers: dict[int, list[str]] = {}
+    for spec in specs:
+        reference, equals, names = spec.partition("=")
+        if not equals or not names.strip():
+            raise CommandError(f"--layers {spec!r}: write MODEL=LAYER[,LAYER...].")
+        model = model_lookup(reference)
+        if model.pk not in chosen:
+            raise CommandError(
+                f"--layers names {model.name}, which is not one of the run's models."
+            )
+        picked = [n.strip() for n in names.split(",") if n.strip()]
+        if picked == ["all"]:
+            if not model.layers:
+                raise CommandError(
+                    f"The layers of {model.name} are not listed yet; list them with "
+                    f"`manage.py list_layers {model.pk} --inspect` first."
+                )
+            picked = model.layer_names
+        layers.setdefault(model.pk, []).extend(picked)
+    return layers
+
+
+# --- Results -------------------------------------------------------------------------------------
+def run_document(run: Run) -> dict[str, Any]:
+    progress = selectors.run_progress_fraction(run)
+    return {
+        "run": {
+            "id": run.pk,
+            "status": run.status,
+            "dataset": {"id": run.dataset_id, "name": run.dataset.name},
+            "metrics": run.metric_keys,
+            "targets": [{"id": t.pk, "name": t.name, "kind": t.kind} for t in run.targets.all()],
+            "progress": round(progress, 4),
+            "seconds_left": selectors.run_seconds_left(run, progress),
+            "elapsed_seconds": run.elapsed_seconds,
+            "error": run.error_message,
+            "path": reverse("evaluation:run_detail", args=[run.pk]),
+        },
+        "steps": [
+            {
+                "model": step.model.name,
+                "model_id": step.model_id,
+                "status": step.status,
+                "layers": step.layers or [step.model.default_layer],
+                "processed": step.processed,
+                "total": step.total,
+                "reused_embeddings": step.reused_embeddings,
+                "extract_seconds": step.extract_seconds,
+                "score_seconds": step.score_seconds,
+                "error": step.error_message,
+            }
+            for step in run.steps.all()
+        ],
+    }
+
+
+def finished_outcome(run: Run) -> Outcome:
+    scores = list(
+        Score.objects.filter(run=run)
+        .select_related("model", "target")
+        .order_by("target__name", "metric_key", "-value", "model__name", "layer")
+    )
+    document = run_document(run)
+    document["scores"] = [
+        {
+            "model": s.model.name,
+            "model_id": s.model_id,
+            "layer": s.layer,
+            "target": s.target.name,
+            "target_id": s.target_id,
+            "metric": s.metric_key,
+            "value": s.value,
+            "ci_low": s.ci_low,
+            "ci_high": s.ci_high,
+            "ceiling": s.ceiling,
+            "normalized": s.normalized,
+            "n": s.n,
+        }
+        for s in scores
+    ]
+    rows = [
+        (
+            s.model.display_name,
+            s.layer,
+            s.target.name,
+            s.metric_key,
+            f"{s.value:.4f}",
+            f"[{s.ci_low:.3f}, {s.ci_high:.3f}]",
+            f"{s.ceiling:.3f}" if s.ceiling is not None else "-",
+            f"{s.normalized:.1%}" if s.normalized is not None else "-",
+            s.n,
+        )
+        for s in scores
+    ]
+    elapsed = duration(run.elapsed_seconds) if run.elapsed_seconds is not None else "?"
+    lines = [f"Run {run.pk} {run.status} in {elapsed} on {run.dataset.name}."]
+    if rows:
+        lines += table(
+            ("model", "layer", "target", "metric", "value", "95% CI", "ceiling", "/ceiling", "n"),
+            rows,
+        )
+    failed = [step for step in run.steps.all() if step.status == StepStatus.FAILED]
+    for step in failed:
+        lines.append(f"FAILED {step.model.display_name}: {step.error_message}")
+    outcome = Outcome(document=document, lines=lines)
+    if run.status == RunStatus.FAILED:
+        reasons = "; ".join(f"{s.model.name}: {s.error_message.rstrip('.')}" for s in failed)
+        outcome.error = f"Run {run.pk} failed. {reasons or run.error_message.rstrip('.')}."
+    elif run.status == RunStatus.CANCELLED:
+        outcome.error = f"Run {run.pk} was cancelled."
+    return outcome

@@ -1,0 +1,150 @@
+"""Import published human judgments (pairs, triplets, 2AFC, a similarity matrix) from a CSV
+as a versioned scoring target, through the same importer as the web form."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from django.core.files import File
+from django.core.management.base import CommandError, CommandParser
+
+from evaluation.judgment_import import FORMATS, MATCH_RULES, judgments_import
+from evaluation.management.cli import (
+    LikenessCommand,
+    Outcome,
+    add_user_option,
+    dataset_lookup,
+    user_lookup,
+)
+
+
+class Command(LikenessCommand):
+    help = (
+        "Import human judgments from a CSV or TSV with a header row:\n"
+        "  pairs     a, b, value [, participant]\n"
+        "  triplets  a, b, c, choice [, participant]   (choice = the odd one out)\n"
+        "  2afc      reference, first, second, choice [, participant]\n"
+        "  matrix    a square similarity matrix (stimuli in the first row and column)\n"
+        "Stimuli are matched to an existing dataset (--dataset, by id, name or text), or a new\n"
+        "text dataset is made of the file's words or sentences (--new-dataset). A name that\n"
+        "exists on the dataset gets a new version; scores stay with the version they used.\n"
+        "All or nothing: a bad row is named and nothing is stored."
+    )
+    examples = """
+  manage.py import_judgments simlex.csv --format pairs --name SimLex-999 \\
+      --new-dataset simlex-words --scale-min 0 --scale-max 10
+  manage.py import_judgments things_triplets.tsv --format triplets --name THINGS \\
+      --dataset things-images --match name --allow-repeats
+  manage.py import_judgments ratings.csv --format pairs --name pilot --dataset stsb --match text --json
+"""
+
+    def add_options(self, parser: CommandParser) -> None:
+        parser.add_argument("file", metavar="FILE", help="CSV or TSV with a header row.")
+        parser.add_argument(
+            "--name", required=True, help="e.g. SimLex-999; a new version if it exists."
+        )
+        parser.add_argument("--format", required=True, choices=FORMATS, help="Layout of the file.")
+        where = parser.add_mutually_exclusive_group(required=True)
+        where.add_argument(
+            "--dataset",
+            metavar="DATASET",
+            help="Match the file's stimuli to this dataset's (id or name).",
+        )
+        where.add_argument(
+            "--new-dataset",
+            metavar="NAME",
+            help="Create a new text dataset whose stimuli are the file's references.",
+        )
+        parser.add_argument(
+            "--match",
+            choices=MATCH_RULES,
+            default="auto",
+            help="With --dataset: match references by stimulus id, name, text, or auto (all "
+            "three; each reference must reach exactly one stimulus).",
+        )
+        parser.add_argument(
+            "--allow-repeats",
+            action="store_true",
+            help="The data hold planned repeats (test-retest) by participant.",
+        )
+        parser.add_argument(
+            "--symmetrize",
+            action="store_true",
+            help="Matrix only: average the two triangles if they differ.",
+        )
+        parser.add_argument("--scale-min", type=float, help="Pair ratings: bottom of the scale.")
+        parser.add_argument("--scale-max", type=float, help="Pair ratings: top of the scale.")
+        parser.add_argument("--description", default="")
+        parser.add_argument("--origin", default="", help="Where the data came from.")
+        add_user_option(parser)
+
+    def run(self, **options: Any) -> Outcome:
+        path = Path(options["file"])
+        if not path.is_file():
+            raise CommandError(f"No file {path}.")
+        dataset = dataset_lookup(options["dataset"]) if options["dataset"] else None
+        if dataset is None and options["match"] != "auto":
+            raise CommandError("--match applies to --dataset; a new dataset is made from the file.")
+        for option in ("scale_min", "scale_max"):
+            value = options[option]
+            if value is not None and not math.isfinite(value):
+                raise CommandError(f"--{option.replace('_', '-')} must be a finite number.")
+        user = user_lookup(options["user"])
+        self.note(f"Importing {options['format']} judgments from {path}...")
+        with path.open("rb") as handle:
+            judgments = judgments_import(
+                file=File(handle, name=path.name),
+                format=options["format"],
+                name=options["name"],
+                dataset=dataset,
+                new_dataset_name=options["new_dataset"] or "",
+                match=options["match"],
+                # A new dataset is made of the file's references; never added to an old one.
+                create_missing=dataset is None,
+                symmetrize=options["symmetrize"],
+                allow_repeats=options["allow_repeats"],
+                scale_min=options["scale_min"],
+                scale_max=options["scale_max"],
+                origin=options["origin"],
+                description=options["description"],
+                created_by=user,
+            )
+        target = getattr(judgments, "target", None)
+        reliability = judgments.reliability or {}
+        document = {
+            "id": judgments.pk,
+            "name": judgments.name,
+            "version": judgments.version,
+            "kind": judgments.kind,
+            "judgment_count": judgments.judgment_count,
+            "participant_count": judgments.participant_count,
+            "scale": [judgments.scale_min, judgments.scale_max],
+            "ceiling": judgments.ceiling,
+            "reliability": reliability,
+            "dataset": {
+                "id": judgments.dataset_id,
+                "name": judgments.dataset.name,
+                "created": dataset is None,
+                "stimulus_count": judgments.dataset.stimulus_count,
+            },
+            "target": {"id": target.pk, "name": target.name} if target else None,
+        }
+        lines = [
+            f"Imported {judgments.judgment_count} {judgments.get_kind_display().lower()} as "
+            f"{judgments.name} v{judgments.version} (id {judgments.pk}) over "
+            f"{'the new dataset ' if dataset is None else ''}{judgments.dataset.name} "
+            f"({judgments.dataset.stimulus_count} stimuli).",
+            f"Participants: {judgments.participant_count or 'not given'}.",
+            "Reliability ceiling: "
+            + (
+                f"{judgments.ceiling:.3f}"
+                if judgments.ceiling is not None
+                else str(reliability.get("reason") or reliability.get("note") or "not available")
+            )
+            + ".",
+        ]
+        if target:
+            lines.append(f"Target: {target.name} (id {target.pk}).")
+        return Outcome(document=document, lines=lines)
