@@ -782,3 +782,30 @@ def responses_visible_to(participant: Participant) -> Any:
 
 def stimuli_by_id(ids: Sequence[int]) -> dict[int, Stimulus]:
     return Stimulus.objects.in_bulk(list(ids))
+
+
+# --- Tags as descriptions -------------------------------------------------------------------
+def study_descriptions_create(*, study: Study) -> tuple[str, int]:
+    """The study's tags as a new description set, for language-based models (Marjieh et al.
+    2023 embed STEP-Tag tags): flagged-out (hidden) tags are left out, and each tag weighs its
+    mean rating (1-5), or 1 where nobody rated it yet. Each call makes a new version, so a
+    model scored on earlier tags keeps its inputs. Returns (set name, descriptions)."""
+    from evaluation.descriptions import DescriptionRow, descriptions_store
+    from evaluation.models import Description
+
+    if study.kind != StudyKind.TAGS:
+        raise ValidationError("Only tag studies have tags to use as descriptions.")
+    tags = Tag.objects.filter(study=study).exclude(status=TagStatus.HIDDEN)
+    rows = [
+        DescriptionRow(stimulus_id, text, rating_sum / count if count else 1.0)
+        for stimulus_id, text, rating_sum, count in tags.values_list(
+            "stimulus_id", "text", "rating_sum", "rating_count"
+        )
+    ]
+    if not rows:
+        raise ValidationError("The study has no tags yet (or every tag was flagged out).")
+    prefix = f"tags of study {study.pk} v"
+    taken = Description.objects.filter(origin__startswith=prefix).values_list("origin", flat=True)
+    versions = [int(o.removeprefix(prefix)) for o in set(taken) if o.removeprefix(prefix).isdigit()]
+    origin = f"{prefix}{max(versions, default=0) + 1}"
+    return origin, descriptions_store(origin=origin, rows=rows)

@@ -12,6 +12,11 @@ urlpatterns = [
     path("studies/<int:study_id>/status/", views.study_status, name="study_status"),
     path("studies/<int:study_id>/aggregate/", views.study_aggregate, name="study_aggregate"),
     path(
+        "studies/<int:study_id>/descriptions/",
+        views.study_descriptions,
+        name="study_descriptions",
+    ),
+    path(
         "studies/<int:study_id>/participants/<int:participant_id>/exclude/",
         views.participant_exclude,
         name="participant_exclude",

@@ -146,6 +146,23 @@ def study_aggregate(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @researcher_required
 @require_POST
+def study_descriptions(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, pk=study_id)
+    try:
+        origin, count = services.study_descriptions_create(study=study)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            f"Stored {count} tags as the description set {origin!r}: register a language-based "
+            f"model over it ('{origin} | sentence-transformers:<model>') to score it.",
+        )
+    return redirect(study)
+
+
+@researcher_required
+@require_POST
 def participant_exclude(request: HttpRequest, study_id: int, participant_id: int) -> HttpResponse:
     participant = get_object_or_404(Participant, pk=participant_id, study_id=study_id)
     form = ExcludeForm(request.POST)

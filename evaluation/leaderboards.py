@@ -115,6 +115,12 @@ class Row:
     layers_scored: int = 1
     cells: dict[str, Cell] = field(default_factory=dict)
     separable_from_leader: bool = True
+    identifier: str = ""
+
+    @property
+    def is_derived(self) -> bool:
+        """Computed from human descriptions of the stimuli, not from the stimuli themselves."""
+        return self.source == "language"
 
     @property
     def is_baseline(self) -> bool:
@@ -197,7 +203,10 @@ SCORE_FIELDS = (
     "target_id", "model_id", "layer", "embedding_set__precision", "metric_key",
     "value", "ci_low", "ci_high", "ceiling", "n",
 )  # fmt: skip
-MODEL_FIELDS = ("id", "name", "source", "modality", "weights", "parameter_count", "default_layer")
+MODEL_FIELDS = (
+    "id", "name", "source", "identifier", "modality", "weights", "parameter_count",
+    "default_layer",
+)  # fmt: skip
 
 
 def _compute(target: Target, query: BoardQuery) -> Board:
@@ -227,7 +236,7 @@ def _board(
             m = models[model_id]
             row = Row(
                 model_id, m["name"], m["source"], m["modality"], m["weights"],
-                m["parameter_count"], layer, precision or "",
+                m["parameter_count"], layer, precision or "", identifier=m["identifier"],
             )  # fmt: skip
             latest[(model_id, layer, precision or "")] = row
         row.cells[key] = Cell(value, low, high, ceiling, n)  # later scores replace earlier

@@ -36,6 +36,7 @@ class ModelSource(models.TextChoices):
     OPEN_CLIP_TEXT = "open_clip-text", "open_clip (text tower)"
     TORCHSCRIPT = "torchscript", "TorchScript file (images)"
     BASELINE = "baseline", "Baseline (pixels, tfidf)"
+    LANGUAGE = "language", "Language-based (words people used about each stimulus)"
 
 
 class Weights(models.TextChoices):
@@ -163,6 +164,34 @@ class Stimulus(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Description(models.Model):
+    """A word or phrase people used about a stimulus: a tag from a tag study, or a caption.
+
+    Descriptions come in named sets (``origin``: "tags of study 'Objects' v1", "captions.csv")
+    that never change once stored, so a language-based model over one set has a stable
+    identity in the embedding cache. Language-based methods embed these texts and average
+    them per stimulus, weighted by ``weight`` (a tag's mean rating; 1 for captions)."""
+
+    stimulus = models.ForeignKey(Stimulus, on_delete=models.CASCADE, related_name="descriptions")
+    origin = models.CharField(max_length=200)
+    text = models.CharField(max_length=500)
+    weight = models.FloatField(default=1.0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["stimulus", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["origin", "stimulus", "text"], name="description_unique_text"
+            ),
+            models.CheckConstraint(condition=models.Q(weight__gt=0), name="description_weight"),
+        ]
+        indexes = [models.Index(fields=["origin"])]
+
+    def __str__(self) -> str:
+        return f"{self.text} ({self.origin})"
 
 
 class JudgmentKind(models.TextChoices):

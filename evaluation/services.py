@@ -12,7 +12,9 @@ import logging
 import shutil
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,8 +46,10 @@ from evaluation.models import (
     FINISHED_RUN_STATUSES,
     FINISHED_STEP_STATUSES,
     Dataset,
+    Description,
     EmbeddingSet,
     Modality,
+    ModelSource,
     PretrainedModel,
     Run,
     RunStatus,
@@ -75,9 +79,13 @@ def model_register(
     revision: str = "",
     seed: int = 0,
     description: str = "",
+    modality: str = "",
     created_by: Any = None,
 ) -> PretrainedModel:
-    """Register a model after checking, without loading weights, that it can be loaded."""
+    """Register a model after checking, without loading weights, that it can be loaded.
+
+    ``modality`` is needed only for language-based models (source ``language``), which
+    embed the descriptions of stimuli of any modality: the modality of those stimuli."""
     name = name.strip()
     if PretrainedModel.objects.filter(name=name).exists():
         raise ValidationError({"name": f"A model called {name!r} is already registered."})
@@ -99,6 +107,10 @@ def model_register(
             else "identifier"
         )
         raise ValidationError({field: str(exc)}) from None
+    if adapter_class.modality == "any":
+        modality = _check_language_model(spec.identifier, modality)
+    else:
+        modality = adapter_class.modality
     model = PretrainedModel.objects.create(
         name=name,
         source=spec.source,
@@ -107,7 +119,7 @@ def model_register(
         checkpoint_path=spec.checkpoint_path,
         revision=spec.revision,
         seed=seed,
-        modality=adapter_class.modality,
+        modality=modality,
         default_layer=adapter_class.default_layer,
         description=description,
         created_by=created_by,
@@ -115,6 +127,25 @@ def model_register(
     # Listing layers needs the weights and a forward pass: a worker's job, not the request's.
     transaction.on_commit(lambda: _enqueue("evaluation.inspect_model", model.pk))
     return model
+
+
+def _check_language_model(identifier: str, modality: str) -> str:
+    from evaluation.engine.adapters.language_adapter import parse_language
+
+    origin, _ = parse_language(identifier)
+    if not Description.objects.filter(origin=origin).exists():
+        known = list(Description.objects.values_list("origin", flat=True).distinct()[:10])
+        raise ValidationError(
+            {
+                "identifier": f"No description set called {origin!r}."
+                + (f" Known sets: {', '.join(known)}." if known else " Import descriptions first.")
+            }
+        )
+    if modality not in Modality.values:
+        raise ValidationError(
+            {"modality": "Say which stimuli the descriptions are of: image, text or audio."}
+        )
+    return modality
 
 
 def model_inspect(*, model_id: int) -> None:
@@ -141,6 +172,12 @@ def model_inspect(*, model_id: int) -> None:
 
 
 def _sample_stimulus(modality: str, folder: Path) -> StimulusInput:
+    stimulus = _sample_of(modality, folder)
+    # Language-based models embed descriptions, whatever the stimulus is.
+    return replace(stimulus, descriptions=(("a short description of the sample", 1.0),))
+
+
+def _sample_of(modality: str, folder: Path) -> StimulusInput:
     if modality == Modality.IMAGE:
         from PIL import Image
 
@@ -667,7 +704,7 @@ def _extract(
         path.parent.mkdir(parents=True, exist_ok=True)
     result = extract_layers(
         adapter,
-        _stimulus_inputs(dataset),
+        _stimulus_inputs(dataset, model),
         out_paths=out_paths,
         pooling=model.pooling,
         batch_size=settings.EXTRACTION_BATCH_SIZE,
@@ -707,12 +744,31 @@ def _extract(
     return created
 
 
-def _stimulus_inputs(dataset: Dataset) -> list[StimulusInput]:
+def _stimulus_inputs(dataset: Dataset, model: PretrainedModel) -> list[StimulusInput]:
     media = Path(settings.MEDIA_ROOT)
+    described = _descriptions(dataset, model) if model.source == ModelSource.LANGUAGE else {}
     return [
-        StimulusInput(path=str(media / file) if file else "", text=text)
-        for file, text in dataset.stimuli.order_by("order").values_list("file", "text")
+        StimulusInput(
+            path=str(media / file) if file else "",
+            text=text,
+            descriptions=described.get(pk, ()),
+        )
+        for pk, file, text in dataset.stimuli.order_by("order").values_list("pk", "file", "text")
     ]
+
+
+def _descriptions(
+    dataset: Dataset, model: PretrainedModel
+) -> dict[int, tuple[tuple[str, float], ...]]:
+    """The model's description set, per stimulus of the dataset, in a fixed order."""
+    from evaluation.engine.adapters.language_adapter import parse_language
+
+    origin, _ = parse_language(model.identifier)
+    grouped: dict[int, list[tuple[str, float]]] = defaultdict(list)
+    rows = Description.objects.filter(origin=origin, stimulus__dataset=dataset).order_by("id")
+    for stimulus_id, text, weight in rows.values_list("stimulus_id", "text", "weight"):
+        grouped[stimulus_id].append((text, weight))
+    return {pk: tuple(texts) for pk, texts in grouped.items()}
 
 
 def _progress_reporter(step_id: int, worker: str) -> Callable[[int, int], bool]:

@@ -15,6 +15,7 @@ SOURCES = (
     "open_clip-text",
     "torchscript",
     "baseline",
+    "language",
 )
 WEIGHTS = ("pretrained", "untrained", "checkpoint")
 MODALITIES = ("image", "text", "audio")
@@ -57,6 +58,9 @@ class StimulusInput:
     path: str = ""
     text: str = ""
     meta: dict[str, str] = field(default_factory=dict, compare=False)
+    # Words people used about it (tags, captions) with their weights: language-based models
+    # embed these instead of the stimulus itself.
+    descriptions: tuple[tuple[str, float], ...] = ()
 
     @property
     def name(self) -> str:

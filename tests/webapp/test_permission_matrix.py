@@ -50,6 +50,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "annotation:study_detail": (RESEARCHER, "GET", "study"),
     "annotation:study_status": (RESEARCHER, "POST", "study"),
     "annotation:study_aggregate": (RESEARCHER, "POST", "study"),
+    "annotation:study_descriptions": (RESEARCHER, "POST", "study"),
     "annotation:participant_exclude": (RESEARCHER, "POST", "study participant"),
     "annotation:study_export": (RESEARCHER, "GET", "study export"),
     "annotation:study_entry": (PUBLIC, "GET", "study_token"),

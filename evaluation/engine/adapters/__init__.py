@@ -85,6 +85,10 @@ def adapter_class(source: str, identifier: str = "") -> type[Adapter]:
 
         kind, _ = parse_baseline(identifier)
         return PixelsBaseline if kind == PIXELS else TfidfBaseline
+    if source == "language":
+        from evaluation.engine.adapters.language_adapter import LanguageAdapter
+
+        return LanguageAdapter
     raise ModelSpecError(f"Unknown model source {source!r}; known sources: {', '.join(SOURCES)}.")
 
 

