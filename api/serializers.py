@@ -192,6 +192,13 @@ class ModelRegisterSerializer(serializers.Serializer):
     revision = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
     seed = StrictIntegerField(min_value=0, max_value=MAX_SEED, default=0)
     description = StrictCharField(required=False, allow_blank=True, default="")
+    modality = StrictStringChoiceField(
+        choices=Modality.choices,
+        required=False,
+        default="",
+        help_text="Language-based models only (source language, identifier "
+        "'<description set> | <text model>'): the modality of the described stimuli.",
+    )
 
 
 class LayerSerializer(serializers.Serializer):

