@@ -16,7 +16,7 @@ from evaluation.metrics import (
     reweighted_pair_alignment_entry,
     two_afc_entry,
 )
-from evaluation.models import Dataset, Modality, ModelSource, PretrainedModel, Weights
+from evaluation.models import Dataset, Modality, ModelSource, PretrainedModel, Target, Weights
 
 
 class ModelRegisterForm(forms.Form):
@@ -87,7 +87,8 @@ class DatasetImportForm(forms.Form):
 class RunForm(forms.Form):
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.all(), empty_label="Choose a dataset")
     models = forms.ModelMultipleChoiceField(
-        queryset=PretrainedModel.objects.all(), widget=forms.CheckboxSelectMultiple
+        queryset=PretrainedModel.objects.exclude(source=ModelSource.STACKED),
+        widget=forms.CheckboxSelectMultiple,
     )
     metric_knn = forms.BooleanField(required=False, initial=True, label=METRICS["knn"].label)
     knn_k = forms.IntegerField(min_value=1, max_value=1000, initial=5, label="k")
@@ -241,3 +242,21 @@ class JudgmentImportForm(forms.Form):
         if bool(data.get("dataset")) == bool((data.get("new_dataset_name") or "").strip()):
             raise forms.ValidationError("Choose an existing dataset or name a new one (not both).")
         return data
+
+
+class StackForm(forms.Form):
+    """Stack a language-based model scored on a target with the target's top DNNs."""
+
+    language = forms.ModelChoiceField(queryset=PretrainedModel.objects.none())
+    top = forms.IntegerField(
+        min_value=1, max_value=8, initial=3, help_text="The board's best N models (not derived)."
+    )
+    calibration = forms.IntegerField(
+        min_value=5, max_value=200, initial=20, help_text="Stimuli held out to tune the weight."
+    )
+
+    def __init__(self, *args: Any, target: Target, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["language"].queryset = PretrainedModel.objects.filter(
+            source=ModelSource.LANGUAGE, scores__target=target
+        ).distinct()

@@ -120,7 +120,7 @@ class Row:
     @property
     def is_derived(self) -> bool:
         """Computed from human descriptions of the stimuli, not from the stimuli themselves."""
-        return self.source == "language"
+        return self.source in ("language", "stacked")
 
     @property
     def is_baseline(self) -> bool:

@@ -37,6 +37,7 @@ class ModelSource(models.TextChoices):
     TORCHSCRIPT = "torchscript", "TorchScript file (images)"
     BASELINE = "baseline", "Baseline (pixels, tfidf)"
     LANGUAGE = "language", "Language-based (words people used about each stimulus)"
+    STACKED = "stacked", "Stacked (language + DNN embeddings; made on a leaderboard)"
 
 
 class Weights(models.TextChoices):

@@ -382,6 +382,14 @@ def run_create(
         raise ValidationError({"models": "Choose at least one model."})
     if not metrics:
         raise ValidationError({"metrics": "Choose at least one metric."})
+    stacked = [m.name for m in models if m.source == ModelSource.STACKED]
+    if stacked:
+        raise ValidationError(
+            {
+                "models": f"{', '.join(stacked)}: stacked models are made on a leaderboard from "
+                "their components' cached embeddings, not run."
+            }
+        )
     mismatched = [m.display_name for m in models if m.modality != dataset.modality]
     if mismatched:
         raise ValidationError(

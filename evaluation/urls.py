@@ -7,6 +7,7 @@ app_name = "evaluation"
 urlpatterns = [
     path("leaderboards/", views.leaderboards, name="leaderboards"),
     path("leaderboards/<int:target_id>/", views.leaderboard, name="leaderboard"),
+    path("leaderboards/<int:target_id>/stack/", views.leaderboard_stack, name="leaderboard_stack"),
     path("leaderboards/overall/", views.leaderboard_overall, name="leaderboard_overall"),
     path("compare/", views.compare_page, name="compare"),
     path("models/", views.model_list, name="model_list"),

@@ -13,12 +13,27 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
 
-from evaluation import compare, plots, selectors, services
+from evaluation import compare, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
-from evaluation.forms import DatasetImportForm, JudgmentImportForm, ModelRegisterForm, RunForm
+from evaluation.forms import (
+    DatasetImportForm,
+    JudgmentImportForm,
+    ModelRegisterForm,
+    RunForm,
+    StackForm,
+)
 from evaluation.judgment_import import judgments_import
-from evaluation.models import Dataset, Modality, PretrainedModel, Run, Stimulus, Target
-from webapp.auth import researcher_required
+from evaluation.models import (
+    Dataset,
+    Modality,
+    ModelSource,
+    PretrainedModel,
+    Run,
+    Stimulus,
+    Target,
+    TargetKind,
+)
+from webapp.auth import is_researcher, researcher_required
 
 STIMULI_PREVIEW = 48
 
@@ -48,6 +63,13 @@ def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
         return response
     template = "evaluation/leaderboard.html" + ("#board" if request.htmx else "")
     page = SimpleLazyObject(lambda: boards.board_page(board, query))
+    stackable = []
+    if target.kind == TargetKind.PAIRS and is_researcher(request.user) and not request.htmx:
+        stackable = list(
+            PretrainedModel.objects.filter(source=ModelSource.LANGUAGE, scores__target=target)
+            .distinct()
+            .only("name")
+        )
     return render(
         request,
         template,
@@ -61,8 +83,46 @@ def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
             "csv_link": "?" + "&".join(p for p in (query.as_params(page=1), "format=csv") if p),
             "page": page,
             "page_links": SimpleLazyObject(lambda: _page_links(page, query)),
+            "stackable": stackable,
         },
     )
+
+
+@researcher_required
+@require_POST
+def leaderboard_stack(request: HttpRequest, target_id: int) -> HttpResponse:
+    """Stack a language-based model with the board's top DNNs (by its default sort)."""
+    target = get_object_or_404(Target.objects.select_related("dataset"), pk=target_id)
+    form = StackForm(request.POST, target=target)
+    if not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(target)
+    board = boards.leaderboard(target=target, query=boards.BoardQuery())
+    top_ids = [r.model_id for r in board.rows if not r.is_derived and not r.is_baseline]
+    top_ids = top_ids[: form.cleaned_data["top"]]
+    dnns = sorted(PretrainedModel.objects.filter(pk__in=top_ids), key=lambda m: top_ids.index(m.pk))
+    try:
+        score = stacking.stacked_create(
+            target=target,
+            language=form.cleaned_data["language"],
+            dnns=dnns,
+            calibration_size=form.cleaned_data["calibration"],
+            created_by=request.user,
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(target)
+    gains = "; ".join(
+        f"over {name} {g['value']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]"
+        for name, g in score.details["gains"].items()
+    )
+    messages.success(
+        request,
+        f"{score.model.name}: {score.value:.3f} [{score.ci_low:.3f}, {score.ci_high:.3f}] on "
+        f"{score.n} held-out pairs (language weight {score.details['language_weight']:g}); "
+        f"gain {gains}.",
+    )
+    return redirect(target)
 
 
 def _sort_links(board: boards.Board, query: boards.BoardQuery) -> dict[str, str]:

@@ -162,3 +162,50 @@ def test_a_tag_studys_tags_become_a_versioned_description_set(researcher):
     )
     with pytest.raises(ValidationError, match="Only tag studies"):
         study_services.study_descriptions_create(study=pairs)
+
+
+def test_stacking_on_the_leaderboard_scores_only_pairs_without_calibration_stimuli(
+    men_words, researcher_client
+):
+    from evaluation.models import Judgment
+    from tests.conftest import make_text_model
+
+    dataset, judgments = men_words
+    language = services.model_register(
+        name="tags by minilm", source="language", identifier=f"tags v1 | {MINILM}", modality="text"
+    )
+    words = make_text_model("minilm on the words")
+    run = services.run_create(
+        dataset=dataset, models=[language, words],
+        metrics=[{"name": "pair_alignment", "params": {"correlation": "spearman"}}],
+    )  # fmt: skip
+    run_steps(run)
+    target = judgments.target
+    url = reverse("evaluation:leaderboard", args=[target.pk])
+    assert "Stack language with the top models" in researcher_client.get(url).content.decode()
+    response = researcher_client.post(
+        reverse("evaluation:leaderboard_stack", args=[target.pk]),
+        {"language": language.pk, "top": 1, "calibration": 20},
+        follow=True,
+    )
+    html = response.content.decode()
+    stacked = Score.objects.get(model__source="stacked", target=target)
+    assert "stacked: tags by minilm + minilm on the words" in html and "derived: language" in html
+    held_out = set(stacked.details["calibration_stimuli"])
+    assert len(held_out) == 20
+    rows = Judgment.objects.filter(judgments=judgments).values_list("a", "b")
+    pairs = {tuple(sorted(pair)) for pair in rows}
+    untouched = [p for p in pairs if not held_out & set(p)]
+    assert stacked.n == len(untouched) < len(pairs)  # scored on exactly the untouched pairs
+    gains = stacked.details["gains"]
+    assert set(gains) == {"language", "minilm on the words"}
+    for gain in gains.values():
+        assert gain["ci_low"] <= gain["value"] <= gain["ci_high"] and gain["n_pairs"] == stacked.n
+    assert "held-out pairs (language weight" in html  # the message a researcher reads
+    refused = researcher_client.post(
+        reverse("evaluation:leaderboard_stack", args=[target.pk]),
+        {"language": words.pk, "top": 1, "calibration": 20},
+        follow=True,
+    )
+    assert "Select a valid choice" in refused.content.decode()
+    assert Score.objects.filter(model__source="stacked").count() == 1

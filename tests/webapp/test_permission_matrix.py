@@ -31,6 +31,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:leaderboards": (PUBLIC, "GET", ""),
     "evaluation:leaderboard": (PUBLIC, "GET", "target"),
     "evaluation:leaderboard_overall": (PUBLIC, "GET", ""),
+    "evaluation:leaderboard_stack": (RESEARCHER, "POST", "target"),
     "evaluation:compare": (RESEARCHER, "GET", ""),
     "evaluation:model_list": (RESEARCHER, "GET", ""),
     "evaluation:model_create": (RESEARCHER, "GET", ""),

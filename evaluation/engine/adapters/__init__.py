@@ -89,6 +89,11 @@ def adapter_class(source: str, identifier: str = "") -> type[Adapter]:
         from evaluation.engine.adapters.language_adapter import LanguageAdapter
 
         return LanguageAdapter
+    if source == "stacked":
+        raise ModelSpecError(
+            "A stacked model is made from other models' cached embeddings on a leaderboard "
+            "(Stack), not registered or extracted itself."
+        )
     raise ModelSpecError(f"Unknown model source {source!r}; known sources: {', '.join(SOURCES)}.")
 
 
