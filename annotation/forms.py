@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 
 from annotation.models import Study, StudyKind
-from evaluation.models import Dataset
+from evaluation.models import Dataset, PretrainedModel, Target
 
 DESIGN_FIELDS = [
     "judgments_per_item",
@@ -133,3 +133,13 @@ class ConsentForm(forms.Form):
 class ExcludeForm(forms.Form):
     excluded = forms.TypedChoiceField(choices=[("1", "exclude"), ("0", "include")], coerce=int)
     reason = forms.CharField(max_length=200, required=False)
+
+
+class ProposeForm(forms.Form):
+    """A study where models disagree: the target, the models, the design and its size."""
+
+    target = forms.ModelChoiceField(queryset=Target.objects.all())
+    models = forms.ModelMultipleChoiceField(queryset=PretrainedModel.objects.all())
+    kind = forms.ChoiceField(choices=[("pairs", "pairs"), ("triplets", "triplets")])
+    count = forms.IntegerField(min_value=5, max_value=2000, initial=50)
+    judgments_per_item = forms.IntegerField(min_value=1, max_value=100, initial=5)

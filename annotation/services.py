@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -809,3 +810,64 @@ def study_descriptions_create(*, study: Study) -> tuple[str, int]:
     versions = [int(o.removeprefix(prefix)) for o in set(taken) if o.removeprefix(prefix).isdigit()]
     origin = f"{prefix}{max(versions, default=0) + 1}"
     return origin, descriptions_store(origin=origin, rows=rows)
+
+
+# --- Model-discriminating designs -----------------------------------------------------------
+def study_create_discriminating(
+    *,
+    target: Any,
+    models: Sequence[Any],
+    kind: str = StudyKind.PAIRS,
+    count: int = 50,
+    judgments_per_item: int = 5,
+    created_by: Any = None,
+) -> Study:
+    """A draft study of the ``count`` pairs (or odd-one-out triplets) on which these models'
+    cached embeddings disagree most: the human data that would best separate them next.
+    Pairs people have already judged for ``target`` are left out. The researcher reviews
+    the draft, then opens it."""
+    from evaluation.compare import latest_embeddings
+    from evaluation.engine.designs import discriminating_pairs, discriminating_triplets
+    from evaluation.engine.metrics.human import unit_rows
+    from evaluation.models import Judgment
+
+    if kind not in (StudyKind.PAIRS, StudyKind.TRIPLETS):
+        raise ValidationError("Designs that separate models are pair or triplet studies.")
+    if len(models) < 2:
+        raise ValidationError("Choose at least two models to separate.")
+    similarities = []
+    for model in models:
+        cached = latest_embeddings(model, target)
+        chosen = cached.get(model.default_layer) or next(iter(cached.values()), None)
+        if chosen is None:
+            raise ValidationError(f"{model.name} has no cached embeddings of {target.dataset}.")
+        vectors = unit_rows(np.asarray(chosen.load(), dtype=np.float64))
+        similarities.append(vectors @ vectors.T)
+    stimuli = list(target.dataset.stimuli.order_by("order").values_list("pk", "order"))
+    orders = [order for _, order in stimuli]  # embedding rows follow the stimulus order
+    row_of = {pk: row for row, (pk, _) in enumerate(stimuli)}
+    judged = [
+        (row_of[a], row_of[b])
+        for a, b in Judgment.objects.filter(judgments_id=getattr(target, "judgments_id", None))
+        .values_list("a", "b")
+        .distinct()
+    ]
+    if kind == StudyKind.PAIRS:
+        proposed = discriminating_pairs(similarities, count, exclude=judged or None)
+        items = [(orders[i], orders[j]) for i, j in zip(proposed.i, proposed.j, strict=True)]
+    else:
+        triplets = discriminating_triplets(similarities, count)
+        items = [tuple(orders[i] for i in row) for row in triplets.triplets]
+    if not items:
+        raise ValidationError("Every pair of these stimuli has been judged already.")
+    names = " vs ".join(model.name for model in models)
+    stamp = timezone.now().strftime("%Y-%m-%d %H:%M:%S")
+    return study_create(
+        dataset=target.dataset,
+        name=f"Where {names} disagree ({stamp})"[:200],
+        kind=kind,
+        items=ItemPlan(mode="list", stimuli=items),
+        judgments_per_item=judgments_per_item,
+        trials_per_session=min(len(items), 40),
+        created_by=created_by,
+    )

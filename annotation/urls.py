@@ -8,6 +8,7 @@ urlpatterns = [
     # Researchers
     path("studies/", views.study_list, name="study_list"),
     path("studies/new/", views.study_create, name="study_create"),
+    path("studies/propose/", views.study_propose, name="study_propose"),
     path("studies/<int:study_id>/", views.study_detail, name="study_detail"),
     path("studies/<int:study_id>/status/", views.study_status, name="study_status"),
     path("studies/<int:study_id>/aggregate/", views.study_aggregate, name="study_aggregate"),

@@ -28,7 +28,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from annotation import exports, selectors, services, sql
-from annotation.forms import ConsentForm, ExcludeForm, StudyForm
+from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
 from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
 from webapp.auth import researcher_required
 
@@ -141,6 +141,36 @@ def study_aggregate(request: HttpRequest, study_id: int) -> HttpResponse:
             f"Stored {judgments.judgment_count} judgments as {judgments.name} "
             f"v{judgments.version}; runs can now score models against it.",
         )
+    return redirect(study)
+
+
+@researcher_required
+@require_POST
+def study_propose(request: HttpRequest) -> HttpResponse:
+    """From the compare page: a draft study where the chosen models disagree most."""
+    form = ProposeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("evaluation:compare")
+    data = form.cleaned_data
+    models = sorted(data["models"], key=lambda m: request.POST.getlist("models").index(str(m.pk)))
+    try:
+        study = services.study_create_discriminating(
+            target=data["target"],
+            models=models,
+            kind=data["kind"],
+            count=data["count"],
+            judgments_per_item=data["judgments_per_item"],
+            created_by=request.user,
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("evaluation:compare")
+    messages.success(
+        request,
+        f"Created the draft study {study.name} with {study.items.count()} items; review it, "
+        "then open it to participants.",
+    )
     return redirect(study)
 
 

@@ -209,3 +209,56 @@ def test_stacking_on_the_leaderboard_scores_only_pairs_without_calibration_stimu
     )
     assert "Select a valid choice" in refused.content.decode()
     assert Score.objects.filter(model__source="stacked").count() == 1
+
+
+def test_the_compare_page_creates_a_study_where_the_models_disagree(men_words, researcher_client):
+    import numpy as np
+
+    from annotation.models import Study
+    from evaluation.compare import latest_embeddings
+    from evaluation.engine.designs import discriminating_pairs
+    from evaluation.engine.metrics.human import unit_rows
+    from tests.conftest import make_text_model
+
+    dataset, judgments = men_words
+    tfidf = services.model_register(
+        name="tags by tfidf", source="language", identifier="tags v1 | tfidf", modality="text"
+    )
+    words = make_text_model("minilm on the words")
+    run = services.run_create(
+        dataset=dataset, models=[tfidf, words],
+        metrics=[{"name": "pair_alignment", "params": {"correlation": "spearman"}}],
+    )  # fmt: skip
+    run_steps(run)
+    target = judgments.target
+    compare = researcher_client.get(
+        reverse("evaluation:compare"), {"target": target.pk, "models": [tfidf.pk, words.pk]}
+    )
+    assert "Ask people where these models disagree" in compare.content.decode()
+    response = researcher_client.post(
+        reverse("annotation:study_propose"),
+        {"target": target.pk, "models": [tfidf.pk, words.pk], "kind": "pairs", "count": 30,
+         "judgments_per_item": 3},
+        follow=True,
+    )  # fmt: skip
+    study = Study.objects.get(name__startswith="Where tags by tfidf vs minilm on the words")
+    assert study.status == "draft" and study.items.count() == 30 and study.judgments_per_item == 3
+    assert "Created the draft study" in response.content.decode()
+    judged = {frozenset(p) for p in judgments.rows.values_list("a", "b")}
+    proposed = {frozenset((i.a_id, i.b_id)) for i in study.items.all()}
+    assert not proposed & judged  # people have rated none of them yet
+    # Exactly the pairs the engine proposes from the two models' cached similarities.
+    stimulus_ids = list(dataset.stimuli.order_by("order").values_list("pk", flat=True))
+    row = {pk: index for index, pk in enumerate(stimulus_ids)}
+    similarities = []
+    for model in (tfidf, words):
+        cached = latest_embeddings(model, target)[model.default_layer].load()
+        vectors = unit_rows(np.asarray(cached, dtype=np.float64))
+        similarities.append(vectors @ vectors.T)
+    expected = discriminating_pairs(
+        similarities, 30, exclude=[(row[a], row[b]) for a, b in map(tuple, judged)]
+    )
+    assert proposed == {
+        frozenset((stimulus_ids[i], stimulus_ids[j]))
+        for i, j in zip(expected.i, expected.j, strict=True)
+    }

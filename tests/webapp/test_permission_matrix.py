@@ -48,6 +48,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:run_retry": (RESEARCHER, "POST", "run"),
     "annotation:study_list": (RESEARCHER, "GET", ""),
     "annotation:study_create": (RESEARCHER, "GET", ""),
+    "annotation:study_propose": (RESEARCHER, "POST", ""),
     "annotation:study_detail": (RESEARCHER, "GET", "study"),
     "annotation:study_status": (RESEARCHER, "POST", "study"),
     "annotation:study_aggregate": (RESEARCHER, "POST", "study"),
