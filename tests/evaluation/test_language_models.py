@@ -262,3 +262,56 @@ def test_the_compare_page_creates_a_study_where_the_models_disagree(men_words, r
         frozenset((stimulus_ids[i], stimulus_ids[j]))
         for i, j in zip(expected.i, expected.j, strict=True)
     }
+
+
+def test_efficiency_curves_put_descriptions_and_ratings_on_one_axis(men_words):
+    import json
+
+    from django.core.management import call_command
+
+    _dataset, judgments = men_words
+    language = services.model_register(
+        name="tags by minilm", source="language", identifier=f"tags v1 | {MINILM}", modality="text"
+    )
+    out = io.StringIO()
+    call_command(
+        "efficiency_curves", "--target", str(judgments.target.pk), "--model", language.name,
+        "--draws", "10", "--json", stdout=out,
+    )  # fmt: skip
+    document = json.loads(out.getvalue())
+    points = document["descriptions"]["points"]
+    assert [p["per_item"] for p in points] == [1, 2, 3]
+    assert [round(p["judgments"]) for p in points] == [60, 120, 180]  # 60 words x k tags
+    assert points[0]["mean"] < points[1]["mean"] < points[2]["mean"]
+    assert points[2]["mean"] == pytest.approx(0.630, abs=0.01)  # every tag: the full model
+    # MEN publishes one mean per pair: direct ratings have no curve, and the reason is given.
+    assert document["ratings"] is None and document["ratings_problem"]
+
+
+def test_the_ratings_curve_grows_with_ratings_per_pair(researcher):
+    from evaluation.efficiency import efficiency_curves
+
+    dataset = make_text_dataset(name="rated words", rows=[(w, "w") for w in word_tags()][:12])
+    rng = __import__("numpy").random.default_rng(0)
+    words = [w for w, _ in list(word_tags().items())[:12]]
+    truth = {(a, b): rng.uniform(0, 10) for i, a in enumerate(words) for b in words[i + 1 :]}
+    rows = ["a,b,value,participant"] + [
+        f"{a},{b},{value + rng.normal(0, 3):.3f},p{p}"
+        for (a, b), value in truth.items()
+        for p in range(6)
+    ]
+    judgments = judgments_import(
+        file=io.BytesIO("\n".join(rows).encode()), format="pairs", name="rated",
+        dataset=dataset, match="text",
+    )  # fmt: skip
+    descriptions_import(
+        dataset=dataset, upload=io.BytesIO(captions_csv({w: word_tags()[w] for w in words})),
+        origin="rated tags",
+    )  # fmt: skip
+    language = services.model_register(
+        name="rated tags", source="language", identifier=f"rated tags | {MINILM}", modality="text"
+    )
+    curves = efficiency_curves(target=judgments.target, language=language, n_draws=10)
+    means = [p.mean for p in curves.ratings.points]
+    assert next(p.per_item for p in curves.ratings.points) == 2 and means == sorted(means)
+    assert curves.ratings.points[0].judgments == 2 * len(truth)
