@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
 
-from evaluation import compare, plots, selectors, services, stacking
+from evaluation import compare, efficiency, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
 from evaluation.forms import (
     DatasetImportForm,
@@ -211,6 +211,45 @@ def model_list(request: HttpRequest) -> HttpResponse:
     return render(request, "evaluation/model_list.html", {"models": PretrainedModel.objects.all()})
 
 
+def _efficiency_context(request: HttpRequest, model: PretrainedModel) -> dict[str, Any]:
+    """Language-based models: links to each pair target's judgment-efficiency curve, and the
+    curve asked for (computed on request: it embeds every description once more)."""
+    if model.source != ModelSource.LANGUAGE:
+        return {}
+    targets = list(Target.objects.filter(kind=TargetKind.PAIRS, scores__model=model).distinct())
+    context: dict[str, Any] = {"efficiency_targets": targets}
+    chosen = next((t for t in targets if t.pk == _int(request.GET.get("efficiency"))), None)
+    if chosen is None:
+        return context
+    try:
+        curves = efficiency.efficiency_curves(target=chosen, language=model)
+    except ValidationError as exc:
+        context["efficiency_problem"] = " ".join(exc.messages)
+        return context
+    series = {
+        f"{model.name} (k descriptions per stimulus)": [
+            plots.Point(p.judgments, p.mean, f"{p.per_item} per stimulus", p.ci_low, p.ci_high)
+            for p in curves.descriptions.points
+        ]
+    }
+    if curves.ratings is not None:
+        series["direct ratings (reliability, m per pair)"] = [
+            plots.Point(p.judgments, p.mean, f"{p.per_item} per pair", p.ci_low, p.ci_high)
+            for p in curves.ratings.points
+        ]
+    context.update(
+        efficiency_target=chosen,
+        efficiency_chart=plots.line_chart(
+            series,
+            title=f"{chosen.name}: what each judgment buys",
+            x_label="human judgments consumed",
+            y_label="Spearman with people / reliability",
+        ),
+        efficiency_problem=curves.ratings_problem,
+    )
+    return context
+
+
 @researcher_required
 def model_create(request: HttpRequest) -> HttpResponse:
     form = ModelRegisterForm(request.POST or None)
@@ -246,6 +285,7 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
                 )
                 for target, series in selectors.model_layer_curves(model=model)
             ],
+            **_efficiency_context(request, model),
         },
     )
 

@@ -288,6 +288,24 @@ def test_efficiency_curves_put_descriptions_and_ratings_on_one_axis(men_words):
     assert document["ratings"] is None and document["ratings_problem"]
 
 
+def test_the_model_page_draws_the_efficiency_curve_on_request(men_words, researcher_client):
+    _, judgments = men_words
+    language = services.model_register(
+        name="tags by minilm", source="language", identifier=f"tags v1 | {MINILM}", modality="text"
+    )
+    run = services.run_create(
+        dataset=judgments.target.dataset, models=[language],
+        metrics=[{"name": "pair_alignment", "params": {"correlation": "spearman"}}],
+    )  # fmt: skip
+    run_steps(run)
+    page = researcher_client.get(language.get_absolute_url()).content.decode()
+    assert "Judgment efficiency" in page and "<svg" not in page.split("Judgment efficiency")[1]
+    url = f"{language.get_absolute_url()}?efficiency={judgments.target.pk}"
+    page = researcher_client.get(url).content.decode()
+    assert "what each judgment buys" in page and "human judgments consumed" in page
+    assert "No ratings curve:" in page  # MEN holds one mean per pair
+
+
 def test_the_ratings_curve_grows_with_ratings_per_pair(researcher):
     from evaluation.efficiency import efficiency_curves
 
