@@ -333,3 +333,26 @@ def test_the_ratings_curve_grows_with_ratings_per_pair(researcher):
     means = [p.mean for p in curves.ratings.points]
     assert next(p.per_item for p in curves.ratings.points) == 2 and means == sorted(means)
     assert curves.ratings.points[0].judgments == 2 * len(truth)
+
+
+def test_import_descriptions_command_stores_a_set_or_refuses_it_whole(men_words, tmp_path):
+    import json
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    dataset, _ = men_words
+    word = next(iter(word_tags()))
+    good = tmp_path / "captions.csv"
+    good.write_text(f"stimulus,text,weight\n{word},a thing people know,2\n{word},common,1\n")
+    out = io.StringIO()
+    call_command(
+        "import_descriptions", str(good), "--dataset", dataset.name, "--name", "captions v1",
+        "--json", stdout=out,
+    )  # fmt: skip
+    assert json.loads(out.getvalue()) == {"set": "captions v1", "dataset": dataset.pk, "count": 2}
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"stimulus,text\n{word},fine\nunicorn,horned\n")
+    with pytest.raises(CommandError, match="match no stimulus"):
+        call_command("import_descriptions", str(bad), "--dataset", dataset.name, "--name", "x")
+    assert not Description.objects.filter(origin="x").exists()
