@@ -202,6 +202,9 @@ def test_stacking_on_the_leaderboard_scores_only_pairs_without_calibration_stimu
     for gain in gains.values():
         assert gain["ci_low"] <= gain["value"] <= gain["ci_high"] and gain["n_pairs"] == stacked.n
     assert "held-out pairs (language weight" in html  # the message a researcher reads
+    card = researcher_client.get(stacked.model.get_absolute_url()).content.decode()
+    assert "What stacking adds" in card and "Gain of stacking" in card
+    assert f"on {stacked.n} pairs touching none of the 20 calibration stimuli" in card
     refused = researcher_client.post(
         reverse("evaluation:leaderboard_stack", args=[target.pk]),
         {"language": words.pk, "top": 1, "calibration": 20},
