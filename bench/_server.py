@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -52,3 +53,30 @@ def stop_gunicorn(server: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def drop_database(name: str) -> None:
+    """Close this process's connections, then drop a benchmark's database."""
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    except Exception:  # Django not set up yet: nothing of ours is connected
+        pass
+    pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def start_watchdog(seconds: float, cleanup, label: str = "") -> threading.Timer:
+    """Bound a whole benchmark: after ``seconds``, clean up and exit with status 3."""
+
+    def overrun() -> None:
+        print(f"{label}time bound of {seconds:.0f} s reached: stopping", flush=True)
+        try:
+            cleanup()
+        finally:
+            os._exit(3)
+
+    watchdog = threading.Timer(seconds, overrun)
+    watchdog.daemon = True
+    watchdog.start()
+    return watchdog

@@ -55,7 +55,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _server import free_port, pg_admin, stop_gunicorn, wait_ready  # bench/_server.py
+from _server import (  # bench/_server.py
+    drop_database,
+    free_port,
+    pg_admin,
+    start_watchdog,
+    stop_gunicorn,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DB = "likeness_bench_board"
@@ -629,25 +636,10 @@ def main() -> None:
     def cleanup() -> None:
         stop_gunicorn(server)
         if not args.keep:
-            try:
-                from django.db import connections
-
-                connections.close_all()
-            except Exception:
-                pass
-            pg_admin(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+            drop_database(DB)
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def overrun() -> None:
-        print(f"time bound of {args.timeout:.0f} s reached: stopping", flush=True)
-        try:
-            cleanup()
-        finally:
-            os._exit(3)
-
-    watchdog = threading.Timer(args.timeout, overrun)
-    watchdog.daemon = True
-    watchdog.start()
+    watchdog = start_watchdog(args.timeout, cleanup)
     status = 0
     try:
         pg_admin(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")

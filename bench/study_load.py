@@ -60,7 +60,15 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode
 
-from _server import PG_ADMIN_URL, free_port, pg_admin, stop_gunicorn, wait_ready  # bench/_server.py
+from _server import (  # bench/_server.py
+    PG_ADMIN_URL,
+    drop_database,
+    free_port,
+    pg_admin,
+    start_watchdog,
+    stop_gunicorn,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BENCH_DB = "likeness_bench_load"
@@ -505,26 +513,11 @@ def run_backend(args) -> int:
     def cleanup() -> None:
         stop_gunicorn(server)
         if backend == "postgres" and not args.keep:
-            try:
-                from django.db import connections
-
-                connections.close_all()
-            except Exception:
-                pass
-            pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+            drop_database(PG_BENCH_DB)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def overrun() -> None:
-        print(f"[{backend}] time bound of {args.timeout:.0f} s reached: stopping", flush=True)
-        try:
-            cleanup()
-        finally:
-            os._exit(3)
-
-    watchdog = threading.Timer(args.timeout, overrun)
-    watchdog.daemon = True
-    watchdog.start()
+    watchdog = start_watchdog(args.timeout, cleanup, f"[{backend}] ")
     try:
         if backend == "postgres":
             pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")

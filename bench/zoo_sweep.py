@@ -40,11 +40,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from _server import pg_admin  # bench/_server.py
+from _server import drop_database, pg_admin, start_watchdog  # bench/_server.py
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BENCH_DB = "likeness_bench_sweep"
@@ -165,25 +164,10 @@ def main() -> int:
     def cleanup() -> None:
         stop_worker(worker)
         if not args.keep:
-            try:
-                from django.db import connections
-
-                connections.close_all()
-            except Exception:
-                pass
-            pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+            drop_database(PG_BENCH_DB)
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def overrun() -> None:
-        print(f"time bound of {args.timeout:.0f} s reached: stopping", flush=True)
-        try:
-            cleanup()
-        finally:
-            os._exit(3)
-
-    watchdog = threading.Timer(args.timeout, overrun)
-    watchdog.daemon = True
-    watchdog.start()
+    watchdog = start_watchdog(args.timeout, cleanup)
     try:
         pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
         pg_admin(f"CREATE DATABASE {PG_BENCH_DB}")
