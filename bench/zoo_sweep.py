@@ -26,7 +26,7 @@ The architectures are a fixed, spread selection of timm's small image models (na
 tiny/small/nano/..., default input at most 224 px): every k-th of the sorted candidates.
 
     .venv/bin/python bench/zoo_sweep.py [--models 100] [--images 120] [--baseline-models 20]
-        [--timeout 3600]
+        [--precision fp32|bf16] [--timeout 3600]
 """
 
 from __future__ import annotations
@@ -102,7 +102,9 @@ def wait_until(condition, deadline: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def baseline_loop(names: list[str], images: list[Path], out: Path) -> tuple[float, int, float]:
+def baseline_loop(
+    names: list[str], images: list[Path], out: Path, precision: str
+) -> tuple[float, int, float]:
     """The hand-written sweep: build, transform, forward, save. (seconds, models, load s)."""
     import numpy as np
     import timm
@@ -118,7 +120,8 @@ def baseline_loop(names: list[str], images: list[Path], out: Path) -> tuple[floa
             config = timm.data.resolve_data_config({}, model=model)
             transform = timm.data.create_transform(**config)
             chunks = []
-            with torch.inference_mode():
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+            with torch.inference_mode(), autocast:
                 for start in range(0, len(images), 64):
                     batch = torch.stack(
                         [
@@ -126,7 +129,7 @@ def baseline_loop(names: list[str], images: list[Path], out: Path) -> tuple[floa
                             for p in images[start : start + 64]
                         ]
                     )
-                    chunks.append(model(batch).flatten(1).numpy())
+                    chunks.append(model(batch).float().flatten(1).numpy())
             np.save(out / f"{name}.npy", np.concatenate(chunks))
             done += 1
         except Exception as exc:  # a script like this skips what breaks, as the tool does
@@ -140,6 +143,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--baseline-models", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="Both sides: the worker's EXTRACTION_PRECISION and autocast in the baseline loop.",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and files")
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
@@ -155,6 +164,7 @@ def main() -> int:
         "SECRET_KEY": "bench-only-" + "x" * 40,
         "HF_HUB_OFFLINE": "1",
         "LOG_LEVEL": "WARNING",
+        "EXTRACTION_PRECISION": args.precision,
     }
     env.pop("TEST_DATABASE_NAME", None)
     os.environ.clear()
@@ -193,7 +203,7 @@ def main() -> int:
         )
         cpus = os.cpu_count()
         print(f"{len(names)} untrained timm architectures ({names[0]} ... {names[-1]}), "
-              f"{dataset.stimulus_count} images, 1 worker (concurrency 1), {cpus} CPUs", flush=True)  # fmt: skip
+              f"{dataset.stimulus_count} images, 1 worker (concurrency 1), {args.precision}, {cpus} CPUs", flush=True)  # fmt: skip
 
         worker = start_worker(env, tmp / "worker.log")
         # 1. Registration (one command) and the worker's inspections.
@@ -260,7 +270,7 @@ def main() -> int:
         subset = [m.identifier for m in usable[: args.baseline_models]]
         out = tmp / "baseline"
         out.mkdir()
-        seconds, done, base_load = baseline_loop(subset, images, out)
+        seconds, done, base_load = baseline_loop(subset, images, out, args.precision)
         base_rate = done / seconds * 3600
         print(f"baseline, hand-written loop (measured in this run, {done} of the same models): "
               f"{seconds:.0f} s = {base_rate:.0f} models/hour; building models "
