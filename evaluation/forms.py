@@ -260,3 +260,15 @@ class StackForm(forms.Form):
         self.fields["language"].queryset = PretrainedModel.objects.filter(
             source=ModelSource.LANGUAGE, scores__target=target
         ).distinct()
+
+
+class DescriptionsImportForm(forms.Form):
+    """Captions or tags of a dataset's stimuli, as a new description set."""
+
+    name = forms.CharField(max_length=200, help_text="The set's name, e.g. 'captions v1'.")
+    file = forms.FileField(help_text="CSV with a header: stimulus, text, optional weight (> 0).")
+    match = forms.ChoiceField(
+        choices=[("auto", "id, name or text"), ("id", "id"), ("name", "name"), ("text", "text")],
+        initial="auto",
+        help_text="How the stimulus column names a stimulus.",
+    )

@@ -16,6 +16,11 @@ urlpatterns = [
     path("datasets/", views.dataset_list, name="dataset_list"),
     path("datasets/new/", views.dataset_create, name="dataset_create"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
+    path(
+        "datasets/<int:dataset_id>/descriptions/",
+        views.descriptions_import_view,
+        name="descriptions_import",
+    ),
     path("judgments/import/", views.judgments_import_view, name="judgments_import"),
     path("stimuli/<int:stimulus_id>/file/", views.stimulus_file, name="stimulus_file"),
     path("runs/", views.run_list, name="run_list"),

@@ -15,8 +15,10 @@ from django.views.decorators.http import require_POST
 
 from evaluation import compare, efficiency, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
+from evaluation.descriptions import description_sets, descriptions_import
 from evaluation.forms import (
     DatasetImportForm,
+    DescriptionsImportForm,
     JudgmentImportForm,
     ModelRegisterForm,
     RunForm,
@@ -389,8 +391,37 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
             "stimuli": dataset.stimuli.all()[:STIMULI_PREVIEW],
             "label_counts": selectors.dataset_label_counts(dataset=dataset),
             "targets": dataset.targets.all(),
+            "description_sets": description_sets(dataset=dataset),
+            "descriptions_form": DescriptionsImportForm(),
         },
     )
+
+
+@researcher_required
+@require_POST
+def descriptions_import_view(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """A description set (captions or tags) for this dataset's stimuli, from a CSV."""
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    form = DescriptionsImportForm(request.POST, request.FILES)
+    if _upload_refused(request, form) or not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(dataset)
+    try:
+        count = descriptions_import(
+            dataset=dataset,
+            upload=form.cleaned_data["file"],
+            origin=form.cleaned_data["name"],
+            match=form.cleaned_data["match"],
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            f"Stored {count} descriptions as {form.cleaned_data['name']!r}; register a "
+            "language-based model over them to score them.",
+        )
+    return redirect(dataset)
 
 
 @researcher_required

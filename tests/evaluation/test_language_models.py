@@ -359,3 +359,21 @@ def test_import_descriptions_command_stores_a_set_or_refuses_it_whole(men_words,
     with pytest.raises(CommandError, match="match no stimulus"):
         call_command("import_descriptions", str(bad), "--dataset", dataset.name, "--name", "x")
     assert not Description.objects.filter(origin="x").exists()
+
+
+def test_researchers_import_descriptions_from_the_dataset_page(men_words, researcher_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    dataset, _ = men_words
+    word = next(iter(word_tags()))
+    url = reverse("evaluation:descriptions_import", args=[dataset.pk])
+    good = SimpleUploadedFile("c.csv", f"stimulus,text\n{word},a caption\n".encode())
+    page = researcher_client.post(url, {"name": "captions v1", "file": good, "match": "auto"},
+                                  follow=True).content.decode()  # fmt: skip
+    assert "Stored 1 descriptions as" in page and "<code>captions v1</code>: 1 descriptions" in page
+    assert "<code>tags v1</code>: 180 descriptions of 60 of the 60 stimuli" in page
+    bad = SimpleUploadedFile("c.csv", b"stimulus,text\nunicorn,horned\n")
+    page = researcher_client.post(url, {"name": "captions v2", "file": bad, "match": "auto"},
+                                  follow=True).content.decode()  # fmt: skip
+    assert "match no stimulus" in page
+    assert not Description.objects.filter(origin="captions v2").exists()

@@ -39,6 +39,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:dataset_list": (RESEARCHER, "GET", ""),
     "evaluation:dataset_create": (RESEARCHER, "GET", ""),
     "evaluation:dataset_detail": (RESEARCHER, "GET", "dataset"),
+    "evaluation:descriptions_import": (RESEARCHER, "POST", "dataset"),
     "evaluation:judgments_import": (RESEARCHER, "GET", ""),
     "evaluation:stimulus_file": (RESEARCHER, "GET", "stimulus"),
     "evaluation:run_list": (RESEARCHER, "GET", ""),
