@@ -848,7 +848,7 @@ def study_create_discriminating(
     row_of = {pk: row for row, (pk, _) in enumerate(stimuli)}
     judged = [
         (row_of[a], row_of[b])
-        for a, b in Judgment.objects.filter(judgments_id=getattr(target, "judgments_id", None))
+        for a, b in Judgment.objects.filter(judgments_id=target.judgments_id)
         .values_list("a", "b")
         .distinct()
     ]

@@ -43,7 +43,7 @@ from api.errors import Conflict, ErrorSerializer, UploadTooLarge
 from api.parsers import JSONParser
 from api.permissions import IsResearcher, PublicReadResearcherWrite
 from evaluation import selectors, services
-from evaluation.judgment_import import judgments_import
+from evaluation.judgment_import import judgments_import_from
 from evaluation.models import (
     Dataset,
     HumanJudgments,
@@ -585,21 +585,7 @@ class JudgmentsViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveMod
         serializer = serializers.JudgmentsImportSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         fields = serializer.validated_data
-        judgments = judgments_import(
-            file=fields["file"],
-            format=fields["format"],
-            name=fields["name"],
-            dataset=fields["dataset"],
-            new_dataset_name=fields["new_dataset_name"] if not fields["dataset"] else "",
-            match=fields["match"],
-            create_missing=not fields["dataset"],
-            symmetrize=fields["symmetrize"],
-            allow_repeats=fields["allow_repeats"],
-            scale_min=fields["scale_min"],
-            scale_max=fields["scale_max"],
-            description=fields["description"],
-            created_by=request.user,
-        )
+        judgments = judgments_import_from(fields, created_by=request.user)
         return self.created(
             self.get_queryset().get(pk=judgments.pk),
             serializers.JudgmentsSerializer,

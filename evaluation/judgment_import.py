@@ -36,7 +36,7 @@ from __future__ import annotations
 import csv
 import math
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -171,6 +171,27 @@ def judgments_import(
             description=description,
             created_by=created_by,
         )
+
+
+def judgments_import_from(data: Mapping[str, Any], *, created_by: Any = None) -> HumanJudgments:
+    """``judgments_import`` from the fields of the import form or the API: a file imported
+    into a new text dataset creates its stimuli; one matched to a dataset never does."""
+    dataset = data["dataset"]
+    return judgments_import(
+        file=data["file"],
+        format=data["format"],
+        name=data["name"],
+        dataset=dataset,
+        new_dataset_name="" if dataset else data["new_dataset_name"],
+        match=data["match"],
+        create_missing=not dataset,
+        symmetrize=data["symmetrize"],
+        allow_repeats=data["allow_repeats"],
+        scale_min=data["scale_min"],
+        scale_max=data["scale_max"],
+        description=data["description"],
+        created_by=created_by,
+    )
 
 
 def _check_arguments(

@@ -24,7 +24,7 @@ from evaluation.forms import (
     RunForm,
     StackForm,
 )
-from evaluation.judgment_import import judgments_import
+from evaluation.judgment_import import judgments_import_from
 from evaluation.models import (
     Dataset,
     Modality,
@@ -353,21 +353,7 @@ def judgments_import_view(request: HttpRequest) -> HttpResponse:
     if not _upload_refused(request, form) and request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            judgments = judgments_import(
-                file=data["file"],
-                format=data["format"],
-                name=data["name"],
-                dataset=data["dataset"],
-                new_dataset_name=data["new_dataset_name"] if not data["dataset"] else "",
-                match=data["match"],
-                create_missing=not data["dataset"],
-                symmetrize=data["symmetrize"],
-                allow_repeats=data["allow_repeats"],
-                scale_min=data["scale_min"],
-                scale_max=data["scale_max"],
-                description=data["description"],
-                created_by=request.user,
-            )
+            judgments = judgments_import_from(data, created_by=request.user)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
