@@ -8,9 +8,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -42,6 +45,28 @@ def wait_ready(port: int, path: str, server: subprocess.Popen, deadline: float) 
             pass
         time.sleep(0.1)
     raise TimeoutError("gunicorn was not ready in time")
+
+
+def start_gunicorn(
+    workers: int, worker_class: str, threads: int, port: int, log, env: dict
+) -> subprocess.Popen:
+    """The project's gunicorn on a loopback port, in its own process group (stop_gunicorn)."""
+    command = [
+        sys.executable, "-m", "gunicorn", "webapp.wsgi:application",
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers),
+        "--worker-class", worker_class,
+        "--threads", str(threads),
+        "--keep-alive", "30",
+        "--timeout", "60",
+        "--backlog", "2048",
+        "--log-level", "warning",
+        "--error-logfile", str(log),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, start_new_session=True,
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
 
 
 def stop_gunicorn(server: subprocess.Popen | None) -> None:

@@ -59,6 +59,7 @@ from _server import (  # bench/_server.py
     drop_database,
     free_port,
     pg_admin,
+    start_gunicorn,
     start_watchdog,
     stop_gunicorn,
     wait_ready,
@@ -329,26 +330,6 @@ class Config:
         return (
             f"{self.worker_class} {self.workers} workers{threads}, CONN_MAX_AGE={self.conn_max_age}"
         )
-
-
-def start_gunicorn(config: Config, env: dict, port: int, log: Path) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "gunicorn", "webapp.wsgi:application",
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", str(config.workers),
-        "--worker-class", config.worker_class,
-        "--threads", str(config.threads),
-        "--keep-alive", "30",
-        "--timeout", "60",
-        "--backlog", "2048",
-        "--log-level", "warning",
-        "--error-logfile", str(log),
-    ]  # fmt: skip
-    env = {**env, "DB_CONN_MAX_AGE": str(config.conn_max_age)}
-    return subprocess.Popen(
-        command, cwd=ROOT, env=env, start_new_session=True,
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
 
 
 class CpuMeter:
@@ -694,7 +675,10 @@ def main() -> None:
                 continue
             port = free_port()
             log = tmp / f"gunicorn-{port}.log"
-            server = start_gunicorn(config, env, port, log)
+            server = start_gunicorn(
+                config.workers, config.worker_class, config.threads, port, log,
+                {**env, "DB_CONN_MAX_AGE": str(config.conn_max_age)},
+            )  # fmt: skip
             wait_ready(port, mix[0][0], server, deadline)
             warm_up(port, mix, args.clients, args.warmup, config)
             cached = drive(port, args.duration, bust=False)

@@ -65,6 +65,7 @@ from _server import (  # bench/_server.py
     drop_database,
     free_port,
     pg_admin,
+    start_gunicorn,
     start_watchdog,
     stop_gunicorn,
     wait_ready,
@@ -388,26 +389,6 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] * 1000
 
 
-# --- One backend, in its own process (Django settings are read once per process) ----------
-def start_gunicorn(args, env: dict, port: int, log: Path) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "gunicorn", "webapp.wsgi:application",
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", str(args.workers),
-        "--worker-class", args.worker_class,
-        "--threads", str(args.threads),
-        "--keep-alive", "30",
-        "--timeout", "60",
-        "--backlog", "2048",
-        "--log-level", "warning",
-        "--error-logfile", str(log),
-    ]  # fmt: skip
-    return subprocess.Popen(
-        command, cwd=ROOT, env=env, start_new_session=True,
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-
 def make_study(name: str, *, items: int, k: int, trials: int, texts: int):
     import io
 
@@ -542,7 +523,9 @@ def run_backend(args) -> int:
         connections.close_all()  # SQLite: hold no lock while the server writes
 
         port = free_port()
-        server = start_gunicorn(args, env, port, tmp / "gunicorn.log")
+        server = start_gunicorn(
+            args.workers, args.worker_class, args.threads, port, tmp / "gunicorn.log", env
+        )
         wait_ready(port, "/accounts/login/", server, deadline)
         config = (
             f"gunicorn {args.worker_class} {args.workers} workers x {args.threads} threads, "
