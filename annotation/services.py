@@ -838,9 +838,12 @@ def study_create_discriminating(
     similarities = []
     for model in models:
         cached = latest_embeddings(model, target)
-        chosen = cached.get(model.default_layer) or next(iter(cached.values()), None)
+        chosen = cached.get(model.default_layer)  # the layer leaderboards rank it by default
         if chosen is None:
-            raise ValidationError(f"{model.name} has no cached embeddings of {target.dataset}.")
+            raise ValidationError(
+                f"{model.name} has no cached embeddings of {target.dataset} at its default layer "
+                f"{model.default_layer!r}; run it on this dataset first."
+            )
         vectors = unit_rows(np.asarray(chosen.load(), dtype=np.float64))
         similarities.append(vectors @ vectors.T)
     stimuli = list(target.dataset.stimuli.order_by("order").values_list("pk", "order"))

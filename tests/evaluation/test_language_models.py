@@ -250,6 +250,14 @@ def test_the_compare_page_creates_a_study_where_the_models_disagree(men_words, r
     judged = {frozenset(p) for p in judgments.rows.values_list("a", "b")}
     proposed = {frozenset((i.a_id, i.b_id)) for i in study.items.all()}
     assert not proposed & judged  # people have rated none of them yet
+    unrun = make_text_model("never run")
+    refused = researcher_client.post(
+        reverse("annotation:study_propose"),
+        {"target": target.pk, "models": [tfidf.pk, unrun.pk], "kind": "pairs", "count": 30,
+         "judgments_per_item": 3},
+        follow=True,
+    )  # fmt: skip
+    assert "never run has no cached embeddings" in refused.content.decode()
     # Exactly the pairs the engine proposes from the two models' cached similarities.
     stimulus_ids = list(dataset.stimuli.order_by("order").values_list("pk", flat=True))
     row = {pk: index for index, pk in enumerate(stimulus_ids)}
