@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -248,10 +248,11 @@ def trial_current(*, participant: Participant, answered: Trial | None = None) ->
         return None
     _sweep_expired_if_due(participant.study)
     try:
-        with transaction.atomic():
-            if answered is not None:
-                position = answered.position + 1
-            else:
+        if answered is not None:
+            # Issuing a trial is atomic by itself (_issue): no transaction around it.
+            trial = _issue_next(participant, answered.position + 1)
+        else:
+            with transaction.atomic():
                 # The latest trial that holds its slot: the open one, or the last answered.
                 last = (
                     participant.trials.exclude(status=TrialStatus.EXPIRED)
@@ -265,7 +266,7 @@ def trial_current(*, participant: Participant, answered: Trial | None = None) ->
                     position = last.position
                 else:
                     position = 0 if last is None else last.position + 1
-            trial = _issue_next(participant, position)
+                trial = _issue_next(participant, position)
     except IntegrityError:
         # Two requests of one participant (a double click, two tabs) issued the same slot at
         # once; the other committed first (its claim stands, ours was rolled back): show it.
@@ -321,6 +322,17 @@ def _expire(trial_id: int, item_id: int | None, role: str) -> bool:
 
 
 def _issue(participant: Participant, position: int, role: str) -> Trial | None:
+    if (
+        role == TrialRole.REGULAR
+        and sql.single_statement_writes()
+        and not participant.study.is_adaptive_tags
+    ):
+        return _claim_and_issue(participant, position)
+    with transaction.atomic():  # the claim and the trial that holds it, or neither
+        return _issue_in_steps(participant, position, role)
+
+
+def _issue_in_steps(participant: Participant, position: int, role: str) -> Trial | None:
     study = participant.study
     rng = random.Random()
     item: Item | None = None
@@ -352,31 +364,85 @@ def _issue(participant: Participant, position: int, role: str) -> Trial | None:
             ).values_list("pk", flat=True)
         )
         rng.shuffle(shown_tags)
-    now = timezone.now()
     values = {
-        "participant": participant.pk,
-        "position": position,
-        "role": role,
+        **_trial_values(participant, position, role),
         "item": item.pk if item else None,
         "shown": shown,
         "shown_tags": shown_tags,
         "expected": expected,
         "repeat_of": repeat_of.pk if repeat_of else None,
-        "status": TrialStatus.ISSUED,
-        "issued_at": now,
-        "expires_at": now + timedelta(seconds=study.trial_timeout_seconds),
     }
     trial_id = sql.insert(Trial, values)
     values.update(participant=participant, item=item, repeat_of=repeat_of)
     return Trial(pk=trial_id, **values)
 
 
+def _trial_values(participant: Participant, position: int, role: str) -> dict[str, Any]:
+    now = timezone.now()
+    return {
+        "participant": participant.pk,
+        "position": position,
+        "role": role,
+        "status": TrialStatus.ISSUED,
+        "issued_at": now,
+        "expires_at": now + timedelta(seconds=participant.study.trial_timeout_seconds),
+    }
+
+
+STIMULUS_COLUMNS = ("a_id", "b_id", "c_id")
+
+
+def _claim_and_issue(participant: Participant, position: int) -> Trial | None:
+    """A regular trial in one statement: claim an item as _claim_item does and insert the
+    trial that shows it, its stimuli in an order drawn here (left/right randomised)."""
+    study = participant.study
+    order = _presentation(study, list(range(study.stimuli_per_item)), random.Random())
+    shown = ", ".join(f"claimed.{STIMULUS_COLUMNS[index]}" for index in order)
+    values = {**_trial_values(participant, position, TrialRole.REGULAR), "shown_tags": []}
+    columns, params = sql.insert_parts(Trial, values)
+    row = _claim(
+        participant,
+        lambda claim: f"""WITH claimed AS ({claim}),
+            issued AS (
+                INSERT INTO {sql.table(Trial)} ({columns}, item_id, shown)
+                SELECT {", ".join(["%s"] * len(params))}, claimed.id, jsonb_build_array({shown})
+                FROM claimed RETURNING id)
+            SELECT claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
+            FROM claimed, issued""",
+        params,
+    )
+    if row is None:
+        return None
+    item_id, a_id, b_id, c_id, trial_id = row
+    item = Item(pk=item_id, study=study, a_id=a_id, b_id=b_id, c_id=c_id)
+    stimuli = (a_id, b_id, c_id)
+    values.update(participant=participant, item=item, shown=[stimuli[i] for i in order])
+    return Trial(pk=trial_id, **values)
+
+
 def _claim_item(participant: Participant) -> Item | None:
+    row = _claim(participant)
+    if row is None:
+        return None
+    pk, a_id, b_id, c_id = row
+    # Only what a trial needs (its id and stimulus ids): no second read.
+    return Item(pk=pk, study=participant.study, a_id=a_id, b_id=b_id, c_id=c_id)
+
+
+def _claim(
+    participant: Participant,
+    around: Callable[[str], str] | None = None,
+    around_params: Sequence[Any] = (),
+) -> tuple[Any, ...] | None:
     """Claim the least-answered item this participant has not seen (ties broken by a random
     key fixed per item), with one conditional UPDATE: the quota is checked in the statement
     that takes the slot, so concurrent participants cannot push an item past it. PostgreSQL
     skips rows another participant is claiming at this moment instead of queueing behind
-    them; SQLite runs one writer at a time anyway."""
+    them; SQLite runs one writer at a time anyway.
+
+    The UPDATE returns the item's id and stimulus ids. ``around`` may embed it in a larger
+    statement (its parameters, ``around_params``, follow the claim's); the row that
+    statement returns, or None when no item is left for this participant."""
     study = participant.study
     if study.is_adaptive_tags:
         # A chain moves one iteration at a time: nobody else may hold it.
@@ -396,14 +462,13 @@ def _claim_item(participant: Participant) -> Item | None:
         UPDATE {sql.table(Item)} SET assigned = assigned + 1
         WHERE id = ({candidates}{skip_locked}) AND {claimable}
         RETURNING id, a_id, b_id, c_id"""
+    statement = around(claim) if around else claim
     params = [study.pk, study.quota, participant.pk]
     swept = False
     while True:
-        row = sql.fetch_one(claim, [*params, study.quota])
+        row = sql.fetch_one(statement, [*params, study.quota, *around_params])
         if row is not None:
-            pk, a_id, b_id, c_id = row
-            # Only what a trial needs (its id and stimulus ids): no second read.
-            return Item(pk=pk, study=study, a_id=a_id, b_id=b_id, c_id=c_id)
+            return row
         if sql.fetch_one(candidates, params) is not None:
             continue  # every candidate was being claimed by someone else: look again
         if swept or not trials_expire(study=study):
@@ -504,21 +569,14 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
         "flags": _response_flags(study, trial, answer),
         "created_at": timezone.now(),
     }
+    counted_item = trial.item_id if trial.role == TrialRole.REGULAR else None
     try:
-        with transaction.atomic():
-            if not sql.execute(
-                f"UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s",
-                [TrialStatus.ANSWERED, trial.pk, TrialStatus.ISSUED],
-            ):
-                raise TrialProblem("This trial has already been answered.")
-            response_id = sql.insert(Response, values)
-            if trial.role == TrialRole.REGULAR and trial.item_id:
-                sql.execute(
-                    f"UPDATE {sql.table(Item)} SET answered = answered + 1 WHERE id = %s",
-                    [trial.item_id],
-                )
-            if study.kind == StudyKind.TAGS and trial.role == TrialRole.REGULAR:
+        if study.kind == StudyKind.TAGS and trial.role == TrialRole.REGULAR:
+            with transaction.atomic():
+                response_id = _store_response(trial.pk, counted_item, values)
                 _store_tags(study, trial, answer)
+        else:
+            response_id = _store_response(trial.pk, counted_item, values)
     except (IntegrityError, TrialProblem):
         # The same key raced in from a second request (a double click): that one was stored.
         stored = Response.objects.filter(idempotency_key=key, trial=trial).first()
@@ -528,6 +586,38 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
     trial.status = TrialStatus.ANSWERED
     values.update(trial=trial, chosen_id=values.pop("chosen"))
     return Response(pk=response_id, **values)
+
+
+def _store_response(trial_id: int, counted_item: int | None, values: dict[str, Any]) -> int:
+    """Mark the trial answered, store its response and count it on its item: all of it or
+    nothing (TrialProblem if the trial is no longer open; IntegrityError if the idempotency
+    key is already stored). The new response's id."""
+    answered = (
+        f"UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s RETURNING id"
+    )
+    answered_params = [TrialStatus.ANSWERED, trial_id, TrialStatus.ISSUED]
+    counted = f"UPDATE {sql.table(Item)} SET answered = answered + 1 WHERE id = %s"
+    if sql.single_statement_writes():
+        columns, params = sql.insert_parts(Response, values)
+        row = sql.fetch_one(
+            f"""WITH answered AS ({answered}),
+            stored AS (
+                INSERT INTO {sql.table(Response)} ({columns})
+                SELECT {", ".join(["%s"] * len(params))} FROM answered RETURNING id),
+            counted AS ({counted} AND EXISTS (SELECT 1 FROM stored))
+            SELECT id FROM stored""",
+            [*answered_params, *params, counted_item],
+        )
+        if row is None:
+            raise TrialProblem("This trial has already been answered.")
+        return int(row[0])
+    with transaction.atomic():
+        if sql.fetch_one(answered, answered_params) is None:
+            raise TrialProblem("This trial has already been answered.")
+        response_id = sql.insert(Response, values)
+        if counted_item is not None:
+            sql.execute(counted, [counted_item])
+    return response_id
 
 
 def _check_answer(study: Study, trial: Trial, answer: Answer) -> None:

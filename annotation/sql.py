@@ -5,7 +5,9 @@ each costs roughly a millisecond of Python before it reaches the database, and a
 participants answering at once on a small server that was most of the time spent per answer
 (bench/study_load.py). These statements are written once instead, with table and column names
 taken from the models and every value adapted by its own field (JSON, datetimes), so the same
-text runs on both backends.
+text runs on both backends. On PostgreSQL the writes of one step (store an answer; claim an
+item and issue its trial) are further joined into one statement each: every round trip to
+the database, BEGIN and COMMIT included, costs CPU on both sides.
 """
 
 from __future__ import annotations
@@ -37,12 +39,7 @@ def fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
 
 def insert(model: type[models.Model], values: dict[str, Any]) -> int:
     """Insert one row (field name -> Python value); its new primary key."""
-    fields = [model._meta.get_field(name) for name in values]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
-    params = [
-        f.get_db_prep_save(value, connection)  # type: ignore[union-attr]
-        for f, value in zip(fields, values.values(), strict=True)
-    ]
+    columns, params = insert_parts(model, values)
     placeholders = ", ".join(["%s"] * len(params))
     row = fetch_one(
         f"INSERT INTO {table(model)} ({columns}) VALUES ({placeholders}) RETURNING id", params
@@ -51,21 +48,65 @@ def insert(model: type[models.Model], values: dict[str, Any]) -> int:
     return int(row[0])
 
 
+def insert_parts(model: type[models.Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The column list and the parameters (each adapted by its field) of an INSERT."""
+    fields = [model._meta.get_field(name) for name in values]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
+    params = [
+        f.get_db_prep_save(value, connection)  # type: ignore[union-attr]
+        for f, value in zip(fields, values.values(), strict=True)
+    ]
+    return columns, params
+
+
+def single_statement_writes() -> bool:
+    """Whether several writes can go to the database as one statement (PostgreSQL's
+    data-modifying WITH clauses): atomic without BEGIN and COMMIT round trips. SQLite has no
+    such clauses; there the same writes run as a transaction of separate statements."""
+    return connection.vendor == "postgresql"
+
+
 def select(model: type[M], where: str, params: list[Any]) -> list[M]:
     """Model instances for the rows matching a WHERE clause, each value converted as the ORM
     would (JSON, datetimes on SQLite), without compiling an ORM query."""
-    columns, attnames, converters = _layout(model, connection.vendor)
+    columns, _, _ = _layout(model, connection.vendor)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {columns} FROM {table(model)} WHERE {where}", params)
+        return [_instance(model, row) for row in cursor.fetchall()]
+
+
+def select_with(model: type[M], related: str, where: str, params: list[Any]) -> list[M]:
+    """Like select, with the row that the foreign key ``related`` points to read in the same
+    statement (one round trip instead of two) and cached on each instance, as the ORM's
+    select_related does. Columns in ``where`` are qualified: ``m.`` the model, ``r.`` the
+    related row."""
+    target = model._meta.get_field(related).related_model
+    assert isinstance(target, type) and issubclass(target, models.Model)
+    columns, attnames, _ = _layout(model, connection.vendor, "m")
+    related_columns, _, _ = _layout(target, connection.vendor, "r")
+    fk_column = connection.ops.quote_name(model._meta.get_field(related).column)  # type: ignore[union-attr]
+    statement = (
+        f"SELECT {columns}, {related_columns} FROM {table(model)} m "
+        f"JOIN {table(target)} r ON r.id = m.{fk_column} WHERE {where}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
         rows = cursor.fetchall()
     instances = []
     for row in rows:
-        values = list(row)
-        for index, expression, functions in converters:
-            for convert in functions:
-                values[index] = convert(values[index], expression, connection)
-        instances.append(model.from_db(connection.alias, attnames, values))
+        instance = _instance(model, row[: len(attnames)])
+        setattr(instance, related, _instance(target, row[len(attnames) :]))
+        instances.append(instance)
     return instances
+
+
+def _instance(model: type[M], row: tuple[Any, ...]) -> M:
+    _, attnames, converters = _layout(model, connection.vendor)
+    values = list(row)
+    for index, expression, functions in converters:
+        for convert in functions:
+            values[index] = convert(values[index], expression, connection)
+    return model.from_db(connection.alias, attnames, values)
 
 
 def by_pk(model: type[M], pks: list[int]) -> dict[int, M]:
@@ -77,11 +118,14 @@ def by_pk(model: type[M], pks: list[int]) -> dict[int, M]:
 
 
 @functools.cache
-def _layout(model: type[models.Model], vendor: str) -> tuple[str, list[str], list[Any]]:
-    """The column list, attribute names and per-column converters of a model (per backend:
-    the converters differ)."""
+def _layout(
+    model: type[models.Model], vendor: str, alias: str = ""
+) -> tuple[str, list[str], list[Any]]:
+    """The column list (qualified by ``alias`` if given), attribute names and per-column
+    converters of a model (per backend: the converters differ)."""
     fields = model._meta.concrete_fields
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    prefix = f"{alias}." if alias else ""
+    columns = ", ".join(prefix + connection.ops.quote_name(f.column) for f in fields)
     converters = []
     for index, f in enumerate(fields):
         expression = f.get_col(model._meta.db_table)

@@ -274,12 +274,10 @@ def _returning_participant(
 
 def _participant(token: str) -> Participant:
     # Plain SQL: every answer starts here (see annotation/sql.py).
-    found = sql.select(Participant, "token = %s", [token])
+    found = sql.select_with(Participant, "study", "m.token = %s", [token])
     if not found:
         raise Http404("No such participant link.")
-    participant = found[0]
-    participant.study = sql.by_pk(Study, [participant.study_id])[participant.study_id]
-    return participant
+    return found[0]
 
 
 def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
@@ -362,6 +360,7 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
         "scale": range(study.scale_min, study.scale_max + 1),
         "tags": tags,
         "key": secrets.token_hex(16),
+        "action": reverse("annotation:participant_trial", args=[participant.token]),
         "done": done,
         "total": total,
         "percent": round(100 * done / total) if total else 100,
