@@ -400,17 +400,17 @@ def _claim_and_issue(participant: Participant, position: int) -> Trial | None:
     shown = ", ".join(f"claimed.{STIMULUS_COLUMNS[index]}" for index in order)
     values = {**_trial_values(participant, position, TrialRole.REGULAR), "shown_tags": []}
     columns, params = sql.insert_parts(Trial, values)
-    row = _claim(
-        participant,
-        lambda claim: f"""WITH claimed AS ({claim}),
+
+    def then_issue(claim: str) -> str:
+        return f"""WITH claimed AS ({claim}),
             issued AS (
                 INSERT INTO {sql.table(Trial)} ({columns}, item_id, shown)
                 SELECT {", ".join(["%s"] * len(params))}, claimed.id, jsonb_build_array({shown})
                 FROM claimed RETURNING id)
             SELECT claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
-            FROM claimed, issued""",
-        params,
-    )
+            FROM claimed, issued"""
+
+    row = _claim(participant, then_issue, params)
     if row is None:
         return None
     item_id, a_id, b_id, c_id, trial_id = row

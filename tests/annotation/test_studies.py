@@ -383,3 +383,26 @@ def test_choice_aggregates_export_every_items_votes_under_one_header():
     for row in rows:  # each item's votes, whatever its stimuli are called
         votes = [int(row[f"votes_{slot}"]) for slot in "abc"]
         assert sum(votes) == int(row["n"]) == 2
+
+
+@pytest.mark.parametrize("kind", ["pairs", "triplets", "2afc"])
+def test_issued_trials_show_their_items_stimuli_in_random_order_as_stored(kind):
+    """The next trial comes from one statement on PostgreSQL (claim and insert): what the
+    page is given must be what is stored, a reordering of the item's stimuli, with the 2AFC
+    reference first and both left/right orders in use."""
+    study = make_study(kind, judgments_per_item=3, trials_per_session=8)
+    orders = set()
+    for _ in range(3):
+        participant = services.participant_start(study=study)
+        trial = services.trial_current(participant=participant)
+        while trial is not None:
+            stored = Trial.objects.select_related("item").get(pk=trial.pk)
+            item_stimuli = [s for s in (stored.item.a_id, stored.item.b_id, stored.item.c_id) if s]
+            assert stored.shown == trial.shown and stored.item_id == trial.item.pk
+            assert sorted(stored.shown) == sorted(item_stimuli)
+            if kind == "2afc":
+                assert stored.shown[0] == stored.item.a_id
+            orders.add(tuple(item_stimuli.index(s) for s in stored.shown))
+            response = services.response_submit(participant=participant, answer=answer_for(trial))
+            trial = services.trial_current(participant=participant, answered=response.trial)
+    assert len(orders) > 1, f"every {kind} trial showed its stimuli in one order: {orders}"
