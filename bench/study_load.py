@@ -20,7 +20,9 @@ Baselines measured in the same run, on the same server:
 - one participant alone (a sequential client, the same 20 answers on a separate study): what
   concurrency buys over one-at-a-time;
 - a page that touches no database (GET /accounts/login/, the same middleware and templates),
-  under the same number of clients: the framework's ceiling on this machine.
+  under the same number of clients: the framework's ceiling on this machine;
+- the health probe (GET /healthz: gunicorn, Django's handler and one SELECT 1, before any
+  middleware), under the same number of clients: what any request costs on this machine.
 
 It also prints the CPU time per response spent by gunicorn, PostgreSQL's backends, the
 clients and every other process during the answer phase (Linux /proc): on a small or shared
@@ -291,15 +293,16 @@ def run_clients(n: int, target, deadline: float, meter: CpuMeter | None = None):
     return results, (ended - t0[0]) if t0 else float("nan"), cpu
 
 
-def db_free_page(port: int, requests: int, deadline: float, barrier) -> ClientResult:
+def plain_requests(port: int, path: str, requests: int, deadline: float, barrier) -> ClientResult:
+    """GET ``path`` again and again on one keep-alive connection (a baseline)."""
     result = ClientResult()
     browser = Browser(port, deadline)
     try:
-        browser.call("GET", "/accounts/login/")  # opens the connection
+        browser.call("GET", path)  # opens the connection
         barrier.wait(timeout=max(1.0, deadline - time.monotonic()))
         for _ in range(requests):
             started = time.perf_counter()
-            status, _, _ = browser.call("GET", "/accounts/login/")
+            status, _, _ = browser.call("GET", path)
             result.latencies.append(time.perf_counter() - started)
             result.bad(status)
         result.finished = True
@@ -532,14 +535,23 @@ def run_backend(args) -> int:
             f"CONN_MAX_AGE={args.conn_max_age}"
         )
 
-        # Baseline: a page that touches no database, under the same number of clients.
-        page_results, page_wall, _ = run_clients(
-            args.clients,
-            lambda i, barrier: db_free_page(port, args.trials, deadline, barrier),
-            deadline,
-        )
-        page_latency = [x for r in page_results if r for x in r.latencies]
-        page_rate = len(page_latency) / page_wall
+        # Baselines under the same number of clients: a page that touches no database (the
+        # same middleware and templates), and the health probe (gunicorn, Django's handler and
+        # one SELECT 1, no middleware, view or template: what any request costs here).
+        baseline_results: list[ClientResult | None] = []
+
+        def baseline(path: str) -> tuple[float, list[float]]:
+            results, wall, _ = run_clients(
+                args.clients,
+                lambda i, barrier: plain_requests(port, path, args.trials, deadline, barrier),
+                deadline,
+            )
+            baseline_results.extend(results)
+            latency = [x for r in results if r for x in r.latencies]
+            return len(latency) / wall, latency
+
+        page_rate, page_latency = baseline("/accounts/login/")
+        probe_rate, probe_latency = baseline("/healthz")
 
         # Baseline: one participant alone, answering one trial after another.
         one = participant_session(
@@ -581,11 +593,11 @@ def run_backend(args) -> int:
     double_ok = sum(r.double_ok for r in finished)
     double_problem = sum(r.double_problem for r in finished)
     bad: dict[int, int] = {}
-    for r in [*finished, *[p for p in page_results if p], one]:
+    for r in [*finished, *[p for p in baseline_results if p], one]:
         for status, n in r.statuses.items():
             bad[status] = bad.get(status, 0) + n
     errors = [r.error for r in finished if r.error] + ([one.error] if one.error else [])
-    errors += [r.error for r in page_results if r and r.error]
+    errors += [r.error for r in baseline_results if r and r.error]
     server_errors = log.count("Internal Server Error:")  # Django's log line for each 500
     stored_right = (
         checks["stored"] == checks["regular"] == checks["expected"] == acked
@@ -659,6 +671,11 @@ def run_backend(args) -> int:
         f"[{backend}] baseline, DB-free page (GET /accounts/login/) x {args.clients} clients "
         f"(measured in this run): {page_rate:7.1f} requests/s, p99 {pct(page_latency, 99):.1f} ms "
         f"-> answers run at {rate / page_rate:5.1%} of it"
+    )
+    print(
+        f"[{backend}] floor, health probe (GET /healthz: one SELECT 1, no middleware or view) "
+        f"x {args.clients} clients (measured in this run): {probe_rate:7.1f} requests/s, "
+        f"p99 {pct(probe_latency, 99):.1f} ms -> answers run at {rate / probe_rate:5.1%} of it"
     )
     print(
         f"[{backend}] reference, Label Studio 1.23 (figure from issue 4, NOT measured in this "
