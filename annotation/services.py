@@ -309,15 +309,17 @@ def trials_expire(*, study: Study) -> int:
 
 
 def _expire(trial_id: int, item_id: int | None, role: str) -> bool:
-    # Conditional: a trial answered meanwhile is not expired (and not released twice).
-    expired = sql.execute(
-        f"UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s",
-        [TrialStatus.EXPIRED, trial_id, TrialStatus.ISSUED],
-    )
-    if expired and item_id and role == TrialRole.REGULAR:
-        sql.execute(
-            f"UPDATE {sql.table(Item)} SET assigned = assigned - 1 WHERE id = %s", [item_id]
+    # Conditional: a trial answered meanwhile is not expired (and not released twice). Both
+    # writes or neither: a release lost half-way would keep its item from its last judgment.
+    with transaction.atomic():
+        expired = sql.execute(
+            f"UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s",
+            [TrialStatus.EXPIRED, trial_id, TrialStatus.ISSUED],
         )
+        if expired and item_id and role == TrialRole.REGULAR:
+            sql.execute(
+                f"UPDATE {sql.table(Item)} SET assigned = assigned - 1 WHERE id = %s", [item_id]
+            )
     return bool(expired)
 
 
