@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -394,36 +394,58 @@ def _trial_values(participant: Participant, position: int, role: str) -> dict[st
 STIMULUS_COLUMNS = ("a_id", "b_id", "c_id")
 
 
-def _claim_and_issue(participant: Participant, position: int) -> Trial | None:
-    """A regular trial in one statement: claim an item as _claim_item does and insert the
-    trial that shows it, its stimuli in an order drawn here (left/right randomised)."""
+@dataclass
+class _IssueStatement:
+    """The WITH clauses ``claimed`` (the claim of _claim_sql) and ``issued`` (the trial that
+    shows the claimed item), their parameters, and the trial they insert (less its id and
+    item): a regular trial in one statement, alone or after an answer."""
+
+    clauses: str
+    params: list[Any]
+    values: dict[str, Any]
+    order: list[int]
+
+    def trial(self, participant: Participant, claimed: Sequence[Any], trial_id: int) -> Trial:
+        item_id, a_id, b_id, c_id = claimed
+        item = Item(pk=item_id, study=participant.study, a_id=a_id, b_id=b_id, c_id=c_id)
+        shown = [(a_id, b_id, c_id)[index] for index in self.order]
+        return Trial(pk=trial_id, participant=participant, item=item, shown=shown, **self.values)
+
+
+def _issue_statement(participant: Participant, position: int, only_if: str = "") -> _IssueStatement:
+    """Claim an item and insert the trial that shows it, its stimuli in an order drawn here
+    (left/right randomised). ``only_if`` is an SQL condition the claim also requires."""
     study = participant.study
     order = _presentation(study, list(range(study.stimuli_per_item)), random.Random())
     shown = ", ".join(f"claimed.{STIMULUS_COLUMNS[index]}" for index in order)
     values = {**_trial_values(participant, position, TrialRole.REGULAR), "shown_tags": []}
     columns, params = sql.insert_parts(Trial, values)
+    claim, claim_params, _, _ = _claim_sql(participant, only_if)
+    clauses = f"""claimed AS ({claim}),
+        issued AS (
+            INSERT INTO {sql.table(Trial)} ({columns}, item_id, shown)
+            SELECT {", ".join(["%s"] * len(params))}, claimed.id, jsonb_build_array({shown})
+            FROM claimed RETURNING id)"""
+    values.pop("participant")
+    return _IssueStatement(clauses, [*claim_params, *params], values, order)
 
-    def then_issue(claim: str) -> str:
-        return f"""WITH claimed AS ({claim}),
-            issued AS (
-                INSERT INTO {sql.table(Trial)} ({columns}, item_id, shown)
-                SELECT {", ".join(["%s"] * len(params))}, claimed.id, jsonb_build_array({shown})
-                FROM claimed RETURNING id)
-            SELECT claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
-            FROM claimed, issued"""
 
-    row = _claim(participant, then_issue, params)
-    if row is None:
-        return None
-    item_id, a_id, b_id, c_id, trial_id = row
-    item = Item(pk=item_id, study=study, a_id=a_id, b_id=b_id, c_id=c_id)
-    stimuli = (a_id, b_id, c_id)
-    values.update(participant=participant, item=item, shown=[stimuli[i] for i in order])
-    return Trial(pk=trial_id, **values)
+def _claim_and_issue(participant: Participant, position: int) -> Trial | None:
+    """A regular trial in one statement (the claim retried as _claim does)."""
+    issue = _issue_statement(participant, position)
+    row = _claim(
+        participant,
+        f"""WITH {issue.clauses}
+        SELECT claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
+        FROM claimed, issued""",
+        issue.params,
+    )
+    return None if row is None else issue.trial(participant, row[:4], row[4])
 
 
 def _claim_item(participant: Participant) -> Item | None:
-    row = _claim(participant)
+    claim, params, _, _ = _claim_sql(participant)
+    row = _claim(participant, claim, params)
     if row is None:
         return None
     pk, a_id, b_id, c_id = row
@@ -431,20 +453,17 @@ def _claim_item(participant: Participant) -> Item | None:
     return Item(pk=pk, study=participant.study, a_id=a_id, b_id=b_id, c_id=c_id)
 
 
-def _claim(
-    participant: Participant,
-    around: Callable[[str], str] | None = None,
-    around_params: Sequence[Any] = (),
-) -> tuple[Any, ...] | None:
+def _claim_sql(
+    participant: Participant, only_if: str = ""
+) -> tuple[str, list[Any], str, list[Any]]:
     """Claim the least-answered item this participant has not seen (ties broken by a random
     key fixed per item), with one conditional UPDATE: the quota is checked in the statement
     that takes the slot, so concurrent participants cannot push an item past it. PostgreSQL
     skips rows another participant is claiming at this moment instead of queueing behind
     them; SQLite runs one writer at a time anyway.
 
-    The UPDATE returns the item's id and stimulus ids. ``around`` may embed it in a larger
-    statement (its parameters, ``around_params``, follow the claim's); the row that
-    statement returns, or None when no item is left for this participant."""
+    The UPDATE (returning the item's id and stimulus ids) and its parameters, then the query
+    for a claimable item and its parameters."""
     study = participant.study
     if study.is_adaptive_tags:
         # A chain moves one iteration at a time: nobody else may hold it.
@@ -462,18 +481,25 @@ def _claim(
         ORDER BY assigned, shuffle_key LIMIT 1"""
     claim = f"""
         UPDATE {sql.table(Item)} SET assigned = assigned + 1
-        WHERE id = ({candidates}{skip_locked}) AND {claimable}
+        WHERE id = ({candidates}{skip_locked}) AND {claimable}{f" AND {only_if}" if only_if else ""}
         RETURNING id, a_id, b_id, c_id"""
-    statement = around(claim) if around else claim
-    params = [study.pk, study.quota, participant.pk]
+    candidate_params = [study.pk, study.quota, participant.pk]
+    return claim, [*candidate_params, study.quota], candidates, candidate_params
+
+
+def _claim(participant: Participant, statement: str, params: list[Any]) -> tuple[Any, ...] | None:
+    """Run a statement that claims an item (_claim_sql), retried while every candidate was
+    being claimed by someone else, and once more after returning expired trials' items to
+    the pool; its row, or None when no item is left for this participant."""
+    _, _, candidates, candidate_params = _claim_sql(participant)
     swept = False
     while True:
-        row = sql.fetch_one(statement, [*params, study.quota, *around_params])
+        row = sql.fetch_one(statement, params)
         if row is not None:
             return row
-        if sql.fetch_one(candidates, params) is not None:
+        if sql.fetch_one(candidates, candidate_params) is not None:
             continue  # every candidate was being claimed by someone else: look again
-        if swept or not trials_expire(study=study):
+        if swept or not trials_expire(study=participant.study):
             return None
         swept = True  # trials past their deadline held the last items: try once more
 
@@ -537,6 +563,25 @@ class Answer:
 
 def response_submit(*, participant: Participant, answer: Answer) -> Response:
     """Store the answer to a trial issued to this participant, exactly once."""
+    return _submit(participant, answer, then_issue=False)[0]
+
+
+def response_submit_and_next(
+    *, participant: Participant, answer: Answer
+) -> tuple[Response, Trial | None]:
+    """Store the answer (as response_submit) and issue the participant's next trial (as
+    trial_current; None when the session is over). On PostgreSQL, when the next slot is a
+    regular trial of a rating or choice study, both go to the database as one statement:
+    one round trip and one commit per answer."""
+    stored, issued = _submit(participant, answer, then_issue=True)
+    if issued is None:  # not issued with the answer: the usual way (retries, expiry, the end)
+        issued = trial_current(participant=participant, answered=stored.trial)
+    return stored, issued
+
+
+def _submit(
+    participant: Participant, answer: Answer, *, then_issue: bool
+) -> tuple[Response, Trial | None]:
     key = answer.idempotency_key.strip()
     if not key or len(key) > 64:
         raise TrialProblem("The response has no valid idempotency key; reload the page.")
@@ -551,7 +596,7 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
         if existing is not None:
             if existing.trial.participant_id != participant.pk:
                 raise PermissionDenied("This response belongs to another participant.")
-            return existing  # a double click or a retried request: already stored
+            return existing, None  # a double click or a retried request: already stored
     if trial is None or trial.participant_id != participant.pk:
         raise PermissionDenied("This trial was not issued to you.")
     if participant.status != ParticipantStatus.CONSENTED:
@@ -572,11 +617,21 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
         "created_at": timezone.now(),
     }
     counted_item = trial.item_id if trial.role == TrialRole.REGULAR else None
+    next_position = trial.position + 1
+    issued = None
     try:
         if study.kind == StudyKind.TAGS and trial.role == TrialRole.REGULAR:
             with transaction.atomic():
                 response_id = _store_response(trial.pk, counted_item, values)
                 _store_tags(study, trial, answer)
+        elif (
+            then_issue
+            and sql.single_statement_writes()
+            and participant.plan[next_position : next_position + 1] == [TrialRole.REGULAR]
+        ):
+            response_id, issued = _store_response_and_issue(
+                participant, trial.pk, counted_item, values, next_position
+            )
         else:
             response_id = _store_response(trial.pk, counted_item, values)
     except (IntegrityError, TrialProblem):
@@ -584,42 +639,81 @@ def response_submit(*, participant: Participant, answer: Answer) -> Response:
         stored = Response.objects.filter(idempotency_key=key, trial=trial).first()
         if stored is None:
             raise TrialProblem("This trial has already been answered.") from None
-        return stored
+        return stored, None
     trial.status = TrialStatus.ANSWERED
     values.update(trial=trial, chosen_id=values.pop("chosen"))
-    return Response(pk=response_id, **values)
+    return Response(pk=response_id, **values), issued
+
+
+def _answer_clauses(
+    trial_id: int, counted_item: int | None, values: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    """WITH clauses that mark the trial answered (``answered``, empty if it was no longer
+    open), store its response (``stored``) and count it on its item; their parameters."""
+    columns, params = sql.insert_parts(Response, values)
+    clauses = f"""answered AS (
+            UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s
+            RETURNING id),
+        stored AS (
+            INSERT INTO {sql.table(Response)} ({columns})
+            SELECT {", ".join(["%s"] * len(params))} FROM answered RETURNING id),
+        counted AS (
+            UPDATE {sql.table(Item)} SET answered = answered + 1
+            WHERE id = %s AND EXISTS (SELECT 1 FROM stored))"""
+    answered = [TrialStatus.ANSWERED, trial_id, TrialStatus.ISSUED]
+    return clauses, [*answered, *params, counted_item]
 
 
 def _store_response(trial_id: int, counted_item: int | None, values: dict[str, Any]) -> int:
     """Mark the trial answered, store its response and count it on its item: all of it or
     nothing (TrialProblem if the trial is no longer open; IntegrityError if the idempotency
     key is already stored). The new response's id."""
-    answered = (
-        f"UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s RETURNING id"
-    )
-    answered_params = [TrialStatus.ANSWERED, trial_id, TrialStatus.ISSUED]
-    counted = f"UPDATE {sql.table(Item)} SET answered = answered + 1 WHERE id = %s"
     if sql.single_statement_writes():
-        columns, params = sql.insert_parts(Response, values)
-        row = sql.fetch_one(
-            f"""WITH answered AS ({answered}),
-            stored AS (
-                INSERT INTO {sql.table(Response)} ({columns})
-                SELECT {", ".join(["%s"] * len(params))} FROM answered RETURNING id),
-            counted AS ({counted} AND EXISTS (SELECT 1 FROM stored))
-            SELECT id FROM stored""",
-            [*answered_params, *params, counted_item],
-        )
+        clauses, params = _answer_clauses(trial_id, counted_item, values)
+        row = sql.fetch_one(f"WITH {clauses} SELECT id FROM stored", params)
         if row is None:
             raise TrialProblem("This trial has already been answered.")
         return int(row[0])
     with transaction.atomic():
-        if sql.fetch_one(answered, answered_params) is None:
+        if not sql.execute(
+            f"UPDATE {sql.table(Trial)} SET status = %s WHERE id = %s AND status = %s",
+            [TrialStatus.ANSWERED, trial_id, TrialStatus.ISSUED],
+        ):
             raise TrialProblem("This trial has already been answered.")
         response_id = sql.insert(Response, values)
         if counted_item is not None:
-            sql.execute(counted, [counted_item])
+            sql.execute(
+                f"UPDATE {sql.table(Item)} SET answered = answered + 1 WHERE id = %s",
+                [counted_item],
+            )
     return response_id
+
+
+def _store_response_and_issue(
+    participant: Participant,
+    trial_id: int,
+    counted_item: int | None,
+    values: dict[str, Any],
+    next_position: int,
+) -> tuple[int, Trial | None]:
+    """_store_response and _claim_and_issue as one statement (PostgreSQL): the response's id
+    and the next trial, or None when no item could be claimed at once (the caller then goes
+    the usual way, which retries, returns expired trials' items or ends the session)."""
+    answer, answer_params = _answer_clauses(trial_id, counted_item, values)
+    # The claim runs only if the answer was stored: a refused answer changes nothing.
+    issue = _issue_statement(participant, next_position, only_if="EXISTS (SELECT 1 FROM stored)")
+    row = sql.fetch_one(
+        f"""WITH {answer}, {issue.clauses}
+        SELECT stored.id, claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
+        FROM stored LEFT JOIN (claimed CROSS JOIN issued) ON true""",
+        [*answer_params, *issue.params],
+    )
+    if row is None:
+        raise TrialProblem("This trial has already been answered.")
+    response_id, *claimed, next_trial_id = row
+    if next_trial_id is None:
+        return response_id, None
+    return response_id, issue.trial(participant, claimed, next_trial_id)
 
 
 def _check_answer(study: Study, trial: Trial, answer: Answer) -> None:

@@ -283,19 +283,20 @@ def _participant(token: str) -> Participant:
 def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant(token)
     problem = ""
-    answered = None
+    trial = None
     if request.method == "POST":
         try:
-            stored = services.response_submit(participant=participant, answer=_answer(request))
+            if not request.htmx:
+                services.response_submit(participant=participant, answer=_answer(request))
+                return redirect(participant)  # post/redirect/get: a reload does not resubmit
+            # htmx: the answer and the next trial in one go (None: the session is over).
+            _, trial = services.response_submit_and_next(
+                participant=participant, answer=_answer(request)
+            )
         except services.TrialProblem as exc:
             problem = " ".join(exc.messages)
-        except PermissionDenied:
-            raise
-        else:
-            if not request.htmx:
-                return redirect(participant)  # post/redirect/get: a reload does not resubmit
-            answered = stored.trial
-    trial = services.trial_current(participant=participant, answered=answered)
+    if trial is None:
+        trial = services.trial_current(participant=participant)
     if trial is None:
         if request.htmx:
             response = HttpResponse(status=204)

@@ -37,10 +37,10 @@ for _ in range(3):
     trial = services.trial_current(participant=participant)
     while trial is not None:
         answer = Answer(trial.pk, f"k{next(keys)}", value=4, rt_ms=900)
-        stored = services.response_submit(participant=participant, answer=answer)
+        stored, next_trial = services.response_submit_and_next(participant=participant, answer=answer)
         again = services.response_submit(participant=participant, answer=answer)
         assert again.pk == stored.pk  # a double submission stores one response
-        trial = services.trial_current(participant=participant, answered=stored.trial)
+        trial = next_trial
 responses = Response.objects.filter(trial__participant__study=pairs)
 assert responses.count() == 12, responses.count()
 per_item = Counter(responses.values_list("trial__item_id", flat=True))

@@ -387,9 +387,9 @@ def test_choice_aggregates_export_every_items_votes_under_one_header():
 
 @pytest.mark.parametrize("kind", ["pairs", "triplets", "2afc"])
 def test_issued_trials_show_their_items_stimuli_in_random_order_as_stored(kind):
-    """The next trial comes from one statement on PostgreSQL (claim and insert): what the
-    page is given must be what is stored, a reordering of the item's stimuli, with the 2AFC
-    reference first and both left/right orders in use."""
+    """On PostgreSQL the answer and the next trial (claim and insert) are one statement: what
+    the page is given must be what is stored, a reordering of the item's stimuli, with the
+    2AFC reference first and both left/right orders in use; every answer stored and counted."""
     study = make_study(kind, judgments_per_item=3, trials_per_session=8)
     orders = set()
     for _ in range(3):
@@ -403,6 +403,10 @@ def test_issued_trials_show_their_items_stimuli_in_random_order_as_stored(kind):
             if kind == "2afc":
                 assert stored.shown[0] == stored.item.a_id
             orders.add(tuple(item_stimuli.index(s) for s in stored.shown))
-            response = services.response_submit(participant=participant, answer=answer_for(trial))
-            trial = services.trial_current(participant=participant, answered=response.trial)
+            _, trial = services.response_submit_and_next(
+                participant=participant, answer=answer_for(trial)
+            )
     assert len(orders) > 1, f"every {kind} trial showed its stimuli in one order: {orders}"
+    assert Response.objects.filter(trial__participant__study=study).count() == 3 * 8
+    for item in Item.objects.filter(study=study):
+        assert item.assigned == item.answered <= 3

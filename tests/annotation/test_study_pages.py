@@ -10,7 +10,9 @@ import json
 import re
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from annotation import services
@@ -86,6 +88,20 @@ def test_htmx_swaps_the_next_trial_in_place(client, study):
     body = response.content.decode()
     assert body.lstrip().startswith('<div id="trial"') and "<html" not in body
     assert f'name="trial" value="{fields["trial"]}"' not in body  # the next trial
+
+
+def test_an_htmx_answer_costs_four_statements(client, study):
+    """Every answer runs this path, so its round trips to the database are counted: the
+    participant with the study, the trial, the answer stored with the next trial claimed
+    and issued (one statement on PostgreSQL), and the next trial's stimuli."""
+    url = consent(client, study)
+    fields = current_trial(client, url)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.post(url, {**fields, "value": 5}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    statements = [q["sql"] for q in captured if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(statements) == 4, "\n".join(statements)
+    assert Response.objects.filter(trial_id=fields["trial"]).count() == 1
 
 
 def test_the_same_link_continues_where_the_participant_stopped(client, study):
