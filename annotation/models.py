@@ -275,9 +275,28 @@ class Trial(models.Model):
         return f"trial {self.position} of {self.participant_id} ({self.role})"
 
     def shown_stimuli(self) -> list[Stimulus]:
-        # Plain SQL: this runs for every trial shown.
-        by_id = sql.by_pk(Stimulus, list(set(self.shown)))
+        by_id = stimuli_for_display(self.shown)
         return [by_id[pk] for pk in self.shown]
+
+
+# Every trial shown reads its two or three stimuli, and stimuli never change once imported (a
+# changed dataset is imported as a new one): each process keeps the ones it has read, up to a
+# bound, so a study's pool is read from the database about once per process.
+_DISPLAYED_STIMULI: dict[int, Stimulus] = {}
+DISPLAYED_STIMULI_MAX = 20_000
+
+
+def stimuli_for_display(ids: list[int]) -> dict[int, Stimulus]:
+    """Stimuli by id, from this process's memory where it can (read-only use: rendering)."""
+    found = {pk: _DISPLAYED_STIMULI[pk] for pk in ids if pk in _DISPLAYED_STIMULI}
+    missing = [pk for pk in set(ids) if pk not in found]
+    if missing:
+        fetched = sql.by_pk(Stimulus, missing)  # plain SQL: this runs for trials shown
+        if len(_DISPLAYED_STIMULI) + len(fetched) > DISPLAYED_STIMULI_MAX:
+            _DISPLAYED_STIMULI.clear()  # bounded; refilled from the studies running now
+        _DISPLAYED_STIMULI.update(fetched)
+        found.update(fetched)
+    return found
 
 
 class Response(models.Model):

@@ -7,6 +7,7 @@ redirect shows the next trial); with htmx the next trial replaces the current on
 
 from __future__ import annotations
 
+import functools
 import html
 import secrets
 from typing import Any
@@ -30,6 +31,7 @@ from django.views.decorators.http import require_POST
 from annotation import exports, selectors, services, sql
 from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
 from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
+from evaluation.models import Dataset
 from webapp.auth import researcher_required
 
 SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
@@ -356,6 +358,7 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
         "participant": participant,
         "trial": trial,
         "stimuli": stimuli,
+        "audio": any(s.file for s in stimuli) and _modality(study.dataset_id) == "audio",
         "reference": stimuli[0] if study.kind == StudyKind.TWO_AFC else None,
         "options": stimuli[1:] if study.kind == StudyKind.TWO_AFC else stimuli,
         "scale": range(study.scale_min, study.scale_max + 1),
@@ -367,6 +370,12 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
         "percent": round(100 * done / total) if total else 100,
         "problem": problem,
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _modality(dataset_id: int) -> str:
+    # A dataset's modality is fixed when it is imported; file stimuli need it on every trial.
+    return Dataset.objects.values_list("modality", flat=True).get(pk=dataset_id)
 
 
 def participant_done(request: HttpRequest, token: str) -> HttpResponse:

@@ -15,10 +15,13 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from annotation import models as annotation_models
 from annotation import services
 from annotation.models import Participant, Response, Study
 from annotation.services import ItemPlan
-from tests.conftest import make_text_dataset
+from evaluation import services as evaluation_services
+from tests.conftest import make_image_dataset, make_text_dataset
+from tests.evaluation.test_audio_datasets import tones_zip
 
 pytestmark = pytest.mark.django_db
 
@@ -93,15 +96,20 @@ def test_htmx_swaps_the_next_trial_in_place(client, study):
 def test_an_htmx_answer_costs_four_statements(client, study):
     """Every answer runs this path, so its round trips to the database are counted: the
     participant with the study, the trial, the answer stored with the next trial claimed
-    and issued (one statement on PostgreSQL), and the next trial's stimuli."""
+    and issued (one statement on PostgreSQL), and the next trial's stimuli (read once per
+    process: none the second time)."""
     url = consent(client, study)
     fields = current_trial(client, url)
+    annotation_models._DISPLAYED_STIMULI.clear()
     with CaptureQueriesContext(connection) as captured:
         response = client.post(url, {**fields, "value": 5}, headers={"HX-Request": "true"})
     assert response.status_code == 200
     statements = [q["sql"] for q in captured if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     assert len(statements) == 4, "\n".join(statements)
     assert Response.objects.filter(trial_id=fields["trial"]).count() == 1
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200  # the same trial again: its stimuli known
+    assert not any("evaluation_stimulus" in q["sql"] for q in captured)
 
 
 def test_the_same_link_continues_where_the_participant_stopped(client, study):
@@ -231,3 +239,23 @@ FORM_DEFAULTS = {
     "min_retest_agreement": 0.5,
     "trial_timeout_seconds": 600,
 }
+
+
+@pytest.mark.parametrize("modality", ["images", "audio"])
+def test_file_stimuli_are_shown_as_images_or_audio_players(client, researcher, modality):
+    if modality == "images":
+        dataset = make_image_dataset(name="digits for a study")
+    else:
+        dataset = evaluation_services.dataset_import_audio(name="tones", upload=tones_zip())
+    study = services.study_create(
+        dataset=dataset, name=f"{modality} study", kind="pairs",
+        items=ItemPlan(mode="random", count=4, seed=0), trials_per_session=2,
+    )  # fmt: skip
+    services.study_set_status(study=study, status="open")
+    url = consent(client, study)
+    html = client.get(url).content.decode()
+    element = "img" if modality == "images" else "audio"
+    sources = re.findall(r'<(img|audio)[^>]* src="([^"]+)"', html)
+    assert [kind for kind, _ in sources] == [element, element]
+    for _, src in sources:  # each served to this participant
+        assert client.get(src).status_code == 200, src
