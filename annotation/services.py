@@ -433,13 +433,14 @@ def _issue_statement(participant: Participant, position: int, only_if: str = "")
 def _claim_and_issue(participant: Participant, position: int) -> Trial | None:
     """A regular trial in one statement (the claim retried as _claim does)."""
     issue = _issue_statement(participant, position)
-    row = _claim(
-        participant,
-        f"""WITH {issue.clauses}
-        SELECT claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
-        FROM claimed, issued""",
-        issue.params,
-    )
+    with sql.savepoint_if_nested():  # a taken slot (IntegrityError) leaves a usable transaction
+        row = _claim(
+            participant,
+            f"""WITH {issue.clauses}
+            SELECT claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
+            FROM claimed, issued""",
+            issue.params,
+        )
     return None if row is None else issue.trial(participant, row[:4], row[4])
 
 
@@ -702,12 +703,19 @@ def _store_response_and_issue(
     answer, answer_params = _answer_clauses(trial_id, counted_item, values)
     # The claim runs only if the answer was stored: a refused answer changes nothing.
     issue = _issue_statement(participant, next_position, only_if="EXISTS (SELECT 1 FROM stored)")
-    row = sql.fetch_one(
-        f"""WITH {answer}, {issue.clauses}
-        SELECT stored.id, claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
-        FROM stored LEFT JOIN (claimed CROSS JOIN issued) ON true""",
-        [*answer_params, *issue.params],
-    )
+    try:
+        with sql.savepoint_if_nested():
+            row = sql.fetch_one(
+                f"""WITH {answer}, {issue.clauses}
+                SELECT stored.id, claimed.id, claimed.a_id, claimed.b_id, claimed.c_id, issued.id
+                FROM stored LEFT JOIN (claimed CROSS JOIN issued) ON true""",
+                [*answer_params, *issue.params],
+            )
+    except IntegrityError:
+        # Nothing was written. The key is stored already (a double click: storing the answer
+        # alone raises again, for the caller), or the next slot was taken meanwhile: the
+        # answer is stored alone and the next trial issued the usual way.
+        return _store_response(trial_id, counted_item, values), None
     if row is None:
         raise TrialProblem("This trial has already been answered.")
     response_id, *claimed, next_trial_id = row

@@ -12,10 +12,11 @@ the database, BEGIN and COMMIT included, costs CPU on both sides.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, TypeVar
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 
 M = TypeVar("M", bound=models.Model)
 
@@ -57,6 +58,13 @@ def insert_parts(model: type[models.Model], values: dict[str, Any]) -> tuple[str
         for f, value in zip(fields, values.values(), strict=True)
     ]
     return columns, params
+
+
+def savepoint_if_nested() -> contextlib.AbstractContextManager[Any]:
+    """Around one statement that may fail: a savepoint when a transaction is open (so that
+    it can go on after the error), nothing otherwise (the statement is atomic by itself and
+    BEGIN/COMMIT would be two more round trips)."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
 def single_statement_writes() -> bool:

@@ -410,3 +410,23 @@ def test_issued_trials_show_their_items_stimuli_in_random_order_as_stored(kind):
     assert Response.objects.filter(trial__participant__study=study).count() == 3 * 8
     for item in Item.objects.filter(study=study):
         assert item.assigned == item.answered <= 3
+
+
+def test_an_answer_is_stored_even_if_its_next_slot_was_taken_meanwhile():
+    """The answer and the next trial go to the database together; if the next slot holds a
+    trial already (it cannot when requests behave, but a bug or a manual fix might), the
+    answer is still stored and the trial in that slot shown."""
+    study = make_study("pairs", judgments_per_item=3, trials_per_session=4)
+    participant = services.participant_start(study=study)
+    trial = services.trial_current(participant=participant)
+    squatter = Trial.objects.create(
+        participant=participant, position=trial.position + 1, role=TrialRole.REGULAR,
+        shown=trial.shown, status="issued", issued_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(hours=1),
+    )  # fmt: skip
+    stored, shown_next = services.response_submit_and_next(
+        participant=participant, answer=answer_for(trial)
+    )
+    assert Response.objects.filter(pk=stored.pk, trial=trial).exists()
+    assert shown_next.pk == squatter.pk
+    assert Item.objects.get(pk=trial.item.pk).answered == 1
