@@ -288,7 +288,8 @@ DISPLAYED_STIMULI_MAX = 20_000
 
 def stimuli_for_display(ids: list[int]) -> dict[int, Stimulus]:
     """Stimuli by id, from this process's memory where it can (read-only use: rendering)."""
-    found = {pk: _DISPLAYED_STIMULI[pk] for pk in ids if pk in _DISPLAYED_STIMULI}
+    # One dict.get per id: atomic, so another thread clearing the memory meanwhile is harmless.
+    found = {pk: stimulus for pk in ids if (stimulus := _DISPLAYED_STIMULI.get(pk)) is not None}
     missing = [pk for pk in set(ids) if pk not in found]
     if missing:
         fetched = sql.by_pk(Stimulus, missing)  # plain SQL: this runs for trials shown

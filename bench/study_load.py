@@ -172,6 +172,7 @@ class ClientResult:
     double_ok: int = 0  # both copies 2xx and both show the same next trial
     double_problem: int = 0  # one copy answered with an error message instead
     double_latencies: list[float] = field(default_factory=list)
+    single_latencies: list[float] = field(default_factory=list)  # answers sent once
     finished: bool = False
     error: str = ""
     reconnects: int = 0
@@ -236,6 +237,7 @@ def participant_session(
             else:
                 status, _, text = browser.call("POST", page_path, fields, htmx=True)
                 result.latencies.append(time.perf_counter() - started)
+                result.single_latencies.append(result.latencies[-1])
             result.bad(status)
             if double:  # both copies must show the same next trial (or both the end)
                 result.double_ok += int(status2 == status and next_of(text2) == next_of(text))
@@ -635,6 +637,11 @@ def run_backend(args) -> int:
         f"{doubles} sent, {double_ok} answered 2xx with the same next trial, "
         f"{double_problem} with an error message in one copy, "
         f"p50 {pct([x for r in finished for x in r.double_latencies], 50):.1f} ms"
+    )
+    single = [x for r in finished for x in r.single_latencies]
+    print(
+        f"[{backend}] answers sent once ({len(single)}; the latencies above include the first "
+        f"copy of each double submit): p50 {pct(single, 50):.1f} ms, p99 {pct(single, 99):.1f} ms"
     )
     print(
         f"[{backend}] database: {checks['stored']} responses stored (expected {checks['expected']}), "
