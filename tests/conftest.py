@@ -8,6 +8,9 @@ exercised by the embedded smoke test, not the test target.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,31 @@ from evaluation.demo import digits_zip
 from evaluation.models import Dataset, PretrainedModel
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def embedded_env(var_dir: Path) -> dict[str, str]:
+    """The environment of the zero-setup default (`make run`): SQLite and the embedded broker
+    under ``var_dir``, none of the test run's PostgreSQL, Redis or secrets."""
+    dropped = {"DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "EMBEDDINGS_ROOT", "SECRET_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env.update({"LIKENESS_VAR_DIR": str(var_dir), "DEBUG": "1", "HF_HUB_OFFLINE": "1"})
+    return env
+
+
+def manage_in(env: dict[str, str], *args: str) -> str:
+    """``manage.py`` in a subprocess with ``env``; its standard output (failing on an error)."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

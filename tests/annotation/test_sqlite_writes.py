@@ -9,11 +9,7 @@ transaction as the response)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from tests.conftest import REPO_ROOT
+from tests.conftest import embedded_env, manage_in
 
 SCRIPT = """
 import io
@@ -81,24 +77,6 @@ print("SQLITE WRITES OK")
 
 
 def test_study_writes_on_sqlite(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "SECRET_KEY"}
-    }
-    env.update({"LIKENESS_VAR_DIR": str(tmp_path / "var"), "DEBUG": "1"})
-
-    def manage(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
-
-    manage("migrate", "--noinput")
-    assert "SQLITE WRITES OK" in manage("shell", "-c", SCRIPT)
+    env = embedded_env(tmp_path / "var")
+    manage_in(env, "migrate", "--noinput")
+    assert "SQLITE WRITES OK" in manage_in(env, "shell", "-c", SCRIPT)

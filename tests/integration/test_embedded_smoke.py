@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, embedded_env, manage_in
 
 SETUP = """
 import io
@@ -34,25 +34,10 @@ def free_port() -> int:
 
 
 def test_embedded_defaults_run_knn_to_the_leaderboard(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {"DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "EMBEDDINGS_ROOT", "SECRET_KEY"}
-    }
-    env.update({"LIKENESS_VAR_DIR": str(tmp_path / "var"), "DEBUG": "1", "HF_HUB_OFFLINE": "1"})
+    env = embedded_env(tmp_path / "var")
 
     def manage(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
+        return manage_in(env, *args)
 
     manage("migrate", "--noinput")
     target = re.search(r"TARGET (\d+)", manage("shell", "-c", SETUP)).group(1)
