@@ -32,18 +32,22 @@ def embedded_env(var_dir: Path) -> dict[str, str]:
     return env
 
 
-def manage_in(env: dict[str, str], *args: str) -> str:
-    """``manage.py`` in a subprocess with ``env``; its standard output (failing on an error)."""
+def manage_in(
+    env: dict[str, str], *args: str, expect: int = 0, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py`` in a subprocess with ``env``, checked to exit with ``expect``."""
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    assert done.returncode == expect, (
+        f"{args}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    )
+    return done
 
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -79,4 +79,4 @@ print("SQLITE WRITES OK")
 def test_study_writes_on_sqlite(tmp_path):
     env = embedded_env(tmp_path / "var")
     manage_in(env, "migrate", "--noinput")
-    assert "SQLITE WRITES OK" in manage_in(env, "shell", "-c", SCRIPT)
+    assert "SQLITE WRITES OK" in manage_in(env, "shell", "-c", SCRIPT).stdout

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.core.management import load_command_class
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, embedded_env, manage_in
 
 COMMANDS = {
     "register_model": "evaluation",
@@ -64,29 +64,10 @@ def sentences_csv(path: Path, per_genre: int = 8) -> None:
 
 @pytest.mark.integration
 def test_three_commands_from_nothing_to_a_scored_model_on_the_embedded_default(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {"DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "EMBEDDINGS_ROOT", "SECRET_KEY"}
-    }
-    env.update(
-        LIKENESS_VAR_DIR=str(tmp_path / "var"), DEBUG="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"
-    )
+    env = {**embedded_env(tmp_path / "var"), "OMP_NUM_THREADS": "1"}
 
     def manage(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert done.returncode == expect, (
-            f"{args}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-        )
-        return done
+        return manage_in(env, *args, expect=expect, timeout=240)
 
     sentences = tmp_path / "sentences.csv"
     sentences_csv(sentences)

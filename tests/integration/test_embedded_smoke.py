@@ -37,7 +37,7 @@ def test_embedded_defaults_run_knn_to_the_leaderboard(tmp_path):
     env = embedded_env(tmp_path / "var")
 
     def manage(*args: str) -> str:
-        return manage_in(env, *args)
+        return manage_in(env, *args).stdout
 
     manage("migrate", "--noinput")
     target = re.search(r"TARGET (\d+)", manage("shell", "-c", SETUP)).group(1)
