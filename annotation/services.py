@@ -562,31 +562,35 @@ class Answer:
     new_tags: list[str] = field(default_factory=list)
 
 
-def response_submit(*, participant: Participant, answer: Answer) -> Response:
-    """Store the answer to a trial issued to this participant, exactly once."""
-    return _submit(participant, answer, then_issue=False)[0]
+def response_submit(
+    *, participant: Participant, answer: Answer, trial: Trial | None = None
+) -> Response:
+    """Store the answer to a trial issued to this participant, exactly once. ``trial``: the
+    participant's trial that the answer names, if the caller has read it already."""
+    return _submit(participant, answer, then_issue=False, trial=trial)[0]
 
 
 def response_submit_and_next(
-    *, participant: Participant, answer: Answer
+    *, participant: Participant, answer: Answer, trial: Trial | None = None
 ) -> tuple[Response, Trial | None]:
     """Store the answer (as response_submit) and issue the participant's next trial (as
     trial_current; None when the session is over). On PostgreSQL, when the next slot is a
     regular trial of a rating or choice study, both go to the database as one statement:
     one round trip and one commit per answer."""
-    stored, issued = _submit(participant, answer, then_issue=True)
+    stored, issued = _submit(participant, answer, then_issue=True, trial=trial)
     if issued is None:  # not issued with the answer: the usual way (retries, expiry, the end)
         issued = trial_current(participant=participant, answered=stored.trial)
     return stored, issued
 
 
 def _submit(
-    participant: Participant, answer: Answer, *, then_issue: bool
+    participant: Participant, answer: Answer, *, then_issue: bool, trial: Trial | None
 ) -> tuple[Response, Trial | None]:
     key = answer.idempotency_key.strip()
     if not key or len(key) > 64:
         raise TrialProblem("The response has no valid idempotency key; reload the page.")
-    trial = sql.by_pk(Trial, [answer.trial_id]).get(answer.trial_id)
+    if trial is None or trial.pk != answer.trial_id:
+        trial = sql.by_pk(Trial, [answer.trial_id]).get(answer.trial_id)
     if (
         trial is None
         or trial.participant_id != participant.pk

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from django.db import connection, models, transaction
 
 M = TypeVar("M", bound=models.Model)
+C = TypeVar("C", bound=models.Model)
 
 
 def table(model: type[models.Model]) -> str:
@@ -88,24 +89,54 @@ def select_with(model: type[M], related: str, where: str, params: list[Any]) -> 
     statement (one round trip instead of two) and cached on each instance, as the ORM's
     select_related does. Columns in ``where`` are qualified: ``m.`` the model, ``r.`` the
     related row."""
+    return [found for found, _ in select_with_child(model, related, where, params)]
+
+
+def select_with_child(
+    model: type[M],
+    related: str,
+    where: str,
+    params: list[Any],
+    child: tuple[type[C], str, int] | None = None,
+) -> list[tuple[M, C | None]]:
+    """select_with, and optionally one child row in the same statement: ``child`` is (model,
+    the name of its foreign key to ``model``, primary key), read only if its foreign key points
+    to the row found (None otherwise)."""
     target = model._meta.get_field(related).related_model
     assert isinstance(target, type) and issubclass(target, models.Model)
     columns, attnames, _ = _layout(model, connection.vendor, "m")
-    related_columns, _, _ = _layout(target, connection.vendor, "r")
-    fk_column = connection.ops.quote_name(model._meta.get_field(related).column)  # type: ignore[union-attr]
-    statement = (
-        f"SELECT {columns}, {related_columns} FROM {table(model)} m "
-        f"JOIN {table(target)} r ON r.id = m.{fk_column} WHERE {where}"
-    )
+    related_columns, related_attnames, _ = _layout(target, connection.vendor, "r")
+    fk_column = _column(model, related)
+    statement = f"SELECT {columns}, {related_columns}"
+    joins = f"FROM {table(model)} m JOIN {table(target)} r ON r.id = m.{fk_column}"
+    if child is not None:
+        child_model, child_fk, child_pk = child
+        statement += ", " + _layout(child_model, connection.vendor, "c")[0]
+        joins += (
+            f" LEFT JOIN {table(child_model)} c"
+            f" ON c.id = %s AND c.{_column(child_model, child_fk)} = m.id"
+        )
+        params = [child_pk, *params]
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        cursor.execute(f"{statement} {joins} WHERE {where}", params)
         rows = cursor.fetchall()
-    instances = []
+    found = []
+    split = len(attnames) + len(related_attnames)
     for row in rows:
         instance = _instance(model, row[: len(attnames)])
-        setattr(instance, related, _instance(target, row[len(attnames) :]))
-        instances.append(instance)
-    return instances
+        setattr(instance, related, _instance(target, row[len(attnames) : split]))
+        child_row = row[split:]
+        found.append(
+            (
+                instance,
+                _instance(child[0], child_row) if child and child_row[0] is not None else None,
+            )
+        )
+    return found
+
+
+def _column(model: type[models.Model], field: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(field).column)  # type: ignore[union-attr]
 
 
 def _instance(model: type[M], row: tuple[Any, ...]) -> M:

@@ -275,25 +275,36 @@ def _returning_participant(
 
 
 def _participant(token: str) -> Participant:
-    # Plain SQL: every answer starts here (see annotation/sql.py).
-    found = sql.select_with(Participant, "study", "m.token = %s", [token])
+    return _participant_and_trial(token, None)[0]
+
+
+def _participant_and_trial(token: str, trial_id: int | None) -> tuple[Participant, Trial | None]:
+    """The participant (with its study) and, if asked, the trial of theirs being answered.
+    Plain SQL, one statement: every answer starts here (see annotation/sql.py)."""
+    child = (Trial, "participant", trial_id) if trial_id else None
+    found = sql.select_with_child(Participant, "study", "m.token = %s", [token], child)
     if not found:
         raise Http404("No such participant link.")
     return found[0]
 
 
 def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
-    participant = _participant(token)
     problem = ""
-    trial = None
+    trial = answer = None
     if request.method == "POST":
         try:
+            answer = _answer(request)
+        except services.TrialProblem as exc:
+            problem = " ".join(exc.messages)
+    participant, answered = _participant_and_trial(token, answer.trial_id if answer else None)
+    if answer is not None:
+        try:
             if not request.htmx:
-                services.response_submit(participant=participant, answer=_answer(request))
+                services.response_submit(participant=participant, answer=answer, trial=answered)
                 return redirect(participant)  # post/redirect/get: a reload does not resubmit
             # htmx: the answer and the next trial in one go (None: the session is over).
             _, trial = services.response_submit_and_next(
-                participant=participant, answer=_answer(request)
+                participant=participant, answer=answer, trial=answered
             )
         except services.TrialProblem as exc:
             problem = " ".join(exc.messages)

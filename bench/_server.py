@@ -54,15 +54,15 @@ def start_gunicorn(
     command = [
         sys.executable, "-m", "gunicorn", "webapp.wsgi:application",
         "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers),
         "--worker-class", worker_class,
-        "--threads", str(threads),
-        "--keep-alive", "30",
         "--timeout", "60",
         "--backlog", "2048",
         "--log-level", "warning",
         "--error-logfile", str(log),
     ]  # fmt: skip
+    # Sized through the environment, so that the project's gunicorn.conf.py (read from ROOT)
+    # derives its per-worker connection limit from the same thread count.
+    env = {**env, "WEB_WORKERS": str(workers), "WEB_THREADS": str(threads)}
     return subprocess.Popen(
         command, cwd=ROOT, env=env, start_new_session=True,
         stdout=open(log, "ab"), stderr=subprocess.STDOUT,

@@ -93,11 +93,11 @@ def test_htmx_swaps_the_next_trial_in_place(client, study):
     assert f'name="trial" value="{fields["trial"]}"' not in body  # the next trial
 
 
-def test_an_htmx_answer_costs_four_statements(client, study):
+def test_an_htmx_answer_costs_three_statements(client, study):
     """Every answer runs this path, so its round trips to the database are counted: the
-    participant with the study, the trial, the answer stored with the next trial claimed
-    and issued (one statement on PostgreSQL), and the next trial's stimuli (read once per
-    process: none the second time)."""
+    participant with the study and the trial answered, the answer stored with the next trial
+    claimed and issued (one statement on PostgreSQL), and the next trial's stimuli (read once
+    per process: none the second time)."""
     url = consent(client, study)
     fields = current_trial(client, url)
     annotation_models._DISPLAYED_STIMULI.clear()
@@ -105,7 +105,7 @@ def test_an_htmx_answer_costs_four_statements(client, study):
         response = client.post(url, {**fields, "value": 5}, headers={"HX-Request": "true"})
     assert response.status_code == 200
     statements = [q["sql"] for q in captured if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(statements) == 4, "\n".join(statements)
+    assert len(statements) == 3, "\n".join(statements)
     assert Response.objects.filter(trial_id=fields["trial"]).count() == 1
     with CaptureQueriesContext(connection) as captured:
         assert client.get(url).status_code == 200  # the same trial again: its stimuli known

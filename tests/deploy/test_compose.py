@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 import re
+import runpy
 import secrets
 import shlex
 import shutil
@@ -207,12 +208,24 @@ def test_app_services_start_after_healthy_databases_and_the_migration(services):
     assert "manage.py check_services &&" in script and "manage.py migrate --noinput" in script
 
 
-def test_web_runs_gunicorn_with_threads(services):
-    words = shlex.split(unescape(services["web"]["command"][2]))
-    argv = words[words.index("gunicorn") :]
-    assert argv[1] == "webapp.wsgi"
-    assert option(argv, "--worker-class") == "gthread"
+def test_web_runs_gunicorn_with_the_projects_settings(services):
+    argv = services["web"]["command"]
+    assert argv[:2] == ["gunicorn", "webapp.wsgi"]
     assert option(argv, "--bind") == "0.0.0.0:8000"
+    # gunicorn reads gunicorn.conf.py from the working directory: the image must hold it.
+    ignored = (DOCKER / "Dockerfile.dockerignore").read_text().split()
+    assert "gunicorn.conf.py" not in ignored and "*.py" not in ignored
+
+
+def test_gunicorn_settings_queue_fairly_across_workers(monkeypatch):
+    monkeypatch.setenv("WEB_WORKERS", "3")
+    monkeypatch.setenv("WEB_THREADS", "5")
+    settings = runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py"))
+    assert settings["worker_class"] == "gthread"
+    assert (settings["workers"], settings["threads"]) == (3, 5)
+    # A worker accepts only while a thread is free, and no idle connection holds a slot.
+    assert settings["worker_connections"] == settings["threads"]
+    assert settings["keepalive"] == 0
 
 
 def test_worker_gpu_reserves_its_own_nvidia_gpu_and_takes_only_the_gpu_queue(services):
