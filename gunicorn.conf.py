@@ -1,12 +1,16 @@
 """gunicorn's settings for Likeness, read from the working directory (`gunicorn webapp.wsgi`):
-docker/compose.yml's web service and the benchmarks use them. WEB_WORKERS and WEB_THREADS
-size the server; command-line flags override any of these."""
+docker/compose.yml's web service and the benchmarks use them. WEB_WORKERS (default: twice the
+CPU count) and WEB_THREADS (default 2) size the server; command-line flags override any of
+these. Keep workers x threads below PostgreSQL's max_connections: connections persist."""
 
 import os
 
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_WORKERS", "2"))
-threads = int(os.environ.get("WEB_THREADS", "8"))
+# More processes with few threads each: threads of one process take turns holding Python's
+# lock, so on 2 cores 4 workers x 2 threads served about a fifth more answers per second
+# than 2 x 8, at a lower p99 (bench/study_load.py --workers/--threads).
+workers = int(os.environ.get("WEB_WORKERS") or 2 * (os.cpu_count() or 1))
+threads = int(os.environ.get("WEB_THREADS") or 2)
 
 # Fair queueing. A worker takes a connection only while one of its threads is free, so the
 # requests that wait stay in the kernel's accept queue, shared by all workers and served first
