@@ -1,15 +1,16 @@
 """gunicorn's settings for Likeness, read from the working directory (`gunicorn webapp.wsgi`):
-docker/compose.yml's web service and the benchmarks use them. WEB_WORKERS (default: twice the
-CPU count) and WEB_THREADS (default 2) size the server; command-line flags override any of
+docker/compose.yml's web service and the benchmarks use them. WEB_WORKERS (default: the CPU
+count plus one) and WEB_THREADS (default 2) size the server; command-line flags override any of
 these. Keep workers x threads below PostgreSQL's max_connections: connections persist."""
 
 import os
 
 worker_class = "gthread"
-# More processes with few threads each: threads of one process take turns holding Python's
-# lock, so on 2 cores 4 workers x 2 threads served about a fifth more answers per second
-# than 2 x 8, at a lower p99 (bench/study_load.py --workers/--threads).
-workers = int(os.environ.get("WEB_WORKERS") or 2 * (os.cpu_count() or 1))
+# One process per core (plus one) with few threads each: the threads of a process take turns
+# holding Python's lock, and more processes than cores switch in and out. On 2 cores, 3 x 2
+# served about a fifth more answers per second than 4 x 2 (four interleaved runs each of
+# bench/study_load.py --workers/--threads), and 2 x 8 did worse than both.
+workers = int(os.environ.get("WEB_WORKERS") or (os.cpu_count() or 1) + 1)
 threads = int(os.environ.get("WEB_THREADS") or 2)
 
 # Fair queueing. A worker takes a connection only while one of its threads is free, so the

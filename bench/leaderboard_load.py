@@ -22,12 +22,12 @@ the same one (checked below), but the cache key is new, so every request compute
 path a first visitor, or any visitor after a score changes, takes). Printed as a ratio.
 
     .venv/bin/python bench/leaderboard_load.py [--duration 20] [--clients 16]
-        [--configs gthread:4x2:60,gthread:2x8:60,gthread:3x2:60,sync:3:60] [--tool auto|wrk|python]
+        [--configs gthread:3x2:60,gthread:2x8:60,gthread:4x2:60,sync:3:60] [--tool auto|wrk|python]
         [--timeout 900] [--models 500] [--targets 20]
 
-A configuration reads ``CLASS:WORKERS[xTHREADS]:CONN_MAX_AGE``; ``gthread:4x2:60`` is what
-docker/compose.yml runs on 2 cores (gunicorn.conf.py: twice the CPU count of gthread workers
-with 2 threads each, persistent connections, a connection per request). The load
+A configuration reads ``CLASS:WORKERS[xTHREADS]:CONN_MAX_AGE``; ``gthread:3x2:60`` is what
+docker/compose.yml runs on 2 cores (gunicorn.conf.py: the CPU count plus one of gthread
+workers with 2 threads each, persistent connections, a connection per request). The load
 comes from wrk (``apt-get install wrk``; one Lua script picks each request's URL) when it is
 installed, else from Python threads (http.client); on a 2-core machine the load generator,
 gunicorn and PostgreSQL share the same cores, so the figures are conservative.
@@ -580,7 +580,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument(
         "--configs",
-        default="gthread:4x2:60,gthread:2x8:60,gthread:3x2:60,sync:3:60",
+        default="gthread:3x2:60,gthread:2x8:60,gthread:4x2:60,sync:3:60",
         help="CLASS:WORKERS[xTHREADS]:CONN_MAX_AGE, comma-separated",
     )
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")

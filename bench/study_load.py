@@ -44,7 +44,7 @@ SQLite: a file in a temporary folder), ``migrate`` and ``collectstatic`` as in p
 torn down on exit, and the whole invocation is bounded by --timeout.
 
     .venv/bin/python bench/study_load.py [--backend both|postgres|sqlite] [--clients 50]
-        [--trials 20] [--workers 2xCPUs] [--threads 2] [--worker-class gthread] [--timeout 300]
+        [--trials 20] [--workers CPUs+1] [--threads 2] [--worker-class gthread] [--timeout 300]
 """
 
 from __future__ import annotations
@@ -737,7 +737,7 @@ def main() -> None:
     )
     parser.add_argument("--double-share", type=float, default=0.05)
     # gunicorn.conf.py's defaults
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--conn-max-age", type=int, default=60, help="DB_CONN_MAX_AGE")
