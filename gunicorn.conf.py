@@ -1,6 +1,6 @@
 """gunicorn's settings for Likeness, read from the working directory (`gunicorn webapp.wsgi`):
 docker/compose.yml's web service and the benchmarks use them. WEB_WORKERS (default: the CPU
-count plus one) and WEB_THREADS (default 2) size the server; command-line flags override any of
+count plus one, at most 12) and WEB_THREADS (default 2) size the server; command-line flags override any of
 these. Keep workers x threads below PostgreSQL's max_connections: connections persist."""
 
 import os
@@ -10,7 +10,9 @@ worker_class = "gthread"
 # holding Python's lock, and more processes than cores switch in and out. On 2 cores, 3 x 2
 # served about a fifth more answers per second than 4 x 2 (four interleaved runs each of
 # bench/study_load.py --workers/--threads), and 2 x 8 did worse than both.
-workers = int(os.environ.get("WEB_WORKERS") or (os.cpu_count() or 1) + 1)
+# Capped: on a big host, many workers' persistent connections would exhaust PostgreSQL's
+# (100 by default, shared with the Celery workers).
+workers = int(os.environ.get("WEB_WORKERS") or min((os.cpu_count() or 1) + 1, 12))
 threads = int(os.environ.get("WEB_THREADS") or 2)
 
 # Fair queueing. A worker takes a connection only while one of its threads is free, so the

@@ -44,7 +44,9 @@ SQLite: a file in a temporary folder), ``migrate`` and ``collectstatic`` as in p
 torn down on exit, and the whole invocation is bounded by --timeout.
 
     .venv/bin/python bench/study_load.py [--backend both|postgres|sqlite] [--clients 50]
-        [--trials 20] [--workers CPUs+1] [--threads 2] [--worker-class gthread] [--timeout 300]
+        [--trials 20] [--workers N] [--threads N] [--worker-class gthread] [--timeout 300]
+
+--workers and --threads default to what gunicorn.conf.py gives on this machine.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ import http.client
 import os
 import random
 import re
+import runpy
 import shutil
 import signal
 import subprocess
@@ -736,9 +739,9 @@ def main() -> None:
         "--items", type=int, default=0, help="items (default: clients*trials/k + trials)"
     )
     parser.add_argument("--double-share", type=float, default=0.05)
-    # gunicorn.conf.py's defaults
-    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1)
-    parser.add_argument("--threads", type=int, default=2)
+    server = runpy.run_path(str(ROOT / "gunicorn.conf.py"))  # production's defaults
+    parser.add_argument("--workers", type=int, default=server["workers"])
+    parser.add_argument("--threads", type=int, default=server["threads"])
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--conn-max-age", type=int, default=60, help="DB_CONN_MAX_AGE")
     parser.add_argument("--timeout", type=float, default=300, help="seconds, whole invocation")
