@@ -20,6 +20,7 @@ from django.core.cache import cache
 from django.db.models import Count, Max
 from django.http import QueryDict
 
+from evaluation import querystring as qs
 from evaluation.models import PretrainedModel, Score, Target
 
 LAYER_CHOICES = ("best", "default", "all")
@@ -27,6 +28,8 @@ CACHE_SECONDS = 600
 # A page of 500 rows weighs over half a megabyte; the default page shows the top 100.
 PAGE_SIZES = (25, 50, 100, 250)
 DEFAULT_PAGE_SIZE = 100
+MAX_PAGE = 10**9  # a page past the last shows the last page
+MAX_PARAMETERS = 10**15  # more than any model has: a larger size filter means the same
 
 
 @dataclass(frozen=True)
@@ -44,25 +47,23 @@ class BoardQuery:
 
     @classmethod
     def from_params(cls, params: QueryDict | dict[str, str]) -> BoardQuery:
-        """Read the URL; values that make no sense fall back to the defaults."""
-
-        def number(name: str) -> int | None:
-            raw = str(params.get(name, "")).replace("_", "").strip()
-            return int(float(raw)) if raw.replace(".", "", 1).isdigit() else None
-
+        """Read the URL; values that make no sense fall back to the defaults
+        (evaluation/querystring.py: a shared link must never break the page)."""
         return cls(
-            sort=str(params.get("sort", ""))[:200],
-            order="asc" if params.get("order") == "asc" else "desc",
-            layers=str(params.get("layers", "best"))
-            if params.get("layers") in LAYER_CHOICES
-            else "best",
-            modality=str(params.get("modality", ""))[:20],
-            source=str(params.get("source", ""))[:40],
-            min_params=number("min_params"),
-            max_params=number("max_params"),
-            q=str(params.get("q", "")).strip()[:100],
-            page=max(1, number("page") or 1),
-            per_page=_page_size(str(params.get("per_page", ""))),
+            sort=qs.text_param(params, "sort", max_length=200),
+            order=qs.choice_param(params, "order", ("asc", "desc"), "desc"),
+            layers=qs.choice_param(params, "layers", LAYER_CHOICES, "best"),
+            modality=qs.text_param(params, "modality", max_length=20),
+            source=qs.text_param(params, "source", max_length=40),
+            min_params=qs.int_param(
+                params, "min_params", minimum=0, maximum=MAX_PARAMETERS, clamp=True
+            ),
+            max_params=qs.int_param(
+                params, "max_params", minimum=0, maximum=MAX_PARAMETERS, clamp=True
+            ),
+            q=qs.text_param(params, "q", max_length=100),
+            page=qs.int_param(params, "page", minimum=1, maximum=MAX_PAGE, clamp=True) or 1,
+            per_page=_page_size(params),
         )
 
     def as_params(self, **changes: Any) -> str:
@@ -83,10 +84,11 @@ class BoardQuery:
         return hashlib.sha1(board_state.encode()).hexdigest()[:16]
 
 
-def _page_size(raw: str) -> int:
-    if raw in ("all", "0"):  # as_params writes "every row" as 0
+def _page_size(params: QueryDict | dict[str, str]) -> int:
+    if qs.choice_param(params, "per_page", ("all", "0"), ""):  # as_params writes "all" as 0
         return 0
-    return int(raw) if raw.isdigit() and int(raw) in PAGE_SIZES else DEFAULT_PAGE_SIZE
+    size = qs.int_param(params, "per_page", minimum=1, maximum=max(PAGE_SIZES))
+    return size if size in PAGE_SIZES else DEFAULT_PAGE_SIZE
 
 
 @dataclass

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from evaluation import compare, efficiency, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
+from evaluation import querystring as qs
 from evaluation.descriptions import description_sets, descriptions_import
 from evaluation.forms import (
     DatasetImportForm,
@@ -58,7 +59,7 @@ def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
     query = boards.BoardQuery.from_params(request.GET)
     key = boards.board_key(target=target, query=query)
     board = SimpleLazyObject(lambda: boards.leaderboard(target=target, query=query, key=key))
-    if request.GET.get("format") == "csv":
+    if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
         response = HttpResponse(content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="leaderboard-{target.pk}.csv"'
         csv.writer(response).writerows(boards.board_csv_rows(board))
@@ -163,8 +164,8 @@ def leaderboard_overall(request: HttpRequest) -> HttpResponse:
 def compare_page(request: HttpRequest) -> HttpResponse:
     """2-4 models side by side on one target, from their cached embeddings."""
     targets = Target.objects.select_related("dataset").order_by("dataset__name", "name")
-    target = targets.filter(pk=_int(request.GET.get("target"))).first()
-    chosen_ids = [i for i in (_int(v) for v in request.GET.getlist("models")) if i][:4]
+    target = targets.filter(pk=qs.id_param(request.GET, "target")).first()
+    chosen_ids = qs.id_list_param(request.GET, "models", limit=4)
     models = list(PretrainedModel.objects.filter(pk__in=chosen_ids))
     models.sort(key=lambda m: chosen_ids.index(m.pk))
     available = (
@@ -172,16 +173,17 @@ def compare_page(request: HttpRequest) -> HttpResponse:
         if target
         else PretrainedModel.objects.none()
     )
+    order = qs.choice_param(request.GET, "order", ("label", "cluster"), "label")
     comparison = None
     problem = ""
     if target and len(models) >= 2:
-        layers = {m.pk: request.GET.get(f"layer_{m.pk}", "") for m in models}
+        layers = {m.pk: qs.text_param(request.GET, f"layer_{m.pk}", max_length=200) for m in models}
         comparison = compare.compare(
             target=target,
             models=models,
             layers=layers,
-            order_by="cluster" if request.GET.get("order") == "cluster" else "label",
-            stimulus_id=_int(request.GET.get("stimulus")),
+            order_by=order,
+            stimulus_id=qs.id_param(request.GET, "stimulus"),
         )
     elif request.GET:
         problem = "Choose a target and two to four models."
@@ -195,16 +197,9 @@ def compare_page(request: HttpRequest) -> HttpResponse:
             "chosen": chosen_ids,
             "comparison": comparison,
             "problem": problem,
-            "order": request.GET.get("order", "label"),
+            "order": order,
         },
     )
-
-
-def _int(raw: str | None) -> int | None:
-    try:
-        return int(raw or "")
-    except ValueError:
-        return None
 
 
 # --- Models ---------------------------------------------------------------------------------------
@@ -220,7 +215,7 @@ def _efficiency_context(request: HttpRequest, model: PretrainedModel) -> dict[st
         return {}
     targets = list(Target.objects.filter(kind=TargetKind.PAIRS, scores__model=model).distinct())
     context: dict[str, Any] = {"efficiency_targets": targets}
-    chosen = next((t for t in targets if t.pk == _int(request.GET.get("efficiency"))), None)
+    chosen = next((t for t in targets if t.pk == qs.id_param(request.GET, "efficiency")), None)
     if chosen is None:
         return context
     try:
@@ -433,12 +428,10 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @researcher_required
 def run_create(request: HttpRequest) -> HttpResponse:
     submitted = request.method == "POST"
-    form = RunForm(
-        request.POST if submitted else None, initial={"dataset": request.GET.get("dataset")}
-    )
+    initial = {"dataset": qs.id_param(request.GET, "dataset")}
+    form = RunForm(request.POST if submitted else None, initial=initial)
     if request.htmx and not submitted:
         # The dataset changed: re-render the fields that depend on it.
-        form = RunForm(initial={"dataset": request.GET.get("dataset")})
         return render(request, "evaluation/run_form.html#run-fields", {"form": form})
     if submitted and form.is_valid():
         try:

@@ -109,6 +109,40 @@ def test_url_state_round_trips():
     assert BoardQuery.from_params({"layers": "nonsense", "min_params": "x"}) == BoardQuery()
 
 
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"page": "9" * 400}, {"page": 10**9}),  # past the last page: the last page
+        ({"page": "1e309"}, {"page": 10**9}),
+        ({"page": "-1"}, {"page": 1}),
+        ({"page": "NaN"}, {"page": 1}),
+        ({"page": "\N{SUPERSCRIPT TWO}"}, {"page": 1}),  # isdigit(), yet not a number
+        ({"page": "\N{ARABIC-INDIC DIGIT THREE}"}, {"page": 1}),  # int() reads it; we do not
+        ({"page": "9" * 5000}, {"page": 10**9}),  # past int()'s digit limit
+        ({"min_params": "9" * 400}, {"min_params": 10**15}),  # more than any model: none
+        ({"max_params": "1e309"}, {"max_params": 10**15}),
+        ({"min_params": "-1"}, {"min_params": 0}),
+        ({"min_params": "1e9", "max_params": "2_500_000_000"},
+         {"min_params": 10**9, "max_params": 2_500_000_000}),
+        ({"min_params": "inf"}, {}),
+        ({"per_page": "9" * 400}, {}),
+        ({"per_page": "25.0"}, {"per_page": 25}),
+        ({"q": "a\x00b ", "sort": "\x00knn"}, {"q": "ab", "sort": "knn"}),
+        ({"order": "ASC\x00", "layers": "all\x00"}, {}),
+    ],
+)  # fmt: skip
+def test_hostile_query_values_fall_back_or_clamp(params, expected):
+    assert BoardQuery.from_params(params) == BoardQuery(**expected)
+
+
+def test_a_huge_page_number_shows_the_last_page(client, board_data):
+    url = reverse("evaluation:leaderboard", args=[board_data.pk])
+    for params in ({"page": "9" * 400, "per_page": "25"}, {"format": "csv", "page": "9" * 400}):
+        assert client.get(url, params).status_code == 200
+    page = client.get(url, {"page": "9" * 400, "min_params": "1e6"}).content.decode()
+    assert "big-net" in page and "tfidf" not in page  # the filter still applies
+
+
 def test_page_csv_and_htmx_partial(client, board_data):
     url = reverse("evaluation:leaderboard", args=[board_data.pk])
     page = client.get(url, {"source": "timm"}).content.decode()
