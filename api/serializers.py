@@ -514,7 +514,15 @@ class RunSerializer(serializers.ModelSerializer):
         child=serializers.DictField(), read_only=True, help_text="Entries {name, params}."
     )
     steps = RunStepSerializer(many=True, read_only=True)
-    progress = serializers.SerializerMethodField(help_text="0 to 1, over all steps.")
+    status_summary = serializers.CharField(
+        read_only=True,
+        help_text="The status in words, with the failed models counted where some failed, "
+        "e.g. `Partly failed: 3 of 4 models failed` (`partly_failed`: the other models' "
+        "scores are stored and count).",
+    )
+    progress = serializers.SerializerMethodField(
+        help_text="0 to 1, over all steps (1 once no step has work left, failed ones included)."
+    )
     elapsed_seconds = serializers.FloatField(read_only=True, allow_null=True)
     seconds_left = serializers.SerializerMethodField(
         help_text="Estimate from the pace so far (null until 5% is done, and once finished)."
@@ -527,6 +535,7 @@ class RunSerializer(serializers.ModelSerializer):
             "id",
             "dataset",
             "status",
+            "status_summary",
             "metrics",
             "metric_keys",
             "progress",

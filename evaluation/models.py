@@ -342,6 +342,9 @@ class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
+    # Finished with some models failed and at least one scored: the scores it has are valid
+    # (they count on leaderboards like any other), but the run is not a success.
+    PARTLY_FAILED = "partly_failed", "Partly failed"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
 
@@ -378,6 +381,17 @@ class Run(models.Model):
         return [metric_key(entry["name"], entry["params"]) for entry in self.metrics]
 
     @property
+    def status_summary(self) -> str:
+        """The status in words, with the failed models counted where some failed
+        ("Partly failed: 3 of 4 models failed"); reads ``steps`` (prefetch them on lists)."""
+        label = str(self.get_status_display())  # type: ignore[attr-defined]
+        if self.status not in (RunStatus.PARTLY_FAILED, RunStatus.FAILED):
+            return label
+        steps = list(self.steps.all())
+        failed = sum(step.status == StepStatus.FAILED for step in steps)
+        return f"{label}: {failed} of {len(steps)} model{'s' if len(steps) != 1 else ''} failed"
+
+    @property
     def elapsed_seconds(self) -> float | None:
         if not self.started_at:
             return None
@@ -385,7 +399,12 @@ class Run(models.Model):
         return (end - self.started_at).total_seconds()
 
 
-FINISHED_RUN_STATUSES = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+FINISHED_RUN_STATUSES = {
+    RunStatus.SUCCEEDED,
+    RunStatus.PARTLY_FAILED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+}
 
 
 class StepStatus(models.TextChoices):
@@ -427,6 +446,9 @@ class RunStep(models.Model):
     load_seconds = models.FloatField(null=True, blank=True)
     score_seconds = models.FloatField(null=True, blank=True)
     error_message = models.TextField(blank=True)
+    # When the task message of the step's current phase was last handed to the broker; null
+    # while none has been (the broker was unreachable): the lost-message sweep sends it then.
+    message_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "id"]

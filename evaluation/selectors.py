@@ -17,6 +17,9 @@ from evaluation.models import (
 )
 from evaluation.plots import Point
 
+# Steps with no work left; a cancelled one was stopped, so its progress stays where it was.
+DONE_STEP_STATUSES = {StepStatus.SUCCEEDED, StepStatus.FAILED}
+
 
 def targets_with_score_counts() -> QuerySet[Target]:
     return (
@@ -59,6 +62,8 @@ def run_with_steps(*, run_id: int) -> Run:
 
 def run_progress_fraction(run: Run) -> float:
     steps = list(run.steps.all())
+    if steps and all(step.status in DONE_STEP_STATUSES for step in steps):
+        return 1.0  # a failed model has nothing left to do either
     return sum(step.fraction_done for step in steps) / len(steps) if steps else 0.0
 
 

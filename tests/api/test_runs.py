@@ -224,6 +224,34 @@ def test_cancel_then_retry(api, text_setup, enqueued):
     assert api.get(f"/api/runs/{run.pk}/").json()["status"] == "succeeded"
 
 
+def test_a_run_with_some_models_failed_is_partly_failed_in_the_api(api, enqueued):
+    dataset = make_text_dataset()
+    models = [
+        services.model_register(name=name, source="baseline", identifier="tfidf")
+        for name in ("tfidf-a", "tfidf-b", "tfidf-c")
+    ]
+    run = services.run_create(
+        dataset=dataset,
+        models=models,
+        metrics=[{"name": "knn", "params": {"k": 1, "split": "loo"}}],
+    )
+    good, *bad = run.steps.order_by("pk")
+    services.step_extract(step_id=good.pk, worker="w1")
+    services.step_score(step_id=good.pk, worker="w1")
+    for step in bad:
+        RunStep.objects.filter(pk=step.pk).update(status="extracting", processed=3)
+        services.step_fail(step_id=step.pk, message="CUDA out of memory.")
+    body = api.get(f"/api/runs/{run.pk}/").json()
+    assert body["status"] == "partly_failed"
+    assert body["status_summary"] == "Partly failed: 2 of 3 models failed"
+    assert body["progress"] == 1.0
+    listed = api.get("/api/runs/?status=partly_failed").json()
+    assert [r["id"] for r in listed["results"]] == [run.pk]
+    assert api.get("/api/runs/?status=succeeded").json()["results"] == []
+    # Its one score is valid and public like any other.
+    assert [s["model"]["name"] for s in api.get("/api/scores/").json()["results"]] == ["tfidf-a"]
+
+
 def test_cancel_and_retry_of_unknown_run_are_404(api):
     for verb in ("cancel", "retry"):
         response = api.post(f"/api/runs/424242/{verb}/")

@@ -9,6 +9,7 @@ import pytest
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
+from evaluation import services
 from evaluation.metrics import knn_entry, pair_alignment_entry, probe_entry
 from evaluation.models import PretrainedModel, Run, RunStep, Score
 from tests.cli.conftest import cli, cli_fails
@@ -210,6 +211,27 @@ def test_in_process_failure_prints_each_model_s_message_and_exits_1(digits, enqu
     assert step.error_message and "500" in step.error_message
     assert str(error) == f"Run {run.pk} failed. tiny-vit: {step.error_message.rstrip('.')}."
     assert f"FAILED tiny-vit (untrained baseline): {step.error_message}" in printed.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_with_some_models_failed_prints_their_scores_and_exits_3(enqueued):
+    make_text_dataset()
+    for name in ("tfidf-a", "tfidf-b"):
+        services.model_register(name=name, source="baseline", identifier="tfidf")
+    error, printed = cli_fails(
+        "evaluate", "--dataset", "sentences", "--model", "tfidf-a", "tfidf-b",
+        "--metric", "knn(k=1)", "--layers", "tfidf-b=no_such_layer", "--in-process",
+    )  # fmt: skip
+    run = Run.objects.get()
+    failed = run.steps.get(model__name="tfidf-b")
+    assert run.status == "partly_failed" and error.returncode == 3
+    assert str(error) == (
+        f"Run {run.pk} partly failed: 1 of 2 models failed. "
+        f"tfidf-b: {failed.error_message.rstrip('.')}."
+    )
+    assert printed.stdout.startswith(f"Run {run.pk} partly failed: 1 of 2 models failed in ")
+    assert Score.objects.get().model.name == "tfidf-a"
+    assert "knn(k=1,split=loo)" in printed.stdout  # the scores that exist are printed
 
 
 @pytest.mark.integration

@@ -188,7 +188,7 @@ def test_one_failing_model_does_not_stop_the_others(digits_zip_small):
     RunStep.objects.filter(run=run, model=bad).update(layers=["no_such_layer"])
     run_steps(run)
     run.refresh_from_db()
-    assert run.status == "succeeded"
+    assert run.status == "partly_failed"
     assert "Layer 'no_such_layer' does not exist" in run.error_message
     assert Score.objects.filter(run=run).count() == 1
     done = RunStep.objects.get(run=run, model=good)
@@ -207,6 +207,57 @@ def test_run_page_counts_models_by_status(researcher_client, digits_zip_small):
     run_steps(run)
     page = researcher_client.get(run.get_absolute_url()).content.decode()
     assert '1 succeeded</span> · <span class="status failed">1 failed</span>' in page
+
+
+def tfidf_run(models: int) -> Run:
+    """A run of several TF-IDF baselines on a small text dataset (fast: no network)."""
+    dataset = make_text_dataset(name=f"sentences-{Run.objects.count()}")
+    chosen = [
+        services.model_register(
+            name=f"tfidf-{dataset.pk}-{n}", source="baseline", identifier="tfidf"
+        )
+        for n in range(models)
+    ]
+    return services.run_create(
+        dataset=dataset, models=chosen, metrics=[knn_entry(k=1, split="loo")]
+    )
+
+
+def test_a_run_whose_models_mostly_failed_reads_partly_failed_with_counts(researcher_client):
+    run = tfidf_run(4)
+    good, *bad = run.steps.order_by("pk")
+    services.step_extract(step_id=good.pk, worker="w1")
+    services.step_score(step_id=good.pk, worker="w1")
+    for step in bad:  # failed half-way through their stimuli
+        RunStep.objects.filter(pk=step.pk).update(status="extracting", processed=4)
+        services.step_fail(step_id=step.pk, message="CUDA out of memory.")
+    run.refresh_from_db()
+    assert run.status == "partly_failed" and run.is_finished
+    assert Score.objects.filter(run=run).count() == 1  # the model that worked keeps its score
+    page = researcher_client.get(run.get_absolute_url()).content.decode()
+    assert "Partly failed: 3 of 4 models failed" in page
+    assert "Succeeded</span>" not in page.split("<table")[0]
+    assert 'value="1.000"' in page  # nothing is left to do: the bar is full
+    listing = researcher_client.get(reverse("evaluation:run_list")).content.decode()
+    assert '<span class="status partly_failed">Partly failed: 3 of 4 models failed</span>' in (
+        listing
+    )
+    assert "100%" in listing
+    assert "Retry failed models" in page
+
+
+def test_runs_whose_models_all_succeeded_or_all_failed_keep_their_plain_status():
+    done = tfidf_run(2)
+    for step in done.steps.all():
+        services.step_extract(step_id=step.pk, worker="w1")
+        services.step_score(step_id=step.pk, worker="w1")
+    done.refresh_from_db()
+    assert (done.status, done.status_summary) == ("succeeded", "Succeeded")
+    failed = tfidf_run(2)
+    for step in failed.steps.all():
+        services.step_fail(step_id=step.pk, message="CUDA out of memory.")
+    failed.refresh_from_db()
+    assert (failed.status, failed.status_summary) == ("failed", "Failed: 2 of 2 models failed")
 
 
 def test_cancelled_run_is_not_picked_up(image_run):
@@ -341,7 +392,7 @@ def test_retry_requeues_only_failed_steps_and_reuses_what_was_cached(
     services.step_score(step_id=good_step.pk, worker="w1")
     services.step_fail(step_id=flaky_step.pk, message="the worker stopped 3 times")
     run.refresh_from_db()
-    assert run.status == "succeeded" and "the worker stopped 3 times" in run.error_message
+    assert run.status == "partly_failed" and "the worker stopped 3 times" in run.error_message
     enqueued.clear()
     with django_capture_on_commit_callbacks(execute=True):
         assert services.run_retry(run=run) == 1

@@ -62,6 +62,8 @@ from evaluation.models import (
 from webapp.checks import broker_problem
 
 TIMEOUT_EXIT_STATUS = 124  # as timeout(1): the wait ran out, the run did not fail
+# Some models failed, the others' scores are stored: not a success, but not nothing either.
+PARTLY_FAILED_EXIT_STATUS = 3
 NO_WORKER_HINT_SECONDS = 15.0
 # Each kind of target's main metric, used when no --metric is given.
 DEFAULT_METRICS = {
@@ -95,7 +97,8 @@ class Command(LikenessCommand):
         "judgments). Without --wait it queues the run for the Celery workers and prints its id.\n"
         "--wait follows it (progress on stderr) and prints the scores; --in-process does the\n"
         "work here, with no worker. Cached embeddings are reused. A run whose models all fail\n"
-        "prints each failure and exits 1; --timeout stops waiting (exit 124)."
+        "prints each failure and exits 1; one where only some failed prints the scores of the\n"
+        "others and each failure, and exits 3; --timeout stops waiting (exit 124)."
     )
     examples = (
         """
@@ -490,6 +493,7 @@ def run_document(run: Run) -> dict[str, Any]:
         "run": {
             "id": run.pk,
             "status": run.status,
+            "status_summary": run.status_summary,
             "dataset": {"id": run.dataset_id, "name": run.dataset.name},
             "metrics": run.metric_keys,
             "targets": [{"id": t.pk, "name": t.name, "kind": t.kind} for t in run.targets.all()],
@@ -556,7 +560,8 @@ def finished_outcome(run: Run) -> Outcome:
         for s in scores
     ]
     elapsed = duration(run.elapsed_seconds) if run.elapsed_seconds is not None else "?"
-    lines = [f"Run {run.pk} {run.status} in {elapsed} on {run.dataset.name}."]
+    summary = run.status_summary[:1].lower() + run.status_summary[1:]
+    lines = [f"Run {run.pk} {summary} in {elapsed} on {run.dataset.name}."]
     if rows:
         lines += table(
             ("model", "layer", "target", "metric", "value", "95% CI", "ceiling", "/ceiling", "n"),
@@ -566,9 +571,12 @@ def finished_outcome(run: Run) -> Outcome:
     for step in failed:
         lines.append(f"FAILED {step.model.display_name}: {step.error_message}")
     outcome = Outcome(document=document, lines=lines)
+    reasons = "; ".join(f"{s.model.name}: {s.error_message.rstrip('.')}" for s in failed)
     if run.status == RunStatus.FAILED:
-        reasons = "; ".join(f"{s.model.name}: {s.error_message.rstrip('.')}" for s in failed)
         outcome.error = f"Run {run.pk} failed. {reasons or run.error_message.rstrip('.')}."
+    elif run.status == RunStatus.PARTLY_FAILED:
+        outcome.error = f"Run {run.pk} {summary}. {reasons or run.error_message.rstrip('.')}."
+        outcome.returncode = PARTLY_FAILED_EXIT_STATUS
     elif run.status == RunStatus.CANCELLED:
         outcome.error = f"Run {run.pk} was cancelled."
     return outcome
