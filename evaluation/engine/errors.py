@@ -26,6 +26,12 @@ class MetricError(EngineError):
     """A metric cannot be computed on these embeddings or labels."""
 
 
+class StorageError(EngineError):
+    """A file could not be written: the disk is full, read-only, over quota or not writable
+    by this process. The machine's or its administrator's problem, never a bug; the
+    message names the condition and the path (see evaluation.engine.storage)."""
+
+
 def close_names(name: str, candidates: Iterable[str], limit: int = 5) -> str:
     """Return ' Did you mean: a, b?' for the closest candidates, or '' if none is close."""
     matches = difflib.get_close_matches(name, list(candidates), n=limit, cutoff=0.6)

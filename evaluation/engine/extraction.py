@@ -3,25 +3,34 @@
 Each chunk of ``chunk_size`` stimuli is embedded and saved as its own ``.npy`` file
 (written to a temporary name, then renamed, so a chunk file on disk is always complete).
 A restarted extraction skips the chunks already on disk. When all chunks are there they are
-copied into one memory-mapped ``.npy`` file, renamed into place in one step: the final file
-exists only when it is whole, which is what the embedding cache relies on.
+copied into one ``.npy`` file, renamed into place in one step: the final file exists only
+when it is whole, which is what the embedding cache relies on.
+
+A disk that is full, read-only, over quota or not writable fails the extraction at once with
+a StorageError naming it (evaluation.engine.storage), never leaves a partial file, and keeps
+the chunks already saved for the retry. Files are written with ordinary writes, never
+through a memory map: writing a map of a file the disk has no room for kills the process
+with SIGBUS instead of raising ENOSPC.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import os
 import shutil
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from evaluation.engine import storage
 from evaluation.engine.adapters.base import Adapter
 from evaluation.engine.errors import StimulusError
 from evaluation.engine.specs import StimulusInput
@@ -83,8 +92,12 @@ def extract_layers(
     chunk_size: int = 1024,
     num_workers: int = 0,
     progress: ProgressCallback | None = None,
+    storage_name: str | None = None,
 ) -> ExtractionResult:
-    """Embed ``stimuli`` at every layer of ``out_paths`` in one forward pass per batch."""
+    """Embed ``stimuli`` at every layer of ``out_paths`` in one forward pass per batch.
+
+    ``storage_name`` names where the files go in storage errors ("EMBEDDINGS_ROOT (/srv/e)");
+    by default each output file's folder."""
     started = time.perf_counter()
     layers = [adapter.check_layer(layer) for layer in out_paths]
     total = len(stimuli)
@@ -95,8 +108,10 @@ def extract_layers(
         layer: path.with_name(f"{path.name}.partial-{chunk_size}")
         for layer, path in out_paths.items()
     }
-    for work_dir in work_dirs.values():
-        work_dir.mkdir(parents=True, exist_ok=True)
+    places = {layer: storage_name or str(path.parent) for layer, path in out_paths.items()}
+    for layer, work_dir in work_dirs.items():
+        with storage.writing(work_dir, place=places[layer], doing=f"create {work_dir}"):
+            work_dir.mkdir(parents=True, exist_ok=True)
     chunk_starts = list(range(0, total, chunk_size))
     reused = 0
     adapter.prepare(stimuli)
@@ -118,18 +133,16 @@ def extract_layers(
                 )
                 for layer, array in rows.items():
                     _check_finite(array, stimuli, start, layer)
+                needed = _bytes_still_needed(rows, total - start, len(chunk_starts) - index, total)
                 for layer, array in rows.items():
-                    _save_atomically(chunk_files[layer], array)
+                    _save_atomically(chunk_files[layer], array, place=places[layer], needed=needed)
             _report(progress, stop, total)
     except StimulusError:
         # Bad input fails the same way every time: saved chunks would never be resumed.
         for work_dir in work_dirs.values():
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
-    dims = {
-        layer: _assemble(work_dirs[layer], len(chunk_starts), total, out_paths[layer])
-        for layer in layers
-    }
+    dims = _assemble_all(work_dirs, len(chunk_starts), total, out_paths, places)
     for work_dir in work_dirs.values():
         shutil.rmtree(work_dir, ignore_errors=True)
     return ExtractionResult(dict(out_paths), dims, total, time.perf_counter() - started, reused)
@@ -184,29 +197,103 @@ def _check_finite(
         )
 
 
-def _save_atomically(path: Path, array: np.ndarray) -> None:
+def _npy_header(array_or_shape: np.ndarray | tuple[int, int]) -> bytes:
+    """The .npy header np.save writes for a float32 array (or one of this shape)."""
+    shape = array_or_shape if isinstance(array_or_shape, tuple) else array_or_shape.shape
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+    np.lib.format.write_array_header_1_0(buffer, {**header, "shape": shape})
+    return buffer.getvalue()
+
+
+def _npy_size(rows: int, dim: int) -> int:
+    return len(_npy_header((rows, dim))) + rows * dim * 4
+
+
+def _bytes_still_needed(
+    rows: dict[str, np.ndarray], rows_left: int, chunks_left: int, total: int
+) -> int:
+    """Disk space the extraction still needs from this chunk on: the chunks left to save,
+    then the joined files (written while the chunks still exist)."""
+    dims = [array.shape[1] for array in rows.values()]
+    return sum(
+        _npy_size(rows_left, dim)
+        + (chunks_left - 1) * len(_npy_header((1, dim)))
+        + _npy_size(total, dim)
+        for dim in dims
+    )
+
+
+def _write_rows(handle: IO[bytes], array: np.ndarray) -> None:
+    # An ordinary write raises ENOSPC with its errno (np.save's fwrite on a real file only
+    # says "N requested and M written"); a memory map would die of SIGBUS instead.
+    handle.write(np.ascontiguousarray(array, dtype=np.float32).data.cast("B"))
+
+
+def _save_atomically(path: Path, array: np.ndarray, *, place: str, needed: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    doing = f"save {path.name} of the embeddings"
+    with storage.writing(tmp, place=place, doing=doing, needed=needed, partial=tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(_npy_header(array))
+            _write_rows(handle, array)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
 
 
-def _assemble(work_dir: Path, chunk_count: int, total: int, out_path: Path) -> int:
-    """Copy the chunks into one .npy without holding them all in memory at once."""
-    first = np.load(work_dir / "chunk-000000.npy", mmap_mode="r")
-    dim = int(first.shape[1])
+def _assemble_all(
+    work_dirs: dict[str, Path],
+    chunk_count: int,
+    total: int,
+    out_paths: dict[str, Path],
+    places: dict[str, str],
+) -> dict[str, int]:
+    """Join every layer's chunks, after checking that all the joined files fit: the joined
+    sizes are known, and failing before the first byte beats failing at the last layer."""
+    dims = {
+        layer: int(np.load(work_dir / "chunk-000000.npy", mmap_mode="r").shape[1])
+        for layer, work_dir in work_dirs.items()
+    }
+    needed_on: dict[int, int] = defaultdict(int)  # device -> bytes of the files joined there
+    for layer, work_dir in work_dirs.items():
+        needed_on[os.stat(work_dir).st_dev] += _npy_size(total, dims[layer])
+    for layer, work_dir in work_dirs.items():
+        storage.check_free_space(
+            work_dir,
+            needed_on[os.stat(work_dir).st_dev],
+            place=places[layer],
+            doing=f"join the saved chunks into {out_paths[layer].name}",
+        )
+    for layer, work_dir in work_dirs.items():
+        _assemble(work_dir, chunk_count, total, dims[layer], out_paths[layer], places[layer])
+    return dims
+
+
+def _assemble(
+    work_dir: Path, chunk_count: int, total: int, dim: int, out_path: Path, place: str
+) -> None:
+    """Copy the chunks into one .npy, one chunk in memory at a time."""
     tmp = out_path.with_name(out_path.name + ".tmp")
-    merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim))
-    row = 0
-    for index in range(chunk_count):
-        chunk = np.load(work_dir / f"chunk-{index:06d}.npy", mmap_mode="r")
-        merged[row : row + len(chunk)] = chunk
-        row += len(chunk)
-    if row != total:
-        raise RuntimeError(f"Chunks hold {row} rows, expected {total}: embedding cache corrupt.")
-    merged.flush()
-    del merged
-    os.replace(tmp, out_path)
-    return dim
+    doing = f"join the saved chunks into {out_path.name}"
+    needed = _npy_size(total, dim)
+    with storage.writing(tmp, place=place, doing=doing, needed=needed, partial=tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(_npy_header((total, dim)))
+            row = 0
+            for index in range(chunk_count):
+                chunk = np.load(work_dir / f"chunk-{index:06d}.npy", mmap_mode="r")
+                if chunk.ndim != 2 or chunk.shape[1] != dim:
+                    raise RuntimeError(
+                        f"Chunk {index} in {work_dir} has shape {chunk.shape}, expected "
+                        f"(*, {dim}): embedding cache corrupt."
+                    )
+                _write_rows(handle, chunk)
+                row += len(chunk)
+            if row != total:
+                raise RuntimeError(
+                    f"Chunks hold {row} rows, expected {total}: embedding cache corrupt."
+                )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out_path)

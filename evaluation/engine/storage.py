@@ -1,0 +1,143 @@
+"""Disk writes that fail with a named reason: the one home of the rule that a full,
+read-only, over-quota or forbidden disk is the machine's problem, not a bug.
+
+``storage_error`` turns such an OSError into a StorageError naming the condition, the path,
+the free and needed space, and what to do; ``writing`` does it around a write and removes
+the partial file; ``check_free_space`` refuses a write of known size before it starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from evaluation.engine.errors import StorageError
+
+# np.save writes real files with fwrite and reports a short write as this, without errno;
+# on a disk with room left it is something else, so free space decides (see storage_error).
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
+# Below this much free space, a short write of unknown size is taken as a full disk.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes still writable by an ordinary user on the device holding ``path`` (which need
+    not exist yet: its nearest existing parent is asked)."""
+    for folder in (path, *path.parents):
+        with suppress(OSError):
+            stats = os.statvfs(folder)
+            return stats.f_bavail * stats.f_frsize
+    return 0
+
+
+def human_size(size: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def check_free_space(folder: Path, needed: int, *, place: str, doing: str) -> None:
+    """Refuse to start writing ``needed`` bytes into ``folder`` when they cannot fit."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise StorageError(_no_space(place, free, needed, doing))
+
+
+@contextmanager
+def writing(
+    path: Path,
+    *,
+    place: str,
+    doing: str,
+    needed: int | None = None,
+    partial: Path | None = None,
+) -> Iterator[None]:
+    """Around a write of ``path``: on any failure remove ``partial`` (the temporary file
+    being written), and raise a storage condition as a StorageError naming it."""
+    try:
+        yield
+    except BaseException as exc:
+        if partial is not None:
+            with suppress(OSError):
+                partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            named = storage_error(exc, path=path, place=place, doing=doing, needed=needed)
+            if named is not None:
+                raise named from exc
+        raise
+
+
+def storage_error(
+    exc: OSError,
+    *,
+    path: Path | None = None,
+    place: str | None = None,
+    doing: str | None = None,
+    needed: int | None = None,
+) -> StorageError | None:
+    """The StorageError for ``exc`` if it is a storage condition, else None (a real bug).
+
+    ``path`` is what was being written (the error's own file name wins when it has one),
+    ``place`` names the storage it lives in for the reader ("EMBEDDINGS_ROOT (/srv/emb)"),
+    ``doing`` what the write was for, ``needed`` the bytes it still needed, if known."""
+    target = Path(exc.filename) if exc.filename else path
+    if target is None:
+        return None
+    place = place or str(target.parent)
+    doing = doing or f"write {target}"
+    code = exc.errno
+    if code is None and _SHORT_WRITE.match(str(exc)):
+        if free_bytes(target) >= max(needed or 0, _NEARLY_FULL_BYTES):
+            return None
+        code = errno.ENOSPC
+    if code == errno.ENOSPC:
+        return StorageError(_no_space(place, free_bytes(target), needed, doing))
+    if code == errno.EDQUOT:
+        about = f" (about {human_size(needed)} needed)" if needed else ""
+        return StorageError(
+            f"Disk quota exceeded on the device holding {place} for user {_user()}: "
+            f"could not {doing}{about}. Free some of that user's space or ask for a larger "
+            "quota, then retry; work already saved is kept."
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        reason = "Permission denied" if code == errno.EACCES else "Operation not permitted"
+        return StorageError(
+            f"{reason} on {target}: user {_user()} may not write there, so could not "
+            f"{doing}. Give that user write access to {place} (or configure a folder it can "
+            "write), then retry."
+        )
+    if code == errno.EROFS:
+        return StorageError(
+            f"{place} is on a read-only file system: could not {doing} ({target}). Remount "
+            "it read-write (or configure a writable folder), then retry."
+        )
+    if code == errno.EIO:
+        return StorageError(
+            f"The device holding {place} reported an input/output error: could not {doing} "
+            f"({target}). Check the disk (the kernel log names it), then retry."
+        )
+    return None
+
+
+def _no_space(place: str, free: int, needed: int | None, doing: str) -> str:
+    about = f", about {human_size(needed)} needed" if needed else ""
+    return (
+        f"No space left on the device holding {place}: {human_size(free)} free{about} to "
+        f"{doing}. Free some space there (or move it to a larger disk), then retry; work "
+        "already saved is kept."
+    )
+
+
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a container user with no passwd entry
+        return f"uid {uid}"
