@@ -33,6 +33,7 @@ from evaluation.engine.errors import EngineError, ModelSpecError, close_names
 from evaluation.engine.extraction import ExtractionCancelled, extract_layers
 from evaluation.engine.fingerprint import dataset_content_hash, embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
+from evaluation.engine.storage import storage_error
 from evaluation.importers import (
     ImportProblem,
     ParsedStimulus,
@@ -651,6 +652,10 @@ def _claim(step_id: int, from_status: str, to_status: str, worker: str) -> bool:
 
 
 def _internal_error(doing: str, exc: Exception) -> str:
+    # A full, read-only or forbidden disk met anywhere (not only where the engine names it)
+    # is still the machine's problem: say which, never "a bug".
+    if isinstance(exc, OSError) and (named := storage_error(exc)) is not None:
+        return str(named)
     return (
         f"Internal error while {doing} ({type(exc).__name__}: {exc}). "
         "This is a bug in Likeness, not in your inputs; the worker log has the details."
@@ -711,8 +716,6 @@ def _extract(
     RunStep.objects.filter(pk=step.pk).update(load_seconds=time.perf_counter() - loading)
     relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}
     out_paths = {layer: Path(settings.EMBEDDINGS_ROOT) / path for layer, path in relative.items()}
-    for path in out_paths.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
     result = extract_layers(
         adapter,
         _stimulus_inputs(dataset, model),
@@ -722,6 +725,7 @@ def _extract(
         chunk_size=settings.EXTRACTION_CHUNK_SIZE,
         num_workers=settings.EXTRACTION_NUM_WORKERS,
         progress=_progress_reporter(step.pk, worker),
+        storage_name=f"EMBEDDINGS_ROOT ({settings.EMBEDDINGS_ROOT})",  # creates the folders
     )
     if result.chunks_reused:
         logger.info(
