@@ -13,6 +13,7 @@ import secrets
 from typing import Any
 
 import markdown
+import nh3
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import (
@@ -37,9 +38,31 @@ from webapp.auth import researcher_required
 SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
 
 
+# What researcher-written markdown may become on a participant's page. Raw HTML is escaped
+# before markdown runs; the sanitiser then keeps only these tags and attributes, and links
+# and images only to the web, to mail or to this site (relative addresses): javascript:,
+# vbscript:, data: and any other scheme are dropped, in any spelling.
+MARKDOWN_TAGS = {
+    "a", "abbr", "blockquote", "br", "code", "em", "h1", "h2", "h3", "h4", "h5", "h6",
+    "hr", "img", "li", "ol", "p", "pre", "strong", "ul",
+}  # fmt: skip
+MARKDOWN_ATTRIBUTES = {"a": {"href", "title"}, "abbr": {"title"}, "img": {"src", "alt", "title"}}
+MARKDOWN_URL_SCHEMES = {"http", "https", "mailto"}
+
+
 def render_markdown(text: str) -> SafeString:
-    """Markdown without raw HTML: the text is escaped first, so a study cannot inject script."""
-    return mark_safe(markdown.markdown(html.escape(text, quote=False)))
+    """Markdown without raw HTML and without script: the text is escaped first (HTML in it
+    shows as text), and the result goes through nh3's allow-list (MARKDOWN_*)."""
+    rendered = markdown.markdown(html.escape(text, quote=False))
+    return mark_safe(  # sanitised by nh3 just here
+        nh3.clean(
+            rendered,
+            tags=MARKDOWN_TAGS,
+            attributes=MARKDOWN_ATTRIBUTES,
+            url_schemes=MARKDOWN_URL_SCHEMES,
+            link_rel="noopener noreferrer nofollow",
+        )
+    )
 
 
 # --- Researcher -----------------------------------------------------------------------------

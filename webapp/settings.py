@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served locally: no CDN
+    "csp",
     "evaluation",
     "annotation",
     "webapp",
@@ -88,6 +89,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "webapp.health.HealthCheckMiddleware",  # /healthz, before host checks
     "django.middleware.security.SecurityMiddleware",
+    "webapp.csp.LikenessCSPMiddleware",  # Content-Security-Policy: see Security below
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -213,6 +215,23 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp) on every response: scripts, styles and everything else
+# only from this site, never inline, so markup that slips into a page cannot run. Templates
+# carry no inline script, style or event handler (JS in static/js, CSS in static/css; htmx is
+# told not to insert its indicator <style>: see templates/base.html). The API documentation
+# pages relax styles (and Redoc its worker) only: webapp/csp.py.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # data: for the empty favicon and Swagger UI's icons
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 if env_bool("SECURE_COOKIES", False):  # turn on behind HTTPS
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

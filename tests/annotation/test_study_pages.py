@@ -69,6 +69,36 @@ def test_consent_is_markdown_without_script(client, study):
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
 
 
+@pytest.mark.parametrize(
+    "href",
+    [
+        "javascript:alert(document.cookie)",
+        "JaVaScRiPt:alert(1)",
+        " javascript:alert(1)",
+        "java&#x09;script:alert(1)",
+        "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+        "vbscript:msgbox(1)",
+    ],
+)
+@pytest.mark.parametrize("field", ["consent_md", "instructions_md"])
+def test_links_in_consent_and_instructions_cannot_run_script(client, study, field, href):
+    Study.objects.filter(pk=study.pk).update(**{field: f"[click me]({href}) and [ok](/help/)"})
+    page = client.get(study.participant_url()).content.decode()
+    assert "click me" in page and 'href="/help/"' in page
+    links = re.findall(r"<a\b[^>]*>", page)
+    unsafe = [a for a in links if re.search(r"(?i)(java|vb)\s*script|data:", a)]
+    assert not unsafe, unsafe
+
+
+def test_web_and_mail_links_in_consent_are_kept(client, study):
+    Study.objects.filter(pk=study.pk).update(
+        consent_md="[Privacy](https://example.org/privacy) or [mail us](mailto:lab@example.org)"
+    )
+    page = client.get(study.participant_url()).content.decode()
+    assert re.search(r'<a href="https://example.org/privacy"[^>]*>Privacy</a>', page)
+    assert re.search(r'<a href="mailto:lab@example.org"[^>]*>mail us</a>', page)
+
+
 def test_a_whole_session_without_javascript_ends_with_the_completion_code(client, study):
     url = consent(client, study, "?PROLIFIC_PID=abc123")
     for value in (1, 4, 7, 2):
