@@ -1,9 +1,12 @@
 """k-nearest-neighbour classification accuracy under cosine distance.
 
 Follows scikit-learn's KNeighborsClassifier(metric="cosine", algorithm="brute",
-weights="uniform") exactly: cosine distance is 1 - cos (clipped to [0, 2]), neighbours are
-the k smallest distances (ties broken by training index), and a tied vote goes to the
-smallest class label. Queries are processed in blocks so memory stays bounded.
+weights="uniform"): cosine distance is 1 - cos (clipped to [0, 2]), neighbours are the k
+smallest distances and a tied vote goes to the smallest class label. One rule is ours:
+of exactly equal distances (duplicated embeddings) the lower training index is the nearer,
+at the k-th place too (k_smallest). scikit-learn keeps whichever tied neighbour its
+argpartition returns, so the two agree wherever no tie straddles the k-th place.
+Queries are processed in blocks so memory stays bounded.
 
 Distances are computed in float64 whatever the embeddings' dtype: in float32, near-ties
 between neighbours flip with the BLAS blocking (a 1 x n product and an n x n product round
@@ -63,22 +66,51 @@ def knn_predict(
         if exclude_self:
             rows = np.arange(stop - start)
             distances[rows, start + rows] = np.inf
-        neighbours = _k_smallest(distances, k)
+        neighbours = k_smallest(distances, k)
         votes = np.zeros((stop - start, n_classes), dtype=np.int64)
         np.add.at(votes, (np.arange(stop - start)[:, None], train_codes[neighbours]), 1)
         predictions[start:stop] = votes.argmax(axis=1)  # first maximum: smallest label
     return predictions
 
 
-def _k_smallest(distances: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k smallest entries per row, ordered by (distance, index)."""
-    if k < distances.shape[1]:
-        candidates = np.argpartition(distances, k - 1, axis=1)[:, :k]
+def k_smallest(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k smallest entries per row, ordered by (value, index).
+
+    Equal values go to the lower index, at the k-th place too: of three items tied for the
+    last two places, items 0 and 1 are kept, never 2. argpartition finds the k smallest in
+    linear time but keeps an arbitrary subset of the entries equal to the k-th value (it
+    depends on the rest of the row), so in the rows where such a tie straddles the k-th
+    place its picks from the tie are swapped for the lowest indices of the tie: no sort.
+    """
+    width = values.shape[1]
+    if k >= width:
+        candidates = np.broadcast_to(np.arange(width), values.shape).copy()
     else:
-        candidates = np.broadcast_to(np.arange(distances.shape[1]), distances.shape).copy()
-    chosen = np.take_along_axis(distances, candidates, axis=1)
+        candidates = np.argpartition(values, k - 1, axis=1)[:, :k]
+        chosen = np.take_along_axis(values, candidates, axis=1)
+        kth = chosen.max(axis=1, keepdims=True)
+        at_kth = values == kth
+        slots = chosen == kth  # every entry below the k-th value is already a candidate
+        straddling = np.flatnonzero(np.count_nonzero(at_kth, axis=1) > slots.sum(axis=1))
+        if len(straddling):
+            _replace_tied(candidates, slots, at_kth, straddling)
+    chosen = np.take_along_axis(values, candidates, axis=1)
     order = np.lexsort((candidates, chosen), axis=1)
     return np.take_along_axis(candidates, order, axis=1)
+
+
+def _replace_tied(
+    candidates: np.ndarray, slots: np.ndarray, at_kth: np.ndarray, rows: np.ndarray
+) -> None:
+    """Fill each row's k-th-value slots with the lowest indices holding that value."""
+    tied_row, tied_column = np.nonzero(at_kth[rows])  # row-major: columns ascend per row
+    row_slots = slots[rows]
+    first_of_row = np.searchsorted(tied_row, np.arange(len(rows)))
+    rank_in_row = np.arange(len(tied_row)) - first_of_row[tied_row]
+    lowest = tied_column[rank_in_row < row_slots.sum(axis=1)[tied_row]]
+    picked = candidates[rows]
+    picked[row_slots] = lowest  # both row-major, the same count per row
+    candidates[rows] = picked
 
 
 def knn_accuracy(

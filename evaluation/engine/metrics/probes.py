@@ -30,7 +30,7 @@ from evaluation.engine.metrics.checks import (
     confusion_matrix,
 )
 from evaluation.engine.metrics.intervals import t_interval, wilson_interval
-from evaluation.engine.metrics.knn import normalize_rows
+from evaluation.engine.metrics.knn import k_smallest, normalize_rows
 from evaluation.engine.metrics.results import MetricResult
 
 QUERY_BLOCK = 1024
@@ -90,23 +90,6 @@ def _accuracy_result(
 # --- weighted k-NN (DINO) -------------------------------------------------------------------
 
 
-def _top_k(similarity: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest entries per row, ordered by (similarity desc, index asc).
-
-    Ties at the k-th place go to the lower index, so the neighbours never depend on how
-    argpartition happened to order equal values.
-    """
-    kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1 : k]
-    above = similarity > kth
-    tied = similarity == kth
-    still_needed = k - above.sum(axis=1, keepdims=True)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= still_needed))
-    candidates = np.nonzero(chosen)[1].reshape(len(similarity), k)  # ascending index per row
-    values = np.take_along_axis(similarity, candidates, axis=1)
-    order = np.lexsort((candidates, -values), axis=1)
-    return np.take_along_axis(candidates, order, axis=1)
-
-
 def weighted_knn_predict(
     train_x: np.ndarray,
     train_codes: np.ndarray,
@@ -128,7 +111,8 @@ def weighted_knn_predict(
         similarity = query_n[start:stop] @ train_n.T
         if exclude_self:
             similarity[rows, start + rows] = -np.inf
-        neighbours = _top_k(similarity, k)
+        # Most similar first; equal similarities go to the lower training index.
+        neighbours = k_smallest(-similarity, k)
         nearest = np.take_along_axis(similarity, neighbours, axis=1)
         # exp(s / T) relative to the closest neighbour: the same vote ratios as DINO, but
         # no overflow or all-zero underflow when T is small.
