@@ -16,11 +16,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlencode
 
+import scipy.stats
 from django.core.cache import cache
 from django.db.models import Count, Max
 from django.http import QueryDict
 
 from evaluation import querystring as qs
+from evaluation.metrics import METRICS
 from evaluation.models import PretrainedModel, Score, Target
 
 LAYER_CHOICES = ("best", "default", "all")
@@ -341,32 +343,66 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
 
 
 # --- Across targets -------------------------------------------------------------------------
+# Label accuracy and agreement with people answer different questions: never one mean.
+OVERALL_GROUPS = (("labels", "Label accuracy"), ("human", "Human alignment"))
+
+
 @dataclass
 class OverallRow:
     model_id: int
     model_name: str
     source: str
     cells: dict[int, Cell | None]  # target id -> best-layer score on its primary metric
-    mean_rank: float | None
-    covered: int
+    ranks: dict[int, float]  # target id -> normalised rank (0 first, 1 last): boards of 2+
+    mean_rank: float | None  # mean of ``ranks``; None when no board of 2+ models has it
+    covered: int  # targets it has a score on
+    ranked: int  # of those, boards of two or more models (the mean's terms)
+
+
+@dataclass
+class OverallGroup:
+    kind: str  # "labels" or "human"
+    title: str
+    targets: list[Target]
+    rows: list[OverallRow]
+    sizes: dict[int, int]  # target id -> models scored on it
+
+    @property
+    def rankable(self) -> int:
+        """Targets that rank two or more models: the most boards a model can be ranked on."""
+        return sum(1 for size in self.sizes.values() if size >= 2)
 
 
 @dataclass
 class OverallBoard:
-    targets: list[Target]
+    groups: list[OverallGroup]  # only groups with scores, labels first
     primary: dict[int, str]  # target id -> the metric compared on it
-    rows: list[OverallRow]
+
+
+def normalised_ranks(
+    values: dict[int, float], *, higher_is_better: bool = True
+) -> dict[int, float]:
+    """Each key's rank among ``values`` scaled to [0, 1]: (rank - 1) / (n - 1), so 0 is first
+    and 1 is last whatever the board's size; ties share the mean of their ranks. A board of
+    one model has no rank to give (first and last at once): empty."""
+    if len(values) < 2:
+        return {}
+    keys = list(values)
+    signed = [-values[k] if higher_is_better else values[k] for k in keys]
+    ranks = scipy.stats.rankdata(signed, method="average")
+    return {k: float((r - 1) / (len(keys) - 1)) for k, r in zip(keys, ranks, strict=True)}
 
 
 def overall_board() -> OverallBoard:
     """Each model's best-layer score per target (its primary metric: the first in sort
-    order), ranked within each target; models are ordered by their mean rank over the
-    targets they have scores on. Gaps are not filled: a model's coverage is shown, and
-    models covering fewer targets come after those covering more.
+    order), ranked within each target, in two groups (label accuracy, human alignment). A
+    model's mean normalised rank is over the boards of its group that rank two or more
+    models; it is ordered by how many such boards it is ranked on, then by that mean. Gaps
+    are not filled: a model's coverage is shown.
 
     Four queries whatever the number of targets, cached until any score changes."""
     stamp = Score.objects.aggregate(n=Count("id"), last=Max("id"), changed=Max("created_at"))
-    key = "overall:" + hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
+    key = "overall:v2:" + hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
     board = cache.get(key)
     if board is None:
         board = _overall()
@@ -396,26 +432,77 @@ def _overall() -> OverallBoard:
         board = _board(target, BoardQuery(), models, by_target[target.pk])
         primary[target.pk] = board.sort_key
         per_target[target.pk] = {}
-        for row in board.rows:
+        for row in board.rows:  # best layer first: one cell per model
             cell = row.cells.get(board.sort_key)
             if cell is not None and row.model_id not in per_target[target.pk]:
                 per_target[target.pk][row.model_id] = cell
                 names[row.model_id] = (row.model_name, row.source)
-    ranks: dict[int, list[float]] = defaultdict(list)
-    for cells in per_target.values():
-        ordered = sorted(cells.items(), key=lambda item: -item[1].value)
-        for rank, (model_id, _) in enumerate(ordered, start=1):
-            ranks[model_id].append(rank / len(ordered))  # fraction: comparable across sizes
-    rows = [
-        OverallRow(
-            model_id,
-            name,
-            source,
-            {t.pk: per_target[t.pk].get(model_id) for t in targets},
-            sum(ranks[model_id]) / len(ranks[model_id]) if ranks[model_id] else None,
-            len(ranks[model_id]),
+    groups = []
+    for kind, title in OVERALL_GROUPS:
+        members = [t for t in targets if (t.kind == "labels") == (kind == "labels")]
+        if members:
+            groups.append(_overall_group(kind, title, members, per_target, primary, names))
+    return OverallBoard(groups, primary)
+
+
+def _overall_group(
+    kind: str,
+    title: str,
+    targets: list[Target],
+    per_target: dict[int, dict[int, Cell]],
+    primary: dict[int, str],
+    names: dict[int, tuple[str, str]],
+) -> OverallGroup:
+    ranks: dict[int, dict[int, float]] = defaultdict(dict)
+    for target in targets:
+        info = METRICS.get(primary[target.pk].split("(")[0])
+        values = {model_id: cell.value for model_id, cell in per_target[target.pk].items()}
+        better = info.higher_is_better if info else True
+        for model_id, rank in normalised_ranks(values, higher_is_better=better).items():
+            ranks[model_id][target.pk] = rank
+    present = {model_id for t in targets for model_id in per_target[t.pk]}
+    rows = []
+    for model_id in present:
+        name, source = names[model_id]
+        mine = ranks[model_id]
+        rows.append(
+            OverallRow(
+                model_id,
+                name,
+                source,
+                {t.pk: per_target[t.pk].get(model_id) for t in targets},
+                mine,
+                sum(mine.values()) / len(mine) if mine else None,
+                sum(model_id in per_target[t.pk] for t in targets),
+                len(mine),
+            )
         )
-        for model_id, (name, source) in names.items()
-    ]
-    rows.sort(key=lambda r: (-r.covered, r.mean_rank if r.mean_rank is not None else 2.0))
-    return OverallBoard(targets, primary, rows)
+    rows.sort(
+        key=lambda r: (
+            -r.ranked,
+            r.mean_rank if r.mean_rank is not None else 2.0,
+            -r.covered,
+            r.model_name,
+        )
+    )
+    return OverallGroup(kind, title, targets, rows, {t.pk: len(per_target[t.pk]) for t in targets})
+
+
+def overall_csv_rows(board: OverallBoard) -> list[list[Any]]:
+    """Every group's rows, then each target's score and normalised rank."""
+    header = ["group", "model", "mean normalised rank", "ranked on", "scored on"]
+    header += ["target", "metric", "value", "ci_low", "ci_high", "normalised rank"]
+    out = [header]
+    for group in board.groups:
+        for row in group.rows:
+            fixed = [group.title.lower(), row.model_name, row.mean_rank, row.ranked, row.covered]
+            for target in group.targets:
+                cell = row.cells[target.pk]
+                if cell is None:
+                    continue  # missing, not zero
+                rank = row.ranks.get(target.pk, "")
+                out.append(
+                    [*fixed, target.name, board.primary[target.pk], cell.value, cell.ci_low,
+                     cell.ci_high, rank]
+                )  # fmt: skip
+    return out

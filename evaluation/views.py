@@ -156,7 +156,14 @@ LAYER_LABELS = [
 
 
 def leaderboard_overall(request: HttpRequest) -> HttpResponse:
-    return render(request, "evaluation/leaderboard_overall.html", {"board": boards.overall_board()})
+    """Mean normalised rank per model, label accuracy and human alignment apart; CSV too."""
+    board = boards.overall_board()
+    if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
+        response = HttpResponse(content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="leaderboard-overall.csv"'
+        csv.writer(response).writerows(boards.overall_csv_rows(board))
+        return response
+    return render(request, "evaluation/leaderboard_overall.html", {"board": board})
 
 
 # --- Compare (researchers: it shows stimuli) -----------------------------------------------------

@@ -88,3 +88,31 @@ def test_compare_two_models(page, live_server, researcher, scored):  # noqa: F81
     first_neighbour.click()
     page.wait_for_url(re.compile(r"stimulus=\d+"))
     assert chosen[:20] in page.locator("#neighbours").locator("..").inner_text()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_across_targets_tables_stay_in_the_page(page, live_server, width):
+    """Twelve targets are wider than any screen: the table scrolls in its own box, the page
+    does not; label accuracy and human alignment are two tables."""
+    from evaluation.models import Run
+    from tests.api.conftest import pairs_judgments
+
+    models = [add_model(f"model-with-a-long-name-{index}") for index in range(4)]
+    for index in range(12):
+        dataset = make_text_dataset(name=f"a dataset with a long descriptive name {index}")
+        run = Run.objects.create(dataset=dataset, metrics=[])
+        targets = [Target.objects.get(dataset=dataset)]
+        if index % 3 == 0:
+            targets.append(pairs_judgments(dataset).target)
+        for target in targets:
+            for rank, model in enumerate(models):
+                add_score(run, model, target, "knn(k=5,split=loo)", 0.9 - rank / 10 - index / 100)
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(f"{live_server.url}/leaderboards/overall/")
+    assert page.locator("table.overall").count() == 2
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    box = page.locator("#overall-labels .scroll")
+    assert box.evaluate("e => e.scrollWidth > e.clientWidth")  # it scrolls, inside the page
+    first = page.locator("#overall-labels tbody tr").first.inner_text()
+    assert "model-with-a-long-name-0" in first and "0.00" in first  # first everywhere: 0
+    screenshot(page, f"overall-{width}")

@@ -10,7 +10,8 @@ import pytest
 from django.urls import reverse
 
 from evaluation.leaderboards import BoardQuery, leaderboard, overall_board
-from evaluation.models import PretrainedModel, Run, Score, Target
+from evaluation.models import Dataset, PretrainedModel, Run, Score, Target
+from tests.api.conftest import pairs_judgments
 from tests.conftest import make_text_dataset
 
 pytestmark = pytest.mark.django_db
@@ -223,12 +224,90 @@ def test_overall_board_ranks_within_targets_and_shows_gaps(board_data):
     run = Run.objects.create(dataset=other, metrics=[])
     small = PretrainedModel.objects.get(name="small-net")
     add_score(run, small, other_target, "knn(k=5)", 0.8)
+    labels = overall_board().groups[0]
+    assert len(labels.targets) == 2
+    rows = [(r.model_name, r.covered, r.ranked) for r in labels.rows]
+    assert rows == [  # the other board has one model: shown, not ranked
+        ("big-net", 1, 1),
+        ("close-net", 1, 1),
+        ("small-net", 2, 1),
+        ("tfidf", 1, 1),
+    ]
+    assert labels.rows[0].cells[other_target.pk] is None  # a gap, not a zero
+    assert labels.rows[2].cells[other_target.pk].value == 0.8
+
+
+@pytest.fixture
+def planted():
+    """A planted ranking: three label boards (one with a tie, one with a single model) and a
+    pair-rating board on which the order is reversed."""
+    a, b, c = (add_model(name) for name in ("model-a", "model-b", "model-c"))
+    boards = {}
+    for name, values in (
+        ("three", {a: 0.9, b: 0.8, c: 0.7}),  # a first, b middle, c last
+        ("tied", {a: 0.6, b: 0.6, c: 0.5}),  # a and b share ranks 1 and 2: 1.5 each
+        ("alone", {c: 0.95}),  # one model: first and last at once
+    ):
+        dataset = make_text_dataset(name=name)
+        target = Target.objects.get(dataset=dataset)
+        run = Run.objects.create(dataset=dataset, metrics=[])
+        for model, value in values.items():
+            add_score(run, model, target, "knn(k=5)", value)
+        boards[name] = target
+    human = pairs_judgments(Dataset.objects.get(name="three")).target
+    run = Run.objects.create(dataset=human.dataset, metrics=[])
+    for model, value in ((a, 0.3), (b, 0.5)):
+        add_score(run, model, human, "pair_alignment(correlation=spearman)", value)
+    boards["human"] = human
+    return boards
+
+
+def test_overall_board_normalises_ranks_first_is_zero(planted):
     board = overall_board()
-    assert len(board.targets) == 2
-    first = board.rows[0]
-    assert (first.model_name, first.covered) == ("small-net", 2)  # full coverage first
-    assert board.rows[1].model_name == "big-net" and board.rows[1].covered == 1
-    assert board.rows[1].cells[other_target.pk] is None
+    labels, human = board.groups
+    assert (labels.kind, human.kind) == ("labels", "human")
+    assert {t.name for t in labels.targets} == {"three: labels", "tied: labels", "alone: labels"}
+    assert [t.pk for t in human.targets] == [planted["human"].pk]
+    rows = {row.model_name: row for row in labels.rows}
+    three, tied, alone = (planted[n].pk for n in ("three", "tied", "alone"))
+    assert rows["model-a"].ranks == {three: 0.0, tied: 0.25}  # (1.5 - 1) / (3 - 1)
+    assert rows["model-b"].ranks == {three: 0.5, tied: 0.25}
+    assert rows["model-c"].ranks == {three: 1.0, tied: 1.0}  # "alone" is not ranked...
+    assert rows["model-c"].cells[alone].value == 0.95  # ...but its score is shown
+    assert [(r.model_name, r.mean_rank, r.ranked, r.covered) for r in labels.rows] == [
+        ("model-a", 0.125, 2, 2),
+        ("model-b", 0.375, 2, 2),
+        ("model-c", 1.0, 2, 3),
+    ]
+    assert [(r.model_name, r.mean_rank) for r in human.rows] == [("model-b", 0.0), ("model-a", 1.0)]
+
+
+def test_a_model_alone_on_its_boards_has_no_mean_rank(planted):
+    solo = add_model("solo")
+    target = Target.objects.get(dataset=make_text_dataset(name="solo set"))
+    add_score(Run.objects.create(dataset=target.dataset, metrics=[]), solo, target, "knn", 0.5)
+    labels = overall_board().groups[0]
+    row = next(r for r in labels.rows if r.model_name == "solo")
+    assert (row.mean_rank, row.ranked, row.covered) == (None, 0, 1)
+    assert labels.rows[-1] is row  # unranked models come last
+
+
+def test_overall_page_groups_by_kind_and_says_how_ranks_read(client, planted):
+    page = client.get(reverse("evaluation:leaderboard_overall")).content.decode()
+    assert page.index('id="overall-labels"') < page.index('id="overall-human"')
+    assert "0 = first, 1 = last" in page
+    assert "boards with a single model are left out of the mean" in page
+    labels = page[page.index('id="overall-labels"') : page.index('id="overall-human"')]
+    assert "pair_alignment" not in labels and "model-c" in labels
+    assert labels.index("model-a") < labels.index("model-b") < labels.index("model-c")
+    assert '<div class="scroll overall">' in page  # wide tables scroll inside the page
+    export = client.get(reverse("evaluation:leaderboard_overall"), {"format": "csv"})
+    rows = list(csv.reader(io.StringIO(export.content.decode())))
+    assert rows[0][:5] == ["group", "model", "mean normalised rank", "ranked on", "scored on"]
+    assert rows[1][:5] == ["label accuracy", "model-a", "0.125", "2", "2"]
+    human = [row for row in rows if row[0] == "human alignment"]
+    assert [(r[1], r[2], r[-1]) for r in human] == [("model-b", "0.0", "0.0"),
+                                                     ("model-a", "1.0", "1.0")]  # fmt: skip
 
 
 def test_model_page_draws_score_against_layer_depth(researcher_client, board_data):
