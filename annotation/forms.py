@@ -28,6 +28,7 @@ DESIGN_FIELDS = [
     "consent_md",
     "instructions_md",
     "redirect_url",
+    "contact",
     "external_id_param",
     "repeat_trials",
     "catch_trials",

@@ -83,6 +83,12 @@ class Study(models.Model):
         default="PROLIFIC_PID",
         help_text="URL parameter holding a recruitment platform's participant id.",
     )
+    contact = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Whom participants contact about a problem (an email address, or how to "
+        "reach you); shown when a session cannot be continued. Empty: your account's email.",
+    )
 
     # Quality control
     repeat_trials = models.PositiveIntegerField(
@@ -131,6 +137,13 @@ class Study(models.Model):
 
     def participant_url(self) -> str:
         return reverse("annotation:study_entry", args=[self.token])
+
+    @property
+    def contact_for_participants(self) -> str:
+        """The study's contact, else the email of the researcher who made it ('' if none)."""
+        if self.contact:
+            return self.contact
+        return getattr(self.created_by, "email", "") or ""
 
     @property
     def is_rating(self) -> bool:
@@ -228,6 +241,25 @@ class Participant(models.Model):
     @property
     def excluded(self) -> bool:
         return self.status == ParticipantStatus.EXCLUDED
+
+
+class RefusedResume(models.Model):
+    """Someone opened the study link with the recruiter id of a participant who had started
+    already, in a browser that does not hold that participant's session. Recruiter ids are
+    not secrets, so the session was not handed over (annotation/views.py, study_entry); the
+    researcher sees each attempt on the study's page."""
+
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, related_name="refused_resumes"
+    )
+    external_id = models.CharField(max_length=200)  # as given (the participant's, trimmed)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"refused resume of {self.external_id} at {self.at:%Y-%m-%d %H:%M}"
 
 
 class TrialRole(models.TextChoices):

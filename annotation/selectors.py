@@ -13,6 +13,7 @@ from django.db.models import Count, Max, Min, Q
 from annotation.models import (
     Item,
     ParticipantStatus,
+    RefusedResume,
     Response,
     Study,
     StudyKind,
@@ -58,6 +59,21 @@ def study_participants(study: Study) -> Any:
         first_response=Min("trials__response__created_at"),
         last_response=Max("trials__response__created_at"),
     ).order_by("started_at")
+
+
+@dataclass(frozen=True)
+class RefusedResumes:
+    count: int
+    latest: list[RefusedResume]  # newest first, at most REFUSED_SHOWN
+
+
+REFUSED_SHOWN = 50
+
+
+def refused_resumes(study: Study) -> RefusedResumes:
+    """Attempts to continue a participant's session by their recruiter id alone."""
+    refused = RefusedResume.objects.filter(participant__study=study).order_by("-at")
+    return RefusedResumes(count=refused.count(), latest=list(refused[:REFUSED_SHOWN]))
 
 
 def _usable_responses(study: Study) -> Any:

@@ -31,6 +31,7 @@ from annotation.models import (
     Item,
     Participant,
     ParticipantStatus,
+    RefusedResume,
     Response,
     Study,
     StudyKind,
@@ -52,6 +53,19 @@ MAX_TAGS_PER_TRIAL = 20
 
 class TrialProblem(ValidationError):
     """A response that cannot be stored; the message says why."""
+
+
+class ParticipantConflict(PermissionDenied):
+    """A session was asked for with the recruiter id of a participant who has started
+    already. Recruiter ids are not secrets, so the session is not handed over: the
+    participant continues in their own browser or through their private link."""
+
+    def __init__(self, participant: Participant) -> None:
+        super().__init__(
+            f"A session with the participant id {participant.external_id!r} has already "
+            "started in another browser."
+        )
+        self.participant = participant
 
 
 # --- Designing a study ---------------------------------------------------------------------
@@ -189,13 +203,17 @@ def study_set_status(*, study: Study, status: str) -> None:
 def participant_start(
     *, study: Study, external_id: str = "", user: Any = None, seed: int | None = None
 ) -> Participant:
-    """Start (or, for a known external id or account, resume) a participant's session."""
+    """Start a participant's session; a logged-in account resumes its own. A recruiter id
+    that has started already raises ParticipantConflict (the attempt is recorded for the
+    researcher): knowing someone's id is not being them. Sessions resume through what only
+    the participant holds: their browser's session or their private link (the views)."""
     if study.status != StudyStatus.OPEN:
         raise PermissionDenied("This study is not open.")
-    external_id = external_id.strip()[:200]
-    existing = participant_existing(study=study, external_id=external_id, user=user)
-    if existing:
-        return existing
+    external_id = clean_external_id(external_id)
+    own = participant_of_account(study=study, user=user)
+    if own is not None:
+        return own
+    _refuse_if_started(study, external_id)
     plan = session_plan(study, random.Random(seed))
     try:
         with transaction.atomic():
@@ -205,19 +223,45 @@ def participant_start(
                 user=user if user is not None and user.is_authenticated else None,
                 plan=plan,
             )
-    except IntegrityError:  # the same person started twice at once: keep the first
-        found = participant_existing(study=study, external_id=external_id, user=user)
-        if found is None:
-            raise
-        return found
+    except IntegrityError:  # the same id or account started twice at once: the first stands
+        own = participant_of_account(study=study, user=user)
+        if own is not None:
+            return own
+        _refuse_if_started(study, external_id)
+        raise
 
 
-def participant_existing(*, study: Study, external_id: str, user: Any) -> Participant | None:
-    if external_id:
-        return Participant.objects.filter(study=study, external_id=external_id).first()
+def clean_external_id(external_id: str) -> str:
+    return external_id.strip()[:200]
+
+
+def participant_of_account(*, study: Study, user: Any) -> Participant | None:
+    """A logged-in account's own participant in this study (its login is the credential)."""
     if user is not None and user.is_authenticated:
         return Participant.objects.filter(study=study, user=user).first()
     return None
+
+
+def _refuse_if_started(study: Study, external_id: str) -> None:
+    if not external_id:
+        return
+    started = Participant.objects.filter(study=study, external_id=external_id).first()
+    if started is not None:
+        resume_refuse(participant=started)
+        raise ParticipantConflict(started)
+
+
+def participant_check_external_id(*, study: Study, external_id: str) -> None:
+    """Raise ParticipantConflict (recording the attempt) if a participant with this recruiter
+    id has started already; the study link calls this before showing the consent page."""
+    _refuse_if_started(study, clean_external_id(external_id))
+
+
+def resume_refuse(*, participant: Participant) -> RefusedResume:
+    """Record an attempt to take over this participant's session by their recruiter id."""
+    return RefusedResume.objects.create(
+        participant=participant, external_id=participant.external_id
+    )
 
 
 def session_plan(study: Study, rng: random.Random) -> list[str]:

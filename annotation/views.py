@@ -125,6 +125,7 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
             "needed": needed,
             "target": target,
             "participants": selectors.study_participants(study),
+            "refused": selectors.refused_resumes(study),
             "aggregations": study.aggregations.select_related("judgments"),
             "tags": selectors.tags_summary(study) if study.kind == StudyKind.TAGS else None,
         },
@@ -255,24 +256,38 @@ def study_export(request: HttpRequest, study_id: int, what: str, fmt: str) -> Ht
 
 # --- Participants ---------------------------------------------------------------------------
 def study_entry(request: HttpRequest, token: str) -> HttpResponse:
-    """The link a participant opens: consent and instructions, then their own trials."""
-    study = get_object_or_404(Study.objects.select_related("dataset"), token=token)
+    """The link a participant opens: consent and instructions, then their own trials.
+
+    A returning participant continues through what only they hold: this browser's session
+    (set when they consented here or opened their private link here) or their account. A
+    recruiter id alone resumes nothing: it gets a page that says what to do instead."""
+    study = get_object_or_404(Study.objects.select_related("dataset", "created_by"), token=token)
     external_id = request.GET.get(study.external_id_param, "") if study.external_id_param else ""
-    returning = _returning_participant(request, study, external_id)
+    returning = _returning_participant(request, study)
     if returning is not None:
         return redirect(returning)
-    if study.status != StudyStatus.OPEN:
-        return render(request, "annotation/participant/closed.html", {"study": study}, status=403)
-    form = ConsentForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        participant = services.participant_start(
-            study=study,
-            external_id=request.POST.get("external_id", external_id),
-            user=request.user,
+    try:
+        services.participant_check_external_id(study=study, external_id=external_id)
+        if study.status != StudyStatus.OPEN:
+            return render(
+                request, "annotation/participant/closed.html", {"study": study}, status=403
+            )
+        form = ConsentForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            participant = services.participant_start(
+                study=study,
+                external_id=request.POST.get("external_id", external_id),
+                user=request.user,
+            )
+            _remember(request, participant)
+            return redirect(participant)
+    except services.ParticipantConflict as conflict:
+        return render(
+            request,
+            "annotation/participant/conflict.html",
+            {"study": study, "external_id": conflict.participant.external_id},
+            status=409,
         )
-        request.session.setdefault(SESSION_KEY, {})[str(study.pk)] = participant.token
-        request.session.modified = True
-        return redirect(participant)
     return render(
         request,
         "annotation/participant/entry.html",
@@ -286,15 +301,20 @@ def study_entry(request: HttpRequest, token: str) -> HttpResponse:
     )
 
 
-def _returning_participant(
-    request: HttpRequest, study: Study, external_id: str
-) -> Participant | None:
+def _returning_participant(request: HttpRequest, study: Study) -> Participant | None:
     token = request.session.get(SESSION_KEY, {}).get(str(study.pk))
     if token:
         found = Participant.objects.filter(study=study, token=token).first()
         if found is not None:
             return found
-    return services.participant_existing(study=study, external_id=external_id, user=request.user)
+    return services.participant_of_account(study=study, user=request.user)
+
+
+def _remember(request: HttpRequest, participant: Participant) -> None:
+    """This browser holds the participant's session: the study link continues it here."""
+    remembered = request.session.get(SESSION_KEY, {})
+    if remembered.get(str(participant.study_id)) != participant.token:
+        request.session[SESSION_KEY] = {**remembered, str(participant.study_id): participant.token}
 
 
 def _participant(token: str) -> Participant:
@@ -331,6 +351,11 @@ def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
             )
         except services.TrialProblem as exc:
             problem = " ".join(exc.messages)
+    if request.method == "GET" and not request.htmx:
+        # A page opened from the private link (on another device, say): from now on this
+        # browser continues the session from the study link too. Full page loads only: the
+        # answers themselves (htmx) do not read the session.
+        _remember(request, participant)
     if trial is None:
         trial = services.trial_current(participant=participant)
     if trial is None:

@@ -181,15 +181,19 @@ def test_items_held_by_expired_trials_go_to_the_next_participant_at_once():
     assert Item.objects.get(pk=held.item_id).assigned == 1
 
 
-def test_a_returning_participant_continues_where_they_stopped():
+def test_a_known_external_id_is_refused_and_the_attempt_recorded():
     study = make_study(trials_per_session=5)
     participant = services.participant_start(study=study, external_id="PID-1")
     trial = services.trial_current(participant=participant)
     services.response_submit(participant=participant, answer=answer_for(trial))
-    resumed = services.participant_start(study=study, external_id="PID-1")
-    assert resumed.pk == participant.pk
-    assert services.trial_current(participant=resumed).position == 1
-    assert complete_session(resumed) == 4
+    with pytest.raises(services.ParticipantConflict) as refused:
+        services.participant_start(study=study, external_id=" PID-1 ")
+    assert refused.value.participant.pk == participant.pk
+    assert list(participant.refused_resumes.values_list("external_id", flat=True)) == ["PID-1"]
+    assert Participant.objects.filter(study=study).count() == 1
+    # The participant's own session (their token) goes on where they stopped.
+    assert services.trial_current(participant=participant).position == 1
+    assert complete_session(participant) == 4
 
 
 def test_catch_trials_and_repeats_are_planned_and_failing_catches_excludes():

@@ -146,11 +146,68 @@ def test_the_same_link_continues_where_the_participant_stopped(client, study):
     url = consent(client, study, "?PROLIFIC_PID=p-77")
     fields = current_trial(client, url)
     client.post(url, {**fields, "value": 3})
-    # Same browser: the session remembers; another browser: the external id does.
+    # Same browser: the session remembers, with or without the recruiter's id.
     assert client.get(study.participant_url())["Location"] == url
-    other_browser = Client()
-    assert other_browser.get(study.participant_url() + "?PROLIFIC_PID=p-77")["Location"] == url
+    assert client.get(study.participant_url() + "?PROLIFIC_PID=p-77")["Location"] == url
     assert "Trial 2 of 4" in client.get(url).content.decode()
+
+
+def test_a_recruiter_id_alone_does_not_open_someone_elses_session(client, study, researcher):
+    """Recruiter ids are not secrets (researchers, platforms and other participants see
+    them): a browser without the participant's session gets a page that says what to do and
+    whom to contact, never their trials; the researcher sees each refused attempt."""
+    Study.objects.filter(pk=study.pk).update(contact="lab@example.org")
+    url = consent(client, study, "?PROLIFIC_PID=p-77")
+    fields = current_trial(client, url)
+    client.post(url, {**fields, "value": 3})
+    token = url.strip("/").split("/")[-1]
+
+    intruder = Client()
+    page = intruder.get(study.participant_url() + "?PROLIFIC_PID=p-77")
+    assert page.status_code == 409
+    html = page.content.decode()
+    assert token not in html and 'name="trial"' not in html
+    assert "already been started" in html and "private link" in html
+    assert 'href="mailto:lab@example.org"' in html
+    # Posting the consent form with the id changes nothing either.
+    posted = intruder.post(study.participant_url(), {"consent": "on", "external_id": "p-77"})
+    assert posted.status_code == 409 and token not in posted.content.decode()
+    assert Participant.objects.count() == 1
+    assert intruder.get(url.replace(token, "guess")).status_code == 404
+    # The real participant goes on where they stopped.
+    assert "Trial 2 of 4" in client.get(url).content.decode()
+
+    client.force_login(researcher)
+    dashboard = client.get(reverse("annotation:study_detail", args=[study.pk])).content.decode()
+    refused = re.search(r'<section id="refused-resumes">(.*?)</section>', dashboard, re.S)
+    assert refused, "the dashboard does not show refused attempts"
+    assert "2 refused attempts" in refused.group(1)
+    assert refused.group(1).count("p-77") == 2
+
+
+def test_the_private_link_continues_on_another_device(client, study):
+    """The participant page shows the participant's own link: opened on a second device it
+    continues the same session (the documented way to switch devices)."""
+    url = consent(client, study, "?PROLIFIC_PID=p-78")
+    fields = current_trial(client, url)
+    client.post(url, {**fields, "value": 3})
+    page = client.get(url).content.decode()
+    private = re.search(r'id="resume-link"[^>]*value="([^"]+)"', page)
+    assert private, "the participant page does not show the private link"
+    assert private.group(1) == f"http://testserver{url}"
+    phone = Client()
+    resumed = phone.get(private.group(1).removeprefix("http://testserver"))
+    assert resumed.status_code == 200 and "Trial 2 of 4" in resumed.content.decode()
+    # The study link on the second device then continues too (the link was opened there).
+    assert phone.get(study.participant_url() + "?PROLIFIC_PID=p-78")["Location"] == url
+
+
+def test_a_logged_in_participant_continues_with_their_account(client, study, outsider):
+    client.force_login(outsider)
+    url = consent(client, study)
+    other_browser = Client()
+    other_browser.force_login(outsider)
+    assert other_browser.get(study.participant_url())["Location"] == url
 
 
 def test_a_double_click_stores_one_response(client, study):
