@@ -50,6 +50,27 @@ def reference_cka(x, y, *, kernel, unbiased, factor=1.0) -> float:
     return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
 
 
+def kornblith_feature_space_linear_cka(x: np.ndarray, y: np.ndarray, debiased: bool) -> float:
+    """Transcribed from Kornblith et al.'s published notebook (feature_space_linear_cka)."""
+    x = x - np.mean(x, 0, keepdims=True)
+    y = y - np.mean(y, 0, keepdims=True)
+    dot_product_similarity = np.linalg.norm(x.T.dot(y)) ** 2
+    normalization_x = np.linalg.norm(x.T.dot(x))
+    normalization_y = np.linalg.norm(y.T.dot(y))
+    if debiased:
+        n = x.shape[0]
+        rows_x, rows_y = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
+        norm_x, norm_y = np.sum(rows_x), np.sum(rows_y)
+
+        def helper(xty, rx, ry, nx, ny):  # _debiased_dot_product_similarity_helper
+            return xty - n / (n - 2.0) * rx.dot(ry) + nx * ny / ((n - 1) * (n - 2))
+
+        dot_product_similarity = helper(dot_product_similarity, rows_x, rows_y, norm_x, norm_y)
+        normalization_x = np.sqrt(helper(normalization_x**2, rows_x, rows_x, norm_x, norm_x))
+        normalization_y = np.sqrt(helper(normalization_y**2, rows_y, rows_y, norm_y, norm_y))
+    return float(dot_product_similarity / (normalization_x * normalization_y))
+
+
 def related(n: int, dx: int, dy: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Two representations that share some structure (so CKA is neither 0 nor 1)."""
     rng = np.random.default_rng(seed)
@@ -166,6 +187,74 @@ def test_cka_matrix_prepares_each_layer_once(monkeypatch, kernel, preparer, shap
     assert len(calls) == 8
 
 
+def offset_example() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The issue's example: two features of x shifted by 1e4, which CKA must not notice."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 256))
+    zy = z[:, :64] @ rng.normal(size=(64, 32)) + rng.normal(size=(300, 32))
+    shifted = z.copy()
+    shifted[:, :2] += 1e4
+    return z, shifted, zy
+
+
+@pytest.mark.parametrize("features", [True, False])
+@pytest.mark.parametrize(("kernel", "unbiased"), VARIANTS)
+def test_a_large_mean_offset_does_not_change_cka(monkeypatch, kernel, unbiased, features):
+    # Every variant and both linear forms (the Gram form is forced by patching the choice).
+    monkeypatch.setattr(
+        cka_module, "_use_features", lambda kernel, *a, **k: features and kernel == "linear"
+    )
+    z, shifted, zy = offset_example()
+    # The formulas hold for the shifted data, but a Gram matrix of raw values near 1e8 loses
+    # eight digits to cancellation; Kornblith et al.'s code centres the features first.
+    expected = reference_cka(shifted - shifted.mean(axis=0), zy, kernel=kernel, unbiased=unbiased)
+    if kernel == "linear":
+        published = kornblith_feature_space_linear_cka(shifted, zy, debiased=unbiased)
+        assert expected == pytest.approx(published, abs=1e-12)
+    assert cka(shifted, zy, kernel=kernel, unbiased=unbiased) == pytest.approx(expected, abs=1e-9)
+    assert cka(shifted, zy, kernel=kernel, unbiased=unbiased) == pytest.approx(
+        cka(z, zy, kernel=kernel, unbiased=unbiased), abs=1e-9
+    )
+    assert cka_matrix([zy], [shifted, z], kernel=kernel, unbiased=unbiased)[0] == pytest.approx(
+        [expected, expected], abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_real_pixels_far_from_zero_match_kornblith_et_al(unbiased):
+    # Digit pixels (several columns are always 0) moved to 1e4 + pixel, against a ReLU
+    # projection: the constant columns must drop out and nothing else change.
+    pixels = load_digits().data[:400].astype(np.float64)
+    y = np.maximum(pixels @ np.random.default_rng(1).normal(size=(64, 16)), 0.0)
+    expected = kornblith_feature_space_linear_cka(pixels, y, debiased=unbiased)
+    assert cka(pixels + 1e4, y, unbiased=unbiased) == pytest.approx(expected, abs=1e-10)
+    assert cka_matrix([pixels + 1e4, pixels], [y], unbiased=unbiased)[:, 0] == pytest.approx(
+        [expected, expected], abs=1e-10
+    )
+
+
+@pytest.mark.parametrize("offset", [0.1, 1e4, 1e12])
+@pytest.mark.parametrize(("kernel", "unbiased"), VARIANTS)
+def test_a_constant_representation_is_refused_whatever_its_offset(kernel, unbiased, offset):
+    _, y = related(20, 4, 4, seed=8)
+    constant = np.full((20, 4), offset) * np.array([1.0, np.pi, -np.e, 1 / 3])
+    with pytest.raises(MetricError, match="constant across the stimuli"):
+        cka(constant, y, kernel=kernel, unbiased=unbiased)
+    with pytest.raises(MetricError, match="constant across the stimuli"):
+        cka(y, constant, kernel=kernel, unbiased=unbiased)
+
+
+def test_unbiased_cka_refuses_a_representation_whose_self_hsic_is_zero():
+    # One stimulus differs from 19 identical ones: Song et al.'s estimator of HSIC(X, X)
+    # is exactly 0 (reference_hsic_unbiased agrees), so CKA would divide by zero.
+    x, y = np.zeros((20, 3)), related(20, 4, 4, seed=8)[1]
+    x[0] = 1.0
+    assert reference_hsic_unbiased(x @ x.T, x @ x.T) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(MetricError, match="unbiased HSIC with itself is not positive"):
+        cka(x, y, unbiased=True)
+    assert np.isfinite(cka(x, y, unbiased=False))
+
+
 def test_bad_inputs_are_explained():
     x, y = related(20, 4, 4, seed=8)
     with pytest.raises(MetricError, match="same stimuli"):
@@ -177,8 +266,10 @@ def test_bad_inputs_are_explained():
         cka(x[:2], y[:2], unbiased=False)
     with pytest.raises(MetricError, match="constant"):
         cka(np.full((20, 4), 0.1), y)
+    mostly_equal = np.zeros((20, 4))
+    mostly_equal[0] = 1.0  # 171 of 190 pairs at distance 0
     with pytest.raises(MetricError, match="median distance"):
-        cka(np.zeros((20, 4)), y, kernel="rbf")
+        cka(mostly_equal, y, kernel="rbf")
     broken = x.copy()
     broken[3, 1] = np.nan
     with pytest.raises(MetricError, match="NaN"):

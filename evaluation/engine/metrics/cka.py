@@ -34,8 +34,8 @@ from evaluation.engine.metrics.similarity import as_matrix
 
 Kernel = Literal["linear", "rbf"]
 KERNELS: tuple[str, ...] = ("linear", "rbf")
-# A self-HSIC this small relative to the raw kernel's size is rounding noise: the
-# representation does not vary across stimuli.
+# A self-HSIC this small next to the centred kernel's own size (its trace squared; n^2 for
+# the RBF kernel, whose entries lie in [0, 1]) leaves no usable signal.
 DEGENERATE = 1e-12
 # Above this, linear CKA keeps features rather than n x n matrices even where the Gram
 # form would be faster. The Gram form holds every layer_b matrix plus one layer_a matrix:
@@ -105,8 +105,28 @@ def _use_features(
     return feature_cost < gram_cost
 
 
-def _kernel_matrix(x: np.ndarray, kernel: str, rbf_sigma: float) -> np.ndarray:
-    centred = x - x.mean(axis=0)
+def _centre_columns(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``x`` minus its column means, with columns that vary only by rounding set to zero.
+
+    Centring a column of one repeated value leaves the mean's rounding error in every entry,
+    up to about n ulps of the value; kept, that residue would be measured as signal. The
+    test compares each column's centred spread with its own raw size, so a real feature far
+    from zero (an offset of 1e4 with unit spread) is kept whatever the offset.
+    """
+    centred = np.subtract(x, x.mean(axis=0), out=out)
+    spread = np.einsum("ij,ij->j", centred, centred)
+    size = np.einsum("ij,ij->j", x, x)
+    centred[:, spread <= (2 * len(x) * np.finfo(np.float64).eps) ** 2 * size] = 0.0
+    if not centred.any():
+        raise MetricError(
+            "A representation is constant across the stimuli, so its CKA with anything is "
+            "undefined. Check that the layer's embeddings differ between stimuli."
+        )
+    return centred
+
+
+def _kernel_matrix(centred: np.ndarray, kernel: str, rbf_sigma: float) -> np.ndarray:
+    """The kernel of column-centred features (centring first changes no distance)."""
     gram = centred @ centred.T
     if kernel == "linear":
         return gram
@@ -162,22 +182,32 @@ def _feature_hsic(
     )
 
 
-def _check_signal(self_hsic: float, x: np.ndarray, kernel: str) -> None:
-    # Judged against the raw embeddings: centring a constant one leaves rounding noise,
-    # which measured against itself would look like signal.
-    scale = float(np.einsum("ij,ij->", x, x)) ** 2 if kernel == "linear" else float(len(x)) ** 2
+def _check_signal(self_hsic: float, centred: np.ndarray, kernel: str) -> None:
+    """Refuse a self-HSIC that is not clearly positive next to the centred kernel's size.
+
+    Centred against centred: the raw values' size says nothing about the signal (a feature
+    offset by 1e4 would swamp it). The biased estimator is positive for any representation
+    that varies; the unbiased one can fall to zero or below when almost all the variation
+    sits in one or two stimuli, and its square root is then undefined.
+    """
+    if kernel == "linear":
+        scale = float(np.einsum("ij,ij->", centred, centred)) ** 2
+    else:
+        scale = float(len(centred)) ** 2
     if not self_hsic > DEGENERATE * scale:
         raise MetricError(
-            "A representation is (nearly) constant across the stimuli, so its CKA with "
-            "anything is undefined."
+            "A representation varies too little across the stimuli for CKA: its unbiased "
+            "HSIC with itself is not positive (almost all of its variation sits in a few "
+            "stimuli). Use unbiased=False or more stimuli."
         )
 
 
 def _gram_layer(x: np.ndarray, *, kernel: str, unbiased: bool, rbf_sigma: float) -> _GramLayer:
-    k = _kernel_matrix(x, kernel, rbf_sigma)
+    centred = _centre_columns(x)
+    k = _kernel_matrix(centred, kernel, rbf_sigma)
     gram = _u_centre(k) if unbiased else _double_centre(k)
     self_hsic = float(np.vdot(gram, gram))
-    _check_signal(self_hsic, x, kernel)
+    _check_signal(self_hsic, centred, kernel)
     return _GramLayer(gram=gram, self_hsic=self_hsic)
 
 
@@ -185,12 +215,12 @@ def _feature_layer(
     x: np.ndarray, *, unbiased: bool, out: np.ndarray | None = None
 ) -> _FeatureLayer:
     """Centre ``x`` (into ``out`` when given, a slice of the stacked layers)."""
-    centred = np.subtract(x, x.mean(axis=0), out=out)
+    centred = _centre_columns(x, out=out)
     norms = np.einsum("ij,ij->i", centred, centred)
     covariance = centred.T @ centred
     self_cross = float(np.einsum("ij,ij->", covariance, covariance))
     self_hsic = _feature_hsic(self_cross, norms, norms, len(x), unbiased)
-    _check_signal(self_hsic, x, "linear")
+    _check_signal(self_hsic, centred, "linear")
     return _FeatureLayer(features=centred, row_norms=norms, self_hsic=self_hsic)
 
 
