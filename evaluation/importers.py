@@ -2,25 +2,32 @@
 
 Parsing is all-or-nothing: an ImportProblem (with a message naming the file, row or
 member at fault) is raised before anything is kept, and the caller discards the staging
-folder. Zip members are checked for absolute paths, ``..``, links, count and unpacked size
-before a byte is extracted.
+folder. Zip members are checked for absolute paths, ``..``, links, count and declared
+unpacked size before a byte is extracted, then unpacked a chunk at a time against a running
+budget of actual bytes; a member whose first bytes are no image (or audio) is refused before
+the rest is unpacked.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
-import io
+import hashlib
+import itertools
+import lzma
+import re
 import stat
 import zipfile
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from PIL import Image, UnidentifiedImageError
-
-from evaluation.engine.audio import check_audio_bytes
+from evaluation.engine.audio import AudioProblem, check_audio_file, sniff_audio_head
 from evaluation.engine.fingerprint import stimulus_hash
+from evaluation.engine.images import ImageProblem, check_image_file, sniff_image_head
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -33,6 +40,10 @@ SPLIT_FOLDERS = {
     "test": "test",
 }
 CSV_SNIFF_BYTES = 64 * 1024
+# Uploads are read, and zip members unpacked, this much at a time: peak memory stays a few
+# chunks whatever the file's size.
+UNPACK_CHUNK_BYTES = 1 << 20
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
 
 class ImportProblem(Exception):
@@ -68,7 +79,8 @@ def parse_audio_zip(
 class _FileKind:
     noun: str  # "image", "audio file"
     suffixes: frozenset[str]
-    check: Callable[[bytes, str], None]  # decodes the whole file or raises ImportProblem
+    sniff: Callable[[bytes, str], None]  # first bytes -> ImportProblem if it cannot be one
+    check: Callable[[Path, str], None]  # decodes the whole unpacked file or raises ImportProblem
 
 
 def _parse_file_zip(
@@ -84,8 +96,9 @@ def _parse_file_zip(
         files = [info for info in members if not info.is_dir()]
         if not files:
             raise ImportProblem(f"The zip holds no {kind.noun}s: expected folders named by label.")
+        budget = _Budget(max_bytes)
         parsed = [
-            _unpack_file(archive, info, kind, staging, order)
+            _unpack_file(archive, info, kind, staging, order, budget)
             for order, info in enumerate(sorted(files, key=lambda i: i.filename))
         ]
     return parsed
@@ -120,15 +133,33 @@ def _check_members(
             raise ImportProblem(f"The zip member {name!r} is encrypted; upload an unencrypted zip.")
         total += info.file_size
         if total > max_bytes:
-            raise ImportProblem(
-                f"The zip unpacks to more than {max_bytes // (1024 * 1024)} MB; split it or raise "
-                "DATASET_UNZIPPED_MAX_BYTES."
-            )
+            raise ImportProblem(_unpacks_to_more_than(max_bytes))
         if not info.is_dir() and path.suffix.lower() not in kind.suffixes:
             raise ImportProblem(
                 f"The zip member {name!r} is not an {kind.noun} (expected "
                 f"{', '.join(sorted(kind.suffixes))})."
             )
+
+
+def _unpacks_to_more_than(max_bytes: int) -> str:
+    return (
+        f"The zip unpacks to more than {max_bytes // (1024 * 1024)} MB; split it or raise "
+        "DATASET_UNZIPPED_MAX_BYTES."
+    )
+
+
+class _Budget:
+    """Unpacked bytes still allowed, spent as they are decompressed: the sizes a zip
+    declares are checked first, but they are the uploader's word, so the actual bytes count."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise ImportProblem(_unpacks_to_more_than(self.limit))
 
 
 def _label_and_split(path: PurePosixPath) -> tuple[str, str]:
@@ -145,48 +176,97 @@ def _label_and_split(path: PurePosixPath) -> tuple[str, str]:
 
 
 def _unpack_file(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, kind: _FileKind, staging: Path, order: int
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    kind: _FileKind,
+    staging: Path,
+    order: int,
+    budget: _Budget,
 ) -> ParsedStimulus:
     path = PurePosixPath(info.filename.replace("\\", "/"))
     label, split = _label_and_split(path)
-    try:
-        data = archive.read(info)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ImportProblem(f"The zip member {info.filename!r} cannot be read: {exc}") from None
-    kind.check(data, info.filename)
     stored_name = f"{order:06d}{path.suffix.lower()}"
-    (staging / stored_name).write_bytes(data)
+    target = staging / stored_name
+    content_hash = _copy_member(archive, info, target, kind, budget)
+    kind.check(target, info.filename)
     return ParsedStimulus(
         name=str(path),
         label=label,
         split=split,
-        content_hash=stimulus_hash(content=data),
+        content_hash=content_hash,
         stored_name=stored_name,
     )
 
 
-def _check_image(data: bytes, name: str) -> None:
-    """Decode the whole image: verify() alone misses truncated pixel data."""
+def _copy_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, kind: _FileKind, budget: _Budget
+) -> str:
+    """Unpack one member to ``target`` a chunk at a time, so memory stays flat whatever
+    its size; its first chunk must look like the kind of file it claims to be. Returns the
+    content hash (the same as ``stimulus_hash`` of the whole content)."""
+    digest = hashlib.sha256()
+    written = 0
+    with open(target, "wb") as out, contextlib.closing(_member_chunks(archive, info)) as chunks:
+        for chunk in chunks:
+            if written == 0:
+                kind.sniff(chunk, info.filename)
+            written += len(chunk)
+            budget.spend(len(chunk))
+            if written > info.file_size:
+                raise ImportProblem(
+                    f"The zip member {info.filename!r} unpacks to more than the "
+                    f"{info.file_size} bytes its header declares: the zip is damaged."
+                )
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _member_chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Generator[bytes, None, None]:
+    # zipfile decompresses at most the size asked for per read, whatever the ratio.
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImportProblem(f"The image {name!r} is corrupt or not an image: {exc}") from None
-    except Image.DecompressionBombError:
-        raise ImportProblem(f"The image {name!r} is too large to decode safely.") from None
+        with archive.open(info) as member:
+            while chunk := member.read(UNPACK_CHUNK_BYTES):
+                yield chunk
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError) as exc:
+        raise ImportProblem(f"The zip member {info.filename!r} cannot be read: {exc}") from None
+    except NotImplementedError as exc:  # a compression method zipfile does not read
+        raise ImportProblem(
+            f"The zip member {info.filename!r} cannot be read: {exc}; zip it again with the "
+            "usual (deflate) compression."
+        ) from None
 
 
-def _check_audio(data: bytes, name: str) -> None:
+def _sniff_image(head: bytes, name: str) -> None:
     try:
-        check_audio_bytes(data, name)
-    except ValueError as exc:
-        raise ImportProblem(f"{exc} (zip member {name!r})") from None
+        sniff_image_head(head, name)
+    except ImageProblem as exc:
+        raise ImportProblem(str(exc)) from None
 
 
-IMAGES = _FileKind("image", frozenset(IMAGE_SUFFIXES), _check_image)
-AUDIO = _FileKind("audio file", frozenset(AUDIO_SUFFIXES), _check_audio)
+def _check_image(path: Path, name: str) -> None:
+    try:
+        check_image_file(path, name)
+    except ImageProblem as exc:
+        raise ImportProblem(str(exc)) from None
+
+
+def _sniff_audio(head: bytes, name: str) -> None:
+    try:
+        sniff_audio_head(head, name)
+    except AudioProblem as exc:
+        raise ImportProblem(str(exc)) from None
+
+
+def _check_audio(path: Path, name: str) -> None:
+    try:
+        check_audio_file(str(path), name)
+    except AudioProblem as exc:
+        raise ImportProblem(str(exc)) from None
+
+
+IMAGES = _FileKind("image", frozenset(IMAGE_SUFFIXES), _sniff_image, _check_image)
+AUDIO = _FileKind("audio file", frozenset(AUDIO_SUFFIXES), _sniff_audio, _check_audio)
 
 
 # --- Texts in a CSV ------------------------------------------------------------------------
@@ -232,20 +312,62 @@ def parse_text_csv(
 
 
 def _csv_reader(upload: BinaryIO) -> csv.DictReader:
-    raw = upload.read()
-    if not raw.strip():
+    """A reader over the upload's lines, decoded as they are read: a CSV is never held
+    whole (its raw bytes, decoded text and a copy of it cost several times its size)."""
+    lines = _text_lines(_byte_lines(upload))
+    head: list[str] = []
+    for line in lines:
+        head.append(line)
+        if sum(map(len, head)) >= CSV_SNIFF_BYTES:
+            break
+    sample = "".join(head)
+    if not sample.strip():
         raise ImportProblem("The CSV file is empty.")
     try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ImportProblem(
-            f"The CSV is not UTF-8 text (byte {exc.start}); save it as UTF-8 and retry."
-        ) from None
-    try:
-        dialect = csv.Sniffer().sniff(content[:CSV_SNIFF_BYTES], delimiters=",;\t")
+        dialect = csv.Sniffer().sniff(sample[:CSV_SNIFF_BYTES], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel  # a single column has no delimiter to sniff
-    return csv.DictReader(io.StringIO(content, newline=""), dialect=dialect)
+    return csv.DictReader(itertools.chain(head, lines), dialect=dialect)
+
+
+def _byte_lines(upload: BinaryIO) -> Iterator[bytes]:
+    """The upload's lines, each with its b"\\n", read a chunk at a time."""
+    pending: list[bytes] = []
+    while chunk := upload.read(UNPACK_CHUNK_BYTES):
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            pending.append(chunk[start : end + 1])
+            yield b"".join(pending)
+            pending.clear()
+            start = end + 1
+        pending.append(chunk[start:])
+    if any(pending):
+        yield b"".join(pending)
+
+
+def _text_lines(lines: Iterator[bytes]) -> Iterator[str]:
+    """Decode UTF-8 (an initial byte-order mark dropped) line by line: a newline byte never
+    falls inside a UTF-8 character, so each line decodes on its own."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset = 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            text = decoder.decode(line)
+        except UnicodeDecodeError as exc:
+            raise ImportProblem(
+                f"The CSV is not UTF-8 text (line {number}, byte {offset + exc.start}); save "
+                "it as UTF-8 and retry."
+            ) from None
+        offset += len(line)
+        # A lone \r ends a line too (old Mac files), as in a text file opened with newline="".
+        yield from (part for part in _LONE_CR.split(text) if part)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ImportProblem(
+            f"The CSV is not UTF-8 text (it ends inside a character, byte {offset}); save it "
+            "as UTF-8 and retry."
+        ) from None
 
 
 def _rows(reader: csv.DictReader, max_rows: int) -> Iterator[dict[str, str]]:

@@ -64,4 +64,8 @@ class StimulusInput:
 
     @property
     def name(self) -> str:
+        """What messages call it: its name in the dataset when the caller gives one (meta
+        ``name``, e.g. the zip member), else the file's name or the text's beginning."""
+        if self.meta.get("name"):
+            return self.meta["name"]
         return Path(self.path).name if self.path else (self.text[:40] or "<empty text>")

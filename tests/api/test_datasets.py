@@ -104,6 +104,36 @@ def test_zip_member_escaping_the_archive_is_named(api, isolated_storage):
     assert nothing_kept(isolated_storage)
 
 
+@pytest.mark.parametrize(
+    ("modality", "member", "message"),
+    [
+        (
+            "image",
+            "cat/zeros.png",
+            "The image 'cat/zeros.png' is corrupt or not an image: Pillow recognises no image "
+            "format in it.",
+        ),
+        (
+            "audio",
+            "low/zeros.wav",
+            "Audio 'low/zeros.wav' cannot be decoded: Format not recognised.",
+        ),
+    ],
+)
+def test_a_member_that_is_no_image_or_audio_is_named_with_the_reason(
+    api, isolated_storage, modality, member, message
+):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(member, bytes(32 << 20))  # 32 MiB of zeros, 32 kB zipped
+    response = upload(
+        api, name="z", modality=modality, file=SimpleUploadedFile("z.zip", buffer.getvalue())
+    )
+    assert response.status_code == 400
+    assert response.json() == error("invalid", f"file: {message}", {"file": [message]})
+    assert nothing_kept(isolated_storage)
+
+
 def test_form_checks(api, isolated_storage):
     no_column = upload(
         api,

@@ -12,7 +12,7 @@ import torch
 
 from evaluation.engine.adapters import adapter_class, load_adapter, validate_spec
 from evaluation.engine.adapters.base import resolve_package_path
-from evaluation.engine.errors import ModelSpecError
+from evaluation.engine.errors import ModelSpecError, StimulusError
 from evaluation.engine.specs import ModelSpec, StimulusInput
 from tests.package_canary import write_canary_distribution
 
@@ -85,6 +85,18 @@ def test_a_package_that_ships_no_model_is_refused_without_running_it(tmp_path, m
     with pytest.raises(ModelSpecError, match="'likeness_canary_empty'.* ships no model folder"):
         resolve_package_path("package:likeness_canary_empty")
     assert not sentinel.exists() and "likeness_canary_empty" not in sys.modules
+
+
+def test_an_undecodable_image_is_named_with_the_decoders_reason_not_the_path(tmp_path):
+    from evaluation.engine.adapters.base import open_rgb
+
+    (tmp_path / "000007.png").write_bytes(b"not an image at all")
+    stimulus = StimulusInput(path=str(tmp_path / "000007.png"), meta={"name": "cats/tabby.png"})
+    with pytest.raises(StimulusError) as caught:
+        open_rgb(stimulus)
+    assert str(caught.value) == (
+        "Image 'cats/tabby.png' cannot be decoded: Pillow recognises no image format in it."
+    )
 
 
 def test_unknown_source_is_refused():

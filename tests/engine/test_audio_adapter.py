@@ -13,7 +13,7 @@ import torch
 from scipy.signal import resample
 
 from evaluation.engine.adapters import adapter_class, load_adapter
-from evaluation.engine.audio import check_audio_bytes, load_waveform
+from evaluation.engine.audio import check_audio_file, load_waveform, sniff_audio_head
 from evaluation.engine.errors import ModelSpecError, StimulusError
 from evaluation.engine.extraction import extract_layers
 from evaluation.engine.specs import ModelSpec, StimulusInput
@@ -215,21 +215,42 @@ def test_undecodable_and_empty_files_are_named(models, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
-def test_check_audio_bytes_accepts_real_audio(fmt):
-    buffer = io.BytesIO()
-    soundfile.write(buffer, _tone(440, 0.2), RATE, format=fmt)
-    check_audio_bytes(buffer.getvalue(), f"tone.{fmt.lower()}")
+def test_check_audio_file_accepts_real_audio(fmt, tmp_path):
+    path = tmp_path / f"tone.{fmt.lower()}"
+    soundfile.write(path, _tone(440, 0.2), RATE, format=fmt)
+    check_audio_file(str(path), "cats/tone")
+    sniff_audio_head(path.read_bytes()[:4096], "cats/tone")
 
 
-def test_check_audio_bytes_refuses_corrupt_and_empty_audio():
-    with pytest.raises(ValueError, match="'junk.mp3' cannot be decoded"):
-        check_audio_bytes(b"\x00garbage" * 10, "junk.mp3")
-    with pytest.raises(ValueError, match="'nothing.wav' cannot be decoded"):
-        check_audio_bytes(b"", "nothing.wav")
-    empty = io.BytesIO()
-    soundfile.write(empty, np.zeros(0, np.float32), RATE, format="WAV")
+def test_check_audio_file_refuses_corrupt_and_empty_audio_naming_it_not_the_path(tmp_path):
+    (tmp_path / "junk.mp3").write_bytes(b"\x00garbage" * 10)
+    (tmp_path / "nothing.wav").write_bytes(b"")
+    soundfile.write(tmp_path / "empty.wav", np.zeros(0, np.float32), RATE, format="WAV")
+    with pytest.raises(ValueError) as caught:
+        check_audio_file(str(tmp_path / "junk.mp3"), "dogs/junk.mp3")
+    assert str(caught.value) == "Audio 'dogs/junk.mp3' cannot be decoded: Format not recognised."
+    with pytest.raises(ValueError, match="'nothing.wav' cannot be decoded: Format not recognised"):
+        check_audio_file(str(tmp_path / "nothing.wav"), "nothing.wav")
     with pytest.raises(ValueError, match="'empty.wav' has no samples"):
-        check_audio_bytes(empty.getvalue(), "empty.wav")
+        check_audio_file(str(tmp_path / "empty.wav"), "empty.wav")
+    soundfile.write(tmp_path / "nan.wav", np.array([0.1, np.nan] * 400), RATE, subtype="FLOAT")
+    with pytest.raises(ValueError, match=r"^Audio 'cut.wav' contains NaN or infinite samples\.$"):
+        check_audio_file(str(tmp_path / "nan.wav"), "cut.wav")
+
+
+def test_a_head_with_no_audio_format_is_refused_but_a_long_id3_tag_is_not():
+    with pytest.raises(ValueError, match="'z.wav' cannot be decoded: Format not recognised"):
+        sniff_audio_head(bytes(1 << 20), "z.wav")
+    # An MP3's ID3 tag (cover art) can be longer than the head; the full decode decides.
+    sniff_audio_head(b"ID3\x03\x00\x00\x01\x00\x00\x00" + bytes(1 << 20), "song.mp3")
+
+
+def test_decoder_messages_name_the_stimulus_not_the_server_path(tmp_path):
+    (tmp_path / "000003.wav").write_bytes(b"RIFF\x00\x01not really a wave file")
+    with pytest.raises(StimulusError) as caught:
+        load_waveform(str(tmp_path / "000003.wav"), RATE)
+    assert str(caught.value).startswith("Audio '000003.wav' cannot be decoded: ")
+    assert str(tmp_path) not in str(caught.value) and "<" not in str(caught.value)
 
 
 def test_identity_and_preprocessing_are_recorded(models):

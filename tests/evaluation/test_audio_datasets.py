@@ -4,6 +4,7 @@ scored through a run with a wav2vec2-style model saved locally (no hub)."""
 from __future__ import annotations
 
 import io
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -13,12 +14,14 @@ import torch
 from django.core.exceptions import ValidationError
 
 from evaluation import services
+from evaluation.engine.fingerprint import stimulus_hash
 from evaluation.metrics import knn_entry
 from evaluation.models import Dataset, Score, Stimulus
 from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
 RATE = 16000
+MiB = 1 << 20
 
 
 def wav_bytes(freq: float, seconds: float = 0.4, fmt: str = "WAV") -> bytes:
@@ -107,6 +110,39 @@ def test_bad_audio_members_are_refused_and_nothing_is_kept(member, data, message
     with pytest.raises(ValidationError, match=message):
         services.dataset_import_audio(name="bad", upload=tones_zip({member: data}))
     assert Dataset.objects.count() == 0 and Stimulus.objects.count() == 0
+
+
+def test_a_member_of_zeros_is_refused_from_its_first_bytes_naming_it():
+    upload = tones_zip({"low/zeros.wav": bytes(64 * MiB)})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValidationError) as caught:
+            services.dataset_import_audio(name="bad", upload=upload)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.message_dict["file"] == [
+        "Audio 'low/zeros.wav' cannot be decoded: Format not recognised."
+    ]
+    assert peak < 8 * MiB, f"{peak / MiB:.0f} MiB held while refusing a 64 MiB member"
+    assert Dataset.objects.count() == 0
+
+
+def test_a_long_clip_is_checked_a_block_at_a_time():
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(32 * MiB, np.int16), RATE, format="WAV")  # 35 minutes
+    clip = buffer.getvalue()
+    upload = tones_zip({"low/long.wav": clip})
+    del buffer
+    tracemalloc.start()
+    try:
+        dataset = services.dataset_import_audio(name="long", upload=upload)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Decoded whole, this clip is 128 MiB of float32 samples.
+    assert peak < 16 * MiB, f"{peak / MiB:.0f} MiB held while checking a 64 MiB clip"
+    assert dataset.stimuli.get(name="low/long.wav").content_hash == stimulus_hash(content=clip)
 
 
 def test_an_image_model_cannot_run_on_audio(enqueued):  # noqa: F811

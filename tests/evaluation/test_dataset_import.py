@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
+import subprocess
+import sys
+import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -12,10 +19,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from evaluation import services
+from evaluation.engine.fingerprint import stimulus_hash
 from evaluation.models import Dataset, Stimulus, Target
 from tests.conftest import make_image_dataset, make_text_dataset
 
 pytestmark = pytest.mark.django_db
+MiB = 1 << 20
 
 
 def png_bytes() -> bytes:
@@ -106,6 +115,137 @@ def test_corrupt_image_is_named(isolated_storage):
     with pytest.raises(ValidationError, match="'cat/broken.png' is corrupt"):
         import_zip(data)
     assert_nothing_kept(isolated_storage / "media")
+
+
+def test_corrupt_image_message_names_the_member_and_the_decoders_reason(isolated_storage):
+    with pytest.raises(ValidationError) as caught:
+        import_zip(zip_of({"cat/ok.png": png_bytes(), "cat/notes.png": b"just some text"}))
+    message = caught.value.message_dict["file"][0]
+    assert message == (
+        "The image 'cat/notes.png' is corrupt or not an image: Pillow recognises no image "
+        "format in it."
+    )
+    with pytest.raises(ValidationError) as caught:
+        import_zip(zip_of({"cat/cut.png": png_bytes()[:-20]}))
+    message = caught.value.message_dict["file"][0]
+    assert message.startswith("The image 'cat/cut.png' is corrupt or not an image: ")
+    assert "<" not in message and "staging" not in message and "import-" not in message
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_an_image_with_more_pixels_than_pillow_decodes_safely_is_refused(isolated_storage):
+    from PIL import Image
+
+    side = 9500  # 90.25 million pixels, just over Image.MAX_IMAGE_PIXELS (89.5 million)
+    with pytest.raises(
+        ValidationError,
+        match=r"'cat/huge.png' has more pixels than Pillow decodes safely \(9500 x 9500 pixels",
+    ):
+        import_zip(zip_of({"cat/huge.png": blank_png(side, side)}))
+    assert side * side > Image.MAX_IMAGE_PIXELS
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of ``width`` x ``height`` black pixels, built without holding its
+    pixels (an image that compresses to almost nothing yet decodes to many megabytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_member_of_zeros_is_refused_from_its_first_bytes_without_being_held(
+    isolated_storage,
+):
+    data = zip_of({"cat/ok.png": png_bytes(), "cat/zeros.png": bytes(64 * MiB)})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValidationError, match="'cat/zeros.png' is corrupt or not an image"):
+            import_zip(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB, f"{peak / MiB:.0f} MiB held while refusing a 64 MiB member"
+    assert_nothing_kept(isolated_storage / "media")
+
+
+def test_a_large_valid_member_is_unpacked_a_chunk_at_a_time(settings, isolated_storage):
+    image = png_bytes() + bytes(64 * MiB)  # Pillow ignores what follows the image
+    data = zip_of({"cat/padded.png": image})
+    tracemalloc.start()
+    try:
+        dataset = import_zip(data, "padded")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB, f"{peak / MiB:.0f} MiB held while unpacking a 64 MiB member"
+    stimulus = dataset.stimuli.get()
+    assert stimulus.content_hash == stimulus_hash(content=image)
+    assert (Path(settings.MEDIA_ROOT) / stimulus.file.name).read_bytes() == image
+
+
+def test_peak_memory_stays_flat_for_hundreds_of_megabytes_of_zeros(tmp_path):
+    """The issue's zip bomb, scaled to 512 MiB: the importer in its own process, peak RSS
+    measured (the old importer held every byte, then copies: over a gigabyte here)."""
+    write_zeros_zip(tmp_path / "zeros.zip", "cat/zeros.png", 512 * MiB)
+    write_zeros_zip(tmp_path / "padded.zip", "cat/padded.png", 256 * MiB, head=png_bytes())
+    zeros = peak_import_memory(tmp_path / "zeros.zip", tmp_path / "s1")
+    assert "'cat/zeros.png' is corrupt or not an image" in zeros["refused"]
+    padded = peak_import_memory(tmp_path / "padded.zip", tmp_path / "s2")
+    assert padded["refused"] == "" and padded["stimuli"] == 1
+    for case in (zeros, padded):
+        assert case["peak_mib"] < 300, case
+
+
+def write_zeros_zip(path: Path, member: str, size: int, head: bytes = b"") -> None:
+    """A zip with one ``member`` of ``head`` then zeros, written without holding it."""
+    block = bytes(MiB)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(member, "w") as out:
+            out.write(head)
+            for _ in range(size // MiB):
+                out.write(block)
+
+
+PEAK_SCRIPT = """
+import json, sys
+from pathlib import Path
+from evaluation.importers import ImportProblem, parse_image_zip
+staging = Path(sys.argv[2]); staging.mkdir()
+try:
+    with open(sys.argv[1], "rb") as upload:
+        parsed = parse_image_zip(
+            upload, staging=staging, max_unzipped_bytes=2 << 30, max_members=10
+        )
+    result = {"refused": "", "stimuli": len(parsed)}
+except ImportProblem as exc:
+    result = {"refused": str(exc), "stimuli": 0}
+# VmHWM: this process's peak resident memory. (ru_maxrss would also count the pytest
+# process this one was forked from, before exec.)
+status = Path("/proc/self/status").read_text()
+result["peak_mib"] = int(status.split("VmHWM:")[1].split()[0]) / 1024
+print(json.dumps(result))
+"""
+
+
+def peak_import_memory(archive: Path, staging: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(archive), str(staging)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return json.loads(done.stdout)
 
 
 def test_not_a_zip_is_refused(isolated_storage):
@@ -205,6 +345,37 @@ def test_non_utf8_csv_is_refused():
         services.dataset_import_texts(
             name="latin", upload=io.BytesIO("text\ncaf\xe9\n".encode("latin-1"))
         )
+
+
+def test_non_utf8_csv_names_the_line():
+    upload = io.BytesIO("text\nfine\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValidationError, match=r"not UTF-8 text \(line 3, byte 13\)"):
+        services.dataset_import_texts(name="latin", upload=upload)
+
+
+def test_a_csv_over_the_row_limit_is_refused_without_reading_it_whole(settings):
+    settings.DATASET_MAX_STIMULI = 10
+    upload = io.BytesIO(b"text\n" + b"a sentence of words\n" * (2 * MiB))  # 40 MiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValidationError, match="more than 10 rows"):
+            services.dataset_import_texts(name="long", upload=upload, label_column="")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB, f"{peak / MiB:.0f} MiB held to refuse row 11"
+    assert Dataset.objects.count() == 0
+
+
+def test_quoted_fields_may_span_lines_and_a_bom_is_dropped():
+    dataset = services.dataset_import_texts(
+        name="quoted",
+        upload=io.BytesIO('\ufefftext;label\n"two\nlines";a\r\nplain;b\n'.encode()),
+    )
+    assert list(dataset.stimuli.values_list("text", "label")) == [
+        ("two\nlines", "a"),
+        ("plain", "b"),
+    ]
 
 
 def test_duplicate_dataset_name_is_refused():

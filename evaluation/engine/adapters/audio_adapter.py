@@ -60,7 +60,7 @@ class TransformersAudioAdapter(_TransformersAdapter):
         return int(lengths[frames >= 1][0])
 
     def load_input(self, stimulus: StimulusInput) -> np.ndarray:
-        wave = load_waveform(stimulus.path, self.sampling_rate)
+        wave = load_waveform(stimulus.path, self.sampling_rate, name=stimulus.name)
         if len(wave) < self.min_samples:
             raise StimulusError(
                 f"Audio {stimulus.name!r} is too short: {1000 * len(wave) / self.sampling_rate:.1f}"

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from evaluation.engine.errors import ModelSpecError, StimulusError, close_names
+from evaluation.engine.images import ImageProblem, decode_rgb
 from evaluation.engine.specs import PACKAGE_PREFIX, ModelSpec, StimulusInput
 
 
@@ -276,12 +277,11 @@ def resolve_precision(device: torch.device, precision: str) -> torch.dtype | Non
 
 
 def open_rgb(stimulus: StimulusInput) -> Image.Image:
-    """Decode a stimulus image fully as RGB, or say which file cannot be decoded."""
+    """Decode a stimulus image fully as RGB, or say which stimulus cannot be decoded and why."""
     try:
-        with Image.open(stimulus.path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise StimulusError(f"Image {stimulus.name!r} cannot be decoded: {exc}") from None
+        return decode_rgb(stimulus.path, stimulus.name)
+    except ImageProblem as exc:
+        raise StimulusError(str(exc)) from None
 
 
 def resolve_device(name: str) -> torch.device:
