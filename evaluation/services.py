@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from evaluation import metrics as metric_registry
 from evaluation.engine import adapters
-from evaluation.engine.errors import EngineError, ModelSpecError, close_names
+from evaluation.engine.errors import EngineError, ModelSpecError, StorageError, close_names
 from evaluation.engine.extraction import ExtractionCancelled, extract_layers
 from evaluation.engine.fingerprint import dataset_content_hash, embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
@@ -516,6 +516,8 @@ def step_extract(*, step_id: int, worker: str) -> None:
     except ExtractionCancelled:
         return  # the run was cancelled, or another worker took the step over
     except EngineError as exc:
+        if isinstance(exc, StorageError):  # the administrator's to fix: say it in their log
+            logger.warning("Extraction of step %s stopped: %s", step_id, exc)
         step_fail(step_id=step_id, message=str(exc), worker=worker)
         return
     except Exception as exc:

@@ -26,12 +26,14 @@ _NEARLY_FULL_BYTES = 1 << 20
 
 
 def free_bytes(path: Path) -> int:
-    """Bytes still writable by an ordinary user on the device holding ``path`` (which need
-    not exist yet: its nearest existing parent is asked)."""
+    """Bytes this process may still write on the device holding ``path`` (which need not
+    exist yet: its nearest existing parent is asked). Root may also use the blocks a file
+    system reserves for it; quotas are not seen here (EDQUOT is named when it comes)."""
     for folder in (path, *path.parents):
         with suppress(OSError):
             stats = os.statvfs(folder)
-            return stats.f_bavail * stats.f_frsize
+            blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail
+            return blocks * stats.f_frsize
     return 0
 
 
@@ -84,54 +86,61 @@ def storage_error(
 ) -> StorageError | None:
     """The StorageError for ``exc`` if it is a storage condition, else None (a real bug).
 
-    ``path`` is what was being written (the error's own file name wins when it has one),
+    ``path`` is the file being written (the error's own file name wins when it has one),
     ``place`` names the storage it lives in for the reader ("EMBEDDINGS_ROOT (/srv/emb)"),
     ``doing`` what the write was for, ``needed`` the bytes it still needed, if known."""
     target = Path(exc.filename) if exc.filename else path
-    if target is None:
-        return None
-    place = place or str(target.parent)
-    doing = doing or f"write {target}"
     code = exc.errno
     if code is None and _SHORT_WRITE.match(str(exc)):
-        if free_bytes(target) >= max(needed or 0, _NEARLY_FULL_BYTES):
+        if target is None or free_bytes(target) >= max(needed or 0, _NEARLY_FULL_BYTES):
             return None
         code = errno.ENOSPC
+    if target is None:
+        if code in (errno.EACCES, errno.EPERM):  # also said of signals, users, ...: not ours
+            return None
+        where, free = place or "a disk this process writes to", None
+        doing = doing or "write a file (the worker log names it)"
+    else:
+        where, free = place or str(target.parent), free_bytes(target)
+        doing = doing or f"write {target}"
     if code == errno.ENOSPC:
-        return StorageError(_no_space(place, free_bytes(target), needed, doing))
+        return StorageError(_no_space(where, free, needed, doing))
     if code == errno.EDQUOT:
         about = f" (about {human_size(needed)} needed)" if needed else ""
         return StorageError(
-            f"Disk quota exceeded on the device holding {place} for user {_user()}: "
+            f"Disk quota exceeded on the device holding {where} for user {_user()}: "
             f"could not {doing}{about}. Free some of that user's space or ask for a larger "
             "quota, then retry; work already saved is kept."
         )
     if code in (errno.EACCES, errno.EPERM):
         reason = "Permission denied" if code == errno.EACCES else "Operation not permitted"
         return StorageError(
-            f"{reason} on {target}: user {_user()} may not write there, so could not "
-            f"{doing}. Give that user write access to {place} (or configure a folder it can "
-            "write), then retry."
+            f"{reason} on {target}: user {_user()} could not {doing}. Give that user write "
+            f"access to {where} (or configure a folder it can write), then retry."
         )
     if code == errno.EROFS:
         return StorageError(
-            f"{place} is on a read-only file system: could not {doing} ({target}). Remount "
-            "it read-write (or configure a writable folder), then retry."
+            f"{where} is on a read-only file system: could not {doing}"
+            f"{f' ({target})' if target else ''}. Remount it read-write (or configure a "
+            "writable folder), then retry."
         )
     if code == errno.EIO:
         return StorageError(
-            f"The device holding {place} reported an input/output error: could not {doing} "
-            f"({target}). Check the disk (the kernel log names it), then retry."
+            f"The device holding {where} reported an input/output error: could not {doing}"
+            f"{f' ({target})' if target else ''}. Check the disk (the kernel log names it), "
+            "then retry."
         )
     return None
 
 
-def _no_space(place: str, free: int, needed: int | None, doing: str) -> str:
-    about = f", about {human_size(needed)} needed" if needed else ""
+def _no_space(place: str, free: int | None, needed: int | None, doing: str) -> str:
+    figures = [f"{human_size(free)} free"] if free is not None else []
+    if needed:
+        figures.append(f"about {human_size(needed)} needed")
     return (
-        f"No space left on the device holding {place}: {human_size(free)} free{about} to "
-        f"{doing}. Free some space there (or move it to a larger disk), then retry; work "
-        "already saved is kept."
+        f"No space left on the device holding {place}"
+        f"{': ' + ', '.join(figures) if figures else ''} to {doing}. Free some space there "
+        "(or move it to a larger disk), then retry; work already saved is kept."
     )
 
 

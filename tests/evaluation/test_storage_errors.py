@@ -66,6 +66,9 @@ def test_a_storage_condition_met_outside_extraction_is_named_not_called_a_bug():
     message = services._internal_error("computing metrics", full)
     assert message.startswith("No space left on the device holding /srv/likeness/plots")
     assert "bug" not in message
-    assert "This is a bug in Likeness" in services._internal_error(
-        "computing metrics", KeyError("k")
-    )
+    # write(2) names no file: the condition is still named.
+    unnamed = services._internal_error("computing metrics", OSError(errno.ENOSPC, "No space"))
+    assert unnamed.startswith("No space left on the device holding a disk this process")
+    # A bug stays a bug, and EPERM without a file (a signal, say) is not about storage.
+    for bug in (KeyError("k"), PermissionError(errno.EPERM, "Operation not permitted")):
+        assert "This is a bug in Likeness" in services._internal_error("computing metrics", bug)
