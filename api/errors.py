@@ -5,8 +5,9 @@ Every 4xx and 5xx answer of the API is ``{"error": {"code", "message", "fields"}
 (for validation errors, every problem prefixed by where it is, e.g.
 ``metrics[0].params.k: ...``) and ``fields`` the per-field errors (empty when the problem
 is not about one field). Django ``ValidationError``s raised by services become 400s with
-the service's own message, ``Http404`` becomes 404, and anything unexpected a logged 500
-with the same shape (and no traceback).
+the service's own message, ``Http404`` becomes 404, an unreachable database or task queue a
+503 with Retry-After (an outage, not a bug: webapp/outages.py), and anything unexpected a
+logged 500 with the same shape (and no traceback).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
+from webapp.outages import (
+    BROKER_UNREACHABLE,
+    DATABASE_UNREACHABLE,
+    RETRY_AFTER_SECONDS,
+    broker_unreachable,
+    database_unreachable,
+)
 from webapp.uploads import human_bytes
 
 logger = logging.getLogger(__name__)
@@ -37,6 +45,18 @@ class UploadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is too large."
     default_code = "upload_too_large"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    """A service the API depends on is away (an outage): try again later."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "A service Likeness depends on is unreachable."
+    default_code = "service_unavailable"
+
+    def __init__(self, detail: str, code: str) -> None:
+        super().__init__(detail, code)
+        self.wait = RETRY_AFTER_SECONDS  # becomes the Retry-After header
 
 
 class Conflict(exceptions.APIException):
@@ -80,6 +100,12 @@ def _as_api_exception(exc: Exception) -> Exception:
         )
     if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields or files
         return exceptions.ParseError(str(exc))
+    if database_unreachable(exc):
+        logger.warning("Database unreachable: %s", exc)
+        return ServiceUnavailable(DATABASE_UNREACHABLE, "database_unreachable")
+    if broker_unreachable(exc):
+        logger.warning("Task queue unreachable: %s", exc)
+        return ServiceUnavailable(BROKER_UNREACHABLE, "queue_unreachable")
     return exc
 
 

@@ -520,6 +520,12 @@ class RunSerializer(serializers.ModelSerializer):
         "e.g. `Partly failed: 3 of 4 models failed` (`partly_failed`: the other models' "
         "scores are stored and count).",
     )
+    waiting_for_queue = serializers.BooleanField(
+        read_only=True,
+        help_text="True while some model's task could not be handed to the task queue (the "
+        "broker was unreachable): the run is stored and queued, and the workers send the task "
+        "once the broker answers again. Do not create the run a second time.",
+    )
     progress = serializers.SerializerMethodField(
         help_text="0 to 1, over all steps (1 once no step has work left, failed ones included)."
     )
@@ -536,6 +542,7 @@ class RunSerializer(serializers.ModelSerializer):
             "dataset",
             "status",
             "status_summary",
+            "waiting_for_queue",
             "metrics",
             "metric_keys",
             "progress",

@@ -340,7 +340,9 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
         summary="Launch a run",
         description="Validated as the *New run* form validates: the dataset, models of its "
         "modality, metrics that apply to its targets, layers the models have. One step per "
-        "model is queued for the workers.",
+        "model is queued for the workers. A 201 means the run is stored: when the task queue "
+        "is unreachable it is still created (`waiting_for_queue` is true) and starts once the "
+        "queue is back, so a client must not create it again.",
         request=serializers.RunCreateSerializer,
         responses={201: serializers.RunSerializer},
         examples=[

@@ -392,6 +392,18 @@ class Run(models.Model):
         return f"{label}: {failed} of {len(steps)} model{'s' if len(steps) != 1 else ''} failed"
 
     @property
+    def waiting_for_queue(self) -> bool:
+        """Some model waits for a worker, but its task could not be handed to the task queue
+        (the broker was unreachable): the workers send it once the broker answers again.
+        Reads ``steps`` (prefetch them on lists)."""
+        return not self.is_finished and any(
+            step.message_sent_at is None
+            and step.status in (StepStatus.QUEUED, StepStatus.EXTRACTED)
+            and not step.claimed_by
+            for step in self.steps.all()
+        )
+
+    @property
     def elapsed_seconds(self) -> float | None:
         if not self.started_at:
             return None

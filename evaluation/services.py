@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
@@ -23,9 +23,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from evaluation import metrics as metric_registry
 from evaluation.engine import adapters
@@ -416,9 +417,9 @@ def run_create(
             ]
         )
         step_ids = [step.pk for step in steps]
-        transaction.on_commit(
-            lambda: [_enqueue("evaluation.extract_embeddings", i) for i in step_ids]
-        )
+        # The run is the user's intent: it is stored even when the broker does not answer,
+        # and its unsent steps are sent by the workers' sweep once it does.
+        transaction.on_commit(lambda: _enqueue_steps("evaluation.extract_embeddings", step_ids))
     return run
 
 
@@ -485,22 +486,65 @@ def run_retry(*, run: Run) -> int:
             processed=0,
             started_at=None,
             finished_at=None,
-            heartbeat_at=None,
+            heartbeat_at=timezone.now(),
+            message_sent_at=None,
         )
         Run.objects.filter(pk=run.pk).update(
             status=RunStatus.QUEUED, error_message="", finished_at=None
         )
-        for step_id in step_ids:
-            transaction.on_commit(
-                lambda step_id=step_id: _enqueue("evaluation.extract_embeddings", step_id)
-            )
+        transaction.on_commit(lambda: _enqueue_steps("evaluation.extract_embeddings", step_ids))
     return len(step_ids)
 
 
-def _enqueue(task_name: str, step_id: int) -> None:
+# Tasks that move a run step on; each step records when its current one was sent.
+STEP_TASKS = frozenset({"evaluation.extract_embeddings", "evaluation.score_embeddings"})
+# What kombu raises when the broker does not answer (Celery wraps the transport's errors).
+BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, ConnectionError)
+
+
+def _enqueue(task_name: str, object_id: int) -> None:
+    """Hand a task to the broker; raises kombu's OperationalError when it does not answer
+    (``_send`` is the caller that copes with that)."""
     from workers.celery import app
 
-    app.send_task(task_name, args=[step_id])
+    app.send_task(task_name, args=[object_id])
+
+
+def _send(task_name: str, object_id: int) -> bool:
+    """Send a task; False (logged) when the broker does not answer.
+
+    Tasks are sent once the writes that need them are committed, so an unreachable broker
+    must not become an error after the fact (a client would retry and store twice): a step
+    task that was not sent leaves the step's ``message_sent_at`` empty, and the workers'
+    sweep (``steps_resend_lost``) sends it as soon as the broker answers again."""
+    try:
+        _enqueue(task_name, object_id)
+    except BROKER_ERRORS as exc:
+        logger.warning(
+            "The task queue is unreachable (%s); %s for %s was not sent%s.",
+            exc,
+            task_name,
+            object_id,
+            " (the workers send it once the queue is back)" if task_name in STEP_TASKS else "",
+        )
+        sent = False
+    else:
+        sent = True
+    if task_name in STEP_TASKS:
+        RunStep.objects.filter(pk=object_id).update(
+            message_sent_at=timezone.now() if sent else None
+        )
+    return sent
+
+
+def _enqueue_steps(task_name: str, step_ids: Sequence[int]) -> int:
+    """Send the steps' tasks in order; after one fails the others are left to the sweep too
+    (each try at an unreachable broker costs up to seconds). Returns how many were sent."""
+    for count, step_id in enumerate(step_ids):
+        if not _send(task_name, step_id):
+            RunStep.objects.filter(pk__in=step_ids[count:]).update(message_sent_at=None)
+            return count
+    return len(step_ids)
 
 
 # --- Step execution (called by workers) ----------------------------------------------------
@@ -920,5 +964,75 @@ def _requeue(step: RunStep) -> bool:
             logger.warning(
                 "Requeued step %s (%s, was held by %r)", step.pk, step.status, step.claimed_by
             )
-            transaction.on_commit(lambda: _enqueue(task_name, step.pk))
+            transaction.on_commit(lambda: _send(task_name, step.pk))
     return bool(updated)
+
+
+def steps_requeue_dropped(
+    *, worker: str, running: Collection[int], grace_seconds: float | None = None
+) -> int:
+    """Give back the steps that this live worker's name holds while none of its tasks runs
+    them: a task that lost the database mid-step could not even record its failure, and the
+    step would sit claimed until the stall reaper (``RUN_STALL_SECONDS``).
+
+    ``running`` holds the ids of the steps the worker's tasks have in hand; a step claimed in
+    the last ``grace_seconds`` is left alone (its task may not be listed yet)."""
+    grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    cutoff = timezone.now() - timezone.timedelta(seconds=grace)
+    steps = RunStep.objects.filter(
+        status__in=CLAIMED_STEP_STATUSES, claimed_by=worker, heartbeat_at__lt=cutoff
+    ).exclude(pk__in=list(running))
+    count = sum(_requeue(step) for step in steps)
+    if count:
+        logger.warning(
+            "Requeued %d run step(s) that %s held but no task was running", count, worker
+        )
+    return count
+
+
+def steps_resend_lost(
+    *, live: Collection[tuple[str, int]] | None, grace_seconds: float | None = None
+) -> int:
+    """Send again the task of each waiting step whose message is lost; returns how many.
+
+    A message is lost when it was never sent (the broker was unreachable when the run was
+    created) or, where ``live`` lists the (task, step id) of every message the broker holds,
+    queued or handed to a worker, when it is not among them (a broker restarted without
+    persistence). ``live`` is None where the broker cannot be read that way: then only unsent
+    steps are sent, and the stall reaper remains for the rest. Steps whose message was sent
+    in the last ``grace_seconds`` are left alone. Row locks (skipping locked rows) keep two
+    workers sweeping at once from sending a step twice."""
+    grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    cutoff = timezone.now() - timezone.timedelta(seconds=grace)
+    waiting = Q(message_sent_at__isnull=True) & (
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    )
+    if live is not None:
+        waiting |= Q(message_sent_at__lt=cutoff)
+    held = set(live or ())
+    sent = 0
+    with transaction.atomic():
+        steps = (
+            RunStep.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(waiting, status__in=_WAITING_TASK.keys(), claimed_by="")
+            .exclude(run__status__in=FINISHED_RUN_STATUSES)
+            .only("pk", "status", "message_sent_at")
+            .order_by("pk")
+        )
+        for step in steps:
+            task_name = _WAITING_TASK[StepStatus(step.status)]
+            if step.message_sent_at is not None and (task_name, step.pk) in held:
+                continue
+            if not _send(task_name, step.pk):
+                break  # the broker is still away: the next sweep tries again
+            sent += 1
+    if sent:
+        logger.warning("Sent again the lost task message of %d waiting run step(s)", sent)
+    return sent
+
+
+# A step waiting for a worker, and the task its message carries.
+_WAITING_TASK = {
+    StepStatus.QUEUED: "evaluation.extract_embeddings",
+    StepStatus.EXTRACTED: "evaluation.score_embeddings",
+}

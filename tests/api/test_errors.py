@@ -3,8 +3,15 @@ an unexpected failure a 500 with the same shape, never a traceback."""
 
 from __future__ import annotations
 
-import pytest
+import socket
 
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+from django.db.utils import OperationalError
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from api import views as api_views
 from evaluation import services
 from evaluation.models import PretrainedModel, Run
 from tests.api.conftest import error
@@ -174,3 +181,67 @@ def test_unexpected_failure_is_a_json_500_without_traceback(api, monkeypatch, ca
     )
     assert "disk on fire" not in response.content.decode()
     assert "Unhandled error in the API" in caplog.text and "disk on fire" in caplog.text
+
+
+postgres_only = pytest.mark.skipif(
+    "postgresql" not in settings.DATABASES["default"]["ENGINE"],
+    reason="an outage of a database server needs a database server",
+)
+
+
+def unreachable_database_error() -> Exception:
+    """What Django raises when PostgreSQL does not answer: a real connection attempt to a
+    port where no server listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = connections["default"]
+    gone = backend.__class__({**backend.settings_dict, "HOST": "127.0.0.1", "PORT": port})
+    with pytest.raises(OperationalError) as caught:
+        gone.ensure_connection()
+    return caught.value
+
+
+@postgres_only
+def test_database_outage_is_a_503_with_retry_after_not_a_bug(api, monkeypatch, caplog):
+    down = unreachable_database_error()
+
+    def unreachable():
+        raise down
+
+    monkeypatch.setattr(api_views, "_runs", unreachable)
+    api.raise_request_exception = False
+    response = api.get("/api/runs/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert response.json() == error(
+        "database_unreachable",
+        "The database is unreachable (it may be restarting): this is an outage, not a problem "
+        "with your request. Try again in 30 seconds.",
+    )
+    assert "Database unreachable" in caplog.text and "Unhandled error" not in caplog.text
+
+
+@postgres_only
+def test_an_error_the_database_answered_is_not_called_an_outage(api, monkeypatch):
+    def too_slow():
+        with connection.cursor() as cursor:  # the server answers: statement timeout
+            cursor.execute("SET LOCAL statement_timeout = 1")
+            cursor.execute("SELECT pg_sleep(1)")
+
+    monkeypatch.setattr(api_views, "_runs", too_slow)
+    api.raise_request_exception = False
+    response = api.get("/api/runs/")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "server_error"
+
+
+def test_task_queue_outage_is_a_503(api, monkeypatch):
+    def unreachable():
+        raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(api_views, "_runs", unreachable)
+    api.raise_request_exception = False
+    response = api.get("/api/runs/")
+    assert response.status_code == 503 and response["Retry-After"] == "30"
+    assert response.json()["error"]["code"] == "queue_unreachable"

@@ -4,11 +4,13 @@ progress, cancelled and retried; bad requests change nothing."""
 from __future__ import annotations
 
 import pytest
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from evaluation import services
 from evaluation.models import Run, RunStep, Score
 from tests.api.conftest import error, run_steps
 from tests.conftest import make_text_dataset, make_text_model, make_timm_model
+from workers.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
 
@@ -62,6 +64,31 @@ def test_launch_queues_one_step_per_model_and_reports_progress(
     assert done["steps"][0]["processed"] == 8 and done["steps"][0]["progress"] == 1.0
     assert done["elapsed_seconds"] > 0 and done["seconds_left"] is None
     assert Score.objects.filter(run=run).count() == 2
+
+
+def test_launch_while_the_task_queue_is_down_stores_one_queued_run(
+    api, researcher, monkeypatch, django_capture_on_commit_callbacks
+):
+    dataset, model = make_text_dataset(), make_text_model()
+
+    def unreachable(task_name, args, **options):
+        raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(celery_app, "send_task", unreachable)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = launch(
+            api,
+            {"dataset": dataset.pk, "models": [model.pk], "metrics": [{"name": "knn"}]},
+        )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["status"], body["waiting_for_queue"]) == ("queued", True)
+    assert Run.objects.count() == 1  # one outcome: stored, and the client told so
+    # Once the broker answers, the workers' sweep sends it: no longer waiting.
+    sent = []
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args: sent.append((name, *args)))
+    assert services.steps_resend_lost(live=None, grace_seconds=0) == 1
+    assert api.get(f"/api/runs/{body['id']}/").json()["waiting_for_queue"] is False
 
 
 def test_progress_mid_extraction_comes_from_the_selectors(api, text_setup, researcher):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kombu.exceptions import OperationalError as KombuOperationalError
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -14,6 +15,7 @@ from evaluation.metrics import knn_entry, pair_alignment_entry, probe_entry
 from evaluation.models import PretrainedModel, Run, RunStep, Score
 from tests.cli.conftest import cli, cli_fails
 from tests.conftest import make_image_dataset, make_text_dataset, make_timm_model
+from workers.celery import app as celery_app
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def test_queued_run_has_the_form_s_metrics_layers_and_one_message_per_step(
     assert vit.pk in {s["model_id"] for s in document["steps"]}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the run's tasks are sent at its commit
 def test_default_metrics_are_each_target_s_main_metric(tmp_path, enqueued):
     dataset = make_text_dataset(name="sentences")
     cli("register_model", "tfidf", "--source", "baseline")
@@ -260,3 +262,28 @@ def test_wait_follows_a_real_worker_to_the_scores(start_worker, digits_zip_small
     # Following the finished run again (--run) prints the same scores as JSON.
     document = cli("evaluate", "--run", str(run.pk), "--json").document
     assert [s["value"] for s in document["scores"]] == [score.value]
+
+
+@pytest.mark.django_db
+def test_a_run_queued_while_the_broker_is_down_is_stored_once_and_said_so(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    make_text_dataset()
+    model = services.model_register(name="tfidf", source="baseline", identifier="tfidf")
+
+    def unreachable(task_name, args, **options):
+        raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(celery_app, "send_task", unreachable)
+    with django_capture_on_commit_callbacks(execute=True):
+        printed = cli("evaluate", "--dataset", "sentences", "--model", "tfidf")
+    run = Run.objects.get()  # stored once: nothing for a retrying script to duplicate
+    assert run.status == "queued" and run.steps.get().message_sent_at is None
+    assert printed.stdout.splitlines() == [
+        f"Run {run.pk} queued: 1 model(s) on sentences, knn(k=5,split=loo).",
+        f"Follow it with `manage.py evaluate --run {run.pk}` or at /runs/{run.pk}/.",
+        "The task queue (Celery broker) is unreachable: the run is stored and queued, and the "
+        "workers send its tasks once the broker answers again (check CELERY_BROKER_URL, or "
+        "start Redis). Do not create it again; --in-process needs no queue.",
+    ]
+    assert model.pk == run.steps.get().model_id

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
+from kombu.exceptions import OperationalError as KombuOperationalError
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -15,6 +16,7 @@ from evaluation import services
 from evaluation.metrics import knn_entry
 from evaluation.models import EmbeddingSet, Run, RunStep, Score
 from tests.conftest import make_image_dataset, make_text_dataset, make_text_model, make_timm_model
+from workers.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
 
@@ -308,6 +310,96 @@ def test_stalled_steps_are_requeued(image_run, enqueued, django_capture_on_commi
         assert services.steps_requeue_stalled(stalled_after_seconds=60) == 1
     assert RunStep.objects.get(pk=step.pk).status == "extracted"
     assert enqueued == [("evaluation.score_embeddings", step.pk)]
+
+
+@pytest.fixture
+def broker(monkeypatch) -> dict:
+    """The broker as the services see it: messages published, or refused while it is down."""
+    state: dict = {"up": True, "published": [], "tried": []}
+
+    def send_task(task_name: str, args: list[int], **options: object) -> None:
+        state["tried"].append(task_name)
+        if not state["up"]:
+            raise KombuOperationalError(
+                "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+            )
+        state["published"].append((task_name, *args))
+
+    monkeypatch.setattr(celery_app, "send_task", send_task)
+    return state
+
+
+def test_run_created_while_the_broker_is_down_is_stored_and_sent_once_it_is_back(
+    broker, django_capture_on_commit_callbacks, researcher_client
+):
+    dataset = make_text_dataset()
+    models = [
+        services.model_register(name=f"tfidf-{n}", source="baseline", identifier="tfidf")
+        for n in range(3)
+    ]
+    broker["up"] = False
+    with django_capture_on_commit_callbacks(execute=True):  # no error: the run is stored
+        run = services.run_create(
+            dataset=dataset, models=models, metrics=[knn_entry(k=1, split="loo")]
+        )
+    steps = list(run.steps.order_by("pk"))
+    assert Run.objects.get().status == "queued"
+    assert [s.message_sent_at for s in steps] == [None, None, None]
+    # One refusal is enough: the other steps wait for the sweep too.
+    assert broker["tried"].count("evaluation.extract_embeddings") == 1
+    assert run.waiting_for_queue
+    page = researcher_client.get(run.get_absolute_url()).content.decode()
+    assert "The task queue is unreachable, so no worker has this run's work yet." in page
+
+    assert services.steps_resend_lost(live=None, grace_seconds=60) == 0  # just created
+    assert services.steps_resend_lost(live=None, grace_seconds=0) == 0  # broker still down
+    broker["up"] = True
+    assert services.steps_resend_lost(live=None, grace_seconds=0) == 3
+    assert broker["published"] == [("evaluation.extract_embeddings", s.pk) for s in steps]
+    assert all(s.message_sent_at for s in run.steps.all())
+    assert not Run.objects.get().waiting_for_queue
+    assert (
+        "task queue is unreachable"
+        not in researcher_client.get(run.get_absolute_url()).content.decode()
+    )
+    # Sent: without a view of the broker's contents, nothing is sent twice.
+    assert services.steps_resend_lost(live=None, grace_seconds=0) == 0
+    assert len(broker["published"]) == 3
+
+
+def test_messages_lost_with_a_restarted_broker_are_sent_again_but_live_ones_are_not(broker):
+    from django.utils import timezone
+
+    run = tfidf_run(3)
+    first, second, third = run.steps.order_by("pk")
+    long_ago = timezone.now() - timezone.timedelta(minutes=5)
+    RunStep.objects.filter(run=run).update(message_sent_at=long_ago, heartbeat_at=long_ago)
+    RunStep.objects.filter(pk=third.pk).update(status="extracted")  # waiting to be scored
+    live = {("evaluation.extract_embeddings", first.pk)}  # still in the broker
+    assert services.steps_resend_lost(live=live) == 2
+    assert broker["published"] == [
+        ("evaluation.extract_embeddings", second.pk),
+        ("evaluation.score_embeddings", third.pk),
+    ]
+    # Just sent: not again until they are lost for longer than the grace period.
+    assert services.steps_resend_lost(live=live) == 0
+
+
+def test_steps_held_but_not_run_by_a_live_worker_are_requeued(broker):
+    from django.utils import timezone
+
+    run = tfidf_run(2)
+    dropped, running = run.steps.order_by("pk")
+    RunStep.objects.filter(run=run).update(
+        status="extracting",
+        claimed_by="gpu0@host",
+        attempts=1,
+        heartbeat_at=timezone.now() - timezone.timedelta(minutes=1),
+    )
+    assert services.steps_requeue_dropped(worker="other@host", running=set()) == 0
+    assert services.steps_requeue_dropped(worker="gpu0@host", running={running.pk}) == 1
+    assert RunStep.objects.get(pk=dropped.pk).status == "queued"
+    assert RunStep.objects.get(pk=running.pk).status == "extracting"
 
 
 # --- Pages --------------------------------------------------------------------------------------

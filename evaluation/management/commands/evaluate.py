@@ -59,12 +59,16 @@ from evaluation.models import (
     StepStatus,
     TargetKind,
 )
-from webapp.checks import broker_problem
 
 TIMEOUT_EXIT_STATUS = 124  # as timeout(1): the wait ran out, the run did not fail
 # Some models failed, the others' scores are stored: not a success, but not nothing either.
 PARTLY_FAILED_EXIT_STATUS = 3
 NO_WORKER_HINT_SECONDS = 15.0
+QUEUE_UNREACHABLE_NOTE = (
+    "The task queue (Celery broker) is unreachable: the run is stored and queued, and the "
+    "workers send its tasks once the broker answers again (check CELERY_BROKER_URL, or start "
+    "Redis). Do not create it again; --in-process needs no queue."
+)
 # Each kind of target's main metric, used when no --metric is given.
 DEFAULT_METRICS = {
     TargetKind.LABELS: "knn",
@@ -227,9 +231,8 @@ class Command(LikenessCommand):
         layers = parse_layers(options["layers"], models)
         metrics = parse_metrics(options["metrics"], dataset)
         user = user_lookup(options["user"])
-        problem = broker_problem()
-        if problem:  # the run's steps are queued on the broker: refuse before writing
-            raise CommandError(problem)
+        # No broker check here: a run is stored even while the broker is down (its tasks are
+        # sent once it answers), as the form and the API store it; --in-process needs none.
         run = services.run_create(
             dataset=dataset, models=models, metrics=metrics, layers=layers, created_by=user
         )
@@ -247,6 +250,8 @@ class Command(LikenessCommand):
             f"{', '.join(run.metric_keys)}.",
             f"Follow it with `manage.py evaluate --run {run.pk}` or at {document['run']['path']}.",
         ]
+        if run.waiting_for_queue:
+            lines.append(QUEUE_UNREACHABLE_NOTE)
         return Outcome(document=document, lines=lines)
 
     # --- Following ----------------------------------------------------------------------
@@ -271,11 +276,14 @@ class Command(LikenessCommand):
                 if not hinted and waited >= NO_WORKER_HINT_SECONDS and _untouched(current):
                     hinted = True
                     self.progress.close()
-                    self.note(
-                        f"No worker has picked up run {run.pk} after {duration(waited)}: start "
-                        "one (`make run`, `manage.py serve`, or `celery -A workers worker -Q "
-                        "gpu,cpu`), or run the evaluation with --in-process."
-                    )
+                    if current.waiting_for_queue:
+                        self.note(QUEUE_UNREACHABLE_NOTE)
+                    else:
+                        self.note(
+                            f"No worker has picked up run {run.pk} after {duration(waited)}: "
+                            "start one (`make run`, `manage.py serve`, or `celery -A workers "
+                            "worker -Q gpu,cpu`), or run the evaluation with --in-process."
+                        )
                 time.sleep(self.poll)
         except KeyboardInterrupt:
             self.progress.close()
@@ -494,6 +502,7 @@ def run_document(run: Run) -> dict[str, Any]:
             "id": run.pk,
             "status": run.status,
             "status_summary": run.status_summary,
+            "waiting_for_queue": run.waiting_for_queue,
             "dataset": {"id": run.dataset_id, "name": run.dataset.name},
             "metrics": run.metric_keys,
             "targets": [{"id": t.pk, "name": t.name, "kind": t.kind} for t in run.targets.all()],

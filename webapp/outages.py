@@ -1,0 +1,43 @@
+"""Which errors mean a service Likeness depends on is away (an outage, not a bug), and what
+to tell the user: the API (api/errors.py) answers them with 503 and Retry-After.
+
+An error raised while the database restarts or is unreachable is an OperationalError with
+no SQLSTATE (connection refused, server closed the connection), a connection exception
+(SQLSTATE class 08), or a server shutting down or starting up (57P01-57P03); a connection
+Django already knows to be broken raises InterfaceError. Other OperationalErrors (a statement
+timeout, a lock not available) are the database answering, and stay what they are.
+"""
+
+from __future__ import annotations
+
+from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+RETRY_AFTER_SECONDS = 30
+_SERVER_GOING_AWAY = {"57P01", "57P02", "57P03"}  # admin/crash shutdown, cannot connect now
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    if type(cause).__module__.split(".")[0] != "psycopg":
+        return False  # SQLite's OperationalErrors are about the file, not a server
+    sqlstate = getattr(cause, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GOING_AWAY
+
+
+def broker_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, KombuOperationalError)
+
+
+DATABASE_UNREACHABLE = (
+    "The database is unreachable (it may be restarting): this is an outage, not a problem "
+    f"with your request. Try again in {RETRY_AFTER_SECONDS} seconds."
+)
+BROKER_UNREACHABLE = (
+    "The task queue (Celery broker) is unreachable: this is an outage, not a problem with "
+    f"your request. Try again in {RETRY_AFTER_SECONDS} seconds."
+)
