@@ -7,6 +7,7 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import os
 import re
 import sys
 from abc import ABC, abstractmethod
@@ -315,7 +316,7 @@ def resolve_package_path(identifier: str) -> Path:
     ``find_spec`` of a top-level name consults the path finders and executes nothing.
     """
     name = identifier.removeprefix(PACKAGE_PREFIX).strip()
-    providers = importlib.metadata.packages_distributions()
+    providers = _installed_packages()
     _check_package_name(name, providers)
     try:
         spec = importlib.util.find_spec(name)
@@ -371,6 +372,27 @@ def _check_package_name(name: str, providers: Mapping[str, list[str]]) -> None:
 
 
 _IMPORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _installed_packages() -> Mapping[str, list[str]]:
+    """Top-level import name -> the installed distributions that provide it.
+
+    Reading every distribution's metadata takes a good part of a second, and a spec is
+    checked several times per run; installing or removing a distribution changes the
+    modification time of the folder on sys.path that holds it, so that is the cache key."""
+    return _packages_distributions(tuple((entry, _mtime_ns(entry)) for entry in sys.path))
+
+
+@functools.lru_cache(maxsize=4)
+def _packages_distributions(sys_path: tuple[tuple[str, int], ...]) -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def _mtime_ns(entry: str) -> int:
+    try:
+        return os.stat(entry or ".").st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _normalise(distribution: str) -> str:
