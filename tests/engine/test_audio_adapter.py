@@ -3,7 +3,6 @@ save_pretrained, and real audio files written with soundfile."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -13,7 +12,12 @@ import torch
 from scipy.signal import resample
 
 from evaluation.engine.adapters import adapter_class, load_adapter
-from evaluation.engine.audio import check_audio_file, load_waveform, sniff_audio_head
+from evaluation.engine.audio import (
+    AudioProblem,
+    check_audio_file,
+    load_waveform,
+    sniff_audio_head,
+)
 from evaluation.engine.errors import ModelSpecError, StimulusError
 from evaluation.engine.extraction import extract_layers
 from evaluation.engine.specs import ModelSpec, StimulusInput
@@ -226,20 +230,22 @@ def test_check_audio_file_refuses_corrupt_and_empty_audio_naming_it_not_the_path
     (tmp_path / "junk.mp3").write_bytes(b"\x00garbage" * 10)
     (tmp_path / "nothing.wav").write_bytes(b"")
     soundfile.write(tmp_path / "empty.wav", np.zeros(0, np.float32), RATE, format="WAV")
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(AudioProblem) as caught:
         check_audio_file(str(tmp_path / "junk.mp3"), "dogs/junk.mp3")
     assert str(caught.value) == "Audio 'dogs/junk.mp3' cannot be decoded: Format not recognised."
-    with pytest.raises(ValueError, match="'nothing.wav' cannot be decoded: Format not recognised"):
+    with pytest.raises(
+        AudioProblem, match="'nothing.wav' cannot be decoded: Format not recognised"
+    ):
         check_audio_file(str(tmp_path / "nothing.wav"), "nothing.wav")
-    with pytest.raises(ValueError, match="'empty.wav' has no samples"):
+    with pytest.raises(AudioProblem, match="'empty.wav' has no samples"):
         check_audio_file(str(tmp_path / "empty.wav"), "empty.wav")
     soundfile.write(tmp_path / "nan.wav", np.array([0.1, np.nan] * 400), RATE, subtype="FLOAT")
-    with pytest.raises(ValueError, match=r"^Audio 'cut.wav' contains NaN or infinite samples\.$"):
+    with pytest.raises(AudioProblem, match=r"^Audio 'cut.wav' contains NaN or infinite samples\.$"):
         check_audio_file(str(tmp_path / "nan.wav"), "cut.wav")
 
 
 def test_a_head_with_no_audio_format_is_refused_but_a_long_id3_tag_is_not():
-    with pytest.raises(ValueError, match="'z.wav' cannot be decoded: Format not recognised"):
+    with pytest.raises(AudioProblem, match="'z.wav' cannot be decoded: Format not recognised"):
         sniff_audio_head(bytes(1 << 20), "z.wav")
     # An MP3's ID3 tag (cover art) can be longer than the head; the full decode decides.
     sniff_audio_head(b"ID3\x03\x00\x00\x01\x00\x00\x00" + bytes(1 << 20), "song.mp3")
