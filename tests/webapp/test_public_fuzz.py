@@ -132,7 +132,7 @@ PUBLIC: list[tuple[str, list[str]]] = [
     ("/", []),
     ("/leaderboards/", []),
     ("/leaderboards/{target}/", BOARD_PARAMS),
-    ("/leaderboards/overall/", ["format", "kind"]),
+    ("/leaderboards/overall/", ["format"]),
     ("/accounts/login/", ["next"]),
     ("/s/{study_token}/", ["PROLIFIC_PID"]),
     ("/p/{participant}/", []),
