@@ -489,13 +489,20 @@ def _overall_group(
 
 
 def overall_csv_rows(board: OverallBoard) -> list[list[Any]]:
-    """Every group's rows, then each target's score and normalised rank."""
-    header = ["group", "model", "mean normalised rank", "ranked on", "scored on"]
+    """One line per model and target it has a score on: the model's group, mean normalised
+    rank and coverage, then the score and its normalised rank (blank: a board of one)."""
+    header: list[Any] = ["group", "model", "mean normalised rank", "ranked on", "scored on"]
     header += ["target", "metric", "value", "ci_low", "ci_high", "normalised rank"]
-    out = [header]
+    out: list[list[Any]] = [header]
     for group in board.groups:
         for row in group.rows:
-            fixed = [group.title.lower(), row.model_name, row.mean_rank, row.ranked, row.covered]
+            fixed: list[Any] = [
+                group.title.lower(),
+                row.model_name,
+                row.mean_rank,
+                row.ranked,
+                row.covered,
+            ]
             for target in group.targets:
                 cell = row.cells[target.pk]
                 if cell is None:
