@@ -124,6 +124,10 @@ class Study(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the study closed itself because every item had its judgments (None: it did not,
+    # or it was opened again since). Such a study opens again by itself when excluding a
+    # participant returns items to the pool; one the researcher closed stays closed.
+    completed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -175,7 +179,8 @@ class Item(models.Model):
     a = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+")
     b = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+", null=True)
     c = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+", null=True)
-    # Issued and not expired, plus answered: what the quota is checked against.
+    # Issued and not expired, plus reserved for a first regular trial, plus answered by
+    # participants who are not excluded: what the quota is checked against.
     assigned = models.PositiveIntegerField(default=0)
     answered = models.PositiveIntegerField(default=0)
     completed = models.BooleanField(default=False)  # adaptive tag chains end early
@@ -213,6 +218,13 @@ class Participant(models.Model):
     )
     # The session's trial roles in order (practice, regular, repeat, catch), fixed at start.
     plan = models.JSONField(default=list)
+    # The item claimed at consent for the first regular trial, so that a session never ends
+    # with practice trials only; until its first regular trial is issued, or reserved_until,
+    # after which it returns to the pool (annotation/services.py).
+    reserved_item = models.ForeignKey(
+        "Item", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reserved_until = models.DateTimeField(null=True, blank=True)
     flags = models.JSONField(default=list, blank=True)  # reasons, shown to the researcher
     started_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from annotation import sql
@@ -53,6 +53,11 @@ MAX_TAGS_PER_TRIAL = 20
 
 class TrialProblem(ValidationError):
     """A response that cannot be stored; the message says why."""
+
+
+class StudyFull(PermissionDenied):
+    """No item is left for a new participant: every place is answered or held by a session
+    in progress. Raised before a session starts, never after its practice trials."""
 
 
 class ParticipantConflict(PermissionDenied):
@@ -195,8 +200,46 @@ def _new_item(study: Study, stimulus_ids: list[int], rng: random.Random) -> Item
 def study_set_status(*, study: Study, status: str) -> None:
     if status not in StudyStatus.values:
         raise ValidationError(f"Unknown status {status!r}.")
-    Study.objects.filter(pk=study.pk).update(status=status)
+    # The researcher's decision: a study that had closed itself is no longer "complete".
+    Study.objects.filter(pk=study.pk).update(status=status, completed_at=None)
     study.status = status
+    study.completed_at = None
+
+
+def study_close_if_complete(*, study: Study) -> bool:
+    """Close an open study once every item has its judgments (or, adaptive tags, its chain
+    ended), so that new arrivals are told it is complete. One conditional statement: only an
+    open study with no item left to answer is closed."""
+    incomplete = Item.objects.filter(
+        study=OuterRef("pk"), completed=False, answered__lt=study.quota
+    )
+    closed = (
+        Study.objects.filter(pk=study.pk, status=StudyStatus.OPEN)
+        .filter(~Exists(incomplete))
+        .update(status=StudyStatus.CLOSED, completed_at=timezone.now())
+    )
+    if closed:
+        study.refresh_from_db(fields=["status", "completed_at"])
+    return bool(closed)
+
+
+def _reopen_if_closed_itself(study: Study) -> None:
+    """Items went back to the pool: a study that closed itself because it was complete opens
+    again (one the researcher closed stays closed)."""
+    reopened = Study.objects.filter(
+        pk=study.pk, status=StudyStatus.CLOSED, completed_at__isnull=False
+    ).update(status=StudyStatus.OPEN, completed_at=None)
+    if reopened:
+        study.status, study.completed_at = StudyStatus.OPEN, None
+
+
+def study_has_room(*, study: Study) -> bool:
+    """Whether a new participant could be given an item now (returning trials past their
+    deadline to the pool first if none seems left)."""
+    candidates, params = _candidates_sql(study, 0)  # 0: a participant who has seen nothing
+    if sql.fetch_one(candidates, params) is not None:
+        return True
+    return bool(trials_expire(study=study)) and sql.fetch_one(candidates, params) is not None
 
 
 # --- Participants ---------------------------------------------------------------------------
@@ -216,19 +259,79 @@ def participant_start(
     _refuse_if_started(study, external_id)
     plan = session_plan(study, random.Random(seed))
     try:
-        with transaction.atomic():
-            return Participant.objects.create(
+        with transaction.atomic():  # the participant and their reserved item, or neither
+            participant = Participant.objects.create(
                 study=study,
                 external_id=external_id,
                 user=user if user is not None and user.is_authenticated else None,
                 plan=plan,
             )
+            _reserve_first_item(participant)
     except IntegrityError:  # the same id or account started twice at once: the first stands
         own = participant_of_account(study=study, user=user)
         if own is not None:
             return own
         _refuse_if_started(study, external_id)
         raise
+    except StudyFull:
+        study_close_if_complete(study=study)
+        raise
+    return participant
+
+
+def _reserve_first_item(participant: Participant) -> None:
+    """Claim the item of the participant's first regular trial now, at consent: practice
+    trials come first, and without this the last item could go to someone else meanwhile,
+    leaving a session of practice trials only. StudyFull if no item is left. The item is
+    held as long as the trials before it may take (each trial's timeout), then returns to
+    the pool (trials_expire)."""
+    item = _claim_item(participant)
+    if item is None:
+        raise StudyFull(
+            "Every place in this study is taken at the moment: each item has all the "
+            "participants it needs, answered or in progress."
+        )
+    study = participant.study
+    hold = timedelta(seconds=study.trial_timeout_seconds * (study.practice_trials + 1))
+    participant.reserved_item_id = item.pk
+    participant.reserved_until = timezone.now() + hold
+    Participant.objects.filter(pk=participant.pk).update(
+        reserved_item=item.pk, reserved_until=participant.reserved_until
+    )
+
+
+def _take_reservation(participant: Participant) -> Item | None:
+    """The item reserved at consent, now issued as the first regular trial (its claim
+    already counted); None if there is none or it has returned to the pool meanwhile."""
+    item_id = participant.reserved_item_id
+    if item_id is None:
+        return None
+    participant.reserved_item_id = participant.reserved_until = None
+    # Conditional: released meanwhile (past its time), or taken by a concurrent request.
+    taken = sql.execute(
+        f"UPDATE {sql.table(Participant)} SET reserved_item_id = NULL, reserved_until = NULL "
+        "WHERE id = %s AND reserved_item_id = %s",
+        [participant.pk, item_id],
+    )
+    if not taken:
+        return None
+    row = sql.fetch_one(f"SELECT a_id, b_id, c_id FROM {sql.table(Item)} WHERE id = %s", [item_id])
+    assert row is not None  # items are never deleted while their study exists
+    return Item(pk=item_id, study=participant.study, a_id=row[0], b_id=row[1], c_id=row[2])
+
+
+def _release_reservation(participant_id: int, item_id: int) -> bool:
+    with transaction.atomic():  # both writes or neither, as in _expire
+        released = sql.execute(
+            f"UPDATE {sql.table(Participant)} SET reserved_item_id = NULL, reserved_until = NULL "
+            "WHERE id = %s AND reserved_item_id = %s",
+            [participant_id, item_id],
+        )
+        if released:
+            sql.execute(
+                f"UPDATE {sql.table(Item)} SET assigned = assigned - 1 WHERE id = %s", [item_id]
+            )
+    return bool(released)
 
 
 def clean_external_id(external_id: str) -> str:
@@ -343,13 +446,22 @@ def _sweep_expired_if_due(study: Study) -> None:
 
 
 def trials_expire(*, study: Study) -> int:
-    """Return unanswered trials past their deadline to the pool."""
+    """Return unanswered trials, and reservations for first trials, past their deadline to
+    the pool; how many."""
+    now = timezone.now()
     stale = list(
         Trial.objects.filter(
-            participant__study=study, status=TrialStatus.ISSUED, expires_at__lt=timezone.now()
+            participant__study=study, status=TrialStatus.ISSUED, expires_at__lt=now
         ).values_list("pk", "item_id", "role")
     )
-    return sum(_expire(pk, item_id, role) for pk, item_id, role in stale)
+    reservations = list(
+        Participant.objects.filter(
+            study=study, reserved_item__isnull=False, reserved_until__lt=now
+        ).values_list("pk", "reserved_item_id")
+    )
+    return sum(_expire(pk, item_id, role) for pk, item_id, role in stale) + sum(
+        _release_reservation(pk, item_id) for pk, item_id in reservations
+    )
 
 
 def _expire(trial_id: int, item_id: int | None, role: str) -> bool:
@@ -372,6 +484,7 @@ def _issue(participant: Participant, position: int, role: str) -> Trial | None:
         role == TrialRole.REGULAR
         and sql.single_statement_writes()
         and not participant.study.is_adaptive_tags
+        and participant.reserved_item_id is None  # else: the first regular trial, in steps
     ):
         return _claim_and_issue(participant, position)
     with transaction.atomic():  # the claim and the trial that holds it, or neither
@@ -386,7 +499,7 @@ def _issue_in_steps(participant: Participant, position: int, role: str) -> Trial
     expected = None
     repeat_of = None
     if role == TrialRole.REGULAR:
-        item = _claim_item(participant)
+        item = _take_reservation(participant) or _claim_item(participant)
         if item is None:
             return None
         shown = _presentation(
@@ -464,7 +577,7 @@ def _issue_statement(participant: Participant, position: int, only_if: str = "")
     shown = ", ".join(f"claimed.{STIMULUS_COLUMNS[index]}" for index in order)
     values = {**_trial_values(participant, position, TrialRole.REGULAR), "shown_tags": []}
     columns, params = sql.insert_parts(Trial, values)
-    claim, claim_params, _, _ = _claim_sql(participant, only_if)
+    claim, claim_params = _claim_sql(participant, only_if)
     clauses = f"""claimed AS ({claim}),
         issued AS (
             INSERT INTO {sql.table(Trial)} ({columns}, item_id, shown)
@@ -489,7 +602,7 @@ def _claim_and_issue(participant: Participant, position: int) -> Trial | None:
 
 
 def _claim_item(participant: Participant) -> Item | None:
-    claim, params, _, _ = _claim_sql(participant)
+    claim, params = _claim_sql(participant)
     row = _claim(participant, claim, params)
     if row is None:
         return None
@@ -498,45 +611,51 @@ def _claim_item(participant: Participant) -> Item | None:
     return Item(pk=pk, study=participant.study, a_id=a_id, b_id=b_id, c_id=c_id)
 
 
-def _claim_sql(
-    participant: Participant, only_if: str = ""
-) -> tuple[str, list[Any], str, list[Any]]:
+def _claim_sql(participant: Participant, only_if: str = "") -> tuple[str, list[Any]]:
     """Claim the least-answered item this participant has not seen (ties broken by a random
     key fixed per item), with one conditional UPDATE: the quota is checked in the statement
     that takes the slot, so concurrent participants cannot push an item past it. PostgreSQL
     skips rows another participant is claiming at this moment instead of queueing behind
     them; SQLite runs one writer at a time anyway.
 
-    The UPDATE (returning the item's id and stimulus ids) and its parameters, then the query
-    for a claimable item and its parameters."""
+    The UPDATE (returning the item's id and stimulus ids) and its parameters."""
     study = participant.study
-    if study.is_adaptive_tags:
-        # A chain moves one iteration at a time: nobody else may hold it.
-        claimable = "assigned = answered AND answered < %s"
-    else:
-        claimable = "assigned < %s"
+    claimable = _claimable(study)
+    candidates, candidate_params = _candidates_sql(study, participant.pk)
     skip_locked = (
         " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     )
-    candidates = f"""
-        SELECT id FROM {sql.table(Item)}
-        WHERE study_id = %s AND NOT completed AND {claimable} AND id NOT IN (
-            SELECT item_id FROM {sql.table(Trial)}
-            WHERE participant_id = %s AND item_id IS NOT NULL)
-        ORDER BY assigned, shuffle_key LIMIT 1"""
     claim = f"""
         UPDATE {sql.table(Item)} SET assigned = assigned + 1
         WHERE id = ({candidates}{skip_locked}) AND {claimable}{f" AND {only_if}" if only_if else ""}
         RETURNING id, a_id, b_id, c_id"""
-    candidate_params = [study.pk, study.quota, participant.pk]
-    return claim, [*candidate_params, study.quota], candidates, candidate_params
+    return claim, [*candidate_params, study.quota]
+
+
+def _claimable(study: Study) -> str:
+    """The SQL condition (one parameter: the quota) for an item that can take a participant."""
+    if study.is_adaptive_tags:
+        # A chain moves one iteration at a time: nobody else may hold it.
+        return "assigned = answered AND answered < %s"
+    return "assigned < %s"
+
+
+def _candidates_sql(study: Study, participant_id: int) -> tuple[str, list[Any]]:
+    """The query for the item a participant would claim next, and its parameters."""
+    candidates = f"""
+        SELECT id FROM {sql.table(Item)}
+        WHERE study_id = %s AND NOT completed AND {_claimable(study)} AND id NOT IN (
+            SELECT item_id FROM {sql.table(Trial)}
+            WHERE participant_id = %s AND item_id IS NOT NULL)
+        ORDER BY assigned, shuffle_key LIMIT 1"""
+    return candidates, [study.pk, study.quota, participant_id]
 
 
 def _claim(participant: Participant, statement: str, params: list[Any]) -> tuple[Any, ...] | None:
     """Run a statement that claims an item (_claim_sql), retried while every candidate was
     being claimed by someone else, and once more after returning expired trials' items to
     the pool; its row, or None when no item is left for this participant."""
-    _, _, candidates, candidate_params = _claim_sql(participant)
+    candidates, candidate_params = _candidates_sql(participant.study, participant.pk)
     swept = False
     while True:
         row = sql.fetch_one(statement, params)
@@ -677,6 +796,7 @@ def _submit(
             then_issue
             and sql.single_statement_writes()
             and participant.plan[next_position : next_position + 1] == [TrialRole.REGULAR]
+            and participant.reserved_item_id is None  # the first regular trial: its own way
         ):
             response_id, issued = _store_response_and_issue(
                 participant, trial.pk, counted_item, values, next_position
@@ -891,14 +1011,54 @@ def _maybe_complete_chain(study: Study, item: Item | None) -> None:
 
 # --- Finishing and quality control ----------------------------------------------------------
 def participant_finish(*, participant: Participant) -> None:
-    """Mark the session complete and apply the study's exclusion rules."""
+    """Mark the session complete and apply the study's exclusion rules: an excluded
+    participant's items go back to the pool. Closes the study if it is now complete."""
     reasons = quality_problems(participant)
     excluded = bool(reasons) and participant.study.exclude_on_failure
     status = ParticipantStatus.EXCLUDED if excluded else ParticipantStatus.COMPLETED
-    Participant.objects.filter(pk=participant.pk, status=ParticipantStatus.CONSENTED).update(
-        status=status, flags=reasons, completed_at=timezone.now()
-    )
+    finished = Participant.objects.filter(
+        pk=participant.pk, status=ParticipantStatus.CONSENTED
+    ).update(status=status, flags=reasons, completed_at=timezone.now())
     participant.refresh_from_db()
+    if not finished:
+        return  # finished by a concurrent request, or excluded by the researcher meanwhile
+    _release_holdings(participant)
+    if excluded:
+        _items_count(participant, -1)
+    study_close_if_complete(study=participant.study)
+
+
+def _release_holdings(participant: Participant) -> None:
+    """A session that ended gives back what it held without answering: its open trial and
+    an unused reservation."""
+    for pk, item_id, role in participant.trials.filter(status=TrialStatus.ISSUED).values_list(
+        "pk", "item_id", "role"
+    ):
+        _expire(pk, item_id, role)
+    if participant.reserved_item_id is not None:
+        _release_reservation(participant.pk, participant.reserved_item_id)
+        participant.reserved_item_id = participant.reserved_until = None
+
+
+def _items_count(participant: Participant, change: int) -> int:
+    """Count (+1) or stop counting (-1) the participant's regular answers on their items:
+    an excluded participant's items go back to the pool, and count again if the researcher
+    includes them again (an item may then hold more judgments than its quota). Their
+    responses are kept either way; aggregation leaves excluded participants out.
+
+    Adaptive tag chains are left as they are: an excluded participant's ratings and flags
+    have already moved the chain's tags (frozen, hidden), so their iteration stays used."""
+    if participant.study.is_adaptive_tags:
+        return 0
+    answered = Trial.objects.filter(
+        participant=participant, role=TrialRole.REGULAR, status=TrialStatus.ANSWERED
+    ).values("item_id")
+    changed = Item.objects.filter(pk__in=answered).update(
+        assigned=F("assigned") + change, answered=F("answered") + change
+    )
+    if change < 0 and changed:
+        _reopen_if_closed_itself(participant.study)
+    return changed
 
 
 def quality_problems(participant: Participant) -> list[str]:
@@ -947,14 +1107,33 @@ def _retest_problem(study: Study, responses: list[Response]) -> str | None:
 
 
 def participant_set_excluded(*, participant: Participant, excluded: bool, reason: str) -> None:
-    """A researcher's decision, which overrides the rules."""
+    """A researcher's decision, which overrides the rules. Excluding returns the
+    participant's items to the pool (and ends their session if it is still going);
+    including them again counts their answers again."""
     if excluded:
         flags = [*participant.flags, f"excluded by researcher: {reason}".strip(": ")]
         status = ParticipantStatus.EXCLUDED
     else:
         flags = [*participant.flags, "included by researcher"]
         status = ParticipantStatus.COMPLETED
-    Participant.objects.filter(pk=participant.pk).update(status=status, flags=flags)
+    mine = Participant.objects.filter(pk=participant.pk)
+    with transaction.atomic():
+        # The items change only when the status does (conditional updates): excluding twice
+        # releases once, and including someone who was not excluded only adds the note.
+        if excluded:
+            switched = mine.exclude(status=status).update(status=status, flags=flags)
+        else:
+            switched = mine.filter(status=ParticipantStatus.EXCLUDED).update(
+                status=status, flags=flags
+            )
+        if not switched:
+            mine.update(flags=flags)
+        participant.refresh_from_db()
+        if switched and excluded:
+            _release_holdings(participant)
+            _items_count(participant, -1)
+        elif switched:
+            _items_count(participant, +1)
 
 
 # --- Aggregation ----------------------------------------------------------------------------

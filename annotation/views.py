@@ -269,9 +269,11 @@ def study_entry(request: HttpRequest, token: str) -> HttpResponse:
     try:
         services.participant_check_external_id(study=study, external_id=external_id)
         if study.status != StudyStatus.OPEN:
-            return render(
-                request, "annotation/participant/closed.html", {"study": study}, status=403
-            )
+            return _closed(request, study)
+        # Told before consent, not after the practice trials (the first item is reserved at
+        # consent: participant_start).
+        if not services.study_has_room(study=study):
+            raise services.StudyFull("No place is free.")
         form = ConsentForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             participant = services.participant_start(
@@ -288,6 +290,10 @@ def study_entry(request: HttpRequest, token: str) -> HttpResponse:
             {"study": study, "external_id": conflict.participant.external_id},
             status=409,
         )
+    except services.StudyFull:
+        if services.study_close_if_complete(study=study) or study.status != StudyStatus.OPEN:
+            return _closed(request, study)
+        return render(request, "annotation/participant/full.html", {"study": study}, status=503)
     return render(
         request,
         "annotation/participant/entry.html",
@@ -299,6 +305,11 @@ def study_entry(request: HttpRequest, token: str) -> HttpResponse:
             "instructions": render_markdown(study.instructions_md),
         },
     )
+
+
+def _closed(request: HttpRequest, study: Study) -> HttpResponse:
+    """Closed by the researcher, or closed by itself once complete (the page says which)."""
+    return render(request, "annotation/participant/closed.html", {"study": study}, status=403)
 
 
 def _returning_participant(request: HttpRequest, study: Study) -> Participant | None:

@@ -4,8 +4,9 @@ On PostgreSQL an answer is stored, and the next trial claimed and issued, by one
 each; SQLite has no data-modifying WITH clauses, so there the same writes run as
 transactions of separate statements. The suite runs on PostgreSQL, so this test drives
 that second path in a subprocess on a fresh SQLite file: sessions within quota, a double
-submission, an expired trial, and an adaptive tag chain (its tags stored in the same
-transaction as the response)."""
+submission, an expired trial, an adaptive tag chain (its tags stored in the same
+transaction as the response), and quotas: the first regular trial reserved at consent, a
+full study refusing before consent and closing itself, an exclusion returning items."""
 
 from __future__ import annotations
 
@@ -72,6 +73,37 @@ second = iteration(tag_ratings={made["red car"]: 4, made["vehicle"]: None})
 assert set(second.shown_tags) == set(made.values())
 assert Tag.objects.get(pk=made["vehicle"]).flag_count == 1
 assert Tag.objects.get(pk=made["red car"]).rating_count == 1
+quota = services.study_create(dataset=dataset, name="quota", kind="pairs",
+    items=ItemPlan(mode="list", stimuli=[(0, 1), (2, 3)]), judgments_per_item=1,
+    trials_per_session=2, practice_trials=1)
+services.study_set_status(study=quota, status="open")
+def session(participant):
+    roles = []
+    trial = services.trial_current(participant=participant)
+    while trial is not None:
+        roles.append(trial.role)
+        answer = Answer(trial.pk, f"k{next(keys)}", value=4, rt_ms=900)
+        _, trial = services.response_submit_and_next(participant=participant, answer=answer)
+    return roles
+first = services.participant_start(study=quota)
+assert session(first) == ["practice", "regular", "regular"]
+quota.refresh_from_db()
+assert quota.status == "closed" and quota.completed_at is not None, quota.status
+services.participant_set_excluded(participant=first, excluded=True, reason="test")
+assert set(Item.objects.filter(study=quota).values_list("assigned", "answered")) == {(0, 0)}
+quota.refresh_from_db()
+assert quota.status == "open"
+second = services.participant_start(study=quota)
+third = services.participant_start(study=quota)  # holds the other item
+try:
+    services.participant_start(study=quota)
+except services.StudyFull:
+    pass
+else:
+    raise AssertionError("a fourth participant was let in with no item left")
+assert session(second) == ["practice", "regular"]  # the other item is third's
+assert session(third) == ["practice", "regular"]
+assert set(Item.objects.filter(study=quota).values_list("assigned", "answered")) == {(1, 1)}
 print("SQLITE WRITES OK")
 """
 

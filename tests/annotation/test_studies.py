@@ -11,7 +11,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
-from annotation import services
+from annotation import selectors, services
 from annotation.models import (
     Item,
     Participant,
@@ -89,10 +89,13 @@ def test_all_pairs_random_subsets_and_lists_make_the_items_asked_for():
 
 def test_no_item_goes_past_its_quota_and_nobody_sees_an_item_twice():
     study = make_study(judgments_per_item=2, trials_per_session=28)
-    participants = [services.participant_start(study=study) for _ in range(3)]
-    answered = [complete_session(p) for p in participants]
-    # 28 items x 2 judgments: the first two participants take everything, the third nothing.
-    assert sorted(answered) == [0, 28, 28]
+    participants = []
+    for _ in range(2):
+        participants.append(services.participant_start(study=study))
+        assert complete_session(participants[-1]) == 28
+    # 28 items x 2 judgments: the first two participants take everything; a third is told.
+    with pytest.raises(services.StudyFull):
+        services.participant_start(study=study)
     assert set(Item.objects.values_list("answered", flat=True)) == {2}
     for participant in participants:
         items = list(participant.trials.values_list("item_id", flat=True))
@@ -294,8 +297,8 @@ def test_adaptive_tags_hide_flagged_freeze_agreed_and_complete_the_chain():
     assert (red.status, red.rating_count, red.mean_rating) == ("frozen", 3, 4.0)
     stimulus_item.refresh_from_db()
     assert stimulus_item.completed  # one frozen tag completes this chain
-    nobody = services.participant_start(study=study)
-    assert services.trial_current(participant=nobody) is None
+    with pytest.raises(services.StudyFull):  # nothing left to tag: told before consent
+        services.participant_start(study=study)
 
 
 def test_an_adaptive_chain_is_held_by_one_participant_at_a_time():
@@ -434,3 +437,116 @@ def test_an_answer_is_stored_even_if_its_next_slot_was_taken_meanwhile():
     assert Response.objects.filter(pk=stored.pk, trial=trial).exists()
     assert shown_next.pk == squatter.pk
     assert Item.objects.get(pk=trial.item.pk).answered == 1
+
+
+# --- Quotas: exclusion, practice-only sessions, full studies --------------------------------
+def small_study(**design) -> Study:
+    """Three pairs, one judgment each, one session takes them all."""
+    design.setdefault("trials_per_session", 3)
+    return make_study(
+        items=ItemPlan(mode="list", stimuli=[(0, 1), (2, 3), (4, 5)]),
+        judgments_per_item=1,
+        **design,
+    )
+
+
+def test_excluding_a_participant_returns_their_items_to_the_pool():
+    study = small_study()
+    first = services.participant_start(study=study)
+    assert complete_session(first) == 3
+    assert selectors.study_coverage(study).complete == 3
+    study.refresh_from_db()
+    assert study.status == "closed" and study.completed_at is not None  # closed itself
+
+    services.participant_set_excluded(participant=first, excluded=True, reason="careless")
+    coverage = selectors.study_coverage(study)
+    assert (coverage.complete, coverage.responses) == (0, 0)
+    assert set(Item.objects.values_list("assigned", "answered")) == {(0, 0)}
+    study.refresh_from_db()
+    assert study.status == "open" and study.completed_at is None  # reopened: it had closed itself
+    services.participant_set_excluded(participant=first, excluded=True, reason="again")
+    assert set(Item.objects.values_list("assigned", "answered")) == {(0, 0)}  # counted once
+
+    second = services.participant_start(study=study)
+    assert complete_session(second) == 3
+    # Included again: their judgments count again (items may go past their quota).
+    services.participant_set_excluded(participant=first, excluded=False, reason="")
+    assert set(Item.objects.values_list("assigned", "answered")) == {(2, 2)}
+    assert selectors.study_coverage(study).responses == 6
+
+
+def test_participants_excluded_by_the_rules_return_their_items_too():
+    study = make_study(
+        items=ItemPlan(mode="list", stimuli=[(0, 1), (2, 3), (4, 5)]),
+        judgments_per_item=1,
+        trials_per_session=4,
+        catch_trials=1,
+    )
+    careless = services.participant_start(study=study)
+    complete_session(careless, value=1)  # fails the catch trial
+    careless.refresh_from_db()
+    assert careless.status == "excluded"
+    assert set(Item.objects.values_list("assigned", "answered")) == {(0, 0)}
+    study.refresh_from_db()
+    assert study.status == "open"
+    careful = services.participant_start(study=study)
+    while (trial := services.trial_current(participant=careful)) is not None:
+        value = 7 if trial.role == TrialRole.CATCH else 4
+        services.response_submit(participant=careful, answer=answer_for(trial, value=value))
+    assert set(Item.objects.values_list("answered", flat=True)) == {1}
+
+
+def test_a_session_always_holds_a_regular_trial_or_is_refused_before_it_starts():
+    """The last item is reserved at consent: a participant who does the practice trials
+    always gets it, and one who comes after is told the study is full instead of doing the
+    practice for nothing."""
+    study = small_study(practice_trials=2)
+    Item.objects.filter(study=study).exclude(pk=Item.objects.filter(study=study).first().pk).update(
+        answered=1, assigned=1
+    )
+    first = services.participant_start(study=study)
+    with pytest.raises(services.StudyFull):
+        services.participant_start(study=study)
+    assert Participant.objects.filter(study=study).count() == 1
+    roles = []
+    while (trial := services.trial_current(participant=first)) is not None:
+        roles.append(trial.role)
+        services.response_submit(participant=first, answer=answer_for(trial))
+    assert roles == ["practice", "practice", "regular"]
+
+
+def test_an_unused_reservation_returns_to_the_pool_after_its_time():
+    study = small_study(practice_trials=1, trial_timeout_seconds=60)
+    Item.objects.filter(study=study).exclude(pk=Item.objects.filter(study=study).first().pk).update(
+        answered=1, assigned=1
+    )
+    gone = services.participant_start(study=study)  # consents, then never comes back
+    Participant.objects.filter(pk=gone.pk).update(
+        reserved_until=timezone.now() - timedelta(seconds=1)
+    )
+    late = services.participant_start(study=study)
+    assert [t.role for t in iter(lambda: _answer_next(late), None)] == ["practice", "regular"]
+
+
+def _answer_next(participant: Participant) -> Trial | None:
+    trial = services.trial_current(participant=participant)
+    if trial is not None:
+        services.response_submit(participant=participant, answer=answer_for(trial))
+    return trial
+
+
+def test_a_full_study_closes_itself():
+    study = small_study()
+    complete_session(services.participant_start(study=study))
+    study.refresh_from_db()
+    assert study.status == "closed" and study.completed_at is not None
+    with pytest.raises(PermissionDenied):
+        services.participant_start(study=study)
+    # Closed by the researcher: not reopened by an exclusion.
+    services.study_set_status(study=study, status="open")
+    services.study_set_status(study=study, status="closed")
+    services.participant_set_excluded(
+        participant=Participant.objects.get(study=study), excluded=True, reason=""
+    )
+    study.refresh_from_db()
+    assert study.status == "closed" and study.completed_at is None

@@ -346,3 +346,23 @@ def test_file_stimuli_are_shown_as_images_or_audio_players(client, researcher, m
     assert [kind for kind, _ in sources] == [element, element]
     for _, src in sources:  # each served to this participant
         assert client.get(src).status_code == 200, src
+
+
+def test_a_full_study_says_so_before_consent_and_a_complete_one_is_closed(client, study):
+    from annotation.models import Item
+
+    Study.objects.filter(pk=study.pk).update(trials_per_session=28)
+    services.study_set_status(study=study, status="open")
+    Item.objects.filter(study=study).update(assigned=3)  # every place held by sessions
+    page = client.get(study.participant_url())
+    html = page.content.decode()
+    assert page.status_code == 503 and "full at the moment" in html
+    assert 'name="consent"' not in html
+    assert client.post(study.participant_url(), {"consent": "on"}).status_code == 503
+    assert Participant.objects.count() == 0
+
+    Item.objects.filter(study=study).update(assigned=3, answered=3)  # every item done
+    page = client.get(study.participant_url())
+    assert page.status_code == 403 and "has all the responses it needs" in page.content.decode()
+    study.refresh_from_db()
+    assert study.status == "closed" and study.completed_at is not None
