@@ -219,3 +219,55 @@ def test_adaptive_tag_study_by_keyboard_and_its_export(browser, page, live_serve
         ("shiny paint", "active", "0", "", "0"),
         ("vehicle", "active", "0", "", "1"),
     ]
+
+
+def test_switching_devices_needs_the_private_link(browser, page, live_server, researcher):
+    """A second device with the same recruiter id gets the what-to-do page, not the session;
+    the private link from the first device's page continues it there."""
+    study = services.study_create(
+        dataset=make_text_dataset(),
+        name="Sentence pairs (devices)",
+        kind="pairs",
+        items=ItemPlan(),
+        judgments_per_item=3,
+        trials_per_session=3,
+        contact="lab@example.org",
+        created_by=researcher,
+    )
+    services.study_set_status(study=study, status="open")
+    link = f"{live_server.url}{study.participant_url()}?PROLIFIC_PID=e2e-3"
+    page.goto(link)
+    page.get_by_label(re.compile("agree to take part")).check()
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r"/p/[\w-]+/$"))
+    wait_for_trial(page, 1, 3)
+    page.keyboard.press("5")
+    wait_for_trial(page, 2, 3)
+    page.get_by_text("Continue later or on another device").click()
+    private = page.locator("#resume-link").input_value()
+    assert private == page.url
+
+    context, phone = open_on_phone(browser, link)
+    try:
+        expect(phone.locator("h1")).to_have_text(study.name)
+        expect(phone.get_by_role("alert")).to_contain_text("already been started")
+        expect(phone.get_by_role("link", name="lab@example.org")).to_have_attribute(
+            "href", "mailto:lab@example.org"
+        )
+        assert phone.locator("#trial").count() == 0
+        screenshot(phone, "study-conflict-phone")
+        phone.goto(private)
+        wait_for_trial(phone, 2, 3)
+        phone.keyboard.press("6")
+        wait_for_trial(phone, 3, 3)
+        phone.goto(link)  # the recruiter's link now continues here too
+        wait_for_trial(phone, 3, 3)
+        phone.keyboard.press("2")
+        phone.wait_for_url(re.compile(r"/done/$"))
+        expect(phone.locator("#completion-code")).to_have_text(study.completion_code)
+    finally:
+        context.close()
+    participant = Participant.objects.get(study=study)
+    assert participant.status == "completed"
+    assert participant.refused_resumes.count() == 1
+    assert sorted(Response.objects.values_list("value", flat=True)) == [2, 5, 6]
