@@ -124,6 +124,12 @@ def _check_design(study: Study) -> None:
         )
     if study.judgments_per_item < 1:
         raise ValidationError({"judgments_per_item": "Each item needs at least one judgment."})
+    # The done page links there: only web addresses (forms check this too; services may be
+    # called without a form).
+    if study.redirect_url and not study.redirect_url.lower().startswith(("https://", "http://")):
+        raise ValidationError(
+            {"redirect_url": "The completion address must start with https:// or http://."}
+        )
 
 
 def _item_tuples(study: Study, plan: ItemPlan, orders: list[int]) -> list[tuple[int, ...]]:

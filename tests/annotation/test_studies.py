@@ -550,3 +550,9 @@ def test_a_full_study_closes_itself():
     )
     study.refresh_from_db()
     assert study.status == "closed" and study.completed_at is None
+
+
+@pytest.mark.parametrize("address", ["javascript:alert(1)", " JAVASCRIPT:x", "data:text/html,x"])
+def test_a_completion_address_must_be_a_web_address(address):
+    with pytest.raises(ValidationError, match="https://"):
+        make_study(redirect_url=address)
