@@ -116,8 +116,8 @@ def brute_force_tau_a(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_tau_a_equals_its_definition_with_ties():
     rng = np.random.default_rng(3)
-    a = rng.integers(0, 4, 60).astype(float)
-    b = a + rng.integers(0, 3, 60)
+    a = rng.integers(0, 4, 66).astype(float)  # an RDM of 12 stimuli
+    b = a + rng.integers(0, 3, 66)
     assert rsa(a, b, method="kendall_tau_a") == pytest.approx(brute_force_tau_a(a, b), abs=1e-15)
     assert rsa(a, -b, method="kendall_tau_a") == pytest.approx(-brute_force_tau_a(a, b))
 

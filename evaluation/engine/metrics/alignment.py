@@ -29,7 +29,7 @@ from sklearn.model_selection import KFold
 from evaluation.engine.errors import MetricError
 from evaluation.engine.metrics.intervals import t_interval
 from evaluation.engine.metrics.results import MetricResult
-from evaluation.engine.metrics.similarity import as_matrix
+from evaluation.engine.metrics.validation import embedding_matrix
 
 RELATIVE_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-6, 3, 19))
 
@@ -71,10 +71,12 @@ def linear_alignment(
     seed: int = 0,
 ) -> MetricResult:
     """Held-out R^2 of a ridge map from ``source`` (model A) to ``target`` (model B)."""
-    x = as_matrix(source, name="The source embeddings", min_rows=3)
-    y = as_matrix(target, name="The target embeddings", min_rows=3)
+    x = embedding_matrix(source, name="source", min_rows=3)
+    y = embedding_matrix(target, name="target", min_rows=3)
     _check_inputs(x, y, n_folds)
-    if alphas is not None and (len(alphas) == 0 or min(alphas) <= 0):
+    if alphas is not None and (
+        len(alphas) == 0 or not all(np.isfinite(a) and a > 0 for a in alphas)
+    ):
         raise MetricError("Ridge penalties (alphas) must be a non-empty list of positive numbers.")
     folds = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
     scores: list[float] = []

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from evaluation.engine.errors import MetricError
-from evaluation.engine.metrics.similarity import as_matrix
+from evaluation.engine.metrics.validation import embedding_matrix
 
 Kernel = Literal["linear", "rbf"]
 KERNELS: tuple[str, ...] = ("linear", "rbf")
@@ -68,7 +68,7 @@ class _FeatureLayer:
 def _check_layers(layers: Sequence[np.ndarray], label: str) -> list[np.ndarray]:
     if len(layers) == 0:
         raise MetricError(f"{label} is empty: CKA needs at least one representation.")
-    return [as_matrix(x, name=f"{label}[{i}]") for i, x in enumerate(layers)]
+    return [embedding_matrix(x, name=f"{label}[{i}]") for i, x in enumerate(layers)]
 
 
 def _check_options(kernel: str, unbiased: bool, n: int, rbf_sigma: float) -> None:
@@ -80,7 +80,7 @@ def _check_options(kernel: str, unbiased: bool, n: int, rbf_sigma: float) -> Non
             f"CKA over {n} stimuli is not meaningful; the "
             f"{'unbiased' if unbiased else 'biased'} estimator needs at least {minimum}."
         )
-    if not rbf_sigma > 0:
+    if not (np.isfinite(rbf_sigma) and rbf_sigma > 0):
         raise MetricError(f"The RBF bandwidth factor must be positive; got {rbf_sigma}.")
 
 

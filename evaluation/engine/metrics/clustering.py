@@ -22,9 +22,9 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from evaluation.engine.errors import MetricError
-from evaluation.engine.metrics.checks import check_labelled
 from evaluation.engine.metrics.knn import normalize_rows
 from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.validation import labelled_embeddings
 
 Agreement = Callable[[np.ndarray, np.ndarray], float]
 
@@ -81,7 +81,7 @@ def clustering_scores(
     classes. Intervals: percentile bootstrap over stimuli of the fixed assignment, the same
     ``n_resamples`` index draws (from ``seed``) for both scores.
     """
-    data = check_labelled(embeddings, labels, what="Clustering agreement")
+    data = labelled_embeddings(embeddings, labels, what="Clustering agreement")
     n = len(data.x)
     clusters_wanted = data.n_classes if n_clusters is None else int(n_clusters)
     if not 2 <= clusters_wanted <= n:

@@ -32,25 +32,39 @@ import numpy as np
 from evaluation.engine.errors import MetricError
 from evaluation.engine.metrics.knn import normalize_rows
 from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.validation import (
+    at_least,
+    embedding_matrix,
+    finite_values,
+    one_of,
+    proportions,
+    same_lengths,
+    stimulus_indices,
+)
 
 BOOTSTRAP_CHUNK_CELLS = 20_000_000  # resamples x judgments held in memory at once
 CORRELATIONS = ("pearson", "spearman")
 MIN_RELIABILITY_PAIRS = 10
 MIN_RELIABILITY_COVERAGE = 0.5  # share of pairs that must have two or more judgments
+MIN_BOOT = 10  # percentile_interval needs at least this many defined resamples
 
 
 # --- Similarity of the model ----------------------------------------------------------------
 def unit_rows(embeddings: np.ndarray) -> np.ndarray:
     """Finite float64 embeddings scaled to unit length (zero rows stay zero)."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    if not np.isfinite(x).all():
-        raise MetricError("The embeddings contain NaN or infinite values.")
-    return normalize_rows(x)
+    return normalize_rows(embedding_matrix(embeddings, name="embeddings"))
 
 
 def model_pair_similarity(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Cosine similarity of rows i[k] and j[k] (float64)."""
     unit = unit_rows(embeddings)
+    same_lengths(i=i, j=j)
+    i = stimulus_indices(i, name="i", n_stimuli=len(unit))
+    j = stimulus_indices(j, name="j", n_stimuli=len(unit))
+    return _cosines(unit, i, j)
+
+
+def _cosines(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", unit[i], unit[j])
 
 
@@ -66,11 +80,20 @@ class PairRatings:
     self_pairs_dropped: int
 
 
+def _pair_rows(
+    a: Sequence[int], b: Sequence[int], values: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One judgment per row: stimulus indices a and b and a finite rating."""
+    same_lengths(a=a, b=b, values=values)
+    return (
+        stimulus_indices(a, name="a"),
+        stimulus_indices(b, name="b"),
+        finite_values(values, name="values (ratings)"),
+    )
+
+
 def aggregate_pairs(a: Sequence[int], b: Sequence[int], values: Sequence[float]) -> PairRatings:
-    a_arr, b_arr = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    v = np.asarray(values, dtype=np.float64)
-    if not (len(a_arr) == len(b_arr) == len(v)):
-        raise MetricError("Pair judgments need one a, b and value per row.")
+    a_arr, b_arr, v = _pair_rows(a, b, values)
     keep = a_arr != b_arr
     lo, hi, v = np.minimum(a_arr, b_arr)[keep], np.maximum(a_arr, b_arr)[keep], v[keep]
     keys, inverse = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
@@ -78,6 +101,22 @@ def aggregate_pairs(a: Sequence[int], b: Sequence[int], values: Sequence[float])
     count = np.bincount(inverse, minlength=len(keys))
     mean = np.bincount(inverse, weights=v, minlength=len(keys)) / count
     return PairRatings(keys[:, 0], keys[:, 1], mean, count, int((~keep).sum()))
+
+
+def checked_pairs(pairs: PairRatings, n_stimuli: int) -> PairRatings:
+    """``pairs`` with indices into ``n_stimuli`` embeddings, finite means and no self-pairs."""
+    same_lengths(**{"pairs.i": pairs.i, "pairs.j": pairs.j, "pairs.mean": pairs.mean})
+    i = stimulus_indices(pairs.i, name="pairs.i", n_stimuli=n_stimuli)
+    j = stimulus_indices(pairs.j, name="pairs.j", n_stimuli=n_stimuli)
+    mean = finite_values(pairs.mean, name="pairs.mean (mean ratings)")
+    self_pairs = np.flatnonzero(i == j)
+    if len(self_pairs):
+        raise MetricError(
+            f"pairs hold {len(self_pairs)} pairs of a stimulus with itself (first at entry "
+            f"{int(self_pairs[0])}); they are catch trials, not data: build pairs with "
+            "aggregate_pairs, which leaves them out."
+        )
+    return PairRatings(i, j, mean, pairs.count, pairs.self_pairs_dropped)
 
 
 def pair_alignment(
@@ -89,11 +128,13 @@ def pair_alignment(
     seed: int = 0,
     ceiling: float | None = None,
 ) -> MetricResult:
-    if correlation not in CORRELATIONS:
-        raise MetricError(f"Unknown correlation {correlation!r}; use pearson or spearman.")
+    one_of(correlation, CORRELATIONS, name="correlation")
+    at_least(n_boot, MIN_BOOT, name="n_boot")
+    unit = unit_rows(embeddings)
+    pairs = checked_pairs(pairs, len(unit))
     if len(pairs.mean) < 3:
         raise MetricError(f"Only {len(pairs.mean)} distinct pairs: a correlation needs at least 3.")
-    model = model_pair_similarity(embeddings, pairs.i, pairs.j)
+    model = _cosines(unit, pairs.i, pairs.j)
     value = weighted_correlation(model, pairs.mean, np.ones_like(model), correlation)
     if not np.isfinite(value):
         raise MetricError("The correlation is undefined: model or human similarities are constant.")
@@ -283,8 +324,11 @@ def split_half_reliability(
     judgments are split (treating each judgment as a different rater). Returns
     ``{"mean": None, "reason": ...}`` when the data cannot support a ceiling.
     """
-    a_arr, b_arr = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    v = np.asarray(values, dtype=np.float64)
+    one_of(correlation, CORRELATIONS, name="correlation")
+    at_least(n_splits, 1, name="n_splits")
+    a_arr, b_arr, v = _pair_rows(a, b, values)
+    if participants is not None:
+        same_lengths(values=v, participants=participants)
     keep = a_arr != b_arr
     lo, hi, v = np.minimum(a_arr, b_arr)[keep], np.maximum(a_arr, b_arr)[keep], v[keep]
     _, pair = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
@@ -367,26 +411,40 @@ def triplet_accuracy(
     ``triplets``: (n, 3) stimulus indices; ``chosen``: the index (a stimulus, not a position)
     each person picked as the odd one out.
     """
-    triplets = np.asarray(triplets, dtype=np.int64)
-    chosen = np.asarray(chosen, dtype=np.int64)
-    if triplets.ndim != 2 or triplets.shape[1] != 3 or len(triplets) != len(chosen):
-        raise MetricError("Triplet judgments need three stimuli and one choice per row.")
+    at_least(n_boot, MIN_BOOT, name="n_boot")
+    unit = unit_rows(embeddings)
+    triplets = stimulus_indices(triplets, name="triplets", n_stimuli=len(unit), ndim=2)
+    if triplets.shape[1] != 3:
+        raise MetricError(f"triplets must hold three stimuli per row; got shape {triplets.shape}.")
+    chosen = stimulus_indices(chosen, name="chosen", n_stimuli=len(unit))
+    same_lengths(triplets=triplets, chosen=chosen)
+    _refuse_repeats(np.sort(triplets, axis=1), "triplets", "three different stimuli")
     if not (triplets == chosen[:, None]).any(axis=1).all():
         raise MetricError("Some triplet choices are not one of the three stimuli shown.")
     sim = np.stack(
         [
-            model_pair_similarity(
-                embeddings, triplets[:, 1], triplets[:, 2]
-            ),  # pair without item 0
-            model_pair_similarity(embeddings, triplets[:, 0], triplets[:, 2]),
-            model_pair_similarity(embeddings, triplets[:, 0], triplets[:, 1]),
+            _cosines(unit, triplets[:, 1], triplets[:, 2]),  # the pair without item 0
+            _cosines(unit, triplets[:, 0], triplets[:, 2]),
+            _cosines(unit, triplets[:, 0], triplets[:, 1]),
         ],
         axis=1,
     )
     # The odd one is the item outside the most similar pair; ties share the credit.
     is_best = np.isclose(sim, sim.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
     credit = (is_best & (triplets == chosen[:, None])).sum(axis=1) / is_best.sum(axis=1)
-    return _choice_result(credit, triplets, len(embeddings), n_boot, seed, ceiling, "triplets")
+    return _choice_result(credit, triplets, len(unit), n_boot, seed, ceiling, "triplets")
+
+
+def _refuse_repeats(sorted_items: np.ndarray, name: str, needed: str) -> None:
+    """Items (sorted within each row) must not show a stimulus twice: those are catch
+    trials, whose answer is obvious, not judgments."""
+    repeated = np.flatnonzero((sorted_items[:, 1:] == sorted_items[:, :-1]).any(axis=1))
+    if len(repeated):
+        raise MetricError(
+            f"{name}: {len(repeated)} items show a stimulus twice (first at entry "
+            f"{int(repeated[0])}: {sorted_items[repeated[0]].tolist()}); each item needs "
+            f"{needed}. Such items are catch trials, not data: leave them out."
+        )
 
 
 def two_afc_accuracy(
@@ -400,15 +458,28 @@ def two_afc_accuracy(
     seed: int = 0,
     ceiling: float | None = None,
 ) -> MetricResult:
-    """Mean human vote share of the model's choice per 2AFC item (0.5 when the model ties)."""
-    s1 = model_pair_similarity(embeddings, reference, first)
-    s2 = model_pair_similarity(embeddings, reference, second)
-    share = np.asarray(share_first, dtype=np.float64)
+    """Mean human vote share of the model's choice per 2AFC item (0.5 when the model ties).
+
+    ``share_first``: the share of people who picked ``first`` as closer to ``reference``.
+    """
+    at_least(n_boot, MIN_BOOT, name="n_boot")
+    unit = unit_rows(embeddings)
+    same_lengths(reference=reference, first=first, second=second, share_first=share_first)
+    items = np.stack(
+        [
+            stimulus_indices(values, name=name, n_stimuli=len(unit))
+            for name, values in (("reference", reference), ("first", first), ("second", second))
+        ],
+        axis=1,
+    )
+    share = proportions(share_first, name="share_first")
+    _refuse_repeats(np.sort(items, axis=1), "2AFC items", "a reference and two other candidates")
+    s1 = _cosines(unit, items[:, 0], items[:, 1])
+    s2 = _cosines(unit, items[:, 0], items[:, 2])
     credit = np.where(
         np.isclose(s1, s2, rtol=0, atol=1e-12), 0.5, np.where(s1 > s2, share, 1 - share)
     )
-    items = np.stack([reference, first, second], axis=1).astype(np.int64)
-    return _choice_result(credit, items, len(embeddings), n_boot, seed, ceiling, "2afc items")
+    return _choice_result(credit, items, len(unit), n_boot, seed, ceiling, "2afc items")
 
 
 def _choice_result(
@@ -454,6 +525,11 @@ def leave_one_out_agreement(
     single response are left out. Returns None if no item has two responses."""
     keys = np.asarray(item_keys)
     choice = np.asarray(choices)
+    if choice.ndim != 1:
+        raise MetricError(f"choices must hold one choice per response; got shape {choice.shape}.")
+    same_lengths(item_keys=keys, choices=choice)
+    if len(choice) == 0:
+        return None
     _, item = np.unique(keys, return_inverse=True, axis=0 if keys.ndim > 1 else None)
     item = item.ravel()
     _, option = np.unique(choice, return_inverse=True)

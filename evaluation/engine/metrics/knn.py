@@ -22,6 +22,13 @@ import numpy as np
 
 from evaluation.engine.errors import MetricError
 from evaluation.engine.metrics.intervals import wilson_interval
+from evaluation.engine.metrics.results import confusion_matrix
+from evaluation.engine.metrics.validation import (
+    at_least,
+    classifier_inputs,
+    labelled_embeddings,
+    split_mask,
+)
 
 QUERY_BLOCK = 1024
 
@@ -54,8 +61,10 @@ def knn_predict(
     exclude_self: bool = False,
 ) -> np.ndarray:
     """Predicted class codes for ``query_x``; with ``exclude_self`` query i is train i (LOO)."""
-    train_n = normalize_rows(np.asarray(train_x, dtype=np.float64))
-    query_n = normalize_rows(np.asarray(query_x, dtype=np.float64))
+    train, train_codes, query = classifier_inputs(
+        train_x, train_codes, query_x, n_classes=n_classes, exclude_self=exclude_self, k=k
+    )
+    train_n, query_n = normalize_rows(train), normalize_rows(query)
     predictions = np.empty(len(query_x), dtype=np.int64)
     for start in range(0, len(query_x), QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, len(query_x))
@@ -121,27 +130,19 @@ def knn_accuracy(
     test_mask: np.ndarray | None = None,
 ) -> KnnResult:
     """k-NN accuracy: leave-one-out when ``test_mask`` is None, else train on ~mask."""
-    if k < 1:
-        raise MetricError(f"k must be at least 1, got {k}.")
-    if len(embeddings) != len(labels):
-        raise MetricError(f"{len(embeddings)} embeddings but {len(labels)} labels.")
-    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
-    if len(classes) < 2:
-        raise MetricError(
-            f"k-NN accuracy needs labels of at least two classes; this dataset has {len(classes)}."
-        )
+    at_least(k, 1, name="k")
+    data = labelled_embeddings(embeddings, labels, what="k-NN accuracy")
+    classes, codes = data.classes, data.codes
     if test_mask is None:
-        train_x, train_codes, query_x, query_codes = embeddings, codes, embeddings, codes
-        n_train = len(embeddings) - 1
+        train_x, train_codes, query_x, query_codes = data.x, codes, data.x, codes
+        n_train = len(data.x) - 1
         split = "leave-one-out"
     else:
-        test_mask = np.asarray(test_mask, dtype=bool)
-        train_x, train_codes = embeddings[~test_mask], codes[~test_mask]
-        query_x, query_codes = embeddings[test_mask], codes[test_mask]
+        mask = split_mask(test_mask, len(data.x))
+        train_x, train_codes = data.x[~mask], codes[~mask]
+        query_x, query_codes = data.x[mask], codes[mask]
         n_train = len(train_x)
         split = "train/test"
-        if len(query_x) == 0:
-            raise MetricError("The test split is empty: nothing to classify.")
     if k > n_train:
         raise MetricError(f"k={k} is larger than the {n_train} training stimuli available.")
     predicted = knn_predict(
@@ -163,13 +164,7 @@ def knn_accuracy(
             "vote": "uniform",
             "ci_method": "wilson-95",
             "classes": [str(c) for c in classes],
-            "confusion": _confusion(query_codes, predicted, len(classes)).tolist(),
+            "confusion": confusion_matrix(query_codes, predicted, len(classes)).tolist(),
             "majority_class_rate": float(np.bincount(query_codes).max() / len(query_codes)),
         },
     )
-
-
-def _confusion(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (truth, predicted), 1)
-    return matrix

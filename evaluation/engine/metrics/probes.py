@@ -23,15 +23,16 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from evaluation.engine.errors import MetricError
-from evaluation.engine.metrics.checks import (
-    LabelledEmbeddings,
-    check_labelled,
-    check_test_mask,
-    confusion_matrix,
-)
 from evaluation.engine.metrics.intervals import t_interval, wilson_interval
 from evaluation.engine.metrics.knn import k_smallest, normalize_rows
-from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.results import MetricResult, confusion_matrix
+from evaluation.engine.metrics.validation import (
+    LabelledEmbeddings,
+    at_least,
+    classifier_inputs,
+    labelled_embeddings,
+    split_mask,
+)
 
 QUERY_BLOCK = 1024
 # Entries of one query-by-training-item similarity block; the top-k selection keeps about
@@ -62,7 +63,7 @@ def _split(n: int, test_mask: np.ndarray | None) -> _Split:
     if test_mask is None:
         everyone = np.arange(n)
         return _Split(train=everyone, test=everyone, leave_one_out=True)
-    mask = check_test_mask(test_mask, n)
+    mask = split_mask(test_mask, n)
     return _Split(train=np.flatnonzero(~mask), test=np.flatnonzero(mask), leave_one_out=False)
 
 
@@ -101,8 +102,10 @@ def weighted_knn_predict(
     exclude_self: bool = False,
 ) -> np.ndarray:
     """Predicted class codes by DINO's weighted vote; with ``exclude_self`` query i is train i."""
-    train_n = normalize_rows(np.asarray(train_x, dtype=np.float64))
-    query_n = normalize_rows(np.asarray(query_x, dtype=np.float64))
+    train, train_codes, query = classifier_inputs(
+        train_x, train_codes, query_x, n_classes=n_classes, exclude_self=exclude_self, k=k
+    )
+    train_n, query_n = normalize_rows(train), normalize_rows(query)
     predictions = np.empty(len(query_n), dtype=np.int64)
     block = max(1, min(QUERY_BLOCK, BLOCK_ENTRIES // max(len(train_n), 1)))
     for start in range(0, len(query_n), block):
@@ -138,9 +141,8 @@ def weighted_knn_accuracy(
     largest summed weight wins. Leave-one-out when ``test_mask`` is None, else the items
     outside the mask are the training set. Wilson interval over test items.
     """
-    data = check_labelled(embeddings, labels, what="Weighted k-NN accuracy")
-    if k < 1:
-        raise MetricError(f"k must be at least 1, got {k}.")
+    data = labelled_embeddings(embeddings, labels, what="Weighted k-NN accuracy")
+    at_least(k, 1, name="k")
     if not (np.isfinite(temperature) and temperature > 0):
         raise MetricError(f"The temperature must be a positive number, got {temperature}.")
     split = _split(len(data.x), test_mask)
@@ -240,8 +242,9 @@ def nearest_class_mean_predict(
     With cosine, items are L2-normalised before averaging. With ``leave_one_out`` the queries
     are the training items and each is scored against class means that exclude it.
     """
-    train = np.asarray(train_x, dtype=np.float64)
-    query = np.asarray(query_x, dtype=np.float64)
+    train, train_codes, query = classifier_inputs(
+        train_x, train_codes, query_x, n_classes=n_classes, exclude_self=leave_one_out
+    )
     if metric == "cosine":
         train, query = normalize_rows(train), normalize_rows(query)
     sums, counts = _class_sums(train, train_codes, n_classes)
@@ -272,7 +275,7 @@ def nearest_class_mean_accuracy(
     None: each item's own class mean is recomputed without it (analytically, not by
     refitting); an item whose class has no other member cannot be classified correctly.
     """
-    data = check_labelled(embeddings, labels, what="Nearest-class-mean accuracy")
+    data = labelled_embeddings(embeddings, labels, what="Nearest-class-mean accuracy")
     if metric not in ("cosine", "euclidean"):
         raise MetricError(
             f"Unknown metric {metric!r} for nearest class mean: use cosine or euclidean."
@@ -348,9 +351,8 @@ def linear_probe_accuracy(
     by a probe that never saw it. Wilson interval over test items; ``details["chosen_C"]``
     lists the C picked for each outer fold.
     """
-    data = check_labelled(embeddings, labels, what="The linear probe")
-    if folds < 2:
-        raise MetricError(f"Cross-validation needs at least 2 folds, got {folds}.")
+    data = labelled_embeddings(embeddings, labels, what="The linear probe")
+    at_least(folds, 2, name="folds (cross-validation)")
     grid = sorted(float(C) for C in Cs)
     if not grid or any(not (np.isfinite(C) and C > 0) for C in grid):
         raise MetricError(f"The regularisation strengths Cs must be positive numbers, got {Cs}.")
@@ -458,15 +460,14 @@ def few_shot_accuracy(
     items cannot fill an episode and are left out (listed in details). The interval is a
     Student-t interval over episode accuracies, clipped to [0, 1].
     """
-    data = check_labelled(embeddings, labels, what="Few-shot accuracy")
+    data = labelled_embeddings(embeddings, labels, what="Few-shot accuracy")
     for name, value, least in (
         ("n_way", n_way, 2),
         ("k_shot", k_shot, 1),
         ("n_query", n_query, 1),
         ("episodes", episodes, 2),
     ):
-        if value < least:
-            raise MetricError(f"{name} must be at least {least}, got {value}.")
+        at_least(value, least, name=name)
     x = normalize_rows(data.x)
     sampled = few_shot_episodes(
         data.codes, n_way=n_way, k_shot=k_shot, n_query=n_query, episodes=episodes, seed=seed

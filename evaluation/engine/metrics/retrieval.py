@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.engine.errors import MetricError
-from evaluation.engine.metrics.checks import check_labelled
 from evaluation.engine.metrics.intervals import bootstrap_mean_interval
 from evaluation.engine.metrics.knn import normalize_rows
 from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.validation import labelled_embeddings
 
 # Entries of the query-by-item similarity block; the ranking keeps about eight arrays of
 # this size alive, so 2**21 entries bound memory near 130 MB whatever the dataset size.
@@ -104,7 +104,7 @@ def retrieval_scores(
     with all recall@k values, in the mAP result's details. Intervals are percentile
     bootstraps over queries of the per-query values (same seed, so resamples are paired).
     """
-    data = check_labelled(embeddings, labels, what="Retrieval")
+    data = labelled_embeddings(embeddings, labels, what="Retrieval")
     n = len(data.x)
     if n_resamples < 1:
         raise MetricError(f"The bootstrap needs at least one resample, got {n_resamples}.")

@@ -18,13 +18,17 @@ from sklearn.linear_model import RidgeCV
 
 from evaluation.engine.errors import MetricError
 from evaluation.engine.metrics.human import (
+    CORRELATIONS,
+    MIN_BOOT,
     PairRatings,
     bootstrap_pair_correlations,
+    checked_pairs,
     percentile_interval,
     unit_rows,
     weighted_correlation,
 )
 from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.validation import at_least, one_of
 
 DEFAULT_ALPHAS = tuple(10.0**p for p in range(-3, 5))
 
@@ -51,7 +55,13 @@ def reweighted_pair_alignment(
     seed: int = 0,
     ceiling: float | None = None,
 ) -> MetricResult:
+    one_of(correlation, CORRELATIONS, name="correlation")
+    at_least(n_folds, 2, name="n_folds")
+    at_least(n_boot, MIN_BOOT, name="n_boot")
+    if len(alphas) == 0 or not all(np.isfinite(a) and a > 0 for a in alphas):
+        raise MetricError(f"alphas (ridge penalties) must be positive numbers, got {alphas}.")
     x = unit_rows(embeddings)
+    pairs = checked_pairs(pairs, len(x))
     fold = stimulus_folds(len(x), n_folds, seed)
     fold_i, fold_j = fold[pairs.i], fold[pairs.j]
     predictions = np.full(len(pairs.mean), np.nan)

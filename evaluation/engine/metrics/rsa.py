@@ -25,7 +25,12 @@ import numpy as np
 from scipy.stats import rankdata
 
 from evaluation.engine.errors import MetricError
-from evaluation.engine.metrics.similarity import RdmKind, as_matrix, rdm
+from evaluation.engine.metrics.similarity import RdmKind, rdm
+from evaluation.engine.metrics.validation import (
+    condensed_stimuli,
+    embedding_matrix,
+    finite_values,
+)
 
 RsaMethod = Literal["pearson", "spearman", "kendall_tau_a", "rho_a"]
 RSA_METHODS: tuple[str, ...] = ("pearson", "spearman", "kendall_tau_a", "rho_a")
@@ -33,7 +38,7 @@ MIN_ENTRIES = 3
 
 
 def _as_rdm_vector(values: np.ndarray, name: str) -> np.ndarray:
-    vector = np.asarray(values, dtype=np.float64)
+    vector = np.asarray(values)
     if vector.ndim != 1:
         raise MetricError(
             f"{name} must be a condensed RDM (1-D, pdist order); got shape {vector.shape}. "
@@ -44,9 +49,8 @@ def _as_rdm_vector(values: np.ndarray, name: str) -> np.ndarray:
             f"{name} has {len(vector)} dissimilarities; comparing RDMs needs at least "
             f"{MIN_ENTRIES} (an RDM of 3 stimuli)."
         )
-    if not np.isfinite(vector).all():
-        raise MetricError(f"{name} contains NaN or infinite dissimilarities.")
-    return vector
+    condensed_stimuli(len(vector), name=name)
+    return finite_values(vector, name=name)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray, what: str) -> float:
@@ -127,8 +131,8 @@ def rsa(rdm_a: np.ndarray, rdm_b: np.ndarray, *, method: RsaMethod = "spearman")
     """Similarity of two condensed RDMs over the same stimulus pairs (see module notes)."""
     if method not in RSA_METHODS:
         raise MetricError(f"Unknown RSA method {method!r}; choose one of {', '.join(RSA_METHODS)}.")
-    a = _as_rdm_vector(rdm_a, "The first RDM")
-    b = _as_rdm_vector(rdm_b, "The second RDM")
+    a = _as_rdm_vector(rdm_a, "rdm_a")
+    b = _as_rdm_vector(rdm_b, "rdm_b")
     if len(a) != len(b):
         raise MetricError(
             f"The RDMs cover different numbers of pairs ({len(a)} and {len(b)}); "
@@ -151,8 +155,8 @@ def rsa_between(
     method: RsaMethod = "spearman",
 ) -> float:
     """RSA between two representations (rows = the same stimuli, in the same order)."""
-    x = as_matrix(x, name="The first representation", min_rows=3)
-    y = as_matrix(y, name="The second representation", min_rows=3)
+    x = embedding_matrix(x, name="x", min_rows=3)
+    y = embedding_matrix(y, name="y", min_rows=3)
     if len(x) != len(y):
         raise MetricError(
             f"The representations cover {len(x)} and {len(y)} stimuli; RSA needs the same "

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from evaluation.engine.errors import MetricError
+from evaluation.engine.metrics.validation import embedding_matrix
 
 SimilarityKind = Literal["cosine", "dot", "neg_euclidean", "pearson"]
 RdmKind = Literal["correlation", "cosine", "euclidean"]
@@ -24,23 +25,6 @@ RdmKind = Literal["correlation", "cosine", "euclidean"]
 SIMILARITY_KINDS: tuple[str, ...] = ("cosine", "dot", "neg_euclidean", "pearson")
 RDM_KINDS: tuple[str, ...] = ("correlation", "cosine", "euclidean")
 ROW_BLOCK = 1024
-
-
-def as_matrix(x: np.ndarray, *, name: str = "x", min_rows: int = 1) -> np.ndarray:
-    """``x`` as a finite 2-D float64 array with at least ``min_rows`` rows."""
-    array = np.asarray(x, dtype=np.float64)
-    if array.ndim != 2:
-        raise MetricError(
-            f"{name} must be a 2-D array (stimuli x features); got shape {array.shape}."
-        )
-    if array.shape[0] < min_rows:
-        raise MetricError(f"{name} has {array.shape[0]} stimuli; at least {min_rows} are needed.")
-    if array.shape[1] == 0:
-        raise MetricError(f"{name} has no features (shape {array.shape}).")
-    if not np.isfinite(array).all():
-        bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
-        raise MetricError(f"{name} contains NaN or infinite values (first in row {bad}).")
-    return array
 
 
 def _prepare(x: np.ndarray, kind: str, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -100,11 +84,11 @@ def pairwise_similarity(
     more similar for every kind. Pass a block of rows as ``x`` to bound memory.
     """
     _check_kind(kind, SIMILARITY_KINDS, "similarity")
-    a, norms_a = _prepare(as_matrix(x, name="x"), kind, "x")
+    a, norms_a = _prepare(embedding_matrix(x, name="x"), kind, "x")
     if y is None:
         b, norms_b = a, norms_a
     else:
-        b, norms_b = _prepare(as_matrix(y, name="y"), kind, "y")
+        b, norms_b = _prepare(embedding_matrix(y, name="y"), kind, "y")
         if b.shape[1] != a.shape[1]:
             raise MetricError(
                 f"x has {a.shape[1]} features but y has {b.shape[1]}; "
@@ -134,7 +118,7 @@ def rdm(x: np.ndarray, *, kind: RdmKind = "correlation") -> np.ndarray:
     matrix is never held: memory is one block plus the condensed vector.
     """
     _check_kind(kind, RDM_KINDS, "RDM kind")
-    array = as_matrix(x, name="x", min_rows=3)
+    array = embedding_matrix(x, name="x", min_rows=3)
     similarity_kind = {"correlation": "pearson", "cosine": "cosine", "euclidean": "neg_euclidean"}
     sim_kind = similarity_kind[kind]
     prepared, norms = _prepare(array, sim_kind, "x")
