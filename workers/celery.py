@@ -13,6 +13,8 @@ import os
 from celery import Celery
 from celery.signals import worker_ready
 
+from workers.recovery import StepRecovery
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("likeness")
@@ -31,6 +33,9 @@ def _ensure_broker_folders() -> None:
 
 
 _ensure_broker_folders()
+
+# Sweeps for lost messages and dropped steps when the consumer (re)connects, and periodically.
+app.steps["consumer"].add(StepRecovery)
 
 
 @worker_ready.connect

@@ -313,6 +313,44 @@ def test_media_embeddings_and_hub_cache_live_on_named_volumes(model, services):
             assert Path(env[variable]).is_relative_to(hub[0]), f"{name}: {variable}"
 
 
+def test_redis_keeps_queued_tasks_across_a_restart(services, tmp_path):
+    """Compose's own redis-server arguments (append-only file on the redis-data volume): a
+    task message queued before a restart is still queued after it, so a planned restart of
+    the broker loses no run."""
+    words = shlex.split(unescape(services["redis"]["command"][2]).split("exec ", 1)[1])
+    assert words[0] == "redis-server" and option(words, "--appendonly") == "yes"
+    assert mounts(services["redis"])["/data"] == "redis-data"
+    arguments = [w for w in words[1:] if "REDIS_PASSWORD" not in w and w != "--requirepass"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = ["redis-server", *arguments, "--port", str(port), "--bind", "127.0.0.1"]
+    command += ["--dir", str(tmp_path), "--save", ""]  # only the append-only file persists
+
+    def started() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return server
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        server.kill()
+        raise AssertionError(f"redis-server did not start: {command}")
+
+    server = started()
+    redis.Redis(port=port).lpush("gpu", b'{"headers": {"task": "evaluation.extract_embeddings"}}')
+    server.terminate()  # SIGTERM: what `docker compose restart redis` sends
+    server.wait(timeout=30)
+    server = started()
+    try:
+        assert redis.Redis(port=port).llen("gpu") == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_shared_storage_file_binds_media_and_embeddings_to_the_shared_mount(compose):
     done = run_config(compose, COMPOSE_FILE, SHARED_FILE)
     assert done.returncode != 0 and "LIKENESS_SHARED_DIR" in done.stderr
