@@ -437,6 +437,29 @@ def test_run_form_creates_a_run_and_queues_it(
     assert enqueued == [("evaluation.extract_embeddings", run.steps.get().pk)]
 
 
+def test_run_form_while_the_broker_is_down_stores_the_run_once_and_says_so(
+    researcher_client, broker, django_capture_on_commit_callbacks
+):
+    dataset = make_text_dataset()
+    model = make_text_model()
+    broker["up"] = False
+    with django_capture_on_commit_callbacks(execute=True):
+        response = researcher_client.post(
+            reverse("evaluation:run_create"),
+            {
+                "dataset": dataset.pk,
+                "models": [model.pk],
+                "metric_knn": "on",
+                "knn_k": 3,
+                "knn_split": "loo",
+            },
+        )
+    run = Run.objects.get()  # no 500 after the fact, nothing for a second press to duplicate
+    assert response.status_code == 302 and response.url == run.get_absolute_url()
+    page = researcher_client.get(run.get_absolute_url()).content.decode()
+    assert "The task queue is unreachable" in page and "starts once the queue answers" in page
+
+
 def test_run_form_errors_are_shown(researcher_client):
     dataset = make_text_dataset()
     response = researcher_client.post(
