@@ -301,6 +301,33 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_the_broker_view_lists_queued_and_taken_but_unacknowledged_step_messages(stack):
+    """What keeps the sweep from sending twice: a message still queued, or taken by a worker
+    that has not acknowledged it (acks_late: until its task ends), counts as live."""
+    from celery import Celery
+
+    from workers.broker import live_step_messages
+
+    app = Celery("probe", broker=stack.redis.url)
+    app.conf.task_routes = {"evaluation.extract_embeddings": {"queue": "gpu"}}
+    app.conf.task_default_queue = "cpu"
+    redis.Redis.from_url(stack.redis.url).flushdb()
+    app.send_task("evaluation.extract_embeddings", args=[101])
+    app.send_task("evaluation.extract_embeddings", args=[102])
+    app.send_task("evaluation.score_embeddings", args=[103])
+    app.send_task("evaluation.inspect_model", args=[104])  # not a step's: not listed
+    with app.connection_for_read() as connection:
+        taken = connection.SimpleQueue("gpu", no_ack=False).get(timeout=5)  # not acknowledged
+        assert live_step_messages(app) == {
+            ("evaluation.extract_embeddings", 101),
+            ("evaluation.extract_embeddings", 102),
+            ("evaluation.score_embeddings", 103),
+        }
+        taken.ack()
+        assert len(live_step_messages(app)) == 2
+    redis.Redis.from_url(stack.redis.url).flushdb()
+
+
 def test_broker_restarts_lose_no_run(stack):
     worker = stack.worker("restarts@%h")
     try:
