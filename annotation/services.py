@@ -375,13 +375,18 @@ def resume_refuse(*, participant: Participant) -> RefusedResume:
 
 def session_plan(study: Study, rng: random.Random) -> list[str]:
     """Trial roles for one session: practice first, then regular, catch and repeat trials
-    in random order, with every repeat after at least one regular trial it can repeat."""
+    in random order, with every repeat after a regular trial of its own to repeat (the k-th
+    repeat after at least k regular trials; _check_design leaves enough of them)."""
     regular = study.trials_per_session - study.catch_trials - study.repeat_trials
     roles = [TrialRole.REGULAR] * regular + [TrialRole.CATCH] * study.catch_trials
     rng.shuffle(roles)
-    # Each repeat goes somewhere in the second half, so there is something to repeat.
-    for _ in range(study.repeat_trials):
-        roles.insert(rng.randint(max(1, len(roles) // 2), len(roles)), TrialRole.REPEAT)
+    # Each repeat goes somewhere in the second half, and after the (k+1)-th regular trial
+    # when k repeats are placed already: a repeat placed before others only raises their
+    # count of repeats by one, which their later position covers.
+    for placed in range(study.repeat_trials):
+        earliest = [i + 1 for i, role in enumerate(roles) if role == TrialRole.REGULAR][placed]
+        position = rng.randint(max(1, len(roles) // 2, earliest), len(roles))
+        roles.insert(position, TrialRole.REPEAT)
     return [TrialRole.PRACTICE] * study.practice_trials + [str(r) for r in roles]
 
 
