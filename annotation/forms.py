@@ -57,7 +57,13 @@ class StudyForm(forms.ModelForm):
     )
     item_count = forms.IntegerField(min_value=1, required=False, label="N (random subset)")
     item_file = forms.FileField(required=False, label="Item list (CSV)")
-    seed = forms.IntegerField(min_value=0, initial=0, help_text="Seed for random items.")
+    seed = forms.IntegerField(
+        min_value=0,
+        max_value=2**31 - 1,
+        initial=0,
+        required=False,  # only a random subset uses it: blank is the default, 0
+        help_text="Seed for random items.",
+    )
     redirect_url = forms.URLField(
         required=False, assume_scheme="https", help_text="Sent here after completion."
     )
@@ -73,6 +79,10 @@ class StudyForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["dataset"].queryset = Dataset.objects.order_by("name")
+
+    def clean_seed(self) -> int:
+        seed = self.cleaned_data.get("seed")
+        return 0 if seed is None else seed
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -45,8 +45,10 @@ from annotation.models import (
 )
 from evaluation.judgments import JudgmentRow, judgments_create
 from evaluation.models import Dataset, HumanJudgments, Stimulus
+from evaluation.querystring import text_param
 
 MAX_ITEMS = 200_000
+EXTERNAL_ID_MAX_LENGTH = 200  # Participant.external_id
 TAG_MAX_LENGTH = 100
 MAX_TAGS_PER_TRIAL = 20
 
@@ -341,7 +343,9 @@ def _release_reservation(participant_id: int, item_id: int) -> bool:
 
 
 def clean_external_id(external_id: str) -> str:
-    return external_id.strip()[:200]
+    """A recruiter's participant id as stored: trimmed, without control characters (a NUL
+    from a hand-edited link would make PostgreSQL refuse the query), at most 200 chars."""
+    return text_param({"id": external_id}, "id", max_length=EXTERNAL_ID_MAX_LENGTH)
 
 
 def participant_of_account(*, study: Study, user: Any) -> Participant | None:

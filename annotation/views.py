@@ -33,6 +33,7 @@ from annotation import exports, selectors, services, sql
 from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
 from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
 from evaluation.models import Dataset
+from evaluation.querystring import text_param
 from webapp.auth import researcher_required
 
 SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
@@ -477,5 +478,9 @@ def tag_suggest(request: HttpRequest, token: str) -> JsonResponse:
     if participant.study.kind != StudyKind.TAGS:
         raise Http404("Not a tag study.")
     return JsonResponse(
-        {"tags": selectors.tag_vocabulary(participant.study, request.GET.get("q", ""))}
+        {
+            "tags": selectors.tag_vocabulary(
+                participant.study, text_param(request.GET, "q", max_length=services.TAG_MAX_LENGTH)
+            )
+        }
     )

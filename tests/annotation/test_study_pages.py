@@ -301,6 +301,25 @@ def test_researcher_creates_a_study_from_the_form(client, researcher):
     assert study.items.count() == 1 and study.status == "draft"
 
 
+def test_a_study_of_all_pairs_needs_no_seed(client, researcher):
+    """The seed only draws a random subset: a blank one must not block the form."""
+    dataset = make_text_dataset()
+    client.force_login(researcher)
+    response = client.post(
+        reverse("annotation:study_create"),
+        {
+            "name": "all pairs",
+            "kind": "pairs",
+            "dataset": dataset.pk,
+            "item_mode": "all",
+            "seed": "",
+            **FORM_DEFAULTS,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Study.objects.get(name="all pairs").items.count() > 0
+
+
 FORM_DEFAULTS = {
     "judgments_per_item": 5,
     "trials_per_session": 20,

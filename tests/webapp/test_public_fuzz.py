@@ -140,24 +140,11 @@ PUBLIC: list[tuple[str, list[str]]] = [
     ("/p/{tag_participant}/tags/", ["q"]),
     ("/p/{participant}/stimuli/{stimulus}/", []),
 ]
-# Known defects in pages owned elsewhere (annotation/views.py), reported in issue 16:
-# strict, so the mark must go once they are fixed.
-KNOWN = {
-    "/s/{study_token}/": "a NUL byte in the external id reaches PostgreSQL (500)",
-    "/p/{tag_participant}/tags/": "a NUL byte in q reaches PostgreSQL (500)",
-}
 
 
 def public_pages(with_params_only: bool = False) -> list[Any]:
     return [
-        pytest.param(
-            pattern,
-            params,
-            id=pattern,
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN[pattern])]
-            if pattern in KNOWN
-            else [],
-        )
+        pytest.param(pattern, params, id=pattern)
         for pattern, params in PUBLIC
         if params or not with_params_only
     ]
