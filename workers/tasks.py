@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from celery import shared_task
 
 from evaluation import services
+from webapp.outages import database_unreachable
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _outage_is_not_a_crash(step_id: int) -> Iterator[None]:
+    """The database went away mid-step: the step cannot even be marked failed, and stays
+    claimed by this worker, whose sweeper (workers/recovery.py) requeues it once the
+    database answers. Say so in one line rather than as a crash."""
+    try:
+        yield
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        logger.warning(
+            "Database unreachable while working on run step %s (%s); the step is requeued "
+            "once it answers again.",
+            step_id,
+            str(exc).strip(),
+        )
+
+
+def _run_step(service: Callable[..., None], step_id: int, hostname: str | None) -> None:
+    with _outage_is_not_a_crash(step_id):
+        service(step_id=step_id, worker=hostname or "unknown")
 
 
 @shared_task(name="evaluation.extract_embeddings", bind=True, acks_late=True)
 def extract_embeddings(self, step_id: int) -> None:  # type: ignore[no-untyped-def]
-    services.step_extract(step_id=step_id, worker=self.request.hostname or "unknown")
+    _run_step(services.step_extract, step_id, self.request.hostname)
 
 
 @shared_task(name="evaluation.score_embeddings", bind=True, acks_late=True)
 def score_embeddings(self, step_id: int) -> None:  # type: ignore[no-untyped-def]
-    services.step_score(step_id=step_id, worker=self.request.hostname or "unknown")
+    _run_step(services.step_score, step_id, self.request.hostname)
 
 
 @shared_task(name="evaluation.requeue_stalled")

@@ -389,4 +389,6 @@ def test_a_database_restart_mid_extraction_loses_no_run(stack):
     finally:
         worker.stop()
     print(f"\nRecovery after a database restart mid-extraction: {recovered:.1f} s")
-    assert "held but no task was running" in worker.log(), worker.log()[-3000:]
+    log = worker.log()
+    assert "Database unreachable while working on run step" in log, log[-3000:]
+    assert "held but no task was running" in log, log[-3000:]
