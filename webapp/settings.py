@@ -277,9 +277,9 @@ RUN_MAX_ATTEMPTS = env_int("RUN_MAX_ATTEMPTS", 3)
 # Every worker looks this often (and at once after it reconnects to the broker) for waiting
 # steps whose task message is lost (never sent, or gone with a restarted broker) and for steps
 # it holds without running them (a task that lost the database mid-step), and requeues them.
-RUN_SWEEP_SECONDS = env_int("RUN_SWEEP_SECONDS", 30)
+RUN_SWEEP_SECONDS = 30
 # A message sent, or a step claimed, more recently than this is left alone by that sweep.
-RUN_MESSAGE_GRACE_SECONDS = env_int("RUN_MESSAGE_GRACE_SECONDS", 10)
+RUN_MESSAGE_GRACE_SECONDS = 10
 
 # --- Engine ---------------------------------------------------------------------------
 EXTRACTION_DEVICE = os.environ.get("EXTRACTION_DEVICE", "auto")  # auto, cpu, cuda, mps
