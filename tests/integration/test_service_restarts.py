@@ -301,14 +301,18 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_the_broker_view_lists_queued_and_taken_but_unacknowledged_step_messages(stack):
+def test_the_broker_view_lists_queued_and_taken_but_unacknowledged_step_messages(
+    stack, monkeypatch
+):
     """What keeps the sweep from sending twice: a message still queued, or taken by a worker
     that has not acknowledged it (acks_late: until its task ends), counts as live."""
     from celery import Celery
 
     from workers.broker import live_step_messages
 
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # Celery prefers it to broker=
     app = Celery("probe", broker=stack.redis.url)
+    assert app.conf.broker_url == stack.redis.url
     app.conf.task_routes = {"evaluation.extract_embeddings": {"queue": "gpu"}}
     app.conf.task_default_queue = "cpu"
     redis.Redis.from_url(stack.redis.url).flushdb()
