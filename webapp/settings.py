@@ -98,6 +98,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, so that it sees a view's exception first: outages answer 503, not a bare 500.
+    "webapp.middleware.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
