@@ -808,13 +808,16 @@ def _extract(
 def _stimulus_inputs(dataset: Dataset, model: PretrainedModel) -> list[StimulusInput]:
     media = Path(settings.MEDIA_ROOT)
     described = _descriptions(dataset, model) if model.source == ModelSource.LANGUAGE else {}
+    rows = dataset.stimuli.order_by("order").values_list("pk", "file", "text", "name")
     return [
         StimulusInput(
             path=str(media / file) if file else "",
             text=text,
+            # Messages name a stimulus as the researcher knows it (cat/1.png), not as stored.
+            meta={"name": name} if file else {},
             descriptions=described.get(pk, ()),
         )
-        for pk, file, text in dataset.stimuli.order_by("order").values_list("pk", "file", "text")
+        for pk, file, text, name in rows
     ]
 
 

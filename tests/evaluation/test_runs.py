@@ -151,7 +151,9 @@ def test_corrupt_stimulus_fails_the_step_and_caches_nothing(image_run, settings)
     run_steps(image_run)
     image_run.refresh_from_db()
     assert image_run.status == "failed"
-    assert f"Image '{Path(stimulus.file.name).name}' cannot be decoded" in image_run.error_message
+    # Named as the researcher knows it (its zip member), not as it is stored (000007.png).
+    assert f"Image '{stimulus.name}' cannot be decoded" in image_run.error_message
+    assert "/" in stimulus.name and Path(stimulus.file.name).name not in image_run.error_message
     assert not EmbeddingSet.objects.exists()
     assert not any(p.is_file() for p in Path(settings.EMBEDDINGS_ROOT).rglob("*"))
 
