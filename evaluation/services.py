@@ -584,7 +584,8 @@ def step_extract(*, step_id: int, worker: str) -> None:
         )
         if moved:
             step.embedding_sets.set(embedding_sets)
-            transaction.on_commit(lambda: _enqueue("evaluation.score_embeddings", step_id))
+            # A broker away now leaves the step extracted with no message: the sweep sends it.
+            transaction.on_commit(lambda: _send("evaluation.score_embeddings", step_id))
 
 
 def step_score(*, step_id: int, worker: str) -> None:

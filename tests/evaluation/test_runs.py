@@ -387,6 +387,26 @@ def test_messages_lost_with_a_restarted_broker_are_sent_again_but_live_ones_are_
     assert services.steps_resend_lost(live=live) == 0
 
 
+def test_broker_down_after_extraction_leaves_the_step_extracted_for_the_sweep(
+    broker, django_capture_on_commit_callbacks
+):
+    run = tfidf_run(1)
+    step = run.steps.get()
+    broker["up"] = False
+    # The worker finishes extracting while the broker is away: no error in the worker.
+    with django_capture_on_commit_callbacks(execute=True):
+        services.step_extract(step_id=step.pk, worker="w1")
+    step.refresh_from_db()
+    assert (step.status, step.message_sent_at, step.claimed_by) == ("extracted", None, "")
+    assert broker["tried"] == ["evaluation.score_embeddings"]
+    assert Run.objects.get().waiting_for_queue
+    broker["up"] = True
+    assert services.steps_resend_lost(live=None, grace_seconds=0) == 1
+    assert broker["published"] == [("evaluation.score_embeddings", step.pk)]
+    services.step_score(step_id=step.pk, worker="w2")
+    assert Run.objects.get().status == "succeeded"
+
+
 def test_steps_held_but_not_run_by_a_live_worker_are_requeued(broker):
     from django.utils import timezone
 
