@@ -6,8 +6,9 @@ Every 4xx and 5xx answer of the API is ``{"error": {"code", "message", "fields"}
 ``metrics[0].params.k: ...``) and ``fields`` the per-field errors (empty when the problem
 is not about one field). Django ``ValidationError``s raised by services become 400s with
 the service's own message, ``Http404`` becomes 404, an unreachable database or task queue a
-503 with Retry-After (an outage, not a bug: webapp/outages.py), and anything unexpected a
-logged 500 with the same shape (and no traceback).
+503 with Retry-After (an outage, not a bug: webapp/outages.py), a full, read-only or
+forbidden disk (``StorageError``) a 507 naming it, and anything unexpected a logged 500 with
+the same shape (and no traceback).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
+from evaluation.engine.errors import StorageError
+from evaluation.engine.storage import storage_error
 from webapp.outages import (
     BROKER_UNREACHABLE,
     DATABASE_UNREACHABLE,
@@ -57,6 +60,15 @@ class ServiceUnavailable(exceptions.APIException):
     def __init__(self, detail: str, code: str) -> None:
         super().__init__(detail, code)
         self.wait = RETRY_AFTER_SECONDS  # becomes the Retry-After header
+
+
+class InsufficientStorage(exceptions.APIException):
+    """The server's disk cannot take what the request needs written (full, read-only,
+    forbidden): the administrator's to fix, named by evaluation/engine/storage.py."""
+
+    status_code = status.HTTP_507_INSUFFICIENT_STORAGE
+    default_detail = "The server cannot store what this request needs written."
+    default_code = "insufficient_storage"
 
 
 class Conflict(exceptions.APIException):
@@ -106,6 +118,11 @@ def _as_api_exception(exc: Exception) -> Exception:
     if broker_unreachable(exc):
         logger.warning("Task queue unreachable: %s", exc)
         return ServiceUnavailable(BROKER_UNREACHABLE, "queue_unreachable")
+    if isinstance(exc, OSError) and (named := storage_error(exc)) is not None:
+        exc = named  # a disk condition met outside the services (an upload spooled to /tmp)
+    if isinstance(exc, StorageError):  # the machine's condition, named: not a bug
+        logger.warning("Storage condition: %s", exc)
+        return InsufficientStorage(str(exc))
     return exc
 
 

@@ -34,7 +34,7 @@ from evaluation.engine.errors import EngineError, ModelSpecError, StorageError, 
 from evaluation.engine.extraction import ExtractionCancelled, extract_layers
 from evaluation.engine.fingerprint import dataset_content_hash, embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
-from evaluation.engine.storage import storage_error
+from evaluation.engine.storage import storage_error, writing
 from evaluation.importers import (
     ImportProblem,
     ParsedStimulus,
@@ -311,13 +311,19 @@ def _dataset_import(
                 f"{human_bytes(settings.DATASET_UPLOAD_MAX_BYTES)} (DATASET_UPLOAD_MAX_BYTES)."
             }
         )
-    tmp_root = Path(settings.MEDIA_ROOT) / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="import-", dir=tmp_root))
+    media = Path(settings.MEDIA_ROOT)
+    # A full, read-only or forbidden MEDIA_ROOT is the administrator's to fix: named
+    # (StorageError: a form error, an API 507), never "a bug".
+    place = f"MEDIA_ROOT ({media})"
+    tmp_root = media / "tmp"
+    with writing(tmp_root, place=place, doing="make a staging folder for the import"):
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="import-", dir=tmp_root))
     final_dir: Path | None = None
     try:
         try:
-            parsed = parse(staging)
+            with writing(staging, place=place, doing="unpack the uploaded files"):
+                parsed = parse(staging)
         except ImportProblem as exc:
             raise ValidationError({"file": str(exc)}) from None
         with transaction.atomic():
@@ -339,13 +345,16 @@ def _dataset_import(
                     kind=TargetKind.LABELS, dataset=dataset, name=f"{dataset.name}: labels"
                 )
             if any(item.stored_name for item in parsed):  # text stimuli have no files
-                final_dir = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
-                final_dir.parent.mkdir(parents=True, exist_ok=True)
-                staging.rename(final_dir)
+                final_dir = media / "datasets" / str(dataset.pk)
+                with writing(final_dir, place=place, doing="move the imported files into place"):
+                    final_dir.parent.mkdir(parents=True, exist_ok=True)
+                    staging.rename(final_dir)
         return dataset
-    except BaseException:
+    except BaseException as exc:
         if final_dir is not None and final_dir.exists():
             shutil.rmtree(final_dir, ignore_errors=True)
+        if isinstance(exc, StorageError):  # the administrator's to fix: say it in their log
+            logger.warning("Import of dataset %r stopped: %s", name, exc)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -17,6 +17,7 @@ from evaluation import compare, efficiency, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
 from evaluation import querystring as qs
 from evaluation.descriptions import description_sets, descriptions_import
+from evaluation.engine.errors import StorageError
 from evaluation.forms import (
     DatasetImportForm,
     DescriptionsImportForm,
@@ -342,6 +343,8 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
                 )
         except ValidationError as exc:
             form.add_error(None, exc)
+        except StorageError as exc:  # a full or read-only MEDIA_ROOT: named, nothing kept
+            form.add_error(None, str(exc))
         else:
             messages.success(request, f"Imported {dataset.stimulus_count} stimuli into {dataset}.")
             return redirect(dataset)

@@ -306,3 +306,27 @@ def test_dataset_list_and_filters(api):
     assert api.get("/api/datasets/999999/").json() == error(
         "not_found", "No dataset with id 999999."
     )
+
+
+def test_import_onto_a_full_media_root_answers_507_and_keeps_nothing(
+    api, settings, tmp_path, digits_zip_small
+):
+    from tests import small_disk
+
+    with small_disk.small_tmpfs(tmp_path / "media", size=512 * 1024) as media:
+        settings.MEDIA_ROOT = media
+        ballast = small_disk.fill(media, leave=16 * 1024)
+        response = upload(
+            api,
+            name="digits",
+            modality="image",
+            file=SimpleUploadedFile("digits.zip", digits_zip_small),
+        )
+        ballast.unlink()
+        staging = list((media / "tmp").iterdir())
+    assert response.status_code == 507, response.json()
+    body = response.json()["error"]
+    assert body["code"] == "insufficient_storage" and body["fields"] == {}
+    assert body["message"].startswith(f"No space left on the device holding MEDIA_ROOT ({media})")
+    assert "bug" not in body["message"]
+    assert not Dataset.objects.exists() and not Stimulus.objects.exists() and not staging

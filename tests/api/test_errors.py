@@ -245,3 +245,50 @@ def test_task_queue_outage_is_a_503(api, monkeypatch):
     response = api.get("/api/runs/")
     assert response.status_code == 503 and response["Retry-After"] == "30"
     assert response.json()["error"]["code"] == "queue_unreachable"
+
+
+@pytest.mark.parametrize(
+    ("raised", "message"),
+    [
+        (
+            "StorageError",
+            "No space left on the device holding MEDIA_ROOT (/srv/media) to unpack the "
+            "uploaded files. Free some space there (or move it to a larger disk), then retry; "
+            "work already saved is kept.",
+        ),
+        (  # a disk condition met anywhere (an upload spooled to /tmp, say) is named too
+            "OSError",
+            "/srv/spool is on a read-only file system: could not write /srv/spool/upload.part "
+            "(/srv/spool/upload.part). Remount it read-write (or configure a writable folder), "
+            "then retry.",
+        ),
+    ],
+)
+def test_a_full_or_read_only_disk_is_a_507_that_names_it(api, monkeypatch, caplog, raised, message):
+    import errno
+    import os
+
+    from evaluation.engine.errors import StorageError
+
+    def storage():
+        if raised == "StorageError":
+            raise StorageError(message)
+        path = "/srv/spool/upload.part"
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    monkeypatch.setattr(api_views, "_runs", storage)
+    api.raise_request_exception = False
+    response = api.get("/api/runs/")
+    assert response.status_code == 507
+    assert response.json() == error("insufficient_storage", message)
+    assert "Unhandled error" not in caplog.text
+
+
+def test_an_os_error_that_is_no_disk_condition_stays_a_bug(api, monkeypatch):
+    def bug():
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(api_views, "_runs", bug)
+    api.raise_request_exception = False
+    response = api.get("/api/runs/")
+    assert response.status_code == 500 and response.json()["error"]["code"] == "server_error"
