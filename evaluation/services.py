@@ -8,12 +8,14 @@ key, so repeating a step never duplicates results.
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
@@ -157,12 +159,21 @@ def model_inspect(*, model_id: int) -> None:
         return
     try:
         adapter = adapters.load_adapter(model.spec(), device=settings.EXTRACTION_DEVICE)
-        with tempfile.TemporaryDirectory() as folder:
-            sample = _sample_stimulus(model.modality, Path(folder))
+        with _sample_folder() as folder:
+            sample = _sample_stimulus(model.modality, folder)
             adapter.prepare([sample])
             layers = adapter.describe_layers(sample)
     except EngineError as exc:
+        if isinstance(exc, StorageError):  # the administrator's to fix: say it in their log
+            logger.warning("Listing the layers of model %s stopped: %s", model_id, exc)
         PretrainedModel.objects.filter(pk=model_id).update(inspection_error=str(exc))
+        return
+    except Exception as exc:
+        # Still an outcome: the model page says so instead of waiting for layers forever.
+        logger.exception("Listing the layers of model %s failed", model_id)
+        PretrainedModel.objects.filter(pk=model_id).update(
+            inspection_error=_internal_error("listing the model's layers", exc)
+        )
         return
     default = next((layer for layer in layers if layer["name"] == adapter.default_layer), None)
     PretrainedModel.objects.filter(pk=model_id).update(
@@ -173,8 +184,26 @@ def model_inspect(*, model_id: int) -> None:
     )
 
 
+_SAMPLE_WRITE = "write a sample stimulus to list the model's layers"
+
+
+@contextmanager
+def _sample_folder() -> Iterator[Path]:
+    """A scratch folder for the sample stimulus, removed afterwards."""
+    scratch = Path(tempfile.gettempdir())
+    with writing(scratch, place=f"TMPDIR ({scratch})", doing=_SAMPLE_WRITE):
+        folder = Path(tempfile.mkdtemp(prefix="likeness-inspect-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _sample_stimulus(modality: str, folder: Path) -> StimulusInput:
-    stimulus = _sample_of(modality, folder)
+    # A full or read-only scratch disk is named (only here: other errors of the inspection
+    # are about other places).
+    with writing(folder, place=f"TMPDIR ({folder.parent})", doing=_SAMPLE_WRITE):
+        stimulus = _sample_of(modality, folder)
     # Language-based models embed descriptions, whatever the stimulus is.
     return replace(stimulus, descriptions=(("a short description of the sample", 1.0),))
 
@@ -191,7 +220,9 @@ def _sample_of(modality: str, folder: Path) -> StimulusInput:
 
         path = folder / "sample.wav"
         seconds = np.arange(16000) / 16000
-        soundfile.write(path, 0.5 * np.sin(2 * np.pi * 440 * seconds), 16000)
+        encoded = io.BytesIO()  # written by Python, whose OSError says why (libsndfile's not)
+        soundfile.write(encoded, 0.5 * np.sin(2 * np.pi * 440 * seconds), 16000, format="WAV")
+        path.write_bytes(encoded.getvalue())
         return StimulusInput(path=str(path))
     return StimulusInput(text="A short sentence to trace the model's layers.")
 
