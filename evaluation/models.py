@@ -66,6 +66,9 @@ class PretrainedModel(models.Model):
         default=list, blank=True, help_text="Layers with output shapes, from a dry forward pass."
     )
     inspection_error = models.TextField(blank=True)
+    # When the task that lists the layers was handed to the task queue; empty while it could
+    # not be (the broker was unreachable at registration): the workers' sweep sends it then.
+    inspection_sent_at = models.DateTimeField(null=True, blank=True)
     parameter_count = models.BigIntegerField(null=True, blank=True)
     embedding_size = models.PositiveIntegerField(null=True, blank=True)
     description = models.TextField(blank=True)
@@ -86,6 +89,17 @@ class PretrainedModel(models.Model):
     @property
     def layer_names(self) -> list[str]:
         return [layer["name"] for layer in self.layers]
+
+    @property
+    def inspection_waiting_for_queue(self) -> bool:
+        """Its layers are not listed because the task that lists them could not be handed to
+        the task queue yet (the workers send it once the broker answers again)."""
+        return (
+            self.inspection_sent_at is None
+            and not self.layers
+            and not self.inspection_error
+            and self.source != ModelSource.STACKED  # made on a leaderboard, never inspected
+        )
 
     @property
     def is_untrained_baseline(self) -> bool:

@@ -129,7 +129,9 @@ def model_register(
         created_by=created_by,
     )
     # Listing layers needs the weights and a forward pass: a worker's job, not the request's.
-    transaction.on_commit(lambda: _enqueue("evaluation.inspect_model", model.pk))
+    # The model is the user's intent: it is stored even when the broker does not answer, and
+    # its inspection is sent by the workers' sweep once it does (models_resend_inspections).
+    transaction.on_commit(lambda: _send(INSPECT_TASK, model.pk))
     return model
 
 
@@ -538,6 +540,8 @@ def run_retry(*, run: Run) -> int:
 
 # Tasks that move a run step on; each step records when its current one was sent.
 STEP_TASKS = frozenset({"evaluation.extract_embeddings", "evaluation.score_embeddings"})
+# The task that lists a model's layers; the model records when it was sent.
+INSPECT_TASK = "evaluation.inspect_model"
 # What kombu raises when the broker does not answer (Celery wraps the transport's errors).
 BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, ConnectionError)
 
@@ -555,8 +559,10 @@ def _send(task_name: str, object_id: int) -> bool:
 
     Tasks are sent once the writes that need them are committed, so an unreachable broker
     must not become an error after the fact (a client would retry and store twice): a step
-    task that was not sent leaves the step's ``message_sent_at`` empty, and the workers'
-    sweep (``steps_resend_lost``) sends it as soon as the broker answers again."""
+    task that was not sent leaves the step's ``message_sent_at`` empty, an inspection the
+    model's ``inspection_sent_at``, and the workers' sweep (``steps_resend_lost``,
+    ``models_resend_inspections``) sends it as soon as the broker answers again."""
+    recorded = task_name in STEP_TASKS or task_name == INSPECT_TASK
     try:
         _enqueue(task_name, object_id)
     except BROKER_ERRORS as exc:
@@ -565,15 +571,16 @@ def _send(task_name: str, object_id: int) -> bool:
             exc,
             task_name,
             object_id,
-            " (the workers send it once the queue is back)" if task_name in STEP_TASKS else "",
+            " (the workers send it once the queue is back)" if recorded else "",
         )
         sent = False
     else:
         sent = True
+    when = timezone.now() if sent else None
     if task_name in STEP_TASKS:
-        RunStep.objects.filter(pk=object_id).update(
-            message_sent_at=timezone.now() if sent else None
-        )
+        RunStep.objects.filter(pk=object_id).update(message_sent_at=when)
+    elif task_name == INSPECT_TASK:
+        PretrainedModel.objects.filter(pk=object_id).update(inspection_sent_at=when)
     return sent
 
 
@@ -1080,3 +1087,39 @@ _WAITING_TASK = {
     StepStatus.QUEUED: "evaluation.extract_embeddings",
     StepStatus.EXTRACTED: "evaluation.score_embeddings",
 }
+
+
+def models_resend_inspections(*, grace_seconds: float | None = None) -> int:
+    """Send the inspection of each model whose inspection task could not be handed to the
+    broker (registered while it was unreachable); returns how many were sent.
+
+    Models registered in the last ``grace_seconds`` are left alone (their request may not
+    have sent it yet). Row locks (skipping locked rows) keep two workers sweeping at once
+    from sending one twice. Unlike steps, a sent inspection lost inside the broker is not
+    sent again: compose's Redis keeps its messages across restarts, and
+    ``manage.py list_layers --inspect`` lists a model's layers at once."""
+    grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    cutoff = timezone.now() - timezone.timedelta(seconds=grace)
+    sent = 0
+    with transaction.atomic():
+        models = (
+            PretrainedModel.objects.select_for_update(skip_locked=True)
+            .filter(
+                inspection_sent_at__isnull=True,
+                layers=[],
+                inspection_error="",
+                created_at__lt=cutoff,
+            )
+            .exclude(source=ModelSource.STACKED)  # made on a leaderboard, never inspected
+            .only("pk")
+            .order_by("pk")
+        )
+        for model in models:
+            if not _send(INSPECT_TASK, model.pk):
+                break  # the broker is still away: the next sweep tries again
+            sent += 1
+    if sent:
+        logger.warning(
+            "Sent the inspection of %d model(s) registered while the queue was away", sent
+        )
+    return sent

@@ -9,7 +9,8 @@ grace). A sweep
   lost the database mid-step could not record anything; the step waits for nothing now);
 - sends again the task of each waiting step whose message is lost: never sent (a run created
   while the broker was down) or no longer in the broker (Redis restarted without
-  persistence). Steps whose message is still queued, or held by a worker, are left alone.
+  persistence). Steps whose message is still queued, or held by a worker, are left alone;
+- sends the inspection (layer listing) of each model registered while the broker was down.
 
 A sweep that meets a database or broker still away logs it and tries again next time. The
 thread does its database work on its own connection, never on the consumer's event loop.
@@ -71,6 +72,7 @@ class StepSweeper(threading.Thread):
         try:
             services.steps_requeue_dropped(worker=self.hostname, running=running_step_ids())
             services.steps_resend_lost(live=live_step_messages(self.app))
+            services.models_resend_inspections()
         except OUTAGE_ERRORS as exc:
             logger.warning(
                 "Run step recovery could not look (%s: %s); trying again in %.0f s",

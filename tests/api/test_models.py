@@ -11,6 +11,7 @@ from evaluation import services
 from evaluation.models import PretrainedModel
 from tests.api.conftest import error
 from tests.conftest import make_text_model, make_timm_model
+from tests.evaluation.closed_broker import closed_broker  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -201,3 +202,21 @@ def test_package_names_that_ship_no_model_are_refused_and_never_imported(api, na
     assert reason in response.json()["error"]["fields"]["identifier"][0]
     assert not PretrainedModel.objects.exists()
     assert not [m for m in ("unittest.__main__", "antigravity", "this") if m in sys.modules]
+
+
+@pytest.mark.django_db(transaction=True)  # sent on commit, inside the request, as in production
+def test_registering_while_the_task_queue_is_down_stores_one_model_and_answers_201(
+    api, closed_broker  # noqa: F811
+):
+    body = {"name": "m", "source": "timm", "identifier": "test_vit", "weights": "untrained"}
+    response = api.post("/api/models/", body, format="json")
+    assert response.status_code == 201, response.json()
+    model = PretrainedModel.objects.get()
+    assert response.json()["id"] == model.pk and response.json()["inspection"] == "pending"
+    assert model.inspection_waiting_for_queue
+    # A client that retries anyway is told the model exists (the first answer said so too).
+    again = api.post("/api/models/", body, format="json")
+    assert again.status_code == 400 and "already registered" in again.json()["error"]["message"]
+    closed_broker["up"] = True
+    assert services.models_resend_inspections(grace_seconds=0) == 1
+    assert closed_broker["published"] == [("evaluation.inspect_model", model.pk)]
