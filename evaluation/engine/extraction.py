@@ -233,7 +233,7 @@ def _write_rows(handle: IO[bytes], array: np.ndarray) -> None:
 def _save_atomically(path: Path, array: np.ndarray, *, place: str, needed: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     doing = f"save {path.name} of the embeddings"
-    with storage.writing(tmp, place=place, doing=doing, needed=needed, partial=tmp):
+    with storage.writing(tmp, place=place, doing=doing, needed=needed, partial=tmp, resumable=True):
         with open(tmp, "wb") as handle:
             handle.write(_npy_header(array))
             _write_rows(handle, array)
@@ -264,6 +264,7 @@ def _assemble_all(
             needed_on[os.stat(work_dir).st_dev],
             place=places[layer],
             doing=f"join the saved chunks into {out_paths[layer].name}",
+            resumable=True,
         )
     for layer, work_dir in work_dirs.items():
         _assemble(work_dir, chunk_count, total, dims[layer], out_paths[layer], places[layer])
@@ -277,7 +278,7 @@ def _assemble(
     tmp = out_path.with_name(out_path.name + ".tmp")
     doing = f"join the saved chunks into {out_path.name}"
     needed = _npy_size(total, dim)
-    with storage.writing(tmp, place=place, doing=doing, needed=needed, partial=tmp):
+    with storage.writing(tmp, place=place, doing=doing, needed=needed, partial=tmp, resumable=True):
         with open(tmp, "wb") as handle:
             handle.write(_npy_header((total, dim)))
             row = 0

@@ -45,11 +45,13 @@ def human_size(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def check_free_space(folder: Path, needed: int, *, place: str, doing: str) -> None:
+def check_free_space(
+    folder: Path, needed: int, *, place: str, doing: str, resumable: bool = False
+) -> None:
     """Refuse to start writing ``needed`` bytes into ``folder`` when they cannot fit."""
     free = free_bytes(folder)
     if free < needed:
-        raise StorageError(_no_space(place, free, needed, doing))
+        raise StorageError(_no_space(place, free, needed, doing) + _kept(resumable))
 
 
 @contextmanager
@@ -60,6 +62,7 @@ def writing(
     doing: str,
     needed: int | None = None,
     partial: Path | None = None,
+    resumable: bool = False,
 ) -> Iterator[None]:
     """Around a write of ``path``: on any failure remove ``partial`` (the temporary file
     being written), and raise a storage condition as a StorageError naming it."""
@@ -70,7 +73,9 @@ def writing(
             with suppress(OSError):
                 partial.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            named = storage_error(exc, path=path, place=place, doing=doing, needed=needed)
+            named = storage_error(
+                exc, path=path, place=place, doing=doing, needed=needed, resumable=resumable
+            )
             if named is not None:
                 raise named from exc
         raise
@@ -83,12 +88,14 @@ def storage_error(
     place: str | None = None,
     doing: str | None = None,
     needed: int | None = None,
+    resumable: bool = False,
 ) -> StorageError | None:
     """The StorageError for ``exc`` if it is a storage condition, else None (a real bug).
 
     ``path`` is the file being written (the error's own file name wins when it has one),
     ``place`` names the storage it lives in for the reader ("EMBEDDINGS_ROOT (/srv/emb)"),
-    ``doing`` what the write was for, ``needed`` the bytes it still needed, if known."""
+    ``doing`` what the write was for, ``needed`` the bytes it still needed, if known;
+    ``resumable`` says that a retry keeps the work already saved (extraction's chunks)."""
     target = Path(exc.filename) if exc.filename else path
     code = exc.errno
     if code is None and _SHORT_WRITE.match(str(exc)):
@@ -104,13 +111,13 @@ def storage_error(
         where, free = place or str(target.parent), free_bytes(target)
         doing = doing or f"write {target}"
     if code == errno.ENOSPC:
-        return StorageError(_no_space(where, free, needed, doing))
+        return StorageError(_no_space(where, free, needed, doing) + _kept(resumable))
     if code == errno.EDQUOT:
         about = f" (about {human_size(needed)} needed)" if needed else ""
         return StorageError(
             f"Disk quota exceeded on the device holding {where} for user {_user()}: "
             f"could not {doing}{about}. Free some of that user's space or ask for a larger "
-            "quota, then retry; work already saved is kept."
+            f"quota, then retry{_kept(resumable)}"
         )
     if code in (errno.EACCES, errno.EPERM):
         reason = "Permission denied" if code == errno.EACCES else "Operation not permitted"
@@ -140,8 +147,12 @@ def _no_space(place: str, free: int | None, needed: int | None, doing: str) -> s
     return (
         f"No space left on the device holding {place}"
         f"{': ' + ', '.join(figures) if figures else ''} to {doing}. Free some space there "
-        "(or move it to a larger disk), then retry; work already saved is kept."
+        "(or move it to a larger disk), then retry"
     )
+
+
+def _kept(resumable: bool) -> str:
+    return "; work already saved is kept." if resumable else "."
 
 
 def _user() -> str:

@@ -253,8 +253,7 @@ def test_task_queue_outage_is_a_503(api, monkeypatch):
         (
             "StorageError",
             "No space left on the device holding MEDIA_ROOT (/srv/media) to unpack the "
-            "uploaded files. Free some space there (or move it to a larger disk), then retry; "
-            "work already saved is kept.",
+            "uploaded files. Free some space there (or move it to a larger disk), then retry.",
         ),
         (  # a disk condition met anywhere (an upload spooled to /tmp, say) is named too
             "OSError",

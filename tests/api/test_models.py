@@ -206,7 +206,8 @@ def test_package_names_that_ship_no_model_are_refused_and_never_imported(api, na
 
 @pytest.mark.django_db(transaction=True)  # sent on commit, inside the request, as in production
 def test_registering_while_the_task_queue_is_down_stores_one_model_and_answers_201(
-    api, closed_broker  # noqa: F811
+    api,
+    closed_broker,  # noqa: F811
 ):
     body = {"name": "m", "source": "timm", "identifier": "test_vit", "weights": "untrained"}
     response = api.post("/api/models/", body, format="json")

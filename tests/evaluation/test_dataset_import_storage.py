@@ -52,6 +52,7 @@ def test_import_form_onto_a_full_media_root_names_the_condition_and_keeps_nothin
     assert response.status_code == 200  # the form again, with the reason: not a 500 page
     assert f"No space left on the device holding MEDIA_ROOT ({small_media})" in page
     assert "bug in Likeness" not in page
+    assert "work already saved" not in page  # an import keeps nothing: no false promise
     (small_media / "ballast").unlink()
     assert_nothing_kept(small_media)
 
