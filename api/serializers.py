@@ -125,7 +125,8 @@ class ModelSerializer(serializers.ModelSerializer):
     is_baseline = serializers.BooleanField(read_only=True)
     is_untrained_baseline = serializers.BooleanField(read_only=True)
     inspection = serializers.SerializerMethodField(
-        help_text="`pending` until a worker has listed the layers, then `done` or `failed`."
+        help_text="`pending` until a worker has listed the layers, then `done` or `failed`; "
+        "`waiting_for_queue` while the task queue was unreachable (sent once it answers)."
     )
     layer_count = serializers.SerializerMethodField()
     created_by = serializers.SerializerMethodField()
@@ -159,19 +160,13 @@ class ModelSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_inspection(self, model: PretrainedModel) -> str:
-        return model_inspection_state(model)
+        return model.inspection_state
 
     def get_layer_count(self, model: PretrainedModel) -> int:
         return len(model.layers or [])
 
     def get_created_by(self, model: PretrainedModel) -> str | None:
         return _username(model.created_by)
-
-
-def model_inspection_state(model: PretrainedModel) -> str:
-    if model.inspection_error:
-        return "failed"
-    return "done" if model.layers else "pending"
 
 
 class ModelRegisterSerializer(serializers.Serializer):
@@ -212,7 +207,7 @@ class LayerSerializer(serializers.Serializer):
 
 class ModelLayersSerializer(serializers.Serializer):
     model = serializers.IntegerField(help_text="The model's id.")
-    inspection = serializers.ChoiceField(choices=["pending", "done", "failed"])
+    inspection = serializers.ChoiceField(choices=["pending", "waiting_for_queue", "done", "failed"])
     inspection_error = serializers.CharField(allow_blank=True)
     default_layer = serializers.CharField(allow_blank=True)
     layers = LayerSerializer(many=True)

@@ -200,7 +200,7 @@ class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
         return Response(
             {
                 "model": model.pk,
-                "inspection": serializers.model_inspection_state(model),
+                "inspection": model.inspection_state,
                 "inspection_error": model.inspection_error,
                 "default_layer": model.default_layer,
                 "layers": layers,

@@ -91,6 +91,16 @@ class PretrainedModel(models.Model):
         return [layer["name"] for layer in self.layers]
 
     @property
+    def inspection_state(self) -> str:
+        """Where the listing of its layers stands: 'done', 'failed', 'waiting_for_queue' (the
+        task could not be handed to the queue yet) or 'pending' (a worker has it to do)."""
+        if self.inspection_error:
+            return "failed"
+        if self.layers:
+            return "done"
+        return "waiting_for_queue" if self.inspection_waiting_for_queue else "pending"
+
+    @property
     def inspection_waiting_for_queue(self) -> bool:
         """Its layers are not listed because the task that lists them could not be handed to
         the task queue yet (the workers send it once the broker answers again)."""

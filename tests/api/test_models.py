@@ -16,31 +16,33 @@ from tests.evaluation.closed_broker import closed_broker  # noqa: F401 (fixture)
 pytestmark = pytest.mark.django_db
 
 
-def test_register_a_model_without_loading_it(api, researcher, enqueued, monkeypatch):
+def test_register_a_model_without_loading_it(
+    api, researcher, enqueued, monkeypatch, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(
         services.adapters, "load_adapter", lambda *a, **k: pytest.fail("weights loaded")
     )
-    response = api.post(
-        "/api/models/",
-        {
-            "name": "vit-untrained",
-            "source": "timm",
-            "identifier": "test_vit",
-            "weights": "untrained",
-        },
-        format="json",
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # the inspection task is sent
+        response = api.post(
+            "/api/models/",
+            {
+                "name": "vit-untrained",
+                "source": "timm",
+                "identifier": "test_vit",
+                "weights": "untrained",
+            },
+            format="json",
+        )
     assert response.status_code == 201, response.json()
     body = response.json()
     model = PretrainedModel.objects.get(name="vit-untrained")
     assert response["Location"] == f"/api/models/{model.pk}/"
     assert body["id"] == model.pk and body["created_by"] == "rita"
     assert body["display_name"] == "vit-untrained (untrained baseline)"
-    assert (body["modality"], body["default_layer"], body["inspection"]) == (
-        "image",
-        "pre_logits",
-        "pending",
-    )
+    assert (body["modality"], body["default_layer"]) == ("image", "pre_logits")
+    # Its inspection task went to the queue once the registration committed.
+    assert enqueued == [("evaluation.inspect_model", model.pk)]
+    assert api.get(f"/api/models/{model.pk}/").json()["inspection"] == "pending"
     assert model.created_by == researcher
 
 
@@ -153,8 +155,12 @@ def test_unknown_model_is_a_404_naming_it(api):
     assert huge.json() == error("not_found", "No model with id 99999999999999999999999.")
 
 
-def test_layers_are_pending_until_a_worker_lists_them(api):
-    model = make_timm_model()
+def test_layers_are_pending_until_a_worker_lists_them(
+    api, enqueued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):  # the inspection task is sent
+        model = make_timm_model()
+    assert enqueued == [("evaluation.inspect_model", model.pk)]
     pending = api.get(f"/api/models/{model.pk}/layers/").json()
     assert pending == {
         "model": model.pk,
@@ -213,7 +219,8 @@ def test_registering_while_the_task_queue_is_down_stores_one_model_and_answers_2
     response = api.post("/api/models/", body, format="json")
     assert response.status_code == 201, response.json()
     model = PretrainedModel.objects.get()
-    assert response.json()["id"] == model.pk and response.json()["inspection"] == "pending"
+    assert response.json()["id"] == model.pk
+    assert response.json()["inspection"] == "waiting_for_queue"
     assert model.inspection_waiting_for_queue
     # A client that retries anyway is told the model exists (the first answer said so too).
     again = api.post("/api/models/", body, format="json")

@@ -56,6 +56,9 @@ def test_every_operation_documents_its_errors_with_the_error_body(schema):
     runs = schema["paths"]["/api/runs/{id}/cancel/"]["post"]["responses"]
     assert {"200", "401", "403", "404", "409"} <= set(runs)
     assert "429" in schema["paths"]["/api/auth/token/"]["post"]["responses"]
+    assert all("503" in op["responses"] for ops in schema["paths"].values() for op in ops.values())
+    assert "507" in schema["paths"]["/api/datasets/"]["post"]["responses"]  # files are written
+    assert "507" not in schema["paths"]["/api/runs/"]["post"]["responses"]
 
 
 def test_public_reads_are_marked_as_such(schema):

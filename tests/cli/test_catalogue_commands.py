@@ -16,6 +16,7 @@ from evaluation.demo import digits_zip
 from evaluation.models import Dataset, HumanJudgments, Judgment, PretrainedModel, Stimulus, Target
 from tests.cli.conftest import cli, cli_fails
 from tests.conftest import SHARED_DATA, make_text_dataset, make_timm_model
+from tests.evaluation.closed_broker import closed_broker  # noqa: F401  (fixture)
 from tests.evaluation.test_audio_datasets import tones_zip
 
 pytestmark = pytest.mark.django_db
@@ -248,8 +249,12 @@ def test_bad_judgment_imports_store_nothing(tmp_path, args, message):
 
 
 # --- list_layers -----------------------------------------------------------------------------
-def test_layers_pending_then_listed_in_process(settings):
-    model = make_timm_model("tiny-vit", "test_vit")
+def test_layers_pending_then_listed_in_process(
+    settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(services, "_enqueue", lambda name, model_id: None)  # the broker took it
+    with django_capture_on_commit_callbacks(execute=True):
+        model = make_timm_model("tiny-vit", "test_vit")
     pending = cli("list_layers", "tiny-vit", "--json").document
     assert pending["status"] == "pending" and pending["layers"] == []
     assert "--inspect lists them now" in cli("list_layers", str(model.pk)).stdout
@@ -282,3 +287,14 @@ def test_failed_inspection_and_unknown_or_ambiguous_models_exit_non_zero():
         == "No model with id, name or identifier 'tiny-vt'. Did you mean: tiny-vit, tiny-vit-2?"
     )
     assert json.loads(cli_fails("list_layers", "999999", "--json")[1].stdout)["error"]
+
+
+def test_layers_waiting_for_the_queue_say_so(
+    closed_broker,  # noqa: F811
+    django_capture_on_commit_callbacks,
+):
+    """Registered while the broker was down: the inspection waits for the workers' sweep."""
+    with django_capture_on_commit_callbacks(execute=True):  # the send is tried, and refused
+        model = make_timm_model("tiny-vit", "test_vit")
+    assert cli("list_layers", "tiny-vit", "--json").document["status"] == "waiting_for_queue"
+    assert "the task queue was unreachable" in cli("list_layers", str(model.pk)).stdout

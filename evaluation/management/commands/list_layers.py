@@ -38,12 +38,8 @@ class Command(LikenessCommand):
             self.note(f"Loading {model.display_name} to list its layers...")
             services.model_inspect(model_id=model.pk)
             model.refresh_from_db()
-        if model.layers:
-            status = "listed"
-        elif model.inspection_error:
-            status = "failed"
-        else:
-            status = "pending"
+        state = model.inspection_state
+        status = "listed" if state == "done" else state
         layers = [
             {"index": index, "name": layer["name"], "shape": layer.get("shape")}
             for index, layer in enumerate(model.layers or [])
@@ -71,6 +67,13 @@ class Command(LikenessCommand):
                 f"The layers of {model.name} could not be listed: {model.inspection_error}"
             )
             outcome.lines = [heading]
+        elif status == "waiting_for_queue":
+            outcome.lines = [
+                heading,
+                "Layers not listed yet: the task queue was unreachable when the model was "
+                "registered; a worker sends the task once it answers. --inspect lists them "
+                "now, in this process.",
+            ]
         elif status == "pending":
             outcome.lines = [
                 heading,
