@@ -30,13 +30,7 @@ from rest_framework.views import set_rollback
 
 from evaluation.engine.errors import StorageError
 from evaluation.engine.storage import storage_error
-from webapp.outages import (
-    BROKER_UNREACHABLE,
-    DATABASE_UNREACHABLE,
-    RETRY_AFTER_SECONDS,
-    broker_unreachable,
-    database_unreachable,
-)
+from webapp.outages import RETRY_AFTER_SECONDS, outage_of
 from webapp.uploads import human_bytes
 
 logger = logging.getLogger(__name__)
@@ -112,12 +106,9 @@ def _as_api_exception(exc: Exception) -> Exception:
         )
     if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields or files
         return exceptions.ParseError(str(exc))
-    if database_unreachable(exc):
-        logger.warning("Database unreachable: %s", exc)
-        return ServiceUnavailable(DATABASE_UNREACHABLE, "database_unreachable")
-    if broker_unreachable(exc):
-        logger.warning("Task queue unreachable: %s", exc)
-        return ServiceUnavailable(BROKER_UNREACHABLE, "queue_unreachable")
+    if (outage := outage_of(exc)) is not None:
+        logger.warning("%s unreachable: %s", outage.service, exc)
+        return ServiceUnavailable(outage.message, outage.code)
     if isinstance(exc, OSError) and (named := storage_error(exc)) is not None:
         exc = named  # a disk condition met outside the services (an upload spooled to /tmp)
     if isinstance(exc, StorageError):  # the machine's condition, named: not a bug

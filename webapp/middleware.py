@@ -12,13 +12,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
-from webapp.outages import (
-    BROKER_UNREACHABLE,
-    DATABASE_UNREACHABLE,
-    RETRY_AFTER_SECONDS,
-    broker_unreachable,
-    database_unreachable,
-)
+from webapp.outages import RETRY_AFTER_SECONDS, outage_of
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +25,15 @@ class OutageMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        if database_unreachable(exc):
-            message, what = DATABASE_UNREACHABLE, "Database"
-        elif broker_unreachable(exc):
-            message, what = BROKER_UNREACHABLE, "Task queue"
-        else:
+        outage = outage_of(exc)
+        if outage is None:
             return None  # Django's handler: logged and reported as an internal error
-        logger.warning("%s unreachable on %s %s: %s", what, request.method, request.path, exc)
+        logger.warning(
+            "%s unreachable on %s %s: %s", outage.service, request.method, request.path, exc
+        )
         # Rendered without the request: the page must not touch the session or the user,
         # which live in the database that is away.
-        page = render_to_string("outage.html", {"message": message})
+        page = render_to_string("outage.html", {"message": outage.message})
         response = HttpResponse(page, status=503)
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response

@@ -10,6 +10,8 @@ timeout, a lock not available) are the database answering, and stay what they ar
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -41,3 +43,18 @@ BROKER_UNREACHABLE = (
     "The task queue (Celery broker) is unreachable: this is an outage, not a problem with "
     f"your request. Try again in {RETRY_AFTER_SECONDS} seconds."
 )
+
+
+class Outage(NamedTuple):
+    code: str  # the API's error code
+    service: str  # for the log
+    message: str  # for the user
+
+
+def outage_of(exc: BaseException) -> Outage | None:
+    """The outage ``exc`` reveals (API and web pages answer it with 503), or None."""
+    if database_unreachable(exc):
+        return Outage("database_unreachable", "Database", DATABASE_UNREACHABLE)
+    if broker_unreachable(exc):
+        return Outage("queue_unreachable", "Task queue", BROKER_UNREACHABLE)
+    return None
