@@ -45,7 +45,7 @@ from annotation.models import (
 )
 from evaluation.judgments import JudgmentRow, judgments_create
 from evaluation.models import Dataset, HumanJudgments, Stimulus
-from evaluation.querystring import text_param
+from evaluation.querystring import clean_text
 
 MAX_ITEMS = 200_000
 EXTERNAL_ID_MAX_LENGTH = 200  # Participant.external_id
@@ -345,7 +345,7 @@ def _release_reservation(participant_id: int, item_id: int) -> bool:
 def clean_external_id(external_id: str) -> str:
     """A recruiter's participant id as stored: trimmed, without control characters (a NUL
     from a hand-edited link would make PostgreSQL refuse the query), at most 200 chars."""
-    return text_param({"id": external_id}, "id", max_length=EXTERNAL_ID_MAX_LENGTH)
+    return clean_text(external_id, max_length=EXTERNAL_ID_MAX_LENGTH)
 
 
 def participant_of_account(*, study: Study, user: Any) -> Participant | None:

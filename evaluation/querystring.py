@@ -85,8 +85,12 @@ def choice_param(
 
 
 def text_param(params: Mapping[str, Any], name: str, *, max_length: int) -> str:
+    """Free text from the query string: see ``clean_text``."""
+    return clean_text(_last(params, name), max_length=max_length)
+
+
+def clean_text(raw: str, *, max_length: int) -> str:
     """Free text, stripped, cut to ``max_length``, without control characters (PostgreSQL
-    refuses NUL in text, and none of them belongs in a name or a search)."""
-    raw = _last(params, name)
+    refuses NUL in text, and none of them belongs in a name, an id or a search)."""
     kept = "".join(c for c in raw[: max_length * 2] if unicodedata.category(c) != "Cc")
     return kept.strip()[:max_length]
