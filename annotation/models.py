@@ -2,7 +2,7 @@
 each was shown (Trial) and answered (Response), and the tags of tag studies.
 
 Counts that assignment depends on (``Item.assigned``) are changed only by conditional
-UPDATEs in ``annotation/services.py``, so concurrent participants never push an item past
+UPDATEs in ``annotation/services/``, so concurrent participants never push an item past
 its quota on PostgreSQL or on SQLite.
 """
 
@@ -15,7 +15,6 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from annotation import sql
 from evaluation.models import HumanJudgments, Stimulus
 
 
@@ -220,7 +219,7 @@ class Participant(models.Model):
     plan = models.JSONField(default=list)
     # The item claimed at consent for the first regular trial, so that a session never ends
     # with practice trials only; until its first regular trial is issued, or reserved_until,
-    # after which it returns to the pool (annotation/services.py).
+    # after which it returns to the pool (annotation/services/trials.py).
     reserved_item = models.ForeignKey(
         "Item", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -317,31 +316,6 @@ class Trial(models.Model):
 
     def __str__(self) -> str:
         return f"trial {self.position} of {self.participant_id} ({self.role})"
-
-    def shown_stimuli(self) -> list[Stimulus]:
-        by_id = stimuli_for_display(self.shown)
-        return [by_id[pk] for pk in self.shown]
-
-
-# Every trial shown reads its two or three stimuli, and stimuli never change once imported (a
-# changed dataset is imported as a new one): each process keeps the ones it has read, up to a
-# bound, so a study's pool is read from the database about once per process.
-_DISPLAYED_STIMULI: dict[int, Stimulus] = {}
-DISPLAYED_STIMULI_MAX = 20_000
-
-
-def stimuli_for_display(ids: list[int]) -> dict[int, Stimulus]:
-    """Stimuli by id, from this process's memory where it can (read-only use: rendering)."""
-    # One dict.get per id: atomic, so another thread clearing the memory meanwhile is harmless.
-    found = {pk: stimulus for pk in ids if (stimulus := _DISPLAYED_STIMULI.get(pk)) is not None}
-    missing = [pk for pk in set(ids) if pk not in found]
-    if missing:
-        fetched = sql.by_pk(Stimulus, missing)  # plain SQL: this runs for trials shown
-        if len(_DISPLAYED_STIMULI) + len(fetched) > DISPLAYED_STIMULI_MAX:
-            _DISPLAYED_STIMULI.clear()  # bounded; refilled from the studies running now
-        _DISPLAYED_STIMULI.update(fetched)
-        found.update(fetched)
-    return found
 
 
 class Response(models.Model):

@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 from django.db.models import Count, Max, Min, Q
 
+from annotation import caches, sql
 from annotation.models import (
     Item,
+    Participant,
     ParticipantStatus,
     RefusedResume,
     Response,
@@ -19,10 +21,12 @@ from annotation.models import (
     StudyKind,
     Tag,
     TagStatus,
+    Trial,
     TrialRole,
     TrialStatus,
 )
 from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
+from evaluation.models import Stimulus
 
 TREND_POINTS = 5
 
@@ -165,3 +169,41 @@ def tag_vocabulary(study: Study, prefix: str, *, limit: int = 10) -> list[str]:
 
 def items_for_export(study: Study) -> Any:
     return Item.objects.filter(study=study).select_related("a", "b", "c").order_by("pk")
+
+
+# --- A participant's trial (every answer reads these: plain SQL, see annotation/sql.py) -----
+def participant_and_trial(
+    token: str, trial_id: int | None
+) -> tuple[Participant, Trial | None] | None:
+    """The participant with this private link (with its study) and, if asked, the trial of
+    theirs being answered; None if no participant has the link. One statement."""
+    child = (Trial, "participant", trial_id) if trial_id else None
+    found = sql.select_with_child(Participant, "study", "m.token = %s", [token], child)
+    return found[0] if found else None
+
+
+def stimuli_for_display(ids: list[int]) -> dict[int, Stimulus]:
+    """Stimuli by id, from this process's memory where it can (read-only use: rendering;
+    why that is safe: annotation/caches.py)."""
+    memory = caches.DISPLAYED_STIMULI
+    # One dict.get per id: atomic, so another thread clearing the memory meanwhile is harmless.
+    found = {pk: stimulus for pk in ids if (stimulus := memory.get(pk)) is not None}
+    missing = [pk for pk in set(ids) if pk not in found]
+    if missing:
+        fetched = sql.by_pk(Stimulus, missing)  # plain SQL: this runs for trials shown
+        if len(memory) + len(fetched) > caches.DISPLAYED_STIMULI_MAX:
+            memory.clear()  # bounded; refilled from the studies running now
+        memory.update(fetched)
+        found.update(fetched)
+    return found
+
+
+def trial_stimuli(trial: Trial) -> list[Stimulus]:
+    """The stimuli a trial shows, in the order shown."""
+    by_id = stimuli_for_display(trial.shown)
+    return [by_id[pk] for pk in trial.shown]
+
+
+def dataset_modality(dataset_id: int) -> str:
+    """A dataset's modality (file stimuli need it on every trial), cached per process."""
+    return caches.dataset_modality(dataset_id)

@@ -7,7 +7,6 @@ redirect shows the next trial); with htmx the next trial replaces the current on
 
 from __future__ import annotations
 
-import functools
 import html
 import secrets
 from typing import Any
@@ -29,10 +28,9 @@ from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from annotation import exports, selectors, services, sql
+from annotation import exports, selectors, services
 from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
 from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
-from evaluation.models import Dataset
 from evaluation.querystring import text_param
 from webapp.auth import researcher_required
 
@@ -334,13 +332,11 @@ def _participant(token: str) -> Participant:
 
 
 def _participant_and_trial(token: str, trial_id: int | None) -> tuple[Participant, Trial | None]:
-    """The participant (with its study) and, if asked, the trial of theirs being answered.
-    Plain SQL, one statement: every answer starts here (see annotation/sql.py)."""
-    child = (Trial, "participant", trial_id) if trial_id else None
-    found = sql.select_with_child(Participant, "study", "m.token = %s", [token], child)
-    if not found:
+    """The participant (with its study) and, if asked, the trial of theirs being answered."""
+    found = selectors.participant_and_trial(token, trial_id)
+    if found is None:
         raise Http404("No such participant link.")
-    return found[0]
+    return found
 
 
 def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
@@ -421,7 +417,7 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
     study = participant.study
     # Slots before this one are answered (or skipped): no count query needed.
     done, total = trial.position, len(participant.plan)
-    stimuli = trial.shown_stimuli()
+    stimuli = selectors.trial_stimuli(trial)
     tags = list(Tag.objects.in_bulk(trial.shown_tags).values()) if trial.shown_tags else []
     tags.sort(key=lambda tag: trial.shown_tags.index(tag.pk))
     return {
@@ -429,7 +425,8 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
         "participant": participant,
         "trial": trial,
         "stimuli": stimuli,
-        "audio": any(s.file for s in stimuli) and _modality(study.dataset_id) == "audio",
+        "audio": any(s.file for s in stimuli)
+        and selectors.dataset_modality(study.dataset_id) == "audio",
         "reference": stimuli[0] if study.kind == StudyKind.TWO_AFC else None,
         "options": stimuli[1:] if study.kind == StudyKind.TWO_AFC else stimuli,
         "scale": range(study.scale_min, study.scale_max + 1),
@@ -441,12 +438,6 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
         "percent": round(100 * done / total) if total else 100,
         "problem": problem,
     }
-
-
-@functools.lru_cache(maxsize=1024)
-def _modality(dataset_id: int) -> str:
-    # A dataset's modality is fixed when it is imported; file stimuli need it on every trial.
-    return Dataset.objects.values_list("modality", flat=True).get(pk=dataset_id)
 
 
 def participant_done(request: HttpRequest, token: str) -> HttpResponse:

@@ -183,7 +183,7 @@ def study_close_if_complete(*, study: Study) -> bool:
     return bool(closed)
 
 
-def _reopen_if_closed_itself(study: Study) -> None:
+def study_reopen_if_closed_itself(*, study: Study) -> None:
     """Items went back to the pool: a study that closed itself because it was complete opens
     again (one the researcher closed stays closed)."""
     reopened = Study.objects.filter(

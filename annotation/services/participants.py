@@ -19,8 +19,8 @@ from annotation.models import (
 )
 from annotation.services.base import ParticipantConflict, StudyFull
 from annotation.services.design import study_close_if_complete
-from annotation.services.quality import _items_count
-from annotation.services.trials import _release_holdings, _reserve_first_item
+from annotation.services.quality import participant_items_count
+from annotation.services.trials import participant_release_holdings, participant_reserve_first_item
 from evaluation.querystring import clean_text
 
 EXTERNAL_ID_MAX_LENGTH = 200  # Participant.external_id
@@ -50,7 +50,7 @@ def participant_start(
                 user=user if user is not None and user.is_authenticated else None,
                 plan=plan,
             )
-            _reserve_first_item(participant)
+            participant_reserve_first_item(participant=participant)
     except IntegrityError:  # the same id or account started twice at once: the first stands
         own = participant_of_account(study=study, user=user)
         if own is not None:
@@ -101,7 +101,8 @@ def resume_refuse(*, participant: Participant) -> RefusedResume:
 def session_plan(study: Study, rng: random.Random) -> list[str]:
     """Trial roles for one session: practice first, then regular, catch and repeat trials
     in random order, with every repeat after a regular trial of its own to repeat (the k-th
-    repeat after at least k regular trials; _check_design leaves enough of them)."""
+    repeat after at least k regular trials; the design checks in design.py leave enough of
+    them)."""
     regular = study.trials_per_session - study.catch_trials - study.repeat_trials
     roles = [TrialRole.REGULAR] * regular + [TrialRole.CATCH] * study.catch_trials
     rng.shuffle(roles)
@@ -139,7 +140,7 @@ def participant_set_excluded(*, participant: Participant, excluded: bool, reason
             mine.update(flags=flags)
         participant.refresh_from_db()
         if switched and excluded:
-            _release_holdings(participant)
-            _items_count(participant, -1)
+            participant_release_holdings(participant=participant)
+            participant_items_count(participant=participant, change=-1)
         elif switched:
-            _items_count(participant, +1)
+            participant_items_count(participant=participant, change=+1)

@@ -15,10 +15,10 @@ from annotation.models import (
     TrialRole,
     TrialStatus,
 )
-from annotation.services.design import _reopen_if_closed_itself
+from annotation.services.design import study_reopen_if_closed_itself
 
 
-def _items_count(participant: Participant, change: int) -> int:
+def participant_items_count(*, participant: Participant, change: int) -> int:
     """Count (+1) or stop counting (-1) the participant's regular answers on their items:
     an excluded participant's items go back to the pool, and count again if the researcher
     includes them again (an item may then hold more judgments than its quota). Their
@@ -35,7 +35,7 @@ def _items_count(participant: Participant, change: int) -> int:
         assigned=F("assigned") + change, answered=F("answered") + change
     )
     if change < 0 and changed:
-        _reopen_if_closed_itself(participant.study)
+        study_reopen_if_closed_itself(study=participant.study)
     return changed
 
 

@@ -21,7 +21,7 @@ TAG_MAX_LENGTH = 100
 MAX_TAGS_PER_TRIAL = 20
 
 
-def _check_tag_answer(study: Study, trial: Trial, answer: Answer) -> None:
+def tags_check_answer(*, study: Study, trial: Trial, answer: Answer) -> None:
     unknown = set(answer.tag_ratings) - set(trial.shown_tags)
     if unknown:
         raise TrialProblem("A rated tag was not shown in this trial.")
@@ -45,7 +45,7 @@ def normalise_tag(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def _store_tags(study: Study, trial: Trial, answer: Answer) -> None:
+def tags_store(*, study: Study, trial: Trial, answer: Answer) -> None:
     """Apply ratings and flags to shown tags, add new ones, and update each tag's state."""
     assert trial.item is not None  # regular tag trials always have their stimulus's item
     stimulus_id = trial.item.a_id

@@ -21,7 +21,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from annotation import sql
+from annotation import caches, sql
 from annotation.models import (
     Item,
     Participant,
@@ -37,8 +37,8 @@ from annotation.models import (
 )
 from annotation.services.base import Answer, StudyFull, TrialProblem
 from annotation.services.design import study_close_if_complete
-from annotation.services.quality import _items_count, quality_problems
-from annotation.services.tags import _check_tag_answer, _store_tags
+from annotation.services.quality import participant_items_count, quality_problems
+from annotation.services.tags import tags_check_answer, tags_store
 
 
 def study_has_room(*, study: Study) -> bool:
@@ -50,7 +50,7 @@ def study_has_room(*, study: Study) -> bool:
     return bool(trials_expire(study=study)) and sql.fetch_one(candidates, params) is not None
 
 
-def _reserve_first_item(participant: Participant) -> None:
+def participant_reserve_first_item(*, participant: Participant) -> None:
     """Claim the item of the participant's first regular trial now, at consent: practice
     trials come first, and without this the last item could go to someone else meanwhile,
     leaving a session of practice trials only. StudyFull if no item is left. The item is
@@ -107,9 +107,9 @@ def _release_reservation(participant_id: int, item_id: int) -> bool:
 
 # --- Issuing trials -------------------------------------------------------------------------
 # Unanswered trials past their deadline go back to the pool in a sweep that runs at most this
-# often per study and process (and whenever no item seems left), not on every request.
+# often per study and process (annotation/caches.py; and whenever no item seems left), not on
+# every request.
 EXPIRY_SWEEP_SECONDS = 10.0
-_last_sweep: dict[int, float] = {}
 
 
 def trial_current(*, participant: Participant, answered: Trial | None = None) -> Trial | None:
@@ -166,8 +166,8 @@ def _issue_next(participant: Participant, position: int) -> Trial | None:
 
 def _sweep_expired_if_due(study: Study) -> None:
     now = time.monotonic()
-    if now - _last_sweep.get(study.pk, -math.inf) >= EXPIRY_SWEEP_SECONDS:
-        _last_sweep[study.pk] = now
+    if now - caches.EXPIRY_SWEEPS.get(study.pk, -math.inf) >= EXPIRY_SWEEP_SECONDS:
+        caches.EXPIRY_SWEEPS[study.pk] = now
         trials_expire(study=study)
 
 
@@ -504,7 +504,7 @@ def _submit(
         if study.kind == StudyKind.TAGS and trial.role == TrialRole.REGULAR:
             with transaction.atomic():
                 response_id = _store_response(trial.pk, counted_item, values)
-                _store_tags(study, trial, answer)
+                tags_store(study=study, trial=trial, answer=answer)
         elif (
             then_issue
             and sql.single_statement_writes()
@@ -624,7 +624,7 @@ def _check_answer(study: Study, trial: Trial, answer: Answer) -> None:
         if answer.chosen not in options:
             raise TrialProblem("That choice is not one of this trial's options.")
     else:
-        _check_tag_answer(study, trial, answer)
+        tags_check_answer(study=study, trial=trial, answer=answer)
 
 
 def _response_flags(study: Study, trial: Trial, answer: Answer) -> list[str]:
@@ -658,13 +658,13 @@ def participant_finish(*, participant: Participant) -> None:
     participant.refresh_from_db()
     if not finished:
         return  # finished by a concurrent request, or excluded by the researcher meanwhile
-    _release_holdings(participant)
+    participant_release_holdings(participant=participant)
     if excluded:
-        _items_count(participant, -1)
+        participant_items_count(participant=participant, change=-1)
     study_close_if_complete(study=participant.study)
 
 
-def _release_holdings(participant: Participant) -> None:
+def participant_release_holdings(*, participant: Participant) -> None:
     """A session that ended gives back what it held without answering: its open trial and
     an unused reservation."""
     for pk, item_id, role in participant.trials.filter(status=TrialStatus.ISSUED).values_list(

@@ -15,8 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from annotation import models as annotation_models
-from annotation import services
+from annotation import caches, services
 from annotation.models import Participant, Response, Study
 from annotation.services import ItemPlan
 from evaluation import services as evaluation_services
@@ -130,7 +129,7 @@ def test_an_htmx_answer_costs_three_statements(client, study):
     per process: none the second time)."""
     url = consent(client, study)
     fields = current_trial(client, url)
-    annotation_models._DISPLAYED_STIMULI.clear()
+    caches.DISPLAYED_STIMULI.clear()
     with CaptureQueriesContext(connection) as captured:
         response = client.post(url, {**fields, "value": 5}, headers={"HX-Request": "true"})
     assert response.status_code == 200
