@@ -333,28 +333,35 @@ class StimulusSerializer(serializers.ModelSerializer):
 
 
 # --- Runs ---------------------------------------------------------------------------------------
+def _parameter_field(parameter: metric_registry.Parameter) -> serializers.Field:
+    """The API field of a metric parameter, from its one declaration in the registry."""
+    if parameter.choices and parameter.kind is int:
+        return StrictIntegerChoiceField(
+            choices=list(parameter.choices), required=False, help_text=parameter.help
+        )
+    if parameter.choices:
+        return StrictStringChoiceField(
+            choices=list(parameter.choices), required=False, help_text=parameter.help
+        )
+    if parameter.kind is int:
+        return StrictIntegerField(
+            min_value=parameter.minimum,
+            max_value=parameter.maximum,
+            required=False,
+            help_text=parameter.help,
+        )
+    return StrictCharField(required=False, help_text=parameter.help)
+
+
 class MetricParamsSerializer(serializers.Serializer):
     """Every parameter any metric takes; each metric accepts only its own (see MetricSerializer)."""
 
-    k = StrictIntegerField(
-        min_value=1, max_value=1000, required=False, help_text="knn: neighbours (default 5)."
-    )
-    split = StrictStringChoiceField(
-        choices=list(metric_registry.KNN_SPLITS.items()),
-        required=False,
-        help_text="knn: `loo` (default) or `holdout`.",
-    )
-    n_way = StrictIntegerChoiceField(
-        choices=[(5, "5-way")], required=False, help_text="few_shot: 5 (the only choice)."
-    )
-    k_shot = StrictIntegerChoiceField(
-        choices=[(1, "1-shot"), (5, "5-shot")], required=False, help_text="few_shot: 1 or 5."
-    )
-    correlation = StrictStringChoiceField(
-        choices=[("spearman", "Spearman (scale-free)"), ("pearson", "Pearson")],
-        required=False,
-        help_text="pair_alignment, reweighted_pair_alignment: `spearman` (default) or `pearson`.",
-    )
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields: dict[str, serializers.Field] = {}
+        for info in metric_registry.METRICS.values():
+            for parameter in info.parameters:
+                fields.setdefault(parameter.name, _parameter_field(parameter))
+        return fields
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -366,15 +373,6 @@ class MetricParamsSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-# The parameters each metric takes (as in the run form); the others are refused.
-METRIC_PARAMS: dict[str, tuple[str, ...]] = {
-    "knn": ("k", "split"),
-    "few_shot": ("n_way", "k_shot"),
-    "pair_alignment": ("correlation",),
-    "reweighted_pair_alignment": ("correlation",),
-}
-
-
 class MetricSerializer(serializers.Serializer):
     name = StrictStringChoiceField(
         choices=[(name, info.label) for name, info in metric_registry.METRICS.items()]
@@ -382,41 +380,11 @@ class MetricSerializer(serializers.Serializer):
     params = MetricParamsSerializer(required=False, default=dict)
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        name, params = data["name"], dict(data.get("params") or {})
-        allowed = METRIC_PARAMS.get(name, ())
-        extra = sorted(set(params) - set(allowed))
-        if extra:
-            takes = f"takes only {', '.join(allowed)}" if allowed else "takes no parameters"
-            raise serializers.ValidationError(
-                {"params": [f"{name} {takes}; {', '.join(extra)} do(es) not apply."]}
-            )
+        # The registry refuses another metric's parameters and fills in the defaults.
         try:
-            return metric_entry(name, params)
+            return metric_registry.metric_entry(data["name"], dict(data.get("params") or {}))
         except MetricError as exc:
             raise serializers.ValidationError({"params": [str(exc)]}) from None
-
-
-def metric_entry(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The run's stored entry, built as the run form builds it (same defaults, same keys)."""
-    if name == "knn":
-        return metric_registry.knn_entry(k=params.get("k", 5), split=params.get("split", "loo"))
-    if name == "few_shot":
-        return metric_registry.probe_entry(
-            "few_shot", n_way=int(params.get("n_way", 5)), k_shot=int(params.get("k_shot", 1))
-        )
-    if name == "pair_alignment":
-        return metric_registry.pair_alignment_entry(
-            correlation=params.get("correlation", "spearman")
-        )
-    if name == "reweighted_pair_alignment":
-        return metric_registry.reweighted_pair_alignment_entry(
-            correlation=params.get("correlation", "spearman")
-        )
-    if name == "odd_one_out":
-        return metric_registry.odd_one_out_entry()
-    if name == "two_afc":
-        return metric_registry.two_afc_entry()
-    return metric_registry.probe_entry(name)
 
 
 class RunCreateSerializer(serializers.Serializer):

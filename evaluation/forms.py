@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS
+from django.forms import BoundField
 from django.utils.functional import cached_property
 
-from evaluation.metrics import (
-    KNN_SPLITS,
-    METRICS,
-    knn_entry,
-    odd_one_out_entry,
-    pair_alignment_entry,
-    probe_entry,
-    reweighted_pair_alignment_entry,
-    two_afc_entry,
-)
+from evaluation.metrics import METRICS, Parameter, metric_entry
 from evaluation.models import (
     Dataset,
     Modality,
@@ -105,11 +98,49 @@ class DatasetImportForm(forms.Form):
 
 # A metric's parameter fields on the run form: validated only when the metric is chosen.
 METRIC_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "knn": ("knn_k", "knn_split"),
-    "few_shot": ("few_shot_k",),
-    "pair_alignment": ("pair_correlation",),
-    "reweighted_pair_alignment": ("pair_correlation",),
+    name: tuple(p.field for p in info.parameters if p.field) for name, info in METRICS.items()
 }
+
+
+def _parameter_field(parameter: Parameter) -> forms.Field:
+    """The run form's field of a metric parameter, from its one declaration in the registry.
+    Not required here: a parameter is required only when its metric is chosen (clean())."""
+    if parameter.choices:
+        return forms.ChoiceField(
+            choices=[(str(value), label) for value, label in parameter.choices],
+            initial=str(parameter.default),
+            required=False,
+            label=parameter.label,
+        )
+    return forms.IntegerField(
+        min_value=parameter.minimum,
+        max_value=parameter.maximum,
+        initial=parameter.default,
+        required=False,
+        label=parameter.label,
+    )
+
+
+def _metric_fields() -> dict[str, forms.Field]:
+    """Each metric's checkbox followed by its parameters' fields (a shared one once)."""
+    fields: dict[str, forms.Field] = {}
+    for name, info in METRICS.items():
+        fields[f"metric_{name}"] = forms.BooleanField(
+            required=False, initial=info.checked_on_form, label=info.form_label or info.label
+        )
+        for parameter in info.parameters:
+            if parameter.field:
+                fields.setdefault(parameter.field, _parameter_field(parameter))
+    return fields
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric on the run page: its checkbox, the parameters shown with it, a note."""
+
+    checkbox: BoundField
+    parameters: list[BoundField]
+    help: str
 
 
 class RunForm(forms.Form):
@@ -118,37 +149,7 @@ class RunForm(forms.Form):
         queryset=PretrainedModel.objects.exclude(source=ModelSource.STACKED),
         widget=forms.CheckboxSelectMultiple,
     )
-    metric_knn = forms.BooleanField(required=False, initial=True, label=METRICS["knn"].label)
-    # A metric's parameters are required only when the metric is chosen (clean()).
-    knn_k = forms.IntegerField(min_value=1, max_value=1000, initial=5, required=False, label="k")
-    knn_split = forms.ChoiceField(
-        choices=list(KNN_SPLITS.items()), initial="loo", required=False, label="Split"
-    )
-    metric_weighted_knn = forms.BooleanField(required=False, label=METRICS["weighted_knn"].label)
-    metric_nearest_class_mean = forms.BooleanField(
-        required=False, label=METRICS["nearest_class_mean"].label
-    )
-    metric_linear_probe = forms.BooleanField(required=False, label=METRICS["linear_probe"].label)
-    metric_few_shot = forms.BooleanField(required=False, label="Few-shot accuracy (5-way)")
-    few_shot_k = forms.ChoiceField(
-        choices=[("1", "1-shot"), ("5", "5-shot")], initial="1", required=False, label="Shots"
-    )
-    metric_retrieval_map = forms.BooleanField(required=False, label=METRICS["retrieval_map"].label)
-    metric_kmeans_nmi = forms.BooleanField(required=False, label=METRICS["kmeans_nmi"].label)
-    metric_pair_alignment = forms.BooleanField(
-        required=False, label=METRICS["pair_alignment"].label
-    )
-    pair_correlation = forms.ChoiceField(
-        choices=[("spearman", "Spearman (scale-free)"), ("pearson", "Pearson")],
-        initial="spearman",
-        required=False,
-        label="Correlation",
-    )
-    metric_reweighted_pair_alignment = forms.BooleanField(
-        required=False, label=METRICS["reweighted_pair_alignment"].label
-    )
-    metric_odd_one_out = forms.BooleanField(required=False, label=METRICS["odd_one_out"].label)
-    metric_two_afc = forms.BooleanField(required=False, label=METRICS["two_afc"].label)
+    # The metric fields are added below from the registry (evaluation.metrics.METRICS).
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -179,40 +180,35 @@ class RunForm(forms.Form):
             return set(TargetKind.values)
         return set(dataset.targets.values_list("kind", flat=True))
 
-    @property
-    def shows(self) -> dict[str, bool]:
-        """Target kind -> whether its metrics are on the page (the template's one rule)."""
-        return {kind: kind in self.offered_kinds for kind in TargetKind.values}
-
     def metric_offered(self, name: str) -> bool:
         return bool(self.offered_kinds & set(METRICS[name].target_kinds))
+
+    def metric_rows(self) -> list[MetricRow]:
+        """The metrics on the page for the chosen dataset, in the registry's order; a shared
+        parameter is shown with the first metric that takes it."""
+        rows, shown = [], set()
+        for name, info in METRICS.items():
+            if not self.metric_offered(name):
+                continue
+            fields = [p.field for p in info.parameters if p.field and p.field not in shown]
+            shown.update(fields)
+            rows.append(
+                MetricRow(self[f"metric_{name}"], [self[f] for f in fields], info.form_help)
+            )
+        return rows
 
     def metric_entries(self) -> list[dict[str, Any]]:
         data = self.cleaned_data
         entries = []
-        if data.get("metric_knn"):
-            entries.append(knn_entry(k=data["knn_k"], split=data["knn_split"]))
-        for name in (
-            "weighted_knn",
-            "nearest_class_mean",
-            "linear_probe",
-            "retrieval_map",
-            "kmeans_nmi",
-        ):
-            if data.get(f"metric_{name}"):
-                entries.append(probe_entry(name))
-        if data.get("metric_few_shot"):
-            entries.append(probe_entry("few_shot", n_way=5, k_shot=int(data["few_shot_k"] or 1)))
-        if data.get("metric_pair_alignment"):
-            entries.append(pair_alignment_entry(correlation=data["pair_correlation"] or "spearman"))
-        if data.get("metric_reweighted_pair_alignment"):
-            entries.append(
-                reweighted_pair_alignment_entry(correlation=data["pair_correlation"] or "spearman")
-            )
-        if data.get("metric_odd_one_out"):
-            entries.append(odd_one_out_entry())
-        if data.get("metric_two_afc"):
-            entries.append(two_afc_entry())
+        for name, info in METRICS.items():
+            if not data.get(f"metric_{name}"):
+                continue
+            params: dict[str, Any] = {}
+            for parameter in info.parameters:
+                value = data.get(parameter.field) if parameter.field else None
+                if value not in (None, ""):  # blank: the registry's default
+                    params[parameter.name] = parameter.kind(value)
+            entries.append(metric_entry(name, params))
         return entries
 
     def clean(self) -> dict[str, Any]:
@@ -236,10 +232,15 @@ class RunForm(forms.Form):
                     f"{METRICS[name].label} needs {wanted}; the dataset {dataset.name} has "
                     "none. Choose one of the metrics listed for it.",
                 )
-        if "knn" in chosen and "knn_k" not in self.errors and data.get("knn_k") is None:
-            self.add_error("knn_k", "Give k, the number of neighbours, for k-NN accuracy.")
-        if "knn" in chosen and "knn_split" not in self.errors and not data.get("knn_split"):
-            self.add_error("knn_split", "Choose the split for k-NN accuracy.")
+        for name in chosen:
+            for parameter in METRICS[name].parameters:
+                field = parameter.field
+                if (
+                    parameter.required_message
+                    and field not in self.errors
+                    and data.get(field) in (None, "")
+                ):
+                    self.add_error(field, parameter.required_message)
         return data
 
     def error_summary(self) -> list[str]:
@@ -272,6 +273,10 @@ class RunForm(forms.Form):
             for model in self.cleaned_data.get("models", [])
             if (picked := self._picked_layers(model))
         }
+
+
+# The metrics' fields come from the registry, after the dataset and models (the page's order).
+RunForm.base_fields.update(_metric_fields())
 
 
 class JudgmentImportForm(forms.Form):

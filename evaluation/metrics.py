@@ -6,6 +6,7 @@ Each metric is computed by the engine; this module turns a run's stored metric e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,7 +17,6 @@ from sklearn.model_selection import train_test_split
 from evaluation.engine.errors import MetricError
 from evaluation.engine.metrics.clustering import clustering_scores
 from evaluation.engine.metrics.human import (
-    CORRELATIONS,
     PairRatings,
     pair_alignment,
     triplet_accuracy,
@@ -38,12 +38,62 @@ HOLDOUT_SEED = 0
 
 
 @dataclass(frozen=True)
+class Parameter:
+    """One parameter of a metric: the form field, the API field and the CLI's ``key=value``
+    are all built from this, so a metric's parameters are declared here and nowhere else."""
+
+    name: str  # the key in the run entry's params
+    kind: type[int] | type[str]
+    default: int | str
+    help: str  # the API's help text
+    field: str = ""  # the run form's field (metrics may share one); blank: not on the form
+    label: str = ""  # the run form's label
+    choices: tuple[tuple[int | str, str], ...] = ()  # (value, label); empty: any in bounds
+    minimum: int | None = None
+    maximum: int | None = None
+    # The form's message when the field is left blank; None: blank means the default.
+    required_message: str | None = None
+
+    def check(self, value: Any) -> Any:
+        """The value, or MetricError naming what is wrong with it."""
+        if self.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise MetricError(f"{self.name} must be a whole number, not {value!r}.")
+        if self.kind is str and not isinstance(value, str):
+            raise MetricError(f"{self.name} must be text, not {value!r}.")
+        if self.choices and value not in {choice for choice, _ in self.choices}:
+            allowed = ", ".join(str(choice) for choice, _ in self.choices)
+            raise MetricError(f"{self.name} must be one of {allowed}.")
+        if (self.minimum is not None and value < self.minimum) or (
+            self.maximum is not None and value > self.maximum
+        ):
+            raise MetricError(f"{self.name} must be between {self.minimum} and {self.maximum}.")
+        return value
+
+
+@dataclass(frozen=True)
 class MetricInfo:
     name: str
     label: str
     target_kinds: tuple[str, ...]
     description: str
     higher_is_better: bool = True
+    parameters: tuple[Parameter, ...] = ()
+    form_label: str = ""  # the run form's checkbox, where it says more than the label
+    form_help: str = ""  # the run form's note under the metric
+    checked_on_form: bool = False  # ticked on a new run form
+    # The metric a target of this kind is scored with when no metric is named (CLI).
+    main_for: str = ""
+
+
+CORRELATION = Parameter(
+    name="correlation",
+    kind=str,
+    default="spearman",
+    help="pair_alignment, reweighted_pair_alignment: `spearman` (default) or `pearson`.",
+    field="pair_correlation",
+    label="Correlation",
+    choices=(("spearman", "Spearman (scale-free)"), ("pearson", "Pearson")),
+)
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -52,6 +102,39 @@ METRICS: dict[str, MetricInfo] = {
         label="k-NN accuracy",
         target_kinds=("labels",),
         description="Cosine k-nearest-neighbour classification accuracy (Wilson 95% CI).",
+        parameters=(
+            Parameter(
+                name="k",
+                kind=int,
+                default=5,
+                help="knn: neighbours (default 5).",
+                field="knn_k",
+                label="k",
+                minimum=1,
+                maximum=1000,
+                required_message="Give k, the number of neighbours, for k-NN accuracy.",
+            ),
+            Parameter(
+                name="split",
+                kind=str,
+                default="loo",
+                help="knn: `loo` (default) or `holdout`.",
+                field="knn_split",
+                label="Split",
+                choices=(
+                    ("loo", "leave-one-out"),
+                    (
+                        "holdout",
+                        "train/test split (the dataset's, else a stratified 25% test split)",
+                    ),
+                ),
+                required_message="Choose the split for k-NN accuracy.",
+            ),
+        ),
+        form_help="Cosine k-NN on the dataset's labels, majority vote; 95% Wilson interval "
+        "over test stimuli.",
+        checked_on_form=True,
+        main_for="labels",
     ),
     "weighted_knn": MetricInfo(
         name="weighted_knn",
@@ -76,6 +159,25 @@ METRICS: dict[str, MetricInfo] = {
         label="Few-shot accuracy",
         target_kinds=("labels",),
         description="n-way k-shot prototype episodes (mean and t-interval over 600 episodes).",
+        parameters=(
+            Parameter(
+                name="n_way",
+                kind=int,
+                default=5,
+                help="few_shot: 5 (the only choice).",
+                choices=((5, "5-way"),),
+            ),
+            Parameter(
+                name="k_shot",
+                kind=int,
+                default=1,
+                help="few_shot: 1 or 5.",
+                field="few_shot_k",
+                label="Shots",
+                choices=((1, "1-shot"), (5, "5-shot")),
+            ),
+        ),
+        form_label="Few-shot accuracy (5-way)",
     ),
     "retrieval_map": MetricInfo(
         name="retrieval_map",
@@ -95,6 +197,10 @@ METRICS: dict[str, MetricInfo] = {
         target_kinds=("pairs",),
         description="Correlation of cosine similarity with the mean rating per pair "
         "(bootstrap CI over stimuli; ceiling: split-half reliability).",
+        parameters=(CORRELATION,),
+        form_help="Cosine similarity against the mean rating per pair; bootstrap CI over "
+        "stimuli; split-half ceiling.",
+        main_for="pairs",
     ),
     "reweighted_pair_alignment": MetricInfo(
         name="reweighted_pair_alignment",
@@ -102,6 +208,9 @@ METRICS: dict[str, MetricInfo] = {
         target_kinds=("pairs",),
         description="Peterson et al. 2018: ridge-fitted weights per dimension, scored on "
         "held-out stimuli (5 stimulus folds); bootstrap CI over stimuli.",
+        parameters=(CORRELATION,),
+        form_help="Weights per dimension fitted by ridge regression on other stimuli's pairs "
+        "(Peterson et al. 2018).",
     ),
     "odd_one_out": MetricInfo(
         name="odd_one_out",
@@ -109,6 +218,7 @@ METRICS: dict[str, MetricInfo] = {
         target_kinds=("triplets",),
         description="Share of human odd-one-out responses the model agrees with "
         "(bootstrap CI over stimuli; ceiling: leave-one-out agreement).",
+        main_for="triplets",
     ),
     "two_afc": MetricInfo(
         name="two_afc",
@@ -116,13 +226,11 @@ METRICS: dict[str, MetricInfo] = {
         target_kinds=("2afc",),
         description="Mean human vote share of the model's choice, ties 0.5 "
         "(bootstrap CI over stimuli; ceiling: leave-one-out agreement).",
+        main_for="2afc",
     ),
 }
 
-KNN_SPLITS = {
-    "loo": "leave-one-out",
-    "holdout": "train/test split (the dataset's, else a stratified 25% test split)",
-}
+KNN_SPLITS = dict(METRICS["knn"].parameters[1].choices)
 BOOTSTRAP_RESAMPLES = 1000
 
 
@@ -162,32 +270,80 @@ class TwoAfcData:
 TargetData = LabelsData | PairsData | TripletsData | TwoAfcData
 
 
+# --- Run entries: the one place a metric name and parameters become a run's entry ----------------
+# The run form, the API's run serializer and `manage.py evaluate --metric` all end here.
+METRIC_SPEC = re.compile(r"^\s*([a-z_0-9]+)\s*(?:[(:](.*?)\)?)?\s*$")
+
+
+def metric_entry(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's stored entry ``{"name": ..., "params": {...}}``: every parameter of the
+    metric, checked, the ones not given at their default. MetricError says what is wrong."""
+    info = METRICS.get(name)
+    if info is None:
+        raise MetricError(f"Unknown metric {name!r}; choose from {', '.join(METRICS)}.")
+    given = dict(params or {})
+    allowed = [parameter.name for parameter in info.parameters]
+    extra = sorted(set(given) - set(allowed))
+    if extra:
+        takes = f"takes only {', '.join(allowed)}" if allowed else "takes no parameters"
+        raise MetricError(f"{name} {takes}; {', '.join(extra)} do(es) not apply.")
+    return {
+        "name": name,
+        "params": {p.name: p.check(given.get(p.name, p.default)) for p in info.parameters},
+    }
+
+
+def parse_metric(spec: str) -> dict[str, Any]:
+    """``name`` or ``name(key=value,...)`` (also ``name:key=value,...``) as a run entry."""
+    match = METRIC_SPEC.match(spec)
+    if not match or match.group(1) not in METRICS:
+        name = match.group(1) if match else spec
+        raise MetricError(f"Unknown metric {name!r}; choose from {', '.join(METRICS)}.")
+    name, raw = match.group(1), match.group(2) or ""
+    parameters = {parameter.name: parameter for parameter in METRICS[name].parameters}
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, equals, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or key not in parameters:
+            accepted = ", ".join(parameters) or "no parameters"
+            raise MetricError(f"{spec}: {name} takes {accepted}; {part!r} is not one of them.")
+        if parameters[key].kind is int:
+            try:
+                params[key] = int(value)
+            except ValueError:
+                raise MetricError(f"{spec}: {key} must be a whole number, not {value!r}.") from None
+        else:
+            params[key] = value
+    try:
+        return metric_entry(name, params)
+    except MetricError as exc:
+        raise MetricError(f"{spec}: {exc}") from None
+
+
+def main_metrics(target_kinds: set[str]) -> list[str]:
+    """Each offered kind of target's main metric (what a run scores when none is named)."""
+    return [name for name, info in METRICS.items() if info.main_for in target_kinds]
+
+
 def knn_entry(*, k: int, split: str) -> dict[str, Any]:
-    if k < 1:
-        raise MetricError("k must be at least 1.")
-    if split not in KNN_SPLITS:
-        raise MetricError(f"Unknown split {split!r}; choose one of {', '.join(KNN_SPLITS)}.")
-    return {"name": "knn", "params": {"k": int(k), "split": split}}
+    return metric_entry("knn", {"k": k, "split": split})
 
 
 def pair_alignment_entry(*, correlation: str = "spearman") -> dict[str, Any]:
-    if correlation not in CORRELATIONS:
-        raise MetricError(f"Unknown correlation {correlation!r}; use pearson or spearman.")
-    return {"name": "pair_alignment", "params": {"correlation": correlation}}
+    return metric_entry("pair_alignment", {"correlation": correlation})
 
 
 def reweighted_pair_alignment_entry(*, correlation: str = "pearson") -> dict[str, Any]:
-    if correlation not in CORRELATIONS:
-        raise MetricError(f"Unknown correlation {correlation!r}; use pearson or spearman.")
-    return {"name": "reweighted_pair_alignment", "params": {"correlation": correlation}}
+    return metric_entry("reweighted_pair_alignment", {"correlation": correlation})
 
 
 def odd_one_out_entry() -> dict[str, Any]:
-    return {"name": "odd_one_out", "params": {}}
+    return metric_entry("odd_one_out")
 
 
 def two_afc_entry() -> dict[str, Any]:
-    return {"name": "two_afc", "params": {}}
+    return metric_entry("two_afc")
 
 
 def compute(entry: dict[str, Any], embeddings: np.ndarray, data: TargetData) -> MetricResult:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import textwrap
 import threading
@@ -38,17 +37,7 @@ from evaluation.management.cli import (
     table,
     user_lookup,
 )
-from evaluation.metrics import (
-    KNN_SPLITS,
-    LABEL_PROBES,
-    METRICS,
-    knn_entry,
-    odd_one_out_entry,
-    pair_alignment_entry,
-    probe_entry,
-    reweighted_pair_alignment_entry,
-    two_afc_entry,
-)
+from evaluation.metrics import METRICS, main_metrics, parse_metric
 from evaluation.models import (
     Dataset,
     PretrainedModel,
@@ -57,7 +46,6 @@ from evaluation.models import (
     RunStep,
     Score,
     StepStatus,
-    TargetKind,
 )
 
 TIMEOUT_EXIT_STATUS = 124  # as timeout(1): the wait ran out, the run did not fail
@@ -69,14 +57,6 @@ QUEUE_UNREACHABLE_NOTE = (
     "workers send its tasks once the broker answers again (check CELERY_BROKER_URL, or start "
     "Redis). Do not create it again; --in-process needs no queue."
 )
-# Each kind of target's main metric, used when no --metric is given.
-DEFAULT_METRICS = {
-    TargetKind.LABELS: "knn",
-    TargetKind.PAIRS: "pair_alignment",
-    TargetKind.TRIPLETS: "odd_one_out",
-    TargetKind.TWO_AFC: "two_afc",
-}
-METRIC_SPEC = re.compile(r"^\s*([a-z_0-9]+)\s*(?:[(:](.*?)\)?)?\s*$")
 
 
 def _metrics_help() -> str:
@@ -86,12 +66,28 @@ def _metrics_help() -> str:
         )
         for name, info in METRICS.items()
     ]
+    parameters = [
+        f"{name}({','.join(_parameter_help(p) for p in info.parameters)})"
+        for name, info in METRICS.items()
+        if info.parameters
+    ]
     return (
         "metrics (--metric NAME or NAME(param=value,...)):\n"
         + "\n".join(rows)
-        + "\n  parameters: knn(k=5,split=loo|holdout), few_shot(k_shot=1,n_way=5),\n"
-        "  pair_alignment(correlation=spearman|pearson), reweighted_pair_alignment(correlation=...)"
+        + "\n"
+        + textwrap.fill(
+            ", ".join(parameters),
+            width=98,
+            initial_indent="  parameters: ",
+            subsequent_indent="  ",
+            break_on_hyphens=False,
+        )
     )
+
+
+def _parameter_help(parameter: Any) -> str:
+    choices = "|".join(str(value) for value, _ in parameter.choices)
+    return f"{parameter.name}={choices or parameter.default}"
 
 
 class Command(LikenessCommand):
@@ -397,7 +393,7 @@ def parse_metrics(specs: list[str], dataset: Dataset) -> list[dict[str, Any]]:
                 f"{dataset.name} has no labels and no human judgments to score against; "
                 "import judgments first (import_judgments)."
             )
-        specs = [DEFAULT_METRICS[TargetKind(kind)] for kind in DEFAULT_METRICS if kind in kinds]
+        specs = main_metrics(kinds)
     entries: dict[str, dict[str, Any]] = {}
     for spec in specs:
         entry = metric_entry(spec)
@@ -405,69 +401,12 @@ def parse_metrics(specs: list[str], dataset: Dataset) -> list[dict[str, Any]]:
     return list(entries.values())
 
 
-PARAMETERS: dict[str, dict[str, type]] = {
-    "knn": {"k": int, "split": str},
-    "few_shot": {"k_shot": int, "n_way": int},
-    "pair_alignment": {"correlation": str},
-    "reweighted_pair_alignment": {"correlation": str},
-}
-
-
 def metric_entry(spec: str) -> dict[str, Any]:
-    """``name`` or ``name(key=value,...)`` (also ``name:key=value,...``) as a run entry."""
-    match = METRIC_SPEC.match(spec)
-    if not match or match.group(1) not in METRICS:
-        name = match.group(1) if match else spec
-        raise CommandError(f"Unknown metric {name!r}; choose from {', '.join(METRICS)}.")
-    name, raw = match.group(1), match.group(2) or ""
-    params = _parameters(name, raw, spec)
+    """A --metric value as a run entry (the registry's parser; its message, as the CLI's)."""
     try:
-        if name == "knn":
-            k = params.get("k", 5)
-            if not 1 <= k <= 1000:
-                raise CommandError(f"{spec}: k must be between 1 and 1000.")
-            return knn_entry(k=k, split=params.get("split", "loo"))
-        if name == "few_shot":
-            n_way, k_shot = params.get("n_way", 5), params.get("k_shot", 1)
-            if n_way < 2 or k_shot < 1:
-                raise CommandError(f"{spec}: n_way must be at least 2 and k_shot at least 1.")
-            return probe_entry("few_shot", n_way=n_way, k_shot=k_shot)
-        if name in LABEL_PROBES:
-            return probe_entry(name)
-        if name == "pair_alignment":
-            return pair_alignment_entry(correlation=params.get("correlation", "spearman"))
-        if name == "reweighted_pair_alignment":
-            return reweighted_pair_alignment_entry(
-                correlation=params.get("correlation", "spearman")
-            )
-        if name == "odd_one_out":
-            return odd_one_out_entry()
-        return two_afc_entry()
+        return parse_metric(spec)
     except MetricError as exc:
-        raise CommandError(f"{spec}: {exc}") from None
-
-
-def _parameters(name: str, raw: str, spec: str) -> dict[str, Any]:
-    allowed = PARAMETERS.get(name, {})
-    params: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        key, equals, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not equals or key not in allowed:
-            accepted = ", ".join(allowed) or "no parameters"
-            raise CommandError(f"{spec}: {name} takes {accepted}; {part!r} is not one of them.")
-        if allowed[key] is int:
-            try:
-                params[key] = int(value)
-            except ValueError:
-                raise CommandError(
-                    f"{spec}: {key} must be a whole number, not {value!r}."
-                ) from None
-        else:
-            params[key] = value
-    if name == "knn" and params.get("split", "loo") not in KNN_SPLITS:
-        raise CommandError(f"{spec}: split must be one of {', '.join(KNN_SPLITS)}.")
-    return params
+        raise CommandError(str(exc)) from None
 
 
 def parse_layers(specs: list[str], models: list[PretrainedModel]) -> dict[int, list[str]]:
