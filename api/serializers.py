@@ -17,7 +17,11 @@ from rest_framework import serializers
 from annotation.models import Study
 from evaluation import metrics as metric_registry
 from evaluation.engine.errors import MetricError
-from evaluation.judgment_import import MATCH_RULES
+from evaluation.judgment_import_spec import (
+    JUDGMENT_IMPORT_FIELDS,
+    ImportField,
+    dataset_choice_error,
+)
 from evaluation.models import (
     Dataset,
     HumanJudgments,
@@ -693,51 +697,48 @@ class JudgmentsSerializer(serializers.ModelSerializer):
         return _username(judgments.created_by)
 
 
+def _import_field(spec: ImportField) -> serializers.Field:
+    """The API's field for one entry of the judgment-import spec (multipart: DRF's lenient
+    fields; an optional field defaults to blank, None or False)."""
+    help_text = {"help_text": spec.help} if spec.help else {}
+    if spec.kind == "choice":
+        default = {"default": spec.default} if spec.default is not None else {}
+        return serializers.ChoiceField(choices=list(spec.choices), **default, **help_text)
+    if spec.kind == "file":
+        return serializers.FileField(**help_text)
+    if spec.kind == "dataset":
+        return serializers.PrimaryKeyRelatedField(
+            queryset=Dataset.objects.all(),
+            required=False,
+            allow_null=True,
+            default=None,
+            **help_text,
+        )
+    if spec.kind == "flag":
+        return serializers.BooleanField(default=False, **help_text)
+    if spec.kind == "number":
+        return serializers.FloatField(required=False, allow_null=True, default=None, **help_text)
+    if spec.required:
+        return serializers.CharField(max_length=spec.max_length, **help_text)
+    return serializers.CharField(
+        max_length=spec.max_length, required=False, allow_blank=True, default="", **help_text
+    )
+
+
 class JudgmentsImportSerializer(serializers.Serializer):
     """The fields of the web form *Import judgments* (``JudgmentImportForm``), as multipart."""
 
-    name = serializers.CharField(
-        max_length=200, help_text="e.g. SimLex-999; a new version if it exists."
-    )
-    format = serializers.ChoiceField(
-        choices=[
-            ("pairs", "Pairs: a, b, value [, participant]"),
-            ("triplets", "Triplets: a, b, c, choice [, participant] (choice = the odd one)"),
-            ("2afc", "2AFC: reference, first, second, choice [, participant]"),
-            ("matrix", "Square similarity matrix"),
-        ]
-    )
-    file = serializers.FileField(help_text="CSV or TSV with a header row.")
-    dataset = serializers.PrimaryKeyRelatedField(
-        queryset=Dataset.objects.all(),
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Match the file's stimuli to this dataset's (by id, name or text)...",
-    )
-    match = serializers.ChoiceField(choices=[(m, m) for m in MATCH_RULES], default="auto")
-    new_dataset_name = serializers.CharField(
-        max_length=200,
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="...or create a new text dataset whose stimuli are the file's references.",
-    )
-    allow_repeats = serializers.BooleanField(
-        default=False, help_text="The data hold planned repeats (test-retest) by participant."
-    )
-    symmetrize = serializers.BooleanField(
-        default=False, help_text="Matrix only: average the two triangles if they differ."
-    )
-    scale_min = serializers.FloatField(required=False, allow_null=True, default=None)
-    scale_max = serializers.FloatField(required=False, allow_null=True, default=None)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    # Both are built from evaluation.judgment_import_spec (the docstring is the schema's).
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {spec.name: _import_field(spec) for spec in JUDGMENT_IMPORT_FIELDS}
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        if bool(data.get("dataset")) == bool(data["new_dataset_name"].strip()):
-            raise serializers.ValidationError(
-                "Choose an existing dataset or name a new one (not both)."
-            )
+        error = dataset_choice_error(
+            dataset=data.get("dataset"), new_dataset_name=data["new_dataset_name"]
+        )
+        if error:
+            raise serializers.ValidationError(error)
         return data
 
 

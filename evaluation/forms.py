@@ -10,6 +10,11 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.forms import BoundField
 from django.utils.functional import cached_property
 
+from evaluation.judgment_import_spec import (
+    JUDGMENT_IMPORT_FIELDS,
+    ImportField,
+    dataset_choice_error,
+)
 from evaluation.metrics import METRICS, Parameter, metric_entry
 from evaluation.models import (
     Dataset,
@@ -279,46 +284,42 @@ class RunForm(forms.Form):
 RunForm.base_fields.update(_metric_fields())
 
 
+def _import_field(spec: ImportField) -> forms.Field:
+    """The web form's field for one entry of the judgment-import spec."""
+    if spec.kind == "choice":
+        return forms.ChoiceField(choices=list(spec.choices), initial=spec.default)
+    if spec.kind == "file":
+        return forms.FileField(help_text=spec.help)
+    if spec.kind == "dataset":
+        return forms.ModelChoiceField(
+            queryset=Dataset.objects.all(), required=spec.required, help_text=spec.help
+        )
+    if spec.kind == "flag":
+        return forms.BooleanField(required=False, help_text=spec.help)
+    if spec.kind == "number":
+        return forms.FloatField(required=spec.required, help_text=spec.help)
+    widget = forms.Textarea(attrs={"rows": 2}) if spec.multiline else None
+    return forms.CharField(
+        max_length=spec.max_length, required=spec.required, help_text=spec.help, widget=widget
+    )
+
+
 class JudgmentImportForm(forms.Form):
-    name = forms.CharField(max_length=200, help_text="e.g. SimLex-999; a new version if it exists.")
-    format = forms.ChoiceField(
-        choices=[
-            ("pairs", "Pairs: a, b, value [, participant]"),
-            ("triplets", "Triplets: a, b, c, choice [, participant] (choice = the odd one)"),
-            ("2afc", "2AFC: reference, first, second, choice [, participant]"),
-            ("matrix", "Square similarity matrix"),
-        ]
-    )
-    file = forms.FileField(help_text="CSV or TSV with a header row.")
-    dataset = forms.ModelChoiceField(
-        queryset=Dataset.objects.all(),
-        required=False,
-        help_text="Match the file's stimuli to this dataset's (by id, name or text)...",
-    )
-    match = forms.ChoiceField(
-        choices=[("auto", "auto"), ("id", "id"), ("name", "name"), ("text", "text")],
-        initial="auto",
-    )
-    new_dataset_name = forms.CharField(
-        max_length=200,
-        required=False,
-        help_text="...or create a new text dataset whose stimuli are the file's references.",
-    )
-    allow_repeats = forms.BooleanField(
-        required=False, help_text="The data hold planned repeats (test-retest) by participant."
-    )
-    symmetrize = forms.BooleanField(
-        required=False, help_text="Matrix only: average the two triangles if they differ."
-    )
-    scale_min = forms.FloatField(required=False, help_text="Ratings: bottom of the scale.")
-    scale_max = forms.FloatField(required=False, help_text="Ratings: top of the scale.")
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    """Fields from ``evaluation.judgment_import_spec`` (added below), as the API's."""
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if bool(data.get("dataset")) == bool((data.get("new_dataset_name") or "").strip()):
-            raise forms.ValidationError("Choose an existing dataset or name a new one (not both).")
+        error = dataset_choice_error(
+            dataset=data.get("dataset"), new_dataset_name=data.get("new_dataset_name")
+        )
+        if error:
+            raise forms.ValidationError(error)
         return data
+
+
+JudgmentImportForm.base_fields.update(
+    {spec.name: _import_field(spec) for spec in JUDGMENT_IMPORT_FIELDS}
+)
 
 
 class StackForm(forms.Form):

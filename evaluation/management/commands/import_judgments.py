@@ -10,7 +10,8 @@ from typing import Any
 from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
-from evaluation.judgment_import import FORMATS, MATCH_RULES, judgments_import
+from evaluation.judgment_import import judgments_import
+from evaluation.judgment_import_spec import FIELDS
 from evaluation.management.cli import (
     LikenessCommand,
     Outcome,
@@ -18,6 +19,10 @@ from evaluation.management.cli import (
     dataset_lookup,
     user_lookup,
 )
+
+
+def _values(field: str) -> list[str]:
+    return [value for value, _ in FIELDS[field].choices]
 
 
 class Command(LikenessCommand):
@@ -41,11 +46,12 @@ class Command(LikenessCommand):
 """
 
     def add_options(self, parser: CommandParser) -> None:
-        parser.add_argument("file", metavar="FILE", help="CSV or TSV with a header row.")
+        # Help texts and choices shared with the web form and the API: judgment_import_spec.
+        parser.add_argument("file", metavar="FILE", help=FIELDS["file"].help)
+        parser.add_argument("--name", required=True, help=FIELDS["name"].help)
         parser.add_argument(
-            "--name", required=True, help="e.g. SimLex-999; a new version if it exists."
+            "--format", required=True, choices=_values("format"), help="Layout of the file."
         )
-        parser.add_argument("--format", required=True, choices=FORMATS, help="Layout of the file.")
         where = parser.add_mutually_exclusive_group(required=True)
         where.add_argument(
             "--dataset",
@@ -59,23 +65,17 @@ class Command(LikenessCommand):
         )
         parser.add_argument(
             "--match",
-            choices=MATCH_RULES,
-            default="auto",
+            choices=_values("match"),
+            default=FIELDS["match"].default,
             help="With --dataset: match references by stimulus id, name, text, or auto (all "
             "three; each reference must reach exactly one stimulus).",
         )
-        parser.add_argument(
-            "--allow-repeats",
-            action="store_true",
-            help="The data hold planned repeats (test-retest) by participant.",
-        )
-        parser.add_argument(
-            "--symmetrize",
-            action="store_true",
-            help="Matrix only: average the two triangles if they differ.",
-        )
-        parser.add_argument("--scale-min", type=float, help="Pair ratings: bottom of the scale.")
-        parser.add_argument("--scale-max", type=float, help="Pair ratings: top of the scale.")
+        for flag in ("allow_repeats", "symmetrize"):
+            parser.add_argument(
+                f"--{flag.replace('_', '-')}", action="store_true", help=FIELDS[flag].help
+            )
+        for bound in ("scale_min", "scale_max"):
+            parser.add_argument(f"--{bound.replace('_', '-')}", type=float, help=FIELDS[bound].help)
         parser.add_argument("--description", default="")
         parser.add_argument("--origin", default="", help="Where the data came from.")
         add_user_option(parser)
