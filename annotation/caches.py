@@ -14,6 +14,9 @@ is safe for its own reason:
   Readers do one ``dict.get`` per id, atomic, so another thread clearing it is harmless.
 - ``dataset_modality``: a dataset's modality is fixed when it is imported; file stimuli need
   it on every trial. Bounded by the LRU cache.
+
+One memo stays beside its only user: ``sql._layout``, each model's column list and
+converters, derived from the code (not from data), so fixed for the life of the process.
 """
 
 from __future__ import annotations
