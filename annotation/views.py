@@ -31,8 +31,8 @@ from django.views.decorators.http import require_POST
 from annotation import exports, selectors, services
 from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
 from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
-from evaluation.querystring import text_param
-from webapp.auth import researcher_required
+from core.auth import researcher_required
+from core.querystring import text_param
 
 SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
 

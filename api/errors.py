@@ -6,7 +6,7 @@ Every 4xx and 5xx answer of the API is ``{"error": {"code", "message", "fields"}
 ``metrics[0].params.k: ...``) and ``fields`` the per-field errors (empty when the problem
 is not about one field). Django ``ValidationError``s raised by services become 400s with
 the service's own message, ``Http404`` becomes 404, an unreachable database or task queue a
-503 with Retry-After (an outage, not a bug: webapp/outages.py), a full, read-only or
+503 with Retry-After (an outage, not a bug: core/outages.py), a full, read-only or
 forbidden disk (``StorageError``) a 507 naming it, and anything unexpected a logged 500 with
 the same shape (and no traceback).
 """
@@ -28,10 +28,10 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
+from core.outages import RETRY_AFTER_SECONDS, outage_of
+from core.uploads import human_bytes
 from evaluation.engine.errors import StorageError
 from evaluation.engine.storage import storage_error
-from webapp.outages import RETRY_AFTER_SECONDS, outage_of
-from webapp.uploads import human_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Who may use the API.
 
-The product rule: only researchers (active staff accounts, ``webapp.auth.is_researcher``)
+The product rule: only researchers (active staff accounts, ``core.auth.is_researcher``)
 launch runs or see raw data (models' cards, stimuli, judgments, studies, runs). Viewers may
 read public leaderboards, so scores and their targets, the numbers a leaderboard shows,
 are readable by anyone; writing them is never possible through the API. Anonymous callers
@@ -15,7 +15,7 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from webapp.auth import is_researcher
+from core.auth import is_researcher
 
 RESEARCHERS_ONLY = "Only researchers (active staff accounts) can use this endpoint."
 

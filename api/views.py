@@ -42,6 +42,7 @@ from api import exports, filters, serializers
 from api.errors import Conflict, ErrorSerializer, UploadTooLarge
 from api.parsers import JSONParser
 from api.permissions import IsResearcher, PublicReadResearcherWrite
+from core.auth import is_researcher
 from evaluation import selectors, services
 from evaluation.judgment_import import judgments_import_from
 from evaluation.models import (
@@ -55,7 +56,6 @@ from evaluation.models import (
     Split,
     Target,
 )
-from webapp.auth import is_researcher
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -85,7 +85,7 @@ class _ById(viewsets.GenericViewSet):
 
 def _refuse_oversize_upload(request: Request) -> None:
     """The upload handler stopped reading a file over DATASET_UPLOAD_MAX_BYTES (see
-    webapp/uploads.py); parsing the body is what runs it, so call this after ``request.data``."""
+    core/uploads.py); parsing the body is what runs it, so call this after ``request.data``."""
     refused = getattr(request._request, "upload_refused", None)
     if refused:
         raise UploadTooLarge(refused)

@@ -10,6 +10,7 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.forms import BoundField
 from django.utils.functional import cached_property
 
+from core.querystring import id_param
 from evaluation.judgment_import_spec import (
     JUDGMENT_IMPORT_FIELDS,
     ImportField,
@@ -25,7 +26,6 @@ from evaluation.models import (
     TargetKind,
     Weights,
 )
-from evaluation.querystring import id_param
 
 
 class ModelRegisterForm(forms.Form):

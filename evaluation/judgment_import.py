@@ -47,6 +47,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from core.uploads import human_bytes
 from evaluation import services
 from evaluation.engine.fingerprint import stimulus_hash
 from evaluation.importers import ImportProblem, ParsedStimulus, _csv_reader, _rows
@@ -59,7 +60,6 @@ from evaluation.models import (
     Modality,
     Stimulus,
 )
-from webapp.uploads import human_bytes
 
 MATCH_RULES = ("auto", "id", "name", "text")
 # Every row becomes a Judgment object in memory before the bulk insert; beyond this, split

@@ -21,7 +21,7 @@ from django.core.cache import cache
 from django.db.models import Count, Max
 from django.http import QueryDict
 
-from evaluation import querystring as qs
+from core import querystring as qs
 from evaluation.metrics import METRICS
 from evaluation.models import PretrainedModel, Score, Target
 
@@ -50,7 +50,7 @@ class BoardQuery:
     @classmethod
     def from_params(cls, params: QueryDict | dict[str, str]) -> BoardQuery:
         """Read the URL; values that make no sense fall back to the defaults
-        (evaluation/querystring.py: a shared link must never break the page)."""
+        (core/querystring.py: a shared link must never break the page)."""
         return cls(
             sort=qs.text_param(params, "sort", max_length=200),
             order=qs.choice_param(params, "order", ("asc", "desc"), "desc"),

@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from core.uploads import human_bytes
 from evaluation import metrics as metric_registry
 from evaluation.engine import adapters
 from evaluation.engine.errors import EngineError, ModelSpecError, StorageError, close_names
@@ -65,7 +66,6 @@ from evaluation.models import (
     TargetKind,
     metric_key,
 )
-from webapp.uploads import human_bytes
 
 logger = logging.getLogger(__name__)
 

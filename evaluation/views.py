@@ -13,9 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
 
+from core import querystring as qs
+from core.auth import is_researcher, researcher_required
 from evaluation import compare, efficiency, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
-from evaluation import querystring as qs
 from evaluation.descriptions import description_sets, descriptions_import
 from evaluation.engine.errors import StorageError
 from evaluation.forms import (
@@ -37,7 +38,6 @@ from evaluation.models import (
     Target,
     TargetKind,
 )
-from webapp.auth import is_researcher, researcher_required
 
 STIMULI_PREVIEW = 48
 

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest
 
-from webapp.auth import is_researcher
+from core.auth import is_researcher
 
 
 def roles(request: HttpRequest) -> dict[str, Callable[[], bool]]:

@@ -1,7 +1,7 @@
 """Pages for an outage of a service the site depends on: a web page that hits an unreachable
 database or task queue answers 503 with Retry-After and says what happened, instead of
 Django's bare "Server Error (500)". The API answers the same outages in api/errors.py; which
-errors are outages is decided once, in webapp/outages.py.
+errors are outages is decided once, in core/outages.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
-from webapp.outages import RETRY_AFTER_SECONDS, outage_of
+from core.outages import RETRY_AFTER_SECONDS, outage_of
 
 logger = logging.getLogger(__name__)
 

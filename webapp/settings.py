@@ -202,7 +202,7 @@ EMBEDDINGS_ROOT = Path(os.environ.get("EMBEDDINGS_ROOT", VAR_DIR / "embeddings")
 # Uploads: Django spools anything over this to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [
-    "webapp.uploads.UploadLimitHandler",  # refuses oversize bodies before reading them
+    "core.uploads.UploadLimitHandler",  # refuses oversize bodies before reading them
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]

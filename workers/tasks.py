@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 from celery import shared_task
 
+from core.outages import database_unreachable
 from evaluation import services
-from webapp.outages import database_unreachable
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from annotation.services.base import ParticipantConflict, StudyFull
 from annotation.services.design import study_close_if_complete
 from annotation.services.quality import participant_items_count
 from annotation.services.trials import participant_release_holdings, participant_reserve_first_item
-from evaluation.querystring import clean_text
+from core.querystring import clean_text
 
 EXTERNAL_ID_MAX_LENGTH = 200  # Participant.external_id
 

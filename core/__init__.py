@@ -1,0 +1,2 @@
+"""Helpers every app uses and that import no app: roles, upload limits, outage
+classification, query-string parsing. The layering is written down in .importlinter."""
