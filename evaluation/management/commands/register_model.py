@@ -16,6 +16,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 
+from core.checks import broker_problem
 from evaluation import services
 from evaluation.engine.specs import PACKAGE_PREFIX, SOURCES, WEIGHTS
 from evaluation.management.cli import (
@@ -27,7 +28,6 @@ from evaluation.management.cli import (
     validation_message,
 )
 from evaluation.models import PretrainedModel, Weights
-from webapp.checks import broker_problem
 
 NAME_LIMIT = PretrainedModel._meta.get_field("name").max_length
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.checks import service_problems
+from core.checks import service_problems
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from webapp.checks import service_problems
+from core.checks import service_problems
 
 
 class Command(BaseCommand):

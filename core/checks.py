@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connections
 from django.db.utils import OperationalError
+from kombu import Connection
 
 
 def database_problem() -> str | None:
@@ -28,11 +29,13 @@ def database_problem() -> str | None:
 
 
 def broker_problem() -> str | None:
-    from workers.celery import app
-
+    # A kombu connection from the settings the Celery app reads too: this module may not
+    # import the workers (the layering in .importlinter).
     url = settings.CELERY_BROKER_URL
     try:
-        with app.connection_for_write() as connection:
+        with Connection(
+            url, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS
+        ) as connection:
             connection.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # kombu raises many transport-specific errors
         return (
