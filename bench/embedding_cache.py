@@ -39,9 +39,9 @@ def main() -> None:
     from django.core.management import call_command
 
     from evaluation import services
-    from evaluation.demo import digits_zip
     from evaluation.metrics import knn_entry
     from evaluation.models import Score
+    from webapp.demo import digits_zip
 
     call_command("migrate", verbosity=0)
     services._enqueue = lambda *args: None  # steps are driven here, not by a worker

@@ -192,9 +192,9 @@ def main() -> int:
         from django.db.models import Sum
 
         from evaluation import services
-        from evaluation.demo import digits_zip
         from evaluation.metrics import knn_entry
         from evaluation.models import PretrainedModel, Run, RunStep
+        from webapp.demo import digits_zip
 
         call_command("migrate", verbosity=0)
         names = architectures(args.models)

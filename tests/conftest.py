@@ -17,8 +17,8 @@ import pytest
 from django.conf import settings as django_settings
 
 from evaluation import services
-from evaluation.demo import digits_zip
 from evaluation.models import Dataset, PretrainedModel
+from webapp.demo import digits_zip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

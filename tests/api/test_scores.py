@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from evaluation import services
-from evaluation.demo import digits_zip
 from evaluation.metrics import knn_entry, probe_entry
 from evaluation.models import Score
 from tests.api.conftest import error, run_steps
 from tests.conftest import make_image_dataset, make_timm_model
+from webapp.demo import digits_zip
 
 pytestmark = pytest.mark.django_db
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from evaluation import services
-from evaluation.demo import digits_zip
 from evaluation.models import Dataset, HumanJudgments, Judgment, PretrainedModel, Stimulus, Target
 from tests.cli.conftest import cli, cli_fails
 from tests.conftest import SHARED_DATA, make_text_dataset, make_timm_model
 from tests.evaluation.closed_broker import closed_broker  # noqa: F401  (fixture)
 from tests.evaluation.test_audio_datasets import tones_zip
+from webapp.demo import digits_zip
 
 pytestmark = pytest.mark.django_db
 

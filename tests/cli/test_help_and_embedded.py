@@ -49,7 +49,7 @@ def test_evaluate_help_lists_every_metric():
 
 def sentences_csv(path: Path, per_genre: int = 8) -> None:
     """A few real STS-B sentences of each genre (the demo's data, shipped in the repo)."""
-    shipped = REPO_ROOT / "evaluation" / "demo_data" / "stsb_dev_sentences.csv"
+    shipped = REPO_ROOT / "webapp" / "demo_data" / "stsb_dev_sentences.csv"
     chosen: dict[str, list[str]] = {}
     with shipped.open(encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):

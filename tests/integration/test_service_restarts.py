@@ -236,7 +236,7 @@ class Stack:
 SEED = """
 import io
 from evaluation import services
-from evaluation.demo import digits_zip
+from webapp.demo import digits_zip
 services.dataset_import_texts(name="sentences", upload=io.BytesIO(TEXT.encode()))
 services.dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=600)))
 for name in ("tfidf-a", "tfidf-b"):

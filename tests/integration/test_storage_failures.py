@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from evaluation import services
-from evaluation.demo import digits_zip
 from evaluation.metrics import knn_entry
 from evaluation.models import Run, RunStep
 from tests import small_disk
 from tests.conftest import make_timm_model
 from tests.integration.conftest import WorkerProcess, wait_for
+from webapp.demo import digits_zip
 
 pytestmark = pytest.mark.integration
 

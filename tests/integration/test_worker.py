@@ -15,11 +15,11 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
 from evaluation import services
-from evaluation.demo import digits_zip
 from evaluation.metrics import knn_entry
 from evaluation.models import Run, RunStep, Score
 from tests.conftest import make_image_dataset, make_timm_model
 from tests.integration.conftest import wait_for
+from webapp.demo import digits_zip
 
 pytestmark = pytest.mark.integration
 

@@ -36,7 +36,7 @@ class Command(LikenessCommand):
     examples = """
   manage.py import_dataset digits.zip --name digits
   manage.py import_dataset clips.zip --name birdsong --modality audio
-  manage.py import_dataset evaluation/demo_data/stsb_dev_sentences.csv --name stsb
+  manage.py import_dataset webapp/demo_data/stsb_dev_sentences.csv --name stsb
   manage.py import_dataset reviews.tsv --name reviews --text-column body --label-column stars \\
       --split-column split --json
 """

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from evaluation.demo import demo_load
+from webapp.demo import demo_load
 
 
 class Command(BaseCommand):
