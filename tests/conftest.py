@@ -105,20 +105,27 @@ def make_image_dataset(
     )
 
 
+SENTENCES = [
+    ("A cat sits on the mat.", "animals"),
+    ("A dog runs in the park.", "animals"),
+    ("Kittens play with yarn.", "animals"),
+    ("Horses graze in a field.", "animals"),
+    ("Stocks fell sharply today.", "finance"),
+    ("The central bank raised rates.", "finance"),
+    ("Investors sold their bonds.", "finance"),
+    ("The market rallied at noon.", "finance"),
+]
+
+
+def texts_csv(rows: list[tuple[str, str]]) -> str:
+    """A texts CSV (text, label) as the dataset import reads it."""
+    return "text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows)
+
+
 def make_text_dataset(
     name: str = "sentences", rows: list[tuple[str, str]] | None = None, user=None
 ) -> Dataset:
-    rows = rows or [
-        ("A cat sits on the mat.", "animals"),
-        ("A dog runs in the park.", "animals"),
-        ("Kittens play with yarn.", "animals"),
-        ("Horses graze in a field.", "animals"),
-        ("Stocks fell sharply today.", "finance"),
-        ("The central bank raised rates.", "finance"),
-        ("Investors sold their bonds.", "finance"),
-        ("The market rallied at noon.", "finance"),
-    ]
-    text = "text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows)
+    text = texts_csv(rows or SENTENCES)
     return services.dataset_import_texts(
         name=name, upload=io.BytesIO(text.encode()), created_by=user
     )

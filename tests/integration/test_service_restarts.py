@@ -31,7 +31,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SENTENCES, texts_csv
 from tests.integration.conftest import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -244,19 +244,7 @@ for name in ("tfidf-a", "tfidf-b"):
 services.model_register(name="tiny-resnet", source="timm", identifier="test_resnet",
                         weights="untrained")
 """
-TEXT = "text,label\n" + "".join(
-    f'"{text}",{label}\n'
-    for text, label in [
-        ("A cat sits on the mat.", "animals"),
-        ("A dog runs in the park.", "animals"),
-        ("Kittens play with yarn.", "animals"),
-        ("Horses graze in a field.", "animals"),
-        ("Stocks fell sharply today.", "finance"),
-        ("The central bank raised rates.", "finance"),
-        ("Investors sold their bonds.", "finance"),
-        ("The market rallied at noon.", "finance"),
-    ]
-)
+TEXT = texts_csv(SENTENCES)
 
 
 @pytest.fixture(scope="module")
