@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
@@ -548,10 +549,9 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, ConnectionE
 
 def _enqueue(task_name: str, object_id: int) -> None:
     """Hand a task to the broker; raises kombu's OperationalError when it does not answer
-    (``_send`` is the caller that copes with that)."""
-    from workers.celery import app
-
-    app.send_task(task_name, args=[object_id])
+    (``_send`` is the caller that copes with that). Sent by name through the project's
+    Celery app (``webapp`` loads it and makes it the default), so no service imports it."""
+    current_app.send_task(task_name, args=[object_id])
 
 
 def _send(task_name: str, object_id: int) -> bool:

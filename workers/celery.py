@@ -18,6 +18,9 @@ from workers.recovery import StepRecovery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("likeness")
+# The default in every thread (Celery makes a new app current only in the thread that built
+# it): services send tasks by name through celery.current_app from web server threads too.
+app.set_default()
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"], related_name="tasks")
 
