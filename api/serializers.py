@@ -1,6 +1,6 @@
 """API serializers: they validate what a script sends and describe what it gets back.
 
-Writes go through the services (``evaluation.services``, ``evaluation.judgment_import``),
+Writes go through the services (``evaluation.services``, ``evaluation.imports.judgments``),
 which keep their own checks; the serializers check what the web forms check
 (``evaluation/forms.py``) so the API refuses exactly what the forms refuse, with the
 message on the field it concerns.
@@ -17,7 +17,7 @@ from rest_framework import serializers
 from annotation.models import Study
 from evaluation import metrics as metric_registry
 from evaluation.engine.errors import MetricError
-from evaluation.judgment_import_spec import (
+from evaluation.imports.judgment_spec import (
     JUDGMENT_IMPORT_FIELDS,
     ImportField,
     dataset_choice_error,
@@ -728,7 +728,7 @@ def _import_field(spec: ImportField) -> serializers.Field:
 class JudgmentsImportSerializer(serializers.Serializer):
     """The fields of the web form *Import judgments* (``JudgmentImportForm``), as multipart."""
 
-    # Both are built from evaluation.judgment_import_spec (the docstring is the schema's).
+    # Both are built from evaluation.imports.judgment_spec (the docstring is the schema's).
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {spec.name: _import_field(spec) for spec in JUDGMENT_IMPORT_FIELDS}

@@ -44,7 +44,12 @@ from api.parsers import JSONParser
 from api.permissions import IsResearcher, PublicReadResearcherWrite
 from core.auth import is_researcher
 from evaluation import selectors, services
-from evaluation.judgment_import import judgments_import_from
+from evaluation.imports.judgments import judgments_import_from
+from evaluation.imports.stimuli import (
+    dataset_import_audio,
+    dataset_import_images,
+    dataset_import_texts,
+)
 from evaluation.models import (
     Dataset,
     HumanJudgments,
@@ -266,11 +271,11 @@ class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModel
             "created_by": request.user,
         }
         if fields["modality"] == Modality.IMAGE:
-            dataset = services.dataset_import_images(**common)
+            dataset = dataset_import_images(**common)
         elif fields["modality"] == Modality.AUDIO:
-            dataset = services.dataset_import_audio(**common)
+            dataset = dataset_import_audio(**common)
         else:
-            dataset = services.dataset_import_texts(
+            dataset = dataset_import_texts(
                 **common,
                 text_column=fields["text_column"],
                 label_column=fields["label_column"],

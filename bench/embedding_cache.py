@@ -39,15 +39,15 @@ def main() -> None:
     from django.core.management import call_command
 
     from evaluation import services
+    from evaluation.imports.stimuli import dataset_import_images
     from evaluation.metrics import knn_entry
     from evaluation.models import Score
+    from evaluation.services import queue
     from webapp.demo import digits_zip
 
     call_command("migrate", verbosity=0)
-    services._enqueue = lambda *args: None  # steps are driven here, not by a worker
-    dataset = services.dataset_import_images(
-        name="digits", upload=io.BytesIO(digits_zip(limit=args.images))
-    )
+    queue._enqueue = lambda *args: None  # steps are driven here, not by a worker
+    dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=args.images)))
     model = services.model_register(
         name=args.model, source="timm", identifier=args.model, weights="untrained"
     )

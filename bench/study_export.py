@@ -53,10 +53,10 @@ def fill(responses: int) -> object:
 
     from annotation import services
     from annotation.models import Participant, Response, Trial
-    from evaluation import services as evaluation_services
+    from evaluation.imports.stimuli import dataset_import_texts
 
     words = "".join(f"word {i},w\n" for i in range(500))
-    dataset = evaluation_services.dataset_import_texts(
+    dataset = dataset_import_texts(
         name="words", upload=io.BytesIO(("text,label\n" + words).encode())
     )
     study = services.study_create(

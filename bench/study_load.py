@@ -408,7 +408,7 @@ def make_study(name: str, *, items: int, k: int, trials: int, texts: int):
 
     from annotation import services
     from annotation.services import ItemPlan
-    from evaluation.services import dataset_import_texts
+    from evaluation.imports.stimuli import dataset_import_texts
 
     csv = "text,label\n" + "".join(
         f'"Sentence {i} about topic {i % 7}, in a bench for {name}.",t{i % 7}\n'

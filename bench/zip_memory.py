@@ -36,7 +36,7 @@ archive_path, staging, approach = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv
 limit = int(sys.argv[4])
 staging.mkdir()
 from PIL import Image
-from evaluation.importers import ImportProblem, parse_image_zip
+from evaluation.imports.reading import ImportProblem, parse_image_zip
 
 
 def old_import(upload):

@@ -192,13 +192,14 @@ def main() -> int:
         from django.db.models import Sum
 
         from evaluation import services
+        from evaluation.imports.stimuli import dataset_import_images
         from evaluation.metrics import knn_entry
         from evaluation.models import PretrainedModel, Run, RunStep
         from webapp.demo import digits_zip
 
         call_command("migrate", verbosity=0)
         names = architectures(args.models)
-        dataset = services.dataset_import_images(
+        dataset = dataset_import_images(
             name="digits", upload=io.BytesIO(digits_zip(limit=args.images))
         )
         cpus = os.cpu_count()

@@ -11,7 +11,7 @@ from django.forms import BoundField
 from django.utils.functional import cached_property
 
 from core.querystring import id_param
-from evaluation.judgment_import_spec import (
+from evaluation.imports.judgment_spec import (
     JUDGMENT_IMPORT_FIELDS,
     ImportField,
     dataset_choice_error,
@@ -305,7 +305,7 @@ def _import_field(spec: ImportField) -> forms.Field:
 
 
 class JudgmentImportForm(forms.Form):
-    """Fields from ``evaluation.judgment_import_spec`` (added below), as the API's."""
+    """Fields from ``evaluation.imports.judgment_spec`` (added below), as the API's."""
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -117,7 +117,7 @@ def _validate_rows(
         if problem:
             errors.append(f"Row {number}: {problem}")
         elif row.participant and not allow_repeats:
-            key = (row.participant, *_item_key(kind, row.stimuli))
+            key = (row.participant, *item_key(kind, row.stimuli))
             earlier = first_seen.setdefault(key, number)
             if earlier != number:
                 errors.append(
@@ -180,11 +180,11 @@ def _reliability(kind: str, rows: Sequence[JudgmentRow]) -> dict[str, Any] | Non
             [float(r.value or 0) for r in rows],
             participants if any(participants) else None,
         )
-    keys = np.array([_item_key(kind, r.stimuli) for r in rows])
+    keys = np.array([item_key(kind, r.stimuli) for r in rows])
     return leave_one_out_agreement(keys, np.array([r.chosen for r in rows]))
 
 
-def _item_key(kind: str, stimuli: Sequence[int]) -> tuple[int, ...]:
+def item_key(kind: str, stimuli: Sequence[int]) -> tuple[int, ...]:
     """Pairs and triplets are unordered sets; a 2AFC item is a reference and an unordered pair."""
     if kind in (JudgmentKind.PAIRS, JudgmentKind.TRIPLETS):
         return tuple(sorted(stimuli))

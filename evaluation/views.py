@@ -17,7 +17,6 @@ from core import querystring as qs
 from core.auth import is_researcher, researcher_required
 from evaluation import compare, efficiency, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
-from evaluation.descriptions import description_sets, descriptions_import
 from evaluation.engine.errors import StorageError
 from evaluation.forms import (
     DatasetImportForm,
@@ -27,7 +26,13 @@ from evaluation.forms import (
     RunForm,
     StackForm,
 )
-from evaluation.judgment_import import judgments_import_from
+from evaluation.imports.descriptions import description_sets, descriptions_import
+from evaluation.imports.judgments import judgments_import_from
+from evaluation.imports.stimuli import (
+    dataset_import_audio,
+    dataset_import_images,
+    dataset_import_texts,
+)
 from evaluation.models import (
     Dataset,
     Modality,
@@ -321,9 +326,9 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
         try:
             if data["modality"] in (Modality.IMAGE, Modality.AUDIO):
                 import_files = (
-                    services.dataset_import_images
+                    dataset_import_images
                     if data["modality"] == Modality.IMAGE
-                    else services.dataset_import_audio
+                    else dataset_import_audio
                 )
                 dataset = import_files(
                     name=data["name"],
@@ -332,7 +337,7 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
                     created_by=request.user,
                 )
             else:
-                dataset = services.dataset_import_texts(
+                dataset = dataset_import_texts(
                     name=data["name"],
                     upload=data["file"],
                     text_column=data["text_column"],

@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from evaluation import services
+from evaluation.imports.stimuli import dataset_import_images, dataset_import_texts
 from evaluation.models import Dataset, PretrainedModel
 from webapp.demo import digits_zip
 
@@ -98,7 +99,7 @@ def digits_zip_small() -> bytes:
 def make_image_dataset(
     name: str = "digits-120", *, data: bytes | None = None, user=None
 ) -> Dataset:
-    return services.dataset_import_images(
+    return dataset_import_images(
         name=name,
         upload=io.BytesIO(data if data is not None else digits_zip(limit=120)),
         created_by=user,
@@ -126,9 +127,7 @@ def make_text_dataset(
     name: str = "sentences", rows: list[tuple[str, str]] | None = None, user=None
 ) -> Dataset:
     text = texts_csv(rows or SENTENCES)
-    return services.dataset_import_texts(
-        name=name, upload=io.BytesIO(text.encode()), created_by=user
-    )
+    return dataset_import_texts(name=name, upload=io.BytesIO(text.encode()), created_by=user)
 
 
 def make_timm_model(name: str = "test-vit", identifier: str = "test_vit") -> PretrainedModel:

@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from PIL import Image
 
 from evaluation import services
+from evaluation.imports.stimuli import dataset_import_images, dataset_import_texts
 from evaluation.metrics import knn_entry
 from evaluation.models import Dataset, PretrainedModel, Run
 
@@ -37,7 +38,7 @@ def demo_load(*, log: object = print) -> dict[str, str]:
     user = get_user_model().objects.get(username=DEMO_USERNAME)
     digits = _dataset(
         DIGITS,
-        lambda: services.dataset_import_images(
+        lambda: dataset_import_images(
             name=DIGITS,
             upload=io.BytesIO(digits_zip()),
             created_by=user,
@@ -47,7 +48,7 @@ def demo_load(*, log: object = print) -> dict[str, str]:
     )
     sentences = _dataset(
         SENTENCES,
-        lambda: services.dataset_import_texts(
+        lambda: dataset_import_texts(
             name=SENTENCES,
             upload=(DATA_DIR / "stsb_dev_sentences.csv").open("rb"),
             created_by=user,

@@ -100,7 +100,7 @@ def study_descriptions_create(*, study: Study) -> tuple[str, int]:
     2023 embed STEP-Tag tags): flagged-out (hidden) tags are left out, and each tag weighs its
     mean rating (1-5), or 1 where nobody rated it yet. Each call makes a new version, so a
     model scored on earlier tags keeps its inputs. Returns (set name, descriptions)."""
-    from evaluation.descriptions import DescriptionRow, descriptions_store
+    from evaluation.imports.descriptions import DescriptionRow, descriptions_store
     from evaluation.models import Description
 
     if study.kind != StudyKind.TAGS:

@@ -19,7 +19,7 @@ from django.db import connection
 from annotation import services
 from annotation.models import Item, Response, Tag, Trial
 from annotation.services import Answer, ItemPlan, TrialProblem
-from evaluation.services import dataset_import_texts
+from evaluation.imports.stimuli import dataset_import_texts
 
 assert connection.vendor == "sqlite", connection.vendor
 csv = "text,label\\n" + "".join(f"sentence {i},l{i % 2}\\n" for i in range(8))

@@ -18,7 +18,7 @@ from django.urls import reverse
 from annotation import caches, services
 from annotation.models import Participant, Response, Study
 from annotation.services import ItemPlan
-from evaluation import services as evaluation_services
+from evaluation.imports.stimuli import dataset_import_audio
 from tests.conftest import make_image_dataset, make_text_dataset
 from tests.evaluation.test_audio_datasets import tones_zip
 
@@ -351,7 +351,7 @@ def test_file_stimuli_are_shown_as_images_or_audio_players(client, researcher, m
     if modality == "images":
         dataset = make_image_dataset(name="digits for a study")
     else:
-        dataset = evaluation_services.dataset_import_audio(name="tones", upload=tones_zip())
+        dataset = dataset_import_audio(name="tones", upload=tones_zip())
     study = services.study_create(
         dataset=dataset, name=f"{modality} study", kind="pairs",
         items=ItemPlan(mode="random", count=4, seed=0), trials_per_session=2,

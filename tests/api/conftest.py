@@ -22,7 +22,7 @@ from annotation import services as study_services
 from annotation.models import Study
 from annotation.services import Answer, ItemPlan
 from evaluation import services
-from evaluation.judgment_import import judgments_import
+from evaluation.imports.judgments import judgments_import
 from evaluation.metrics import knn_entry
 from evaluation.models import HumanJudgments, Run
 from tests.conftest import make_text_dataset, make_text_model
@@ -42,7 +42,9 @@ def fresh_throttles():
 def enqueued(monkeypatch) -> list[tuple[str, int]]:
     """Messages the services send to the broker (recorded, not sent)."""
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(services, "_enqueue", lambda name, step_id: sent.append((name, step_id)))
+    monkeypatch.setattr(
+        "evaluation.services.queue._enqueue", lambda name, step_id: sent.append((name, step_id))
+    )
     return sent
 
 

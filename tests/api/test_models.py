@@ -20,7 +20,7 @@ def test_register_a_model_without_loading_it(
     api, researcher, enqueued, monkeypatch, django_capture_on_commit_callbacks
 ):
     monkeypatch.setattr(
-        services.adapters, "load_adapter", lambda *a, **k: pytest.fail("weights loaded")
+        "evaluation.engine.adapters.load_adapter", lambda *a, **k: pytest.fail("weights loaded")
     )
     with django_capture_on_commit_callbacks(execute=True):  # the inspection task is sent
         response = api.post(

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from evaluation import services
 from tests.integration.conftest import start_worker, worker_env  # noqa: F401 (fixtures)
 
 
@@ -37,7 +36,9 @@ def cli(*args: str) -> Printed:
 def enqueued(monkeypatch) -> list[tuple[str, int]]:
     """Task messages the services send once their transaction commits (no broker needed)."""
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(services, "_enqueue", lambda name, pk: sent.append((name, pk)))
+    monkeypatch.setattr(
+        "evaluation.services.queue._enqueue", lambda name, pk: sent.append((name, pk))
+    )
     return sent
 
 

@@ -252,7 +252,9 @@ def test_bad_judgment_imports_store_nothing(tmp_path, args, message):
 def test_layers_pending_then_listed_in_process(
     settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(services, "_enqueue", lambda name, model_id: None)  # the broker took it
+    monkeypatch.setattr(
+        "evaluation.services.queue._enqueue", lambda name, model_id: None
+    )  # the broker took it
     with django_capture_on_commit_callbacks(execute=True):
         model = make_timm_model("tiny-vit", "test_vit")
     pending = cli("list_layers", "tiny-vit", "--json").document

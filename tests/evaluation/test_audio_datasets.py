@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 
 from evaluation import services
 from evaluation.engine.fingerprint import stimulus_hash
+from evaluation.imports.stimuli import dataset_import_audio
 from evaluation.metrics import knn_entry
 from evaluation.models import Dataset, Score, Stimulus
 from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
@@ -70,7 +71,7 @@ def tiny_wav2vec2(tmp_path):
 
 
 def test_audio_zip_becomes_labelled_stimuli_and_is_scored(tiny_wav2vec2, enqueued):  # noqa: F811
-    dataset = services.dataset_import_audio(name="tones", upload=tones_zip())
+    dataset = dataset_import_audio(name="tones", upload=tones_zip())
     assert (dataset.modality, dataset.stimulus_count) == ("audio", 12)
     assert set(dataset.stimuli.values_list("label", flat=True)) == {"low", "high"}
 
@@ -108,7 +109,7 @@ def test_audio_zip_becomes_labelled_stimuli_and_is_scored(tiny_wav2vec2, enqueue
 )
 def test_bad_audio_members_are_refused_and_nothing_is_kept(member, data, message):
     with pytest.raises(ValidationError, match=message):
-        services.dataset_import_audio(name="bad", upload=tones_zip({member: data}))
+        dataset_import_audio(name="bad", upload=tones_zip({member: data}))
     assert Dataset.objects.count() == 0 and Stimulus.objects.count() == 0
 
 
@@ -117,7 +118,7 @@ def test_a_member_of_zeros_is_refused_from_its_first_bytes_naming_it():
     tracemalloc.start()
     try:
         with pytest.raises(ValidationError) as caught:
-            services.dataset_import_audio(name="bad", upload=upload)
+            dataset_import_audio(name="bad", upload=upload)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -136,7 +137,7 @@ def test_a_long_clip_is_checked_a_block_at_a_time():
     del buffer
     tracemalloc.start()
     try:
-        dataset = services.dataset_import_audio(name="long", upload=upload)
+        dataset = dataset_import_audio(name="long", upload=upload)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -148,7 +149,7 @@ def test_a_long_clip_is_checked_a_block_at_a_time():
 def test_an_image_model_cannot_run_on_audio(enqueued):  # noqa: F811
     from tests.conftest import make_timm_model
 
-    dataset = services.dataset_import_audio(name="tones", upload=tones_zip())
+    dataset = dataset_import_audio(name="tones", upload=tones_zip())
     with pytest.raises(ValidationError, match="different modality"):
         services.run_create(
             dataset=dataset, models=[make_timm_model()], metrics=[knn_entry(k=3, split="loo")]

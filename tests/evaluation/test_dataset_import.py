@@ -18,8 +18,8 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from evaluation import services
 from evaluation.engine.fingerprint import stimulus_hash
+from evaluation.imports.stimuli import dataset_import_images, dataset_import_texts
 from evaluation.models import Dataset, Stimulus, Target
 from tests.conftest import make_image_dataset, make_text_dataset
 
@@ -55,7 +55,7 @@ def assert_nothing_kept(media_root: Path) -> None:
 
 
 def import_zip(data: io.BytesIO, name: str = "bad") -> Dataset:
-    return services.dataset_import_images(name=name, upload=data)
+    return dataset_import_images(name=name, upload=data)
 
 
 def test_image_folders_become_labelled_stimuli(settings):
@@ -219,7 +219,7 @@ def write_zeros_zip(path: Path, member: str, size: int, head: bytes = b"") -> No
 PEAK_SCRIPT = """
 import json, sys
 from pathlib import Path
-from evaluation.importers import ImportProblem, parse_image_zip
+from evaluation.imports.reading import ImportProblem, parse_image_zip
 staging = Path(sys.argv[2]); staging.mkdir()
 try:
     with open(sys.argv[1], "rb") as upload:
@@ -299,7 +299,7 @@ def test_database_failure_mid_import_leaves_no_files(monkeypatch, isolated_stora
 
 # --- Texts --------------------------------------------------------------------------------------
 def import_csv(text: str, **columns: str) -> Dataset:
-    return services.dataset_import_texts(name="texts", upload=io.BytesIO(text.encode()), **columns)
+    return dataset_import_texts(name="texts", upload=io.BytesIO(text.encode()), **columns)
 
 
 def test_text_csv_becomes_stimuli_with_labels_and_splits():
@@ -342,15 +342,13 @@ def test_empty_text_cell_names_the_row():
 
 def test_non_utf8_csv_is_refused():
     with pytest.raises(ValidationError, match="not UTF-8"):
-        services.dataset_import_texts(
-            name="latin", upload=io.BytesIO("text\ncaf\xe9\n".encode("latin-1"))
-        )
+        dataset_import_texts(name="latin", upload=io.BytesIO("text\ncaf\xe9\n".encode("latin-1")))
 
 
 def test_non_utf8_csv_names_the_line():
     upload = io.BytesIO("text\nfine\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(ValidationError, match=r"not UTF-8 text \(line 3, byte 13\)"):
-        services.dataset_import_texts(name="latin", upload=upload)
+        dataset_import_texts(name="latin", upload=upload)
 
 
 def test_a_csv_over_the_row_limit_is_refused_without_reading_it_whole(settings):
@@ -359,7 +357,7 @@ def test_a_csv_over_the_row_limit_is_refused_without_reading_it_whole(settings):
     tracemalloc.start()
     try:
         with pytest.raises(ValidationError, match="more than 10 rows"):
-            services.dataset_import_texts(name="long", upload=upload, label_column="")
+            dataset_import_texts(name="long", upload=upload, label_column="")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -368,7 +366,7 @@ def test_a_csv_over_the_row_limit_is_refused_without_reading_it_whole(settings):
 
 
 def test_quoted_fields_may_span_lines_and_a_bom_is_dropped():
-    dataset = services.dataset_import_texts(
+    dataset = dataset_import_texts(
         name="quoted",
         upload=io.BytesIO('\ufefftext;label\n"two\nlines";a\r\nplain;b\n'.encode()),
     )

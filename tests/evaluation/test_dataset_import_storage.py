@@ -12,7 +12,6 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from evaluation import services
 from evaluation.engine.errors import StorageError
 from evaluation.models import Dataset, Stimulus, Target
 from tests import small_disk
@@ -93,7 +92,7 @@ def test_a_bug_while_unpacking_stays_a_bug(monkeypatch, isolated_storage, digits
     def broken(*args, **kwargs):
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
-    monkeypatch.setattr(services, "parse_image_zip", broken)
+    monkeypatch.setattr("evaluation.imports.stimuli.parse_image_zip", broken)
     with pytest.raises(OSError, match="Bad file descriptor"):  # raised as it is: a bug
         make_image_dataset(data=digits_zip_small)
     assert_nothing_kept(isolated_storage / "media")

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from scipy.stats import spearmanr
 
 from evaluation import services
+from evaluation.imports.stimuli import dataset_import_texts
 from evaluation.judgments import JudgmentRow, judgments_create
 from evaluation.metrics import odd_one_out_entry, pair_alignment_entry
 from evaluation.models import Score
@@ -26,7 +27,7 @@ def text_dataset(name: str, texts: list[str]):
     writer = csv.writer(buffer)
     writer.writerow(["text"])
     writer.writerows([t] for t in texts)
-    return services.dataset_import_texts(
+    return dataset_import_texts(
         name=name, upload=io.BytesIO(buffer.getvalue().encode()), label_column=""
     )
 

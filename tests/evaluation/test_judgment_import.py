@@ -13,8 +13,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from evaluation import judgment_import
-from evaluation.judgment_import import judgments_import
+from evaluation.imports import judgments as judgment_import
+from evaluation.imports.judgments import judgments_import
 from evaluation.judgments import target_data
 from evaluation.models import Dataset, HumanJudgments, Judgment, Stimulus, Target
 from tests.conftest import SHARED_DATA, make_image_dataset, make_text_dataset

@@ -14,8 +14,8 @@ from django.urls import reverse
 from annotation import services as study_services
 from annotation.services import Answer, ItemPlan
 from evaluation import services
-from evaluation.descriptions import descriptions_import
-from evaluation.judgment_import import judgments_import
+from evaluation.imports.descriptions import descriptions_import
+from evaluation.imports.judgments import judgments_import
 from evaluation.models import Description, Score
 from tests.conftest import make_text_dataset
 from tests.evaluation.test_runs import run_steps

@@ -178,11 +178,12 @@ def test_only_models_waiting_for_their_inspection_message_are_sent(closed_broker
 
 
 def test_the_workers_sweep_sends_lost_inspections(closed_broker, monkeypatch):  # noqa: F811
+    from evaluation.services import queue
     from workers import recovery
     from workers.celery import app
 
     with pytest.raises(Exception, match="Connection refused"):
-        services._enqueue("evaluation.inspect_model", 0)  # the fixture's broker is down
+        queue._enqueue("evaluation.inspect_model", 0)  # the fixture's broker is down
     model = make_timm_model()
     PretrainedModel.objects.filter(pk=model.pk).update(
         created_at=model.created_at - timezone_seconds(60)

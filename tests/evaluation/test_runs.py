@@ -13,6 +13,7 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
 from evaluation import services
+from evaluation.imports.stimuli import dataset_import_texts
 from evaluation.metrics import knn_entry
 from evaluation.models import EmbeddingSet, Run, RunStep, Score
 from tests.conftest import make_image_dataset, make_text_dataset, make_text_model, make_timm_model
@@ -25,7 +26,9 @@ pytestmark = pytest.mark.django_db
 def enqueued(monkeypatch) -> list[tuple[str, int]]:
     """Messages the services send to the broker (no broker in these tests)."""
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(services, "_enqueue", lambda name, step_id: sent.append((name, step_id)))
+    monkeypatch.setattr(
+        "evaluation.services.queue._enqueue", lambda name, step_id: sent.append((name, step_id))
+    )
     return sent
 
 
@@ -79,7 +82,7 @@ def test_repeated_steps_never_duplicate_scores(image_run):
 def test_second_run_reuses_embeddings_without_loading_the_model(image_run, monkeypatch):
     run_steps(image_run)
     monkeypatch.setattr(
-        services.adapters, "load_adapter", lambda *a, **k: pytest.fail("model loaded")
+        "evaluation.engine.adapters.load_adapter", lambda *a, **k: pytest.fail("model loaded")
     )
     again = services.run_create(
         dataset=image_run.dataset,
@@ -118,7 +121,7 @@ def test_run_of_mismatched_modality_is_refused():
 def test_knn_needs_labels():
     import io
 
-    dataset = services.dataset_import_texts(
+    dataset = dataset_import_texts(
         name="unlabelled", upload=io.BytesIO(b"text\nA\nB\n"), label_column=""
     )
     with pytest.raises(ValidationError, match="needs class labels; unlabelled has none"):

@@ -15,6 +15,7 @@ from evaluation import services
 from evaluation.engine import extraction
 from evaluation.metrics import knn_entry
 from evaluation.models import Run
+from evaluation.services.failures import internal_error
 from tests.conftest import make_image_dataset, make_timm_model
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch) -> None:
-    monkeypatch.setattr(services, "_enqueue", lambda name, step_id: None)
+    monkeypatch.setattr("evaluation.services.queue._enqueue", lambda name, step_id: None)
 
 
 def run_steps(run: Run) -> None:
@@ -63,12 +64,12 @@ def test_read_only_embeddings_folder_fails_the_step_with_the_reason_and_retry_fi
 
 def test_a_storage_condition_met_outside_extraction_is_named_not_called_a_bug():
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/srv/likeness/plots/x.png")
-    message = services._internal_error("computing metrics", full)
+    message = internal_error("computing metrics", full)
     assert message.startswith("No space left on the device holding /srv/likeness/plots")
     assert "bug" not in message
     # write(2) names no file: the condition is still named.
-    unnamed = services._internal_error("computing metrics", OSError(errno.ENOSPC, "No space"))
+    unnamed = internal_error("computing metrics", OSError(errno.ENOSPC, "No space"))
     assert unnamed.startswith("No space left on the device holding a disk this process")
     # A bug stays a bug, and EPERM without a file (a signal, say) is not about storage.
     for bug in (KeyError("k"), PermissionError(errno.EPERM, "Operation not permitted")):
-        assert "This is a bug in Likeness" in services._internal_error("computing metrics", bug)
+        assert "This is a bug in Likeness" in internal_error("computing metrics", bug)

@@ -20,7 +20,8 @@ import io
 from evaluation import services
 from webapp.demo import digits_zip
 from evaluation.metrics import knn_entry
-dataset = services.dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=200)))
+from evaluation.imports.stimuli import dataset_import_images
+dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=200)))
 model = services.model_register(name="test-vit", source="timm", identifier="test_vit", weights="untrained")
 services.run_create(dataset=dataset, models=[model], metrics=[knn_entry(k=5, split="loo")])
 print("TARGET", dataset.targets.get().pk)

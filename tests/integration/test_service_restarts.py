@@ -237,8 +237,9 @@ SEED = """
 import io
 from evaluation import services
 from webapp.demo import digits_zip
-services.dataset_import_texts(name="sentences", upload=io.BytesIO(TEXT.encode()))
-services.dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=600)))
+from evaluation.imports.stimuli import dataset_import_images, dataset_import_texts
+dataset_import_texts(name="sentences", upload=io.BytesIO(TEXT.encode()))
+dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=600)))
 for name in ("tfidf-a", "tfidf-b"):
     services.model_register(name=name, source="baseline", identifier="tfidf")
 services.model_register(name="tiny-resnet", source="timm", identifier="test_resnet",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from evaluation import services
+from evaluation.imports.stimuli import dataset_import_images
 from evaluation.metrics import knn_entry
 from evaluation.models import Run, RunStep
 from tests import small_disk
@@ -41,9 +42,7 @@ def embeddings_disk(isolated_storage, settings) -> Iterator[Path]:
 
 
 def start_run() -> Run:
-    dataset = services.dataset_import_images(
-        name="digits", upload=io.BytesIO(digits_zip(limit=IMAGES))
-    )
+    dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=IMAGES)))
     return services.run_create(
         dataset=dataset, models=[make_timm_model()], metrics=[knn_entry(k=3, split="loo")]
     )

@@ -15,6 +15,7 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
 from evaluation import services
+from evaluation.imports.stimuli import dataset_import_images
 from evaluation.metrics import knn_entry
 from evaluation.models import Run, RunStep, Score
 from tests.conftest import make_image_dataset, make_timm_model
@@ -70,9 +71,7 @@ def test_run_from_form_to_leaderboard_on_a_real_worker(
 def test_sigkill_mid_run_then_new_worker_finishes_with_exactly_one_score_each(
     start_worker, settings
 ):
-    dataset = services.dataset_import_images(
-        name="digits", upload=io.BytesIO(digits_zip(limit=1200))
-    )
+    dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=1200)))
     model = make_timm_model("resnet-tiny", "test_resnet")
     first = start_worker("gpu1@%h")
     run = services.run_create(

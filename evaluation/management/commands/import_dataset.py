@@ -11,8 +11,12 @@ from typing import Any, BinaryIO
 from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
-from evaluation import services
-from evaluation.importers import AUDIO_SUFFIXES, IMAGE_SUFFIXES, ImportProblem, _csv_reader
+from evaluation.imports.reading import AUDIO_SUFFIXES, IMAGE_SUFFIXES, ImportProblem, csv_reader
+from evaluation.imports.stimuli import (
+    dataset_import_audio,
+    dataset_import_images,
+    dataset_import_texts,
+)
 from evaluation.management.cli import (
     LikenessCommand,
     Outcome,
@@ -103,16 +107,16 @@ class Command(LikenessCommand):
                 "origin": options["origin"] or f"{path.name} (command line)",
             }
             if modality == Modality.TEXT:
-                dataset = services.dataset_import_texts(
+                dataset = dataset_import_texts(
                     **common,
                     text_column=options["text_column"],
                     label_column=_label_column(handle, options),
                     split_column=options["split_column"],
                 )
             elif modality == Modality.AUDIO:
-                dataset = services.dataset_import_audio(**common)
+                dataset = dataset_import_audio(**common)
             else:
-                dataset = services.dataset_import_images(**common)
+                dataset = dataset_import_images(**common)
         return _outcome(dataset)
 
 
@@ -126,7 +130,7 @@ def _label_column(handle: BinaryIO, options: dict[str, Any]) -> str:
     if options["label_column"] is not None:
         return options["label_column"]
     try:
-        header = _csv_reader(handle).fieldnames or []
+        header = csv_reader(handle).fieldnames or []
     except ImportProblem:
         header = []  # the service reports the problem with the file itself
     finally:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from evaluation.descriptions import descriptions_import
+from evaluation.imports.descriptions import descriptions_import
 from evaluation.management.cli import LikenessCommand, Outcome, dataset_lookup
 
 

@@ -10,8 +10,8 @@ from typing import Any
 from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
-from evaluation.judgment_import import judgments_import
-from evaluation.judgment_import_spec import FIELDS
+from evaluation.imports.judgment_spec import FIELDS
+from evaluation.imports.judgments import judgments_import
 from evaluation.management.cli import (
     LikenessCommand,
     Outcome,

@@ -279,7 +279,7 @@ def parse_text_csv(
     max_rows: int,
 ) -> list[ParsedStimulus]:
     """Read one stimulus per row; ``label_column`` and ``split_column`` may be ''."""
-    reader = _csv_reader(upload)
+    reader = csv_reader(upload)
     header = reader.fieldnames or []
     for wanted, role in ((text_column, "text"), (label_column, "label"), (split_column, "split")):
         if wanted and wanted not in header:
@@ -288,7 +288,7 @@ def parse_text_csv(
                 f"{', '.join(repr(h) for h in header)}."
             )
     parsed = []
-    for row in _rows(reader, max_rows):
+    for row in csv_rows(reader, max_rows):
         line = reader.line_num
         text = (row.get(text_column) or "").strip()
         if not text:
@@ -311,7 +311,7 @@ def parse_text_csv(
     return parsed
 
 
-def _csv_reader(upload: BinaryIO) -> csv.DictReader:
+def csv_reader(upload: BinaryIO) -> csv.DictReader:
     """A reader over the upload's lines, decoded as they are read: a CSV is never held
     whole (its raw bytes, decoded text and a copy of it cost several times its size)."""
     lines = _text_lines(_byte_lines(upload))
@@ -370,7 +370,7 @@ def _text_lines(lines: Iterator[bytes]) -> Iterator[str]:
         ) from None
 
 
-def _rows(reader: csv.DictReader, max_rows: int) -> Iterator[dict[str, str]]:
+def csv_rows(reader: csv.DictReader, max_rows: int) -> Iterator[dict[str, str]]:
     try:
         for count, row in enumerate(reader, start=1):
             if count > max_rows:

@@ -16,13 +16,13 @@ from typing import IO
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from evaluation.importers import ImportProblem, _csv_reader, _rows
-from evaluation.judgment_import import (
+from evaluation.imports.judgments import (
     MAX_LISTED,
     _check_upload_size,
     _orders_in_dataset,
     _stimulus_index,
 )
+from evaluation.imports.reading import ImportProblem, csv_reader, csv_rows
 from evaluation.models import Dataset, Description
 
 MAX_DESCRIPTION_ROWS = 1_000_000
@@ -82,7 +82,7 @@ def descriptions_store(*, origin: str, rows: Sequence[DescriptionRow]) -> int:
 
 
 def _parse(upload: IO[bytes]) -> list[tuple[str, str, float]]:
-    reader = _csv_reader(upload)  # type: ignore[arg-type]
+    reader = csv_reader(upload)  # type: ignore[arg-type]
     columns = [(name or "").strip().lower() for name in reader.fieldnames or []]
     if "stimulus" not in columns or "text" not in columns:
         raise ImportProblem(
@@ -91,7 +91,7 @@ def _parse(upload: IO[bytes]) -> list[tuple[str, str, float]]:
         )
     reader.fieldnames = columns
     parsed = []
-    for row in _rows(reader, MAX_DESCRIPTION_ROWS):
+    for row in csv_rows(reader, MAX_DESCRIPTION_ROWS):
         line = reader.line_num
         reference, text = (row.get("stimulus") or "").strip(), " ".join((row["text"] or "").split())
         if not reference or not text:

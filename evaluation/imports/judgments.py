@@ -48,10 +48,10 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from core.uploads import human_bytes
-from evaluation import services
 from evaluation.engine.fingerprint import stimulus_hash
-from evaluation.importers import ImportProblem, ParsedStimulus, _csv_reader, _rows
-from evaluation.judgments import JudgmentRow, _item_key, judgments_create
+from evaluation.imports.reading import ImportProblem, ParsedStimulus, csv_reader, csv_rows
+from evaluation.imports.stimuli import dataset_import
+from evaluation.judgments import JudgmentRow, item_key, judgments_create
 from evaluation.models import (
     Dataset,
     HumanJudgments,
@@ -307,9 +307,11 @@ def parse_judgment_csv(
     if format == "matrix":
         return _parse_matrix(upload, symmetrize)
     layout = LAYOUTS[format]
-    reader = _csv_reader(upload)
+    reader = csv_reader(upload)
     _use_column_names(reader, format, layout)
-    parsed = [_parse_row(row, reader.line_num, layout) for row in _rows(reader, MAX_JUDGMENT_ROWS)]
+    parsed = [
+        _parse_row(row, reader.line_num, layout) for row in csv_rows(reader, MAX_JUDGMENT_ROWS)
+    ]
     if not parsed:
         raise ImportProblem("The file has a header but no rows.")
     return parsed
@@ -425,7 +427,7 @@ def _parse_matrix(upload: IO[bytes], symmetrize: bool) -> list[ParsedJudgment]:
 
 def _nonblank_rows(upload: IO[bytes]) -> Iterator[tuple[int, list[str]]]:
     # The matrix header holds stimuli, not column names: read the sniffed file's plain rows.
-    reader = _csv_reader(upload).reader
+    reader = csv_reader(upload).reader
     try:
         for cells in reader:
             if any(cell.strip() for cell in cells):
@@ -586,7 +588,7 @@ def _judgment_rows(
         if item.value is not None:
             _check_on_scale(item.line, item.value, scale_min, scale_max)
         if item.participant and not allow_repeats:
-            earlier = first_seen.setdefault((item.participant, *_item_key(kind, stimuli)), position)
+            earlier = first_seen.setdefault((item.participant, *item_key(kind, stimuli)), position)
             if earlier != position:
                 raise ImportProblem(
                     f"Rows {parsed[earlier].line} and {item.line}: participant "
@@ -651,7 +653,7 @@ def _text_dataset_create(
         )
         for text in texts
     ]
-    return services._dataset_import(
+    return dataset_import(
         name=name,
         modality=Modality.TEXT,
         upload=upload,

@@ -2,7 +2,7 @@
 API (``JudgmentsImportSerializer``) and ``manage.py import_judgments`` build their fields,
 help texts and choices from this list, so the three cannot drift apart.
 
-The importer (``evaluation.judgment_import.judgments_import``) keeps its own checks; this
+The importer (``evaluation.imports.judgments.judgments_import``) keeps its own checks; this
 module only says what each interface offers and the one rule between fields.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evaluation.judgment_import import FORMATS, MATCH_RULES
+from evaluation.imports.judgments import FORMATS, MATCH_RULES
 
 FieldKind = Literal["text", "choice", "file", "dataset", "flag", "number"]
 

@@ -1,0 +1,42 @@
+"""Writes of the evaluation app, by concern. Callers use ``from evaluation import services``
+and the names below; the modules hold one concern each:
+
+- ``catalogue``: registering models and listing their layers;
+- ``runs``: creating, cancelling, retrying runs, and a run's status from its steps;
+- ``steps``: executing a step (called by the workers), with ``embeddings`` for the extraction;
+- ``recovery``: steps whose worker died or whose message the broker lost;
+- ``queue``: sending tasks by name once committed (the only module that talks to the broker);
+- ``failures``: how an unexpected failure is worded.
+
+Dataset, judgment and description imports live in ``evaluation.imports``.
+"""
+
+from evaluation.services.catalogue import model_inspect, model_register
+from evaluation.services.queue import STEP_TASKS
+from evaluation.services.recovery import (
+    models_resend_inspections,
+    steps_requeue_dropped,
+    steps_requeue_orphaned,
+    steps_requeue_stalled,
+    steps_resend_lost,
+)
+from evaluation.services.runs import run_cancel, run_create, run_refresh_status, run_retry
+from evaluation.services.steps import step_extract, step_fail, step_score
+
+__all__ = [
+    "STEP_TASKS",
+    "model_inspect",
+    "model_register",
+    "models_resend_inspections",
+    "run_cancel",
+    "run_create",
+    "run_refresh_status",
+    "run_retry",
+    "step_extract",
+    "step_fail",
+    "step_score",
+    "steps_requeue_dropped",
+    "steps_requeue_orphaned",
+    "steps_requeue_stalled",
+    "steps_resend_lost",
+]

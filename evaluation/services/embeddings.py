@@ -1,0 +1,178 @@
+"""Embeddings of a step: reused by fingerprint when cached, extracted otherwise."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from evaluation.engine import adapters
+from evaluation.engine.extraction import extract_layers
+from evaluation.engine.fingerprint import embedding_fingerprint
+from evaluation.engine.specs import ModelSpec, StimulusInput
+from evaluation.models import (
+    Dataset,
+    Description,
+    EmbeddingSet,
+    ModelSource,
+    PretrainedModel,
+    RunStatus,
+    RunStep,
+    StepStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_REPORT_SECONDS = 0.5
+
+
+def embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool]:
+    """One EmbeddingSet per layer of the step: cached ones are reused by fingerprint, the
+    missing ones extracted together, in one forward pass per batch."""
+    model, dataset = step.model, step.run.dataset
+    spec = model.spec()
+    adapter_class = adapters.adapter_class(spec.source, spec.identifier)
+    identity = adapter_class.identity(spec)
+    layers = list(dict.fromkeys(step.layers)) or [adapter_class.default_layer]
+    fingerprints = {
+        layer: embedding_fingerprint(
+            model={"source": spec.source, "identifier": spec.identifier, "weights": spec.weights},
+            weights_id=identity["weights_id"],
+            layer=layer,
+            pooling=model.pooling,
+            preprocessing=identity["preprocessing"],
+            precision=settings.EXTRACTION_PRECISION,
+            dataset_hash=dataset.content_hash,
+        )
+        for layer in layers
+    }
+    cached = {
+        e.layer: e
+        for e in EmbeddingSet.objects.filter(fingerprint__in=fingerprints.values())
+        if e.path.exists()
+    }
+    missing = [layer for layer in layers if layer not in cached]
+    if missing:
+        cached.update(
+            _extract(
+                step, worker, spec, identity, {layer: fingerprints[layer] for layer in missing}
+            )
+        )
+    return [cached[layer] for layer in layers], not missing
+
+
+def _extract(
+    step: RunStep,
+    worker: str,
+    spec: ModelSpec,
+    identity: dict[str, Any],
+    fingerprints: dict[str, str],
+) -> dict[str, EmbeddingSet]:
+    model, dataset = step.model, step.run.dataset
+    loading = time.perf_counter()
+    adapter = adapters.load_adapter(
+        spec,
+        device=settings.EXTRACTION_DEVICE,
+        precision=settings.EXTRACTION_PRECISION,
+        channels_last=settings.EXTRACTION_CHANNELS_LAST,
+    )
+    RunStep.objects.filter(pk=step.pk).update(load_seconds=time.perf_counter() - loading)
+    relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}
+    out_paths = {layer: Path(settings.EMBEDDINGS_ROOT) / path for layer, path in relative.items()}
+    result = extract_layers(
+        adapter,
+        _stimulus_inputs(dataset, model),
+        out_paths=out_paths,
+        pooling=model.pooling,
+        batch_size=settings.EXTRACTION_BATCH_SIZE,
+        chunk_size=settings.EXTRACTION_CHUNK_SIZE,
+        num_workers=settings.EXTRACTION_NUM_WORKERS,
+        progress=_progress_reporter(step.pk, worker),
+        storage_name=f"EMBEDDINGS_ROOT ({settings.EMBEDDINGS_ROOT})",  # creates the folders
+    )
+    if result.chunks_reused:
+        logger.info(
+            "Step %s resumed its extraction: reused %d saved chunk(s)",
+            step.pk,
+            result.chunks_reused,
+        )
+    if adapter.default_layer in result.dims:
+        PretrainedModel.objects.filter(pk=model.pk).update(
+            parameter_count=adapter.parameter_count() or None,
+            embedding_size=result.dims[adapter.default_layer],
+        )
+    created = {}
+    for layer, fingerprint in fingerprints.items():
+        created[layer], _ = EmbeddingSet.objects.update_or_create(
+            fingerprint=fingerprint,
+            defaults={
+                "model": model,
+                "dataset": dataset,
+                "layer": layer,
+                "pooling": model.pooling,
+                "precision": settings.EXTRACTION_PRECISION,
+                "weights_id": identity["weights_id"],
+                "preprocessing": adapter.preprocessing_description(),
+                "relative_path": relative[layer],
+                "count": result.count,
+                "dim": result.dims[layer],
+                "extraction_seconds": result.seconds,
+            },
+        )
+    return created
+
+
+def _stimulus_inputs(dataset: Dataset, model: PretrainedModel) -> list[StimulusInput]:
+    media = Path(settings.MEDIA_ROOT)
+    described = _descriptions(dataset, model) if model.source == ModelSource.LANGUAGE else {}
+    rows = dataset.stimuli.order_by("order").values_list("pk", "file", "text", "name")
+    return [
+        StimulusInput(
+            path=str(media / file) if file else "",
+            text=text,
+            # Messages name a stimulus as the researcher knows it (cat/1.png), not as stored.
+            meta={"name": name} if file else {},
+            descriptions=described.get(pk, ()),
+        )
+        for pk, file, text, name in rows
+    ]
+
+
+def _descriptions(
+    dataset: Dataset, model: PretrainedModel
+) -> dict[int, tuple[tuple[str, float], ...]]:
+    """The model's description set, per stimulus of the dataset, in a fixed order."""
+    from evaluation.engine.adapters.language_adapter import parse_language
+
+    origin, _ = parse_language(model.identifier)
+    grouped: dict[int, list[tuple[str, float]]] = defaultdict(list)
+    rows = Description.objects.filter(origin=origin, stimulus__dataset=dataset).order_by("id")
+    for stimulus_id, text, weight in rows.values_list("stimulus_id", "text", "weight"):
+        grouped[stimulus_id].append((text, weight))
+    return {pk: tuple(texts) for pk, texts in grouped.items()}
+
+
+def _progress_reporter(step_id: int, worker: str) -> Callable[[int, int], bool]:
+    """Write progress at most twice a second; tell the extraction to stop when the step
+    is no longer this worker's (cancelled, or taken over after a stall)."""
+    last = 0.0
+
+    def report(done: int, total: int) -> bool:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_REPORT_SECONDS and done < total:
+            return True
+        last = now
+        return bool(
+            RunStep.objects.filter(pk=step_id, status=StepStatus.EXTRACTING, claimed_by=worker)
+            .exclude(run__status=RunStatus.CANCELLED)
+            .update(processed=done, total=total, heartbeat_at=timezone.now())
+        )
+
+    return report
