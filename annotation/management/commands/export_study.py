@@ -11,7 +11,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from annotation import exports
 from annotation.models import Study
-from evaluation.management.cli import LikenessCommand, Outcome, atomic_output
+from core.cli import LikenessCommand, Outcome, atomic_output
 
 # What to export: the rows and, for CSV, the fixed header (None: from the first row).
 EXPORTS: dict[str, tuple[Callable[[Study], Iterator[dict[str, Any]]], list[str] | None]] = {

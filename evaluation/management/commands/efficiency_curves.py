@@ -9,12 +9,13 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from core.cli import Outcome, table
 from evaluation.efficiency import efficiency_curves
-from evaluation.management.cli import LikenessCommand, Outcome, model_lookup, table
+from evaluation.management.lookups import EvaluationCommand, model_lookup
 from evaluation.models import Target
 
 
-class Command(LikenessCommand):
+class Command(EvaluationCommand):
     help = (
         "How good a language-based model gets with 1, 2, ... descriptions (tags, captions) per\n"
         "stimulus, and how reliable direct pair ratings get with 2, 3, ... ratings per pair,\n"

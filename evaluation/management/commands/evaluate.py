@@ -22,20 +22,14 @@ from django.db import connections
 from django.db.models import Prefetch
 from django.urls import reverse
 
+from core.cli import Outcome, ProgressLine, add_user_option, bar, duration, table, user_lookup
 from evaluation import selectors, services
 from evaluation.engine.errors import MetricError
-from evaluation.management.cli import (
-    LikenessCommand,
-    Outcome,
-    ProgressLine,
-    add_user_option,
-    bar,
+from evaluation.management.lookups import (
+    EvaluationCommand,
     dataset_lookup,
-    duration,
     model_lookup,
     models_lookup,
-    table,
-    user_lookup,
 )
 from evaluation.metrics import METRICS, main_metrics, parse_metric
 from evaluation.models import (
@@ -90,7 +84,7 @@ def _parameter_help(parameter: Any) -> str:
     return f"{parameter.name}={choices or parameter.default}"
 
 
-class Command(LikenessCommand):
+class Command(EvaluationCommand):
     help = (
         "Evaluate models on a dataset: one run, one step per model (extract embeddings, then\n"
         "score every metric against each of the dataset's targets: its labels and its human\n"

@@ -11,25 +11,20 @@ from typing import Any, BinaryIO
 from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
+from core.cli import Outcome, add_user_option, table, user_lookup
 from evaluation.imports.reading import AUDIO_SUFFIXES, IMAGE_SUFFIXES, ImportProblem, csv_reader
 from evaluation.imports.stimuli import (
     dataset_import_audio,
     dataset_import_images,
     dataset_import_texts,
 )
-from evaluation.management.cli import (
-    LikenessCommand,
-    Outcome,
-    add_user_option,
-    table,
-    user_lookup,
-)
+from evaluation.management.lookups import EvaluationCommand
 from evaluation.models import Dataset, Modality
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt"}
 
 
-class Command(LikenessCommand):
+class Command(EvaluationCommand):
     help = (
         "Import a dataset of stimuli. Images or audio: a zip of folders named by label\n"
         "(cat/001.png, dog/bark.wav, optionally under train/ and test/). Texts: a UTF-8 CSV\n"

@@ -8,11 +8,12 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from core.cli import Outcome
 from evaluation.imports.descriptions import descriptions_import
-from evaluation.management.cli import LikenessCommand, Outcome, dataset_lookup
+from evaluation.management.lookups import EvaluationCommand, dataset_lookup
 
 
-class Command(LikenessCommand):
+class Command(EvaluationCommand):
     help = (
         "Store the captions or tags of a dataset's stimuli as a new, fixed description set.\n"
         "The CSV has a header with the columns stimulus and text, and optionally weight (> 0,\n"

@@ -10,22 +10,17 @@ from typing import Any
 from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
+from core.cli import Outcome, add_user_option, user_lookup
 from evaluation.imports.judgment_spec import FIELDS
 from evaluation.imports.judgments import judgments_import
-from evaluation.management.cli import (
-    LikenessCommand,
-    Outcome,
-    add_user_option,
-    dataset_lookup,
-    user_lookup,
-)
+from evaluation.management.lookups import EvaluationCommand, dataset_lookup
 
 
 def _values(field: str) -> list[str]:
     return [value for value, _ in FIELDS[field].choices]
 
 
-class Command(LikenessCommand):
+class Command(EvaluationCommand):
     help = (
         "Import human judgments from a CSV or TSV with a header row:\n"
         "  pairs     a, b, value [, participant]\n"

@@ -7,11 +7,12 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
+from core.cli import Outcome, table
 from evaluation import services
-from evaluation.management.cli import LikenessCommand, Outcome, model_lookup, table
+from evaluation.management.lookups import EvaluationCommand, model_lookup
 
 
-class Command(LikenessCommand):
+class Command(EvaluationCommand):
     help = (
         "List a model's layers (name, output shape per stimulus) in forward order.\n"
         "A worker lists them once after registration (one dry forward pass); until then the\n"

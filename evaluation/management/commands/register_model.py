@@ -17,16 +17,10 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 
 from core.checks import broker_problem
+from core.cli import Outcome, add_user_option, table, user_lookup, validation_message
 from evaluation import services
 from evaluation.engine.specs import PACKAGE_PREFIX, SOURCES, WEIGHTS
-from evaluation.management.cli import (
-    LikenessCommand,
-    Outcome,
-    add_user_option,
-    table,
-    user_lookup,
-    validation_message,
-)
+from evaluation.management.lookups import EvaluationCommand
 from evaluation.models import PretrainedModel, Weights
 
 NAME_LIMIT = PretrainedModel._meta.get_field("name").max_length
@@ -42,7 +36,7 @@ class Entry:
     origin: str = ""
 
 
-class Command(LikenessCommand):
+class Command(EvaluationCommand):
     help = (
         "Register pretrained models in the catalogue: one model, several identifiers, every\n"
         "timm architecture matching a pattern, or the entries of a list file.\n"

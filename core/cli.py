@@ -2,15 +2,14 @@
 
 Every command has a description and examples in ``--help``, prints either readable text or,
 with ``--json``, exactly one JSON document on stdout (progress and warnings go to stderr),
-and turns bad input into one ``CommandError`` line and a non-zero exit status. This module
-also finds models, datasets and users from what a researcher types (an id or a name).
+and turns bad input into one ``CommandError`` line and a non-zero exit status. An app adds
+the errors of its own that are the user's to fix (``user_errors``) and its lookups.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fnmatch
 import json
 import sys
 import time
@@ -26,10 +25,6 @@ from django.core.management.base import (
     CommandParser,
     DjangoHelpFormatter,
 )
-from django.db.models import QuerySet
-
-from evaluation.engine.errors import EngineError, close_names
-from evaluation.models import Dataset, PretrainedModel
 
 
 class HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -55,6 +50,9 @@ class LikenessCommand(BaseCommand):
     """
 
     examples = ""
+    # Exceptions whose message is for the user (bad input, their machine), beyond Django's
+    # ValidationError and CommandError and OSError: printed as one line, never a traceback.
+    user_errors: tuple[type[Exception], ...] = ()
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -87,7 +85,7 @@ class LikenessCommand(BaseCommand):
                 outcome = self.run(**options)
         except ValidationError as exc:
             self._fail(validation_message(exc), as_json)
-        except (EngineError, OSError) as exc:
+        except (*self.user_errors, OSError) as exc:
             self._fail(str(exc), as_json)
         except CommandError as exc:
             self._fail(str(exc), as_json, getattr(exc, "returncode", 1))
@@ -147,67 +145,6 @@ def user_lookup(username: str) -> Any:
     if user is None:
         raise CommandError(f"No user called {username!r}.")
     return user
-
-
-# --- Lookups ---------------------------------------------------------------------------------
-def model_lookup(reference: str) -> PretrainedModel:
-    """A model by id, name or (when only one model has it) identifier."""
-    reference = reference.strip()
-    if reference.isdigit():
-        found = PretrainedModel.objects.filter(pk=int(reference)).first()
-        if found is not None:
-            return found
-    found = PretrainedModel.objects.filter(name=reference).first()
-    if found is not None:
-        return found
-    by_identifier = list(PretrainedModel.objects.filter(identifier=reference)[:6])
-    if len(by_identifier) == 1:
-        return by_identifier[0]
-    if by_identifier:
-        names = ", ".join(f"{m.name} (id {m.pk})" for m in by_identifier)
-        raise CommandError(
-            f"{reference!r} is the identifier of several models ({names}); give a name or id."
-        )
-    names = PretrainedModel.objects.values_list("name", flat=True)
-    raise CommandError(
-        f"No model with id, name or identifier {reference!r}.{close_names(reference, names)}"
-    )
-
-
-def models_lookup(references: Sequence[str], *, modality: str = "") -> list[PretrainedModel]:
-    """Models by id, name or identifier; a reference with * or ? is a pattern over names
-    (of the given modality), e.g. 'resnet*'. Each model once, in the order given."""
-    chosen: dict[int, PretrainedModel] = {}
-    for reference in references:
-        if any(c in reference for c in "*?["):
-            candidates: QuerySet[PretrainedModel] = PretrainedModel.objects.order_by("name")
-            if modality:
-                candidates = candidates.filter(modality=modality)
-            matched = [m for m in candidates if fnmatch.fnmatchcase(m.name, reference)]
-            if not matched:
-                where = f" among the {modality} models" if modality else ""
-                raise CommandError(f"No model name matches {reference!r}{where}.")
-            for model in matched:
-                chosen.setdefault(model.pk, model)
-        else:
-            model = model_lookup(reference)
-            chosen.setdefault(model.pk, model)
-    return list(chosen.values())
-
-
-def dataset_lookup(reference: str) -> Dataset:
-    reference = reference.strip()
-    if reference.isdigit():
-        found = Dataset.objects.filter(pk=int(reference)).first()
-        if found is not None:
-            return found
-    found = Dataset.objects.filter(name=reference).first()
-    if found is None:
-        names = Dataset.objects.values_list("name", flat=True)
-        raise CommandError(
-            f"No dataset with id or name {reference!r}.{close_names(reference, names)}"
-        )
-    return found
 
 
 # --- Tables and progress ---------------------------------------------------------------------
