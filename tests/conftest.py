@@ -19,6 +19,7 @@ from django.conf import settings as django_settings
 from evaluation import services
 from evaluation.imports.stimuli import dataset_import_images, dataset_import_texts
 from evaluation.models import Dataset, PretrainedModel
+from tests.factories import ResearcherFactory, UserFactory
 from webapp.demo import digits_zip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,14 +76,14 @@ def isolated_storage(settings, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def researcher(django_user_model):
-    return django_user_model.objects.create_user("rita", password="rita-pass-123", is_staff=True)
+def researcher():
+    return ResearcherFactory(username="rita", password="rita-pass-123")
 
 
 @pytest.fixture
-def outsider(django_user_model):
+def outsider():
     """Logged in, but not a researcher (a participant with an account, say)."""
-    return django_user_model.objects.create_user("otto", password="otto-pass-123")
+    return UserFactory(username="otto", password="otto-pass-123")
 
 
 @pytest.fixture

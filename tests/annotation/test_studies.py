@@ -24,6 +24,7 @@ from annotation.models import (
 from annotation.services import Answer, ItemPlan, TrialProblem
 from evaluation.models import Judgment
 from tests.conftest import make_text_dataset
+from tests.factories import TrialFactory
 
 pytestmark = pytest.mark.django_db
 keys = (f"key-{n}" for n in itertools.count())
@@ -431,11 +432,7 @@ def test_an_answer_is_stored_even_if_its_next_slot_was_taken_meanwhile():
     study = make_study("pairs", judgments_per_item=3, trials_per_session=4)
     participant = services.participant_start(study=study)
     trial = services.trial_current(participant=participant)
-    squatter = Trial.objects.create(
-        participant=participant, position=trial.position + 1, role=TrialRole.REGULAR,
-        shown=trial.shown, status="issued", issued_at=timezone.now(),
-        expires_at=timezone.now() + timedelta(hours=1),
-    )  # fmt: skip
+    squatter = TrialFactory(participant=participant, position=trial.position + 1, shown=trial.shown)
     stored, shown_next = services.response_submit_and_next(
         participant=participant, answer=answer_for(trial)
     )

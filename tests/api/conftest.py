@@ -26,6 +26,7 @@ from evaluation.imports.judgments import judgments_import
 from evaluation.metrics import knn_entry
 from evaluation.models import HumanJudgments, Run
 from tests.conftest import make_text_dataset, make_text_model
+from tests.factories import AdminFactory, UserFactory
 
 keys = (f"api-key-{n}" for n in itertools.count())
 
@@ -49,14 +50,14 @@ def enqueued(monkeypatch) -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def admin(django_user_model):
-    return django_user_model.objects.create_superuser("ada", "ada@example.org", "ada-pass-123")
+def admin():
+    return AdminFactory(username="ada", email="ada@example.org", password="ada-pass-123")
 
 
 @pytest.fixture
-def participant_user(django_user_model):
+def participant_user():
     """A participant who logs in to take studies: an account, but not staff."""
-    return django_user_model.objects.create_user("pia", password="pia-pass-123")
+    return UserFactory(username="pia", password="pia-pass-123")
 
 
 def token_client(user: Any) -> APIClient:

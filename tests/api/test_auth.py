@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from evaluation.models import PretrainedModel
 from tests.api.conftest import error, token_client
+from tests.factories import ResearcherFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -51,15 +52,13 @@ def test_wrong_password_and_missing_fields(anonymous, researcher):
     assert not Token.objects.exists()
 
 
-def test_non_researchers_get_no_token(anonymous, outsider, django_user_model):
+def test_non_researchers_get_no_token(anonymous, outsider):
     refused = obtain(anonymous, "otto", "otto-pass-123")
     assert refused.status_code == 403
     assert refused.json() == error(
         "permission_denied", "Only researchers (active staff accounts) can get an API token."
     )
-    django_user_model.objects.create_user(
-        "former", password="former-pass-123", is_staff=True, is_active=False
-    )
+    ResearcherFactory(username="former", password="former-pass-123", is_active=False)
     inactive = obtain(anonymous, "former", "former-pass-123")
     assert inactive.json() == error("invalid", "Unable to log in with provided credentials.")
     assert not Token.objects.exists()

@@ -28,8 +28,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from evaluation.models import Score
 from tests.api.conftest import pairs_judgments
+from tests.factories import ScoreFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(180)]
 
@@ -55,12 +55,11 @@ RESOURCE = {  # first path segment -> catalogue key of an object that exists
 
 @pytest.fixture
 def catalogue(answered_study, text_catalogue) -> dict[str, int]:
-    score = Score.objects.create(
+    score = ScoreFactory(
         run=text_catalogue["run"],
         model=text_catalogue["model"],
         target=text_catalogue["target"],
         layer="sentence_embedding",
-        metric="knn",
         metric_key="knn(k=1,split=loo)",
         params={"k": 1, "split": "loo"},
         value=0.75,

@@ -16,8 +16,9 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from annotation.models import Study
-from evaluation.models import Dataset, HumanJudgments, PretrainedModel, Run, Score
+from evaluation.models import Dataset, HumanJudgments, PretrainedModel, Run
 from tests.api.conftest import error, pairs_judgments, token_client
+from tests.factories import ScoreFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -94,12 +95,11 @@ def test_the_table_covers_every_operation_of_the_schema():
 @pytest.fixture
 def catalogue(researcher, answered_study, text_catalogue) -> dict[str, Any]:
     run = text_catalogue["run"]
-    score = Score.objects.create(
+    score = ScoreFactory(
         run=run,
         model=text_catalogue["model"],
         target=text_catalogue["target"],
         layer="sentence_embedding",
-        metric="knn",
         metric_key="knn(k=1,split=loo)",
         params={"k": 1, "split": "loo"},
         value=0.75,

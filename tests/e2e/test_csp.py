@@ -12,10 +12,11 @@ from playwright.sync_api import expect
 
 from annotation import services
 from annotation.services import ItemPlan
-from evaluation.models import Run, Target
+from evaluation.models import Target
 from tests.conftest import make_text_dataset
 from tests.e2e.conftest import screenshot
 from tests.evaluation.test_leaderboards import add_model, add_score
+from tests.factories import RunFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -98,7 +99,7 @@ def test_a_participant_session_runs_without_violations(page, live_server, resear
 def test_dashboard_pages_swap_with_htmx_without_violations(page, live_server, researcher):
     dataset = make_text_dataset()
     target = Target.objects.get(dataset=dataset)
-    run = Run.objects.create(dataset=dataset, metrics=[])
+    run = RunFactory(dataset=dataset)
     for name, source, value in [
         ("vit", "timm", 0.9),
         ("resnet", "timm", 0.8),

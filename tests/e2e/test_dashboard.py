@@ -13,6 +13,7 @@ from tests.e2e.conftest import screenshot
 from tests.evaluation.test_compare import scored  # noqa: F401 (fixture)
 from tests.evaluation.test_leaderboards import add_model, add_score
 from tests.evaluation.test_runs import enqueued  # noqa: F401 (fixture used by scored)
+from tests.factories import RunFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -28,9 +29,7 @@ def log_in(page, live_server, next_path: str) -> None:
 def test_leaderboard_filters_sort_and_share(page, live_server):
     dataset = make_text_dataset()
     target = Target.objects.get(dataset=dataset)
-    from evaluation.models import Run
-
-    run = Run.objects.create(dataset=dataset, metrics=[])
+    run = RunFactory(dataset=dataset)
     for name, source, value in [
         ("vit-large", "timm", 0.91),
         ("resnet-50", "timm", 0.84),
@@ -94,13 +93,12 @@ def test_compare_two_models(page, live_server, researcher, scored):  # noqa: F81
 def test_across_targets_tables_stay_in_the_page(page, live_server, width):
     """Twelve targets are wider than any screen: the table scrolls in its own box, the page
     does not; label accuracy and human alignment are two tables."""
-    from evaluation.models import Run
     from tests.api.conftest import pairs_judgments
 
     models = [add_model(f"model-with-a-long-name-{index}") for index in range(4)]
     for index in range(12):
         dataset = make_text_dataset(name=f"a dataset with a long descriptive name {index}")
-        run = Run.objects.create(dataset=dataset, metrics=[])
+        run = RunFactory(dataset=dataset)
         targets = [Target.objects.get(dataset=dataset)]
         if index % 3 == 0:
             targets.append(pairs_judgments(dataset).target)

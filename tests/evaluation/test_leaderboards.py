@@ -10,31 +10,25 @@ import pytest
 from django.urls import reverse
 
 from evaluation.leaderboards import BoardQuery, leaderboard, overall_board
-from evaluation.models import Dataset, PretrainedModel, Run, Score, Target
+from evaluation.models import Dataset, PretrainedModel, Run, Target
 from tests.api.conftest import pairs_judgments
 from tests.conftest import make_text_dataset
+from tests.factories import PretrainedModelFactory, RunFactory, ScoreFactory
 
 pytestmark = pytest.mark.django_db
 DASH = "\N{EN DASH}"
 
 
 def add_model(name: str, *, source="timm", params=None, weights="pretrained", modality="text"):
-    return PretrainedModel.objects.create(
-        name=name,
-        source=source,
-        identifier=name,
-        weights=weights,
-        modality=modality,
-        default_layer="out",
-        parameter_count=params,
+    return PretrainedModelFactory(
+        name=name, source=source, weights=weights, modality=modality, parameter_count=params
     )
 
 
 def add_score(run, model, target, metric, value, *, layer="out", half_width=0.02, ceiling=None):
-    return Score.objects.create(
-        run=run, model=model, target=target, layer=layer, metric=metric.split("(")[0],
-        metric_key=metric, value=value, ci_low=value - half_width, ci_high=value + half_width,
-        ceiling=ceiling, n=100,
+    return ScoreFactory(
+        run=run, model=model, target=target, layer=layer, metric_key=metric, value=value,
+        half_width=half_width, ceiling=ceiling,
     )  # fmt: skip
 
 
@@ -42,7 +36,7 @@ def add_score(run, model, target, metric, value, *, layer="out", half_width=0.02
 def board_data():
     dataset = make_text_dataset()
     target = Target.objects.get(dataset=dataset)
-    run = Run.objects.create(dataset=dataset, metrics=[])
+    run = RunFactory(dataset=dataset)
     big = add_model("big-net", params=300_000_000)
     small = add_model("small-net", params=5_000_000)
     close = add_model("close-net", source="sentence-transformers", params=20_000_000)
@@ -221,7 +215,7 @@ def test_a_cached_page_does_not_load_its_board(client, board_data, monkeypatch):
 def test_overall_board_ranks_within_targets_and_shows_gaps(board_data):
     other = make_text_dataset(name="other sentences")
     other_target = Target.objects.get(dataset=other)
-    run = Run.objects.create(dataset=other, metrics=[])
+    run = RunFactory(dataset=other)
     small = PretrainedModel.objects.get(name="small-net")
     add_score(run, small, other_target, "knn(k=5)", 0.8)
     labels = overall_board().groups[0]
@@ -250,12 +244,12 @@ def planted():
     ):
         dataset = make_text_dataset(name=name)
         target = Target.objects.get(dataset=dataset)
-        run = Run.objects.create(dataset=dataset, metrics=[])
+        run = RunFactory(dataset=dataset)
         for model, value in values.items():
             add_score(run, model, target, "knn(k=5)", value)
         boards[name] = target
     human = pairs_judgments(Dataset.objects.get(name="three")).target
-    run = Run.objects.create(dataset=human.dataset, metrics=[])
+    run = RunFactory(dataset=human.dataset)
     for model, value in ((a, 0.3), (b, 0.5)):
         add_score(run, model, human, "pair_alignment(correlation=spearman)", value)
     boards["human"] = human
@@ -285,7 +279,7 @@ def test_overall_board_normalises_ranks_first_is_zero(planted):
 def test_a_model_alone_on_its_boards_has_no_mean_rank(planted):
     solo = add_model("solo")
     target = Target.objects.get(dataset=make_text_dataset(name="solo set"))
-    add_score(Run.objects.create(dataset=target.dataset, metrics=[]), solo, target, "knn", 0.5)
+    add_score(RunFactory(dataset=target.dataset), solo, target, "knn", 0.5)
     labels = overall_board().groups[0]
     row = next(r for r in labels.rows if r.model_name == "solo")
     assert (row.mean_rank, row.ranked, row.covered) == (None, 0, 1)

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from evaluation.models import Dataset, PretrainedModel, Run
 from tests.conftest import make_text_dataset, make_text_model
+from tests.factories import RunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -17,9 +18,7 @@ def catalogue():
     dataset = make_text_dataset()
     model = make_text_model()
     stimulus = dataset.stimuli.first()
-    run = Run.objects.create(
-        dataset=dataset, metrics=[{"name": "knn", "params": {"k": 1, "split": "loo"}}]
-    )
+    run = RunFactory(dataset=dataset, metrics=[{"name": "knn", "params": {"k": 1, "split": "loo"}}])
     return {
         "dataset": dataset,
         "model": model,

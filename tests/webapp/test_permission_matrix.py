@@ -13,8 +13,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from annotation import services as study_services
 from annotation.models import Participant, Study
 from annotation.services import ItemPlan
-from evaluation.models import Run
 from tests.conftest import make_image_dataset, make_text_dataset, make_text_model
+from tests.factories import AdminFactory, RunFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +82,7 @@ def test_the_matrix_names_every_route():
 
 
 @pytest.fixture
-def site(researcher, django_user_model, digits_zip_small):
+def site(researcher, digits_zip_small):
     dataset = make_text_dataset()
     images = make_image_dataset(data=digits_zip_small)  # participants get stimulus files
     study = study_services.study_create(
@@ -105,14 +105,14 @@ def site(researcher, django_user_model, digits_zip_small):
         "target": dataset.targets.get(),
         "model": make_text_model(),
         "stimulus": images.stimuli.first(),  # a file the researcher may download
-        "run": Run.objects.create(dataset=dataset, metrics=[]),
+        "run": RunFactory(dataset=dataset),
         "study": study,
         "participant": participant,
         "tagger": study_services.participant_start(study=tags),
         "participant_client": participant_client,
         "shown_stimulus": trial.shown[0],
-        "admin": django_user_model.objects.create_superuser("ada", password="ada-pass-123"),
-        "viewer": django_user_model.objects.create_user("vic", password="vic-pass-123"),
+        "admin": AdminFactory(username="ada", password="ada-pass-123"),
+        "viewer": UserFactory(username="vic", password="vic-pass-123"),
     }
 
 

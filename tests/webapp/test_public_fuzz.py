@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from annotation import services as study_services
 from annotation.services import ItemPlan
-from evaluation.models import PretrainedModel, Run, Score, Target
+from evaluation.models import Target
 from tests.conftest import make_text_dataset
+from tests.factories import PretrainedModelFactory, RunFactory, ScoreFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(300)]
 
@@ -81,17 +82,16 @@ def site(researcher) -> dict[str, str]:
     study with a participant; returns the paths of their pages."""
     dataset = make_text_dataset()
     target = Target.objects.get(dataset=dataset)
-    run = Run.objects.create(dataset=dataset, metrics=[])
+    run = RunFactory(dataset=dataset)
     models = []
     for index, params in enumerate((5_000_000, 300_000_000, None)):
-        model = PretrainedModel.objects.create(
-            name=f"net-{index}", source="timm", identifier=f"net{index}", modality="text",
-            default_layer="out", parameter_count=params,
-        )  # fmt: skip
+        model = PretrainedModelFactory(
+            name=f"net-{index}", identifier=f"net{index}", parameter_count=params
+        )
         models.append(model)
-        Score.objects.create(
-            run=run, model=model, target=target, layer="out", metric="knn",
-            metric_key="knn(k=5)", value=0.5 + index / 10, ci_low=0.4, ci_high=0.9, n=8,
+        ScoreFactory(
+            run=run, model=model, target=target, value=0.5 + index / 10, ci_low=0.4, ci_high=0.9,
+            n=8,
         )  # fmt: skip
     studies = {}
     for kind in ("pairs", "tags"):

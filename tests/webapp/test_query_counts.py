@@ -8,8 +8,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from annotation import services as studies
-from evaluation.models import PretrainedModel, Run, RunStep, Score, Target
+from evaluation.models import Target
 from tests.conftest import make_text_dataset
+from tests.factories import PretrainedModelFactory, RunFactory, RunStepFactory, ScoreFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -28,15 +29,12 @@ def grow(count: int, offset: int) -> None:
     for index in range(offset, offset + count):
         dataset = make_text_dataset(name=f"sentences {index}")
         target = Target.objects.get(dataset=dataset)
-        model = PretrainedModel.objects.create(
-            name=f"model {index}", source="timm", identifier="resnet18", modality="text"
+        model = PretrainedModelFactory(
+            name=f"model {index}", identifier="resnet18", default_layer=""
         )
-        run = Run.objects.create(dataset=dataset, metrics=[])
-        RunStep.objects.create(run=run, model=model, total=8, processed=4)
-        Score.objects.create(
-            run=run, model=model, target=target, layer="out", metric="knn",
-            metric_key="knn(k=5)", value=0.5, ci_low=0.4, ci_high=0.6, n=8,
-        )  # fmt: skip
+        run = RunFactory(dataset=dataset)
+        RunStepFactory(run=run, model=model, total=8, processed=4)
+        ScoreFactory(run=run, model=model, target=target, half_width=0.1, n=8)
         studies.study_create(
             dataset=dataset, name=f"study {index}", kind="pairs", items=studies.ItemPlan()
         )
