@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import Resolver404, resolve, reverse
 from django.utils.text import slugify
@@ -54,10 +54,7 @@ from evaluation.models import (
     Dataset,
     HumanJudgments,
     Modality,
-    PretrainedModel,
     Run,
-    RunStep,
-    Score,
     Split,
     Target,
 )
@@ -150,7 +147,7 @@ class ObtainTokenView(APIView):
 class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     """The model catalogue: pretrained models, untrained and simple baselines."""
 
-    queryset = PretrainedModel.objects.select_related("created_by").order_by("name", "id")
+    queryset = selectors.models_all()
     serializer_class = serializers.ModelSerializer
     filterset_class = filters.ModelFilter
     noun = "model"
@@ -315,14 +312,6 @@ class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModel
 
 
 # --- Runs ---------------------------------------------------------------------------------------
-def _runs() -> QuerySet[Run]:
-    return (
-        Run.objects.select_related("dataset", "created_by")
-        .prefetch_related(Prefetch("steps", queryset=RunStep.objects.select_related("model")))
-        .order_by("-created_at", "-id")
-    )
-
-
 @extend_schema_view(
     list=extend_schema(summary="List runs, newest first, with their progress"),
     retrieve=extend_schema(
@@ -339,7 +328,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     noun = "run"
 
     def get_queryset(self) -> QuerySet[Run]:
-        return _runs()
+        return selectors.runs_with_steps()
 
     @extend_schema(
         summary="Launch a run",
@@ -374,7 +363,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
             created_by=request.user,
         )
         return self.created(
-            _runs().get(pk=run.pk),
+            selectors.runs_with_steps().get(pk=run.pk),
             serializers.RunSerializer,
             reverse("api:run-detail", args=[run.pk]),
         )
@@ -393,7 +382,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
         run = self.get_object()
         if not services.run_cancel(run=run):
             raise Conflict(f"Run {run.pk} had already finished ({run.status}).")
-        return Response(self.get_serializer(_runs().get(pk=run.pk)).data)
+        return Response(self.get_serializer(selectors.runs_with_steps().get(pk=run.pk)).data)
 
     @extend_schema(
         summary="Queue a finished run's failed and cancelled models again",
@@ -413,7 +402,12 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
                 f"Nothing to retry in run {run.pk}: only finished runs with failed or "
                 "cancelled models can be retried."
             )
-        return Response({"queued": queued, "run": self.get_serializer(_runs().get(pk=run.pk)).data})
+        return Response(
+            {
+                "queued": queued,
+                "run": self.get_serializer(selectors.runs_with_steps().get(pk=run.pk)).data,
+            }
+        )
 
 
 # --- Leaderboard data (public) --------------------------------------------------------------------
@@ -429,9 +423,7 @@ class ScoreViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     """Scores of models on targets: public, like the leaderboards that show them."""
 
     permission_classes = [PublicReadResearcherWrite]
-    queryset = Score.objects.select_related("model", "target__dataset").order_by(
-        "-created_at", "-id"
-    )
+    queryset = selectors.scores_newest_first()
     serializer_class = serializers.ScoreSerializer
     filterset_class = filters.ScoreFilter
     noun = "score"
@@ -573,9 +565,7 @@ class JudgmentsViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveMod
     noun = "judgment set"
 
     def get_queryset(self) -> QuerySet[HumanJudgments]:
-        return HumanJudgments.objects.select_related("dataset", "created_by", "target").order_by(
-            "dataset__name", "name", "-version", "id"
-        )
+        return selectors.judgment_sets()
 
     @extend_schema(
         summary="Import published judgments (multipart CSV)",

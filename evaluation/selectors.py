@@ -3,22 +3,76 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.db.models import Count, Prefetch, QuerySet
 
 from evaluation.models import (
     Dataset,
+    HumanJudgments,
+    ModelSource,
     PretrainedModel,
     Run,
     RunStep,
     Score,
     StepStatus,
+    Stimulus,
     Target,
+    TargetKind,
 )
 from evaluation.plots import Point
 
 # Steps with no work left; a cancelled one was stopped, so its progress stays where it was.
 DONE_STEP_STATUSES = {StepStatus.SUCCEEDED, StepStatus.FAILED}
+
+
+# --- Catalogue ---------------------------------------------------------------------------------
+def models_all() -> QuerySet[PretrainedModel]:
+    return PretrainedModel.objects.select_related("created_by").order_by("name", "id")
+
+
+def models_in_order(ids: Sequence[int]) -> list[PretrainedModel]:
+    """The models with these ids, in the order given (ids that match none are dropped)."""
+    found = {model.pk: model for model in PretrainedModel.objects.filter(pk__in=ids)}
+    return [found[pk] for pk in dict.fromkeys(ids) if pk in found]
+
+
+def models_with_embeddings_of(dataset: Dataset | None) -> QuerySet[PretrainedModel]:
+    """Models whose embeddings of the dataset are cached (what a comparison can use)."""
+    if dataset is None:
+        return PretrainedModel.objects.none()
+    return PretrainedModel.objects.filter(embedding_sets__dataset=dataset).distinct()
+
+
+def language_models_scored_on(target: Target) -> list[PretrainedModel]:
+    return list(
+        PretrainedModel.objects.filter(source=ModelSource.LANGUAGE, scores__target=target)
+        .distinct()
+        .only("name")
+    )
+
+
+def pair_targets_scored_for(model: PretrainedModel) -> list[Target]:
+    return list(Target.objects.filter(kind=TargetKind.PAIRS, scores__model=model).distinct())
+
+
+def targets_with_datasets() -> QuerySet[Target]:
+    return Target.objects.select_related("dataset").order_by("dataset__name", "name")
+
+
+def stimuli_preview(dataset: Dataset, *, limit: int) -> QuerySet[Stimulus]:
+    return dataset.stimuli.order_by("order")[:limit]
+
+
+def judgment_sets() -> QuerySet[HumanJudgments]:
+    return HumanJudgments.objects.select_related("dataset", "created_by", "target").order_by(
+        "dataset__name", "name", "-version", "id"
+    )
+
+
+def scores_newest_first() -> QuerySet[Score]:
+    return Score.objects.select_related("model", "target__dataset").order_by("-created_at", "-id")
 
 
 def targets_with_score_counts() -> QuerySet[Target]:
@@ -38,12 +92,24 @@ def dataset_label_counts(*, dataset: Dataset) -> list[tuple[str, int]]:
     return sorted(counts.items())
 
 
-def runs_recent(*, limit: int = 100) -> QuerySet[Run]:
+# --- Runs --------------------------------------------------------------------------------------
+def runs_with_steps() -> QuerySet[Run]:
+    """Runs, newest first, with their steps' models (progress without a query per run)."""
     return (
         Run.objects.select_related("dataset", "created_by")
         .prefetch_related(Prefetch("steps", queryset=RunStep.objects.select_related("model")))
-        .order_by("-created_at", "-id")[:limit]
+        .order_by("-created_at", "-id")
     )
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    run: Run
+    progress: float
+
+
+def runs_recent(*, limit: int = 100) -> list[RunProgress]:
+    return [RunProgress(run, run_progress_fraction(run)) for run in runs_with_steps()[:limit]]
 
 
 def run_with_steps(*, run_id: int) -> Run:

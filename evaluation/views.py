@@ -40,7 +40,6 @@ from evaluation.models import (
     PretrainedModel,
     Run,
     Stimulus,
-    Target,
     TargetKind,
 )
 
@@ -61,7 +60,7 @@ def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
     changes with the target's scores; a request that finds them cached never loads the board
     itself (unpickling 500 rows costs more than the rest of the request), hence the lazy
     objects."""
-    target = get_object_or_404(Target.objects.select_related("dataset"), pk=target_id)
+    target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     query = boards.BoardQuery.from_params(request.GET)
     key = boards.board_key(target=target, query=query)
     board = SimpleLazyObject(lambda: boards.leaderboard(target=target, query=query, key=key))
@@ -74,11 +73,7 @@ def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
     page = SimpleLazyObject(lambda: boards.board_page(board, query))
     stackable = []
     if target.kind == TargetKind.PAIRS and is_researcher(request.user) and not request.htmx:
-        stackable = list(
-            PretrainedModel.objects.filter(source=ModelSource.LANGUAGE, scores__target=target)
-            .distinct()
-            .only("name")
-        )
+        stackable = selectors.language_models_scored_on(target)
     return render(
         request,
         template,
@@ -101,7 +96,7 @@ def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
 @require_POST
 def leaderboard_stack(request: HttpRequest, target_id: int) -> HttpResponse:
     """Stack a language-based model with the board's top DNNs (by its default sort)."""
-    target = get_object_or_404(Target.objects.select_related("dataset"), pk=target_id)
+    target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     form = StackForm(request.POST, target=target)
     if not form.is_valid():
         messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
@@ -109,7 +104,7 @@ def leaderboard_stack(request: HttpRequest, target_id: int) -> HttpResponse:
     board = boards.leaderboard(target=target, query=boards.BoardQuery())
     top_ids = [r.model_id for r in board.rows if not r.is_derived and not r.is_baseline]
     top_ids = top_ids[: form.cleaned_data["top"]]
-    dnns = sorted(PretrainedModel.objects.filter(pk__in=top_ids), key=lambda m: top_ids.index(m.pk))
+    dnns = selectors.models_in_order(top_ids)
     try:
         score = stacking.stacked_create(
             target=target,
@@ -176,16 +171,11 @@ def leaderboard_overall(request: HttpRequest) -> HttpResponse:
 @researcher_required
 def compare_page(request: HttpRequest) -> HttpResponse:
     """2-4 models side by side on one target, from their cached embeddings."""
-    targets = Target.objects.select_related("dataset").order_by("dataset__name", "name")
+    targets = selectors.targets_with_datasets()
     target = targets.filter(pk=qs.id_param(request.GET, "target")).first()
     chosen_ids = qs.id_list_param(request.GET, "models", limit=4)
-    models = list(PretrainedModel.objects.filter(pk__in=chosen_ids))
-    models.sort(key=lambda m: chosen_ids.index(m.pk))
-    available = (
-        PretrainedModel.objects.filter(embedding_sets__dataset=target.dataset).distinct()
-        if target
-        else PretrainedModel.objects.none()
-    )
+    models = selectors.models_in_order(chosen_ids)
+    available = selectors.models_with_embeddings_of(target.dataset if target else None)
     order = qs.choice_param(request.GET, "order", ("label", "cluster"), "label")
     comparison = None
     problem = ""
@@ -218,7 +208,7 @@ def compare_page(request: HttpRequest) -> HttpResponse:
 # --- Models ---------------------------------------------------------------------------------------
 @researcher_required
 def model_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "evaluation/model_list.html", {"models": PretrainedModel.objects.all()})
+    return render(request, "evaluation/model_list.html", {"models": selectors.models_all()})
 
 
 def _efficiency_context(request: HttpRequest, model: PretrainedModel) -> dict[str, Any]:
@@ -226,7 +216,7 @@ def _efficiency_context(request: HttpRequest, model: PretrainedModel) -> dict[st
     curve asked for (computed on request: it embeds every description once more)."""
     if model.source != ModelSource.LANGUAGE:
         return {}
-    targets = list(Target.objects.filter(kind=TargetKind.PAIRS, scores__model=model).distinct())
+    targets = selectors.pair_targets_scored_for(model)
     context: dict[str, Any] = {"efficiency_targets": targets}
     chosen = next((t for t in targets if t.pk == qs.id_param(request.GET, "efficiency")), None)
     if chosen is None:
@@ -384,7 +374,7 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
         "evaluation/dataset_detail.html",
         {
             "dataset": dataset,
-            "stimuli": dataset.stimuli.all()[:STIMULI_PREVIEW],
+            "stimuli": selectors.stimuli_preview(dataset, limit=STIMULI_PREVIEW),
             "label_counts": selectors.dataset_label_counts(dataset=dataset),
             "targets": dataset.targets.all(),
             "description_sets": description_sets(dataset=dataset),
@@ -432,11 +422,9 @@ def stimulus_file(request: HttpRequest, stimulus_id: int) -> FileResponse:
 # --- Runs -----------------------------------------------------------------------------------------
 @researcher_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    runs = list(selectors.runs_recent())
-    for run in runs:  # from the prefetched steps: no query per run
-        run.progress = selectors.run_progress_fraction(run)  # type: ignore[attr-defined]
+    runs = selectors.runs_recent()
     template = "evaluation/run_list.html" + ("#runs-table" if request.htmx else "")
-    any_running = any(not run.is_finished for run in runs)
+    any_running = any(not row.run.is_finished for row in runs)
     return render(request, template, {"runs": runs, "any_running": any_running})
 
 

@@ -11,7 +11,6 @@ from django.db import connection, connections
 from django.db.utils import OperationalError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from api import views as api_views
 from evaluation import services
 from evaluation.models import PretrainedModel, Run
 from tests.api.conftest import error
@@ -209,7 +208,7 @@ def test_database_outage_is_a_503_with_retry_after_not_a_bug(api, monkeypatch, c
     def unreachable():
         raise down
 
-    monkeypatch.setattr(api_views, "_runs", unreachable)
+    monkeypatch.setattr("evaluation.selectors.runs_with_steps", unreachable)
     api.raise_request_exception = False
     response = api.get("/api/runs/")
     assert response.status_code == 503
@@ -229,7 +228,7 @@ def test_an_error_the_database_answered_is_not_called_an_outage(api, monkeypatch
             cursor.execute("SET LOCAL statement_timeout = 1")
             cursor.execute("SELECT pg_sleep(1)")
 
-    monkeypatch.setattr(api_views, "_runs", too_slow)
+    monkeypatch.setattr("evaluation.selectors.runs_with_steps", too_slow)
     api.raise_request_exception = False
     response = api.get("/api/runs/")
     assert response.status_code == 500
@@ -240,7 +239,7 @@ def test_task_queue_outage_is_a_503(api, monkeypatch):
     def unreachable():
         raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(api_views, "_runs", unreachable)
+    monkeypatch.setattr("evaluation.selectors.runs_with_steps", unreachable)
     api.raise_request_exception = False
     response = api.get("/api/runs/")
     assert response.status_code == 503 and response["Retry-After"] == "30"
@@ -275,7 +274,7 @@ def test_a_full_or_read_only_disk_is_a_507_that_names_it(api, monkeypatch, caplo
         path = "/srv/spool/upload.part"
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
 
-    monkeypatch.setattr(api_views, "_runs", storage)
+    monkeypatch.setattr("evaluation.selectors.runs_with_steps", storage)
     api.raise_request_exception = False
     response = api.get("/api/runs/")
     assert response.status_code == 507
@@ -287,7 +286,7 @@ def test_an_os_error_that_is_no_disk_condition_stays_a_bug(api, monkeypatch):
     def bug():
         raise OSError(9, "Bad file descriptor")
 
-    monkeypatch.setattr(api_views, "_runs", bug)
+    monkeypatch.setattr("evaluation.selectors.runs_with_steps", bug)
     api.raise_request_exception = False
     response = api.get("/api/runs/")
     assert response.status_code == 500 and response.json()["error"]["code"] == "server_error"
