@@ -78,14 +78,17 @@ class StudyForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["dataset"].queryset = Dataset.objects.order_by("name")
+        dataset = self.fields["dataset"]
+        assert isinstance(dataset, forms.ModelChoiceField)
+        dataset.queryset = Dataset.objects.order_by("name")
 
     def clean_seed(self) -> int:
         seed = self.cleaned_data.get("seed")
         return 0 if seed is None else seed
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns
         mode = data.get("item_mode")
         if data.get("kind") == StudyKind.TAGS:
             return data

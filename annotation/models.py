@@ -162,7 +162,8 @@ class Study(models.Model):
 
     @property
     def stimuli_per_item(self) -> int:
-        return {StudyKind.PAIRS: 2, StudyKind.TAGS: 1}.get(self.kind, 3)
+        per_kind: dict[str, int] = {StudyKind.PAIRS: 2, StudyKind.TAGS: 1}
+        return per_kind.get(self.kind, 3)
 
     @property
     def quota(self) -> int:

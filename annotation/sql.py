@@ -52,10 +52,10 @@ def insert(model: type[models.Model], values: dict[str, Any]) -> int:
 
 def insert_parts(model: type[models.Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
     """The column list and the parameters (each adapted by its field) of an INSERT."""
-    fields = [model._meta.get_field(name) for name in values]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
+    fields = [_concrete_field(model, name) for name in values]
+    columns = ", ".join(_quoted_column(f) for f in fields)
     params = [
-        f.get_db_prep_save(value, connection)  # type: ignore[union-attr]
+        f.get_db_prep_save(value, connection)
         for f, value in zip(fields, values.values(), strict=True)
     ]
     return columns, params
@@ -136,7 +136,19 @@ def select_with_child(
 
 
 def _column(model: type[models.Model], field: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(field).column)  # type: ignore[union-attr]
+    return _quoted_column(_concrete_field(model, field))
+
+
+def _concrete_field(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    """A field with a column of its own (never the reverse side of a relation)."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field
+
+
+def _quoted_column(field: models.Field[Any, Any]) -> str:
+    assert field.column is not None  # a concrete field always has its column
+    return connection.ops.quote_name(field.column)
 
 
 def _instance(model: type[M], row: tuple[Any, ...]) -> M:
@@ -164,7 +176,7 @@ def _layout(
     converters of a model (per backend: the converters differ)."""
     fields = model._meta.concrete_fields
     prefix = f"{alias}." if alias else ""
-    columns = ", ".join(prefix + connection.ops.quote_name(f.column) for f in fields)
+    columns = ", ".join(prefix + _quoted_column(f) for f in fields)
     converters = []
     for index, f in enumerate(fields):
         expression = f.get_col(model._meta.db_table)

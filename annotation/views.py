@@ -32,6 +32,7 @@ from annotation import exports, selectors, services
 from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
 from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
 from core.auth import researcher_required
+from core.http import HtmxHttpRequest
 from core.querystring import text_param
 
 SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
@@ -175,7 +176,9 @@ def study_propose(request: HttpRequest) -> HttpResponse:
     """From the compare page: a draft study where the chosen models disagree most."""
     form = ProposeForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(
+            request, "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        )
         return redirect("evaluation:compare")
     data = form.cleaned_data
     models = sorted(data["models"], key=lambda m: request.POST.getlist("models").index(str(m.pk)))
@@ -228,7 +231,9 @@ def participant_exclude(request: HttpRequest, study_id: int, participant_id: int
             reason=form.cleaned_data["reason"],
         )
     else:
-        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(
+            request, "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        )
     return redirect("annotation:study_detail", study_id)
 
 
@@ -240,7 +245,7 @@ EXPORTS = {
 
 
 @researcher_required
-def study_export(request: HttpRequest, study_id: int, what: str, fmt: str) -> HttpResponse:
+def study_export(request: HttpRequest, study_id: int, what: str, fmt: str) -> StreamingHttpResponse:
     study = get_object_or_404(Study, pk=study_id)
     if what not in EXPORTS or fmt not in ("csv", "json"):
         raise Http404("Unknown export.")
@@ -339,7 +344,7 @@ def _participant_and_trial(token: str, trial_id: int | None) -> tuple[Participan
     return found
 
 
-def participant_trial(request: HttpRequest, token: str) -> HttpResponse:
+def participant_trial(request: HtmxHttpRequest, token: str) -> HttpResponse:
     problem = ""
     trial = answer = None
     if request.method == "POST":
@@ -393,6 +398,7 @@ def _answer(request: HttpRequest) -> services.Answer:
 
     ratings: dict[int, int | None] = {}
     for key, value in post.items():
+        assert isinstance(value, str)  # a form field's last value (the stubs allow a list)
         if key.startswith("tag_"):
             try:
                 tag_id = int(key.removeprefix("tag_"))

@@ -82,10 +82,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if not isinstance(exc, exceptions.APIException):
         return _server_error(exc, context)
     headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    if auth_header := getattr(exc, "auth_header", None):  # set by DRF on a 401
+        headers["WWW-Authenticate"] = auth_header
+    if wait := getattr(exc, "wait", None):  # Throttled
+        headers["Retry-After"] = str(int(wait))
     set_rollback()
     return Response(_describe(exc), status=exc.status_code, headers=headers)
 
@@ -192,7 +192,9 @@ def _server_error(exc: Exception, context: dict[str, Any]) -> Response:
 class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Stable machine-readable code, e.g. `invalid`.")
     message = serializers.CharField(help_text="What went wrong, in words.")
-    fields = serializers.DictField(
+    # DRF's metaclass moves a declared field off the class: this one does not replace the
+    # serializer's own ``fields``, whatever the stubs say.
+    fields = serializers.DictField(  # type: ignore[assignment]
         child=serializers.JSONField(),
         help_text="Errors per request field (lists of messages, nested like the request); "
         "empty when the problem is not about one field.",

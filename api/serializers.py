@@ -13,6 +13,7 @@ from typing import Any
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from annotation.models import Study
 from evaluation import metrics as metric_registry
@@ -179,7 +180,9 @@ class ModelRegisterSerializer(serializers.Serializer):
     name = StrictCharField(
         max_length=200, help_text="A short unique name, e.g. resnet18-untrained."
     )
-    source = StrictStringChoiceField(choices=ModelSource.choices)
+    # A declared field leaves the class (DRF's metaclass keeps it in _declared_fields), so it
+    # never replaces Field.source; the stubs see a class attribute. Same for label and data.
+    source = StrictStringChoiceField(choices=ModelSource.choices)  # type: ignore[assignment]
     identifier = StrictCharField(
         max_length=500,
         help_text="timm architecture name (e.g. resnet18), hub id, local path, or "
@@ -264,7 +267,7 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 
 class LabelCountSerializer(serializers.Serializer):
-    label = serializers.CharField(allow_blank=True)
+    label = serializers.CharField(allow_blank=True)  # type: ignore[assignment]  # see source
     count = serializers.IntegerField()
 
 
@@ -648,7 +651,7 @@ class StudyDetailSerializer(StudySerializer):
 
 
 class StudyExportQuerySerializer(serializers.Serializer):
-    data = serializers.ChoiceField(
+    data = serializers.ChoiceField(  # type: ignore[assignment]  # see ModelRegisterSerializer
         choices=[
             ("responses", "every response, flags and exclusions included"),
             ("aggregate", "per item, from the usable responses"),
@@ -700,28 +703,36 @@ class JudgmentsSerializer(serializers.ModelSerializer):
 def _import_field(spec: ImportField) -> serializers.Field:
     """The API's field for one entry of the judgment-import spec (multipart: DRF's lenient
     fields; an optional field defaults to blank, None or False)."""
-    help_text = {"help_text": spec.help} if spec.help else {}
+    help_text = spec.help or None  # None: DRF's default, no help text
     if spec.kind == "choice":
-        default = {"default": spec.default} if spec.default is not None else {}
-        return serializers.ChoiceField(choices=list(spec.choices), **default, **help_text)
+        default = spec.default if spec.default is not None else empty  # empty: no default
+        return serializers.ChoiceField(
+            choices=list(spec.choices), default=default, help_text=help_text
+        )
     if spec.kind == "file":
-        return serializers.FileField(**help_text)
+        return serializers.FileField(help_text=help_text)
     if spec.kind == "dataset":
         return serializers.PrimaryKeyRelatedField(
             queryset=Dataset.objects.all(),
             required=False,
             allow_null=True,
             default=None,
-            **help_text,
+            help_text=help_text,
         )
     if spec.kind == "flag":
-        return serializers.BooleanField(default=False, **help_text)
+        return serializers.BooleanField(default=False, help_text=help_text)
     if spec.kind == "number":
-        return serializers.FloatField(required=False, allow_null=True, default=None, **help_text)
+        return serializers.FloatField(
+            required=False, allow_null=True, default=None, help_text=help_text
+        )
     if spec.required:
-        return serializers.CharField(max_length=spec.max_length, **help_text)
+        return serializers.CharField(max_length=spec.max_length, help_text=help_text)
     return serializers.CharField(
-        max_length=spec.max_length, required=False, allow_blank=True, default="", **help_text
+        max_length=spec.max_length,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=help_text,
     )
 
 

@@ -1,2 +1,3 @@
 """Helpers every app uses and that import no app: roles, upload limits, outage
-classification, query-string parsing. The layering is written down in .importlinter."""
+classification, query-string parsing, request types. The layering is written down in
+.importlinter."""

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -24,6 +24,7 @@ from django.core.management.base import (
     CommandError,
     CommandParser,
     DjangoHelpFormatter,
+    OutputWrapper,
 )
 
 
@@ -80,12 +81,13 @@ class LikenessCommand(BaseCommand):
         self.verbosity = options["verbosity"]
         # Libraries that print (model loaders, progress bars) must not corrupt the JSON.
         redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+        user_errors: tuple[type[Exception], ...] = (*self.user_errors, OSError)
         try:
             with redirect:
                 outcome = self.run(**options)
         except ValidationError as exc:
             self._fail(validation_message(exc), as_json)
-        except (*self.user_errors, OSError) as exc:
+        except user_errors as exc:
             self._fail(str(exc), as_json)
         except CommandError as exc:
             self._fail(str(exc), as_json, getattr(exc, "returncode", 1))
@@ -202,6 +204,12 @@ class ProgressLine:
             self.stream.write("\n")
             self.stream.flush()
             self.width, self.last_text = 0, ""
+
+
+def wrapped_stream(output: OutputWrapper) -> TextIO:
+    """The stream under a command's ``stdout`` or ``stderr`` (written to without Django's
+    styling and line endings). Django keeps it in ``_out``, which its stubs leave out."""
+    return cast(TextIO, output._out)
 
 
 def bar(fraction: float, width: int = 24) -> str:

@@ -65,20 +65,23 @@ class EmbeddingSetAdmin(admin.ModelAdmin):
     search_fields = ["fingerprint"]
 
 
+STEP_FIELDS = (
+    "model",
+    "layers",
+    "status",
+    "processed",
+    "total",
+    "attempts",
+    "claimed_by",
+    "error_message",
+)
+
+
 class RunStepInline(admin.TabularInline):
     model = RunStep
     extra = 0
-    fields = [
-        "model",
-        "layers",
-        "status",
-        "processed",
-        "total",
-        "attempts",
-        "claimed_by",
-        "error_message",
-    ]
-    readonly_fields = fields
+    fields = STEP_FIELDS
+    readonly_fields = STEP_FIELDS
 
 
 @admin.register(Run)

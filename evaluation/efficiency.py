@@ -117,6 +117,11 @@ def _ratings(
     return (
         [row_of[a] for a, *_ in rows],
         [row_of[b] for _, b, *_ in rows],
-        [float(v) for _, _, v, _ in rows],
+        [_rating(v) for _, _, v, _ in rows],
         participants if all(participants) else None,
     )
+
+
+def _rating(value: float | None) -> float:
+    assert value is not None  # a pair judgment always holds its rating
+    return float(value)

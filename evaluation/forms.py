@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.forms import BoundField
+from django.utils.datastructures import MultiValueDict
 from django.utils.functional import cached_property
 
 from core.querystring import id_param
@@ -95,7 +96,8 @@ class DatasetImportForm(forms.Form):
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns
         if data.get("modality") == Modality.TEXT and not (data.get("text_column") or "").strip():
             self.add_error("text_column", "Name the CSV column that holds the texts.")
         return data
@@ -148,9 +150,16 @@ class MetricRow:
     help: str
 
 
+class _ModelChoices(forms.ModelMultipleChoiceField):
+    """Models labelled with their source."""
+
+    def label_from_instance(self, obj: PretrainedModel) -> str:
+        return f"{obj.display_name} · {obj.source}"
+
+
 class RunForm(forms.Form):
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.all(), empty_label="Choose a dataset")
-    models = forms.ModelMultipleChoiceField(
+    models = _ModelChoices(
         queryset=PretrainedModel.objects.exclude(source=ModelSource.STACKED),
         widget=forms.CheckboxSelectMultiple,
     )
@@ -162,8 +171,9 @@ class RunForm(forms.Form):
         models = PretrainedModel.objects.all()
         if dataset is not None:
             models = models.filter(modality=dataset.modality)
-        self.fields["models"].queryset = models
-        self.fields["models"].label_from_instance = lambda m: f"{m.display_name} · {m.source}"
+        field = self.fields["models"]
+        assert isinstance(field, _ModelChoices)
+        field.queryset = models
 
     def _chosen_dataset(self) -> Dataset | None:
         raw = self.data.get("dataset") if self.is_bound else self.initial.get("dataset")
@@ -217,7 +227,8 @@ class RunForm(forms.Form):
         return entries
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns
         chosen = [name for name in METRICS if data.get(f"metric_{name}")]
         # Parameters of metrics not chosen (or not on the page) are neither required nor
         # checked: a hidden field's error would block the form without being seen.
@@ -251,7 +262,7 @@ class RunForm(forms.Form):
     def error_summary(self) -> list[str]:
         """Every problem, for the top of the form: the form's own, then each field's named
         by its label (some fields are not on the page for the chosen dataset)."""
-        summary = list(self.non_field_errors())
+        summary = [str(message) for message in self.non_field_errors()]
         for name, errors in self.errors.items():
             if name != NON_FIELD_ERRORS:
                 label = self.fields[name].label or name.replace("_", " ").capitalize()
@@ -260,16 +271,22 @@ class RunForm(forms.Form):
 
     def model_rows(self) -> list[tuple[PretrainedModel, bool, list[str], list[str]]]:
         """(model, checked, its listed layers, the layers picked) for the template."""
-        chosen = {str(pk) for pk in self.data.getlist("models")} if self.is_bound else set()
+        chosen = {str(pk) for pk in self._posted_list("models")} if self.is_bound else set()
+        field = self.fields["models"]
+        assert isinstance(field, _ModelChoices) and field.queryset is not None  # see __init__
         return [
             (model, str(model.pk) in chosen, model.layer_names, self._picked_layers(model))
-            for model in self.fields["models"].queryset
+            for model in field.queryset
         ]
+
+    def _posted_list(self, key: str) -> list[str]:
+        assert isinstance(self.data, MultiValueDict)  # a bound form holds the request's POST
+        return self.data.getlist(key)
 
     def _picked_layers(self, model: PretrainedModel) -> list[str]:
         if not self.is_bound:
             return []
-        return [name for name in self.data.getlist(f"layers_{model.pk}") if name]
+        return [name for name in self._posted_list(f"layers_{model.pk}") if name]
 
     def layer_choices(self) -> dict[int, list[str]]:
         """Layers per chosen model; a model with none picked is scored at its default."""
@@ -308,7 +325,8 @@ class JudgmentImportForm(forms.Form):
     """Fields from ``evaluation.imports.judgment_spec`` (added below), as the API's."""
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns
         error = dataset_choice_error(
             dataset=data.get("dataset"), new_dataset_name=data.get("new_dataset_name")
         )
@@ -335,7 +353,9 @@ class StackForm(forms.Form):
 
     def __init__(self, *args: Any, target: Target, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["language"].queryset = PretrainedModel.objects.filter(
+        language = self.fields["language"]
+        assert isinstance(language, forms.ModelChoiceField)
+        language.queryset = PretrainedModel.objects.filter(
             source=ModelSource.LANGUAGE, scores__target=target
         ).distinct()
 

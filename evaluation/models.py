@@ -408,7 +408,7 @@ class Run(models.Model):
     def status_summary(self) -> str:
         """The status in words, with the failed models counted where some failed
         ("Partly failed: 3 of 4 models failed"); reads ``steps`` (prefetch them on lists)."""
-        label = str(self.get_status_display())  # type: ignore[attr-defined]
+        label = str(self.get_status_display())
         if self.status not in (RunStatus.PARTLY_FAILED, RunStatus.FAILED):
             return label
         steps = list(self.steps.all())

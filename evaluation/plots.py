@@ -8,7 +8,7 @@ scale so heatmaps compare across models.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -94,7 +94,7 @@ class Point:
     high: float | None = None
 
 
-def _scale(lo: float, hi: float, out_lo: float, out_hi: float):  # type: ignore[no-untyped-def]
+def _scale(lo: float, hi: float, out_lo: float, out_hi: float) -> Callable[[float], float]:
     span = (hi - lo) or 1.0
     return lambda v: out_lo + (v - lo) / span * (out_hi - out_lo)
 
@@ -125,7 +125,7 @@ def scatter(
 
 
 def line_chart(
-    series: dict[str, Sequence[Point]],
+    series: Mapping[str, Sequence[Point]],
     *,
     title: str,
     x_label: str,
@@ -151,10 +151,10 @@ def line_chart(
     for index, (name, points) in enumerate(series.items()):
         colour = palette[index % len(palette)]
         ordered = sorted(points, key=lambda p: p.x)
-        band = [p for p in ordered if p.low is not None and p.high is not None]
+        band = [(p.x, p.low, p.high) for p in ordered if p.low is not None and p.high is not None]
         if len(band) > 1:
-            outline = [f"{x(p.x):.1f},{y(p.high):.1f}" for p in band]  # type: ignore[arg-type]
-            outline += [f"{x(p.x):.1f},{y(p.low):.1f}" for p in reversed(band)]  # type: ignore[arg-type]
+            outline = [f"{x(px):.1f},{y(high):.1f}" for px, _, high in band]
+            outline += [f"{x(px):.1f},{y(low):.1f}" for px, low, _ in reversed(band)]
             parts.append(
                 f'<polygon points="{" ".join(outline)}" fill="{colour}" fill-opacity="0.12"/>'
             )

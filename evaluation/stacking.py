@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from core.fields import max_length
 from evaluation import metrics as metric_registry
 from evaluation.engine.errors import EngineError
 from evaluation.engine.language import DEFAULT_CALIBRATION_SIZE, calibration_split, stacked_gain
@@ -36,7 +37,7 @@ from evaluation.models import (
 )
 
 MAX_DNNS = 8
-NAME_LIMIT = PretrainedModel._meta.get_field("name").max_length
+NAME_LIMIT = max_length(PretrainedModel, "name")
 
 
 def stacked_create(

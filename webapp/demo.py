@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import secrets
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ TFIDF_MODEL = "tf-idf"
 DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 
 
-def demo_load(*, log: object = print) -> dict[str, str]:
+def demo_load(*, log: Callable[[str], object] = print) -> dict[str, str]:
     """Create the demo content; return the researcher's credentials."""
     credentials = _researcher()
     user = get_user_model().objects.get(username=DEMO_USERNAME)
@@ -144,7 +145,9 @@ def digits_zip(limit: int | None = None) -> bytes:
         for index, (image, label) in enumerate(pairs):
             pixels = (255 - image * (255 / 16)).astype(np.uint8)  # dark ink on white
             png = io.BytesIO()
-            Image.fromarray(pixels, mode="L").resize((32, 32), Image.NEAREST).save(png, "PNG")
+            Image.fromarray(pixels, mode="L").resize((32, 32), Image.Resampling.NEAREST).save(
+                png, "PNG"
+            )
             archive.writestr(f"digits/{label}/{index:04d}.png", png.getvalue())
     return buffer.getvalue()
 
@@ -166,9 +169,9 @@ def _researcher() -> dict[str, str]:
     return {"username": DEMO_USERNAME, "password": password}
 
 
-def _dataset(name: str, create: object) -> Dataset:
+def _dataset(name: str, create: Callable[[], Dataset]) -> Dataset:
     existing = Dataset.objects.filter(name=name).first()
-    return existing or create()  # type: ignore[operator]
+    return existing or create()
 
 
 def _model(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from celery import Celery, bootsteps
 from celery.worker import state
@@ -29,6 +30,9 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from workers.broker import live_step_messages
+
+if TYPE_CHECKING:
+    from celery.worker.consumer import Consumer
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +118,7 @@ class StepRecovery(bootsteps.StartStopStep):
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
-    def start(self, consumer) -> None:  # type: ignore[no-untyped-def]
+    def start(self, consumer: Consumer) -> None:
         hostname = consumer.hostname
         with _lock:
             sweeper = _sweepers.get(hostname)
@@ -123,7 +127,7 @@ class StepRecovery(bootsteps.StartStopStep):
                 sweeper.start()
         sweeper.wake()
 
-    def shutdown(self, consumer) -> None:  # type: ignore[no-untyped-def]
+    def shutdown(self, consumer: Consumer) -> None:
         with _lock:
             sweeper = _sweepers.pop(consumer.hostname, None)
         if sweeper is not None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from celery import shared_task
 
 from core.outages import database_unreachable
 from evaluation import services
+
+if TYPE_CHECKING:
+    from celery import Task
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +42,12 @@ def _run_step(service: Callable[..., None], step_id: int, hostname: str | None) 
 
 
 @shared_task(name="evaluation.extract_embeddings", bind=True, acks_late=True)
-def extract_embeddings(self, step_id: int) -> None:  # type: ignore[no-untyped-def]
+def extract_embeddings(self: Task, step_id: int) -> None:
     _run_step(services.step_extract, step_id, self.request.hostname)
 
 
 @shared_task(name="evaluation.score_embeddings", bind=True, acks_late=True)
-def score_embeddings(self, step_id: int) -> None:  # type: ignore[no-untyped-def]
+def score_embeddings(self: Task, step_id: int) -> None:
     _run_step(services.step_score, step_id, self.request.hostname)
 
 

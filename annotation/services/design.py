@@ -39,7 +39,13 @@ class ItemPlan:
 
 
 def study_create(
-    *, dataset: Dataset, name: str, kind: str, items: ItemPlan, created_by: Any = None, **design
+    *,
+    dataset: Dataset,
+    name: str,
+    kind: str,
+    items: ItemPlan,
+    created_by: Any = None,
+    **design: Any,
 ) -> Study:
     """Create a study and its items; nothing is stored if the design is invalid."""
     name = name.strip()
@@ -150,7 +156,7 @@ def _new_item(study: Study, stimulus_ids: list[int], rng: random.Random) -> Item
     padded = [*stimulus_ids, None, None][:3]
     return Item(
         study=study,
-        a_id=padded[0],
+        a_id=stimulus_ids[0],
         b_id=padded[1],
         c_id=padded[2],
         shuffle_key=rng.randrange(1 << 30),
@@ -236,6 +242,7 @@ def study_create_discriminating(
         .values_list("a", "b")
         .distinct()
     ]
+    items: list[tuple[int, ...]]
     if kind == StudyKind.PAIRS:
         proposed = discriminating_pairs(similarities, count, exclude=judged or None)
         items = [(orders[i], orders[j]) for i, j in zip(proposed.i, proposed.j, strict=True)]

@@ -488,7 +488,7 @@ def _submit(
     if trial.status == TrialStatus.EXPIRED or trial.expires_at < timezone.now():
         raise TrialProblem("This trial expired; a new one has been prepared for you.")
     _check_answer(study, trial, answer)
-    values = {
+    values: dict[str, Any] = {
         "trial": trial.pk,
         "value": answer.value,
         "chosen": answer.chosen,

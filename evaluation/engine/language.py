@@ -27,7 +27,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 from scipy import sparse
@@ -44,6 +43,7 @@ from evaluation.engine.metrics.human import (
     unit_rows,
     weighted_correlation,
 )
+from evaluation.engine.metrics.validation import IndexLike, ValueLike
 
 LANGUAGE = "language"
 STACKED = "stacked"
@@ -245,7 +245,7 @@ def _check_correlation(correlation: str) -> None:
 
 
 def _pair_ratings(
-    pairs_a: Sequence[int], pairs_b: Sequence[int], human_values: Sequence[float], n: int
+    pairs_a: IndexLike, pairs_b: IndexLike, human_values: ValueLike, n: int
 ) -> PairRatings:
     a, b = np.asarray(pairs_a, dtype=np.int64), np.asarray(pairs_b, dtype=np.int64)
     values = np.asarray(human_values, dtype=np.float64)
@@ -259,10 +259,7 @@ def _pair_ratings(
         )
     if not np.isfinite(values).all():
         raise MetricError("Some human pair values are NaN or infinite.")
-    # aggregate_pairs reads any array-like; its annotation names the common case.
-    return aggregate_pairs(
-        cast(Sequence[int], a), cast(Sequence[int], b), cast(Sequence[float], values)
-    )
+    return aggregate_pairs(a, b, values)
 
 
 def _correlation(model: np.ndarray, human: np.ndarray, correlation: str) -> float:
@@ -325,9 +322,7 @@ def calibration_split(
     return np.sort(rng.choice(n_stimuli, size=size, replace=False))
 
 
-def scored_pair_mask(
-    pairs_a: Sequence[int], pairs_b: Sequence[int], calibration: Sequence[int]
-) -> np.ndarray:
+def scored_pair_mask(pairs_a: IndexLike, pairs_b: IndexLike, calibration: IndexLike) -> np.ndarray:
     """True for the pairs that involve none of the calibration stimuli: the only ones scored."""
     members = np.asarray(calibration, dtype=np.int64)
     a, b = np.asarray(pairs_a, dtype=np.int64), np.asarray(pairs_b, dtype=np.int64)
@@ -352,10 +347,10 @@ class Calibration:
 def calibrate_language_weight(
     language: np.ndarray,
     dnns: np.ndarray | Sequence[np.ndarray],
-    pairs_a: Sequence[int],
-    pairs_b: Sequence[int],
-    human_values: Sequence[float],
-    calibration: Sequence[int],
+    pairs_a: IndexLike,
+    pairs_b: IndexLike,
+    human_values: ValueLike,
+    calibration: IndexLike,
     *,
     weights: Sequence[float] = DEFAULT_LANGUAGE_WEIGHTS,
     correlation: str = "spearman",
@@ -425,10 +420,10 @@ class StackedGain:
 def stacked_gain(
     language: np.ndarray,
     dnns: Mapping[str, np.ndarray],
-    pairs_a: Sequence[int],
-    pairs_b: Sequence[int],
-    human_values: Sequence[float],
-    calibration: Sequence[int],
+    pairs_a: IndexLike,
+    pairs_b: IndexLike,
+    human_values: ValueLike,
+    calibration: IndexLike,
     *,
     weights: Sequence[float] = DEFAULT_LANGUAGE_WEIGHTS,
     correlation: str = "spearman",
@@ -555,9 +550,9 @@ def _check_draws(n_draws: int) -> None:
 
 def efficiency_curve_descriptions(
     tag_embeddings: Sequence[np.ndarray],
-    pairs_a: Sequence[int],
-    pairs_b: Sequence[int],
-    human_values: Sequence[float],
+    pairs_a: IndexLike,
+    pairs_b: IndexLike,
+    human_values: ValueLike,
     *,
     tag_weights: Sequence[Sequence[float]] | None = None,
     max_per_stimulus: int | None = None,
@@ -615,9 +610,9 @@ def efficiency_curve_descriptions(
 
 
 def efficiency_curve_ratings(
-    pairs_a: Sequence[int],
-    pairs_b: Sequence[int],
-    values: Sequence[float],
+    pairs_a: IndexLike,
+    pairs_b: IndexLike,
+    values: ValueLike,
     participants: Sequence[str] | None = None,
     *,
     max_per_pair: int | None = None,

@@ -16,6 +16,7 @@ from typing import IO
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from core.fields import max_length
 from evaluation.imports.judgments import (
     MAX_LISTED,
     _check_upload_size,
@@ -26,8 +27,8 @@ from evaluation.imports.reading import ImportProblem, csv_reader, csv_rows
 from evaluation.models import Dataset, Description
 
 MAX_DESCRIPTION_ROWS = 1_000_000
-TEXT_LIMIT = Description._meta.get_field("text").max_length
-ORIGIN_LIMIT = Description._meta.get_field("origin").max_length
+TEXT_LIMIT = max_length(Description, "text")
+ORIGIN_LIMIT = max_length(Description, "origin")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def descriptions_store(*, origin: str, rows: Sequence[DescriptionRow]) -> int:
 
 
 def _parse(upload: IO[bytes]) -> list[tuple[str, str, float]]:
-    reader = csv_reader(upload)  # type: ignore[arg-type]
+    reader = csv_reader(upload)
     columns = [(name or "").strip().lower() for name in reader.fieldnames or []]
     if "stimulus" not in columns or "text" not in columns:
         raise ImportProblem(

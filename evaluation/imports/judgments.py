@@ -47,6 +47,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from core.fields import max_length
 from core.uploads import human_bytes
 from evaluation.engine.fingerprint import stimulus_hash
 from evaluation.imports.reading import ImportProblem, ParsedStimulus, csv_reader, csv_rows
@@ -214,7 +215,7 @@ def _check_arguments(
         raise ValidationError(
             {"match": f"Unknown match rule {match!r}; use one of {', '.join(MATCH_RULES)}."}
         )
-    name_limit = HumanJudgments._meta.get_field("name").max_length
+    name_limit = max_length(HumanJudgments, "name")
     if not name or len(name) > name_limit:
         raise ValidationError(
             {"name": f"Give the judgments a name of 1 to {name_limit} characters."}
@@ -259,7 +260,7 @@ def _check_new_dataset(new_dataset_name: str, match: str, create_missing: bool) 
         raise ValidationError(
             {"match": "Matching applies to an existing dataset; a new one is made from the file."}
         )
-    name_limit = Dataset._meta.get_field("name").max_length
+    name_limit = max_length(Dataset, "name")
     if len(new_dataset_name) > name_limit:
         raise ValidationError(
             {"new_dataset_name": f"A dataset name has at most {name_limit} characters."}
@@ -295,7 +296,7 @@ def _check_upload_size(file: UploadedFile | IO[bytes]) -> None:
 
 def _default_origin(format: str, file: UploadedFile | IO[bytes]) -> str:
     file_name = PurePosixPath(str(getattr(file, "name", "") or "")).name
-    limit = HumanJudgments._meta.get_field("origin").max_length
+    limit = max_length(HumanJudgments, "origin")
     return (f"{format} file {file_name}" if file_name else f"{format} file")[:limit]
 
 
@@ -354,7 +355,7 @@ def _cell(row: dict[str, str], column: str, line: int) -> str:
 
 def _participant(row: dict[str, str], line: int) -> str:
     participant = (row.get("participant") or "").strip()
-    limit = Judgment._meta.get_field("participant").max_length
+    limit = max_length(Judgment, "participant")
     if len(participant) > limit:
         raise ImportProblem(f"Row {line}: the participant id is longer than {limit} characters.")
     return participant
@@ -482,7 +483,7 @@ def _check_symmetric(values: np.ndarray, labels: Sequence[str]) -> None:
     asymmetric = int((difference > SYMMETRY_TOLERANCE).sum()) // 2
     if not asymmetric:
         return
-    i, j = np.unravel_index(int(np.argmax(difference)), difference.shape)
+    i, j = (int(k) for k in np.unravel_index(int(np.argmax(difference)), difference.shape))
     raise ImportProblem(
         f"The matrix is not symmetric ({asymmetric} pairs differ); the largest difference: row "
         f"{labels[i]!r}, column {labels[j]!r} holds {values[i, j]:g} but row {labels[j]!r}, "
@@ -642,7 +643,7 @@ def _text_dataset_create(
 ) -> Dataset:
     """A new text dataset whose stimuli are ``texts``, in this order (their order is their row
     in the judgments), created the way every dataset import creates one."""
-    name_limit = Stimulus._meta.get_field("name").max_length
+    name_limit = max_length(Stimulus, "name")
     stimuli = [
         ParsedStimulus(
             name=text[:name_limit],

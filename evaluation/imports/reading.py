@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from evaluation.engine.audio import AudioProblem, check_audio_file, sniff_audio_head
 from evaluation.engine.fingerprint import stimulus_hash
@@ -62,14 +62,14 @@ class ParsedStimulus:
 
 # --- Image or audio folders in a zip -------------------------------------------------------
 def parse_image_zip(
-    upload: BinaryIO, *, staging: Path, max_unzipped_bytes: int, max_members: int
+    upload: IO[bytes], *, staging: Path, max_unzipped_bytes: int, max_members: int
 ) -> list[ParsedStimulus]:
     """Unpack ``label/image.png`` (or ``split/label/image.png``) members into ``staging``."""
     return _parse_file_zip(upload, IMAGES, staging, max_unzipped_bytes, max_members)
 
 
 def parse_audio_zip(
-    upload: BinaryIO, *, staging: Path, max_unzipped_bytes: int, max_members: int
+    upload: IO[bytes], *, staging: Path, max_unzipped_bytes: int, max_members: int
 ) -> list[ParsedStimulus]:
     """Unpack ``label/clip.wav`` (or ``split/label/clip.wav``) members into ``staging``."""
     return _parse_file_zip(upload, AUDIO, staging, max_unzipped_bytes, max_members)
@@ -84,7 +84,7 @@ class _FileKind:
 
 
 def _parse_file_zip(
-    upload: BinaryIO, kind: _FileKind, staging: Path, max_bytes: int, max_members: int
+    upload: IO[bytes], kind: _FileKind, staging: Path, max_bytes: int, max_members: int
 ) -> list[ParsedStimulus]:
     try:
         archive = zipfile.ZipFile(upload)
@@ -271,7 +271,7 @@ AUDIO = _FileKind("audio file", frozenset(AUDIO_SUFFIXES), _sniff_audio, _check_
 
 # --- Texts in a CSV ------------------------------------------------------------------------
 def parse_text_csv(
-    upload: BinaryIO,
+    upload: IO[bytes],
     *,
     text_column: str,
     label_column: str,
@@ -311,7 +311,7 @@ def parse_text_csv(
     return parsed
 
 
-def csv_reader(upload: BinaryIO) -> csv.DictReader:
+def csv_reader(upload: IO[bytes]) -> csv.DictReader:
     """A reader over the upload's lines, decoded as they are read: a CSV is never held
     whole (its raw bytes, decoded text and a copy of it cost several times its size)."""
     lines = _text_lines(_byte_lines(upload))
@@ -330,7 +330,7 @@ def csv_reader(upload: BinaryIO) -> csv.DictReader:
     return csv.DictReader(itertools.chain(head, lines), dialect=dialect)
 
 
-def _byte_lines(upload: BinaryIO) -> Iterator[bytes]:
+def _byte_lines(upload: IO[bytes]) -> Iterator[bytes]:
     """The upload's lines, each with its b"\\n", read a chunk at a time."""
     pending: list[bytes] = []
     while chunk := upload.read(UNPACK_CHUNK_BYTES):

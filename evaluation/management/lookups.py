@@ -37,9 +37,9 @@ def model_lookup(reference: str) -> PretrainedModel:
         raise CommandError(
             f"{reference!r} is the identifier of several models ({names}); give a name or id."
         )
-    names = PretrainedModel.objects.values_list("name", flat=True)
+    known = PretrainedModel.objects.values_list("name", flat=True)
     raise CommandError(
-        f"No model with id, name or identifier {reference!r}.{close_names(reference, names)}"
+        f"No model with id, name or identifier {reference!r}.{close_names(reference, known)}"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -43,7 +44,7 @@ def steps_requeue_orphaned(*, worker: str) -> int:
 def steps_requeue_stalled(*, stalled_after_seconds: int | None = None) -> int:
     """Requeue unfinished steps with no heartbeat for a while (dead worker or lost message)."""
     seconds = stalled_after_seconds or settings.RUN_STALL_SECONDS
-    cutoff = timezone.now() - timezone.timedelta(seconds=seconds)
+    cutoff = timezone.now() - timedelta(seconds=seconds)
     steps = RunStep.objects.filter(status__in=_RESUME.keys(), heartbeat_at__lt=cutoff).exclude(
         run__status__in=FINISHED_RUN_STATUSES
     )
@@ -81,7 +82,7 @@ def steps_requeue_dropped(
     ``running`` holds the ids of the steps the worker's tasks have in hand; a step claimed in
     the last ``grace_seconds`` is left alone (its task may not be listed yet)."""
     grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    cutoff = timezone.now() - timezone.timedelta(seconds=grace)
+    cutoff = timezone.now() - timedelta(seconds=grace)
     steps = RunStep.objects.filter(
         status__in=CLAIMED_STEP_STATUSES, claimed_by=worker, heartbeat_at__lt=cutoff
     ).exclude(pk__in=list(running))
@@ -106,7 +107,7 @@ def steps_resend_lost(
     in the last ``grace_seconds`` are left alone. Row locks (skipping locked rows) keep two
     workers sweeping at once from sending a step twice."""
     grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    cutoff = timezone.now() - timezone.timedelta(seconds=grace)
+    cutoff = timezone.now() - timedelta(seconds=grace)
     waiting = Q(message_sent_at__isnull=True) & (
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
     )
@@ -151,7 +152,7 @@ def models_resend_inspections(*, grace_seconds: float | None = None) -> int:
     sent again: compose's Redis keeps its messages across restarts, and
     ``manage.py list_layers --inspect`` lists a model's layers at once."""
     grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    cutoff = timezone.now() - timezone.timedelta(seconds=grace)
+    cutoff = timezone.now() - timedelta(seconds=grace)
     sent = 0
     with transaction.atomic():
         models = (

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from annotation import exports
 from annotation.models import Study
-from core.cli import LikenessCommand, Outcome, atomic_output
+from core.cli import LikenessCommand, Outcome, atomic_output, wrapped_stream
 
 # What to export: the rows and, for CSV, the fixed header (None: from the first row).
 EXPORTS: dict[str, tuple[Callable[[Study], Iterator[dict[str, Any]]], list[str] | None]] = {
@@ -60,7 +60,9 @@ class Command(LikenessCommand):
         else:
             chunks = exports.as_json(counter)
         target = options["output"]
-        destination = atomic_output(target) if target else contextlib.nullcontext(self.stdout._out)
+        destination = (
+            atomic_output(target) if target else contextlib.nullcontext(wrapped_stream(self.stdout))
+        )
         with destination as stream:
             _write(chunks, stream)
         document = {

@@ -33,6 +33,8 @@ from evaluation.engine.errors import MetricError
 from evaluation.engine.metrics.knn import normalize_rows
 from evaluation.engine.metrics.results import MetricResult
 from evaluation.engine.metrics.validation import (
+    IndexLike,
+    ValueLike,
     at_least,
     embedding_matrix,
     finite_values,
@@ -81,7 +83,7 @@ class PairRatings:
 
 
 def _pair_rows(
-    a: Sequence[int], b: Sequence[int], values: Sequence[float]
+    a: IndexLike, b: IndexLike, values: ValueLike
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One judgment per row: stimulus indices a and b and a finite rating."""
     same_lengths(a=a, b=b, values=values)
@@ -92,7 +94,7 @@ def _pair_rows(
     )
 
 
-def aggregate_pairs(a: Sequence[int], b: Sequence[int], values: Sequence[float]) -> PairRatings:
+def aggregate_pairs(a: IndexLike, b: IndexLike, values: ValueLike) -> PairRatings:
     a_arr, b_arr, v = _pair_rows(a, b, values)
     keep = a_arr != b_arr
     lo, hi, v = np.minimum(a_arr, b_arr)[keep], np.maximum(a_arr, b_arr)[keep], v[keep]
@@ -309,9 +311,9 @@ def percentile_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[
 
 
 def split_half_reliability(
-    a: Sequence[int],
-    b: Sequence[int],
-    values: Sequence[float],
+    a: IndexLike,
+    b: IndexLike,
+    values: ValueLike,
     participants: Sequence[str] | None = None,
     *,
     correlation: str = "spearman",

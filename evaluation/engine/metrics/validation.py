@@ -12,13 +12,19 @@ so a metric checks and converts in one step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
 from evaluation.engine.errors import MetricError
 
 ROWS_SHOWN = 5
+
+# One entry per judgment, as callers pass it: a list or an array (the checks below convert it).
+IndexLike: TypeAlias = "np.ndarray | Sequence[int]"
+ValueLike: TypeAlias = "np.ndarray | Sequence[float]"
 
 
 def _rows(positions: np.ndarray, word: str = "row", plural: str = "rows") -> str:

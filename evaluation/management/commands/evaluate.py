@@ -22,7 +22,16 @@ from django.db import connections
 from django.db.models import Prefetch
 from django.urls import reverse
 
-from core.cli import Outcome, ProgressLine, add_user_option, bar, duration, table, user_lookup
+from core.cli import (
+    Outcome,
+    ProgressLine,
+    add_user_option,
+    bar,
+    duration,
+    table,
+    user_lookup,
+    wrapped_stream,
+)
 from evaluation import selectors, services
 from evaluation.engine.errors import MetricError
 from evaluation.management.lookups import (
@@ -179,7 +188,7 @@ class Command(EvaluationCommand):
         if options["timeout"] is not None and options["timeout"] <= 0:
             raise CommandError("--timeout must be a positive number of seconds.")
         self.poll = max(0.05, options["poll"])
-        self.progress = ProgressLine(self.stderr._out, enabled=self.verbosity > 0)
+        self.progress = ProgressLine(wrapped_stream(self.stderr), enabled=self.verbosity > 0)
         if options["run"] is not None:
             if (
                 options["dataset"]

@@ -160,34 +160,34 @@ def _outcome(dataset: Dataset) -> Outcome:
     labels = Counter(dataset.stimuli.values_list("label", flat=True))
     splits = Counter(dataset.stimuli.values_list("split", flat=True))
     targets = [{"id": t.pk, "kind": t.kind, "name": t.name} for t in dataset.targets.all()]
+    label_counts = {label: n for label, n in sorted(labels.items()) if label}
+    split_counts = {split: n for split, n in sorted(splits.items()) if split}
     document = {
         "id": dataset.pk,
         "name": dataset.name,
         "modality": dataset.modality,
         "stimulus_count": dataset.stimulus_count,
         "content_hash": dataset.content_hash,
-        "labels": {label: n for label, n in sorted(labels.items()) if label},
+        "labels": label_counts,
         "unlabelled": labels.get("", 0),
-        "splits": {split: n for split, n in sorted(splits.items()) if split},
+        "splits": split_counts,
         "targets": targets,
     }
     lines = [
         f"Imported {dataset.stimulus_count} {dataset.modality} stimuli into {dataset.name} "
         f"(id {dataset.pk}).",
     ]
-    if document["labels"]:
+    if label_counts:
         lines.append(
-            f"{len(document['labels'])} labels"
+            f"{len(label_counts)} labels"
             + (f" ({labels['']} stimuli unlabelled)" if labels.get("") else "")
             + ":"
         )
-        lines.extend(table(("label", "stimuli"), list(document["labels"].items())))
+        lines.extend(table(("label", "stimuli"), list(label_counts.items())))
     else:
         lines.append("No labels: add human judgments (import_judgments) to score against.")
-    if document["splits"]:
-        lines.append(
-            "Splits: " + ", ".join(f"{s} {n}" for s, n in document["splits"].items()) + "."
-        )
+    if split_counts:
+        lines.append("Splits: " + ", ".join(f"{s} {n}" for s, n in split_counts.items()) + ".")
     for target in targets:
         lines.append(f"Target: {target['name']} (id {target['id']}).")
     return Outcome(document=document, lines=lines)

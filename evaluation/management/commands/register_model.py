@@ -18,12 +18,13 @@ from django.core.management.base import CommandError, CommandParser
 
 from core.checks import broker_problem
 from core.cli import Outcome, add_user_option, table, user_lookup, validation_message
+from core.fields import max_length
 from evaluation import services
 from evaluation.engine.specs import PACKAGE_PREFIX, SOURCES, WEIGHTS
 from evaluation.management.lookups import EvaluationCommand
 from evaluation.models import PretrainedModel, Weights
 
-NAME_LIMIT = PretrainedModel._meta.get_field("name").max_length
+NAME_LIMIT = max_length(PretrainedModel, "name")
 
 
 @dataclass(frozen=True)
