@@ -12,6 +12,7 @@ from django.db.models import Count, Max, Min, Q
 
 from annotation import caches, sql
 from annotation.models import (
+    Aggregation,
     Item,
     Participant,
     ParticipantStatus,
@@ -54,6 +55,29 @@ def study_coverage(study: Study) -> Coverage:
         complete=complete,
         responses=sum(k * v for k, v in counts.items()),
         histogram=sorted(counts.items()),
+    )
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """What a study's API record adds to its fields: progress, who took part, agreement."""
+
+    coverage: Coverage
+    participants_by_status: dict[str, int]
+    response_count: int
+    reliability: dict[str, Any] | None
+    aggregations: list[Aggregation]
+
+
+def study_summary(study: Study) -> StudySummary:
+    return StudySummary(
+        coverage=study_coverage(study),
+        participants_by_status=dict(
+            study.participants.values_list("status").annotate(n=Count("pk")).order_by("status")
+        ),
+        response_count=Response.objects.filter(trial__participant__study=study).count(),
+        reliability=study_reliability(study),
+        aggregations=list(study.aggregations.select_related("judgments")),
     )
 
 

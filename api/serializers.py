@@ -16,12 +16,16 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from annotation.models import Study
+from annotation.selectors import StudySummary
 from evaluation import metrics as metric_registry
+from evaluation import selectors
 from evaluation.engine.errors import MetricError
-from evaluation.imports.judgment_spec import (
+from evaluation.imports.spec import (
+    DATASET_IMPORT_FIELDS,
     JUDGMENT_IMPORT_FIELDS,
     ImportField,
     dataset_choice_error,
+    text_column_error,
 )
 from evaluation.models import (
     Dataset,
@@ -272,52 +276,32 @@ class LabelCountSerializer(serializers.Serializer):
 
 
 class DatasetDetailSerializer(DatasetSerializer):
-    label_counts = LabelCountSerializer(many=True, read_only=True)
+    label_counts = serializers.SerializerMethodField()
 
     class Meta(DatasetSerializer.Meta):
         fields = [*DatasetSerializer.Meta.fields, "label_counts"]
         read_only_fields = fields
 
+    @extend_schema_field(LabelCountSerializer(many=True))
+    def get_label_counts(self, dataset: Dataset) -> list[dict[str, Any]]:
+        return [
+            {"label": label, "count": count}
+            for label, count in selectors.dataset_label_counts(dataset=dataset)
+        ]
+
 
 class DatasetUploadSerializer(serializers.Serializer):
     """The fields of the web form *Import a dataset* (``DatasetImportForm``), as multipart."""
 
-    name = serializers.CharField(max_length=200)
-    modality = serializers.ChoiceField(
-        choices=[
-            (Modality.IMAGE, "Images: a zip of folders named by label"),
-            (Modality.TEXT, "Texts: a CSV file, one text per row"),
-            (Modality.AUDIO, "Audio: a zip of folders named by label (wav, flac, ogg, mp3)"),
-        ]
-    )
-    file = serializers.FileField(
-        help_text="Images or audio: a zip of label folders. Texts: a UTF-8 CSV with a header."
-    )
-    text_column = serializers.CharField(
-        max_length=100, required=False, allow_blank=True, default="text"
-    )
-    label_column = serializers.CharField(
-        max_length=100,
-        required=False,
-        allow_blank=True,
-        default="label",
-        help_text="CSV only: column holding the label (blank: none).",
-    )
-    split_column = serializers.CharField(
-        max_length=100,
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="CSV only: optional column with train/val/test.",
-    )
-    description = serializers.CharField(required=False, allow_blank=True, default="")
-    origin = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    # Both are built from evaluation.imports.spec (the docstring is the schema's).
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {spec.name: _import_field(spec) for spec in DATASET_IMPORT_FIELDS}
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        if data["modality"] == Modality.TEXT and not data["text_column"].strip():
-            raise serializers.ValidationError(
-                {"text_column": ["Name the CSV column that holds the texts."]}
-            )
+        error = text_column_error(modality=data["modality"], text_column=data["text_column"])
+        if error:
+            raise serializers.ValidationError({"text_column": [error]})
         return data
 
 
@@ -618,9 +602,11 @@ class CoverageSerializer(serializers.Serializer):
 
 
 class AggregationSerializer(serializers.Serializer):
-    judgments = serializers.IntegerField(help_text="The HumanJudgments version made.")
-    name = serializers.CharField()
-    version = serializers.IntegerField()
+    judgments = serializers.IntegerField(
+        source="judgments_id", help_text="The HumanJudgments version made."
+    )
+    name = serializers.CharField(source="judgments.name")
+    version = serializers.IntegerField(source="judgments.version")
     responses = serializers.IntegerField()
     participants = serializers.IntegerField()
     excluded_participants = serializers.IntegerField()
@@ -628,13 +614,16 @@ class AggregationSerializer(serializers.Serializer):
 
 
 class StudyDetailSerializer(StudySerializer):
-    coverage = CoverageSerializer(read_only=True)
-    participants_by_status = serializers.DictField(child=serializers.IntegerField(), read_only=True)
-    response_count = serializers.IntegerField(read_only=True)
-    reliability = serializers.JSONField(
-        read_only=True, allow_null=True, help_text="Split-half (ratings) or leave-one-out."
+    """A study with its summary (``annotation.selectors.StudySummary``), which the view
+    computes once and passes in the context as ``summary``."""
+
+    coverage = serializers.SerializerMethodField()
+    participants_by_status = serializers.SerializerMethodField()
+    response_count = serializers.SerializerMethodField()
+    reliability = serializers.SerializerMethodField(
+        help_text="Split-half (ratings) or leave-one-out."
     )
-    aggregations = AggregationSerializer(many=True, read_only=True, source="aggregations_list")
+    aggregations = serializers.SerializerMethodField()
 
     class Meta(StudySerializer.Meta):
         fields = [
@@ -648,6 +637,32 @@ class StudyDetailSerializer(StudySerializer):
             "aggregations",
         ]
         read_only_fields = fields
+
+    @property
+    def summary(self) -> StudySummary:
+        return self.context["summary"]
+
+    @extend_schema_field(CoverageSerializer)
+    def get_coverage(self, study: Study) -> dict[str, Any]:
+        return dict(CoverageSerializer(self.summary.coverage).data)
+
+    @extend_schema_field(serializers.DictField(child=serializers.IntegerField()))
+    def get_participants_by_status(self, study: Study) -> dict[str, int]:
+        return self.summary.participants_by_status
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_response_count(self, study: Study) -> int:
+        return self.summary.response_count
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_reliability(self, study: Study) -> dict[str, Any] | None:
+        return self.summary.reliability
+
+    @extend_schema_field(AggregationSerializer(many=True))
+    def get_aggregations(self, study: Study) -> list[dict[str, Any]]:
+        return [
+            dict(row) for row in AggregationSerializer(self.summary.aggregations, many=True).data
+        ]
 
 
 class StudyExportQuerySerializer(serializers.Serializer):
@@ -731,7 +746,7 @@ def _import_field(spec: ImportField) -> serializers.Field:
         max_length=spec.max_length,
         required=False,
         allow_blank=True,
-        default="",
+        default=spec.default or "",
         help_text=help_text,
     )
 
@@ -739,7 +754,7 @@ def _import_field(spec: ImportField) -> serializers.Field:
 class JudgmentsImportSerializer(serializers.Serializer):
     """The fields of the web form *Import judgments* (``JudgmentImportForm``), as multipart."""
 
-    # Both are built from evaluation.imports.judgment_spec (the docstring is the schema's).
+    # Both are built from evaluation.imports.spec (the docstring is the schema's).
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {spec.name: _import_field(spec) for spec in JUDGMENT_IMPORT_FIELDS}

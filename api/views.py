@@ -7,9 +7,10 @@ read; see ``api.permissions``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import Resolver404, resolve, reverse
 from django.utils.text import slugify
@@ -29,6 +30,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -36,8 +38,7 @@ from rest_framework.views import APIView
 
 from annotation import exports as study_exports
 from annotation import selectors as study_selectors
-from annotation.models import Participant, Study
-from annotation.models import Response as StudyResponse
+from annotation.models import Study
 from api import exports, filters, serializers
 from api.errors import Conflict, ErrorSerializer, UploadTooLarge
 from api.parsers import JSONParser
@@ -45,15 +46,10 @@ from api.permissions import IsResearcher, PublicReadResearcherWrite
 from core.auth import is_researcher
 from evaluation import selectors, services
 from evaluation.imports.judgments import judgments_import_from
-from evaluation.imports.stimuli import (
-    dataset_import_audio,
-    dataset_import_images,
-    dataset_import_texts,
-)
+from evaluation.imports.stimuli import dataset_import_from
 from evaluation.models import (
     Dataset,
     HumanJudgments,
-    Modality,
     Run,
     Split,
     Target,
@@ -238,12 +234,7 @@ class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModel
         return serializers.DatasetSerializer
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        dataset = self.get_object()
-        dataset.label_counts = [  # type: ignore[attr-defined]
-            {"label": label, "count": count}
-            for label, count in selectors.dataset_label_counts(dataset=dataset)
-        ]
-        return Response(self.get_serializer(dataset).data)
+        return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
         summary="Import a dataset (multipart upload)",
@@ -259,30 +250,8 @@ class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModel
         _refuse_oversize_upload(request)
         serializer = serializers.DatasetUploadSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        fields = serializer.validated_data
-        common = {
-            "name": fields["name"],
-            "upload": fields["file"],
-            "description": fields["description"],
-            "origin": fields["origin"],
-            "created_by": request.user,
-        }
-        if fields["modality"] == Modality.IMAGE:
-            dataset = dataset_import_images(**common)
-        elif fields["modality"] == Modality.AUDIO:
-            dataset = dataset_import_audio(**common)
-        else:
-            dataset = dataset_import_texts(
-                **common,
-                text_column=fields["text_column"],
-                label_column=fields["label_column"],
-                split_column=fields["split_column"],
-            )
+        dataset = dataset_import_from(serializer.validated_data, created_by=request.user)
         dataset = self.get_queryset().get(pk=dataset.pk)
-        dataset.label_counts = [  # type: ignore[attr-defined]
-            {"label": label, "count": count}
-            for label, count in selectors.dataset_label_counts(dataset=dataset)
-        ]
         return self.created(
             dataset,
             serializers.DatasetDetailSerializer,
@@ -450,13 +419,14 @@ class _ServerChoosesFormat(BaseContentNegotiation):
     """Exports answer in the format asked for by ``?format=``, whatever the Accept header;
     errors are JSON."""
 
-    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
 
     def select_renderer(
-        self, request: Request, renderers: list[Any], format_suffix: str | None = None
-    ) -> tuple[Any, str]:
-        return renderers[0], renderers[0].media_type
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        first = next(iter(renderers))
+        return first, first.media_type
 
 
 def _stream(rows: Any, fields: list[str] | None, fmt: str, filename: str) -> StreamingHttpResponse:
@@ -505,36 +475,8 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
 
     def retrieve(self, request: Request, pk: str) -> Response:
         study = self.get_object()
-        coverage = study_selectors.study_coverage(study)
-        study.coverage = {  # type: ignore[attr-defined]
-            "items": coverage.items,
-            "complete": coverage.complete,
-            "responses": coverage.responses,
-        }
-        study.participants_by_status = dict(  # type: ignore[attr-defined]
-            Participant.objects.filter(study=study)
-            .values_list("status")
-            .annotate(n=Count("pk"))
-            .order_by("status")
-        )
-        study.response_count = StudyResponse.objects.filter(  # type: ignore[attr-defined]
-            trial__participant__study=study
-        ).count()
-        study.reliability = study_selectors.study_reliability(study)  # type: ignore[attr-defined]
-        study.aggregations_list = [  # type: ignore[attr-defined]
-            {
-                "judgments": a.judgments_id,
-                "name": a.judgments.name,
-                "version": a.judgments.version,
-                "responses": a.responses,
-                "participants": a.participants,
-                "excluded_participants": a.excluded_participants,
-                "created_at": a.created_at,
-            }
-            for a in study.aggregations.select_related("judgments")
-        ]
-        data = self.get_serializer(study).data
-        return Response(data)
+        context = {**self.get_serializer_context(), "summary": study_selectors.study_summary(study)}
+        return Response(self.get_serializer(study, context=context).data)
 
     @extend_schema(
         summary="Export a study's responses, per-item aggregates or tags (streamed)",

@@ -12,10 +12,12 @@ from django.utils.datastructures import MultiValueDict
 from django.utils.functional import cached_property
 
 from core.querystring import id_param
-from evaluation.imports.judgment_spec import (
+from evaluation.imports.spec import (
+    DATASET_IMPORT_FIELDS,
     JUDGMENT_IMPORT_FIELDS,
     ImportField,
     dataset_choice_error,
+    text_column_error,
 )
 from evaluation.metrics import METRICS, Parameter, metric_entry
 from evaluation.models import (
@@ -67,39 +69,16 @@ class ModelRegisterForm(forms.Form):
 
 
 class DatasetImportForm(forms.Form):
-    name = forms.CharField(max_length=200)
-    modality = forms.ChoiceField(
-        choices=[
-            (Modality.IMAGE, "Images: a zip of folders named by label"),
-            (Modality.TEXT, "Texts: a CSV file, one text per row"),
-            (Modality.AUDIO, "Audio: a zip of folders named by label (wav, flac, ogg, mp3)"),
-        ],
-        widget=forms.RadioSelect,
-        initial=Modality.IMAGE,
-    )
-    file = forms.FileField()
-    text_column = forms.CharField(
-        max_length=100,
-        initial="text",
-        required=False,
-        help_text="CSV only: column holding the text.",
-    )
-    label_column = forms.CharField(
-        max_length=100,
-        initial="label",
-        required=False,
-        help_text="CSV only: column holding the label (blank: none).",
-    )
-    split_column = forms.CharField(
-        max_length=100, required=False, help_text="CSV only: optional column with train/val/test."
-    )
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    """Fields from ``evaluation.imports.spec`` (added below), as the API's."""
 
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data  # what Form.clean returns
-        if data.get("modality") == Modality.TEXT and not (data.get("text_column") or "").strip():
-            self.add_error("text_column", "Name the CSV column that holds the texts.")
+        error = text_column_error(
+            modality=data.get("modality"), text_column=data.get("text_column")
+        )
+        if error:
+            self.add_error("text_column", error)
         return data
 
 
@@ -304,7 +283,12 @@ RunForm.base_fields.update(_metric_fields())
 def _import_field(spec: ImportField) -> forms.Field:
     """The web form's field for one entry of the judgment-import spec."""
     if spec.kind == "choice":
-        return forms.ChoiceField(choices=list(spec.choices), initial=spec.default)
+        return forms.ChoiceField(
+            choices=list(spec.choices),
+            initial=spec.default if spec.default is not None else spec.initial,
+            widget=forms.RadioSelect if spec.radio else None,
+            help_text=spec.help,
+        )
     if spec.kind == "file":
         return forms.FileField(help_text=spec.help)
     if spec.kind == "dataset":
@@ -317,12 +301,16 @@ def _import_field(spec: ImportField) -> forms.Field:
         return forms.FloatField(required=spec.required, help_text=spec.help)
     widget = forms.Textarea(attrs={"rows": 2}) if spec.multiline else None
     return forms.CharField(
-        max_length=spec.max_length, required=spec.required, help_text=spec.help, widget=widget
+        max_length=spec.max_length,
+        required=spec.required,
+        help_text=spec.help,
+        widget=widget,
+        initial=spec.default,
     )
 
 
 class JudgmentImportForm(forms.Form):
-    """Fields from ``evaluation.imports.judgment_spec`` (added below), as the API's."""
+    """Fields from ``evaluation.imports.spec`` (added below), as the API's."""
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -335,6 +323,9 @@ class JudgmentImportForm(forms.Form):
         return data
 
 
+DatasetImportForm.base_fields.update(
+    {spec.name: _import_field(spec) for spec in DATASET_IMPORT_FIELDS}
+)
 JudgmentImportForm.base_fields.update(
     {spec.name: _import_field(spec) for spec in JUDGMENT_IMPORT_FIELDS}
 )

@@ -4,7 +4,7 @@ works as plain HTML without JavaScript."""
 from __future__ import annotations
 
 import csv
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from core import querystring as qs
 from core.auth import is_researcher, researcher_required
+from core.http import HtmxHttpRequest
 from evaluation import compare, efficiency, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
 from evaluation.engine.errors import StorageError
@@ -28,14 +29,9 @@ from evaluation.forms import (
 )
 from evaluation.imports.descriptions import description_sets, descriptions_import
 from evaluation.imports.judgments import judgments_import_from
-from evaluation.imports.stimuli import (
-    dataset_import_audio,
-    dataset_import_images,
-    dataset_import_texts,
-)
+from evaluation.imports.stimuli import dataset_import_from
 from evaluation.models import (
     Dataset,
-    Modality,
     ModelSource,
     PretrainedModel,
     Run,
@@ -53,7 +49,7 @@ def leaderboards(request: HttpRequest) -> HttpResponse:
     )
 
 
-def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
+def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
     """One target's board; its state lives in the URL, CSV with ?format=csv.
 
     The page caches its rendered board (and filter form) under the board's key, which
@@ -63,14 +59,18 @@ def leaderboard(request: HttpRequest, target_id: int) -> HttpResponse:
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     query = boards.BoardQuery.from_params(request.GET)
     key = boards.board_key(target=target, query=query)
-    board = SimpleLazyObject(lambda: boards.leaderboard(target=target, query=query, key=key))
+    # The lazy objects stand in for what they wrap (templates and helpers read them alike).
+    board = cast(
+        boards.Board,
+        SimpleLazyObject(lambda: boards.leaderboard(target=target, query=query, key=key)),
+    )
     if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
         response = HttpResponse(content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="leaderboard-{target.pk}.csv"'
         csv.writer(response).writerows(boards.board_csv_rows(board))
         return response
     template = "evaluation/leaderboard.html" + ("#board" if request.htmx else "")
-    page = SimpleLazyObject(lambda: boards.board_page(board, query))
+    page = cast(boards.BoardPage, SimpleLazyObject(lambda: boards.board_page(board, query)))
     stackable = []
     if target.kind == TargetKind.PAIRS and is_researcher(request.user) and not request.htmx:
         stackable = selectors.language_models_scored_on(target)
@@ -99,7 +99,9 @@ def leaderboard_stack(request: HttpRequest, target_id: int) -> HttpResponse:
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     form = StackForm(request.POST, target=target)
     if not form.is_valid():
-        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(
+            request, "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        )
         return redirect(target)
     board = boards.leaderboard(target=target, query=boards.BoardQuery())
     top_ids = [r.model_id for r in board.rows if not r.is_derived and not r.is_baseline]
@@ -172,7 +174,8 @@ def leaderboard_overall(request: HttpRequest) -> HttpResponse:
 def compare_page(request: HttpRequest) -> HttpResponse:
     """2-4 models side by side on one target, from their cached embeddings."""
     targets = selectors.targets_with_datasets()
-    target = targets.filter(pk=qs.id_param(request.GET, "target")).first()
+    target_id = qs.id_param(request.GET, "target")
+    target = targets.filter(pk=target_id).first() if target_id is not None else None
     chosen_ids = qs.id_list_param(request.GET, "models", limit=4)
     models = selectors.models_in_order(chosen_ids)
     available = selectors.models_with_embeddings_of(target.dataset if target else None)
@@ -312,30 +315,8 @@ def _upload_refused(request: HttpRequest, form: Any) -> bool:
 def dataset_create(request: HttpRequest) -> HttpResponse:
     form = DatasetImportForm(request.POST or None, request.FILES or None)
     if not _upload_refused(request, form) and request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
         try:
-            if data["modality"] in (Modality.IMAGE, Modality.AUDIO):
-                import_files = (
-                    dataset_import_images
-                    if data["modality"] == Modality.IMAGE
-                    else dataset_import_audio
-                )
-                dataset = import_files(
-                    name=data["name"],
-                    upload=data["file"],
-                    description=data["description"],
-                    created_by=request.user,
-                )
-            else:
-                dataset = dataset_import_texts(
-                    name=data["name"],
-                    upload=data["file"],
-                    text_column=data["text_column"],
-                    label_column=data["label_column"],
-                    split_column=data["split_column"],
-                    description=data["description"],
-                    created_by=request.user,
-                )
+            dataset = dataset_import_from(form.cleaned_data, created_by=request.user)
         except ValidationError as exc:
             form.add_error(None, exc)
         except StorageError as exc:  # a full or read-only MEDIA_ROOT: named, nothing kept
@@ -390,7 +371,9 @@ def descriptions_import_view(request: HttpRequest, dataset_id: int) -> HttpRespo
     dataset = get_object_or_404(Dataset, pk=dataset_id)
     form = DescriptionsImportForm(request.POST, request.FILES)
     if _upload_refused(request, form) or not form.is_valid():
-        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(
+            request, "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        )
         return redirect(dataset)
     try:
         count = descriptions_import(
@@ -421,7 +404,7 @@ def stimulus_file(request: HttpRequest, stimulus_id: int) -> FileResponse:
 
 # --- Runs -----------------------------------------------------------------------------------------
 @researcher_required
-def run_list(request: HttpRequest) -> HttpResponse:
+def run_list(request: HtmxHttpRequest) -> HttpResponse:
     runs = selectors.runs_recent()
     template = "evaluation/run_list.html" + ("#runs-table" if request.htmx else "")
     any_running = any(not row.run.is_finished for row in runs)
@@ -429,7 +412,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 
 @researcher_required
-def run_create(request: HttpRequest) -> HttpResponse:
+def run_create(request: HtmxHttpRequest) -> HttpResponse:
     submitted = request.method == "POST"
     initial = {"dataset": qs.id_param(request.GET, "dataset")}
     form = RunForm(request.POST if submitted else None, initial=initial)
@@ -454,7 +437,7 @@ def run_create(request: HttpRequest) -> HttpResponse:
 
 
 @researcher_required
-def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
     template = (
         "evaluation/run_detail.html#run-progress" if request.htmx else "evaluation/run_detail.html"

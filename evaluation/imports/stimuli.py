@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +33,28 @@ from evaluation.imports.reading import (
 from evaluation.models import Dataset, Modality, Stimulus, Target, TargetKind
 
 logger = logging.getLogger(__name__)
+
+
+def dataset_import_from(data: Mapping[str, Any], *, created_by: Any = None) -> Dataset:
+    """Import a dataset from the fields of the import form or the API
+    (``evaluation.imports.spec.DATASET_IMPORT_FIELDS``), by its modality."""
+    common = {
+        "name": data["name"],
+        "upload": data["file"],
+        "description": data.get("description", ""),
+        "origin": data.get("origin", ""),
+        "created_by": created_by,
+    }
+    if data["modality"] == Modality.IMAGE:
+        return dataset_import_images(**common)
+    if data["modality"] == Modality.AUDIO:
+        return dataset_import_audio(**common)
+    return dataset_import_texts(
+        **common,
+        text_column=data["text_column"],
+        label_column=data["label_column"],
+        split_column=data["split_column"],
+    )
 
 
 def dataset_import_images(

@@ -4,8 +4,8 @@ same field offers the same help and choices everywhere."""
 
 import pytest
 
-from api.serializers import JudgmentsImportSerializer, MetricSerializer
-from evaluation.forms import JudgmentImportForm, RunForm
+from api.serializers import DatasetUploadSerializer, JudgmentsImportSerializer, MetricSerializer
+from evaluation.forms import DatasetImportForm, JudgmentImportForm, RunForm
 from evaluation.metrics import METRICS, parse_metric
 from tests.conftest import make_text_dataset
 
@@ -53,3 +53,14 @@ def test_judgment_import_form_and_api_offer_the_same_fields():
         assert (field.help_text or None) == (api_fields[name].help_text or None), name
         if hasattr(field, "choices") and name in ("format", "match"):
             assert list(field.choices) == list(api_fields[name].choices.items()), name
+
+
+def test_dataset_import_form_and_api_offer_the_same_fields():
+    form_fields = DatasetImportForm.base_fields
+    api_fields = DatasetUploadSerializer().fields
+    assert list(form_fields) == list(api_fields)
+    for name, field in form_fields.items():
+        assert (field.help_text or None) == (api_fields[name].help_text or None), name
+    assert list(form_fields["modality"].choices) == list(api_fields["modality"].choices.items())
+    assert form_fields["text_column"].initial == api_fields["text_column"].default == "text"
+    assert api_fields["modality"].required  # the form preselects images; the API asks

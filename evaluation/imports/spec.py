@@ -1,0 +1,149 @@
+"""What each import asks for, declared once: the web forms (``DatasetImportForm``,
+``JudgmentImportForm``), the API (``DatasetUploadSerializer``, ``JudgmentsImportSerializer``)
+and ``manage.py import_judgments`` build their fields, help texts and choices from these
+lists, so the interfaces cannot drift apart.
+
+The importers (``evaluation.imports.stimuli``, ``evaluation.imports.judgments``) keep their
+own checks; this module only says what each interface offers and the rules between fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from evaluation.imports.judgments import FORMATS, MATCH_RULES
+from evaluation.models import Modality
+
+FieldKind = Literal["text", "choice", "file", "dataset", "flag", "number"]
+
+
+@dataclass(frozen=True)
+class ImportField:
+    name: str
+    kind: FieldKind
+    help: str = ""
+    required: bool = True
+    max_length: int | None = None
+    choices: tuple[tuple[str, str], ...] = ()
+    default: Any = None  # the value when none is given (a choice: preselected)
+    initial: Any = None  # a required choice: the web form's preselection (the API has none)
+    multiline: bool = False  # a text box rather than a line
+    radio: bool = False  # a choice shown as radio buttons
+
+
+FORMAT_LABELS = {
+    "pairs": "Pairs: a, b, value [, participant]",
+    "triplets": "Triplets: a, b, c, choice [, participant] (choice = the odd one)",
+    "2afc": "2AFC: reference, first, second, choice [, participant]",
+    "matrix": "Square similarity matrix",
+}
+
+JUDGMENT_IMPORT_FIELDS: tuple[ImportField, ...] = (
+    ImportField(
+        "name", "text", help="e.g. SimLex-999; a new version if it exists.", max_length=200
+    ),
+    ImportField("format", "choice", choices=tuple((f, FORMAT_LABELS[f]) for f in FORMATS)),
+    ImportField("file", "file", help="CSV or TSV with a header row."),
+    ImportField(
+        "dataset",
+        "dataset",
+        help="Match the file's stimuli to this dataset's (by id, name or text)...",
+        required=False,
+    ),
+    ImportField("match", "choice", choices=tuple((m, m) for m in MATCH_RULES), default="auto"),
+    ImportField(
+        "new_dataset_name",
+        "text",
+        help="...or create a new text dataset whose stimuli are the file's references.",
+        required=False,
+        max_length=200,
+    ),
+    ImportField(
+        "allow_repeats",
+        "flag",
+        help="The data hold planned repeats (test-retest) by participant.",
+        required=False,
+    ),
+    ImportField(
+        "symmetrize",
+        "flag",
+        help="Matrix only: average the two triangles if they differ.",
+        required=False,
+    ),
+    ImportField("scale_min", "number", help="Ratings: bottom of the scale.", required=False),
+    ImportField("scale_max", "number", help="Ratings: top of the scale.", required=False),
+    ImportField("description", "text", required=False, multiline=True),
+)
+FIELDS = {field.name: field for field in JUDGMENT_IMPORT_FIELDS}
+
+DATASET_CHOICE_ERROR = "Choose an existing dataset or name a new one (not both)."
+
+
+def dataset_choice_error(*, dataset: Any, new_dataset_name: str | None) -> str | None:
+    """The message when the import names both an existing and a new dataset, or neither."""
+    if bool(dataset) == bool((new_dataset_name or "").strip()):
+        return DATASET_CHOICE_ERROR
+    return None
+
+
+# --- Datasets ---------------------------------------------------------------------------------
+DATASET_IMPORT_FIELDS: tuple[ImportField, ...] = (
+    ImportField("name", "text", max_length=200),
+    ImportField(
+        "modality",
+        "choice",
+        choices=(
+            (Modality.IMAGE, "Images: a zip of folders named by label"),
+            (Modality.TEXT, "Texts: a CSV file, one text per row"),
+            (Modality.AUDIO, "Audio: a zip of folders named by label (wav, flac, ogg, mp3)"),
+        ),
+        initial=Modality.IMAGE,
+        radio=True,
+    ),
+    ImportField(
+        "file",
+        "file",
+        help="Images or audio: a zip of label folders. Texts: a UTF-8 CSV with a header.",
+    ),
+    ImportField(
+        "text_column",
+        "text",
+        help="CSV only: column holding the text.",
+        required=False,
+        max_length=100,
+        default="text",
+    ),
+    ImportField(
+        "label_column",
+        "text",
+        help="CSV only: column holding the label (blank: none).",
+        required=False,
+        max_length=100,
+        default="label",
+    ),
+    ImportField(
+        "split_column",
+        "text",
+        help="CSV only: optional column with train/val/test.",
+        required=False,
+        max_length=100,
+    ),
+    ImportField("description", "text", required=False, multiline=True),
+    ImportField(
+        "origin",
+        "text",
+        help="Where the stimuli come from (a paper, a link); shown on the dataset's page.",
+        required=False,
+        max_length=200,
+    ),
+)
+
+TEXT_COLUMN_ERROR = "Name the CSV column that holds the texts."
+
+
+def text_column_error(*, modality: str | None, text_column: str | None) -> str | None:
+    """The message when a text dataset names no column for its texts."""
+    if modality == Modality.TEXT and not (text_column or "").strip():
+        return TEXT_COLUMN_ERROR
+    return None
