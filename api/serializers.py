@@ -701,6 +701,8 @@ class JudgmentsSerializer(serializers.ModelSerializer):
             "participant_count",
             "reliability",
             "ceiling",
+            "scoring_unit",
+            "import_report",
             "target",
             "created_by",
             "created_at",

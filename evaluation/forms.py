@@ -282,10 +282,12 @@ RunForm.base_fields.update(_metric_fields())
 
 def _import_field(spec: ImportField) -> forms.Field:
     """The web form's field for one entry of the judgment-import spec."""
-    if spec.kind == "choice":
-        return forms.ChoiceField(
+    if spec.kind == "choice":  # one with a default may be left out, as in the API
+        return forms.TypedChoiceField(
             choices=list(spec.choices),
             initial=spec.default if spec.default is not None else spec.initial,
+            required=spec.default is None,
+            empty_value=spec.default,
             widget=forms.RadioSelect if spec.radio else None,
             help_text=spec.help,
         )

@@ -19,8 +19,8 @@ from django.db.models import Max
 
 from evaluation import metrics as metric_registry
 from evaluation.engine.metrics.human import (
-    aggregate_pairs,
     leave_one_out_agreement,
+    pairs_by_unit,
     split_half_reliability,
 )
 from evaluation.models import (
@@ -28,6 +28,7 @@ from evaluation.models import (
     HumanJudgments,
     Judgment,
     JudgmentKind,
+    ScoringUnit,
     Stimulus,
     Target,
     TargetKind,
@@ -58,6 +59,8 @@ def judgments_create(
     allow_repeats: bool = False,
     origin: str = "",
     description: str = "",
+    scoring_unit: str = ScoringUnit.PAIR,
+    import_report: dict[str, Any] | None = None,
     created_by: Any = None,
 ) -> HumanJudgments:
     """Store a new version of ``name`` over ``dataset`` and its scoring target.
@@ -67,6 +70,10 @@ def judgments_create(
     """
     if kind not in JudgmentKind.values:
         raise ValidationError(f"Unknown judgment kind {kind!r}.")
+    if scoring_unit not in ScoringUnit.values:
+        raise ValidationError(
+            f"Unknown scoring unit {scoring_unit!r}; use {' or '.join(ScoringUnit.values)}."
+        )
     if not rows:
         raise ValidationError("There are no judgments to store.")
     stimulus_ids = dict(dataset.stimuli.values_list("order", "id"))
@@ -87,6 +94,8 @@ def judgments_create(
             judgment_count=len(rows),
             participant_count=len({r.participant for r in rows if r.participant}),
             reliability=_reliability(kind, rows),
+            scoring_unit=scoring_unit,
+            import_report=import_report or {},
             created_by=created_by,
         )
         Judgment.objects.bulk_create(
@@ -228,7 +237,8 @@ def target_data(target: Target) -> metric_registry.TargetData:
         rows[:, 4].astype(int),
     )
     if judgments.kind == JudgmentKind.PAIRS:
-        return metric_registry.PairsData(aggregate_pairs(a, b, value), judgments.ceiling)
+        pairs = pairs_by_unit(a, b, value, unit=judgments.scoring_unit)
+        return metric_registry.PairsData(pairs, judgments.ceiling)
     if judgments.kind == JudgmentKind.TRIPLETS:
         return metric_registry.TripletsData(np.stack([a, b, c], axis=1), chosen, judgments.ceiling)
     return _two_afc_data(a, b, c, chosen, judgments.ceiling)

@@ -225,6 +225,13 @@ class JudgmentKind(models.TextChoices):
     TWO_AFC = "2afc", "2AFC (reference and two candidates)"
 
 
+class ScoringUnit(models.TextChoices):
+    """What a pair-rating correlation counts as one observation (the published unit)."""
+
+    PAIR = "pair", "per pair: repeated rows of a pair averaged first"
+    ROW = "row", "per row: every row as published (MTEB's STS)"
+
+
 class HumanJudgments(models.Model):
     """One version of a set of human judgments over a dataset's stimuli.
 
@@ -245,6 +252,15 @@ class HumanJudgments(models.Model):
     reliability = models.JSONField(
         null=True, blank=True, help_text="Ceiling: split-half (ratings) or leave-one-out (choices)."
     )
+    scoring_unit = models.CharField(
+        max_length=4,
+        choices=ScoringUnit.choices,
+        default=ScoringUnit.PAIR,
+        help_text="Pair ratings: what the correlation with a model counts as one observation.",
+    )
+    # How the file was read and what the import kept: the CSV dialect, rows read, pairs of a
+    # stimulus with itself kept or dropped, repeated pairs (shown with the data, exported).
+    import_report = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -58,7 +58,7 @@ def pair_targets_scored_for(model: PretrainedModel) -> list[Target]:
 
 
 def targets_with_datasets() -> QuerySet[Target]:
-    return Target.objects.select_related("dataset").order_by("dataset__name", "name")
+    return Target.objects.select_related("dataset", "judgments").order_by("dataset__name", "name")
 
 
 def stimuli_preview(dataset: Dataset, *, limit: int) -> QuerySet[Stimulus]:

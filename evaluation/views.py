@@ -28,7 +28,7 @@ from evaluation.forms import (
     StackForm,
 )
 from evaluation.imports.descriptions import description_sets, descriptions_import
-from evaluation.imports.judgments import judgments_import_from
+from evaluation.imports.judgments import judgments_import_from, report_lines
 from evaluation.imports.stimuli import dataset_import_from
 from evaluation.models import (
     Dataset,
@@ -340,8 +340,13 @@ def judgments_import_view(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(
                 request,
-                f"Imported {judgments.judgment_count} judgments as {judgments.name} "
-                f"v{judgments.version}.",
+                " ".join(
+                    [
+                        f"Imported {judgments.judgment_count} judgments as {judgments.name} "
+                        f"v{judgments.version}.",
+                        *report_lines(judgments),
+                    ]
+                ),
             )
             return redirect(judgments.dataset)
     return render(request, "evaluation/judgments_form.html", {"form": form})

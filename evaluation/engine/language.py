@@ -268,7 +268,7 @@ def _correlation(model: np.ndarray, human: np.ndarray, correlation: str) -> floa
 
 def _select_pairs(pairs: PairRatings, keep: np.ndarray) -> PairRatings:
     return PairRatings(
-        pairs.i[keep], pairs.j[keep], pairs.mean[keep], pairs.count[keep], pairs.self_pairs_dropped
+        pairs.i[keep], pairs.j[keep], pairs.mean[keep], pairs.count[keep], pairs.unit
     )
 
 

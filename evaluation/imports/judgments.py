@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import math
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -50,7 +51,13 @@ from django.db import transaction
 from core.fields import max_length
 from core.uploads import human_bytes
 from evaluation.engine.fingerprint import stimulus_hash
-from evaluation.imports.reading import ImportProblem, ParsedStimulus, csv_reader, csv_rows
+from evaluation.imports.reading import (
+    CsvReader,
+    ImportProblem,
+    ParsedStimulus,
+    csv_reader,
+    csv_rows,
+)
 from evaluation.imports.stimuli import dataset_import
 from evaluation.judgments import JudgmentRow, item_key, judgments_create
 from evaluation.models import (
@@ -59,10 +66,14 @@ from evaluation.models import (
     Judgment,
     JudgmentKind,
     Modality,
+    ScoringUnit,
     Stimulus,
 )
 
 MATCH_RULES = ("auto", "id", "name", "text")
+# A row pairing a stimulus with itself: in published data a judgment (STS sets have them and
+# benchmarks score them), kept unless the researcher drops them on purpose (recorded).
+SELF_PAIR_RULES = ("keep", "drop")
 # Every row becomes a Judgment object in memory before the bulk insert; beyond this, split
 # the file (THINGS' full 4.7M triplets would need several GB).
 MAX_JUDGMENT_ROWS = 2_000_000
@@ -115,6 +126,8 @@ def judgments_import(
     allow_repeats: bool = False,
     scale_min: float | None = None,
     scale_max: float | None = None,
+    self_pairs: str = "keep",
+    scoring_unit: str = ScoringUnit.PAIR,
     origin: str = "",
     description: str = "",
     created_by: Any = None,
@@ -124,6 +137,10 @@ def judgments_import(
 
     ``allow_repeats`` accepts a participant judging the same item twice (planned test-retest
     trials, as in THINGS' noise-ceiling set); otherwise that is refused as a duplicate.
+    ``self_pairs`` keeps (default) or drops rows that pair a stimulus with itself;
+    ``scoring_unit`` says whether a correlation with a model counts each unordered pair once
+    (its rows averaged) or each row as published. Both, with the CSV dialect used and the
+    counts, are recorded with the data (``import_report``).
     Raises ValidationError (keyed by argument, or ``file`` for the file's content).
     """
     name, new_dataset_name = name.strip(), new_dataset_name.strip()
@@ -135,20 +152,29 @@ def judgments_import(
         match=match,
         create_missing=create_missing,
         symmetrize=symmetrize,
+        self_pairs=self_pairs,
+        scoring_unit=scoring_unit,
     )
     kind = LAYOUTS[format].kind if format in LAYOUTS else JudgmentKind.PAIRS
     _check_scale(kind, scale_min, scale_max)
     _check_upload_size(file)
     try:
-        parsed = parse_judgment_csv(file, format=format, symmetrize=symmetrize)
+        parsed, read_as = parse_judgment_csv(file, format=format, symmetrize=symmetrize)
         references = list(dict.fromkeys(ref for item in parsed for ref in item.references))
         if dataset is None:
             orders = _orders_for_new_dataset(references)
         else:
             orders = _orders_in_dataset(dataset, references, match)
-        rows = _judgment_rows(kind, parsed, orders, scale_min, scale_max, allow_repeats)
+        rows, dropped = _judgment_rows(
+            kind, parsed, orders, scale_min, scale_max, allow_repeats, self_pairs
+        )
     except ImportProblem as exc:
         raise ValidationError({"file": str(exc)}) from None
+    if not rows:
+        raise ValidationError(
+            {"self_pairs": f"All {dropped} rows pair a stimulus with itself; nothing is left."}
+        )
+    report = _import_report(kind, read_as, parsed, rows, self_pairs, dropped)
     origin = origin or _default_origin(format, file)
     with transaction.atomic():
         if dataset is None:
@@ -170,8 +196,58 @@ def judgments_import(
             allow_repeats=allow_repeats,
             origin=origin,
             description=description,
+            scoring_unit=scoring_unit,
+            import_report=report,
             created_by=created_by,
         )
+
+
+def _import_report(
+    kind: str,
+    read_as: str,
+    parsed: Sequence[ParsedJudgment],
+    rows: Sequence[JudgmentRow],
+    self_pairs: str,
+    dropped: int,
+) -> dict[str, Any]:
+    """How the file was read and what was kept, stored with the data and shown to the user."""
+    report: dict[str, Any] = {"read_as": read_as, "rows_read": len(parsed), "stored": len(rows)}
+    if kind == JudgmentKind.PAIRS:
+        pair_rows = Counter(item_key(kind, row.stimuli) for row in rows)
+        report.update(
+            self_pairs=self_pairs,
+            self_pairs_kept=sum(1 for row in rows if row.stimuli[0] == row.stimuli[1]),
+            self_pairs_dropped=dropped,
+            repeated_pairs=sum(1 for n in pair_rows.values() if n > 1),
+            rows_of_repeated_pairs=sum(n for n in pair_rows.values() if n > 1),
+        )
+    return report
+
+
+def report_lines(judgments: HumanJudgments) -> list[str]:
+    """The import report in words: how the file was read and what was kept, and the unit."""
+    report = judgments.import_report or {}
+    lines = [f"Read as {report['read_as']}."] if report.get("read_as") else []
+    if judgments.kind != JudgmentKind.PAIRS or "self_pairs_kept" not in report:
+        return lines
+    kept, dropped = report["self_pairs_kept"], report["self_pairs_dropped"]
+    if kept:
+        lines.append(
+            f"{kept} row(s) pair a stimulus with itself: kept, and scored with the model's "
+            "similarity of a stimulus with itself."
+        )
+    if dropped:
+        lines.append(f"{dropped} row(s) pairing a stimulus with itself dropped, as asked.")
+    repeated = report["repeated_pairs"]
+    unit = ScoringUnit(judgments.scoring_unit).label
+    if repeated:
+        lines.append(
+            f"{repeated} pair(s) appear in more than one row ({report['rows_of_repeated_pairs']} "
+            f"rows); scored {unit}."
+        )
+    else:
+        lines.append(f"Every pair appears once; scored {unit}.")
+    return lines
 
 
 def judgments_import_from(data: Mapping[str, Any], *, created_by: Any = None) -> HumanJudgments:
@@ -190,6 +266,8 @@ def judgments_import_from(data: Mapping[str, Any], *, created_by: Any = None) ->
         allow_repeats=data["allow_repeats"],
         scale_min=data["scale_min"],
         scale_max=data["scale_max"],
+        self_pairs=data.get("self_pairs") or "keep",
+        scoring_unit=data.get("scoring_unit") or ScoringUnit.PAIR,
         description=data["description"],
         created_by=created_by,
     )
@@ -204,6 +282,8 @@ def _check_arguments(
     match: str,
     create_missing: bool,
     symmetrize: bool,
+    self_pairs: str,
+    scoring_unit: str,
 ) -> None:
     if format not in FORMATS:
         raise ValidationError(
@@ -211,6 +291,17 @@ def _check_arguments(
         )
     if symmetrize and format != "matrix":
         raise ValidationError({"symmetrize": "Symmetrizing applies to the matrix format only."})
+    if self_pairs not in SELF_PAIR_RULES:
+        raise ValidationError(
+            {"self_pairs": f"Unknown rule {self_pairs!r}; use {' or '.join(SELF_PAIR_RULES)}."}
+        )
+    if scoring_unit not in ScoringUnit.values:
+        raise ValidationError(
+            {
+                "scoring_unit": f"Unknown scoring unit {scoring_unit!r}; use "
+                f"{' or '.join(ScoringUnit.values)}."
+            }
+        )
     if match not in MATCH_RULES:
         raise ValidationError(
             {"match": f"Unknown match rule {match!r}; use one of {', '.join(MATCH_RULES)}."}
@@ -303,22 +394,23 @@ def _default_origin(format: str, file: UploadedFile | IO[bytes]) -> str:
 # --- Parsing -------------------------------------------------------------------------------
 def parse_judgment_csv(
     upload: IO[bytes], *, format: str, symmetrize: bool = False
-) -> list[ParsedJudgment]:
-    """Read every judgment of the file, or raise ImportProblem naming the row at fault."""
-    if format == "matrix":
-        return _parse_matrix(upload, symmetrize)
-    layout = LAYOUTS[format]
+) -> tuple[list[ParsedJudgment], str]:
+    """Read every judgment of the file, or raise ImportProblem naming the row at fault; with
+    how the file was read (its CSV dialect, said back to the user)."""
     reader = csv_reader(upload)
+    if format == "matrix":
+        return _parse_matrix(reader, symmetrize), f"{reader.read_as}; the matrix's upper triangle"
+    layout = LAYOUTS[format]
     _use_column_names(reader, format, layout)
     parsed = [
         _parse_row(row, reader.line_num, layout) for row in csv_rows(reader, MAX_JUDGMENT_ROWS)
     ]
     if not parsed:
         raise ImportProblem("The file has a header but no rows.")
-    return parsed
+    return parsed, str(reader.read_as)
 
 
-def _use_column_names(reader: csv.DictReader, format: str, layout: _Layout) -> None:
+def _use_column_names(reader: CsvReader, format: str, layout: _Layout) -> None:
     """Check the header names the layout's columns, and key rows by the lower-case names."""
     found = [(column or "").strip() for column in reader.fieldnames or []]
     names = [column.lower() for column in found]
@@ -396,8 +488,8 @@ def _choice(row: dict[str, str], references: tuple[str, ...], layout: _Layout, l
     )
 
 
-def _parse_matrix(upload: IO[bytes], symmetrize: bool) -> list[ParsedJudgment]:
-    table = list(_nonblank_rows(upload))
+def _parse_matrix(reader: CsvReader, symmetrize: bool) -> list[ParsedJudgment]:
+    table = list(_nonblank_rows(reader))
     if not table:
         raise ImportProblem("The file holds no matrix: all its cells are empty.")
     header_line, header = table[0]
@@ -426,9 +518,9 @@ def _parse_matrix(upload: IO[bytes], symmetrize: bool) -> list[ParsedJudgment]:
     ]
 
 
-def _nonblank_rows(upload: IO[bytes]) -> Iterator[tuple[int, list[str]]]:
-    # The matrix header holds stimuli, not column names: read the sniffed file's plain rows.
-    reader = csv_reader(upload).reader
+def _nonblank_rows(table: CsvReader) -> Iterator[tuple[int, list[str]]]:
+    # The matrix header holds stimuli, not column names: read the file's plain rows.
+    reader = table.reader
     try:
         for cells in reader:
             if any(cell.strip() for cell in cells):
@@ -580,12 +672,20 @@ def _judgment_rows(
     scale_min: float | None,
     scale_max: float | None,
     allow_repeats: bool,
-) -> list[JudgmentRow]:
+    self_pairs: str,
+) -> tuple[list[JudgmentRow], int]:
+    """The rows to store, and how many were dropped as pairs of a stimulus with itself."""
     rows = []
+    dropped = 0
     first_seen: dict[tuple[Any, ...], int] = {}
     for position, item in enumerate(parsed):
         stimuli = tuple(orders[reference] for reference in item.references)
-        _check_distinct(item, stimuli)
+        if _is_self_pair(kind, item):
+            if self_pairs == "drop":
+                dropped += 1
+                continue
+        else:
+            _check_distinct(item, stimuli)
         if item.value is not None:
             _check_on_scale(item.line, item.value, scale_min, scale_max)
         if item.participant and not allow_repeats:
@@ -600,10 +700,18 @@ def _judgment_rows(
         rows.append(
             JudgmentRow(stimuli, value=item.value, chosen=chosen, participant=item.participant)
         )
-    return rows
+    return rows, dropped
+
+
+def _is_self_pair(kind: str, item: ParsedJudgment) -> bool:
+    """A pair row whose two references are written the same (two spellings that reach one
+    stimulus are refused instead: that is more likely a matching problem than data)."""
+    return kind == JudgmentKind.PAIRS and item.references[0] == item.references[1]
 
 
 def _check_distinct(item: ParsedJudgment, stimuli: tuple[int, ...]) -> None:
+    """A trial's stimuli must differ; a pair written as one stimulus twice is a self-pair
+    (``_is_self_pair``), handled before."""
     for later, order in enumerate(stimuli):
         first = stimuli.index(order)
         if first == later:
@@ -611,8 +719,6 @@ def _check_distinct(item: ParsedJudgment, stimuli: tuple[int, ...]) -> None:
         one, other = item.references[first], item.references[later]
         if one != other:
             problem = f"{one!r} and {other!r} are the same stimulus of the dataset"
-        elif len(stimuli) == 2:
-            problem = f"{one!r} is paired with itself (a catch trial, not data)"
         else:
             problem = f"{one!r} appears twice in the trial"
         raise ImportProblem(f"Row {item.line}: {problem}; a trial's stimuli must differ.")

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from evaluation.engine.audio import AudioProblem, check_audio_file, sniff_audio_head
 from evaluation.engine.fingerprint import stimulus_hash
@@ -39,10 +39,10 @@ SPLIT_FOLDERS = {
     "validation": "val",
     "test": "test",
 }
-CSV_SNIFF_BYTES = 64 * 1024
 # Uploads are read, and zip members unpacked, this much at a time: peak memory stays a few
 # chunks whatever the file's size.
 UNPACK_CHUNK_BYTES = 1 << 20
+DECODE_AHEAD_BYTES = 64 * 1024
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
 
@@ -311,23 +311,84 @@ def parse_text_csv(
     return parsed
 
 
-def csv_reader(upload: IO[bytes]) -> csv.DictReader:
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV is read, decided without guessing quotes: RFC 4180 (fields may be quoted,
+    a quote inside a quoted field doubled) for comma- and semicolon-separated files, no quote
+    processing for tab-separated ones (a quote is a plain character there)."""
+
+    delimiter: str
+    quoted: bool
+    reason: str  # what decided it, said back to the user
+
+    def __str__(self) -> str:
+        quoting = "RFC 4180 quoting" if self.quoted else "no quote processing"
+        return f"{DELIMITER_NAMES[self.delimiter]}-separated, {quoting} ({self.reason})"
+
+
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+TAB_SUFFIXES = {".tsv", ".tab"}
+
+
+def csv_dialect(file_name: str, first_line: str) -> CsvDialect:
+    """``.csv``: RFC 4180, comma-separated (semicolon where the header has semicolons and no
+    comma, as spreadsheets in many locales write); ``.tsv``/``.tab``: tab-separated, no quote
+    processing; any other name: only the delimiter is taken from the first line (the one
+    most frequent outside quotes; a tab means no quote processing)."""
+    suffix = PurePosixPath(file_name.replace("\\", "/")).suffix.lower()
+    counts = _delimiter_counts(first_line)
+    if suffix in TAB_SUFFIXES:
+        return CsvDialect("\t", quoted=False, reason=f"from the {suffix} extension")
+    if suffix == ".csv":
+        if counts[","] == 0 and counts[";"] > 0:
+            return CsvDialect(";", quoted=True, reason="a .csv whose header has no comma")
+        return CsvDialect(",", quoted=True, reason="from the .csv extension")
+    delimiter = max(DELIMITER_NAMES, key=lambda d: counts[d])  # ties: the order listed
+    if counts[delimiter] == 0:
+        return CsvDialect(",", quoted=True, reason="one column: no delimiter in the first line")
+    return CsvDialect(delimiter, quoted=delimiter != "\t", reason="delimiter from the first line")
+
+
+def _delimiter_counts(line: str) -> dict[str, int]:
+    outside_quotes = "".join(line.split('"')[::2])
+    return {d: outside_quotes.count(d) for d in DELIMITER_NAMES}
+
+
+if TYPE_CHECKING:  # DictReader is generic only to the type checker (Python 3.11)
+    _DictReader = csv.DictReader[str]
+else:
+    _DictReader = csv.DictReader
+
+
+class CsvReader(_DictReader):
+    """A DictReader that knows how it reads its file (``read_as``, to report back)."""
+
+    def __init__(self, lines: Iterator[str], read_as: CsvDialect) -> None:
+        if read_as.quoted:  # strict: text after a closing quote is an error, not data
+            super().__init__(lines, dialect=csv.excel, delimiter=read_as.delimiter, strict=True)
+        else:
+            super().__init__(lines, delimiter=read_as.delimiter, quoting=csv.QUOTE_NONE)
+        self.read_as = read_as
+
+
+def csv_reader(upload: IO[bytes]) -> CsvReader:
     """A reader over the upload's lines, decoded as they are read: a CSV is never held
-    whole (its raw bytes, decoded text and a copy of it cost several times its size)."""
+    whole (its raw bytes, decoded text and a copy of it cost several times its size). The
+    dialect comes from the file's name and first line (``csv_dialect``), never from
+    guessing quotes in a prefix of the file."""
     lines = _text_lines(_byte_lines(upload))
+    # The first 64 KiB are decoded before the header is read, so a file that is not UTF-8
+    # says so first, whatever else is wrong with it; only the first line decides anything.
     head: list[str] = []
     for line in lines:
         head.append(line)
-        if sum(map(len, head)) >= CSV_SNIFF_BYTES:
+        if sum(map(len, head)) >= DECODE_AHEAD_BYTES:
             break
-    sample = "".join(head)
-    if not sample.strip():
+    first = next((line for line in head if line.strip()), None)
+    if first is None:
         raise ImportProblem("The CSV file is empty.")
-    try:
-        dialect = csv.Sniffer().sniff(sample[:CSV_SNIFF_BYTES], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel  # a single column has no delimiter to sniff
-    return csv.DictReader(itertools.chain(head, lines), dialect=dialect)
+    read_as = csv_dialect(str(getattr(upload, "name", "") or ""), first)
+    return CsvReader(itertools.chain(head, lines), read_as)
 
 
 def _byte_lines(upload: IO[bytes]) -> Iterator[bytes]:
@@ -370,16 +431,33 @@ def _text_lines(lines: Iterator[bytes]) -> Iterator[str]:
         ) from None
 
 
-def csv_rows(reader: csv.DictReader, max_rows: int) -> Iterator[dict[str, str]]:
+def csv_rows(reader: CsvReader, max_rows: int) -> Iterator[dict[str, str]]:
+    """The reader's rows; a malformed one is named with its line and the likely cause."""
     try:
         for count, row in enumerate(reader, start=1):
             if count > max_rows:
                 raise ImportProblem(f"The CSV has more than {max_rows} rows.")
             if None in row:
-                raise ImportProblem(f"Row {reader.line_num} has more fields than the header.")
+                raise ImportProblem(
+                    f"Row {reader.line_num} has more fields than the header. "
+                    f"{_likely_cause(reader.read_as)} The file was read as {reader.read_as}."
+                )
             yield row
-    except csv.Error as exc:
-        raise ImportProblem(f"The CSV is malformed near row {reader.line_num}: {exc}") from None
+    except csv.Error as exc:  # DictReader's line_num lags a row behind a failed read
+        raise ImportProblem(
+            f"The CSV is malformed near row {reader.reader.line_num}: {exc}. "
+            f"{_likely_cause(reader.read_as)} The file was read as {reader.read_as}."
+        ) from None
+
+
+def _likely_cause(read_as: CsvDialect) -> str:
+    name = DELIMITER_NAMES[read_as.delimiter]
+    if read_as.quoted:
+        return (
+            f"Likely a field holds a {name} or a quote without being quoted (RFC 4180: put "
+            'the field in double quotes and double any quote inside it, "like ""this""").'
+        )
+    return f"Likely a field holds a {name} character."
 
 
 def _split_value(raw: str, line: int) -> str:

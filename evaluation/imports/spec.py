@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evaluation.imports.judgments import FORMATS, MATCH_RULES
-from evaluation.models import Modality
+from evaluation.imports.judgments import FORMATS, MATCH_RULES, SELF_PAIR_RULES
+from evaluation.models import Modality, ScoringUnit
 
 FieldKind = Literal["text", "choice", "file", "dataset", "flag", "number"]
 
@@ -70,6 +70,28 @@ JUDGMENT_IMPORT_FIELDS: tuple[ImportField, ...] = (
         "flag",
         help="Matrix only: average the two triangles if they differ.",
         required=False,
+    ),
+    ImportField(
+        "self_pairs",
+        "choice",
+        help="Pairs only: rows whose two stimuli are the same (STS sets have them). Kept, they "
+        "are scored with a model's similarity of a stimulus with itself; dropped, the number "
+        "dropped is recorded with the data.",
+        choices=tuple(
+            (rule, label)
+            for rule, label in zip(
+                SELF_PAIR_RULES, ("keep (a judgment like any other)", "drop them"), strict=True
+            )
+        ),
+        default="keep",
+    ),
+    ImportField(
+        "scoring_unit",
+        "choice",
+        help="Pairs only: what a correlation with a model counts once. Per pair averages the "
+        "rows of a pair first; per row scores every row as published (MTEB's STS does).",
+        choices=tuple((unit.value, unit.label) for unit in ScoringUnit),
+        default=ScoringUnit.PAIR.value,
     ),
     ImportField("scale_min", "number", help="Ratings: bottom of the scale.", required=False),
     ImportField("scale_max", "number", help="Ratings: top of the scale.", required=False),

@@ -45,15 +45,16 @@ def test_stimulus_bootstrap_equals_rsatoolbox_pattern_subsampling(method, rsa_me
         assert ours[b] == pytest.approx(expected, abs=1e-9), b
 
 
-def test_pair_alignment_averages_repeated_pairs_and_drops_self_pairs():
+def test_pair_alignment_averages_repeated_pairs_and_keeps_self_pairs():
     embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.1]])
     a = [0, 1, 0, 0, 2, 1, 3]
-    b = [1, 0, 2, 0, 3, 2, 0]  # (0,1) twice in both orders, (0,0) a catch trial
+    b = [1, 0, 2, 0, 3, 2, 0]  # (0,1) twice in both orders, (0,0) a stimulus with itself
     values = [6.0, 4.0, 3.0, 7.0, 1.0, 5.0, 0.5]
     pairs = human.aggregate_pairs(a, b, values)
-    assert pairs.self_pairs_dropped == 1
+    assert pairs.self_pairs == 1
     keys = zip(pairs.i.tolist(), pairs.j.tolist(), strict=True)
     assert dict(zip(keys, pairs.mean.tolist(), strict=True)) == {
+        (0, 0): 7.0,
         (0, 1): 5.0,
         (0, 2): 3.0,
         (1, 2): 5.0,
@@ -61,8 +62,97 @@ def test_pair_alignment_averages_repeated_pairs_and_drops_self_pairs():
         (0, 3): 0.5,
     }
     cos = human.model_pair_similarity(embeddings, pairs.i, pairs.j)
+    assert cos[0] == pytest.approx(1.0)  # a stimulus is as similar as can be to itself
     result = human.pair_alignment(embeddings, pairs, correlation="pearson", n_boot=200)
     assert result.value == pytest.approx(pearsonr(cos, pairs.mean).statistic)
+    assert result.details["self_pairs"] == 1
+
+
+def _repeated_and_self_pairs(seed: int = 5) -> tuple[np.ndarray, ...]:
+    """60 stimuli, 400 rows: repeated pairs in both orders, 20 self-pairs, tied ratings."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    embeddings = rng.normal(size=(n, 16))
+    a = rng.integers(0, n, size=400)
+    b = rng.integers(0, n, size=400)
+    b[:20] = a[:20]  # self-pairs
+    a[300:], b[300:] = b[:100], a[:100]  # the first 100 pairs again, written the other way
+    values = np.round(rng.uniform(0, 5, size=400), 1)  # a 0-5 scale in tenths: ties
+    return embeddings, a, b, values
+
+
+@pytest.mark.parametrize("correlation", ["spearman", "pearson"])
+def test_row_level_scoring_equals_scipy_over_every_row(correlation):
+    embeddings, a, b, values = _repeated_and_self_pairs()
+    pairs = human.row_pairs(a, b, values)
+    assert len(pairs.mean) == 400 and pairs.self_pairs >= 20
+    result = human.pair_alignment(embeddings, pairs, correlation=correlation, n_boot=200)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosine = np.sum(unit[a] * unit[b], axis=1)  # per row, as MTEB's STS evaluator scores
+    cosine[a == b] = 1.0  # by definition (computed, rounding would split the ties)
+    reference = (spearmanr if correlation == "spearman" else pearsonr)(cosine, values).statistic
+    assert result.value == pytest.approx(reference, abs=1e-9)
+    assert result.details["unit"] == "row"
+
+
+@pytest.mark.parametrize("correlation", ["spearman", "pearson"])
+def test_pair_level_scoring_equals_scipy_over_pair_means(correlation):
+    embeddings, a, b, values = _repeated_and_self_pairs()
+    pairs = human.aggregate_pairs(a, b, values)
+    result = human.pair_alignment(embeddings, pairs, correlation=correlation, n_boot=200)
+    frame = {}
+    for i, j, v in zip(np.minimum(a, b), np.maximum(a, b), values, strict=True):
+        frame.setdefault((int(i), int(j)), []).append(v)
+    keys = sorted(frame)
+    means = np.array([np.mean(frame[k]) for k in keys])
+    assert [(int(i), int(j)) for i, j in zip(pairs.i, pairs.j, strict=True)] == keys
+    np.testing.assert_allclose(pairs.mean, means, rtol=1e-12)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosine = np.array([1.0 if i == j else unit[i] @ unit[j] for i, j in keys])
+    # Ranked on the metric's own means: a mean summed in another order can differ in its
+    # last bit and split a tie that the metric keeps (0.1 + 0.2 != 0.3).
+    reference = (spearmanr if correlation == "spearman" else pearsonr)(cosine, pairs.mean)
+    reference = reference.statistic
+    assert result.value == pytest.approx(reference, abs=1e-9)
+    assert len(keys) < 400  # the repeats were averaged
+
+
+@pytest.mark.parametrize("unit", ["pair", "row"])
+def test_the_bootstrap_counts_a_self_pair_once_per_draw_of_its_stimulus(unit):
+    """Each resample against a direct computation: the multiset of rows whose stimuli were
+    drawn, a pair of two stimuli c_i * c_j times, a self-pair c_i times."""
+    embeddings, a, b, values = _repeated_and_self_pairs(seed=8)
+    pairs = human.pairs_by_unit(a, b, values, unit=unit)
+    model = human.model_pair_similarity(embeddings, pairs.i, pairs.j)
+    for correlation in ("spearman", "pearson"):
+        samples = human.bootstrap_pair_correlations(
+            pairs.i, pairs.j, model, pairs.mean,
+            correlation=correlation, n_boot=5, seed=3, n_stimuli=len(embeddings),
+        )  # fmt: skip
+        counts = human._resample_counts(len(embeddings), 5, 3)
+        for k in range(5):
+            c = counts[k]
+            times = np.where(pairs.i == pairs.j, c[pairs.i], c[pairs.i] * c[pairs.j])
+            x, y = np.repeat(model, times), np.repeat(pairs.mean, times)
+            reference = (spearmanr if correlation == "spearman" else pearsonr)(x, y).statistic
+            assert samples[k] == pytest.approx(reference, abs=1e-9), (correlation, k)
+
+
+def test_the_dense_bootstrap_counts_repeated_rows_and_self_pairs():
+    rng = np.random.default_rng(2)
+    n = 12
+    i, j = np.triu_indices(n)  # every pair and every self-pair: the dense path
+    i, j = np.r_[i, i[:10]], np.r_[j, j[:10]]  # ten pairs twice (row-level data)
+    x, y = rng.normal(size=len(i)), rng.normal(size=len(i))
+    assert human._dense_is_cheaper(len(i), n)
+    dense = human.bootstrap_pair_correlations(
+        i, j, x, y, correlation="pearson", n_boot=20, seed=1, n_stimuli=n
+    )
+    counts = human._resample_counts(n, 20, 1)
+    for k in range(20):
+        times = human.pair_weights(counts[k : k + 1], i, j)[0].astype(int)
+        reference = pearsonr(np.repeat(x, times), np.repeat(y, times)).statistic
+        assert dense[k] == pytest.approx(reference, abs=1e-9)
 
 
 def test_split_half_reliability_of_consistent_and_random_raters():

@@ -116,7 +116,7 @@ def test_pair_index_minus_one_is_refused_not_wrapped_around():
     x = clean()[0]
     pairs = pairs_of(x)
     wrapped = human.PairRatings(
-        np.r_[pairs.i[:-1], -1], pairs.j, pairs.mean, pairs.count, pairs.self_pairs_dropped
+        np.r_[pairs.i[:-1], -1], pairs.j, pairs.mean, pairs.count, pairs.unit
     )
     with pytest.raises(
         MetricError, match=r"pairs.i holds index -1 \(at entry 434\), out of range 0..29"
@@ -131,9 +131,7 @@ def test_pair_index_minus_one_is_refused_not_wrapped_around():
 def test_pair_indices_past_the_last_stimulus_are_refused():
     x = clean()[0]
     pairs = pairs_of(x)
-    beyond = human.PairRatings(
-        pairs.i, np.r_[pairs.j[:-1], N], pairs.mean, pairs.count, pairs.self_pairs_dropped
-    )
+    beyond = human.PairRatings(pairs.i, np.r_[pairs.j[:-1], N], pairs.mean, pairs.count, pairs.unit)
     with pytest.raises(MetricError, match=f"pairs.j holds index {N} .*out of range 0..{N - 1}"):
         human.pair_alignment(x, beyond, n_boot=20)
 
@@ -205,7 +203,7 @@ def test_a_nan_rating_is_refused_not_ranked_highest(correlation):
     # A PairRatings built by hand meets the same check inside the metric.
     pairs = human.aggregate_pairs(a[:100], b[:100], np.nan_to_num(ratings[:100]))
     broken = human.PairRatings(
-        pairs.i, pairs.j, np.r_[np.nan, pairs.mean[1:]], pairs.count, pairs.self_pairs_dropped
+        pairs.i, pairs.j, np.r_[np.nan, pairs.mean[1:]], pairs.count, pairs.unit
     )
     with pytest.raises(MetricError, match=r"pairs.mean \(mean ratings\): 1 NaN"):
         human.pair_alignment(embeddings, broken, correlation=correlation, n_boot=20)
@@ -239,14 +237,12 @@ def test_triplets_that_repeat_a_stimulus_are_refused():
         human.triplet_accuracy(x, triplets, triplets[:, 2], n_boot=20)
 
 
-def test_self_pairs_built_by_hand_are_refused():
+def test_self_pairs_built_by_hand_are_scored_as_self_similarity():
     x = clean()[0]
     pairs = pairs_of(x)
-    selfish = human.PairRatings(
-        np.r_[pairs.j[:1], pairs.i[1:]], pairs.j, pairs.mean, pairs.count, 0
-    )
-    with pytest.raises(MetricError, match="pairs of a stimulus with itself"):
-        human.pair_alignment(x, selfish, n_boot=20)
+    selfish = human.PairRatings(np.r_[pairs.j[:1], pairs.i[1:]], pairs.j, pairs.mean, pairs.count)
+    result = human.pair_alignment(x, selfish, n_boot=20)
+    assert result.details["self_pairs"] == 1
 
 
 def test_rsa_refuses_vectors_that_are_not_a_condensed_rdm():

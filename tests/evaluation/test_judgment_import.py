@@ -452,13 +452,6 @@ def bad_files() -> Iterator[tuple[str, str, io.BytesIO, dict[str, object], str]]
         f"'{CAT}' (stimuli",
     )
     yield (
-        "self pair",
-        "pairs",
-        csv_upload(PAIRS, [(CAT, DOG, 1), (DOG, DOG, 9)]),
-        {},
-        f"Row 3: '{DOG}' is paired with itself (a catch trial, not data)",
-    )
-    yield (
         "one stimulus written two ways",
         "pairs",
         csv_upload(PAIRS, [(CAT, CAT.upper(), 9)]),

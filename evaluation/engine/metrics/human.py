@@ -67,19 +67,39 @@ def model_pair_similarity(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) 
 
 
 def _cosines(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", unit[i], unit[j])
+    cosines = np.einsum("ij,ij->i", unit[i], unit[j])
+    # A stimulus's cosine with itself is 1 by definition; computed, it comes out 1 give or
+    # take a rounding error that would order self-pairs at random in a rank correlation.
+    same = i == j
+    cosines[same] = np.abs(unit[i[same]]).sum(axis=1) > 0  # 0 for an all-zero embedding
+    return cosines
 
 
 # --- Pairs ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PairRatings:
-    """Mean human rating per unordered pair of stimuli (indices into the embeddings)."""
+    """Human ratings of pairs of stimuli (indices into the embeddings), one entry per unit of
+    analysis: an unordered pair with its mean rating (``aggregate_pairs``), or a row as
+    published (``row_pairs``). A pair of a stimulus with itself (i == j) is kept: in imported
+    data it is a judgment (STS sets have them) and the model's similarity of a stimulus with
+    itself is scored like any other; studies never aggregate their catch trials into data."""
 
     i: np.ndarray
     j: np.ndarray
     mean: np.ndarray
-    count: np.ndarray
-    self_pairs_dropped: int
+    count: np.ndarray  # judgments behind each entry
+    unit: str = "pair"  # "pair": mean per unordered pair; "row": each row as published
+
+    @property
+    def self_pairs(self) -> int:
+        return int((self.i == self.j).sum())
+
+
+UNITS = ("pair", "row")
+UNIT_DESCRIPTIONS = {
+    "pair": "mean rating per unordered pair",
+    "row": "each row as published (repeated pairs count once per row)",
+}
 
 
 def _pair_rows(
@@ -95,30 +115,37 @@ def _pair_rows(
 
 
 def aggregate_pairs(a: IndexLike, b: IndexLike, values: ValueLike) -> PairRatings:
+    """The mean rating of each unordered pair (repeated rows averaged)."""
     a_arr, b_arr, v = _pair_rows(a, b, values)
-    keep = a_arr != b_arr
-    lo, hi, v = np.minimum(a_arr, b_arr)[keep], np.maximum(a_arr, b_arr)[keep], v[keep]
+    lo, hi = np.minimum(a_arr, b_arr), np.maximum(a_arr, b_arr)
     keys, inverse = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
     inverse = inverse.ravel()
     count = np.bincount(inverse, minlength=len(keys))
     mean = np.bincount(inverse, weights=v, minlength=len(keys)) / count
-    return PairRatings(keys[:, 0], keys[:, 1], mean, count, int((~keep).sum()))
+    return PairRatings(keys[:, 0], keys[:, 1], mean, count, unit="pair")
+
+
+def row_pairs(a: IndexLike, b: IndexLike, values: ValueLike) -> PairRatings:
+    """Every row its own unit of analysis, as benchmarks that score each published row do
+    (MTEB's STS): a pair listed twice counts twice, with each of its ratings."""
+    a_arr, b_arr, v = _pair_rows(a, b, values)
+    lo, hi = np.minimum(a_arr, b_arr), np.maximum(a_arr, b_arr)
+    return PairRatings(lo, hi, v, np.ones(len(v), dtype=np.int64), unit="row")
+
+
+def pairs_by_unit(a: IndexLike, b: IndexLike, values: ValueLike, *, unit: str) -> PairRatings:
+    one_of(unit, UNITS, name="unit")
+    return aggregate_pairs(a, b, values) if unit == "pair" else row_pairs(a, b, values)
 
 
 def checked_pairs(pairs: PairRatings, n_stimuli: int) -> PairRatings:
-    """``pairs`` with indices into ``n_stimuli`` embeddings, finite means and no self-pairs."""
+    """``pairs`` with indices into ``n_stimuli`` embeddings and finite ratings."""
     same_lengths(**{"pairs.i": pairs.i, "pairs.j": pairs.j, "pairs.mean": pairs.mean})
     i = stimulus_indices(pairs.i, name="pairs.i", n_stimuli=n_stimuli)
     j = stimulus_indices(pairs.j, name="pairs.j", n_stimuli=n_stimuli)
-    mean = finite_values(pairs.mean, name="pairs.mean (mean ratings)")
-    self_pairs = np.flatnonzero(i == j)
-    if len(self_pairs):
-        raise MetricError(
-            f"pairs hold {len(self_pairs)} pairs of a stimulus with itself (first at entry "
-            f"{int(self_pairs[0])}); they are catch trials, not data: build pairs with "
-            "aggregate_pairs, which leaves them out."
-        )
-    return PairRatings(i, j, mean, pairs.count, pairs.self_pairs_dropped)
+    ratings = "mean ratings" if pairs.unit == "pair" else "ratings"
+    mean = finite_values(pairs.mean, name=f"pairs.mean ({ratings})")
+    return PairRatings(i, j, mean, pairs.count, pairs.unit)
 
 
 def pair_alignment(
@@ -135,7 +162,8 @@ def pair_alignment(
     unit = unit_rows(embeddings)
     pairs = checked_pairs(pairs, len(unit))
     if len(pairs.mean) < 3:
-        raise MetricError(f"Only {len(pairs.mean)} distinct pairs: a correlation needs at least 3.")
+        what = "distinct pairs" if pairs.unit == "pair" else "rows"
+        raise MetricError(f"Only {len(pairs.mean)} {what}: a correlation needs at least 3.")
     model = _cosines(unit, pairs.i, pairs.j)
     value = weighted_correlation(model, pairs.mean, np.ones_like(model), correlation)
     if not np.isfinite(value):
@@ -162,8 +190,9 @@ def pair_alignment(
             "similarity": "cosine",
             "pairs": len(pairs.mean),
             "judgments": int(pairs.count.sum()),
-            "self_pairs_dropped": pairs.self_pairs_dropped,
-            "aggregation": "mean rating per unordered pair",
+            "self_pairs": pairs.self_pairs,
+            "unit": pairs.unit,
+            "aggregation": UNIT_DESCRIPTIONS[pairs.unit],
             "ci_method": "bootstrap over stimuli, 95% percentile",
             "n_boot": n_boot,
             "bootstrap_valid": int(np.isfinite(samples).sum()),
@@ -207,7 +236,7 @@ def bootstrap_pair_correlations(
     )
     for start in range(0, n_boot, chunk):
         c = counts[start : start + chunk]
-        weights = (c[:, i] * c[:, j]).astype(np.float64)
+        weights = pair_weights(c, i, j)
         if correlation == "spearman":
             rx = _weighted_ranks_rows(x, weights, order_x)
             ry = _weighted_ranks_rows(y, weights, order_y)
@@ -218,6 +247,17 @@ def bootstrap_pair_correlations(
 
 
 DENSE_MAX_STIMULI = 4000  # six n x n float64 matrices: 768 MB at this size
+
+
+def pair_weights(counts: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """How often each pair enters each resample: a pair of two stimuli drawn c_i and c_j
+    times c_i * c_j times (every copy with every copy); a stimulus paired with itself c_i
+    times (each copy keeps its own self-pair, as the data give one per stimulus)."""
+    weights = (counts[:, i] * counts[:, j]).astype(np.float64)
+    same = i == j
+    if same.any():
+        weights[:, same] = counts[:, i[same]]
+    return weights
 
 
 def _dense_is_cheaper(n_pairs: int, n_stimuli: int) -> bool:
@@ -231,27 +271,33 @@ def _pearson_bootstrap_dense(
 ) -> np.ndarray:
     """Weighted Pearson per resample through quadratic forms.
 
-    With w_ij = c_i * c_j, every weighted sum over pairs is c^T A c / 2 for a symmetric
-    zero-diagonal matrix A holding the summand per pair, so all resamples together are a few
-    matrix products instead of a pass over every pair per resample.
+    With w_ij = c_i * c_j, every weighted sum over pairs of two stimuli is c^T A c / 2 for a
+    symmetric zero-diagonal matrix A holding the summands per pair (summed where a pair has
+    several rows), and over self-pairs (w = c_i) it is c . d for the vector d of their
+    summands, so all resamples together are a few matrix products instead of a pass over
+    every pair per resample.
     """
     n = counts.shape[1]
     x = x - x.mean()  # centring keeps the sums of squares from cancelling
     y = y - y.mean()
+    same = i == j
 
     def symmetric(values: np.ndarray) -> np.ndarray:
         matrix = np.zeros((n, n))
-        matrix[i, j] = values
-        matrix[j, i] = values
+        np.add.at(matrix, (i[~same], j[~same]), values[~same])
+        np.add.at(matrix, (j[~same], i[~same]), values[~same])
         return matrix
+
+    def diagonal(values: np.ndarray) -> np.ndarray:
+        return np.bincount(i[same], weights=values[same], minlength=n)
 
     summands = [np.ones_like(x), x, y, x * x, y * y, x * y]
     results = np.empty(len(counts))
     chunk = max(1, BOOTSTRAP_CHUNK_CELLS // max(1, n))
-    matrices = [symmetric(v) for v in summands]
+    forms = [(symmetric(v), diagonal(v)) for v in summands]
     for start in range(0, len(counts), chunk):
         c = counts[start : start + chunk].astype(np.float64)
-        s1, sx, sy, sxx, syy, sxy = (np.einsum("bi,bi->b", c @ m, c) / 2 for m in matrices)
+        s1, sx, sy, sxx, syy, sxy = (np.einsum("bi,bi->b", c @ m, c) / 2 + c @ d for m, d in forms)
         with np.errstate(invalid="ignore", divide="ignore"):
             cov = sxy - sx * sy / s1
             var = (sxx - sx * sx / s1) * (syy - sy * sy / s1)

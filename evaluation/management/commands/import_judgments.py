@@ -11,7 +11,7 @@ from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
 from core.cli import Outcome, add_user_option, user_lookup
-from evaluation.imports.judgments import judgments_import
+from evaluation.imports.judgments import judgments_import, report_lines
 from evaluation.imports.spec import FIELDS
 from evaluation.management.lookups import EvaluationCommand, dataset_lookup
 
@@ -69,6 +69,13 @@ class Command(EvaluationCommand):
             parser.add_argument(
                 f"--{flag.replace('_', '-')}", action="store_true", help=FIELDS[flag].help
             )
+        for rule in ("self_pairs", "scoring_unit"):
+            parser.add_argument(
+                f"--{rule.replace('_', '-')}",
+                choices=_values(rule),
+                default=FIELDS[rule].default,
+                help=FIELDS[rule].help,
+            )
         for bound in ("scale_min", "scale_max"):
             parser.add_argument(f"--{bound.replace('_', '-')}", type=float, help=FIELDS[bound].help)
         parser.add_argument("--description", default="")
@@ -102,6 +109,8 @@ class Command(EvaluationCommand):
                 allow_repeats=options["allow_repeats"],
                 scale_min=options["scale_min"],
                 scale_max=options["scale_max"],
+                self_pairs=options["self_pairs"],
+                scoring_unit=options["scoring_unit"],
                 origin=options["origin"],
                 description=options["description"],
                 created_by=user,
@@ -125,12 +134,15 @@ class Command(EvaluationCommand):
                 "stimulus_count": judgments.dataset.stimulus_count,
             },
             "target": {"id": target.pk, "name": target.name} if target else None,
+            "scoring_unit": judgments.scoring_unit,
+            "import_report": judgments.import_report,
         }
         lines = [
             f"Imported {judgments.judgment_count} {judgments.get_kind_display().lower()} as "
             f"{judgments.name} v{judgments.version} (id {judgments.pk}) over "
             f"{'the new dataset ' if dataset is None else ''}{judgments.dataset.name} "
             f"({judgments.dataset.stimulus_count} stimuli).",
+            *report_lines(judgments),
             f"Participants: {judgments.participant_count or 'not given'}.",
             "Reliability ceiling: "
             + (

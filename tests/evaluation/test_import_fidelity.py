@@ -1,0 +1,214 @@
+"""Published judgment files import as published (issue 18): rows that pair a text with
+itself are judgments, the CSV dialect comes from the file's name and first line (never from
+guessing quotes in a prefix), and pair ratings are scored per pair or per row as chosen."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from scipy.stats import pearsonr, spearmanr
+
+from evaluation import services
+from evaluation.imports.judgments import judgments_import, report_lines
+from evaluation.imports.reading import csv_dialect
+from evaluation.judgments import target_data
+from evaluation.metrics import pair_alignment_entry
+from evaluation.models import HumanJudgments, Score
+from tests.conftest import SENTENCES, make_text_model
+from tests.evaluation.test_human_targets import minilm, read_stsb  # noqa: F401 (fixture)
+from tests.evaluation.test_judgment_import import csv_upload, stored_counts
+from tests.evaluation.test_runs import run_steps
+
+pytestmark = pytest.mark.django_db
+
+CAT, DOG, KITTENS, STOCKS = (text for text, _ in SENTENCES[:4])
+
+
+def upload(name: str, text: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, text.encode("utf-8"))
+
+
+def import_pairs(file, **options) -> HumanJudgments:
+    return judgments_import(
+        file=file, format="pairs", name=options.pop("name", "sts"),
+        new_dataset_name=options.pop("new_dataset_name", "sentences"), create_missing=True,
+        **options,
+    )  # fmt: skip
+
+
+# --- Pairs of a text with itself -----------------------------------------------------------
+SELF_ROWS = [(CAT, DOG, 1.0), (DOG, DOG, 5.0), (CAT, KITTENS, 3.5), (STOCKS, STOCKS, 4.5),
+             (KITTENS, DOG, 0.5), (STOCKS, CAT, 0.2)]  # fmt: skip
+
+
+def test_identical_text_rows_are_kept_counted_and_scored_as_self_similarity():
+    judgments = import_pairs(csv_upload(["a", "b", "value"], SELF_ROWS))
+    assert judgments.judgment_count == 6
+    assert judgments.import_report["self_pairs"] == "keep"
+    assert judgments.import_report["self_pairs_kept"] == 2
+    assert judgments.import_report["self_pairs_dropped"] == 0
+    pairs = target_data(judgments.target).ratings
+    assert pairs.self_pairs == 2
+    assert any(
+        "2 row(s) pair a stimulus with itself: kept" in line for line in report_lines(judgments)
+    )
+
+
+def test_identical_text_rows_are_dropped_on_request_and_that_is_recorded():
+    judgments = import_pairs(csv_upload(["a", "b", "value"], SELF_ROWS), self_pairs="drop")
+    assert judgments.judgment_count == 4
+    assert judgments.import_report["self_pairs_dropped"] == 2
+    assert judgments.import_report["self_pairs_kept"] == 0
+    assert target_data(judgments.target).ratings.self_pairs == 0
+    assert "2 row(s) pairing a stimulus with itself dropped, as asked." in report_lines(judgments)
+
+
+def test_a_file_of_nothing_but_dropped_self_pairs_stores_nothing():
+    before = stored_counts()
+    with pytest.raises(ValidationError, match="All 2 rows pair a stimulus with itself"):
+        import_pairs(csv_upload(["a", "b", "value"], [(DOG, DOG, 5), (CAT, CAT, 5)]),
+                     self_pairs="drop")  # fmt: skip
+    assert stored_counts() == before
+
+
+def test_a_triplet_naming_one_stimulus_twice_is_still_refused():
+    with pytest.raises(ValidationError, match=f"Row 2: '{DOG}' appears twice in the trial"):
+        judgments_import(
+            file=csv_upload(["a", "b", "c", "choice"], [(DOG, DOG, CAT, CAT)]),
+            format="triplets", name="t", new_dataset_name="s", create_missing=True,
+        )  # fmt: skip
+
+
+# --- The CSV dialect -------------------------------------------------------------------------
+def words(count: int) -> list[str]:
+    rng = random.Random(4)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return sorted({"".join(rng.choice(letters) for _ in range(8)) for _ in range(count)})
+
+
+def test_a_csv_whose_first_escaped_quote_is_past_64_kib_is_read_as_rfc_4180():
+    vocabulary = words(300)
+    rng = random.Random(7)
+    rows = [
+        (rng.choice(vocabulary), rng.choice(vocabulary), rng.randint(0, 10)) for _ in range(70_000)
+    ]
+    quoted = 'he said "stop, now"'  # a comma and quotes: csv.writer quotes it, doubling quotes
+    rows[60_000] = (quoted, vocabulary[0], 7)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)  # what Python writes: RFC 4180
+    writer.writerow(["a", "b", "value"])
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    assert text.index('""') > 64 * 1024  # the first escaped quote is past the old sniffing
+    judgments = import_pairs(upload("pairs.csv", text))
+    assert judgments.judgment_count == 70_000
+    assert judgments.import_report["read_as"] == (
+        "comma-separated, RFC 4180 quoting (from the .csv extension)"
+    )
+    assert judgments.dataset.stimuli.filter(text=quoted).exists()
+
+
+def test_a_tsv_with_bare_quotes_is_read_without_quote_processing():
+    rows = [('A "quoted" word', "plain", 1.0), ('"starts quoted', 'ends quoted"', 2.0),
+            ("x", 'say "hi" twice "now"', 3.0)]  # fmt: skip
+    text = "a\tb\tvalue\n" + "".join(f"{a}\t{b}\t{v}\n" for a, b, v in rows)
+    judgments = import_pairs(upload("pairs.tsv", text))
+    texts = set(judgments.dataset.stimuli.values_list("text", flat=True))
+    assert {'A "quoted" word', '"starts quoted', 'ends quoted"', 'say "hi" twice "now"'} <= texts
+    assert judgments.import_report["read_as"] == (
+        "tab-separated, no quote processing (from the .tsv extension)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "first_line", "expected"),
+    [
+        ("x.csv", "a,b,value", "comma-separated, RFC 4180 quoting (from the .csv extension)"),
+        ("x.csv", "a;b;value", "semicolon-separated, RFC 4180 quoting (a .csv whose header has no comma)"),
+        ("x.TAB", "a\tb\tvalue", "tab-separated, no quote processing (from the .tab extension)"),
+        ("x.txt", "a\tb\tvalue", "tab-separated, no quote processing (delimiter from the first line)"),
+        ("", 'a;"b,c";value', "semicolon-separated, RFC 4180 quoting (delimiter from the first line)"),
+        ("", "text", "comma-separated, RFC 4180 quoting (one column: no delimiter in the first line)"),
+    ],
+)  # fmt: skip
+def test_the_dialect_comes_from_the_name_and_the_first_line(name, first_line, expected):
+    assert str(csv_dialect(name, first_line)) == expected
+
+
+def test_a_malformed_row_names_its_line_and_the_likely_cause():
+    text = 'a,b,value\ncat,dog,1\n"the cat" sat,dog,2\n'
+    with pytest.raises(ValidationError) as caught:
+        import_pairs(upload("pairs.csv", text))
+    message = " ".join(caught.value.messages)
+    assert "near row 3" in message
+    assert "Likely a field holds a comma or a quote without being quoted" in message
+    assert "read as comma-separated, RFC 4180 quoting" in message
+
+
+def test_a_text_dataset_csv_is_read_by_the_same_rules():
+    from evaluation.imports.stimuli import dataset_import_texts
+
+    rows = ["text"] + [f"sentence {k}" for k in range(5000)] + ['"a ""quoted"", text"']
+    dataset = dataset_import_texts(name="t", upload=upload("t.csv", "\n".join(rows) + "\n"),
+                                   label_column="")  # fmt: skip
+    assert dataset.stimuli.filter(text='a "quoted", text').exists()
+
+
+# --- Per pair or per row, against an independent computation ----------------------------------
+def assembled_sts() -> list[tuple[str, str, float]]:
+    """STS-B dev as published, plus what other STS sets hold: rows whose two sentences are
+    the same string (5.0, as STS12-16 rate them) and pairs listed again with other scores."""
+    rows = read_stsb()
+    rng = random.Random(11)
+    extra = [(a, a, 5.0) for a, _, _ in rng.sample(rows, 40)]
+    again = [(b, a, round(rng.uniform(0, 5), 1)) for a, b, _ in rng.sample(rows, 60)]
+    return rows + extra + again
+
+
+def import_sts(rows, unit: str) -> HumanJudgments:
+    text = "a\tb\tvalue\n" + "".join(f"{a}\t{b}\t{v}\n" for a, b, v in rows)  # bare quotes
+    return import_pairs(upload("sts.tsv", text), name=f"sts {unit}", scoring_unit=unit,
+                        new_dataset_name=f"sts sentences {unit}", scale_min=0, scale_max=5)  # fmt: skip
+
+
+@pytest.mark.parametrize("unit", ["row", "pair"])
+def test_sts_scored_per_row_or_per_pair_equals_sentence_transformers_and_scipy(minilm, unit):  # noqa: F811
+    rows = assembled_sts()
+    judgments = import_sts(rows, unit)
+    assert judgments.import_report["self_pairs_kept"] == 40
+    assert judgments.import_report["repeated_pairs"] >= 60
+    run = services.run_create(
+        dataset=judgments.dataset,
+        models=[make_text_model()],
+        metrics=[pair_alignment_entry(correlation="spearman"),
+                 pair_alignment_entry(correlation="pearson")],
+    )  # fmt: skip
+    run_steps(run)
+    scores = {s.params["correlation"]: s for s in Score.objects.filter(run=run)}
+
+    # Independent: sentence-transformers' own encode, cosine per row, scipy.
+    sentences = sorted({s for a, b, _ in rows for s in (a, b)})
+    vectors = minilm.encode(sentences, convert_to_numpy=True).astype(np.float64)
+    unit_vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    at = {s: k for k, s in enumerate(sentences)}
+    if unit == "row":
+        keys = [(at[a], at[b]) for a, b, _ in rows]
+        human = np.array([v for _, _, v in rows])
+    else:  # the mean per unordered pair
+        grouped: dict[tuple[int, int], list[float]] = {}
+        for a, b, v in rows:
+            grouped.setdefault(tuple(sorted((at[a], at[b]))), []).append(v)
+        keys = sorted(grouped)
+        human = np.array([np.mean(grouped[k]) for k in keys])
+    cosine = np.array([1.0 if i == j else unit_vectors[i] @ unit_vectors[j] for i, j in keys])
+    assert scores["spearman"].details["unit"] == unit
+    assert scores["spearman"].details["pairs"] == len(keys)
+    assert scores["spearman"].value == pytest.approx(spearmanr(cosine, human).statistic, abs=1e-6)
+    assert scores["pearson"].value == pytest.approx(pearsonr(cosine, human).statistic, abs=1e-6)
+    assert scores["spearman"].ci_low < scores["spearman"].value < scores["spearman"].ci_high
