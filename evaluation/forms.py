@@ -292,7 +292,7 @@ def _import_field(spec: ImportField) -> forms.Field:
             help_text=spec.help,
         )
     if spec.kind == "file":
-        return forms.FileField(help_text=spec.help)
+        return forms.FileField(required=spec.required, help_text=spec.help)
     if spec.kind == "dataset":
         return forms.ModelChoiceField(
             queryset=Dataset.objects.all(), required=spec.required, help_text=spec.help

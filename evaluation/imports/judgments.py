@@ -38,7 +38,7 @@ import math
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO, Any
 
@@ -55,8 +55,9 @@ from evaluation.imports.reading import (
     CsvReader,
     ImportProblem,
     ParsedStimulus,
+    csv_cells,
     csv_reader,
-    csv_rows,
+    likely_cause,
 )
 from evaluation.imports.stimuli import dataset_import
 from evaluation.judgments import JudgmentRow, item_key, judgments_create
@@ -80,6 +81,55 @@ MAX_JUDGMENT_ROWS = 2_000_000
 SYMMETRY_TOLERANCE = 1e-9
 MAX_LISTED = 5
 POSITION_WORDS = {"1", "2", "3", "a", "b", "c", "first", "second"}
+
+
+CHOICE_MEANINGS = ("reference", "position")
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """How a file as published maps onto a layout. The defaults read the layout's own column
+    names from a header; a file without one is read by column number (1 = first), by default
+    in the layout's order (a, b, value; a, b, c, choice; each then participant).
+
+    ``columns`` maps a role (a, b, c, reference, first, second, value, choice, participant)
+    to a header name or a column number. ``choice_is`` says whether the choice column names
+    the chosen stimulus (``reference``) or its position among the options (``position``:
+    1-3 for a triplet's a, b, c; 1-2 for a 2AFC trial's first and second). ``names`` makes
+    the stimulus cells indices into that list (``index_base`` = the first name's index), as
+    in THINGS' triplets."""
+
+    header: bool = True
+    columns: dict[str, str] = field(default_factory=dict)
+    choice_is: str = "reference"
+    names: tuple[str, ...] = ()
+    index_base: int = 1
+
+    def describe(self) -> dict[str, Any]:
+        """What the import recorded (``import_report``), to read the file the same way again."""
+        described: dict[str, Any] = {"header": self.header, "columns": dict(self.columns)}
+        if self.choice_is != "reference":
+            described["choice_is"] = self.choice_is
+        if self.names:
+            described.update(names=len(self.names), index_base=self.index_base)
+        return described
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """``"a=word1, b=word2, value=SimLex999"`` -> {"a": "word1", ...} (roles checked later)."""
+    mapping: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        role, equals, column = (x.strip() for x in part.partition("="))
+        if not equals or not role or not column:
+            raise ValidationError(
+                {"columns": f"{part!r} is not role=column (e.g. a=word1 or value=3)."}
+            )
+        if role.lower() in mapping:
+            raise ValidationError({"columns": f"The role {role!r} is mapped twice."})
+        mapping[role.lower()] = column
+    return mapping
 
 
 @dataclass(frozen=True)
@@ -128,6 +178,7 @@ def judgments_import(
     scale_max: float | None = None,
     self_pairs: str = "keep",
     scoring_unit: str = ScoringUnit.PAIR,
+    columns: ColumnMap | None = None,
     origin: str = "",
     description: str = "",
     created_by: Any = None,
@@ -140,7 +191,8 @@ def judgments_import(
     ``self_pairs`` keeps (default) or drops rows that pair a stimulus with itself;
     ``scoring_unit`` says whether a correlation with a model counts each unordered pair once
     (its rows averaged) or each row as published. Both, with the CSV dialect used and the
-    counts, are recorded with the data (``import_report``).
+    counts, are recorded with the data (``import_report``). ``columns`` reads a file as
+    published (another header, none, index-coded stimuli, choices by position).
     Raises ValidationError (keyed by argument, or ``file`` for the file's content).
     """
     name, new_dataset_name = name.strip(), new_dataset_name.strip()
@@ -159,7 +211,9 @@ def judgments_import(
     _check_scale(kind, scale_min, scale_max)
     _check_upload_size(file)
     try:
-        parsed, read_as = parse_judgment_csv(file, format=format, symmetrize=symmetrize)
+        parsed, read_as = parse_judgment_csv(
+            file, format=format, symmetrize=symmetrize, columns=columns
+        )
         references = list(dict.fromkeys(ref for item in parsed for ref in item.references))
         if dataset is None:
             orders = _orders_for_new_dataset(references)
@@ -175,6 +229,8 @@ def judgments_import(
             {"self_pairs": f"All {dropped} rows pair a stimulus with itself; nothing is left."}
         )
     report = _import_report(kind, read_as, parsed, rows, self_pairs, dropped)
+    if columns is not None and format != "matrix":
+        report["columns"] = columns.describe()
     origin = origin or _default_origin(format, file)
     with transaction.atomic():
         if dataset is None:
@@ -250,6 +306,42 @@ def report_lines(judgments: HumanJudgments) -> list[str]:
     return lines
 
 
+def column_map_from(data: Mapping[str, Any]) -> ColumnMap:
+    """The column mapping asked for by the import form's, the API's or the CLI's fields."""
+    names_file = data.get("names_file")
+    try:
+        names = read_names(names_file) if names_file else ()
+    except ImportProblem as exc:
+        raise ValidationError({"names_file": str(exc)}) from None
+    choice_is = data.get("choice_is") or "reference"
+    if choice_is not in CHOICE_MEANINGS:
+        raise ValidationError(
+            {"choice_is": f"Unknown meaning {choice_is!r}; use {' or '.join(CHOICE_MEANINGS)}."}
+        )
+    return ColumnMap(
+        header=not data.get("no_header"),
+        columns=parse_columns(data.get("columns") or ""),
+        choice_is=choice_is,
+        names=names,
+        index_base=int(data.get("index_base") or 1),
+    )
+
+
+def read_names(upload: IO[bytes]) -> tuple[str, ...]:
+    """A names list for index-coded stimuli: the first column of a CSV or TSV with a header
+    row (THINGS' item_names.tsv: 1 = its first name)."""
+    reader = csv_reader(upload)
+    rows = csv_cells(reader, MAX_JUDGMENT_ROWS)
+    next(rows, None)  # the header
+    names = tuple(cells[0].strip() for _, cells in rows)
+    if not names:
+        raise ImportProblem("The names file has a header but no names.")
+    empty = [k for k, name in enumerate(names, start=2) if not name]
+    if empty:
+        raise ImportProblem(f"Row {empty[0]} of the names file has no name in its first column.")
+    return names
+
+
 def judgments_import_from(data: Mapping[str, Any], *, created_by: Any = None) -> HumanJudgments:
     """``judgments_import`` from the fields of the import form or the API: a file imported
     into a new text dataset creates its stimuli; one matched to a dataset never does."""
@@ -268,6 +360,7 @@ def judgments_import_from(data: Mapping[str, Any], *, created_by: Any = None) ->
         scale_max=data["scale_max"],
         self_pairs=data.get("self_pairs") or "keep",
         scoring_unit=data.get("scoring_unit") or ScoringUnit.PAIR,
+        columns=column_map_from(data),
         description=data["description"],
         created_by=created_by,
     )
@@ -367,9 +460,9 @@ def _check_scale(kind: str, scale_min: float | None, scale_max: float | None) ->
         return
     if kind != JudgmentKind.PAIRS:
         raise ValidationError({"scale_min": "A rating scale applies to pair ratings only."})
-    for field, bound in (("scale_min", scale_min), ("scale_max", scale_max)):
+    for name, bound in (("scale_min", scale_min), ("scale_max", scale_max)):
         if bound is not None and not math.isfinite(bound):
-            raise ValidationError({field: "The scale's ends must be finite numbers."})
+            raise ValidationError({name: "The scale's ends must be finite numbers."})
     if scale_min is not None and scale_max is not None and scale_min >= scale_max:
         raise ValidationError({"scale_max": "The scale's maximum must exceed its minimum."})
 
@@ -393,49 +486,156 @@ def _default_origin(format: str, file: UploadedFile | IO[bytes]) -> str:
 
 # --- Parsing -------------------------------------------------------------------------------
 def parse_judgment_csv(
-    upload: IO[bytes], *, format: str, symmetrize: bool = False
+    upload: IO[bytes],
+    *,
+    format: str,
+    symmetrize: bool = False,
+    columns: ColumnMap | None = None,
 ) -> tuple[list[ParsedJudgment], str]:
     """Read every judgment of the file, or raise ImportProblem naming the row at fault; with
     how the file was read (its CSV dialect, said back to the user)."""
     reader = csv_reader(upload)
     if format == "matrix":
         return _parse_matrix(reader, symmetrize), f"{reader.read_as}; the matrix's upper triangle"
-    layout = LAYOUTS[format]
-    _use_column_names(reader, format, layout)
-    parsed = [
-        _parse_row(row, reader.line_num, layout) for row in csv_rows(reader, MAX_JUDGMENT_ROWS)
-    ]
+    layout, mapping = LAYOUTS[format], columns or ColumnMap()
+    rows = csv_cells(reader, MAX_JUDGMENT_ROWS)
+    header: list[str] | None = None
+    if mapping.header:
+        _, header = next(rows, (0, []))
+        if not header:
+            raise ImportProblem("The file is empty.")
+    positions = _column_positions(layout, format, mapping, header)
+    parsed = []
+    for line, cells in rows:
+        if header is not None and len(cells) > len(header):
+            raise ImportProblem(
+                f"Row {line} has more fields than the header. {likely_cause(reader.read_as)} "
+                f"The file was read as {reader.read_as}."
+            )
+        row = {role: cells[at] if at < len(cells) else "" for role, at in positions.items()}
+        parsed.append(_parse_row(row, line, layout, mapping))
     if not parsed:
-        raise ImportProblem("The file has a header but no rows.")
+        raise ImportProblem(
+            "The file has a header but no rows." if header else "The file is empty."
+        )
     return parsed, str(reader.read_as)
 
 
-def _use_column_names(reader: CsvReader, format: str, layout: _Layout) -> None:
-    """Check the header names the layout's columns, and key rows by the lower-case names."""
-    found = [(column or "").strip() for column in reader.fieldnames or []]
-    names = [column.lower() for column in found]
-    wanted = (*layout.required, "participant")
-    missing = [column for column in layout.required if column not in names]
-    if missing:
+def _column_positions(
+    layout: _Layout, format: str, mapping: ColumnMap, header: list[str] | None
+) -> dict[str, int]:
+    """Where each role's cells are: 0-based column positions."""
+    roles = (*layout.required, "participant")
+    unknown = sorted(set(mapping.columns) - set(roles))
+    if unknown:
         raise ImportProblem(
-            f"The file has no {', '.join(repr(c) for c in missing)} column; a {format} file "
-            f"needs columns {', '.join(layout.required)} (and optionally participant). Its "
-            f"first line, read as the header, holds: {', '.join(repr(c) for c in found)}."
+            f"A {format} file has no role {unknown[0]!r}; its roles are {', '.join(roles)}."
         )
-    repeated = sorted({column for column in names if names.count(column) > 1} & set(wanted))
-    if repeated:
-        raise ImportProblem(f"The header names the column {repeated[0]!r} more than once.")
-    reader.fieldnames = names
+    if header is None:
+        return _positions_by_number(layout, format, mapping)
+    found = [cell.strip() for cell in header]
+    names = [cell.lower() for cell in found]
+    positions: dict[str, int] = {}
+    missing = []
+    for role in roles:
+        wanted = mapping.columns.get(role, role)
+        if wanted.isdigit():
+            positions[role] = _column_number(wanted, len(header), role)
+        elif names.count(wanted.lower()) > 1:
+            raise ImportProblem(f"The header names the column {wanted!r} more than once.")
+        elif wanted.lower() in names:
+            positions[role] = names.index(wanted.lower())
+        elif role != "participant" or role in mapping.columns:
+            missing.append(wanted)
+    if missing:
+        mapped = " (as mapped)" if mapping.columns else ""
+        raise ImportProblem(
+            f"The file has no {', '.join(repr(c) for c in missing)} column{mapped}; a {format} "
+            f"file needs columns {', '.join(layout.required)} (and optionally participant). Its "
+            f"first line, read as the header, holds: {', '.join(repr(c) for c in found)}. Map "
+            "the file's columns to these roles, or say that it has no header."
+        )
+    return positions
 
 
-def _parse_row(row: dict[str, str], line: int, layout: _Layout) -> ParsedJudgment:
-    references = tuple(_cell(row, column, line) for column in layout.stimuli)
+def _positions_by_number(layout: _Layout, format: str, mapping: ColumnMap) -> dict[str, int]:
+    named = [role for role, column in mapping.columns.items() if not column.isdigit()]
+    if named:
+        raise ImportProblem(
+            f"A file without a header has no column names: map {named[0]!r} to a column "
+            "number (1 = the first column)."
+        )
+    if mapping.columns:
+        positions = {role: int(column) - 1 for role, column in mapping.columns.items()}
+        missing = [role for role in layout.required if role not in positions]
+        if missing:
+            raise ImportProblem(
+                f"Say which column holds {', '.join(missing)}: a {format} file needs "
+                f"{', '.join(layout.required)}."
+            )
+        if any(at < 0 for at in positions.values()):
+            raise ImportProblem("Column numbers start at 1.")
+        return positions
+    # The layout's order, then participant: MEN or WordSim (word1 word2 score), THINGS
+    # (item_i item_j item_k choice participant).
+    roles = (*layout.required, "participant")
+    return {role: at for at, role in enumerate(roles)}
+
+
+def _column_number(raw: str, width: int, role: str) -> int:
+    number = int(raw)
+    if not 1 <= number <= width:
+        raise ImportProblem(
+            f"The file has {width} columns; {role} cannot be column {number} (1 = the first)."
+        )
+    return number - 1
+
+
+def _parse_row(
+    row: dict[str, str], line: int, layout: _Layout, mapping: ColumnMap
+) -> ParsedJudgment:
+    references = tuple(
+        _reference(_cell(row, column, line), line, mapping) for column in layout.stimuli
+    )
     participant = _participant(row, line)
     if layout.options:
-        choice = _choice(row, references, layout, line)
+        if mapping.choice_is == "position":
+            choice = _choice_by_position(row, references, layout, line)
+        else:
+            row = {**row, "choice": _reference(_cell(row, "choice", line), line, mapping)}
+            choice = _choice(row, references, layout, line)
         return ParsedJudgment(line, references, choice=choice, participant=participant)
     value = _number(_cell(row, "value", line), line, "the value")
     return ParsedJudgment(line, references, value=value, participant=participant)
+
+
+def _reference(cell: str, line: int, mapping: ColumnMap) -> str:
+    """A stimulus as the file writes it; with a names list, the name its index points to."""
+    if not mapping.names:
+        return cell
+    first, last = mapping.index_base, mapping.index_base + len(mapping.names) - 1
+    if not cell.lstrip("-").isdigit() or not first <= int(cell) <= last:
+        raise ImportProblem(
+            f"Row {line}: {cell!r} is not an index into the names list ({first} to {last})."
+        )
+    return mapping.names[int(cell) - first]
+
+
+def _choice_by_position(
+    row: dict[str, str], references: tuple[str, ...], layout: _Layout, line: int
+) -> str:
+    options = [
+        ref
+        for column, ref in zip(layout.stimuli, references, strict=True)
+        if column in layout.options
+    ]
+    raw = _cell(row, "choice", line)
+    if not raw.isdigit() or not 1 <= int(raw) <= len(options):
+        raise ImportProblem(
+            f"Row {line}: the choice {raw!r} is not a position 1 to {len(options)} among "
+            f"the options ({', '.join(layout.options)})."
+        )
+    return options[int(raw) - 1]
 
 
 def _cell(row: dict[str, str], column: str, line: int) -> str:

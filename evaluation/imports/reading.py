@@ -331,8 +331,8 @@ TAB_SUFFIXES = {".tsv", ".tab"}
 
 
 def csv_dialect(file_name: str, first_line: str) -> CsvDialect:
-    """``.csv``: RFC 4180, comma-separated (semicolon where the header has semicolons and no
-    comma, as spreadsheets in many locales write); ``.tsv``/``.tab``: tab-separated, no quote
+    """``.csv``: RFC 4180, comma-separated (or, where the first line has no comma, the
+    delimiter it has: semicolons from spreadsheets in many locales, tabs in THINGS' files); ``.tsv``/``.tab``: tab-separated, no quote
     processing; any other name: only the delimiter is taken from the first line (the one
     most frequent outside quotes; a tab means no quote processing)."""
     suffix = PurePosixPath(file_name.replace("\\", "/")).suffix.lower()
@@ -340,8 +340,12 @@ def csv_dialect(file_name: str, first_line: str) -> CsvDialect:
     if suffix in TAB_SUFFIXES:
         return CsvDialect("\t", quoted=False, reason=f"from the {suffix} extension")
     if suffix == ".csv":
-        if counts[","] == 0 and counts[";"] > 0:
-            return CsvDialect(";", quoted=True, reason="a .csv whose header has no comma")
+        other = max(DELIMITER_NAMES, key=lambda d: counts[d])
+        if counts[","] == 0 and counts[other] > 0:  # e.g. semicolons (spreadsheets), tabs
+            name = DELIMITER_NAMES[other]
+            return CsvDialect(
+                other, quoted=True, reason=f"a .csv whose first line has no comma but {name}s"
+            )
         return CsvDialect(",", quoted=True, reason="from the .csv extension")
     delimiter = max(DELIMITER_NAMES, key=lambda d: counts[d])  # ties: the order listed
     if counts[delimiter] == 0:
@@ -440,17 +444,36 @@ def csv_rows(reader: CsvReader, max_rows: int) -> Iterator[dict[str, str]]:
             if None in row:
                 raise ImportProblem(
                     f"Row {reader.line_num} has more fields than the header. "
-                    f"{_likely_cause(reader.read_as)} The file was read as {reader.read_as}."
+                    f"{likely_cause(reader.read_as)} The file was read as {reader.read_as}."
                 )
             yield row
     except csv.Error as exc:  # DictReader's line_num lags a row behind a failed read
         raise ImportProblem(
             f"The CSV is malformed near row {reader.reader.line_num}: {exc}. "
-            f"{_likely_cause(reader.read_as)} The file was read as {reader.read_as}."
+            f"{likely_cause(reader.read_as)} The file was read as {reader.read_as}."
         ) from None
 
 
-def _likely_cause(read_as: CsvDialect) -> str:
+def csv_cells(reader: CsvReader, max_rows: int) -> Iterator[tuple[int, list[str]]]:
+    """The file's non-blank rows as lists of cells, header included, with their line."""
+    raw = reader.reader
+    try:
+        count = 0
+        for cells in raw:
+            if not any(cell.strip() for cell in cells):
+                continue
+            count += 1
+            if count > max_rows + 1:  # + 1: a header
+                raise ImportProblem(f"The CSV has more than {max_rows} rows.")
+            yield raw.line_num, cells
+    except csv.Error as exc:
+        raise ImportProblem(
+            f"The CSV is malformed near row {raw.line_num}: {exc}. "
+            f"{likely_cause(reader.read_as)} The file was read as {reader.read_as}."
+        ) from None
+
+
+def likely_cause(read_as: CsvDialect) -> str:
     name = DELIMITER_NAMES[read_as.delimiter]
     if read_as.quoted:
         return (

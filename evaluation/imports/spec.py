@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evaluation.imports.judgments import FORMATS, MATCH_RULES, SELF_PAIR_RULES
+from evaluation.imports.judgments import CHOICE_MEANINGS, FORMATS, MATCH_RULES, SELF_PAIR_RULES
 from evaluation.models import Modality, ScoringUnit
 
 FieldKind = Literal["text", "choice", "file", "dataset", "flag", "number"]
@@ -44,7 +44,54 @@ JUDGMENT_IMPORT_FIELDS: tuple[ImportField, ...] = (
         "name", "text", help="e.g. SimLex-999; a new version if it exists.", max_length=200
     ),
     ImportField("format", "choice", choices=tuple((f, FORMAT_LABELS[f]) for f in FORMATS)),
-    ImportField("file", "file", help="CSV or TSV with a header row."),
+    ImportField(
+        "file",
+        "file",
+        help="CSV or TSV: .csv is read as RFC 4180, .tsv and .tab as tab-separated without "
+        "quote processing.",
+    ),
+    ImportField(
+        "no_header",
+        "flag",
+        help="The file has no header row: columns are taken by number (by default in the "
+        "format's order: a, b, value; a, b, c, choice; each then participant).",
+        required=False,
+    ),
+    ImportField(
+        "columns",
+        "text",
+        help="Which column holds what, by header name or number (1 = first): e.g. "
+        "'a=word1, b=word2, value=SimLex999'. Blank: the format's own column names.",
+        required=False,
+        max_length=500,
+    ),
+    ImportField(
+        "choice_is",
+        "choice",
+        help="Triplets and 2AFC: the choice column names the chosen stimulus, or gives its "
+        "position among the options (1-3 for a, b, c; 1-2 for first, second).",
+        choices=tuple(
+            (meaning, label)
+            for meaning, label in zip(
+                CHOICE_MEANINGS, ("the chosen stimulus", "its position"), strict=True
+            )
+        ),
+        default="reference",
+    ),
+    ImportField(
+        "names_file",
+        "file",
+        help="Index-coded stimuli (THINGS' triplets): a CSV or TSV with a header row whose "
+        "first column lists the stimuli in index order; the file's stimulus cells are indices.",
+        required=False,
+    ),
+    ImportField(
+        "index_base",
+        "choice",
+        help="With a names file: the index of its first name.",
+        choices=(("1", "1 (the first name is 1)"), ("0", "0 (the first name is 0)")),
+        default="1",
+    ),
     ImportField(
         "dataset",
         "dataset",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 
 import numpy as np
 import pytest
@@ -15,12 +16,18 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from scipy.stats import pearsonr, spearmanr
 
 from evaluation import services
-from evaluation.imports.judgments import judgments_import, report_lines
+from evaluation.imports.judgments import (
+    ColumnMap,
+    column_map_from,
+    judgments_import,
+    parse_columns,
+    report_lines,
+)
 from evaluation.imports.reading import csv_dialect
 from evaluation.judgments import target_data
 from evaluation.metrics import pair_alignment_entry
 from evaluation.models import HumanJudgments, Score
-from tests.conftest import SENTENCES, make_text_model
+from tests.conftest import SENTENCES, SHARED_DATA, make_text_model
 from tests.evaluation.test_human_targets import minilm, read_stsb  # noqa: F401 (fixture)
 from tests.evaluation.test_judgment_import import csv_upload, stored_counts
 from tests.evaluation.test_runs import run_steps
@@ -130,7 +137,7 @@ def test_a_tsv_with_bare_quotes_is_read_without_quote_processing():
     ("name", "first_line", "expected"),
     [
         ("x.csv", "a,b,value", "comma-separated, RFC 4180 quoting (from the .csv extension)"),
-        ("x.csv", "a;b;value", "semicolon-separated, RFC 4180 quoting (a .csv whose header has no comma)"),
+        ("x.csv", "a;b;value", "semicolon-separated, RFC 4180 quoting (a .csv whose first line has no comma but semicolons)"),
         ("x.TAB", "a\tb\tvalue", "tab-separated, no quote processing (from the .tab extension)"),
         ("x.txt", "a\tb\tvalue", "tab-separated, no quote processing (delimiter from the first line)"),
         ("", 'a;"b,c";value', "semicolon-separated, RFC 4180 quoting (delimiter from the first line)"),
@@ -212,3 +219,122 @@ def test_sts_scored_per_row_or_per_pair_equals_sentence_transformers_and_scipy(m
     assert scores["spearman"].value == pytest.approx(spearmanr(cosine, human).statistic, abs=1e-6)
     assert scores["pearson"].value == pytest.approx(pearsonr(cosine, human).statistic, abs=1e-6)
     assert scores["spearman"].ci_low < scores["spearman"].value < scores["spearman"].ci_high
+
+
+# --- Files as published: a column map ---------------------------------------------------------
+def published(path, name: str | None = None) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name or path.name, path.read_bytes())
+
+
+def test_simlex_999_as_published_with_its_own_columns():
+    simlex = SHARED_DATA / "simlex999"
+    judgments = import_pairs(
+        published(simlex / "SimLex-999.txt"), name="SimLex-999", new_dataset_name="simlex",
+        columns=ColumnMap(columns=parse_columns("a=word1, b=word2, value=SimLex999")),
+    )  # fmt: skip
+    assert judgments.judgment_count == 999
+    assert judgments.import_report["read_as"] == (
+        "tab-separated, no quote processing (delimiter from the first line)"
+    )
+    assert judgments.import_report["columns"] == {
+        "header": True, "columns": {"a": "word1", "b": "word2", "value": "SimLex999"},
+    }  # fmt: skip
+    copy = {}
+    for line in (simlex / "EN-SIMLEX-999.faruqui.txt").read_text().splitlines():
+        a, b, v = line.split("\t")
+        copy[(a, b)] = float(v)
+    order = dict(judgments.dataset.stimuli.values_list("text", "order"))
+    texts = {o: t for t, o in order.items()}
+    stored = {
+        (texts[a], texts[b]): v
+        for a, b, v in judgments.rows.values_list("a__order", "b__order", "value")
+    }
+    assert stored == copy  # the Faruqui copy agrees with the original on every pair
+
+
+def test_a_headerless_word_pair_file_is_read_in_the_formats_order():
+    judgments = import_pairs(published(SHARED_DATA / "men" / "EN-MEN-TR-3k.txt"), name="MEN",
+                             new_dataset_name="men", columns=ColumnMap(header=False))  # fmt: skip
+    assert judgments.judgment_count == 3000
+    first = judgments.rows.order_by("pk").values_list("a__text", "b__text", "value").first()
+    assert first == ("sun", "sunlight", 50.0)
+
+
+def test_things_index_coded_triplets_with_a_names_file_reach_the_published_ceiling():
+    things = SHARED_DATA / "things_odd_one_out"
+    columns = column_map_from(
+        {
+            "no_header": True,
+            "choice_is": "position",
+            "names_file": published(things / "item_names.tsv"),
+        }
+    )
+    judgments = judgments_import(
+        file=published(things / "test_triplets.csv"), format="triplets", name="THINGS",
+        new_dataset_name="things words", create_missing=True, allow_repeats=True,
+        columns=columns,
+    )  # fmt: skip
+    assert judgments.judgment_count == 20_000
+    assert judgments.ceiling == pytest.approx(0.6438, abs=1e-4)  # SOURCES.md: 64.38%
+    assert judgments.import_report["columns"]["names"] == 1854
+    # Row 1 is "128 1107 734 1 272": concepts 128, 1107, 734 (1-based), the first one chosen.
+    names = [
+        line.split("\t")[0] for line in (things / "item_names.tsv").read_text().splitlines()[1:]
+    ]
+    first = judgments.rows.order_by("pk").first()
+    assert (first.a.text, first.b.text, first.c.text) == (names[127], names[1106], names[733])
+    assert first.chosen_id == first.a_id and first.participant == "272"
+
+
+@pytest.mark.parametrize(
+    ("text", "columns", "message"),
+    [
+        ("w1\tw2\ts\nx\ty\t1\n", {"columns": "a=w1, b=w2, score=s"},
+         "A pairs file has no role 'score'; its roles are a, b, value, participant."),
+        ("w1\tw2\ts\nx\ty\t1\n", {"columns": "a=w1, b=w2, value=sim"},
+         "The file has no 'sim' column (as mapped)"),
+        ("x\ty\t1\n", {"no_header": True, "columns": "a=word1, b=2, value=3"},
+         "A file without a header has no column names: map 'a' to a column number"),
+        ("w1\tw2\ts\nx\ty\t1\n", {"columns": "a=1, b=2, value=7"},
+         "The file has 3 columns; value cannot be column 7"),
+        ("x\ty\t1\n", {"no_header": True, "columns": "a=1, value=3"},
+         "Say which column holds b"),
+    ],
+)  # fmt: skip
+def test_a_column_map_that_does_not_fit_the_file_says_so_and_stores_nothing(text, columns, message):
+    before = stored_counts()
+    with pytest.raises(ValidationError) as caught:
+        import_pairs(upload("pairs.tsv", text), columns=column_map_from(columns))
+    assert message in " ".join(caught.value.messages)
+    assert stored_counts() == before
+
+
+def test_index_and_position_errors_name_the_row():
+    names = upload("names.tsv", "name\ncat\ndog\nfox\n")
+    columns = column_map_from({"no_header": True, "choice_is": "position", "names_file": names})
+    for text, message in [
+        ("1\t2\t4\t1\n", "Row 1: '4' is not an index into the names list (1 to 3)."),
+        ("1\t2\t3\t4\n", "Row 1: the choice '4' is not a position 1 to 3 among the options"),
+    ]:
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            judgments_import(file=upload("t.tsv", text), format="triplets", name="t",
+                             new_dataset_name="s", create_missing=True, columns=columns)  # fmt: skip
+
+
+def test_the_mapping_is_offered_by_the_api_and_recorded(researcher):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(researcher)
+    simlex = SHARED_DATA / "simlex999" / "SimLex-999.txt"
+    response = api.post(
+        "/api/judgments/",
+        {"file": published(simlex), "format": "pairs", "name": "SimLex-999",
+         "new_dataset_name": "simlex", "columns": "a=word1, b=word2, value=SimLex999",
+         "scoring_unit": "row"},
+        format="multipart",
+    )  # fmt: skip
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["judgment_count"] == 999 and body["scoring_unit"] == "row"
+    assert body["import_report"]["columns"]["columns"]["value"] == "SimLex999"

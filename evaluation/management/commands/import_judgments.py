@@ -11,7 +11,12 @@ from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
 from core.cli import Outcome, add_user_option, user_lookup
-from evaluation.imports.judgments import judgments_import, report_lines
+from evaluation.imports.judgments import (
+    ColumnMap,
+    column_map_from,
+    judgments_import,
+    report_lines,
+)
 from evaluation.imports.spec import FIELDS
 from evaluation.management.lookups import EvaluationCommand, dataset_lookup
 
@@ -22,7 +27,7 @@ def _values(field: str) -> list[str]:
 
 class Command(EvaluationCommand):
     help = (
-        "Import human judgments from a CSV or TSV with a header row:\n"
+        "Import human judgments from a CSV or TSV (by default with a header row naming):\n"
         "  pairs     a, b, value [, participant]\n"
         "  triplets  a, b, c, choice [, participant]   (choice = the odd one out)\n"
         "  2afc      reference, first, second, choice [, participant]\n"
@@ -38,6 +43,15 @@ class Command(EvaluationCommand):
   manage.py import_judgments things_triplets.tsv --format triplets --name THINGS \\
       --dataset things-images --match name --allow-repeats
   manage.py import_judgments ratings.csv --format pairs --name pilot --dataset stsb --match text --json
+  # Files as published: SimLex-999's own file, a headerless word-pair file (MEN, WordSim),
+  # THINGS' index-coded triplets (1-based indices into item_names.tsv, choice = position):
+  manage.py import_judgments SimLex-999.txt --format pairs --name SimLex-999 \
+      --new-dataset simlex-words --columns 'a=word1, b=word2, value=SimLex999'
+  manage.py import_judgments EN-MEN-TR-3k.txt --format pairs --name MEN --new-dataset men \
+      --no-header
+  manage.py import_judgments test_triplets.csv --format triplets --name THINGS \
+      --new-dataset things-words --no-header --names-file item_names.tsv \
+      --choice-is position --allow-repeats
 """
 
     def add_options(self, parser: CommandParser) -> None:
@@ -69,7 +83,12 @@ class Command(EvaluationCommand):
             parser.add_argument(
                 f"--{flag.replace('_', '-')}", action="store_true", help=FIELDS[flag].help
             )
-        for rule in ("self_pairs", "scoring_unit"):
+        parser.add_argument("--no-header", action="store_true", help=FIELDS["no_header"].help)
+        parser.add_argument(
+            "--columns", default="", metavar="ROLE=COLUMN,...", help=FIELDS["columns"].help
+        )
+        parser.add_argument("--names-file", metavar="FILE", help=FIELDS["names_file"].help)
+        for rule in ("self_pairs", "scoring_unit", "choice_is", "index_base"):
             parser.add_argument(
                 f"--{rule.replace('_', '-')}",
                 choices=_values(rule),
@@ -81,6 +100,15 @@ class Command(EvaluationCommand):
         parser.add_argument("--description", default="")
         parser.add_argument("--origin", default="", help="Where the data came from.")
         add_user_option(parser)
+
+    def _column_map(self, options: dict[str, Any]) -> ColumnMap:
+        names_path = options["names_file"]
+        if names_path and not Path(names_path).is_file():
+            raise CommandError(f"No names file {names_path}.")
+        if not names_path:
+            return column_map_from({**options, "names_file": None})
+        with Path(names_path).open("rb") as handle:
+            return column_map_from({**options, "names_file": File(handle, name=names_path)})
 
     def run(self, **options: Any) -> Outcome:
         path = Path(options["file"])
@@ -94,6 +122,7 @@ class Command(EvaluationCommand):
             if value is not None and not math.isfinite(value):
                 raise CommandError(f"--{option.replace('_', '-')} must be a finite number.")
         user = user_lookup(options["user"])
+        columns = self._column_map(options)
         self.note(f"Importing {options['format']} judgments from {path}...")
         with path.open("rb") as handle:
             judgments = judgments_import(
@@ -111,6 +140,7 @@ class Command(EvaluationCommand):
                 scale_max=options["scale_max"],
                 self_pairs=options["self_pairs"],
                 scoring_unit=options["scoring_unit"],
+                columns=columns,
                 origin=options["origin"],
                 description=options["description"],
                 created_by=user,
