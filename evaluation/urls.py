@@ -22,6 +22,7 @@ urlpatterns = [
         name="descriptions_import",
     ),
     path("judgments/import/", views.judgments_import_view, name="judgments_import"),
+    path("judgments/preview/", views.judgments_preview, name="judgments_preview"),
     path("stimuli/<int:stimulus_id>/file/", views.stimulus_file, name="stimulus_file"),
     path("runs/", views.run_list, name="run_list"),
     path("runs/new/", views.run_create, name="run_create"),

@@ -27,8 +27,15 @@ from evaluation.forms import (
     RunForm,
     StackForm,
 )
+from evaluation.imports import staging
 from evaluation.imports.descriptions import description_sets, descriptions_import
-from evaluation.imports.judgments import judgments_import_from, report_lines
+from evaluation.imports.judgments import (
+    column_map_from,
+    judgments_import_from,
+    preview_judgment_file,
+    report_lines,
+)
+from evaluation.imports.reading import ImportProblem
 from evaluation.imports.stimuli import dataset_import_from
 from evaluation.models import (
     Dataset,
@@ -329,8 +336,11 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
 
 @researcher_required
 def judgments_import_view(request: HttpRequest) -> HttpResponse:
-    """Published judgments (pairs, triplets, 2AFC, a matrix) as a scoring target."""
-    form = JudgmentImportForm(request.POST or None, request.FILES or None)
+    """Published judgments (pairs, triplets, 2AFC, a matrix) as a scoring target. A file
+    that failed to import stays chosen (staged) for the next attempt."""
+    files, token = _with_staged_file(request)
+    form = JudgmentImportForm(request.POST or None, files or None)
+    staged = staging.staged_name(request.session, token) if token else None
     if not _upload_refused(request, form) and request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -338,6 +348,8 @@ def judgments_import_view(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
+            if token:
+                staging.discard(request.session, token)
             messages.success(
                 request,
                 " ".join(
@@ -349,7 +361,52 @@ def judgments_import_view(request: HttpRequest) -> HttpResponse:
                 ),
             )
             return redirect(judgments.dataset)
-    return render(request, "evaluation/judgments_form.html", {"form": form})
+    if request.method == "POST" and "file" in request.FILES:  # failed: keep it for the next try
+        token = staging.stage(request.session, request.FILES["file"])
+        staged = staging.staged_name(request.session, token)
+    if staged:  # the staged file stands in for the file input: the browser may leave it empty
+        form.use_required_attribute = False
+    context = {"form": form, "staged_token": token if staged else "", "staged_name": staged}
+    return render(request, "evaluation/judgments_form.html", context)
+
+
+def _with_staged_file(request: HttpRequest) -> tuple[Any, str]:
+    """The request's files, with the staged file from an earlier attempt where none was
+    chosen this time; and that staged file's token (blank where there is none)."""
+    token = request.POST.get("staged_file", "") if request.method == "POST" else ""
+    if "file" in request.FILES or not token:
+        return request.FILES, "" if "file" in request.FILES else token
+    staged = staging.open_staged(request.session, token)
+    if staged is None:
+        return request.FILES, ""
+    files = request.FILES.copy()
+    files["file"] = staged
+    return files, token
+
+
+@researcher_required
+@require_POST
+def judgments_preview(request: HttpRequest) -> HttpResponse:
+    """The file's first rows as the import would read them, with the columns each role
+    takes (htmx: refreshed as the file, the format or the column map change)."""
+    files, _ = _with_staged_file(request)
+    upload = files.get("file")
+    context: dict[str, Any] = {}
+    if upload is None:
+        context["problem"] = "Choose a file to see its first rows."
+    else:
+        try:
+            columns = column_map_from(
+                {**request.POST.dict(), "names_file": request.FILES.get("names_file")}
+            )
+            context["preview"] = preview_judgment_file(
+                upload, format=request.POST.get("format", ""), columns=columns
+            )
+        except ImportProblem as exc:
+            context["problem"] = str(exc)
+        except ValidationError as exc:
+            context["problem"] = " ".join(exc.messages)
+    return render(request, "evaluation/_judgments_preview.html", context)
 
 
 @researcher_required

@@ -34,6 +34,7 @@ stored unless the whole file is good: it is parsed and matched first, then the n
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import unicodedata
 from collections import Counter
@@ -519,6 +520,39 @@ def parse_judgment_csv(
             "The file has a header but no rows." if header else "The file is empty."
         )
     return parsed, str(reader.read_as)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The first rows of a file as Likeness reads them, and where each role's cells are."""
+
+    read_as: str
+    header: list[str] | None
+    rows: list[list[str]]
+    roles: list[tuple[str, int, str]]  # (role, column number from 1, its header name)
+    problem: str = ""
+
+
+PREVIEW_ROWS = 6
+
+
+def preview_judgment_file(upload: IO[bytes], *, format: str, columns: ColumnMap) -> Preview:
+    """How the import would read the file's columns, from its first rows (nothing stored)."""
+    if format not in LAYOUTS:
+        raise ImportProblem("Choose pairs, triplets or 2AFC to map columns (a matrix has none).")
+    reader = csv_reader(upload)
+    lines = csv_cells(reader, PREVIEW_ROWS + 1)
+    header = next(lines, (0, []))[1] if columns.header else None
+    rows = [cells for _, cells in itertools.islice(lines, PREVIEW_ROWS)]
+    try:
+        positions = _column_positions(LAYOUTS[format], format, columns, header)
+    except ImportProblem as exc:
+        return Preview(str(reader.read_as), header, rows, [], str(exc))
+    roles = [
+        (role, at + 1, header[at] if header and at < len(header) else "")
+        for role, at in positions.items()
+    ]
+    return Preview(str(reader.read_as), header, rows, roles)
 
 
 def _column_positions(

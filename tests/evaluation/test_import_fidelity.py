@@ -338,3 +338,35 @@ def test_the_mapping_is_offered_by_the_api_and_recorded(researcher):
     body = response.json()
     assert body["judgment_count"] == 999 and body["scoring_unit"] == "row"
     assert body["import_report"]["columns"]["columns"]["value"] == "SimLex999"
+
+
+def test_a_staged_file_is_kept_for_its_session_only(client, researcher):
+    from django.urls import reverse
+
+    from tests.factories import ResearcherFactory
+
+    client.force_login(researcher)
+    url = reverse("evaluation:judgments_import")
+    fields = {"name": "SimLex-999", "format": "pairs", "new_dataset_name": "simlex"}
+    failed = client.post(
+        url, {**fields, "file": published(SHARED_DATA / "simlex999" / "SimLex-999.txt")}
+    )
+    assert failed.status_code == 200
+    token = failed.context["staged_token"]
+    assert token and "Using <strong>SimLex-999.txt</strong>" in failed.content.decode()
+
+    other = client.__class__()
+    other.force_login(ResearcherFactory())
+    stolen = other.post(
+        url, {**fields, "staged_file": token, "columns": "a=word1, b=word2, value=SimLex999"}
+    )
+    assert stolen.status_code == 200 and "This field is required." in stolen.content.decode()
+    assert HumanJudgments.objects.count() == 0
+
+    mapped = client.post(
+        url, {**fields, "staged_file": token, "columns": "a=word1, b=word2, value=SimLex999"}
+    )
+    assert mapped.status_code == 302
+    assert HumanJudgments.objects.get().judgment_count == 999
+    again = client.post(url, {**fields, "name": "again", "staged_file": token})
+    assert "This field is required." in again.content.decode()  # discarded once imported

@@ -41,6 +41,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:dataset_detail": (RESEARCHER, "GET", "dataset"),
     "evaluation:descriptions_import": (RESEARCHER, "POST", "dataset"),
     "evaluation:judgments_import": (RESEARCHER, "GET", ""),
+    "evaluation:judgments_preview": (RESEARCHER, "POST", ""),
     "evaluation:stimulus_file": (RESEARCHER, "GET", "stimulus"),
     "evaluation:run_list": (RESEARCHER, "GET", ""),
     "evaluation:run_create": (RESEARCHER, "GET", ""),
