@@ -727,7 +727,11 @@ def _import_field(spec: ImportField) -> serializers.Field:
             choices=list(spec.choices), default=default, help_text=help_text
         )
     if spec.kind == "file":
-        return serializers.FileField(help_text=help_text)
+        if spec.required:
+            return serializers.FileField(help_text=help_text)
+        return serializers.FileField(
+            required=False, allow_null=True, default=None, help_text=help_text
+        )
     if spec.kind == "dataset":
         return serializers.PrimaryKeyRelatedField(
             queryset=Dataset.objects.all(),
