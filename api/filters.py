@@ -13,6 +13,7 @@ from annotation.models import Study, StudyKind, StudyStatus
 from evaluation.metrics import METRICS
 from evaluation.models import (
     Dataset,
+    EmbeddingSet,
     HumanJudgments,
     JudgmentKind,
     Modality,
@@ -105,6 +106,16 @@ class ScoreFilter(StrictFilterSet):
     class Meta:
         model = Score
         fields = ["model", "target", "dataset", "run", "metric", "metric_key", "layer"]
+
+
+class EmbeddingSetFilter(StrictFilterSet):
+    model = filters.ModelChoiceFilter(queryset=PretrainedModel.objects.all(), help_text="Model id.")
+    dataset = filters.ModelChoiceFilter(queryset=Dataset.objects.all(), help_text="Dataset id.")
+    layer = filters.CharFilter(help_text="Exact layer name.")
+
+    class Meta:
+        model = EmbeddingSet
+        fields = ["model", "dataset", "layer"]
 
 
 class StudyFilter(StrictFilterSet):

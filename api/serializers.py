@@ -29,6 +29,7 @@ from evaluation.imports.spec import (
 )
 from evaluation.models import (
     Dataset,
+    EmbeddingSet,
     HumanJudgments,
     Modality,
     ModelSource,
@@ -561,6 +562,71 @@ class ScoreSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+# --- Downloads for notebooks --------------------------------------------------------------------
+class EmbeddingSetSerializer(serializers.ModelSerializer):
+    model_name = serializers.CharField(source="model.name", read_only=True)
+    download = serializers.SerializerMethodField(help_text="The embeddings (add ?format=).")
+    similarity = serializers.SerializerMethodField(help_text="The cosine similarity matrix.")
+
+    class Meta:
+        model = EmbeddingSet
+        fields = [
+            "id", "model", "model_name", "dataset", "layer", "pooling", "precision",
+            "weights_id", "count", "dim", "created_at", "download", "similarity",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def _url(self, name: str, embedding_set: EmbeddingSet) -> str:
+        path = reverse(f"api:embeddings-{name}", args=[embedding_set.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    def get_download(self, embedding_set: EmbeddingSet) -> str:
+        return self._url("download", embedding_set)
+
+    def get_similarity(self, embedding_set: EmbeddingSet) -> str:
+        return self._url("similarity", embedding_set)
+
+
+class EmbeddingDownloadQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(
+        choices=[
+            ("npy", "the array (rows in dataset order)"),
+            ("npz", "embeddings, stimulus_id, name, label"),
+            ("parquet", "stimulus_id, name, label, embedding"),
+            ("csv", "stimulus_id, name, label, d0, d1, ..."),
+        ],
+        default="npy",
+    )
+
+
+class MatrixQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(
+        choices=[("npy", "float32 n x n"), ("csv", "names in the first row and column")],
+        default="npy",
+    )
+
+
+class HumanQuerySerializer(serializers.Serializer):
+    shape = serializers.ChoiceField(
+        choices=[
+            ("pairs", "one row per unit scored: a_id, b_id, a, b, human, judgments (CSV)"),
+            ("matrix", "n x n mean ratings in dataset order, NaN where not judged"),
+        ],
+        default="pairs",
+    )
+    format = serializers.ChoiceField(
+        choices=[("csv", "CSV"), ("npy", "npy (matrix only)")], default="csv"
+    )
+
+
+class PairTableQuerySerializer(serializers.Serializer):
+    models = serializers.CharField(
+        help_text="Comma-separated model ids, each with cached embeddings of the target's "
+        "dataset at its default layer."
+    )
 
 
 # --- Studies ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ router.register("scores", views.ScoreViewSet, basename="score")
 router.register("targets", views.TargetViewSet, basename="target")
 router.register("studies", views.StudyViewSet, basename="study")
 router.register("judgments", views.JudgmentsViewSet, basename="judgments")
+router.register("embeddings", views.EmbeddingSetViewSet, basename="embeddings")
 
 urlpatterns = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="token"),

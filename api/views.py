@@ -44,12 +44,14 @@ from api.errors import Conflict, ErrorSerializer, UploadTooLarge
 from api.parsers import JSONParser
 from api.permissions import IsResearcher, PublicReadResearcherWrite
 from core.auth import is_researcher
-from evaluation import selectors, services
+from evaluation import downloads, selectors, services
 from evaluation.imports.judgments import judgments_import_from
 from evaluation.imports.stimuli import dataset_import_from
 from evaluation.models import (
     Dataset,
+    EmbeddingSet,
     HumanJudgments,
+    PretrainedModel,
     Run,
     Split,
     Target,
@@ -79,6 +81,30 @@ class _ById(viewsets.GenericViewSet):
     def created(self, instance: Any, serializer_class: type, location: str) -> Response:
         data = serializer_class(instance, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_201_CREATED, headers={"Location": location})
+
+
+class _ServerChoosesFormat(BaseContentNegotiation):
+    """Exports answer in the format asked for by ``?format=``, whatever the Accept header;
+    errors are JSON."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        first = next(iter(renderers))
+        return first, first.media_type
+
+
+DOWNLOAD_RESPONSES = {
+    (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="npy."),
+    (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="npz."),
+    (200, "application/vnd.apache.parquet"): OpenApiResponse(
+        OpenApiTypes.BINARY, description="Parquet."
+    ),
+    (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV, streamed."),
+}
 
 
 def _refuse_oversize_upload(request: Request) -> None:
@@ -413,22 +439,101 @@ class TargetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     def get_queryset(self) -> QuerySet[Target]:
         return selectors.targets_with_score_counts().order_by("dataset__name", "name", "id")
 
+    @extend_schema(
+        summary="A pair target's human data, as the metrics score it (researchers; streamed)",
+        parameters=[serializers.HumanQuerySerializer],
+        responses=DOWNLOAD_RESPONSES,
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        permission_classes=[IsResearcher],
+        content_negotiation_class=_ServerChoosesFormat,
+    )
+    def human(self, request: Request, pk: str) -> StreamingHttpResponse:
+        query = _query(serializers.HumanQuerySerializer, request)
+        return _download(
+            downloads.human_download(self.get_object(), shape=query["shape"], fmt=query["format"])
+        )
+
+    @extend_schema(
+        summary="Per pair: the human value and each model's cosine similarity (researchers)",
+        parameters=[serializers.PairTableQuerySerializer],
+        responses=DOWNLOAD_RESPONSES,
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        permission_classes=[IsResearcher],
+        content_negotiation_class=_ServerChoosesFormat,
+    )
+    def pairs(self, request: Request, pk: str) -> StreamingHttpResponse:
+        query = _query(serializers.PairTableQuerySerializer, request)
+        target = self.get_object()
+        return _download(downloads.pair_table_download(target, _models(query["models"])))
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List cached embeddings (model x dataset x layer)"),
+    retrieve=extend_schema(summary="A cached embedding set"),
+)
+class EmbeddingSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
+    """Cached embeddings, to continue in a notebook: download them or their similarity
+    matrix (streamed)."""
+
+    serializer_class = serializers.EmbeddingSetSerializer
+    filterset_class = filters.EmbeddingSetFilter
+    noun = "embedding set"
+
+    def get_queryset(self) -> QuerySet[EmbeddingSet]:
+        return selectors.embedding_sets()
+
+    @extend_schema(
+        summary="The embeddings, one row per stimulus in dataset order (streamed)",
+        parameters=[serializers.EmbeddingDownloadQuerySerializer],
+        responses=DOWNLOAD_RESPONSES,
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=_ServerChoosesFormat)
+    def download(self, request: Request, pk: str) -> StreamingHttpResponse:
+        query = _query(serializers.EmbeddingDownloadQuerySerializer, request)
+        return _download(downloads.embeddings_download(self.get_object(), query["format"]))
+
+    @extend_schema(
+        summary="The cosine similarity matrix of the stimuli (n x n float32, streamed)",
+        parameters=[serializers.MatrixQuerySerializer],
+        responses=DOWNLOAD_RESPONSES,
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=_ServerChoosesFormat)
+    def similarity(self, request: Request, pk: str) -> StreamingHttpResponse:
+        query = _query(serializers.MatrixQuerySerializer, request)
+        return _download(downloads.similarity_download(self.get_object(), query["format"]))
+
+
+def _query(serializer_class: type[serializers.serializers.Serializer], request: Request) -> Any:
+    # A plain dict: from a QueryDict, DRF would read a blank ?format= as "not given".
+    query = serializer_class(data=request.query_params.dict())
+    query.is_valid(raise_exception=True)
+    return query.validated_data
+
+
+def _models(ids: str) -> list[PretrainedModel]:
+    wanted = [part.strip() for part in ids.split(",") if part.strip()]
+    if not wanted or not all(part.isdigit() for part in wanted):
+        raise ValidationError({"models": "Give model ids separated by commas, e.g. 3,7."})
+    found = selectors.models_in_order([int(part) for part in wanted])
+    missing = sorted(set(map(int, wanted)) - {m.pk for m in found})
+    if missing:
+        raise NotFound(f"No model with id {missing[0]}.")
+    return found
+
+
+def _download(download: downloads.Download) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(download.chunks, content_type=download.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
+    return response
+
 
 # --- Studies --------------------------------------------------------------------------------------
-class _ServerChoosesFormat(BaseContentNegotiation):
-    """Exports answer in the format asked for by ``?format=``, whatever the Accept header;
-    errors are JSON."""
-
-    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
-        return next(iter(parsers), None)
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        first = next(iter(renderers))
-        return first, first.media_type
-
-
 def _stream(rows: Any, fields: list[str] | None, fmt: str, filename: str) -> StreamingHttpResponse:
     body = study_exports.as_csv(rows, fields) if fmt == "csv" else study_exports.as_json(rows)
     response = StreamingHttpResponse(

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO, cast
+from typing import IO, Any, TextIO, cast
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -218,7 +218,7 @@ def bar(fraction: float, width: int = 24) -> str:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[TextIO]:
+def atomic_output(path: str, *, binary: bool = False) -> Iterator[IO[Any]]:
     """Write a file under a temporary name and move it into place only when complete, so a
     failed export leaves no partial file (and an existing file untouched)."""
     import os
@@ -229,7 +229,12 @@ def atomic_output(path: str) -> Iterator[TextIO]:
         raise CommandError(f"Cannot write {path}: the folder {folder} does not exist.")
     handle, temporary = tempfile.mkstemp(prefix=".export-", dir=folder)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+        opened = (
+            os.fdopen(handle, "wb")
+            if binary
+            else os.fdopen(handle, "w", encoding="utf-8", newline="")
+        )
+        with opened as stream:
             yield stream
         os.replace(temporary, path)
     except BaseException:

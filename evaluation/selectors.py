@@ -10,6 +10,7 @@ from django.db.models import Count, Prefetch, QuerySet
 
 from evaluation.models import (
     Dataset,
+    EmbeddingSet,
     HumanJudgments,
     ModelSource,
     PretrainedModel,
@@ -63,6 +64,12 @@ def targets_with_datasets() -> QuerySet[Target]:
 
 def stimuli_preview(dataset: Dataset, *, limit: int) -> QuerySet[Stimulus]:
     return dataset.stimuli.order_by("order")[:limit]
+
+
+def embedding_sets() -> QuerySet[EmbeddingSet]:
+    return EmbeddingSet.objects.select_related("model", "dataset").order_by(
+        "dataset__name", "model__name", "layer", "-created_at"
+    )
 
 
 def judgment_sets() -> QuerySet[HumanJudgments]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TextIO
+from typing import IO, Any
 
 from django.core.management.base import CommandError, CommandParser
 
@@ -99,7 +99,7 @@ class _Counter:
             yield row
 
 
-def _write(chunks: Iterable[str], stream: TextIO) -> None:
+def _write(chunks: Iterable[str], stream: IO[Any]) -> None:
     for chunk in chunks:
         stream.write(chunk)
     stream.flush()
