@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, F, Prefetch, QuerySet
 
 from evaluation.models import (
     Dataset,
@@ -44,6 +44,17 @@ def models_with_embeddings_of(dataset: Dataset | None) -> QuerySet[PretrainedMod
     if dataset is None:
         return PretrainedModel.objects.none()
     return PretrainedModel.objects.filter(embedding_sets__dataset=dataset).distinct()
+
+
+def models_with_default_embeddings_of(dataset: Dataset) -> list[PretrainedModel]:
+    """Models with cached embeddings of the dataset at their default layer, by name."""
+    return list(
+        PretrainedModel.objects.filter(
+            embedding_sets__dataset=dataset, embedding_sets__layer=F("default_layer")
+        )
+        .distinct()
+        .order_by("name")
+    )
 
 
 def language_models_scored_on(target: Target) -> list[PretrainedModel]:

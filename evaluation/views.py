@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from core import querystring as qs
 from core.auth import is_researcher, researcher_required
 from core.http import HtmxHttpRequest
-from evaluation import compare, efficiency, plots, selectors, services, stacking
+from evaluation import compare, downloads, efficiency, plots, selectors, services, stacking
 from evaluation import leaderboards as boards
 from evaluation.engine.errors import StorageError
 from evaluation.forms import (
@@ -47,6 +47,7 @@ from evaluation.models import (
 )
 
 STIMULI_PREVIEW = 48
+PAIR_TABLE_MODELS = 5  # models offered in a leaderboard's per-pair table
 
 
 # --- Leaderboards (public) ------------------------------------------------------------------------
@@ -78,9 +79,12 @@ def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
         return response
     template = "evaluation/leaderboard.html" + ("#board" if request.htmx else "")
     page = cast(boards.BoardPage, SimpleLazyObject(lambda: boards.board_page(board, query)))
-    stackable = []
+    stackable: list[PretrainedModel] = []
+    pair_downloads = None
     if target.kind == TargetKind.PAIRS and is_researcher(request.user) and not request.htmx:
         stackable = selectors.language_models_scored_on(target)
+        models = selectors.models_with_default_embeddings_of(target.dataset)[:PAIR_TABLE_MODELS]
+        pair_downloads = {"models": models, "model_ids": ",".join(str(m.pk) for m in models)}
     return render(
         request,
         template,
@@ -95,6 +99,7 @@ def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
             "page": page,
             "page_links": SimpleLazyObject(lambda: _page_links(page, query)),
             "stackable": stackable,
+            "pair_downloads": pair_downloads,
         },
     )
 
@@ -283,6 +288,9 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
         {
             "model": model,
             "scores": selectors.model_scores(model=model),
+            "embedding_sets": selectors.embedding_sets().filter(model=model),
+            "embedding_formats": downloads.EMBEDDING_FORMATS,
+            "matrix_formats": downloads.MATRIX_FORMATS,
             "curves": [
                 (
                     target,

@@ -121,3 +121,19 @@ def test_downloads_say_what_is_wrong(api, minilm_set):
     assert api.get(f"/api/targets/{target.pk}/").status_code == 200
     assert api.get(f"/api/targets/{target.pk}/human/").status_code in (401, 403)
     assert api.get(f"/api/embeddings/{embedding_set.pk}/download/").status_code in (401, 403)
+
+
+def test_the_pages_link_the_downloads_for_researchers(client, researcher, minilm_set):
+    target, model, embedding_set = minilm_set
+    client.force_login(researcher)
+    page = client.get(model.get_absolute_url()).content.decode()
+    link = f"/api/embeddings/{embedding_set.pk}/download/?format=parquet"
+    assert link in page
+    assert client.get(link).status_code == 200  # the browser's session is enough
+    board = client.get(target.get_absolute_url()).content.decode()
+    pairs_link = f"/api/targets/{target.pk}/pairs/?models="
+    assert pairs_link in board and "per pair, with" in board
+    href = board.split(pairs_link)[1].split('"')[0]
+    assert client.get(pairs_link + href).status_code == 200
+    client.logout()
+    assert "Data for a notebook" not in client.get(target.get_absolute_url()).content.decode()
