@@ -22,6 +22,7 @@ from evaluation import selectors
 from evaluation.engine.errors import MetricError
 from evaluation.imports.spec import (
     DATASET_IMPORT_FIELDS,
+    EMBEDDING_IMPORT_FIELDS,
     JUDGMENT_IMPORT_FIELDS,
     ImportField,
     dataset_choice_error,
@@ -590,6 +591,15 @@ class EmbeddingSetSerializer(serializers.ModelSerializer):
         return self._url("similarity", embedding_set)
 
 
+class EmbeddingsImportSerializer(serializers.Serializer):
+    """The fields of the web form *Import embeddings* (``EmbeddingsImportForm``), as multipart."""
+
+    # Both are built from evaluation.imports.spec (the docstring is the schema's).
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {spec.name: _import_field(spec) for spec in EMBEDDING_IMPORT_FIELDS}
+
+
 class EmbeddingDownloadQuerySerializer(serializers.Serializer):
     format = serializers.ChoiceField(
         choices=[
@@ -797,6 +807,10 @@ def _import_field(spec: ImportField) -> serializers.Field:
             return serializers.FileField(help_text=help_text)
         return serializers.FileField(
             required=False, allow_null=True, default=None, help_text=help_text
+        )
+    if spec.kind == "dataset" and spec.required:
+        return serializers.PrimaryKeyRelatedField(
+            queryset=Dataset.objects.all(), help_text=help_text
         )
     if spec.kind == "dataset":
         return serializers.PrimaryKeyRelatedField(

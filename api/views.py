@@ -45,6 +45,7 @@ from api.parsers import JSONParser
 from api.permissions import IsResearcher, PublicReadResearcherWrite
 from core.auth import is_researcher
 from evaluation import downloads, selectors, services
+from evaluation.imports.embeddings import embeddings_import_from
 from evaluation.imports.judgments import judgments_import_from
 from evaluation.imports.stimuli import dataset_import_from
 from evaluation.models import (
@@ -477,9 +478,9 @@ class TargetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     list=extend_schema(summary="List cached embeddings (model x dataset x layer)"),
     retrieve=extend_schema(summary="A cached embedding set"),
 )
-class EmbeddingSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
+class EmbeddingSetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     """Cached embeddings, to continue in a notebook: download them or their similarity
-    matrix (streamed)."""
+    matrix (streamed); and embeddings computed elsewhere, imported as a model."""
 
     serializer_class = serializers.EmbeddingSetSerializer
     filterset_class = filters.EmbeddingSetFilter
@@ -487,6 +488,27 @@ class EmbeddingSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ByI
 
     def get_queryset(self) -> QuerySet[EmbeddingSet]:
         return selectors.embedding_sets()
+
+    @extend_schema(
+        summary="Import embeddings computed elsewhere as a model (multipart)",
+        description="npy, npz, thingsvision's txt/hdf5/mat, parquet or csv; rows matched to "
+        "the dataset's stimuli by id, name or order. Every stimulus once, finite values; all "
+        "or nothing. Answers the model's cached embedding sets, one per layer.",
+        request={"multipart/form-data": serializers.EmbeddingsImportSerializer},
+        responses={201: serializers.EmbeddingSetSerializer(many=True)},
+    )
+    def create(self, request: Request) -> Response:
+        data = request.data
+        _refuse_oversize_upload(request)
+        serializer = serializers.EmbeddingsImportSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        model = embeddings_import_from(serializer.validated_data, created_by=request.user)
+        sets = self.get_queryset().filter(model=model)
+        body = serializers.EmbeddingSetSerializer(
+            sets, many=True, context=self.get_serializer_context()
+        ).data
+        location = reverse("api:model-detail", args=[model.pk])
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
 
     @extend_schema(
         summary="The embeddings, one row per stimulus in dataset order (streamed)",

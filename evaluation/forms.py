@@ -14,6 +14,7 @@ from django.utils.functional import cached_property
 from core.querystring import id_param
 from evaluation.imports.spec import (
     DATASET_IMPORT_FIELDS,
+    EMBEDDING_IMPORT_FIELDS,
     JUDGMENT_IMPORT_FIELDS,
     ImportField,
     dataset_choice_error,
@@ -327,6 +328,15 @@ class JudgmentImportForm(forms.Form):
 
 DatasetImportForm.base_fields.update(
     {spec.name: _import_field(spec) for spec in DATASET_IMPORT_FIELDS}
+)
+
+
+class EmbeddingsImportForm(forms.Form):
+    """Fields from ``evaluation.imports.spec`` (added below), as the API's."""
+
+
+EmbeddingsImportForm.base_fields.update(
+    {spec.name: _import_field(spec) for spec in EMBEDDING_IMPORT_FIELDS}
 )
 JudgmentImportForm.base_fields.update(
     {spec.name: _import_field(spec) for spec in JUDGMENT_IMPORT_FIELDS}

@@ -38,6 +38,11 @@ class ModelSource(models.TextChoices):
     BASELINE = "baseline", "Baseline (pixels, tfidf)"
     LANGUAGE = "language", "Language-based (words people used about each stimulus)"
     STACKED = "stacked", "Stacked (language + DNN embeddings; made on a leaderboard)"
+    IMPORTED = "imported", "Imported embeddings (computed elsewhere)"
+
+
+# Models that are not loaded, so never inspected: their embeddings come from elsewhere.
+NEVER_INSPECTED = (ModelSource.STACKED, ModelSource.IMPORTED)
 
 
 class Weights(models.TextChoices):
@@ -72,6 +77,9 @@ class PretrainedModel(models.Model):
     parameter_count = models.BigIntegerField(null=True, blank=True)
     embedding_size = models.PositiveIntegerField(null=True, blank=True)
     description = models.TextField(blank=True)
+    # Imported embeddings: where they came from (free text, link, licence) and how the file
+    # was read (format, matched by id, name or order).
+    provenance = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -108,7 +116,7 @@ class PretrainedModel(models.Model):
             self.inspection_sent_at is None
             and not self.layers
             and not self.inspection_error
-            and self.source != ModelSource.STACKED  # made on a leaderboard, never inspected
+            and self.source not in NEVER_INSPECTED
         )
 
     @property

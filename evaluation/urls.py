@@ -12,6 +12,7 @@ urlpatterns = [
     path("compare/", views.compare_page, name="compare"),
     path("models/", views.model_list, name="model_list"),
     path("models/new/", views.model_create, name="model_create"),
+    path("models/import-embeddings/", views.embeddings_import_view, name="embeddings_import"),
     path("models/<int:model_id>/", views.model_detail, name="model_detail"),
     path("datasets/", views.dataset_list, name="dataset_list"),
     path("datasets/new/", views.dataset_create, name="dataset_create"),

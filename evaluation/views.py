@@ -22,6 +22,7 @@ from evaluation.engine.errors import StorageError
 from evaluation.forms import (
     DatasetImportForm,
     DescriptionsImportForm,
+    EmbeddingsImportForm,
     JudgmentImportForm,
     ModelRegisterForm,
     RunForm,
@@ -29,6 +30,7 @@ from evaluation.forms import (
 )
 from evaluation.imports import staging
 from evaluation.imports.descriptions import description_sets, descriptions_import
+from evaluation.imports.embeddings import embeddings_import_from
 from evaluation.imports.judgments import (
     column_map_from,
     judgments_import_from,
@@ -277,6 +279,27 @@ def model_create(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Registered {model.display_name}.")
             return redirect(model)
     return render(request, "evaluation/model_form.html", {"form": form})
+
+
+@researcher_required
+def embeddings_import_view(request: HttpRequest) -> HttpResponse:
+    """Embeddings computed elsewhere, as a model whose runs score them."""
+    form = EmbeddingsImportForm(request.POST or None, request.FILES or None)
+    if not _upload_refused(request, form) and request.method == "POST" and form.is_valid():
+        try:
+            model = embeddings_import_from(form.cleaned_data, created_by=request.user)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        except StorageError as exc:  # a full or read-only EMBEDDINGS_ROOT: named, nothing kept
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request,
+                f"Imported {model.name}: {len(model.layers)} layer(s) of "
+                f"{form.cleaned_data['dataset']}, matched by {model.provenance['matched_by']}.",
+            )
+            return redirect(model)
+    return render(request, "evaluation/embeddings_form.html", {"form": form})
 
 
 @researcher_required

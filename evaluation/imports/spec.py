@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from evaluation.imports.embeddings import MATCH_RULES as EMBEDDING_MATCH_RULES
 from evaluation.imports.judgments import CHOICE_MEANINGS, FORMATS, MATCH_RULES, SELF_PAIR_RULES
 from evaluation.models import Modality, ScoringUnit
 
@@ -154,6 +155,41 @@ def dataset_choice_error(*, dataset: Any, new_dataset_name: str | None) -> str |
     if bool(dataset) == bool((new_dataset_name or "").strip()):
         return DATASET_CHOICE_ERROR
     return None
+
+
+# --- Embeddings computed elsewhere ------------------------------------------------------------
+EMBEDDING_IMPORT_FIELDS: tuple[ImportField, ...] = (
+    ImportField("name", "text", help="The model's name, e.g. SPoSE-49d.", max_length=200),
+    ImportField("dataset", "dataset", help="The stimuli the embeddings are of."),
+    ImportField(
+        "file",
+        "file",
+        help="npy, npz, thingsvision's txt/hdf5/mat, parquet or csv: one row per stimulus.",
+    ),
+    ImportField(
+        "ids_file",
+        "file",
+        help="Optional: the rows' ids, one per line (thingsvision's file_names.txt).",
+        required=False,
+    ),
+    ImportField(
+        "match",
+        "choice",
+        help="How rows meet stimuli: by stimulus id or name (auto: whichever every id reaches "
+        "exactly one stimulus by), or by order.",
+        choices=tuple((rule, rule) for rule in EMBEDDING_MATCH_RULES),
+        default="auto",
+    ),
+    ImportField(
+        "provenance",
+        "text",
+        help="Where they come from: the paper, code or data they were computed with.",
+        required=False,
+        multiline=True,
+    ),
+    ImportField("link", "text", help="A link to the source.", required=False, max_length=500),
+    ImportField("licence", "text", help="e.g. CC BY 4.0.", required=False, max_length=200),
+)
 
 
 # --- Datasets ---------------------------------------------------------------------------------

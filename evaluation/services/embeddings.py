@@ -13,6 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from evaluation.engine import adapters
+from evaluation.engine.errors import EngineError
 from evaluation.engine.extraction import extract_layers
 from evaluation.engine.fingerprint import embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
@@ -36,6 +37,8 @@ def embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool
     """One EmbeddingSet per layer of the step: cached ones are reused by fingerprint, the
     missing ones extracted together, in one forward pass per batch."""
     model, dataset = step.model, step.run.dataset
+    if model.source == ModelSource.IMPORTED:
+        return _imported(step), True
     spec = model.spec()
     adapter_class = adapters.adapter_class(spec.source, spec.identifier)
     identity = adapter_class.identity(spec)
@@ -65,6 +68,27 @@ def embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool
             )
         )
     return [cached[layer] for layer in layers], not missing
+
+
+def _imported(step: RunStep) -> list[EmbeddingSet]:
+    """An imported model's embeddings: stored at import, never extracted."""
+    model, dataset = step.model, step.run.dataset
+    layers = list(dict.fromkeys(step.layers)) or [model.default_layer]
+    stored = {
+        e.layer: e
+        for e in EmbeddingSet.objects.filter(model=model, dataset=dataset, layer__in=layers)
+        if e.path.exists()
+    }
+    missing = [layer for layer in layers if layer not in stored]
+    if missing:
+        imported = sorted(
+            set(EmbeddingSet.objects.filter(model=model).values_list("dataset__name", flat=True))
+        )
+        raise EngineError(
+            f"{model.name} holds imported embeddings of {', '.join(imported) or 'no dataset'}, "
+            f"not of {dataset.name} at layer {missing[0]!r}; import them for this dataset."
+        )
+    return [stored[layer] for layer in layers]
 
 
 def _extract(

@@ -14,7 +14,7 @@ from django.utils import timezone
 from evaluation.models import (
     CLAIMED_STEP_STATUSES,
     FINISHED_RUN_STATUSES,
-    ModelSource,
+    NEVER_INSPECTED,
     PretrainedModel,
     RunStep,
     StepStatus,
@@ -163,7 +163,7 @@ def models_resend_inspections(*, grace_seconds: float | None = None) -> int:
                 inspection_error="",
                 created_at__lt=cutoff,
             )
-            .exclude(source=ModelSource.STACKED)  # made on a leaderboard, never inspected
+            .exclude(source__in=NEVER_INSPECTED)  # never loaded: nothing to inspect
             .only("pk")
             .order_by("pk")
         )

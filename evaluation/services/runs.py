@@ -19,6 +19,7 @@ from evaluation.models import (
     FINISHED_RUN_STATUSES,
     FINISHED_STEP_STATUSES,
     Dataset,
+    EmbeddingSet,
     ModelSource,
     PretrainedModel,
     Run,
@@ -56,6 +57,19 @@ def run_create(
             {
                 "models": f"{', '.join(stacked)}: stacked models are made on a leaderboard from "
                 "their components' cached embeddings, not run."
+            }
+        )
+    without = [
+        m.name
+        for m in models
+        if m.source == ModelSource.IMPORTED
+        and not EmbeddingSet.objects.filter(model=m, dataset=dataset).exists()
+    ]
+    if without:
+        raise ValidationError(
+            {
+                "models": f"{', '.join(without)}: imported embeddings of other datasets; import "
+                f"them for {dataset} to score them here."
             }
         )
     mismatched = [m.display_name for m in models if m.modality != dataset.modality]

@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from annotation.models import Study
 from evaluation.models import Dataset, HumanJudgments, PretrainedModel, Run
 from tests.api.conftest import error, pairs_judgments, token_client
+from tests.api.test_fuzz import embeddings_of
 from tests.factories import ScoreFactory
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +60,13 @@ ENDPOINTS = [
     Endpoint("POST", "/api/judgments/", 400, multipart=True),
     Endpoint("GET", "/api/judgments/{judgments}/", 200),
     Endpoint("GET", "/api/judgments/{judgments}/export/", 200),
+    Endpoint("GET", "/api/targets/{pair_target}/human/", 200),
+    Endpoint("GET", "/api/targets/{pair_target}/pairs/?models={model}", 200),
+    Endpoint("GET", "/api/embeddings/", 200),
+    Endpoint("POST", "/api/embeddings/", 400, multipart=True),
+    Endpoint("GET", "/api/embeddings/{embeddings}/", 200),
+    Endpoint("GET", "/api/embeddings/{embeddings}/download/", 200),
+    Endpoint("GET", "/api/embeddings/{embeddings}/similarity/", 200),
     Endpoint("GET", "/api/schema/", 200, public=True),
     Endpoint("GET", "/api/docs/", 200, public=True),
     Endpoint("GET", "/api/redoc/", 200, public=True),
@@ -81,9 +89,12 @@ def test_the_table_covers_every_operation_of_the_schema():
         "{target}": "{id}",
         "{study}": "{id}",
         "{judgments}": "{id}",
+        "{pair_target}": "{id}",
+        "{embeddings}": "{id}",
     }
 
     def generic(path: str) -> str:
+        path = path.partition("?")[0]
         for name, value in placeholders.items():
             path = path.replace(name, value)
         return path
@@ -107,6 +118,7 @@ def catalogue(researcher, answered_study, text_catalogue) -> dict[str, Any]:
         ci_high=0.93,
         n=8,
     )
+    judgments = pairs_judgments(text_catalogue["dataset"])
     return {
         "model": text_catalogue["model"].pk,
         "dataset": text_catalogue["dataset"].pk,
@@ -114,7 +126,9 @@ def catalogue(researcher, answered_study, text_catalogue) -> dict[str, Any]:
         "score": score.pk,
         "target": text_catalogue["target"].pk,
         "study": answered_study.pk,
-        "judgments": pairs_judgments(text_catalogue["dataset"]).pk,
+        "judgments": judgments.pk,
+        "pair_target": judgments.target.pk,
+        "embeddings": embeddings_of(run).pk,
     }
 
 

@@ -35,6 +35,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:compare": (RESEARCHER, "GET", ""),
     "evaluation:model_list": (RESEARCHER, "GET", ""),
     "evaluation:model_create": (RESEARCHER, "GET", ""),
+    "evaluation:embeddings_import": (RESEARCHER, "GET", ""),
     "evaluation:model_detail": (RESEARCHER, "GET", "model"),
     "evaluation:dataset_list": (RESEARCHER, "GET", ""),
     "evaluation:dataset_create": (RESEARCHER, "GET", ""),
