@@ -532,25 +532,27 @@ def _embedding_set(
         (root / "imported").mkdir(parents=True, exist_ok=True)
         staging = root / "imported" / f"{uuid.uuid4().hex}.npy"  # moved into place when whole
         written.append(staging)
-        out = np.lib.format.open_memmap(staging, mode="w+", dtype=np.float32, shape=(count, dim))
-        digest = hashlib.sha256()
-        for start in range(0, count, ROWS_PER_BLOCK):
-            rows = order[start : start + ROWS_PER_BLOCK]
-            block = np.asarray(array[np.sort(rows)] if _needs_sorted(array) else array[rows])
-            if _needs_sorted(array):  # h5py reads increasing indices only
-                block = block[np.argsort(np.argsort(rows))]
-            block = block.astype(np.float32, copy=False)
-            bad = ~np.isfinite(block).all(axis=1)
-            if bad.any():
-                first = int(rows[int(np.argmax(bad))])
-                raise ImportProblem(
-                    f"Layer {layer!r}, row {first + 1}: NaN or infinite values; every value of "
-                    "an embedding must be a finite number."
-                )
-            out[start : start + len(block)] = block
-            digest.update(block.tobytes())
-        out.flush()
-        del out
+        with staging.open("wb") as out:  # plain writes: no dirty mapped pages in memory
+            np.lib.format.write_array_header_1_0(
+                out, {"descr": "<f4", "fortran_order": False, "shape": (count, dim)}
+            )
+            digest = hashlib.sha256()
+            for start in range(0, count, ROWS_PER_BLOCK):
+                rows = order[start : start + ROWS_PER_BLOCK]
+                block = np.asarray(array[np.sort(rows)] if _needs_sorted(array) else array[rows])
+                if _needs_sorted(array):  # h5py reads increasing indices only
+                    block = block[np.argsort(np.argsort(rows))]
+                block = block.astype(np.float32, copy=False)
+                bad = ~np.isfinite(block).all(axis=1)
+                if bad.any():
+                    first = int(rows[int(np.argmax(bad))])
+                    raise ImportProblem(
+                        f"Layer {layer!r}, row {first + 1}: NaN or infinite values; every value of "
+                        "an embedding must be a finite number."
+                    )
+                data = np.ascontiguousarray(block, dtype="<f4").tobytes()
+                out.write(data)
+                digest.update(data)
     fingerprint = embedding_fingerprint(
         model={"source": ModelSource.IMPORTED, "identifier": model.identifier, "weights": ""},
         weights_id=f"sha256:{digest.hexdigest()}",
