@@ -196,3 +196,17 @@ def test_the_api_and_the_cli_import_with_provenance(researcher, minilm_set, tmp_
     printed = cli("import_embeddings", str(path), "--name", "via-cli",
                   "--dataset", str(target.dataset_id))  # fmt: skip
     assert "Imported via-cli" in printed.stdout and "matched by ids (auto)" in printed.stdout
+
+
+def test_an_imported_model_is_compared_like_any_other(minilm_set):
+    from evaluation import compare
+
+    target, model, embedding_set = minilm_set
+    imported = embeddings_import(
+        name="elsewhere", dataset=target.dataset,
+        file=SimpleUploadedFile("e.npy", exported(embedding_set, "npy")),
+    )  # fmt: skip
+    result = compare.compare(target=target, models=[model, imported], layers={})
+    assert not result.missing and not result.problems
+    (_, rho_original, _), (_, rho_imported, _) = result.scatters
+    assert rho_imported == pytest.approx(rho_original)  # the same vectors, the same agreement
