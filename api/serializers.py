@@ -30,6 +30,7 @@ from evaluation.imports.spec import (
 )
 from evaluation.models import (
     Dataset,
+    EmbeddingImport,
     EmbeddingSet,
     HumanJudgments,
     Modality,
@@ -598,6 +599,19 @@ class EmbeddingsImportSerializer(serializers.Serializer):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {spec.name: _import_field(spec) for spec in EMBEDDING_IMPORT_FIELDS}
+
+
+class EmbeddingImportSerializer(serializers.ModelSerializer):
+    """An upload of embeddings being read by a worker: poll it until it has finished (its
+    model is set once imported)."""
+
+    class Meta:
+        model = EmbeddingImport
+        fields = [
+            "id", "name", "dataset", "file_name", "status", "processed", "total",
+            "error_message", "model", "created_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
 
 
 class EmbeddingDownloadQuerySerializer(serializers.Serializer):

@@ -23,6 +23,7 @@ router.register("targets", views.TargetViewSet, basename="target")
 router.register("studies", views.StudyViewSet, basename="study")
 router.register("judgments", views.JudgmentsViewSet, basename="judgments")
 router.register("embeddings", views.EmbeddingSetViewSet, basename="embeddings")
+router.register("embedding-imports", views.EmbeddingImportViewSet, basename="embedding-import")
 
 urlpatterns = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="token"),

@@ -45,11 +45,12 @@ from api.parsers import JSONParser
 from api.permissions import IsResearcher, PublicReadResearcherWrite
 from core.auth import is_researcher
 from evaluation import downloads, selectors, services
-from evaluation.imports.embeddings import embeddings_import_from
+from evaluation.imports.embeddings import embeddings_import_queue
 from evaluation.imports.judgments import judgments_import_from
 from evaluation.imports.stimuli import dataset_import_from
 from evaluation.models import (
     Dataset,
+    EmbeddingImport,
     EmbeddingSet,
     HumanJudgments,
     PretrainedModel,
@@ -490,25 +491,23 @@ class EmbeddingSetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.Retrieve
         return selectors.embedding_sets()
 
     @extend_schema(
-        summary="Import embeddings computed elsewhere as a model (multipart)",
+        summary="Import embeddings computed elsewhere as a model (multipart; read by a worker)",
         description="npy, npz, thingsvision's txt/hdf5/mat, parquet or csv; rows matched to "
-        "the dataset's stimuli by id, name or order. Every stimulus once, finite values; all "
-        "or nothing. Answers the model's cached embedding sets, one per layer.",
+        "the dataset's stimuli by id, name or order. The file is streamed to disk and read by "
+        "a worker: poll the import (Location) until its status is succeeded (its model is "
+        "then set) or failed (its error_message says why; nothing was stored).",
         request={"multipart/form-data": serializers.EmbeddingsImportSerializer},
-        responses={201: serializers.EmbeddingSetSerializer(many=True)},
+        responses={202: serializers.EmbeddingImportSerializer},
     )
     def create(self, request: Request) -> Response:
         data = request.data
         _refuse_oversize_upload(request)
         serializer = serializers.EmbeddingsImportSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        model = embeddings_import_from(serializer.validated_data, created_by=request.user)
-        sets = self.get_queryset().filter(model=model)
-        body = serializers.EmbeddingSetSerializer(
-            sets, many=True, context=self.get_serializer_context()
-        ).data
-        location = reverse("api:model-detail", args=[model.pk])
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
+        job = embeddings_import_queue(serializer.validated_data, created_by=request.user)
+        body = serializers.EmbeddingImportSerializer(job).data
+        location = reverse("api:embedding-import-detail", args=[job.pk])
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
     @extend_schema(
         summary="The embeddings, one row per stimulus in dataset order (streamed)",
@@ -529,6 +528,20 @@ class EmbeddingSetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.Retrieve
     def similarity(self, request: Request, pk: str) -> StreamingHttpResponse:
         query = _query(serializers.MatrixQuerySerializer, request)
         return _download(downloads.similarity_download(self.get_object(), query["format"]))
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List embedding imports, newest first"),
+    retrieve=extend_schema(summary="An embedding import's progress"),
+)
+class EmbeddingImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
+    """Uploads of embeddings being read by a worker, with their progress."""
+
+    serializer_class = serializers.EmbeddingImportSerializer
+    noun = "embedding import"
+
+    def get_queryset(self) -> QuerySet[EmbeddingImport]:
+        return selectors.embedding_imports().order_by("-created_at", "-id")
 
 
 def _query(serializer_class: type[serializers.serializers.Serializer], request: Request) -> Any:

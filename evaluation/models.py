@@ -386,6 +386,57 @@ class EmbeddingSet(models.Model):
         return np.load(self.path, mmap_mode="r")
 
 
+class EmbeddingImport(models.Model):
+    """An upload of embeddings computed elsewhere, waiting for or being read by a worker (the
+    web process only streams the file to disk). ``processed`` of ``total`` rows are written."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Waiting for a worker"
+        RUNNING = "running", "Importing"
+        SUCCEEDED = "succeeded", "Imported"
+        FAILED = "failed", "Failed"
+
+    name = models.CharField(max_length=200)
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    match = models.CharField(max_length=10, default="auto")
+    provenance = models.TextField(blank=True)
+    link = models.CharField(max_length=500, blank=True)
+    licence = models.CharField(max_length=200, blank=True)
+    file_name = models.CharField(max_length=300)
+    staged_path = models.CharField(max_length=500)  # under MEDIA_ROOT
+    ids_path = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    processed = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True)
+    model = models.ForeignKey(
+        PretrainedModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message_sent_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"import of {self.name} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:embeddings_import_detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def fraction_done(self) -> float:
+        return self.processed / self.total if self.total else 0.0
+
+
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"

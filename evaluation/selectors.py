@@ -10,6 +10,7 @@ from django.db.models import Count, F, Prefetch, QuerySet
 
 from evaluation.models import (
     Dataset,
+    EmbeddingImport,
     EmbeddingSet,
     HumanJudgments,
     ModelSource,
@@ -81,6 +82,10 @@ def embedding_sets() -> QuerySet[EmbeddingSet]:
     return EmbeddingSet.objects.select_related("model", "dataset").order_by(
         "dataset__name", "model__name", "layer", "-created_at"
     )
+
+
+def embedding_imports() -> QuerySet[EmbeddingImport]:
+    return EmbeddingImport.objects.select_related("dataset", "model")
 
 
 def judgment_sets() -> QuerySet[HumanJudgments]:

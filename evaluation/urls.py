@@ -13,6 +13,11 @@ urlpatterns = [
     path("models/", views.model_list, name="model_list"),
     path("models/new/", views.model_create, name="model_create"),
     path("models/import-embeddings/", views.embeddings_import_view, name="embeddings_import"),
+    path(
+        "models/import-embeddings/<int:job_id>/",
+        views.embeddings_import_detail,
+        name="embeddings_import_detail",
+    ),
     path("models/<int:model_id>/", views.model_detail, name="model_detail"),
     path("datasets/", views.dataset_list, name="dataset_list"),
     path("datasets/new/", views.dataset_create, name="dataset_create"),

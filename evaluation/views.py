@@ -30,7 +30,7 @@ from evaluation.forms import (
 )
 from evaluation.imports import staging
 from evaluation.imports.descriptions import description_sets, descriptions_import
-from evaluation.imports.embeddings import embeddings_import_from
+from evaluation.imports.embeddings import embeddings_import_queue
 from evaluation.imports.judgments import (
     column_map_from,
     judgments_import_from,
@@ -283,23 +283,26 @@ def model_create(request: HttpRequest) -> HttpResponse:
 
 @researcher_required
 def embeddings_import_view(request: HttpRequest) -> HttpResponse:
-    """Embeddings computed elsewhere, as a model whose runs score them."""
+    """Embeddings computed elsewhere, as a model whose runs score them. The upload is
+    streamed to disk and read by a worker; its page shows the progress."""
     form = EmbeddingsImportForm(request.POST or None, request.FILES or None)
     if not _upload_refused(request, form) and request.method == "POST" and form.is_valid():
         try:
-            model = embeddings_import_from(form.cleaned_data, created_by=request.user)
+            job = embeddings_import_queue(form.cleaned_data, created_by=request.user)
         except ValidationError as exc:
             form.add_error(None, exc)
-        except StorageError as exc:  # a full or read-only EMBEDDINGS_ROOT: named, nothing kept
+        except StorageError as exc:  # a full or read-only MEDIA_ROOT: named, nothing kept
             form.add_error(None, str(exc))
         else:
-            messages.success(
-                request,
-                f"Imported {model.name}: {len(model.layers)} layer(s) of "
-                f"{form.cleaned_data['dataset']}, matched by {model.provenance['matched_by']}.",
-            )
-            return redirect(model)
+            return redirect(job)
     return render(request, "evaluation/embeddings_form.html", {"form": form})
+
+
+@researcher_required
+def embeddings_import_detail(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(selectors.embedding_imports(), pk=job_id)
+    template = "evaluation/embeddings_import.html" + ("#job" if request.htmx else "")
+    return render(request, template, {"job": job})
 
 
 @researcher_required

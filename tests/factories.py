@@ -148,3 +148,15 @@ class TrialFactory(DjangoModelFactory):
     status = "issued"
     issued_at = factory.LazyFunction(timezone.now)
     expires_at = factory.LazyAttribute(lambda o: o.issued_at + timedelta(hours=1))
+
+
+class EmbeddingImportFactory(DjangoModelFactory):
+    """An upload of embeddings waiting for a worker (no staged file: never run here)."""
+
+    class Meta:
+        model = "evaluation.EmbeddingImport"
+
+    name = factory.Sequence(lambda n: f"imported-{n}")
+    dataset = factory.SubFactory(DatasetFactory)
+    file_name = "features.npy"
+    staged_path = "tmp/embedding-imports/missing.npy"

@@ -265,6 +265,7 @@ CELERY_TASK_ROUTES = {
     "evaluation.extract_embeddings": {"queue": "gpu"},
     "evaluation.inspect_model": {"queue": "gpu"},
     "evaluation.score_embeddings": {"queue": "cpu"},
+    "evaluation.import_embeddings": {"queue": "cpu"},
     "evaluation.requeue_stalled": {"queue": "cpu"},
 }
 CELERY_TASK_IGNORE_RESULT = True  # results live in the database, not a result backend

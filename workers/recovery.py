@@ -77,6 +77,7 @@ class StepSweeper(threading.Thread):
             services.steps_requeue_dropped(worker=self.hostname, running=running_step_ids())
             services.steps_resend_lost(live=live_step_messages(self.app))
             services.models_resend_inspections()
+            services.imports_resend_lost()
         except OUTAGE_ERRORS as exc:
             logger.warning(
                 "Run step recovery could not look (%s: %s); trying again in %.0f s",

@@ -56,6 +56,13 @@ def requeue_stalled() -> int:
     return services.steps_requeue_stalled()
 
 
+@shared_task(name="evaluation.import_embeddings", acks_late=True)
+def import_embeddings(job_id: int) -> None:
+    from evaluation.imports.embeddings import embeddings_import_run
+
+    embeddings_import_run(job_id=job_id)
+
+
 @shared_task(name="evaluation.inspect_model", acks_late=True)
 def inspect_model(model_id: int) -> None:
     services.model_inspect(model_id=model_id)

@@ -27,8 +27,10 @@ twice in memory.
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,14 +41,24 @@ from typing import IO, Any
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
 from core.uploads import human_bytes
+from evaluation.engine.errors import StorageError
 from evaluation.engine.fingerprint import embedding_fingerprint
 from evaluation.engine.storage import writing
 from evaluation.imports.reading import ImportProblem, csv_cells, csv_reader
-from evaluation.models import Dataset, EmbeddingSet, ModelSource, PretrainedModel
+from evaluation.models import (
+    Dataset,
+    EmbeddingImport,
+    EmbeddingSet,
+    ModelSource,
+    PretrainedModel,
+)
+from evaluation.services.failures import internal_error
+from evaluation.services.queue import IMPORT_TASK, send
 
 FORMATS = (".npy", ".npz", ".txt", ".hdf5", ".h5", ".mat", ".parquet", ".csv", ".tsv")
 MATCH_RULES = ("auto", "id", "name", "order")
@@ -54,6 +66,8 @@ ID_KEYS = ("stimulus_id", "ids", "id", "name", "names", "file_names", "stimulus"
 DEFAULT_LAYER = "embedding"
 ROWS_PER_BLOCK = 4096
 MAX_LISTED = 5
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,16 +90,21 @@ def embeddings_import(
     provenance: str = "",
     link: str = "",
     licence: str = "",
+    file_name: str = "",
+    progress: Callable[[int, int], None] | None = None,
     created_by: Any = None,
 ) -> PretrainedModel:
     """Store the file's embeddings of ``dataset`` as a new model of source ``imported``,
-    one EmbeddingSet per layer; raises ValidationError and stores nothing on bad input."""
+    one EmbeddingSet per layer; raises ValidationError and stores nothing on bad input.
+    ``file_name`` is the name the user gave the file (where ``file`` is a staged copy);
+    ``progress(rows written, rows in all)`` is told as each block is written."""
     name, link = name.strip(), link.strip()
     _check_arguments(name, match, link)
     _check_size(file)
     with _on_disk(file) as path:
         try:
-            raw = read_embeddings(path, original_name=str(getattr(file, "name", "") or path.name))
+            original = file_name or str(getattr(file, "name", "") or path.name)
+            raw = read_embeddings(path, original_name=original)
             if ids_file is not None:
                 raw.ids = read_ids(ids_file)
             order = match_rows(raw, dataset, match)
@@ -96,9 +115,11 @@ def embeddings_import(
         try:
             with transaction.atomic():
                 model = _model_create(name, dataset, raw, matched_by, provenance, link, licence,
-                                      created_by, file)  # fmt: skip
-                for layer, array in raw.layers.items():
-                    _embedding_set(model, dataset, layer, array, order, written)
+                                      created_by, original)  # fmt: skip
+                total = len(order) * len(raw.layers)
+                for done, (layer, array) in enumerate(raw.layers.items()):
+                    report = _layer_progress(progress, done * len(order), total)
+                    _embedding_set(model, dataset, layer, array, order, written, report)
             return model
         except ImportProblem as exc:
             _remove(written)
@@ -106,21 +127,6 @@ def embeddings_import(
         except BaseException:
             _remove(written)
             raise
-
-
-def embeddings_import_from(data: Mapping[str, Any], *, created_by: Any = None) -> PretrainedModel:
-    """``embeddings_import`` from the fields of the import form or the API."""
-    return embeddings_import(
-        name=data["name"],
-        dataset=data["dataset"],
-        file=data["file"],
-        ids_file=data.get("ids_file"),
-        match=data.get("match") or "auto",
-        provenance=data.get("provenance", ""),
-        link=data.get("link", ""),
-        licence=data.get("licence", ""),
-        created_by=created_by,
-    )
 
 
 def _check_arguments(name: str, match: str, link: str) -> None:
@@ -488,7 +494,7 @@ def _model_create(
     link: str,
     licence: str,
     created_by: Any,
-    file: IO[bytes],
+    file_name: str,
 ) -> PretrainedModel:
     first = next(iter(raw.layers))
     return PretrainedModel.objects.create(
@@ -505,7 +511,7 @@ def _model_create(
             "text": provenance,
             "link": link,
             "licence": licence,
-            "file": PurePosixPath(str(getattr(file, "name", "") or "")).name,
+            "file": PurePosixPath(file_name.replace("\\", "/")).name,
             "format": raw.format,
             "matched_by": matched_by,
             "dataset": dataset.pk,
@@ -522,6 +528,7 @@ def _embedding_set(
     array: Any,
     order: np.ndarray,
     written: list[Path],
+    progress: Callable[[int], None] | None = None,
 ) -> EmbeddingSet:
     """Write the layer's rows in dataset order as float32 .npy (a block at a time, checking
     each value is finite), then record it under a fingerprint of its content."""
@@ -553,6 +560,8 @@ def _embedding_set(
                 data = np.ascontiguousarray(block, dtype="<f4").tobytes()
                 out.write(data)
                 digest.update(data)
+                if progress is not None:
+                    progress(start + len(block))
     fingerprint = embedding_fingerprint(
         model={"source": ModelSource.IMPORTED, "identifier": model.identifier, "weights": ""},
         weights_id=f"sha256:{digest.hexdigest()}",
@@ -584,6 +593,14 @@ def _embedding_set(
     )
 
 
+def _layer_progress(
+    progress: Callable[[int, int], None] | None, before: int, total: int
+) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda rows: progress(before + rows, total)
+
+
 def _needs_sorted(array: Any) -> bool:
     return type(array).__module__.startswith("h5py")
 
@@ -591,3 +608,109 @@ def _needs_sorted(array: Any) -> bool:
 def _remove(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+# --- Through a worker (the web form and the API) ---------------------------------------------
+STAGED_FOLDER = "tmp/embedding-imports"
+PROGRESS_REPORT_SECONDS = 0.5
+
+
+def embeddings_import_queue(data: Mapping[str, Any], *, created_by: Any = None) -> EmbeddingImport:
+    """Check what can be checked at once, stream the upload (and its ids file) to disk, and
+    hand the reading to a worker; the web process never reads the embeddings."""
+    name, link, match = (
+        data["name"].strip(),
+        (data.get("link") or "").strip(),
+        data.get("match") or "auto",
+    )
+    _check_arguments(name, match, link)
+    _check_size(data["file"])
+    staged = [_stage(data["file"])]
+    try:
+        if data.get("ids_file"):
+            staged.append(_stage(data["ids_file"]))
+        with transaction.atomic():
+            job = EmbeddingImport.objects.create(
+                name=name, dataset=data["dataset"], match=match,
+                provenance=data.get("provenance", ""), link=link, licence=data.get("licence", ""),
+                file_name=PurePosixPath(str(data["file"].name)).name[:300],
+                staged_path=staged[0], ids_path=staged[1] if len(staged) > 1 else "",
+                created_by=created_by,
+            )  # fmt: skip
+            transaction.on_commit(lambda: send(IMPORT_TASK, job.pk))
+        return job
+    except BaseException:
+        for relative in staged:
+            (Path(settings.MEDIA_ROOT) / relative).unlink(missing_ok=True)
+        raise
+
+
+def _stage(upload: Any) -> str:
+    """Copy an upload under MEDIA_ROOT (a chunk at a time; its suffix kept, which says its
+    format); returns the path relative to MEDIA_ROOT."""
+    suffix = PurePosixPath(str(getattr(upload, "name", "") or "")).suffix.lower()[:10]
+    relative = f"{STAGED_FOLDER}/{uuid.uuid4().hex}{suffix}"
+    path = Path(settings.MEDIA_ROOT) / relative
+    with writing(path.parent, place=f"MEDIA_ROOT ({settings.MEDIA_ROOT})", doing="keep the upload"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        upload.seek(0)
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload, out, 1 << 20)
+    return relative
+
+
+def embeddings_import_run(*, job_id: int) -> None:
+    """A worker reads the staged upload into a model (or the job's message says why not),
+    then removes the staged files."""
+    claimed = EmbeddingImport.objects.filter(
+        pk=job_id, status=EmbeddingImport.Status.QUEUED
+    ).update(status=EmbeddingImport.Status.RUNNING)
+    if not claimed:
+        return  # a duplicated message, or an import already done
+    job = EmbeddingImport.objects.select_related("dataset", "created_by").get(pk=job_id)
+    media = Path(settings.MEDIA_ROOT)
+    fields: dict[str, Any] = {"finished_at": timezone.now()}
+    try:
+        with (media / job.staged_path).open("rb") as handle:
+            ids = (media / job.ids_path).open("rb") if job.ids_path else None
+            try:
+                model = embeddings_import(
+                    name=job.name, dataset=job.dataset, file=File(handle, name=str(media / job.staged_path)),
+                    ids_file=ids, match=job.match, provenance=job.provenance, link=job.link,
+                    licence=job.licence, file_name=job.file_name, created_by=job.created_by,
+                    progress=_job_progress(job_id),
+                )  # fmt: skip
+            finally:
+                if ids is not None:
+                    ids.close()
+        fields.update(status=EmbeddingImport.Status.SUCCEEDED, model=model)
+    except ValidationError as exc:
+        fields.update(status=EmbeddingImport.Status.FAILED, error_message=" ".join(exc.messages))
+    except StorageError as exc:
+        fields.update(status=EmbeddingImport.Status.FAILED, error_message=str(exc))
+    except Exception as exc:
+        logger.exception("Import of embeddings %s failed", job_id)
+        fields.update(
+            status=EmbeddingImport.Status.FAILED,
+            error_message=internal_error("importing embeddings", exc),
+        )
+    finally:
+        for relative in (job.staged_path, job.ids_path):
+            if relative:
+                (media / relative).unlink(missing_ok=True)
+    EmbeddingImport.objects.filter(pk=job_id).update(**fields)
+
+
+def _job_progress(job_id: int) -> Callable[[int, int], None]:
+    """Write progress at most twice a second (and the last block)."""
+    last = 0.0
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_REPORT_SECONDS and done < total:
+            return
+        last = now
+        EmbeddingImport.objects.filter(pk=job_id).update(processed=done, total=total)
+
+    return report

@@ -14,6 +14,7 @@ Dataset, judgment and description imports live in ``evaluation.imports``.
 from evaluation.services.catalogue import model_inspect, model_register
 from evaluation.services.queue import STEP_TASKS
 from evaluation.services.recovery import (
+    imports_resend_lost,
     models_resend_inspections,
     steps_requeue_dropped,
     steps_requeue_orphaned,
@@ -25,6 +26,7 @@ from evaluation.services.steps import step_extract, step_fail, step_score
 
 __all__ = [
     "STEP_TASKS",
+    "imports_resend_lost",
     "model_inspect",
     "model_register",
     "models_resend_inspections",

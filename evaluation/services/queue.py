@@ -9,7 +9,7 @@ from celery import current_app
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from evaluation.models import PretrainedModel, RunStep
+from evaluation.models import EmbeddingImport, PretrainedModel, RunStep
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 STEP_TASKS = frozenset({"evaluation.extract_embeddings", "evaluation.score_embeddings"})
 # The task that lists a model's layers; the model records when it was sent.
 INSPECT_TASK = "evaluation.inspect_model"
+# The task that reads an uploaded embeddings file; the import records when it was sent.
+IMPORT_TASK = "evaluation.import_embeddings"
 # What kombu raises when the broker does not answer (Celery wraps the transport's errors).
 BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, ConnectionError)
 
@@ -37,7 +39,7 @@ def send(task_name: str, object_id: int) -> bool:
     task that was not sent leaves the step's ``message_sent_at`` empty, an inspection the
     model's ``inspection_sent_at``, and the workers' sweep (``steps_resend_lost``,
     ``models_resend_inspections``) sends it as soon as the broker answers again."""
-    recorded = task_name in STEP_TASKS or task_name == INSPECT_TASK
+    recorded = task_name in STEP_TASKS or task_name in (INSPECT_TASK, IMPORT_TASK)
     try:
         _enqueue(task_name, object_id)
     except BROKER_ERRORS as exc:
@@ -56,6 +58,8 @@ def send(task_name: str, object_id: int) -> bool:
         RunStep.objects.filter(pk=object_id).update(message_sent_at=when)
     elif task_name == INSPECT_TASK:
         PretrainedModel.objects.filter(pk=object_id).update(inspection_sent_at=when)
+    elif task_name == IMPORT_TASK:
+        EmbeddingImport.objects.filter(pk=object_id).update(message_sent_at=when)
     return sent
 
 

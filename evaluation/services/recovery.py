@@ -15,11 +15,12 @@ from evaluation.models import (
     CLAIMED_STEP_STATUSES,
     FINISHED_RUN_STATUSES,
     NEVER_INSPECTED,
+    EmbeddingImport,
     PretrainedModel,
     RunStep,
     StepStatus,
 )
-from evaluation.services.queue import INSPECT_TASK, send
+from evaluation.services.queue import IMPORT_TASK, INSPECT_TASK, send
 from evaluation.services.steps import step_fail
 
 logger = logging.getLogger(__name__)
@@ -175,4 +176,28 @@ def models_resend_inspections(*, grace_seconds: float | None = None) -> int:
         logger.warning(
             "Sent the inspection of %d model(s) registered while the queue was away", sent
         )
+    return sent
+
+
+def imports_resend_lost(*, grace_seconds: float | None = None) -> int:
+    """Send the task of each queued embeddings import whose task could not be handed to the
+    broker (uploaded while it was unreachable); returns how many were sent."""
+    grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    sent = 0
+    with transaction.atomic():
+        jobs = (
+            EmbeddingImport.objects.select_for_update(skip_locked=True)
+            .filter(
+                status=EmbeddingImport.Status.QUEUED,
+                message_sent_at__isnull=True,
+                created_at__lt=cutoff,
+            )
+            .only("pk")
+            .order_by("pk")
+        )
+        for job in jobs:
+            if not send(IMPORT_TASK, job.pk):
+                break  # the broker is still away: the next sweep tries again
+            sent += 1
     return sent

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from evaluation import services
 from evaluation.models import EmbeddingSet
 from tests.api.conftest import pairs_judgments
-from tests.factories import ScoreFactory
+from tests.factories import EmbeddingImportFactory, ScoreFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(180)]
 
@@ -53,6 +53,7 @@ RESOURCE = {  # first path segment -> catalogue key of an object that exists
     "studies": "study",
     "judgments": "judgments",
     "embeddings": "embeddings",
+    "embedding-imports": "embedding_import",
 }
 
 
@@ -82,6 +83,7 @@ def catalogue(answered_study, text_catalogue) -> dict[str, int]:
         "judgments": judgments.pk,
         "pair_target": judgments.target.pk,
         "embeddings": embeddings_of(text_catalogue["run"]).pk,
+        "embedding_import": EmbeddingImportFactory().pk,
     }
 
 
@@ -154,6 +156,6 @@ def test_no_operation_errors_or_leaves_its_schema(catalogue, researcher, wsgi_ap
         seen[f"{operation.method.upper()} {operation.path}"] = fuzz(operation, catalogue, auth)
     elapsed = time.monotonic() - started
     assert elapsed < TIME_BUDGET_SECONDS, f"the fuzz took {elapsed:.0f} s"
-    assert len(seen) == 32  # 25, and the seven download and import operations of issue 18
+    assert len(seen) == 34  # 25, and the nine download and import operations of issue 18
     # The real catalogue was reached: every read answered 200 at least once.
     assert not [label for label, codes in seen.items() if label[:3] == "GET" and 200 not in codes]

@@ -19,7 +19,7 @@ from annotation.models import Study
 from evaluation.models import Dataset, HumanJudgments, PretrainedModel, Run
 from tests.api.conftest import error, pairs_judgments, token_client
 from tests.api.test_fuzz import embeddings_of
-from tests.factories import ScoreFactory
+from tests.factories import EmbeddingImportFactory, ScoreFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -67,6 +67,8 @@ ENDPOINTS = [
     Endpoint("GET", "/api/embeddings/{embeddings}/", 200),
     Endpoint("GET", "/api/embeddings/{embeddings}/download/", 200),
     Endpoint("GET", "/api/embeddings/{embeddings}/similarity/", 200),
+    Endpoint("GET", "/api/embedding-imports/", 200),
+    Endpoint("GET", "/api/embedding-imports/{embedding_import}/", 200),
     Endpoint("GET", "/api/schema/", 200, public=True),
     Endpoint("GET", "/api/docs/", 200, public=True),
     Endpoint("GET", "/api/redoc/", 200, public=True),
@@ -91,6 +93,7 @@ def test_the_table_covers_every_operation_of_the_schema():
         "{judgments}": "{id}",
         "{pair_target}": "{id}",
         "{embeddings}": "{id}",
+        "{embedding_import}": "{id}",
     }
 
     def generic(path: str) -> str:
@@ -129,6 +132,7 @@ def catalogue(researcher, answered_study, text_catalogue) -> dict[str, Any]:
         "judgments": judgments.pk,
         "pair_target": judgments.target.pk,
         "embeddings": embeddings_of(run).pk,
+        "embedding_import": EmbeddingImportFactory().pk,
     }
 
 

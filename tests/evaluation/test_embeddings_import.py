@@ -172,30 +172,74 @@ def test_an_imported_model_is_refused_on_a_dataset_it_has_no_embeddings_of(minil
         services.run_create(dataset=other, models=[imported], metrics=[knn_entry(k=1, split="loo")])
 
 
-def test_the_api_and_the_cli_import_with_provenance(researcher, minilm_set, tmp_path):
+def test_the_api_and_the_cli_import_with_provenance(
+    researcher, minilm_set, tmp_path, django_capture_on_commit_callbacks, monkeypatch
+):
     from rest_framework.test import APIClient
 
+    from evaluation.imports.embeddings import embeddings_import_run
+
+    sent = []
+    monkeypatch.setattr("evaluation.services.queue._enqueue", lambda *args: sent.append(args))
     target, _, embedding_set = minilm_set
     api = APIClient()
     api.force_authenticate(researcher)
     content = exported(embedding_set, "parquet")
-    response = api.post(
-        "/api/embeddings/",
-        {"name": "via-api", "dataset": target.dataset_id, "licence": "CC BY 4.0",
-         "link": "https://example.org/paper", "provenance": "computed in another lab",
-         "file": SimpleUploadedFile("vectors.parquet", content)},
-        format="multipart",
-    )  # fmt: skip
-    assert response.status_code == 201, response.content
-    [created] = response.json()
-    assert created["model_name"] == "via-api" and created["count"] == 8
-    model = PretrainedModel.objects.get(name="via-api")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            "/api/embeddings/",
+            {"name": "via-api", "dataset": target.dataset_id, "licence": "CC BY 4.0",
+             "link": "https://example.org/paper", "provenance": "computed in another lab",
+             "file": SimpleUploadedFile("vectors.parquet", content)},
+            format="multipart",
+        )  # fmt: skip
+    assert response.status_code == 202, response.content
+    job = response.json()
+    assert job["status"] == "queued" and job["model"] is None
+    assert sent == [("evaluation.import_embeddings", job["id"])]
+    assert not PretrainedModel.objects.filter(name="via-api").exists()  # the web read nothing
+    embeddings_import_run(job_id=job["id"])  # what the worker does
+    done = api.get(response["Location"]).json()
+    assert done["status"] == "succeeded" and done["processed"] == done["total"] == 8
+    model = PretrainedModel.objects.get(pk=done["model"])
     assert model.provenance["licence"] == "CC BY 4.0" and model.provenance["format"] == "parquet"
+    assert model.provenance["file"] == "vectors.parquet"
+    assert not any((tmp_path / "media" / "tmp" / "embedding-imports").iterdir())  # cleaned up
     path = tmp_path / "vectors.npz"
     path.write_bytes(exported(embedding_set, "npz"))
     printed = cli("import_embeddings", str(path), "--name", "via-cli",
                   "--dataset", str(target.dataset_id))  # fmt: skip
     assert "Imported via-cli" in printed.stdout and "matched by ids (auto)" in printed.stdout
+
+
+def test_the_web_form_queues_the_file_and_its_page_shows_how_it_ended(
+    client, researcher, minilm_set, django_capture_on_commit_callbacks, monkeypatch
+):
+    from django.urls import reverse
+
+    from evaluation.imports.embeddings import embeddings_import_run
+    from evaluation.models import EmbeddingImport
+
+    monkeypatch.setattr("evaluation.services.queue._enqueue", lambda *args: None)
+    target, _, embedding_set = minilm_set
+    client.force_login(researcher)
+    bad = _npy(np.full((8, 4), np.nan, dtype=np.float32))
+    for name, content in (("good", exported(embedding_set, "npy")), ("bad", bad)):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(
+                reverse("evaluation:embeddings_import"),
+                {"name": name, "dataset": target.dataset_id, "match": "auto",
+                 "file": SimpleUploadedFile(f"{name}.npy", content)},
+            )  # fmt: skip
+        assert response.status_code == 302
+        job = EmbeddingImport.objects.get(name=name)
+        assert "Waiting for a worker" in client.get(response["Location"]).content.decode()
+        embeddings_import_run(job_id=job.pk)
+    good = client.get(EmbeddingImport.objects.get(name="good").get_absolute_url()).content.decode()
+    assert "Imported as" in good and "runs score it" in good
+    failed = client.get(EmbeddingImport.objects.get(name="bad").get_absolute_url()).content.decode()
+    assert "Nothing was stored: Layer &#x27;embedding&#x27;, row 1: NaN or infinite" in failed
+    assert not PretrainedModel.objects.filter(name="bad").exists()
 
 
 def test_an_imported_model_is_compared_like_any_other(minilm_set):

@@ -14,7 +14,7 @@ from annotation import services as study_services
 from annotation.models import Participant, Study
 from annotation.services import ItemPlan
 from tests.conftest import make_image_dataset, make_text_dataset, make_text_model
-from tests.factories import AdminFactory, RunFactory, UserFactory
+from tests.factories import AdminFactory, EmbeddingImportFactory, RunFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +36,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:model_list": (RESEARCHER, "GET", ""),
     "evaluation:model_create": (RESEARCHER, "GET", ""),
     "evaluation:embeddings_import": (RESEARCHER, "GET", ""),
+    "evaluation:embeddings_import_detail": (RESEARCHER, "GET", "embedding_import"),
     "evaluation:model_detail": (RESEARCHER, "GET", "model"),
     "evaluation:dataset_list": (RESEARCHER, "GET", ""),
     "evaluation:dataset_create": (RESEARCHER, "GET", ""),
@@ -108,6 +109,7 @@ def site(researcher, digits_zip_small):
         "model": make_text_model(),
         "stimulus": images.stimuli.first(),  # a file the researcher may download
         "run": RunFactory(dataset=dataset),
+        "embedding_import": EmbeddingImportFactory(dataset=dataset),
         "study": study,
         "participant": participant,
         "tagger": study_services.participant_start(study=tags),
