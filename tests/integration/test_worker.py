@@ -106,3 +106,39 @@ def test_sigkill_mid_run_then_new_worker_finishes_with_exactly_one_score_each(
     # Chunks of 128: at least 2 were saved before the kill (>= 300 done), at most those done.
     reused = re.search(r"resumed its extraction: reused (\d+) saved chunk", log)
     assert reused and 2 <= int(reused.group(1)) <= killed_at // 128 + 1, log[-2000:]
+
+
+def test_embeddings_uploaded_through_the_api_are_read_by_a_real_worker(start_worker, researcher):
+    """The web process only streams the upload to disk; a real worker on Redis reads it,
+    reports progress and leaves a model whose embeddings equal the file's rows."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from rest_framework.test import APIClient
+
+    from evaluation.models import EmbeddingImport, EmbeddingSet
+    from tests.conftest import make_text_dataset
+
+    worker = start_worker()
+    dataset = make_text_dataset()
+    vectors = np.random.default_rng(3).standard_normal((8, 32)).astype(np.float32)
+    upload = io.BytesIO()
+    np.save(upload, vectors)
+    api = APIClient()
+    api.force_authenticate(researcher)
+    response = api.post(
+        "/api/embeddings/",
+        {"name": "from-elsewhere", "dataset": dataset.pk, "match": "order",
+         "file": SimpleUploadedFile("vectors.npy", upload.getvalue())},
+        format="multipart",
+    )  # fmt: skip
+    assert response.status_code == 202, response.content
+    job = EmbeddingImport.objects.get(pk=response.json()["id"])
+
+    def done() -> bool:
+        job.refresh_from_db()
+        return job.is_finished
+
+    wait_for(done, timeout=60, message=worker.log)
+    assert job.status == "succeeded", job.error_message
+    assert job.processed == job.total == 8
+    stored = EmbeddingSet.objects.get(model=job.model)
+    np.testing.assert_array_equal(stored.load(), vectors)
