@@ -31,12 +31,8 @@ from evaluation.forms import (
 from evaluation.imports import staging
 from evaluation.imports.descriptions import description_sets, descriptions_import
 from evaluation.imports.embeddings import embeddings_import_queue
-from evaluation.imports.judgments import (
-    column_map_from,
-    judgments_import_from,
-    preview_judgment_file,
-    report_lines,
-)
+from evaluation.imports.judgment_files import column_map_from, preview_judgment_file
+from evaluation.imports.judgments import judgments_import_from, report_lines
 from evaluation.imports.reading import ImportProblem
 from evaluation.imports.stimuli import dataset_import_from
 from evaluation.models import (

@@ -19,9 +19,9 @@ from django.db import transaction
 from core.fields import max_length
 from evaluation.imports.judgments import (
     MAX_LISTED,
-    _check_upload_size,
-    _orders_in_dataset,
-    _stimulus_index,
+    check_upload_size,
+    orders_in_dataset,
+    stimulus_index,
 )
 from evaluation.imports.reading import ImportProblem, csv_reader, csv_rows
 from evaluation.models import Dataset, Description
@@ -44,7 +44,7 @@ def descriptions_import(
     """Store a CSV of descriptions (``stimulus``, ``text``, optional ``weight`` > 0) as the
     set ``origin``; stimuli are matched by id, name or text as judgment files are. All or
     nothing: any bad row refuses the file, naming the row. Returns the number stored."""
-    _check_upload_size(upload)
+    check_upload_size(upload)
     try:
         parsed = _parse(upload)
         stimulus_of = _stimulus_ids(dataset, [reference for reference, _, _ in parsed], match)
@@ -119,8 +119,8 @@ def _weight(raw: str | None, line: int) -> float:
 
 def _stimulus_ids(dataset: Dataset, references: list[str], match: str) -> dict[str, int]:
     unique = list(dict.fromkeys(references))
-    orders = _orders_in_dataset(dataset, unique, match)
-    _, id_of_order = _stimulus_index(dataset)
+    orders = orders_in_dataset(dataset, unique, match)
+    _, id_of_order = stimulus_index(dataset)
     return {reference: id_of_order[order] for reference, order in orders.items()}
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from evaluation.imports.embeddings import MATCH_RULES as EMBEDDING_MATCH_RULES
-from evaluation.imports.judgments import CHOICE_MEANINGS, FORMATS, MATCH_RULES, SELF_PAIR_RULES
+from evaluation.imports.judgment_files import CHOICE_MEANINGS, FORMATS
+from evaluation.imports.judgments import MATCH_RULES, SELF_PAIR_RULES
 from evaluation.models import Modality, ScoringUnit
 
 FieldKind = Literal["text", "choice", "file", "dataset", "flag", "number"]

@@ -16,13 +16,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from scipy.stats import pearsonr, spearmanr
 
 from evaluation import services
-from evaluation.imports.judgments import (
-    ColumnMap,
-    column_map_from,
-    judgments_import,
-    parse_columns,
-    report_lines,
-)
+from evaluation.imports.judgment_files import ColumnMap, column_map_from, parse_columns
+from evaluation.imports.judgments import judgments_import, report_lines
 from evaluation.imports.reading import csv_dialect
 from evaluation.judgments import target_data
 from evaluation.metrics import pair_alignment_entry

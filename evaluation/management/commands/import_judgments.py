@@ -11,12 +11,8 @@ from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
 from core.cli import Outcome, add_user_option, user_lookup
-from evaluation.imports.judgments import (
-    ColumnMap,
-    column_map_from,
-    judgments_import,
-    report_lines,
-)
+from evaluation.imports.judgment_files import ColumnMap, column_map_from
+from evaluation.imports.judgments import judgments_import, report_lines
 from evaluation.imports.spec import FIELDS
 from evaluation.management.lookups import EvaluationCommand, dataset_lookup
 
