@@ -792,6 +792,7 @@ class JudgmentsSerializer(serializers.ModelSerializer):
             "reliability",
             "ceiling",
             "scoring_unit",
+            "value_meaning",
             "import_report",
             "target",
             "created_by",

@@ -23,7 +23,7 @@ from django.core.exceptions import ValidationError
 
 from evaluation.judgments import target_data
 from evaluation.metrics import PairsData
-from evaluation.models import EmbeddingSet, PretrainedModel, Target, TargetKind
+from evaluation.models import EmbeddingSet, PretrainedModel, Target, TargetKind, ValueMeaning
 
 EMBEDDING_FORMATS = ("npy", "npz", "parquet", "csv")
 MATRIX_FORMATS = ("npy", "csv")
@@ -194,6 +194,15 @@ def _matrix_csv(blocks: Iterator[np.ndarray], names: list[str]) -> Iterator[byte
 
 
 # --- Human targets ------------------------------------------------------------------------------
+def _published(target: Target) -> tuple[float, str]:
+    """The sign that turns scored values back into published ones, and the column's name:
+    dissimilarities are negated for scoring, and come back as published."""
+    judgments = target.judgments
+    if judgments is not None and judgments.value_meaning == ValueMeaning.DISSIMILARITY:
+        return -1.0, "human_dissimilarity"
+    return 1.0, "human"
+
+
 def _pairs_of(target: Target) -> PairsData:
     if target.kind != TargetKind.PAIRS:
         raise ValidationError(
@@ -211,22 +220,24 @@ def human_download(target: Target, *, shape: str, fmt: str = "csv") -> Download:
     order, the mean rating per pair, symmetric, NaN where no pair was judged)."""
     _check(shape, HUMAN_SHAPES, "shape")
     pairs = _pairs_of(target).ratings
+    sign, column = _published(target)
     stimuli = _stimuli(target.dataset_id)
     base = f"human-{target.pk}-{shape}"
     if shape == "pairs":
         _check(fmt, ("csv",), "format")
         rows = (
-            [stimuli[i][0], stimuli[j][0], stimuli[i][1], stimuli[j][1], repr(float(m)), int(c)]
+            [stimuli[i][0], stimuli[j][0], stimuli[i][1], stimuli[j][1], repr(float(sign * m)),
+             int(c)]
             for i, j, m, c in zip(pairs.i, pairs.j, pairs.mean, pairs.count, strict=True)
-        )
-        header = ["a_id", "b_id", "a", "b", "human", "judgments"]
+        )  # fmt: skip
+        header = ["a_id", "b_id", "a", "b", column, "judgments"]
         return Download(f"{base}.csv", CONTENT_TYPES["csv"], _csv_chunks(header, rows))
     _check(fmt, MATRIX_FORMATS, "format")
     n = len(stimuli)
     sums, counts = np.zeros((n, n)), np.zeros((n, n))
     for i, j, m, c in zip(pairs.i, pairs.j, pairs.mean, pairs.count, strict=True):
         for x, y in {(i, j), (j, i)}:  # a row-level target: a pair's rows weighted alike
-            sums[x, y] += m * c
+            sums[x, y] += sign * m * c
             counts[x, y] += c
     with np.errstate(invalid="ignore", divide="ignore"):
         matrix = (sums / counts).astype(np.float32)
@@ -238,6 +249,7 @@ def pair_table_download(target: Target, models: Sequence[PretrainedModel]) -> Do
     """Per pair of the target: stimulus a and b, the human value and each model's cosine
     similarity (from its cached embeddings at its default layer), as CSV."""
     pairs = _pairs_of(target).ratings
+    sign, column_name = _published(target)
     stimuli = _stimuli(target.dataset_id)
     columns = []
     for model in models:
@@ -250,9 +262,9 @@ def pair_table_download(target: Target, models: Sequence[PretrainedModel]) -> Do
         similarity = np.einsum("ij,ij->i", unit[pairs.i], unit[pairs.j])
         similarity[pairs.i == pairs.j] = norms[pairs.i[pairs.i == pairs.j]] > 0
         columns.append(similarity)
-    header = ["a_id", "b_id", "a", "b", "human", *(model.name for model in models)]
+    header = ["a_id", "b_id", "a", "b", column_name, *(model.name for model in models)]
     rows = (
-        [stimuli[i][0], stimuli[j][0], stimuli[i][1], stimuli[j][1], repr(float(m)),
+        [stimuli[i][0], stimuli[j][0], stimuli[i][1], stimuli[j][1], repr(float(sign * m)),
          *(repr(float(column[k])) for column in columns)]
         for k, (i, j, m) in enumerate(zip(pairs.i, pairs.j, pairs.mean, strict=True))
     )  # fmt: skip

@@ -32,6 +32,7 @@ from evaluation.models import (
     Stimulus,
     Target,
     TargetKind,
+    ValueMeaning,
 )
 
 MAX_ERRORS_SHOWN = 5
@@ -60,6 +61,7 @@ def judgments_create(
     origin: str = "",
     description: str = "",
     scoring_unit: str = ScoringUnit.PAIR,
+    value_meaning: str = ValueMeaning.SIMILARITY,
     import_report: dict[str, Any] | None = None,
     created_by: Any = None,
 ) -> HumanJudgments:
@@ -70,6 +72,10 @@ def judgments_create(
     """
     if kind not in JudgmentKind.values:
         raise ValidationError(f"Unknown judgment kind {kind!r}.")
+    if value_meaning not in ValueMeaning.values:
+        raise ValidationError(
+            f"Unknown value meaning {value_meaning!r}; use {' or '.join(ValueMeaning.values)}."
+        )
     if scoring_unit not in ScoringUnit.values:
         raise ValidationError(
             f"Unknown scoring unit {scoring_unit!r}; use {' or '.join(ScoringUnit.values)}."
@@ -95,6 +101,7 @@ def judgments_create(
             participant_count=len({r.participant for r in rows if r.participant}),
             reliability=_reliability(kind, rows),
             scoring_unit=scoring_unit,
+            value_meaning=value_meaning,
             import_report=import_report or {},
             created_by=created_by,
         )
@@ -237,6 +244,8 @@ def target_data(target: Target) -> metric_registry.TargetData:
         rows[:, 4].astype(int),
     )
     if judgments.kind == JudgmentKind.PAIRS:
+        if judgments.value_meaning == ValueMeaning.DISSIMILARITY:
+            value = -value  # scored as similarity; the stored values stay as published
         pairs = pairs_by_unit(a, b, value, unit=judgments.scoring_unit)
         return metric_registry.PairsData(pairs, judgments.ceiling)
     if judgments.kind == JudgmentKind.TRIPLETS:

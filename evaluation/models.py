@@ -240,6 +240,13 @@ class ScoringUnit(models.TextChoices):
     ROW = "row", "per row: every row as published (MTEB's STS)"
 
 
+class ValueMeaning(models.TextChoices):
+    """What a pair's value says: how alike the two are, or how different (a distance)."""
+
+    SIMILARITY = "similarity", "similarity: higher means more alike"
+    DISSIMILARITY = "dissimilarity", "dissimilarity (a distance): higher means less alike"
+
+
 class HumanJudgments(models.Model):
     """One version of a set of human judgments over a dataset's stimuli.
 
@@ -265,6 +272,10 @@ class HumanJudgments(models.Model):
         choices=ScoringUnit.choices,
         default=ScoringUnit.PAIR,
         help_text="Pair ratings: what the correlation with a model counts as one observation.",
+    )
+    # Pair values kept as published; dissimilarities are negated where they are scored.
+    value_meaning = models.CharField(
+        max_length=13, choices=ValueMeaning.choices, default=ValueMeaning.SIMILARITY
     )
     # How the file was read and what the import kept: the CSV dialect, rows read, pairs of a
     # stimulus with itself kept or dropped, repeated pairs (shown with the data, exported).

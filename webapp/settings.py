@@ -337,6 +337,7 @@ SPECTACULAR_SETTINGS = {
         "StepStatusEnum": "evaluation.models.StepStatus",
         "TargetKindEnum": "evaluation.models.TargetKind",
         "JudgmentKindEnum": "evaluation.models.JudgmentKind",
+        "ValueMeaningEnum": "evaluation.models.ValueMeaning",
         "StudyKindEnum": "annotation.models.StudyKind",
         "StudyStatusEnum": "annotation.models.StudyStatus",
     },

@@ -60,6 +60,7 @@ from evaluation.models import (
     Modality,
     ScoringUnit,
     Stimulus,
+    ValueMeaning,
 )
 
 MATCH_RULES = ("auto", "id", "name", "text")
@@ -87,6 +88,7 @@ def judgments_import(
     scale_max: float | None = None,
     self_pairs: str = "keep",
     scoring_unit: str = ScoringUnit.PAIR,
+    value_is: str = ValueMeaning.SIMILARITY,
     columns: ColumnMap | None = None,
     origin: str = "",
     description: str = "",
@@ -162,6 +164,7 @@ def judgments_import(
             origin=origin,
             description=description,
             scoring_unit=scoring_unit,
+            value_meaning=value_is,
             import_report=report,
             created_by=created_by,
         )
@@ -205,6 +208,8 @@ def report_lines(judgments: HumanJudgments) -> list[str]:
         lines.append(f"{dropped} row(s) pairing a stimulus with itself dropped, as asked.")
     repeated = report["repeated_pairs"]
     unit = ScoringUnit(judgments.scoring_unit).label
+    if judgments.value_meaning == ValueMeaning.DISSIMILARITY:
+        lines.append("The values are dissimilarities: kept as published, negated when scored.")
     if repeated:
         lines.append(
             f"{repeated} pair(s) appear in more than one row ({report['rows_of_repeated_pairs']} "
@@ -233,6 +238,7 @@ def judgments_import_from(data: Mapping[str, Any], *, created_by: Any = None) ->
         scale_max=data["scale_max"],
         self_pairs=data.get("self_pairs") or "keep",
         scoring_unit=data.get("scoring_unit") or ScoringUnit.PAIR,
+        value_is=data.get("value_is") or ValueMeaning.SIMILARITY,
         columns=column_map_from(data),
         description=data["description"],
         created_by=created_by,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from evaluation.imports.embeddings import MATCH_RULES as EMBEDDING_MATCH_RULES
 from evaluation.imports.judgment_files import CHOICE_MEANINGS, FORMATS
 from evaluation.imports.judgments import MATCH_RULES, SELF_PAIR_RULES
-from evaluation.models import Modality, ScoringUnit
+from evaluation.models import Modality, ScoringUnit, ValueMeaning
 
 FieldKind = Literal["text", "choice", "file", "dataset", "flag", "number"]
 
@@ -141,6 +141,14 @@ JUDGMENT_IMPORT_FIELDS: tuple[ImportField, ...] = (
         "rows of a pair first; per row scores every row as published (MTEB's STS does).",
         choices=tuple((unit.value, unit.label) for unit in ScoringUnit),
         default=ScoringUnit.PAIR.value,
+    ),
+    ImportField(
+        "value_is",
+        "choice",
+        help="Pairs only: what the value column says. Dissimilarities (distances) are kept as "
+        "published and negated when scored, so a model agreeing with people scores positive.",
+        choices=tuple((meaning.value, meaning.label) for meaning in ValueMeaning),
+        default=ValueMeaning.SIMILARITY.value,
     ),
     ImportField("scale_min", "number", help="Ratings: bottom of the scale.", required=False),
     ImportField("scale_max", "number", help="Ratings: top of the scale.", required=False),

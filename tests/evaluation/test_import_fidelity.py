@@ -365,3 +365,27 @@ def test_a_staged_file_is_kept_for_its_session_only(client, researcher):
     assert HumanJudgments.objects.get().judgment_count == 999
     again = client.post(url, {**fields, "name": "again", "staged_file": token})
     assert "This field is required." in again.content.decode()  # discarded once imported
+
+
+def test_dissimilarities_are_kept_as_published_and_scored_as_similarities():
+    from evaluation import downloads
+    from evaluation.engine.metrics.human import pair_alignment
+
+    rows = [(a, b, v) for a, b, v in SELF_ROWS if a != b]
+    similar = import_pairs(csv_upload(["a", "b", "value"], rows), name="sim",
+                           new_dataset_name="s1")  # fmt: skip
+    distant = import_pairs(csv_upload(["a", "b", "value"], [(a, b, 10 - v) for a, b, v in rows]),
+                           name="dist", new_dataset_name="s2", value_is="dissimilarity")  # fmt: skip
+    assert set(distant.rows.values_list("value", flat=True)) == {10 - v for _, _, v in rows}
+    embeddings = np.random.default_rng(2).normal(size=(4, 8))
+    scores = [
+        pair_alignment(embeddings, target_data(j.target).ratings, n_boot=50).value
+        for j in (similar, distant)
+    ]
+    assert scores[0] == pytest.approx(scores[1])  # the same agreement either way
+    table = b"".join(downloads.human_download(distant.target, shape="pairs").chunks).decode()
+    assert table.splitlines()[0].split(",")[4] == "human_dissimilarity"
+    assert {float(line.split(",")[4]) for line in table.splitlines()[1:]} == {
+        10 - v for _, _, v in rows
+    }
+    assert "The values are dissimilarities" in " ".join(report_lines(distant))

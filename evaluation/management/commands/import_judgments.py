@@ -84,7 +84,7 @@ class Command(EvaluationCommand):
             "--columns", default="", metavar="ROLE=COLUMN,...", help=FIELDS["columns"].help
         )
         parser.add_argument("--names-file", metavar="FILE", help=FIELDS["names_file"].help)
-        for rule in ("self_pairs", "scoring_unit", "choice_is", "index_base"):
+        for rule in ("self_pairs", "scoring_unit", "value_is", "choice_is", "index_base"):
             parser.add_argument(
                 f"--{rule.replace('_', '-')}",
                 choices=_values(rule),
@@ -136,6 +136,7 @@ class Command(EvaluationCommand):
                 scale_max=options["scale_max"],
                 self_pairs=options["self_pairs"],
                 scoring_unit=options["scoring_unit"],
+                value_is=options["value_is"],
                 columns=columns,
                 origin=options["origin"],
                 description=options["description"],
