@@ -46,7 +46,7 @@ def test_researcher_starts_a_human_alignment_run_on_imported_judgments(
     log_in(page, live_server, "/judgments/import/")
     page.get_by_label("Name", exact=True).fill("word pairs")
     page.get_by_label("Format").select_option("pairs")
-    page.get_by_label("File").set_input_files(
+    page.get_by_label("File", exact=True).set_input_files(
         {"name": "pairs.csv", "mimeType": "text/csv", "buffer": pairs_csv()}
     )
     page.get_by_label("New dataset name").fill("words")
