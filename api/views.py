@@ -117,6 +117,17 @@ def _refuse_oversize_upload(request: Request) -> None:
         raise UploadTooLarge(refused)
 
 
+def _upload_fields(
+    request: Request, serializer_class: type[serializers.serializers.Serializer]
+) -> Any:
+    """A multipart upload's fields, validated: an oversize file refused first (413)."""
+    data = request.data  # parsing the body runs the upload handler
+    _refuse_oversize_upload(request)
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 class _UploadParsers:
     """Creating (the only POST) takes a multipart upload; nothing else reads a body.
 
@@ -274,11 +285,8 @@ class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModel
         responses={201: serializers.DatasetDetailSerializer},
     )
     def create(self, request: Request) -> Response:
-        data = request.data
-        _refuse_oversize_upload(request)
-        serializer = serializers.DatasetUploadSerializer(data=data)
-        serializer.is_valid(raise_exception=True)
-        dataset = dataset_import_from(serializer.validated_data, created_by=request.user)
+        fields = _upload_fields(request, serializers.DatasetUploadSerializer)
+        dataset = dataset_import_from(fields, created_by=request.user)
         dataset = self.get_queryset().get(pk=dataset.pk)
         return self.created(
             dataset,
@@ -500,11 +508,8 @@ class EmbeddingSetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.Retrieve
         responses={202: serializers.EmbeddingImportSerializer},
     )
     def create(self, request: Request) -> Response:
-        data = request.data
-        _refuse_oversize_upload(request)
-        serializer = serializers.EmbeddingsImportSerializer(data=data)
-        serializer.is_valid(raise_exception=True)
-        job = embeddings_import_queue(serializer.validated_data, created_by=request.user)
+        fields = _upload_fields(request, serializers.EmbeddingsImportSerializer)
+        job = embeddings_import_queue(fields, created_by=request.user)
         body = serializers.EmbeddingImportSerializer(job).data
         location = reverse("api:embedding-import-detail", args=[job.pk])
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
@@ -659,11 +664,7 @@ class JudgmentsViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveMod
         responses={201: serializers.JudgmentsSerializer},
     )
     def create(self, request: Request) -> Response:
-        data = request.data
-        _refuse_oversize_upload(request)
-        serializer = serializers.JudgmentsImportSerializer(data=data)
-        serializer.is_valid(raise_exception=True)
-        fields = serializer.validated_data
+        fields = _upload_fields(request, serializers.JudgmentsImportSerializer)
         judgments = judgments_import_from(fields, created_by=request.user)
         return self.created(
             self.get_queryset().get(pk=judgments.pk),

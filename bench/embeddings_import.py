@@ -59,8 +59,32 @@ def prepare(tmp: str, rows: int, dims: int) -> tuple[Path, Path]:
     return vectors, names
 
 
-CHILD_IMPORT = """
-import sys, time
+# Both children measure the same way: from the moment their work starts, the peak of their
+# anonymous memory (sampled every 2 ms) and the kernel's resident high-water mark.
+MEASURE_START = """
+import sys, threading, time
+def status(key):
+    return int([l.split()[1] for l in open("/proc/self/status") if l.startswith(key)][0])
+peak_anon, done = [0], threading.Event()
+def sample():
+    while not done.is_set():
+        peak_anon[0] = max(peak_anon[0], status("RssAnon"))
+        time.sleep(0.002)
+"""
+MEASURE_RUN = """
+before = status("RssAnon")
+threading.Thread(target=sample, daemon=True).start()
+started = time.perf_counter()
+"""
+MEASURE_END = """
+seconds = time.perf_counter() - started
+done.set(); time.sleep(0.01)
+print(seconds, status("VmHWM"), max(peak_anon[0], status("RssAnon")) - before)
+"""
+
+CHILD_IMPORT = (
+    MEASURE_START
+    + """
 sys.path.insert(0, sys.argv[1])
 from bench.embeddings_import import setup_django
 setup_django(sys.argv[2])
@@ -68,39 +92,23 @@ from django.core.files import File
 from evaluation.imports.embeddings import embeddings_import
 from evaluation.models import Dataset
 dataset = Dataset.objects.get(name="big")
-def status(key):
-    return int([l.split()[1] for l in open("/proc/self/status") if l.startswith(key)][0])
-import threading
-peak_anon, done = [0], threading.Event()
-def sample():
-    while not done.is_set():
-        peak_anon[0] = max(peak_anon[0], status("RssAnon"))
-        time.sleep(0.002)
-before = status("RssAnon")
-threading.Thread(target=sample, daemon=True).start()
-started = time.perf_counter()
+"""
+    + MEASURE_RUN
+    + """
 with open(sys.argv[3], "rb") as handle, open(sys.argv[4], "rb") as ids:
     upload = File(handle, name=sys.argv[3])
     model = embeddings_import(name="imported", dataset=dataset, file=upload, ids_file=ids)
-seconds = time.perf_counter() - started
-done.set(); time.sleep(0.01)
-print(seconds, status("VmHWM"), max(peak_anon[0], status("RssAnon")) - before)
 """
+    + MEASURE_END
+)
 
-CHILD_NAIVE = """
-import sys, time
+CHILD_NAIVE = (
+    MEASURE_START
+    + """
 import numpy as np
-def status(key):
-    return int([l.split()[1] for l in open("/proc/self/status") if l.startswith(key)][0])
-import threading
-peak_anon, done = [0], threading.Event()
-def sample():
-    while not done.is_set():
-        peak_anon[0] = max(peak_anon[0], status("RssAnon"))
-        time.sleep(0.002)
-before = status("RssAnon")
-threading.Thread(target=sample, daemon=True).start()
-started = time.perf_counter()
+"""
+    + MEASURE_RUN
+    + """
 vectors = np.load(sys.argv[1])                         # the whole file in memory
 ids = open(sys.argv[2]).read().split("\\n")[:-1]
 position = {name: k for k, name in enumerate(ids)}
@@ -108,10 +116,9 @@ order = [position[f"sentence number {k}"] for k in range(len(ids))]
 ordered = vectors[order]                                # a second copy, reordered
 assert np.isfinite(ordered).all()
 np.save(sys.argv[3], ordered.astype(np.float32))
-seconds = time.perf_counter() - started
-done.set(); time.sleep(0.01)
-print(seconds, status("VmHWM"), max(peak_anon[0], status("RssAnon")) - before)
 """
+    + MEASURE_END
+)
 
 
 def child(code: str, *args: str) -> tuple[float, float, float]:

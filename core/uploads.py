@@ -11,9 +11,23 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
 FORM_FIELDS_ALLOWANCE = 64 * 1024  # the text fields that travel with the file
+
+
+def check_upload_size(file: Any) -> None:
+    """The same limit for a file already in hand (the command line's, or one whose request
+    did not announce its length): a ValidationError keyed ``file`` naming it."""
+    size = getattr(file, "size", None)
+    if size is not None and size > settings.DATASET_UPLOAD_MAX_BYTES:
+        raise ValidationError(
+            {
+                "file": f"The file is {human_bytes(size)}; the limit is "
+                f"{human_bytes(settings.DATASET_UPLOAD_MAX_BYTES)} (DATASET_UPLOAD_MAX_BYTES)."
+            }
+        )
 
 
 class UploadLimitHandler(FileUploadHandler):

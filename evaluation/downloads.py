@@ -23,7 +23,14 @@ from django.core.exceptions import ValidationError
 
 from evaluation.judgments import target_data
 from evaluation.metrics import PairsData
-from evaluation.models import EmbeddingSet, PretrainedModel, Target, TargetKind, ValueMeaning
+from evaluation.models import (
+    EmbeddingSet,
+    PretrainedModel,
+    Stimulus,
+    Target,
+    TargetKind,
+    ValueMeaning,
+)
 
 EMBEDDING_FORMATS = ("npy", "npz", "parquet", "csv")
 MATRIX_FORMATS = ("npy", "csv")
@@ -45,8 +52,6 @@ class Download:
 
 
 def _stimuli(dataset_id: int) -> list[tuple[int, str, str]]:
-    from evaluation.models import Stimulus
-
     return list(
         Stimulus.objects.filter(dataset_id=dataset_id)
         .order_by("order")
@@ -235,10 +240,12 @@ def human_download(target: Target, *, shape: str, fmt: str = "csv") -> Download:
     _check(fmt, MATRIX_FORMATS, "format")
     n = len(stimuli)
     sums, counts = np.zeros((n, n)), np.zeros((n, n))
-    for i, j, m, c in zip(pairs.i, pairs.j, pairs.mean, pairs.count, strict=True):
-        for x, y in {(i, j), (j, i)}:  # a row-level target: a pair's rows weighted alike
-            sums[x, y] += sign * m * c
-            counts[x, y] += c
+    # Both triangles (a self-pair once); a row-level target's rows of a pair weighted alike.
+    other = pairs.i != pairs.j
+    rows, cols = np.r_[pairs.i, pairs.j[other]], np.r_[pairs.j, pairs.i[other]]
+    weights = np.r_[pairs.count, pairs.count[other]].astype(float)
+    np.add.at(sums, (rows, cols), sign * np.r_[pairs.mean, pairs.mean[other]] * weights)
+    np.add.at(counts, (rows, cols), weights)
     with np.errstate(invalid="ignore", divide="ignore"):
         matrix = (sums / counts).astype(np.float32)
     blocks = (matrix[s : s + ROWS_PER_BLOCK] for s in range(0, n, ROWS_PER_BLOCK))

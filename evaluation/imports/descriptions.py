@@ -17,9 +17,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from core.fields import max_length
+from core.uploads import check_upload_size
 from evaluation.imports.judgments import (
     MAX_LISTED,
-    check_upload_size,
     orders_in_dataset,
     stimulus_index,
 )

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,11 +43,12 @@ from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
-from core.uploads import human_bytes
+from core.uploads import check_upload_size
 from evaluation.engine.errors import StorageError
 from evaluation.engine.fingerprint import embedding_fingerprint
 from evaluation.engine.storage import writing
 from evaluation.imports.reading import ImportProblem, csv_cells, csv_reader
+from evaluation.imports.staging import copy_upload
 from evaluation.models import (
     Dataset,
     EmbeddingImport,
@@ -100,7 +99,7 @@ def embeddings_import(
     ``progress(rows written, rows in all)`` is told as each block is written."""
     name, link = name.strip(), link.strip()
     _check_arguments(name, match, link)
-    _check_size(file)
+    check_upload_size(file)
     with _on_disk(file) as path:
         try:
             original = file_name or str(getattr(file, "name", "") or path.name)
@@ -110,7 +109,7 @@ def embeddings_import(
             order = match_rows(raw, dataset, match)
         except ImportProblem as exc:
             raise ValidationError({"file": str(exc)}) from None
-        matched_by = match if raw.ids is not None and match != "auto" else _matched_by(raw, match)
+        matched_by = _matched_by(raw, match)
         written: list[Path] = []
         try:
             with transaction.atomic():
@@ -142,18 +141,6 @@ def _check_arguments(name: str, match: str, link: str) -> None:
         )
 
 
-def _check_size(file: IO[bytes]) -> None:
-    """Every upload's limit (the web's upload handler stops reading past it)."""
-    size = getattr(file, "size", None)
-    if size is not None and size > settings.DATASET_UPLOAD_MAX_BYTES:
-        raise ValidationError(
-            {
-                "file": f"The file is {human_bytes(size)}; the limit is "
-                f"{human_bytes(settings.DATASET_UPLOAD_MAX_BYTES)} (DATASET_UPLOAD_MAX_BYTES)."
-            }
-        )
-
-
 @contextmanager
 def _on_disk(file: IO[bytes]) -> Iterator[Path]:
     """The upload as a file on disk (memory maps need one): its own path where it has one
@@ -166,18 +153,12 @@ def _on_disk(file: IO[bytes]) -> Iterator[Path]:
     if name and Path(name).is_file():
         yield Path(name)
         return
-    suffix = PurePosixPath(str(name)).suffix
-    folder = Path(settings.MEDIA_ROOT) / "tmp"
-    with writing(folder, place=f"MEDIA_ROOT ({settings.MEDIA_ROOT})", doing="spool the upload"):
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(suffix=suffix, dir=folder)
-        with open(handle, "wb") as out:
-            file.seek(0)
-            shutil.copyfileobj(file, out, 1 << 20)
+    copy = Path(settings.MEDIA_ROOT) / _staged_name(file)
     try:
-        yield Path(temporary)
+        copy_upload(file, copy, doing="spool the upload")
+        yield copy
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
 
 
 # --- Reading each format ----------------------------------------------------------------------
@@ -624,7 +605,7 @@ def embeddings_import_queue(data: Mapping[str, Any], *, created_by: Any = None) 
         data.get("match") or "auto",
     )
     _check_arguments(name, match, link)
-    _check_size(data["file"])
+    check_upload_size(data["file"])
     staged = [_stage(data["file"])]
     try:
         if data.get("ids_file"):
@@ -646,17 +627,16 @@ def embeddings_import_queue(data: Mapping[str, Any], *, created_by: Any = None) 
 
 
 def _stage(upload: Any) -> str:
-    """Copy an upload under MEDIA_ROOT (a chunk at a time; its suffix kept, which says its
-    format); returns the path relative to MEDIA_ROOT."""
-    suffix = PurePosixPath(str(getattr(upload, "name", "") or "")).suffix.lower()[:10]
-    relative = f"{STAGED_FOLDER}/{uuid.uuid4().hex}{suffix}"
-    path = Path(settings.MEDIA_ROOT) / relative
-    with writing(path.parent, place=f"MEDIA_ROOT ({settings.MEDIA_ROOT})", doing="keep the upload"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        upload.seek(0)
-        with path.open("wb") as out:
-            shutil.copyfileobj(upload, out, 1 << 20)
+    """Copy an upload under MEDIA_ROOT for the worker; returns its path relative to it."""
+    relative = _staged_name(upload)
+    copy_upload(upload, Path(settings.MEDIA_ROOT) / relative, doing="keep the upload")
     return relative
+
+
+def _staged_name(upload: Any) -> str:
+    """A fresh name under STAGED_FOLDER with the upload's suffix (which says its format)."""
+    suffix = PurePosixPath(str(getattr(upload, "name", "") or "")).suffix.lower()[:10]
+    return f"{STAGED_FOLDER}/{uuid.uuid4().hex}{suffix}"
 
 
 def embeddings_import_run(*, job_id: int) -> None:

@@ -37,7 +37,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from core.fields import max_length
-from core.uploads import human_bytes
+from core.uploads import check_upload_size
 from evaluation.engine.fingerprint import stimulus_hash
 from evaluation.imports.judgment_files import (
     FORMATS,
@@ -344,17 +344,6 @@ def _check_scale(kind: str, scale_min: float | None, scale_max: float | None) ->
             raise ValidationError({name: "The scale's ends must be finite numbers."})
     if scale_min is not None and scale_max is not None and scale_min >= scale_max:
         raise ValidationError({"scale_max": "The scale's maximum must exceed its minimum."})
-
-
-def check_upload_size(file: UploadedFile | IO[bytes]) -> None:
-    size = getattr(file, "size", None)
-    if size is not None and size > settings.DATASET_UPLOAD_MAX_BYTES:
-        raise ValidationError(
-            {
-                "file": f"The file is {human_bytes(size)}; the limit is "
-                f"{human_bytes(settings.DATASET_UPLOAD_MAX_BYTES)} (DATASET_UPLOAD_MAX_BYTES)."
-            }
-        )
 
 
 def _default_origin(format: str, file: UploadedFile | IO[bytes]) -> str:

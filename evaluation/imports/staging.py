@@ -28,19 +28,23 @@ def _folder() -> Path:
     return Path(settings.MEDIA_ROOT) / "tmp" / "staged"
 
 
+def copy_upload(upload: Any, path: Path, *, doing: str) -> None:
+    """Copy an upload to ``path`` under MEDIA_ROOT a chunk at a time (never whole in memory);
+    a full or read-only disk is named (StorageError), and the upload is left rewound."""
+    with writing(path.parent, place=f"MEDIA_ROOT ({settings.MEDIA_ROOT})", doing=doing):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        upload.seek(0)
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload, out, 1 << 20)
+    upload.seek(0)
+
+
 def stage(session: Any, upload: Any) -> str:
     """Copy the upload into the staging folder (a chunk at a time); returns its token."""
     _sweep()
     token = secrets.token_urlsafe(16)
     name = PurePosixPath(str(getattr(upload, "name", "") or "upload")).name[:200]
-    folder = _folder()
-    place = f"MEDIA_ROOT ({settings.MEDIA_ROOT})"
-    with writing(folder, place=place, doing="keep the uploaded file for the next attempt"):
-        folder.mkdir(parents=True, exist_ok=True)
-        upload.seek(0)
-        with open(folder / token, "wb") as out:
-            shutil.copyfileobj(upload, out, 1 << 20)
-    upload.seek(0)
+    copy_upload(upload, _folder() / token, doing="keep the uploaded file for the next attempt")
     staged = dict(session.get(SESSION_KEY, {}))
     staged[token] = name
     for old in list(staged)[:-MAX_STAGED_PER_SESSION]:  # keep the latest few

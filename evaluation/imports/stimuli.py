@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
-from core.uploads import human_bytes
+from core.uploads import check_upload_size
 from evaluation.engine.errors import StorageError
 from evaluation.engine.fingerprint import dataset_content_hash
 from evaluation.engine.storage import writing
@@ -164,14 +164,7 @@ def dataset_import(
     name = name.strip()
     if Dataset.objects.filter(name=name).exists():
         raise ValidationError({"name": f"A dataset called {name!r} already exists."})
-    size = getattr(upload, "size", None)
-    if size is not None and size > settings.DATASET_UPLOAD_MAX_BYTES:
-        raise ValidationError(
-            {
-                "file": f"The file is {human_bytes(size)}; the limit is "
-                f"{human_bytes(settings.DATASET_UPLOAD_MAX_BYTES)} (DATASET_UPLOAD_MAX_BYTES)."
-            }
-        )
+    check_upload_size(upload)
     media = Path(settings.MEDIA_ROOT)
     # A full, read-only or forbidden MEDIA_ROOT is the administrator's to fix: named
     # (StorageError: a form error, an API 507), never "a bug".
