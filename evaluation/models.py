@@ -24,6 +24,7 @@ class Modality(models.TextChoices):
     IMAGE = "image", "Image"
     TEXT = "text", "Text"
     AUDIO = "audio", "Audio"
+    VIDEO = "video", "Video"
 
 
 class ModelSource(models.TextChoices):
@@ -32,6 +33,7 @@ class ModelSource(models.TextChoices):
     TRANSFORMERS_TEXT = "transformers-text", "transformers (text: tokenizer + model)"
     TRANSFORMERS_VISION = "transformers-vision", "transformers (vision: image processor + model)"
     TRANSFORMERS_AUDIO = "transformers-audio", "transformers (audio: feature extractor + model)"
+    TRANSFORMERS_VIDEO = "transformers-video", "transformers (video: processor + model)"
     OPEN_CLIP_IMAGE = "open_clip-image", "open_clip (image tower)"
     OPEN_CLIP_TEXT = "open_clip-text", "open_clip (text tower)"
     TORCHSCRIPT = "torchscript", "TorchScript file (images)"
@@ -150,6 +152,10 @@ class Dataset(models.Model):
     description = models.TextField(blank=True)
     origin = models.CharField(max_length=200, blank=True, help_text="Where the data came from.")
     content_hash = models.CharField(max_length=64, editable=False)
+    # Video datasets: which frames of each clip models see (evaluation.engine.video
+    # FrameSampling, e.g. {"frames": 8}); fixed at import, part of every embedding's
+    # fingerprint and shown with every score. Empty for other modalities.
+    frame_sampling = models.JSONField(default=dict, blank=True, editable=False)
     stimulus_count = models.PositiveIntegerField(default=0, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
