@@ -81,6 +81,7 @@ def model_register(
         modality=modality,
         default_layer=adapter_class.default_layer,
         description=description,
+        provenance=adapter_class.provenance(spec),
         created_by=created_by,
     )
     # Listing layers needs the weights and a forward pass: a worker's job, not the request's.

