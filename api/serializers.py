@@ -249,6 +249,7 @@ class DatasetSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "modality",
+            "frame_sampling",
             "description",
             "origin",
             "content_hash",

@@ -251,7 +251,7 @@ class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     retrieve=extend_schema(summary="A dataset, with its label counts and targets"),
 )
 class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
-    """Stimulus datasets (images, texts, audio) and their stimuli."""
+    """Stimulus datasets (images, texts, audio, video) and their stimuli."""
 
     serializer_class = serializers.DatasetSerializer
     filterset_class = filters.DatasetFilter

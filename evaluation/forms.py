@@ -150,7 +150,7 @@ class RunForm(forms.Form):
         dataset = self._chosen_dataset()
         models = PretrainedModel.objects.all()
         if dataset is not None:
-            models = models.filter(modality=dataset.modality)
+            models = models.filter(modality__in=dataset.model_modalities)
         field = self.fields["models"]
         assert isinstance(field, _ModelChoices)
         field.queryset = models

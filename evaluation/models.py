@@ -171,6 +171,23 @@ class Dataset(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("evaluation:dataset_detail", args=[self.pk])
 
+    @property
+    def model_modalities(self) -> tuple[str, ...]:
+        """Which models embed these stimuli: those of its modality, and for video also
+        image models, applied to each sampled frame and averaged over the frames."""
+        if self.modality == Modality.VIDEO:
+            return (Modality.VIDEO, Modality.IMAGE)
+        return (self.modality,)
+
+    @property
+    def frame_sampling_label(self) -> str:
+        """What models see of each clip, in words (video datasets; else empty)."""
+        if not self.frame_sampling:
+            return ""
+        from evaluation.engine.video import FrameSampling
+
+        return FrameSampling(**self.frame_sampling).label()
+
 
 def stimulus_upload_path(instance: Stimulus, filename: str) -> str:
     return f"datasets/{instance.dataset_id}/{filename}"

@@ -211,6 +211,11 @@ DATASET_UPLOAD_MAX_BYTES = env_int("DATASET_UPLOAD_MAX_BYTES", 512 * 1024 * 1024
 # Total size of the files inside a zip once extracted (guards against zip bombs).
 DATASET_UNZIPPED_MAX_BYTES = env_int("DATASET_UNZIPPED_MAX_BYTES", 2 * 1024 * 1024 * 1024)
 DATASET_MAX_STIMULI = env_int("DATASET_MAX_STIMULI", 200_000)
+# Every imported video clip is decoded whole on import: these caps bound what that costs
+# (a clip is refused by name if its header or its frames go over them).
+VIDEO_MAX_SECONDS = env_int("VIDEO_MAX_SECONDS", 600)
+VIDEO_MAX_FRAMES = env_int("VIDEO_MAX_FRAMES", 36_000)  # 10 minutes at 60 fps
+VIDEO_MAX_PIXELS = env_int("VIDEO_MAX_PIXELS", 3840 * 2160)  # per frame: 4K UHD
 
 # --- Security -------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -211,6 +211,10 @@ DATASET_IMPORT_FIELDS: tuple[ImportField, ...] = (
             (Modality.IMAGE, "Images: a zip of folders named by label"),
             (Modality.TEXT, "Texts: a CSV file, one text per row"),
             (Modality.AUDIO, "Audio: a zip of folders named by label (wav, flac, ogg, mp3)"),
+            (
+                Modality.VIDEO,
+                "Video: a zip of folders named by label (mp4, webm, mov, mkv, avi)",
+            ),
         ),
         initial=Modality.IMAGE,
         radio=True,
@@ -218,7 +222,17 @@ DATASET_IMPORT_FIELDS: tuple[ImportField, ...] = (
     ImportField(
         "file",
         "file",
-        help="Images or audio: a zip of label folders. Texts: a UTF-8 CSV with a header.",
+        help="Images, audio or video: a zip of label folders. Texts: a UTF-8 CSV with a header.",
+    ),
+    ImportField(
+        "frame_sampling",
+        "text",
+        help="Video only: which frames models see. frames=8 spreads 8 frames evenly over "
+        "each clip; fps=2,max=32 takes 2 frames per second, at most 32. Fixed for the "
+        "dataset.",
+        required=False,
+        max_length=40,
+        default="frames=8",
     ),
     ImportField(
         "text_column",

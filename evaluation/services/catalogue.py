@@ -105,7 +105,7 @@ def _check_language_model(identifier: str, modality: str) -> str:
         )
     if modality not in Modality.values:
         raise ValidationError(
-            {"modality": "Say which stimuli the descriptions are of: image, text or audio."}
+            {"modality": "Say which stimuli the descriptions are of: image, text, audio or video."}
         )
     return modality
 

@@ -72,7 +72,7 @@ def run_create(
                 f"them for {dataset} to score them here."
             }
         )
-    mismatched = [m.display_name for m in models if m.modality != dataset.modality]
+    mismatched = [m.display_name for m in models if m.modality not in dataset.model_modalities]
     if mismatched:
         raise ValidationError(
             {

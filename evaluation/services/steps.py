@@ -22,6 +22,7 @@ from evaluation.engine.extraction import ExtractionCancelled
 from evaluation.judgments import target_data
 from evaluation.models import (
     FINISHED_STEP_STATUSES,
+    Dataset,
     EmbeddingSet,
     RunStatus,
     RunStep,
@@ -216,8 +217,15 @@ def _layer_scores(
                 ceiling=result.ceiling,
                 n=result.n,
                 embedding_set=embedding_set,
-                details=result.details,
+                details=_with_frames(result.details, step.run.dataset),
                 created_at=now,
             )
         )
     return rows
+
+
+def _with_frames(details: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
+    """A video score says which frames of each clip the model saw."""
+    if not dataset.frame_sampling:
+        return details
+    return {**details, "frames": dataset.frame_sampling_label}

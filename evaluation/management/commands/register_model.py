@@ -22,7 +22,7 @@ from core.fields import max_length
 from evaluation import services
 from evaluation.engine.specs import PACKAGE_PREFIX, SOURCES, WEIGHTS
 from evaluation.management.lookups import EvaluationCommand
-from evaluation.models import PretrainedModel, Weights
+from evaluation.models import Modality, PretrainedModel, Weights
 
 NAME_LIMIT = max_length(PretrainedModel, "name")
 
@@ -116,7 +116,7 @@ A list file has one model per line, `source identifier [revision]`; # starts a c
         parser.add_argument(
             "--modality",
             default="",
-            choices=["", "image", "text", "audio"],
+            choices=["", *Modality.values],
             help="Language-based models only (--source language, identifier "
             "'<description set> | <text model>'): the modality of the described stimuli.",
         )
