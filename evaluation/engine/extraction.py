@@ -11,17 +11,23 @@ a StorageError naming it (evaluation.engine.storage), never leaves a partial fil
 the chunks already saved for the retry. Files are written with ordinary writes, never
 through a memory map: writing a map of a file the disk has no room for kills the process
 with SIGBUS instead of raising ENOSPC.
+
+Video clips are decoded in a pool of threads (PyAV and the image transforms release the
+GIL), a few batches ahead of the model, so that decoding does not starve it; batches come
+out in order, and a clip that cannot be decoded fails the extraction with its name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import shutil
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +43,10 @@ from evaluation.engine.specs import StimulusInput
 
 # Called with (stimuli done, total); returning False asks the extraction to stop.
 ProgressCallback = Callable[[int, int], bool | None]
+# Video: batches decoded ahead of the one the model is running (memory: that many batches
+# of decoded frames), and decoding threads when the worker sets no number.
+BATCHES_AHEAD = 2
+DEFAULT_DECODE_THREADS = min(4, os.cpu_count() or 1)
 
 
 class ExtractionCancelled(Exception):
@@ -96,6 +106,8 @@ def extract_layers(
 ) -> ExtractionResult:
     """Embed ``stimuli`` at every layer of ``out_paths`` in one forward pass per batch.
 
+    ``num_workers``: DataLoader worker processes that decode and preprocess; for video,
+    the decoding threads instead (0: up to 4, one per core).
     ``storage_name`` names where the files go in storage errors ("EMBEDDINGS_ROOT (/srv/e)");
     by default each output file's folder."""
     started = time.perf_counter()
@@ -157,23 +169,90 @@ def _embed_chunk(
     num_workers: int,
     on_batch: Callable[[int], None],
 ) -> dict[str, np.ndarray]:
-    loader = DataLoader(
-        _StimulusDataset(adapter, stimuli),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=adapter.collate,
-        pin_memory=adapter.device.type == "cuda",
-    )
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     done = 0
-    with torch.inference_mode():
-        for batch in loader:
+    with torch.inference_mode(), _batches(adapter, stimuli, batch_size, num_workers) as batches:
+        for batch in batches:
             vectors = adapter.embed(batch, layers=layers, pooling=pooling)
             for layer in layers:
                 parts[layer].append(vectors[layer].astype(np.float32, copy=False))
             done += len(vectors[layers[0]])
             on_batch(done)
     return {layer: np.concatenate(chunks, axis=0) for layer, chunks in parts.items()}
+
+
+@contextlib.contextmanager
+def _batches(
+    adapter: Adapter, stimuli: Sequence[StimulusInput], batch_size: int, num_workers: int
+) -> Iterator[Iterable[Any]]:
+    """The collated batches, in order: video through decoding threads, the rest through a
+    DataLoader (worker processes if ``num_workers``)."""
+    if adapter.modality == "video":
+        threads = num_workers or DEFAULT_DECODE_THREADS
+        with contextlib.closing(decoded_ahead(adapter, stimuli, batch_size, threads)) as batches:
+            yield batches
+        return
+    yield DataLoader(
+        _StimulusDataset(adapter, stimuli),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=adapter.collate,
+        pin_memory=adapter.device.type == "cuda",
+    )
+
+
+def decoded_ahead(
+    adapter: Adapter,
+    stimuli: Sequence[StimulusInput],
+    batch_size: int,
+    threads: int,
+    *,
+    ahead: int = BATCHES_AHEAD,
+) -> Generator[Any, None, None]:
+    """Collated batches of ``adapter.load_input`` over ``stimuli``, in order, decoded by
+    ``threads`` threads up to ``ahead`` batches in front of the one being used (and
+    collated in a thread of their own): at most ``ahead + 1`` batches in memory. The first
+    stimulus that fails stops it with its error; the work still queued is dropped."""
+    pin = adapter.device.type == "cuda"
+    starts = iter(range(0, len(stimuli), batch_size))
+    decode = ThreadPoolExecutor(threads, thread_name_prefix="likeness-decode")
+    assemble = ThreadPoolExecutor(1, thread_name_prefix="likeness-collate")
+
+    def submit(start: int) -> Future[Any]:
+        items = [decode.submit(adapter.load_input, s) for s in stimuli[start : start + batch_size]]
+        return assemble.submit(_collated, adapter, items, pin)
+
+    queued: deque[Future[Any]] = deque()
+    try:
+        for start in starts:
+            queued.append(submit(start))
+            if len(queued) > ahead:
+                break
+        while queued:
+            yield queued.popleft().result()
+            # Once the model is done with a batch, its place goes to the next one.
+            following = next(starts, None)
+            if following is not None:
+                queued.append(submit(following))
+    finally:
+        for future in queued:
+            future.cancel()
+        decode.shutdown(wait=True, cancel_futures=True)
+        assemble.shutdown(wait=True, cancel_futures=True)
+
+
+def _collated(adapter: Adapter, items: Sequence[Future[Any]], pin: bool) -> Any:
+    batch = adapter.collate([item.result() for item in items])
+    return _pinned(batch) if pin else batch
+
+
+def _pinned(batch: Any) -> Any:
+    """Page-locked copies of a batch's tensors, so copies to the GPU overlap compute."""
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory()
+    if isinstance(batch, dict):
+        return {key: _pinned(value) for key, value in batch.items()}
+    return batch
 
 
 def _report_offset(progress: ProgressCallback | None, offset: int, total: int, done: int) -> None:

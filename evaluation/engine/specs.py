@@ -11,6 +11,7 @@ SOURCES = (
     "transformers-text",
     "transformers-vision",
     "transformers-audio",
+    "transformers-video",
     "open_clip-image",
     "open_clip-text",
     "torchscript",
@@ -18,7 +19,7 @@ SOURCES = (
     "language",
 )
 WEIGHTS = ("pretrained", "untrained", "checkpoint")
-MODALITIES = ("image", "text", "audio")
+MODALITIES = ("image", "text", "audio", "video")
 PACKAGE_PREFIX = "package:"
 
 

@@ -393,9 +393,9 @@ def upright(image: Image.Image, rotation: int) -> Image.Image:
 
 
 # --- writing clips -----------------------------------------------------------------------
-# Encoders bundled with PyAV's wheel (av 18: libvpx, libvpx-vp9, libx264, libopenh264 is
-# not among them, mpeg4 is). Chromium plays VP9 in WebM whatever its build (H.264 needs the
-# proprietary-codecs build), so WebM/VP9 is what the demo and tests write.
+# PyAV 18's wheel bundles libvpx (VP8), libvpx-vp9, libx264, libx265, libsvtav1 and
+# FFmpeg's own mpeg4 encoder (not libopenh264). Chromium plays VP9 in WebM whatever its
+# build (H.264 needs one with proprietary codecs), so WebM/VP9 is what the demo writes.
 _ENCODERS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
     # suffix: (codec, codec options, container options)
     ".webm": (

@@ -6,9 +6,14 @@ preprocessing, and embeds batches of them at a named layer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from evaluation.engine.adapters.base import Adapter, resolve_device, resolve_precision
 from evaluation.engine.errors import ModelSpecError
 from evaluation.engine.specs import SOURCES, ModelSpec
+
+if TYPE_CHECKING:  # video decoding (PyAV) is imported only where video is embedded
+    from evaluation.engine.video import FrameSampling
 
 
 def validate_spec(spec: ModelSpec) -> None:
@@ -17,9 +22,19 @@ def validate_spec(spec: ModelSpec) -> None:
 
 
 def load_adapter(
-    spec: ModelSpec, *, device: str = "cpu", precision: str = "fp32", channels_last: str = "auto"
+    spec: ModelSpec,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    channels_last: str = "auto",
+    frame_sampling: FrameSampling | None = None,
 ) -> Adapter:
     """Load the model described by ``spec`` onto ``device``; raises ModelSpecError.
+
+    ``frame_sampling`` is for video stimuli: an image model is returned wrapped in a
+    FramesAdapter (each sampled frame embedded, then the mean over frames); a video model
+    takes its frames by the sampling's policy and its own frame count; a model that embeds
+    descriptions (language) is returned as it is; text and audio models cannot embed video.
 
     ``precision`` bf16 or fp16 runs the forward pass under autocast; embeddings are stored
     as float32 either way, and precision is part of the embedding fingerprint.
@@ -37,7 +52,26 @@ def load_adapter(
     adapter.autocast_dtype = dtype
     if channels_last == "on" or (channels_last == "auto" and adapter.has_convolutions()):
         adapter.use_channels_last()
+    if frame_sampling is not None:
+        return _for_video(adapter, frame_sampling)
     return adapter
+
+
+def _for_video(adapter: Adapter, sampling: FrameSampling) -> Adapter:
+    from evaluation.engine.adapters.video_adapter import FramesAdapter, TransformersVideoAdapter
+
+    if isinstance(adapter, TransformersVideoAdapter):
+        adapter.set_sampling(sampling)
+        return adapter
+    if adapter.modality == "image":
+        return FramesAdapter(adapter, sampling)
+    if adapter.modality in ("video", "any"):
+        return adapter
+    raise ModelSpecError(
+        f"{adapter.spec.identifier} is a{'n' if adapter.modality[0] in 'aeiou' else ''} "
+        f"{adapter.modality} model: it cannot embed video. Use an image model (applied to "
+        "each frame) or a video model."
+    )
 
 
 def adapter_class(source: str, identifier: str = "") -> type[Adapter]:
@@ -64,6 +98,10 @@ def adapter_class(source: str, identifier: str = "") -> type[Adapter]:
         from evaluation.engine.adapters.audio_adapter import TransformersAudioAdapter
 
         return TransformersAudioAdapter
+    if source == "transformers-video":
+        from evaluation.engine.adapters.video_adapter import TransformersVideoAdapter
+
+        return TransformersVideoAdapter
     if source in ("open_clip-image", "open_clip-text"):
         from evaluation.engine.adapters.open_clip_adapter import (
             OpenClipImageAdapter,
