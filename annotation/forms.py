@@ -25,6 +25,7 @@ DESIGN_FIELDS = [
     "freeze_mean",
     "frozen_tags_to_complete",
     "max_iterations",
+    "require_playback",
     "consent_md",
     "instructions_md",
     "redirect_url",

@@ -72,6 +72,12 @@ class Study(models.Model):
     max_iterations = models.PositiveIntegerField(default=10)
 
     # Participant pages
+    require_playback = models.BooleanField(
+        default=False,
+        help_text="Audio and video studies: the answer controls stay disabled until each clip "
+        "of the trial has played once to its end. Enforced in the participant's browser only "
+        "(the server cannot tell whether a clip was played).",
+    )
     consent_md = models.TextField(blank=True)
     instructions_md = models.TextField(blank=True)
     completion_code = models.CharField(max_length=40, default=new_completion_code)

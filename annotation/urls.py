@@ -37,4 +37,9 @@ urlpatterns = [
         views.participant_stimulus,
         name="participant_stimulus",
     ),
+    path(
+        "p/<str:token>/stimuli/<int:stimulus_id>/poster.jpg",
+        views.participant_poster,
+        name="participant_poster",
+    ),
 ]

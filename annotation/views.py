@@ -16,13 +16,13 @@ import nh3
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import (
-    FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
@@ -34,7 +34,10 @@ from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, T
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
 from core.querystring import text_param
+from evaluation.models import Modality, Stimulus
+from evaluation.stimulus_views import media_response, poster_response
 
+MEDIA_MODALITIES = (Modality.AUDIO, Modality.VIDEO)  # stimuli that are clips to play
 SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
 
 
@@ -426,13 +429,16 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
     stimuli = selectors.trial_stimuli(trial)
     tags = list(Tag.objects.in_bulk(trial.shown_tags).values()) if trial.shown_tags else []
     tags.sort(key=lambda tag: trial.shown_tags.index(tag.pk))
+    media = _media_kind(study, stimuli)
     return {
         "study": study,
         "participant": participant,
         "trial": trial,
         "stimuli": stimuli,
-        "audio": any(s.file for s in stimuli)
-        and selectors.dataset_modality(study.dataset_id) == "audio",
+        "media": media,
+        # In the browser only (static/js/study.js): nothing the server receives can prove
+        # that a clip was played, so an answer without it is not refused here.
+        "require_playback": study.require_playback and bool(media),
         "reference": stimuli[0] if study.kind == StudyKind.TWO_AFC else None,
         "options": stimuli[1:] if study.kind == StudyKind.TWO_AFC else stimuli,
         "scale": range(study.scale_min, study.scale_max + 1),
@@ -444,6 +450,14 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
         "percent": round(100 * done / total) if total else 100,
         "problem": problem,
     }
+
+
+def _media_kind(study: Study, stimuli: list[Stimulus]) -> str:
+    """ "audio" or "video" when the trial's stimuli are clips to play, else ""."""
+    if not any(s.file for s in stimuli):
+        return ""
+    modality = selectors.dataset_modality(study.dataset_id)
+    return modality if modality in MEDIA_MODALITIES else ""
 
 
 def participant_done(request: HttpRequest, token: str) -> HttpResponse:
@@ -458,16 +472,29 @@ def participant_done(request: HttpRequest, token: str) -> HttpResponse:
     )
 
 
-def participant_stimulus(request: HttpRequest, token: str, stimulus_id: int) -> FileResponse:
-    """A stimulus file, only while it is part of one of this participant's trials."""
+def participant_stimulus(request: HttpRequest, token: str, stimulus_id: int) -> HttpResponseBase:
+    """A stimulus file, only while it is part of one of this participant's trials; byte
+    ranges are answered (phones play video only from servers that do)."""
+    stimulus = _shown_stimulus(token, stimulus_id)
+    if not stimulus.file:
+        raise Http404("This stimulus is a text.")
+    return media_response(request, stimulus.file)
+
+
+def participant_poster(request: HttpRequest, token: str, stimulus_id: int) -> HttpResponseBase:
+    """A video stimulus' poster frame, under the same rule as its file."""
+    return poster_response(_shown_stimulus(token, stimulus_id))
+
+
+def _shown_stimulus(token: str, stimulus_id: int) -> Stimulus:
+    """A stimulus of this participant's study that one of their trials shows (else 403)."""
     participant = _participant(token)
     shown = participant.trials.values_list("shown", flat=True)
     if not any(stimulus_id in ids for ids in shown):
         raise PermissionDenied("This stimulus is not part of your trials.")
-    stimulus = get_object_or_404(participant.study.dataset.stimuli, pk=stimulus_id)
-    if not stimulus.file:
-        raise Http404("This stimulus is a text.")
-    return FileResponse(stimulus.file.open("rb"))
+    return get_object_or_404(
+        participant.study.dataset.stimuli.select_related("dataset"), pk=stimulus_id
+    )
 
 
 def tag_suggest(request: HttpRequest, token: str) -> JsonResponse:

@@ -721,6 +721,7 @@ class StudyDetailSerializer(StudySerializer):
             *StudySerializer.Meta.fields,
             "scale_min",
             "scale_max",
+            "require_playback",
             "coverage",
             "participants_by_status",
             "response_count",

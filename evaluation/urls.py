@@ -1,6 +1,6 @@
 from django.urls import path
 
-from evaluation import views
+from evaluation import stimulus_views, views
 
 app_name = "evaluation"
 
@@ -30,6 +30,11 @@ urlpatterns = [
     path("judgments/import/", views.judgments_import_view, name="judgments_import"),
     path("judgments/preview/", views.judgments_preview, name="judgments_preview"),
     path("stimuli/<int:stimulus_id>/file/", views.stimulus_file, name="stimulus_file"),
+    path(
+        "stimuli/<int:stimulus_id>/poster.jpg",
+        stimulus_views.stimulus_poster,
+        name="stimulus_poster",
+    ),
     path("runs/", views.run_list, name="run_list"),
     path("runs/new/", views.run_create, name="run_create"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),

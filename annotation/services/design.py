@@ -82,6 +82,13 @@ def _check_design(study: Study) -> None:
         raise ValidationError(
             {"repeat_trials": "At most half of the regular trials can be repeated."}
         )
+    if study.require_playback and study.dataset.modality not in ("audio", "video"):
+        raise ValidationError(
+            {
+                "require_playback": f"Only audio and video stimuli are played: "
+                f"{study.dataset.name} is a {study.dataset.modality} dataset."
+            }
+        )
     if study.judgments_per_item < 1:
         raise ValidationError({"judgments_per_item": "Each item needs at least one judgment."})
     # The done page links there: only web addresses (forms check this too; services may be

@@ -10,4 +10,28 @@
       field.form.requestSubmit();
     }
   });
+
+  // <a class="clip" data-clip href="(the clip)"><img (its poster frame)></a>: a video stimulus.
+  // A plain click plays it in place, muted and looping, with its controls; without JavaScript
+  // (or with a modifier key, to open it elsewhere) the link opens the file itself.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest ? event.target.closest("a[data-clip]") : null;
+    if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) {
+      return;
+    }
+    event.preventDefault();
+    var poster = link.querySelector("img");
+    var video = document.createElement("video");
+    video.className = link.className;
+    video.muted = true;
+    video.loop = true;
+    video.controls = true;
+    video.playsInline = true;
+    video.preload = "auto";
+    video.title = link.title.replace(/^Play /, "");
+    if (poster) { video.poster = poster.src; }
+    video.src = link.getAttribute("href");
+    link.replaceWith(video);
+    video.play().catch(function () {}); // refused (rare when muted): its controls still play it
+  });
 })();

@@ -13,6 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from annotation import services as study_services
 from annotation.models import Participant, Study
 from annotation.services import ItemPlan
+from tests.annotation.test_media_trials import make_video_dataset
 from tests.conftest import make_image_dataset, make_text_dataset, make_text_model
 from tests.factories import AdminFactory, EmbeddingImportFactory, RunFactory, UserFactory
 
@@ -45,6 +46,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:judgments_import": (RESEARCHER, "GET", ""),
     "evaluation:judgments_preview": (RESEARCHER, "POST", ""),
     "evaluation:stimulus_file": (RESEARCHER, "GET", "stimulus"),
+    "evaluation:stimulus_poster": (RESEARCHER, "GET", "stimulus"),
     "evaluation:run_list": (RESEARCHER, "GET", ""),
     "evaluation:run_create": (RESEARCHER, "GET", ""),
     "evaluation:run_detail": (RESEARCHER, "GET", "run"),
@@ -64,6 +66,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "annotation:participant_done": (TOKEN, "GET", "token"),
     "annotation:tag_suggest": (TOKEN, "GET", "tag_token"),
     "annotation:participant_stimulus": (TOKEN, "GET", "token shown_stimulus"),
+    "annotation:participant_poster": (TOKEN, "GET", "token shown_stimulus"),
 }
 DELEGATED_NAMESPACES = {"admin", "api"}  # Django's admin (staff login), and tests/api
 
@@ -88,8 +91,9 @@ def test_the_matrix_names_every_route():
 def site(researcher, digits_zip_small):
     dataset = make_text_dataset()
     images = make_image_dataset(data=digits_zip_small)  # participants get stimulus files
+    clips = make_video_dataset("matrix clips")  # and video clips have poster frames
     study = study_services.study_create(
-        dataset=images, name="Matrix study", kind="pairs", items=ItemPlan(),
+        dataset=clips, name="Matrix study", kind="pairs", items=ItemPlan(),
         judgments_per_item=2, trials_per_session=3, created_by=researcher,
     )  # fmt: skip
     study_services.study_set_status(study=study, status="open")
@@ -107,7 +111,7 @@ def site(researcher, digits_zip_small):
         "dataset": dataset,
         "target": dataset.targets.get(),
         "model": make_text_model(),
-        "stimulus": images.stimuli.first(),  # a file the researcher may download
+        "stimulus": clips.stimuli.first(),  # a file (and poster) the researcher may download
         "run": RunFactory(dataset=dataset),
         "embedding_import": EmbeddingImportFactory(dataset=dataset),
         "study": study,
@@ -189,8 +193,9 @@ def test_a_participant_token_opens_only_its_own_trials(site):
     assert client.get(bogus).status_code == 404
     study: Study = site["study"]
     unseen = [s for s in study.dataset.stimuli.all() if not shown_to(site["participant"], s.pk)]
-    url = reverse("annotation:participant_stimulus", args=[site["participant"].token, unseen[0].pk])
-    assert client.get(url).status_code == 403
+    for route in ("annotation:participant_stimulus", "annotation:participant_poster"):
+        url = reverse(route, args=[site["participant"].token, unseen[0].pk])
+        assert client.get(url).status_code == 403, route
 
 
 def shown_to(participant: Participant, stimulus_id: int) -> bool:
