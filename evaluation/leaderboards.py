@@ -23,7 +23,7 @@ from django.http import QueryDict
 
 from core import querystring as qs
 from evaluation.metrics import METRICS
-from evaluation.models import PretrainedModel, Score, Target
+from evaluation.models import PretrainedModel, Run, RunStatus, Score, Target
 
 LAYER_CHOICES = ("best", "default", "all")
 CACHE_SECONDS = 600
@@ -401,8 +401,7 @@ def overall_board() -> OverallBoard:
     are not filled: a model's coverage is shown.
 
     Four queries whatever the number of targets, cached until any score changes."""
-    stamp = Score.objects.aggregate(n=Count("id"), last=Max("id"), changed=Max("created_at"))
-    key = "overall:v2:" + hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
+    key = "overall:v2:" + _every_score_stamp()
     board = cache.get(key)
     if board is None:
         board = _overall()
@@ -410,8 +409,20 @@ def overall_board() -> OverallBoard:
     return board
 
 
-def _overall() -> OverallBoard:
-    targets = list(Target.objects.filter(scores__isnull=False).distinct().select_related("dataset"))
+def _every_score_stamp() -> str:
+    """Changes whenever any score is added, replaced or removed."""
+    stamp = Score.objects.aggregate(n=Count("id"), last=Max("id"), changed=Max("created_at"))
+    return hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
+
+
+def _every_board() -> list[Board]:
+    """Every target's default board (best layer per model, sorted by its first metric), from
+    three queries whatever the number of targets."""
+    targets = list(
+        Target.objects.filter(scores__isnull=False)
+        .distinct()
+        .select_related("dataset", "judgments")
+    )
     models = {
         m["id"]: m
         for m in PretrainedModel.objects.filter(scores__isnull=False)
@@ -425,11 +436,17 @@ def _overall() -> OverallBoard:
         .iterator(chunk_size=5000)
     ):
         by_target[score[0]].append(score)
+    return [_board(target, BoardQuery(), models, by_target[target.pk]) for target in targets]
+
+
+def _overall() -> OverallBoard:
+    boards = _every_board()
+    targets = [board.target for board in boards]
     primary: dict[int, str] = {}
     per_target: dict[int, dict[int, Cell]] = {}
     names: dict[int, tuple[str, str]] = {}
-    for target in targets:
-        board = _board(target, BoardQuery(), models, by_target[target.pk])
+    for board in boards:
+        target = board.target
         primary[target.pk] = board.sort_key
         per_target[target.pk] = {}
         for row in board.rows:  # best layer first: one cell per model
@@ -513,3 +530,121 @@ def overall_csv_rows(board: OverallBoard) -> list[list[Any]]:
                      cell.ci_high, rank]
                 )  # fmt: skip
     return out
+
+
+# --- The front page -----------------------------------------------------------------------------
+# What the home page answers first: how close each model comes to people (score, CI, the
+# human data's ceiling and the score as a fraction of it, against chance), then label boards.
+FRONT_ROWS = 8  # rows per board on the front page; the board's own page has them all
+
+
+@dataclass(frozen=True)
+class Chance:
+    value: float
+    how: str  # what a model at chance does
+
+
+# Chance for the human-alignment metrics, whatever the data: a model whose similarities are
+# unrelated to the stimuli picks the odd one out of three (or one of two) at random, and its
+# similarities do not correlate with people's ratings.
+CHANCE = {
+    "odd_one_out": Chance(1 / 3, "one of the three picked at random"),
+    "two_afc": Chance(1 / 2, "one of the two picked at random"),
+    "pair_alignment": Chance(0.0, "similarities unrelated to the ratings"),
+    "reweighted_pair_alignment": Chance(0.0, "similarities unrelated to the ratings"),
+}
+CEILING_MEANING = {
+    "pairs": "split-half reliability of the ratings (Spearman-Brown)",
+    "triplets": "leave-one-out agreement among people",
+    "2afc": "leave-one-out agreement among people",
+}
+
+
+def chance_of(metric_key: str) -> Chance | None:
+    """Chance level of a metric key such as ``odd_one_out`` or ``pair_alignment(...)``; None
+    where it depends on the data (label accuracy: the classes and their sizes)."""
+    return CHANCE.get(metric_key.split("(")[0])
+
+
+@dataclass
+class FrontBoard:
+    """The top of one target's board, as the front page shows it."""
+
+    board: Board
+    metric_label: str
+    chance: Chance | None
+    ceiling: float | None
+    ceiling_meaning: str
+    rows: list[tuple[int, Row]]  # (rank, row), the best FRONT_ROWS
+    compare_ids: list[int]  # up to four top models, for the compare page
+
+    @property
+    def target(self) -> Target:
+        return self.board.target
+
+    @property
+    def chance_fraction(self) -> float | None:
+        """Where chance falls on the fraction-of-ceiling scale (a model at chance scores it)."""
+        return self.chance.value / self.ceiling if self.chance and self.ceiling else None
+
+    @property
+    def compare_query(self) -> str:
+        """The compare page's query for this target and its top models."""
+        return urlencode([("target", self.target.pk)] + [("models", i) for i in self.compare_ids])
+
+    @property
+    def cells(self) -> list[tuple[int, Row, Cell | None]]:
+        return [(rank, row, row.cells.get(self.board.sort_key)) for rank, row in self.rows]
+
+
+@dataclass
+class FrontPage:
+    human: list[FrontBoard]  # newest target first: a visitor's own target leads once scored
+    labels: list[FrontBoard]
+
+
+def front_page() -> FrontPage:
+    """The human-alignment boards, then the label boards, each cut to its best rows; computed
+    from three queries and cached until any score changes (one query then)."""
+    key = "front:v1:" + _every_score_stamp()
+    page = cache.get(key)
+    if page is None:
+        page = _front_page()
+        cache.set(key, page, CACHE_SECONDS)
+    return page
+
+
+def _front_page() -> FrontPage:
+    human: list[FrontBoard] = []
+    labels: list[FrontBoard] = []
+    for board in sorted(_every_board(), key=lambda b: -b.target.pk):
+        if not board.rows:
+            continue
+        front = _front_board(board)
+        (labels if board.target.kind == "labels" else human).append(front)
+    labels.sort(key=lambda f: (f.target.dataset.name, f.target.name))
+    return FrontPage(human, labels)
+
+
+def _front_board(board: Board) -> FrontBoard:
+    info = METRICS.get(board.sort_key.split("(")[0])
+    ceilings = [
+        cell.ceiling
+        for row in board.rows
+        if (cell := row.cells.get(board.sort_key)) is not None and cell.ceiling
+    ]
+    ranked = list(enumerate(board.rows[:FRONT_ROWS], start=1))
+    return FrontBoard(
+        board=board,
+        metric_label=info.label if info else board.sort_key,
+        chance=chance_of(board.sort_key),
+        ceiling=ceilings[0] if ceilings else None,
+        ceiling_meaning=CEILING_MEANING.get(board.target.kind, ""),
+        rows=ranked,
+        compare_ids=list(dict.fromkeys(row.model_id for row in board.rows))[:4],
+    )
+
+
+def runs_working() -> int:
+    """Runs queued or running: the front page says its boards are still filling in."""
+    return Run.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).count()

@@ -50,8 +50,18 @@ PAIR_TABLE_MODELS = 5  # models offered in a leaderboard's per-pair table
 
 # --- Leaderboards (public) ------------------------------------------------------------------------
 def leaderboards(request: HttpRequest) -> HttpResponse:
+    """The front page: how close models come to people first (each human target's best
+    models with CI, ceiling, fraction of ceiling and chance), then the label boards, the
+    targets still waiting for scores and the runs still working. A bounded number of
+    queries whatever the data (the boards are cached until a score changes)."""
     return render(
-        request, "evaluation/leaderboards.html", {"targets": selectors.targets_with_score_counts()}
+        request,
+        "evaluation/leaderboards.html",
+        {
+            "front": boards.front_page(),
+            "targets": selectors.targets_with_score_counts(),
+            "runs_working": boards.runs_working(),
+        },
     )
 
 

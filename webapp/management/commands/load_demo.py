@@ -1,4 +1,5 @@
-"""Load the demo: researcher account, digits and STS-B sentence datasets, two models, runs."""
+"""Load the demo: researcher account, THINGS odd-one-out target, digits and STS-B datasets,
+models, runs (human alignment first) and two open rating studies."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from webapp.demo import demo_load
 
 
 class Command(BaseCommand):
-    help = "Create the demo researcher, datasets, models and k-NN runs (idempotent)."
+    help = (
+        "Create the demo researcher, datasets (THINGS concepts with their odd-one-out "
+        "triplets, digits, STS-B sentences), models, runs and rating studies (idempotent)."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         credentials = demo_load(log=self.stdout.write)
@@ -19,4 +23,5 @@ class Command(BaseCommand):
                 f"Demo researcher: username {credentials['username']} / password {credentials['password']}"
             )
         )
-        self.stdout.write(f"Demo study for participants: {credentials['study_url']}")
+        self.stdout.write(f"Demo study for participants (digit pairs): {credentials['study_url']}")
+        self.stdout.write(f"Demo study (sentence pairs): {credentials['sentence_study_url']}")
