@@ -7,8 +7,6 @@ that folder's parent exists, else to test-artifacts/."""
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -16,22 +14,15 @@ from playwright.sync_api import expect
 from annotation import services
 from annotation.models import Participant, Response
 from annotation.services import ItemPlan
+from evaluation.imports.stimuli import dataset_import_audio
 from tests.annotation.test_media_trials import COLOURS, clip_bytes, make_video_dataset
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_csp import watch_violations
 from tests.e2e.test_study_participant import PHONE
+from tests.evaluation.test_audio_datasets import tones_zip
 from tests.videos import cut_segments
 
 pytestmark = pytest.mark.e2e
-
-NOTES = Path("/work/notes")
-
-
-def keep_for_notes(path: Path) -> None:
-    """A copy of a screenshot beside the project's notes (where they are kept)."""
-    if NOTES.is_dir():
-        (NOTES / "screens").mkdir(exist_ok=True)
-        shutil.copy(path, NOTES / "screens" / path.name)
 
 
 def clip_state(page) -> list[dict]:
@@ -100,8 +91,7 @@ def test_a_participant_on_a_phone_answers_video_pairs_once_the_clips_played(
                     "() => Array.from(document.querySelectorAll('#trial video'))"
                     ".every(v => v.currentTime > 0.2)"
                 )
-                shot = screenshot(phone, "video-pair-trial-phone-waiting")
-                keep_for_notes(shot)
+                screenshot(phone, "video-pair-trial-phone-waiting")
             # Both clips play by themselves (muted autoplay); the buttons unlock after.
             for button in range(buttons.count()):
                 expect(buttons.nth(button)).to_be_enabled(timeout=15_000)
@@ -110,7 +100,7 @@ def test_a_participant_on_a_phone_answers_video_pairs_once_the_clips_played(
             for point in range(study.scale_min, study.scale_max + 1):
                 expect(phone.locator(f".scale button[data-key='{point}']")).to_be_in_viewport()
             if number == 1:
-                keep_for_notes(screenshot(phone, "video-pair-trial-phone"))
+                screenshot(phone, "video-pair-trial-phone")
             phone.locator(f".scale button[data-key='{value}']").tap()
         phone.wait_for_url(re.compile(r"/done/$"))
         expect(phone.locator("#completion-code")).to_have_text(study.completion_code)
@@ -152,7 +142,7 @@ def test_the_dataset_page_shows_posters_and_plays_a_clip_on_click(
         "() => Array.from(document.querySelectorAll('a.clip img'))"
         ".every(img => img.complete && img.naturalWidth > 0)"
     )
-    keep_for_notes(screenshot(page, "dataset-video-posters"))
+    screenshot(page, "dataset-video-posters")
 
     for played, name in enumerate(("bikes/bikes-0.mp4", "green/green.webm"), start=1):
         link = page.locator(f"a.clip[title='Play {name}']")
@@ -169,5 +159,45 @@ def test_the_dataset_page_shows_posters_and_plays_a_clip_on_click(
         assert state == {"muted": True, "loop": True, "controls": True}, name
         assert page.url.endswith(f"/datasets/{clips.pk}/")  # played in place, not opened
         assert page.locator("a.clip").count() == clips.stimuli.count() - played
-    keep_for_notes(screenshot(page, "dataset-video-playing"))
+    screenshot(page, "dataset-video-playing")
+    assert not violations, "\n".join(violations)
+
+
+def test_audio_triplets_wait_until_each_sound_was_played(page, live_server, researcher):
+    """Sounds do not start by themselves: the participant plays each (its own controls, not
+    the answer button), and the odd-one-out buttons unlock once all three have ended."""
+    dataset = dataset_import_audio(name="tones (e2e)", upload=tones_zip())
+    study = services.study_create(
+        dataset=dataset,
+        name="Odd tone out (e2e)",
+        kind="triplets",
+        items=ItemPlan(mode="random", count=3, seed=2),
+        trials_per_session=1,
+        require_playback=True,
+        created_by=researcher,
+    )
+    services.study_set_status(study=study, status="open")
+    violations = watch_violations(page)
+    page.goto(f"{live_server.url}{study.participant_url()}?PROLIFIC_PID=ears-1")
+    page.get_by_label(re.compile("agree to take part")).check()
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r"/p/[\w-]+/$"))
+    sounds = page.locator("#trial audio")
+    expect(sounds).to_have_count(3)
+    choices = page.locator("button.choice")
+    expect(choices).to_have_count(3)
+    for index in range(3):
+        expect(choices.nth(index)).to_be_disabled()
+        expect(page.locator("#playback-note")).to_contain_text(f"({index} of 3 so far)")
+        sounds.nth(index).evaluate(  # play it as its play control does, until it ends
+            "a => new Promise(done => { a.addEventListener('ended', done); a.play(); })"
+        )
+    for index in range(3):
+        expect(choices.nth(index)).to_be_enabled()
+    expect(page.locator("#playback-note")).to_contain_text("Every clip has played")
+    screenshot(page, "audio-triplet-trial")
+    choices.nth(1).click()
+    page.wait_for_url(re.compile(r"/done/$"))
+    answer = Response.objects.get(trial__participant__study=study)
+    assert answer.chosen_id == answer.trial.shown[1]
     assert not violations, "\n".join(violations)
