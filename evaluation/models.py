@@ -186,7 +186,7 @@ class Dataset(models.Model):
             return ""
         from evaluation.engine.video import FrameSampling
 
-        return FrameSampling(**self.frame_sampling).label()
+        return FrameSampling.from_description(self.frame_sampling).label()
 
 
 def stimulus_upload_path(instance: Stimulus, filename: str) -> str:

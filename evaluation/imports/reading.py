@@ -4,8 +4,8 @@ Parsing is all-or-nothing: an ImportProblem (with a message naming the file, row
 member at fault) is raised before anything is kept, and the caller discards the staging
 folder. Zip members are checked for absolute paths, ``..``, links, count and declared
 unpacked size before a byte is extracted, then unpacked a chunk at a time against a running
-budget of actual bytes; a member whose first bytes are no image (or audio) is refused before
-the rest is unpacked.
+budget of actual bytes; a member whose first bytes are no image (audio, video) is refused
+before the rest is unpacked, and every unpacked file is decoded whole before it is kept.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import hashlib
 import itertools
 import lzma
@@ -28,6 +29,13 @@ from typing import IO, TYPE_CHECKING
 from evaluation.engine.audio import AudioProblem, check_audio_file, sniff_audio_head
 from evaluation.engine.fingerprint import stimulus_hash
 from evaluation.engine.images import ImageProblem, check_image_file, sniff_image_head
+from evaluation.engine.video import (
+    VIDEO_SUFFIXES,
+    VideoLimits,
+    VideoProblem,
+    check_video_file,
+    sniff_video_head,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -75,12 +83,33 @@ def parse_audio_zip(
     return _parse_file_zip(upload, AUDIO, staging, max_unzipped_bytes, max_members)
 
 
+def parse_video_zip(
+    upload: IO[bytes],
+    *,
+    staging: Path,
+    max_unzipped_bytes: int,
+    max_members: int,
+    limits: VideoLimits,
+) -> list[ParsedStimulus]:
+    """Unpack ``label/clip.mp4`` (or ``split/label/clip.webm``) members into ``staging``;
+    every clip must hold a decodable video stream within ``limits`` (duration, frames,
+    resolution)."""
+    kind = _FileKind(
+        "video", frozenset(VIDEO_SUFFIXES), _sniff_video, functools.partial(_check_video, limits)
+    )
+    return _parse_file_zip(upload, kind, staging, max_unzipped_bytes, max_members)
+
+
 @dataclass(frozen=True)
 class _FileKind:
     noun: str  # "image", "audio file"
     suffixes: frozenset[str]
     sniff: Callable[[bytes, str], None]  # first bytes -> ImportProblem if it cannot be one
     check: Callable[[Path, str], None]  # decodes the whole unpacked file or raises ImportProblem
+
+    @property
+    def article(self) -> str:
+        return "an" if self.noun[0] in "aeiou" else "a"
 
 
 def _parse_file_zip(
@@ -136,7 +165,7 @@ def _check_members(
             raise ImportProblem(_unpacks_to_more_than(max_bytes))
         if not info.is_dir() and path.suffix.lower() not in kind.suffixes:
             raise ImportProblem(
-                f"The zip member {name!r} is not an {kind.noun} (expected "
+                f"The zip member {name!r} is not {kind.article} {kind.noun} (expected "
                 f"{', '.join(sorted(kind.suffixes))})."
             )
 
@@ -262,6 +291,20 @@ def _check_audio(path: Path, name: str) -> None:
     try:
         check_audio_file(str(path), name)
     except AudioProblem as exc:
+        raise ImportProblem(str(exc)) from None
+
+
+def _sniff_video(head: bytes, name: str) -> None:
+    try:
+        sniff_video_head(head, name)
+    except VideoProblem as exc:
+        raise ImportProblem(str(exc)) from None
+
+
+def _check_video(limits: VideoLimits, path: Path, name: str) -> None:
+    try:
+        check_video_file(path, name, limits=limits)
+    except VideoProblem as exc:
         raise ImportProblem(str(exc)) from None
 
 

@@ -1,4 +1,4 @@
-"""Importing stimulus datasets: zips of image or audio folders, CSVs of texts.
+"""Importing stimulus datasets: zips of image, audio or video folders, CSVs of texts.
 
 ``dataset_import`` is the one path every import takes (the judgment import creates its
 new text datasets through it): parse into a staging folder, then create all rows and move
@@ -23,12 +23,14 @@ from core.uploads import check_upload_size
 from evaluation.engine.errors import StorageError
 from evaluation.engine.fingerprint import dataset_content_hash
 from evaluation.engine.storage import writing
+from evaluation.engine.video import FrameSampling, VideoLimits, VideoProblem
 from evaluation.imports.reading import (
     ImportProblem,
     ParsedStimulus,
     parse_audio_zip,
     parse_image_zip,
     parse_text_csv,
+    parse_video_zip,
 )
 from evaluation.models import Dataset, Modality, Stimulus, Target, TargetKind
 
@@ -49,6 +51,10 @@ def dataset_import_from(data: Mapping[str, Any], *, created_by: Any = None) -> D
         return dataset_import_images(**common)
     if data["modality"] == Modality.AUDIO:
         return dataset_import_audio(**common)
+    if data["modality"] == Modality.VIDEO:
+        return dataset_import_videos(
+            **common, frame_sampling=data.get("frame_sampling") or DEFAULT_FRAME_SAMPLING
+        )
     return dataset_import_texts(
         **common,
         text_column=data["text_column"],
@@ -85,6 +91,53 @@ def dataset_import_audio(
     )
 
 
+DEFAULT_FRAME_SAMPLING = "frames=8"
+
+
+def dataset_import_videos(
+    *,
+    name: str,
+    upload: UploadedFile | IO[bytes],
+    frame_sampling: str | FrameSampling = DEFAULT_FRAME_SAMPLING,
+    created_by: Any = None,
+    description: str = "",
+    origin: str = "",
+) -> Dataset:
+    """Import a zip of ``label/clip.mp4`` folders (mp4, webm, mov, mkv, avi; optional
+    splits). Every clip is decoded whole and checked against VIDEO_MAX_SECONDS,
+    VIDEO_MAX_FRAMES and VIDEO_MAX_PIXELS. ``frame_sampling`` (e.g. ``frames=8`` spread
+    evenly, or ``fps=2,max=32``) is which frames models see; it is fixed for the dataset
+    (part of every embedding's fingerprint): to sample otherwise, import again."""
+    sampling = _frame_sampling(frame_sampling)
+    return _dataset_import_zip(
+        Modality.VIDEO,
+        name,
+        upload,
+        created_by,
+        description,
+        origin or "zip of video folders",
+        frame_sampling=sampling.describe(),
+    )
+
+
+def _frame_sampling(value: str | FrameSampling) -> FrameSampling:
+    if isinstance(value, FrameSampling):
+        return value
+    try:
+        return FrameSampling.parse(value)
+    except (VideoProblem, ValueError) as exc:
+        raise ValidationError({"frame_sampling": str(exc)}) from None
+
+
+def video_limits() -> VideoLimits:
+    """The caps every imported clip must keep within (settings VIDEO_MAX_*)."""
+    return VideoLimits(
+        max_seconds=settings.VIDEO_MAX_SECONDS,
+        max_frames=settings.VIDEO_MAX_FRAMES,
+        max_pixels=settings.VIDEO_MAX_PIXELS,
+    )
+
+
 def _dataset_import_zip(
     modality: str,
     name: str,
@@ -92,16 +145,17 @@ def _dataset_import_zip(
     created_by: Any,
     description: str,
     origin: str,
+    frame_sampling: dict[str, Any] | None = None,
 ) -> Dataset:
-    parse_zip = parse_image_zip if modality == Modality.IMAGE else parse_audio_zip
-
     def parse(staging: Path) -> list[ParsedStimulus]:
-        return parse_zip(
-            upload,
-            staging=staging,
-            max_unzipped_bytes=settings.DATASET_UNZIPPED_MAX_BYTES,
-            max_members=settings.DATASET_MAX_STIMULI,
-        )
+        limits = {
+            "max_unzipped_bytes": settings.DATASET_UNZIPPED_MAX_BYTES,
+            "max_members": settings.DATASET_MAX_STIMULI,
+        }
+        if modality == Modality.VIDEO:
+            return parse_video_zip(upload, staging=staging, **limits, limits=video_limits())
+        parse_zip = parse_image_zip if modality == Modality.IMAGE else parse_audio_zip
+        return parse_zip(upload, staging=staging, **limits)
 
     return dataset_import(
         name=name,
@@ -111,6 +165,7 @@ def _dataset_import_zip(
         created_by=created_by,
         description=description,
         origin=origin,
+        frame_sampling=frame_sampling,
     )
 
 
@@ -156,6 +211,7 @@ def dataset_import(
     created_by: Any,
     description: str,
     origin: str,
+    frame_sampling: dict[str, Any] | None = None,
 ) -> Dataset:
     """Parse into a staging folder, then create all rows and move the files in one step.
 
@@ -186,6 +242,7 @@ def dataset_import(
                 modality=modality,
                 description=description,
                 origin=origin,
+                frame_sampling=frame_sampling or {},
                 content_hash=dataset_content_hash(p.content_hash for p in parsed),
                 stimulus_count=len(parsed),
                 created_by=created_by,

@@ -182,4 +182,11 @@ def _sample_of(modality: str, folder: Path) -> StimulusInput:
         soundfile.write(encoded, 0.5 * np.sin(2 * np.pi * 440 * seconds), 16000, format="WAV")
         path.write_bytes(encoded.getvalue())
         return StimulusInput(path=str(path))
+    if modality == Modality.VIDEO:
+        from evaluation.engine.video import write_clip
+
+        path = folder / "sample.webm"
+        grey = np.full((224, 224, 3), 128, dtype=np.uint8)
+        write_clip(path, [grey] * 16, fps=8)  # two seconds: frames enough for any sampling
+        return StimulusInput(path=str(path))
     return StimulusInput(text="A short sentence to trace the model's layers.")

@@ -17,6 +17,7 @@ from evaluation.engine.errors import EngineError
 from evaluation.engine.extraction import extract_layers
 from evaluation.engine.fingerprint import embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
+from evaluation.engine.video import FrameSampling
 from evaluation.models import (
     Dataset,
     Description,
@@ -42,6 +43,12 @@ def embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool
     spec = model.spec()
     adapter_class = adapters.adapter_class(spec.source, spec.identifier)
     identity = adapter_class.identity(spec)
+    if dataset.frame_sampling:
+        # Which frames of each clip the model sees changes every embedding of a video.
+        identity = {
+            **identity,
+            "preprocessing": {**identity["preprocessing"], "frames": dataset.frame_sampling},
+        }
     layers = list(dict.fromkeys(step.layers)) or [adapter_class.default_layer]
     fingerprints = {
         layer: embedding_fingerprint(
@@ -105,6 +112,11 @@ def _extract(
         device=settings.EXTRACTION_DEVICE,
         precision=settings.EXTRACTION_PRECISION,
         channels_last=settings.EXTRACTION_CHANNELS_LAST,
+        frame_sampling=(
+            FrameSampling.from_description(dataset.frame_sampling)
+            if dataset.frame_sampling
+            else None
+        ),
     )
     RunStep.objects.filter(pk=step.pk).update(load_seconds=time.perf_counter() - loading)
     relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}

@@ -166,7 +166,8 @@ def efficientnet_pytorch_to_timm(
     EfficientNet-PyTorch numbers blocks 0..N-1 across stages; timm nests them as
     ``blocks.<stage>.<index>``: block n is found by counting the stages' lengths in
     ``model``. A name with no counterpart is an error, never dropped."""
-    stages = [len(stage) for stage in model.blocks]  # type: ignore[arg-type]
+    blocks: Any = model.blocks  # an nn.Sequential of stages (timm EfficientNet)
+    stages = [len(stage) for stage in blocks]
     place = [(s, i) for s, length in enumerate(stages) for i in range(length)]
     renamed = {}
     for key, tensor in state.items():

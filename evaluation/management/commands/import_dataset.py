@@ -1,5 +1,5 @@
-"""Import a stimulus dataset from a file: images or audio as a zip of folders named by label,
-or texts as a CSV, through the same all-or-nothing services as the web form."""
+"""Import a stimulus dataset from a file: images, audio or video as a zip of folders named by
+label, or texts as a CSV, through the same all-or-nothing services as the web form."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from django.core.files import File
 from django.core.management.base import CommandError, CommandParser
 
 from core.cli import Outcome, add_user_option, table, user_lookup
+from evaluation.engine.video import VIDEO_SUFFIXES
 from evaluation.imports.reading import AUDIO_SUFFIXES, IMAGE_SUFFIXES, ImportProblem, csv_reader
 from evaluation.imports.stimuli import (
+    DEFAULT_FRAME_SAMPLING,
     dataset_import_audio,
     dataset_import_images,
     dataset_import_texts,
+    dataset_import_videos,
 )
 from evaluation.management.lookups import EvaluationCommand
 from evaluation.models import Dataset, Modality
@@ -26,8 +29,9 @@ TEXT_SUFFIXES = {".csv", ".tsv", ".txt"}
 
 class Command(EvaluationCommand):
     help = (
-        "Import a dataset of stimuli. Images or audio: a zip of folders named by label\n"
-        "(cat/001.png, dog/bark.wav, optionally under train/ and test/). Texts: a UTF-8 CSV\n"
+        "Import a dataset of stimuli. Images, audio or video: a zip of folders named by label\n"
+        "(cat/001.png, dog/bark.wav, run/clip.mp4, optionally under train/ and test/); every\n"
+        "clip is decoded and checked. Texts: a UTF-8 CSV\n"
         "with a header (a text column, optional label and split columns; the delimiter is\n"
         "detected). All or nothing: a bad member or row is named and nothing is kept. A\n"
         "dataset with labels gets a labels target at once, ready for `evaluate`."
@@ -35,20 +39,27 @@ class Command(EvaluationCommand):
     examples = """
   manage.py import_dataset digits.zip --name digits
   manage.py import_dataset clips.zip --name birdsong --modality audio
+  manage.py import_dataset actions.zip --name actions --frames fps=2,max=32
   manage.py import_dataset webapp/demo_data/stsb_dev_sentences.csv --name stsb
   manage.py import_dataset reviews.tsv --name reviews --text-column body --label-column stars \\
       --split-column split --json
 """
 
     def add_options(self, parser: CommandParser) -> None:
-        parser.add_argument("file", metavar="FILE", help="A .zip (images, audio) or .csv (texts).")
+        parser.add_argument("file", metavar="FILE", help="A .zip (images, audio, video) or .csv (texts).")
         parser.add_argument("--name", required=True, help="A unique name for the dataset.")
         parser.add_argument(
             "--modality",
             choices=["auto", *Modality.values],
             default="auto",
-            help="Default auto: text for .csv/.tsv/.txt; for a zip, audio if its files are "
-            "audio, else image.",
+            help="Default auto: text for .csv/.tsv/.txt; for a zip, whichever of image, audio "
+            "and video most of its files are.",
+        )
+        parser.add_argument(
+            "--frames",
+            default=None,
+            help=f"Video: which frames models see (default {DEFAULT_FRAME_SAMPLING}: 8 spread "
+            "evenly over each clip; fps=2,max=32: 2 per second, at most 32).",
         )
         parser.add_argument(
             "--text-column", default="text", help="CSV: the column holding the text."
@@ -88,6 +99,8 @@ class Command(EvaluationCommand):
                 "--text-column, --label-column, --split-column and --no-labels apply to CSV texts; a zip's "
                 "labels and splits are its folder names."
             )
+        if options["frames"] is not None and modality != Modality.VIDEO:
+            raise CommandError("--frames applies to video datasets only.")
         if modality == Modality.TEXT and not options["text_column"].strip():
             raise CommandError("Name the CSV column that holds the texts (--text-column).")
         self.note(f"Importing {path} as {modality} stimuli...")
@@ -110,6 +123,10 @@ class Command(EvaluationCommand):
                 )
             elif modality == Modality.AUDIO:
                 dataset = dataset_import_audio(**common)
+            elif modality == Modality.VIDEO:
+                dataset = dataset_import_videos(
+                    **common, frame_sampling=options["frames"] or DEFAULT_FRAME_SAMPLING
+                )
             else:
                 dataset = dataset_import_images(**common)
         return _outcome(dataset)
@@ -140,7 +157,7 @@ def guess_modality(path: Path) -> str:
     if suffix != ".zip" and not zipfile.is_zipfile(path):
         raise CommandError(
             f"Cannot tell what {path.name} holds from its name; give --modality "
-            "(image or audio for a zip, text for a CSV)."
+            "(image, audio or video for a zip, text for a CSV)."
         )
     try:
         with zipfile.ZipFile(path) as archive:
@@ -151,9 +168,12 @@ def guess_modality(path: Path) -> str:
             )
     except zipfile.BadZipFile:
         raise CommandError(f"{path.name} is not a valid zip archive.") from None
-    audio = sum(n for s, n in suffixes.items() if s in AUDIO_SUFFIXES)
-    images = sum(n for s, n in suffixes.items() if s in IMAGE_SUFFIXES)
-    return Modality.AUDIO if audio > images else Modality.IMAGE
+    counts = {
+        Modality.IMAGE: sum(n for s, n in suffixes.items() if s in IMAGE_SUFFIXES),
+        Modality.AUDIO: sum(n for s, n in suffixes.items() if s in AUDIO_SUFFIXES),
+        Modality.VIDEO: sum(n for s, n in suffixes.items() if s in VIDEO_SUFFIXES),
+    }
+    return max(counts, key=lambda modality: counts[modality])  # ties: image, as before
 
 
 def _outcome(dataset: Dataset) -> Outcome:
@@ -168,6 +188,7 @@ def _outcome(dataset: Dataset) -> Outcome:
         "modality": dataset.modality,
         "stimulus_count": dataset.stimulus_count,
         "content_hash": dataset.content_hash,
+        "frame_sampling": dataset.frame_sampling,
         "labels": label_counts,
         "unlabelled": labels.get("", 0),
         "splits": split_counts,
@@ -177,6 +198,8 @@ def _outcome(dataset: Dataset) -> Outcome:
         f"Imported {dataset.stimulus_count} {dataset.modality} stimuli into {dataset.name} "
         f"(id {dataset.pk}).",
     ]
+    if dataset.frame_sampling:
+        lines.append(f"Models see {dataset.frame_sampling_label}.")
     if label_counts:
         lines.append(
             f"{len(label_counts)} labels"
