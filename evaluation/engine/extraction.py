@@ -44,9 +44,10 @@ from evaluation.engine.specs import StimulusInput
 # Called with (stimuli done, total); returning False asks the extraction to stop.
 ProgressCallback = Callable[[int, int], bool | None]
 # Video: batches decoded ahead of the one the model is running (memory: that many batches
-# of decoded frames), and decoding threads when the worker sets no number.
+# of decoded frames), and decoding threads when the worker sets no number. Threads with
+# nothing to do wait: a GPU's model outruns a few decoders, a CPU's does not.
 BATCHES_AHEAD = 2
-DEFAULT_DECODE_THREADS = min(4, os.cpu_count() or 1)
+DEFAULT_DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
 class ExtractionCancelled(Exception):
@@ -107,7 +108,7 @@ def extract_layers(
     """Embed ``stimuli`` at every layer of ``out_paths`` in one forward pass per batch.
 
     ``num_workers``: DataLoader worker processes that decode and preprocess; for video,
-    the decoding threads instead (0: up to 4, one per core).
+    the decoding threads instead (0: one per core, up to 8).
     ``storage_name`` names where the files go in storage errors ("EMBEDDINGS_ROOT (/srv/e)");
     by default each output file's folder."""
     started = time.perf_counter()

@@ -136,6 +136,7 @@ def test_frame_preprocessing_is_the_image_models_own(tmp_path):
         ModelSpec(source="transformers-vision", identifier=str(tmp_path / "vit")),
         ModelSpec(source="torchscript", identifier=str(tmp_path / "net.pt")),
         ModelSpec(source="baseline", identifier="pixels-8"),
+        ModelSpec(source="open_clip-image", identifier="ViT-S-32", weights="untrained"),
     ]
     for spec in specs:
         adapter = load_adapter(spec)
