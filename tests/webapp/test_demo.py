@@ -75,7 +75,7 @@ def test_the_human_alignment_run_is_queued_before_the_label_runs(loaded):
         demo.TFIDF_MODEL,
         demo.TEXT_MODEL,
     ]
-    assert [r.dataset.name for r in runs[1:]] == [demo.SENTENCES, demo.DIGITS]
+    assert [r.dataset.name for r in runs[1:]] == [demo.SENTENCES, demo.VIDEOS, demo.DIGITS]
     assert all(m["name"] == "knn" for r in runs[1:] for m in r.metrics)
     # The heaviest step last: the pretrained image model on 1,797 images at 224x224.
     assert [s.model.name for s in runs[-1].steps.order_by("pk")] == [
@@ -198,3 +198,23 @@ def test_a_visitor_rates_the_digits_aggregates_and_scores_models_from_the_pages(
     assert "chance 0.000 (similarities unrelated to the ratings)" in board
     assert "no ceiling yet (it needs two or more ratings of the same pairs)" in board
     assert "Compare the top models" in board
+
+
+def test_segments_of_the_shipped_clips_are_a_video_dataset_scored_frame_by_frame(loaded):
+    videos = Dataset.objects.get(name=demo.VIDEOS)
+    assert videos.modality == "video"
+    labels = list(videos.stimuli.values_list("label", flat=True))
+    # bikes 10 s, Big Buck Bunny 5.28 s, carphone 4.004 s: their whole one-second segments.
+    assert {label: labels.count(label) for label in set(labels)} == {
+        "bikes": 10,
+        "bigbuckbunny": 5,
+        "carphone_pristine": 4,
+    }
+    run = Run.objects.get(dataset=videos)
+    assert [s.model.name for s in run.steps.order_by("pk")] == [
+        demo.PIXELS_MODEL,
+        demo.PRETRAINED_IMAGE_MODEL,
+    ]
+    run_steps(run)
+    lite0 = Score.objects.get(run=run, model__name=demo.PRETRAINED_IMAGE_MODEL)
+    assert lite0.value > 0.9  # a segment's nearest neighbours come from its own clip
