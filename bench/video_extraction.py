@@ -99,9 +99,11 @@ def decode(path: Path, sampling: FrameSampling) -> list[Any]:
 
 
 def warm_up(model: torch.nn.Module, device: torch.device, frames: int, **layout: Any) -> None:
-    """One forward pass of a full batch first: oneDNN/cuDNN pick kernels per shape."""
+    """Forward passes of a full batch first: oneDNN/cuDNN pick kernels per shape, and the
+    first calls are slower (several times, on this project's CPU)."""
     with torch.inference_mode():
-        model(torch.zeros(frames, 3, 224, 224, device=device).to(**layout))
+        for _ in range(3):
+            model(torch.zeros(frames, 3, 224, 224, device=device).to(**layout))
 
 
 def likeness(
@@ -175,7 +177,12 @@ def main() -> None:
             f"{torch.get_num_threads()} torch threads, {threads} decoding threads; frames/s, "
             "and ratio against the bare loop"
         )
-        # Best of --repeats, alternating, so a busy machine slows each the same.
+        # One untimed round on a batch first (the process's first decoder, transform and
+        # kernels), then the best of --repeats, alternating, so that a busy machine slows
+        # each the same.
+        first = paths[: args.batch]
+        bare_loop(args.model, first, sampling, args.batch, device)
+        likeness(args.model, first, sampling, args.batch, args.threads, str(device), "off", folder)
         runs: dict[str, list[tuple[float, float, np.ndarray]]] = {}
         for _ in range(args.repeats):
             runs.setdefault("bare", []).append(
@@ -196,7 +203,7 @@ def main() -> None:
                 )
         bare_s, bare_decoding, bare = min(runs["bare"], key=lambda run: run[0])
         print(
-            f"bare PyAV + model loop                    {frames / bare_s:7.1f}   decoding and "
+            f"{'bare PyAV + model loop':44} {frames / bare_s:7.1f}   decoding and "
             f"preprocessing {bare_decoding / bare_s:5.1%} of its time"
         )
         for layout in ("off", "auto"):
@@ -205,7 +212,7 @@ def main() -> None:
             label = "same layout" if layout == "off" else "channels-last auto"
             target = " (target >= 0.9)" if layout == "off" else ""
             print(
-                f"likeness FramesAdapter ({label}) {frames / seconds:7.1f}   "
+                f"{f'likeness FramesAdapter ({label})':44} {frames / seconds:7.1f}   "
                 f"{bare_s / seconds:5.2f}x bare{target}   model busy {computing / seconds:5.1%}"
                 f", waiting on decoding or writing {1 - computing / seconds:5.1%}{same}"
             )

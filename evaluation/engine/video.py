@@ -305,11 +305,11 @@ def sample_frames(
     ``FrameSampling.frame_indices``; ``clip_frames`` for video models). Decoded in one
     sequential pass that stops after the last frame needed; only the picked frames are
     converted to RGB. VideoProblem naming ``name`` if the clip cannot be decoded."""
-    counted = _indices(
-        path, name, lambda count, rate: sampling.frame_indices(count, rate, clip_frames=clip_frames)
+    return _frames(
+        path,
+        name,
+        lambda count, rate: sampling.frame_indices(count, rate, clip_frames=clip_frames),
     )
-    images = _frames_at(path, name, counted)
-    return [images[index] for index in counted[1]]
 
 
 def poster_jpeg(path: str | Path, name: str, *, max_side: int = 320) -> bytes:
@@ -317,45 +317,36 @@ def poster_jpeg(path: str | Path, name: str, *, max_side: int = 320) -> bytes:
     the frame a third of the way in (the first is often black, a fade-in or a title)."""
     if max_side < 1:
         raise ValueError("max_side must be at least 1.")
-    count, [index] = _indices(path, name, lambda count, rate: [count // 3])
-    image = _frames_at(path, name, (count, [index]))[index]
+    (image,) = _frames(path, name, lambda count, rate: [count // 3])
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85, optimize=True)
     return buffer.getvalue()
 
 
-def _indices(
+def _frames(
     path: str | Path, name: str, choose: Callable[[int, float], list[int]]
-) -> tuple[int, list[int]]:
-    """(frame count, the indices ``choose`` picks for it); the count from the header, or
-    by reading the packets (no decoding) where the container keeps none (Matroska)."""
+) -> list[Image.Image]:
+    """The frames at the indices ``choose`` picks for the clip's frame count and rate.
+
+    The count comes from the header, or from reading the packets (no decoding) where the
+    container keeps none (Matroska). If the clip ends before the last chosen frame (the
+    count was wrong), the frames are chosen again for the true count and decoded again."""
     with _opened(path, name) as (container, stream):
         rate = float(_rate(stream, name))
         count = stream.frames or _count_packets(container, stream, name)
     if count < 1:
         raise VideoProblem(f"Video {name!r} has no frames.")
-    return count, choose(count, rate)
-
-
-def _frames_at(
-    path: str | Path, name: str, counted: tuple[int, list[int]]
-) -> dict[int, Image.Image]:
-    """The frames at the chosen indices. If the clip ends before the last of them (its
-    header or packet count was wrong), they are chosen again for the true count."""
-    count, indices = counted
-    wanted = set(indices)
+    indices = choose(count, rate)
     with _opened(path, name) as (container, stream):
-        images, decoded = _decode_indices(container, stream, wanted, name)
-    if wanted <= images.keys():
-        return images
-    if decoded == 0:
-        raise VideoProblem(f"Video {name!r} has no frames: no picture in it decodes.")
-    # Rare: scale the indices to the frames that really are there and decode again.
-    again = {min(decoded - 1, i * decoded // count) for i in indices}
-    with _opened(path, name) as (container, stream):
-        found, _ = _decode_indices(container, stream, again, name)
-    return {i: found[min(decoded - 1, i * decoded // count)] for i in indices}
+        images, decoded = _decode_indices(container, stream, set(indices), name)
+    if not set(indices) <= images.keys():
+        if decoded == 0:
+            raise VideoProblem(f"Video {name!r} has no frames: no picture in it decodes.")
+        indices = choose(decoded, rate)
+        with _opened(path, name) as (container, stream):
+            images, _ = _decode_indices(container, stream, set(indices), name)
+    return [images[index] for index in indices]
 
 
 def _decode_indices(
