@@ -560,6 +560,16 @@ CEILING_MEANING = {
 }
 
 
+def chances_for(kind: str) -> list[tuple[str, Chance]]:
+    """(metric label, chance) for each metric with a fixed chance level that scores targets
+    of ``kind``: what a board of that target says about chance without loading scores."""
+    return [
+        (info.label, CHANCE[name])
+        for name, info in METRICS.items()
+        if kind in info.target_kinds and name in CHANCE
+    ]
+
+
 def chance_of(metric_key: str) -> Chance | None:
     """Chance level of a metric key such as ``odd_one_out`` or ``pair_alignment(...)``; None
     where it depends on the data (label accuracy: the classes and their sizes)."""

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
@@ -43,6 +43,7 @@ from evaluation.models import (
     Stimulus,
     TargetKind,
 )
+from evaluation.stimulus_views import media_response
 
 STIMULI_PREVIEW = 48
 PAIR_TABLE_MODELS = 5  # models offered in a leaderboard's per-pair table
@@ -100,6 +101,7 @@ def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
             "board": board,
             "board_key": key,
             "target": target,
+            "chances": boards.chances_for(target.kind),
             "query": query,
             "layer_choices": LAYER_LABELS,
             "sort_links": SimpleLazyObject(lambda: _sort_links(board, query)),
@@ -496,12 +498,13 @@ def descriptions_import_view(request: HttpRequest, dataset_id: int) -> HttpRespo
 
 
 @researcher_required
-def stimulus_file(request: HttpRequest, stimulus_id: int) -> FileResponse:
-    """Stimulus files are research data: served to researchers only, never as public media."""
+def stimulus_file(request: HttpRequest, stimulus_id: int) -> HttpResponseBase:
+    """Stimulus files are research data: served to researchers only, never as public media;
+    in byte ranges when asked (players seek and loop clips so)."""
     stimulus = get_object_or_404(Stimulus, pk=stimulus_id)
     if not stimulus.file:
         raise Http404("This stimulus is a text, not a file.")
-    return FileResponse(stimulus.file.open("rb"))
+    return media_response(request, stimulus.file)
 
 
 # --- Runs -----------------------------------------------------------------------------------------

@@ -115,3 +115,14 @@ def test_a_new_score_shows_at_once_and_queries_do_not_grow_with_boards(client):
     late = human_target("late")
     add_score(RunFactory(dataset=late.dataset), add_model("late-net"), late, PAIRS, 0.4)
     assert f"front-board-{late.pk}" in client.get(FRONT).content.decode()
+
+
+def test_a_target_s_full_board_says_where_chance_lies(client):
+    human = human_target("ratings")
+    labels = Target.objects.get(dataset=human.dataset, kind="labels")
+    page = client.get(reverse("evaluation:leaderboard", args=[human.pk])).content.decode()
+    assert (
+        "Chance: Pair alignment" in page and "0.000 (similarities unrelated to the ratings)" in page
+    )
+    page = client.get(reverse("evaluation:leaderboard", args=[labels.pk])).content.decode()
+    assert "Chance:" not in page  # label accuracy's chance depends on the classes

@@ -141,3 +141,16 @@ def test_import_dataset_command_recognises_a_zip_of_clips(tmp_path):
     dataset = Dataset.objects.get(name="cli clips")
     assert dataset.modality == "video" and dataset.frame_sampling == {"fps": 4.0, "frames": 8}
     assert "Models see 4 frames per second" in out.getvalue()
+
+
+def test_researchers_get_clips_in_byte_ranges_so_players_can_seek(tmp_path, researcher_client):
+    from django.urls import reverse
+
+    dataset = dataset_import_videos(name="ranged", upload=clips_zip(tmp_path))
+    stimulus = dataset.stimuli.first()
+    url = reverse("evaluation:stimulus_file", args=[stimulus.pk])
+    whole = Path(stimulus.file.path).read_bytes()
+    response = researcher_client.get(url, headers={"Range": "bytes=0-99"})
+    assert response.status_code == 206
+    assert b"".join(response.streaming_content) == whole[:100]
+    assert response["Content-Range"] == f"bytes 0-99/{len(whole)}"
