@@ -4,6 +4,7 @@ sampling picks, poster frames, and clips written for browsers."""
 from __future__ import annotations
 
 import io
+import zipfile
 from fractions import Fraction
 
 import av
@@ -329,3 +330,17 @@ def test_write_clip_refuses_what_it_cannot_write(tmp_path):
     write_clip(tmp_path / "odd.mp4", [np.zeros((15, 17, 3), np.uint8)] * 2, fps=Fraction(25, 2))
     info = check_video_file(tmp_path / "odd.mp4", "odd.mp4")
     assert (info.width, info.height, info.fps) == (16, 14, 12.5)
+
+
+def test_labelled_segments_of_the_shipped_clips(tmp_path):
+    archive = videos.cut_labelled_segments(tmp_path, per_clip=2, seconds=1.0, max_side=64)
+    with zipfile.ZipFile(archive) as bundle:
+        names = sorted(bundle.namelist())
+        assert names == [
+            f"{clip}/{clip}-{index}.webm" for clip in sorted(videos.SHIPPED) for index in (0, 1)
+        ]
+        bundle.extractall(tmp_path / "out")
+    for name in names:
+        info = check_video_file(tmp_path / "out" / name, name)
+        assert info.codec == "vp9" and max(info.width, info.height) == 64
+        assert info.seconds == pytest.approx(1.0, abs=0.04)
