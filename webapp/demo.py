@@ -33,7 +33,6 @@ from typing import IO, Any
 import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
 from PIL import Image
 
 from evaluation import services
@@ -294,8 +293,15 @@ def _things(user: object) -> Dataset:
             (THINGS_DIR / "item_names.tsv").open("rb") as names,
             (THINGS_DIR / "test_triplets.csv").open("rb") as triplets,
         ):
+            # The names by uniqueID: the first column, Word, names 27 pairs of concepts alike
+            # (bat1, the animal, and bat2, the club, are both "bat").
             columns = column_map_from(
-                {"no_header": True, "choice_is": "position", "names_file": things_names_file(names)}
+                {
+                    "no_header": True,
+                    "choice_is": "position",
+                    "names_file": names,
+                    "names_column": "uniqueID",
+                }
             )
             judgments_import(
                 file=triplets,
@@ -338,14 +344,6 @@ def things_concepts(names: IO[bytes]) -> list[ParsedStimulus]:
         )
         for word, unique_id in _things_rows(names)
     ]
-
-
-def things_names_file(names: IO[bytes]) -> ContentFile[bytes]:
-    """item_names.tsv with uniqueID as its only column. The importer reads a names file's
-    first column, and THINGS' is the Word, which names 27 pairs of concepts alike (bat1 and
-    bat2 are both "bat"); the uniqueID tells them apart and is each stimulus's name."""
-    lines = ["uniqueID"] + [unique_id for _, unique_id in _things_rows(names)]
-    return ContentFile(("\n".join(lines) + "\n").encode("utf-8"), name="things_unique_ids.tsv")
 
 
 # --- The visitor's own study ------------------------------------------------------------------

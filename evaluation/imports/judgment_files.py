@@ -67,6 +67,7 @@ class ColumnMap:
     choice_is: str = "reference"
     names: tuple[str, ...] = ()
     index_base: int = 1
+    names_column: str = ""  # where the names came from in the names file (blank: its first)
 
     def describe(self) -> dict[str, Any]:
         """What the import recorded (``import_report``), to read the file the same way again."""
@@ -75,6 +76,8 @@ class ColumnMap:
             described["choice_is"] = self.choice_is
         if self.names:
             described.update(names=len(self.names), index_base=self.index_base)
+            if self.names_column:
+                described["names_column"] = self.names_column
         return described
 
 
@@ -129,7 +132,7 @@ def column_map_from(data: Mapping[str, Any]) -> ColumnMap:
     """The column mapping asked for by the import form's, the API's or the CLI's fields."""
     names_file = data.get("names_file")
     try:
-        names = read_names(names_file) if names_file else ()
+        names = read_names(names_file, column=data.get("names_column") or "") if names_file else ()
     except ImportProblem as exc:
         raise ValidationError({"names_file": str(exc)}) from None
     choice_is = data.get("choice_is") or "reference"
@@ -143,22 +146,51 @@ def column_map_from(data: Mapping[str, Any]) -> ColumnMap:
         choice_is=choice_is,
         names=names,
         index_base=int(data.get("index_base") or 1),
+        names_column=(data.get("names_column") or "").strip() if names else "",
     )
 
 
-def read_names(upload: IO[bytes]) -> tuple[str, ...]:
-    """A names list for index-coded stimuli: the first column of a CSV or TSV with a header
-    row (THINGS' item_names.tsv: 1 = its first name)."""
+def read_names(upload: IO[bytes], *, column: str = "") -> tuple[str, ...]:
+    """A names list for index-coded stimuli: a column of a CSV or TSV with a header row, by
+    header name or number (1 = first; default the first). THINGS' item_names.tsv lists each
+    concept's ``Word`` first, where 27 words name two concepts (bat: the animal and the
+    club), and its ``uniqueID`` (bat1, bat2) second: ``column="uniqueID"`` reads it as
+    published."""
     reader = csv_reader(upload)
     rows = csv_cells(reader, MAX_JUDGMENT_ROWS)
-    next(rows, None)  # the header
-    names = tuple(cells[0].strip() for _, cells in rows)
+    header = next(rows, (0, []))[1]
+    position = _names_column(header, column.strip())
+    names = tuple(cells[position].strip() if position < len(cells) else "" for _, cells in rows)
     if not names:
         raise ImportProblem("The names file has a header but no names.")
     empty = [k for k, name in enumerate(names, start=2) if not name]
     if empty:
-        raise ImportProblem(f"Row {empty[0]} of the names file has no name in its first column.")
+        raise ImportProblem(
+            f"Row {empty[0]} of the names file has no name in its column {header[position]!r}."
+        )
     return names
+
+
+def _names_column(header: list[str], column: str) -> int:
+    """The position of the names column ``column`` (a header name, or a number from 1)."""
+    if not header:
+        raise ImportProblem("The names file is empty: it needs a header row, then the names.")
+    if not column:
+        return 0
+    if column.isdigit():
+        number = int(column)
+        if not 1 <= number <= len(header):
+            raise ImportProblem(
+                f"The names file has {len(header)} columns; there is no column {number}."
+            )
+        return number - 1
+    lowered = [cell.strip().lower() for cell in header]
+    if column.lower() not in lowered:
+        raise ImportProblem(
+            f"The names file has no column {column!r}; its columns are "
+            f"{', '.join(repr(cell) for cell in header)}."
+        )
+    return lowered.index(column.lower())
 
 
 # --- Parsing -------------------------------------------------------------------------------

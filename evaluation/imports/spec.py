@@ -83,9 +83,17 @@ JUDGMENT_IMPORT_FIELDS: tuple[ImportField, ...] = (
     ImportField(
         "names_file",
         "file",
-        help="Index-coded stimuli (THINGS' triplets): a CSV or TSV with a header row whose "
-        "first column lists the stimuli in index order; the file's stimulus cells are indices.",
+        help="Index-coded stimuli (THINGS' triplets): a CSV or TSV with a header row that "
+        "lists the stimuli in index order; the file's stimulus cells are indices.",
         required=False,
+    ),
+    ImportField(
+        "names_column",
+        "text",
+        help="With a names file: the column holding the names, by header name or number "
+        "(blank: the first; THINGS' item_names.tsv: uniqueID).",
+        required=False,
+        max_length=100,
     ),
     ImportField(
         "index_base",

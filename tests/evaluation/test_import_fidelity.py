@@ -281,6 +281,25 @@ def test_things_index_coded_triplets_with_a_names_file_reach_the_published_ceili
     assert first.chosen_id == first.a_id and first.participant == "272"
 
 
+def test_a_names_file_is_read_by_the_column_asked_for():
+    """THINGS' item_names.tsv lists Word first (bat1 and bat2 are both "bat") and uniqueID
+    second: read by uniqueID, the triplets reach 1,854 distinct concepts as published."""
+    things = SHARED_DATA / "things_odd_one_out"
+    columns = column_map_from(
+        {"no_header": True, "choice_is": "position", "names_column": "uniqueID",
+         "names_file": published(things / "item_names.tsv")}
+    )  # fmt: skip
+    rows = [line.split("\t") for line in (things / "item_names.tsv").read_text().splitlines()]
+    unique_ids = [row[rows[0].index("uniqueID")] for row in rows[1:]]
+    assert columns.names == tuple(unique_ids) and len(set(columns.names)) == 1854
+    assert columns.describe()["names_column"] == "uniqueID"
+    by_number = column_map_from({"names_file": published(things / "item_names.tsv"),
+                                 "names_column": "6"})  # fmt: skip
+    assert by_number.names == columns.names
+    with pytest.raises(ValidationError, match="no column 'uid'; its columns are 'Word'"):
+        column_map_from({"names_file": published(things / "item_names.tsv"), "names_column": "uid"})
+
+
 @pytest.mark.parametrize(
     ("text", "columns", "message"),
     [

@@ -84,6 +84,9 @@ class Command(EvaluationCommand):
             "--columns", default="", metavar="ROLE=COLUMN,...", help=FIELDS["columns"].help
         )
         parser.add_argument("--names-file", metavar="FILE", help=FIELDS["names_file"].help)
+        parser.add_argument(
+            "--names-column", default="", metavar="COLUMN", help=FIELDS["names_column"].help
+        )
         for rule in ("self_pairs", "scoring_unit", "value_is", "choice_is", "index_base"):
             parser.add_argument(
                 f"--{rule.replace('_', '-')}",
