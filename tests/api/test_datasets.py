@@ -153,10 +153,10 @@ def test_form_checks(api, isolated_storage):
         "file: The submitted file is empty.",
         {"file": ["The submitted file is empty."]},
     )
-    missing = upload(api, name="t", modality="video")
+    missing = upload(api, name="t", modality="smell")
     assert missing.status_code == 400
     assert missing.json()["error"]["fields"] == {
-        "modality": ['"video" is not a valid choice.'],
+        "modality": ['"smell" is not a valid choice.'],
         "file": ["No file was submitted."],
     }
     assert nothing_kept(isolated_storage)

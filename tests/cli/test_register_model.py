@@ -171,7 +171,7 @@ def test_a_malformed_list_file_is_refused_before_anything_is_registered(tmp_path
     error, _ = cli_fails("register_model", "--from-file", str(listing), "--untrained")
     assert str(error) == (
         f"{listing}, line 2: unknown source 'timmy'; use one of timm, sentence-transformers, "
-        "transformers-text, transformers-vision, transformers-audio, open_clip-image, "
+        "transformers-text, transformers-vision, transformers-audio, transformers-video, open_clip-image, "
         "open_clip-text, torchscript, baseline, language."
     )
     listing.write_text("timm test_vit main extra\n")
