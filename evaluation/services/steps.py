@@ -217,15 +217,19 @@ def _layer_scores(
                 ceiling=result.ceiling,
                 n=result.n,
                 embedding_set=embedding_set,
-                details=_with_frames(result.details, step.run.dataset),
+                details=_with_frames(result.details, embedding_set, step.run.dataset),
                 created_at=now,
             )
         )
     return rows
 
 
-def _with_frames(details: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
-    """A video score says which frames of each clip the model saw."""
+def _with_frames(
+    details: dict[str, Any], embedding_set: EmbeddingSet, dataset: Dataset
+) -> dict[str, Any]:
+    """A video score says which frames of each clip the model saw: the dataset's sampling,
+    in the model's words where it has its own frame count (transformers video models)."""
     if not dataset.frame_sampling:
         return details
-    return {**details, "frames": dataset.frame_sampling_label}
+    frames = embedding_set.preprocessing.get("frames") or dataset.frame_sampling_label
+    return {**details, "frames": frames}

@@ -18,7 +18,6 @@ from evaluation.engine.adapters.base import Adapter
 from evaluation.engine.adapters.video_adapter import (
     FramesAdapter,
     TransformersVideoAdapter,
-    frame_preprocessing,
 )
 from evaluation.engine.errors import ModelSpecError, StimulusError
 from evaluation.engine.extraction import decoded_ahead, extract_layers
@@ -140,9 +139,7 @@ def test_frame_preprocessing_is_the_image_models_own(tmp_path):
     ]
     for spec in specs:
         adapter = load_adapter(spec)
-        torch.testing.assert_close(
-            frame_preprocessing(adapter)(picture), adapter.load_input(stimulus)
-        )
+        torch.testing.assert_close(adapter.preprocess_image(picture), adapter.load_input(stimulus))
 
 
 def test_models_that_cannot_embed_video_are_refused():

@@ -154,3 +154,32 @@ def test_researchers_get_clips_in_byte_ranges_so_players_can_seek(tmp_path, rese
     assert response.status_code == 206
     assert b"".join(response.streaming_content) == whole[:100]
     assert response["Content-Range"] == f"bytes 0-99/{len(whole)}"
+
+
+def test_a_transformers_video_model_is_registered_listed_and_run_on_its_own_frames(
+    tmp_path,
+    enqueued,  # noqa: F811
+):
+    from tests.engine.test_video_adapters import save_tiny
+
+    save_tiny("videomae", tmp_path / "videomae")
+    dataset = dataset_import_videos(name="clips", upload=clips_zip(tmp_path))
+    model = services.model_register(
+        name="tiny videomae", source="transformers-video", identifier=str(tmp_path / "videomae")
+    )
+    services.model_inspect(model_id=model.pk)  # on a sample clip
+    model.refresh_from_db()
+    assert model.modality == "video" and not model.inspection_error
+    assert "encoder.layer.0" in model.layer_names
+    run = services.run_create(
+        dataset=dataset,
+        models=[model],
+        metrics=[knn_entry(k=3, split="loo")],
+        layers={model.pk: ["last_hidden_state", "encoder.layer.0"]},
+    )
+    run_steps(run)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.steps.get().error_message
+    for score in Score.objects.filter(run=run):
+        # The model sees its own number of frames (4), not the dataset's 8.
+        assert score.details["frames"] == "4 frames spread evenly over each clip"

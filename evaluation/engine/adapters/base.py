@@ -127,6 +127,14 @@ class Adapter(ABC):
     def load_input(self, stimulus: StimulusInput) -> Any:
         """Decode and preprocess one stimulus (runs in DataLoader workers)."""
 
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        """The model's own preprocessing of one decoded RGB picture: what ``load_input`` does
+        to an image file, and what a video's frames get (FramesAdapter)."""
+        raise ModelSpecError(
+            f"{self.spec.identifier} ({self.source}) embeds {self.modality}, not pictures, so "
+            "it cannot embed the frames of a video."
+        )
+
     def collate(self, items: Sequence[Any]) -> Any:
         return torch.utils.data.default_collate(list(items))
 

@@ -82,7 +82,10 @@ class PixelsBaseline(_Baseline):
         }
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
-        resized = open_rgb(stimulus).resize((self.size, self.size), Image.Resampling.BILINEAR)
+        return self.preprocess_image(open_rgb(stimulus))
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        resized = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).flatten()
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from PIL import Image
 
 from evaluation.engine.adapters.base import Adapter, open_rgb, require_existing_path, weights_hash
 from evaluation.engine.errors import ModelSpecError, StimulusError, close_names
@@ -117,7 +118,10 @@ class OpenClipImageAdapter(_OpenClipAdapter):
         return {"open_clip_transform": repr(self.transform)}
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
-        return self.transform(open_rgb(stimulus))
+        return self.preprocess_image(open_rgb(stimulus))
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(image)
 
     def has_class_token(self) -> bool:
         return hasattr(self.model.visual, "class_embedding")

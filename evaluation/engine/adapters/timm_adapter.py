@@ -8,6 +8,7 @@ from typing import Any
 
 import timm
 import torch
+from PIL import Image
 
 from evaluation.engine.adapters import weight_packages
 from evaluation.engine.adapters.base import Adapter, open_rgb, require_existing_path, weights_hash
@@ -96,7 +97,10 @@ class TimmAdapter(Adapter):
         return sum(p.numel() for p in self.model.parameters())
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
-        return self.transform(open_rgb(stimulus))
+        return self.preprocess_image(open_rgb(stimulus))
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(image)
 
     def hook_root(self) -> torch.nn.Module:
         return self.model

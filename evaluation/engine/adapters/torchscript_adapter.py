@@ -15,6 +15,7 @@ from typing import Any
 
 import timm.data
 import torch
+from PIL import Image
 
 from evaluation.engine.adapters.base import Adapter, open_rgb, require_existing_path, weights_hash
 from evaluation.engine.errors import ModelSpecError
@@ -82,7 +83,10 @@ class TorchScriptImageAdapter(Adapter):
         return self._no_hooks
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
-        return self.transform(open_rgb(stimulus))
+        return self.preprocess_image(open_rgb(stimulus))
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(image)
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         return {OUTPUT: self.model(batch.to(self.device, non_blocking=True))}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from PIL import Image
 
 from evaluation.engine.adapters.base import (
     Adapter,
@@ -121,8 +122,10 @@ class TransformersVisionAdapter(_TransformersAdapter):
         )
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
-        pixels = self.processor(images=open_rgb(stimulus), return_tensors="pt")["pixel_values"]
-        return pixels[0]
+        return self.preprocess_image(open_rgb(stimulus))
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def has_class_token(self) -> bool:
         # ViT-style models prepend a class token; convolutional ones return feature maps.

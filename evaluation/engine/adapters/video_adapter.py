@@ -10,7 +10,7 @@ StimulusError naming it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -70,7 +70,6 @@ class FramesAdapter(Adapter):
         # The image model's layer names, so layers, defaults and cached sets line up.
         self.default_layer = inner.default_layer  # type: ignore[misc]
         self.native_layers = inner.native_layers  # type: ignore[misc]
-        self.preprocess = frame_preprocessing(inner)
 
     @classmethod
     def validate(cls, spec: ModelSpec) -> None:
@@ -106,7 +105,7 @@ class FramesAdapter(Adapter):
 
     def load_input(self, stimulus: StimulusInput) -> torch.Tensor:
         return torch.stack(
-            [self.preprocess(frame) for frame in read_frames(stimulus, self.sampling)]
+            [self.inner.preprocess_image(frame) for frame in read_frames(stimulus, self.sampling)]
         )
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -128,43 +127,6 @@ class FramesAdapter(Adapter):
             .astype(np.float32)
             for layer, vectors in per_frame.items()
         }
-
-
-def frame_preprocessing(inner: Adapter) -> Callable[[Image.Image], torch.Tensor]:
-    """The image model's own preprocessing of one decoded picture, as its ``load_input``
-    applies it to a decoded image file.
-
-    Image adapters keep it under one of a few names: ``transform`` (timm, open_clip,
-    TorchScript), ``processor`` (transformers vision); the pixels baseline resizes and
-    scales. An adapter may also offer ``preprocess_image(image)`` itself."""
-    own = getattr(inner, "preprocess_image", None)
-    if callable(own):
-        return own
-    from evaluation.engine.adapters.baselines import PixelsBaseline
-    from evaluation.engine.adapters.transformers_adapter import TransformersVisionAdapter
-
-    if isinstance(inner, PixelsBaseline):
-        size = inner.size
-
-        def pixels(image: Image.Image) -> torch.Tensor:
-            resized = image.resize((size, size), Image.Resampling.BILINEAR)
-            return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).flatten()
-
-        return pixels
-    if isinstance(inner, TransformersVisionAdapter):
-        processor = inner.processor
-
-        def processed(image: Image.Image) -> torch.Tensor:
-            return processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-        return processed
-    transform = getattr(inner, "transform", None)
-    if callable(transform):
-        return transform
-    raise ModelSpecError(
-        f"{inner.spec.identifier} ({inner.source}) keeps its image preprocessing where "
-        "Likeness cannot apply it to video frames."
-    )
 
 
 class TransformersVideoAdapter(_TransformersAdapter):
