@@ -5,7 +5,6 @@ the fingerprint and beside every score."""
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from evaluation.imports.stimuli import dataset_import_videos
 from evaluation.metrics import knn_entry
 from evaluation.models import Dataset, EmbeddingSet, Score, Stimulus
 from tests import videos
+from tests.evaluation.test_dataset_import import zip_of
 from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
@@ -32,13 +32,7 @@ def clips_zip(folder: Path, extra: dict[str, bytes] | None = None) -> io.BytesIO
             path = folder / f"{label}-{index}{suffix}"
             videos.synthetic_clip(path, colour=colour, motion=motion, frames=12)
             members[f"{label}/{index}{suffix}"] = path.read_bytes()
-    members.update(extra or {})
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    buffer.seek(0)
-    return buffer
+    return zip_of({**members, **(extra or {})})
 
 
 def test_a_zip_of_clips_becomes_labelled_video_stimuli_with_a_frame_sampling(tmp_path):

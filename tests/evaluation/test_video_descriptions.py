@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import zipfile
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from evaluation.metrics import pair_alignment_entry
 from evaluation.models import Score
 from evaluation.stacking import stacked_create
 from tests import videos
+from tests.evaluation.test_dataset_import import zip_of
 from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
@@ -37,12 +37,9 @@ def captioned_clips(tmp_path):
         members[name] = path.read_bytes()
         captions.append(f"{name},a {label} square {'still' if motion == 'none' else motion}")
         kinds[name] = (label, motion)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    buffer.seek(0)
-    dataset = dataset_import_videos(name="captioned clips", upload=buffer, frame_sampling="4")
+    dataset = dataset_import_videos(
+        name="captioned clips", upload=zip_of(members), frame_sampling="4"
+    )
     noise = np.random.default_rng(0)
     ratings = ["a,b,value"] + [
         f"{a},{b},{1 + 3 * (kinds[a][0] == kinds[b][0]) + (kinds[a][1] == kinds[b][1]) + noise.uniform(0, 0.5):.3f}"

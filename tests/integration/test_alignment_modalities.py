@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from evaluation.imports.stimuli import (
 from evaluation.metrics import pair_alignment_entry
 from evaluation.models import Run, Score
 from tests.evaluation.test_audio_datasets import tiny_wav2vec2, wav_bytes  # noqa: F401 (fixture)
+from tests.evaluation.test_dataset_import import zip_of
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -53,15 +53,6 @@ def separated_colours(count: int = 6, gap: float = 0.02) -> np.ndarray:
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-
-def zipped(members: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    buffer.seek(0)
-    return buffer
 
 
 def png(colour: np.ndarray) -> bytes:
@@ -102,7 +93,9 @@ def alignment_on_a_real_worker(start_worker, dataset, model, similarity) -> Scor
         return run.is_finished
 
     wait_for(finished, timeout=180, message=worker.log)
-    assert run.status == "succeeded", f"{run.error_message} {list(run.steps.values_list('error_message', flat=True))}"
+    assert run.status == "succeeded", (
+        f"{run.error_message} {list(run.steps.values_list('error_message', flat=True))}"
+    )
     return Score.objects.get(run=Run.objects.get(pk=run.pk), metric="pair_alignment")
 
 
@@ -120,7 +113,7 @@ def colour_similarity(names: list[str], colours: np.ndarray) -> dict[tuple[str, 
 def test_image_alignment_on_a_real_worker_equals_the_known_answer(start_worker):
     colours = separated_colours()
     members = {f"c{i}/patch.png": png(c) for i, c in enumerate(colours)}
-    dataset = dataset_import_images(name="colour patches", upload=zipped(members))
+    dataset = dataset_import_images(name="colour patches", upload=zip_of(members))
     names = list(members)
     score = alignment_on_a_real_worker(
         start_worker, dataset, pixels_model(), colour_similarity(names, colours)
@@ -135,7 +128,7 @@ def test_video_alignment_frame_by_frame_on_a_real_worker_equals_the_known_answer
     colours = separated_colours()
     members = {f"c{i}/clip.webm": webm(c, tmp_path, f"c{i}") for i, c in enumerate(colours)}
     dataset = dataset_import_videos(
-        name="colour clips", upload=zipped(members), frame_sampling="frames=4"
+        name="colour clips", upload=zip_of(members), frame_sampling="frames=4"
     )
     names = list(members)
     similarity = colour_similarity(names, colours)
@@ -147,14 +140,14 @@ def test_video_alignment_frame_by_frame_on_a_real_worker_equals_the_known_answer
 
     # The same ratings given to the wrong pairs: no longer the known answer.
     shuffled = dict(zip(similarity, np.roll(list(similarity.values()), 3), strict=True))
-    wrong = dataset_import_videos(name="colour clips again", upload=zipped(members))
+    wrong = dataset_import_videos(name="colour clips again", upload=zip_of(members))
     mislabelled = alignment_on_a_real_worker(start_worker, wrong, model, shuffled)
     assert mislabelled.value < 0.8
 
 
 def test_audio_alignment_on_a_real_worker_equals_the_known_answer(start_worker, tiny_wav2vec2):  # noqa: F811
     members = {f"tone{i}/clip.wav": wav_bytes(150 * 1.6**i) for i in range(6)}
-    dataset = dataset_import_audio(name="tones", upload=zipped(members))
+    dataset = dataset_import_audio(name="tones", upload=zip_of(members))
     spec = ModelSpec(source="transformers-audio", identifier=str(tiny_wav2vec2))
     adapter = load_adapter(spec)
     files = dataset.stimuli.order_by("order")
