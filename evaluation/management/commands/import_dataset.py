@@ -46,7 +46,9 @@ class Command(EvaluationCommand):
 """
 
     def add_options(self, parser: CommandParser) -> None:
-        parser.add_argument("file", metavar="FILE", help="A .zip (images, audio, video) or .csv (texts).")
+        parser.add_argument(
+            "file", metavar="FILE", help="A .zip (images, audio, video) or .csv (texts)."
+        )
         parser.add_argument("--name", required=True, help="A unique name for the dataset.")
         parser.add_argument(
             "--modality",
