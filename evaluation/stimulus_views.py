@@ -58,10 +58,14 @@ def poster_response(stimulus: Stimulus) -> HttpResponseBase:
     if not stimulus.file or stimulus.dataset.modality != Modality.VIDEO:
         raise Http404(f"{stimulus.name} is not a video clip: it has no poster frame.")
     try:
-        path = stimulus_poster_file(stimulus)
+        poster = stimulus_poster_file(stimulus)
     except PosterUnavailable as exc:
         return HttpResponse(str(exc), status=404, content_type="text/plain; charset=utf-8")
-    response = FileResponse(path.open("rb"), content_type="image/jpeg")
+    response: HttpResponseBase
+    if isinstance(poster, Path):
+        response = FileResponse(poster.open("rb"), content_type="image/jpeg")
+    else:
+        response = HttpResponse(poster, content_type="image/jpeg")
     response["Cache-Control"] = POSTER_CACHE_CONTROL
     return response
 
@@ -70,8 +74,9 @@ class PosterUnavailable(Exception):
     """The clip has no poster frame to show (it cannot be decoded, or its file is gone)."""
 
 
-def stimulus_poster_file(stimulus: Stimulus) -> Path:
-    """The cached poster of a video stimulus, made on first use.
+def stimulus_poster_file(stimulus: Stimulus) -> Path | bytes:
+    """The cached poster of a video stimulus, made on first use (its bytes, uncached, when
+    MEDIA_ROOT cannot take the file: a full disk costs the cache, not the picture).
 
     Kept as MEDIA_ROOT/posters/<pk>-<content hash>.jpg: the hash in the name means a poster
     can never be shown for other content than the clip's. Written to a temporary file and
@@ -94,7 +99,11 @@ def stimulus_poster_file(stimulus: Stimulus) -> Path:
         raise PosterUnavailable(
             f"No poster frame for {stimulus.name}: its file is missing."
         ) from exc
-    _write_atomically(target, data)
+    try:
+        _write_atomically(target, data)
+    except OSError as exc:
+        logger.warning("Poster of stimulus %s not cached in MEDIA_ROOT: %s", stimulus.pk, exc)
+        return data
     return target
 
 

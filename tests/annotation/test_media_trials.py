@@ -143,6 +143,20 @@ def test_a_poster_is_a_frame_of_the_clip_made_once_and_kept(
     assert "private" in again["Cache-Control"]
 
 
+def test_a_poster_is_still_shown_when_media_root_cannot_keep_it(
+    researcher_client, clips, settings, monkeypatch
+):
+    def disk_full(target, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("evaluation.stimulus_views._write_atomically", disk_full)
+    stimulus = clips.stimuli.get(name="blue/1.webm")
+    response = researcher_client.get(reverse("evaluation:stimulus_poster", args=[stimulus.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(response.content)).size == (64, 48)
+    assert not (Path(settings.MEDIA_ROOT) / "posters").exists()
+
+
 def test_posters_are_for_researchers_as_stimulus_files_are(client, outsider, clips, settings):
     stimulus = clips.stimuli.first()
     url = reverse("evaluation:stimulus_poster", args=[stimulus.pk])
