@@ -21,6 +21,7 @@ Idempotent: running it again creates only what is missing.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import io
 import secrets
@@ -479,6 +480,7 @@ def shipped_clip(name: str) -> Path:
     )
 
 
+@functools.lru_cache(maxsize=1)
 def video_segments_zip(
     *,
     clips: Sequence[str] = VIDEO_CLIPS,
@@ -486,7 +488,8 @@ def video_segments_zip(
     max_side: int = VIDEO_MAX_SIDE,
 ) -> bytes:
     """Every whole ``seconds``-long segment of each clip, as ``videos/<clip>/<clip>-<i>.webm``
-    in a zip (the clip's name is the label)."""
+    in a zip (the clip's name is the label). Encoding takes seconds and gives the same bytes
+    every time, so a process that loads the demo again (the tests do) encodes once."""
     buffer = io.BytesIO()
     with (
         tempfile.TemporaryDirectory(prefix="demo-videos-") as folder,
