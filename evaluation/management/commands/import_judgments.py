@@ -46,8 +46,8 @@ class Command(EvaluationCommand):
   manage.py import_judgments EN-MEN-TR-3k.txt --format pairs --name MEN --new-dataset men \
       --no-header
   manage.py import_judgments test_triplets.csv --format triplets --name THINGS \
-      --new-dataset things-words --no-header --names-file item_names.tsv \
-      --choice-is position --allow-repeats
+      --new-dataset things-concepts --no-header --names-file item_names.tsv \
+      --names-column uniqueID --choice-is position --allow-repeats
 """
 
     def add_options(self, parser: CommandParser) -> None:
