@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from evaluation.models import (
@@ -82,8 +83,7 @@ def steps_requeue_dropped(
 
     ``running`` holds the ids of the steps the worker's tasks have in hand; a step claimed in
     the last ``grace_seconds`` is left alone (its task may not be listed yet)."""
-    grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    cutoff = timezone.now() - timedelta(seconds=grace)
+    cutoff = _grace_cutoff(grace_seconds)
     steps = RunStep.objects.filter(
         status__in=CLAIMED_STEP_STATUSES, claimed_by=worker, heartbeat_at__lt=cutoff
     ).exclude(pk__in=list(running))
@@ -107,8 +107,7 @@ def steps_resend_lost(
     steps are sent, and the stall reaper remains for the rest. Steps whose message was sent
     in the last ``grace_seconds`` are left alone. Row locks (skipping locked rows) keep two
     workers sweeping at once from sending a step twice."""
-    grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    cutoff = timezone.now() - timedelta(seconds=grace)
+    cutoff = _grace_cutoff(grace_seconds)
     waiting = Q(message_sent_at__isnull=True) & (
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
     )
@@ -152,26 +151,11 @@ def models_resend_inspections(*, grace_seconds: float | None = None) -> int:
     from sending one twice. Unlike steps, a sent inspection lost inside the broker is not
     sent again: compose's Redis keeps its messages across restarts, and
     ``manage.py list_layers --inspect`` lists a model's layers at once."""
-    grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    cutoff = timezone.now() - timedelta(seconds=grace)
-    sent = 0
-    with transaction.atomic():
-        models = (
-            PretrainedModel.objects.select_for_update(skip_locked=True)
-            .filter(
-                inspection_sent_at__isnull=True,
-                layers=[],
-                inspection_error="",
-                created_at__lt=cutoff,
-            )
-            .exclude(source__in=NEVER_INSPECTED)  # never loaded: nothing to inspect
-            .only("pk")
-            .order_by("pk")
-        )
-        for model in models:
-            if not send(INSPECT_TASK, model.pk):
-                break  # the broker is still away: the next sweep tries again
-            sent += 1
+    cutoff = _grace_cutoff(grace_seconds)
+    models = PretrainedModel.objects.filter(
+        inspection_sent_at__isnull=True, layers=[], inspection_error="", created_at__lt=cutoff
+    ).exclude(source__in=NEVER_INSPECTED)  # never loaded: nothing to inspect
+    sent = _send_each(models, INSPECT_TASK)
     if sent:
         logger.warning(
             "Sent the inspection of %d model(s) registered while the queue was away", sent
@@ -182,22 +166,29 @@ def models_resend_inspections(*, grace_seconds: float | None = None) -> int:
 def imports_resend_lost(*, grace_seconds: float | None = None) -> int:
     """Send the task of each queued embeddings import whose task could not be handed to the
     broker (uploaded while it was unreachable); returns how many were sent."""
+    cutoff = _grace_cutoff(grace_seconds)
+    jobs = EmbeddingImport.objects.filter(
+        status=EmbeddingImport.Status.QUEUED, message_sent_at__isnull=True, created_at__lt=cutoff
+    )
+    return _send_each(jobs, IMPORT_TASK)
+
+
+def _grace_cutoff(grace_seconds: float | None) -> datetime:
+    """Rows older than this may have lost their message; newer ones' request may still be
+    sending it (RUN_MESSAGE_GRACE_SECONDS unless given)."""
     grace = settings.RUN_MESSAGE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    cutoff = timezone.now() - timedelta(seconds=grace)
+    return timezone.now() - timedelta(seconds=grace)
+
+
+def _send_each(rows: QuerySet[Any], task: str) -> int:
+    """Send ``task`` for each row, in id order, until the broker fails (the next sweep tries
+    again); returns how many were sent. Row locks (skipping locked rows) keep two workers
+    sweeping at once from sending one twice."""
     sent = 0
     with transaction.atomic():
-        jobs = (
-            EmbeddingImport.objects.select_for_update(skip_locked=True)
-            .filter(
-                status=EmbeddingImport.Status.QUEUED,
-                message_sent_at__isnull=True,
-                created_at__lt=cutoff,
-            )
-            .only("pk")
-            .order_by("pk")
-        )
-        for job in jobs:
-            if not send(IMPORT_TASK, job.pk):
-                break  # the broker is still away: the next sweep tries again
+        locked = rows.select_for_update(skip_locked=True).order_by("pk")
+        for pk in locked.values_list("pk", flat=True):
+            if not send(task, pk):
+                break
             sent += 1
     return sent

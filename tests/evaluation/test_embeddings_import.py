@@ -21,6 +21,7 @@ from evaluation.metrics import knn_entry, pair_alignment_entry
 from evaluation.models import EmbeddingSet, ModelSource, PretrainedModel, Score
 from tests.api.test_downloads import minilm_set  # noqa: F401 (fixture)
 from tests.cli.conftest import cli
+from tests.evaluation.closed_broker import closed_broker  # noqa: F401 (fixture)
 from tests.evaluation.test_compare import scored  # noqa: F401 (fixture)
 from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
 
@@ -254,3 +255,28 @@ def test_an_imported_model_is_compared_like_any_other(minilm_set):
     assert not result.missing and not result.problems
     (_, rho_original, _), (_, rho_imported, _) = result.scatters
     assert rho_imported == pytest.approx(rho_original)  # the same vectors, the same agreement
+
+
+def test_queued_imports_whose_task_never_reached_the_queue_are_sent_by_the_sweep(closed_broker):
+    from django.utils import timezone
+
+    from evaluation.models import EmbeddingImport
+    from tests.conftest import make_text_dataset
+
+    dataset = make_text_dataset()
+    waiting, _sent, _read = (
+        EmbeddingImport.objects.create(
+            name=name, dataset=dataset, file_name="v.npy", staged_path="x", **fields
+        )
+        for name, fields in [
+            ("waiting", {}),
+            ("sent", {"message_sent_at": timezone.now()}),
+            ("read", {"status": EmbeddingImport.Status.SUCCEEDED}),
+        ]
+    )
+    assert services.imports_resend_lost(grace_seconds=60) == 0  # just uploaded
+    assert services.imports_resend_lost(grace_seconds=0) == 0  # the queue is still away
+    closed_broker["up"] = True
+    assert services.imports_resend_lost(grace_seconds=0) == 1
+    assert closed_broker["published"] == [("evaluation.import_embeddings", waiting.pk)]
+    assert services.imports_resend_lost(grace_seconds=0) == 0  # sent: never twice
