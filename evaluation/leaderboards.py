@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import scipy.stats
@@ -26,6 +27,7 @@ from evaluation.metrics import METRICS
 from evaluation.models import PretrainedModel, Run, RunStatus, Score, Target
 
 LAYER_CHOICES = ("best", "default", "all")
+T = TypeVar("T")
 CACHE_SECONDS = 600
 # A page of 500 rows weighs over half a megabyte; the default page shows the top 100.
 PAGE_SIZES = (25, 50, 100, 250)
@@ -401,12 +403,17 @@ def overall_board() -> OverallBoard:
     are not filled: a model's coverage is shown.
 
     Four queries whatever the number of targets, cached until any score changes."""
-    key = "overall:v2:" + _every_score_stamp()
-    board = cache.get(key)
-    if board is None:
-        board = _overall()
-        cache.set(key, board, CACHE_SECONDS)
-    return board
+    return _cached_until_scores_change("overall:v2", _overall)
+
+
+def _cached_until_scores_change(prefix: str, compute: Callable[[], T]) -> T:
+    """``compute()``, cached under a key that changes whenever any score does."""
+    key = f"{prefix}:{_every_score_stamp()}"
+    value = cache.get(key)
+    if value is None:
+        value = compute()
+        cache.set(key, value, CACHE_SECONDS)
+    return value
 
 
 def _every_score_stamp() -> str:
@@ -616,12 +623,7 @@ class FrontPage:
 def front_page() -> FrontPage:
     """The human-alignment boards, then the label boards, each cut to its best rows; computed
     from three queries and cached until any score changes (one query then)."""
-    key = "front:v1:" + _every_score_stamp()
-    page = cache.get(key)
-    if page is None:
-        page = _front_page()
-        cache.set(key, page, CACHE_SECONDS)
-    return page
+    return _cached_until_scores_change("front:v1", _front_page)
 
 
 def _front_page() -> FrontPage:
