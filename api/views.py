@@ -277,8 +277,9 @@ class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModel
 
     @extend_schema(
         summary="Import a dataset (multipart upload)",
-        description="Images or audio: a zip of folders named by label (`cat/001.png`, "
-        "optionally under `train/` and `test/`). Texts: a UTF-8 CSV with a header. All or "
+        description="Images, audio or video: a zip of folders named by label (`cat/001.png`, "
+        "`run/clip.mp4`, optionally under `train/` and `test/`; video takes a "
+        "`frame_sampling`, default `frames=8`). Texts: a UTF-8 CSV with a header. All or "
         "nothing: a bad member or row is named in the error and nothing is kept. Files over "
         "DATASET_UPLOAD_MAX_BYTES are refused (413) before they are read.",
         request={"multipart/form-data": serializers.DatasetUploadSerializer},
