@@ -31,7 +31,7 @@ import numpy as np
 
 from evaluation.engine.errors import MetricError
 from evaluation.engine.metrics.knn import normalize_rows
-from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.results import MetricResult, stimulus_resampling
 from evaluation.engine.metrics.validation import (
     IndexLike,
     ValueLike,
@@ -197,6 +197,8 @@ def pair_alignment(
             "n_boot": n_boot,
             "bootstrap_valid": int(np.isfinite(samples).sum()),
         },
+        resamples=samples,
+        resampling=stimulus_resampling(len(embeddings), n_boot, seed),
     )
 
 
@@ -562,6 +564,8 @@ def _choice_result(
             "n_boot": n_boot,
             "tie_rule": "tied model similarities share the credit",
         },
+        resamples=samples,
+        resampling=stimulus_resampling(n_stimuli, n_boot, seed),
     )
 
 

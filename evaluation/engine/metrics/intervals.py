@@ -36,14 +36,24 @@ def t_interval(values: np.ndarray, *, confidence: float = 0.95) -> tuple[float, 
     return mean - half, mean + half
 
 
+def bootstrap_means(values: np.ndarray, *, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """The mean of per-item values in each bootstrap resample of the items; the same seed and
+    number of items draw the same resamples, so two models' means pair up resample by resample."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    return values[rng.integers(0, len(values), size=(n_resamples, len(values)))].mean(axis=1)
+
+
 def bootstrap_mean_interval(
     values: np.ndarray, *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap interval for the mean of per-item values (items resampled)."""
+    return quantile_interval(
+        bootstrap_means(values, n_resamples=n_resamples, seed=seed), confidence
+    )
 
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_resamples, len(values)))].mean(axis=1)
+
+def quantile_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
+    low, high = np.quantile(samples, [alpha, 1 - alpha])
     return float(low), float(high)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.engine.errors import MetricError
-from evaluation.engine.metrics.intervals import bootstrap_mean_interval
+from evaluation.engine.metrics.intervals import bootstrap_means, quantile_interval
 from evaluation.engine.metrics.knn import normalize_rows
-from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.results import MetricResult, item_resampling
 from evaluation.engine.metrics.validation import labelled_embeddings
 
 # Entries of the query-by-item similarity block; the ranking keeps about eight arrays of
@@ -129,13 +129,16 @@ def retrieval_scores(
     }
 
     def result(values: np.ndarray, details: dict[str, object]) -> MetricResult:
-        low, high = bootstrap_mean_interval(values[answerable], n_resamples=n_resamples, seed=seed)
+        means = bootstrap_means(values[answerable], n_resamples=n_resamples, seed=seed)
+        low, high = quantile_interval(means)
         return MetricResult(
             value=float(values[answerable].mean()),
             ci_low=low,
             ci_high=high,
             n=n_queries,
             details={**shared, **details},
+            resamples=means,
+            resampling=item_resampling(n_queries, n_resamples, seed),
         )
 
     results = {

@@ -27,7 +27,7 @@ from evaluation.engine.metrics.human import (
     unit_rows,
     weighted_correlation,
 )
-from evaluation.engine.metrics.results import MetricResult
+from evaluation.engine.metrics.results import MetricResult, stimulus_resampling
 from evaluation.engine.metrics.validation import at_least, one_of
 
 DEFAULT_ALPHAS = tuple(10.0**p for p in range(-3, 5))
@@ -105,6 +105,8 @@ def reweighted_pair_alignment(
             "split": "stimuli in folds; test pairs within a fold, training pairs outside it",
             "ci_method": "bootstrap over stimuli of held-out pairs, 95% percentile",
         },
+        resamples=samples,
+        resampling=stimulus_resampling(len(x), n_boot, seed),
     )
 
 
