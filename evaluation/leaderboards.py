@@ -17,14 +17,34 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+import numpy as np
 import scipy.stats
 from django.core.cache import cache
 from django.db.models import Count, Max
 from django.http import QueryDict
 
 from core import querystring as qs
+from evaluation.engine.metrics.paired import (
+    ALPHA,
+    holm,
+    holm_matrix,
+    p_values_against,
+    pairwise_p_values,
+    rank_intervals,
+    tie_groups,
+)
 from evaluation.metrics import METRICS
-from evaluation.models import PretrainedModel, Run, RunStatus, Score, Target
+from evaluation.models import (
+    REVISION_FIELDS,
+    PretrainedModel,
+    Run,
+    RunStatus,
+    Score,
+    Target,
+    model_revision_key,
+    resamples_from_bytes,
+)
+from evaluation.provenance import Recorded, stale_reasons
 
 LAYER_CHOICES = ("best", "default", "all")
 T = TypeVar("T")
@@ -102,6 +122,9 @@ class Cell:
     ci_high: float
     ceiling: float | None
     n: int
+    score_id: int = 0
+    resampling: str = ""  # the score's bootstrap resamples, where it keeps them
+    stale: tuple[str, ...] = ()  # why the score no longer holds (provenance.stale_reasons)
 
     @property
     def normalized(self) -> float | None:
@@ -120,8 +143,17 @@ class Row:
     precision: str
     layers_scored: int = 1
     cells: dict[str, Cell] = field(default_factory=dict)
-    separable_from_leader: bool = True
     identifier: str = ""
+    # Against the leader on the sort metric (see Board.separability): None where the row's
+    # score is not on the leader's resamples, or it is the leader.
+    separable_from_leader: bool | None = None
+    p_vs_leader: float | None = None  # Holm-adjusted over the comparisons with the leader
+    rank_interval: tuple[int, int] | None = None  # 95%, over the resamples
+    tie_group: int | None = None
+
+    @property
+    def stale(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(reason for cell in self.cells.values() for reason in cell.stale))
 
     @property
     def is_derived(self) -> bool:
@@ -147,6 +179,12 @@ class Board:
     total_models: int
     facets: dict[str, list[str]]
     key: str = ""  # its cache key (board_key)
+    # How rows were compared with the leader: "paired" (bootstrap on shared resamples, Holm),
+    # "overlap" (95% intervals overlap: the sort metric keeps no resamples) or "" (no rows).
+    separability: str = ""
+    compared: int = 0  # rows on the leader's resamples
+    tie_group_rows: int = 0  # rows in the tie-group family (the top TIE_GROUP_ROWS compared)
+    stale_scores: int = 0
 
 
 @dataclass
@@ -208,10 +246,12 @@ def leaderboard(*, target: Target, query: BoardQuery, key: str = "") -> Board:
 SCORE_FIELDS = (
     "target_id", "model_id", "layer", "embedding_set__precision", "metric_key",
     "value", "ci_low", "ci_high", "ceiling", "n",
+    "id", "metric", "resampling", "provenance__code_version", "provenance__dataset_hash",
+    "provenance__model_revision",
 )  # fmt: skip
 MODEL_FIELDS = (
     "id", "name", "source", "identifier", "modality", "weights", "parameter_count",
-    "default_layer",
+    "default_layer", *REVISION_FIELDS,
 )  # fmt: skip
 
 
@@ -228,7 +268,9 @@ def _compute(target: Target, query: BoardQuery) -> Board:
         .values_list(*SCORE_FIELDS)
         .iterator(chunk_size=5000)
     )
-    return _board(target, query, models, scores)
+    board = _board(target, query, models, scores)
+    compare_on_resamples(board)
+    return board
 
 
 def _board(
@@ -236,7 +278,12 @@ def _board(
 ) -> Board:
     """The board from score tuples (SCORE_FIELDS, oldest first) of this target."""
     latest: dict[tuple[int, str, str], Row] = {}
-    for _, model_id, layer, precision, key, value, low, high, ceiling, n in scores:
+    revisions = {model_id: model_revision_key(m) for model_id, m in models.items()}
+    dataset_hash = target.dataset.content_hash
+    for (
+        _, model_id, layer, precision, key, value, low, high, ceiling, n,
+        score_id, metric, resampling, code_version, recorded_hash, recorded_revision,
+    ) in scores:  # fmt: skip
         row = latest.get((model_id, layer, precision or ""))
         if row is None:
             m = models[model_id]
@@ -245,20 +292,29 @@ def _board(
                 m["parameter_count"], layer, precision or "", identifier=m["identifier"],
             )  # fmt: skip
             latest[(model_id, layer, precision or "")] = row
-        row.cells[key] = Cell(value, low, high, ceiling, n)  # later scores replace earlier
+        stale = stale_reasons(
+            Recorded(code_version, recorded_hash, recorded_revision),
+            metric=metric,
+            dataset_hash=dataset_hash,
+            model_revision=revisions[model_id],
+        )
+        # later scores replace earlier
+        row.cells[key] = Cell(value, low, high, ceiling, n, score_id, resampling, stale)
     rows = [row for row in latest.values() if _passes(row, query)]
     metric_keys = sorted({key for row in rows for key in row.cells})
     sort_key = query.sort if query.sort in metric_keys else (metric_keys[0] if metric_keys else "")
     rows = _choose_layers(rows, query.layers, sort_key, models)
     rows.sort(key=lambda r: _sort_value(r, sort_key, query.order))
-    _mark_separability(rows, sort_key, query.order)
     present = {row.model_id for row in latest.values()}
     facets = {
         "modality": sorted({models[i]["modality"] for i in present}),
         "source": sorted({models[i]["source"] for i in present}),
     }
     total = len({row.model_id for row in latest.values()})
-    return Board(target, query, metric_keys, sort_key, rows, total, facets)
+    board = Board(target, query, metric_keys, sort_key, rows, total, facets)
+    board.stale_scores = sum(1 for row in latest.values() for c in row.cells.values() if c.stale)
+    _mark_overlap(board)
+    return board
 
 
 def _passes(row: Row, query: BoardQuery) -> bool:
@@ -303,19 +359,70 @@ def _sort_value(row: Row, key: str, order: str) -> tuple[bool, float]:
     return (False, -cell.value if order == "desc" else cell.value)
 
 
-def _mark_separability(rows: list[Row], key: str, order: str) -> None:
-    """Rows whose 95% CI overlaps the leader's cannot be told apart from it."""
+def _mark_overlap(board: Board) -> None:
+    """Separability from the leader where no resamples are loaded: a row whose 95% interval
+    overlaps the leader's is not separated from it (conservative: see compare_on_resamples)."""
+    key, rows = board.sort_key, board.rows
     leader = rows[0].cells.get(key) if rows else None
-    for row in rows:
+    if leader is None:
+        return
+    board.separability = "overlap"
+    for row in rows[1:]:
         cell = row.cells.get(key)
-        overlaps = (
-            leader is not None
-            and cell is not None
-            and (
-                cell.ci_high >= leader.ci_low if order == "desc" else cell.ci_low <= leader.ci_high
+        if cell is not None:
+            row.separable_from_leader = (
+                cell.ci_high < leader.ci_low
+                if board.query.order == "desc"
+                else cell.ci_low > leader.ci_high
             )
+
+
+TIE_GROUP_ROWS = 100  # rows in the tie-group family: all pairs among the top this many
+
+
+def compare_on_resamples(board: Board) -> None:
+    """Paired comparisons on the sort metric, where the leader's score keeps its bootstrap
+    resamples: each row on the same resamples gets its Holm-adjusted p-value against the
+    leader (the family: every comparison with the leader), its 95% rank interval among those
+    rows, and its tie group among the top TIE_GROUP_ROWS of them (Holm over all their pairs).
+    Rows not on the leader's resamples (another bootstrap, or none) are left uncompared."""
+    key, rows = board.sort_key, board.rows
+    leader = rows[0].cells.get(key) if rows else None
+    if leader is None or not leader.resampling:
+        return
+    compared = [
+        row for row in rows if (c := row.cells.get(key)) and c.resampling == leader.resampling
+    ]
+    stored = dict(
+        Score.objects.filter(pk__in=[row.cells[key].score_id for row in compared]).values_list(
+            "pk", "resamples"
         )
-        row.separable_from_leader = not overlaps
+    )
+    samples = np.stack(
+        [np.asarray(resamples_from_bytes(stored[row.cells[key].score_id])) for row in compared]
+    )
+    higher = board.query.order == "desc"
+    board.separability, board.compared = "paired", len(compared)
+    for row in rows[1:]:
+        row.separable_from_leader = None
+    if len(compared) < 2:
+        return
+    leader_p = p_values_against(samples[0], samples[1:])
+    adjusted = np.full(len(leader_p), np.nan)
+    tested = np.isfinite(leader_p)
+    adjusted[tested] = holm(leader_p[tested])
+    for row, p in zip(compared[1:], adjusted, strict=True):
+        row.p_vs_leader = None if np.isnan(p) else float(p)
+        row.separable_from_leader = None if np.isnan(p) else bool(p < ALPHA)
+    intervals = rank_intervals(samples, higher_is_better=higher)
+    if intervals is not None:
+        for row, interval in zip(compared, intervals, strict=True):
+            row.rank_interval = interval
+    top = samples[:TIE_GROUP_ROWS]
+    groups = tie_groups(holm_matrix(pairwise_p_values(top)))
+    for row, group in zip(compared, groups, strict=False):
+        row.tie_group = group
+    board.tie_group_rows = len(top)
 
 
 CSV_FIXED = ["rank", "model", "source", "modality", "weights", "parameters", "layer", "precision"]

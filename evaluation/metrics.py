@@ -83,6 +83,11 @@ class MetricInfo:
     checked_on_form: bool = False  # ticked on a new run form
     # The metric a target of this kind is scored with when no metric is named (CLI).
     main_for: str = ""
+    # The version of the metric's code: bump it in the same change as anything that can
+    # change its value, interval or resamples (the engine function, its defaults, the data it
+    # is given). Every score records it; a score of an older version shows as stale and is
+    # re-scored from its cached embeddings in one action.
+    version: int = 1
 
 
 CORRELATION = Parameter(

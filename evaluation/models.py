@@ -7,6 +7,8 @@ cache by fingerprint; Score rows hold results with their confidence interval.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,31 @@ class PretrainedModel(models.Model):
             revision=self.revision,
             seed=self.seed,
         )
+
+    @property
+    def revision_key(self) -> str:
+        """Digest of what selects the model's weights and embeddings: a score records it, and
+        goes stale when an edit of the model changes it."""
+        return model_revision_key({f: getattr(self, f) for f in REVISION_FIELDS})
+
+
+# The model fields that select its weights and how its embeddings are made.
+REVISION_FIELDS = (
+    "source",
+    "identifier",
+    "weights",
+    "checkpoint_path",
+    "revision",
+    "seed",
+    "pooling",
+)
+
+
+def model_revision_key(fields: dict[str, Any]) -> str:
+    """``PretrainedModel.revision_key`` from those fields' values (a leaderboard has them as
+    plain values, not model instances)."""
+    canonical = json.dumps([fields[f] for f in REVISION_FIELDS], default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class Dataset(models.Model):
@@ -642,6 +669,15 @@ class Score(models.Model):
         EmbeddingSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="scores"
     )
     details = models.JSONField(default=dict)
+    # The value in each bootstrap resample (float64, little-endian), for paired comparisons
+    # of models scored on the same resamples (same ``resampling``); null where the metric's
+    # interval is not a bootstrap.
+    resamples = models.BinaryField(null=True, blank=True, editable=False)
+    resampling = models.CharField(max_length=100, blank=True)
+    # What determined the value (evaluation.provenance.score_provenance): the model's
+    # revision and weights, the dataset's content, the judgments' version, the metric, its
+    # parameters and its code version. Empty on scores from before it was recorded.
+    provenance = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -660,3 +696,15 @@ class Score(models.Model):
     def normalized(self) -> float | None:
         """Value as a fraction of the target's ceiling, where the target has one."""
         return self.value / self.ceiling if self.ceiling else None
+
+    @property
+    def resample_values(self) -> np.ndarray | None:
+        return resamples_from_bytes(self.resamples)
+
+
+def resamples_to_bytes(values: np.ndarray | None) -> bytes | None:
+    return None if values is None else np.asarray(values, dtype="<f8").tobytes()
+
+
+def resamples_from_bytes(raw: bytes | memoryview | None) -> np.ndarray | None:
+    return None if raw is None else np.frombuffer(bytes(raw), dtype="<f8")

@@ -31,6 +31,14 @@ def _sequential(t: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
+def _diverging(t: float) -> str:
+    """-1 -> red, 0 -> white, 1 -> blue: signed values such as differences."""
+    t = min(1.0, max(-1.0, t))
+    end = (178, 24, 43) if t < 0 else (33, 102, 172)
+    r, g, b = (round(255 + (c - 255) * abs(t)) for c in end)
+    return f"rgb({r},{g},{b})"
+
+
 def heatmap(
     matrix: Sequence[Sequence[float]],
     *,
@@ -41,10 +49,17 @@ def heatmap(
     high: float | None = None,
     cell: int = 0,
     show_labels: bool = True,
+    signed: bool = False,
+    notes: Sequence[Sequence[str]] | None = None,
 ) -> SafeString:
-    """A matrix as coloured cells; each cell's title gives its row, column and value."""
+    """A matrix as coloured cells; each cell's title gives its row, column and value (and
+    its note, where ``notes`` gives one). ``signed``: a diverging scale centred on 0, for
+    differences; otherwise a sequential one from ``low`` to ``high``."""
     n_rows, n_cols = len(matrix), len(matrix[0]) if matrix else 0
     values = [v for row in matrix for v in row if v is not None and math.isfinite(v)]
+    if signed:
+        high = max((abs(v) for v in values), default=1.0) or 1.0
+        low = -high
     low = min(values) if low is None and values else (low or 0.0)
     high = max(values) if high is None and values else (high or 1.0)
     span = (high - low) or 1.0
@@ -61,11 +76,17 @@ def heatmap(
     ]
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            colour = "#eee" if value is None else _sequential((value - low) / span)
+            if value is None or not math.isfinite(value):
+                colour = "#eee"
+            elif signed:
+                colour = _diverging(value / high)
+            else:
+                colour = _sequential((value - low) / span)
+            note = f" ({notes[i][j]})" if notes and notes[i][j] else ""
             parts.append(
                 f'<rect x="{margin_left + j * cell}" y="{margin_top + i * cell}" width="{cell}" '
                 f'height="{cell}" fill="{colour}"><title>{escape(row_labels[i])} x '
-                f"{escape(col_labels[j])}: {_fmt(value)}</title></rect>"
+                f"{escape(col_labels[j])}: {_fmt(value)}{escape(note)}</title></rect>"
             )
     if show_labels:
         for i, label in enumerate(row_labels):
@@ -78,10 +99,12 @@ def heatmap(
             parts.append(
                 f'<text x="{x}" y="{y}" transform="rotate(-60 {x} {y})">{escape(label[:18])}</text>'
             )
-    parts.append(
-        f'<text x="10" y="28" fill="#555">colour scale {_fmt(low, 2)} (light) to '
-        f"{_fmt(high, 2)} (dark)</text></svg>"
+    scale = (
+        f"colour scale {_fmt(low, 2)} (red) through 0 (white) to {_fmt(high, 2)} (blue)"
+        if signed
+        else f"colour scale {_fmt(low, 2)} (light) to {_fmt(high, 2)} (dark)"
     )
+    parts.append(f'<text x="10" y="28" fill="#555">{scale}</text></svg>')
     return mark_safe("".join(parts))
 
 

@@ -8,6 +8,16 @@ urlpatterns = [
     path("leaderboards/", views.leaderboards, name="leaderboards"),
     path("leaderboards/<int:target_id>/", views.leaderboard, name="leaderboard"),
     path("leaderboards/<int:target_id>/stack/", views.leaderboard_stack, name="leaderboard_stack"),
+    path(
+        "leaderboards/<int:target_id>/rescore/",
+        views.leaderboard_rescore,
+        name="leaderboard_rescore",
+    ),
+    path(
+        "leaderboards/<int:target_id>/differences/",
+        views.target_differences,
+        name="target_differences",
+    ),
     path("leaderboards/overall/", views.leaderboard_overall, name="leaderboard_overall"),
     path("compare/", views.compare_page, name="compare"),
     path("models/", views.model_list, name="model_list"),

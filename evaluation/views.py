@@ -4,6 +4,7 @@ works as plain HTML without JavaScript."""
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from typing import Any, cast
 
 from django.contrib import messages
@@ -16,7 +17,16 @@ from django.views.decorators.http import require_POST
 from core import querystring as qs
 from core.auth import is_researcher, researcher_required
 from core.http import HtmxHttpRequest
-from evaluation import compare, downloads, efficiency, plots, selectors, services, stacking
+from evaluation import (
+    compare,
+    comparisons,
+    downloads,
+    efficiency,
+    plots,
+    selectors,
+    services,
+    stacking,
+)
 from evaluation import leaderboards as boards
 from evaluation.engine.errors import StorageError
 from evaluation.forms import (
@@ -47,6 +57,8 @@ from evaluation.stimulus_views import media_response
 
 STIMULI_PREVIEW = 48
 PAIR_TABLE_MODELS = 5  # models offered in a leaderboard's per-pair table
+DIFFERENCES_DEFAULT_MODELS = comparisons.DIFFERENCES_DEFAULT_MODELS
+DIFFERENCES_MAX_MODELS = comparisons.DIFFERENCES_MAX_MODELS
 
 
 # --- Leaderboards (public) ------------------------------------------------------------------------
@@ -102,6 +114,7 @@ def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
             "board_key": key,
             "target": target,
             "chances": boards.chances_for(target.kind),
+            "ceiling_meaning": boards.CEILING_MEANING.get(target.kind, ""),
             "query": query,
             "layer_choices": LAYER_LABELS,
             "sort_links": SimpleLazyObject(lambda: _sort_links(board, query)),
@@ -111,6 +124,45 @@ def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
             "stackable": stackable,
             "pair_downloads": pair_downloads,
         },
+    )
+
+
+@researcher_required
+@require_POST
+def leaderboard_rescore(request: HttpRequest, target_id: int) -> HttpResponse:
+    """Re-score the target's stale scores in one run (cached embeddings are reused)."""
+    target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
+    try:
+        run = services.scores_rescore_stale(target=target, created_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(target)
+    messages.success(
+        request,
+        f"Re-scoring {run.steps.count()} model(s) on {target.dataset}; cached embeddings are "
+        "reused where the model did not change.",
+    )
+    return redirect(run)
+
+
+def target_differences(request: HttpRequest, target_id: int) -> HttpResponse:
+    """Every pairwise paired difference among a target's top models on one metric: a
+    heatmap and a table, with tie groups; CSV with ?format=csv."""
+    target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
+    query = boards.BoardQuery.from_params(request.GET)
+    metric = qs.text_param(request.GET, "metric", max_length=200)
+    top = qs.int_param(request.GET, "top", minimum=2, maximum=DIFFERENCES_MAX_MODELS, clamp=True)
+    board = boards.leaderboard(target=target, query=replace(query, sort=metric or query.sort))
+    table = comparisons.board_differences(board, top=top or DIFFERENCES_DEFAULT_MODELS)
+    if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
+        response = HttpResponse(content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="differences-{target.pk}.csv"'
+        csv.writer(response).writerows(comparisons.differences_csv_rows(table))
+        return response
+    return render(
+        request,
+        "evaluation/differences.html",
+        {"target": target, "board": board, "table": table, "query": query},
     )
 
 

@@ -6,7 +6,8 @@ and the names below; the modules hold one concern each:
 - ``steps``: executing a step (called by the workers), with ``embeddings`` for the extraction;
 - ``recovery``: steps whose worker died or whose message the broker lost;
 - ``queue``: sending tasks by name once committed (the only module that talks to the broker);
-- ``failures``: how an unexpected failure is worded.
+- ``failures``: how an unexpected failure is worded;
+- ``rescoring``: re-computing a target's stale scores in one run.
 
 Dataset, judgment and description imports live in ``evaluation.imports``.
 """
@@ -21,6 +22,7 @@ from evaluation.services.recovery import (
     steps_requeue_stalled,
     steps_resend_lost,
 )
+from evaluation.services.rescoring import scores_rescore_stale, stale_scores
 from evaluation.services.runs import run_cancel, run_create, run_refresh_status, run_retry
 from evaluation.services.steps import step_extract, step_fail, step_score
 
@@ -34,6 +36,8 @@ __all__ = [
     "run_create",
     "run_refresh_status",
     "run_retry",
+    "scores_rescore_stale",
+    "stale_scores",
     "step_extract",
     "step_fail",
     "step_score",

@@ -30,7 +30,9 @@ from evaluation.models import (
     StepStatus,
     Target,
     metric_key,
+    resamples_to_bytes,
 )
+from evaluation.provenance import score_provenance
 from evaluation.services.embeddings import embeddings_for
 from evaluation.services.failures import internal_error
 from evaluation.services.queue import send
@@ -118,6 +120,9 @@ def step_score(*, step_id: int, worker: str) -> None:
                     "params",
                     "embedding_set",
                     "details",
+                    "resamples",
+                    "resampling",
+                    "provenance",
                     "created_at",
                 ],
             )
@@ -218,6 +223,15 @@ def _layer_scores(
                 n=result.n,
                 embedding_set=embedding_set,
                 details=_with_frames(result.details, embedding_set, step.run.dataset),
+                resamples=resamples_to_bytes(result.resamples),
+                resampling=result.resampling,
+                provenance=score_provenance(
+                    model=step.model,
+                    embedding_set=embedding_set,
+                    dataset=step.run.dataset,
+                    target=target,
+                    entry=entry,
+                ),
                 created_at=now,
             )
         )

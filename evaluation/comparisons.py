@@ -1,0 +1,212 @@
+"""Paired differences among a target's top models on one metric: the differences page, its
+CSV and the API.
+
+The models are the board's top rows whose scores keep the leader's bootstrap resamples (the
+same stimuli drawn in every resample, see ``evaluation.engine.metrics.paired``). Every pair
+gets its difference, the 95% interval of the difference and a two-sided bootstrap p-value,
+Holm-adjusted over all the pairs shown; tie groups follow from the adjusted p-values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.utils.safestring import SafeString
+
+from evaluation import plots
+from evaluation.engine.metrics.paired import (
+    ALPHA,
+    PairwiseTable,
+    pairwise_table,
+    rank_intervals,
+    tie_groups,
+)
+from evaluation.leaderboards import Board, Row
+from evaluation.models import Score, resamples_from_bytes
+
+DIFFERENCES_DEFAULT_MODELS = 20
+DIFFERENCES_MAX_MODELS = 40  # 780 pairs: the table stays readable, the heatmap legible
+METHOD = (
+    "paired bootstrap over stimuli (the same resamples for every model): difference of the "
+    "two scores, its 95% percentile interval, and a two-sided bootstrap p-value, "
+    "Holm-adjusted over every pair shown"
+)
+
+
+@dataclass(frozen=True)
+class ComparedModel:
+    model_id: int
+    name: str
+    layer: str
+    value: float
+    ci_low: float
+    ci_high: float
+    rank_interval: tuple[int, int] | None
+    tie_group: int
+
+
+@dataclass(frozen=True)
+class Differences:
+    metric: str
+    models: list[ComparedModel]
+    table: PairwiseTable | None
+    reason: str = ""  # why there is no table
+    resampling: str = ""
+    method: str = METHOD
+
+    def cell(self, i: int, j: int) -> dict[str, Any]:
+        assert self.table is not None
+        t = self.table
+        return {
+            "difference": _number(t.differences[i, j]),
+            "ci": [_number(t.ci_low[i, j]), _number(t.ci_high[i, j])],
+            "p": _number(t.p_values[i, j]),
+            "p_holm": _number(t.adjusted[i, j]),
+            "separated": bool(t.adjusted[i, j] < ALPHA),
+        }
+
+    @property
+    def rows(self) -> list[tuple[ComparedModel, list[dict[str, Any] | None]]]:
+        """Each model with its row of cells (None on the diagonal), for the table."""
+        if self.table is None:
+            return []
+        n = len(self.models)
+        return [
+            (model, [None if i == j else self.cell(i, j) for j in range(n)])
+            for i, model in enumerate(self.models)
+        ]
+
+    def heatmap(self) -> SafeString | None:
+        if self.table is None:
+            return None
+        labels = [m.name for m in self.models]
+        n = len(labels)
+        notes = [
+            [
+                ""
+                if i == j
+                else f"95% CI {self.table.ci_low[i, j]:+.3f} to {self.table.ci_high[i, j]:+.3f}, "
+                f"Holm p = {self.table.adjusted[i, j]:.3g}"
+                for j in range(n)
+            ]
+            for i in range(n)
+        ]
+        return plots.heatmap(
+            [[float(v) for v in row] for row in self.table.differences],
+            row_labels=labels,
+            col_labels=labels,
+            title=f"{self.metric}: row minus column",
+            signed=True,
+            notes=notes,
+        )
+
+
+def _number(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
+
+
+def board_differences(board: Board, *, top: int = DIFFERENCES_DEFAULT_MODELS) -> Differences:
+    key = board.sort_key
+    leader = board.rows[0].cells.get(key) if board.rows else None
+    if leader is None:
+        return Differences(key, [], None, reason="No model has a score on this metric yet.")
+    if not leader.resampling:
+        return Differences(
+            key,
+            [],
+            None,
+            reason=f"The scores on {key} keep no bootstrap resamples (the metric's interval is "
+            "not a bootstrap, or they were computed before resamples were kept: re-score them), "
+            "so no paired comparison can be made.",
+        )
+    rows = [r for r in board.rows if (c := r.cells.get(key)) and c.resampling == leader.resampling]
+    rows = rows[: max(2, min(top, DIFFERENCES_MAX_MODELS))]
+    samples = _samples(rows, key)
+    values = np.array([r.cells[key].value for r in rows])
+    if len(rows) < 2:
+        return Differences(key, [], None, reason="Only one model is on these resamples.")
+    table = pairwise_table(samples, values)
+    groups = tie_groups(table.adjusted)
+    intervals = rank_intervals(samples, higher_is_better=board.query.order == "desc")
+    models = [
+        ComparedModel(
+            r.model_id,
+            r.model_name,
+            r.layer,
+            r.cells[key].value,
+            r.cells[key].ci_low,
+            r.cells[key].ci_high,
+            intervals[k] if intervals else None,
+            groups[k],
+        )
+        for k, r in enumerate(rows)
+    ]
+    return Differences(key, models, table, resampling=leader.resampling)
+
+
+def _samples(rows: list[Row], key: str) -> np.ndarray:
+    ids = [r.cells[key].score_id for r in rows]
+    stored = dict(Score.objects.filter(pk__in=ids).values_list("pk", "resamples"))
+    return np.stack([np.asarray(resamples_from_bytes(stored[i])) for i in ids])
+
+
+def differences_csv_rows(differences: Differences) -> list[list[Any]]:
+    header = [
+        "model a", "layer a", "model b", "layer b", "metric", "difference (a - b)",
+        "ci_low", "ci_high", "p", "p (Holm)", "separated", "tie group a", "tie group b",
+    ]  # fmt: skip
+    out: list[list[Any]] = [header]
+    for i, a in enumerate(differences.models):
+        for j, b in enumerate(differences.models):
+            if i == j:
+                continue
+            c = differences.cell(i, j)
+            out.append(
+                [
+                    a.name,
+                    a.layer,
+                    b.name,
+                    b.layer,
+                    differences.metric,
+                    c["difference"],
+                    c["ci"][0],
+                    c["ci"][1],
+                    c["p"],
+                    c["p_holm"],
+                    c["separated"],
+                    a.tie_group,
+                    b.tie_group,
+                ]
+            )
+    return out
+
+
+def differences_json(differences: Differences) -> dict[str, Any]:
+    """The API's shape: the models in score order, and every ordered pair."""
+    return {
+        "metric": differences.metric,
+        "method": differences.method if differences.table is not None else "",
+        "resampling": differences.resampling,
+        "reason": differences.reason,
+        "models": [
+            {
+                "model": m.model_id,
+                "name": m.name,
+                "layer": m.layer,
+                "value": m.value,
+                "ci": [m.ci_low, m.ci_high],
+                "rank_interval": list(m.rank_interval) if m.rank_interval else None,
+                "tie_group": m.tie_group,
+            }
+            for m in differences.models
+        ],
+        "pairs": [
+            {"a": a.model_id, "b": b.model_id, **differences.cell(i, j)}
+            for i, a in enumerate(differences.models)
+            for j, b in enumerate(differences.models)
+            if i != j
+        ],
+    }

@@ -1,0 +1,96 @@
+"""Re-scoring a target's stale scores in one action.
+
+A score is stale when a metric's code version, the dataset's content or the model's
+revision changed since it was computed (``evaluation.provenance``). Re-scoring them is an
+ordinary run over the target's dataset: the stale models, at the layers their stale scores
+are on, with the stale scores' metrics. Embeddings are looked up by fingerprint as in any
+run, so a model whose weights did not change is scored from its cached embeddings with no
+forward pass; one whose weights did change is extracted again, as it must be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from evaluation.models import ModelSource, PretrainedModel, Run, Score, Target
+from evaluation.provenance import Recorded, stale_reasons
+from evaluation.services.runs import run_create
+
+
+@dataclass(frozen=True)
+class StaleScore:
+    score_id: int
+    model_id: int
+    layer: str
+    metric: str
+    params: dict[str, Any]
+    reasons: tuple[str, ...]
+
+
+def stale_scores(*, target: Target) -> list[StaleScore]:
+    """The target's latest score per model, layer, precision and metric, where stale."""
+    models = {m.pk: m for m in PretrainedModel.objects.filter(scores__target=target).distinct()}
+    latest: dict[tuple[int, str, str, str], dict[str, Any]] = {}
+    for row in (
+        Score.objects.filter(target=target)
+        .order_by("created_at", "id")
+        .values(
+            "id", "model_id", "layer", "embedding_set__precision", "metric", "metric_key",
+            "params", "provenance__code_version", "provenance__dataset_hash",
+            "provenance__model_revision",
+        )
+    ):  # fmt: skip
+        key = (row["model_id"], row["layer"], row["embedding_set__precision"] or "")
+        latest[(*key, row["metric_key"])] = dict(row)
+    stale = []
+    for score in latest.values():
+        reasons = stale_reasons(
+            Recorded(
+                score["provenance__code_version"],
+                score["provenance__dataset_hash"],
+                score["provenance__model_revision"],
+            ),
+            metric=score["metric"],
+            dataset_hash=target.dataset.content_hash,
+            model_revision=models[score["model_id"]].revision_key,
+        )
+        if reasons:
+            stale.append(
+                StaleScore(
+                    score["id"],
+                    score["model_id"],
+                    score["layer"],
+                    score["metric"],
+                    score["params"],
+                    reasons,
+                )
+            )
+    return stale
+
+
+def scores_rescore_stale(*, target: Target, created_by: Any = None) -> Run:
+    """One run that re-computes every stale score on ``target`` (ValidationError when there
+    is none, or when the only stale scores are stacked ones, which are re-made by stacking)."""
+    stale = stale_scores(target=target)
+    models = {m.pk: m for m in PretrainedModel.objects.filter(pk__in={s.model_id for s in stale})}
+    runnable = [s for s in stale if models[s.model_id].source != ModelSource.STACKED]
+    if not runnable:
+        raise ValidationError(
+            "No stale score to re-score here."
+            if not stale
+            else "The stale scores are stacked models': stack them again from this page."
+        )
+    layers: dict[int, list[str]] = {}
+    for s in runnable:
+        layers.setdefault(s.model_id, []).append(s.layer)
+    metrics = list({(s.metric, repr(sorted(s.params.items()))): s for s in runnable}.values())
+    return run_create(
+        dataset=target.dataset,
+        models=[models[model_id] for model_id in layers],
+        metrics=[{"name": s.metric, "params": s.params} for s in metrics],
+        layers=layers,
+        created_by=created_by,
+    )
