@@ -10,6 +10,7 @@ rendered board under the same key: rendering 500 rows costs far more than comput
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -229,8 +230,15 @@ def scores_version(target: Target) -> str:
 
 
 def board_key(*, target: Target, query: BoardQuery) -> str:
-    """The cache key of this view's board: it changes whenever a score on the target does."""
-    return f"board:{target.pk}:{scores_version(target)}:{query.cache_key()}"
+    """The cache key of this view's board: it changes whenever a score on the target does,
+    and with any metric's code version (which makes scores stale). An edit of a model or a
+    dataset that makes scores stale shows once the cached board expires (CACHE_SECONDS)."""
+    return f"board:{target.pk}:{scores_version(target)}:{_metric_versions()}:{query.cache_key()}"
+
+
+def _metric_versions() -> str:
+    versions = ",".join(f"{name}={info.version}" for name, info in sorted(METRICS.items()))
+    return hashlib.sha1(versions.encode()).hexdigest()[:8]
 
 
 def leaderboard(*, target: Target, query: BoardQuery, key: str = "") -> Board:
@@ -407,7 +415,8 @@ def compare_on_resamples(board: Board) -> None:
         row.separable_from_leader = None
     if len(compared) < 2:
         return
-    leader_p = p_values_against(samples[0], samples[1:])
+    values = np.array([row.cells[key].value for row in compared])
+    leader_p = p_values_against(samples[0], values[0], samples[1:], values[1:])
     adjusted = np.full(len(leader_p), np.nan)
     tested = np.isfinite(leader_p)
     adjusted[tested] = holm(leader_p[tested])
@@ -419,7 +428,7 @@ def compare_on_resamples(board: Board) -> None:
         for row, interval in zip(compared, intervals, strict=True):
             row.rank_interval = interval
     top = samples[:TIE_GROUP_ROWS]
-    groups = tie_groups(holm_matrix(pairwise_p_values(top)))
+    groups = tie_groups(holm_matrix(pairwise_p_values(top, values[:TIE_GROUP_ROWS])))
     for row, group in zip(compared, groups, strict=False):
         row.tie_group = group
     board.tie_group_rows = len(top)
@@ -429,10 +438,21 @@ CSV_FIXED = ["rank", "model", "source", "modality", "weights", "parameters", "la
 
 
 def board_csv_rows(board: Board) -> list[list[Any]]:
+    """Every row of the board; per metric the score, its interval, ceiling, whether it is
+    stale and why, and its provenance (JSON); on the sort metric the paired comparison."""
     header = list(CSV_FIXED)
     for key in board.metric_keys:
         header += [key, f"{key} ci_low", f"{key} ci_high", f"{key} ceiling", f"{key} of ceiling"]
-    header.append(f"separable from leader on {board.sort_key}")
+        header += [f"{key} stale", f"{key} provenance"]
+    header += [
+        f"separable from leader on {board.sort_key}",
+        "p vs leader (Holm)",
+        "rank interval low",
+        "rank interval high",
+        "tie group",
+        "comparison method",
+    ]
+    provenance = _provenance_of(board)
     out = [header]
     for rank, row in enumerate(board.rows, start=1):
         line: list[Any] = [
@@ -442,13 +462,34 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
         for key in board.metric_keys:
             cell = row.cells.get(key)
             line += (
-                [cell.value, cell.ci_low, cell.ci_high, cell.ceiling, cell.normalized]
+                [cell.value, cell.ci_low, cell.ci_high, cell.ceiling, cell.normalized,
+                 "; ".join(cell.stale), json.dumps(provenance.get(cell.score_id, {}))]
                 if cell
-                else ["", "", "", "", ""]  # missing, not zero
-            )
-        line.append(row.separable_from_leader)
+                else ["", "", "", "", "", "", ""]  # missing, not zero
+            )  # fmt: skip
+        interval = row.rank_interval or ("", "")
+        line += [
+            "" if row.separable_from_leader is None else row.separable_from_leader,
+            "" if row.p_vs_leader is None else row.p_vs_leader,
+            interval[0],
+            interval[1],
+            "" if row.tie_group is None else row.tie_group,
+            SEPARABILITY_METHODS.get(board.separability, ""),
+        ]
         out.append(line)
     return out
+
+
+SEPARABILITY_METHODS = {
+    "paired": "paired bootstrap over stimuli, two-sided, Holm over the comparisons with the "
+    "leader; tie groups Holm over every pair of the top rows",
+    "overlap": "95% intervals overlap (no resamples kept)",
+}
+
+
+def _provenance_of(board: Board) -> dict[int, Any]:
+    ids = [cell.score_id for row in board.rows for cell in row.cells.values()]
+    return dict(Score.objects.filter(pk__in=ids).values_list("pk", "provenance"))
 
 
 # --- Across targets -------------------------------------------------------------------------
