@@ -16,7 +16,11 @@ Confidence intervals bootstrap over *stimuli*, as rsatoolbox's ``eval_bootstrap_
 each resample draws stimuli with replacement and keeps every judgment whose stimuli were all
 drawn, counted as many times as the product of their draw counts (a stimulus drawn twice
 makes two copies of each of its pairs; the pair of a stimulus with its own copy is dropped).
-Spearman correlations are re-ranked exactly within every resample, ties averaged.
+Spearman correlations are re-ranked exactly within every resample, ties averaged, without
+sorting anything per resample: the pairs are sorted once by each variable, so a tie group's
+average rank is the cumulative multiplicity of the groups below it plus (its own + 1) / 2.
+A compiled (numba) kernel makes two passes over the pairs per resample, one summing the
+multiplicities per tie group, one summing the products of the ranks.
 
 Ceilings: split-half reliability with the Spearman-Brown correction for ratings (mean over
 random splits); leave-one-out majority agreement for choices.
@@ -27,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from evaluation.engine.errors import MetricError
@@ -227,24 +232,15 @@ def bootstrap_pair_correlations(
 ) -> np.ndarray:
     """Correlation in each stimulus-bootstrap resample (NaN where it is undefined)."""
     counts = _resample_counts(n_stimuli, n_boot, seed)
-    if correlation == "pearson" and _dense_is_cheaper(len(x), n_stimuli):
+    if correlation == "spearman":
+        return _spearman_bootstrap(i, j, x, y, counts)
+    if _dense_is_cheaper(len(x), n_stimuli):
         return _pearson_bootstrap_dense(i, j, x, y, counts)
     results = np.empty(n_boot)
     chunk = max(1, BOOTSTRAP_CHUNK_CELLS // max(1, len(x)))
-    order_x, order_y = (
-        (np.argsort(x, kind="stable"), np.argsort(y, kind="stable"))
-        if correlation == "spearman"
-        else (None, None)
-    )
     for start in range(0, n_boot, chunk):
-        c = counts[start : start + chunk]
-        weights = pair_weights(c, i, j)
-        if correlation == "spearman":
-            rx = _weighted_ranks_rows(x, weights, order_x)
-            ry = _weighted_ranks_rows(y, weights, order_y)
-            results[start : start + chunk] = _weighted_pearson(rx, ry, weights)
-        else:
-            results[start : start + chunk] = _weighted_pearson(x[None, :], y[None, :], weights)
+        weights = pair_weights(counts[start : start + chunk], i, j)
+        results[start : start + chunk] = _weighted_pearson(x[None, :], y[None, :], weights)
     return results
 
 
@@ -316,12 +312,122 @@ def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
-def _weighted_ranks_rows(
-    values: np.ndarray, weights: np.ndarray, order: np.ndarray | None = None
+def _spearman_bootstrap(
+    i: np.ndarray, j: np.ndarray, x: np.ndarray, y: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
+    """Spearman correlation per resample, every resample re-ranked exactly (ties averaged).
+
+    The values never change between resamples, only how often each pair counts, so the
+    pairs are sorted once and each pair's tie group is fixed: a resample only has to sum
+    the weight of each group to know every group's average rank. The kernel walks the pairs
+    in the order of the variable with more tie groups and looks up the other variable's
+    (fewer, so cache-friendlier) groups; Spearman is symmetric, so either may be walked.
+    """
+    if len(x) == 0:
+        return np.full(len(counts), np.nan)
+    walk_order, walk_starts = _ties(x)
+    other_order, other_starts = _ties(y)
+    if len(other_starts) > len(walk_starts):
+        walk_order, walk_starts, other_order, other_starts = (
+            other_order,
+            other_starts,
+            walk_order,
+            walk_starts,
+        )
+    other_group = np.empty(len(x), dtype=np.uint32)
+    other_group[other_order] = np.repeat(
+        np.arange(len(other_starts), dtype=np.uint32), np.diff(np.r_[other_starts, len(x)])
+    )
+    ends_group = np.zeros(len(x), dtype=np.bool_)
+    ends_group[np.r_[walk_starts[1:], len(x)] - 1] = True
+    # Unsigned indices: numba then skips the check for negative (from-the-end) indices.
+    return _spearman_resamples(
+        np.ascontiguousarray(counts, dtype=np.int32),
+        i[walk_order].astype(np.uint32),
+        j[walk_order].astype(np.uint32),
+        ends_group,
+        other_group[walk_order],
+        len(other_starts),
+    )
+
+
+def _ties(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order that sorts ``values`` and where each run of equal values starts in it."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    return order, np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+
+
+# Single-threaded on purpose: it meets issue 20's figure alone, and a Celery prefork worker
+# then runs it with no threading layer to set up or to share. nogil lets a caller's other
+# threads run meanwhile.
+@numba.njit(cache=True, nogil=True)
+def _spearman_resamples(
+    counts: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    ends_group: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+) -> np.ndarray:
+    """Weighted Spearman under each row of stimulus draw ``counts`` of pairs (first[k],
+    second[k]), sorted by one variable a (ends_group[k]: pair k is the last of its tie group
+    in a), with group[k] the pair's tie group in the other variable b.
+
+    Per resample, one pass over the pairs sums the weight of each b group; a second sums,
+    group by group of a, the weight and the w * rank_b of its pairs. A group holding weight
+    g after weight ``before`` has average rank before + (g + 1) / 2, and the mean rank is
+    (W + 1) / 2 (W: all weight), so its centred rank, doubled, is the integer
+    2 * before + g - W: exact, and the sums of squares subtract nothing that could cancel.
+    One flat loop with a branch at each group's end is faster than a loop per group when
+    most groups hold one pair (continuous values).
+    """
+    results = np.empty(counts.shape[0])
+    weight_b = np.empty(n_groups, dtype=np.int64)
+    rank_b = np.empty(n_groups)
+    for r in range(counts.shape[0]):
+        c = counts[r]
+        weight_b[:] = 0
+        for k in range(len(first)):
+            weight_b[group[k]] += _pair_weight(c, first[k], second[k])
+        total = weight_b.sum()
+        sbb = 0.0
+        before = np.int64(0)
+        for g in range(n_groups):
+            rank_b[g] = 2 * before + weight_b[g] - total
+            sbb += weight_b[g] * rank_b[g] * rank_b[g]
+            before += weight_b[g]
+        saa = 0.0
+        sab = 0.0
+        before = np.int64(0)
+        weight = np.int64(0)
+        inner = 0.0  # sum of w * rank_b over the pairs of the current a group so far
+        for k in range(len(first)):
+            w = _pair_weight(c, first[k], second[k])
+            weight += w
+            inner += w * rank_b[group[k]]
+            if ends_group[k]:
+                rank_a = float(2 * before + weight - total)
+                saa += weight * rank_a * rank_a
+                sab += rank_a * inner
+                before += weight
+                weight = np.int64(0)
+                inner = 0.0
+        # No weight, or all of it in one tie group of a or of b: the correlation is 0 / 0.
+        results[r] = np.nan if saa == 0.0 or sbb == 0.0 else sab / np.sqrt(saa * sbb)
+    return results
+
+
+@numba.njit(cache=True, inline="always")
+def _pair_weight(c: np.ndarray, first: int, second: int) -> np.int64:
+    """``pair_weights`` for one pair: c_i * c_j, or c_i for a stimulus with itself."""
+    w = np.int64(c[first])
+    return w if first == second else w * c[second]
+
+
+def _weighted_ranks_rows(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Row-wise weighted average ranks of the same ``values`` under each row of ``weights``."""
-    if order is None:
-        order = np.argsort(values, kind="stable")
+    order = np.argsort(values, kind="stable")
     sorted_values = values[order]
     group_starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
     group_of = np.repeat(np.arange(len(group_starts)), np.diff(np.r_[group_starts, len(values)]))
