@@ -19,6 +19,7 @@ from annotation.models import Study
 from annotation.selectors import StudySummary
 from evaluation import metrics as metric_registry
 from evaluation import selectors
+from evaluation.comparisons import DIFFERENCES_DEFAULT_MODELS, DIFFERENCES_MAX_MODELS
 from evaluation.engine.errors import MetricError
 from evaluation.imports.spec import (
     DATASET_IMPORT_FIELDS,
@@ -44,6 +45,7 @@ from evaluation.models import (
     Weights,
     metric_key,
 )
+from evaluation.provenance import score_stale_reasons
 
 # PositiveIntegerField on PostgreSQL: anything larger would be a database error, not a 400.
 MAX_SEED = 2**31 - 1
@@ -543,6 +545,14 @@ class ScoreSerializer(serializers.ModelSerializer):
     )
     details = serializers.JSONField(read_only=True)
     params = serializers.JSONField(read_only=True)
+    provenance = serializers.JSONField(
+        read_only=True,
+        help_text="What determined the value: model revision and weights hash, dataset "
+        "content hash, judgments version, metric, parameters and the metric's code version.",
+    )
+    stale = serializers.SerializerMethodField(
+        help_text="Why the score no longer holds (empty when it does): re-score it to update."
+    )
 
     class Meta:
         model = Score
@@ -562,9 +572,31 @@ class ScoreSerializer(serializers.ModelSerializer):
             "normalized",
             "n",
             "details",
+            "resampling",
+            "provenance",
+            "stale",
             "created_at",
         ]
         read_only_fields = fields
+
+    def get_stale(self, score: Score) -> list[str]:
+        return list(score_stale_reasons(score))
+
+
+class ComparisonQuerySerializer(serializers.Serializer):
+    metric = serializers.CharField(
+        required=False,
+        default="",
+        max_length=200,
+        help_text="A metric key on the target's board (default: its first, as the board sorts).",
+    )
+    top = serializers.IntegerField(
+        required=False,
+        default=DIFFERENCES_DEFAULT_MODELS,
+        min_value=2,
+        max_value=DIFFERENCES_MAX_MODELS,
+        help_text="How many of the best models (on the leader's resamples) to compare.",
+    )
 
 
 # --- Downloads for notebooks --------------------------------------------------------------------

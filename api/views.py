@@ -44,7 +44,8 @@ from api.errors import Conflict, ErrorSerializer, UploadTooLarge
 from api.parsers import JSONParser
 from api.permissions import IsResearcher, PublicReadResearcherWrite
 from core.auth import is_researcher
-from evaluation import downloads, selectors, services
+from evaluation import comparisons, downloads, selectors, services
+from evaluation import leaderboards as boards
 from evaluation.imports.embeddings import embeddings_import_queue
 from evaluation.imports.judgments import judgments_import_from
 from evaluation.imports.stimuli import dataset_import_from
@@ -482,6 +483,31 @@ class TargetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
         query = _query(serializers.PairTableQuerySerializer, request)
         target = self.get_object()
         return _download(downloads.pair_table_download(target, _models(query["models"])))
+
+    @extend_schema(
+        summary="Paired differences among the best models on a metric (public)",
+        description="The board's best models whose scores share the leader's bootstrap "
+        "resamples, in score order, each with its 95% rank interval and tie group; and every "
+        "ordered pair with the difference, its 95% interval, and its two-sided p-value, raw "
+        "and Holm-adjusted over all pairs shown. `reason` says why there are none (the "
+        "metric keeps no resamples, or the scores predate them: re-score them).",
+        parameters=[serializers.ComparisonQuerySerializer],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def comparisons(self, request: Request, pk: str) -> Response:
+        query = _query(serializers.ComparisonQuerySerializer, request)
+        target = self.get_object()
+        board = boards.leaderboard(target=target, query=boards.BoardQuery(sort=query["metric"]))
+        if query["metric"] and query["metric"] != board.sort_key:
+            raise ValidationError(
+                {
+                    "metric": f"No scores on {query['metric']!r} here; "
+                    f"the board has {', '.join(board.metric_keys) or 'none'}."
+                }
+            )
+        differences = comparisons.board_differences(board, top=query["top"])
+        return Response(comparisons.differences_json(differences))
 
 
 @extend_schema_view(

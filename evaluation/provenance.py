@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from evaluation.metrics import METRICS
-from evaluation.models import REVISION_FIELDS, Dataset, EmbeddingSet, PretrainedModel, Target
+from evaluation.models import (
+    REVISION_FIELDS,
+    Dataset,
+    EmbeddingSet,
+    PretrainedModel,
+    Score,
+    Target,
+)
 
 
 def score_provenance(
@@ -75,3 +82,18 @@ def stale_reasons(
     if recorded.model_revision != model_revision:
         reasons.append("the model's source, weights, revision or pooling changed")
     return tuple(reasons)
+
+
+def score_stale_reasons(score: Score) -> tuple[str, ...]:
+    """``stale_reasons`` of a Score row (with its model and target's dataset loaded)."""
+    recorded = score.provenance or {}
+    return stale_reasons(
+        Recorded(
+            recorded.get("code_version"),
+            recorded.get("dataset_hash"),
+            recorded.get("model_revision"),
+        ),
+        metric=score.metric,
+        dataset_hash=score.target.dataset.content_hash,
+        model_revision=score.model.revision_key,
+    )

@@ -95,7 +95,11 @@ def judgment_sets() -> QuerySet[HumanJudgments]:
 
 
 def scores_newest_first() -> QuerySet[Score]:
-    return Score.objects.select_related("model", "target__dataset").order_by("-created_at", "-id")
+    return (
+        Score.objects.select_related("model", "target__dataset")
+        .defer("resamples")  # 8 kB a score; the comparisons read them where they need them
+        .order_by("-created_at", "-id")
+    )
 
 
 def targets_with_score_counts() -> QuerySet[Target]:

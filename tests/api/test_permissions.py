@@ -53,6 +53,7 @@ ENDPOINTS = [
     Endpoint("GET", "/api/scores/{score}/", 200, public=True),
     Endpoint("GET", "/api/targets/", 200, public=True),
     Endpoint("GET", "/api/targets/{target}/", 200, public=True),
+    Endpoint("GET", "/api/targets/{target}/comparisons/", 200, public=True),
     Endpoint("GET", "/api/studies/", 200),
     Endpoint("GET", "/api/studies/{study}/", 200),
     Endpoint("GET", "/api/studies/{study}/export/", 200),

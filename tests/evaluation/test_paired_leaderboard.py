@@ -193,3 +193,19 @@ def test_only_researchers_rescore(client, board_of_20):
     before = board_of_20.runs.count()
     response = client.post(url)
     assert response.status_code in (302, 403) and board_of_20.runs.count() == before
+
+
+def test_api_comparisons_give_rank_intervals_tie_groups_and_every_pair(client, board_of_20):
+    url = reverse("api:target-comparisons", args=[board_of_20.pk])
+    body = client.get(url, {"top": 4}).json()
+    assert body["metric"] == "pair_alignment(correlation=spearman)" and body["reason"] == ""
+    assert [m["name"] for m in body["models"]] == ["m00", "m01", "m02", "m03"]
+    assert body["models"][0]["rank_interval"][0] == 1 and body["models"][0]["tie_group"] == 1
+    assert len(body["pairs"]) == 12 and "Holm" in body["method"]
+    pair = body["pairs"][0]
+    assert set(pair) == {"a", "b", "difference", "ci", "p", "p_holm", "separated"}
+    assert pair["p_holm"] >= pair["p"]
+    refused = client.get(url, {"metric": "knn(k=5)"})
+    assert refused.status_code == 400 and "No scores on" in refused.content.decode()
+    score = client.get(reverse("api:score-list")).json()["results"][0]
+    assert score["stale"] == [] and score["provenance"]["code_version"] == 1

@@ -33,6 +33,8 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:leaderboard": (PUBLIC, "GET", "target"),
     "evaluation:leaderboard_overall": (PUBLIC, "GET", ""),
     "evaluation:leaderboard_stack": (RESEARCHER, "POST", "target"),
+    "evaluation:leaderboard_rescore": (RESEARCHER, "POST", "target"),
+    "evaluation:target_differences": (PUBLIC, "GET", "target"),
     "evaluation:compare": (RESEARCHER, "GET", ""),
     "evaluation:model_list": (RESEARCHER, "GET", ""),
     "evaluation:model_create": (RESEARCHER, "GET", ""),
