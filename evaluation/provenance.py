@@ -51,6 +51,24 @@ def score_provenance(
     }
 
 
+def stacked_provenance(
+    *, target: Target, model: PretrainedModel, params: dict[str, Any]
+) -> dict[str, Any]:
+    """A stacked score's record: its components are in the stacked model's identifier and
+    the score's details; it is re-made by stacking again, not by a run."""
+    judgments = target.judgments
+    assert judgments is not None  # stacking scores pair ratings
+    return {
+        "model_revision": model.revision_key,
+        "model": {name: getattr(model, name) for name in REVISION_FIELDS},
+        "dataset_hash": target.dataset.content_hash,
+        "judgments": {"id": judgments.pk, "name": judgments.name, "version": judgments.version},
+        "metric": "pair_alignment",
+        "params": params,
+        "code_version": METRICS["pair_alignment"].version,
+    }
+
+
 @dataclass(frozen=True)
 class Recorded:
     """The parts of a score's provenance that can go out of date (plain values, as a

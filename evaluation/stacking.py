@@ -35,6 +35,7 @@ from evaluation.models import (
     TargetKind,
     metric_key,
 )
+from evaluation.provenance import stacked_provenance
 
 MAX_DNNS = 8
 NAME_LIMIT = max_length(PretrainedModel, "name")
@@ -110,6 +111,7 @@ def stacked_create(
             ceiling=data.ceiling,
             n=result.stacked.n_pairs,
             details=details,
+            provenance=stacked_provenance(target=target, model=model, params=params),
         )
 
 

@@ -168,6 +168,7 @@ def test_stacking_on_the_leaderboard_scores_only_pairs_without_calibration_stimu
     men_words, researcher_client
 ):
     from evaluation.models import Judgment
+    from evaluation.provenance import score_stale_reasons
     from tests.conftest import make_text_model
 
     dataset, judgments = men_words
@@ -202,6 +203,9 @@ def test_stacking_on_the_leaderboard_scores_only_pairs_without_calibration_stimu
     for gain in gains.values():
         assert gain["ci_low"] <= gain["value"] <= gain["ci_high"] and gain["n_pairs"] == stacked.n
     assert "held-out pairs (language weight" in html  # the message a researcher reads
+    # Its record says what made it, so it is not stale; it keeps no resamples: its pairs
+    # are a subset of the board's, so it is left out of the paired comparisons.
+    assert not score_stale_reasons(stacked) and not stacked.resampling
     card = researcher_client.get(stacked.model.get_absolute_url()).content.decode()
     assert "What stacking adds" in card and "Gain of stacking" in card
     assert f"on {stacked.n} pairs touching none of the 20 calibration stimuli" in card
