@@ -26,6 +26,7 @@ from annotation.models import (
     TrialRole,
     TrialStatus,
 )
+from evaluation.engine.metrics.ceilings import choice_bounds, nili_bounds
 from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
 from evaluation.models import Stimulus
 
@@ -113,7 +114,8 @@ def _usable_responses(study: Study) -> Any:
 
 
 def study_reliability(study: Study, *, limit: int | None = None) -> dict[str, Any] | None:
-    """Reliability of the usable responses (the first ``limit`` of them, for the trend)."""
+    """Reliability of the usable responses (the first ``limit`` of them, for the trend); for
+    all of them, with the Nili et al. noise-ceiling bounds under "bounds"."""
     rows = list(
         _usable_responses(study).values_list(
             "trial__item__a_id",
@@ -126,17 +128,21 @@ def study_reliability(study: Study, *, limit: int | None = None) -> dict[str, An
     )
     if not rows:
         return None
+    participants = [str(r[5]) for r in rows]
     if study.kind == StudyKind.PAIRS:
-        return split_half_reliability(
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [float(r[3]) for r in rows],
-            [str(r[5]) for r in rows],
-            n_splits=50,
-        )
+        a, b = [r[0] for r in rows], [r[1] for r in rows]
+        values = [float(r[3]) for r in rows]
+        split_half = split_half_reliability(a, b, values, participants, n_splits=50)
+        if limit is not None:  # the trend's points show the split-half value only
+            return split_half
+        return {**split_half, "bounds": nili_bounds(a, b, values, participants)}
     if study.is_choice:
         keys = np.array([(r[0], r[1], r[2]) for r in rows])
-        return leave_one_out_agreement(keys, np.array([r[4] for r in rows]))
+        chosen = np.array([r[4] for r in rows])
+        agreement = leave_one_out_agreement(keys, chosen)
+        if agreement is None or limit is not None:
+            return agreement
+        return {**agreement, "bounds": choice_bounds(keys, chosen, participants)}
     return None
 
 

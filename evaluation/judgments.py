@@ -1,7 +1,8 @@
 """Human judgments as scoring targets: creating a version, and reading it for the metrics.
 
 ``judgments_create`` stores rows that already refer to a dataset's stimuli (by their order),
-all or nothing; it computes the reliability ceiling once, when the version is created.
+all or nothing; it computes the reliability ceiling once, when the version is created, with
+the Nili et al. noise-ceiling bounds beside it.
 File formats and study aggregation build on it.
 """
 
@@ -18,6 +19,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from evaluation import metrics as metric_registry
+from evaluation.engine.metrics.ceilings import choice_bounds, nili_bounds
 from evaluation.engine.metrics.human import (
     leave_one_out_agreement,
     pairs_by_unit,
@@ -188,16 +190,24 @@ def _judgment(judgments: HumanJudgments, row: JudgmentRow, ids: dict[int, int]) 
 
 
 def _reliability(kind: str, rows: Sequence[JudgmentRow]) -> dict[str, Any] | None:
+    """The split-half ceiling (its "mean" is the scores' ceiling) and, under "bounds", the
+    Nili et al. lower and upper bounds beside it (or the reason there are none)."""
+    participants = [r.participant for r in rows]
+    named = participants if any(participants) else None
     if kind == JudgmentKind.PAIRS:
-        participants = [r.participant for r in rows]
-        return split_half_reliability(
-            [r.stimuli[0] for r in rows],
-            [r.stimuli[1] for r in rows],
-            [float(r.value or 0) for r in rows],
-            participants if any(participants) else None,
-        )
+        a = [r.stimuli[0] for r in rows]
+        b = [r.stimuli[1] for r in rows]
+        values = [float(r.value or 0) for r in rows]
+        return {
+            **split_half_reliability(a, b, values, named),
+            "bounds": nili_bounds(a, b, values, named),
+        }
     keys = np.array([item_key(kind, r.stimuli) for r in rows])
-    return leave_one_out_agreement(keys, np.array([r.chosen for r in rows]))
+    chosen = np.array([r.chosen for r in rows])
+    agreement = leave_one_out_agreement(keys, chosen)
+    if agreement is None:
+        return None
+    return {**agreement, "bounds": choice_bounds(keys, chosen, named)}
 
 
 def item_key(kind: str, stimuli: Sequence[int]) -> tuple[int, ...]:

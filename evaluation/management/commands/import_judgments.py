@@ -181,7 +181,32 @@ class Command(EvaluationCommand):
                 else str(reliability.get("reason") or reliability.get("note") or "not available")
             )
             + ".",
+            noise_ceiling_line(reliability.get("bounds")),
         ]
         if target:
             lines.append(f"Target: {target.name} (id {target.pk}).")
         return Outcome(document=document, lines=lines)
+
+
+def noise_ceiling_line(bounds: dict[str, Any] | None) -> str:
+    """The Nili et al. bounds in words, as the judgments pages show them."""
+    if not bounds:
+        return "Noise ceiling (Nili et al. 2014): not computed."
+    if bounds.get("lower") is None:
+        return f"Noise ceiling (Nili et al. 2014): none, {bounds.get('reason', 'no reason given')}"
+
+    def bound(name: str) -> str:
+        interval = bounds.get(f"{name}_ci")
+        shown = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+        return f"{name} {bounds[name]:.3f}{shown}"
+
+    if "responses" in bounds:
+        who = f"{bounds['responses']} responses to {bounds['items']} items"
+        if bounds.get("participants"):
+            who += f" from {bounds['participants']} participants"
+    else:
+        who = f"{bounds['participants']} participants"
+    return (
+        f"Noise ceiling (Nili et al. 2014): {bound('lower')}, {bound('upper')}, over {who} "
+        f"(95% CIs: {bounds['ci_method']})."
+    )
