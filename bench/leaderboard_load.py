@@ -224,6 +224,66 @@ def fill(n_models: int, n_targets: int) -> list[int]:
     return [t.pk for t in targets]
 
 
+def fill_human(n_models: int) -> int:
+    """A pair-ratings target of 1000 stimuli with ``n_models`` models scored on it, each
+    score with its 1000 stimulus-bootstrap resamples stored (as a run stores them) and its
+    provenance: the board shows paired marks, rank intervals and tie groups, computed from
+    the stored resamples when the board is built, never by re-scoring."""
+    import numpy as np
+    from django.utils import timezone
+
+    from evaluation.engine.metrics.results import stimulus_resampling
+    from evaluation.metrics import METRICS as REGISTRY
+    from evaluation.models import (
+        Dataset,
+        HumanJudgments,
+        PretrainedModel,
+        Run,
+        Score,
+        Target,
+        resamples_to_bytes,
+    )
+
+    rng = np.random.default_rng(7)
+    now = timezone.now()
+    dataset = Dataset.objects.create(
+        name="bench human ratings", modality="image", content_hash="h" * 64, stimulus_count=1000
+    )
+    judgments = HumanJudgments.objects.create(
+        dataset=dataset, name="similarity", kind="pairs", judgment_count=499_500,
+        participant_count=40, reliability={"mean": 0.82, "method": "split-half, Spearman-Brown"},
+    )  # fmt: skip
+    target = Target.objects.create(
+        kind="pairs", dataset=dataset, judgments=judgments, name="bench human ratings v1"
+    )
+    entry = {"name": "pair_alignment", "params": {"correlation": "spearman"}}
+    run = Run.objects.create(dataset=dataset, metrics=[entry], status="succeeded")
+    run.targets.set([target])
+    shared = rng.normal(scale=0.02, size=1000)  # sampling error the models share
+    for k in range(n_models):
+        model = PretrainedModel.objects.create(
+            name=f"human-bench-{k:02d}", source="timm", identifier=f"bench/human/{k}",
+            modality="image", default_layer="head", parameter_count=10**7,
+        )  # fmt: skip
+        value = 0.6 - 0.01 * k
+        resamples = value + shared + rng.normal(scale=0.01, size=1000)
+        Score.objects.create(
+            run=run, model=model, target=target, layer="head", metric="pair_alignment",
+            metric_key="pair_alignment(correlation=spearman)", params=entry["params"],
+            value=value, ci_low=float(np.quantile(resamples, 0.025)),
+            ci_high=float(np.quantile(resamples, 0.975)), ceiling=0.82, n=1000,
+            resamples=resamples_to_bytes(resamples),
+            resampling=stimulus_resampling(1000, 1000, 0),
+            provenance={
+                "code_version": REGISTRY["pair_alignment"].version,
+                "dataset_hash": dataset.content_hash,
+                "model_revision": model.revision_key,
+            },
+            created_at=now,
+        )  # fmt: skip
+    return target.pk
+
+
 # --- In-process measurements ------------------------------------------------------------------
 def median_ms(fn, repeat: int) -> float:
     times = []
@@ -235,7 +295,8 @@ def median_ms(fn, repeat: int) -> float:
 
 
 def in_process(target_ids: list[int]) -> dict[str, float]:
-    """SQL of one request (cold and warm cache) and where a request's time goes."""
+    """SQL of one request (cold and warm cache) and where a request's time goes, on the
+    first target given."""
     from django.core.cache import cache
     from django.db import connection
     from django.test import Client
@@ -275,7 +336,8 @@ def in_process(target_ids: list[int]) -> dict[str, float]:
         assert plain.cache_key() != busted.cache_key()
         a = [(r.model_id, r.layer) for r in boards._compute(target, plain).rows]
         b = [(r.model_id, r.layer) for r in boards._compute(target, busted).rows]
-        assert a == b and a, f"cache-busting changed the board of {params!r}"
+        assert a == b, f"cache-busting changed the board of {params!r}"
+        assert a or params, "the default view of the board is empty"
 
     query = boards.BoardQuery()
 
@@ -289,7 +351,7 @@ def in_process(target_ids: list[int]) -> dict[str, float]:
         "score-version query": median_ms(lambda: boards.scores_version(target), 15),
         "board computation": median_ms(lambda: boards._compute(target, query), 7),
     }
-    key = f"board:{target.pk}:{boards.scores_version(target)}:{query.cache_key()}"
+    key = boards.board_key(target=target, query=query)
     assert cache.get(key) is not None
     timings["cache get (unpickle)"] = median_ms(lambda: cache.get(key), 15)
     htmx = Client(HTTP_HOST="127.0.0.1", HTTP_HX_REQUEST="true")
@@ -304,6 +366,12 @@ def in_process(target_ids: list[int]) -> dict[str, float]:
     )
     print(f"  {'rendering and the rest':22s} {other:7.1f} ms  (warm request - version - cache get)")
     return timings
+
+
+def _human_page(target_id: int) -> str:
+    from django.test import Client
+
+    return Client(HTTP_HOST="127.0.0.1").get(f"/leaderboards/{target_id}/").content.decode()
 
 
 def _params(query_string: str) -> dict[str, str]:
@@ -586,6 +654,13 @@ def main() -> None:
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--models", type=int, default=500)
     parser.add_argument("--targets", type=int, default=20)
+    parser.add_argument(
+        "--human-models",
+        type=int,
+        default=20,
+        help="models on one more target, of pair ratings, whose scores keep their resamples "
+        "(issue 20: paired marks, rank intervals and tie groups); 0 leaves it out",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds, whole invocation")
     parser.add_argument("--keep", action="store_true", help="keep the database and files")
     args = parser.parse_args()
@@ -637,6 +712,7 @@ def main() -> None:
         call_command("collectstatic", verbosity=0, interactive=False)
         started = time.perf_counter()
         target_ids = fill(args.models, args.targets)
+        human = [fill_human(args.human_models)] if args.human_models else []
         from evaluation.models import Score
 
         print(
@@ -645,9 +721,19 @@ def main() -> None:
             f"in {time.perf_counter() - started:.0f} s"
         )
         timings = in_process(target_ids)
+        if human:
+            print(f"the pair-ratings target of {args.human_models} models with stored resamples:")
+            human_timings = in_process(human)
+            page = _human_page(human[0])
+            assert "95% rank interval" in page and 'class="num tie-group"' in page, page[:500]
+            print(
+                "  its page shows the rank-interval and tie-group columns; cold request "
+                f"{human_timings['cold request']:.0f} ms, of which the board with its paired "
+                f"comparisons {human_timings['board computation']:.0f} ms"
+            )
         connections.close_all()
 
-        mix = request_mix(target_ids)
+        mix = request_mix(target_ids + human)
         mix_file = tmp / "mix.txt"
         mix_file.write_text("".join(f"{int(htmx)} {path}\n" for path, htmx in mix))
         script = tmp / "mix.lua"

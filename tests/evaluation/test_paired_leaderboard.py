@@ -209,3 +209,18 @@ def test_api_comparisons_give_rank_intervals_tie_groups_and_every_pair(client, b
     assert refused.status_code == 400 and "No scores on" in refused.content.decode()
     score = client.get(reverse("api:score-list")).json()["results"][0]
     assert score["stale"] == [] and score["provenance"]["code_version"] == 1
+
+
+def test_rescore_stale_command_lists_and_queues(board_of_20, monkeypatch):
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("rescore_stale", "--target", str(board_of_20.pk), "--list", stdout=out)
+    assert "0 stale score(s)" in out.getvalue()
+    info = metric_registry.METRICS["pair_alignment"]
+    monkeypatch.setitem(metric_registry.METRICS, "pair_alignment", replace(info, version=2))
+    out = io.StringIO()
+    call_command("rescore_stale", "--target", str(board_of_20.pk), "--json", stdout=out)
+    document = json.loads(out.getvalue())
+    assert len(document["stale"]) == N_MODELS and document["run"] is not None
+    assert "code is now version 2" in document["stale"][0]["reasons"][0]
