@@ -520,6 +520,13 @@ def test_dockerfile_builds_a_slim_python_image_run_by_an_unprivileged_user(path)
             assert not [n for n in names if SECRET_NAME.search(n)], f"{op} {args}"
     ignored = dockerignore(path)
     assert {".env", ".venv", ".git", "var", "tests"} <= set(ignored)
+    # That user cannot write beside the source, where numba would cache its compiled
+    # kernels, and numba refuses to load them with no cache: it gets a folder it owns.
+    cache = re.search(r"NUMBA_CACHE_DIR=(\S+)", " ".join(a for o, a in steps if o == "ENV"))
+    assert cache and any(
+        op == "RUN" and cache[1] in args and "chown -R 10001:10001 /data" in args
+        for op, args in steps
+    ), "NUMBA_CACHE_DIR must be a folder the image's user owns"
 
 
 def dockerignore(dockerfile: Path) -> list[str]:
