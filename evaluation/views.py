@@ -57,8 +57,6 @@ from evaluation.stimulus_views import media_response
 
 STIMULI_PREVIEW = 48
 PAIR_TABLE_MODELS = 5  # models offered in a leaderboard's per-pair table
-DIFFERENCES_DEFAULT_MODELS = comparisons.DIFFERENCES_DEFAULT_MODELS
-DIFFERENCES_MAX_MODELS = comparisons.DIFFERENCES_MAX_MODELS
 
 
 # --- Leaderboards (public) ------------------------------------------------------------------------
@@ -151,9 +149,13 @@ def target_differences(request: HttpRequest, target_id: int) -> HttpResponse:
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     query = boards.BoardQuery.from_params(request.GET)
     metric = qs.text_param(request.GET, "metric", max_length=200)
-    top = qs.int_param(request.GET, "top", minimum=2, maximum=DIFFERENCES_MAX_MODELS, clamp=True)
+    top = qs.int_param(
+        request.GET, "top", minimum=2, maximum=comparisons.DIFFERENCES_MAX_MODELS, clamp=True
+    )
     board = boards.leaderboard(target=target, query=replace(query, sort=metric or query.sort))
-    table = comparisons.board_differences(board, top=top or DIFFERENCES_DEFAULT_MODELS)
+    table = comparisons.board_differences(
+        board, top=top or comparisons.DIFFERENCES_DEFAULT_MODELS
+    )
     if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
         response = HttpResponse(content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="differences-{target.pk}.csv"'
