@@ -153,9 +153,7 @@ def target_differences(request: HttpRequest, target_id: int) -> HttpResponse:
         request.GET, "top", minimum=2, maximum=comparisons.DIFFERENCES_MAX_MODELS, clamp=True
     )
     board = boards.leaderboard(target=target, query=replace(query, sort=metric or query.sort))
-    table = comparisons.board_differences(
-        board, top=top or comparisons.DIFFERENCES_DEFAULT_MODELS
-    )
+    table = comparisons.board_differences(board, top=top or comparisons.DIFFERENCES_DEFAULT_MODELS)
     if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
         response = HttpResponse(content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="differences-{target.pk}.csv"'
