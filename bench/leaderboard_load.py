@@ -216,7 +216,7 @@ def fill(n_models: int, n_targets: int) -> list[int]:
                             created_at=now,
                         )
                     )
-    Score.objects.bulk_create(scores, batch_size=5000)
+    Score.objects.bulk_create(scores, batch_size=2000)  # 2000 rows x ~20 fields < 65535
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -751,7 +751,7 @@ def main() -> None:
 
         print(
             f"load: {tool}, {args.clients} clients, {args.duration:.0f} s per phase; mix: 80% "
-            f"default view of {len(target_ids)} targets, 20% {len(VARIANTS)} filtered views "
+            f"default view of {len(target_ids + human)} targets, 20% {len(VARIANTS)} filtered views "
             f"(4 of them htmx partials)"
         )
         results: list[tuple[Config, Result, Result]] = []
