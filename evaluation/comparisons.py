@@ -4,7 +4,7 @@ CSV and the API.
 The models are the board's top rows whose scores keep the leader's bootstrap resamples (the
 same stimuli drawn in every resample, see ``evaluation.engine.metrics.paired``). Every pair
 gets its difference, the 95% interval of the difference and a two-sided bootstrap p-value,
-Holm-adjusted over all the pairs shown; tie groups follow from the adjusted p-values.
+Holm-adjusted over all the pairs shown. Rank intervals and tie groups are the board's.
 """
 
 from __future__ import annotations
@@ -17,13 +17,7 @@ import numpy as np
 from django.utils.safestring import SafeString
 
 from evaluation import plots
-from evaluation.engine.metrics.paired import (
-    ALPHA,
-    PairwiseTable,
-    pairwise_table,
-    rank_intervals,
-    tie_groups,
-)
+from evaluation.engine.metrics.paired import ALPHA, PairwiseTable, pairwise_table
 from evaluation.leaderboards import Board, Row
 from evaluation.models import Score, resamples_from_bytes
 
@@ -31,7 +25,8 @@ DIFFERENCES_DEFAULT_MODELS = 20
 DIFFERENCES_MAX_MODELS = 40  # 780 pairs: the table stays readable, the heatmap legible
 METHOD = (
     "paired bootstrap over stimuli (the same resamples for every model): difference of the "
-    "two scores, its 95% percentile interval, and a two-sided bootstrap p-value, "
+    "two scores, the 95% percentile interval of its resamples, and a two-sided p-value from "
+    "their standard deviation (the bootstrap standard error, normal approximation), "
     "Holm-adjusted over every pair shown"
 )
 
@@ -45,7 +40,7 @@ class ComparedModel:
     ci_low: float
     ci_high: float
     rank_interval: tuple[int, int] | None
-    tie_group: int
+    tie_group: int | None
 
 
 @dataclass(frozen=True)
@@ -129,8 +124,7 @@ def board_differences(board: Board, *, top: int = DIFFERENCES_DEFAULT_MODELS) ->
     if len(rows) < 2:
         return Differences(key, [], None, reason="Only one model is on these resamples.")
     table = pairwise_table(samples, values)
-    groups = tie_groups(table.adjusted)
-    intervals = rank_intervals(samples, higher_is_better=board.query.order == "desc")
+    # Rank intervals and tie groups are the board's: ranks among all its compared models.
     models = [
         ComparedModel(
             r.model_id,
@@ -139,10 +133,10 @@ def board_differences(board: Board, *, top: int = DIFFERENCES_DEFAULT_MODELS) ->
             r.cells[key].value,
             r.cells[key].ci_low,
             r.cells[key].ci_high,
-            intervals[k] if intervals else None,
-            groups[k],
+            r.rank_interval,
+            r.tie_group,
         )
-        for k, r in enumerate(rows)
+        for r in rows
     ]
     return Differences(key, models, table, resampling=leader.resampling)
 

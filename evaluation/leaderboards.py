@@ -28,9 +28,7 @@ from core import querystring as qs
 from evaluation.engine.metrics.paired import (
     ALPHA,
     holm,
-    holm_matrix,
     p_values_against,
-    pairwise_p_values,
     rank_intervals,
     tie_groups,
 )
@@ -184,7 +182,7 @@ class Board:
     # "overlap" (95% intervals overlap: the sort metric keeps no resamples) or "" (no rows).
     separability: str = ""
     compared: int = 0  # rows on the leader's resamples
-    tie_group_rows: int = 0  # rows in the tie-group family (the top TIE_GROUP_ROWS compared)
+    tie_group_rows: int = 0  # rows given a tie group (the top TIE_GROUP_ROWS compared)
     stale_scores: int = 0
 
 
@@ -385,14 +383,15 @@ def _mark_overlap(board: Board) -> None:
             )
 
 
-TIE_GROUP_ROWS = 100  # rows in the tie-group family: all pairs among the top this many
+TIE_GROUP_ROWS = 100  # rows given a tie group (each group's head tested against the rest)
 
 
 def compare_on_resamples(board: Board) -> None:
     """Paired comparisons on the sort metric, where the leader's score keeps its bootstrap
     resamples: each row on the same resamples gets its Holm-adjusted p-value against the
     leader (the family: every comparison with the leader), its 95% rank interval among those
-    rows, and its tie group among the top TIE_GROUP_ROWS of them (Holm over all their pairs).
+    rows, and its tie group among the top TIE_GROUP_ROWS of them (paired.tie_groups: group 1
+    is the leader and the rows after it up to the first one it is separated from).
     Rows not on the leader's resamples (another bootstrap, or none) are left uncompared."""
     key, rows = board.sort_key, board.rows
     leader = rows[0].cells.get(key) if rows else None
@@ -427,11 +426,10 @@ def compare_on_resamples(board: Board) -> None:
     if intervals is not None:
         for row, interval in zip(compared, intervals, strict=True):
             row.rank_interval = interval
-    top = samples[:TIE_GROUP_ROWS]
-    groups = tie_groups(holm_matrix(pairwise_p_values(top, values[:TIE_GROUP_ROWS])))
+    groups = tie_groups(samples[:TIE_GROUP_ROWS], values[:TIE_GROUP_ROWS])
     for row, group in zip(compared, groups, strict=False):
         row.tie_group = group
-    board.tie_group_rows = len(top)
+    board.tie_group_rows = len(groups)
 
 
 CSV_FIXED = ["rank", "model", "source", "modality", "weights", "parameters", "layer", "precision"]
@@ -482,7 +480,8 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
 
 SEPARABILITY_METHODS = {
     "paired": "paired bootstrap over stimuli, two-sided, Holm over the comparisons with the "
-    "leader; tie groups Holm over every pair of the top rows",
+    "leader; a tie group runs from its first model to the last one it is not separated from "
+    "(Holm over that model's comparisons with every model below it)",
     "overlap": "95% intervals overlap (no resamples kept)",
 }
 

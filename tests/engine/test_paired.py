@@ -161,8 +161,15 @@ def test_rank_intervals_and_tie_groups():
     assert intervals[0] == (1, 1) and intervals[3] == (4, 4)
     assert intervals[1] == (2, 3) and intervals[2] == (2, 3)
     assert rank_intervals(-samples, higher_is_better=False) == intervals
-    adjusted = holm_matrix(pairwise_p_values(samples, samples.mean(axis=1)))
-    assert tie_groups(adjusted) == [1, 2, 2, 3]
+    values = samples.mean(axis=1)
+    assert tie_groups(samples, values) == [1, 2, 2, 3]
+    adjusted = holm_matrix(pairwise_p_values(samples, values))
+    assert adjusted[1, 2] > 0.05 and adjusted[0, 1] < 0.05 and adjusted[2, 3] < 0.05
+    # A group runs from its head to the first model the head is separated from, even when a
+    # later model (very uncertain) is not: groups stay contiguous in score order.
+    wide = np.random.default_rng(2).normal(scale=0.5, size=500)
+    spread = np.stack([samples[0], samples[1], samples[3] + wide])
+    assert tie_groups(spread, np.array([0.9, 0.5, 0.1])) == [1, 2, 2]
     table = pairwise_table(samples, samples.mean(axis=1))
     assert table.differences[0, 1] == pytest.approx(-table.differences[1, 0])
     assert table.ci_low[1, 0] == pytest.approx(-table.ci_high[0, 1])

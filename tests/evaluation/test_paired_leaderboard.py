@@ -93,6 +93,9 @@ def test_leader_marks_are_paired_holm_tests_with_rank_intervals_and_tie_groups(b
     assert all(lo <= rank <= hi for rank, (lo, hi) in enumerate(intervals, start=1))
     groups = [row.tie_group for row in board.rows]
     assert groups[0] == 1 and groups == sorted(groups) and 1 < groups[-1] < N_MODELS
+    # Group 1 is the leader and the models after it up to the first one it is separated from.
+    first_separated = next(k for k, row in enumerate(board.rows) if row.separable_from_leader)
+    assert groups.count(1) == first_separated
 
 
 def test_page_and_csv_show_rank_intervals_tie_groups_and_the_method(client, board_of_20):

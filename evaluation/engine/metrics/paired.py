@@ -16,9 +16,9 @@ their stimuli and so their sampling error.
   comparisons shown together keeps its family-wise error rate at 5%.
 - ``rank_intervals``: each model's rank in every resample (1 = best, ties share the lowest
   rank), and the 2.5th and 97.5th percentiles of those ranks.
-- ``tie_groups``: models in score order, grouped so that no test within a group separates
-  two of its members (a model starts a new group when a test separates it from any member
-  of the current one).
+- ``tie_groups``: models in score order, grouped from the top: a group's first model and
+  the models after it that the paired test does not separate from it (Holm over its
+  comparisons with every model below it); the first model it separates starts the next.
 """
 
 from __future__ import annotations
@@ -181,17 +181,24 @@ def pairwise_table(samples: np.ndarray, values: np.ndarray) -> PairwiseTable:
     return PairwiseTable(diff, low, high, p, holm_matrix(p))
 
 
-def tie_groups(adjusted: np.ndarray) -> list[int]:
-    """Group numbers (1, 2, ...) for models in score order, from Holm-adjusted pairwise
-    p-values (see the module docstring). A pair without a p-value is not separated."""
-    groups: list[int] = []
-    members: list[int] = []
-    for k in range(len(adjusted)):
-        separated = any(adjusted[k, other] < ALPHA for other in members)
-        if members and not separated:
-            members.append(k)
-            groups.append(groups[-1])
-        else:
-            members = [k]
-            groups.append((groups[-1] if groups else 0) + 1)
+def tie_groups(samples: np.ndarray, values: np.ndarray) -> list[int]:
+    """Group numbers (1, 2, ...) for models in score order ((models, resamples) samples):
+    the first model heads group 1, which runs on until the first model that the paired test
+    separates from the head (Holm over the head's comparisons with every model below it:
+    for the leader, exactly the "not separable from the leader" family); that model heads
+    the next group, tested likewise against the models below it; and so on. A comparison
+    without a p-value (too few shared resamples) does not separate."""
+    m = len(values)
+    groups = [0] * m
+    head, group = 0, 1
+    while head < m:
+        below = np.arange(head + 1, m)
+        raw = p_values_against(samples[head], values[head], samples[below], values[below])
+        adjusted = np.full(len(raw), np.nan)
+        tested = np.isfinite(raw)
+        adjusted[tested] = holm(raw[tested])
+        separated = np.flatnonzero(adjusted < ALPHA)
+        end = int(below[separated[0]]) if len(separated) else m
+        groups[head:end] = [group] * (end - head)
+        head, group = end, group + 1
     return groups
