@@ -18,8 +18,7 @@ from django.utils.safestring import SafeString
 
 from evaluation import plots
 from evaluation.engine.metrics.paired import ALPHA, PairwiseTable, pairwise_table
-from evaluation.leaderboards import Board, Row
-from evaluation.models import Score, resamples_from_bytes
+from evaluation.leaderboards import Board, load_resamples
 
 DIFFERENCES_DEFAULT_MODELS = 20
 DIFFERENCES_MAX_MODELS = 40  # 780 pairs: the table stays readable, the heatmap legible
@@ -27,7 +26,8 @@ METHOD = (
     "paired bootstrap over stimuli (the same resamples for every model): difference of the "
     "two scores, the 95% percentile interval of its resamples, and a two-sided p-value from "
     "their standard deviation (the bootstrap standard error, normal approximation), "
-    "Holm-adjusted over every pair shown"
+    "Holm-adjusted over every pair shown (near the threshold the interval and the p-value, "
+    "computed differently, can disagree)"
 )
 
 
@@ -104,25 +104,24 @@ def _number(value: float) -> float | None:
 
 
 def board_differences(board: Board, *, top: int = DIFFERENCES_DEFAULT_MODELS) -> Differences:
+    """The board's top compared rows (those on shared resamples, see
+    ``leaderboards.compare_on_resamples``), at most ``top`` of them, pair by pair."""
     key = board.sort_key
-    leader = board.rows[0].cells.get(key) if board.rows else None
-    if leader is None:
+    if not board.rows:
         return Differences(key, [], None, reason="No model has a score on this metric yet.")
-    if not leader.resampling:
+    rows = [r for r in board.rows if r.rank_interval is not None or r.tie_group is not None]
+    if len(rows) < 2:
         return Differences(
             key,
             [],
             None,
-            reason=f"The scores on {key} keep no bootstrap resamples (the metric's interval is "
-            "not a bootstrap, or they were computed before resamples were kept: re-score them), "
-            "so no paired comparison can be made.",
+            reason=f"Fewer than two scores on {key} keep the same bootstrap resamples (the "
+            "metric's interval is not a bootstrap, or the scores were computed before "
+            "resamples were kept: re-score them), so no paired comparison can be made.",
         )
-    rows = [r for r in board.rows if (c := r.cells.get(key)) and c.resampling == leader.resampling]
     rows = rows[: max(2, min(top, DIFFERENCES_MAX_MODELS))]
-    samples = _samples(rows, key)
+    samples = load_resamples([r.cells[key].score_id for r in rows])
     values = np.array([r.cells[key].value for r in rows])
-    if len(rows) < 2:
-        return Differences(key, [], None, reason="Only one model is on these resamples.")
     table = pairwise_table(samples, values)
     # Rank intervals and tie groups are the board's: ranks among all its compared models.
     models = [
@@ -138,13 +137,7 @@ def board_differences(board: Board, *, top: int = DIFFERENCES_DEFAULT_MODELS) ->
         )
         for r in rows
     ]
-    return Differences(key, models, table, resampling=leader.resampling)
-
-
-def _samples(rows: list[Row], key: str) -> np.ndarray:
-    ids = [r.cells[key].score_id for r in rows]
-    stored = dict(Score.objects.filter(pk__in=ids).values_list("pk", "resamples"))
-    return np.stack([np.asarray(resamples_from_bytes(stored[i])) for i in ids])
+    return Differences(key, models, table, resampling=rows[0].cells[key].resampling)
 
 
 def differences_csv_rows(differences: Differences) -> list[list[Any]]:

@@ -27,6 +27,7 @@ from django.http import QueryDict
 from core import querystring as qs
 from evaluation.engine.metrics.paired import (
     ALPHA,
+    TIE_GROUPS_RULE,
     holm,
     p_values_against,
     rank_intervals,
@@ -143,8 +144,8 @@ class Row:
     layers_scored: int = 1
     cells: dict[str, Cell] = field(default_factory=dict)
     identifier: str = ""
-    # Against the leader on the sort metric (see Board.separability): None where the row's
-    # score is not on the leader's resamples, or it is the leader.
+    # Against the leader on the sort metric: by the paired test where p_vs_leader is set,
+    # else by interval overlap; None for the leader and rows without the sort metric.
     separable_from_leader: bool | None = None
     p_vs_leader: float | None = None  # Holm-adjusted over the comparisons with the leader
     rank_interval: tuple[int, int] | None = None  # 95%, over the resamples
@@ -179,11 +180,15 @@ class Board:
     facets: dict[str, list[str]]
     key: str = ""  # its cache key (board_key)
     # How rows were compared with the leader: "paired" (bootstrap on shared resamples, Holm),
-    # "overlap" (95% intervals overlap: the sort metric keeps no resamples) or "" (no rows).
+    # "overlap" (95% intervals overlap: the leader's score keeps no resamples) or "" (no rows).
     separability: str = ""
-    compared: int = 0  # rows on the leader's resamples
+    compared: int = 0  # rows on shared resamples (rank intervals, tie groups); 0: none
     tie_group_rows: int = 0  # rows given a tie group (the top TIE_GROUP_ROWS compared)
     stale_scores: int = 0
+
+    @property
+    def note(self) -> str:
+        return separability_note(self)
 
 
 @dataclass
@@ -225,6 +230,12 @@ def scores_version(target: Target) -> str:
     )
     raw = f"{stamp['n']}-{stamp['last']}-{stamp['changed']}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def stale_count(board: Board, *, key: str) -> int:
+    """The board's stale scores, cached beside it: a cached page need not load the board."""
+    count = cache.get_or_set(f"{key}:stale", lambda: board.stale_scores, CACHE_SECONDS)
+    return int(count or 0)
 
 
 def board_key(*, target: Target, query: BoardQuery) -> str:
@@ -387,49 +398,79 @@ TIE_GROUP_ROWS = 100  # rows given a tie group (each group's head tested against
 
 
 def compare_on_resamples(board: Board) -> None:
-    """Paired comparisons on the sort metric, where the leader's score keeps its bootstrap
-    resamples: each row on the same resamples gets its Holm-adjusted p-value against the
-    leader (the family: every comparison with the leader), its 95% rank interval among those
-    rows, and its tie group among the top TIE_GROUP_ROWS of them (paired.tie_groups: group 1
-    is the leader and the rows after it up to the first one it is separated from).
-    Rows not on the leader's resamples (another bootstrap, or none) are left uncompared."""
+    """Paired comparisons on the sort metric among the rows whose scores share the best such
+    row's bootstrap resamples ("compared" rows): their 95% rank intervals among themselves
+    and their tie groups (``paired.TIE_GROUPS_RULE``, the top TIE_GROUP_ROWS of them); and,
+    where that best row is the leader, each compared row's Holm-adjusted p-value against it
+    (the family: every comparison with the leader). Rows that cannot be compared keep the
+    interval-overlap mark of ``_mark_overlap``."""
     key, rows = board.sort_key, board.rows
-    leader = rows[0].cells.get(key) if rows else None
-    if leader is None or not leader.resampling:
+    reference = next((r for r in rows if (c := r.cells.get(key)) and c.resampling), None)
+    if reference is None:
         return
-    compared = [
-        row for row in rows if (c := row.cells.get(key)) and c.resampling == leader.resampling
-    ]
-    stored = dict(
-        Score.objects.filter(pk__in=[row.cells[key].score_id for row in compared]).values_list(
-            "pk", "resamples"
-        )
-    )
-    samples = np.stack(
-        [np.asarray(resamples_from_bytes(stored[row.cells[key].score_id])) for row in compared]
-    )
-    higher = board.query.order == "desc"
-    board.separability, board.compared = "paired", len(compared)
-    for row in rows[1:]:
-        row.separable_from_leader = None
+    resampling = reference.cells[key].resampling
+    compared = [r for r in rows if (c := r.cells.get(key)) and c.resampling == resampling]
     if len(compared) < 2:
         return
+    samples = load_resamples([row.cells[key].score_id for row in compared])
     values = np.array([row.cells[key].value for row in compared])
-    leader_p = p_values_against(samples[0], values[0], samples[1:], values[1:])
-    adjusted = np.full(len(leader_p), np.nan)
-    tested = np.isfinite(leader_p)
-    adjusted[tested] = holm(leader_p[tested])
-    for row, p in zip(compared[1:], adjusted, strict=True):
-        row.p_vs_leader = None if np.isnan(p) else float(p)
-        row.separable_from_leader = None if np.isnan(p) else bool(p < ALPHA)
-    intervals = rank_intervals(samples, higher_is_better=higher)
-    if intervals is not None:
-        for row, interval in zip(compared, intervals, strict=True):
-            row.rank_interval = interval
-    groups = tie_groups(samples[:TIE_GROUP_ROWS], values[:TIE_GROUP_ROWS])
+    board.compared = len(compared)
+    intervals = rank_intervals(samples, higher_is_better=board.query.order == "desc")
+    for row, interval in zip(compared, intervals or [], strict=False):
+        row.rank_interval = interval
+    groups = tie_groups(samples, values, limit=TIE_GROUP_ROWS)
     for row, group in zip(compared, groups, strict=False):
         row.tie_group = group
     board.tie_group_rows = len(groups)
+    if reference is not rows[0]:
+        return  # the leader keeps no resamples: its marks stay by overlap
+    board.separability = "paired"
+    adjusted = holm(p_values_against(samples[0], values[0], samples[1:], values[1:]))
+    for row, p in zip(compared[1:], adjusted, strict=True):
+        if np.isfinite(p):
+            row.p_vs_leader = float(p)
+            row.separable_from_leader = bool(p < ALPHA)
+
+
+def load_resamples(score_ids: list[int]) -> np.ndarray:
+    """(scores, resamples) values of these scores, in the order given."""
+    stored = dict(Score.objects.filter(pk__in=score_ids).values_list("pk", "resamples"))
+    return np.stack([np.asarray(resamples_from_bytes(stored[pk])) for pk in score_ids])
+
+
+def separability_note(board: Board) -> str:
+    """How the board's marks, rank intervals and tie groups were made, in words (the page's
+    footnote and the CSV's method column)."""
+    key = board.sort_key
+    if board.separability == "paired":
+        others = board.compared - 1
+        note = (
+            f"“≈ leader”: the paired bootstrap on the same stimulus resamples does not "
+            f"separate the model from the leader on {key} (two-sided, Holm over the "
+            f"{others} comparison{'s' if others != 1 else ''} with the leader, alpha = {ALPHA})."
+        )
+        if board.compared < len(board.rows):
+            note += " Rows whose scores keep other or no resamples are marked by overlap."
+    elif board.compared:
+        note = (
+            "“≈ leader”: the model's 95% interval overlaps the leader's; the leader's score "
+            "keeps no bootstrap resamples (a stacked model, or a score from before resamples "
+            "were kept), so no paired test against it is possible."
+        )
+    else:
+        note = (
+            f"“≈ leader”: the model's 95% interval overlaps the leader's on {key}; these "
+            "scores keep no bootstrap resamples, so no paired test is possible and overlap "
+            "is the (conservative) criterion."
+        )
+    if board.compared:
+        note += (
+            f" Rank intervals: the 2.5th to 97.5th percentile of the model's rank among the "
+            f"{board.compared} models on shared resamples. Tie groups"
+            f"{f' (the top {board.tie_group_rows})' if board.tie_group_rows < board.compared else ''}"
+            f": {TIE_GROUPS_RULE}."
+        )
+    return note
 
 
 CSV_FIXED = ["rank", "model", "source", "modality", "weights", "parameters", "layer", "precision"]
@@ -448,7 +489,7 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
         "rank interval low",
         "rank interval high",
         "tie group",
-        "comparison method",
+        "compared with the leader by",
     ]
     provenance = _provenance_of(board)
     out = [header]
@@ -472,23 +513,15 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
             interval[0],
             interval[1],
             "" if row.tie_group is None else row.tie_group,
-            SEPARABILITY_METHODS.get(board.separability, ""),
+            "paired" if row.p_vs_leader is not None else ("overlap" if row.cells else ""),
         ]
         out.append(line)
     return out
 
 
-SEPARABILITY_METHODS = {
-    "paired": "paired bootstrap over stimuli, two-sided, Holm over the comparisons with the "
-    "leader; a tie group runs from its first model to the last one it is not separated from "
-    "(Holm over that model's comparisons with every model below it)",
-    "overlap": "95% intervals overlap (no resamples kept)",
-}
-
-
 def _provenance_of(board: Board) -> dict[int, Any]:
-    ids = [cell.score_id for row in board.rows for cell in row.cells.values()]
-    return dict(Score.objects.filter(pk__in=ids).values_list("pk", "provenance"))
+    # The target's scores, not an id list: a large board's ids would overflow a query.
+    return dict(Score.objects.filter(target=board.target).values_list("pk", "provenance"))
 
 
 # --- Across targets -------------------------------------------------------------------------

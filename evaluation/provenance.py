@@ -51,6 +51,13 @@ def score_provenance(
     }
 
 
+def resampling_name(resampling: str, *, metric: str) -> str:
+    """The stored name of a score's resamples: the engine's (what was drawn) and the metric's
+    code version, so that scores of two code versions, which may draw differently, are
+    never paired."""
+    return f"{resampling};v{METRICS[metric].version}" if resampling else ""
+
+
 def stacked_provenance(
     *, target: Target, model: PretrainedModel, params: dict[str, Any]
 ) -> dict[str, Any]:

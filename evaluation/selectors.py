@@ -147,7 +147,10 @@ def run_with_steps(*, run_id: int) -> Run:
                 "steps",
                 queryset=RunStep.objects.select_related("model").prefetch_related("embedding_sets"),
             ),
-            Prefetch("scores", queryset=Score.objects.select_related("model", "target")),
+            Prefetch(
+                "scores",
+                queryset=Score.objects.select_related("model", "target").defer("resamples"),
+            ),
         )
         .get(pk=run_id)
     )
@@ -178,7 +181,11 @@ def run_seconds_left(run: Run, progress: float) -> float | None:
 
 
 def model_scores(*, model: PretrainedModel) -> QuerySet[Score]:
-    return model.scores.select_related("target__dataset", "run").order_by("-created_at")
+    return (
+        model.scores.select_related("target__dataset", "run")
+        .defer("resamples")
+        .order_by("-created_at")
+    )
 
 
 def model_layer_curves(*, model: PretrainedModel) -> list[tuple[Target, dict[str, list[Point]]]]:
@@ -186,7 +193,9 @@ def model_layer_curves(*, model: PretrainedModel) -> list[tuple[Target, dict[str
     scored at two or more layers: one point is not a curve)."""
     depth = {layer["name"]: index for index, layer in enumerate(model.layers or [])}
     latest: dict[tuple[int, str, str], Score] = {}
-    for score in model.scores.select_related("target").order_by("created_at", "id"):
+    for score in (
+        model.scores.select_related("target").defer("resamples").order_by("created_at", "id")
+    ):
         latest[(score.target_id, score.metric_key, score.layer)] = score
     by_target: dict[int, dict[str, list[Point]]] = {}
     targets: dict[int, Target] = {}

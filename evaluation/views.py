@@ -6,10 +6,11 @@ from __future__ import annotations
 import csv
 from dataclasses import replace
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
@@ -29,6 +30,7 @@ from evaluation import (
 )
 from evaluation import leaderboards as boards
 from evaluation.engine.errors import StorageError
+from evaluation.engine.metrics.paired import ALPHA
 from evaluation.forms import (
     DatasetImportForm,
     DescriptionsImportForm,
@@ -113,6 +115,8 @@ def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
             "target": target,
             "chances": boards.chances_for(target.kind),
             "ceiling_meaning": boards.CEILING_MEANING.get(target.kind, ""),
+            # Outside the cached board: its form carries this visitor's CSRF token.
+            "stale_scores": 0 if request.htmx else boards.stale_count(board, key=key),
             "query": query,
             "layer_choices": LAYER_LABELS,
             "sort_links": SimpleLazyObject(lambda: _sort_links(board, query)),
@@ -131,14 +135,21 @@ def leaderboard_rescore(request: HttpRequest, target_id: int) -> HttpResponse:
     """Re-score the target's stale scores in one run (cached embeddings are reused)."""
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     try:
-        run = services.scores_rescore_stale(target=target, created_by=request.user)
+        rescoring = services.scores_rescore_stale(target=target, created_by=request.user)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect(target)
+    run = rescoring.run
+    left = (
+        f" {len(rescoring.left)} stale score(s) at another precision are left: re-score them "
+        "from a worker extracting at that precision."
+        if rescoring.left
+        else ""
+    )
     messages.success(
         request,
         f"Re-scoring {run.steps.count()} model(s) on {target.dataset}; cached embeddings are "
-        "reused where the model did not change.",
+        f"reused where the model did not change.{left}",
     )
     return redirect(run)
 
@@ -159,11 +170,27 @@ def target_differences(request: HttpRequest, target_id: int) -> HttpResponse:
         response["Content-Disposition"] = f'attachment; filename="differences-{target.pk}.csv"'
         csv.writer(response).writerows(comparisons.differences_csv_rows(table))
         return response
+    # The board's view (layers, order, filters) carries over to the form and the CSV.
+    kept = [(k, v) for k, v in QueryDict(query.as_params()).items() if k not in NOT_KEPT]
+    shown = [*kept, ("metric", board.sort_key), ("top", str(len(table.models) or ""))]
     return render(
         request,
         "evaluation/differences.html",
-        {"target": target, "board": board, "table": table, "query": query},
+        {
+            "target": target,
+            "board": board,
+            "table": table,
+            "kept": kept,
+            "csv_query": urlencode([*shown, ("format", "csv")]),
+            "board_query": query.as_params(sort=board.sort_key, page=1),
+            "max_models": comparisons.DIFFERENCES_MAX_MODELS,
+            "default_models": comparisons.DIFFERENCES_DEFAULT_MODELS,
+            "alpha": ALPHA,
+        },
     )
+
+
+NOT_KEPT = ("sort", "page", "per_page", "metric", "top", "format")
 
 
 @researcher_required
@@ -513,7 +540,7 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
             "dataset": dataset,
             "stimuli": selectors.stimuli_preview(dataset, limit=STIMULI_PREVIEW),
             "label_counts": selectors.dataset_label_counts(dataset=dataset),
-            "targets": dataset.targets.all(),
+            "targets": dataset.targets.select_related("judgments"),
             "description_sets": description_sets(dataset=dataset),
             "descriptions_form": DescriptionsImportForm(),
         },

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from evaluation.models import ModelSource, PretrainedModel, Run, Score, Target
@@ -25,6 +26,7 @@ class StaleScore:
     score_id: int
     model_id: int
     layer: str
+    precision: str  # of its embeddings; "" where it has none (stacked scores)
     metric: str
     params: dict[str, Any]
     reasons: tuple[str, ...]
@@ -63,6 +65,7 @@ def stale_scores(*, target: Target) -> list[StaleScore]:
                     score["id"],
                     score["model_id"],
                     score["layer"],
+                    score["embedding_set__precision"] or "",
                     score["metric"],
                     score["params"],
                     reasons,
@@ -71,26 +74,49 @@ def stale_scores(*, target: Target) -> list[StaleScore]:
     return stale
 
 
-def scores_rescore_stale(*, target: Target, created_by: Any = None) -> Run:
-    """One run that re-computes every stale score on ``target`` (ValidationError when there
-    is none, or when the only stale scores are stacked ones, which are re-made by stacking)."""
+@dataclass(frozen=True)
+class Rescoring:
+    run: Run
+    # Stale scores the run cannot replace: their embeddings are at another precision than
+    # this installation extracts at (EXTRACTION_PRECISION), so the run's scores sit beside
+    # them. A worker set to that precision re-scores them.
+    left: list[StaleScore]
+
+
+def scores_rescore_stale(*, target: Target, created_by: Any = None) -> Rescoring:
+    """One run that re-computes the stale scores on ``target``: the stale models, at the
+    layers of their stale scores, with the stale scores' metrics (the run scores every target
+    of the dataset those metrics apply to, as any run does). ValidationError when there is
+    nothing it can re-score: no stale score, only stacked ones (re-made by stacking), or
+    only scores at another extraction precision."""
     stale = stale_scores(target=target)
     models = {m.pk: m for m in PretrainedModel.objects.filter(pk__in={s.model_id for s in stale})}
-    runnable = [s for s in stale if models[s.model_id].source != ModelSource.STACKED]
+    stacked = [s for s in stale if models[s.model_id].source == ModelSource.STACKED]
+    left = [
+        s
+        for s in stale
+        if s not in stacked and s.precision and s.precision != settings.EXTRACTION_PRECISION
+    ]
+    runnable = [s for s in stale if s not in stacked and s not in left]
     if not runnable:
         raise ValidationError(
             "No stale score to re-score here."
             if not stale
             else "The stale scores are stacked models': stack them again from this page."
+            if not left
+            else f"The stale scores' embeddings are at {left[0].precision}, this installation "
+            f"extracts at {settings.EXTRACTION_PRECISION}: re-score them from a worker with "
+            f"EXTRACTION_PRECISION={left[0].precision}."
         )
     layers: dict[int, list[str]] = {}
     for s in runnable:
         layers.setdefault(s.model_id, []).append(s.layer)
     metrics = list({(s.metric, repr(sorted(s.params.items()))): s for s in runnable}.values())
-    return run_create(
+    run = run_create(
         dataset=target.dataset,
         models=[models[model_id] for model_id in layers],
         metrics=[{"name": s.metric, "params": s.params} for s in metrics],
         layers=layers,
         created_by=created_by,
     )
+    return Rescoring(run, left)

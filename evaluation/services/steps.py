@@ -32,7 +32,7 @@ from evaluation.models import (
     metric_key,
     resamples_to_bytes,
 )
-from evaluation.provenance import score_provenance
+from evaluation.provenance import resampling_name, score_provenance
 from evaluation.services.embeddings import embeddings_for
 from evaluation.services.failures import internal_error
 from evaluation.services.queue import send
@@ -224,7 +224,7 @@ def _layer_scores(
                 embedding_set=embedding_set,
                 details=_with_frames(result.details, embedding_set, step.run.dataset),
                 resamples=resamples_to_bytes(result.resamples),
-                resampling=result.resampling,
+                resampling=resampling_name(result.resampling, metric=entry["name"]),
                 provenance=score_provenance(
                     model=step.model,
                     embedding_set=embedding_set,

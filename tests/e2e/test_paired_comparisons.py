@@ -23,7 +23,7 @@ def test_rank_intervals_tie_groups_and_the_differences_page(page, live_server, b
     first = page.locator("table.leaderboard tbody tr").first
     assert re.search(r"\b1\N{EN DASH}\d+\b", first.locator("td.rank-interval").inner_text())
     assert first.locator("td.tie-group").inner_text() == "1"
-    assert "Holm-corrected" in page.inner_text("#separability")
+    assert "Holm over the 19 comparisons" in page.inner_text("#separability")
     screenshot(page, "leaderboard-paired")
 
     page.get_by_role("link", name="Every pairwise difference").click()

@@ -19,9 +19,7 @@ from evaluation.engine.metrics.human import (
 )
 from evaluation.engine.metrics.paired import (
     holm,
-    holm_matrix,
     paired_difference,
-    pairwise_p_values,
     pairwise_table,
     rank_intervals,
     tie_groups,
@@ -139,6 +137,8 @@ def test_holm_matches_the_step_down_procedure():
     # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone
     assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])
+    with_gap = holm(np.array([0.01, np.nan, 0.04]))  # a comparison that could not be made
+    assert np.isnan(with_gap[1]) and with_gap[[0, 2]] == pytest.approx([0.02, 0.04])
     rng = np.random.default_rng(0)
     many = rng.random(30) ** 3
     adjusted = holm(many)
@@ -163,7 +163,8 @@ def test_rank_intervals_and_tie_groups():
     assert rank_intervals(-samples, higher_is_better=False) == intervals
     values = samples.mean(axis=1)
     assert tie_groups(samples, values) == [1, 2, 2, 3]
-    adjusted = holm_matrix(pairwise_p_values(samples, values))
+    assert tie_groups(samples, values, limit=2) == [1, 2]
+    adjusted = pairwise_table(samples, values).adjusted
     assert adjusted[1, 2] > 0.05 and adjusted[0, 1] < 0.05 and adjusted[2, 3] < 0.05
     # A group runs from its head to the first model the head is separated from, even when a
     # later model (very uncertain) is not: groups stay contiguous in score order.

@@ -102,7 +102,7 @@ def test_page_and_csv_show_rank_intervals_tie_groups_and_the_method(client, boar
     page = client.get(reverse("evaluation:leaderboard", args=[board_of_20.pk]))
     html = page.content.decode()
     assert "95% rank interval" in html and "tie group" in html
-    assert "Holm-corrected over the 19 comparisons with the leader" in html
+    assert "Holm over the 19 comparisons with the leader" in html
     assert "≈ leader" in html and "stale" not in html.split('id="board"')[1].split("</table>")[0]
     rows = list(
         csv.reader(
@@ -147,7 +147,48 @@ def test_a_board_without_resamples_says_it_falls_back_to_overlap(client):
     html = client.get(reverse("evaluation:leaderboard", args=[target.pk])).content.decode()
     assert "keep no bootstrap resamples" in html and "95% rank interval" not in html
     differences = client.get(reverse("evaluation:target_differences", args=[target.pk]))
-    assert "keep no bootstrap resamples" in differences.content.decode()
+    assert "keep the same bootstrap resamples" in differences.content.decode()
+
+
+def test_a_leader_without_resamples_keeps_overlap_marks_and_the_rest_are_ranked(
+    client, board_of_20
+):
+    """A stacked model (or a score from before resamples were kept) leads: no paired test
+    against it is possible, so the marks stay by overlap, while the others still get rank
+    intervals and tie groups among themselves."""
+    key = "pair_alignment(correlation=spearman)"
+    ScoreFactory(
+        run=RunFactory(dataset=board_of_20.dataset), target=board_of_20, metric_key=key,
+        metric="pair_alignment", value=0.99, ci_low=0.97, ci_high=0.995,
+        model=PretrainedModelFactory(name="stacked leader", source="stacked"),
+    )  # fmt: skip
+    board = leaderboard(target=board_of_20, query=BoardQuery())
+    assert board.rows[0].model_name == "stacked leader" and board.separability == "overlap"
+    assert board.compared == N_MODELS and board.rows[0].rank_interval is None
+    assert [r.p_vs_leader for r in board.rows] == [None] * (N_MODELS + 1)
+    assert board.rows[1].rank_interval[0] == 1 and board.rows[1].tie_group == 1
+    assert board.rows[1].separable_from_leader  # 0.906 [0.864, 0.933] is below 0.97
+    assert "the leader's score keeps no bootstrap resamples" in board.note
+    page = client.get(reverse("evaluation:target_differences", args=[board_of_20.pk]))
+    assert "m00" in page.content.decode() and 'id="differences-heatmap"' in page.content.decode()
+
+
+def test_a_board_where_only_the_leader_has_resamples_keeps_its_overlap_marks():
+    dataset = make_text_dataset()
+    target = Target.objects.get(dataset=dataset)
+    run = RunFactory(dataset=dataset)
+    ScoreFactory(
+        run=run,
+        target=target,
+        value=0.9,
+        resamples=resamples_to_bytes(np.full(50, 0.9)),
+        resampling="r",
+    )
+    for value in (0.88, 0.5):
+        ScoreFactory(run=run, target=target, value=value)
+    board = leaderboard(target=target, query=BoardQuery())
+    assert board.separability == "overlap" and board.compared == 0
+    assert [r.separable_from_leader for r in board.rows] == [None, False, True]
 
 
 def test_changing_a_metric_version_makes_its_scores_stale_and_one_action_rescores_them(

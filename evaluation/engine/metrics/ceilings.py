@@ -2,10 +2,11 @@
 
 The split-half reliability in ``human.py`` gives the one ceiling scores are divided by. This
 module gives the bracket of Nili et al. (2014, "A toolbox for representational similarity
-analysis", PLoS Comput Biol 10: e1003553) beside it: the best possible model's score lies
-between a *lower* bound (each participant predicted by the others, which a model fit to
-other people cannot beat on average) and an *upper* bound (each participant predicted by
-everyone including themselves, which even the true model cannot beat on average).
+analysis", PLoS Comput Biol 10: e1003553) beside it: the true model's expected score lies
+between a *lower* bound (each participant predicted by the mean of the others, a score the
+true model is expected to reach or exceed) and an *upper* bound (each participant predicted
+by the mean of everyone including themselves, which overfits to that participant and which
+even the true model is not expected to exceed).
 
 Pair ratings (``nili_bounds``) follow rsatoolbox's ``boot_noise_ceiling`` and ``pool_rdm``
 and need participant ids; choices (``choice_bounds``: triplets, 2AFC) use the analogous

@@ -16,9 +16,8 @@ their stimuli and so their sampling error.
   comparisons shown together keeps its family-wise error rate at 5%.
 - ``rank_intervals``: each model's rank in every resample (1 = best, ties share the lowest
   rank), and the 2.5th and 97.5th percentiles of those ranks.
-- ``tie_groups``: models in score order, grouped from the top: a group's first model and
-  the models after it that the paired test does not separate from it (Holm over its
-  comparisons with every model below it); the first model it separates starts the next.
+- ``tie_groups``: models in score order, grouped from the top (``TIE_GROUPS_RULE``).
+- ``pairwise_table``: ``paired_difference`` for every pair, Holm over all of them.
 """
 
 from __future__ import annotations
@@ -70,15 +69,16 @@ def paired_difference(
 
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm-adjusted p-values: the k-th smallest of m is multiplied by (m - k + 1), made
-    monotone in that order and capped at 1; reject where the adjusted value is < alpha."""
+    monotone in that order and capped at 1; reject where the adjusted value is < alpha.
+    NaN (a comparison that could not be made) is left out of the family and stays NaN."""
     p = np.asarray(p_values, dtype=np.float64)
-    m = len(p)
-    if m == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
-    stepped = np.maximum.accumulate(p[order] * (m - np.arange(m)))
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(stepped, 1.0)
+    adjusted = np.full(len(p), np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = len(tested)
+    if m:
+        order = tested[np.argsort(p[tested], kind="stable")]
+        stepped = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+        adjusted[order] = np.minimum(stepped, 1.0)
     return adjusted
 
 
@@ -113,41 +113,19 @@ def p_values_against(
     the normal distribution (NaN where fewer than MIN_PAIRED_RESAMPLES resamples define
     both). A difference that no resample varies is p = 1 when it is 0, else p = 0."""
     d = np.asarray(samples, dtype=np.float64)[None, :] - np.asarray(others, dtype=np.float64)
-    n = np.isfinite(d).sum(axis=1)  # d is NaN where either is undefined
+    defined = np.isfinite(d)  # d is NaN where either is undefined
+    n = defined.sum(axis=1)
     observed = value - np.asarray(other_values, dtype=np.float64)
+    filled = np.where(defined, d, 0.0)
+    mean = filled.sum(axis=1) / np.maximum(n, 1)
+    squares = (np.where(defined, d - mean[:, None], 0.0) ** 2).sum(axis=1)
+    spread = np.sqrt(squares / np.maximum(n - 1, 1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        spread = np.nanstd(d, axis=1, ddof=1)
         z = np.abs(observed) / spread
     z[(spread == 0) & (observed == 0)] = 0.0
     p = 2 * norm.sf(z)
     p[n < MIN_PAIRED_RESAMPLES] = np.nan
     return p
-
-
-def pairwise_p_values(samples: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """(m, m) symmetric matrix of ``p_values_against`` for every pair (NaN on the diagonal)."""
-    m = len(samples)
-    p = np.full((m, m), np.nan)
-    for i in range(m - 1):
-        p[i, i + 1 :] = p[i + 1 :, i] = p_values_against(
-            samples[i], values[i], samples[i + 1 :], values[i + 1 :]
-        )
-    return p
-
-
-def holm_matrix(p_values: np.ndarray) -> np.ndarray:
-    """Holm over the family of all pairs (i < j) of a symmetric p-value matrix; pairs
-    without a p-value are left out of the family and stay NaN."""
-    m = len(p_values)
-    upper = np.triu_indices(m, k=1)
-    raw = p_values[upper]
-    tested = np.isfinite(raw)
-    adjusted_upper = np.full(len(raw), np.nan)
-    adjusted_upper[tested] = holm(raw[tested])
-    adjusted = np.full((m, m), np.nan)
-    adjusted[upper] = adjusted_upper
-    adjusted.T[upper] = adjusted_upper
-    return adjusted
 
 
 @dataclass(frozen=True)
@@ -163,42 +141,51 @@ class PairwiseTable:
 
 
 def pairwise_table(samples: np.ndarray, values: np.ndarray) -> PairwiseTable:
-    """Paired differences of every pair of models ((models, resamples) samples)."""
+    """``paired_difference`` of every pair of models ((models, resamples) samples); a pair
+    with too few shared resamples stays NaN and out of the Holm family."""
     m = len(values)
     diff = np.full((m, m), np.nan)
-    low, high = diff.copy(), diff.copy()
+    low, high, p = diff.copy(), diff.copy(), diff.copy()
     for i in range(m):
-        for j in range(m):
-            if i == j:
+        for j in range(i + 1, m):
+            try:
+                pair = paired_difference(samples[i], samples[j], values[i], values[j])
+            except MetricError:
                 continue
-            defined = np.isfinite(samples[i]) & np.isfinite(samples[j])
-            if defined.sum() < MIN_PAIRED_RESAMPLES:
-                continue
-            d = samples[i][defined] - samples[j][defined]
-            diff[i, j] = values[i] - values[j]
-            low[i, j], high[i, j] = np.quantile(d, [ALPHA / 2, 1 - ALPHA / 2])
-    p = pairwise_p_values(samples, values)
-    return PairwiseTable(diff, low, high, p, holm_matrix(p))
+            diff[i, j], diff[j, i] = pair.difference, -pair.difference
+            low[i, j], high[i, j] = pair.ci_low, pair.ci_high
+            low[j, i], high[j, i] = -pair.ci_high, -pair.ci_low
+            p[i, j] = p[j, i] = pair.p_value
+    upper = np.triu_indices(m, k=1)
+    adjusted = np.full((m, m), np.nan)
+    adjusted[upper] = holm(p[upper])
+    adjusted.T[upper] = adjusted[upper]
+    return PairwiseTable(diff, low, high, p, adjusted)
 
 
-def tie_groups(samples: np.ndarray, values: np.ndarray) -> list[int]:
-    """Group numbers (1, 2, ...) for models in score order ((models, resamples) samples):
-    the first model heads group 1, which runs on until the first model that the paired test
-    separates from the head (Holm over the head's comparisons with every model below it:
-    for the leader, exactly the "not separable from the leader" family); that model heads
-    the next group, tested likewise against the models below it; and so on. A comparison
-    without a p-value (too few shared resamples) does not separate."""
+TIE_GROUPS_RULE = (
+    "group 1 is the first model and the models after it up to the first one that the "
+    "paired test separates from it (Holm over its comparisons with every model below it); "
+    "that model starts group 2, tested the same way, and so on"
+)
+
+
+def tie_groups(samples: np.ndarray, values: np.ndarray, *, limit: int | None = None) -> list[int]:
+    """Group numbers (1, 2, ...) for models in score order ((models, resamples) samples), by
+    TIE_GROUPS_RULE: for the first model, the Holm family is exactly the "not separable
+    from the leader" one. Only the first ``limit`` models get a number, but every group's
+    first model is tested against all the models below it."""
     m = len(values)
-    groups = [0] * m
+    limit = m if limit is None else min(limit, m)
+    groups: list[int] = []
     head, group = 0, 1
-    while head < m:
+    while head < limit:
         below = np.arange(head + 1, m)
-        raw = p_values_against(samples[head], values[head], samples[below], values[below])
-        adjusted = np.full(len(raw), np.nan)
-        tested = np.isfinite(raw)
-        adjusted[tested] = holm(raw[tested])
+        adjusted = holm(
+            p_values_against(samples[head], values[head], samples[below], values[below])
+        )
         separated = np.flatnonzero(adjusted < ALPHA)
         end = int(below[separated[0]]) if len(separated) else m
-        groups[head:end] = [group] * (end - head)
+        groups += [group] * (min(end, limit) - head)
         head, group = end, group + 1
     return groups

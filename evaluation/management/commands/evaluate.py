@@ -476,6 +476,7 @@ def finished_outcome(run: Run) -> Outcome:
     scores = list(
         Score.objects.filter(run=run)
         .select_related("model", "target")
+        .defer("resamples")
         .order_by("target__name", "metric_key", "-value", "model__name", "layer")
     )
     document = run_document(run)

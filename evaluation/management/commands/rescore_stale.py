@@ -68,7 +68,15 @@ class Command(EvaluationCommand):
             "run": None,
         }
         if stale and not options["list"]:
-            run = services.scores_rescore_stale(target=target)
-            document["run"] = run.pk
-            lines.append(f"Queued run {run.pk} over {run.steps.count()} model(s).")
+            rescoring = services.scores_rescore_stale(target=target)
+            document["run"] = rescoring.run.pk
+            document["left"] = [s.score_id for s in rescoring.left]
+            lines.append(
+                f"Queued run {rescoring.run.pk} over {rescoring.run.steps.count()} model(s)."
+            )
+            if rescoring.left:
+                lines.append(
+                    f"Left {len(rescoring.left)} stale score(s) whose embeddings are at another "
+                    "precision: re-score them from a worker extracting at that precision."
+                )
         return Outcome(document, lines)
