@@ -41,23 +41,10 @@ def previous_spearman(
     order_x, order_y = np.argsort(x, kind="stable"), np.argsort(y, kind="stable")
     for start in range(0, n_boot, chunk):
         weights = human.pair_weights(counts[start : start + chunk], i, j)
-        rx = previous_ranks_rows(x, weights, order_x)
-        ry = previous_ranks_rows(y, weights, order_y)
+        rx = human._weighted_ranks_rows(x, weights, order_x)
+        ry = human._weighted_ranks_rows(y, weights, order_y)
         results[start : start + chunk] = human._weighted_pearson(rx, ry, weights)
     return results
-
-
-def previous_ranks_rows(values: np.ndarray, weights: np.ndarray, order: np.ndarray) -> np.ndarray:
-    sorted_values = values[order]
-    group_starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    group_of = np.repeat(np.arange(len(group_starts)), np.diff(np.r_[group_starts, len(values)]))
-    w_sorted = weights[:, order]
-    group_weight = np.add.reduceat(w_sorted, group_starts, axis=1)
-    before = np.cumsum(group_weight, axis=1) - group_weight
-    group_rank = before + (group_weight + 1) / 2
-    ranks = np.empty_like(w_sorted)
-    ranks[:, order] = group_rank[:, group_of]
-    return ranks
 
 
 def warm_up() -> float:

@@ -18,32 +18,7 @@ SIMLEX = SHARED_DATA / "simlex999" / "EN-SIMLEX-999.faruqui.txt"
 TOLERANCE = 1e-10
 
 
-# --- The previous implementation, as it was before the kernel ---------------------------------
-def previous_ranks_rows(values: np.ndarray, weights: np.ndarray, order: np.ndarray) -> np.ndarray:
-    sorted_values = values[order]
-    group_starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    group_of = np.repeat(np.arange(len(group_starts)), np.diff(np.r_[group_starts, len(values)]))
-    w_sorted = weights[:, order]
-    group_weight = np.add.reduceat(w_sorted, group_starts, axis=1)
-    before = np.cumsum(group_weight, axis=1) - group_weight
-    group_rank = before + (group_weight + 1) / 2
-    ranks = np.empty_like(w_sorted)
-    ranks[:, order] = group_rank[:, group_of]
-    return ranks
-
-
-def previous_weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    total = w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (w * x).sum(axis=1) / total
-        my = (w * y).sum(axis=1) / total
-        dx = x - mx[:, None]
-        dy = y - my[:, None]
-        cov = (w * dx * dy).sum(axis=1)
-        var = np.sqrt((w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1))
-        return cov / var
-
-
+# --- The previous implementation: the engine's row-wise re-ranking, kept as the reference --
 def multiplicities(counts: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """c_i * c_j per pair, c_i for a stimulus with itself (written out, not the engine's)."""
     return np.where(i == j, counts[:, i], counts[:, i] * counts[:, j]).astype(np.float64)
@@ -53,9 +28,9 @@ def previous_spearman(
     i: np.ndarray, j: np.ndarray, x: np.ndarray, y: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
     weights = multiplicities(counts, i, j)
-    rx = previous_ranks_rows(x, weights, np.argsort(x, kind="stable"))
-    ry = previous_ranks_rows(y, weights, np.argsort(y, kind="stable"))
-    return previous_weighted_pearson(rx, ry, weights)
+    rx = human._weighted_ranks_rows(x, weights)
+    ry = human._weighted_ranks_rows(y, weights)
+    return human._weighted_pearson(rx, ry, weights)
 
 
 def expanded_spearman(

@@ -360,9 +360,14 @@ def _ties(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
 
 
-def _weighted_ranks_rows(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Row-wise weighted average ranks of the same ``values`` under each row of ``weights``."""
-    order = np.argsort(values, kind="stable")
+def _weighted_ranks_rows(
+    values: np.ndarray, weights: np.ndarray, order: np.ndarray | None = None
+) -> np.ndarray:
+    """Row-wise weighted average ranks of the same ``values`` under each row of ``weights``
+    (``order``: their stable argsort, where the caller has it). Before the compiled kernel
+    this was the bootstrap's re-ranking; the test and the bench keep it as the reference."""
+    if order is None:
+        order = np.argsort(values, kind="stable")
     sorted_values = values[order]
     group_starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
     group_of = np.repeat(np.arange(len(group_starts)), np.diff(np.r_[group_starts, len(values)]))
