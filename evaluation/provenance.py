@@ -33,21 +33,42 @@ def score_provenance(
     target: Target,
     entry: dict[str, Any],
 ) -> dict[str, Any]:
+    return {
+        **_inputs(model, dataset, target, entry["name"], entry["params"]),
+        "weights_id": embedding_set.weights_id,
+        "embeddings": embedding_set.fingerprint,
+    }
+
+
+def stacked_provenance(
+    *, target: Target, model: PretrainedModel, params: dict[str, Any]
+) -> dict[str, Any]:
+    """A stacked score's record: its components are in the stacked model's identifier and
+    the score's details; it is re-made by stacking again, not by a run."""
+    return _inputs(model, target.dataset, target, "pair_alignment", params)
+
+
+def _inputs(
+    model: PretrainedModel,
+    dataset: Dataset,
+    target: Target,
+    metric: str,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """What every score's record holds, however it was computed."""
     judgments = target.judgments
     return {
         "model_revision": model.revision_key,
         "model": {name: getattr(model, name) for name in REVISION_FIELDS},
-        "weights_id": embedding_set.weights_id,
-        "embeddings": embedding_set.fingerprint,
         "dataset_hash": dataset.content_hash,
         "judgments": (
             {"id": judgments.pk, "name": judgments.name, "version": judgments.version}
             if judgments is not None
             else None
         ),
-        "metric": entry["name"],
-        "params": entry["params"],
-        "code_version": METRICS[entry["name"]].version,
+        "metric": metric,
+        "params": params,
+        "code_version": METRICS[metric].version,
     }
 
 
@@ -56,24 +77,6 @@ def resampling_name(resampling: str, *, metric: str) -> str:
     code version, so that scores of two code versions, which may draw differently, are
     never paired."""
     return f"{resampling};v{METRICS[metric].version}" if resampling else ""
-
-
-def stacked_provenance(
-    *, target: Target, model: PretrainedModel, params: dict[str, Any]
-) -> dict[str, Any]:
-    """A stacked score's record: its components are in the stacked model's identifier and
-    the score's details; it is re-made by stacking again, not by a run."""
-    judgments = target.judgments
-    assert judgments is not None  # stacking scores pair ratings
-    return {
-        "model_revision": model.revision_key,
-        "model": {name: getattr(model, name) for name in REVISION_FIELDS},
-        "dataset_hash": target.dataset.content_hash,
-        "judgments": {"id": judgments.pk, "name": judgments.name, "version": judgments.version},
-        "metric": "pair_alignment",
-        "params": params,
-        "code_version": METRICS["pair_alignment"].version,
-    }
 
 
 @dataclass(frozen=True)
