@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from core.ending import worker_ending
 from evaluation.engine import adapters
 from evaluation.engine.errors import EngineError
 from evaluation.engine.extraction import extract_layers
@@ -196,11 +197,14 @@ def _descriptions(
 
 def _progress_reporter(step_id: int, worker: str) -> Callable[[int, int], bool]:
     """Write progress at most twice a second; tell the extraction to stop when the step
-    is no longer this worker's (cancelled, or taken over after a stall)."""
+    is no longer this worker's (cancelled, or taken over after a stall) or when the worker
+    is ending (the step then goes back to the queue)."""
     last = 0.0
 
     def report(done: int, total: int) -> bool:
         nonlocal last
+        if worker_ending():
+            return False
         now = time.monotonic()
         if now - last < PROGRESS_REPORT_SECONDS and done < total:
             return True

@@ -1,0 +1,22 @@
+"""Whether this worker process is ending: SLURM's time limit, preemption or ``scancel``, or
+``docker stop``, sent SIGTERM, and Celery began its warm shutdown.
+
+Work that can stop part-way (an extraction, between chunks) checks it and gives its step
+back to the queue at once, so another worker resumes it from the saved chunks instead of
+this one racing the SIGKILL that follows the grace period. The workers set it (Celery's
+``worker_shutting_down`` signal); the apps only read it, so it lives here.
+"""
+
+from __future__ import annotations
+
+import threading
+
+_ending = threading.Event()
+
+
+def mark_ending() -> None:
+    _ending.set()
+
+
+def worker_ending() -> bool:
+    return _ending.is_set()
