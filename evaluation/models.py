@@ -608,6 +608,10 @@ class RunStep(models.Model):
     embedding_sets = models.ManyToManyField(EmbeddingSet, blank=True, related_name="+")
     reused_embeddings = models.BooleanField(default=False)
     claimed_by = models.CharField(max_length=200, blank=True)
+    # The Celery node names of the workers that finished each phase (see Worker for where
+    # they ran: host, SLURM job).
+    extracted_by = models.CharField(max_length=200, blank=True)
+    scored_by = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Claims in the current phase.")
     started_at = models.DateTimeField(null=True, blank=True)
@@ -650,6 +654,35 @@ def metric_key(name: str, params: dict[str, Any]) -> str:
     """Canonical name of a metric with its parameters, e.g. 'knn(k=5,split=loo)'."""
     inner = ",".join(f"{key}={params[key]}" for key in sorted(params))
     return f"{name}({inner})" if inner else name
+
+
+class Worker(models.Model):
+    """A Celery worker as it registered itself when it started (workers/presence.py), seen
+    again every ``WORKER_HEARTBEAT_SECONDS`` while it lives. Read by the runs list (how many
+    are up) and the run page (where each step ran)."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="Celery node name.")
+    queues = models.CharField(max_length=200)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    # Set when the worker runs as a SLURM job (slurm_workers submits them).
+    slurm_job_id = models.CharField(max_length=40, blank=True)
+    slurm_job_name = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["stopped_at", "last_seen_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def where(self) -> str:
+        """The worker as the run page names it: its name, and its SLURM job if any."""
+        return f"{self.name} (SLURM job {self.slurm_job_id})" if self.slurm_job_id else self.name
 
 
 class Score(models.Model):

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Count, F, Prefetch, QuerySet
+from django.utils import timezone
 
 from evaluation.models import (
     Dataset,
@@ -22,9 +25,12 @@ from evaluation.models import (
     Stimulus,
     Target,
     TargetKind,
+    Worker,
 )
 from evaluation.plots import Point
 
+# A worker not seen for this many heartbeats is not counted as up (it may have been killed).
+MISSED_HEARTBEATS = 3
 # Steps with no work left; a cancelled one was stopped, so its progress stays where it was.
 DONE_STEP_STATUSES = {StepStatus.SUCCEEDED, StepStatus.FAILED}
 
@@ -210,3 +216,31 @@ def model_layer_curves(*, model: PretrainedModel) -> list[tuple[Target, dict[str
         if series:
             curves.append((targets[target_id], series))
     return curves
+
+
+# --- Workers -----------------------------------------------------------------------------------
+def workers_up() -> list[Worker]:
+    """Workers that have not stopped and were seen within the last few heartbeats."""
+    cutoff = timezone.now() - timedelta(
+        seconds=MISSED_HEARTBEATS * settings.WORKER_HEARTBEAT_SECONDS
+    )
+    return list(Worker.objects.filter(stopped_at__isnull=True, last_seen_at__gte=cutoff))
+
+
+def run_steps_ran_on(run: Run) -> dict[int, str]:
+    """Where each step of the run ran, by step id: the worker holding it now, or the ones
+    that extracted and scored it, with their SLURM job where they had one."""
+    steps = list(run.steps.values_list("pk", "claimed_by", "extracted_by", "scored_by"))
+    names = {name for _, *names in steps for name in names if name}
+    workers = {worker.name: worker.where for worker in Worker.objects.filter(name__in=names)}
+    ran_on = {}
+    for pk, claimed_by, extracted_by, scored_by in steps:
+        parts = []
+        if extracted_by:
+            parts.append(f"extracted on {workers.get(extracted_by, extracted_by)}")
+        if scored_by:
+            parts.append(f"scored on {workers.get(scored_by, scored_by)}")
+        if claimed_by:
+            parts.append(f"now on {workers.get(claimed_by, claimed_by)}")
+        ran_on[pk] = "; ".join(parts)
+    return ran_on

@@ -592,7 +592,8 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
     runs = selectors.runs_recent()
     template = "evaluation/run_list.html" + ("#runs-table" if request.htmx else "")
     any_running = any(not row.run.is_finished for row in runs)
-    return render(request, template, {"runs": runs, "any_running": any_running})
+    context = {"runs": runs, "any_running": any_running, "workers": selectors.workers_up()}
+    return render(request, template, context)
 
 
 @researcher_required
@@ -635,6 +636,7 @@ def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
             "progress": progress,
             "remaining": selectors.run_seconds_left(run, progress),
             "step_counts": selectors.run_step_counts(run),
+            "ran_on": selectors.run_steps_ran_on(run),
         },
     )
 

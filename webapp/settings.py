@@ -180,8 +180,63 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+# Media (stimulus files, uploads handed to a worker) and embedding files live on local disk
+# (MEDIA_ROOT, EMBEDDINGS_ROOT: shared by every machine that runs workers, e.g. over NFS), or
+# with STORAGE_BUCKET set, in an S3-compatible object store that every machine reaches; each
+# machine then keeps what it reads in STORAGE_CACHE_DIR (evaluation/storage.py).
+STORAGE_BUCKET = os.environ.get("STORAGE_BUCKET", "")
+# Empty: Amazon S3. MinIO, Ceph RGW and others: their URL (addressed path-style).
+STORAGE_ENDPOINT_URL = os.environ.get("STORAGE_ENDPOINT_URL", "")
+STORAGE_REGION = os.environ.get("STORAGE_REGION", "")
+# This machine's copies of stored files (content-addressed, safe to delete at any time).
+STORAGE_CACHE_DIR = Path(os.environ.get("STORAGE_CACHE_DIR", VAR_DIR / "storage-cache")).resolve()
+
+
+def object_storage(prefix: str) -> dict[str, object]:
+    """The STORAGES entry of files under ``prefix/`` in STORAGE_BUCKET (credentials: boto3's
+    own chain, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the machine's role)."""
+    options: dict[str, object] = {
+        "bucket_name": STORAGE_BUCKET,
+        "location": prefix,
+        "file_overwrite": True,  # names are content-addressed or unique: same name, same bytes
+        "querystring_auth": True,  # never a public URL: files are served through the app
+        "default_acl": None,
+    }
+    from botocore.config import Config  # only where a bucket is configured
+
+    client = {
+        # A store that cannot be reached fails the work in seconds with its name, not minutes.
+        "connect_timeout": 10,
+        "read_timeout": 60,
+        "retries": {"mode": "standard", "max_attempts": 4},
+    }
+    if STORAGE_ENDPOINT_URL:
+        options["endpoint_url"] = STORAGE_ENDPOINT_URL
+        # Path-style addresses (host/bucket/key) need no DNS name per bucket. Checksums only
+        # where the API requires them: boto3 >= 1.36 sends new ones by default that some
+        # S3-compatible stores (older MinIO, Ceph RGW) refuse.
+        client.update(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+    options["client_config"] = Config(**client)
+    if STORAGE_REGION:
+        options["region_name"] = STORAGE_REGION
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": (
+        object_storage("media")
+        if STORAGE_BUCKET
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage"}  # MEDIA_ROOT
+    ),
+    "embeddings": (
+        object_storage("embeddings")
+        if STORAGE_BUCKET
+        else {"BACKEND": "evaluation.storage.EmbeddingsFileSystemStorage"}  # EMBEDDINGS_ROOT
+    ),
     # Hashed, compressed files need `collectstatic` first: on in production, off for
     # DEBUG and the test suite (STATIC_MANIFEST=0), which serve straight from static/.
     "staticfiles": {
@@ -288,6 +343,11 @@ RUN_MAX_ATTEMPTS = env_int("RUN_MAX_ATTEMPTS", 3)
 RUN_SWEEP_SECONDS = 30
 # A message sent, or a step claimed, more recently than this is left alone by that sweep.
 RUN_MESSAGE_GRACE_SECONDS = 10
+# Each worker writes that it is alive this often (the runs list counts those seen within
+# three beats). A worker with no task for WORKER_IDLE_EXIT_SECONDS leaves (0: never), so a
+# SLURM allocation goes back; slurm/worker.sbatch sets it.
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 20)
+WORKER_IDLE_EXIT_SECONDS = env_int("WORKER_IDLE_EXIT_SECONDS", 0)
 
 # --- Engine ---------------------------------------------------------------------------
 EXTRACTION_DEVICE = os.environ.get("EXTRACTION_DEVICE", "auto")  # auto, cpu, cuda, mps

@@ -11,8 +11,9 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
+from workers import presence
 from workers.recovery import StepRecovery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
@@ -39,6 +40,11 @@ _ensure_broker_folders()
 
 # Sweeps for lost messages and dropped steps when the consumer (re)connects, and periodically.
 app.steps["consumer"].add(StepRecovery)
+
+
+worker_ready.connect(presence.start, weak=False)
+worker_shutting_down.connect(presence.ending, weak=False)
+worker_shutdown.connect(presence.stop, weak=False)
 
 
 @worker_ready.connect

@@ -7,7 +7,8 @@ and the names below; the modules hold one concern each:
 - ``recovery``: steps whose worker died or whose message the broker lost;
 - ``queue``: sending tasks by name once committed (the only module that talks to the broker);
 - ``failures``: how an unexpected failure is worded;
-- ``rescoring``: re-computing a target's stale scores in one run.
+- ``rescoring``: re-computing a target's stale scores in one run;
+- ``workers``: the workers' registry, and the steps of workers that ended.
 
 Dataset, judgment and description imports live in ``evaluation.imports``.
 """
@@ -24,7 +25,14 @@ from evaluation.services.recovery import (
 )
 from evaluation.services.rescoring import scores_rescore_stale, stale_scores
 from evaluation.services.runs import run_cancel, run_create, run_refresh_status, run_retry
-from evaluation.services.steps import step_extract, step_fail, step_score
+from evaluation.services.steps import step_extract, step_fail, step_hand_back, step_score
+from evaluation.services.workers import (
+    worker_register,
+    worker_seen,
+    worker_stopped,
+    workers_ended,
+    workers_of_slurm_jobs,
+)
 
 __all__ = [
     "STEP_TASKS",
@@ -40,9 +48,15 @@ __all__ = [
     "stale_scores",
     "step_extract",
     "step_fail",
+    "step_hand_back",
     "step_score",
     "steps_requeue_dropped",
     "steps_requeue_orphaned",
     "steps_requeue_stalled",
     "steps_resend_lost",
+    "worker_register",
+    "worker_seen",
+    "worker_stopped",
+    "workers_ended",
+    "workers_of_slurm_jobs",
 ]

@@ -13,9 +13,10 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from core.ending import worker_ending
 from evaluation import metrics as metric_registry
 from evaluation.engine.errors import EngineError, StorageError
 from evaluation.engine.extraction import ExtractionCancelled
@@ -51,17 +52,17 @@ def step_extract(*, step_id: int, worker: str) -> None:
     try:
         embedding_sets, reused = embeddings_for(step, worker)
     except ExtractionCancelled:
-        return  # the run was cancelled, or another worker took the step over
-    except EngineError as exc:
-        if isinstance(exc, StorageError):  # the administrator's to fix: say it in their log
-            logger.warning("Extraction of step %s stopped: %s", step_id, exc)
-        step_fail(step_id=step_id, message=str(exc), worker=worker)
-        return
+        if worker_ending():
+            step_hand_back(step_id=step_id, worker=worker)
+        return  # else the run was cancelled, or another worker took the step over
     except Exception as exc:
-        logger.exception("Extraction of step %s failed", step_id)
-        step_fail(
-            step_id=step_id, message=internal_error("extracting embeddings", exc), worker=worker
-        )
+        if not worker_ending():
+            _fail_extraction(step_id, worker, exc)
+            return
+        # SLURM signals every process of the job: a data-loader process that died of
+        # it fails the extraction, which is the signal's doing, not the step's.
+        logger.warning("Extraction of step %s stopped as the worker ends (%s)", step_id, exc)
+        step_hand_back(step_id=step_id, worker=worker)
         return
     with transaction.atomic():
         moved = RunStep.objects.filter(
@@ -72,6 +73,7 @@ def step_extract(*, step_id: int, worker: str) -> None:
             processed=embedding_sets[0].count,
             extract_seconds=time.perf_counter() - started,
             claimed_by="",
+            extracted_by=worker,
             heartbeat_at=timezone.now(),
             attempts=0,  # attempts count per phase: scoring starts afresh
         )
@@ -79,6 +81,36 @@ def step_extract(*, step_id: int, worker: str) -> None:
             step.embedding_sets.set(embedding_sets)
             # A broker away now leaves the step extracted with no message: the sweep sends it.
             transaction.on_commit(lambda: send("evaluation.score_embeddings", step_id))
+
+
+def _fail_extraction(step_id: int, worker: str, exc: Exception) -> None:
+    if isinstance(exc, EngineError):
+        if isinstance(exc, StorageError):  # the administrator's to fix: say it in their log
+            logger.warning("Extraction of step %s stopped: %s", step_id, exc)
+        step_fail(step_id=step_id, message=str(exc), worker=worker)
+        return
+    logger.error("Extraction of step %s failed", step_id, exc_info=exc)
+    step_fail(step_id=step_id, message=internal_error("extracting embeddings", exc), worker=worker)
+
+
+def step_hand_back(*, step_id: int, worker: str) -> bool:
+    """This worker is ending (a SLURM time limit, preemption or scancel; docker stop): put
+    the step it is extracting back in the queue at once and send its task again, so another
+    worker resumes it from the saved chunks. The claim is not counted as an attempt: the
+    step did nothing wrong. Returns whether the step was this worker's to give back."""
+    with transaction.atomic():
+        handed = RunStep.objects.filter(
+            pk=step_id, status=StepStatus.EXTRACTING, claimed_by=worker
+        ).update(
+            status=StepStatus.QUEUED,
+            claimed_by="",
+            heartbeat_at=timezone.now(),
+            attempts=Greatest(F("attempts") - 1, 0),
+        )
+        if handed:
+            logger.warning("Worker %s is ending: step %s goes back to the queue", worker, step_id)
+            transaction.on_commit(lambda: send("evaluation.extract_embeddings", step_id))
+    return bool(handed)
 
 
 def step_score(*, step_id: int, worker: str) -> None:
@@ -104,6 +136,7 @@ def step_score(*, step_id: int, worker: str) -> None:
             score_seconds=time.perf_counter() - started,
             finished_at=timezone.now(),
             claimed_by="",
+            scored_by=worker,
             heartbeat_at=timezone.now(),
         )
         if finished:

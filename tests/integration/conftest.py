@@ -27,8 +27,10 @@ WORKER_READY_SECONDS = 90
 class WorkerProcess:
     """``celery worker`` on both queues; killed as a whole process group."""
 
-    def __init__(self, env: dict[str, str], name: str, log_path: Path) -> None:
-        self.env, self.name, self.log_path = env, name, log_path
+    def __init__(
+        self, env: dict[str, str], name: str, log_path: Path, queues: str = "gpu,cpu"
+    ) -> None:
+        self.env, self.name, self.log_path, self.queues = env, name, log_path, queues
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -43,7 +45,7 @@ class WorkerProcess:
                 "workers",
                 "worker",
                 "--queues",
-                "gpu,cpu",
+                self.queues,
                 "--concurrency",
                 "1",
                 "--hostname",
@@ -113,8 +115,9 @@ def worker_env(transactional_db, isolated_storage: Path) -> dict[str, str]:
 def start_worker(worker_env, isolated_storage: Path) -> Iterator[Callable[[str], WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
-    def start(name: str = "itest@%h") -> WorkerProcess:
-        worker = WorkerProcess(worker_env, name, isolated_storage / f"worker-{len(workers)}.log")
+    def start(name: str = "itest@%h", queues: str = "gpu,cpu") -> WorkerProcess:
+        log = isolated_storage / f"worker-{len(workers)}.log"
+        worker = WorkerProcess(worker_env, name, log, queues)
         workers.append(worker)
         return worker.start()
 

@@ -1,0 +1,181 @@
+"""Celery workers as SLURM jobs: keep as many running as there is work for, up to a maximum.
+
+``manage.py slurm_workers`` calls ``reconcile`` every few seconds. A pass
+
+1. lists this deployment's worker jobs in SLURM by their job name (so a restarted command
+   finds its jobs again: it keeps no state of its own);
+2. gives back the steps of workers whose job ended without handing them back (``scancel``
+   with SIGKILL, a node lost, a grace period too short), at once rather than after
+   ``RUN_STALL_SECONDS``;
+3. counts the messages waiting in the watched queues and submits one job per message not
+   already covered by a job that is starting (pending, or running without its worker
+   registered yet), never more than ``max_workers`` jobs in all.
+
+Jobs are never cancelled here: a worker with no task for ``idle_exit_seconds`` leaves by
+itself (workers/presence.py), which ends its job and gives the allocation back. A worker
+whose job is ended by SLURM gets SIGTERM first and hands its extraction back at the next
+progress report (core/ending.py).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celery import Celery
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "worker.sbatch"
+# States of a job whose worker is gone or going: its steps may be given back.
+_ENDED_STATES = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "COMPLETING",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "TIMEOUT",
+}
+_STARTING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING"}
+SLURM_COMMAND_SECONDS = 30
+
+
+class SlurmError(Exception):
+    """A SLURM command failed or is missing; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class WorkerJobs:
+    """What is submitted, and how: one Celery worker per job."""
+
+    job_name: str = "likeness-worker-gpu"
+    queues: tuple[str, ...] = ("gpu",)
+    max_workers: int = 4
+    gres: str = "gpu:1"  # one GPU per worker; "" where the cluster schedules none
+    idle_exit_seconds: int = 300
+    template: Path = TEMPLATE
+    sbatch_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: str
+
+
+@dataclass
+class Pass:
+    """What one reconcile pass saw and did."""
+
+    waiting: int = 0
+    jobs: list[Job] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)
+    steps_requeued: int = 0
+
+    def summary(self) -> str:
+        live = sum(job.state not in _ENDED_STATES for job in self.jobs)
+        text = f"{self.waiting} task(s) waiting, {live} worker job(s)"
+        if self.submitted:
+            text += f", submitted {', '.join(self.submitted)}"
+        if self.steps_requeued:
+            text += f", requeued {self.steps_requeued} step(s) of ended workers"
+        return text
+
+
+def reconcile(app: Celery, config: WorkerJobs) -> Pass:
+    from evaluation import services
+
+    result = Pass(jobs=list_jobs(config.job_name))
+    live = {job.id: job for job in result.jobs if job.state not in _ENDED_STATES}
+    registered = services.workers_of_slurm_jobs(job_name=config.job_name)
+    ended = [worker.name for worker in registered if worker.slurm_job_id not in live]
+    result.steps_requeued = services.workers_ended(names=ended)
+
+    result.waiting = waiting_tasks(app, config.queues)
+    ready = {worker.slurm_job_id for worker in registered}
+    starting = sum(
+        job.state in _STARTING_STATES or (job.state == "RUNNING" and job.id not in ready)
+        for job in live.values()
+    )
+    wanted = min(result.waiting - starting, config.max_workers - len(live))
+    for _ in range(max(wanted, 0)):
+        result.submitted.append(submit(config))
+    return result
+
+
+def waiting_tasks(app: Celery, queues: Sequence[str]) -> int:
+    """Messages in these queues that no worker has taken yet (any broker kombu speaks)."""
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        return sum(channel.queue_declare(queue=name, passive=True).message_count for name in queues)
+
+
+def list_jobs(job_name: str) -> list[Job]:
+    """This user's jobs of that name that SLURM still lists."""
+    output = _run(
+        [
+            "squeue",
+            "--noheader",
+            f"--name={job_name}",
+            f"--user={getpass.getuser()}",
+            "--format=%i|%T",
+        ]
+    )
+    jobs = []
+    for line in output.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id:
+            jobs.append(Job(id=job_id, state=state))
+    return jobs
+
+
+def submit(config: WorkerJobs) -> str:
+    """Submit one worker job from the template; returns its job id."""
+    if not config.template.is_file():
+        raise SlurmError(f"No sbatch template at {config.template}")
+    exports = {
+        "LIKENESS_WORKER_QUEUES": ",".join(config.queues),
+        "WORKER_IDLE_EXIT_SECONDS": str(config.idle_exit_seconds),
+    }
+    command = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={config.job_name}",
+        # The job starts with this command's environment (database, broker, storage
+        # settings) plus the worker's own settings; the template may override any of them.
+        "--export=ALL," + ",".join(f"{key}={value}" for key, value in exports.items()),
+        *([f"--gres={config.gres}"] if config.gres else []),
+        *config.sbatch_args,
+        str(config.template),
+    ]
+    job_id = _run(command).strip().split(";")[0]  # --parsable: id[;cluster]
+    logger.info("Submitted worker job %s (%s)", job_id, config.job_name)
+    return job_id
+
+
+def _run(command: list[str]) -> str:
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=SLURM_COMMAND_SECONDS, check=False
+        )
+    except FileNotFoundError:
+        raise SlurmError(
+            f"{command[0]} is not on PATH: run this on a machine that can submit SLURM jobs "
+            "(a login node)."
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(
+            f"{command[0]} did not answer in {SLURM_COMMAND_SECONDS} s (is slurmctld up?)"
+        ) from None
+    if done.returncode != 0:
+        raise SlurmError(f"{shlex.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
