@@ -189,7 +189,7 @@ STORAGE_BUCKET = os.environ.get("STORAGE_BUCKET", "")
 STORAGE_ENDPOINT_URL = os.environ.get("STORAGE_ENDPOINT_URL", "")
 STORAGE_REGION = os.environ.get("STORAGE_REGION", "")
 # This machine's copies of stored files (content-addressed, safe to delete at any time).
-STORAGE_CACHE_DIR = Path(os.environ.get("STORAGE_CACHE_DIR", VAR_DIR / "storage-cache")).resolve()
+STORAGE_CACHE_DIR = Path(os.environ.get("STORAGE_CACHE_DIR") or VAR_DIR / "storage-cache").resolve()
 
 
 def object_storage(prefix: str) -> dict[str, object]:

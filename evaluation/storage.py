@@ -1,0 +1,505 @@
+"""Where media and embedding files live, and the one home of reading and writing them.
+
+Two storages (settings.STORAGES): ``default`` (MEDIA) holds the stimulus files
+(``datasets/<id>/...``) and uploads handed to a worker (``tmp/...``); ``embeddings`` holds the
+embedding files, named by the fingerprint of everything that made them
+(``<fp[:2]>/<fp>.npy``). Each is either local disk, the default (MEDIA_ROOT, EMBEDDINGS_ROOT,
+which machines share over a shared filesystem), or, with STORAGE_BUCKET set, an
+S3-compatible object store that every machine reaches.
+
+On local disk a file is used where it lies. From an object store a machine reads a file
+through its local cache (STORAGE_CACHE_DIR): downloaded once, streamed to a temporary file
+and renamed into place, under a content-addressed name (a stimulus by the hash of its bytes,
+checked as it arrives; an embedding file by its fingerprint), so a cached copy is never
+stale and the cache can be emptied at any time. Files are written on local disk first and
+then stored whole (uploaded in parts, streamed from disk). Files served to users stream from
+the store, by byte range where one is asked for.
+
+A store that cannot be reached, a bucket that does not exist, or credentials it refuses fail
+the work with a StorageError that says which (the machine's problem, never "a bug").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property, partial
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Protocol, TypeVar
+
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.signals import setting_changed
+
+from evaluation.engine.errors import StorageError
+from evaluation.engine.storage import writing
+
+logger = logging.getLogger(__name__)
+
+MEDIA = "default"
+EMBEDDINGS = "embeddings"
+CACHE_FOLDERS = {MEDIA: "media", EMBEDDINGS: "embeddings"}  # in STORAGE_CACHE_DIR
+# Files fetched or stored at once (each its own connection): many small stimuli need them.
+PARALLEL_TRANSFERS = 8
+HASH_BLOCK = 1 << 20
+T = TypeVar("T")
+
+
+class EmbeddingsFileSystemStorage(FileSystemStorage):
+    """The local-disk embeddings storage: EMBEDDINGS_ROOT, read when first used (and again
+    when a test overrides it), as FileSystemStorage reads MEDIA_ROOT."""
+
+    @cached_property
+    def base_location(self) -> str:
+        location = self.__dict__.get("_location")  # the location option, if one was given
+        return str(settings.EMBEDDINGS_ROOT if location is None else location)
+
+    def _clear_cached_properties(self, setting: Any, **kwargs: Any) -> None:
+        super()._clear_cached_properties(setting, **kwargs)
+        if setting == "EMBEDDINGS_ROOT":
+            self.__dict__.pop("base_location", None)
+            self.__dict__.pop("location", None)
+
+
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+# --- Which storage ------------------------------------------------------------------------------
+def storage_of(alias: str) -> Storage:
+    return storages[alias]
+
+
+def is_remote(alias: str) -> bool:
+    """Whether the files of ``alias`` live in an object store (else on this machine's disk)."""
+    return not isinstance(storage_of(alias), FileSystemStorage)
+
+
+def describe(alias: str) -> str:
+    """Where the files of ``alias`` live, for messages: "EMBEDDINGS_ROOT (/srv/emb)"."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        root = "EMBEDDINGS_ROOT" if alias == EMBEDDINGS else "MEDIA_ROOT"
+        return f"{root} ({storage.location})"
+    bucket, endpoint = _bucket_and_endpoint(storage)
+    return f"the object store's bucket {bucket!r} at {endpoint}"
+
+
+def cache_root() -> Path:
+    return Path(settings.STORAGE_CACHE_DIR)
+
+
+def scratch_folder(alias: str) -> Path:
+    """A folder on this machine's disk for files being written before they are stored:
+    inside the storage's own folder on local disk (so storing is a rename), else in the
+    cache (so the stored file's copy is kept by a rename)."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        return Path(storage.location) / "tmp"
+    return cache_root() / "tmp"
+
+
+# --- Reading ------------------------------------------------------------------------------------
+def exists(alias: str, name: str) -> bool:
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        return Path(storage.path(name)).is_file()
+    with _remote(alias, f"look for {name}"):
+        _check_bucket(storage)
+        return bool(storage.exists(name))
+
+
+def size(alias: str, name: str) -> int:
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        return Path(storage.path(name)).stat().st_size
+    with _remote(alias, f"read the size of {name}", missing=name):
+        _check_bucket(storage)
+        return int(storage.size(name))
+
+
+def open_stream(alias: str, name: str, start: int = 0, stop: int | None = None) -> Readable:
+    """The bytes ``start`` to ``stop`` (exclusive; None: the end) of a stored file, read as
+    they arrive (one ranged GET from an object store); the caller closes it."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        handle = open(storage.path(name), "rb")  # the caller closes it
+        handle.seek(start)
+        return handle if stop is None else _Limited(handle, stop - start)
+    if stop is not None and stop <= start:
+        return io.BytesIO(b"")
+    wanted = f"bytes={start}-{'' if stop is None else stop - 1}"
+    with _remote(alias, f"read {name}", missing=name):
+        _check_bucket(storage)
+        answer = _client(storage).get_object(
+            Bucket=storage.bucket_name,  # type: ignore[attr-defined]
+            Key=_key(storage, name),
+            **({"Range": wanted} if start or stop is not None else {}),
+        )
+    return _RemoteBody(answer["Body"], alias, name)
+
+
+def read_bytes(alias: str, name: str, start: int, stop: int) -> bytes:
+    stream = open_stream(alias, name, start, stop)
+    try:
+        return _read_all(stream)
+    finally:
+        stream.close()
+
+
+def local_path(alias: str, name: str, *, sha256: str = "") -> Path:
+    """The stored file ``name`` as a file on this machine's disk: where it lies on local
+    disk, else the cache's copy, fetched first if missing (``sha256``: the hash its bytes
+    must have; it then names the copy, so equal files share one)."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        return Path(storage.path(name))
+    copy = cached_copy_path(alias, name, sha256=sha256)
+    if not copy.is_file():
+        _download(storage, alias, name, copy, sha256)
+    return copy
+
+
+def cached_copy_path(alias: str, name: str, *, sha256: str = "") -> Path:
+    """Where the cache keeps its copy of ``name`` (whether or not it is there yet)."""
+    if sha256:
+        suffix = PurePosixPath(name).suffix.lower()[:10]  # decoders may go by it
+        return cache_root() / CACHE_FOLDERS[alias] / "by-hash" / sha256[:2] / f"{sha256}{suffix}"
+    return cached_names_root(alias) / _safe_relative(name)
+
+
+def cached_names_root(alias: str) -> Path:
+    """The cache's folder of copies kept under their stored names (embedding files, named
+    by their fingerprint): ``name`` is kept at ``cached_names_root(alias) / name``."""
+    return cache_root() / CACHE_FOLDERS[alias] / "by-name"
+
+
+def fetch_file(alias: str, name: str, target: Path) -> bool:
+    """Copy the stored file ``name`` to ``target`` on this machine (streamed to a temporary
+    file beside it, then renamed); False if the store does not hold it."""
+    if not exists(alias, name):
+        return False
+    _download(storage_of(alias), alias, name, target, "")
+    return True
+
+
+def fetch_many(alias: str, files: Sequence[tuple[str, str]]) -> int:
+    """Make sure the cache holds every (name, sha256) of ``files``, fetching the missing
+    ones several at a time; returns how many were fetched. Nothing to do on local disk."""
+    if not is_remote(alias):
+        return 0
+    missing = {
+        cached_copy_path(alias, name, sha256=sha): (name, sha)
+        for name, sha in files
+        if not cached_copy_path(alias, name, sha256=sha).is_file()
+    }
+    _in_parallel([partial(local_path, alias, n, sha256=h) for n, h in missing.values()])
+    return len(missing)
+
+
+# --- Writing ------------------------------------------------------------------------------------
+def store_file(alias: str, name: str, source: Path, *, keep_copy: bool = True) -> None:
+    """Store the finished file ``source`` (on this machine's disk) as ``name``. On local disk
+    it is renamed into place (``source`` must be on the same disk: see scratch_folder); to an
+    object store it is uploaded (in parts, streamed from disk) and then renamed into the
+    cache as the stored file's copy, or removed (``keep_copy=False``)."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        target = Path(storage.path(name))
+        with writing(target.parent, place=describe(alias), doing=f"store {name}"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        return
+    upload(alias, name, source)
+    if keep_copy:
+        copy = cached_copy_path(alias, name)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, copy)
+    else:
+        source.unlink(missing_ok=True)
+
+
+def upload(alias: str, name: str, source: Path) -> None:
+    """Upload the local file ``source`` to the object store as ``name`` (in parts, streamed
+    from disk), leaving ``source`` where it is."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        raise ValueError(f"{describe(alias)} is local disk: store files with store_file.")
+    with _remote(alias, f"store {name}"):
+        _check_bucket(storage)
+        _client(storage).upload_file(
+            str(source),
+            storage.bucket_name,  # type: ignore[attr-defined]
+            _key(storage, name),
+            ExtraArgs={"ContentType": "application/octet-stream"},
+            Config=storage.transfer_config,  # type: ignore[attr-defined]
+        )
+
+
+def store_many(alias: str, files: Iterable[tuple[str, Path]]) -> None:
+    """Store each (name, finished local file) of ``files``, several at a time; the local
+    files are moved (local disk) or uploaded and removed (object store)."""
+    _in_parallel([partial(store_file, alias, n, p, keep_copy=False) for n, p in files])
+
+
+def store_stream(alias: str, name: str, source: IO[bytes]) -> None:
+    """Store what ``source`` holds as ``name``, read a part at a time (never whole in
+    memory); ``source`` is left rewound."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        target = Path(storage.path(name))
+        with writing(target.parent, place=describe(alias), doing=f"store {name}"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.seek(0)
+            with target.open("wb") as out:
+                shutil.copyfileobj(source, out, HASH_BLOCK)
+        source.seek(0)
+        return
+    source.seek(0)
+    with _remote(alias, f"store {name}"):
+        _check_bucket(storage)
+        _client(storage).upload_fileobj(
+            source,
+            storage.bucket_name,  # type: ignore[attr-defined]
+            _key(storage, name),
+            ExtraArgs={"ContentType": "application/octet-stream"},
+            Config=storage.transfer_config,  # type: ignore[attr-defined]
+        )
+    source.seek(0)
+
+
+def delete(alias: str, name: str) -> None:
+    """Remove a stored file (and the cache's copy); a file already gone is no error."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        Path(storage.path(name)).unlink(missing_ok=True)
+        return
+    with _remote(alias, f"remove {name}"):
+        storage.delete(name)
+    cached_copy_path(alias, name).unlink(missing_ok=True)
+
+
+def delete_many(alias: str, names: Iterable[str]) -> None:
+    for name in names:
+        delete(alias, name)
+
+
+def delete_under(alias: str, prefix: str) -> int:
+    """Remove every stored file whose name starts with ``prefix`` (an object store's
+    "folder"); returns how many. On local disk, the folder ``prefix`` names."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        folder = Path(storage.path(prefix))
+        count = sum(1 for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
+        shutil.rmtree(folder, ignore_errors=True)
+        return count
+    client, bucket = _client(storage), storage.bucket_name  # type: ignore[attr-defined]
+    removed = 0
+    with _remote(alias, f"remove the files under {prefix}"):
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=_key(storage, prefix)
+        )
+        for page in pages:
+            keys = [{"Key": entry["Key"]} for entry in page.get("Contents", ())]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                removed += len(keys)
+    return removed
+
+
+# --- The object store ---------------------------------------------------------------------------
+def _bucket_and_endpoint(storage: Storage) -> tuple[str, str]:
+    return storage.bucket_name, getattr(storage, "endpoint_url", None) or "Amazon S3"  # type: ignore[attr-defined]
+
+
+def _client(storage: Storage) -> Any:
+    return storage.connection.meta.client  # type: ignore[attr-defined]
+
+
+def _key(storage: Storage, name: str) -> str:
+    from storages.utils import clean_name
+
+    return str(storage._normalize_name(clean_name(name)))  # type: ignore[attr-defined]
+
+
+_checked_buckets: set[tuple[str, str]] = set()
+
+
+def _check_bucket(storage: Storage) -> None:
+    """Ask once per process that the bucket is there and answers these credentials: a
+    missing bucket then says so, instead of every file in it seeming missing."""
+    place = _bucket_and_endpoint(storage)
+    if place in _checked_buckets:
+        return
+    _client(storage).head_bucket(Bucket=place[0])
+    _checked_buckets.add(place)
+
+
+def _download(storage: Storage, alias: str, name: str, copy: Path, sha256: str) -> None:
+    """Fetch ``name`` into the cache as ``copy``: streamed to a temporary file beside it,
+    checked against ``sha256`` if given, then renamed (two fetching at once both end with a
+    whole file)."""
+    place = f"STORAGE_CACHE_DIR ({cache_root()})"  # or a folder the caller chose in it
+    with writing(copy.parent, place=place, doing=f"make a folder for the copy of {name}"):
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=copy.parent, prefix=".fetch-", suffix=".tmp")
+    os.close(handle)
+    partial = Path(temporary)
+    with writing(copy, place=place, doing=f"keep a copy of {name}", partial=partial):
+        with _remote(alias, f"fetch {name}", missing=name):
+            _check_bucket(storage)
+            _client(storage).download_file(
+                storage.bucket_name,  # type: ignore[attr-defined]
+                _key(storage, name),
+                temporary,
+                Config=storage.transfer_config,  # type: ignore[attr-defined]
+            )
+        if sha256 and (found := _sha256_of(partial)) != sha256:
+            raise StorageError(
+                f"The stored file {name} in {describe(alias)} does not hold the content it "
+                f"was imported with (sha256 {found[:12]}..., expected {sha256[:12]}...): it was "
+                "changed or replaced in the store. Import the dataset again."
+            )
+        os.replace(partial, copy)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _remote(alias: str, doing: str, *, missing: str = "") -> Iterator[None]:
+    """Around a request to the object store: turn what it (or the way to it) answers into
+    a StorageError saying what is wrong and what to do. ``missing``: the file asked for, if
+    its absence is an error."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    where = describe(alias)
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        answer = f"{code or status}: {error.get('Message') or 'no message'}"
+        bucket, endpoint = _bucket_and_endpoint(storage_of(alias))
+        if code == "NoSuchBucket" or (code in ("404", "NotFound") and not missing):
+            raise StorageError(
+                f"There is no bucket {bucket!r} at {endpoint}: could not {doing}. Create it, "
+                "or set STORAGE_BUCKET to a bucket that exists, then retry."
+            ) from exc
+        raise _client_error(where, doing, code, status, answer, missing) from exc
+    except NoCredentialsError as exc:
+        raise StorageError(
+            f"No credentials for {where}: could not {doing}. Give this machine "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a role), then retry."
+        ) from exc
+    except BotoCoreError as exc:  # the way to the store: connection refused, timeouts, DNS
+        raise StorageError(
+            f"{_capital(where)} cannot be reached from this machine ({exc}): could "
+            f"not {doing}. Check STORAGE_ENDPOINT_URL and that the store is up and reachable "
+            "from here, then retry."
+        ) from exc
+
+
+def _client_error(
+    where: str, doing: str, code: str, status: int | None, answer: str, missing: str
+) -> StorageError:
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return StorageError(
+            f"The file {missing} is missing from {where}: could not {doing}. The database "
+            "names a file the store does not hold (removed, or stored elsewhere); import or "
+            "run it again."
+        )
+    if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return StorageError(
+            f"{_capital(where)} refused access ({answer}): could not {doing}. Check this "
+            "machine's credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or its role) "
+            "and that they may list, read and write the bucket, then retry."
+        )
+    return StorageError(
+        f"{_capital(where)} answered {answer}; could not {doing}. Check the store and this "
+        "machine's settings for it, then retry."
+    )
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+class _RemoteBody:
+    """An object store's response body: read as it arrives; its errors named."""
+
+    def __init__(self, body: Any, alias: str, name: str) -> None:
+        self.body, self.alias, self.name = body, alias, name
+
+    def read(self, size: int = -1, /) -> bytes:
+        with _remote(self.alias, f"read {self.name}", missing=self.name):
+            return bytes(self.body.read(None if size < 0 else size))
+
+    def close(self) -> None:
+        self.body.close()
+
+
+class _Limited:
+    """At most ``left`` bytes of a local file."""
+
+    def __init__(self, handle: IO[bytes], left: int) -> None:
+        self.handle, self.left = handle, left
+
+    def read(self, size: int = -1, /) -> bytes:
+        wanted = self.left if size < 0 else min(size, self.left)
+        block = self.handle.read(wanted) if wanted else b""
+        self.left -= len(block)
+        return block
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _read_all(stream: Readable) -> bytes:
+    parts = []
+    while block := stream.read(HASH_BLOCK):
+        parts.append(block)
+    return b"".join(parts)
+
+
+def _safe_relative(name: str) -> Path:
+    parts = PurePosixPath(name).parts
+    if not parts or any(part in ("", ".", "..") or part.startswith("/") for part in parts):
+        raise StorageError(f"{name!r} is not a stored file's name.")
+    return Path(*parts)
+
+
+def _in_parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
+    """Run ``jobs`` a few at a time; the first failure is raised once the others stop."""
+    if len(jobs) <= 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(PARALLEL_TRANSFERS, thread_name_prefix="likeness-store") as pool:
+        futures = [pool.submit(job) for job in jobs]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _settings_changed(setting: str, **_: Any) -> None:
+    if setting == "STORAGES":  # a test pointed the storages elsewhere: ask the bucket again
+        _checked_buckets.clear()
+
+
+setting_changed.connect(_settings_changed)
