@@ -4,8 +4,10 @@ to fix (run as a user would: a separate `manage.py` process)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -78,8 +80,22 @@ def test_reachable_services_pass():
 def test_healthz_answers_without_an_allowed_host_or_a_session(client, settings):
     settings.ALLOWED_HOSTS = ["likeness.example"]
     response = client.get("/healthz", HTTP_HOST="10.0.0.7:8000")  # a probe by IP address
-    assert response.status_code == 200 and response.content == b"ok"
+    assert response.status_code == 200
     assert "Set-Cookie" not in response
+    assert response["Cache-Control"] == "no-store"
+
+
+@pytest.mark.django_db
+def test_healthz_reports_the_database_and_the_broker(client, settings):
+    assert settings.CELERY_BROKER_URL.startswith("redis://"), "the suite runs on Redis"
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "broker_transport": "redis",
+    }
 
 
 def test_healthz_reports_an_unreachable_database(client, monkeypatch):
@@ -90,4 +106,62 @@ def test_healthz_reports_an_unreachable_database(client, monkeypatch):
 
     monkeypatch.setattr(connection, "cursor", refuse)
     response = client.get("/healthz")
-    assert response.status_code == 503 and b"database unreachable" in response.content
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert response.json()["database"] == "unreachable (OSError)"
+    assert response.json()["broker"] == "ok"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.django_db
+def test_healthz_reports_an_unreachable_broker_at_once(client, settings, caplog):
+    settings.CELERY_BROKER_URL = f"redis://:s3cret@127.0.0.1:{closed_port()}/0"
+    started = time.monotonic()
+    response = client.get("/healthz")
+    assert time.monotonic() - started < 1.0  # one attempt, no retry after a pause
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"] == "ok" and body["broker_transport"] == "redis"
+    assert body["broker"].startswith("unreachable (") and body["status"] == "unavailable"
+    assert "s3cret" not in response.content.decode()  # the public body names no address
+    assert "redis broker is unreachable" in caplog.text  # the log says where
+
+
+@pytest.mark.django_db
+def test_healthz_reports_both_when_both_are_down(client, settings, monkeypatch):
+    from django.db import connection
+
+    def refuse():
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(connection, "cursor", refuse)
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"].startswith("unreachable") and body["broker"].startswith("unreachable")
+
+
+@pytest.mark.django_db
+def test_healthz_checks_the_folders_of_the_embedded_filesystem_broker(client, settings, tmp_path):
+    folders = {key: tmp_path / key for key in ("queue", "control")}
+    settings.CELERY_BROKER_URL = "filesystem://localhost/"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "control_folder": str(folders["control"]),
+    }
+    missing = client.get("/healthz")
+    assert missing.status_code == 503
+    assert missing.json()["broker"] == "unreachable (NotADirectoryError)"
+    assert missing.json()["broker_transport"] == "filesystem"
+    for folder in folders.values():
+        folder.mkdir()
+    ready = client.get("/healthz")
+    assert ready.status_code == 200 and ready.json()["broker"] == "ok"
