@@ -66,7 +66,7 @@ def latest_embeddings(model: PretrainedModel, target: Target) -> dict[str, Embed
     for embedding_set in EmbeddingSet.objects.filter(model=model, dataset=target.dataset).order_by(
         "created_at", "id"
     ):
-        if embedding_set.path.exists():
+        if embedding_set.is_stored():
             sets[embedding_set.layer] = embedding_set
     return sets
 

@@ -31,6 +31,7 @@ from evaluation.models import (
     TargetKind,
     ValueMeaning,
 )
+from evaluation.storage import Readable
 
 EMBEDDING_FORMATS = ("npy", "npz", "parquet", "csv")
 MATRIX_FORMATS = ("npy", "csv")
@@ -64,6 +65,14 @@ def _check(value: str, allowed: Sequence[str], what: str) -> None:
         raise ValidationError({what: f"Unknown {what} {value!r}; use {', '.join(allowed)}."})
 
 
+def _check_rows(rows: int, stimuli: int) -> None:
+    if rows != stimuli:
+        raise ValidationError(
+            f"The cached embeddings hold {rows} rows but the dataset has {stimuli} "
+            "stimuli; the dataset changed. Run the model on it again."
+        )
+
+
 def _base_name(embedding_set: EmbeddingSet) -> str:
     layer = embedding_set.layer.replace("/", "_").replace(" ", "_")
     return f"embeddings-{embedding_set.pk}-{embedding_set.model.name}-{layer}".replace(" ", "_")
@@ -77,16 +86,13 @@ def embeddings_download(embedding_set: EmbeddingSet, fmt: str) -> Download:
     ``name``, ``label``; parquet: columns stimulus_id, name, label and ``embedding`` (a
     fixed-size list of float32); csv: stimulus_id, name, label, d0, d1, ..."""
     _check(fmt, EMBEDDING_FORMATS, "format")
-    vectors = embedding_set.load()
     stimuli = _stimuli(embedding_set.dataset_id)
-    if len(stimuli) != len(vectors):
-        raise ValidationError(
-            f"The cached embeddings hold {len(vectors)} rows but the dataset has {len(stimuli)} "
-            "stimuli; the dataset changed. Run the model on it again."
-        )
     name = f"{_base_name(embedding_set)}.{fmt}"
-    if fmt == "npy":
-        return Download(name, CONTENT_TYPES[fmt], _file_chunks(open(embedding_set.path, "rb")))
+    if fmt == "npy":  # the stored file itself, streamed from the store: only its header read
+        _check_rows(embedding_set.stored_shape()[0], len(stimuli))
+        return Download(name, CONTENT_TYPES[fmt], _file_chunks(embedding_set.open_stream()))
+    vectors = embedding_set.load()
+    _check_rows(len(vectors), len(stimuli))
     if fmt == "csv":
         return Download(name, CONTENT_TYPES[fmt], _embedding_csv(vectors, stimuli))
     spool = tempfile.TemporaryFile()
@@ -286,7 +292,7 @@ def model_embeddings(model: PretrainedModel, dataset_id: int, layer: str = "") -
         .order_by("-created_at")
         .first()
     )
-    if found is None or not found.path.exists():
+    if found is None or not found.is_stored():
         raise ValidationError(
             {"models": f"{model.name} has no cached embeddings of this dataset at layer "
              f"{layer!r}: run it on the dataset first."}
@@ -314,7 +320,7 @@ def _csv_chunks(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterato
     yield buffer.getvalue().encode()
 
 
-def _file_chunks(handle: IO[bytes]) -> Iterator[bytes]:
+def _file_chunks(handle: IO[bytes] | Readable) -> Iterator[bytes]:
     try:
         while chunk := handle.read(1 << 20):
             yield chunk

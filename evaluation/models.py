@@ -439,12 +439,36 @@ class EmbeddingSet(models.Model):
     def __str__(self) -> str:
         return f"{self.model} / {self.dataset} / {self.layer} ({self.fingerprint[:12]})"
 
+    def is_stored(self) -> bool:
+        """Whether the embeddings storage holds the file (a row may outlive its file)."""
+        from evaluation import storage
+
+        return storage.exists(storage.EMBEDDINGS, self.relative_path)
+
     @property
     def path(self) -> Path:
-        return Path(settings.EMBEDDINGS_ROOT) / self.relative_path
+        """The file on this machine's disk: in EMBEDDINGS_ROOT, or the cache's copy of the
+        object store's, fetched on first use (the name is content-addressed: never stale)."""
+        from evaluation import storage
+
+        return storage.local_path(storage.EMBEDDINGS, self.relative_path)
 
     def load(self) -> np.ndarray:
+        """The embeddings, memory-mapped from this machine's disk (see ``path``)."""
         return np.load(self.path, mmap_mode="r")
+
+    def stored_shape(self) -> tuple[int, ...]:
+        """The shape the stored file declares, read from its header alone."""
+        from evaluation import storage
+
+        return storage.npy_shape(storage.EMBEDDINGS, self.relative_path)
+
+    def open_stream(self) -> Any:
+        """The stored file's bytes, streamed from the store (never read whole); the caller
+        closes it."""
+        from evaluation import storage
+
+        return storage.open_stream(storage.EMBEDDINGS, self.relative_path)
 
 
 class EmbeddingImport(models.Model):

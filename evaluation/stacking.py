@@ -141,7 +141,7 @@ def _cached_embeddings(target: Target, model: PretrainedModel) -> Any:
         .order_by("-created_at")
         .first()
     )
-    if found is None or not found.path.exists():
+    if found is None or not found.is_stored():
         raise ValidationError(
             f"{model.name} has no cached embeddings of {target.dataset.name} at its default "
             f"layer; run it on this dataset first."

@@ -1,5 +1,7 @@
 """Serving stimulus media to the pages: a video clip's poster frame (made once, kept under
-MEDIA_ROOT) and stimulus files with byte ranges, which phones need to play video.
+MEDIA_ROOT) and stimulus files with byte ranges, which phones need to play video. Files are
+read through evaluation.storage: from local disk, or streamed from an object store (a range
+asked for is a ranged read there too, never the whole clip).
 
 The researcher's poster view is allowed exactly as ``evaluation:stimulus_file`` is
 (researchers only: stimuli are research data); the participants' variants live in
@@ -18,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files import File
 from django.db.models.fields.files import FieldFile
 from django.http import (
     FileResponse,
@@ -31,6 +32,8 @@ from django.http import (
 from django.shortcuts import get_object_or_404
 
 from core.auth import researcher_required
+from evaluation import storage
+from evaluation.engine.errors import StorageError
 from evaluation.models import Modality, Stimulus
 
 logger = logging.getLogger(__name__)
@@ -88,9 +91,14 @@ def stimulus_poster_file(stimulus: Stimulus) -> Path | bytes:
     target = media / POSTER_DIR / f"{stimulus.pk}-{stimulus.content_hash[:16]}.jpg"
     if target.is_file():
         return target
-    clip = media / str(stimulus.file.name)
+    clip = str(stimulus.file.name)
     try:
-        data = poster_jpeg(clip, stimulus.name)
+        data = poster_jpeg(
+            storage.local_path(storage.MEDIA, clip, sha256=stimulus.content_hash), stimulus.name
+        )
+    except StorageError as exc:  # the object store: away, refusing, or without the file
+        logger.error("Stimulus %s (%s): %s", stimulus.pk, stimulus.name, exc)
+        raise PosterUnavailable(f"No poster frame for {stimulus.name}: {exc}") from exc
     except VideoProblem as exc:
         logger.warning("No poster for stimulus %s (%s): %s", stimulus.pk, stimulus.name, exc)
         raise PosterUnavailable(f"No poster frame for {stimulus.name}: {exc}") from exc
@@ -125,8 +133,9 @@ def media_response(request: HttpRequest, file: FieldFile) -> HttpResponseBase:
     Safari on iPhones plays a video only from a server that answers range requests (206), and
     every browser needs them to seek or loop a clip without fetching it again; anything else
     gets the whole file."""
-    content_type = mimetypes.guess_type(file.name or "")[0] or "application/octet-stream"
-    size = file.size
+    name = str(file.name)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    size = storage.size(storage.MEDIA, name)
     try:
         wanted = _requested_range(request.headers.get("Range", ""), size)
     except Unsatisfiable:
@@ -134,12 +143,12 @@ def media_response(request: HttpRequest, file: FieldFile) -> HttpResponseBase:
         refused["Content-Range"] = f"bytes */{size}"
         return refused
     if wanted is None:
-        whole = FileResponse(file.open("rb"), content_type=content_type)
+        whole = FileResponse(storage.open_stream(storage.MEDIA, name), content_type=content_type)
+        whole["Content-Length"] = str(size)  # a stream from an object store has no file size
         whole["Accept-Ranges"] = "bytes"
         return whole
     start, end = wanted
-    handle = file.open("rb")
-    handle.seek(start)
+    handle = storage.open_stream(storage.MEDIA, name, start, end + 1)
     part = StreamingHttpResponse(
         _chunks(handle, end - start + 1), status=206, content_type=content_type
     )
@@ -172,7 +181,7 @@ def _requested_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(int(last), size - 1) if last else size - 1
 
 
-def _chunks(handle: File, length: int) -> Iterator[bytes]:
+def _chunks(handle: storage.Readable, length: int) -> Iterator[bytes]:
     try:
         while length > 0:
             block = handle.read(min(CHUNK, length))

@@ -34,6 +34,7 @@ from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, TypeVar
 
+import numpy as np
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
@@ -49,6 +50,8 @@ CACHE_FOLDERS = {MEDIA: "media", EMBEDDINGS: "embeddings"}  # in STORAGE_CACHE_D
 # Files fetched or stored at once (each its own connection): many small stimuli need them.
 PARALLEL_TRANSFERS = 8
 HASH_BLOCK = 1 << 20
+# A .npy header that np.save writes for a 2-D float array is 128 bytes; this covers any.
+NPY_HEAD_BYTES = 4096
 T = TypeVar("T")
 
 
@@ -107,6 +110,11 @@ def scratch_folder(alias: str) -> Path:
     return cache_root() / "tmp"
 
 
+def scratch_place(alias: str) -> str:
+    """The scratch folder's disk, for messages: "EMBEDDINGS_ROOT (/srv/emb)"."""
+    return describe(alias) if not is_remote(alias) else f"STORAGE_CACHE_DIR ({cache_root()})"
+
+
 # --- Reading ------------------------------------------------------------------------------------
 def exists(alias: str, name: str) -> bool:
     storage = storage_of(alias)
@@ -153,6 +161,25 @@ def read_bytes(alias: str, name: str, start: int, stop: int) -> bytes:
         return _read_all(stream)
     finally:
         stream.close()
+
+
+def npy_shape(alias: str, name: str) -> tuple[int, ...]:
+    """The array shape a stored .npy file declares, from its header alone (a range read)."""
+    head = read_bytes(alias, name, 0, NPY_HEAD_BYTES)
+    buffer = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, _ = read_header(buffer)
+    except ValueError as exc:  # a header longer than the bytes read, or not a .npy at all
+        raise StorageError(
+            f"{name} in {describe(alias)} is not a readable .npy file: {exc}"
+        ) from exc
+    return tuple(int(n) for n in shape)
 
 
 def local_path(alias: str, name: str, *, sha256: str = "") -> Path:
@@ -285,11 +312,6 @@ def delete(alias: str, name: str) -> None:
     with _remote(alias, f"remove {name}"):
         storage.delete(name)
     cached_copy_path(alias, name).unlink(missing_ok=True)
-
-
-def delete_many(alias: str, names: Iterable[str]) -> None:
-    for name in names:
-        delete(alias, name)
 
 
 def delete_under(alias: str, prefix: str) -> int:

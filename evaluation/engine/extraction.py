@@ -12,6 +12,11 @@ the chunks already saved for the retry. Files are written with ordinary writes, 
 through a memory map: writing a map of a file the disk has no room for kills the process
 with SIGBUS instead of raising ENOSPC.
 
+Where stimuli and embedding files are kept elsewhere than this machine's disk (an object
+store), the caller passes ``remote`` (RemoteFiles): the stimuli of a chunk are fetched before
+it is embedded, each chunk saved is also kept there, and a chunk another machine kept there
+is fetched instead of embedded again, so a step resumes on any worker.
+
 Video clips are decoded in a pool of threads (PyAV and the image transforms release the
 GIL), a few batches ahead of the model, so that decoding does not starve it; batches come
 out in order, and a clip that cannot be decoded fails the extraction with its name.
@@ -30,7 +35,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import torch
@@ -52,6 +57,20 @@ DEFAULT_DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 class ExtractionCancelled(Exception):
     """The progress callback asked the extraction to stop."""
+
+
+class RemoteFiles(Protocol):
+    """The caller's bridge to where the extraction's files are kept when that is not this
+    machine's disk (the engine itself knows only the disk)."""
+
+    def fetch_inputs(self, stimuli: Sequence[StimulusInput]) -> None:
+        """Make the files of ``stimuli`` readable at their paths."""
+
+    def fetch_chunk(self, path: Path) -> bool:
+        """Bring the chunk another machine kept for ``path`` there; False if none was kept."""
+
+    def keep_chunk(self, path: Path) -> None:
+        """The chunk at ``path`` is saved: keep it where other machines find it."""
 
 
 @dataclass(frozen=True)
@@ -104,13 +123,14 @@ def extract_layers(
     num_workers: int = 0,
     progress: ProgressCallback | None = None,
     storage_name: str | None = None,
+    remote: RemoteFiles | None = None,
 ) -> ExtractionResult:
     """Embed ``stimuli`` at every layer of ``out_paths`` in one forward pass per batch.
 
     ``num_workers``: DataLoader worker processes that decode and preprocess; for video,
     the decoding threads instead (0: one per core, up to 8).
     ``storage_name`` names where the files go in storage errors ("EMBEDDINGS_ROOT (/srv/e)");
-    by default each output file's folder."""
+    by default each output file's folder. ``remote``: see the module's docstring."""
     started = time.perf_counter()
     layers = [adapter.check_layer(layer) for layer in out_paths]
     total = len(stimuli)
@@ -132,9 +152,11 @@ def extract_layers(
         for index, start in enumerate(chunk_starts):
             chunk_files = {layer: work_dirs[layer] / f"chunk-{index:06d}.npy" for layer in layers}
             stop = min(start + chunk_size, total)
-            if all(file.exists() for file in chunk_files.values()):
+            if all(_chunk_saved(file, remote) for file in chunk_files.values()):
                 reused += 1
             else:
+                if remote is not None:
+                    _fetch_inputs(remote, stimuli, start, stop, batch_size, progress, total)
                 rows = _embed_chunk(
                     adapter,
                     stimuli[start:stop],
@@ -149,6 +171,8 @@ def extract_layers(
                 needed = _bytes_still_needed(rows, total - start, len(chunk_starts) - index, total)
                 for layer, array in rows.items():
                     _save_atomically(chunk_files[layer], array, place=places[layer], needed=needed)
+                    if remote is not None:
+                        remote.keep_chunk(chunk_files[layer])
             _report(progress, stop, total)
     except StimulusError:
         # Bad input fails the same way every time: saved chunks would never be resumed.
@@ -159,6 +183,26 @@ def extract_layers(
     for work_dir in work_dirs.values():
         shutil.rmtree(work_dir, ignore_errors=True)
     return ExtractionResult(dict(out_paths), dims, total, time.perf_counter() - started, reused)
+
+
+def _chunk_saved(path: Path, remote: RemoteFiles | None) -> bool:
+    return path.exists() or (remote is not None and remote.fetch_chunk(path))
+
+
+def _fetch_inputs(
+    remote: RemoteFiles,
+    stimuli: Sequence[StimulusInput],
+    start: int,
+    stop: int,
+    batch_size: int,
+    progress: ProgressCallback | None,
+    total: int,
+) -> None:
+    """Fetch the chunk's stimuli a batch at a time, reporting between batches: the step
+    stays alive (and can be cancelled) while a chunk of large clips arrives."""
+    for first in range(start, stop, batch_size):
+        remote.fetch_inputs(stimuli[first : min(first + batch_size, stop)])
+        _report(progress, start, total)
 
 
 def _embed_chunk(

@@ -44,6 +44,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.uploads import check_upload_size
+from evaluation import storage
 from evaluation.engine.errors import StorageError
 from evaluation.engine.fingerprint import embedding_fingerprint
 from evaluation.engine.storage import writing
@@ -110,7 +111,7 @@ def embeddings_import(
         except ImportProblem as exc:
             raise ValidationError({"file": str(exc)}) from None
         matched_by = _matched_by(raw, match)
-        written: list[Path] = []
+        written: list[Path | str] = []
         try:
             with transaction.atomic():
                 model = _model_create(name, dataset, raw, matched_by, provenance, link, licence,
@@ -508,17 +509,18 @@ def _embedding_set(
     layer: str,
     array: Any,
     order: np.ndarray,
-    written: list[Path],
+    written: list[Path | str],
     progress: Callable[[int], None] | None = None,
 ) -> EmbeddingSet:
     """Write the layer's rows in dataset order as float32 .npy (a block at a time, checking
-    each value is finite), then record it under a fingerprint of its content."""
+    each value is finite), then store it under a fingerprint of its content and record it.
+    ``written`` gets each file made: a local Path, or a stored file's name."""
     count, dim = len(order), int(array.shape[1])
-    root = Path(settings.EMBEDDINGS_ROOT)
-    place = f"EMBEDDINGS_ROOT ({root})"
-    with writing(root, place=place, doing="store the imported embeddings"):
-        (root / "imported").mkdir(parents=True, exist_ok=True)
-        staging = root / "imported" / f"{uuid.uuid4().hex}.npy"  # moved into place when whole
+    scratch = storage.scratch_folder(storage.EMBEDDINGS)
+    place = storage.scratch_place(storage.EMBEDDINGS)
+    with writing(scratch, place=place, doing="store the imported embeddings"):
+        scratch.mkdir(parents=True, exist_ok=True)
+        staging = scratch / f"{uuid.uuid4().hex}.npy"  # stored when whole
         written.append(staging)
         with staging.open("wb") as out:  # plain writes: no dirty mapped pages in memory
             np.lib.format.write_array_header_1_0(
@@ -553,11 +555,8 @@ def _embedding_set(
         dataset_hash=dataset.content_hash,
     )
     relative = f"{fingerprint[:2]}/{fingerprint}.npy"
-    final = root / relative
-    with writing(final.parent, place=place, doing="store the imported embeddings"):
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging.replace(final)
-    written.append(final)
+    written.append(relative)
+    storage.store_file(storage.EMBEDDINGS, relative, staging)
     return EmbeddingSet.objects.create(
         fingerprint=fingerprint,
         model=model,
@@ -586,9 +585,16 @@ def _needs_sorted(array: Any) -> bool:
     return type(array).__module__.startswith("h5py")
 
 
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
+def _remove(written: list[Path | str]) -> None:
+    """Remove the files a failed import made (the failure, not this, is what is raised)."""
+    for file in written:
+        if isinstance(file, Path):
+            file.unlink(missing_ok=True)
+            continue
+        try:
+            storage.delete(storage.EMBEDDINGS, file)
+        except StorageError as exc:
+            logger.warning("A failed import's file %s stays in the store: %s", file, exc)
 
 
 # --- Through a worker (the web form and the API) ---------------------------------------------
@@ -621,15 +627,18 @@ def embeddings_import_queue(data: Mapping[str, Any], *, created_by: Any = None) 
             transaction.on_commit(lambda: send(IMPORT_TASK, job.pk))
         return job
     except BaseException:
-        for relative in staged:
-            (Path(settings.MEDIA_ROOT) / relative).unlink(missing_ok=True)
+        _remove_staged(staged, "a refused embeddings import")
         raise
 
 
 def _stage(upload: Any) -> str:
-    """Copy an upload under MEDIA_ROOT for the worker; returns its path relative to it."""
+    """Store an upload in the media storage for the worker (a part at a time); returns its
+    name there (relative to MEDIA_ROOT on local disk)."""
     relative = _staged_name(upload)
-    copy_upload(upload, Path(settings.MEDIA_ROOT) / relative, doing="keep the upload")
+    if storage.is_remote(storage.MEDIA):
+        storage.store_stream(storage.MEDIA, relative, upload)
+    else:
+        copy_upload(upload, Path(settings.MEDIA_ROOT) / relative, doing="keep the upload")
     return relative
 
 
@@ -648,14 +657,17 @@ def embeddings_import_run(*, job_id: int) -> None:
     if not claimed:
         return  # a duplicated message, or an import already done
     job = EmbeddingImport.objects.select_related("dataset", "created_by").get(pk=job_id)
-    media = Path(settings.MEDIA_ROOT)
     fields: dict[str, Any] = {"finished_at": timezone.now()}
     try:
-        with (media / job.staged_path).open("rb") as handle:
-            ids = (media / job.ids_path).open("rb") if job.ids_path else None
+        # On this machine's disk: where it lies, or fetched from the object store.
+        staged = storage.local_path(storage.MEDIA, job.staged_path)
+        with staged.open("rb") as handle:
+            ids = (
+                storage.local_path(storage.MEDIA, job.ids_path).open("rb") if job.ids_path else None
+            )
             try:
                 model = embeddings_import(
-                    name=job.name, dataset=job.dataset, file=File(handle, name=str(media / job.staged_path)),
+                    name=job.name, dataset=job.dataset, file=File(handle, name=str(staged)),
                     ids_file=ids, match=job.match, provenance=job.provenance, link=job.link,
                     licence=job.licence, file_name=job.file_name, created_by=job.created_by,
                     progress=_job_progress(job_id),
@@ -675,10 +687,19 @@ def embeddings_import_run(*, job_id: int) -> None:
             error_message=internal_error("importing embeddings", exc),
         )
     finally:
-        for relative in (job.staged_path, job.ids_path):
-            if relative:
-                (media / relative).unlink(missing_ok=True)
+        uploads = [name for name in (job.staged_path, job.ids_path) if name]
+        _remove_staged(uploads, f"embeddings import {job_id}")
     EmbeddingImport.objects.filter(pk=job_id).update(**fields)
+
+
+def _remove_staged(names: list[str], of: str) -> None:
+    """Remove staged uploads; one the store cannot remove now stays (and is logged): the
+    outcome of the import stands either way."""
+    try:
+        for name in names:
+            storage.delete(storage.MEDIA, name)
+    except StorageError as exc:
+        logger.warning("The upload of %s stays in the store: %s", of, exc)
 
 
 def _job_progress(job_id: int) -> Callable[[int, int], None]:

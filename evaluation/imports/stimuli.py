@@ -2,7 +2,8 @@
 
 ``dataset_import`` is the one path every import takes (the judgment import creates its
 new text datasets through it): parse into a staging folder, then create all rows and move
-the files in one step.
+the files in one step (into MEDIA_ROOT; or, with an object store, upload them, several at a
+time, inside the rows' transaction, removing those uploaded if any fails).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from core.uploads import check_upload_size
+from evaluation import storage
 from evaluation.engine.errors import StorageError
 from evaluation.engine.fingerprint import dataset_content_hash
 from evaluation.engine.storage import writing
@@ -230,6 +232,7 @@ def dataset_import(
         tmp_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="import-", dir=tmp_root))
     final_dir: Path | None = None
+    uploaded = ""  # the folder of the files uploaded to an object store
     try:
         try:
             with writing(staging, place=place, doing="unpack the uploaded files"):
@@ -255,7 +258,13 @@ def dataset_import(
                 Target.objects.create(
                     kind=TargetKind.LABELS, dataset=dataset, name=f"{dataset.name}: labels"
                 )
-            if any(item.stored_name for item in parsed):  # text stimuli have no files
+            stored = [item.stored_name for item in parsed if item.stored_name]
+            if stored and storage.is_remote(storage.MEDIA):
+                uploaded = f"datasets/{dataset.pk}/"
+                storage.store_many(
+                    storage.MEDIA, [(uploaded + name, staging / name) for name in stored]
+                )
+            elif stored:  # text stimuli have no files
                 final_dir = media / "datasets" / str(dataset.pk)
                 with writing(final_dir, place=place, doing="move the imported files into place"):
                     final_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -264,11 +273,21 @@ def dataset_import(
     except BaseException as exc:
         if final_dir is not None and final_dir.exists():
             shutil.rmtree(final_dir, ignore_errors=True)
+        if uploaded:
+            _remove_uploaded(uploaded, name)
         if isinstance(exc, StorageError):  # the administrator's to fix: say it in their log
             logger.warning("Import of dataset %r stopped: %s", name, exc)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_uploaded(folder: str, dataset: str) -> None:
+    """Remove the files a failed import stored (those it got to), saying so if it cannot."""
+    try:
+        storage.delete_under(storage.MEDIA, folder)
+    except StorageError as exc:
+        logger.warning("Files of the failed import of %r stay in the store: %s", dataset, exc)
 
 
 def _stimulus_row(dataset: Dataset, order: int, item: ParsedStimulus) -> Stimulus:

@@ -1,11 +1,15 @@
-"""Embeddings of a step: reused by fingerprint when cached, extracted otherwise."""
+"""Embeddings of a step: reused by fingerprint when cached, extracted otherwise.
+
+With files in an object store (evaluation/storage.py), the extraction works in this
+machine's cache: it fetches each chunk's stimuli there, keeps every saved chunk in the store
+(so a step resumes on any worker), and stores each finished file under its fingerprint."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +17,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.ending import worker_ending
+from evaluation import storage
 from evaluation.engine import adapters
-from evaluation.engine.errors import EngineError
+from evaluation.engine.errors import EngineError, StimulusError
 from evaluation.engine.extraction import extract_layers
 from evaluation.engine.fingerprint import embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
@@ -66,7 +71,7 @@ def embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool
     cached = {
         e.layer: e
         for e in EmbeddingSet.objects.filter(fingerprint__in=fingerprints.values())
-        if e.path.exists()
+        if e.is_stored()
     }
     missing = [layer for layer in layers if layer not in cached]
     if missing:
@@ -85,7 +90,7 @@ def _imported(step: RunStep) -> list[EmbeddingSet]:
     stored = {
         e.layer: e
         for e in EmbeddingSet.objects.filter(model=model, dataset=dataset, layer__in=layers)
-        if e.path.exists()
+        if e.is_stored()
     }
     missing = [layer for layer in layers if layer not in stored]
     if missing:
@@ -121,18 +126,41 @@ def _extract(
     )
     RunStep.objects.filter(pk=step.pk).update(load_seconds=time.perf_counter() - loading)
     relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}
-    out_paths = {layer: Path(settings.EMBEDDINGS_ROOT) / path for layer, path in relative.items()}
-    result = extract_layers(
-        adapter,
-        _stimulus_inputs(dataset, model),
-        out_paths=out_paths,
-        pooling=model.pooling,
-        batch_size=settings.EXTRACTION_BATCH_SIZE,
-        chunk_size=settings.EXTRACTION_CHUNK_SIZE,
-        num_workers=settings.EXTRACTION_NUM_WORKERS,
-        progress=_progress_reporter(step.pk, worker),
-        storage_name=f"EMBEDDINGS_ROOT ({settings.EMBEDDINGS_ROOT})",  # creates the folders
-    )
+    remote = storage.is_remote(storage.EMBEDDINGS)
+    if remote:  # written in this machine's cache, then stored
+        out_paths = {
+            layer: storage.cached_copy_path(storage.EMBEDDINGS, path)
+            for layer, path in relative.items()
+        }
+        place = f"STORAGE_CACHE_DIR ({storage.cache_root()})"
+    else:  # written in place
+        out_paths = {
+            layer: storage.local_path(storage.EMBEDDINGS, path) for layer, path in relative.items()
+        }
+        place = storage.describe(storage.EMBEDDINGS)
+    inputs, stored_media = _stimulus_inputs(dataset, model)
+    bridge = _ElsewhereFiles(stored_media) if remote or stored_media else None
+    try:
+        result = extract_layers(
+            adapter,
+            inputs,
+            out_paths=out_paths,
+            pooling=model.pooling,
+            batch_size=settings.EXTRACTION_BATCH_SIZE,
+            chunk_size=settings.EXTRACTION_CHUNK_SIZE,
+            num_workers=settings.EXTRACTION_NUM_WORKERS,
+            progress=_progress_reporter(step.pk, worker),
+            storage_name=place,  # creates the folders
+            remote=bridge,
+        )
+    except StimulusError:
+        if remote:  # bad input fails the same way every time: its chunks are never resumed
+            _forget_chunks(relative.values())
+        raise
+    if remote:
+        for layer, path in relative.items():
+            storage.store_file(storage.EMBEDDINGS, path, result.paths[layer])
+        _forget_chunks(relative.values())
     if result.chunks_reused:
         logger.info(
             "Step %s resumed its extraction: reused %d saved chunk(s)",
@@ -165,20 +193,67 @@ def _extract(
     return created
 
 
-def _stimulus_inputs(dataset: Dataset, model: PretrainedModel) -> list[StimulusInput]:
-    media = Path(settings.MEDIA_ROOT)
+def _stimulus_inputs(
+    dataset: Dataset, model: PretrainedModel
+) -> tuple[list[StimulusInput], dict[str, tuple[str, str]]]:
+    """The dataset's stimuli for the engine, and, where the files are in an object store,
+    what each local path (in this machine's cache) is a copy of: (stored name, sha256)."""
+    remote = storage.is_remote(storage.MEDIA)
     described = _descriptions(dataset, model) if model.source == ModelSource.LANGUAGE else {}
-    rows = dataset.stimuli.order_by("order").values_list("pk", "file", "text", "name")
-    return [
-        StimulusInput(
-            path=str(media / file) if file else "",
-            text=text,
-            # Messages name a stimulus as the researcher knows it (cat/1.png), not as stored.
-            meta={"name": name} if file else {},
-            descriptions=described.get(pk, ()),
+    rows = dataset.stimuli.order_by("order").values_list(
+        "pk", "file", "text", "name", "content_hash"
+    )
+    inputs, stored = [], {}
+    for pk, file, text, name, sha256 in rows:
+        path = ""
+        if file and remote:
+            path = str(storage.cached_copy_path(storage.MEDIA, file, sha256=sha256))
+            stored[path] = (file, sha256)
+        elif file:
+            path = str(storage.local_path(storage.MEDIA, file))
+        inputs.append(
+            StimulusInput(
+                path=path,
+                text=text,
+                # Messages name a stimulus as the researcher knows it (cat/1.png), not as stored.
+                meta={"name": name} if file else {},
+                descriptions=described.get(pk, ()),
+            )
         )
-        for pk, file, text, name in rows
-    ]
+    return inputs, stored
+
+
+class _ElsewhereFiles:
+    """The extraction's bridge to the object store (extraction.RemoteFiles): a chunk's
+    stimuli are fetched into this machine's cache before it is embedded; chunks are kept
+    in the store under their names in the cache (<fingerprint path>.partial-N/chunk-K.npy)."""
+
+    def __init__(self, stored_media: dict[str, tuple[str, str]]) -> None:
+        self.stored_media = stored_media
+        self.chunks_remote = storage.is_remote(storage.EMBEDDINGS)
+
+    def fetch_inputs(self, stimuli: Sequence[StimulusInput]) -> None:
+        wanted = [self.stored_media[s.path] for s in stimuli if s.path in self.stored_media]
+        storage.fetch_many(storage.MEDIA, wanted)
+
+    def fetch_chunk(self, path: Path) -> bool:
+        if not self.chunks_remote:
+            return False
+        return storage.fetch_file(storage.EMBEDDINGS, self._name(path), path)
+
+    def keep_chunk(self, path: Path) -> None:
+        if self.chunks_remote:
+            storage.upload(storage.EMBEDDINGS, self._name(path), path)
+
+    @staticmethod
+    def _name(path: Path) -> str:
+        return path.relative_to(storage.cached_names_root(storage.EMBEDDINGS)).as_posix()
+
+
+def _forget_chunks(relative_paths: Iterable[str]) -> None:
+    """Remove the chunks kept in the store for these files (every chunk size)."""
+    for relative in relative_paths:
+        storage.delete_under(storage.EMBEDDINGS, f"{relative}.partial-")
 
 
 def _descriptions(
