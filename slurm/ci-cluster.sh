@@ -10,7 +10,7 @@ export SLURM_CONF=$DIR/slurm.conf
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 if [ -f "$SLURM_CONF" ] && scontrol ping 2>/dev/null | grep -q UP \
-   && sinfo --noheader --format=%T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+   && sinfo --noheader --format=%T 2>/dev/null | grep -qE '^(idle|mixed|allocated|completing)'; then
   exit 0
 fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
@@ -35,7 +35,7 @@ sleep 1
 slurmctld
 slurmd -N localhost
 for _ in $(seq 60); do
-  if sinfo --noheader --format=%T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+  if sinfo --noheader --format=%T 2>/dev/null | grep -qE '^(idle|mixed|allocated|completing)'; then
     exit 0
   fi
   # A node left down by an earlier, unclean stop comes back once resumed.

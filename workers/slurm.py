@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ _ENDED_STATES = {
 }
 _STARTING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING"}
 SLURM_COMMAND_SECONDS = 30
+NOT_FOUND = "404"  # AMQP's reply code for a queue that does not exist
 
 
 class SlurmError(Exception):
@@ -114,9 +116,18 @@ def reconcile(app: Celery, config: WorkerJobs) -> Pass:
 
 def waiting_tasks(app: Celery, queues: Sequence[str]) -> int:
     """Messages in these queues that no worker has taken yet (any broker kombu speaks)."""
+    waiting = 0
     with app.connection_for_read() as connection:
-        channel = connection.default_channel
-        return sum(channel.queue_declare(queue=name, passive=True).message_count for name in queues)
+        for name in queues:
+            # A channel each: a broker closes the channel on which a passive declare fails.
+            with connection.channel() as channel:
+                try:
+                    waiting += channel.queue_declare(queue=name, passive=True).message_count
+                except ChannelError as exc:
+                    if str(exc.reply_code) != NOT_FOUND:  # kombu's Redis says '404'
+                        raise
+                    # Redis keeps no empty list: a queue with nothing in it does not exist.
+    return waiting
 
 
 def list_jobs(job_name: str) -> list[Job]:

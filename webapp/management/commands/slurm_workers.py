@@ -74,6 +74,11 @@ class Command(BaseCommand):
                 if options["once"]:
                     raise CommandError(f"Database or broker unreachable: {exc}") from None
                 logger.warning("Database or broker unreachable (%s); trying again", exc)
+            except Exception:
+                if options["once"]:
+                    raise
+                # Keep watching: a pass that fails must not leave the workers unmanaged.
+                logger.exception("slurm_workers pass failed; trying again")
             else:
                 self.stdout.write(done.summary())
             if options["once"]:
