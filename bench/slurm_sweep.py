@@ -38,7 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 from _server import drop_database, pg_admin, start_watchdog  # bench/_server.py
-from zoo_sweep import architectures, start_worker, wait_until
+from zoo_sweep import architectures, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BENCH_DB = "likeness_bench_slurm"
@@ -63,6 +63,17 @@ def start_slurm_workers(env: dict[str, str], log: Path, *options: str) -> subpro
                "--interval=1", "--gres=", "--idle-exit=5", "--sbatch-arg=--cpus-per-task=1",
                "--sbatch-arg=--mem=2000M", f"--sbatch-arg=--output={log.parent}/job-%j.log",
                *options]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def start_cpu_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """The local scorer: the cpu queue only, so every extraction happens in a SLURM job."""
+    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--queues", "cpu",
+               "--concurrency", "1", "--hostname", "bench-cpu@%h", "--loglevel", "warning",
+               "--without-gossip", "--without-mingle"]  # fmt: skip
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -141,13 +152,15 @@ def main() -> int:
         dataset = dataset_import_images(
             name="digits", upload=io.BytesIO(digits_zip(limit=args.images))
         )
-        scorer = start_worker({**env, "OMP_NUM_THREADS": "1"}, tmp / "cpu-worker.log")
+        scorer = start_cpu_worker({**env, "OMP_NUM_THREADS": "1"}, tmp / "cpu-worker.log")
         processes.append(scorer)
         # Registration inspects every model on the gpu queue: done by one job, untimed.
         command = start_slurm_workers(env, tmp / "inspect.log", "--max-workers=1")
         processes.append(command)
         call_command("register_model", *names, "--untrained", "--json", stdout=io.StringIO())
-        ids = list(PretrainedModel.objects.filter(identifier__in=names).values_list("pk", flat=True))
+        ids = list(
+            PretrainedModel.objects.filter(identifier__in=names).values_list("pk", flat=True)
+        )
 
         def inspected() -> bool:
             return not PretrainedModel.objects.filter(
@@ -184,8 +197,10 @@ def main() -> int:
                   f"{sorted(where.values(), reverse=True)}", flush=True)  # fmt: skip
             stop(command)
             wait_until(lambda: not jobs(), deadline, "the sweep's jobs to leave")
-        print(f"{args.workers} workers / 1 worker: {rates[args.workers] / rates[1]:.2f}x "
-              "models/hour", flush=True)
+        print(
+            f"{args.workers} workers / 1 worker: {rates[args.workers] / rates[1]:.2f}x models/hour",
+            flush=True,
+        )
 
         if not args.skip_time_limit:
             time_limits(args, env, tmp, deadline, processes)
