@@ -2,9 +2,9 @@
 says it is alive every ``WORKER_HEARTBEAT_SECONDS``, leaves after ``WORKER_IDLE_EXIT_SECONDS``
 without a task (so a SLURM allocation goes back), and says when it stops.
 
-A SIGTERM (SLURM's time limit, preemption, scancel; docker stop) marks the process as
-ending (``core.ending``): an extraction in progress hands its step back at its next progress
-report, and the warm shutdown that follows has nothing left to wait for.
+A SIGTERM (SLURM's time limit, preemption, scancel) marks the process as ending
+(``core.ending``): with ``--pool solo`` an extraction in progress hands its step back at its
+next progress report, and the warm shutdown that follows has nothing left to wait for.
 """
 
 from __future__ import annotations

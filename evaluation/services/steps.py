@@ -94,7 +94,7 @@ def _fail_extraction(step_id: int, worker: str, exc: Exception) -> None:
 
 
 def step_hand_back(*, step_id: int, worker: str) -> bool:
-    """This worker is ending (a SLURM time limit, preemption or scancel; docker stop): put
+    """This worker is ending (a SLURM time limit, preemption or scancel): put
     the step it is extracting back in the queue at once and send its task again, so another
     worker resumes it from the saved chunks. The claim is not counted as an attempt: the
     step did nothing wrong. Returns whether the step was this worker's to give back."""
