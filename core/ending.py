@@ -1,7 +1,7 @@
 """Whether this worker process is ending: SLURM's time limit, preemption or ``scancel`` (or
 ``docker stop``) sent SIGTERM, and Celery began its warm shutdown.
 
-Work that can stop part-way (an extraction, between chunks) checks it and gives its step
+Work that can stop part-way (an extraction, after any batch) checks it and gives its step
 back to the queue at once, so another worker resumes it from the saved chunks instead of
 this one racing the SIGKILL that follows the grace period. The workers set it (Celery's
 ``worker_shutting_down`` signal, in the worker's main process); the apps only read it, so
