@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, partial
@@ -35,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, TypeVar
 
 import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
@@ -122,7 +124,13 @@ def exists(alias: str, name: str) -> bool:
         return Path(storage.path(name)).is_file()
     with _remote(alias, f"look for {name}"):
         _check_bucket(storage)
-        return bool(storage.exists(name))
+        try:
+            _client(storage).head_object(Bucket=_bucket(storage), Key=_key(storage, name))
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        return True
 
 
 def size(alias: str, name: str) -> int:
@@ -131,7 +139,8 @@ def size(alias: str, name: str) -> int:
         return Path(storage.path(name)).stat().st_size
     with _remote(alias, f"read the size of {name}", missing=name):
         _check_bucket(storage)
-        return int(storage.size(name))
+        answer = _client(storage).head_object(Bucket=_bucket(storage), Key=_key(storage, name))
+        return int(answer["ContentLength"])
 
 
 def open_stream(alias: str, name: str, start: int = 0, stop: int | None = None) -> Readable:
@@ -310,7 +319,7 @@ def delete(alias: str, name: str) -> None:
         Path(storage.path(name)).unlink(missing_ok=True)
         return
     with _remote(alias, f"remove {name}"):
-        storage.delete(name)
+        _client(storage).delete_object(Bucket=_bucket(storage), Key=_key(storage, name))
     cached_copy_path(alias, name).unlink(missing_ok=True)
 
 
@@ -342,8 +351,27 @@ def _bucket_and_endpoint(storage: Storage) -> tuple[str, str]:
     return storage.bucket_name, getattr(storage, "endpoint_url", None) or "Amazon S3"  # type: ignore[attr-defined]
 
 
+_clients: dict[tuple[int, int], Any] = {}
+_clients_lock = threading.Lock()
+
+
 def _client(storage: Storage) -> Any:
-    return storage.connection.meta.client  # type: ignore[attr-defined]
+    """One boto3 client per storage and process, shared by its threads (clients are
+    thread-safe): the storage's own is per thread, and making one costs ~0.1 s of CPU, which
+    the short-lived threads fetching a batch of stimuli would pay every time."""
+    key = (os.getpid(), id(storage))
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = storage.connection.meta.client  # type: ignore[attr-defined]
+        return _clients[key]
+
+
+def _bucket(storage: Storage) -> str:
+    return str(storage.bucket_name)  # type: ignore[attr-defined]
+
+
+def _status(exc: Any) -> int | None:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
 def _key(storage: Storage, name: str) -> str:
@@ -406,15 +434,13 @@ def _remote(alias: str, doing: str, *, missing: str = "") -> Iterator[None]:
     """Around a request to the object store: turn what it (or the way to it) answers into
     a StorageError saying what is wrong and what to do. ``missing``: the file asked for, if
     its absence is an error."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
     where = describe(alias)
     try:
         yield
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = _status(exc)
         answer = f"{code or status}: {error.get('Message') or 'no message'}"
         bucket, endpoint = _bucket_and_endpoint(storage_of(alias))
         if code == "NoSuchBucket" or (code in ("404", "NotFound") and not missing):
@@ -520,8 +546,10 @@ def _in_parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
 
 
 def _settings_changed(setting: str, **_: Any) -> None:
-    if setting == "STORAGES":  # a test pointed the storages elsewhere: ask the bucket again
+    if setting == "STORAGES":  # a test pointed the storages elsewhere: new clients, new check
         _checked_buckets.clear()
+        with _clients_lock:
+            _clients.clear()
 
 
 setting_changed.connect(_settings_changed)

@@ -192,11 +192,17 @@ STORAGE_REGION = os.environ.get("STORAGE_REGION", "")
 STORAGE_CACHE_DIR = Path(os.environ.get("STORAGE_CACHE_DIR") or VAR_DIR / "storage-cache").resolve()
 
 
-def object_storage(prefix: str) -> dict[str, object]:
-    """The STORAGES entry of files under ``prefix/`` in STORAGE_BUCKET (credentials: boto3's
+def object_storage(
+    prefix: str,
+    *,
+    bucket: str = STORAGE_BUCKET,
+    endpoint_url: str = STORAGE_ENDPOINT_URL,
+    region: str = STORAGE_REGION,
+) -> dict[str, object]:
+    """The STORAGES entry of files under ``prefix/`` in the bucket (credentials: boto3's
     own chain, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the machine's role)."""
     options: dict[str, object] = {
-        "bucket_name": STORAGE_BUCKET,
+        "bucket_name": bucket,
         "location": prefix,
         "file_overwrite": True,  # names are content-addressed or unique: same name, same bytes
         "querystring_auth": True,  # never a public URL: files are served through the app
@@ -210,8 +216,8 @@ def object_storage(prefix: str) -> dict[str, object]:
         "read_timeout": 60,
         "retries": {"mode": "standard", "max_attempts": 4},
     }
-    if STORAGE_ENDPOINT_URL:
-        options["endpoint_url"] = STORAGE_ENDPOINT_URL
+    if endpoint_url:
+        options["endpoint_url"] = endpoint_url
         # Path-style addresses (host/bucket/key) need no DNS name per bucket. Checksums only
         # where the API requires them: boto3 >= 1.36 sends new ones by default that some
         # S3-compatible stores (older MinIO, Ceph RGW) refuse.
@@ -221,8 +227,8 @@ def object_storage(prefix: str) -> dict[str, object]:
             response_checksum_validation="when_required",
         )
     options["client_config"] = Config(**client)
-    if STORAGE_REGION:
-        options["region_name"] = STORAGE_REGION
+    if region:
+        options["region_name"] = region
     return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
 
 
