@@ -7,7 +7,10 @@ then migrate), then web (gunicorn with gunicorn.conf.py), worker-cpu, worker-gpu
 extraction worker), beat and Flower. Only what a container changes is changed: its paths
 under /data become a temporary folder, published ports become free loopback ports, the env
 file's secrets and URLs point at the test database and this test's Redis database, and the
-GPU worker extracts on the CPU (EXTRACTION_DEVICE=cpu, as `--profile cpu-only` does).
+GPU worker extracts on the CPU (EXTRACTION_DEVICE=cpu, as `--profile cpu-only` does). Of the
+env file's knobs, three are set: one web process (WEB_WORKERS=1) on a shared 2-core machine,
+worker names of their own (LIKENESS_NODE), and static files served from the source
+(STATIC_MANIFEST=0: the image collects them when it is built).
 
 Then: /healthz reports the database and the broker, Flower (behind the basic auth the compose
 command sets) lists both workers on their queues, beat passes its compose health check, and a
