@@ -35,3 +35,7 @@ keepalive = 0
 
 timeout = 120
 graceful_timeout = 30
+
+# gunicorn 25+ opens a control socket (for gunicornc) at one path per user, which each new
+# server takes from the last: tests and benchmarks start several. Likeness does not use it.
+control_socket_disable = True

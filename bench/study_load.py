@@ -26,7 +26,7 @@ Baselines measured in the same run, on the same server:
   concurrency buys over one-at-a-time;
 - a page that touches no database (GET /accounts/login/, the same middleware and templates),
   under the same number of clients: the framework's ceiling on this machine;
-- the health probe (GET /healthz: gunicorn, Django's handler and one SELECT 1, before any
+- the health probe (GET /healthz: gunicorn, Django's handler, one SELECT 1 and a broker check, before any
   middleware), under the same number of clients: what any request costs on this machine.
 
 It also prints the CPU time per response spent by gunicorn, PostgreSQL's backends, the
@@ -699,7 +699,7 @@ def run_backend(args) -> int:
         f"-> answers run at {rate / page_rate:5.1%} of it"
     )
     print(
-        f"[{backend}] floor, health probe (GET /healthz: one SELECT 1, no middleware or view) "
+        f"[{backend}] floor, health probe (GET /healthz: SELECT 1 and a broker check, no middleware or view) "
         f"x {args.clients} clients (measured in this run): {probe_rate:7.1f} requests/s, "
         f"p99 {pct(probe_latency, 99):.1f} ms -> answers run at {rate / probe_rate:5.1%} of it"
     )
