@@ -11,6 +11,8 @@ the shipped template (slurm/worker.sbatch) and one local CPU worker scoring:
 
 1. Baseline: the 20 models' run with ``--max-workers 1``; models/hour from the run's creation
    to its end (job start-up included: every phase starts with no worker job).
+   ``--threads-per-worker N`` sets each job's OMP_NUM_THREADS: with 1, a worker uses one
+   core, as if each had a device of its own; by default each uses every core.
 2. The same run (its embeddings deleted, so everything is extracted again) with
    ``--max-workers 3``. Printed as a ratio to 1.
 3. Time limits: one long extraction (``--model``, ``--images`` digits) whose worker jobs have a
@@ -20,7 +22,7 @@ the shipped template (slurm/worker.sbatch) and one local CPU worker scoring:
    next job) and checks one Score per key.
 
     SLURM_CONF=/var/tmp/likeness-slurm/slurm.conf .venv/bin/python bench/slurm_sweep.py \
-        [--models 20] [--images 120] [--workers 3] [--skip-time-limit]
+        [--models 20] [--images 120] [--workers 3] [--threads-per-worker 1] [--skip-time-limit]
 """
 
 from __future__ import annotations
@@ -95,6 +97,12 @@ def main() -> int:
     parser.add_argument("--long-images", type=int, default=1797)
     parser.add_argument("--warn", type=int, default=40, help="sbatch --signal=B:TERM@WARN")
     parser.add_argument("--skip-time-limit", action="store_true")
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=0,
+        help="OMP_NUM_THREADS of each worker job (0: torch's default, every core)",
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args()
     if not os.environ.get("SLURM_CONF") or shutil.which("sbatch") is None:
@@ -116,6 +124,8 @@ def main() -> int:
         "WORKER_HEARTBEAT_SECONDS": "2",
         "EXTRACTION_CHUNK_SIZE": "128",
     }
+    if args.threads_per_worker:  # the jobs inherit it (sbatch --export=ALL)
+        env["OMP_NUM_THREADS"] = str(args.threads_per_worker)
     os.environ.clear()
     os.environ.update(env)
     processes: list[subprocess.Popen | None] = []
@@ -173,7 +183,8 @@ def main() -> int:
         wait_until(lambda: not jobs(), deadline, "the inspecting job to leave")
         print(f"{len(usable)} untrained timm architectures ({names[0]} ... {names[-1]}), "
               f"{dataset.stimulus_count} images, {os.cpu_count()} CPUs; one SLURM job per "
-              f"worker (--pool solo), 1 local CPU worker scoring", flush=True)  # fmt: skip
+              f"worker (--pool solo, {args.threads_per_worker or 'default'} torch threads "
+              f"each), 1 local CPU worker scoring", flush=True)  # fmt: skip
 
         rates = {}
         for workers in (1, args.workers):
