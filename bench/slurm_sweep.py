@@ -258,14 +258,19 @@ def time_limits(args, env, tmp, deadline, processes) -> None:
         time.sleep(0.1)
     wall = time.monotonic() - started
     step.refresh_from_db()
+    run.refresh_from_db()
     keys = Counter(
         Score.objects.filter(run=run).values_list("model", "layer", "metric_key", "target")
     )
     job_logs = sorted(log.parent.glob("job-*.log"))
     handed = sum("goes back to the queue" in p.read_text(errors="replace") for p in job_logs)
+    # A job whose worker was still in a batch when SIGKILL followed the SIGTERM (KillWait)
+    # could not hand back; slurm_workers gave its step back when it saw the job end.
+    given_back = log.read_text(errors="replace").count("step(s) of ended workers")
     print(f"time limits: {args.model} over {dataset.stimulus_count} images with 1-minute jobs "
           f"(SIGTERM {args.warn} s before the limit): {run.status} in {wall:.0f} s, "
-          f"{handed} hand-back(s) by SIGTERM, extracted by {step.extracted_by}; "
+          f"{handed} hand-back(s) by SIGTERM, {given_back} step(s) given back by "
+          f"slurm_workers after a kill, extracted by {step.extracted_by}; "
           f"scores per key {sorted(set(keys.values()))} ({len(keys)} keys)", flush=True)  # fmt: skip
     if recoveries:
         print(f"recovery (back in the queue -> claimed by the next job): "
