@@ -48,6 +48,7 @@ _ENDED_STATES = {
 }
 _STARTING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING"}
 SLURM_COMMAND_SECONDS = 30
+FAILED_STARTS_TO_SLOW_DOWN = 3
 NOT_FOUND = "404"  # AMQP's reply code for a queue that does not exist
 
 
@@ -75,6 +76,21 @@ class Job:
 
 
 @dataclass
+class Starts:
+    """Jobs this command submitted whose worker has not registered yet. One that ends first
+    failed to start (a wrong virtualenv, a module missing, a node that cannot reach the
+    database): after ``FAILED_STARTS_TO_SLOW_DOWN`` in a row, only one job at a time is
+    tried until a worker starts again, instead of a job per waiting task every pass."""
+
+    unconfirmed: set[str] = field(default_factory=set)
+    failed_in_a_row: int = 0
+    last_failed: str = ""
+
+    def slowed_down(self) -> bool:
+        return self.failed_in_a_row >= FAILED_STARTS_TO_SLOW_DOWN
+
+
+@dataclass
 class Pass:
     """What one reconcile pass saw and did."""
 
@@ -93,14 +109,16 @@ class Pass:
         return text
 
 
-def reconcile(app: Celery, config: WorkerJobs) -> Pass:
+def reconcile(app: Celery, config: WorkerJobs, starts: Starts | None = None) -> Pass:
     from evaluation import services
 
+    starts = starts if starts is not None else Starts()
     result = Pass(jobs=list_jobs(config.job_name))
     live = {job.id: job for job in result.jobs if job.state not in _ENDED_STATES}
     registered = services.workers_of_slurm_jobs(job_name=config.job_name)
     ended = [worker.name for worker in registered if worker.slurm_job_id not in live]
     result.steps_requeued = services.workers_ended(names=ended)
+    _follow_starts(starts, live, services.slurm_jobs_with_workers(job_ids=starts.unconfirmed))
 
     result.waiting = waiting_tasks(app, config.queues)
     ready = {worker.slurm_job_id for worker in registered}
@@ -109,9 +127,32 @@ def reconcile(app: Celery, config: WorkerJobs) -> Pass:
         for job in live.values()
     )
     wanted = min(result.waiting - starting, config.max_workers - len(live))
+    if starts.slowed_down():
+        wanted = min(wanted, 1 - len(starts.unconfirmed))
     for _ in range(max(wanted, 0)):
-        result.submitted.append(submit(config))
+        job_id = submit(config)
+        starts.unconfirmed.add(job_id)
+        result.submitted.append(job_id)
     return result
+
+
+def _follow_starts(starts: Starts, live: dict[str, Job], started: set[str]) -> None:
+    for job_id in sorted(starts.unconfirmed):
+        if job_id in started:
+            starts.unconfirmed.discard(job_id)
+            starts.failed_in_a_row = 0
+        elif job_id not in live:
+            starts.unconfirmed.discard(job_id)
+            starts.failed_in_a_row += 1
+            starts.last_failed = job_id
+    if starts.slowed_down():
+        logger.error(
+            "%d worker jobs in a row ended before their worker started (the last: job %s; "
+            "its output file, the template's --output, says why). Trying one job at a time "
+            "until a worker starts: check the set-up block of the sbatch template.",
+            starts.failed_in_a_row,
+            starts.last_failed,
+        )
 
 
 def waiting_tasks(app: Celery, queues: Sequence[str]) -> int:

@@ -27,6 +27,7 @@ from evaluation.services.rescoring import scores_rescore_stale, stale_scores
 from evaluation.services.runs import run_cancel, run_create, run_refresh_status, run_retry
 from evaluation.services.steps import step_extract, step_fail, step_hand_back, step_score
 from evaluation.services.workers import (
+    slurm_jobs_with_workers,
     worker_register,
     worker_seen,
     worker_stopped,
@@ -45,6 +46,7 @@ __all__ = [
     "run_refresh_status",
     "run_retry",
     "scores_rescore_stale",
+    "slurm_jobs_with_workers",
     "stale_scores",
     "step_extract",
     "step_fail",

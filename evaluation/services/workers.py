@@ -51,6 +51,14 @@ def workers_of_slurm_jobs(*, job_name: str) -> list[Worker]:
     )
 
 
+def slurm_jobs_with_workers(*, job_ids: Iterable[str]) -> set[str]:
+    """Of these SLURM job ids, those whose worker registered (it started, whatever since)."""
+    ids = set(job_ids)
+    if not ids:
+        return set()
+    return set(Worker.objects.filter(slurm_job_id__in=ids).values_list("slurm_job_id", flat=True))
+
+
 def workers_ended(*, names: Iterable[str]) -> int:
     """These workers are gone for good (their SLURM job ended: scancel with SIGKILL, a node
     lost, a grace period too short to hand the step back). Their steps go back to the queue

@@ -197,3 +197,22 @@ def test_a_missing_sbatch_says_where_to_run_the_command(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(slurm.SlurmError, match="squeue is not on PATH"):
         slurm.list_jobs("x")
+
+
+def test_jobs_that_end_before_their_worker_starts_slow_submissions_to_one_at_a_time(cluster):
+    starts = slurm.Starts()
+    cluster.waiting = 5
+    slurm.reconcile(object(), CONFIG, starts)
+    assert cluster.submitted == ["100", "101", "102"]  # --max-workers 3
+
+    cluster.jobs = []  # all three ended before their worker registered (a broken venv, say)
+    slurm.reconcile(object(), CONFIG, starts)
+    assert starts.failed_in_a_row == 3 and cluster.submitted[3:] == ["103"]  # one at a time
+
+    cluster.jobs = [slurm.Job(id="103", state="RUNNING")]
+    slurm.reconcile(object(), CONFIG, starts)
+    assert cluster.submitted[4:] == []  # not while that one has not started
+
+    register_job_worker("103")  # it started: back to one job per waiting task
+    slurm.reconcile(object(), CONFIG, starts)
+    assert starts.failed_in_a_row == 0 and cluster.submitted[4:] == ["104", "105"]

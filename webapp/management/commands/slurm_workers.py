@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workers import celery_app
 from workers.recovery import OUTAGE_ERRORS
-from workers.slurm import TEMPLATE, SlurmError, WorkerJobs, reconcile
+from workers.slurm import TEMPLATE, SlurmError, Starts, WorkerJobs, reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,10 @@ class Command(BaseCommand):
             template=options["template"],
             sbatch_args=tuple(options["sbatch_args"]),
         )
+        starts = Starts()  # jobs submitted whose worker has not started yet
         while True:
             try:
-                done = reconcile(celery_app, config)
+                done = reconcile(celery_app, config, starts)
             except SlurmError as exc:
                 if options["once"]:
                     raise CommandError(str(exc)) from None
