@@ -132,8 +132,26 @@ def media_response(request: HttpRequest, file: FieldFile) -> HttpResponseBase:
 
     Safari on iPhones plays a video only from a server that answers range requests (206), and
     every browser needs them to seek or loop a clip without fetching it again; anything else
-    gets the whole file."""
+    gets the whole file. An object store without the file answers 404, one that cannot be
+    reached or refuses 503 (the reason logged), never an error page."""
     name = str(file.name)
+    try:
+        return _media_response(request, name)
+    except storage.MissingFile as exc:
+        logger.error("Stimulus file %s: %s", name, exc)
+        return _plain("This stimulus file is missing from the file store.", status=404)
+    except StorageError as exc:  # the details (endpoint, bucket) are for the log, not the page
+        logger.error("Stimulus file %s: %s", name, exc)
+        return _plain(
+            "The file store cannot be reached just now: try again in a moment.", status=503
+        )
+
+
+def _plain(text: str, *, status: int) -> HttpResponse:
+    return HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")
+
+
+def _media_response(request: HttpRequest, name: str) -> HttpResponseBase:
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     size = storage.size(storage.MEDIA, name)
     try:
@@ -144,6 +162,7 @@ def media_response(request: HttpRequest, file: FieldFile) -> HttpResponseBase:
         return refused
     if wanted is None:
         whole = FileResponse(storage.open_stream(storage.MEDIA, name), content_type=content_type)
+        whole.block_size = CHUNK  # from an object store each read is a socket read, not 4 KiB
         whole["Content-Length"] = str(size)  # a stream from an object store has no file size
         whole["Accept-Ranges"] = "bytes"
         return whole

@@ -36,10 +36,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, TypeVar
 
 import numpy as np
+from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
+from s3transfer.exceptions import RetriesExceededError as S3TransferRetriesExceededError
 
 from evaluation.engine.errors import StorageError
 from evaluation.engine.storage import writing
@@ -49,6 +51,10 @@ logger = logging.getLogger(__name__)
 MEDIA = "default"
 EMBEDDINGS = "embeddings"
 CACHE_FOLDERS = {MEDIA: "media", EMBEDDINGS: "embeddings"}  # in STORAGE_CACHE_DIR
+# Also in STORAGE_CACHE_DIR, beside the copies: files being written on this machine before
+# they are stored (an extraction's chunks and joined file, an import's upload). Unlike the
+# copies they are no cache: emptying it under a running extraction or import breaks that.
+WORK_FOLDER = "work"
 # Files fetched or stored at once (each its own connection): many small stimuli need them.
 PARALLEL_TRANSFERS = 8
 HASH_BLOCK = 1 << 20
@@ -71,6 +77,10 @@ class EmbeddingsFileSystemStorage(FileSystemStorage):
         if setting == "EMBEDDINGS_ROOT":
             self.__dict__.pop("base_location", None)
             self.__dict__.pop("location", None)
+
+
+class MissingFile(StorageError):
+    """The object store does not hold a file the database names (its bucket is there)."""
 
 
 class Readable(Protocol):
@@ -102,19 +112,41 @@ def cache_root() -> Path:
     return Path(settings.STORAGE_CACHE_DIR)
 
 
+def work_root() -> Path:
+    """Where this machine writes files before they are stored in an object store: on the
+    cache's disk (so the stored file's copy is kept by a rename), but apart from the copies,
+    which may be removed at any time."""
+    return cache_root() / WORK_FOLDER
+
+
+def work_names_root(alias: str) -> Path:
+    """The work folder of files written under their stored names (an extraction's joined
+    file and chunks): ``name`` is written at ``work_names_root(alias) / name``."""
+    return work_root() / CACHE_FOLDERS[alias]
+
+
+def work_path(alias: str, name: str) -> Path:
+    return work_names_root(alias) / _safe_relative(name)
+
+
+def work_place() -> str:
+    """The work folder, for messages."""
+    return f"STORAGE_CACHE_DIR ({work_root()})"
+
+
 def scratch_folder(alias: str) -> Path:
     """A folder on this machine's disk for files being written before they are stored:
     inside the storage's own folder on local disk (so storing is a rename), else in the
-    cache (so the stored file's copy is kept by a rename)."""
+    work folder beside the cache (so the stored file's copy is kept by a rename)."""
     storage = storage_of(alias)
     if isinstance(storage, FileSystemStorage):
         return Path(storage.location) / "tmp"
-    return cache_root() / "tmp"
+    return work_root() / "tmp"
 
 
 def scratch_place(alias: str) -> str:
     """The scratch folder's disk, for messages: "EMBEDDINGS_ROOT (/srv/emb)"."""
-    return describe(alias) if not is_remote(alias) else f"STORAGE_CACHE_DIR ({cache_root()})"
+    return describe(alias) if not is_remote(alias) else work_place()
 
 
 # --- Reading ------------------------------------------------------------------------------------
@@ -122,8 +154,8 @@ def exists(alias: str, name: str) -> bool:
     storage = storage_of(alias)
     if isinstance(storage, FileSystemStorage):
         return Path(storage.path(name)).is_file()
+    _check_bucket(storage, alias, f"look for {name}")
     with _remote(alias, f"look for {name}"):
-        _check_bucket(storage)
         try:
             _client(storage).head_object(Bucket=_bucket(storage), Key=_key(storage, name))
         except ClientError as exc:
@@ -137,8 +169,8 @@ def size(alias: str, name: str) -> int:
     storage = storage_of(alias)
     if isinstance(storage, FileSystemStorage):
         return Path(storage.path(name)).stat().st_size
+    _check_bucket(storage, alias, f"read the size of {name}")
     with _remote(alias, f"read the size of {name}", missing=name):
-        _check_bucket(storage)
         answer = _client(storage).head_object(Bucket=_bucket(storage), Key=_key(storage, name))
         return int(answer["ContentLength"])
 
@@ -154,8 +186,8 @@ def open_stream(alias: str, name: str, start: int = 0, stop: int | None = None) 
     if stop is not None and stop <= start:
         return io.BytesIO(b"")
     wanted = f"bytes={start}-{'' if stop is None else stop - 1}"
+    _check_bucket(storage, alias, f"read {name}")
     with _remote(alias, f"read {name}", missing=name):
-        _check_bucket(storage)
         answer = _client(storage).get_object(
             Bucket=storage.bucket_name,  # type: ignore[attr-defined]
             Key=_key(storage, name),
@@ -220,11 +252,10 @@ def cached_names_root(alias: str) -> Path:
 
 def fetch_file(alias: str, name: str, target: Path) -> bool:
     """Copy the stored file ``name`` to ``target`` on this machine (streamed to a temporary
-    file beside it, then renamed); False if the store does not hold it."""
-    if not exists(alias, name):
-        return False
-    _download(storage_of(alias), alias, name, target, "")
-    return True
+    file beside it, then renamed); False if the store does not hold it. Fetched without
+    asking first: a file removed between the question and the fetch (another step finishing
+    the same extraction) is then "not held" too, and a chunk costs one request, not two."""
+    return _download(storage_of(alias), alias, name, target, "", absent_ok=True)
 
 
 def fetch_many(alias: str, files: Sequence[tuple[str, str]]) -> int:
@@ -269,8 +300,8 @@ def upload(alias: str, name: str, source: Path) -> None:
     storage = storage_of(alias)
     if isinstance(storage, FileSystemStorage):
         raise ValueError(f"{describe(alias)} is local disk: store files with store_file.")
+    _check_bucket(storage, alias, f"store {name}")
     with _remote(alias, f"store {name}"):
-        _check_bucket(storage)
         _client(storage).upload_file(
             str(source),
             storage.bucket_name,  # type: ignore[attr-defined]
@@ -300,8 +331,8 @@ def store_stream(alias: str, name: str, source: IO[bytes]) -> None:
         source.seek(0)
         return
     source.seek(0)
+    _check_bucket(storage, alias, f"store {name}")
     with _remote(alias, f"store {name}"):
-        _check_bucket(storage)
         _client(storage).upload_fileobj(
             source,
             storage.bucket_name,  # type: ignore[attr-defined]
@@ -341,9 +372,29 @@ def delete_under(alias: str, prefix: str) -> int:
         for page in pages:
             keys = [{"Key": entry["Key"]} for entry in page.get("Contents", ())]
             if keys:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                answer = client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": keys, "Quiet": True}
+                )
+                _refuse_failed_deletes(alias, prefix, answer.get("Errors", ()))
                 removed += len(keys)
     return removed
+
+
+def _refuse_failed_deletes(alias: str, prefix: str, errors: Sequence[dict[str, str]]) -> None:
+    """A batch delete answers 200 even when the store kept some of the files: each one it
+    kept comes back in "Errors", with why."""
+    if not errors:
+        return
+    kept = "; ".join(
+        f"{error.get('Key')} ({error.get('Code')}: {error.get('Message') or 'no message'})"
+        for error in errors[:5]
+    )
+    more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+    raise StorageError(
+        f"{_capital(describe(alias))} kept {len(errors)} of the files under {prefix} it was "
+        f"asked to remove: {kept}{more}. Check that this machine's credentials may delete in "
+        "the bucket, then retry."
+    )
 
 
 # --- The object store ---------------------------------------------------------------------------
@@ -383,20 +434,25 @@ def _key(storage: Storage, name: str) -> str:
 _checked_buckets: set[tuple[str, str]] = set()
 
 
-def _check_bucket(storage: Storage) -> None:
+def _check_bucket(storage: Storage, alias: str, doing: str) -> None:
     """Ask once per process that the bucket is there and answers these credentials: a
-    missing bucket then says so, instead of every file in it seeming missing."""
+    missing bucket then says so, instead of every file in it seeming missing. Asked outside
+    the file's own request: the store answers a missing bucket with a bare 404 there, which
+    would read as a missing file."""
     place = _bucket_and_endpoint(storage)
     if place in _checked_buckets:
         return
-    _client(storage).head_bucket(Bucket=place[0])
+    with _remote(alias, doing):  # no file named: a 404 here is the bucket's
+        _client(storage).head_bucket(Bucket=place[0])
     _checked_buckets.add(place)
 
 
-def _download(storage: Storage, alias: str, name: str, copy: Path, sha256: str) -> None:
+def _download(
+    storage: Storage, alias: str, name: str, copy: Path, sha256: str, *, absent_ok: bool = False
+) -> bool:
     """Fetch ``name`` into the cache as ``copy``: streamed to a temporary file beside it,
     checked against ``sha256`` if given, then renamed (two fetching at once both end with a
-    whole file)."""
+    whole file). A file the store does not hold is an error, or (``absent_ok``) False."""
     place = f"STORAGE_CACHE_DIR ({cache_root()})"  # or a folder the caller chose in it
     with writing(copy.parent, place=place, doing=f"make a folder for the copy of {name}"):
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -404,14 +460,20 @@ def _download(storage: Storage, alias: str, name: str, copy: Path, sha256: str) 
     os.close(handle)
     partial = Path(temporary)
     with writing(copy, place=place, doing=f"keep a copy of {name}", partial=partial):
+        _check_bucket(storage, alias, f"fetch {name}")
         with _remote(alias, f"fetch {name}", missing=name):
-            _check_bucket(storage)
-            _client(storage).download_file(
-                storage.bucket_name,  # type: ignore[attr-defined]
-                _key(storage, name),
-                temporary,
-                Config=storage.transfer_config,  # type: ignore[attr-defined]
-            )
+            try:
+                _client(storage).download_file(
+                    storage.bucket_name,  # type: ignore[attr-defined]
+                    _key(storage, name),
+                    temporary,
+                    Config=storage.transfer_config,  # type: ignore[attr-defined]
+                )
+            except ClientError as exc:
+                if absent_ok and _status(exc) == 404:  # the bucket is there: it was checked
+                    partial.unlink(missing_ok=True)
+                    return False
+                raise
         if sha256 and (found := _sha256_of(partial)) != sha256:
             raise StorageError(
                 f"The stored file {name} in {describe(alias)} does not hold the content it "
@@ -419,6 +481,7 @@ def _download(storage: Storage, alias: str, name: str, copy: Path, sha256: str) 
                 "changed or replaced in the store. Import the dataset again."
             )
         os.replace(partial, copy)
+    return True
 
 
 def _sha256_of(path: Path) -> str:
@@ -434,39 +497,65 @@ def _remote(alias: str, doing: str, *, missing: str = "") -> Iterator[None]:
     """Around a request to the object store: turn what it (or the way to it) answers into
     a StorageError saying what is wrong and what to do. ``missing``: the file asked for, if
     its absence is an error."""
-    where = describe(alias)
     try:
         yield
-    except ClientError as exc:
+    except (ClientError, BotoCoreError, Boto3Error) as exc:
+        raise _named(alias, doing, missing, _original(exc)) from exc
+
+
+def _original(exc: BaseException) -> BaseException:
+    """What the store (or the way to it) answered, under boto3's transfer wrappers: an upload
+    raises S3UploadFailedError while handling the ClientError, a download whose retries ran
+    out RetriesExceededError holding the last failure."""
+    seen = exc
+    for _ in range(5):  # the wrappers nest at most twice; never loop on a cycle
+        if not isinstance(seen, Boto3Error | S3TransferRetriesExceededError):
+            return seen
+        inner = getattr(seen, "last_exception", None) or seen.__cause__ or seen.__context__
+        if inner is None:
+            return seen
+        seen = inner
+    return seen
+
+
+def _named(alias: str, doing: str, missing: str, exc: BaseException) -> StorageError:
+    """The StorageError for what the store answered (``exc``: unwrapped by _original)."""
+    where = describe(alias)
+    if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = _status(exc)
         answer = f"{code or status}: {error.get('Message') or 'no message'}"
         bucket, endpoint = _bucket_and_endpoint(storage_of(alias))
         if code == "NoSuchBucket" or (code in ("404", "NotFound") and not missing):
-            raise StorageError(
+            return StorageError(
                 f"There is no bucket {bucket!r} at {endpoint}: could not {doing}. Create it, "
                 "or set STORAGE_BUCKET to a bucket that exists, then retry."
-            ) from exc
-        raise _client_error(where, doing, code, status, answer, missing) from exc
-    except NoCredentialsError as exc:
-        raise StorageError(
+            )
+        return _client_error(where, doing, code, status, answer, missing)
+    if isinstance(exc, NoCredentialsError):
+        return StorageError(
             f"No credentials for {where}: could not {doing}. Give this machine "
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a role), then retry."
-        ) from exc
-    except BotoCoreError as exc:  # the way to the store: connection refused, timeouts, DNS
-        raise StorageError(
+        )
+    if isinstance(exc, BotoCoreError):  # the way to the store: refused, timeouts, DNS
+        return StorageError(
             f"{_capital(where)} cannot be reached from this machine ({exc}): could "
             f"not {doing}. Check STORAGE_ENDPOINT_URL and that the store is up and reachable "
             "from here, then retry."
-        ) from exc
+        )
+    # A transfer that failed for a reason boto3 gives only in words.
+    return StorageError(
+        f"{_capital(where)} did not complete a transfer ({type(exc).__name__}: {exc}): could "
+        f"not {doing}. Check that the store is up and reachable from here, then retry."
+    )
 
 
 def _client_error(
     where: str, doing: str, code: str, status: int | None, answer: str, missing: str
 ) -> StorageError:
     if code in ("NoSuchKey", "404", "NotFound"):
-        return StorageError(
+        return MissingFile(
             f"The file {missing} is missing from {where}: could not {doing}. The database "
             "names a file the store does not hold (removed, or stored elsewhere); import or "
             "run it again."
@@ -475,7 +564,7 @@ def _client_error(
         return StorageError(
             f"{_capital(where)} refused access ({answer}): could not {doing}. Check this "
             "machine's credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or its role) "
-            "and that they may list, read and write the bucket, then retry."
+            "and that they may list, read, write and delete in the bucket, then retry."
         )
     return StorageError(
         f"{_capital(where)} answered {answer}; could not {doing}. Check the store and this "

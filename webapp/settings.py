@@ -188,7 +188,9 @@ STORAGE_BUCKET = os.environ.get("STORAGE_BUCKET", "")
 # Empty: Amazon S3. MinIO, Ceph RGW and others: their URL (addressed path-style).
 STORAGE_ENDPOINT_URL = os.environ.get("STORAGE_ENDPOINT_URL", "")
 STORAGE_REGION = os.environ.get("STORAGE_REGION", "")
-# This machine's copies of stored files (content-addressed, safe to delete at any time).
+# This machine's copies of stored files (content-addressed, safe to delete at any time),
+# and in its work/ folder files being written before they are stored (not to delete
+# while workers or imports run).
 STORAGE_CACHE_DIR = Path(os.environ.get("STORAGE_CACHE_DIR") or VAR_DIR / "storage-cache").resolve()
 
 
@@ -215,6 +217,9 @@ def object_storage(
         "connect_timeout": 10,
         "read_timeout": 60,
         "retries": {"mode": "standard", "max_attempts": 4},
+        # evaluation.storage moves 8 files at once (PARALLEL_TRANSFERS), a large one in
+        # parts over several connections: botocore's 10 would make them wait for a socket.
+        "max_pool_connections": 32,
     }
     if endpoint_url:
         options["endpoint_url"] = endpoint_url

@@ -19,7 +19,7 @@ from django.utils import timezone
 from core.ending import worker_ending
 from evaluation import storage
 from evaluation.engine import adapters
-from evaluation.engine.errors import EngineError, StimulusError
+from evaluation.engine.errors import EngineError, StimulusError, StorageError
 from evaluation.engine.extraction import extract_layers
 from evaluation.engine.fingerprint import embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
@@ -127,12 +127,11 @@ def _extract(
     RunStep.objects.filter(pk=step.pk).update(load_seconds=time.perf_counter() - loading)
     relative = {layer: f"{fp[:2]}/{fp}.npy" for layer, fp in fingerprints.items()}
     remote = storage.is_remote(storage.EMBEDDINGS)
-    if remote:  # written in this machine's cache, then stored
+    if remote:  # written in this machine's work folder, then stored
         out_paths = {
-            layer: storage.cached_copy_path(storage.EMBEDDINGS, path)
-            for layer, path in relative.items()
+            layer: storage.work_path(storage.EMBEDDINGS, path) for layer, path in relative.items()
         }
-        place = f"STORAGE_CACHE_DIR ({storage.cache_root()})"
+        place = storage.work_place()
     else:  # written in place
         out_paths = {
             layer: storage.local_path(storage.EMBEDDINGS, path) for layer, path in relative.items()
@@ -155,12 +154,11 @@ def _extract(
         )
     except StimulusError:
         if remote:  # bad input fails the same way every time: its chunks are never resumed
-            _forget_chunks(relative.values())
+            _forget_chunks(step, relative.values())  # never in place of the input's message
         raise
     if remote:
         for layer, path in relative.items():
             storage.store_file(storage.EMBEDDINGS, path, result.paths[layer])
-        _forget_chunks(relative.values())
     if result.chunks_reused:
         logger.info(
             "Step %s resumed its extraction: reused %d saved chunk(s)",
@@ -190,6 +188,8 @@ def _extract(
                 "extraction_seconds": result.seconds,
             },
         )
+    if remote:  # only now: the rows name the stored files, so a retry reuses them
+        _forget_chunks(step, relative.values())
     return created
 
 
@@ -197,19 +197,22 @@ def _stimulus_inputs(
     dataset: Dataset, model: PretrainedModel
 ) -> tuple[list[StimulusInput], dict[str, tuple[str, str]]]:
     """The dataset's stimuli for the engine, and, where the files are in an object store,
-    what each local path (in this machine's cache) is a copy of: (stored name, sha256)."""
+    what each local path (in this machine's cache) is a copy of: (stored name, sha256). A
+    language model embeds the stimuli's descriptions alone: from an object store their files
+    are then never fetched (no path)."""
+    language = model.source == ModelSource.LANGUAGE
     remote = storage.is_remote(storage.MEDIA)
-    described = _descriptions(dataset, model) if model.source == ModelSource.LANGUAGE else {}
+    described = _descriptions(dataset, model) if language else {}
     rows = dataset.stimuli.order_by("order").values_list(
         "pk", "file", "text", "name", "content_hash"
     )
     inputs, stored = [], {}
     for pk, file, text, name, sha256 in rows:
         path = ""
-        if file and remote:
+        if file and remote and not language:
             path = str(storage.cached_copy_path(storage.MEDIA, file, sha256=sha256))
             stored[path] = (file, sha256)
-        elif file:
+        elif file and not remote:
             path = str(storage.local_path(storage.MEDIA, file))
         inputs.append(
             StimulusInput(
@@ -247,13 +250,20 @@ class _ElsewhereFiles:
 
     @staticmethod
     def _name(path: Path) -> str:
-        return path.relative_to(storage.cached_names_root(storage.EMBEDDINGS)).as_posix()
+        return path.relative_to(storage.work_names_root(storage.EMBEDDINGS)).as_posix()
 
 
-def _forget_chunks(relative_paths: Iterable[str]) -> None:
-    """Remove the chunks kept in the store for these files (every chunk size)."""
+def _forget_chunks(step: RunStep, relative_paths: Iterable[str]) -> None:
+    """Remove the chunks kept in the store for these files (every chunk size), as far as the
+    store lets us: chunks left behind cost room in the bucket, never a result, so a store
+    that refuses is logged, not raised (the step's outcome is already decided)."""
     for relative in relative_paths:
-        storage.delete_under(storage.EMBEDDINGS, f"{relative}.partial-")
+        try:
+            storage.delete_under(storage.EMBEDDINGS, f"{relative}.partial-")
+        except StorageError as exc:
+            logger.warning(
+                "Step %s: the chunks of %s stay in the store: %s", step.pk, relative, exc
+            )
 
 
 def _descriptions(

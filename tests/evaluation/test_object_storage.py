@@ -240,3 +240,171 @@ def test_the_web_form_says_a_missing_bucket_instead_of_an_error_page(
     assert response.status_code == 200
     assert "There is no bucket &#x27;no-such-bucket&#x27;" in page
     assert "bug in Likeness" not in page
+
+
+# --- What the store answers, named (review of the object storage) -------------------------------
+def _client_error(code: str, status: int, operation: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
+
+
+def test_an_upload_refused_inside_boto3s_transfer_is_named_not_a_bug(
+    object_store: ObjectStore, monkeypatch, tmp_path
+):
+    from boto3.exceptions import S3UploadFailedError
+
+    def refused(*args, **kwargs):
+        try:  # as boto3 does: the ClientError is raised again as S3UploadFailedError
+            raise _client_error("AccessDenied", 403, "PutObject")
+        except Exception as exc:
+            raise S3UploadFailedError(f"Failed to upload: {exc}")  # noqa: B904
+
+    client = storage._client(storage.storage_of(storage.EMBEDDINGS))
+    monkeypatch.setattr(client, "upload_file", refused)
+    source = tmp_path / "x.npy"
+    source.write_bytes(b"x")
+    with pytest.raises(StorageError, match=r"refused access \(AccessDenied: AccessDenied\)") as e:
+        storage.upload(storage.EMBEDDINGS, "ab/abc.npy", source)
+    assert "may list, read, write and delete in the bucket" in str(e.value)
+
+
+def test_a_download_whose_retries_ran_out_is_named_as_a_store_out_of_reach(
+    object_store: ObjectStore, monkeypatch, tmp_path
+):
+    from boto3.exceptions import RetriesExceededError
+    from botocore.exceptions import ReadTimeoutError
+
+    def timed_out(*args, **kwargs):
+        raise RetriesExceededError(ReadTimeoutError(endpoint_url=object_store.endpoint))
+
+    source = tmp_path / "x.npy"
+    source.write_bytes(b"x")
+    storage.upload(storage.EMBEDDINGS, "ab/abc.npy", source)
+    client = storage._client(storage.storage_of(storage.EMBEDDINGS))
+    monkeypatch.setattr(client, "download_file", timed_out)
+    with pytest.raises(StorageError, match=r"cannot be reached from this machine"):
+        storage.local_path(storage.EMBEDDINGS, "ab/abc.npy")
+    assert files_under(storage.cache_root() / "embeddings") == []  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda: storage.size(storage.EMBEDDINGS, "ab/abc.npy"),
+        lambda: storage.open_stream(storage.EMBEDDINGS, "ab/abc.npy", 0, 10),
+        lambda: storage.local_path(storage.EMBEDDINGS, "ab/abc.npy"),
+    ],
+    ids=["size", "open_stream", "fetch"],
+)
+def test_reading_from_a_missing_bucket_names_the_bucket_not_the_file(
+    object_store: ObjectStore, settings, read
+):
+    settings.STORAGES = {**settings.STORAGES, **object_store.storages(bucket="no-such-bucket")}
+    with pytest.raises(StorageError, match=r"^There is no bucket 'no-such-bucket' at "):
+        read()
+
+
+def test_a_missing_file_in_a_bucket_that_exists_is_named_as_missing(object_store: ObjectStore):
+    with pytest.raises(storage.MissingFile, match=r"^The file ab/abc.npy is missing from"):
+        storage.size(storage.EMBEDDINGS, "ab/abc.npy")
+
+
+def test_files_the_store_kept_in_a_batch_delete_are_named(
+    object_store: ObjectStore, monkeypatch, tmp_path
+):
+    chunk = tmp_path / "c"
+    chunk.write_bytes(b"x")
+    storage.upload(storage.EMBEDDINGS, "ab/abc.npy.partial-64/chunk-000000.npy", chunk)
+    client = storage._client(storage.storage_of(storage.EMBEDDINGS))
+
+    def kept(Bucket, Delete):
+        # What S3 answers (HTTP 200) when the credentials may not delete: every key in Errors.
+        errors = [
+            {"Key": o["Key"], "Code": "AccessDenied", "Message": "Access Denied"}
+            for o in Delete["Objects"]
+        ]
+        return {"Errors": errors, "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    monkeypatch.setattr(client, "delete_objects", kept)
+    with pytest.raises(StorageError) as raised:
+        storage.delete_under(storage.EMBEDDINGS, "ab/abc.npy.partial-")
+    message = str(raised.value)
+    assert "kept 1 of the files under ab/abc.npy.partial-" in message, message
+    assert "embeddings/ab/abc.npy.partial-64/chunk-000000.npy (AccessDenied" in message
+
+
+def test_a_chunk_the_store_does_not_hold_is_fetched_with_one_request_and_is_no_error(
+    object_store: ObjectStore, monkeypatch, tmp_path
+):
+    client = storage._client(storage.storage_of(storage.EMBEDDINGS))
+    asked: list[str] = []
+    monkeypatch.setattr(
+        client, "head_object", lambda **kwargs: asked.append("head") or {"ContentLength": 1}
+    )
+    target = tmp_path / "work" / "chunk-000000.npy"
+    assert not storage.fetch_file(storage.EMBEDDINGS, "ab/abc.npy.partial-64/c.npy", target)
+    assert asked == []  # no HEAD before the GET: a file removed in between is "not held" too
+    assert files_under(tmp_path / "work") == []  # no temporary file left
+
+    chunk = tmp_path / "c"
+    chunk.write_bytes(b"kept")
+    storage.upload(storage.EMBEDDINGS, "ab/abc.npy.partial-64/c.npy", chunk)
+    assert storage.fetch_file(storage.EMBEDDINGS, "ab/abc.npy.partial-64/c.npy", target)
+    assert target.read_bytes() == b"kept" and asked == []
+
+
+def test_a_step_whose_chunks_the_store_will_not_remove_still_succeeds_and_keeps_its_rows(
+    object_store: ObjectStore,
+    settings,
+    monkeypatch,
+    digits_zip_small,
+    enqueued,  # noqa: F811
+    caplog,
+):
+    settings.EXTRACTION_CHUNK_SIZE = 64
+    dataset = make_image_dataset(data=digits_zip_small)
+
+    def refuses(alias, prefix):
+        raise StorageError(f"the store refused to remove {prefix}")
+
+    monkeypatch.setattr(storage, "delete_under", refuses)
+    run = services.run_create(
+        dataset=dataset, models=[make_timm_model()], metrics=[knn_entry(k=3, split="loo")]
+    )
+    run_steps(run)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error_message
+    stored = EmbeddingSet.objects.get()
+    assert f"embeddings/{stored.relative_path}" in object_store.keys("embeddings/")
+    assert any(".partial-64/" in key for key in object_store.keys("embeddings/"))  # left
+    assert "stay in the store: the store refused to remove" in caplog.text
+    # The work files were written apart from the cache's copies, and none is left there.
+    assert [p for p in files_under(storage.work_root()) if p.suffix == ".npy"] == []
+    assert (storage.cache_root() / "embeddings" / "by-name" / stored.relative_path).is_file()
+
+
+def test_a_stimulus_file_the_store_cannot_serve_is_a_503_and_a_missing_one_a_404(
+    object_store: ObjectStore, settings, researcher_client, digits_zip_small, caplog
+):
+    import socket
+
+    dataset = make_image_dataset(data=digits_zip_small)
+    first, second = dataset.stimuli.order_by("order")[:2]
+    object_store.client().delete_object(Bucket=object_store.bucket, Key=f"media/{first.file.name}")
+    gone = researcher_client.get(reverse("evaluation:stimulus_file", args=[first.pk]))
+    assert gone.status_code == 404
+    assert gone.content.decode() == "This stimulus file is missing from the file store."
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    settings.STORAGES = {**settings.STORAGES, **ObjectStore(closed, object_store.bucket).storages()}
+    away = researcher_client.get(reverse("evaluation:stimulus_file", args=[second.pk]))
+    assert away.status_code == 503
+    assert "cannot be reached just now" in away.content.decode()
+    assert closed not in away.content.decode()  # the store's address is for the log
+    assert f"at {closed} cannot be reached" in caplog.text
