@@ -408,3 +408,22 @@ def test_a_stimulus_file_the_store_cannot_serve_is_a_503_and_a_missing_one_a_404
     assert "cannot be reached just now" in away.content.decode()
     assert closed not in away.content.decode()  # the store's address is for the log
     assert f"at {closed} cannot be reached" in caplog.text
+
+
+def test_a_language_model_fetches_no_stimulus_file_from_the_store(
+    object_store: ObjectStore, digits_zip_small
+):
+    from evaluation.imports.descriptions import descriptions_import
+    from evaluation.services.embeddings import _stimulus_inputs
+
+    dataset = make_image_dataset(data=digits_zip_small)
+    names = list(dataset.stimuli.order_by("order").values_list("name", flat=True))
+    captions = "\n".join(["stimulus,text"] + [f"{name},a digit" for name in names])
+    descriptions_import(dataset=dataset, upload=io.BytesIO(captions.encode()), origin="tags v1")
+    language = services.model_register(
+        name="tags by tfidf", source="language", identifier="tags v1 | tfidf", modality="image"
+    )
+    inputs, stored_media = _stimulus_inputs(dataset, language)
+    assert stored_media == {}  # nothing for the extraction to fetch
+    assert all(not s.path for s in inputs) and inputs[0].descriptions == (("a digit", 1.0),)
+    assert files_under(storage.cache_root()) == []
