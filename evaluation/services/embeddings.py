@@ -154,7 +154,10 @@ def _extract(
         )
     except StimulusError:
         if remote:  # bad input fails the same way every time: its chunks are never resumed
-            _forget_chunks(step, relative.values())  # never in place of the input's message
+            try:
+                _forget_chunks(step, relative.values())
+            except Exception:  # never in place of the input's message, which the user can fix
+                logger.exception("Step %s: removing the chunks of a failed extraction", step.pk)
         raise
     if remote:
         for layer, path in relative.items():
