@@ -26,7 +26,6 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -297,9 +296,7 @@ def store_file(alias: str, name: str, source: Path, *, keep_copy: bool = True) -
 def upload(alias: str, name: str, source: Path) -> None:
     """Upload the local file ``source`` to the object store as ``name`` (in parts, streamed
     from disk), leaving ``source`` where it is."""
-    storage = storage_of(alias)
-    if isinstance(storage, FileSystemStorage):
-        raise ValueError(f"{describe(alias)} is local disk: store files with store_file.")
+    storage = _object_store(alias)
     _check_bucket(storage, alias, f"store {name}")
     with _remote(alias, f"store {name}"):
         _client(storage).upload_file(
@@ -318,18 +315,10 @@ def store_many(alias: str, files: Iterable[tuple[str, Path]]) -> None:
 
 
 def store_stream(alias: str, name: str, source: IO[bytes]) -> None:
-    """Store what ``source`` holds as ``name``, read a part at a time (never whole in
-    memory); ``source`` is left rewound."""
-    storage = storage_of(alias)
-    if isinstance(storage, FileSystemStorage):
-        target = Path(storage.path(name))
-        with writing(target.parent, place=describe(alias), doing=f"store {name}"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source.seek(0)
-            with target.open("wb") as out:
-                shutil.copyfileobj(source, out, HASH_BLOCK)
-        source.seek(0)
-        return
+    """Upload what ``source`` holds to the object store as ``name``, read a part at a time
+    (never whole in memory); ``source`` is left rewound. (On local disk, callers copy the
+    upload into place themselves: core.uploads.copy_upload.)"""
+    storage = _object_store(alias)
     source.seek(0)
     _check_bucket(storage, alias, f"store {name}")
     with _remote(alias, f"store {name}"):
@@ -355,14 +344,9 @@ def delete(alias: str, name: str) -> None:
 
 
 def delete_under(alias: str, prefix: str) -> int:
-    """Remove every stored file whose name starts with ``prefix`` (an object store's
-    "folder"); returns how many. On local disk, the folder ``prefix`` names."""
-    storage = storage_of(alias)
-    if isinstance(storage, FileSystemStorage):
-        folder = Path(storage.path(prefix))
-        count = sum(1 for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
-        shutil.rmtree(folder, ignore_errors=True)
-        return count
+    """Remove every file in the object store whose name starts with ``prefix`` (its
+    "folder"); returns how many."""
+    storage = _object_store(alias)
     client, bucket = _client(storage), storage.bucket_name  # type: ignore[attr-defined]
     removed = 0
     with _remote(alias, f"remove the files under {prefix}"):
@@ -398,6 +382,14 @@ def _refuse_failed_deletes(alias: str, prefix: str, errors: Sequence[dict[str, s
 
 
 # --- The object store ---------------------------------------------------------------------------
+def _object_store(alias: str) -> Storage:
+    """The storage of ``alias``, which must be an object store (a caller's mistake if not)."""
+    storage = storage_of(alias)
+    if isinstance(storage, FileSystemStorage):
+        raise ValueError(f"{describe(alias)} is local disk, not an object store.")
+    return storage
+
+
 def _bucket_and_endpoint(storage: Storage) -> tuple[str, str]:
     return storage.bucket_name, getattr(storage, "endpoint_url", None) or "Amazon S3"  # type: ignore[attr-defined]
 
