@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, F, Prefetch, QuerySet
@@ -221,10 +221,15 @@ def model_layer_curves(*, model: PretrainedModel) -> list[tuple[Target, dict[str
 # --- Workers -----------------------------------------------------------------------------------
 def workers_up() -> list[Worker]:
     """Workers that have not stopped and were seen within the last few heartbeats."""
-    cutoff = timezone.now() - timedelta(
-        seconds=MISSED_HEARTBEATS * settings.WORKER_HEARTBEAT_SECONDS
-    )
-    return list(Worker.objects.filter(stopped_at__isnull=True, last_seen_at__gte=cutoff))
+    return list(Worker.objects.filter(stopped_at__isnull=True, last_seen_at__gte=_seen_since()))
+
+
+def worker_is_up(worker: Worker) -> bool:
+    return worker.stopped_at is None and worker.last_seen_at >= _seen_since()
+
+
+def _seen_since() -> datetime:
+    return timezone.now() - timedelta(seconds=MISSED_HEARTBEATS * settings.WORKER_HEARTBEAT_SECONDS)
 
 
 def run_steps_ran_on(run: Run) -> dict[int, str]:

@@ -9,9 +9,18 @@ DIR=${LIKENESS_SLURM_DIR:-/var/tmp/likeness-slurm}
 export SLURM_CONF=$DIR/slurm.conf
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-if [ -f "$SLURM_CONF" ] && scontrol ping 2>/dev/null | grep -q UP \
+ours_running() {  # both daemons of ours alive (slurmctld notices a dead slurmd only later)
+  for daemon in slurmctld slurmd; do
+    kill -0 "$(cat "$DIR/$daemon.pid" 2>/dev/null || echo none)" 2>/dev/null || return 1
+  done
+}
+if [ -f "$SLURM_CONF" ] && ours_running && scontrol ping 2>/dev/null | grep -q UP \
    && sinfo --noheader --format=%T 2>/dev/null | grep -qE '^(idle|mixed|allocated|completing)'; then
   exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "slurm/ci-cluster.sh installs packages and starts munged and slurmd: run it as root" >&2
+  exit 1
 fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   apt-get update -qq
@@ -29,9 +38,14 @@ sed -e "s#@DIR@#$DIR#g" -e "s#@USER@#$(id -un)#g" \
     -e "s#@CTLD_PORT@#${LIKENESS_SLURMCTLD_PORT:-6817}#g" \
     -e "s#@SLURMD_PORT@#${LIKENESS_SLURMD_PORT:-6818}#g" \
     "$HERE/ci-slurm.conf" > "$SLURM_CONF"
-pkill -x slurmctld 2>/dev/null || true  # a stale one of ours: it restarts on the fresh config
-pkill -x slurmd 2>/dev/null || true
-sleep 1
+# Ours from an earlier start (by their pid files; never a site's own daemons), stopped so
+# they restart on the fresh config.
+for daemon in slurmctld slurmd; do
+  pid=$(cat "$DIR/$daemon.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+done
 slurmctld
 slurmd -N localhost
 for _ in $(seq 60); do

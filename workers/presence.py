@@ -41,44 +41,57 @@ class Presence(threading.Thread):
         self._halt.set()
 
     def run(self) -> None:
-        from evaluation import services
-
         try:
-            self._call(
-                services.worker_register,
-                name=self.hostname,
-                queues=self.queues,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
-                slurm_job_name=os.environ.get("SLURM_JOB_NAME", ""),
-            )
+            registered = self._register()
             while not self._halt.wait(self.interval):
-                self._call(services.worker_seen, name=self.hostname)
-                if self._idle_too_long():
-                    logger.warning(
-                        "No task for %.0f s (WORKER_IDLE_EXIT_SECONDS): this worker leaves",
-                        self.idle_exit,
-                    )
-                    os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown
-                    return
+                try:
+                    registered = registered or self._register()
+                    self._call("worker_seen", name=self.hostname)
+                    if self._idle_too_long():
+                        logger.warning(
+                            "No task for %.0f s (WORKER_IDLE_EXIT_SECONDS): this worker leaves",
+                            self.idle_exit,
+                        )
+                        # Celery's warm shutdown. A task taken between the check and the
+                        # signal is not lost: an extraction hands its step back at its
+                        # first batch, anything else is finished first.
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        return
+                except Exception:  # never let the thread die: idle exit depends on it
+                    logger.exception("Worker presence failed; trying again next beat")
         finally:
             db.connections.close_all()  # this thread's connections
 
+    def _register(self) -> bool:
+        """Say who this worker is; False (tried again next beat) while the database is away."""
+        return self._call(
+            "worker_register",
+            name=self.hostname,
+            queues=self.queues,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
+            slurm_job_name=os.environ.get("SLURM_JOB_NAME", ""),
+        )
+
     def _idle_too_long(self) -> bool:
         """Busy when a task runs or waits in this worker, or one ended since last time."""
-        done = sum(state.total_count.values())
+        done = sum(dict(state.total_count).values())  # copied: the consumer adds keys
         if state.active_requests or state.requests or done != self._tasks_done:
             self._tasks_done, self._last_busy = done, time.monotonic()
             return False
         return bool(self.idle_exit) and time.monotonic() - self._last_busy >= self.idle_exit
 
-    def _call(self, service: Any, **kwargs: Any) -> None:
+    def _call(self, service: str, **kwargs: Any) -> bool:
+        from evaluation import services
+
         db.close_old_connections()
         try:
-            service(**kwargs)
+            getattr(services, service)(**kwargs)
         except OUTAGE_ERRORS as exc:  # said, and tried again at the next beat
             logger.warning("Worker registry not written (%s: %s)", type(exc).__name__, exc)
+            return False
+        return True
 
 
 _presence: Presence | None = None

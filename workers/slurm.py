@@ -4,9 +4,9 @@
 
 1. lists this deployment's worker jobs in SLURM by their job name (so a restarted command
    finds its jobs again: it keeps no state of its own);
-2. gives back the steps of workers whose job ended without handing them back (``scancel``
-   with SIGKILL, a node lost, a grace period too short), at once rather than after
-   ``RUN_STALL_SECONDS``;
+2. gives back the steps of workers whose job ended without handing them back (a worker
+   killed outright, a node lost, a grace period too short for the batch, a preempted job
+   requeued), at once rather than after ``RUN_STALL_SECONDS``;
 3. counts the messages waiting in the watched queues and submits one job per message not
    already covered by a job that is starting (pending, or running without its worker
    registered yet), never more than ``max_workers`` jobs in all.
@@ -19,34 +19,32 @@ progress report (core/ending.py).
 
 from __future__ import annotations
 
-import getpass
 import logging
+import os
 import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from celery import Celery
 from kombu.exceptions import ChannelError
 
+if TYPE_CHECKING:
+    from evaluation.models import Worker
+
 logger = logging.getLogger(__name__)
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "worker.sbatch"
-# States of a job whose worker is gone or going: its steps may be given back.
-_ENDED_STATES = {
-    "BOOT_FAIL",
-    "CANCELLED",
-    "COMPLETED",
-    "COMPLETING",
-    "DEADLINE",
-    "FAILED",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "PREEMPTED",
-    "TIMEOUT",
-}
+# States in which a job's worker runs or may still run: SIGTERM'd jobs stay COMPLETING for
+# the site's KillWait while their worker hands its step back, so they are not ended yet.
+# Any other state (or a job squeue no longer lists) means the worker is gone, including a
+# preempted job requeued to PENDING: its next start is a new worker.
+_WORKER_MAY_RUN = {"RUNNING", "SUSPENDED", "COMPLETING", "STOPPED"}
+# States of jobs that will take work: submitted ones not yet running, and running ones.
 _STARTING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING"}
+_TAKING_WORK = _STARTING_STATES | {"RUNNING", "SUSPENDED"}
 SLURM_COMMAND_SECONDS = 30
 FAILED_STARTS_TO_SLOW_DOWN = 3
 NOT_FOUND = "404"  # AMQP's reply code for a queue that does not exist
@@ -100,7 +98,7 @@ class Pass:
     steps_requeued: int = 0
 
     def summary(self) -> str:
-        live = sum(job.state not in _ENDED_STATES for job in self.jobs)
+        live = sum(job.state in _TAKING_WORK for job in self.jobs)
         text = f"{self.waiting} task(s) waiting, {live} worker job(s)"
         if self.submitted:
             text += f", submitted {', '.join(self.submitted)}"
@@ -114,19 +112,20 @@ def reconcile(app: Celery, config: WorkerJobs, starts: Starts | None = None) -> 
 
     starts = starts if starts is not None else Starts()
     result = Pass(jobs=list_jobs(config.job_name))
-    live = {job.id: job for job in result.jobs if job.state not in _ENDED_STATES}
+    states = {job.id: job.state for job in result.jobs}
     registered = services.workers_of_slurm_jobs(job_name=config.job_name)
-    ended = [worker.name for worker in registered if worker.slurm_job_id not in live]
-    result.steps_requeued = services.workers_ended(names=ended)
-    _follow_starts(starts, live, services.slurm_jobs_with_workers(job_ids=starts.unconfirmed))
+    result.steps_requeued = services.workers_ended(names=_ended(registered, states))
+    taking_work = {job_id for job_id, state in states.items() if state in _TAKING_WORK}
+    started = services.slurm_jobs_with_workers(job_ids=taking_work | starts.unconfirmed)
+    _follow_starts(starts, taking_work, started)
 
     result.waiting = waiting_tasks(app, config.queues)
-    ready = {worker.slurm_job_id for worker in registered}
+    # A job that will take a waiting task before any new one could: pending, or running
+    # with its worker not started yet (an idle started worker would have taken it).
     starting = sum(
-        job.state in _STARTING_STATES or (job.state == "RUNNING" and job.id not in ready)
-        for job in live.values()
+        states[job_id] in _STARTING_STATES or job_id not in started for job_id in taking_work
     )
-    wanted = min(result.waiting - starting, config.max_workers - len(live))
+    wanted = min(result.waiting - starting, config.max_workers - len(taking_work))
     if starts.slowed_down():
         wanted = min(wanted, 1 - len(starts.unconfirmed))
     for _ in range(max(wanted, 0)):
@@ -136,7 +135,23 @@ def reconcile(app: Celery, config: WorkerJobs, starts: Starts | None = None) -> 
     return result
 
 
-def _follow_starts(starts: Starts, live: dict[str, Job], started: set[str]) -> None:
+def _ended(registered: Sequence[Worker], states: dict[str, str]) -> list[str]:
+    """The registered workers whose job is over. A job squeue does not list at all is
+    taken as over only once its worker has also stopped beating (``MISSED_HEARTBEATS``):
+    a listing that leaves jobs out (a site's squeue defaults, another cluster) must not
+    give away the steps of workers that are alive."""
+    from evaluation.selectors import worker_is_up
+
+    ended = []
+    for worker in registered:
+        state = states.get(worker.slurm_job_id)
+        if state in _WORKER_MAY_RUN or (state is None and worker_is_up(worker)):
+            continue
+        ended.append(worker.name)
+    return ended
+
+
+def _follow_starts(starts: Starts, live: set[str], started: set[str]) -> None:
     for job_id in sorted(starts.unconfirmed):
         if job_id in started:
             starts.unconfirmed.discard(job_id)
@@ -172,16 +187,12 @@ def waiting_tasks(app: Celery, queues: Sequence[str]) -> int:
 
 
 def list_jobs(job_name: str) -> list[Job]:
-    """This user's jobs of that name that SLURM still lists."""
+    """This user's jobs of that name that SLURM lists, in every state (an ended job stays
+    listed for the cluster's MinJobAge, with the state it ended in) and every partition."""
     output = _run(
-        [
-            "squeue",
-            "--noheader",
-            f"--name={job_name}",
-            f"--user={getpass.getuser()}",
-            "--format=%i|%T",
-        ]
-    )
+        ["squeue", "--noheader", "--all", "--states=all", f"--name={job_name}",
+         f"--user={os.getuid()}", "--format=%i|%T"]
+    )  # fmt: skip
     jobs = []
     for line in output.splitlines():
         job_id, _, state = line.strip().partition("|")
@@ -191,10 +202,12 @@ def list_jobs(job_name: str) -> list[Job]:
 
 
 def submit(config: WorkerJobs) -> str:
-    """Submit one worker job from the template; returns its job id."""
+    """Submit one worker job from the template; returns its job id. The job starts with this
+    command's environment (database, broker, storage settings: sbatch's default), plus the
+    worker's own settings below; the template may override any of them."""
     if not config.template.is_file():
         raise SlurmError(f"No sbatch template at {config.template}")
-    exports = {
+    worker_settings = {
         "LIKENESS_WORKER_QUEUES": ",".join(config.queues),
         "WORKER_IDLE_EXIT_SECONDS": str(config.idle_exit_seconds),
     }
@@ -202,22 +215,32 @@ def submit(config: WorkerJobs) -> str:
         "sbatch",
         "--parsable",
         f"--job-name={config.job_name}",
-        # The job starts with this command's environment (database, broker, storage
-        # settings) plus the worker's own settings; the template may override any of them.
-        "--export=ALL," + ",".join(f"{key}={value}" for key, value in exports.items()),
+        "--export=ALL",  # values go in the environment: --export would split them on commas
         *([f"--gres={config.gres}"] if config.gres else []),
         *config.sbatch_args,
         str(config.template),
     ]
-    job_id = _run(command).strip().split(";")[0]  # --parsable: id[;cluster]
+    job_id = _run(command, extra_env=worker_settings).strip().split(";")[0]  # id[;cluster]
     logger.info("Submitted worker job %s (%s)", job_id, config.job_name)
     return job_id
 
 
-def _run(command: list[str]) -> str:
+def _run(command: list[str], extra_env: dict[str, str] | None = None) -> str:
+    # A user's SQUEUE_*/SBATCH_* defaults (formats, states, partitions) would change what
+    # is listed or submitted behind this module's back.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SQUEUE_", "SBATCH_"))
+    }
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=SLURM_COMMAND_SECONDS, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=SLURM_COMMAND_SECONDS,
+            check=False,
+            env={**env, **(extra_env or {})},
         )
     except FileNotFoundError:
         raise SlurmError(

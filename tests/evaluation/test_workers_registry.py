@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from datetime import timedelta
 
@@ -175,6 +176,56 @@ def test_one_pass_submits_one_job_per_waiting_task_not_yet_covered(
     assert len(cluster.submitted) == submitted == len(result.submitted)
 
 
+@pytest.mark.parametrize(
+    ("state", "ended"),
+    [
+        ("RUNNING", False),
+        ("COMPLETING", False),  # SIGTERM'd: its worker may be handing the step back now
+        ("FAILED", True),
+        ("CANCELLED", True),
+        ("PENDING", True),  # preempted and requeued: its next start is a new worker
+    ],
+)
+def test_a_workers_job_state_says_whether_it_is_gone(cluster, state, ended):
+    name = register_job_worker("41")
+    cluster.jobs = [slurm.Job(id="41", state=state)]
+    slurm.reconcile(object(), CONFIG)
+    assert (Worker.objects.get(name=name).stopped_at is not None) == ended
+
+
+def test_a_job_squeue_does_not_list_is_gone_only_once_its_worker_stopped_beating(cluster, settings):
+    settings.WORKER_HEARTBEAT_SECONDS = 10
+    name = register_job_worker("41")
+    cluster.jobs = []  # a site's squeue that leaves it out (another cluster, a filter)
+    slurm.reconcile(object(), CONFIG)
+    assert Worker.objects.get(name=name).stopped_at is None  # still beating: alive
+
+    Worker.objects.filter(name=name).update(last_seen_at=timezone.now() - timedelta(seconds=31))
+    slurm.reconcile(object(), CONFIG)
+    assert Worker.objects.get(name=name).stopped_at is not None
+
+
+def test_sbatch_gets_the_worker_settings_in_its_environment_not_split_on_commas(
+    monkeypatch, tmp_path
+):
+    calls = []
+
+    def sbatch(command, **kwargs):
+        calls.append((command, kwargs["env"]))
+        return subprocess.CompletedProcess(command, 0, stdout="77;cluster\n", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", sbatch)
+    monkeypatch.setenv("SBATCH_PARTITION", "someone-elses")
+    template = tmp_path / "worker.sbatch"
+    template.write_text("#!/bin/bash\n")
+    config = slurm.WorkerJobs(queues=("gpu", "cpu"), idle_exit_seconds=42, template=template)
+    assert slurm.submit(config) == "77"
+    ((command, env),) = calls
+    assert "--export=ALL" in command and "--gres=gpu:1" in command
+    assert env["LIKENESS_WORKER_QUEUES"] == "gpu,cpu" and env["WORKER_IDLE_EXIT_SECONDS"] == "42"
+    assert "SBATCH_PARTITION" not in env  # a user's sbatch defaults do not apply behind our back
+
+
 def test_a_pass_gives_back_the_steps_of_a_worker_whose_job_ended(
     cluster, run, enqueued, django_capture_on_commit_callbacks
 ):
@@ -184,7 +235,7 @@ def test_a_pass_gives_back_the_steps_of_a_worker_whose_job_ended(
     cluster.jobs = [slurm.Job(id="41", state="RUNNING")]
     assert slurm.reconcile(object(), CONFIG).steps_requeued == 0  # still running: left alone
 
-    cluster.jobs = []  # killed: squeue no longer lists it
+    cluster.jobs = [slurm.Job(id="41", state="FAILED")]  # its worker was killed
     with django_capture_on_commit_callbacks(execute=True):
         result = slurm.reconcile(object(), CONFIG)
     step.refresh_from_db()

@@ -23,14 +23,15 @@ from django.urls import reverse
 from evaluation import services
 from evaluation.imports.stimuli import dataset_import_images
 from evaluation.metrics import knn_entry
-from evaluation.models import Run, RunStep, Score, Worker
+from evaluation.models import EmbeddingSet, Run, RunStep, Score, Worker
 from tests.conftest import REPO_ROOT, make_image_dataset, make_timm_model
 from tests.integration.conftest import wait_for
 from webapp.demo import digits_zip
 
 pytestmark = pytest.mark.integration
 
-JOB_NAME = "likeness-itest-worker"
+# Of this test process: two test runs on one cluster never cancel each other's jobs.
+JOB_NAME = f"likeness-itest-{os.getpid()}"
 
 
 def _slurm(*command: str) -> str:
@@ -205,8 +206,12 @@ def test_a_worker_job_ended_mid_extraction_finishes_once_in_another_job(
         os.kill(worker.pid, signal.SIGKILL)
     ended_at = time.monotonic()
 
+    claims_on_resume = []
+
     def resumed_elsewhere() -> bool:
         step.refresh_from_db()
+        if step.status == "extracting" and step.claimed_by not in ("", first):
+            claims_on_resume.append(step.attempts)
         return step.claimed_by not in ("", first) or step.extracted_by not in ("", first)
 
     wait_for(resumed_elsewhere, timeout=90, message=command.log)
@@ -217,12 +222,17 @@ def test_a_worker_job_ended_mid_extraction_finishes_once_in_another_job(
     assert step.extracted_by not in ("", first)
     keys = one_score_per_key(run)
     assert len(keys) == 2 and set(keys.values()) == {1}
+    # Scored once, from one set of embeddings: the ending changed nothing downstream.
+    assert len(re.findall(r"score_embeddings\[[^]]+\] succeeded", scorer.log())) == 1
+    assert EmbeddingSet.objects.filter(model=model).count() == 1
     first_log = command.job_log(first_job)
     if how == "scancel":
         assert f"step {step.pk} goes back to the queue" in first_log, command.log()
-        assert step.attempts <= 1  # a handed-back claim is not counted against the step
+        # The hand-back did not count: the second job's claim is the step's first.
+        assert claims_on_resume[:1] == [1], claims_on_resume
     else:
         assert "requeued 1 step(s) of ended workers" in command.log_path.read_text()
+        assert claims_on_resume[:1] == [2], claims_on_resume  # a death counts
     second_job = Worker.objects.get(name=step.extracted_by).slurm_job_id
     reused = re.search(r"reused (\d+) saved chunk", command.job_log(second_job))
     assert reused and int(reused.group(1)) >= 2, command.log()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from django import db
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workers import celery_app
@@ -65,6 +66,9 @@ class Command(BaseCommand):
         )
         starts = Starts()  # jobs submitted whose worker has not started yet
         while True:
+            # A connection that broke since the last pass (PostgreSQL restarted, an idle
+            # connection cut) is dropped here, as a request would; else every pass fails.
+            db.close_old_connections()
             try:
                 done = reconcile(celery_app, config, starts)
             except SlurmError as exc:
