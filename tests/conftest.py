@@ -76,6 +76,17 @@ def isolated_storage(settings, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def enqueued(monkeypatch) -> list[tuple[str, int]]:
+    """Task messages the services send once their transaction commits, recorded instead of
+    sent (no broker needed)."""
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        "evaluation.services.queue._enqueue", lambda name, pk: sent.append((name, pk))
+    )
+    return sent
+
+
+@pytest.fixture
 def researcher():
     return ResearcherFactory(username="rita", password="rita-pass-123")
 

@@ -40,16 +40,6 @@ def fresh_throttles():
 
 
 @pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, int]]:
-    """Messages the services send to the broker (recorded, not sent)."""
-    sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        "evaluation.services.queue._enqueue", lambda name, step_id: sent.append((name, step_id))
-    )
-    return sent
-
-
-@pytest.fixture
 def admin():
     return AdminFactory(username="ada", email="ada@example.org", password="ada-pass-123")
 

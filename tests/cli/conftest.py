@@ -32,16 +32,6 @@ def cli(*args: str) -> Printed:
     return Printed(out.getvalue(), err.getvalue())
 
 
-@pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, int]]:
-    """Task messages the services send once their transaction commits (no broker needed)."""
-    sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        "evaluation.services.queue._enqueue", lambda name, pk: sent.append((name, pk))
-    )
-    return sent
-
-
 def cli_fails(*args: str) -> tuple[Any, Printed]:
     """Run a command that must fail; return its CommandError and what it printed first."""
     from django.core.management.base import CommandError

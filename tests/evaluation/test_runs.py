@@ -22,16 +22,6 @@ from workers.celery import app as celery_app
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, int]]:
-    """Messages the services send to the broker (no broker in these tests)."""
-    sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        "evaluation.services.queue._enqueue", lambda name, step_id: sent.append((name, step_id))
-    )
-    return sent
-
-
 def run_steps(run: Run, worker: str = "w1") -> None:
     for step in run.steps.all():
         services.step_extract(step_id=step.pk, worker=worker)

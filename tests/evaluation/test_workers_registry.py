@@ -22,15 +22,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, int]]:
-    sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        "evaluation.services.queue._enqueue", lambda name, step_id: sent.append((name, step_id))
-    )
-    return sent
-
-
-@pytest.fixture
 def worker_is_ending(monkeypatch) -> None:
     event = threading.Event()
     event.set()
