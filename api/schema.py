@@ -4,7 +4,7 @@ Every operation documents the errors it can answer with, in the one error body o
 ``api.errors``: 401 and 403 everywhere (a bad token is refused even on public reads), 400
 where there is a body or query parameters to get wrong, 404 where the path names an object
 or a list can be paged past its end, 413 and 415 where a body is read, 507 where files are
-uploaded, and 503 everywhere (an outage of the database or the task queue). Operations add
+uploaded, and 503 everywhere (an outage of the database, the task queue or the object store). Operations add
 their own (409, 429) with ``extend_schema``.
 """
 
@@ -25,8 +25,8 @@ DESCRIPTIONS = {
     "404": "No such object, or a page past the last.",
     "413": "The body is larger than the configured limit; it was not read.",
     "415": "Unsupported Content-Type for this endpoint.",
-    "503": "The database or the task queue is unreachable (an outage): try again after "
-    "`Retry-After` seconds.",
+    "503": "The database, the task queue or the object store is unreachable (an outage): try "
+    "again after `Retry-After` seconds.",
     "507": "The server's disk is full, read-only or over quota: the message names the storage "
     "and what to do; nothing was kept.",
 }

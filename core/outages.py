@@ -1,5 +1,5 @@
-"""Which errors mean a service Likeness depends on is away (an outage, not a bug), and what
-to tell the user: the API (api/errors.py) answers them with 503 and Retry-After.
+"""Which errors mean a service Likeness depends on is away (an outage, not a bug): the
+database, the task queue, the object store of media and embeddings; and what to tell the user: the API (api/errors.py) answers them with 503 and Retry-After.
 
 An error raised while the database restarts or is unreachable is an OperationalError with
 no SQLSTATE (connection refused, server closed the connection), a connection exception
@@ -35,9 +35,18 @@ def broker_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, KombuOperationalError)
 
 
+class FileStoreUnreachable(Exception):
+    """Marks an app's error that means the object store holding media and embeddings
+    cannot be reached (evaluation.storage raises one); core knows no app's classes."""
+
+
 DATABASE_UNREACHABLE = (
     "The database is unreachable (it may be restarting): this is an outage, not a problem "
     f"with your request. Try again in {RETRY_AFTER_SECONDS} seconds."
+)
+FILE_STORE_UNREACHABLE = (
+    "The file store (object storage) is unreachable: this is an outage, not a problem with "
+    f"your request. Try again in {RETRY_AFTER_SECONDS} seconds."
 )
 BROKER_UNREACHABLE = (
     "The task queue (Celery broker) is unreachable: this is an outage, not a problem with "
@@ -57,4 +66,6 @@ def outage_of(exc: BaseException) -> Outage | None:
         return Outage("database_unreachable", "Database", DATABASE_UNREACHABLE)
     if broker_unreachable(exc):
         return Outage("queue_unreachable", "Task queue", BROKER_UNREACHABLE)
+    if isinstance(exc, FileStoreUnreachable):
+        return Outage("storage_unreachable", "File store", FILE_STORE_UNREACHABLE)
     return None

@@ -42,6 +42,7 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
 from s3transfer.exceptions import RetriesExceededError as S3TransferRetriesExceededError
 
+from core.outages import FileStoreUnreachable
 from evaluation.engine.errors import StorageError
 from evaluation.engine.storage import writing
 
@@ -76,6 +77,11 @@ class EmbeddingsFileSystemStorage(FileSystemStorage):
         if setting == "EMBEDDINGS_ROOT":
             self.__dict__.pop("base_location", None)
             self.__dict__.pop("location", None)
+
+
+class StoreUnreachable(StorageError, FileStoreUnreachable):
+    """The object store did not answer (refused, timed out, unknown host): an outage, which
+    pages and the API answer with 503 and Retry-After (core/outages.py)."""
 
 
 class MissingFile(StorageError):
@@ -531,7 +537,7 @@ def _named(alias: str, doing: str, missing: str, exc: BaseException) -> StorageE
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a role), then retry."
         )
     if isinstance(exc, BotoCoreError):  # the way to the store: refused, timeouts, DNS
-        return StorageError(
+        return StoreUnreachable(
             f"{_capital(where)} cannot be reached from this machine ({exc}): could "
             f"not {doing}. Check STORAGE_ENDPOINT_URL and that the store is up and reachable "
             "from here, then retry."

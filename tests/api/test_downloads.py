@@ -17,7 +17,7 @@ from evaluation.judgments import target_data
 from evaluation.metrics import pair_alignment_entry
 from evaluation.models import EmbeddingSet, Score
 from tests.evaluation.test_compare import scored  # noqa: F401 (fixture)
-from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+from tests.evaluation.test_runs import run_steps
 
 pytestmark = pytest.mark.django_db
 

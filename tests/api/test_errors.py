@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from evaluation import services
 from evaluation.models import PretrainedModel, Run
+from evaluation.storage import StoreUnreachable
 from tests.api.conftest import error
 
 pytestmark = pytest.mark.django_db
@@ -244,6 +245,17 @@ def test_task_queue_outage_is_a_503(api, monkeypatch):
     response = api.get("/api/runs/")
     assert response.status_code == 503 and response["Retry-After"] == "30"
     assert response.json()["error"]["code"] == "queue_unreachable"
+
+
+def test_object_store_outage_is_a_503_not_a_disk_condition(api, monkeypatch):
+    def unreachable():
+        raise StoreUnreachable("The object store at http://10.0.0.9:9000 cannot be reached")
+
+    monkeypatch.setattr("evaluation.selectors.runs_with_steps", unreachable)
+    api.raise_request_exception = False
+    response = api.get("/api/runs/")
+    assert response.status_code == 503 and response["Retry-After"] == "30"
+    assert response.json()["error"]["code"] == "storage_unreachable"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from tests.conftest import make_text_dataset
 from tests.e2e.conftest import screenshot
 from tests.evaluation.test_compare import scored  # noqa: F401 (fixture)
 from tests.evaluation.test_leaderboards import add_model, add_score
-from tests.evaluation.test_runs import enqueued  # noqa: F401 (fixture used by scored)
 from tests.factories import RunFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -18,7 +18,7 @@ from evaluation.engine.fingerprint import stimulus_hash
 from evaluation.imports.stimuli import dataset_import_audio
 from evaluation.metrics import knn_entry
 from evaluation.models import Dataset, Score, Stimulus
-from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+from tests.evaluation.test_runs import run_steps
 
 pytestmark = pytest.mark.django_db
 RATE = 16000
@@ -70,7 +70,7 @@ def tiny_wav2vec2(tmp_path):
     return tmp_path / "w2v"
 
 
-def test_audio_zip_becomes_labelled_stimuli_and_is_scored(tiny_wav2vec2, enqueued):  # noqa: F811
+def test_audio_zip_becomes_labelled_stimuli_and_is_scored(tiny_wav2vec2, enqueued):
     dataset = dataset_import_audio(name="tones", upload=tones_zip())
     assert (dataset.modality, dataset.stimulus_count) == ("audio", 12)
     assert set(dataset.stimuli.values_list("label", flat=True)) == {"low", "high"}
@@ -146,7 +146,7 @@ def test_a_long_clip_is_checked_a_block_at_a_time():
     assert dataset.stimuli.get(name="low/long.wav").content_hash == stimulus_hash(content=clip)
 
 
-def test_an_image_model_cannot_run_on_audio(enqueued):  # noqa: F811
+def test_an_image_model_cannot_run_on_audio(enqueued):
     from tests.conftest import make_timm_model
 
     dataset = dataset_import_audio(name="tones", upload=tones_zip())

@@ -13,13 +13,13 @@ from evaluation import compare, services
 from evaluation.judgments import JudgmentRow, judgments_create
 from evaluation.metrics import knn_entry
 from tests.conftest import make_text_dataset, make_text_model
-from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+from tests.evaluation.test_runs import run_steps
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def scored(enqueued):  # noqa: F811
+def scored(enqueued):
     dataset = make_text_dataset()
     rows = [
         JudgmentRow(stimuli=(a, b), value=float(7 - abs(a - b)))

@@ -23,7 +23,7 @@ from tests.api.test_downloads import minilm_set  # noqa: F401 (fixture)
 from tests.cli.conftest import cli
 from tests.evaluation.closed_broker import closed_broker  # noqa: F401 (fixture)
 from tests.evaluation.test_compare import scored  # noqa: F401 (fixture)
-from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+from tests.evaluation.test_runs import run_steps
 
 pytestmark = pytest.mark.django_db
 

@@ -16,13 +16,14 @@ from django.urls import reverse
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
+from core.outages import outage_of
 from evaluation import services, storage
 from evaluation.engine.errors import StorageError
 from evaluation.imports.embeddings import embeddings_import
 from evaluation.metrics import knn_entry
 from evaluation.models import Dataset, EmbeddingSet, Score, Stimulus
 from tests.conftest import make_image_dataset, make_text_dataset, make_timm_model
-from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+from tests.evaluation.test_runs import run_steps
 from tests.object_store import (  # noqa: F401 (fixtures)
     ObjectStore,
     moto_server_fixture,
@@ -119,7 +120,7 @@ def test_a_run_extracts_and_scores_through_the_bucket_and_the_second_run_reuses_
     object_store: ObjectStore,
     settings,
     digits_zip_small,
-    enqueued,  # noqa: F811
+    enqueued,
 ):
     settings.EXTRACTION_CHUNK_SIZE = 32  # 4 chunks, each kept in the store until the end
     dataset = make_image_dataset(data=digits_zip_small)
@@ -220,6 +221,8 @@ def test_an_unreachable_store_is_named_with_what_to_check(object_store: ObjectSt
         f"The object store's bucket {object_store.bucket!r} at {closed} cannot be reached"
     ), message
     assert "Check STORAGE_ENDPOINT_URL" in message
+    # An outage, not a bug: pages and the API answer it with 503 (core/outages.py).
+    assert outage_of(raised.value).code == "storage_unreachable"
 
 
 def test_the_web_form_says_a_missing_bucket_instead_of_an_error_page(
@@ -362,7 +365,7 @@ def test_a_step_whose_chunks_the_store_will_not_remove_still_succeeds_and_keeps_
     settings,
     monkeypatch,
     digits_zip_small,
-    enqueued,  # noqa: F811
+    enqueued,
     caplog,
 ):
     settings.EXTRACTION_CHUNK_SIZE = 64

@@ -17,7 +17,6 @@ from evaluation.forms import RunForm
 from evaluation.metrics import knn_entry, pair_alignment_entry, probe_entry
 from evaluation.models import Dataset, Run
 from tests.conftest import make_text_dataset, make_text_model
-from tests.evaluation.test_runs import enqueued  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -63,7 +62,7 @@ def top_alert(html: str) -> str:
 def test_a_pair_alignment_run_starts_on_a_dataset_made_by_import_judgments(
     researcher_client,
     imported,
-    enqueued,  # noqa: F811
+    enqueued,
 ):
     minilm = make_text_model()
     form_page = researcher_client.get(RUN_NEW, {"dataset": imported.pk}).content.decode()
@@ -87,7 +86,7 @@ def test_a_pair_alignment_run_starts_on_a_dataset_made_by_import_judgments(
 
 def test_parameters_of_unchosen_metrics_are_not_required(
     researcher_client,
-    enqueued,  # noqa: F811
+    enqueued,
 ):
     dataset = make_text_dataset()
     minilm = make_text_model()

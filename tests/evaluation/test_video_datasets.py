@@ -17,7 +17,7 @@ from evaluation.metrics import knn_entry
 from evaluation.models import Dataset, EmbeddingSet, Score, Stimulus
 from tests import videos
 from tests.evaluation.test_dataset_import import zip_of
-from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+from tests.evaluation.test_runs import run_steps
 
 pytestmark = pytest.mark.django_db
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -92,7 +92,7 @@ def test_a_member_that_is_no_video_by_its_name_is_refused(tmp_path):
 
 def test_image_models_embed_each_sampled_frame_and_the_sampling_is_in_the_fingerprint(
     tmp_path,
-    enqueued,  # noqa: F811
+    enqueued,
 ):
     upload = clips_zip(tmp_path).getvalue()
     eight = dataset_import_videos(name="eight", upload=io.BytesIO(upload))
@@ -152,7 +152,7 @@ def test_researchers_get_clips_in_byte_ranges_so_players_can_seek(tmp_path, rese
 
 def test_a_transformers_video_model_is_registered_listed_and_run_on_its_own_frames(
     tmp_path,
-    enqueued,  # noqa: F811
+    enqueued,
 ):
     from tests.engine.test_video_adapters import save_tiny
 

@@ -18,7 +18,7 @@ from evaluation.models import Score
 from evaluation.stacking import stacked_create
 from tests import videos
 from tests.evaluation.test_dataset_import import zip_of
-from tests.evaluation.test_runs import enqueued, run_steps  # noqa: F401 (fixture)
+from tests.evaluation.test_runs import run_steps
 
 pytestmark = pytest.mark.django_db
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128,) * 3}
@@ -56,7 +56,7 @@ def captioned_clips(tmp_path):
 
 def test_captions_of_videos_score_against_people_and_stack_with_a_frame_model(
     captioned_clips,
-    enqueued,  # noqa: F811
+    enqueued,
 ):
     dataset, judgments = captioned_clips
     language = services.model_register(

@@ -1,4 +1,5 @@
-"""A web page that meets an unreachable database or task queue answers 503 and says so."""
+"""A web page that meets an unreachable database, task queue or object store answers 503
+and says so."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.urls import reverse
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from evaluation import views as evaluation_views
+from evaluation.storage import StoreUnreachable
 from tests.api.test_errors import unreachable_database_error
 
 pytestmark = pytest.mark.skipif(
@@ -39,6 +41,18 @@ def test_a_page_during_a_database_outage_is_a_503_that_says_so(anonymous, monkey
     assert "The database is unreachable (it may be restarting)" in page
     assert "Server Error" not in page
     assert "Content-Security-Policy" in response.headers
+
+
+def test_a_page_during_an_object_store_outage_is_a_503_that_says_so(anonymous, monkeypatch, db):
+    def unreachable(*args, **kwargs):
+        raise StoreUnreachable("The object store at http://10.0.0.9:9000 cannot be reached")
+
+    monkeypatch.setattr(evaluation_views, "render", unreachable)
+    response = anonymous.get(reverse("evaluation:leaderboards"))
+    assert response.status_code == 503 and response["Retry-After"] == "30"
+    page = response.content.decode()
+    assert "The file store (object storage) is unreachable" in page
+    assert "10.0.0.9" not in page  # the store's address is for the log, not the page
 
 
 @pytest.mark.django_db(transaction=True)
