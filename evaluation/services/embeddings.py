@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError, connection
 from django.utils import timezone
 
 from core.ending import worker_ending
 from evaluation import storage
 from evaluation.engine import adapters
 from evaluation.engine.errors import EngineError, StimulusError, StorageError
-from evaluation.engine.extraction import extract_layers
+from evaluation.engine.extraction import ExtractionCancelled, extract_layers
 from evaluation.engine.fingerprint import embedding_fingerprint
 from evaluation.engine.specs import ModelSpec, StimulusInput
 from evaluation.engine.video import FrameSampling
@@ -38,6 +40,8 @@ from evaluation.models import (
 logger = logging.getLogger(__name__)
 
 PROGRESS_REPORT_SECONDS = 0.5
+# How often a step waiting for another step's extraction of the same embeddings looks again.
+LOCK_POLL_SECONDS = 2.0
 
 
 def embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool]:
@@ -68,19 +72,93 @@ def embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool
         )
         for layer in layers
     }
-    cached = {
+    cached = _stored(fingerprints)
+    missing = [layer for layer in layers if layer not in cached]
+    if missing:
+        wanted = {layer: fingerprints[layer] for layer in missing}
+        with _one_extraction_at_a_time(wanted.values(), step.pk, worker):
+            cached.update(_stored(wanted))  # another step may have stored them meanwhile
+            missing = [layer for layer in missing if layer not in cached]
+            if missing:
+                cached.update(
+                    _extract(
+                        step,
+                        worker,
+                        spec,
+                        identity,
+                        {layer: fingerprints[layer] for layer in missing},
+                    )
+                )
+    return [cached[layer] for layer in layers], not missing
+
+
+def _stored(fingerprints: dict[str, str]) -> dict[str, EmbeddingSet]:
+    """The embedding sets of these fingerprints whose file is stored, by layer."""
+    return {
         e.layer: e
         for e in EmbeddingSet.objects.filter(fingerprint__in=fingerprints.values())
         if e.is_stored()
     }
-    missing = [layer for layer in layers if layer not in cached]
-    if missing:
-        cached.update(
-            _extract(
-                step, worker, spec, identity, {layer: fingerprints[layer] for layer in missing}
-            )
-        )
-    return [cached[layer] for layer in layers], not missing
+
+
+@contextmanager
+def _one_extraction_at_a_time(
+    fingerprints: Iterable[str], step_id: int, worker: str
+) -> Iterator[None]:
+    """Two steps that need the same embeddings (one model on one dataset in two runs, on any
+    machines) must not write the same chunk and output files at once: the second waits for
+    the first, then reuses what it stored. PostgreSQL session advisory locks, one per
+    fingerprint, taken in order (two waiters cannot deadlock), released when the connection
+    closes if the worker dies. While it waits, the step keeps its heartbeat, and a cancelled
+    run or an ending worker stops the wait (ExtractionCancelled). SQLite, the embedded
+    default with its one worker, needs none."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    keys = sorted({_lock_key(fingerprint) for fingerprint in fingerprints})
+    held: list[int] = []
+    try:
+        for key in keys:
+            while not _try_lock(key):
+                if not _still_ours(step_id, worker):
+                    raise ExtractionCancelled()
+                time.sleep(LOCK_POLL_SECONDS)
+            held.append(key)
+        yield
+    finally:
+        for key in reversed(held):
+            _unlock(key)
+
+
+def _lock_key(fingerprint: str) -> int:
+    """A fingerprint as PostgreSQL's 64-bit advisory lock key."""
+    return int.from_bytes(bytes.fromhex(fingerprint[:16]), "big", signed=True)
+
+
+def _try_lock(key: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        return bool(cursor.fetchone()[0])
+
+
+def _unlock(key: int) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+    except (DatabaseError, InterfaceError):
+        pass  # the connection is gone, and its locks with it
+
+
+def _still_ours(step_id: int, worker: str, **progress: int) -> bool:
+    """Whether the step is still this worker's to extract (not cancelled, not taken over
+    after a stall, the worker not ending); if so, its heartbeat (and progress) is written."""
+    if worker_ending():
+        return False
+    return bool(
+        RunStep.objects.filter(pk=step_id, status=StepStatus.EXTRACTING, claimed_by=worker)
+        .exclude(run__status=RunStatus.CANCELLED)
+        .update(heartbeat_at=timezone.now(), **progress)
+    )
 
 
 def _imported(step: RunStep) -> list[EmbeddingSet]:
@@ -297,10 +375,6 @@ def _progress_reporter(step_id: int, worker: str) -> Callable[[int, int], bool]:
         if now - last < PROGRESS_REPORT_SECONDS and done < total:
             return True
         last = now
-        return bool(
-            RunStep.objects.filter(pk=step_id, status=StepStatus.EXTRACTING, claimed_by=worker)
-            .exclude(run__status=RunStatus.CANCELLED)
-            .update(processed=done, total=total, heartbeat_at=timezone.now())
-        )
+        return _still_ours(step_id, worker, processed=done, total=total)
 
     return report
