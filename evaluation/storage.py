@@ -28,8 +28,10 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, TypeVar
@@ -385,6 +387,41 @@ def _refuse_failed_deletes(alias: str, prefix: str, errors: Sequence[dict[str, s
         f"asked to remove: {kept}{more}. Check that this machine's credentials may delete in "
         "the bucket, then retry."
     )
+
+
+# --- The cache's size ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pruned:
+    files: int
+    freed: int  # bytes
+    kept: int  # bytes left in the copies
+
+
+def prune_cache(*, max_bytes: int | None = None, unused_for: float | None = None) -> Pruned:
+    """Remove this machine's copies of stored files, least recently used first (by their
+    last access or change), until they take at most ``max_bytes``, and every copy unused
+    for ``unused_for`` seconds. Only copies: the work folder (files being written) and
+    downloads in progress are left alone. A copy a reader has open stays readable (the
+    file lives on until it is closed); the next one to need it fetches it again."""
+    copies = []
+    for folder in CACHE_FOLDERS.values():
+        for path in (cache_root() / folder).rglob("*"):
+            if path.name.startswith(".fetch-") or not path.is_file():
+                continue
+            info = path.stat()
+            copies.append((max(info.st_atime, info.st_mtime), info.st_size, path))
+    copies.sort()  # least recently used first
+    total = sum(size for _, size, _ in copies)
+    cutoff = time.time() - unused_for if unused_for is not None else None
+    files = freed = 0
+    for used, size, path in copies:
+        too_big = max_bytes is not None and total - freed > max_bytes
+        too_old = cutoff is not None and used < cutoff
+        if not (too_big or too_old):
+            continue
+        path.unlink(missing_ok=True)
+        files, freed = files + 1, freed + size
+    return Pruned(files=files, freed=freed, kept=total - freed)
 
 
 # --- The object store ---------------------------------------------------------------------------
