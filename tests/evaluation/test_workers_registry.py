@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
-import threading
 from datetime import timedelta
 
 import pytest
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def worker_is_ending(monkeypatch) -> None:
-    event = threading.Event()
-    event.set()
-    monkeypatch.setattr(ending, "_ending", event)
+    monkeypatch.setattr(ending, "_ending", multiprocessing.RawValue("b", 1))
 
 
 @pytest.fixture

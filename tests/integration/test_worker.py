@@ -5,7 +5,10 @@ worker killed with SIGKILL mid-run is recovered without losing or duplicating an
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
+import time
 from collections import Counter
 
 import numpy as np
@@ -142,3 +145,38 @@ def test_embeddings_uploaded_through_the_api_are_read_by_a_real_worker(start_wor
     assert job.processed == job.total == 8
     stored = EmbeddingSet.objects.get(model=job.model)
     np.testing.assert_array_equal(stored.load(), vectors)
+
+
+def test_sigterm_to_a_prefork_worker_hands_its_extraction_back_at_once(start_worker):
+    """docker stop signals only the worker's main process; the task runs in a pool child,
+    which sees the shared ending flag at its next batch and gives the step back, so the
+    warm shutdown does not wait out the extraction (compose's grace period is 60 s)."""
+    dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=1200)))
+    model = make_timm_model("resnet-tiny", "test_resnet")
+    first = start_worker("gpu0@%h")
+    run = services.run_create(
+        dataset=dataset, models=[model], metrics=[knn_entry(k=5, split="loo")]
+    )
+    step = run.steps.get()
+
+    def extracting_for_a_while() -> bool:
+        step.refresh_from_db()
+        return step.status == "extracting" and step.processed >= 300
+
+    wait_for(extracting_for_a_while, timeout=120, message=first.log)
+    assert first.process is not None
+    os.kill(first.process.pid, signal.SIGTERM)  # the main process only, as docker stop
+    started = time.monotonic()
+    first.process.wait(timeout=30)
+    stopped_in = time.monotonic() - started
+    step.refresh_from_db()
+    assert step.status == "queued" and step.processed < 1200, first.log()
+    assert f"step {step.pk} goes back to the queue" in first.log()
+    assert stopped_in < 15, f"the warm shutdown waited {stopped_in:.0f} s"
+
+    second = start_worker("gpu1@%h")
+    wait_for(lambda: finished(run), timeout=180, message=second.log)
+    assert run.status == "succeeded", run.error_message
+    step.refresh_from_db()
+    assert step.extracted_by.startswith("gpu1@") and step.attempts <= 1
+    assert re.search(r"resumed its extraction: reused [1-9]\d* saved chunk", second.log())
