@@ -38,7 +38,8 @@ from typing import IO, Any, Protocol, TypeVar
 
 import numpy as np
 from boto3.exceptions import Boto3Error
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
@@ -238,9 +239,19 @@ def local_path(alias: str, name: str, *, sha256: str = "") -> Path:
     if isinstance(storage, FileSystemStorage):
         return Path(storage.path(name))
     copy = cached_copy_path(alias, name, sha256=sha256)
-    if not copy.is_file():
+    if not _touched(copy):
         _download(storage, alias, name, copy, sha256)
     return copy
+
+
+def _touched(copy: Path) -> bool:
+    """Whether the cache holds ``copy``; if so, it is marked used now (prune_cache goes by
+    it: file systems mounted noatime or relatime do not record reads)."""
+    try:
+        os.utime(copy)
+    except FileNotFoundError:
+        return False
+    return copy.is_file()
 
 
 def cached_copy_path(alias: str, name: str, *, sha256: str = "") -> Path:
@@ -273,7 +284,7 @@ def fetch_many(alias: str, files: Sequence[tuple[str, str]]) -> int:
     missing = {
         cached_copy_path(alias, name, sha256=sha): (name, sha)
         for name, sha in files
-        if not cached_copy_path(alias, name, sha256=sha).is_file()
+        if not _touched(cached_copy_path(alias, name, sha256=sha))
     }
     _in_parallel([partial(local_path, alias, n, sha256=h) for n, h in missing.values()])
     return len(missing)
@@ -390,6 +401,11 @@ def _refuse_failed_deletes(alias: str, prefix: str, errors: Sequence[dict[str, s
 
 
 # --- The cache's size ---------------------------------------------------------------------------
+# Copies used this recently are never pruned: an extraction fetches a chunk's stimuli, then
+# reads them over the following minutes.
+PRUNE_SPARES_SECONDS = 3600
+
+
 @dataclass(frozen=True)
 class Pruned:
     files: int
@@ -399,29 +415,40 @@ class Pruned:
 
 def prune_cache(*, max_bytes: int | None = None, unused_for: float | None = None) -> Pruned:
     """Remove this machine's copies of stored files, least recently used first (by their
-    last access or change), until they take at most ``max_bytes``, and every copy unused
-    for ``unused_for`` seconds. Only copies: the work folder (files being written) and
+    last use, which the cache records), until they take at most ``max_bytes``, and every
+    copy unused for ``unused_for`` seconds; never one used in the last
+    ``PRUNE_SPARES_SECONDS``. Only copies: the work folder (files being written) and
     downloads in progress are left alone. A copy a reader has open stays readable (the
     file lives on until it is closed); the next one to need it fetches it again."""
     copies = []
     for folder in CACHE_FOLDERS.values():
         for path in (cache_root() / folder).rglob("*"):
-            if path.name.startswith(".fetch-") or not path.is_file():
-                continue
-            info = path.stat()
-            copies.append((max(info.st_atime, info.st_mtime), info.st_size, path))
+            if not path.name.startswith(".fetch-") and (usage := _usage(path)) is not None:
+                copies.append((*usage, path))
     copies.sort()  # least recently used first
     total = sum(size for _, size, _ in copies)
     cutoff = time.time() - unused_for if unused_for is not None else None
+    in_use = time.time() - PRUNE_SPARES_SECONDS
     files = freed = 0
     for used, size, path in copies:
         too_big = max_bytes is not None and total - freed > max_bytes
         too_old = cutoff is not None and used < cutoff
-        if not (too_big or too_old):
+        # Looked at again just before: a worker may have used it since the listing.
+        if not (too_big or too_old) or (_usage(path) or (in_use, 0))[0] >= in_use:
             continue
         path.unlink(missing_ok=True)
         files, freed = files + 1, freed + size
     return Pruned(files=files, freed=freed, kept=total - freed)
+
+
+def _usage(path: Path) -> tuple[float, int] | None:
+    """When a cached copy was last used (read, fetched or looked up), and its size; None if
+    it is not a file (any more: another prune may be at work)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return (max(info.st_atime, info.st_mtime), info.st_size) if path.is_file() else None
 
 
 # --- The object store ---------------------------------------------------------------------------
@@ -573,7 +600,7 @@ def _named(alias: str, doing: str, missing: str, exc: BaseException) -> StorageE
             f"No credentials for {where}: could not {doing}. Give this machine "
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a role), then retry."
         )
-    if isinstance(exc, BotoCoreError):  # the way to the store: refused, timeouts, DNS
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):  # refused, timeouts, DNS
         return StoreUnreachable(
             f"{_capital(where)} cannot be reached from this machine ({exc}): could "
             f"not {doing}. Check STORAGE_ENDPOINT_URL and that the store is up and reachable "

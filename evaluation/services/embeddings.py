@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def embeddings_for(step: RunStep, worker: str) -> tuple[list[EmbeddingSet], bool
     missing = [layer for layer in layers if layer not in cached]
     if missing:
         wanted = {layer: fingerprints[layer] for layer in missing}
-        with _one_extraction_at_a_time(wanted.values(), step.pk, worker):
+        with _one_extraction_at_a_time(wanted.values(), step, worker):
             cached.update(_stored(wanted))  # another step may have stored them meanwhile
             missing = [layer for layer in missing if layer not in cached]
             if missing:
@@ -103,15 +104,18 @@ def _stored(fingerprints: dict[str, str]) -> dict[str, EmbeddingSet]:
 
 @contextmanager
 def _one_extraction_at_a_time(
-    fingerprints: Iterable[str], step_id: int, worker: str
+    fingerprints: Iterable[str], step: RunStep, worker: str
 ) -> Iterator[None]:
     """Two steps that need the same embeddings (one model on one dataset in two runs, on any
     machines) must not write the same chunk and output files at once: the second waits for
     the first, then reuses what it stored. PostgreSQL session advisory locks, one per
     fingerprint, taken in order (two waiters cannot deadlock), released when the connection
     closes if the worker dies. While it waits, the step keeps its heartbeat, and a cancelled
-    run or an ending worker stops the wait (ExtractionCancelled). SQLite, the embedded
-    default with its one worker, needs none."""
+    run or an ending worker stops the wait (ExtractionCancelled). A lock whose holder has
+    no live step extracting this model on this dataset (a worker hung, or its host gone
+    while the database keeps its connection) is waited for no longer than the stall
+    reaper waits for a silent step (RUN_STALL_SECONDS): the step then goes ahead without it.
+    SQLite, the embedded default with its one worker, takes none."""
     if connection.vendor != "postgresql":
         yield
         return
@@ -120,10 +124,19 @@ def _one_extraction_at_a_time(
     try:
         for key in keys:
             while not _try_lock(key):
-                if not _still_ours(step_id, worker):
+                if not _still_ours(step.pk, worker):
                     raise ExtractionCancelled()
+                if not _extracting_elsewhere(step):
+                    logger.warning(
+                        "Step %s: the extraction lock %s is held but no live step extracts "
+                        "this model on this dataset; going ahead without it",
+                        step.pk,
+                        key,
+                    )
+                    break
                 time.sleep(LOCK_POLL_SECONDS)
-            held.append(key)
+            else:
+                held.append(key)
         yield
     finally:
         for key in reversed(held):
@@ -145,8 +158,31 @@ def _unlock(key: int) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            released = bool(cursor.fetchone()[0])
     except (DatabaseError, InterfaceError):
-        pass  # the connection is gone, and its locks with it
+        return  # the connection is gone, and its locks with it
+    if not released:  # another server session: a pooler that does not pool by session
+        logger.error(
+            "Extraction lock %s was not held by this database session: is a connection "
+            "pooler in front of PostgreSQL pooling by transaction? It must pool by session.",
+            key,
+        )
+
+
+def _extracting_elsewhere(step: RunStep) -> bool:
+    """Whether another step extracts this model on this dataset and has said so within
+    RUN_STALL_SECONDS (the rule the stall reaper goes by)."""
+    alive_since = timezone.now() - timedelta(seconds=settings.RUN_STALL_SECONDS)
+    return (
+        RunStep.objects.filter(
+            status=StepStatus.EXTRACTING,
+            model_id=step.model_id,
+            run__dataset_id=step.run.dataset_id,
+            heartbeat_at__gte=alive_since,
+        )
+        .exclude(pk=step.pk)
+        .exists()
+    )
 
 
 def _still_ours(step_id: int, worker: str, **progress: int) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.db import connection, connections
+from django.utils import timezone
 
 from evaluation import services
 from evaluation.engine.extraction import ExtractionCancelled
@@ -39,13 +42,25 @@ def claimed_step(enqueued):
     )
     step = run.steps.get()
     RunStep.objects.filter(pk=step.pk).update(status="extracting", claimed_by="w2")
-    return step
+    return RunStep.objects.select_related("run").get(pk=step.pk)
+
+
+def extracting_elsewhere(step: RunStep) -> RunStep:
+    """The lock holder's step: the same model on the same dataset, in another run, alive."""
+    other = services.run_create(
+        dataset=step.run.dataset, models=[step.model], metrics=[knn_entry(k=1, split="loo")]
+    ).steps.get()
+    RunStep.objects.filter(pk=other.pk).update(
+        status="extracting", claimed_by="w1", heartbeat_at=timezone.now()
+    )
+    return other
 
 
 def test_a_step_waits_while_another_holds_the_embeddings_and_keeps_its_heartbeat(
     claimed_step, monkeypatch
 ):
     monkeypatch.setattr(embeddings, "LOCK_POLL_SECONDS", 0.05)
+    extracting_elsewhere(claimed_step)
     holder = other_session()
     key = embeddings._lock_key(FINGERPRINT)
     holder.execute("SELECT pg_advisory_lock(%s)", [key])
@@ -53,7 +68,7 @@ def test_a_step_waits_while_another_holds_the_embeddings_and_keeps_its_heartbeat
     before = RunStep.objects.get(pk=claimed_step.pk).heartbeat_at
 
     started = time.monotonic()
-    with embeddings._one_extraction_at_a_time([FINGERPRINT], claimed_step.pk, "w2"):
+    with embeddings._one_extraction_at_a_time([FINGERPRINT], claimed_step, "w2"):
         waited = time.monotonic() - started
         with other_session() as probe:  # now held by this session
             assert not probe.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
@@ -63,14 +78,30 @@ def test_a_step_waits_while_another_holds_the_embeddings_and_keeps_its_heartbeat
         assert probe.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
 
 
+def test_a_lock_whose_holder_has_no_live_step_is_not_waited_for(claimed_step, caplog):
+    """A hung worker, or one whose host vanished while the database keeps its session: its
+    step went silent (and the stall reaper takes it back), so nobody would ever release."""
+    holder_step = extracting_elsewhere(claimed_step)
+    RunStep.objects.filter(pk=holder_step.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_STALL_SECONDS + 1)
+    )
+    with other_session() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [embeddings._lock_key(FINGERPRINT)])
+        started = time.monotonic()
+        with embeddings._one_extraction_at_a_time([FINGERPRINT], claimed_step, "w2"):
+            assert time.monotonic() - started < 1
+    assert "no live step extracts this model on this dataset" in caplog.text
+
+
 def test_a_cancelled_run_stops_the_wait(claimed_step, monkeypatch):
     monkeypatch.setattr(embeddings, "LOCK_POLL_SECONDS", 0.05)
+    extracting_elsewhere(claimed_step)
     with other_session() as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [embeddings._lock_key(FINGERPRINT)])
         services.run_cancel(run=claimed_step.run)
         with (
             pytest.raises(ExtractionCancelled),
-            embeddings._one_extraction_at_a_time([FINGERPRINT], claimed_step.pk, "w2"),
+            embeddings._one_extraction_at_a_time([FINGERPRINT], claimed_step, "w2"),
         ):
             pass
 

@@ -57,6 +57,19 @@ def test_pruning_to_a_size_removes_the_least_recently_used_copies_first(cache):
     assert (pruned.files, pruned.freed, pruned.kept) == (1, 300, 200)
 
 
+def test_a_copy_used_in_the_last_hour_is_never_pruned(cache):
+    recent = copy("media/by-hash/aa/recent.png", 100, used_days_ago=10 / (24 * 60))
+    storage.prune_cache(max_bytes=0)
+    assert recent.exists() and present(cache) == {"downloading", "work"}
+
+
+def test_using_a_copy_marks_it_used(cache):
+    old = cache["old"]
+    assert storage._touched(old)  # a cache hit, as local_path and fetch_many see one
+    storage.prune_cache(unused_for=30 * DAY)
+    assert old.exists()
+
+
 def test_pruning_by_age_removes_copies_unused_for_that_long(cache):
     pruned = storage.prune_cache(unused_for=30 * DAY)
     assert present(cache) == {"mid", "new", "downloading", "work"}
