@@ -236,26 +236,29 @@ def test_an_error_the_database_answered_is_not_called_an_outage(api, monkeypatch
     assert response.json()["error"]["code"] == "server_error"
 
 
-def test_task_queue_outage_is_a_503(api, monkeypatch):
+@pytest.mark.parametrize(
+    ("down", "code"),
+    [
+        (
+            KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+            "queue_unreachable",
+        ),
+        # An object store out of reach is an outage too, not a disk condition (507).
+        (
+            StoreUnreachable("The object store at http://10.0.0.9:9000 cannot be reached"),
+            "storage_unreachable",
+        ),
+    ],
+)
+def test_an_outage_of_the_queue_or_the_object_store_is_a_503(api, monkeypatch, down, code):
     def unreachable():
-        raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        raise down
 
     monkeypatch.setattr("evaluation.selectors.runs_with_steps", unreachable)
     api.raise_request_exception = False
     response = api.get("/api/runs/")
     assert response.status_code == 503 and response["Retry-After"] == "30"
-    assert response.json()["error"]["code"] == "queue_unreachable"
-
-
-def test_object_store_outage_is_a_503_not_a_disk_condition(api, monkeypatch):
-    def unreachable():
-        raise StoreUnreachable("The object store at http://10.0.0.9:9000 cannot be reached")
-
-    monkeypatch.setattr("evaluation.selectors.runs_with_steps", unreachable)
-    api.raise_request_exception = False
-    response = api.get("/api/runs/")
-    assert response.status_code == 503 and response["Retry-After"] == "30"
-    assert response.json()["error"]["code"] == "storage_unreachable"
+    assert response.json()["error"]["code"] == code
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ separate process, sees the rows the test commits.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -19,7 +20,12 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from tests.conftest import REPO_ROOT
+from evaluation import services
+from evaluation.imports.stimuli import dataset_import_images
+from evaluation.metrics import knn_entry
+from evaluation.models import Run, RunStep
+from tests.conftest import REPO_ROOT, make_timm_model
+from webapp.demo import digits_zip
 
 WORKER_READY_SECONDS = 90
 
@@ -136,3 +142,24 @@ def wait_for(
             return value
         time.sleep(0.25)
     raise AssertionError(message())
+
+
+def long_extraction_run() -> Run:
+    """One small model over 1200 digits, scored by two metrics: an extraction long enough
+    (chunks of 128, see worker_env) to be interrupted part-way."""
+    dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=1200)))
+    return services.run_create(
+        dataset=dataset,
+        models=[make_timm_model("resnet-tiny", "test_resnet")],
+        metrics=[knn_entry(k=5, split="loo"), knn_entry(k=3, split="holdout")],
+    )
+
+
+def extracting_past(step: RunStep, done: int = 300) -> Callable[[], bool]:
+    """For wait_for: the step is extracting and has at least ``done`` stimuli behind it."""
+
+    def check() -> bool:
+        step.refresh_from_db()
+        return step.status == "extracting" and step.processed >= done
+
+    return check

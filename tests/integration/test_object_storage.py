@@ -23,7 +23,12 @@ from evaluation.imports.stimuli import dataset_import_images
 from evaluation.metrics import knn_entry
 from evaluation.models import EmbeddingSet, Run, Score
 from tests.conftest import make_timm_model
-from tests.integration.conftest import WorkerProcess, wait_for
+from tests.integration.conftest import (
+    WorkerProcess,
+    extracting_past,
+    long_extraction_run,
+    wait_for,
+)
 from tests.object_store import (  # noqa: F401 (fixtures)
     ObjectStore,
     moto_server_fixture,
@@ -117,21 +122,10 @@ def test_a_worker_that_sees_only_the_bucket_completes_a_run_and_the_next_run_reu
 def test_a_step_killed_on_one_machine_resumes_on_another_from_the_chunks_in_the_bucket(
     object_store: ObjectStore, remote_worker: RemoteWorker
 ):
-    dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=1200)))
-    model = make_timm_model("resnet-tiny", "test_resnet")
     first, _ = remote_worker("gpu1@%h", "machine-a")
-    run = services.run_create(
-        dataset=dataset,
-        models=[model],
-        metrics=[knn_entry(k=5, split="loo"), knn_entry(k=3, split="holdout")],
-    )
+    run = long_extraction_run()
     step = run.steps.get()
-
-    def extracting_for_a_while() -> bool:
-        step.refresh_from_db()
-        return step.status == "extracting" and step.processed >= 300
-
-    wait_for(extracting_for_a_while, timeout=120, message=first.log)
+    wait_for(extracting_past(step), timeout=120, message=first.log)
     first.kill()
     step.refresh_from_db()
     assert step.status == "extracting" and step.processed < 1200, "the kill came too late to test"

@@ -17,13 +17,9 @@ from django.urls import reverse
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
-from evaluation import services
-from evaluation.imports.stimuli import dataset_import_images
-from evaluation.metrics import knn_entry
 from evaluation.models import Run, RunStep, Score
 from tests.conftest import make_image_dataset, make_timm_model
-from tests.integration.conftest import wait_for
-from webapp.demo import digits_zip
+from tests.integration.conftest import extracting_past, long_extraction_run, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,21 +70,10 @@ def test_run_from_form_to_leaderboard_on_a_real_worker(
 def test_sigkill_mid_run_then_new_worker_finishes_with_exactly_one_score_each(
     start_worker, settings
 ):
-    dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=1200)))
-    model = make_timm_model("resnet-tiny", "test_resnet")
     first = start_worker("gpu1@%h")
-    run = services.run_create(
-        dataset=dataset,
-        models=[model],
-        metrics=[knn_entry(k=5, split="loo"), knn_entry(k=3, split="holdout")],
-    )
+    run = long_extraction_run()
     step = run.steps.get()
-
-    def extracting_for_a_while() -> bool:
-        step.refresh_from_db()
-        return step.status == "extracting" and step.processed >= 300
-
-    wait_for(extracting_for_a_while, timeout=120, message=first.log)
+    wait_for(extracting_past(step), timeout=120, message=first.log)
     first.kill()
     step.refresh_from_db()
     assert step.status == "extracting" and step.processed < 1200, "the kill came too late to test"
@@ -151,19 +136,10 @@ def test_sigterm_to_a_prefork_worker_hands_its_extraction_back_at_once(start_wor
     """docker stop signals only the worker's main process; the task runs in a pool child,
     which sees the shared ending flag at its next batch and gives the step back, so the
     warm shutdown does not wait out the extraction (compose's grace period is 60 s)."""
-    dataset = dataset_import_images(name="digits", upload=io.BytesIO(digits_zip(limit=1200)))
-    model = make_timm_model("resnet-tiny", "test_resnet")
     first = start_worker("gpu0@%h")
-    run = services.run_create(
-        dataset=dataset, models=[model], metrics=[knn_entry(k=5, split="loo")]
-    )
+    run = long_extraction_run()
     step = run.steps.get()
-
-    def extracting_for_a_while() -> bool:
-        step.refresh_from_db()
-        return step.status == "extracting" and step.processed >= 300
-
-    wait_for(extracting_for_a_while, timeout=120, message=first.log)
+    wait_for(extracting_past(step), timeout=120, message=first.log)
     assert first.process is not None
     os.kill(first.process.pid, signal.SIGTERM)  # the main process only, as docker stop
     started = time.monotonic()
