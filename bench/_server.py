@@ -91,6 +91,24 @@ def drop_database(name: str) -> None:
     pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def fresh_django(database: str, broker_url: str, root: Path) -> None:
+    """A new, migrated PostgreSQL database and an empty Redis database for a benchmark that
+    runs real workers, and Django set up on them in this process (the environment must
+    already name them: DATABASE_URL, CELERY_BROKER_URL)."""
+    import redis
+
+    pg_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    pg_admin(f"CREATE DATABASE {database}")
+    redis.Redis.from_url(broker_url).flushdb()
+    sys.path.insert(0, str(root))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
 def start_watchdog(seconds: float, cleanup, label: str = "") -> threading.Timer:
     """Bound a whole benchmark: after ``seconds``, clean up and exit with status 3."""
 

@@ -19,7 +19,7 @@ the shipped template (slurm/worker.sbatch) and one local CPU worker scoring:
    one-minute limit and get SIGTERM ``--warn`` seconds before it (sbatch --signal): each job
    hands the step back, the next resumes from the saved chunks, until it is done. Prints the
    jobs it took, each hand-back's recovery time (the step back in the queue -> claimed by the
-   next job) and checks one Score per key.
+   next job) and the scores stored.
 
     SLURM_CONF=/var/tmp/likeness-slurm/slurm.conf .venv/bin/python bench/slurm_sweep.py \
         [--models 20] [--images 120] [--workers 3] [--threads-per-worker 1] [--skip-time-limit]
@@ -39,8 +39,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _server import drop_database, pg_admin, start_watchdog  # bench/_server.py
-from zoo_sweep import architectures, wait_until
+from _server import drop_database, fresh_django, start_watchdog  # bench/_server.py
+from zoo_sweep import architectures, start_worker, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BENCH_DB = "likeness_bench_slurm"
@@ -65,17 +65,6 @@ def start_slurm_workers(env: dict[str, str], log: Path, *options: str) -> subpro
                "--interval=1", "--gres=", "--idle-exit=5", "--sbatch-arg=--cpus-per-task=1",
                "--sbatch-arg=--mem=2000M", f"--sbatch-arg=--output={log.parent}/job-%j.log",
                *options]  # fmt: skip
-    return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def start_cpu_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    """The local scorer: the cpu queue only, so every extraction happens in a SLURM job."""
-    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--queues", "cpu",
-               "--concurrency", "1", "--hostname", "bench-cpu@%h", "--loglevel", "warning",
-               "--without-gossip", "--without-mingle"]  # fmt: skip
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -140,15 +129,7 @@ def main() -> int:
     watchdog = start_watchdog(args.timeout, cleanup)
     try:
         scancel_all()
-        pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-        pg_admin(f"CREATE DATABASE {PG_BENCH_DB}")
-        import redis
-
-        redis.Redis.from_url(BROKER_URL).flushdb()
-        sys.path.insert(0, str(ROOT))
-        import django
-
-        django.setup()
+        fresh_django(PG_BENCH_DB, BROKER_URL, ROOT)
         from django.core.management import call_command
 
         from evaluation import services
@@ -157,12 +138,14 @@ def main() -> int:
         from evaluation.models import EmbeddingSet, PretrainedModel, Run, RunStep
         from webapp.demo import digits_zip
 
-        call_command("migrate", verbosity=0)
         names = architectures(args.models)
         dataset = dataset_import_images(
             name="digits", upload=io.BytesIO(digits_zip(limit=args.images))
         )
-        scorer = start_cpu_worker({**env, "OMP_NUM_THREADS": "1"}, tmp / "cpu-worker.log")
+        # The local scorer takes the cpu queue only: every extraction runs in a SLURM job.
+        scorer = start_worker(
+            {**env, "OMP_NUM_THREADS": "1"}, tmp / "cpu-worker.log", "cpu", "bench-cpu@%h"
+        )
         processes.append(scorer)
         # Registration inspects every model on the gpu queue: done by one job, untimed.
         command = start_slurm_workers(env, tmp / "inspect.log", "--max-workers=1")
@@ -259,9 +242,7 @@ def time_limits(args, env, tmp, deadline, processes) -> None:
     wall = time.monotonic() - started
     step.refresh_from_db()
     run.refresh_from_db()
-    keys = Counter(
-        Score.objects.filter(run=run).values_list("model", "layer", "metric_key", "target")
-    )
+    scores = Score.objects.filter(run=run).count()
     job_logs = sorted(log.parent.glob("job-*.log"))
     handed = sum("goes back to the queue" in p.read_text(errors="replace") for p in job_logs)
     # A job whose worker was still in a batch when SIGKILL followed the SIGTERM (KillWait)
@@ -271,7 +252,7 @@ def time_limits(args, env, tmp, deadline, processes) -> None:
           f"(SIGTERM {args.warn} s before the limit): {run.status} in {wall:.0f} s, "
           f"{handed} hand-back(s) by SIGTERM, {given_back} step(s) given back by "
           f"slurm_workers after a kill, extracted by {step.extracted_by}; "
-          f"scores per key {sorted(set(keys.values()))} ({len(keys)} keys)", flush=True)  # fmt: skip
+          f"{scores} score(s) stored for its 1 metric", flush=True)  # fmt: skip
     if recoveries:
         print(f"recovery (back in the queue -> claimed by the next job): "
               f"{', '.join(f'{s:.1f} s' for s in recoveries)}", flush=True)  # fmt: skip

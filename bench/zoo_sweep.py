@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _server import drop_database, pg_admin, start_watchdog  # bench/_server.py
+from _server import drop_database, fresh_django, start_watchdog  # bench/_server.py
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BENCH_DB = "likeness_bench_sweep"
@@ -72,9 +72,11 @@ def architectures(count: int) -> list[str]:
     return [candidates[int(i * step)] for i in range(min(count, len(candidates)))]
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--queues", "gpu,cpu",
-               "--concurrency", "1", "--hostname", "sweep@%h", "--loglevel", "warning",
+def start_worker(
+    env: dict[str, str], log: Path, queues: str = "gpu,cpu", name: str = "sweep@%h"
+) -> subprocess.Popen:
+    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--queues", queues,
+               "--concurrency", "1", "--hostname", name, "--loglevel", "warning",
                "--without-gossip", "--without-mingle"]  # fmt: skip
     worker = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
@@ -179,15 +181,7 @@ def main() -> int:
 
     watchdog = start_watchdog(args.timeout, cleanup)
     try:
-        pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-        pg_admin(f"CREATE DATABASE {PG_BENCH_DB}")
-        import redis
-
-        redis.Redis.from_url(BROKER_URL).flushdb()
-        sys.path.insert(0, str(ROOT))
-        import django
-
-        django.setup()
+        fresh_django(PG_BENCH_DB, BROKER_URL, ROOT)
         from django.core.management import call_command
         from django.db.models import Sum
 
@@ -197,7 +191,6 @@ def main() -> int:
         from evaluation.models import PretrainedModel, Run, RunStep
         from webapp.demo import digits_zip
 
-        call_command("migrate", verbosity=0)
         names = architectures(args.models)
         dataset = dataset_import_images(
             name="digits", upload=io.BytesIO(digits_zip(limit=args.images))
