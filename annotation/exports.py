@@ -1,4 +1,6 @@
-"""Streamed exports of a study: raw responses, per-item aggregates and tags, as CSV or JSON.
+"""Streamed exports of a study: raw responses, per-item aggregates and tags, as CSV or JSON;
+for multi-arrangement studies also every placement and each participant's estimated
+dissimilarities.
 
 Rows are read with ``.iterator()`` in chunks and written as they are read, so a million
 responses export in constant memory and the first bytes leave at once (no timeout).
@@ -8,10 +10,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
+
 from annotation.models import Response, Study, StudyKind, Tag, TrialRole
+from annotation.services.aggregation import aggregated_participants
+from annotation.services.aggregation import arrangement_rows as rows_of_arrangements
+from annotation.services.arrangements import session_estimate
 
 CHUNK = 2000
 
@@ -21,6 +29,7 @@ RESPONSE_FIELDS = [
     "external_id",
     "participant_status",
     "excluded",
+    "pilot",
     "position",
     "role",
     "item",
@@ -44,6 +53,7 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
             "trial__participant_id",
             "trial__participant__external_id",
             "trial__participant__status",
+            "trial__participant__pilot_id",
             "trial__position",
             "trial__role",
             "trial__item_id",
@@ -56,14 +66,15 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
         )
     )
     for row in queryset.iterator(chunk_size=CHUNK):
-        (pk, participant, external, status, position, role, item, shown, value, chosen, rt,
-         flags, created) = row  # fmt: skip
+        (pk, participant, external, status, pilot, position, role, item, shown, value, chosen,
+         rt, flags, created) = row  # fmt: skip
         yield {
             "response_id": pk,
             "participant": participant,
             "external_id": external,
             "participant_status": status,
             "excluded": status == "excluded",
+            "pilot": pilot,
             "position": position,
             "role": role,
             "item": item,
@@ -77,10 +88,18 @@ def response_rows(study: Study) -> Iterator[dict[str, Any]]:
 
 
 def aggregate_rows(study: Study) -> Iterator[dict[str, Any]]:
-    """Per item, from the usable responses: mean rating (and spread) or vote counts."""
+    """Per item, from the usable responses of real participants: mean rating (and spread)
+    or vote counts; multi-arrangement: per pair, the participants' estimates."""
+    if study.is_arrangement:
+        yield from _pair_estimates(study)
+        return
     names = dict(study.dataset.stimuli.values_list("pk", "name"))
     responses = (
-        Response.objects.filter(trial__participant__study=study, trial__role=TrialRole.REGULAR)
+        Response.objects.filter(
+            trial__participant__study=study,
+            trial__participant__pilot=None,
+            trial__role=TrialRole.REGULAR,
+        )
         .exclude(trial__participant__status="excluded")
         .order_by("trial__item_id")
         .values_list(
@@ -127,6 +146,115 @@ def _aggregate(study: Study, rows: list[Any], names: dict[int, str]) -> dict[str
             if stimulus:
                 out[f"votes_{column}"] = sum(r[5] == stimulus for r in rows)
     return out
+
+
+ARRANGEMENT_FIELDS = [
+    "response_id",
+    "participant",
+    "external_id",
+    "participant_status",
+    "pilot",
+    "position",
+    "role",
+    "index",
+    "stimulus",
+    "x",
+    "y",
+    "moves",
+    "rt_ms",
+    "created_at",
+]
+
+
+def arrangement_rows(study: Study) -> Iterator[dict[str, Any]]:
+    """Every item of every arrangement where the participant left it: x to the right and y
+    down, in arena radii from the centre; ``index`` is its place in the trial's order."""
+    names = dict(study.dataset.stimuli.values_list("pk", "name"))
+    queryset = (
+        Response.objects.filter(trial__participant__study=study, arrangement__isnull=False)
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "trial__participant_id",
+            "trial__participant__external_id",
+            "trial__participant__status",
+            "trial__participant__pilot_id",
+            "trial__position",
+            "trial__role",
+            "trial__shown",
+            "arrangement",
+            "rt_ms",
+            "created_at",
+        )
+    )
+    for row in queryset.iterator(chunk_size=CHUNK):
+        (pk, participant, external, status, pilot, position, role, shown, placed, rt,
+         created) = row  # fmt: skip
+        for index, (stimulus, (x, y, moves)) in enumerate(zip(shown, placed or [], strict=True)):
+            yield {
+                "response_id": pk,
+                "participant": participant,
+                "external_id": external,
+                "participant_status": status,
+                "pilot": pilot,
+                "position": position,
+                "role": role,
+                "index": index,
+                "stimulus": names.get(stimulus, stimulus),
+                "x": x,
+                "y": y,
+                "moves": moves,
+                "rt_ms": rt,
+                "created_at": created.isoformat(),
+            }
+
+
+def matrix_rows(study: Study) -> Iterator[dict[str, Any]]:
+    """Each participant's estimated dissimilarities (inverse MDS, RMS 1) and each pair's
+    evidence, pilots' and excluded participants' included (marked), for auditing."""
+    names = dict(study.dataset.stimuli.values_list("pk", "name"))
+    for participant in study.participants.order_by("pk").iterator(chunk_size=100):
+        estimate = session_estimate(participant)
+        if estimate is None:
+            continue
+        for i, j in _upper_pairs(len(estimate.stimuli)):
+            yield {
+                "participant": participant.pk,
+                "external_id": participant.external_id,
+                "participant_status": participant.status,
+                "pilot": participant.pilot_id,
+                "a": names.get(estimate.stimuli[i]),
+                "b": names.get(estimate.stimuli[j]),
+                "dissimilarity": _finite(estimate.dissimilarities[i, j]),
+                "evidence": float(estimate.evidence[i, j]),
+            }
+
+
+def _pair_estimates(study: Study) -> Iterator[dict[str, Any]]:
+    """Per pair: how many real, included participants arranged it and their estimates'
+    mean and spread (each participant's matrix at RMS 1)."""
+    names = dict(study.dataset.stimuli.values_list("pk", "name"))
+    by_order = dict(study.dataset.stimuli.values_list("order", "pk"))
+    pairs: dict[tuple[int, int], list[float]] = {}
+    for row in rows_of_arrangements(study, aggregated_participants(study)):
+        pairs.setdefault((row.stimuli[0], row.stimuli[1]), []).append(float(row.value or 0))
+    for (a, b), values in sorted(pairs.items()):
+        array = np.array(values)
+        yield {
+            "a": names.get(by_order[a]),
+            "b": names.get(by_order[b]),
+            "n": len(values),
+            "mean": float(array.mean()),
+            "sd": float(array.std(ddof=1)) if len(values) > 1 else None,
+        }
+
+
+def _upper_pairs(n: int) -> Iterator[tuple[int, int]]:
+    return ((i, j) for i in range(n) for j in range(i + 1, n))
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 def tag_rows(study: Study) -> Iterator[dict[str, Any]]:

@@ -25,6 +25,10 @@ DESIGN_FIELDS = [
     "freeze_mean",
     "frozen_tags_to_complete",
     "max_iterations",
+    "arena_max_items",
+    "evidence_threshold",
+    "session_seconds",
+    "min_pair_consistency",
     "require_playback",
     "consent_md",
     "instructions_md",
@@ -54,7 +58,7 @@ class StudyForm(forms.ModelForm):
         ],
         initial="all",
         widget=forms.RadioSelect,
-        help_text="Tag studies always use every stimulus.",
+        help_text="Tag and multi-arrangement studies always use every stimulus.",
     )
     item_count = forms.IntegerField(min_value=1, required=False, label="N (random subset)")
     item_file = forms.FileField(required=False, label="Item list (CSV)")

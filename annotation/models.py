@@ -31,6 +31,7 @@ class StudyKind(models.TextChoices):
     TRIPLETS = "triplets", "Triplet odd-one-out"
     TWO_AFC = "2afc", "2AFC (reference and two candidates)"
     TAGS = "tags", "Tagging"
+    ARRANGEMENT = "arrangement", "Multi-arrangement (drag in a circular arena)"
 
 
 class TagMode(models.TextChoices):
@@ -46,7 +47,7 @@ class StudyStatus(models.TextChoices):
 
 class Study(models.Model):
     name = models.CharField(max_length=200, unique=True)
-    kind = models.CharField(max_length=10, choices=StudyKind.choices)
+    kind = models.CharField(max_length=12, choices=StudyKind.choices)
     dataset = models.ForeignKey(
         "evaluation.Dataset", on_delete=models.PROTECT, related_name="studies"
     )
@@ -70,6 +71,26 @@ class Study(models.Model):
     freeze_mean = models.FloatField(default=3.0)
     frozen_tags_to_complete = models.PositiveIntegerField(default=2)
     max_iterations = models.PositiveIntegerField(default=10)
+    # Multi-arrangement studies (annotation/services/arrangements.py)
+    arena_max_items = models.PositiveIntegerField(
+        default=40,
+        help_text="Multi-arrangement: the most stimuli one session arranges; its first trial "
+        "shows them all, later trials the subsets whose pairs have the least evidence.",
+    )
+    evidence_threshold = models.FloatField(
+        default=0.5,
+        help_text="Multi-arrangement: a session ends once every pair has this much evidence "
+        "(in squared units of a trial's RMS on-screen distance).",
+    )
+    session_seconds = models.PositiveIntegerField(
+        default=1200,
+        help_text="Multi-arrangement: no further trial starts after this many seconds.",
+    )
+    min_pair_consistency = models.FloatField(
+        default=0.2,
+        help_text="Multi-arrangement: exclude when the distances of pairs placed in more than "
+        "one trial correlate less than this between trials.",
+    )
 
     # Participant pages
     require_playback = models.BooleanField(
@@ -163,12 +184,20 @@ class Study(models.Model):
         return self.kind in (StudyKind.TRIPLETS, StudyKind.TWO_AFC)
 
     @property
+    def is_arrangement(self) -> bool:
+        return self.kind == StudyKind.ARRANGEMENT
+
+    @property
     def is_adaptive_tags(self) -> bool:
         return self.kind == StudyKind.TAGS and self.tag_mode == TagMode.ADAPTIVE
 
     @property
     def stimuli_per_item(self) -> int:
-        per_kind: dict[str, int] = {StudyKind.PAIRS: 2, StudyKind.TAGS: 1}
+        per_kind: dict[str, int] = {
+            StudyKind.PAIRS: 2,
+            StudyKind.TAGS: 1,
+            StudyKind.ARRANGEMENT: 1,  # an item is a stimulus; a session holds many
+        }
         return per_kind.get(self.kind, 3)
 
     @property
@@ -179,7 +208,8 @@ class Study(models.Model):
 
 class Item(models.Model):
     """One thing to judge: a pair, a triplet, a 2AFC trial (reference, first, second) or, in
-    tag studies, one stimulus (its chain of iterations in adaptive mode)."""
+    tag studies, one stimulus (its chain of iterations in adaptive mode). In multi-arrangement
+    studies an item is one stimulus and its quota counts the sessions that arrange it."""
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
     a = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+")
@@ -232,6 +262,14 @@ class Participant(models.Model):
     )
     reserved_until = models.DateTimeField(null=True, blank=True)
     flags = models.JSONField(default=list, blank=True)  # reasons, shown to the researcher
+    # Multi-arrangement: the stimuli this session arranges (claimed at consent), and how
+    # their items count it (SessionState; annotation/services/arrangements.py).
+    session_stimuli = models.JSONField(default=list, blank=True)
+    session_state = models.CharField(max_length=10, blank=True, default="")
+    # A simulated participant of a pilot: kept out of real aggregates, coverage and quotas.
+    pilot = models.ForeignKey(
+        "Pilot", null=True, blank=True, on_delete=models.CASCADE, related_name="participants"
+    )
     started_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
@@ -332,6 +370,9 @@ class Response(models.Model):
     rt_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=64, unique=True)
     flags = models.JSONField(default=list, blank=True)  # e.g. "too fast", "failed catch"
+    # Multi-arrangement: [x, y, moves] per shown stimulus, in the trial's order; x and y in
+    # arena radii from the centre (inside: x² + y² <= 1), moves the drags that placed it.
+    arrangement = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -386,6 +427,42 @@ class TagRating(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tag_id}: {'flag' if self.flagged else self.rating}"
+
+
+class PilotStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+    FAILED = "failed", "Failed"
+
+
+class Pilot(models.Model):
+    """Simulated participants sent through a study's real participant pages before anyone is
+    paid (annotation/simulation.py): they answer from a model's embeddings with planted
+    noise, speeders and inattentive bots. Their responses stay apart from the real data."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="pilots")
+    model = models.ForeignKey(
+        "evaluation.PretrainedModel", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Bots present it at the study link: it admits them to a study that is not open yet.
+    token = models.CharField(max_length=40, unique=True, default=new_token, editable=False)
+    options = models.JSONField(default=dict)  # participants, noise, temperature, planted bots
+    status = models.CharField(
+        max_length=10, choices=PilotStatus.choices, default=PilotStatus.RUNNING
+    )
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"pilot {self.pk} of {self.study_id}"
 
 
 class Aggregation(models.Model):

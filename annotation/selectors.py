@@ -26,6 +26,7 @@ from annotation.models import (
     TrialRole,
     TrialStatus,
 )
+from annotation.services.aggregation import aggregated_participants, arrangement_rows
 from evaluation.engine.metrics.ceilings import choice_bounds, nili_bounds
 from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
 from evaluation.models import Stimulus
@@ -74,20 +75,30 @@ def study_summary(study: Study) -> StudySummary:
     return StudySummary(
         coverage=study_coverage(study),
         participants_by_status=dict(
-            study.participants.values_list("status").annotate(n=Count("pk")).order_by("status")
+            study.participants.filter(pilot=None)
+            .values_list("status")
+            .annotate(n=Count("pk"))
+            .order_by("status")
         ),
-        response_count=Response.objects.filter(trial__participant__study=study).count(),
+        response_count=Response.objects.filter(
+            trial__participant__study=study, trial__participant__pilot=None
+        ).count(),
         reliability=study_reliability(study),
         aggregations=list(study.aggregations.select_related("judgments")),
     )
 
 
 def study_participants(study: Study) -> Any:
-    return study.participants.annotate(
-        answered=Count("trials", filter=Q(trials__status=TrialStatus.ANSWERED)),
-        first_response=Min("trials__response__created_at"),
-        last_response=Max("trials__response__created_at"),
-    ).order_by("started_at")
+    """The study's real participants (a pilot's bots have a report of their own)."""
+    return (
+        study.participants.filter(pilot=None)
+        .annotate(
+            answered=Count("trials", filter=Q(trials__status=TrialStatus.ANSWERED)),
+            first_response=Min("trials__response__created_at"),
+            last_response=Max("trials__response__created_at"),
+        )
+        .order_by("started_at")
+    )
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,11 @@ def refused_resumes(study: Study) -> RefusedResumes:
 
 def _usable_responses(study: Study) -> Any:
     return (
-        Response.objects.filter(trial__participant__study=study, trial__role=TrialRole.REGULAR)
+        Response.objects.filter(
+            trial__participant__study=study,
+            trial__participant__pilot=None,
+            trial__role=TrialRole.REGULAR,
+        )
         .exclude(trial__participant__status=ParticipantStatus.EXCLUDED)
         .order_by("created_at")
     )
@@ -115,7 +130,10 @@ def _usable_responses(study: Study) -> Any:
 
 def study_reliability(study: Study, *, limit: int | None = None) -> dict[str, Any] | None:
     """Reliability of the usable responses (the first ``limit`` of them, for the trend); for
-    all of them, with the Nili et al. noise-ceiling bounds under "bounds"."""
+    all of them, with the Nili et al. noise-ceiling bounds under "bounds". Multi-arrangement:
+    of the participants' estimated dissimilarities (the first ``limit`` sessions)."""
+    if study.is_arrangement:
+        return _arrangement_reliability(study, limit)
     rows = list(
         _usable_responses(study).values_list(
             "trial__item__a_id",
@@ -146,9 +164,26 @@ def study_reliability(study: Study, *, limit: int | None = None) -> dict[str, An
     return None
 
 
+def _arrangement_reliability(study: Study, limit: int | None) -> dict[str, Any] | None:
+    participants = aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED)
+    rows = arrangement_rows(study, participants.order_by("completed_at")[:limit])
+    if not rows:
+        return None
+    a, b = [r.stimuli[0] for r in rows], [r.stimuli[1] for r in rows]
+    values = [float(r.value or 0) for r in rows]
+    who = [r.participant for r in rows]
+    split_half = split_half_reliability(a, b, values, who, n_splits=50)
+    if limit is not None:
+        return split_half
+    return {**split_half, "bounds": nili_bounds(a, b, values, who)}
+
+
 def reliability_trend(study: Study) -> list[dict[str, Any]]:
     """Reliability as responses arrived: at evenly spaced response counts."""
-    total = _usable_responses(study).count()
+    if study.is_arrangement:  # sessions, each a whole matrix
+        total = aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED).count()
+    else:
+        total = _usable_responses(study).count()
     if study.kind == StudyKind.TAGS or total == 0:
         return []
     points = sorted({max(1, round(total * (k + 1) / TREND_POINTS)) for k in range(TREND_POINTS)})

@@ -8,6 +8,8 @@ redirect shows the next trial); with htmx the next trial replaces the current on
 from __future__ import annotations
 
 import html
+import json
+import math
 import secrets
 from typing import Any
 
@@ -30,7 +32,7 @@ from django.views.decorators.http import require_POST
 
 from annotation import exports, selectors, services
 from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
-from annotation.models import Participant, Study, StudyKind, StudyStatus, Tag, Trial
+from annotation.models import Participant, Pilot, Study, StudyKind, StudyStatus, Tag, Trial
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
 from core.querystring import text_param
@@ -244,6 +246,8 @@ EXPORTS = {
     "responses": (exports.response_rows, exports.RESPONSE_FIELDS),
     "aggregate": (exports.aggregate_rows, None),
     "tags": (exports.tag_rows, None),
+    "arrangements": (exports.arrangement_rows, exports.ARRANGEMENT_FIELDS),
+    "matrices": (exports.matrix_rows, None),
 }
 
 
@@ -270,12 +274,13 @@ def study_entry(request: HttpRequest, token: str) -> HttpResponse:
     recruiter id alone resumes nothing: it gets a page that says what to do instead."""
     study = get_object_or_404(Study.objects.select_related("dataset", "created_by"), token=token)
     external_id = request.GET.get(study.external_id_param, "") if study.external_id_param else ""
+    pilot = _pilot(request, study)
     returning = _returning_participant(request, study)
     if returning is not None:
         return redirect(returning)
     try:
         services.participant_check_external_id(study=study, external_id=external_id)
-        if study.status != StudyStatus.OPEN:
+        if study.status != StudyStatus.OPEN and pilot is None:
             return _closed(request, study)
         # Told before consent, not after the practice trials (the first item is reserved at
         # consent: participant_start).
@@ -287,6 +292,7 @@ def study_entry(request: HttpRequest, token: str) -> HttpResponse:
                 study=study,
                 external_id=request.POST.get("external_id", external_id),
                 user=request.user,
+                pilot=pilot,
             )
             _remember(request, participant)
             return redirect(participant)
@@ -312,6 +318,18 @@ def study_entry(request: HttpRequest, token: str) -> HttpResponse:
             "instructions": render_markdown(study.instructions_md),
         },
     )
+
+
+def _pilot(request: HttpRequest, study: Study) -> Pilot | None:
+    """The running pilot whose token the link carries (its bots may enter a study that is
+    not open yet); None for everyone else. A wrong or finished token admits nothing."""
+    token = request.GET.get("pilot", "")
+    if not token:
+        return None
+    pilot = Pilot.objects.filter(token=token, study=study).first()
+    if pilot is None or not services.pilot_admits(pilot=pilot, study=study):
+        return None
+    return pilot
 
 
 def _closed(request: HttpRequest, study: Study) -> HttpResponse:
@@ -411,6 +429,8 @@ def _answer(request: HttpRequest) -> services.Answer:
     trial_id = number("trial")
     chosen = number("chosen")
     rt = number("rt_ms")
+    if rt is not None and not math.isfinite(rt):
+        raise services.TrialProblem("rt_ms must be a number.")
     return services.Answer(
         trial_id=int(trial_id or 0),
         idempotency_key=post.get("key", ""),
@@ -419,7 +439,44 @@ def _answer(request: HttpRequest) -> services.Answer:
         rt_ms=int(rt) if rt is not None else None,
         tag_ratings=ratings,
         new_tags=[t for t in post.get("new_tags", "").split(",") if t.strip()],
+        placements=_placements(post.get("arrangement", "")),
     )
+
+
+MAX_ARRANGEMENT_BYTES = 200_000  # thousands of items' positions; more is not an arrangement
+
+
+def _placements(raw: str) -> tuple[services.Placement, ...]:
+    """The arena's answer: JSON [[stimulus id, x, y, moves], ...] in the trial's order. Only
+    its shape is checked here; the services check it against the trial."""
+    if not raw.strip():
+        return ()
+    if len(raw) > MAX_ARRANGEMENT_BYTES:
+        raise services.TrialProblem("The arrangement is too large.")
+    problem = services.TrialProblem(
+        "The arrangement is not valid: expected [stimulus, x, y, moves] for every item."
+    )
+    try:
+        # parse_constant: NaN and Infinity are not JSON, and no position either.
+        entries = json.loads(raw, parse_constant=lambda name: float("nan"))
+    except ValueError:
+        raise problem from None
+    if not isinstance(entries, list):
+        raise problem
+    placements = []
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 4):
+            raise problem
+        stimulus, x, y, moves = entry
+        numbers = (x, y)
+        if not (
+            type(stimulus) is int
+            and type(moves) is int
+            and all(type(n) in (int, float) for n in numbers)
+        ):
+            raise problem
+        placements.append(services.Placement(stimulus, float(x), float(y), moves))
+    return tuple(placements)
 
 
 def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict[str, Any]:
@@ -439,6 +496,9 @@ def _trial_context(participant: Participant, trial: Trial, problem: str) -> dict
         # In the browser only (static/js/study.js): nothing the server receives can prove
         # that a clip was played, so an answer without it is not refused here.
         "require_playback": study.require_playback and bool(media),
+        # Multi-arrangement: index and stimulus in the trial's order (a catch trial shows
+        # one stimulus twice).
+        "arena_items": list(enumerate(stimuli)) if study.is_arrangement else [],
         "reference": stimuli[0] if study.kind == StudyKind.TWO_AFC else None,
         "options": stimuli[1:] if study.kind == StudyKind.TWO_AFC else stimuli,
         "scale": range(study.scale_min, study.scale_max + 1),

@@ -10,6 +10,8 @@ Callers use this package (``from annotation import services``); its modules, by 
 - ``trials``: issuing, claiming, answering, expiry, reservations, the end of a session; the
   only module here that runs plain SQL (annotation/sql.py).
 - ``participants``: starting a session, recruiter-id conflicts, exclusion by a researcher.
+- ``arrangements``: multi-arrangement sessions: their stimuli, adaptive subsets, checks of
+  an arrangement, its quality rules and each participant's estimated dissimilarities.
 - ``aggregation``: responses into HumanJudgments, tags into description sets.
 """
 
@@ -19,7 +21,14 @@ from annotation.services.aggregation import (
     study_aggregate,
     study_descriptions_create,
 )
-from annotation.services.base import Answer, ParticipantConflict, StudyFull, TrialProblem
+from annotation.services.arrangements import session_estimate
+from annotation.services.base import (
+    Answer,
+    ParticipantConflict,
+    Placement,
+    StudyFull,
+    TrialProblem,
+)
 from annotation.services.design import (
     MAX_ITEMS,
     ItemPlan,
@@ -35,6 +44,7 @@ from annotation.services.participants import (
     participant_of_account,
     participant_set_excluded,
     participant_start,
+    pilot_admits,
     resume_refuse,
     session_plan,
 )
@@ -61,6 +71,7 @@ __all__ = [
     "Answer",
     "ItemPlan",
     "ParticipantConflict",
+    "Placement",
     "StudyFull",
     "TrialProblem",
     "clean_external_id",
@@ -70,11 +81,13 @@ __all__ = [
     "participant_of_account",
     "participant_set_excluded",
     "participant_start",
+    "pilot_admits",
     "quality_problems",
     "response_submit",
     "response_submit_and_next",
     "responses_visible_to",
     "resume_refuse",
+    "session_estimate",
     "session_plan",
     "stimuli_by_id",
     "study_aggregate",

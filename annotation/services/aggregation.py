@@ -3,6 +3,7 @@ studies, description sets."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from annotation.models import (
     Aggregation,
     Participant,
     ParticipantStatus,
+    Pilot,
     Response,
     Study,
     StudyKind,
@@ -20,31 +22,47 @@ from annotation.models import (
     TagStatus,
     TrialRole,
 )
+from annotation.services.arrangements import study_estimates
 from evaluation.judgments import JudgmentRow, judgments_create
-from evaluation.models import HumanJudgments, Stimulus
+from evaluation.models import HumanJudgments, Stimulus, ValueMeaning
 
 
 # --- Aggregation ----------------------------------------------------------------------------
-def study_aggregate(*, study: Study, name: str = "", created_by: Any = None) -> HumanJudgments:
+def study_aggregate(
+    *,
+    study: Study,
+    name: str = "",
+    created_by: Any = None,
+    pilot: Pilot | None = None,
+) -> HumanJudgments:
     """A new HumanJudgments version from the regular responses of participants who were not
     excluded (ratings: every rating kept, averaged per pair by the metrics; choices: vote
-    shares). Repeats, catch and practice trials are quality control, not data."""
+    shares; multi-arrangement: each participant's estimated dissimilarities, one row per
+    pair). Repeats, catch and practice trials are quality control, not data. Simulated
+    participants count only when ``pilot`` names their pilot, and then alone."""
     if study.kind == StudyKind.TAGS:
         raise ValidationError("Tag studies are exported as tags, not aggregated into judgments.")
-    rows = list(_judgment_rows(study))
+    participants_used = aggregated_participants(study, pilot)
+    if study.is_arrangement:
+        rows = arrangement_rows(study, participants_used)
+    else:
+        rows = list(_judgment_rows(study, participants_used))
     if not rows:
         raise ValidationError("No usable responses yet: nothing to aggregate.")
     participants = {r.participant for r in rows}
-    excluded = study.participants.filter(status=ParticipantStatus.EXCLUDED).count()
+    excluded = study.participants.filter(pilot=pilot, status=ParticipantStatus.EXCLUDED).count()
     with transaction.atomic():
         judgments = judgments_create(
             dataset=study.dataset,
-            name=name or study.name,
-            kind=study.kind,
+            name=name or (f"{study.name} (pilot {pilot.pk})" if pilot else study.name),
+            kind=StudyKind.PAIRS if study.is_arrangement else study.kind,
             rows=rows,
             scale_min=study.scale_min if study.kind == StudyKind.PAIRS else None,
             scale_max=study.scale_max if study.kind == StudyKind.PAIRS else None,
-            origin=f"study {study.name}",
+            value_meaning=(
+                ValueMeaning.DISSIMILARITY if study.is_arrangement else ValueMeaning.SIMILARITY
+            ),
+            origin=f"pilot {pilot.pk} of study {study.name}" if pilot else f"study {study.name}",
             created_by=created_by,
         )
         Aggregation.objects.create(
@@ -57,14 +75,41 @@ def study_aggregate(*, study: Study, name: str = "", created_by: Any = None) -> 
     return judgments
 
 
-def _judgment_rows(study: Study) -> Any:
+def aggregated_participants(study: Study, pilot: Pilot | None = None) -> Any:
+    """Whose answers make a study's data: participants who were not excluded, real ones or,
+    for a pilot, that pilot's bots."""
+    return study.participants.filter(pilot=pilot).exclude(status=ParticipantStatus.EXCLUDED)
+
+
+def arrangement_rows(study: Study, participants: Any) -> list[JudgmentRow]:
+    """Each participant's inverse-MDS estimate (RMS 1, evidence-weighted over their trials)
+    as one dissimilarity row per pair of their session's stimuli; the metrics average a
+    pair's rows across participants, and the ceiling splits participants."""
+    orders = dict(study.dataset.stimuli.values_list("pk", "order"))
+    rows = []
+    for estimate in study_estimates(list(participants)):
+        n = len(estimate.stimuli)
+        for i in range(n):
+            for j in range(i + 1, n):
+                value = float(estimate.dissimilarities[i, j])
+                if math.isfinite(value):
+                    rows.append(
+                        JudgmentRow(
+                            stimuli=(orders[estimate.stimuli[i]], orders[estimate.stimuli[j]]),
+                            value=value,
+                            participant=f"p{estimate.participant.pk}",
+                        )
+                    )
+    return rows
+
+
+def _judgment_rows(study: Study, participants: Any) -> Any:
     orders = dict(study.dataset.stimuli.values_list("pk", "order"))
     responses = (
         Response.objects.filter(
-            trial__participant__study=study,
+            trial__participant__in=participants,
             trial__role=TrialRole.REGULAR,
         )
-        .exclude(trial__participant__status=ParticipantStatus.EXCLUDED)
         .values_list(
             "trial__item__a_id",
             "trial__item__b_id",

@@ -35,6 +35,17 @@ class ParticipantConflict(PermissionDenied):
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Multi-arrangement: where a participant left one shown stimulus, in arena radii from
+    the centre (x to the right, y down), and how many times they moved it."""
+
+    stimulus: int
+    x: float
+    y: float
+    moves: int
+
+
+@dataclass(frozen=True)
 class Answer:
     """What a participant submitted for one trial."""
 
@@ -45,3 +56,4 @@ class Answer:
     rt_ms: int | None = None
     tag_ratings: dict[int, int | None] = field(default_factory=dict)  # tag id -> 1-5, None=flag
     new_tags: list[str] = field(default_factory=list)
+    placements: tuple[Placement, ...] = ()  # multi-arrangement: every shown item, in order

@@ -78,6 +78,8 @@ def _check_design(study: Study) -> None:
         )
     if study.kind == StudyKind.TAGS and qc_trials:
         raise ValidationError({"catch_trials": "Tag studies have no repeat or catch trials."})
+    if study.is_arrangement:
+        _check_arrangement_design(study)
     if study.repeat_trials * 2 > study.trials_per_session - study.catch_trials:
         raise ValidationError(
             {"repeat_trials": "At most half of the regular trials can be repeated."}
@@ -99,12 +101,28 @@ def _check_design(study: Study) -> None:
         )
 
 
+def _check_arrangement_design(study: Study) -> None:
+    if study.repeat_trials:
+        raise ValidationError(
+            {
+                "repeat_trials": "Multi-arrangement studies repeat pairs by design (later trials "
+                "show pairs again); their consistency is checked without repeat trials."
+            }
+        )
+    if study.arena_max_items < 3:
+        raise ValidationError({"arena_max_items": "An arrangement needs at least 3 stimuli."})
+    if not study.evidence_threshold > 0:
+        raise ValidationError({"evidence_threshold": "The evidence threshold must be positive."})
+    if study.session_seconds < 30:
+        raise ValidationError({"session_seconds": "Allow a session at least 30 seconds."})
+
+
 def _item_tuples(study: Study, plan: ItemPlan, orders: list[int]) -> list[tuple[int, ...]]:
     size = study.stimuli_per_item
     if len(orders) < size:
         raise ValidationError(f"The dataset has fewer than {size} stimuli.")
-    if study.kind == StudyKind.TAGS:
-        return [(o,) for o in orders]
+    if study.kind in (StudyKind.TAGS, StudyKind.ARRANGEMENT):
+        return [(o,) for o in orders]  # one item per stimulus
     if plan.mode == "list":
         return _listed_items(plan.stimuli, size, set(orders))
     if plan.mode == "all":

@@ -12,11 +12,14 @@ from django.db import IntegrityError, transaction
 from annotation.models import (
     Participant,
     ParticipantStatus,
+    Pilot,
+    PilotStatus,
     RefusedResume,
     Study,
     StudyStatus,
     TrialRole,
 )
+from annotation.services import arrangements
 from annotation.services.base import ParticipantConflict, StudyFull
 from annotation.services.design import study_close_if_complete
 from annotation.services.quality import participant_items_count
@@ -28,13 +31,22 @@ EXTERNAL_ID_MAX_LENGTH = 200  # Participant.external_id
 
 # --- Participants ---------------------------------------------------------------------------
 def participant_start(
-    *, study: Study, external_id: str = "", user: Any = None, seed: int | None = None
+    *,
+    study: Study,
+    external_id: str = "",
+    user: Any = None,
+    seed: int | None = None,
+    pilot: Pilot | None = None,
 ) -> Participant:
     """Start a participant's session; a logged-in account resumes its own. A recruiter id
     that has started already raises ParticipantConflict (the attempt is recorded for the
     researcher): knowing someone's id is not being them. Sessions resume through what only
-    the participant holds: their browser's session or their private link (the views)."""
-    if study.status != StudyStatus.OPEN:
+    the participant holds: their browser's session or their private link (the views).
+
+    A simulated participant of a running ``pilot`` of this study may start while the study
+    is not open (a pilot comes before anyone real)."""
+    piloting = pilot is not None and pilot_admits(pilot=pilot, study=study)
+    if study.status != StudyStatus.OPEN and not piloting:
         raise PermissionDenied("This study is not open.")
     external_id = clean_external_id(external_id)
     own = participant_of_account(study=study, user=user)
@@ -49,6 +61,7 @@ def participant_start(
                 external_id=external_id,
                 user=user if user is not None and user.is_authenticated else None,
                 plan=plan,
+                pilot=pilot if piloting else None,
             )
             participant_reserve_first_item(participant=participant)
     except IntegrityError:  # the same id or account started twice at once: the first stands
@@ -61,6 +74,11 @@ def participant_start(
         study_close_if_complete(study=study)
         raise
     return participant
+
+
+def pilot_admits(*, pilot: Pilot, study: Study) -> bool:
+    """Whether this pilot may send simulated participants into this study now."""
+    return pilot.study_id == study.pk and pilot.status == PilotStatus.RUNNING
 
 
 def clean_external_id(external_id: str) -> str:
@@ -102,7 +120,9 @@ def session_plan(study: Study, rng: random.Random) -> list[str]:
     """Trial roles for one session: practice first, then regular, catch and repeat trials
     in random order, with every repeat after a regular trial of its own to repeat (the k-th
     repeat after at least k regular trials; the design checks in design.py leave enough of
-    them)."""
+    them). Multi-arrangement sessions have a plan of their own (arrangements.py)."""
+    if study.is_arrangement:
+        return arrangements.session_roles(study, rng)
     regular = study.trials_per_session - study.catch_trials - study.repeat_trials
     roles = [TrialRole.REGULAR] * regular + [TrialRole.CATCH] * study.catch_trials
     rng.shuffle(roles)

@@ -15,6 +15,7 @@ from annotation.models import (
     TrialRole,
     TrialStatus,
 )
+from annotation.services import arrangements
 from annotation.services.design import study_reopen_if_closed_itself
 
 
@@ -28,6 +29,13 @@ def participant_items_count(*, participant: Participant, change: int) -> int:
     have already moved the chain's tags (frozen, hidden), so their iteration stays used."""
     if participant.study.is_adaptive_tags:
         return 0
+    if participant.study.is_arrangement:  # a session counts on all its stimuli at once
+        if change < 0:
+            changed = int(arrangements.session_release(participant=participant))
+            if changed:
+                study_reopen_if_closed_itself(study=participant.study)
+            return changed
+        return int(arrangements.session_count_again(participant=participant))
     answered = Trial.objects.filter(
         participant=participant, role=TrialRole.REGULAR, status=TrialStatus.ANSWERED
     ).values("item_id")
@@ -58,6 +66,14 @@ def quality_problems(participant: Participant) -> list[str]:
         reasons.append(
             f"{fast} of {len(responses)} responses faster than {study.min_response_ms} ms"
         )
+    if study.is_arrangement:
+        unmoved = sum("items never moved" in r.flags for r in responses)
+        if unmoved:
+            reasons.append(f"{unmoved} of {len(responses)} arrangements had items never moved")
+        inconsistent = arrangements.consistency_problem(participant)
+        if inconsistent:
+            reasons.append(inconsistent)
+        return reasons
     retest = _retest_problem(study, responses)
     if retest:
         reasons.append(retest)

@@ -35,6 +35,7 @@ from annotation.models import (
     TrialRole,
     TrialStatus,
 )
+from annotation.services import arrangements
 from annotation.services.base import Answer, StudyFull, TrialProblem
 from annotation.services.design import study_close_if_complete
 from annotation.services.quality import participant_items_count, quality_problems
@@ -55,7 +56,10 @@ def participant_reserve_first_item(*, participant: Participant) -> None:
     trials come first, and without this the last item could go to someone else meanwhile,
     leaving a session of practice trials only. StudyFull if no item is left. The item is
     held as long as the trials before it may take (each trial's timeout), then returns to
-    the pool (trials_expire)."""
+    the pool (trials_expire). A multi-arrangement session claims all its stimuli instead."""
+    if participant.study.is_arrangement:
+        arrangements.session_claim(participant=participant)
+        return
     item = _claim_item(participant)
     if item is None:
         raise StudyFull(
@@ -120,6 +124,11 @@ def trial_current(*, participant: Participant, answered: Trial | None = None) ->
     if participant.status != ParticipantStatus.CONSENTED:
         return None
     _sweep_expired_if_due(participant.study)
+    if participant.study.is_arrangement and not arrangements.session_resume(
+        participant=participant
+    ):
+        participant_finish(participant=participant)  # lapsed, and its stimuli taken meanwhile
+        return None
     try:
         if answered is not None:
             # Issuing a trial is atomic by itself (_issue): no transaction around it.
@@ -185,9 +194,12 @@ def trials_expire(*, study: Study) -> int:
             study=study, reserved_item__isnull=False, reserved_until__lt=now
         ).values_list("pk", "reserved_item_id")
     )
-    return sum(_expire(pk, item_id, role) for pk, item_id, role in stale) + sum(
+    expired = sum(_expire(pk, item_id, role) for pk, item_id, role in stale) + sum(
         _release_reservation(pk, item_id) for pk, item_id in reservations
     )
+    if study.is_arrangement:
+        expired += arrangements.sessions_lapse(study=study)
+    return expired
 
 
 def _expire(trial_id: int, item_id: int | None, role: str) -> bool:
@@ -210,6 +222,7 @@ def _issue(participant: Participant, position: int, role: str) -> Trial | None:
         role == TrialRole.REGULAR
         and sql.single_statement_writes()
         and not participant.study.is_adaptive_tags
+        and not participant.study.is_arrangement
         and participant.reserved_item_id is None  # else: the first regular trial, in steps
     ):
         return _claim_and_issue(participant, position)
@@ -224,7 +237,12 @@ def _issue_in_steps(participant: Participant, position: int, role: str) -> Trial
     shown: list[int]
     expected = None
     repeat_of = None
-    if role == TrialRole.REGULAR:
+    if study.is_arrangement:
+        chosen = arrangements.trial_stimuli(participant, role, rng)
+        if chosen is None:
+            return None
+        shown, expected = chosen
+    elif role == TrialRole.REGULAR:
         item = _take_reservation(participant) or _claim_item(participant)
         if item is None:
             return None
@@ -258,6 +276,8 @@ def _issue_in_steps(participant: Participant, position: int, role: str) -> Trial
         "repeat_of": repeat_of.pk if repeat_of else None,
     }
     trial_id = sql.insert(Trial, values)
+    if study.is_arrangement:
+        arrangements.session_extend(participant=participant, until=values["expires_at"])
     values.update(participant=participant, item=item, repeat_of=repeat_of)
     return Trial(pk=trial_id, **values)
 
@@ -495,6 +515,7 @@ def _submit(
         "rt_ms": answer.rt_ms,
         "idempotency_key": key,
         "flags": _response_flags(study, trial, answer),
+        "arrangement": arrangements.stored_arrangement(answer) if study.is_arrangement else None,
         "created_at": timezone.now(),
     }
     counted_item = trial.item_id if trial.role == TrialRole.REGULAR else None
@@ -508,6 +529,7 @@ def _submit(
         elif (
             then_issue
             and sql.single_statement_writes()
+            and not study.is_arrangement  # its trials claim nothing: issued the usual way
             and participant.plan[next_position : next_position + 1] == [TrialRole.REGULAR]
             and participant.reserved_item_id is None  # the first regular trial: its own way
         ):
@@ -617,6 +639,8 @@ def _check_answer(study: Study, trial: Trial, answer: Answer) -> None:
             raise TrialProblem(
                 f"The rating must be a whole number from {study.scale_min} to {study.scale_max}."
             )
+    elif study.is_arrangement:
+        arrangements.check_placements(trial, answer)
     elif study.is_choice:
         options = trial.shown if study.kind == StudyKind.TRIPLETS else trial.shown[1:]
         if answer.chosen is None:
@@ -634,6 +658,8 @@ def _response_flags(study: Study, trial: Trial, answer: Answer) -> list[str]:
         elapsed_ms = int((timezone.now() - trial.issued_at).total_seconds() * 1000)
     if study.min_response_ms and elapsed_ms < study.min_response_ms:
         flags.append("too fast")
+    if study.is_arrangement:
+        return flags + arrangements.arrangement_flags(trial, answer)
     if trial.role == TrialRole.CATCH and trial.expected:
         passed = (
             answer.value == trial.expected.get("value")
@@ -658,6 +684,8 @@ def participant_finish(*, participant: Participant) -> None:
     participant.refresh_from_db()
     if not finished:
         return  # finished by a concurrent request, or excluded by the researcher meanwhile
+    if participant.study.is_arrangement:
+        arrangements.session_finish(participant=participant, excluded=excluded)
     participant_release_holdings(participant=participant)
     if excluded:
         participant_items_count(participant=participant, change=-1)

@@ -1,0 +1,372 @@
+"""Multi-arrangement sessions (Kriegeskorte & Mur 2012): a participant drags stimuli into a
+circular arena so that distances reflect dissimilarity. The first regular trial shows every
+stimulus of the session; later trials show the subsets whose pairs have the least evidence
+("lift the weakest"), until every pair has enough evidence or the time budget is spent.
+
+Items and quotas. An item of a multi-arrangement study is one stimulus; its quota counts the
+sessions that arrange it. A session claims its stimuli at consent (conditional UPDATEs, as
+for other items) and holds them while it goes on. Its ``session_state`` says how its items
+count it; every change is one conditional UPDATE of the participant plus the items' counts
+in the same transaction (``_move``):
+
+    held     claimed at consent, in progress          assigned +1
+    counted  completed and not excluded               assigned +1, answered +1
+    released lapsed (no answer within the trial timeout), or excluded: counts nothing
+
+A lapsed session continues if its stimuli all have room still (``session_resume``), else it
+ends with what it has. Coordinates are in arena radii from the centre: inside means
+x² + y² <= 1.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotation.models import (
+    Item,
+    Participant,
+    ParticipantStatus,
+    Response,
+    Study,
+    Trial,
+    TrialRole,
+    TrialStatus,
+)
+from annotation.services.base import Answer, StudyFull, TrialProblem
+from evaluation.engine.arrangement import (
+    ArrangementError,
+    estimate_dissimilarities,
+    evidence_sufficient,
+    next_subset,
+    pair_evidence,
+)
+
+MIN_SESSION_ITEMS = 3  # fewer make no arrangement worth the name
+PRACTICE_ITEMS = 4
+CATCH_ITEMS = 4  # one stimulus twice, two others
+# A catch trial is passed when the two copies lie closer than this share of the trial's RMS
+# distance between the other pairs ("place identical items on top of each other").
+CATCH_TOGETHER = 0.25
+ARENA_TOLERANCE = 1e-6  # rounding in the browser: a point on the rim is inside
+MIN_REPEATED_PAIRS = 5  # the consistency rule needs this many pairs placed twice
+
+HELD, COUNTED, RELEASED = "held", "counted", "released"
+# (assigned, answered) each item of the session adds in a state.
+_COUNTS = {"": (0, 0), HELD: (1, 0), COUNTED: (1, 1), RELEASED: (0, 0)}
+
+
+# --- Session states -------------------------------------------------------------------------
+def session_claim(*, participant: Participant) -> None:
+    """Claim the session's stimuli at consent: up to the study's arena maximum of those
+    arranged by the fewest sessions, each with a conditional UPDATE (its quota checked in the
+    statement). StudyFull if fewer than MIN_SESSION_ITEMS have room; the caller's transaction
+    then undoes the claims."""
+    study = participant.study
+    claimable = Item.objects.filter(study=study, assigned__lt=study.quota).order_by(
+        "assigned", "shuffle_key"
+    )
+    claimed: list[int] = []
+    for item_id, stimulus_id in claimable.values_list("pk", "a_id").iterator():
+        if len(claimed) == study.arena_max_items:
+            break
+        if Item.objects.filter(pk=item_id, assigned__lt=study.quota).update(
+            assigned=F("assigned") + 1
+        ):
+            claimed.append(stimulus_id)
+    if len(claimed) < MIN_SESSION_ITEMS:
+        raise StudyFull(
+            "Every place in this study is taken at the moment: too few stimuli still need "
+            "participants to make an arrangement."
+        )
+    random.shuffle(claimed)
+    participant.session_stimuli = claimed
+    participant.session_state = HELD
+    participant.reserved_until = _hold_until(study)
+    Participant.objects.filter(pk=participant.pk).update(
+        session_stimuli=claimed, session_state=HELD, reserved_until=participant.reserved_until
+    )
+
+
+def _hold_until(study: Study) -> Any:
+    return timezone.now() + timedelta(seconds=study.trial_timeout_seconds)
+
+
+def session_extend(*, participant: Participant, until: Any) -> None:
+    """A trial was issued: the session is held until that trial's deadline."""
+    participant.reserved_until = until
+    Participant.objects.filter(pk=participant.pk).update(reserved_until=until)
+
+
+def _move(participant: Participant, source: str, target: str) -> bool:
+    """Move the session from state ``source`` to ``target``, changing its items' counts by
+    the difference; False (nothing changed) if it was not in ``source``."""
+    assigned = _COUNTS[target][0] - _COUNTS[source][0]
+    answered = _COUNTS[target][1] - _COUNTS[source][1]
+    with transaction.atomic():
+        moved = Participant.objects.filter(pk=participant.pk, session_state=source).update(
+            session_state=target
+        )
+        if moved and participant.session_stimuli and (assigned or answered):
+            Item.objects.filter(
+                study_id=participant.study_id, a_id__in=participant.session_stimuli
+            ).update(assigned=F("assigned") + assigned, answered=F("answered") + answered)
+    if moved:
+        participant.session_state = target
+    return bool(moved)
+
+
+def session_finish(*, participant: Participant, excluded: bool) -> None:
+    """The session ended: its items count it as an answer, or (excluded) not at all."""
+    _move(participant, HELD, RELEASED if excluded else COUNTED)
+
+
+def session_release(*, participant: Participant) -> bool:
+    """Excluded by the researcher, or lapsed: the session's items stop counting it."""
+    return _move(participant, HELD, RELEASED) or _move(participant, COUNTED, RELEASED)
+
+
+def session_count_again(*, participant: Participant) -> bool:
+    """Included again by the researcher: the session counts as answered (its items may then
+    hold more sessions than their quota, as for the other kinds)."""
+    return _move(participant, RELEASED, COUNTED)
+
+
+def session_resume(*, participant: Participant) -> bool:
+    """A lapsed session continues only if every one of its stimuli has room still (all
+    claimed again, or none); False ends it."""
+    if participant.session_state != RELEASED:
+        return participant.session_state == HELD
+    study = participant.study
+    with transaction.atomic():
+        if not Participant.objects.filter(pk=participant.pk, session_state=RELEASED).update(
+            session_state=HELD
+        ):
+            participant.refresh_from_db(fields=["session_state"])
+            return participant.session_state == HELD
+        claimed = Item.objects.filter(
+            study=study, a_id__in=participant.session_stimuli, assigned__lt=study.quota
+        ).update(assigned=F("assigned") + 1)
+        if claimed != len(set(participant.session_stimuli)):
+            transaction.set_rollback(True)
+            return False
+    participant.session_state = HELD
+    return True
+
+
+def sessions_lapse(*, study: Study) -> int:
+    """Release the sessions whose last trial passed its deadline unanswered (or that never
+    opened one); how many."""
+    lapsed = Participant.objects.filter(
+        study=study,
+        status=ParticipantStatus.CONSENTED,
+        session_state=HELD,
+        reserved_until__lt=timezone.now(),
+    ).exclude(trials__status=TrialStatus.ISSUED, trials__expires_at__gte=timezone.now())
+    return sum(session_release(participant=p) for p in lapsed)
+
+
+# --- Trials ---------------------------------------------------------------------------------
+def session_roles(study: Study, rng: random.Random) -> list[str]:
+    """Practice, then the first (full) arrangement, then catch trials among the next few
+    regular ones: later regular trials run only while evidence is short, so a catch trial
+    placed late might never be shown."""
+    regular = study.trials_per_session - study.catch_trials
+    early = [TrialRole.CATCH] * study.catch_trials + [TrialRole.REGULAR] * min(
+        regular - 1, study.catch_trials
+    )
+    rng.shuffle(early)
+    late = [TrialRole.REGULAR] * (regular - 1 - min(regular - 1, study.catch_trials))
+    roles = [TrialRole.PRACTICE] * study.practice_trials + [TrialRole.REGULAR, *early, *late]
+    return [str(role) for role in roles]
+
+
+def trial_stimuli(
+    participant: Participant, role: str, rng: random.Random
+) -> tuple[list[int], Any] | None:
+    """What the next trial shows (stimulus ids, in order) and, for a catch trial, the
+    expected answer; None when the session has no further regular trial (enough evidence,
+    or the time budget spent)."""
+    study = participant.study
+    if role == TrialRole.PRACTICE:
+        return _random_stimuli(study, PRACTICE_ITEMS, rng), None
+    if role == TrialRole.CATCH:
+        one, *others = _random_stimuli(study, CATCH_ITEMS - 1, rng)
+        shown = [one, one, *others]
+        rng.shuffle(shown)
+        together = [i for i, s in enumerate(shown) if s == one]
+        return shown, {"together": together}
+    stimuli = list(participant.session_stimuli)
+    placed = session_arrangements(participant)
+    if not placed:
+        rng.shuffle(stimuli)
+        return stimuli, None
+    elapsed = (timezone.now() - participant.started_at).total_seconds()
+    if elapsed >= study.session_seconds:
+        return None
+    evidence = pair_evidence(len(stimuli), placed)
+    if evidence_sufficient(evidence, study.evidence_threshold):
+        return None
+    subset = next_subset(
+        evidence, max_items=subset_size(len(stimuli)), threshold=study.evidence_threshold
+    )
+    shown = [stimuli[i] for i in subset]
+    rng.shuffle(shown)
+    return shown, None
+
+
+def subset_size(session_items: int) -> int:
+    """The most items of a later trial: half the session (at least 3). Smaller subsets let a
+    participant spread similar items over the whole arena; the paper's effort model makes the
+    same trade."""
+    return min(session_items, max(MIN_SESSION_ITEMS, math.ceil(session_items / 2)))
+
+
+def _random_stimuli(study: Study, count: int, rng: random.Random) -> list[int]:
+    ids = list(study.dataset.stimuli.values_list("pk", flat=True)[:5000])
+    return rng.sample(ids, min(count, len(ids)))
+
+
+def session_arrangements(participant: Participant) -> list[tuple[list[int], np.ndarray]]:
+    """The session's answered regular trials as (indices into session_stimuli, positions)."""
+    index = {s: i for i, s in enumerate(participant.session_stimuli)}
+    answered = Response.objects.filter(
+        trial__participant=participant, trial__role=TrialRole.REGULAR
+    ).values_list("trial__shown", "arrangement")
+    return [
+        ([index[s] for s in shown], np.array([p[:2] for p in placed or []], dtype=np.float64))
+        for shown, placed in answered.order_by("trial__position")
+    ]
+
+
+# --- Answers --------------------------------------------------------------------------------
+def check_placements(trial: Trial, answer: Answer) -> None:
+    """Every shown stimulus once, in the trial's order, at a finite point inside the arena;
+    not all on one spot. TrialProblem says what is wrong; nothing is stored."""
+    placements = answer.placements
+    if not placements:
+        raise TrialProblem("Drag every item into the circle, then press Done.")
+    if [p.stimulus for p in placements] != list(trial.shown):
+        if len(placements) != len(trial.shown):
+            raise TrialProblem(
+                f"This trial shows {len(trial.shown)} items; positions came for "
+                f"{len(placements)}. Place every item in the circle."
+            )
+        raise TrialProblem("The positions are not for the items this trial showed.")
+    for number, placement in enumerate(placements, start=1):
+        if not (math.isfinite(placement.x) and math.isfinite(placement.y)):
+            raise TrialProblem(f"Item {number} has no valid position.")
+        if placement.x**2 + placement.y**2 > 1 + ARENA_TOLERANCE:
+            raise TrialProblem(f"Item {number} lies outside the circle: drag it inside.")
+        if placement.moves < 0:
+            raise TrialProblem(f"Item {number} has a negative count of moves.")
+    points = np.array([(p.x, p.y) for p in placements])
+    if np.ptp(points, axis=0).max() < 1e-3:
+        raise TrialProblem("The items all lie on one spot: arrange them by how alike they are.")
+
+
+def stored_arrangement(answer: Answer) -> list[list[float]]:
+    return [[p.x, p.y, p.moves] for p in answer.placements]
+
+
+def arrangement_flags(trial: Trial, answer: Answer) -> list[str]:
+    flags = []
+    if any(p.moves == 0 for p in answer.placements):
+        flags.append("items never moved")
+    if trial.role == TrialRole.CATCH and trial.expected and not _catch_passed(trial, answer):
+        flags.append("failed catch")
+    return flags
+
+
+def _catch_passed(trial: Trial, answer: Answer) -> bool:
+    assert trial.expected is not None  # a catch trial's copies, set when it was issued
+    first, second = trial.expected["together"]
+    points = np.array([(p.x, p.y) for p in answer.placements])
+    apart = float(np.linalg.norm(points[first] - points[second]))
+    others = [
+        float(np.linalg.norm(points[i] - points[j]))
+        for i in range(len(points))
+        for j in range(i + 1, len(points))
+        if {i, j} != {first, second}
+    ]
+    rms = math.sqrt(sum(d * d for d in others) / len(others))
+    return apart < CATCH_TOGETHER * rms
+
+
+# --- Quality and estimates ------------------------------------------------------------------
+def consistency_problem(participant: Participant) -> str | None:
+    """Each later trial's distances against the same pairs' distances in the first regular
+    trial (which shows every pair): their correlation within the trial (so each trial's own
+    scale does not matter), averaged over trials weighted by their pairs. A participant whose
+    arrangements disagree with their own first one is placing at random."""
+    arranged = session_arrangements(participant)
+    if len(arranged) < 2:
+        return None
+    first_items, first_positions = arranged[0]
+    reference = _distances(first_items, first_positions)
+    weighted, pairs = 0.0, 0
+    for items, positions in arranged[1:]:
+        later = _distances(items, positions)
+        common = sorted(set(later) & set(reference))
+        if len(common) < 3:
+            continue
+        before = np.array([reference[pair] for pair in common])
+        now = np.array([later[pair] for pair in common])
+        if np.std(before) == 0 or np.std(now) == 0:
+            continue
+        weighted += float(np.corrcoef(before, now)[0, 1]) * len(common)
+        pairs += len(common)
+    if pairs < MIN_REPEATED_PAIRS:
+        return None
+    r = weighted / pairs
+    if r < participant.study.min_pair_consistency:
+        return f"pairs placed twice correlate at r = {r:.2f} between trials"
+    return None
+
+
+def _distances(items: list[int], positions: np.ndarray) -> dict[tuple[int, int], float]:
+    """On-screen distance of each pair of a trial, by its items' session indices."""
+    return {
+        (min(items[i], items[j]), max(items[i], items[j])): float(
+            np.linalg.norm(positions[i] - positions[j])
+        )
+        for i in range(len(items))
+        for j in range(i + 1, len(items))
+    }
+
+
+@dataclass(frozen=True)
+class SessionEstimate:
+    """A participant's dissimilarity estimate over their session's stimuli (RMS 1)."""
+
+    participant: Participant
+    stimuli: list[int]
+    dissimilarities: np.ndarray
+    evidence: np.ndarray
+
+
+def session_estimate(participant: Participant) -> SessionEstimate | None:
+    """The inverse-MDS estimate of the session (None before its first regular trial)."""
+    placed = session_arrangements(participant)
+    if not placed:
+        return None
+    try:
+        estimate = estimate_dissimilarities(len(participant.session_stimuli), placed)
+    except ArrangementError:
+        return None  # answers are checked when stored; this guards rows written by hand
+    return SessionEstimate(
+        participant, list(participant.session_stimuli), estimate.dissimilarities, estimate.evidence
+    )
+
+
+def study_estimates(participants: Sequence[Participant]) -> list[SessionEstimate]:
+    return [e for e in map(session_estimate, participants) if e is not None]

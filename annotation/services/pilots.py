@@ -1,0 +1,866 @@
+"""Pilots: simulated participants sent through a study's real pages before it opens
+(annotation/simulation.py), and what they found.
+
+A pilot is started on a study that is not open (``pilot_start``), then run (``pilot_run``,
+from the ``simulate_study`` command or the ``annotation.pilot_run`` task): its bots take
+part over HTTP through the study link carrying the pilot's token, which admits them while
+the pilot runs. When they are done the pilot's report is built from the database (who
+was excluded and why, next to the persona each bot had; how assignment and quotas
+behaved; reliability against the number of participants, by subsampling the bots that were
+kept), and then everything the bots counted on the study's items is taken out again
+(``_take_out``), so that the real study starts from zero. The bots' participants and
+responses stay, marked with the pilot: aggregation and the study page leave them out unless
+the researcher aggregates the pilot itself.
+
+Idempotent through the pilot's row: ``pilot_run`` claims the pilot once (a redelivered task
+finds it claimed), and the counts are taken out in the same transaction as the conditional
+update that ends the pilot, so they are taken out exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, F, Q, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from annotation import simulation
+from annotation.models import (
+    Item,
+    Participant,
+    ParticipantStatus,
+    Pilot,
+    PilotStatus,
+    Response,
+    Study,
+    StudyKind,
+    StudyStatus,
+    Tag,
+    TagRating,
+    TagStatus,
+    Trial,
+    TrialRole,
+    TrialStatus,
+)
+from annotation.services.aggregation import arrangement_rows
+from annotation.services.arrangements import COUNTED, HELD
+from annotation.services.quality import participant_items_count
+from annotation.services.trials import participant_release_holdings
+from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
+from evaluation.models import EmbeddingSet, PretrainedModel
+
+logger = logging.getLogger(__name__)
+
+MAX_PARTICIPANTS = 500
+MAX_CONCURRENCY = 32
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "rating_noise": 0.5,
+    "temperature": 0.5,
+    "placement_noise": 0.15,
+    "lapse_rate": 0.02,
+    "speeders": 0,
+    "catch_failers": 0,
+    "concurrency": 8,
+    "target": 0.8,
+    "seed": None,
+}
+# A pilot still running after this long lost its worker (or its task message): the next
+# pilot of the study fails it and takes its counts out.
+STALE_AFTER = timedelta(hours=2)
+RELIABILITY_POINTS = 10  # participant counts on the reliability curve
+RELIABILITY_DRAWS = 20  # random subsets per count
+RELIABILITY_SPLITS = 10  # split-halves per subset (the curve averages over draws as well)
+SHOWN_ITEMS = 20  # item ids listed where a check fails
+UNFINISHED = "the pilot ended before this simulated session finished"
+
+RULES = (  # what each quality-control reason (quality.quality_problems) is about
+    ("catch", "catch trials"),
+    ("faster than", "too fast"),
+    ("repeated", "test-retest"),
+    ("never moved", "items never moved"),
+    ("placed twice", "arrangement consistency"),
+)
+
+
+# --- Starting -------------------------------------------------------------------------------
+def pilot_start(
+    *,
+    study: Study,
+    model: PretrainedModel,
+    participants: int,
+    created_by: Any = None,
+    base_url: str = "",
+    **options: Any,
+) -> Pilot:
+    """A pilot of ``participants`` simulated participants answering from ``model``'s stored
+    embeddings of the study's dataset (its default layer where stored, else its newest).
+    Options (DEFAULT_OPTIONS): rating_noise, temperature, placement_noise, lapse_rate,
+    speeders and catch_failers (how many of the participants are planted), concurrency,
+    target (the reliability to plan for) and seed. ValidationError says what is wrong."""
+    checked = _check_options(participants, options)
+    if study.status == StudyStatus.OPEN:
+        raise ValidationError(
+            f"{study.name} is open to participants: a pilot comes before a study opens (its "
+            "bots would take places meant for people). Close the study first, or pilot a "
+            "draft copy of it."
+        )
+    if not study.items.exists():
+        raise ValidationError(f"{study.name} has no items to pilot.")
+    embedding_set = pilot_embeddings(model=model, study=study)
+    with transaction.atomic():
+        Study.objects.select_for_update().filter(pk=study.pk).first()  # one start at a time
+        pilots_fail_stale(study=study)
+        running = study.pilots.filter(status=PilotStatus.RUNNING).first()
+        if running is not None:
+            raise ValidationError(
+                f"Pilot {running.pk} of this study is still running; its report comes first."
+            )
+        return Pilot.objects.create(
+            study=study,
+            model=model,
+            options={
+                **checked,
+                "embedding_set": embedding_set.pk,
+                "layer": embedding_set.layer,
+                "base_url": base_url,
+            },
+            created_by=created_by,
+        )
+
+
+def _check_options(participants: Any, options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ValidationError(f"Unknown pilot options: {', '.join(sorted(unknown))}.")
+    values = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
+    errors: dict[str, str] = {}
+
+    def whole(name: str, value: Any, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors[name] = f"must be a whole number from {low} to {high}; got {value!r}."
+            return low
+        return value
+
+    def number(name: str, value: Any, low: float, high: float, *, above: bool = False) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (value > low if above else value >= low)
+        if not ok or value > high:
+            errors[name] = (
+                f"must be a number {'above' if above else 'from'} {low} up to {high}; "
+                f"got {value!r}."
+            )
+            return low
+        return float(value)
+
+    checked = {
+        "participants": whole("participants", participants, 2, MAX_PARTICIPANTS),
+        "rating_noise": number("rating_noise", values["rating_noise"], 0, 10),
+        "temperature": number("temperature", values["temperature"], 0, 100, above=True),
+        "placement_noise": number("placement_noise", values["placement_noise"], 0, 10),
+        "lapse_rate": number("lapse_rate", values["lapse_rate"], 0, 1),
+        "speeders": whole("speeders", values["speeders"], 0, MAX_PARTICIPANTS),
+        "catch_failers": whole("catch_failers", values["catch_failers"], 0, MAX_PARTICIPANTS),
+        "concurrency": whole("concurrency", values["concurrency"], 1, MAX_CONCURRENCY),
+        "target": number("target", values["target"], 0, 0.99, above=True),
+        "seed": (
+            whole("seed", values["seed"], 0, 2**32 - 1)
+            if values["seed"] is not None
+            else random.randrange(2**32)
+        ),
+    }
+    if not errors and checked["speeders"] + checked["catch_failers"] >= checked["participants"]:
+        errors["participants"] = (
+            f"{checked['speeders']} speeders and {checked['catch_failers']} catch failers "
+            f"leave no honest participant among {checked['participants']}."
+        )
+    if errors:
+        raise ValidationError(errors)
+    return checked
+
+
+def pilot_embeddings(*, model: PretrainedModel, study: Study) -> EmbeddingSet:
+    """The model's stored embeddings of the study's dataset the bots answer from: its
+    default layer if stored, else the newest stored layer."""
+    dataset = study.dataset
+    sets = EmbeddingSet.objects.filter(model=model, dataset=dataset).order_by("-created_at", "-id")
+    stored = [s for s in sets if s.is_stored()]
+    if not stored:
+        raise ValidationError(
+            f"{model.name} has no stored embeddings of {dataset.name}, so its bots would have "
+            "nothing to answer from: run the model on this dataset first (a run extracts and "
+            "stores them), or import embeddings computed elsewhere."
+        )
+    chosen = next((s for s in stored if s.layer == model.default_layer), stored[0])
+    stimuli = dataset.stimuli.count()
+    if chosen.count != stimuli:
+        raise ValidationError(
+            f"The stored embeddings of {model.name} ({chosen.layer}) have {chosen.count} rows "
+            f"but {dataset.name} has {stimuli} stimuli now; run the model on it again."
+        )
+    return chosen
+
+
+def pilots_fail_stale(*, study: Study) -> int:
+    """Fail the study's pilots that have run for longer than STALE_AFTER (their worker
+    died, or their task was lost): their counts are taken out. How many."""
+    stale = study.pilots.filter(
+        status=PilotStatus.RUNNING, created_at__lt=timezone.now() - STALE_AFTER
+    )
+    return sum(
+        _end(
+            pilot,
+            report={**pilot.report},
+            error=f"No report after {STALE_AFTER}: the worker running it stopped, or its "
+            "task was lost. Its simulated sessions were ended and taken out of the counts.",
+        )
+        for pilot in stale
+    )
+
+
+# --- Running --------------------------------------------------------------------------------
+def pilot_run(
+    *,
+    pilot: Pilot,
+    base_url: str = "",
+    on_result: Callable[[simulation.BotResult], None] | None = None,
+) -> Pilot:
+    """Run the pilot's bots against the server at ``base_url`` (default: the one given at
+    the start), then build its report and take its counts out of the study. Never raises
+    for a pilot that goes wrong: the pilot is FAILED with the reason, nothing left
+    counted."""
+    base_url = base_url or pilot.options.get("base_url", "")
+    if not _claim(pilot):
+        logger.info("Pilot %s was claimed already (or has ended); not run again.", pilot.pk)
+        pilot.refresh_from_db()
+        return pilot
+    try:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValidationError(
+                f"The bots need the address of the running web server (http://...), got "
+                f"{base_url!r}."
+            )
+        report = _simulate(pilot, base_url, on_result)
+    except Exception as exc:
+        logger.exception("Pilot %s failed", pilot.pk)
+        message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        _end(pilot, report=pilot.report, error=f"The pilot failed: {message}")
+    else:
+        started = report["sessions"]["started"]
+        error = "" if started else _nobody_started(report, base_url)
+        _end(pilot, report=report, error=error)
+    pilot.refresh_from_db()
+    return pilot
+
+
+def _claim(pilot: Pilot) -> bool:
+    """Mark the pilot as being run, once; False if it was claimed already or has ended."""
+    claimed = (
+        Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING)
+        .exclude(report__has_key="started_at")
+        .update(
+            report={"started_at": timezone.now().isoformat(), "counts_before": _counts(pilot.study)}
+        )
+    )
+    if claimed:
+        pilot.refresh_from_db()
+    return bool(claimed)
+
+
+def _counts(study: Study) -> dict[str, int]:
+    totals = study.items.aggregate(assigned=Sum("assigned"), answered=Sum("answered"))
+    return {key: int(value or 0) for key, value in totals.items()}
+
+
+def _simulate(
+    pilot: Pilot, base_url: str, on_result: Callable[[simulation.BotResult], None] | None
+) -> dict[str, Any]:
+    study, options = pilot.study, pilot.options
+    view = model_view(pilot)
+    settings = simulation.BotSettings(
+        rating_noise=options["rating_noise"],
+        temperature=options["temperature"],
+        placement_noise=options["placement_noise"],
+        lapse_rate=options["lapse_rate"],
+        min_response_ms=study.min_response_ms,
+    )
+    personas = planted_personas(
+        options["participants"], options["speeders"], options["catch_failers"], options["seed"]
+    )
+    entry = base_url.rstrip("/") + reverse("annotation:study_entry", args=[study.token])
+    entry += "?" + urllib.parse.urlencode({"pilot": pilot.token})
+    started = time.monotonic()
+    results = simulation.run_bots(
+        entry,
+        personas,
+        view,
+        settings,
+        seed=options["seed"],
+        concurrency=options["concurrency"],
+        on_result=on_result,
+    )
+    report = pilot_report(pilot, results)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _nobody_started(report: dict[str, Any], base_url: str) -> str:
+    bots = report["bots"]
+    reason = next((b["refused"] or b["error"] for b in bots if b["refused"] or b["error"]), "")
+    return (
+        f"None of the {len(bots)} simulated participants could start a session at {base_url}"
+        f"{': ' + reason if reason else ''}."
+    )
+
+
+def model_view(pilot: Pilot) -> simulation.ModelView:
+    """The bots' knowledge: the pilot's embeddings of the study's dataset, the study's own
+    pairs as the similarity scale (pair studies), and the stimuli's labels and texts."""
+    study = pilot.study
+    embedding_set = EmbeddingSet.objects.filter(pk=pilot.options.get("embedding_set")).first()
+    if embedding_set is None or not embedding_set.is_stored():
+        raise ValidationError("The embeddings this pilot was started with are no longer stored.")
+    stimuli = list(study.dataset.stimuli.order_by("order").values_list("pk", "label", "text"))
+    vectors = np.asarray(embedding_set.load(), dtype=np.float32)
+    reference = []
+    if study.kind == StudyKind.PAIRS:
+        reference = list(study.items.values_list("a_id", "b_id"))
+    return simulation.ModelView(
+        vectors.reshape(len(vectors), -1),
+        [pk for pk, _, _ in stimuli],
+        labels={pk: label for pk, label, _ in stimuli},
+        texts={pk: text for pk, _, text in stimuli},
+        reference_pairs=[(a, b) for a, b in reference if b is not None],
+        seed=pilot.options.get("seed") or 0,
+    )
+
+
+def planted_personas(participants: int, speeders: int, catch_failers: int, seed: int) -> list[str]:
+    """Who each bot is, in arrival order: the planted ones spread among the honest."""
+    personas = (
+        [simulation.SPEEDER] * speeders
+        + [simulation.CATCH_FAILER] * catch_failers
+        + [simulation.HONEST] * (participants - speeders - catch_failers)
+    )
+    random.Random(seed).shuffle(personas)
+    return personas
+
+
+# --- Ending ---------------------------------------------------------------------------------
+def pilot_fail(*, pilot: Pilot, error: str) -> bool:
+    """End a running pilot as failed (its sessions ended, its counts taken out)."""
+    return _end(pilot, report={**pilot.report}, error=error)
+
+
+def _end(pilot: Pilot, *, report: dict[str, Any], error: str) -> bool:
+    """Finish (or, with an error, fail) a running pilot and take what its bots counted out
+    of the study's items, in one transaction; False if it had ended already."""
+    status = PilotStatus.FAILED if error else PilotStatus.FINISHED
+    with transaction.atomic():
+        ended = Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING).update(
+            status=status, error=error, finished_at=timezone.now()
+        )
+        if not ended:
+            return False
+        taken = _take_out(pilot)
+        report = {**report, "taken_out": taken, "counts_after": _counts(pilot.study)}
+        Pilot.objects.filter(pk=pilot.pk).update(report=report)
+    pilot.refresh_from_db()
+    return True
+
+
+def _take_out(pilot: Pilot) -> dict[str, int]:
+    """End the pilot's unfinished sessions and stop counting all its bots' answers and
+    holdings on the study's items; tags the bots added (tag studies) go too, so real
+    participants start from the study's own. What was done, in numbers."""
+    study = pilot.study
+    ended = uncounted = 0
+    for participant in pilot.participants.select_related("study"):
+        if Participant.objects.filter(pk=participant.pk, status=ParticipantStatus.CONSENTED).update(
+            status=ParticipantStatus.WITHDRAWN,
+            flags=[*participant.flags, UNFINISHED],
+            completed_at=timezone.now(),
+        ):
+            ended += 1
+            participant.refresh_from_db()
+            participant_release_holdings(participant=participant)
+        if study.is_adaptive_tags:
+            continue  # below, for all bots at once
+        if study.is_arrangement or participant.status != ParticipantStatus.EXCLUDED:
+            # Excluded sessions were taken out by quality control already (an arrangement
+            # session knows its own state: releasing it twice changes nothing).
+            uncounted += bool(participant_items_count(participant=participant, change=-1))
+    if study.is_adaptive_tags:
+        uncounted = _uncount_chains(pilot)
+    tags = _remove_tags(pilot) if study.kind == StudyKind.TAGS else 0
+    return {"sessions_ended": ended, "uncounted": uncounted, "tags_removed": tags}
+
+
+def _uncount_chains(pilot: Pilot) -> int:
+    """Adaptive tag chains count every answer, excluded or not: take each bot answer off its
+    item (and the claim that came with it)."""
+    answered = (
+        Trial.objects.filter(
+            participant__pilot=pilot, role=TrialRole.REGULAR, status=TrialStatus.ANSWERED
+        )
+        .values("item_id")
+        .annotate(n=Count("pk"))
+    )
+    total = 0
+    for row in answered:
+        Item.objects.filter(pk=row["item_id"]).update(
+            assigned=F("assigned") - row["n"], answered=F("answered") - row["n"]
+        )
+        total += row["n"]
+    return total
+
+
+def _remove_tags(pilot: Pilot) -> int:
+    """Take the bots' tags and ratings out of a tag study: tags a bot added are deleted (with
+    every rating of them); a bot's rating of another tag comes off its counts; tag states
+    and adaptive chains are worked out again from what remains."""
+    study = pilot.study
+    bot_trials = Trial.objects.filter(participant__pilot=pilot)
+    touched: set[int] = set()
+    others = TagRating.objects.filter(trial__in=bot_trials).exclude(tag__added_in__in=bot_trials)
+    for tag_id, rating, flagged in others.values_list("tag_id", "rating", "flagged"):
+        if flagged:
+            Tag.objects.filter(pk=tag_id).update(flag_count=F("flag_count") - 1)
+        else:
+            Tag.objects.filter(pk=tag_id).update(
+                rating_count=F("rating_count") - 1, rating_sum=F("rating_sum") - (rating or 0)
+            )
+        touched.add(tag_id)
+    others.delete()
+    added = Tag.objects.filter(added_in__in=bot_trials)
+    stimuli = set(added.values_list("stimulus_id", flat=True))
+    removed = added.count()
+    added.delete()
+    if study.is_adaptive_tags:
+        for tag in Tag.objects.filter(pk__in=touched):
+            Tag.objects.filter(pk=tag.pk).update(status=_tag_status(study, tag))
+            stimuli.add(tag.stimulus_id)
+        _chains_again(study, stimuli)
+    return removed
+
+
+def _tag_status(study: Study, tag: Tag) -> str:
+    """A tag's state from its counts, by the rules of tags._update_tag_states."""
+    if tag.flag_count >= study.flags_to_hide:
+        return TagStatus.HIDDEN
+    if tag.rating_count >= study.ratings_to_freeze and (
+        tag.rating_sum >= tag.rating_count * study.freeze_mean
+    ):
+        return TagStatus.FROZEN
+    return TagStatus.ACTIVE
+
+
+def _chains_again(study: Study, stimuli: set[int]) -> None:
+    """Whether each touched chain is complete, from its frozen tags and answers."""
+    for item in Item.objects.filter(study=study, a_id__in=stimuli):
+        frozen = Tag.objects.filter(
+            study=study, stimulus_id=item.a_id, status=TagStatus.FROZEN
+        ).count()
+        complete = frozen >= study.frozen_tags_to_complete or item.answered >= study.max_iterations
+        Item.objects.filter(pk=item.pk).update(completed=complete)
+
+
+# --- The report -----------------------------------------------------------------------------
+def pilot_report(pilot: Pilot, results: Sequence[simulation.BotResult]) -> dict[str, Any]:
+    """What the pilot found, from the database after its bots are done (and before its
+    counts are taken out): each bot's persona against what quality control decided, how
+    assignment and quotas behaved, reliability against the number of participants."""
+    study = pilot.study
+    tokens = [r.participant for r in results if r.participant]
+    participants = {
+        p.token: p
+        for p in Participant.objects.filter(pilot=pilot, token__in=tokens).annotate(
+            regular=Count(
+                "trials",
+                filter=Q(trials__role=TrialRole.REGULAR, trials__status=TrialStatus.ANSWERED),
+            ),
+            answered_trials=Count("trials", filter=Q(trials__status=TrialStatus.ANSWERED)),
+        )
+    }
+    bots = [_bot_row(result, participants.get(result.participant)) for result in results]
+    return {
+        **pilot.report,
+        "kind": study.kind,
+        "model": pilot.model.name if pilot.model else "",
+        "layer": pilot.options.get("layer", ""),
+        "bots": bots,
+        "sessions": _sessions(study, bots),
+        "quality": _quality(study, bots),
+        "assignment": _assignment(pilot, bots),
+        "reliability": _reliability(pilot, bots),
+        "tags": _tags_found(pilot) if study.kind == StudyKind.TAGS else None,
+        "requests": sum(r.requests for r in results),
+    }
+
+
+def _bot_row(result: simulation.BotResult, participant: Participant | None) -> dict[str, Any]:
+    return {
+        "number": result.number,
+        "persona": result.persona,
+        "participant": participant.pk if participant else None,
+        "status": participant.status if participant else "",
+        "flags": list(participant.flags) if participant else [],
+        "answered": result.answered,
+        "regular": getattr(participant, "regular", 0),
+        "planned_regular": (
+            sum(role == TrialRole.REGULAR for role in participant.plan) if participant else 0
+        ),
+        "practice": result.practice,
+        "catch_trials": result.catch_trials,
+        "lapses": result.lapses,
+        "finished": result.finished,
+        "refused": result.refused,
+        "error": result.error,
+        "problems": result.problems[:5],
+    }
+
+
+def _sessions(study: Study, bots: list[dict[str, Any]]) -> dict[str, Any]:
+    started = [b for b in bots if b["participant"] is not None]
+    statuses = Counter(b["status"] for b in started)
+    ended_early = (
+        []
+        if study.is_arrangement or study.is_adaptive_tags
+        else [
+            b["number"]
+            for b in started
+            if b["status"] in (ParticipantStatus.COMPLETED, ParticipantStatus.EXCLUDED)
+            and b["regular"] < b["planned_regular"]
+        ]
+    )
+    regular = [b["regular"] for b in started]
+    return {
+        "bots": len(bots),
+        "started": len(started),
+        "refused": [{"bot": b["number"], "why": b["refused"]} for b in bots if b["refused"]],
+        "errors": [{"bot": b["number"], "error": b["error"]} for b in bots if b["error"]],
+        "completed": statuses.get(ParticipantStatus.COMPLETED, 0),
+        "excluded": statuses.get(ParticipantStatus.EXCLUDED, 0),
+        "unfinished": statuses.get(ParticipantStatus.CONSENTED, 0),
+        "ended_early": ended_early,
+        "regular_trials": _spread(regular),
+    }
+
+
+def _spread(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "min": float(min(values)),
+        "mean": round(float(np.mean(values)), 2),
+        "max": float(max(values)),
+    }
+
+
+def rule_of(reason: str) -> str:
+    """Which quality rule a reason (quality.quality_problems) comes from."""
+    return next((rule for key, rule in RULES if key in reason), "other")
+
+
+def _quality(study: Study, bots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each rule and whom it caught; each persona and how many of them were excluded."""
+    started = [b for b in bots if b["participant"] is not None]
+    fired: dict[str, dict[str, Any]] = {}
+    for bot in started:
+        for reason in bot["flags"]:
+            if reason == UNFINISHED:
+                continue
+            entry = fired.setdefault(rule_of(reason), {"bots": [], "personas": Counter()})
+            entry["bots"].append(bot["number"])
+            entry["personas"][bot["persona"]] += 1
+    personas: dict[str, dict[str, Any]] = {}
+    for persona in simulation.PERSONAS:
+        mine = [b for b in started if b["persona"] == persona]
+        if not mine and persona != simulation.HONEST:
+            continue
+        excluded = [b["number"] for b in mine if b["status"] == ParticipantStatus.EXCLUDED]
+        flagged = [b["number"] for b in mine if b["flags"]]
+        personas[persona] = {
+            "label": simulation.PERSONA_LABELS[persona],
+            "sessions": len(mine),
+            "excluded": excluded,
+            "flagged": flagged,
+        }
+    planted = [b for b in started if b["persona"] != simulation.HONEST]
+    caught = [b for b in planted if b["status"] == ParticipantStatus.EXCLUDED]
+    honest = personas[simulation.HONEST]
+    return {
+        "rules": {rule: {**e, "personas": dict(e["personas"])} for rule, e in fired.items()},
+        "personas": personas,
+        "planted": {"sessions": len(planted), "excluded": len(caught)},
+        "honest": {"sessions": honest["sessions"], "excluded": len(honest["excluded"])},
+        "exclude_on_failure": study.exclude_on_failure,
+        "notes": _quality_notes(study, bots),
+    }
+
+
+def _quality_notes(study: Study, bots: list[dict[str, Any]]) -> list[str]:
+    """What the design cannot catch, said plainly."""
+    personas = {b["persona"] for b in bots}
+    notes = []
+    if simulation.CATCH_FAILER in personas and not study.catch_trials:
+        notes.append(
+            "The design has no catch trials: inattentive participants are caught only if "
+            "another rule happens to fire."
+        )
+    if simulation.SPEEDER in personas and not study.min_response_ms:
+        notes.append(
+            "The design sets no minimum response time: speeders are not flagged as too fast."
+        )
+    if not study.exclude_on_failure:
+        notes.append("The design flags rule breakers but does not exclude them.")
+    return notes
+
+
+def _assignment(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Did assignment behave: per-item counts of the pilot's kept answers, items over their
+    quota, an item answered twice by one participant, holdings left after every session
+    ended, and whether the items' counters agree with the responses."""
+    study = pilot.study
+    items = dict(study.items.values_list("pk", "answered"))
+    quota = study.quota
+    per_item = _pilot_answers_per_item(pilot)
+    over_quota = sorted(pk for pk, answered in items.items() if answered > quota)
+    histogram = Counter(per_item.get(pk, 0) for pk in items)
+    duplicates = (
+        Trial.objects.filter(
+            participant__pilot=pilot, role=TrialRole.REGULAR, status=TrialStatus.ANSWERED
+        )
+        .values("participant_id", "item_id")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .count()
+    )
+    return {
+        "items": len(items),
+        "quota": quota,
+        "per_item": _spread([per_item.get(pk, 0) for pk in items]),
+        "histogram": sorted(histogram.items()),
+        "complete_items": sum(answered >= quota for answered in items.values()),
+        "over_quota": len(over_quota),
+        "over_quota_items": over_quota[:SHOWN_ITEMS],
+        "duplicates": duplicates,
+        "holdings_left": _holdings_left(pilot),
+        "counters_mismatched": _counters_mismatched(study)[:SHOWN_ITEMS],
+    }
+
+
+def _pilot_answers_per_item(pilot: Pilot) -> dict[int, int]:
+    """Kept answers per item: regular answers of the pilot's bots that were not excluded
+    (multi-arrangement: sessions counted on each stimulus' item)."""
+    study = pilot.study
+    if study.is_arrangement:
+        counts: Counter[int] = Counter()
+        sessions = pilot.participants.filter(session_state=COUNTED)
+        for stimuli in sessions.values_list("session_stimuli", flat=True):
+            counts.update(set(stimuli))
+        item_of = dict(study.items.values_list("a_id", "pk"))
+        return {item_of[s]: n for s, n in counts.items() if s in item_of}
+    answers = Response.objects.filter(
+        trial__participant__pilot=pilot, trial__role=TrialRole.REGULAR
+    )
+    if not study.is_adaptive_tags:  # chains count excluded answers too
+        answers = answers.exclude(trial__participant__status=ParticipantStatus.EXCLUDED)
+    rows = answers.values("trial__item_id").annotate(n=Count("pk"))
+    return {row["trial__item_id"]: row["n"] for row in rows}
+
+
+def _holdings_left(pilot: Pilot) -> int:
+    """Trials, reservations and arrangement sessions the pilot's ended sessions still hold
+    (each should give its holdings back when it ends)."""
+    ended = pilot.participants.exclude(status=ParticipantStatus.CONSENTED)
+    trials = Trial.objects.filter(participant__in=ended, status=TrialStatus.ISSUED).count()
+    reserved = ended.filter(reserved_item__isnull=False).count()
+    held = ended.filter(session_state=HELD).count()
+    return trials + reserved + held
+
+
+def _counters_mismatched(study: Study) -> list[int]:
+    """Items whose ``answered`` counter differs from the responses that should count on it
+    (all participants, real and simulated; multi-arrangement: counted sessions)."""
+    items = dict(study.items.values_list("pk", "answered"))
+    if study.is_arrangement:
+        expected: Counter[int] = Counter()
+        item_of = dict(study.items.values_list("a_id", "pk"))
+        sessions = study.participants.filter(session_state=COUNTED)
+        for stimuli in sessions.values_list("session_stimuli", flat=True):
+            expected.update(item_of[s] for s in set(stimuli) if s in item_of)
+    else:
+        answers = Response.objects.filter(
+            trial__participant__study=study, trial__role=TrialRole.REGULAR
+        )
+        if not study.is_adaptive_tags:
+            answers = answers.exclude(trial__participant__status=ParticipantStatus.EXCLUDED)
+        rows = answers.values("trial__item_id").annotate(n=Count("pk"))
+        expected = Counter({row["trial__item_id"]: row["n"] for row in rows})
+    return sorted(pk for pk, answered in items.items() if answered != expected.get(pk, 0))
+
+
+def _tags_found(pilot: Pilot) -> dict[str, Any]:
+    """What the bots' tags came to (counted before they are taken out of the study)."""
+    added = Tag.objects.filter(added_in__participant__pilot=pilot)
+    rows = added.values("status").annotate(n=Count("pk"))
+    statuses = {row["status"]: row["n"] for row in rows}
+    chains = pilot.study.items.filter(completed=True).count()
+    return {"added": sum(statuses.values()), "by_status": statuses, "chains_completed": chains}
+
+
+# --- Reliability against the number of participants -----------------------------------------
+def _reliability(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The study's reliability measure on random subsets of n kept bots, n from 2 up to all
+    of them: how reliability grows with the number of participants; and how many it takes
+    to reach the pilot's target."""
+    study = pilot.study
+    target = float(pilot.options.get("target", 0.8))
+    kept = [b["participant"] for b in bots if b["status"] == ParticipantStatus.COMPLETED]
+    if study.kind == StudyKind.TAGS:
+        return None
+    measure = _measure(study, kept)
+    sizes = _sizes(len(kept))
+    rng = np.random.default_rng(pilot.options.get("seed") or 0)
+    curve = []
+    for n in sizes:
+        draws = 1 if n == len(kept) else RELIABILITY_DRAWS
+        values = [
+            value
+            for draw in range(draws)
+            if (value := measure.score(list(rng.choice(kept, size=n, replace=False)), draw))
+            is not None
+        ]
+        curve.append(
+            {
+                "participants": n,
+                "mean": round(float(np.mean(values)), 4) if values else None,
+                "sd": round(float(np.std(values)), 4) if len(values) > 1 else None,
+                "draws": draws,
+                "usable": len(values),
+                "judgments_per_item": round(measure.per_item(n), 2),
+            }
+        )
+    return {
+        "method": measure.method,
+        "kept": len(kept),
+        "curve": curve,
+        "needed": _needed(study, curve, target, measure.spearman_brown),
+    }
+
+
+class _Measure:
+    """The study's reliability measure over the responses of a subset of participants (the
+    same functions the study page uses: selectors.study_reliability)."""
+
+    def __init__(self, study: Study, kept: list[int]) -> None:
+        self.study = study
+        self.spearman_brown = not study.is_choice
+        self.rows: list[tuple[Any, ...]] = []
+        if study.is_arrangement:
+            self.method = "split-half, Spearman-Brown (estimated dissimilarities)"
+            participants = Participant.objects.filter(pk__in=kept)
+            for row in arrangement_rows(study, participants):
+                who = int(row.participant.removeprefix("p"))
+                self.rows.append((row.stimuli[0], row.stimuli[1], float(row.value or 0), who))
+        else:
+            self.method = (
+                "leave-one-out majority agreement"
+                if study.is_choice
+                else "split-half, Spearman-Brown"
+            )
+            responses = Response.objects.filter(
+                trial__participant_id__in=kept, trial__role=TrialRole.REGULAR
+            ).values_list(
+                "trial__item__a_id",
+                "trial__item__b_id",
+                "trial__item__c_id",
+                "value",
+                "chosen_id",
+                "trial__participant_id",
+            )
+            for a, b, c, value, chosen, who in responses:
+                self.rows.append((a, b, c, value if value is not None else chosen, who))
+        self.who = np.array([row[-1] for row in self.rows])
+        self._items = {row[:-2] for row in self.rows}  # pairs, triplets, 2AFC trials
+
+    def per_item(self, n: int) -> float:
+        """Judgments per item (pair) that n participants give, on average."""
+        participants = len(set(self.who.tolist())) or 1
+        items = len(self._items) or 1
+        return len(self.rows) * n / participants / items
+
+    def score(self, subset: list[int], draw: int) -> float | None:
+        chosen = np.isin(self.who, subset)
+        rows = [row for row, keep in zip(self.rows, chosen, strict=True) if keep]
+        if not rows:
+            return None
+        if self.study.is_choice:
+            keys = np.array([row[:3] for row in rows])
+            agreement = leave_one_out_agreement(keys, np.array([row[3] for row in rows]))
+            return None if agreement is None else float(agreement["mean"])
+        a, b = [row[0] for row in rows], [row[1] for row in rows]
+        values = [float(row[-2]) for row in rows]
+        who = [str(row[-1]) for row in rows]
+        result = split_half_reliability(a, b, values, who, n_splits=RELIABILITY_SPLITS, seed=draw)
+        mean = result.get("mean")
+        return None if mean is None else float(mean)
+
+
+def _measure(study: Study, kept: list[int]) -> _Measure:
+    return _Measure(study, kept)
+
+
+def _sizes(kept: int) -> list[int]:
+    """Participant counts on the curve: from 2 to all, at most RELIABILITY_POINTS."""
+    if kept < 2:
+        return []
+    return sorted({round(n) for n in np.linspace(2, kept, min(kept - 1, RELIABILITY_POINTS))})
+
+
+def _needed(
+    study: Study, curve: list[dict[str, Any]], target: float, spearman_brown: bool
+) -> dict[str, Any]:
+    """How many participants reach ``target``: the first count on the curve that does; else,
+    for reliabilities, the Spearman-Brown prophecy from the largest count with a value
+    (more participants give each item proportionally more judgments, as long as the items'
+    quota lets them: the judgments per item it implies are given too)."""
+    usable = [p for p in curve if p["mean"] is not None]
+    reached = next((p for p in usable if p["mean"] >= target), None)
+    result: dict[str, Any] = {"target": target, "reached_at": reached and reached["participants"]}
+    if reached is not None or not usable:
+        result["participants"] = reached and reached["participants"]
+        return result
+    last = usable[-1]
+    r = float(last["mean"])
+    if not spearman_brown or not 0 < r < 1:
+        result["participants"] = None
+        result["note"] = (
+            "Agreement is not a reliability: Spearman-Brown does not extrapolate it. Pilot "
+            "with more participants to see where it levels off."
+            if not spearman_brown
+            else "The reliability is not above 0, so no number of participants is predicted."
+        )
+        return result
+    factor = target * (1 - r) / (r * (1 - target))  # as selectors.judgments_needed
+    per_item = last["judgments_per_item"] * factor
+    result.update(
+        participants=math.ceil(last["participants"] * factor),
+        judgments_per_item=round(per_item, 1),
+        quota=study.quota,
+        raise_quota=per_item > study.quota,
+        method=f"Spearman-Brown from {last['participants']} participants (r = {r:.3f})",
+    )
+    return result

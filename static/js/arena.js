@@ -1,0 +1,189 @@
+// Multi-arrangement: drag items into a circular arena (pointer events: mouse, pen and
+// touch), or move them with the keyboard. The answer is the hidden "arrangement" field:
+// JSON [[stimulus id, x, y, moves], ...] in the trial's order, x to the right and y down in
+// arena radii from the centre (inside: x² + y² <= 1), moves the drags or keyboard moves
+// that placed the item. The server checks all of it again (annotation/services/arrangements.py).
+(function () {
+  "use strict";
+  var DRAG_THRESHOLD = 4; // px: less is a tap (plays a clip), not a move
+  var KEY_STEP = 0.02, KEY_STEP_FAST = 0.1; // arena radii per arrow key press
+  var GAP = 8; // px between tray slots
+
+  function setUp() {
+    var trial = document.getElementById("trial");
+    if (!trial || trial.getAttribute("data-kind") !== "arrangement") { return; }
+    if (trial.hasAttribute("data-arena-ready")) { return; }
+    trial.setAttribute("data-arena-ready", "");
+    new Arena(trial);
+  }
+
+  function Arena(trial) {
+    this.wrap = trial.querySelector("[data-arena]");
+    this.circle = trial.querySelector(".arena");
+    this.form = trial.querySelector("form");
+    this.field = this.form.querySelector("input[name=arrangement]");
+    this.done = this.form.querySelector(".arena-done");
+    this.status = trial.querySelector(".arena-status");
+    var elements = Array.prototype.slice.call(this.wrap.querySelectorAll(".arena-item"));
+    // Position of each item in arena radii (null: still in the tray), and its moves.
+    this.items = elements.map(function (element, slot) {
+      return { element: element, slot: slot, x: null, y: null, moves: 0 };
+    });
+    this.layout();
+    this.items.forEach(this.bind, this);
+    var arena = this;
+    window.addEventListener("resize", function () { arena.layout(); });
+    this.form.addEventListener("submit", function () { arena.write(); }, true);
+    document.addEventListener("htmx:configRequest", function (event) {
+      if (event.detail.elt === arena.form || arena.form.contains(event.detail.elt)) {
+        event.detail.parameters.arrangement = arena.write();
+      }
+    });
+    this.update();
+  }
+
+  // Sizes follow the page width, so a phone gets a smaller arena that works the same way.
+  Arena.prototype.layout = function () {
+    var width = this.wrap.clientWidth;
+    this.diameter = width;
+    this.radius = width / 2;
+    this.size = Math.max(36, Math.min(76, Math.round(width * 0.11)));
+    this.circle.style.width = this.circle.style.height = width + "px";
+    var perRow = Math.max(1, Math.floor((width + GAP) / (this.size + GAP)));
+    this.trayTop = width + 2 * GAP;
+    var rows = Math.ceil(this.items.length / perRow);
+    this.wrap.style.height = (this.trayTop + rows * (this.size + GAP)) + "px";
+    this.perRow = perRow;
+    this.items.forEach(function (item) {
+      item.element.style.width = item.element.style.height = this.size + "px";
+      this.place(item);
+    }, this);
+  };
+
+  Arena.prototype.trayPixel = function (item) {
+    var column = item.slot % this.perRow, row = Math.floor(item.slot / this.perRow);
+    return {
+      left: column * (this.size + GAP) + this.size / 2,
+      top: this.trayTop + row * (this.size + GAP) + this.size / 2,
+    };
+  };
+
+  // Draw an item where its state says: in the arena (radii) or at its tray slot.
+  Arena.prototype.place = function (item) {
+    var centre = item.x === null ? this.trayPixel(item)
+      : { left: this.radius + item.x * this.radius, top: this.radius + item.y * this.radius };
+    item.element.style.left = (centre.left - this.size / 2) + "px";
+    item.element.style.top = (centre.top - this.size / 2) + "px";
+    item.element.classList.toggle("placed", item.x !== null);
+  };
+
+  // A drop at a pixel: inside the circle it is placed there; outside, back to the tray.
+  Arena.prototype.drop = function (item, left, top) {
+    var x = (left - this.radius) / this.radius, y = (top - this.radius) / this.radius;
+    if (x * x + y * y <= 1) { item.x = x; item.y = y; } else { item.x = item.y = null; }
+    item.moves += 1;
+    this.place(item);
+    this.update();
+  };
+
+  Arena.prototype.bind = function (item) {
+    var arena = this, element = item.element, drag = null;
+    element.addEventListener("pointerdown", function (event) {
+      if (event.button !== undefined && event.button !== 0) { return; }
+      event.preventDefault(); // no text selection, no native image drag, no scrolling
+      element.setPointerCapture(event.pointerId);
+      element.focus({ preventScroll: true });
+      var box = arena.wrap.getBoundingClientRect();
+      var left = parseFloat(element.style.left) + arena.size / 2;
+      var top = parseFloat(element.style.top) + arena.size / 2;
+      drag = { id: event.pointerId, box: box, dx: event.clientX - box.left - left,
+        dy: event.clientY - box.top - top, startX: event.clientX, startY: event.clientY,
+        moved: false };
+      element.classList.add("dragging");
+    });
+    element.addEventListener("pointermove", function (event) {
+      if (!drag || event.pointerId !== drag.id) { return; }
+      if (Math.abs(event.clientX - drag.startX) + Math.abs(event.clientY - drag.startY) > DRAG_THRESHOLD) {
+        drag.moved = true;
+      }
+      if (!drag.moved) { return; }
+      var left = event.clientX - drag.box.left - drag.dx, top = event.clientY - drag.box.top - drag.dy;
+      element.style.left = (left - arena.size / 2) + "px";
+      element.style.top = (top - arena.size / 2) + "px";
+    });
+    function end(event) {
+      if (!drag || event.pointerId !== drag.id) { return; }
+      element.classList.remove("dragging");
+      var moved = drag.moved, box = drag.box, dx = drag.dx, dy = drag.dy;
+      drag = null;
+      if (!moved) { arena.place(item); toggleClip(element); return; }
+      arena.drop(item, event.clientX - box.left - dx, event.clientY - box.top - dy);
+    }
+    element.addEventListener("pointerup", end);
+    element.addEventListener("pointercancel", function (event) {
+      if (drag && event.pointerId === drag.id) { drag = null; element.classList.remove("dragging"); arena.place(item); }
+    });
+    element.addEventListener("keydown", function (event) { arena.key(item, event); });
+    var video = element.querySelector("video[data-hover-play]");
+    if (video) {
+      element.addEventListener("pointerenter", function (event) {
+        if (event.pointerType === "mouse") { video.play().catch(function () {}); }
+      });
+      element.addEventListener("pointerleave", function (event) {
+        if (event.pointerType === "mouse") { video.pause(); }
+      });
+    }
+  };
+
+  function toggleClip(element) {
+    var clip = element.querySelector("video, audio");
+    if (!clip) { return; }
+    if (clip.paused) { clip.play().catch(function () {}); } else { clip.pause(); }
+  }
+
+  var ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+
+  // Keyboard: Enter or Space puts a tray item in the centre of the circle; the arrows move
+  // the focused item (Shift: faster), never past the rim. Each key press that changes a
+  // position is one move.
+  Arena.prototype.key = function (item, event) {
+    var step = ARROWS[event.key];
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      if (item.x === null) { this.moveTo(item, 0, 0); } else { toggleClip(item.element); }
+      return;
+    }
+    if (!step) { return; }
+    event.preventDefault();
+    if (item.x === null) { this.moveTo(item, 0, 0); return; }
+    var distance = event.shiftKey ? KEY_STEP_FAST : KEY_STEP;
+    var x = item.x + step[0] * distance, y = item.y + step[1] * distance;
+    var norm = Math.sqrt(x * x + y * y);
+    if (norm > 1) { x /= norm; y /= norm; }
+    this.moveTo(item, x, y);
+  };
+
+  Arena.prototype.moveTo = function (item, x, y) {
+    item.x = x; item.y = y; item.moves += 1;
+    this.place(item);
+    this.update();
+  };
+
+  Arena.prototype.update = function () {
+    var placed = this.items.filter(function (item) { return item.x !== null; }).length;
+    this.done.disabled = placed < this.items.length;
+    this.status.textContent = placed + " of " + this.items.length + " items in the circle" +
+      (placed === this.items.length ? ": arrange them until you are happy, then press Done." : "");
+  };
+
+  Arena.prototype.write = function () {
+    var value = JSON.stringify(this.items.map(function (item) {
+      return [Number(item.element.getAttribute("data-stimulus")), item.x, item.y, item.moves];
+    }));
+    this.field.value = value;
+    return value;
+  };
+
+  document.addEventListener("DOMContentLoaded", setUp);
+  document.addEventListener("htmx:afterSwap", setUp);
+})();

@@ -1,0 +1,388 @@
+"""Multi-arrangement studies through the services and the participant page: sessions claim
+their stimuli within quota, later trials lift the weakest pairs, arrangements are checked
+before anything is stored, quality rules, lapsed sessions, aggregation and exports."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import math
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.utils import timezone
+
+from annotation import exports, services
+from annotation.models import Item, Participant, Response, Study, Trial, TrialRole
+from annotation.services import Answer, ItemPlan, Placement, TrialProblem
+from evaluation.engine.arrangement import next_subset, pair_evidence, simulate_arrangement
+from evaluation.models import Judgment
+from tests.conftest import SENTENCES, make_text_dataset
+
+pytestmark = pytest.mark.django_db
+keys = (f"key-{n}" for n in itertools.count())
+
+
+def make_study(**design) -> Study:
+    design.setdefault("judgments_per_item", 2)
+    design.setdefault("trials_per_session", 6)
+    design.setdefault("arena_max_items", 8)
+    design.setdefault("evidence_threshold", 2.0)
+    name = f"arrangement study {next(keys)}"
+    study = services.study_create(
+        dataset=make_text_dataset(name=f"sentences for {name}"),
+        name=name,
+        kind="arrangement",
+        items=ItemPlan(),
+        **design,
+    )
+    services.study_set_status(study=study, status="open")
+    return study
+
+
+def truth_for(study: Study) -> dict[int, np.ndarray]:
+    """A known dissimilarity structure: stimuli as random points in 3-D (seeded by id)."""
+    return {
+        pk: np.random.default_rng(pk).normal(size=3)
+        for pk in study.dataset.stimuli.values_list("pk", flat=True)
+    }
+
+
+def placements_for(trial: Trial, points: dict[int, np.ndarray], noise: float, seed: int = 0):
+    """Where a participant who knows ``points`` puts the trial's items: MDS plus noise, scaled
+    into the arena (copies of one stimulus land together)."""
+    shown = list(trial.shown)
+    truth = np.array(
+        [[np.linalg.norm(points[a] - points[b]) for b in shown] for a in shown], dtype=float
+    )
+    xy = simulate_arrangement(truth, list(range(len(shown))), noise, np.random.default_rng(seed))
+    xy -= xy.mean(axis=0)
+    xy *= 0.9 / max(np.linalg.norm(xy, axis=1).max(), 1e-9)
+    return tuple(Placement(s, float(x), float(y), 1) for s, (x, y) in zip(shown, xy, strict=True))
+
+
+def answer(trial: Trial, placements, rt_ms: int = 30_000) -> Answer:
+    return Answer(trial_id=trial.pk, idempotency_key=next(keys), rt_ms=rt_ms, placements=placements)
+
+
+def run_session(participant: Participant, points, noise: float = 0.05) -> list[Trial]:
+    trials = []
+    while (trial := services.trial_current(participant=participant)) is not None:
+        trials.append(trial)
+        services.response_submit(
+            participant=participant,
+            answer=answer(trial, placements_for(trial, points, noise, seed=len(trials))),
+        )
+    participant.refresh_from_db()
+    return trials
+
+
+def counts(study: Study) -> dict[int, tuple[int, int]]:
+    return {
+        a: (assigned, done)
+        for a, assigned, done in study.items.values_list("a_id", "assigned", "answered")
+    }
+
+
+def test_sessions_claim_their_stimuli_within_quota_and_count_once_complete():
+    study = make_study(judgments_per_item=1, arena_max_items=5)
+    assert study.items.count() == len(SENTENCES)
+    first = services.participant_start(study=study)
+    assert len(first.session_stimuli) == 5 and first.session_state == "held"
+    held = counts(study)
+    assert sorted(held[s] for s in first.session_stimuli) == [(1, 0)] * 5
+    second = services.participant_start(study=study)  # the stimuli nobody arranges yet
+    assert not set(first.session_stimuli) & set(second.session_stimuli)
+    run_session(first, truth_for(study))
+    assert first.status == "completed" and first.session_state == "counted"
+    assert all(counts(study)[s] == (1, 1) for s in first.session_stimuli)
+    with pytest.raises(services.StudyFull):  # 8 stimuli, quota 1: sessions of 5 and 3 hold all
+        services.participant_start(study=study)
+
+
+def test_the_first_trial_shows_every_stimulus_and_later_ones_lift_the_weakest_pairs():
+    study = make_study(arena_max_items=8, evidence_threshold=50.0, trials_per_session=4)
+    participant = services.participant_start(study=study)
+    points = truth_for(study)
+    first = services.trial_current(participant=participant)
+    assert sorted(first.shown) == sorted(participant.session_stimuli)
+    placed = placements_for(first, points, 0.1)
+    services.response_submit(participant=participant, answer=answer(first, placed))
+    second = services.trial_current(participant=participant)
+    # The subset a straightforward reading of the rule gives, from the first arrangement.
+    index = {s: i for i, s in enumerate(participant.session_stimuli)}
+    evidence = pair_evidence(8, [([index[s] for s in first.shown], [(p.x, p.y) for p in placed])])
+    expected = next_subset(evidence, max_items=4, threshold=50.0)
+    assert sorted(index[s] for s in second.shown) == expected
+    trials = [first, *run_session(participant, points)]  # the second is still open
+    assert len(trials) == 4  # the threshold is out of reach: the plan's trials end it
+
+
+def test_a_session_ends_once_every_pair_has_enough_evidence():
+    study = make_study(arena_max_items=6, evidence_threshold=0.05, trials_per_session=10)
+    participant = services.participant_start(study=study)
+    assert len(run_session(participant, truth_for(study))) == 1
+    assert participant.status == "completed"
+
+
+def test_estimates_recover_the_arranged_structure_and_aggregate_as_dissimilarities():
+    study = make_study(arena_max_items=10, evidence_threshold=3.0, trials_per_session=8)
+    points = truth_for(study)
+    for _ in range(2):
+        run_session(services.participant_start(study=study), points, noise=0.05)
+    participant = study.participants.first()
+    estimate = services.session_estimate(participant)
+    truth = [
+        np.linalg.norm(points[a] - points[b])
+        for a, b in itertools.combinations(estimate.stimuli, 2)
+    ]
+    upper = estimate.dissimilarities[np.triu_indices(len(estimate.stimuli), 1)]
+    assert np.corrcoef(truth, upper)[0, 1] > 0.95
+    judgments = services.study_aggregate(study=study)
+    assert judgments.kind == "pairs" and judgments.value_meaning == "dissimilarity"
+    pairs = math.comb(len(estimate.stimuli), 2)
+    assert judgments.judgment_count == 2 * pairs and judgments.participant_count == 2
+    assert judgments.reliability is not None
+    rows = Judgment.objects.filter(judgments=judgments)
+    assert all(math.isfinite(v) and v >= 0 for v in rows.values_list("value", flat=True))
+
+
+def bad_placements(trial: Trial, other: Trial):
+    inside = [
+        Placement(s, 0.5 * math.cos(k), 0.5 * math.sin(k), 1) for k, s in enumerate(trial.shown)
+    ]
+    outside = [*inside[:-1], Placement(trial.shown[-1], 0.9, 0.9, 1)]
+    nan = [*inside[:-1], Placement(trial.shown[-1], math.nan, 0.0, 1)]
+    infinite = [*inside[:-1], Placement(trial.shown[-1], 0.0, math.inf, 1)]
+    foreign = [Placement(s, 0.1 * k, 0.0, 1) for k, s in enumerate(other.shown)]
+    stacked = [Placement(s, 0.2, 0.2, 1) for s in trial.shown]
+    return {
+        "outside the circle": outside,
+        "no valid position": nan,
+        "no valid position ": infinite,
+        "positions came for": inside[:-1],
+        "not for the items": foreign if len(foreign) == len(inside) else foreign[: len(inside)],
+        "one spot": stacked,
+        "Drag every item": [],
+    }
+
+
+def test_bad_arrangements_are_refused_and_store_nothing():
+    study = make_study(arena_max_items=5, judgments_per_item=3)
+    mine = services.participant_start(study=study)
+    theirs = services.participant_start(study=study)
+    trial = services.trial_current(participant=mine)
+    other = services.trial_current(participant=theirs)
+    assert set(trial.shown) != set(other.shown) or trial.shown != other.shown
+    for message, placements in bad_placements(trial, other).items():
+        with pytest.raises(TrialProblem, match=message.strip()):
+            services.response_submit(participant=mine, answer=answer(trial, tuple(placements)))
+    assert Response.objects.count() == 0
+    assert Trial.objects.get(pk=trial.pk).status == "issued"
+
+
+def test_replayed_and_forged_submissions_store_nothing_more():
+    study = make_study(arena_max_items=5, judgments_per_item=3)
+    mine, theirs = (services.participant_start(study=study) for _ in range(2))
+    points = truth_for(study)
+    trial = services.trial_current(participant=mine)
+    theirs_trial = services.trial_current(participant=theirs)
+    sent = answer(trial, placements_for(trial, points, 0.1))
+    stored = services.response_submit(participant=mine, answer=sent)
+    assert services.response_submit(participant=mine, answer=sent).pk == stored.pk  # replay
+    with pytest.raises(TrialProblem, match="already been answered"):  # same trial, new key
+        services.response_submit(
+            participant=mine, answer=answer(trial, placements_for(trial, points, 0.1))
+        )
+    with pytest.raises(PermissionDenied):  # someone else's trial
+        services.response_submit(
+            participant=mine, answer=answer(theirs_trial, placements_for(theirs_trial, points, 0.1))
+        )
+    with pytest.raises(PermissionDenied):  # someone else's stored answer, replayed
+        services.response_submit(participant=theirs, answer=sent)
+    assert Response.objects.count() == 1
+
+
+def test_failed_catches_and_unmoved_items_exclude():
+    study = make_study(
+        arena_max_items=6, trials_per_session=6, catch_trials=1, evidence_threshold=50.0
+    )
+    points = truth_for(study)
+    careful = services.participant_start(study=study)
+    run_session(careful, points)
+    assert careful.status == "completed", careful.flags
+    careless = services.participant_start(study=study)
+    rng = np.random.default_rng(1)
+    while (trial := services.trial_current(participant=careless)) is not None:
+        angles = rng.uniform(0, 2 * np.pi, len(trial.shown))
+        placed = tuple(
+            Placement(s, 0.8 * math.cos(a), 0.8 * math.sin(a), 0)
+            for s, a in zip(trial.shown, angles, strict=True)
+        )
+        services.response_submit(participant=careless, answer=answer(trial, placed))
+    careless.refresh_from_db()
+    assert careless.status == "excluded"
+    reasons = " ".join(careless.flags)
+    assert "failed 1 of 1 catch" in reasons and "items never moved" in reasons
+    # Excluded at the end: its stimuli went back to the pool.
+    assert careless.session_state == "released"
+    assert all(counts(study)[s][0] <= 1 for s in careless.session_stimuli)
+
+
+def test_arrangements_that_contradict_each_other_exclude():
+    """Later trials placed from the inverted structure: pairs put close at first are put far
+    apart later."""
+    study = make_study(arena_max_items=8, trials_per_session=6, evidence_threshold=50.0)
+    points = truth_for(study)
+    participant = services.participant_start(study=study)
+    first = services.trial_current(participant=participant)
+    services.response_submit(
+        participant=participant, answer=answer(first, placements_for(first, points, 0.02))
+    )
+    while (trial := services.trial_current(participant=participant)) is not None:
+        shown = list(trial.shown)
+        truth = np.array([[np.linalg.norm(points[a] - points[b]) for b in shown] for a in shown])
+        inverted = np.where(np.eye(len(shown), dtype=bool), 0.0, truth.max() * 1.5 - truth)
+        xy = simulate_arrangement(inverted, list(range(len(shown))), 0.0, np.random.default_rng(0))
+        xy *= 0.9 / np.linalg.norm(xy, axis=1).max()
+        placed = tuple(
+            Placement(s, float(x), float(y), 1) for s, (x, y) in zip(shown, xy, strict=True)
+        )
+        services.response_submit(participant=participant, answer=answer(trial, placed))
+    participant.refresh_from_db()
+    assert participant.status == "excluded"
+    assert any("pairs placed twice correlate at r = -" in flag for flag in participant.flags)
+
+
+def test_a_lapsed_session_gives_its_stimuli_back_and_continues_if_they_are_free():
+    study = make_study(arena_max_items=5, judgments_per_item=1)
+    participant = services.participant_start(study=study)
+    trial = services.trial_current(participant=participant)
+    Trial.objects.filter(pk=trial.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    Participant.objects.filter(pk=participant.pk).update(
+        reserved_until=timezone.now() - timedelta(seconds=1)
+    )
+    services.trials_expire(study=study)
+    participant.refresh_from_db()
+    assert participant.session_state == "released"
+    assert all(counts(study)[s] == (0, 0) for s in participant.session_stimuli)
+    resumed = services.trial_current(participant=participant)
+    assert resumed is not None and participant.session_state == "held"
+    assert all(counts(study)[s] == (1, 0) for s in participant.session_stimuli)
+
+
+def test_a_lapsed_session_whose_stimuli_were_taken_ends():
+    study = make_study(arena_max_items=10, judgments_per_item=1)
+    participant = services.participant_start(study=study)
+    Participant.objects.filter(pk=participant.pk).update(
+        reserved_until=timezone.now() - timedelta(seconds=1)
+    )
+    services.trials_expire(study=study)
+    services.participant_start(study=study)  # takes all eight meanwhile
+    participant.refresh_from_db()
+    assert services.trial_current(participant=participant) is None
+    participant.refresh_from_db()
+    assert participant.status == "completed" and participant.session_state == "released"
+    assert Response.objects.filter(trial__participant=participant).count() == 0
+
+
+def test_a_researcher_excluding_and_including_again_moves_the_counts():
+    study = make_study(arena_max_items=5, judgments_per_item=1)
+    participant = services.participant_start(study=study)
+    run_session(participant, truth_for(study))
+    stimuli = participant.session_stimuli
+    services.participant_set_excluded(participant=participant, excluded=True, reason="test")
+    assert all(counts(study)[s] == (0, 0) for s in stimuli)
+    services.participant_set_excluded(participant=participant, excluded=False, reason="")
+    assert all(counts(study)[s] == (1, 1) for s in stimuli)
+
+
+def test_exports_hold_every_placement_and_each_participants_matrix():
+    study = make_study(arena_max_items=5, trials_per_session=3, evidence_threshold=50.0)
+    participant = services.participant_start(study=study)
+    run_session(participant, truth_for(study))
+    stored = {
+        (r.trial.position, i): (x, y)
+        for r in Response.objects.filter(trial__participant=participant).select_related("trial")
+        for i, (x, y, _) in enumerate(r.arrangement)
+    }
+    rows = list(exports.arrangement_rows(study))
+    assert {(r["position"], r["index"]): (r["x"], r["y"]) for r in rows} == stored
+    names = dict(study.dataset.stimuli.values_list("pk", "name"))
+    first = [r for r in rows if r["position"] == 0]
+    trial = participant.trials.get(position=0)
+    assert [r["stimulus"] for r in first] == [names[s] for s in trial.shown]
+    matrix = list(exports.matrix_rows(study))
+    assert len(matrix) == 10 and all(r["dissimilarity"] > 0 for r in matrix)
+    per_pair = list(exports.aggregate_rows(study))
+    assert len(per_pair) == 10 and {r["n"] for r in per_pair} == {1}
+
+
+def test_repeat_trials_are_refused_for_multi_arrangement():
+    with pytest.raises(Exception, match="repeat pairs by design"):
+        make_study(repeat_trials=1)
+
+
+# --- The participant page ---------------------------------------------------------------------
+def open_session(client, study: Study) -> str:
+    response = client.post(study.participant_url(), {"consent": "on"})
+    assert response.status_code == 302
+    return response["Location"]
+
+
+def test_the_arena_page_lists_the_trials_items_in_order(client):
+    study = make_study(arena_max_items=5)
+    url = open_session(client, study)
+    page = client.get(url).content.decode()
+    trial = Trial.objects.get(participant__study=study, role=TrialRole.REGULAR)
+    listed = [
+        int(s)
+        for s in __import__("re").findall(r'class="arena-item[^"]*" data-stimulus="(\d+)"', page)
+    ]
+    assert listed == trial.shown
+    assert 'name="arrangement"' in page and "js/arena.js" in page
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[[1, NaN, 0, 1]]",
+        '[[1, 0.1, "0.2", 1]]',
+        "{}",
+        "[[1, 0.1, 0.2]]",
+        "not json",
+    ],
+)
+def test_malformed_arrangements_from_the_page_are_refused(client, payload):
+    study = make_study(arena_max_items=5)
+    url = open_session(client, study)
+    client.get(url)
+    trial = Trial.objects.get(participant__study=study)
+    response = client.post(
+        url, {"trial": trial.pk, "key": "k1", "rt_ms": "9000", "arrangement": payload}
+    )
+    assert response.status_code == 400
+    assert Response.objects.count() == 0
+
+
+def test_an_arrangement_posted_from_the_page_is_stored_as_placed(client):
+    study = make_study(arena_max_items=5)
+    url = open_session(client, study)
+    client.get(url)
+    trial = Trial.objects.get(participant__study=study)
+    placed = [
+        [s, round(0.6 * math.cos(k), 4), round(0.6 * math.sin(k), 4), 2]
+        for k, s in enumerate(trial.shown)
+    ]
+    response = client.post(
+        url,
+        {"trial": trial.pk, "key": "k2", "rt_ms": "9000", "arrangement": json.dumps(placed)},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200
+    stored = Response.objects.get(trial=trial)
+    assert stored.arrangement == [p[1:] for p in placed]
+    assert Item.objects.filter(study=study, assigned=1).count() == 5
