@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -272,6 +273,38 @@ def tag_rows(study: Study) -> Iterator[dict[str, Any]]:
             "mean_rating": total / count if count else None,
             "flags": flags,
         }
+
+
+@dataclass(frozen=True)
+class Export:
+    rows: Callable[[Study], Iterator[dict[str, Any]]]
+    fields: list[str] | None  # the CSV header; None: the first row's keys
+    description: str
+
+
+# What a study can be exported as, for the pages and the API alike.
+EXPORTS = {
+    "responses": Export(
+        response_rows, RESPONSE_FIELDS, "every response, flags and exclusions included"
+    ),
+    "aggregate": Export(
+        aggregate_rows,
+        None,
+        "per item, from the usable responses (multi-arrangement: per pair, from the "
+        "participants' estimates)",
+    ),
+    "tags": Export(tag_rows, None, "tag studies: tags with ratings and flags"),
+    "arrangements": Export(
+        arrangement_rows,
+        ARRANGEMENT_FIELDS,
+        "multi-arrangement studies: every item of every arrangement (x, y, moves, trial, time)",
+    ),
+    "matrices": Export(
+        matrix_rows,
+        None,
+        "multi-arrangement studies: each participant's estimated dissimilarities and evidence",
+    ),
+}
 
 
 class _Echo:

@@ -164,9 +164,14 @@ def study_reliability(study: Study, *, limit: int | None = None) -> dict[str, An
     return None
 
 
+def sessions_completed(study: Study) -> int:
+    """Multi-arrangement: the real, included sessions that ended (each a whole matrix)."""
+    return aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED).count()
+
+
 def _arrangement_reliability(study: Study, limit: int | None) -> dict[str, Any] | None:
-    participants = aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED)
-    rows = arrangement_rows(study, participants.order_by("completed_at")[:limit])
+    completed = aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED)
+    rows = arrangement_rows(study, completed.order_by("completed_at")[:limit])
     if not rows:
         return None
     a, b = [r.stimuli[0] for r in rows], [r.stimuli[1] for r in rows]
@@ -181,7 +186,7 @@ def _arrangement_reliability(study: Study, limit: int | None) -> dict[str, Any] 
 def reliability_trend(study: Study) -> list[dict[str, Any]]:
     """Reliability as responses arrived: at evenly spaced response counts."""
     if study.is_arrangement:  # sessions, each a whole matrix
-        total = aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED).count()
+        total = sessions_completed(study)
     else:
         total = _usable_responses(study).count()
     if study.kind == StudyKind.TAGS or total == 0:

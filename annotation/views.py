@@ -118,6 +118,14 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
             items=coverage.items,
             target=target,
         )
+    elif study.is_arrangement and reliability:
+        # Each session is a whole matrix: the prophecy counts participants.
+        needed = selectors.judgments_needed(
+            reliability=reliability.get("mean"),
+            judgments_per_item=selectors.sessions_completed(study),
+            items=1,
+            target=target,
+        )
     return render(
         request,
         "annotation/study_detail.html",
@@ -242,22 +250,14 @@ def participant_exclude(request: HttpRequest, study_id: int, participant_id: int
     return redirect("annotation:study_detail", study_id)
 
 
-EXPORTS = {
-    "responses": (exports.response_rows, exports.RESPONSE_FIELDS),
-    "aggregate": (exports.aggregate_rows, None),
-    "tags": (exports.tag_rows, None),
-    "arrangements": (exports.arrangement_rows, exports.ARRANGEMENT_FIELDS),
-    "matrices": (exports.matrix_rows, None),
-}
-
-
 @researcher_required
 def study_export(request: HttpRequest, study_id: int, what: str, fmt: str) -> StreamingHttpResponse:
     study = get_object_or_404(Study, pk=study_id)
-    if what not in EXPORTS or fmt not in ("csv", "json"):
+    export = exports.EXPORTS.get(what)
+    if export is None or fmt not in ("csv", "json"):
         raise Http404("Unknown export.")
-    rows, fields = EXPORTS[what]
-    body = exports.as_csv(rows(study), fields) if fmt == "csv" else exports.as_json(rows(study))
+    rows = export.rows(study)
+    body = exports.as_csv(rows, export.fields) if fmt == "csv" else exports.as_json(rows)
     response = StreamingHttpResponse(
         body, content_type="text/csv" if fmt == "csv" else "application/json"
     )

@@ -15,6 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from annotation import exports as study_exports
 from annotation.models import Study
 from annotation.selectors import StudySummary
 from evaluation import metrics as metric_registry
@@ -791,11 +792,7 @@ class StudyDetailSerializer(StudySerializer):
 
 class StudyExportQuerySerializer(serializers.Serializer):
     data = serializers.ChoiceField(  # type: ignore[assignment]  # see ModelRegisterSerializer
-        choices=[
-            ("responses", "every response, flags and exclusions included"),
-            ("aggregate", "per item, from the usable responses"),
-            ("tags", "tag studies: tags with ratings and flags"),
-        ],
+        choices=[(name, export.description) for name, export in study_exports.EXPORTS.items()],
         default="responses",
     )
     format = serializers.ChoiceField(choices=[("csv", "CSV"), ("json", "JSON")], default="csv")

@@ -617,12 +617,6 @@ EXPORT_RESPONSES = {
     ),
 }
 
-STUDY_EXPORTS = {
-    "responses": (study_exports.response_rows, study_exports.RESPONSE_FIELDS),
-    "aggregate": (study_exports.aggregate_rows, None),
-    "tags": (study_exports.tag_rows, None),
-}
-
 
 @extend_schema_view(
     list=extend_schema(summary="List studies with participant and item counts"),
@@ -662,8 +656,8 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
         query = serializers.StudyExportQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         what, fmt = query.validated_data["data"], query.validated_data["format"]
-        rows, fields = STUDY_EXPORTS[what]
-        return _stream(rows(study), fields, fmt, f"study-{study.pk}-{what}")
+        export = study_exports.EXPORTS[what]
+        return _stream(export.rows(study), export.fields, fmt, f"study-{study.pk}-{what}")
 
 
 # --- Human judgments ------------------------------------------------------------------------------

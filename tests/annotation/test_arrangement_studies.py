@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import math
+import re
 from datetime import timedelta
 
 import numpy as np
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.urls import reverse
 from django.utils import timezone
 
 from annotation import exports, services
@@ -338,10 +339,7 @@ def test_the_arena_page_lists_the_trials_items_in_order(client):
     url = open_session(client, study)
     page = client.get(url).content.decode()
     trial = Trial.objects.get(participant__study=study, role=TrialRole.REGULAR)
-    listed = [
-        int(s)
-        for s in __import__("re").findall(r'class="arena-item[^"]*" data-stimulus="(\d+)"', page)
-    ]
+    listed = [int(s) for s in re.findall(r'class="arena-item[^"]*" data-stimulus="(\d+)"', page)]
     assert listed == trial.shown
     assert 'name="arrangement"' in page and "js/arena.js" in page
 
@@ -386,3 +384,18 @@ def test_an_arrangement_posted_from_the_page_is_stored_as_placed(client):
     stored = Response.objects.get(trial=trial)
     assert stored.arrangement == [p[1:] for p in placed]
     assert Item.objects.filter(study=study, assigned=1).count() == 5
+
+
+def test_the_study_page_shows_sessions_reliability_and_participants_needed(client, researcher):
+    study = make_study(arena_max_items=8, judgments_per_item=4, evidence_threshold=3.0)
+    points = truth_for(study)
+    for seed in range(3):
+        run_session(services.participant_start(study=study), points, noise=0.2 + 0.1 * seed)
+    client.force_login(researcher)
+    page = client.get(study.get_absolute_url()).content.decode()
+    assert "sessions per stimulus" in page and "After participants" in page
+    assert 'id="needed"' in page and "participants," in page
+    assert 'id="noise-ceiling"' in page
+    for what in ("arrangements", "matrices", "aggregate"):
+        url = reverse("annotation:study_export", args=[study.pk, what, "csv"])
+        assert client.get(url).status_code == 200
