@@ -40,7 +40,6 @@ from annotation.models import (
     Study,
     Trial,
     TrialRole,
-    TrialStatus,
 )
 from annotation.services.base import Answer, StudyFull, TrialProblem
 from evaluation.engine.arrangement import (
@@ -165,13 +164,13 @@ def session_resume(*, participant: Participant) -> bool:
 
 def sessions_lapse(*, study: Study) -> int:
     """Release the sessions whose last trial passed its deadline unanswered (or that never
-    opened one); how many."""
+    opened one: each issued trial moves ``reserved_until`` to its own deadline); how many."""
     lapsed = Participant.objects.filter(
         study=study,
         status=ParticipantStatus.CONSENTED,
         session_state=HELD,
         reserved_until__lt=timezone.now(),
-    ).exclude(trials__status=TrialStatus.ISSUED, trials__expires_at__gte=timezone.now())
+    )
     return sum(session_release(participant=p) for p in lapsed)
 
 
