@@ -109,6 +109,13 @@ def _check_arrangement_design(study: Study) -> None:
                 "show pairs again); their consistency is checked without repeat trials."
             }
         )
+    if study.require_playback:
+        raise ValidationError(
+            {
+                "require_playback": "Multi-arrangement trials show dozens of clips at once, "
+                "played on demand; waiting for each to play through is for the other kinds."
+            }
+        )
     if study.arena_max_items < 3:
         raise ValidationError({"arena_max_items": "An arrangement needs at least 3 stimuli."})
     if not study.evidence_threshold > 0:
