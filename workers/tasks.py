@@ -66,3 +66,10 @@ def import_embeddings(job_id: int) -> None:
 @shared_task(name="evaluation.inspect_model", acks_late=True)
 def inspect_model(model_id: int) -> None:
     services.model_inspect(model_id=model_id)
+
+
+@shared_task(name="annotation.pilot_run", acks_late=True)
+def pilot_run(pilot_id: int) -> None:
+    from annotation.services.pilots import pilot_run_queued
+
+    pilot_run_queued(pilot_id=pilot_id)

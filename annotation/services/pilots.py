@@ -60,6 +60,7 @@ from annotation.services.quality import participant_items_count
 from annotation.services.trials import participant_release_holdings
 from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
 from evaluation.models import EmbeddingSet, PretrainedModel
+from evaluation.services import queue
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,32 @@ def pilots_fail_stale(*, study: Study) -> int:
 
 
 # --- Running --------------------------------------------------------------------------------
+PILOT_TASK = "annotation.pilot_run"
+
+
+def pilot_queue(*, pilot: Pilot) -> bool:
+    """Hand the pilot to a worker (the ``annotation.pilot_run`` task); a queue that does
+    not answer fails the pilot at once, saying so, rather than leaving it waiting."""
+    if queue.send(PILOT_TASK, pilot.pk):
+        return True
+    pilot_fail(
+        pilot=pilot,
+        error="The task queue did not answer, so no worker could run the pilot; start it "
+        "again once the queue is back.",
+    )
+    return False
+
+
+def pilot_run_queued(*, pilot_id: int) -> None:
+    """The task's entry: run the pilot if it still exists (at the address it was started
+    with)."""
+    pilot = Pilot.objects.select_related("study", "model").filter(pk=pilot_id).first()
+    if pilot is None:
+        logger.info("Pilot %s is gone; nothing to run.", pilot_id)
+        return
+    pilot_run(pilot=pilot)
+
+
 def pilot_run(
     *,
     pilot: Pilot,
@@ -301,6 +328,17 @@ def _simulate(
     entry = base_url.rstrip("/") + reverse("annotation:study_entry", args=[study.token])
     entry += "?" + urllib.parse.urlencode({"pilot": pilot.token})
     started = time.monotonic()
+    done = 0
+
+    def record(result: simulation.BotResult) -> None:
+        nonlocal done
+        done += 1  # the study page shows how far the pilot has come
+        Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING).update(
+            report={**pilot.report, "bots_done": done}
+        )
+        if on_result is not None:
+            on_result(result)
+
     results = simulation.run_bots(
         entry,
         personas,
@@ -308,7 +346,7 @@ def _simulate(
         settings,
         seed=options["seed"],
         concurrency=options["concurrency"],
-        on_result=on_result,
+        on_result=record,
     )
     report = pilot_report(pilot, results)
     report["seconds"] = round(time.monotonic() - started, 1)
@@ -640,7 +678,10 @@ def _assignment(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any]:
     histogram = Counter(per_item.get(pk, 0) for pk in items)
     duplicates = (
         Trial.objects.filter(
-            participant__pilot=pilot, role=TrialRole.REGULAR, status=TrialStatus.ANSWERED
+            participant__pilot=pilot,
+            role=TrialRole.REGULAR,
+            status=TrialStatus.ANSWERED,
+            item__isnull=False,  # multi-arrangement trials show a session's stimuli
         )
         .values("participant_id", "item_id")
         .annotate(n=Count("pk"))
@@ -731,7 +772,7 @@ def _reliability(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any] | N
     kept = [b["participant"] for b in bots if b["status"] == ParticipantStatus.COMPLETED]
     if study.kind == StudyKind.TAGS:
         return None
-    measure = _measure(study, kept)
+    measure = _Measure(study, kept)
     sizes = _sizes(len(kept))
     rng = np.random.default_rng(pilot.options.get("seed") or 0)
     curve = []
@@ -751,6 +792,7 @@ def _reliability(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any] | N
                 "draws": draws,
                 "usable": len(values),
                 "judgments_per_item": round(measure.per_item(n), 2),
+                "reason": "" if values else measure.reason,
             }
         )
     return {
@@ -768,6 +810,7 @@ class _Measure:
     def __init__(self, study: Study, kept: list[int]) -> None:
         self.study = study
         self.spearman_brown = not study.is_choice
+        self.reason = ""  # why the last subset gave no value
         self.rows: list[tuple[Any, ...]] = []
         if study.is_arrangement:
             self.method = "split-half, Spearman-Brown (estimated dissimilarities)"
@@ -806,21 +849,24 @@ class _Measure:
         chosen = np.isin(self.who, subset)
         rows = [row for row, keep in zip(self.rows, chosen, strict=True) if keep]
         if not rows:
+            self.reason = "these participants gave no regular answers"
             return None
         if self.study.is_choice:
             keys = np.array([row[:3] for row in rows])
             agreement = leave_one_out_agreement(keys, np.array([row[3] for row in rows]))
-            return None if agreement is None else float(agreement["mean"])
+            if agreement is None:
+                self.reason = "no item was answered twice"
+                return None
+            return float(agreement["mean"])
         a, b = [row[0] for row in rows], [row[1] for row in rows]
         values = [float(row[-2]) for row in rows]
         who = [str(row[-1]) for row in rows]
         result = split_half_reliability(a, b, values, who, n_splits=RELIABILITY_SPLITS, seed=draw)
         mean = result.get("mean")
-        return None if mean is None else float(mean)
-
-
-def _measure(study: Study, kept: list[int]) -> _Measure:
-    return _Measure(study, kept)
+        if mean is None:
+            self.reason = str(result.get("reason", ""))
+            return None
+        return float(mean)
 
 
 def _sizes(kept: int) -> list[int]:
@@ -840,8 +886,17 @@ def _needed(
     usable = [p for p in curve if p["mean"] is not None]
     reached = next((p for p in usable if p["mean"] >= target), None)
     result: dict[str, Any] = {"target": target, "reached_at": reached and reached["participants"]}
-    if reached is not None or not usable:
-        result["participants"] = reached and reached["participants"]
+    if reached is not None:
+        result["participants"] = reached["participants"]
+        return result
+    if not usable:
+        reason = next((p["reason"] for p in reversed(curve) if p["reason"]), "")
+        result["participants"] = None
+        result["note"] = (
+            "the kept bots gave too little data for any value"
+            + (f" ({reason.rstrip('.')})" if reason else "")
+            + ": pilot with more participants, or judge fewer items."
+        )
         return result
     last = usable[-1]
     r = float(last["mean"])

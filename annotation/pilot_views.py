@@ -1,0 +1,129 @@
+"""The study page's pilot panel: start simulated participants on a study that is not open
+yet, and read what its pilots found (annotation/services/pilots.py). The panel loads into
+the study page with htmx, and is a page of its own without JavaScript; while a pilot runs
+it refreshes itself."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import get_script_prefix
+from django.views.decorators.http import require_POST
+
+from annotation import services
+from annotation.models import Pilot, PilotStatus, Study
+from annotation.services import pilots
+from core.auth import researcher_required
+from core.http import HtmxHttpRequest
+from evaluation.models import PretrainedModel
+
+PILOTS_SHOWN = 10
+
+
+class PilotForm(forms.Form):
+    """What a researcher chooses for a pilot; the service checks the numbers again."""
+
+    model = forms.ModelChoiceField(
+        queryset=PretrainedModel.objects.none(),
+        help_text="The bots answer from its stored embeddings of the study's dataset.",
+    )
+    participants = forms.IntegerField(min_value=2, max_value=pilots.MAX_PARTICIPANTS, initial=30)
+    speeders = forms.IntegerField(min_value=0, initial=2, label="Planted speeders")
+    catch_failers = forms.IntegerField(
+        min_value=0, initial=2, label="Planted inattentive (fail catch trials)"
+    )
+    rating_noise = forms.FloatField(min_value=0, initial=0.5, label="Rating noise (SD)")
+    temperature = forms.FloatField(min_value=0.001, initial=0.5, label="Choice temperature")
+    placement_noise = forms.FloatField(min_value=0, initial=0.15, label="Placement noise")
+    lapse_rate = forms.FloatField(min_value=0, max_value=1, initial=0.02, label="Lapse rate")
+    target = forms.FloatField(
+        min_value=0.01, max_value=0.99, initial=0.8, label="Target reliability"
+    )
+    seed = forms.IntegerField(min_value=0, required=False)
+
+    def __init__(self, *args: object, study: Study, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        field = self.fields["model"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = (
+            PretrainedModel.objects.filter(embedding_sets__dataset_id=study.dataset_id)
+            .distinct()
+            .order_by("name")
+        )
+
+
+@researcher_required
+def study_pilots(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
+    """The study's pilots and the form that starts one: the panel (htmx), else a page."""
+    study = get_object_or_404(Study.objects.select_related("dataset"), pk=study_id)
+    shown = list(study.pilots.select_related("model", "created_by")[:PILOTS_SHOWN])
+    context = {
+        "study": study,
+        "pilots": shown,
+        "form": PilotForm(study=study),
+        "running": any(p.status == PilotStatus.RUNNING for p in shown),
+    }
+    template = "annotation/_pilot_panel.html" if request.htmx else "annotation/pilots.html"
+    return render(request, template, context)
+
+
+@researcher_required
+@require_POST
+def pilot_start(request: HttpRequest, study_id: int) -> HttpResponse:
+    """Start a pilot and hand it to a worker; its bots reach this site at the address this
+    request came to."""
+    study = get_object_or_404(Study.objects.select_related("dataset"), pk=study_id)
+    form = PilotForm(request.POST, study=study)
+    back = redirect(f"{study.get_absolute_url()}#pilots")
+    if not form.is_valid():
+        messages.error(
+            request,
+            "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items()),
+        )
+        return back
+    data = form.cleaned_data
+    try:
+        with transaction.atomic():
+            pilot = pilots.pilot_start(
+                study=study,
+                model=data["model"],
+                participants=data["participants"],
+                created_by=request.user,
+                base_url=request.build_absolute_uri(get_script_prefix()),
+                **{k: data[k] for k in pilots.DEFAULT_OPTIONS if k in data and k != "concurrency"},
+            )
+            transaction.on_commit(lambda: pilots.pilot_queue(pilot=pilot))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            f"Pilot {pilot.pk} started: {data['participants']} simulated participants are "
+            "taking part; its report appears under 'Simulated pilot' when they are done.",
+        )
+    return back
+
+
+@researcher_required
+@require_POST
+def pilot_aggregate(request: HttpRequest, study_id: int, pilot_id: int) -> HttpResponse:
+    """The researcher asks for it: the pilot's bots (and only they) as a HumanJudgments
+    version of their own, to try the scoring before real data exist."""
+    pilot = get_object_or_404(Pilot.objects.select_related("study"), pk=pilot_id, study_id=study_id)
+    try:
+        judgments = services.study_aggregate(
+            study=pilot.study, pilot=pilot, created_by=request.user
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            f"Stored pilot {pilot.pk}'s {judgments.judgment_count} simulated judgments as "
+            f"{judgments.name} v{judgments.version}, apart from the study's real data.",
+        )
+    return redirect(f"{pilot.study.get_absolute_url()}#pilot-{pilot.pk}")

@@ -1,0 +1,411 @@
+"""Pilots: simulated participants through the real participant pages of the live test server
+(consent, practice, trials, catch trials), answering from a model's stored embeddings; their
+report (personas against quality control, assignment, reliability against participants);
+nothing of theirs left in the study's real data or counts; the command; failures."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import re
+import socket
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+
+from annotation import selectors, services
+from annotation.models import (
+    Item,
+    Participant,
+    ParticipantStatus,
+    Pilot,
+    PilotStatus,
+    Response,
+    Study,
+    Tag,
+    TrialRole,
+)
+from annotation.services import ItemPlan, pilots
+from annotation.simulation import (
+    CATCH_FAILER,
+    HONEST,
+    SPEEDER,
+    Bot,
+    BotSettings,
+    ModelView,
+    TrialForm,
+    read_page,
+)
+from evaluation.imports.embeddings import embeddings_import
+from evaluation.models import PretrainedModel
+from tests.conftest import make_text_dataset
+
+names = (f"pilot-{n}" for n in itertools.count())
+
+# Three topics, four sentences each: the model below puts each topic in a cluster.
+TOPICS = {
+    "animals": [
+        "A cat sits on the mat.",
+        "A dog runs in the park.",
+        "Kittens play with yarn.",
+        "Horses graze in a field.",
+    ],
+    "finance": [
+        "Stocks fell sharply today.",
+        "The central bank raised rates.",
+        "Investors sold their bonds.",
+        "The market rallied at noon.",
+    ],
+    "weather": [
+        "Heavy rain is expected tonight.",
+        "The sun shone all afternoon.",
+        "Snow covered the mountain pass.",
+        "A cold wind blew from the north.",
+    ],
+}
+ROWS = [(text, topic) for topic, texts in TOPICS.items() for text in texts]
+
+
+def clustered_model(dataset, *, dims: int = 16, seed: int = 0) -> PretrainedModel:
+    """A model whose stored embeddings (a real .npy, imported as researchers import theirs)
+    put each topic's stimuli near one centre, in ``dims`` dimensions (few: a structure that
+    a 2-D arrangement can show)."""
+    labels = list(dataset.stimuli.order_by("order").values_list("label", flat=True))
+    topics = sorted(set(labels))
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(topics), dims)) * 2
+    vectors = np.stack([centres[topics.index(label)] + rng.normal(size=dims) for label in labels])
+    buffer = io.BytesIO()
+    np.save(buffer, vectors.astype(np.float32))
+    buffer.seek(0)
+    buffer.name = "vectors.npy"
+    return embeddings_import(name=next(names), dataset=dataset, file=buffer, match="order")
+
+
+def draft_study(kind: str = "pairs", **design) -> Study:
+    name = next(names)
+    design.setdefault("judgments_per_item", 3)
+    design.setdefault("trials_per_session", 8)
+    design.setdefault("practice_trials", 1)
+    design.setdefault("catch_trials", 2)
+    design.setdefault("min_response_ms", 300)
+    design.setdefault("max_catch_failures", 0)
+    items = (
+        ItemPlan()
+        if kind in ("pairs", "arrangement", "tags")
+        else ItemPlan(mode="random", count=40, seed=1)
+    )
+    return services.study_create(
+        dataset=make_text_dataset(name=f"topics for {name}", rows=ROWS),
+        name=name,
+        kind=kind,
+        items=items,
+        **design,
+    )
+
+
+def assert_nothing_left_in_the_study(study: Study) -> None:
+    """The real study starts from zero: no count on any item, no real participant, nothing
+    to aggregate."""
+    assert list(study.items.exclude(assigned=0, answered=0).values_list("pk", flat=True)) == []
+    assert not study.items.filter(completed=True).exists()
+    assert list(selectors.study_participants(study)) == []
+    assert selectors.study_coverage(study).responses == 0
+    if study.kind != "tags":
+        assert selectors.study_reliability(study) is None
+        with pytest.raises(ValidationError, match="No usable responses"):
+            services.study_aggregate(study=study)
+
+
+def bots_of(pilot: Pilot, persona: str) -> list[dict]:
+    return [b for b in pilot.report["bots"] if b["persona"] == persona]
+
+
+def test_a_pair_pilot_goes_through_the_live_server_and_leaves_the_study_untouched(live_server):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(
+        study=study, model=model, participants=10, speeders=2, catch_failers=2, lapse_rate=0, seed=3
+    )
+    pilot = pilots.pilot_run(pilot=pilot, base_url=live_server.url)
+
+    assert pilot.status == PilotStatus.FINISHED, pilot.error
+    report = pilot.report
+    assert report["sessions"]["started"] == 10 and report["sessions"]["errors"] == []
+    assert all(b["finished"] and b["practice"] == 1 for b in report["bots"])
+    # The planted bots are caught, by the rule meant for them; the honest ones are kept.
+    for bot in bots_of(pilot, SPEEDER) + bots_of(pilot, CATCH_FAILER):
+        assert bot["status"] == ParticipantStatus.EXCLUDED, bot
+    assert report["quality"]["rules"]["too fast"]["personas"] == {SPEEDER: 2}
+    assert report["quality"]["rules"]["catch trials"]["personas"].get(CATCH_FAILER) == 2
+    assert report["quality"]["planted"] == {"sessions": 4, "excluded": 4}
+    assert report["quality"]["honest"] == {"sessions": 6, "excluded": 0}
+    # Assignment behaved; the report says so in numbers.
+    assignment = report["assignment"]
+    assert assignment["items"] == 66 and assignment["quota"] == 3
+    assert assignment["over_quota"] == assignment["duplicates"] == 0
+    assert assignment["holdings_left"] == 0 and assignment["counters_mismatched"] == []
+    assert report["counts_before"] == {"assigned": 0, "answered": 0}
+    assert report["counts_after"] == {"assigned": 0, "answered": 0}
+    # The honest bots rated by the model's similarities.
+    honest = [b["participant"] for b in bots_of(pilot, HONEST)]
+    rated = Response.objects.filter(
+        trial__participant__in=honest, trial__role=TrialRole.REGULAR
+    ).values_list("trial__item__a__label", "trial__item__b__label", "value")
+    same = [v for a, b, v in rated if a == b]
+    different = [v for a, b, v in rated if a != b]
+    assert np.mean(same) > np.mean(different) + 2
+    # Reliability against participants, from 2 up to every kept bot.
+    curve = report["reliability"]["curve"]
+    assert (
+        curve[0]["participants"] == 2 and curve[-1]["participants"] == report["reliability"]["kept"]
+    )
+    assert report["reliability"]["needed"]["target"] == 0.8
+
+    assert_nothing_left_in_the_study(study)
+    # Kept as the pilot's: aggregated only when asked, and then alone.
+    judgments = services.study_aggregate(study=study, pilot=pilot)
+    assert (
+        judgments.judgment_count
+        == Response.objects.filter(
+            trial__participant__pilot=pilot,
+            trial__role=TrialRole.REGULAR,
+            trial__participant__status=ParticipantStatus.COMPLETED,
+        ).count()
+    )
+    assert "pilot" in judgments.name
+
+
+@pytest.mark.parametrize("kind", ["triplets", "2afc"])
+def test_choice_pilots_answer_from_the_model_and_catch_the_inattentive(live_server, kind):
+    study = draft_study(kind, judgments_per_item=2)
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(
+        study=study,
+        model=model,
+        participants=6,
+        catch_failers=2,
+        temperature=0.2,
+        lapse_rate=0,
+        seed=5,
+    )
+    pilot = pilots.pilot_run(pilot=pilot, base_url=live_server.url)
+
+    assert pilot.status == PilotStatus.FINISHED, pilot.error
+    assert all(b["status"] == "excluded" for b in bots_of(pilot, CATCH_FAILER))
+    assert all(b["status"] == "completed" for b in bots_of(pilot, HONEST))
+    honest = [b["participant"] for b in bots_of(pilot, HONEST)]
+    agree = total = 0
+    for response in Response.objects.filter(
+        trial__participant__in=honest, trial__role=TrialRole.REGULAR
+    ).select_related("trial__item__a", "trial__item__b", "trial__item__c", "chosen"):
+        item = response.trial.item
+        labels = [item.a.label, item.b.label, item.c.label]
+        if kind == "2afc" and labels[1] != labels[2] and labels[0] in labels[1:]:
+            total += 1
+            agree += response.chosen.label == labels[0]
+        if kind == "triplets" and len(set(labels)) == 2:
+            total += 1
+            agree += labels.count(response.chosen.label) == 1
+    assert total and agree / total > 0.8
+    assert pilot.report["reliability"]["method"] == "leave-one-out majority agreement"
+    assert_nothing_left_in_the_study(study)
+
+
+def test_an_arrangement_pilot_arranges_by_mds_and_catches_speeders_and_the_inattentive(
+    live_server,
+):
+    study = draft_study(
+        "arrangement",
+        judgments_per_item=6,
+        trials_per_session=4,
+        catch_trials=1,
+        min_response_ms=2000,
+        arena_max_items=8,
+        evidence_threshold=1.0,
+    )
+    model = clustered_model(study.dataset, dims=3)
+    pilot = pilots.pilot_start(
+        study=study, model=model, participants=6, speeders=1, catch_failers=1, lapse_rate=0, seed=2
+    )
+    pilot = pilots.pilot_run(pilot=pilot, base_url=live_server.url)
+
+    assert pilot.status == PilotStatus.FINISHED, pilot.error
+    assert [b["status"] for b in bots_of(pilot, SPEEDER)] == ["excluded"]
+    assert [b["status"] for b in bots_of(pilot, CATCH_FAILER)] == ["excluded"]
+    assert all(
+        b["status"] == "completed" and b["catch_trials"] == 1 for b in bots_of(pilot, HONEST)
+    )
+    # Honest arrangements put a topic's sentences closer together than different topics'.
+    first = Response.objects.filter(
+        trial__participant__pilot=pilot,
+        trial__participant__status=ParticipantStatus.COMPLETED,
+        trial__role=TrialRole.REGULAR,
+        trial__position=1,
+    ).select_related("trial")
+    labels = dict(study.dataset.stimuli.values_list("pk", "label"))
+    same, different = [], []
+    for response in first:
+        points = {
+            s: np.array(p[:2])
+            for s, p in zip(response.trial.shown, response.arrangement, strict=True)
+        }
+        for a, b in itertools.combinations(points, 2):
+            distance = float(np.linalg.norm(points[a] - points[b]))
+            (same if labels[a] == labels[b] else different).append(distance)
+    assert np.mean(same) < 0.6 * np.mean(different)
+    assert all(1 <= p[2] and p[0] ** 2 + p[1] ** 2 <= 1 for r in first for p in r.arrangement)
+    assert pilot.report["assignment"]["counters_mismatched"] == []
+    assert Participant.objects.filter(pilot=pilot).exclude(session_state="released").count() == 0
+    assert_nothing_left_in_the_study(study)
+
+
+def test_an_adaptive_tag_pilot_takes_its_tags_out_again(live_server):
+    study = draft_study(
+        "tags",
+        tag_mode="adaptive",
+        catch_trials=0,
+        practice_trials=0,
+        trials_per_session=6,
+        max_iterations=4,
+    )
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=5, seed=1)
+    pilot = pilots.pilot_run(pilot=pilot, base_url=live_server.url)
+
+    assert pilot.status == PilotStatus.FINISHED, pilot.error
+    assert pilot.report["tags"]["added"] > 0
+    assert pilot.report["reliability"] is None
+    assert pilot.report["taken_out"]["tags_removed"] == pilot.report["tags"]["added"]
+    assert not Tag.objects.filter(study=study).exists()
+    assert_nothing_left_in_the_study(study)
+
+
+def test_the_command_prints_the_report_and_refuses_bad_input(live_server):
+    study = draft_study(trials_per_session=6)
+    model = clustered_model(study.dataset)
+    out = io.StringIO()
+    call_command(
+        "simulate_study", str(study.pk), "--participants", "4", "--model", model.name,
+        "--url", live_server.url, "--speeders", "1", "--seed", "9", stdout=out, stderr=io.StringIO(),
+    )  # fmt: skip
+    text = out.getvalue()
+    assert f"Pilot {study.pilots.get().pk} of {study.name}: finished" in text
+    assert re.search(r"1 of 1 planted bots excluded", text), text
+    assert "Reliability against participants" in text and "speeder" in text
+
+    out = io.StringIO()
+    call_command(
+        "simulate_study", study.name, "--participants", "3", "--model", str(model.pk),
+        "--url", live_server.url, "--json", stdout=out, stderr=io.StringIO(),
+    )  # fmt: skip
+    document = json.loads(out.getvalue())
+    assert document["status"] == "finished" and len(document["report"]["bots"]) == 3
+
+    def refused(*args: str, match: str) -> None:
+        with pytest.raises(CommandError, match=match):
+            call_command("simulate_study", *args, stdout=io.StringIO(), stderr=io.StringIO())
+
+    common = ["--model", model.name, "--url", live_server.url]
+    refused("nope", "--participants", "3", *common, match="No study with id or name 'nope'")
+    refused(str(study.pk), "--participants", "3", "--model", "nope", "--url", "http://x",
+            match="No model with id or name 'nope'")  # fmt: skip
+    refused(str(study.pk), "--participants", "1", *common, match="participants: must be a whole")
+    refused(str(study.pk), "--participants", "3", "--lapse-rate", "2", *common,
+            match="lapse rate: must be a number from 0 up to 1")  # fmt: skip
+    refused(str(study.pk), "--participants", "3", "--speeders", "3", *common,
+            match="leave no honest participant")  # fmt: skip
+    services.study_set_status(study=study, status="open")
+    refused(str(study.pk), "--participants", "3", *common, match="a pilot comes before")
+    assert study.pilots.count() == 2
+
+
+@pytest.mark.django_db
+def test_start_says_why_a_model_without_stored_embeddings_cannot_pilot():
+    study = draft_study()
+    other = make_text_dataset(name="other sentences", rows=ROWS)
+    model = clustered_model(other)  # embeddings of another dataset only
+    with pytest.raises(ValidationError, match="has no stored embeddings of topics for"):
+        pilots.pilot_start(study=study, model=model, participants=5)
+    assert not Pilot.objects.exists()
+
+
+def test_an_unreachable_server_fails_the_pilot_with_its_reason_and_counts_nothing(
+    transactional_db,
+):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    pilot = pilots.pilot_start(study=study, model=model, participants=3, seed=1)
+    pilot = pilots.pilot_run(pilot=pilot, base_url=f"http://127.0.0.1:{port}")
+
+    assert pilot.status == PilotStatus.FAILED
+    assert "None of the 3 simulated participants could start a session" in pilot.error
+    assert "Connection refused" in pilot.error
+    assert_nothing_left_in_the_study(study)
+    # Run again (a redelivered task): the pilot has ended, nothing happens.
+    assert pilots.pilot_run(pilot=pilot, base_url=f"http://127.0.0.1:{port}").error == pilot.error
+
+
+@pytest.mark.django_db
+def test_one_pilot_at_a_time_and_a_stale_one_is_failed_and_taken_out():
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    first = pilots.pilot_start(study=study, model=model, participants=3)
+    with pytest.raises(ValidationError, match=f"Pilot {first.pk} of this study is still running"):
+        pilots.pilot_start(study=study, model=model, participants=3)
+    # A bot of the first pilot holds an item, then its worker dies.
+    bot = services.participant_start(study=study, pilot=first)
+    assert Item.objects.filter(assigned=1).count() == 1
+    Pilot.objects.filter(pk=first.pk).update(created_at=first.created_at - timedelta(hours=3))
+    second = pilots.pilot_start(study=study, model=model, participants=3)
+    first.refresh_from_db()
+    assert first.status == PilotStatus.FAILED and "No report after" in first.error
+    assert second.status == PilotStatus.RUNNING
+    bot.refresh_from_db()
+    assert bot.status == ParticipantStatus.WITHDRAWN
+    assert not Item.objects.exclude(assigned=0).exists()
+
+
+def test_the_page_reader_finds_what_a_bot_needs():
+    page = read_page(
+        '<div id="trial" data-kind="2afc"><p class="muted">Trial 1 of 4 · practice</p>'
+        '<noscript><p class="errors">Needs JavaScript</p></noscript>'
+        '<form method="post" action="/p/tok/"><input type="hidden" name="csrfmiddlewaretoken" '
+        'value="c"><input type="hidden" name="trial" value="7"><input type="hidden" name="key" '
+        'value="k"><figure class="stimulus reference" data-stimulus="3"></figure>'
+        '<button type="submit" name="chosen" value="4">a</button>'
+        '<button type="submit" name="chosen" value="3">b</button></form></div>'
+    )
+    form = page.result()
+    assert (form.kind, form.practice, form.trial, form.action) == ("2afc", True, "7", "/p/tok/")
+    assert form.reference == 3 and form.choices == [4, 3] and page.errors == []
+    assert form.hidden["csrfmiddlewaretoken"] == "c"
+
+
+def test_honest_bots_see_catch_trials_and_lapse_at_the_rate_asked():
+    view = ModelView(np.array([[1.0, 0.0], [0.9, 0.2], [0.0, 1.0]]), [10, 11, 12])
+    catch = TrialForm(kind="pairs", stimuli=[11, 11], scale=list(range(1, 8)))
+    regular = TrialForm(kind="pairs", stimuli=[10, 12], scale=list(range(1, 8)))
+
+    def answers(persona: str, form: TrialForm, lapse_rate: float) -> list[int]:
+        bot = Bot(1, persona, view, BotSettings(lapse_rate=lapse_rate),
+                  np.random.default_rng(0), htmx=True)  # fmt: skip
+        return [int(bot.answer(form)["value"]) for _ in range(300)]
+
+    assert set(answers(HONEST, catch, 0)) == {7}
+    lapsing = answers(HONEST, catch, 0.5)
+    assert 0.3 < sum(v != 7 for v in lapsing) / 300 < 0.6  # half lapse, 6 in 7 of them wrong
+    assert 7 not in answers(CATCH_FAILER, catch, 0)
+    assert len(set(answers(SPEEDER, regular, 0))) == 7
+    # By rank among the model's similarities: the least similar pair near the bottom, the
+    # most similar near the top of the scale.
+    assert np.mean(answers(HONEST, regular, 0)) < 3
+    close = TrialForm(kind="pairs", stimuli=[10, 11], scale=list(range(1, 8)))
+    assert np.mean(answers(HONEST, close, 0)) > 5
