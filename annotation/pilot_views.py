@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import get_script_prefix
+from django.urls import get_script_prefix, path
 from django.views.decorators.http import require_POST
 
 from annotation import services
@@ -127,3 +127,15 @@ def pilot_aggregate(request: HttpRequest, study_id: int, pilot_id: int) -> HttpR
             f"{judgments.name} v{judgments.version}, apart from the study's real data.",
         )
     return redirect(f"{pilot.study.get_absolute_url()}#pilot-{pilot.pk}")
+
+
+# The routes, for annotation/urls.py (``*pilot_views.urlpatterns``): names in its namespace.
+urlpatterns = [
+    path("studies/<int:study_id>/pilots/", study_pilots, name="study_pilots"),
+    path("studies/<int:study_id>/pilots/start/", pilot_start, name="pilot_start"),
+    path(
+        "studies/<int:study_id>/pilots/<int:pilot_id>/aggregate/",
+        pilot_aggregate,
+        name="pilot_aggregate",
+    ),
+]

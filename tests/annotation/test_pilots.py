@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import include, path, reverse
+from kombu.exceptions import OperationalError
 
-from annotation import selectors, services
+import webapp.urls
+from annotation import pilot_views, selectors, services
+from annotation import urls as annotation_urls
 from annotation.models import (
     Item,
     Participant,
@@ -43,8 +48,23 @@ from annotation.simulation import (
 from evaluation.imports.embeddings import embeddings_import
 from evaluation.models import PretrainedModel
 from tests.conftest import make_text_dataset
+from workers import tasks
 
 names = (f"pilot-{n}" for n in itertools.count())
+
+
+def with_pilot_routes() -> list:
+    """The site's routes with the pilot panel's (pilot_views.urlpatterns) in the annotation
+    namespace, whether or not annotation/urls.py lists them yet."""
+    named = {route.name for route in annotation_urls.urlpatterns}
+    routes = [*annotation_urls.urlpatterns]
+    routes += [route for route in pilot_views.urlpatterns if route.name not in named]
+    others = [r for r in webapp.urls.urlpatterns if getattr(r, "namespace", None) != "annotation"]
+    return [*others, path("", include((routes, "annotation")))]
+
+
+urlpatterns = with_pilot_routes()
+pilot_routes = pytest.mark.urls(__name__)
 
 # Three topics, four sentences each: the model below puts each topic in a cluster.
 TOPICS = {
@@ -125,7 +145,10 @@ def bots_of(pilot: Pilot, persona: str) -> list[dict]:
     return [b for b in pilot.report["bots"] if b["persona"] == persona]
 
 
-def test_a_pair_pilot_goes_through_the_live_server_and_leaves_the_study_untouched(live_server):
+@pilot_routes
+def test_a_pair_pilot_goes_through_the_live_server_and_leaves_the_study_untouched(
+    live_server, researcher_client
+):
     study = draft_study()
     model = clustered_model(study.dataset)
     pilot = pilots.pilot_start(
@@ -167,17 +190,23 @@ def test_a_pair_pilot_goes_through_the_live_server_and_leaves_the_study_untouche
     assert report["reliability"]["needed"]["target"] == 0.8
 
     assert_nothing_left_in_the_study(study)
-    # Kept as the pilot's: aggregated only when asked, and then alone.
-    judgments = services.study_aggregate(study=study, pilot=pilot)
-    assert (
-        judgments.judgment_count
-        == Response.objects.filter(
-            trial__participant__pilot=pilot,
-            trial__role=TrialRole.REGULAR,
-            trial__participant__status=ParticipantStatus.COMPLETED,
-        ).count()
+    # The study page's panel shows what the pilot found.
+    panel = researcher_client.get(
+        reverse("annotation:study_pilots", args=[study.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert re.search(r"<strong>4 of 4</strong>\s*planted bots excluded", panel), panel
+    assert "Reliability against participants" in panel and "too fast" in panel
+    assert "hx-trigger" not in panel  # finished: the panel stops refreshing
+    # Kept as the pilot's: aggregated only when the researcher asks, and then alone.
+    researcher_client.post(reverse("annotation:pilot_aggregate", args=[study.pk, pilot.pk]))
+    judgments = study.aggregations.get().judgments
+    kept = Response.objects.filter(
+        trial__participant__pilot=pilot,
+        trial__role=TrialRole.REGULAR,
+        trial__participant__status=ParticipantStatus.COMPLETED,
     )
-    assert "pilot" in judgments.name
+    assert judgments.judgment_count == kept.count() > 0
+    assert judgments.name == f"{study.name} (pilot {pilot.pk})"
 
 
 @pytest.mark.parametrize("kind", ["triplets", "2afc"])
@@ -230,9 +259,17 @@ def test_an_arrangement_pilot_arranges_by_mds_and_catches_speeders_and_the_inatt
     )
     model = clustered_model(study.dataset, dims=3)
     pilot = pilots.pilot_start(
-        study=study, model=model, participants=6, speeders=1, catch_failers=1, lapse_rate=0, seed=2
+        study=study,
+        model=model,
+        participants=6,
+        speeders=1,
+        catch_failers=1,
+        lapse_rate=0,
+        seed=2,
+        base_url=live_server.url,
     )
-    pilot = pilots.pilot_run(pilot=pilot, base_url=live_server.url)
+    tasks.pilot_run(pilot.pk)  # as a worker runs it: the address given at the start
+    pilot.refresh_from_db()
 
     assert pilot.status == PilotStatus.FINISHED, pilot.error
     assert [b["status"] for b in bots_of(pilot, SPEEDER)] == ["excluded"]
@@ -409,3 +446,89 @@ def test_honest_bots_see_catch_trials_and_lapse_at_the_rate_asked():
     assert np.mean(answers(HONEST, regular, 0)) < 3
     close = TrialForm(kind="pairs", stimuli=[10, 11], scale=list(range(1, 8)))
     assert np.mean(answers(HONEST, close, 0)) > 5
+
+
+@pilot_routes
+@pytest.mark.django_db
+def test_the_panel_offers_a_pilot_before_the_study_opens_and_to_researchers_only(
+    researcher_client, outsider
+):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    clustered_model(make_text_dataset(name="elsewhere", rows=ROWS))  # not this dataset's
+    url = reverse("annotation:study_pilots", args=[study.pk])
+    page = researcher_client.get(url).content.decode()
+    assert "<html" in page and 'id="pilot-form"' in page  # a page of its own without htmx
+    assert re.findall(r'<option value="(\d+)"', page) == [str(model.pk)]
+    panel = researcher_client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in panel and 'id="pilot-form"' in panel
+    services.study_set_status(study=study, status="open")
+    assert 'id="pilot-closed"' in researcher_client.get(url).content.decode()
+    bare = draft_study()
+    bare_url = reverse("annotation:study_pilots", args=[bare.pk])
+    assert 'id="pilot-no-model"' in researcher_client.get(bare_url).content.decode()
+
+    visitor = Client()
+    visitor.force_login(outsider)
+    assert visitor.get(url).status_code == 403
+    start = reverse("annotation:pilot_start", args=[study.pk])
+    assert visitor.post(start, {"model": model.pk, "participants": 5}).status_code == 403
+    assert Client().get(url).status_code == 302  # to the login page
+
+
+def pilot_form(model, **fields) -> dict:
+    return {
+        "model": model.pk,
+        "participants": 12,
+        "speeders": 1,
+        "catch_failers": 2,
+        "rating_noise": 0.7,
+        "temperature": 0.5,
+        "placement_noise": 0.1,
+        "lapse_rate": 0.02,
+        "target": 0.9,
+        **fields,
+    }
+
+
+@pilot_routes
+@pytest.mark.django_db
+def test_the_page_starts_a_pilot_and_queues_it_with_this_sites_address(
+    researcher_client, enqueued, django_capture_on_commit_callbacks
+):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    start = reverse("annotation:pilot_start", args=[study.pk])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = researcher_client.post(start, pilot_form(model), follow=True)
+    pilot = study.pilots.get()
+    assert enqueued == [("annotation.pilot_run", pilot.pk)]
+    assert pilot.options["base_url"] == "http://testserver/"
+    assert (pilot.options["speeders"], pilot.options["catch_failers"]) == (1, 2)
+    assert pilot.options["target"] == 0.9 and pilot.status == PilotStatus.RUNNING
+    assert f"Pilot {pilot.pk} started" in response.content.decode()
+
+    response = researcher_client.post(start, pilot_form(model), follow=True)
+    assert "is still running" in response.content.decode()
+    response = researcher_client.post(start, pilot_form(model, lapse_rate=3), follow=True)
+    assert "lapse_rate" in response.content.decode()
+    assert study.pilots.count() == 1
+
+
+@pilot_routes
+@pytest.mark.django_db
+def test_a_queue_that_does_not_answer_fails_the_pilot_at_once(
+    researcher_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    def unreachable(name: str, pk: int) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("evaluation.services.queue._enqueue", unreachable)
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    with django_capture_on_commit_callbacks(execute=True):
+        researcher_client.post(
+            reverse("annotation:pilot_start", args=[study.pk]), pilot_form(model)
+        )
+    pilot = study.pilots.get()
+    assert pilot.status == PilotStatus.FAILED and "task queue did not answer" in pilot.error

@@ -1,0 +1,155 @@
+"""The pilot's acceptance: 30 simulated participants through the project's gunicorn (its
+gunicorn.conf.py, several worker processes) on PostgreSQL, on a pair-rating study and on a
+multi-arrangement study. The pilot finishes, nothing of it is in the study's real aggregate
+or counts, and its report shows the planted speeders and catch failers excluded."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from annotation import selectors, services
+from annotation.models import ParticipantStatus, PilotStatus, Study
+from annotation.services import pilots
+from annotation.simulation import CATCH_FAILER, HONEST, SPEEDER
+from tests.annotation.test_pilots import clustered_model, draft_study
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+READY_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn(worker_env: dict[str, str], isolated_storage: Path) -> Iterator[str]:
+    """The project's gunicorn (3 workers x 2 threads) on the test database; its address."""
+    port = free_port()
+    log = isolated_storage / "gunicorn.log"
+    env = {**worker_env, "WEB_WORKERS": "3", "WEB_THREADS": "2", "STATIC_MANIFEST": "0"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "webapp.wsgi:application",
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
+        cwd=REPO_ROOT, env=env, start_new_session=True,
+        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn did not start:\n{log.read_text()[-3000:]}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/healthz")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # master and workers: its own group
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+def check_pilot_report(pilot, *, participants: int, speeders: int, catch_failers: int) -> None:
+    report = pilot.report
+    assert pilot.status == PilotStatus.FINISHED, pilot.error
+    assert report["sessions"]["started"] == participants, report["sessions"]
+    assert report["sessions"]["errors"] == [] and report["sessions"]["refused"] == []
+    bots = report["bots"]
+    planted = [b for b in bots if b["persona"] in (SPEEDER, CATCH_FAILER)]
+    assert sorted(b["persona"] for b in planted) == sorted(
+        [SPEEDER] * speeders + [CATCH_FAILER] * catch_failers
+    )
+    assert all(b["status"] == ParticipantStatus.EXCLUDED for b in planted), planted
+    assert report["quality"]["planted"] == {
+        "sessions": speeders + catch_failers,
+        "excluded": speeders + catch_failers,
+    }
+    assert set(report["quality"]["rules"]["too fast"]["personas"]) <= {SPEEDER, HONEST}
+    assert report["quality"]["rules"]["too fast"]["personas"][SPEEDER] == speeders
+    honest = [b for b in bots if b["persona"] == HONEST]
+    excluded = [b for b in honest if b["status"] == ParticipantStatus.EXCLUDED]
+    assert len(excluded) <= len(honest) // 5, excluded  # honest bots are mostly kept
+    assignment = report["assignment"]
+    assert assignment["over_quota"] == 0 and assignment["holdings_left"] == 0
+    assert assignment["duplicates"] == 0 and assignment["counters_mismatched"] == []
+    assert report["counts_after"] == report["counts_before"] == {"assigned": 0, "answered": 0}
+    curve = report["reliability"]["curve"]
+    assert [p["participants"] for p in curve][-1] == report["reliability"]["kept"]
+    assert curve[-1]["mean"] is not None and curve[-1]["mean"] > 0.5, curve
+
+
+def check_real_study_untouched(study: Study) -> None:
+    study.refresh_from_db()
+    assert study.status == "draft"
+    assert not study.items.exclude(assigned=0, answered=0).exists()
+    assert list(selectors.study_participants(study)) == []
+    assert selectors.study_reliability(study) is None
+    with pytest.raises(ValidationError, match="No usable responses"):
+        services.study_aggregate(study=study)
+
+
+def test_thirty_bots_pilot_a_pair_rating_study_through_gunicorn(gunicorn):
+    study = draft_study(
+        "pairs", judgments_per_item=4, trials_per_session=10, catch_trials=2, min_response_ms=400
+    )
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(
+        study=study, model=model, participants=30, speeders=3, catch_failers=3,
+        lapse_rate=0.01, seed=11,
+    )  # fmt: skip
+    pilot = pilots.pilot_run(pilot=pilot, base_url=gunicorn)
+
+    check_pilot_report(pilot, participants=30, speeders=3, catch_failers=3)
+    rules = pilot.report["quality"]["rules"]
+    assert rules["catch trials"]["personas"][CATCH_FAILER] == 3
+    # An honest bot is excluded only for a lapse (a random answer) on a catch trial.
+    for bot in pilot.report["bots"]:
+        if bot["persona"] == HONEST and bot["status"] == ParticipantStatus.EXCLUDED:
+            assert bot["lapses"] >= 1 and all("catch" in f for f in bot["flags"]), bot
+    check_real_study_untouched(study)
+
+
+def test_thirty_bots_pilot_a_multi_arrangement_study_through_gunicorn(gunicorn):
+    study = draft_study(
+        "arrangement",
+        judgments_per_item=25,
+        trials_per_session=4,
+        catch_trials=1,
+        min_response_ms=2000,
+        arena_max_items=8,
+        evidence_threshold=1.0,
+    )
+    model = clustered_model(study.dataset, dims=3)
+    pilot = pilots.pilot_start(
+        study=study, model=model, participants=30, speeders=3, catch_failers=3, seed=12
+    )
+    pilot = pilots.pilot_run(pilot=pilot, base_url=gunicorn)
+
+    check_pilot_report(pilot, participants=30, speeders=3, catch_failers=3)
+    assert pilot.report["quality"]["rules"]["catch trials"]["personas"][CATCH_FAILER] == 3
+    assert all(b["catch_trials"] == 1 for b in pilot.report["bots"])
+    assert not study.participants.exclude(session_state="released").exists()
+    check_real_study_untouched(study)
