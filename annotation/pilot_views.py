@@ -54,6 +54,9 @@ class PilotForm(forms.Form):
             .distinct()
             .order_by("name")
         )
+        offered = list(field.queryset[:2])
+        if len(offered) == 1:  # the only choice: chosen already
+            field.initial = offered[0].pk
 
 
 @researcher_required

@@ -759,7 +759,13 @@ def _tags_found(pilot: Pilot) -> dict[str, Any]:
     rows = added.values("status").annotate(n=Count("pk"))
     statuses = {row["status"]: row["n"] for row in rows}
     chains = pilot.study.items.filter(completed=True).count()
-    return {"added": sum(statuses.values()), "by_status": statuses, "chains_completed": chains}
+    common = added.values("text").annotate(n=Count("pk")).order_by("-n", "text")[:SHOWN_ITEMS]
+    return {
+        "added": sum(statuses.values()),
+        "by_status": statuses,
+        "chains_completed": chains,
+        "common": [[row["text"], row["n"]] for row in common],  # on how many stimuli
+    }
 
 
 # --- Reliability against the number of participants -----------------------------------------
@@ -784,23 +790,29 @@ def _reliability(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any] | N
             if (value := measure.score(list(rng.choice(kept, size=n, replace=False)), draw))
             is not None
         ]
+        # A mean over a few lucky subsets would overstate what n participants give.
+        enough = len(values) >= max(1, draws // 2)
+        reason = "" if enough else measure.reason
+        if values and not enough:
+            reason = f"only {len(values)} of {draws} random subsets gave a value"
         curve.append(
             {
                 "participants": n,
-                "mean": round(float(np.mean(values)), 4) if values else None,
-                "sd": round(float(np.std(values)), 4) if len(values) > 1 else None,
+                "mean": round(float(np.mean(values)), 4) if enough else None,
+                "sd": round(float(np.std(values)), 4) if enough and len(values) > 1 else None,
                 "draws": draws,
                 "usable": len(values),
                 "judgments_per_item": round(measure.per_item(n), 2),
-                "reason": "" if values else measure.reason,
+                "reason": reason,
             }
         )
-    return {
-        "method": measure.method,
-        "kept": len(kept),
-        "curve": curve,
-        "needed": _needed(study, curve, target, measure.spearman_brown),
-    }
+    needed = _needed(study, curve, target, measure.spearman_brown)
+    started = sum(b["participant"] is not None for b in bots)
+    if needed.get("participants") and kept:
+        # Kept participants are what counts; recruit for the share this pilot excluded.
+        needed["kept_share"] = round(len(kept) / started, 3)
+        needed["recruit"] = math.ceil(needed["participants"] * started / len(kept))
+    return {"method": measure.method, "kept": len(kept), "curve": curve, "needed": needed}
 
 
 class _Measure:

@@ -301,10 +301,11 @@ def test_an_arrangement_pilot_arranges_by_mds_and_catches_speeders_and_the_inatt
     assert_nothing_left_in_the_study(study)
 
 
-def test_an_adaptive_tag_pilot_takes_its_tags_out_again(live_server):
+@pytest.mark.parametrize("mode", ["adaptive", "free"])
+def test_a_tag_pilot_takes_its_tags_out_again(live_server, mode):
     study = draft_study(
         "tags",
-        tag_mode="adaptive",
+        tag_mode=mode,
         catch_trials=0,
         practice_trials=0,
         trials_per_session=6,
@@ -315,7 +316,11 @@ def test_an_adaptive_tag_pilot_takes_its_tags_out_again(live_server):
     pilot = pilots.pilot_run(pilot=pilot, base_url=live_server.url)
 
     assert pilot.status == PilotStatus.FINISHED, pilot.error
-    assert pilot.report["tags"]["added"] > 0
+    assert pilot.report["sessions"]["completed"] == 5
+    # Honest taggers use their stimulus' topic (its label and its neighbours').
+    common = dict(pilot.report["tags"]["common"])
+    assert set(TOPICS) <= set(common) and common["animals"] >= 3, common
+    assert pilot.report["tags"]["added"] >= sum(common.values())
     assert pilot.report["reliability"] is None
     assert pilot.report["taken_out"]["tags_removed"] == pilot.report["tags"]["added"]
     assert not Tag.objects.filter(study=study).exists()

@@ -36,9 +36,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server(str):
+    """The server's address, and its log (what it said about a failed request)."""
+
+    log: Path
+
+    def errors(self) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(line for line in text.splitlines() if "Error" in line)[-3000:]
+
+
 @pytest.fixture
-def gunicorn(worker_env: dict[str, str], isolated_storage: Path) -> Iterator[str]:
-    """The project's gunicorn (3 workers x 2 threads) on the test database; its address."""
+def gunicorn(worker_env: dict[str, str], isolated_storage: Path) -> Iterator[Server]:
+    """The project's gunicorn (3 workers x 2 threads) on the test database."""
     port = free_port()
     log = isolated_storage / "gunicorn.log"
     env = {**worker_env, "WEB_WORKERS": "3", "WEB_THREADS": "2", "STATIC_MANIFEST": "0"}
@@ -61,7 +71,9 @@ def gunicorn(worker_env: dict[str, str], isolated_storage: Path) -> Iterator[str
             except OSError:
                 pass
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        address = Server(f"http://127.0.0.1:{port}")
+        address.log = log
+        yield address
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)  # master and workers: its own group
@@ -72,11 +84,15 @@ def gunicorn(worker_env: dict[str, str], isolated_storage: Path) -> Iterator[str
                 server.wait()
 
 
-def check_pilot_report(pilot, *, participants: int, speeders: int, catch_failers: int) -> None:
+def check_pilot_report(
+    pilot, server: Server, *, participants: int, speeders: int, catch_failers: int
+) -> None:
     report = pilot.report
     assert pilot.status == PilotStatus.FINISHED, pilot.error
-    assert report["sessions"]["started"] == participants, report["sessions"]
-    assert report["sessions"]["errors"] == [] and report["sessions"]["refused"] == []
+    assert report["counts_after"] == report["counts_before"] == {"assigned": 0, "answered": 0}
+    sessions = report["sessions"]
+    assert sessions["errors"] == [], f"{sessions['errors']}\nThe server said:\n{server.errors()}"
+    assert sessions["started"] == participants and sessions["refused"] == [], sessions
     bots = report["bots"]
     planted = [b for b in bots if b["persona"] in (SPEEDER, CATCH_FAILER)]
     assert sorted(b["persona"] for b in planted) == sorted(
@@ -95,10 +111,11 @@ def check_pilot_report(pilot, *, participants: int, speeders: int, catch_failers
     assignment = report["assignment"]
     assert assignment["over_quota"] == 0 and assignment["holdings_left"] == 0
     assert assignment["duplicates"] == 0 and assignment["counters_mismatched"] == []
-    assert report["counts_after"] == report["counts_before"] == {"assigned": 0, "answered": 0}
     curve = report["reliability"]["curve"]
     assert [p["participants"] for p in curve][-1] == report["reliability"]["kept"]
     assert curve[-1]["mean"] is not None and curve[-1]["mean"] > 0.5, curve
+    needed = report["reliability"]["needed"]
+    assert needed["participants"] and needed["recruit"] >= needed["participants"], needed
 
 
 def check_real_study_untouched(study: Study) -> None:
@@ -122,7 +139,7 @@ def test_thirty_bots_pilot_a_pair_rating_study_through_gunicorn(gunicorn):
     )  # fmt: skip
     pilot = pilots.pilot_run(pilot=pilot, base_url=gunicorn)
 
-    check_pilot_report(pilot, participants=30, speeders=3, catch_failers=3)
+    check_pilot_report(pilot, gunicorn, participants=30, speeders=3, catch_failers=3)
     rules = pilot.report["quality"]["rules"]
     assert rules["catch trials"]["personas"][CATCH_FAILER] == 3
     # An honest bot is excluded only for a lapse (a random answer) on a catch trial.
@@ -148,7 +165,7 @@ def test_thirty_bots_pilot_a_multi_arrangement_study_through_gunicorn(gunicorn):
     )
     pilot = pilots.pilot_run(pilot=pilot, base_url=gunicorn)
 
-    check_pilot_report(pilot, participants=30, speeders=3, catch_failers=3)
+    check_pilot_report(pilot, gunicorn, participants=30, speeders=3, catch_failers=3)
     assert pilot.report["quality"]["rules"]["catch trials"]["personas"][CATCH_FAILER] == 3
     assert all(b["catch_trials"] == 1 for b in pilot.report["bots"])
     assert not study.participants.exclude(session_state="released").exists()

@@ -173,6 +173,14 @@ def report_lines(pilot: Pilot) -> list[str]:
         return lines
     lines += ["", *_session_lines(report), "", *_quality_lines(report), ""]
     lines += [*_assignment_lines(report), "", *_reliability_lines(report), ""]
+    tags = report.get("tags")
+    if tags:
+        common = ", ".join(f"{text} ({n})" for text, n in tags["common"])
+        lines += [
+            f"Tags the bots added: {tags['added']} ({tags['by_status']}); chains completed: "
+            f"{tags['chains_completed']}; most used: {common}",
+            "",
+        ]
     lines += ["Bots:", *_bot_table(report)]
     return lines
 
@@ -260,14 +268,20 @@ def _reliability_lines(report: dict[str, Any]) -> list[str]:
         for line in table(["participants", "mean", "sd", "draws", "judgments/item"], rows)
     ]
     needed = reliability["needed"]
+    recruit = (
+        f" Recruit about {needed['recruit']}: {needed['kept_share']:.0%} of this pilot's "
+        "participants were kept."
+        if needed.get("recruit")
+        else ""
+    )
     if needed.get("reached_at"):
         lines.append(
             f"  Target {needed['target']} reached with {needed['reached_at']} participants."
         )
     elif needed.get("participants"):
         lines.append(
-            f"  Target {needed['target']}: about {needed['participants']} participants "
-            f"({needed['judgments_per_item']} judgments per item; {needed['method']})."
+            f"  Target {needed['target']}: about {needed['participants']} kept participants "
+            f"({needed['judgments_per_item']} judgments per item; {needed['method']}).{recruit}"
         )
         if needed.get("raise_quota"):
             lines.append(
