@@ -29,6 +29,9 @@
     this.items = elements.map(function (element, slot) {
       return { element: element, slot: slot, x: null, y: null, moves: 0 };
     });
+    this.text = elements.length > 0 && elements.every(function (element) {
+      return element.classList.contains("text");
+    });
     this.layout();
     this.items.forEach(this.bind, this);
     var arena = this;
@@ -45,17 +48,26 @@
   // Sizes follow the page width, so a phone gets a smaller arena that works the same way.
   Arena.prototype.layout = function () {
     var width = this.wrap.clientWidth;
-    this.diameter = width;
-    this.radius = width / 2;
     this.size = Math.max(36, Math.min(76, Math.round(width * 0.11)));
-    this.circle.style.width = this.circle.style.height = width + "px";
-    var perRow = Math.max(1, Math.floor((width + GAP) / (this.size + GAP)));
-    this.trayTop = width + 2 * GAP;
+    // A sentence needs width to be read: text items are twice as wide as they are tall.
+    this.itemWidth = this.text ? 2 * this.size : this.size;
+    this.itemHeight = this.size;
+    // Where the wrap reaches the edge of the page (a phone), the circle keeps half an item
+    // clear of it: an item on the rim would otherwise widen the page and let it scroll sideways.
+    var box = this.wrap.getBoundingClientRect();
+    var margin = Math.min(box.left, document.documentElement.clientWidth - box.right);
+    this.inset = Math.max(0, Math.ceil(this.itemWidth / 2 - Math.max(0, margin)));
+    this.radius = width / 2 - this.inset;
+    this.circle.style.left = this.circle.style.top = this.inset + "px";
+    this.circle.style.width = this.circle.style.height = 2 * this.radius + "px";
+    var perRow = Math.max(1, Math.floor((width + GAP) / (this.itemWidth + GAP)));
+    this.trayTop = width - this.inset + 2 * GAP;
     var rows = Math.ceil(this.items.length / perRow);
-    this.wrap.style.height = (this.trayTop + rows * (this.size + GAP)) + "px";
+    this.wrap.style.height = (this.trayTop + rows * (this.itemHeight + GAP)) + "px";
     this.perRow = perRow;
     this.items.forEach(function (item) {
-      item.element.style.width = item.element.style.height = this.size + "px";
+      item.element.style.width = this.itemWidth + "px";
+      item.element.style.height = this.itemHeight + "px";
       this.place(item);
     }, this);
   };
@@ -63,23 +75,26 @@
   Arena.prototype.trayPixel = function (item) {
     var column = item.slot % this.perRow, row = Math.floor(item.slot / this.perRow);
     return {
-      left: column * (this.size + GAP) + this.size / 2,
-      top: this.trayTop + row * (this.size + GAP) + this.size / 2,
+      left: column * (this.itemWidth + GAP) + this.itemWidth / 2,
+      top: this.trayTop + row * (this.itemHeight + GAP) + this.itemHeight / 2,
     };
   };
 
   // Draw an item where its state says: in the arena (radii) or at its tray slot.
   Arena.prototype.place = function (item) {
-    var centre = item.x === null ? this.trayPixel(item)
-      : { left: this.radius + item.x * this.radius, top: this.radius + item.y * this.radius };
-    item.element.style.left = (centre.left - this.size / 2) + "px";
-    item.element.style.top = (centre.top - this.size / 2) + "px";
+    var centre = this.inset + this.radius;
+    var at = item.x === null ? this.trayPixel(item)
+      : { left: centre + item.x * this.radius, top: centre + item.y * this.radius };
+    item.element.style.left = (at.left - this.itemWidth / 2) + "px";
+    item.element.style.top = (at.top - this.itemHeight / 2) + "px";
     item.element.classList.toggle("placed", item.x !== null);
   };
 
-  // A drop at a pixel: inside the circle it is placed there; outside, back to the tray.
+  // A drop at a pixel of the wrap: inside the circle it is placed there; outside, back to
+  // the tray.
   Arena.prototype.drop = function (item, left, top) {
-    var x = (left - this.radius) / this.radius, y = (top - this.radius) / this.radius;
+    var centre = this.inset + this.radius;
+    var x = (left - centre) / this.radius, y = (top - centre) / this.radius;
     if (x * x + y * y <= 1) { item.x = x; item.y = y; } else { item.x = item.y = null; }
     item.moves += 1;
     this.place(item);
@@ -94,9 +109,9 @@
       element.setPointerCapture(event.pointerId);
       element.focus({ preventScroll: true });
       var box = arena.wrap.getBoundingClientRect();
-      var left = parseFloat(element.style.left) + arena.size / 2;
-      var top = parseFloat(element.style.top) + arena.size / 2;
-      drag = { id: event.pointerId, box: box, dx: event.clientX - box.left - left,
+      var left = parseFloat(element.style.left) + arena.itemWidth / 2;
+      var top = parseFloat(element.style.top) + arena.itemHeight / 2;
+      drag = { id: event.pointerId, dx: event.clientX - box.left - left,
         dy: event.clientY - box.top - top, startX: event.clientX, startY: event.clientY,
         moved: false };
       element.classList.add("dragging");
@@ -107,14 +122,17 @@
         drag.moved = true;
       }
       if (!drag.moved) { return; }
-      var left = event.clientX - drag.box.left - drag.dx, top = event.clientY - drag.box.top - drag.dy;
-      element.style.left = (left - arena.size / 2) + "px";
-      element.style.top = (top - arena.size / 2) + "px";
+      // The wrap measured now, not at the grab: the page may have scrolled under the held
+      // item (a mouse wheel turned mid-drag).
+      var box = arena.wrap.getBoundingClientRect();
+      var left = event.clientX - box.left - drag.dx, top = event.clientY - box.top - drag.dy;
+      element.style.left = (left - arena.itemWidth / 2) + "px";
+      element.style.top = (top - arena.itemHeight / 2) + "px";
     });
     function end(event) {
       if (!drag || event.pointerId !== drag.id) { return; }
       element.classList.remove("dragging");
-      var moved = drag.moved, box = drag.box, dx = drag.dx, dy = drag.dy;
+      var moved = drag.moved, box = arena.wrap.getBoundingClientRect(), dx = drag.dx, dy = drag.dy;
       drag = null;
       if (!moved) { arena.place(item); toggleClip(element); return; }
       arena.drop(item, event.clientX - box.left - dx, event.clientY - box.top - dy);
