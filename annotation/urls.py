@@ -1,10 +1,11 @@
 from django.urls import path
 
-from annotation import views
+from annotation import pilot_views, views
 
 app_name = "annotation"
 
 urlpatterns = [
+    *pilot_views.urlpatterns,  # a study's pilots (simulated participants)
     # Researchers
     path("studies/", views.study_list, name="study_list"),
     path("studies/new/", views.study_create, name="study_create"),

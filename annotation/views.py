@@ -304,7 +304,9 @@ def study_entry(request: HttpRequest, token: str) -> HttpResponse:
             status=409,
         )
     except services.StudyFull:
-        if services.study_close_if_complete(study=study) or study.status != StudyStatus.OPEN:
+        if services.study_close_if_complete(study=study) or (
+            study.status != StudyStatus.OPEN and pilot is None
+        ):
             return _closed(request, study)
         return render(request, "annotation/participant/full.html", {"study": study}, status=503)
     return render(

@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -71,17 +71,7 @@ def session_claim(*, participant: Participant) -> None:
     statement). StudyFull if fewer than MIN_SESSION_ITEMS have room; the caller's transaction
     then undoes the claims."""
     study = participant.study
-    claimable = Item.objects.filter(study=study, assigned__lt=study.quota).order_by(
-        "assigned", "shuffle_key"
-    )
-    claimed: list[int] = []
-    for item_id, stimulus_id in claimable.values_list("pk", "a_id").iterator():
-        if len(claimed) == study.arena_max_items:
-            break
-        if Item.objects.filter(pk=item_id, assigned__lt=study.quota).update(
-            assigned=F("assigned") + 1
-        ):
-            claimed.append(stimulus_id)
+    claimed = _claim_least_arranged(study, study.arena_max_items)
     if len(claimed) < MIN_SESSION_ITEMS:
         raise StudyFull(
             "Every place in this study is taken at the moment: too few stimuli still need "
@@ -94,6 +84,34 @@ def session_claim(*, participant: Participant) -> None:
     Participant.objects.filter(pk=participant.pk).update(
         session_stimuli=claimed, session_state=HELD, reserved_until=participant.reserved_until
     )
+
+
+def _claim_least_arranged(study: Study, wanted: int) -> list[int]:
+    """Count one more session on up to ``wanted`` items with room, the least arranged first
+    (ties by a random key fixed per item); their stimulus ids. The items with room are
+    locked first, in id order like every other multi-row change of them (_lock_session_items),
+    so concurrent sessions wait for each other instead of deadlocking, and none is told the
+    study is full while another merely holds its rows for a moment."""
+    with transaction.atomic():
+        open_items = Item.objects.filter(study=study, assigned__lt=study.quota).order_by("pk")
+        if connection.features.has_select_for_update:
+            open_items = open_items.select_for_update()
+        rows = list(open_items.values_list("pk", "a_id", "assigned", "shuffle_key"))
+        rows.sort(key=lambda row: (row[2], row[3]))
+        chosen = dict(row[:2] for row in rows[:wanted])
+        Item.objects.filter(pk__in=chosen).update(assigned=F("assigned") + 1)
+    return list(chosen.values())
+
+
+def _lock_session_items(participant: Participant) -> Any:
+    """The session's items, locked in id order: every multi-row change of them takes its
+    locks in this one order, so two of them cannot deadlock."""
+    items = Item.objects.filter(
+        study_id=participant.study_id, a_id__in=participant.session_stimuli
+    ).order_by("pk")
+    if connection.features.has_select_for_update:
+        list(items.select_for_update().values_list("pk", flat=True))
+    return items
 
 
 def _hold_until(study: Study) -> Any:
@@ -116,9 +134,9 @@ def _move(participant: Participant, source: str, target: str) -> bool:
             session_state=target
         )
         if moved and participant.session_stimuli and (assigned or answered):
-            Item.objects.filter(
-                study_id=participant.study_id, a_id__in=participant.session_stimuli
-            ).update(assigned=F("assigned") + assigned, answered=F("answered") + answered)
+            _lock_session_items(participant).update(
+                assigned=F("assigned") + assigned, answered=F("answered") + answered
+            )
     if moved:
         participant.session_state = target
     return bool(moved)
@@ -152,9 +170,11 @@ def session_resume(*, participant: Participant) -> bool:
         ):
             participant.refresh_from_db(fields=["session_state"])
             return participant.session_state == HELD
-        claimed = Item.objects.filter(
-            study=study, a_id__in=participant.session_stimuli, assigned__lt=study.quota
-        ).update(assigned=F("assigned") + 1)
+        claimed = (
+            _lock_session_items(participant)
+            .filter(assigned__lt=study.quota)
+            .update(assigned=F("assigned") + 1)
+        )
         if claimed != len(set(participant.session_stimuli)):
             transaction.set_rollback(True)
             return False

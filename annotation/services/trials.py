@@ -678,14 +678,15 @@ def participant_finish(*, participant: Participant) -> None:
     reasons = quality_problems(participant)
     excluded = bool(reasons) and participant.study.exclude_on_failure
     status = ParticipantStatus.EXCLUDED if excluded else ParticipantStatus.COMPLETED
-    finished = Participant.objects.filter(
-        pk=participant.pk, status=ParticipantStatus.CONSENTED
-    ).update(status=status, flags=reasons, completed_at=timezone.now())
+    with transaction.atomic():  # a multi-arrangement session ends with its counts, or not
+        finished = Participant.objects.filter(
+            pk=participant.pk, status=ParticipantStatus.CONSENTED
+        ).update(status=status, flags=reasons, completed_at=timezone.now())
+        if finished and participant.study.is_arrangement:
+            arrangements.session_finish(participant=participant, excluded=excluded)
     participant.refresh_from_db()
     if not finished:
         return  # finished by a concurrent request, or excluded by the researcher meanwhile
-    if participant.study.is_arrangement:
-        arrangements.session_finish(participant=participant, excluded=excluded)
     participant_release_holdings(participant=participant)
     if excluded:
         participant_items_count(participant=participant, change=-1)

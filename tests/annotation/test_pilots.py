@@ -17,12 +17,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
-from django.urls import include, path, reverse
+from django.urls import reverse
 from kombu.exceptions import OperationalError
 
-import webapp.urls
-from annotation import pilot_views, selectors, services
-from annotation import urls as annotation_urls
+from annotation import selectors, services
 from annotation.models import (
     Item,
     Participant,
@@ -52,19 +50,6 @@ from workers import tasks
 
 names = (f"pilot-{n}" for n in itertools.count())
 
-
-def with_pilot_routes() -> list:
-    """The site's routes with the pilot panel's (pilot_views.urlpatterns) in the annotation
-    namespace, whether or not annotation/urls.py lists them yet."""
-    named = {route.name for route in annotation_urls.urlpatterns}
-    routes = [*annotation_urls.urlpatterns]
-    routes += [route for route in pilot_views.urlpatterns if route.name not in named]
-    others = [r for r in webapp.urls.urlpatterns if getattr(r, "namespace", None) != "annotation"]
-    return [*others, path("", include((routes, "annotation")))]
-
-
-urlpatterns = with_pilot_routes()
-pilot_routes = pytest.mark.urls(__name__)
 
 # Three topics, four sentences each: the model below puts each topic in a cluster.
 TOPICS = {
@@ -145,7 +130,6 @@ def bots_of(pilot: Pilot, persona: str) -> list[dict]:
     return [b for b in pilot.report["bots"] if b["persona"] == persona]
 
 
-@pilot_routes
 def test_a_pair_pilot_goes_through_the_live_server_and_leaves_the_study_untouched(
     live_server, researcher_client
 ):
@@ -273,10 +257,11 @@ def test_an_arrangement_pilot_arranges_by_mds_and_catches_speeders_and_the_inatt
 
     assert pilot.status == PilotStatus.FINISHED, pilot.error
     assert [b["status"] for b in bots_of(pilot, SPEEDER)] == ["excluded"]
-    assert [b["status"] for b in bots_of(pilot, CATCH_FAILER)] == ["excluded"]
-    assert all(
-        b["status"] == "completed" and b["catch_trials"] == 1 for b in bots_of(pilot, HONEST)
+    assert [b["status"] for b in bots_of(pilot, CATCH_FAILER)] == ["excluded"], str(
+        bots_of(pilot, CATCH_FAILER)
     )
+    honest = bots_of(pilot, HONEST)
+    assert all(b["status"] == "completed" and b["catch_trials"] == 1 for b in honest), str(honest)
     # Honest arrangements put a topic's sentences closer together than different topics'.
     first = Response.objects.filter(
         trial__participant__pilot=pilot,
@@ -453,7 +438,6 @@ def test_honest_bots_see_catch_trials_and_lapse_at_the_rate_asked():
     assert np.mean(answers(HONEST, close, 0)) > 5
 
 
-@pilot_routes
 @pytest.mark.django_db
 def test_the_panel_offers_a_pilot_before_the_study_opens_and_to_researchers_only(
     researcher_client, outsider
@@ -496,7 +480,6 @@ def pilot_form(model, **fields) -> dict:
     }
 
 
-@pilot_routes
 @pytest.mark.django_db
 def test_the_page_starts_a_pilot_and_queues_it_with_this_sites_address(
     researcher_client, enqueued, django_capture_on_commit_callbacks
@@ -520,7 +503,6 @@ def test_the_page_starts_a_pilot_and_queues_it_with_this_sites_address(
     assert study.pilots.count() == 1
 
 
-@pilot_routes
 @pytest.mark.django_db
 def test_a_queue_that_does_not_answer_fails_the_pilot_at_once(
     researcher_client, monkeypatch, django_capture_on_commit_callbacks

@@ -26,6 +26,7 @@ COMMANDS = {
     "import_judgments": "evaluation",
     "evaluate": "evaluation",
     "export_study": "annotation",
+    "simulate_study": "annotation",
 }
 
 

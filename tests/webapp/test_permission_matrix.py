@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from annotation import services as study_services
-from annotation.models import Participant, Study
+from annotation.models import Participant, Pilot, Study
 from annotation.services import ItemPlan
 from tests.annotation.test_media_trials import make_video_dataset
 from tests.conftest import make_image_dataset, make_text_dataset, make_text_model
@@ -62,6 +62,9 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "annotation:study_aggregate": (RESEARCHER, "POST", "study"),
     "annotation:study_descriptions": (RESEARCHER, "POST", "study"),
     "annotation:participant_exclude": (RESEARCHER, "POST", "study participant"),
+    "annotation:study_pilots": (RESEARCHER, "GET", "study"),
+    "annotation:pilot_start": (RESEARCHER, "POST", "study"),
+    "annotation:pilot_aggregate": (RESEARCHER, "POST", "study pilot"),
     "annotation:study_export": (RESEARCHER, "GET", "study export"),
     "annotation:study_entry": (PUBLIC, "GET", "study_token"),
     "annotation:participant_trial": (TOKEN, "GET", "token"),
@@ -117,6 +120,7 @@ def site(researcher, digits_zip_small):
         "run": RunFactory(dataset=dataset),
         "embedding_import": EmbeddingImportFactory(dataset=dataset),
         "study": study,
+        "pilot": Pilot.objects.create(study=study),
         "participant": participant,
         "tagger": study_services.participant_start(study=tags),
         "participant_client": participant_client,
