@@ -36,7 +36,9 @@ TREND_POINTS = 5
 
 def study_list() -> Any:
     return Study.objects.select_related("dataset").annotate(
-        participant_count=Count("participants", distinct=True),
+        participant_count=Count(
+            "participants", filter=Q(participants__pilot=None), distinct=True
+        ),  # real ones: a pilot's bots are counted in its report
         item_count=Count("items", distinct=True),
     )
 

@@ -182,6 +182,7 @@
   };
 
   Arena.prototype.moveTo = function (item, x, y) {
+    if (item.x === x && item.y === y) { return; } // pressed against the rim: not a move
     item.x = x; item.y = y; item.moves += 1;
     this.place(item);
     this.update();
