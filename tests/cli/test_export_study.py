@@ -86,9 +86,9 @@ def test_failures_leave_no_file_and_no_partial_output(rated_study, tmp_path, mon
         yield from list(exports.response_rows(study))[:3]
         raise OSError("disk full")
 
-    from annotation.management.commands import export_study
-
-    monkeypatch.setitem(export_study.EXPORTS, "responses", (broken, exports.RESPONSE_FIELDS))
+    monkeypatch.setitem(
+        exports.EXPORTS, "responses", exports.Export(broken, exports.RESPONSE_FIELDS, "broken")
+    )
     error, _ = cli_fails("export_study", str(rated_study.pk), "-o", str(target))
     assert str(error) == "disk full"
     assert target.read_text() == "yesterday's export\n"

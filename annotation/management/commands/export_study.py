@@ -1,10 +1,10 @@
-"""Export a study's responses, per-item aggregates or tags as CSV or JSON, streamed row by
-row from the database (the same exports as the study page), to stdout or a file."""
+"""Export a study's data as CSV or JSON, streamed row by row from the database (the same
+exports as the study page and the API: annotation/exports.EXPORTS), to stdout or a file."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -13,25 +13,22 @@ from annotation import exports
 from annotation.models import Study
 from core.cli import LikenessCommand, Outcome, atomic_output, wrapped_stream
 
-# What to export: the rows and, for CSV, the fixed header (None: from the first row).
-EXPORTS: dict[str, tuple[Callable[[Study], Iterator[dict[str, Any]]], list[str] | None]] = {
-    "responses": (exports.response_rows, exports.RESPONSE_FIELDS),
-    "aggregates": (exports.aggregate_rows, None),
-    "tags": (exports.tag_rows, None),
-}
-ALIASES = {"aggregate": "aggregates", "response": "responses", "tag": "tags"}
+ALIASES = {"aggregates": "aggregate", "response": "responses", "tag": "tags"}
 
 
 class Command(LikenessCommand):
     help = (
         "Export a study's data: every response (with flags and exclusions, for auditing),\n"
-        "per-item aggregates of the usable responses (mean rating and spread, or votes), or\n"
-        "the tags of a tagging study. Rows are streamed as they are read, so memory stays\n"
-        "small whatever the study's size. With -o the file appears only once it is complete."
+        "per-item aggregates of the usable responses (mean rating and spread, or votes), the\n"
+        "tags of a tagging study, or a multi-arrangement study's placements and each\n"
+        "participant's estimated dissimilarities. Rows are streamed as they are read, so\n"
+        "memory stays small whatever the study's size. With -o the file appears only once it\n"
+        "is complete."
     )
     examples = """
   manage.py export_study 3 --what responses --format csv -o responses.csv
   manage.py export_study 3 --what aggregates --format json | jq '.[0]'
+  manage.py export_study 4 --what arrangements --format csv -o placements.csv
   manage.py export_study "Sentence similarity pilot" --what tags --format csv -o tags.csv --json
 """
 
@@ -40,8 +37,8 @@ class Command(LikenessCommand):
         parser.add_argument(
             "--what",
             default="responses",
-            choices=[*EXPORTS, *ALIASES],
-            help="responses (default), aggregates or tags.",
+            choices=[*exports.EXPORTS, *ALIASES],
+            help="; ".join(f"{name}: {e.description}" for name, e in exports.EXPORTS.items()),
         )
         parser.add_argument("--format", default="csv", choices=["csv", "json"])
         parser.add_argument(
@@ -53,10 +50,10 @@ class Command(LikenessCommand):
         what = ALIASES.get(options["what"], options["what"])
         if options["json"] and not options["output"]:
             raise CommandError("--json prints a summary; give -o FILE for the export itself.")
-        rows, fields = EXPORTS[what]
-        counter = _Counter(rows(study))
+        export = exports.EXPORTS[what]
+        counter = _Counter(export.rows(study))
         if options["format"] == "csv":
-            chunks = exports.as_csv(counter, fields)
+            chunks = exports.as_csv(counter, export.fields)
         else:
             chunks = exports.as_json(counter)
         target = options["output"]
