@@ -87,9 +87,11 @@ class Study(models.Model):
         help_text="Multi-arrangement: no further trial starts after this many seconds.",
     )
     min_pair_consistency = models.FloatField(
-        default=0.2,
-        help_text="Multi-arrangement: exclude when the distances of pairs placed in more than "
-        "one trial correlate less than this between trials.",
+        default=0.0,
+        help_text="Multi-arrangement: exclude when each later trial's distances correlate with "
+        "the same pairs' distances in the first trial less than this (averaged over trials). "
+        "A weak rule: later trials zoom in on pairs the first placed close together, so honest "
+        "participants reach only about 0.3 to 0.6; random placing gives about 0.",
     )
 
     # Participant pages

@@ -29,6 +29,7 @@ from annotation.models import (
 from annotation.services.aggregation import aggregated_participants, arrangement_rows
 from evaluation.engine.metrics.ceilings import choice_bounds, nili_bounds
 from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
+from evaluation.judgments import JudgmentRow
 from evaluation.models import Stimulus
 
 TREND_POINTS = 5
@@ -172,31 +173,52 @@ def sessions_completed(study: Study) -> int:
 
 
 def _arrangement_reliability(study: Study, limit: int | None) -> dict[str, Any] | None:
+    return _rows_reliability(_session_rows(study, limit), bounds=limit is None)
+
+
+def _session_rows(study: Study, limit: int | None = None) -> list[JudgmentRow]:
+    """The estimated dissimilarities of the first ``limit`` completed real sessions (in the
+    order they ended) as judgment rows: each session's inverse MDS is computed here."""
     completed = aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED)
-    rows = arrangement_rows(study, completed.order_by("completed_at")[:limit])
+    return arrangement_rows(study, completed.order_by("completed_at", "pk")[:limit])
+
+
+def _rows_reliability(rows: list[JudgmentRow], *, bounds: bool) -> dict[str, Any] | None:
     if not rows:
         return None
     a, b = [r.stimuli[0] for r in rows], [r.stimuli[1] for r in rows]
     values = [float(r.value or 0) for r in rows]
     who = [r.participant for r in rows]
     split_half = split_half_reliability(a, b, values, who, n_splits=50)
-    if limit is not None:
+    if not bounds:
         return split_half
     return {**split_half, "bounds": nili_bounds(a, b, values, who)}
 
 
 def reliability_trend(study: Study) -> list[dict[str, Any]]:
-    """Reliability as responses arrived: at evenly spaced response counts."""
-    if study.is_arrangement:  # sessions, each a whole matrix
-        total = sessions_completed(study)
+    """Reliability as responses arrived: at evenly spaced response counts (multi-arrangement:
+    completed sessions, each a whole matrix, estimated once for all the points)."""
+    if study.kind == StudyKind.TAGS:
+        return []
+    sessions: list[list[JudgmentRow]] = []
+    if study.is_arrangement:
+        by_session: dict[str, list[JudgmentRow]] = {}
+        for row in _session_rows(study):
+            by_session.setdefault(row.participant, []).append(row)
+        sessions = list(by_session.values())  # in the order the sessions ended
+        total = len(sessions)
     else:
         total = _usable_responses(study).count()
-    if study.kind == StudyKind.TAGS or total == 0:
+    if total == 0:
         return []
     points = sorted({max(1, round(total * (k + 1) / TREND_POINTS)) for k in range(TREND_POINTS)})
     trend = []
     for count in points:
-        result = study_reliability(study, limit=count) or {}
+        if study.is_arrangement:
+            first = [row for session in sessions[:count] for row in session]
+            result = _rows_reliability(first, bounds=False) or {}
+        else:
+            result = study_reliability(study, limit=count) or {}
         trend.append({"responses": count, "mean": result.get("mean"), "sd": result.get("sd")})
     return trend
 

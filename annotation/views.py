@@ -235,7 +235,10 @@ def study_descriptions(request: HttpRequest, study_id: int) -> HttpResponse:
 @researcher_required
 @require_POST
 def participant_exclude(request: HttpRequest, study_id: int, participant_id: int) -> HttpResponse:
-    participant = get_object_or_404(Participant, pk=participant_id, study_id=study_id)
+    # A pilot's simulated participants are the pilot's to count, not the researcher's.
+    participant = get_object_or_404(
+        Participant, pk=participant_id, study_id=study_id, pilot__isnull=True
+    )
     form = ExcludeForm(request.POST)
     if form.is_valid():
         services.participant_set_excluded(
@@ -326,7 +329,7 @@ def _pilot(request: HttpRequest, study: Study) -> Pilot | None:
     """The running pilot whose token the link carries (its bots may enter a study that is
     not open yet); None for everyone else. A wrong or finished token admits nothing."""
     token = request.GET.get("pilot", "")
-    if not token:
+    if not token or len(token) > 40 or not token.isprintable():  # Pilot.token: 40, printable
         return None
     pilot = Pilot.objects.filter(token=token, study=study).first()
     if pilot is None or not services.pilot_admits(pilot=pilot, study=study):
@@ -415,9 +418,12 @@ def _answer(request: HttpRequest) -> services.Answer:
         if not raw:
             return None
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise services.TrialProblem(f"{name} must be a number.") from None
+        if not math.isfinite(value):
+            raise services.TrialProblem(f"{name} must be a finite number.")
+        return value
 
     ratings: dict[int, int | None] = {}
     for key, value in post.items():
@@ -431,8 +437,6 @@ def _answer(request: HttpRequest) -> services.Answer:
     trial_id = number("trial")
     chosen = number("chosen")
     rt = number("rt_ms")
-    if rt is not None and not math.isfinite(rt):
-        raise services.TrialProblem("rt_ms must be a number.")
     return services.Answer(
         trial_id=int(trial_id or 0),
         idempotency_key=post.get("key", ""),
@@ -459,9 +463,10 @@ def _placements(raw: str) -> tuple[services.Placement, ...]:
         "The arrangement is not valid: expected [stimulus, x, y, moves] for every item."
     )
     try:
-        # parse_constant: NaN and Infinity are not JSON, and no position either.
+        # parse_constant: NaN and Infinity are not JSON, and no position either. Deep nesting
+        # (RecursionError) and integers too large for a float (OverflowError) are not either.
         entries = json.loads(raw, parse_constant=lambda name: float("nan"))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise problem from None
     if not isinstance(entries, list):
         raise problem
@@ -477,7 +482,10 @@ def _placements(raw: str) -> tuple[services.Placement, ...]:
             and all(type(n) in (int, float) for n in numbers)
         ):
             raise problem
-        placements.append(services.Placement(stimulus, float(x), float(y), moves))
+        try:
+            placements.append(services.Placement(stimulus, float(x), float(y), moves))
+        except OverflowError:
+            raise problem from None
     return tuple(placements)
 
 

@@ -4,8 +4,9 @@ stimulus of the session; later trials show the subsets whose pairs have the leas
 ("lift the weakest"), until every pair has enough evidence or the time budget is spent.
 
 Items and quotas. An item of a multi-arrangement study is one stimulus; its quota counts the
-sessions that arrange it. A session claims its stimuli at consent (conditional UPDATEs, as
-for other items) and holds them while it goes on. Its ``session_state`` says how its items
+sessions that arrange it. A session claims its stimuli at consent (the items with room
+locked in id order, then counted; ``_claim_least_arranged``) and holds them while it goes
+on. Its ``session_state`` says how its items
 count it; every change is one conditional UPDATE of the participant plus the items' counts
 in the same transaction (``_move``):
 
@@ -67,9 +68,8 @@ _COUNTS = {"": (0, 0), HELD: (1, 0), COUNTED: (1, 1), RELEASED: (0, 0)}
 # --- Session states -------------------------------------------------------------------------
 def session_claim(*, participant: Participant) -> None:
     """Claim the session's stimuli at consent: up to the study's arena maximum of those
-    arranged by the fewest sessions, each with a conditional UPDATE (its quota checked in the
-    statement). StudyFull if fewer than MIN_SESSION_ITEMS have room; the caller's transaction
-    then undoes the claims."""
+    arranged by the fewest sessions (_claim_least_arranged). StudyFull if fewer than
+    MIN_SESSION_ITEMS have room; the caller's transaction then undoes the claims."""
     study = participant.study
     claimed = _claim_least_arranged(study, study.arena_max_items)
     if len(claimed) < MIN_SESSION_ITEMS:
@@ -88,16 +88,19 @@ def session_claim(*, participant: Participant) -> None:
 
 def _claim_least_arranged(study: Study, wanted: int) -> list[int]:
     """Count one more session on up to ``wanted`` items with room, the least arranged first
-    (ties by a random key fixed per item); their stimulus ids. The items with room are
-    locked first, in id order like every other multi-row change of them (_lock_session_items),
-    so concurrent sessions wait for each other instead of deadlocking, and none is told the
-    study is full while another merely holds its rows for a moment."""
+    and ties drawn at random for each session (a fixed tie order would hand out the same
+    disjoint blocks of stimuli again and again, and pairs across blocks would never be
+    arranged); their stimulus ids. The items with room are locked first, in id order like
+    every other multi-row change of them (_lock_session_items), so concurrent sessions wait
+    for each other instead of deadlocking, and none is told the study is full while another
+    merely holds its rows for a moment."""
     with transaction.atomic():
         open_items = Item.objects.filter(study=study, assigned__lt=study.quota).order_by("pk")
         if connection.features.has_select_for_update:
             open_items = open_items.select_for_update()
-        rows = list(open_items.values_list("pk", "a_id", "assigned", "shuffle_key"))
-        rows.sort(key=lambda row: (row[2], row[3]))
+        rows = list(open_items.values_list("pk", "a_id", "assigned"))
+        tie_break = random.Random()
+        rows.sort(key=lambda row: (row[2], tie_break.random()))
         chosen = dict(row[:2] for row in rows[:wanted])
         Item.objects.filter(pk__in=chosen).update(assigned=F("assigned") + 1)
     return list(chosen.values())
@@ -115,6 +118,7 @@ def _lock_session_items(participant: Participant) -> Any:
 
 
 def _hold_until(study: Study) -> Any:
+    """Until a session's first trial must have been opened (each trial then holds it)."""
     return timezone.now() + timedelta(seconds=study.trial_timeout_seconds)
 
 
@@ -124,15 +128,16 @@ def session_extend(*, participant: Participant, until: Any) -> None:
     Participant.objects.filter(pk=participant.pk).update(reserved_until=until)
 
 
-def _move(participant: Participant, source: str, target: str) -> bool:
+def _move(participant: Participant, source: str, target: str, **only_if: Any) -> bool:
     """Move the session from state ``source`` to ``target``, changing its items' counts by
-    the difference; False (nothing changed) if it was not in ``source``."""
+    the difference; False (nothing changed) if it was not in ``source`` (or the participant
+    does not meet ``only_if``, more filters of the same conditional UPDATE)."""
     assigned = _COUNTS[target][0] - _COUNTS[source][0]
     answered = _COUNTS[target][1] - _COUNTS[source][1]
     with transaction.atomic():
-        moved = Participant.objects.filter(pk=participant.pk, session_state=source).update(
-            session_state=target
-        )
+        moved = Participant.objects.filter(
+            pk=participant.pk, session_state=source, **only_if
+        ).update(session_state=target)
         if moved and participant.session_stimuli and (assigned or answered):
             _lock_session_items(participant).update(
                 assigned=F("assigned") + assigned, answered=F("answered") + answered
@@ -161,15 +166,21 @@ def session_count_again(*, participant: Participant) -> bool:
 def session_resume(*, participant: Participant) -> bool:
     """A lapsed session continues only if every one of its stimuli has room still (all
     claimed again, or none); False ends it."""
+    # Read again: the expiry sweep of this very request may have released it meanwhile.
+    participant.refresh_from_db(fields=["session_state"])
     if participant.session_state != RELEASED:
         return participant.session_state == HELD
     study = participant.study
     with transaction.atomic():
-        if not Participant.objects.filter(pk=participant.pk, session_state=RELEASED).update(
-            session_state=HELD
-        ):
-            participant.refresh_from_db(fields=["session_state"])
-            return participant.session_state == HELD
+        resumed = Participant.objects.filter(
+            pk=participant.pk, session_state=RELEASED, status=ParticipantStatus.CONSENTED
+        ).update(session_state=HELD, reserved_until=_hold_until(study))
+        if not resumed:  # resumed by a concurrent request, or ended (excluded) meanwhile
+            participant.refresh_from_db(fields=["session_state", "status"])
+            return (
+                participant.session_state == HELD
+                and participant.status == ParticipantStatus.CONSENTED
+            )
         claimed = (
             _lock_session_items(participant)
             .filter(assigned__lt=study.quota)
@@ -185,13 +196,11 @@ def session_resume(*, participant: Participant) -> bool:
 def sessions_lapse(*, study: Study) -> int:
     """Release the sessions whose last trial passed its deadline unanswered (or that never
     opened one: each issued trial moves ``reserved_until`` to its own deadline); how many."""
-    lapsed = Participant.objects.filter(
-        study=study,
-        status=ParticipantStatus.CONSENTED,
-        session_state=HELD,
-        reserved_until__lt=timezone.now(),
-    )
-    return sum(session_release(participant=p) for p in lapsed)
+    now = timezone.now()
+    still_lapsed = {"status": ParticipantStatus.CONSENTED, "reserved_until__lt": now}
+    lapsed = Participant.objects.filter(study=study, session_state=HELD, **still_lapsed)
+    # The conditions again in each move: a session that ended or went on meanwhile stays.
+    return sum(_move(p, HELD, RELEASED, **still_lapsed) for p in lapsed)
 
 
 # --- Trials ---------------------------------------------------------------------------------
@@ -284,7 +293,7 @@ def check_placements(trial: Trial, answer: Answer) -> None:
     for number, placement in enumerate(placements, start=1):
         if not (math.isfinite(placement.x) and math.isfinite(placement.y)):
             raise TrialProblem(f"Item {number} has no valid position.")
-        if placement.x**2 + placement.y**2 > 1 + ARENA_TOLERANCE:
+        if math.hypot(placement.x, placement.y) > 1 + ARENA_TOLERANCE:
             raise TrialProblem(f"Item {number} lies outside the circle: drag it inside.")
         if placement.moves < 0:
             raise TrialProblem(f"Item {number} has a negative count of moves.")
@@ -347,8 +356,9 @@ def consistency_problem(participant: Participant) -> str | None:
     if pairs < MIN_REPEATED_PAIRS:
         return None
     r = weighted / pairs
-    if r < participant.study.min_pair_consistency:
-        return f"pairs placed twice correlate at r = {r:.2f} between trials"
+    threshold = participant.study.min_pair_consistency
+    if r < threshold:
+        return f"pairs placed twice correlate at r = {r:.3f} between trials (below {threshold:g})"
     return None
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from annotation.models import (
     Item,
+    PilotStatus,
     Study,
     StudyKind,
     StudyStatus,
@@ -198,6 +199,9 @@ def _new_item(study: Study, stimulus_ids: list[int], rng: random.Random) -> Item
 def study_set_status(*, study: Study, status: str) -> None:
     if status not in StudyStatus.values:
         raise ValidationError(f"Unknown status {status!r}.")
+    if status == StudyStatus.OPEN and study.pilots.filter(status=PilotStatus.RUNNING).exists():
+        # Its bots still hold places on the items until the pilot ends and takes them out.
+        raise ValidationError("A pilot of this study is running: open it once the pilot ends.")
     # The researcher's decision: a study that had closed itself is no longer "complete".
     Study.objects.filter(pk=study.pk).update(status=status, completed_at=None)
     study.status = status

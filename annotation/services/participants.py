@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
 from annotation.models import (
@@ -139,7 +139,10 @@ def session_plan(study: Study, rng: random.Random) -> list[str]:
 def participant_set_excluded(*, participant: Participant, excluded: bool, reason: str) -> None:
     """A researcher's decision, which overrides the rules. Excluding returns the
     participant's items to the pool (and ends their session if it is still going);
-    including them again counts their answers again."""
+    including them again counts their answers again. A pilot's simulated participants are
+    refused: their pilot takes their counts out of the study when it ends."""
+    if participant.pilot_id is not None:
+        raise ValidationError("Simulated participants of a pilot cannot be excluded or included.")
     if excluded:
         flags = [*participant.flags, f"excluded by researcher: {reason}".strip(": ")]
         status = ParticipantStatus.EXCLUDED

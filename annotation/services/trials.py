@@ -290,8 +290,17 @@ def _trial_values(participant: Participant, position: int, role: str) -> dict[st
         "role": role,
         "status": TrialStatus.ISSUED,
         "issued_at": now,
-        "expires_at": now + timedelta(seconds=participant.study.trial_timeout_seconds),
+        "expires_at": now + timedelta(seconds=trial_timeout(participant.study)),
     }
+
+
+def trial_timeout(study: Study) -> int:
+    """Seconds a trial stays open. A multi-arrangement trial may take the session's whole
+    time budget: a first arrangement of dozens of items can outlast the usual timeout, and
+    an expired trial would lose every drag."""
+    if study.is_arrangement:
+        return max(study.trial_timeout_seconds, study.session_seconds)
+    return study.trial_timeout_seconds
 
 
 STIMULUS_COLUMNS = ("a_id", "b_id", "c_id")

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
@@ -399,3 +399,83 @@ def test_the_study_page_shows_sessions_reliability_and_participants_needed(clien
     for what in ("arrangements", "matrices", "aggregate"):
         url = reverse("annotation:study_export", args=[study.pk, what, "csv"])
         assert client.get(url).status_code == 200
+
+
+def test_a_session_released_by_its_own_requests_sweep_is_claimed_again():
+    """The expiry sweep runs inside the participant's own request: the object that request
+    holds still says "held" when the sweep has released the session."""
+    study = make_study(arena_max_items=5, judgments_per_item=1)
+    participant = services.participant_start(study=study)
+    trial = services.trial_current(participant=participant)
+    Trial.objects.filter(pk=trial.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    Participant.objects.filter(pk=participant.pk).update(
+        reserved_until=timezone.now() - timedelta(seconds=1)
+    )
+    services.trials_expire(study=study)  # as the sweep inside the next request would
+    assert participant.session_state == "held"  # the request's stale copy
+    assert services.trial_current(participant=participant) is not None
+    assert Participant.objects.get(pk=participant.pk).session_state == "held"
+    assert all(counts(study)[s] == (1, 0) for s in participant.session_stimuli)
+
+
+def test_the_lapse_sweep_leaves_finished_and_excluded_sessions_alone():
+    study = make_study(arena_max_items=5, judgments_per_item=2)
+    finished = services.participant_start(study=study)
+    run_session(finished, truth_for(study))
+    excluded = services.participant_start(study=study)
+    services.participant_set_excluded(participant=excluded, excluded=True, reason="test")
+    past = timezone.now() - timedelta(seconds=1)
+    Participant.objects.filter(study=study).update(reserved_until=past)
+    assert services.trials_expire(study=study) == 0
+    assert all(counts(study)[s][1] == 1 for s in finished.session_stimuli)
+    excluded.refresh_from_db()
+    # Excluded mid-session: released once, and a later visit does not claim again.
+    assert excluded.session_state == "released"
+    assert services.trial_current(participant=excluded) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"arrangement": "[[1, " + "9" * 400 + ", 0, 1]]"},
+        {"arrangement": "[[1, 1e200, 0, 1]]"},
+        {"arrangement": "[" * 50_000},
+        {"trial": "nan"},
+        {"rt_ms": "inf"},
+    ],
+)
+def test_absurd_numbers_and_nesting_are_refused_not_crashes(client, fields):
+    study = make_study(arena_max_items=5)
+    url = open_session(client, study)
+    client.get(url)
+    trial = Trial.objects.get(participant__study=study)
+    placed = [[s, 0.1 * k, 0.0, 1] for k, s in enumerate(trial.shown)]
+    data = {"trial": trial.pk, "key": "k3", "rt_ms": "9000", "arrangement": json.dumps(placed)}
+    response = client.post(url, {**data, **fields})
+    assert response.status_code == 400
+    assert Response.objects.count() == 0
+
+
+def test_a_malformed_pilot_token_admits_nobody(client):
+    study = make_study()
+    services.study_set_status(study=study, status="draft")
+    for token in ("%00", "x" * 300, "not-a-pilot"):
+        response = client.get(study.participant_url() + f"?pilot={token}")
+        assert response.status_code == 403  # the closed page: a draft study takes no one
+
+
+def test_a_study_does_not_open_while_its_pilot_runs_and_bots_are_the_pilots():
+    from annotation.models import Pilot
+
+    study = make_study(arena_max_items=5)
+    services.study_set_status(study=study, status="draft")
+    pilot = Pilot.objects.create(study=study)
+    bot = services.participant_start(study=study, pilot=pilot)
+    assert bot.pilot == pilot
+    with pytest.raises(ValidationError, match="pilot of this study is running"):
+        services.study_set_status(study=study, status="open")
+    with pytest.raises(ValidationError, match="Simulated participants"):
+        services.participant_set_excluded(participant=bot, excluded=True, reason="")
+    pilot.status = "finished"
+    pilot.save()
+    services.study_set_status(study=study, status="open")
