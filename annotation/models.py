@@ -472,6 +472,10 @@ class Aggregation(models.Model):
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="aggregations")
     judgments = models.OneToOneField(HumanJudgments, on_delete=models.CASCADE)
+    # Made from a pilot's simulated participants (a researcher asked), not from people.
+    pilot = models.ForeignKey(
+        "Pilot", null=True, blank=True, on_delete=models.SET_NULL, related_name="aggregations"
+    )
     responses = models.PositiveIntegerField()
     participants = models.PositiveIntegerField()
     excluded_participants = models.PositiveIntegerField()

@@ -734,6 +734,11 @@ class AggregationSerializer(serializers.Serializer):
     responses = serializers.IntegerField()
     participants = serializers.IntegerField()
     excluded_participants = serializers.IntegerField()
+    pilot = serializers.IntegerField(
+        source="pilot_id",
+        allow_null=True,
+        help_text="The pilot whose simulated participants made it; null: real participants.",
+    )
     created_at = serializers.DateTimeField()
 
 

@@ -68,6 +68,7 @@ def study_aggregate(
         Aggregation.objects.create(
             study=study,
             judgments=judgments,
+            pilot=pilot,
             responses=len(rows),
             participants=len(participants),
             excluded_participants=excluded,
