@@ -5,23 +5,33 @@ it refreshes itself."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import get_script_prefix, path
 from django.views.decorators.http import require_POST
 
 from annotation import services
-from annotation.models import Pilot, PilotStatus, Study
+from annotation.models import Aggregation, Pilot, PilotStatus, Study
 from annotation.services import pilots
+from annotation.simulation import persona_label
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
 from evaluation.models import PretrainedModel
 
 PILOTS_SHOWN = 10
+
+
+def _label(option: str) -> str:
+    text = pilots.NOISE_LABELS[option]
+    return text[:1].upper() + text[1:]
 
 
 class PilotForm(forms.Form):
@@ -36,9 +46,9 @@ class PilotForm(forms.Form):
     catch_failers = forms.IntegerField(
         min_value=0, initial=2, label="Planted inattentive (fail catch trials)"
     )
-    rating_noise = forms.FloatField(min_value=0, initial=0.5, label="Rating noise (SD)")
-    temperature = forms.FloatField(min_value=0.001, initial=0.5, label="Choice temperature")
-    placement_noise = forms.FloatField(min_value=0, initial=0.15, label="Placement noise")
+    rating_noise = forms.FloatField(min_value=0, initial=0.5, label=_label("rating_noise"))
+    temperature = forms.FloatField(min_value=0.001, initial=0.5, label=_label("temperature"))
+    placement_noise = forms.FloatField(min_value=0, initial=0.15, label=_label("placement_noise"))
     lapse_rate = forms.FloatField(min_value=0, max_value=1, initial=0.02, label="Lapse rate")
     target = forms.FloatField(
         min_value=0.01, max_value=0.99, initial=0.8, label="Target reliability"
@@ -47,26 +57,73 @@ class PilotForm(forms.Form):
 
     def __init__(self, *args: object, study: Study, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        field = self.fields["model"]
-        assert isinstance(field, forms.ModelChoiceField)
-        field.queryset = (
+        choice = self.fields["model"]
+        assert isinstance(choice, forms.ModelChoiceField)
+        choice.queryset = (
             PretrainedModel.objects.filter(embedding_sets__dataset_id=study.dataset_id)
             .distinct()
             .order_by("name")
         )
-        offered = list(field.queryset[:2])
+        offered = list(choice.queryset[:2])
         if len(offered) == 1:  # the only choice: chosen already
-            field.initial = offered[0].pk
+            choice.initial = offered[0].pk
+        applies = pilots.NOISE_OPTIONS.get(study.kind, ())
+        for name in ("rating_noise", "temperature", "placement_noise"):
+            if name not in applies:  # this kind's bots never use it
+                del self.fields[name]
+
+
+@dataclass
+class PilotEntry:
+    """One pilot as the panel shows it: its report's parts in words people read."""
+
+    pilot: Pilot
+    settings: str
+    caveat: str = ""
+    rules: list[tuple[str, int, str, str]] = field(default_factory=list)  # rule, n, whom, bots
+    bots: list[dict[str, Any]] = field(default_factory=list)
+    aggregations: list[Aggregation] = field(default_factory=list)
+
+
+def _entry(pilot: Pilot) -> PilotEntry:
+    report, kind = pilot.report, pilot.study.kind
+    entry = PilotEntry(
+        pilot=pilot,
+        settings=pilots.settings_text(kind, pilot.options),
+        aggregations=list(pilot.aggregations.all()),  # the pilot's own, marked as simulated
+    )
+    if "bots" not in report:
+        return entry
+    entry.caveat = (report.get("reliability") or {}).get("caveat") or pilots.pilot_caveat(pilot)
+    for rule, fired in report["quality"]["rules"].items():
+        whom = "; ".join(f"{persona_label(p)}: {n}" for p, n in fired["personas"].items())
+        bots = fired["bots"]
+        entry.rules.append((rule, len(bots), whom, ", ".join(map(str, bots))))
+    entry.bots = [
+        {
+            **bot,
+            "label": persona_label(bot["persona"]),
+            "trials": pilots.bot_trials_text(bot, kind),
+        }
+        for bot in report["bots"]
+    ]
+    return entry
 
 
 @researcher_required
 def study_pilots(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
     """The study's pilots and the form that starts one: the panel (htmx), else a page."""
     study = get_object_or_404(Study.objects.select_related("dataset"), pk=study_id)
-    shown = list(study.pilots.select_related("model", "created_by")[:PILOTS_SHOWN])
+    if study.pilots.filter(status=PilotStatus.RUNNING).exists():
+        pilots.pilots_fail_stale(study=study)  # a runner that died: say so, take it out
+    shown = list(
+        study.pilots.select_related("model", "created_by", "study").prefetch_related(
+            Prefetch("aggregations", Aggregation.objects.select_related("judgments"))
+        )[:PILOTS_SHOWN]
+    )
     context = {
         "study": study,
-        "pilots": shown,
+        "entries": [_entry(pilot) for pilot in shown],
         "form": PilotForm(study=study),
         "running": any(p.status == PilotStatus.RUNNING for p in shown),
     }

@@ -22,6 +22,11 @@ Response times are the persona's simulated times, sent as the browser's measurem
 (``rt_ms``); nobody sleeps. Half of the bots answer through htmx (the answer and the next
 trial in one request), the others by plain form posts and redirects, as browsers without
 JavaScript do.
+
+``run_bots`` can be stopped: when its caller is interrupted (Ctrl-C, a worker shutting
+down) or its ``keep_going`` check says no, every bot stops before its next request and the
+bots not yet started never start, and ``run_bots`` returns (or raises) only once every bot's
+thread has stopped, so that the pilot's clean-up never races its own bots.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ import http.cookiejar
 import json
 import math
 import re
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from email.message import Message
 from html.parser import HTMLParser
@@ -45,10 +52,11 @@ from evaluation.engine.arrangement import ArrangementError, simulate_arrangement
 
 HONEST, SPEEDER, CATCH_FAILER = "honest", "speeder", "catch_failer"
 PERSONAS = (HONEST, SPEEDER, CATCH_FAILER)
+# The one name people read for each persona (reports, tables, the command's output).
 PERSONA_LABELS = {
     HONEST: "honest",
-    SPEEDER: "speeder (random answers, too fast)",
-    CATCH_FAILER: "inattentive (random answers, misses catch trials)",
+    SPEEDER: "speeder",
+    CATCH_FAILER: "inattentive (fails catch trials)",
 }
 
 ARENA_RADIUS = 0.9  # honest arrangements use the circle up to here (the rim is 1)
@@ -59,6 +67,12 @@ RESPONSE_MS = {"arrangement": 2000, "tags": 6000}  # median time per trial
 DEFAULT_RESPONSE_MS = 2500
 ARRANGEMENT_MS_PER_ITEM = 1500  # and per item dragged into the arena
 TOKEN_IN_PATH = re.compile(r"/p/([^/]+)/")
+TICK_SECONDS = 15.0  # how often run_bots asks ``keep_going`` while its bots run
+STOPPED = "stopped: the pilot ended before this bot was done"
+
+
+def persona_label(persona: str) -> str:
+    return PERSONA_LABELS.get(persona, persona)
 
 
 # --- What a bot knows -----------------------------------------------------------------------
@@ -168,6 +182,10 @@ class BotSettings:
     timeout: float = 60.0  # seconds per HTTP request
 
 
+class Stopped(Exception):
+    """The pilot was stopped: a bot makes no further request."""
+
+
 @dataclass
 class BotResult:
     """What happened to one bot, as the bot saw it."""
@@ -198,10 +216,11 @@ class Page:
 
 class Browser:
     """A cookie jar and an opener: one participant's browser. No proxies: the bots talk to
-    the study's own server."""
+    the study's own server. Once ``stop`` is set it sends nothing more."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, stop: threading.Event | None = None) -> None:
         self.timeout = timeout
+        self.stop = stop
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(self.jar)
@@ -223,6 +242,8 @@ class Browser:
         return next((c.value or "" for c in self.jar if c.name == name), "")
 
     def _open(self, request: urllib.request.Request) -> Page:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped(STOPPED)
         self.requests += 1
         try:
             with self.opener.open(request, timeout=self.timeout) as response:
@@ -381,6 +402,7 @@ class Bot:
         rng: np.random.Generator,
         *,
         htmx: bool,
+        stop: threading.Event | None = None,
     ) -> None:
         if persona not in PERSONAS:
             raise ValueError(f"Unknown persona {persona!r}; one of {', '.join(PERSONAS)}.")
@@ -392,7 +414,7 @@ class Bot:
             htmx,
         )
         self.result = BotResult(number=number, persona=persona)
-        self.browser = Browser(settings.timeout)
+        self.browser = Browser(settings.timeout, stop)
 
     # The session ------------------------------------------------------------------------
     def run(self, entry_url: str) -> BotResult:
@@ -402,6 +424,8 @@ class Bot:
             page = self._consent(entry_url)
             if page is not None:
                 self._trials(page)
+        except Stopped:
+            self.result.error = STOPPED
         except Exception as exc:  # a bot's failure is a finding of the pilot, not a crash
             self.result.error = f"{type(exc).__name__}: {exc}"
         self.result.requests = self.browser.requests
@@ -684,9 +708,18 @@ def run_bots(
     seed: int = 0,
     concurrency: int = 8,
     on_result: Callable[[BotResult], None] | None = None,
+    keep_going: Callable[[], bool] | None = None,
+    tick_seconds: float = TICK_SECONDS,
 ) -> list[BotResult]:
     """Send one bot per persona through the study link, ``concurrency`` at a time (so that
-    they race for items as real participants do); their results in bot order."""
+    they race for items as real participants do); their results in bot order.
+
+    ``on_result`` hears of each bot as it ends, and ``keep_going`` is asked every
+    ``tick_seconds`` while bots run (both in the calling thread): when it answers False the
+    bots stop before their next request (their results say so). Anything raised meanwhile
+    in the calling thread (KeyboardInterrupt included, or an error of ``on_result``) stops
+    the bots too, and is raised again once all of them have stopped."""
+    stop = threading.Event()
     bots = [
         Bot(
             number,
@@ -695,15 +728,43 @@ def run_bots(
             settings,
             np.random.default_rng([seed, number]),
             htmx=number % 2 == 0,
+            stop=stop,
         )
         for number, persona in enumerate(personas, start=1)
     ]
     results: dict[int, BotResult] = {}
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="pilot") as pool:
-        futures = [pool.submit(bot.run, entry_url) for bot in bots]
-        for future in as_completed(futures):
-            result = future.result()
-            results[result.number] = result
-            if on_result is not None:
-                on_result(result)
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="pilot")
+    try:
+        pending: set[Future[BotResult]] = {pool.submit(bot.run, entry_url) for bot in bots}
+        asked = time.monotonic()
+        while pending:
+            done, pending = wait(pending, timeout=tick_seconds, return_when=FIRST_COMPLETED)
+            for future in done:
+                result = future.result()
+                results[result.number] = result
+                if on_result is not None:
+                    on_result(result)
+            if keep_going is None or stop.is_set() or time.monotonic() - asked < tick_seconds:
+                continue
+            asked = time.monotonic()
+            if pending and not keep_going():
+                stop.set()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        # Bots not started are dropped; the running ones end at their next request (at
+        # most one HTTP timeout away). Waits for them even when interrupted.
+        _shutdown(pool)
     return [results[bot.result.number] for bot in bots]
+
+
+def _shutdown(pool: ThreadPoolExecutor) -> None:
+    """Wait for every bot thread to stop, even through a second Ctrl-C (the bots are
+    stopping already; their clean-up must not start before they have)."""
+    while True:
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        except KeyboardInterrupt:
+            continue

