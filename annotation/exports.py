@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import ValidationError
 
 from annotation.models import Response, Study, StudyKind, Tag, TrialRole
 from annotation.services.aggregation import aggregated_participants
@@ -215,19 +216,28 @@ def matrix_rows(study: Study) -> Iterator[dict[str, Any]]:
     evidence, pilots' and excluded participants' included (marked), for auditing."""
     names = dict(study.dataset.stimuli.values_list("pk", "name"))
     for participant in study.participants.order_by("pk").iterator(chunk_size=100):
-        estimate = session_estimate(participant)
+        who = {
+            "participant": participant.pk,
+            "external_id": participant.external_id,
+            "participant_status": participant.status,
+            "pilot": participant.pilot_id,
+        }
+        try:
+            estimate = session_estimate(participant)
+        except ValidationError as exc:  # one row that says why, not a broken download
+            yield {**who, "a": None, "b": None, "dissimilarity": None, "evidence": None,
+                   "problem": " ".join(exc.messages)}  # fmt: skip
+            continue
         if estimate is None:
             continue
         for i, j in _upper_pairs(len(estimate.stimuli)):
             yield {
-                "participant": participant.pk,
-                "external_id": participant.external_id,
-                "participant_status": participant.status,
-                "pilot": participant.pilot_id,
+                **who,
                 "a": names.get(estimate.stimuli[i]),
                 "b": names.get(estimate.stimuli[j]),
                 "dissimilarity": _finite(estimate.dissimilarities[i, j]),
                 "evidence": float(estimate.evidence[i, j]),
+                "problem": "",
             }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Max, Min, Q
 
 from annotation import caches, sql
@@ -173,7 +174,11 @@ def sessions_completed(study: Study) -> int:
 
 
 def _arrangement_reliability(study: Study, limit: int | None) -> dict[str, Any] | None:
-    return _rows_reliability(_session_rows(study, limit), bounds=limit is None)
+    try:
+        rows = _session_rows(study, limit)
+    except ValidationError as exc:  # a session without an estimate: the page says which
+        return {"mean": None, "reason": " ".join(exc.messages)}
+    return _rows_reliability(rows, bounds=limit is None)
 
 
 def _session_rows(study: Study, limit: int | None = None) -> list[JudgmentRow]:
@@ -203,7 +208,11 @@ def reliability_trend(study: Study) -> list[dict[str, Any]]:
     sessions: list[list[JudgmentRow]] = []
     if study.is_arrangement:
         by_session: dict[str, list[JudgmentRow]] = {}
-        for row in _session_rows(study):
+        try:
+            rows = _session_rows(study)
+        except ValidationError:
+            return []  # said once, by study_reliability
+        for row in rows:
             by_session.setdefault(row.participant, []).append(row)
         sessions = list(by_session.values())  # in the order the sessions ended
         total = len(sessions)

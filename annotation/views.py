@@ -33,6 +33,7 @@ from django.views.decorators.http import require_POST
 from annotation import exports, selectors, services
 from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
 from annotation.models import Participant, Pilot, Study, StudyKind, StudyStatus, Tag, Trial
+from annotation.services import pilots
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
 from core.querystring import text_param
@@ -140,6 +141,8 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
             "participants": selectors.study_participants(study),
             "refused": selectors.refused_resumes(study),
             "aggregations": study.aggregations.select_related("judgments"),
+            # Runs score against the newest aggregation of real participants.
+            "scoring_aggregation": study.aggregations.filter(pilot=None).first(),
             "tags": selectors.tags_summary(study) if study.kind == StudyKind.TAGS else None,
         },
     )
@@ -157,6 +160,7 @@ def _target_reliability(request: HttpRequest) -> float:
 @require_POST
 def study_status(request: HttpRequest, study_id: int) -> HttpResponse:
     study = get_object_or_404(Study, pk=study_id)
+    pilots.pilots_fail_stale(study=study)  # a pilot whose runner died must not block opening
     try:
         services.study_set_status(study=study, status=request.POST.get("status", ""))
     except ValidationError as exc:

@@ -479,3 +479,24 @@ def test_a_study_does_not_open_while_its_pilot_runs_and_bots_are_the_pilots():
     pilot.status = "finished"
     pilot.save()
     services.study_set_status(study=study, status="open")
+
+
+def test_a_session_without_an_estimate_is_named_not_dropped(monkeypatch):
+    from annotation import selectors
+    from annotation.services import arrangements
+    from evaluation.engine.arrangement import ArrangementError
+
+    study = make_study(arena_max_items=5)
+    participant = services.participant_start(study=study)
+    run_session(participant, truth_for(study))
+
+    def no_estimate(*args, **kwargs):
+        raise ArrangementError("did not converge")
+
+    monkeypatch.setattr(arrangements, "estimate_dissimilarities", no_estimate)
+    with pytest.raises(ValidationError, match=f"participant {participant}.*did not converge"):
+        services.study_aggregate(study=study)
+    reliability = selectors.study_reliability(study)
+    assert reliability["mean"] is None and "did not converge" in reliability["reason"]
+    [row] = exports.matrix_rows(study)
+    assert row["dissimilarity"] is None and "did not converge" in row["problem"]
