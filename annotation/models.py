@@ -87,11 +87,13 @@ class Study(models.Model):
         help_text="Multi-arrangement: no further trial starts after this many seconds.",
     )
     min_pair_consistency = models.FloatField(
-        default=0.0,
+        default=-1.0,
         help_text="Multi-arrangement: exclude when each later trial's distances correlate with "
         "the same pairs' distances in the first trial less than this (averaged over trials). "
-        "A weak rule: later trials zoom in on pairs the first placed close together, so honest "
-        "participants reach only about 0.3 to 0.6; random placing gives about 0.",
+        "Off at -1, the default: later trials zoom in on pairs the first placed close together, "
+        "so honest participants reach only about 0.3 to 0.6 on well-structured stimuli and "
+        "near 0 on weakly structured ones, where random placing gives about 0. Run a pilot "
+        "to see where honest participants fall before turning it on.",
     )
 
     # Participant pages

@@ -236,7 +236,9 @@ def test_failed_catches_and_unmoved_items_exclude():
 def test_arrangements_that_contradict_each_other_exclude():
     """Later trials placed from the inverted structure: pairs put close at first are put far
     apart later."""
-    study = make_study(arena_max_items=8, trials_per_session=6, evidence_threshold=50.0)
+    study = make_study(
+        arena_max_items=8, trials_per_session=6, evidence_threshold=50.0, min_pair_consistency=0
+    )
     points = truth_for(study)
     participant = services.participant_start(study=study)
     first = services.trial_current(participant=participant)
@@ -256,6 +258,8 @@ def test_arrangements_that_contradict_each_other_exclude():
     participant.refresh_from_db()
     assert participant.status == "excluded"
     assert any("pairs placed twice correlate at r = -" in flag for flag in participant.flags)
+    assert Study.objects.get(pk=study.pk).min_pair_consistency == 0
+    assert Study._meta.get_field("min_pair_consistency").default == -1  # off unless asked
 
 
 def test_a_lapsed_session_gives_its_stimuli_back_and_continues_if_they_are_free():

@@ -336,7 +336,7 @@ FORM_DEFAULTS = {
     "arena_max_items": 40,
     "evidence_threshold": 0.5,
     "session_seconds": 1200,
-    "min_pair_consistency": 0.2,
+    "min_pair_consistency": -1.0,
     "external_id_param": "PROLIFIC_PID",
     "repeat_trials": 0,
     "catch_trials": 0,
