@@ -27,7 +27,11 @@ from annotation.models import (
     TrialRole,
     TrialStatus,
 )
-from annotation.services.aggregation import aggregated_participants, arrangement_rows
+from annotation.services.aggregation import (
+    RESPONSE_ROW_FIELDS,
+    aggregated_participants,
+    arrangement_rows,
+)
 from evaluation.engine.metrics.ceilings import choice_bounds, nili_bounds
 from evaluation.engine.metrics.human import leave_one_out_agreement, split_half_reliability
 from evaluation.judgments import JudgmentRow
@@ -138,16 +142,7 @@ def study_reliability(study: Study, *, limit: int | None = None) -> dict[str, An
     of the participants' estimated dissimilarities (the first ``limit`` sessions)."""
     if study.is_arrangement:
         return _arrangement_reliability(study, limit)
-    rows = list(
-        _usable_responses(study).values_list(
-            "trial__item__a_id",
-            "trial__item__b_id",
-            "trial__item__c_id",
-            "value",
-            "chosen_id",
-            "trial__participant_id",
-        )[:limit]
-    )
+    rows = list(_usable_responses(study).values_list(*RESPONSE_ROW_FIELDS)[:limit])
     if not rows:
         return None
     participants = [str(r[5]) for r in rows]

@@ -76,6 +76,18 @@ def study_aggregate(
     return judgments
 
 
+# What a regular response contributes to judgments and their reliability: the item's
+# stimuli, the rating or choice, and who answered.
+RESPONSE_ROW_FIELDS = (
+    "trial__item__a_id",
+    "trial__item__b_id",
+    "trial__item__c_id",
+    "value",
+    "chosen_id",
+    "trial__participant_id",
+)
+
+
 def aggregated_participants(study: Study, pilot: Pilot | None = None) -> Any:
     """Whose answers make a study's data: participants who were not excluded, real ones or,
     for a pilot, that pilot's bots."""
@@ -111,14 +123,7 @@ def _judgment_rows(study: Study, participants: Any) -> Any:
             trial__participant__in=participants,
             trial__role=TrialRole.REGULAR,
         )
-        .values_list(
-            "trial__item__a_id",
-            "trial__item__b_id",
-            "trial__item__c_id",
-            "value",
-            "chosen_id",
-            "trial__participant_id",
-        )
+        .values_list(*RESPONSE_ROW_FIELDS)
         .order_by("pk")
     )
     for a, b, c, value, chosen, participant in responses.iterator(chunk_size=5000):
