@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from annotation import services
 from annotation.models import Aggregation, Pilot, PilotStatus, Study
-from annotation.services import pilots
+from annotation.services import pilot_report, pilots
 from annotation.simulation import persona_label
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
@@ -30,7 +30,7 @@ PILOTS_SHOWN = 10
 
 
 def _label(option: str) -> str:
-    text = pilots.NOISE_LABELS[option]
+    text = pilot_report.NOISE_LABELS[option]
     return text[:1].upper() + text[1:]
 
 
@@ -67,7 +67,7 @@ class PilotForm(forms.Form):
         offered = list(choice.queryset[:2])
         if len(offered) == 1:  # the only choice: chosen already
             choice.initial = offered[0].pk
-        applies = pilots.NOISE_OPTIONS.get(study.kind, ())
+        applies = pilot_report.NOISE_OPTIONS.get(study.kind, ())
         for name in ("rating_noise", "temperature", "placement_noise"):
             if name not in applies:  # this kind's bots never use it
                 del self.fields[name]
@@ -89,12 +89,14 @@ def _entry(pilot: Pilot) -> PilotEntry:
     report, kind = pilot.report, pilot.study.kind
     entry = PilotEntry(
         pilot=pilot,
-        settings=pilots.settings_text(kind, pilot.options),
+        settings=pilot_report.settings_text(kind, pilot.options),
         aggregations=list(pilot.aggregations.all()),  # the pilot's own, marked as simulated
     )
     if "bots" not in report:
         return entry
-    entry.caveat = (report.get("reliability") or {}).get("caveat") or pilots.pilot_caveat(pilot)
+    entry.caveat = (report.get("reliability") or {}).get("caveat") or pilot_report.pilot_caveat(
+        pilot
+    )
     for rule, fired in report["quality"]["rules"].items():
         whom = "; ".join(f"{persona_label(p)}: {n}" for p, n in fired["personas"].items())
         bots = fired["bots"]
@@ -103,7 +105,7 @@ def _entry(pilot: Pilot) -> PilotEntry:
         {
             **bot,
             "label": persona_label(bot["persona"]),
-            "trials": pilots.bot_trials_text(bot, kind),
+            "trials": pilot_report.bot_trials_text(bot, kind),
         }
         for bot in report["bots"]
     ]

@@ -38,7 +38,7 @@ from annotation.models import (
     Tag,
     TrialRole,
 )
-from annotation.services import ItemPlan, pilots
+from annotation.services import ItemPlan, pilot_report, pilots
 from annotation.simulation import (
     CATCH_FAILER,
     HONEST,
@@ -807,7 +807,7 @@ def test_the_command_report_says_why_a_point_has_no_value_whom_to_recruit_and_wh
         "participants were kept."
     ) in text
     assert "Coverage: the 3 kept sessions judged 30 of the study's 66 stimulus pairs" in text
-    assert "Caveat: " + pilots.pilot_caveat(pilot) in text
+    assert "Caveat: " + pilot_report.pilot_caveat(pilot) in text
     assert "placement noise 0.15, lapse rate 0.02" in text and "rating noise" not in text
     # One label per persona; an arrangement session's trials with the reason it ended.
     assert "catch_failer" not in text

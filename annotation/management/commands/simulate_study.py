@@ -15,7 +15,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.db.models import Q
 
 from annotation.models import Pilot, Study
-from annotation.services import pilots
+from annotation.services import pilot_report, pilots
 from annotation.simulation import BotResult, persona_label
 from core.cli import (
     LikenessCommand,
@@ -181,7 +181,7 @@ class Command(LikenessCommand):
     def _noise(self, study: Study, options: dict[str, Any]) -> dict[str, Any]:
         """The noise options that apply to the study's kind; the others are left out, with
         a note."""
-        applies = pilots.NOISE_OPTIONS.get(study.kind, ())
+        applies = pilot_report.NOISE_OPTIONS.get(study.kind, ())
         for name, flag in NOISE_FLAGS.items():
             if options[name] is not None and name not in applies:
                 self.note(f"{flag} does not apply to a {study.get_kind_display()} study; ignored.")
@@ -277,7 +277,7 @@ def report_lines(pilot: Pilot) -> list[str]:
 def _session_lines(pilot: Pilot) -> list[str]:
     report = pilot.report
     sessions = report["sessions"]
-    settings = pilots.settings_text(pilot.study.kind, pilot.options)
+    settings = pilot_report.settings_text(pilot.study.kind, pilot.options)
     lines = [
         f"Sessions: {sessions['started']} of {sessions['bots']} started; "
         f"{sessions['completed']} completed, {sessions['excluded']} excluded"
@@ -391,7 +391,7 @@ def _reliability_lines(report: dict[str, Any], pilot: Pilot) -> list[str]:
         if point["mean"] is None and point.get("reason"):
             lines.append(f"  no value at {point['participants']} participants: {point['reason']}")
     lines += ["  " + line for line in needed_lines(reliability)]
-    caveat = reliability.get("caveat") or pilots.pilot_caveat(pilot)
+    caveat = reliability.get("caveat") or pilot_report.pilot_caveat(pilot)
     lines.append(f"  Caveat: {caveat}")
     return lines
 
@@ -446,7 +446,7 @@ def _bot_table(report: dict[str, Any]) -> list[str]:
             bot["number"],
             persona_label(bot["persona"]),
             bot["status"] or ("refused" if bot["refused"] else "error"),
-            pilots.bot_trials_text(bot, report.get("kind", "")),
+            pilot_report.bot_trials_text(bot, report.get("kind", "")),
             bot["catch_trials"],
             "; ".join(bot["flags"]) or bot["refused"] or bot["error"],
         ]
