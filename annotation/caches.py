@@ -15,6 +15,12 @@ is safe for its own reason:
 - ``dataset_modality``: a dataset's modality is fixed when it is imported; file stimuli need
   it on every trial. Bounded by the LRU cache.
 
+- ``SESSION_ESTIMATES``: a multi-arrangement session's inverse-MDS estimate (tens of
+  milliseconds each; the study page reads every session's), keyed by the participant and
+  the ids of the responses it rests on. A stored arrangement never changes, so a key names
+  one result, and a new answer makes a new key. Bounded by SESSION_ESTIMATES_MAX (cleared,
+  then refilled). Readers do one ``dict.get``, atomic.
+
 One memo stays beside its only user: ``sql._layout``, each model's column list and
 converters, derived from the code (not from data), so fixed for the life of the process.
 """
@@ -22,6 +28,7 @@ converters, derived from the code (not from data), so fixed for the life of the 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from evaluation.models import Dataset, Stimulus
 
@@ -29,6 +36,9 @@ EXPIRY_SWEEPS: dict[int, float] = {}  # study id -> time.monotonic() of this pro
 
 DISPLAYED_STIMULI: dict[int, Stimulus] = {}
 DISPLAYED_STIMULI_MAX = 20_000
+
+SESSION_ESTIMATES: dict[tuple[int, tuple[int, ...]], Any] = {}
+SESSION_ESTIMATES_MAX = 5_000
 
 
 @functools.lru_cache(maxsize=1024)

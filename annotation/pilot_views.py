@@ -1,5 +1,5 @@
 """The study page's pilot panel: start simulated participants on a study that is not open
-yet, and read what its pilots found (annotation/services/pilots.py). The panel loads into
+yet, and read what its pilots found (annotation/services/pilot_report.py). The panel loads into
 the study page with htmx, and is a page of its own without JavaScript; while a pilot runs
 it refreshes itself."""
 

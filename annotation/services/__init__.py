@@ -13,6 +13,10 @@ Callers use this package (``from annotation import services``); its modules, by 
 - ``arrangements``: multi-arrangement sessions: their stimuli, adaptive subsets, checks of
   an arrangement, its quality rules and each participant's estimated dissimilarities.
 - ``aggregation``: responses into HumanJudgments, tags into description sets.
+
+Pilots (simulated participants sent through the participant pages before a study opens)
+are imported from their own modules: ``pilots`` (starting, running, ending a pilot and
+taking its bots' counts out of the study) and ``pilot_report`` (what the pilot found).
 """
 
 from annotation.services.aggregation import (

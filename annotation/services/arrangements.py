@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotation import caches
 from annotation.models import (
     Item,
     Participant,
@@ -266,13 +267,24 @@ def _random_stimuli(study: Study, count: int, rng: random.Random) -> list[int]:
 
 def session_arrangements(participant: Participant) -> list[tuple[list[int], np.ndarray]]:
     """The session's answered regular trials as (indices into session_stimuli, positions)."""
-    index = {s: i for i, s in enumerate(participant.session_stimuli)}
+    return _arrangements(participant, _answered(participant))
+
+
+def _answered(participant: Participant) -> list[tuple[int, list[int], Any]]:
+    """The session's regular responses in trial order: (id, stimuli shown, placements)."""
     answered = Response.objects.filter(
         trial__participant=participant, trial__role=TrialRole.REGULAR
-    ).values_list("trial__shown", "arrangement")
+    ).values_list("pk", "trial__shown", "arrangement")
+    return list(answered.order_by("trial__position"))
+
+
+def _arrangements(
+    participant: Participant, answered: list[tuple[int, list[int], Any]]
+) -> list[tuple[list[int], np.ndarray]]:
+    index = {s: i for i, s in enumerate(participant.session_stimuli)}
     return [
         ([index[s] for s in shown], np.array([p[:2] for p in placed or []], dtype=np.float64))
-        for shown, placed in answered.order_by("trial__position")
+        for _, shown, placed in answered
     ]
 
 
@@ -394,21 +406,27 @@ def session_estimate(participant: Participant) -> SessionEstimate | None:
     """The inverse-MDS estimate of the session (None before its first regular trial).
     Raises TrialProblem, naming the participant, if it cannot be computed (answers are
     checked when stored, so this takes rows written by other means)."""
-    placed = session_arrangements(participant)
-    if not placed:
+    answered = _answered(participant)
+    if not answered:
         return None
-    try:
-        estimate = estimate_dissimilarities(
-            len(participant.session_stimuli),
-            placed,
-            tolerance=ESTIMATE_TOLERANCE,
-            max_iterations=ESTIMATE_MAX_ITERATIONS,
-        )
-    except ArrangementError as exc:
-        raise TrialProblem(
-            f"The arrangements of participant {participant} give no estimate: {exc} "
-            "Exclude them to use the others."
-        ) from exc
+    key = (participant.pk, tuple(pk for pk, _, _ in answered))
+    estimate = caches.SESSION_ESTIMATES.get(key)
+    if estimate is None:
+        try:
+            estimate = estimate_dissimilarities(
+                len(participant.session_stimuli),
+                _arrangements(participant, answered),
+                tolerance=ESTIMATE_TOLERANCE,
+                max_iterations=ESTIMATE_MAX_ITERATIONS,
+            )
+        except ArrangementError as exc:
+            raise TrialProblem(
+                f"The arrangements of participant {participant} give no estimate: {exc} "
+                "Exclude them to use the others."
+            ) from exc
+        if len(caches.SESSION_ESTIMATES) >= caches.SESSION_ESTIMATES_MAX:
+            caches.SESSION_ESTIMATES.clear()
+        caches.SESSION_ESTIMATES[key] = estimate
     return SessionEstimate(
         participant, list(participant.session_stimuli), estimate.dissimilarities, estimate.evidence
     )

@@ -504,3 +504,29 @@ def test_a_session_without_an_estimate_is_named_not_dropped(monkeypatch):
     assert reliability["mean"] is None and "did not converge" in reliability["reason"]
     [row] = exports.matrix_rows(study)
     assert row["dissimilarity"] is None and "did not converge" in row["problem"]
+
+
+def test_an_estimate_is_computed_once_per_set_of_answers(monkeypatch):
+    from annotation.services import arrangements
+
+    study = make_study(arena_max_items=5, trials_per_session=3, evidence_threshold=50.0)
+    participant = services.participant_start(study=study)
+    points = truth_for(study)
+    trial = services.trial_current(participant=participant)
+    services.response_submit(
+        participant=participant, answer=answer(trial, placements_for(trial, points, 0.1))
+    )
+    calls = []
+    real = arrangements.estimate_dissimilarities
+    monkeypatch.setattr(
+        arrangements, "estimate_dissimilarities", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    first = services.session_estimate(participant)
+    assert services.session_estimate(participant).dissimilarities is first.dissimilarities
+    assert len(calls) == 1
+    trial = services.trial_current(participant=participant)  # a new answer: a new estimate
+    services.response_submit(
+        participant=participant, answer=answer(trial, placements_for(trial, points, 0.1))
+    )
+    services.session_estimate(participant)
+    assert len(calls) == 2

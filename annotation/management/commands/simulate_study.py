@@ -1,6 +1,6 @@
 """Pilot a study with simulated participants: bots that take part through a running server's
 real pages (consent, practice, trials, catch trials) and answer from a model's stored
-embeddings; then print what the pilot found (annotation/services/pilots.py)."""
+embeddings; then print what the pilot found (annotation/services/pilot_report.py)."""
 
 from __future__ import annotations
 
