@@ -396,3 +396,33 @@ def test_the_api_study_record_says_whether_playback_is_required(researcher_clien
     study = open_study(clips, require_playback=True)
     record = researcher_client.get(f"/api/studies/{study.pk}/", HTTP_ACCEPT="application/json")
     assert record.status_code == 200 and record.json()["require_playback"] is True
+
+
+def test_arena_videos_show_posters_that_play_on_demand_and_sounds_a_play_control(clips):
+    """Dozens of clips at once: videos wait on their poster (arena.js plays one when pointed
+    at or tapped) and load nothing until then; sounds are a ▶ control with a hidden player."""
+    sounds = dataset_import_audio(name="tones arena", upload=tones_zip())
+    for dataset, kind in ((clips, "video"), (sounds, "audio")):
+        study = services.study_create(
+            dataset=dataset, name=f"arena {kind}", kind="arrangement", items=ItemPlan(),
+            judgments_per_item=1, trials_per_session=1, arena_max_items=3,
+        )  # fmt: skip
+        services.study_set_status(study=study, status="open")
+        client = Client()
+        participant = join(client, study)
+        html = client.get(participant.get_absolute_url()).content.decode()
+        items = re.findall(r'<li class="arena-item[^"]*" data-stimulus="(\d+)"', html)
+        assert len(items) == 3
+        players = media_tags(html, kind)
+        assert len(players) == 3
+        for tag in players:
+            assert 'preload="none"' in tag and "autoplay" not in attributes(tag)
+            src = re.search(r' src="([^"]+)"', tag).group(1)
+            assert client.get(src).status_code == 200  # the participant's own stimulus
+        if kind == "video":
+            for tag in players:
+                assert {"muted", "loop", "playsinline", "data-hover-play"} <= attributes(tag)
+                poster = re.search(r' poster="([^"]+)"', tag).group(1)
+                assert client.get(poster)["Content-Type"] == "image/jpeg"
+        else:
+            assert html.count('class="arena-play"') == 3
