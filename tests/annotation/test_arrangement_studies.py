@@ -45,10 +45,11 @@ def make_study(**design) -> Study:
 
 
 def truth_for(study: Study) -> dict[int, np.ndarray]:
-    """A known dissimilarity structure: stimuli as random points in 3-D (seeded by id)."""
+    """A known dissimilarity structure: stimuli as random points in 3-D, seeded by their
+    order in the dataset (the same in every run, whatever ids the database gives)."""
     return {
-        pk: np.random.default_rng(pk).normal(size=3)
-        for pk in study.dataset.stimuli.values_list("pk", flat=True)
+        pk: np.random.default_rng(order).normal(size=3)
+        for pk, order in study.dataset.stimuli.values_list("pk", "order")
     }
 
 
@@ -122,11 +123,30 @@ def test_the_first_trial_shows_every_stimulus_and_later_ones_lift_the_weakest_pa
     assert len(trials) == 4  # the threshold is out of reach: the plan's trials end it
 
 
+def evenly_spaced(trial: Trial) -> tuple[Placement, ...]:
+    """The trial's items evenly on a ring: every pair well apart."""
+    n = len(trial.shown)
+    return tuple(
+        Placement(s, 0.6 * math.cos(2 * math.pi * k / n), 0.6 * math.sin(2 * math.pi * k / n), 1)
+        for k, s in enumerate(trial.shown)
+    )
+
+
 def test_a_session_ends_once_every_pair_has_enough_evidence():
-    study = make_study(arena_max_items=6, evidence_threshold=0.05, trials_per_session=10)
-    participant = services.participant_start(study=study)
-    assert len(run_session(participant, truth_for(study))) == 1
-    assert participant.status == "completed"
+    """Six items evenly on a ring: the closest pairs lie at 0.645 of the trial's RMS
+    distance, evidence 0.417, so a threshold of 0.4 is met by the first trial and 0.45 is
+    not (the plan's second trial then ends the session)."""
+    for threshold, trials in ((0.4, 1), (0.45, 2)):
+        study = make_study(arena_max_items=6, evidence_threshold=threshold, trials_per_session=2)
+        participant = services.participant_start(study=study)
+        answered = 0
+        while (trial := services.trial_current(participant=participant)) is not None:
+            services.response_submit(
+                participant=participant, answer=answer(trial, evenly_spaced(trial))
+            )
+            answered += 1
+        participant.refresh_from_db()
+        assert (answered, participant.status) == (trials, "completed"), threshold
 
 
 def test_estimates_recover_the_arranged_structure_and_aggregate_as_dissimilarities():
