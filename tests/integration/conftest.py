@@ -95,17 +95,22 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
+def database_url() -> str:
+    """The test database's address, for processes the tests start (workers, servers)."""
+    db = connection.settings_dict
+    user = f"{db['USER']}@" if db.get("USER") else ""
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{user}{db['HOST'] or '127.0.0.1'}{port}/{db['NAME']}"
+
+
 @pytest.fixture
 def worker_env(transactional_db, isolated_storage: Path) -> dict[str, str]:
-    db = connection.settings_dict
     broker = settings.CELERY_BROKER_URL
     assert broker.startswith("redis://"), "integration tests run on Redis (make test sets it)"
     redis.Redis.from_url(broker).flushdb()  # no message left over from an earlier test
-    user = f"{db['USER']}@" if db.get("USER") else ""
-    port = f":{db['PORT']}" if db.get("PORT") else ""
     return {
         **os.environ,
-        "DATABASE_URL": f"postgres://{user}{db['HOST'] or '127.0.0.1'}{port}/{db['NAME']}",
+        "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": broker,
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "EMBEDDINGS_ROOT": str(settings.EMBEDDINGS_ROOT),

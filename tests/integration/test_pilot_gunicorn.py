@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from annotation import selectors, services
@@ -26,8 +27,10 @@ from annotation.services import pilots
 from annotation.simulation import CATCH_FAILER, HONEST, SPEEDER
 from tests.annotation.test_pilots import clustered_model, draft_study
 from tests.conftest import REPO_ROOT
+from tests.integration.conftest import database_url
 
-pytestmark = pytest.mark.integration
+# The server reads what the tests write: committed rows (transactional tests).
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 READY_SECONDS = 60
 
@@ -48,12 +51,24 @@ class Server(str):
         return "\n".join(line for line in text.splitlines() if "Error" in line)[-3000:]
 
 
-@pytest.fixture
-def gunicorn(worker_env: dict[str, str], isolated_storage: Path) -> Iterator[Server]:
-    """The project's gunicorn (3 workers x 2 threads) on the test database."""
+@pytest.fixture(scope="module")
+def gunicorn(django_db_setup, tmp_path_factory) -> Iterator[Server]:
+    """The project's gunicorn (3 workers x 2 threads) on the test database, one for the
+    module (a start costs about 8 s). The bots' pages need no files: its own folders."""
+    folder = tmp_path_factory.mktemp("gunicorn")
     port = free_port()
-    log = isolated_storage / "gunicorn.log"
-    env = {**worker_env, "WEB_WORKERS": "3", "WEB_THREADS": "2", "STATIC_MANIFEST": "0"}
+    log = folder / "gunicorn.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "MEDIA_ROOT": str(folder / "media"),
+        "EMBEDDINGS_ROOT": str(folder / "embeddings"),
+        "LIKENESS_VAR_DIR": str(folder / "var"),
+        "WEB_WORKERS": "3",
+        "WEB_THREADS": "2",
+        "STATIC_MANIFEST": "0",
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "webapp.wsgi:application",
          "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
