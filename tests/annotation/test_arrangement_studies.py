@@ -347,7 +347,7 @@ def test_exports_hold_every_placement_and_each_participants_matrix():
 
 
 def test_repeat_trials_are_refused_for_multi_arrangement():
-    with pytest.raises(Exception, match="repeat pairs by design"):
+    with pytest.raises(ValidationError, match="repeat pairs by design"):
         make_study(repeat_trials=1)
 
 
