@@ -154,6 +154,11 @@ class Study(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when archived: left out of the public lists, kept with its data.",
+    )
     # When the study closed itself because every item had its judgments (None: it did not,
     # or it was opened again since). Such a study opens again by itself when excluding a
     # participant returns items to the pool; one the researcher closed stays closed.

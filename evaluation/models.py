@@ -88,6 +88,11 @@ class PretrainedModel(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when archived: left out of the public lists, kept with its scores.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -188,6 +193,11 @@ class Dataset(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when archived: left out of the public lists, kept with its scores.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -396,6 +406,20 @@ class Target(models.Model):
         HumanJudgments, null=True, blank=True, on_delete=models.CASCADE, related_name="target"
     )
     name = models.CharField(max_length=300)
+    published_ceiling = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="A noise ceiling reported elsewhere (e.g. the paper that published the data), "
+        "for targets whose judgments cannot give one here.",
+    )
+    published_ceiling_source = models.CharField(
+        max_length=300, blank=True, help_text="Where the published ceiling comes from."
+    )
+    archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when archived: left out of the public lists, kept with its scores.",
+    )
 
     class Meta:
         ordering = ["dataset__name", "name"]
