@@ -554,6 +554,12 @@ class ScoreSerializer(serializers.ModelSerializer):
     stale = serializers.SerializerMethodField(
         help_text="Why the score no longer holds (empty when it does): re-score it to update."
     )
+    metric_name = serializers.SerializerMethodField(
+        help_text="The metric key in words, e.g. 'Spearman with human pair ratings'."
+    )
+    metric_description = serializers.SerializerMethodField(
+        help_text="What the number is, in a sentence."
+    )
 
     class Meta:
         model = Score
@@ -565,6 +571,8 @@ class ScoreSerializer(serializers.ModelSerializer):
             "layer",
             "metric",
             "metric_key",
+            "metric_name",
+            "metric_description",
             "params",
             "value",
             "ci_low",
@@ -582,6 +590,12 @@ class ScoreSerializer(serializers.ModelSerializer):
 
     def get_stale(self, score: Score) -> list[str]:
         return list(score_stale_reasons(score))
+
+    def get_metric_name(self, score: Score) -> str:
+        return metric_registry.metric_name(score.metric_key)
+
+    def get_metric_description(self, score: Score) -> str:
+        return metric_registry.metric_description(score.metric_key)
 
 
 class ComparisonQuerySerializer(serializers.Serializer):

@@ -33,7 +33,7 @@ from evaluation.engine.metrics.paired import (
     rank_intervals,
     tie_groups,
 )
-from evaluation.metrics import METRICS
+from evaluation.metrics import METRICS, metric_name
 from evaluation.models import (
     REVISION_FIELDS,
     PretrainedModel,
@@ -482,7 +482,7 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
     header = list(CSV_FIXED)
     for key in board.metric_keys:
         header += [key, f"{key} ci_low", f"{key} ci_high", f"{key} ceiling", f"{key} of ceiling"]
-        header += [f"{key} stale", f"{key} provenance"]
+        header += [f"{key} stale", f"{key} provenance", f"{key} metric name"]
     header += [
         f"separable from leader on {board.sort_key}",
         "p vs leader (Holm)",
@@ -506,6 +506,7 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
                 if cell
                 else ["", "", "", "", "", "", ""]  # missing, not zero
             )  # fmt: skip
+            line.append(metric_name(key))
         interval = row.rank_interval or ("", "")
         line += [
             "" if row.separable_from_leader is None else row.separable_from_leader,
@@ -696,7 +697,8 @@ def overall_csv_rows(board: OverallBoard) -> list[list[Any]]:
     """One line per model and target it has a score on: the model's group, mean normalised
     rank and coverage, then the score and its normalised rank (blank: a board of one)."""
     header: list[Any] = ["group", "model", "mean normalised rank", "ranked on", "scored on"]
-    header += ["target", "metric", "value", "ci_low", "ci_high", "normalised rank"]
+    header += ["target", "metric", "metric name", "value", "ci_low", "ci_high"]
+    header += ["normalised rank"]
     out: list[list[Any]] = [header]
     for group in board.groups:
         for row in group.rows:
@@ -713,7 +715,8 @@ def overall_csv_rows(board: OverallBoard) -> list[list[Any]]:
                     continue  # missing, not zero
                 rank = row.ranks.get(target.pk, "")
                 out.append(
-                    [*fixed, target.name, board.primary[target.pk], cell.value, cell.ci_low,
+                    [*fixed, target.name, board.primary[target.pk],
+                     metric_name(board.primary[target.pk]), cell.value, cell.ci_low,
                      cell.ci_high, rank]
                 )  # fmt: skip
     return out
@@ -819,7 +822,6 @@ def _front_page() -> FrontPage:
 
 
 def _front_board(board: Board) -> FrontBoard:
-    info = METRICS.get(board.sort_key.split("(")[0])
     ceilings = [
         cell.ceiling
         for row in board.rows
@@ -828,7 +830,7 @@ def _front_board(board: Board) -> FrontBoard:
     ranked = list(enumerate(board.rows[:FRONT_ROWS], start=1))
     return FrontBoard(
         board=board,
-        metric_label=info.label if info else board.sort_key,
+        metric_label=metric_name(board.sort_key),
         chance=chance_of(board.sort_key),
         ceiling=ceilings[0] if ceilings else None,
         ceiling_meaning=CEILING_MEANING.get(board.target.kind, ""),

@@ -236,6 +236,107 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 KNN_SPLITS = dict(METRICS["knn"].parameters[1].choices)
+
+
+# --- Names people read ----------------------------------------------------------------------------
+# The one table from a metric key (``knn(k=5,split=loo)``, ``odd_one_out``) to the words shown
+# for it: on boards, model and run pages, in CSV and the API, each beside the exact key.
+@dataclass(frozen=True)
+class Reading:
+    name: str  # a format string over the key's parameters, in their words (PARAMETER_WORDS)
+    description: str  # what the number is, in a sentence
+
+
+READINGS: dict[str, Reading] = {
+    "knn": Reading(
+        "k-NN accuracy, k={k}, {split}",
+        "Share of stimuli whose k nearest neighbours (cosine) vote for their own label; "
+        "Wilson 95% interval over test stimuli.",
+    ),
+    "weighted_knn": Reading(
+        "weighted k-NN accuracy (DINO), k=20, leave-one-out",
+        "k=20 cosine neighbours voting with weight exp(similarity / 0.07), each stimulus left "
+        "out in turn.",
+    ),
+    "nearest_class_mean": Reading(
+        "nearest-class-mean accuracy, leave-one-out",
+        "Share of stimuli closest (cosine) to their own label's mean, each left out of it.",
+    ),
+    "linear_probe": Reading(
+        "linear-probe accuracy, 5-fold cross-validated",
+        "Logistic regression on standardised features, C chosen by inner cross-validation, "
+        "each stimulus predicted once by a 5-fold outer cross-validation.",
+    ),
+    "few_shot": Reading(
+        "few-shot accuracy, {n_way}-way {k_shot}-shot",
+        "Nearest-prototype accuracy over 600 random episodes (mean and t-interval).",
+    ),
+    "retrieval_map": Reading(
+        "same-label retrieval mAP",
+        "Mean average precision of retrieving stimuli of the same label by cosine similarity.",
+    ),
+    "kmeans_nmi": Reading(
+        "k-means NMI with the labels",
+        "Normalised mutual information between k-means clusters (k = number of labels) and "
+        "the labels.",
+    ),
+    "pair_alignment": Reading(
+        "{correlation} with human pair ratings",
+        "Correlation of the model's cosine similarity with the mean human rating of each "
+        "pair; bootstrap 95% interval over stimuli.",
+    ),
+    "reweighted_pair_alignment": Reading(
+        "{correlation} with human pair ratings, dimensions reweighted",
+        "Peterson et al. 2018: one weight per embedding dimension fitted by ridge regression "
+        "on other stimuli's pairs, scored on held-out stimuli (5 folds).",
+    ),
+    "odd_one_out": Reading(
+        "odd-one-out agreement",
+        "Share of human odd-one-out choices the model makes too (the pair it finds most "
+        "similar is the one people kept); bootstrap 95% interval over stimuli.",
+    ),
+    "two_afc": Reading(
+        "2AFC agreement with people's choices",
+        "Mean human vote share of the candidate the model finds closer to the reference "
+        "(ties 0.5); bootstrap 95% interval over stimuli.",
+    ),
+}
+# A parameter value in words, where the bare value does not read well.
+PARAMETER_WORDS: dict[str, dict[str, str]] = {
+    "split": {"loo": "leave-one-out", "holdout": "held-out test split"},
+    "correlation": {"spearman": "Spearman", "pearson": "Pearson"},
+}
+
+
+def parse_metric_key(key: str) -> tuple[str, dict[str, str]]:
+    """A key such as ``knn(k=5,split=loo)`` as its metric name and parameter values (text,
+    as the key spells them): the inverse of ``models.metric_key``."""
+    name, _, inner = key.partition("(")
+    params = dict(part.split("=", 1) for part in inner.rstrip(")").split(",") if "=" in part)
+    return name, params
+
+
+def metric_name(key: str) -> str:
+    """The name people read for a metric key, e.g. ``pair_alignment(correlation=spearman)``
+    -> "Spearman with human pair ratings"; an unknown key reads as itself."""
+    name, params = parse_metric_key(key)
+    reading = READINGS.get(name)
+    if reading is None:
+        return key
+    given = {**{p.name: str(p.default) for p in METRICS[name].parameters}, **params}
+    words = {k: PARAMETER_WORDS.get(k, {}).get(v, v) for k, v in given.items()}
+    try:
+        return reading.name.format(**words)
+    except (KeyError, IndexError):  # a key from before a parameter existed
+        return key
+
+
+def metric_description(key: str) -> str:
+    """What the number of a metric key is, in a sentence (blank for an unknown key)."""
+    reading = READINGS.get(parse_metric_key(key)[0])
+    return reading.description if reading else ""
+
+
 BOOTSTRAP_RESAMPLES = 1000
 
 
