@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.utils.functional import cached_property
 
 from annotation.models import Study, StudyKind
 from evaluation.models import Dataset, PretrainedModel, Target
@@ -49,7 +51,191 @@ MAX_ITEM_LIST_BYTES = 5 * 1024 * 1024
 HEADER_NAMES = {"a", "b", "c", "reference", "first", "second", "stimulus"}  # optional header
 
 
+ALL_KINDS = frozenset(StudyKind.values)
+CHOICE_KINDS = frozenset({StudyKind.TRIPLETS, StudyKind.TWO_AFC})
+ITEM_KINDS = frozenset({StudyKind.PAIRS, *CHOICE_KINDS})  # items chosen here, not every stimulus
+
+
+@dataclass(frozen=True)
+class FieldGroup:
+    """One fieldset of the study form: the study kinds it is for (every kind: ALL_KINDS)."""
+
+    legend: str
+    fields: tuple[str, ...]
+    kinds: frozenset[str] = ALL_KINDS
+    note: str = ""
+
+
+FIELD_GROUPS = (
+    FieldGroup(
+        "Design",
+        ("name", "kind", "dataset", "judgments_per_item", "trials_per_session", "practice_trials"),
+    ),
+    FieldGroup(
+        "Items",
+        ("item_mode", "item_count", "item_file", "seed"),
+        ITEM_KINDS,
+        "Pair, triplet and 2AFC studies: which items are asked about. Tag and "
+        "multi-arrangement studies always use every stimulus.",
+    ),
+    FieldGroup(
+        "Rating scale",
+        ("scale_min", "scale_max", "scale_min_label", "scale_max_label"),
+        frozenset({StudyKind.PAIRS}),
+    ),
+    FieldGroup(
+        "Tagging",
+        (
+            "tag_mode",
+            "flags_to_hide",
+            "ratings_to_freeze",
+            "freeze_mean",
+            "frozen_tags_to_complete",
+            "max_iterations",
+        ),
+        frozenset({StudyKind.TAGS}),
+        "The numbers below apply to adaptive (STEP-Tag) mode only.",
+    ),
+    FieldGroup(
+        "Multi-arrangement",
+        ("arena_max_items", "evidence_threshold", "session_seconds", "min_pair_consistency"),
+        frozenset({StudyKind.ARRANGEMENT}),
+    ),
+    FieldGroup(
+        "Quality control",
+        (
+            "repeat_trials",
+            "catch_trials",
+            "min_response_ms",
+            "max_catch_failures",
+            "exclude_on_failure",
+            "max_fast_share",
+            "max_retest_difference",
+            "min_retest_agreement",
+            "trial_timeout_seconds",
+        ),
+    ),
+    FieldGroup(
+        "Participants",
+        (
+            "consent_md",
+            "instructions_md",
+            "require_playback",
+            "redirect_url",
+            "contact",
+            "external_id_param",
+        ),
+    ),
+)
+# Fields of a shared group that only some kinds use (the design checks refuse the others).
+FIELD_KINDS: dict[str, frozenset[str]] = {
+    "repeat_trials": ITEM_KINDS,  # arrangements repeat pairs by design; tags have none
+    "catch_trials": ALL_KINDS - {StudyKind.TAGS},
+    "max_catch_failures": ALL_KINDS - {StudyKind.TAGS},
+    "max_retest_difference": frozenset({StudyKind.PAIRS}),
+    "min_retest_agreement": CHOICE_KINDS,
+    "require_playback": ALL_KINDS - {StudyKind.ARRANGEMENT},
+    **{
+        name: group.kinds
+        for group in FIELD_GROUPS
+        for name in group.fields
+        if group.kinds != ALL_KINDS
+    },
+}
+
+LABELS = {
+    "name": "Study name",
+    "kind": "Kind of study",
+    "judgments_per_item": "Judgments per item",
+    "trials_per_session": "Trials per session",
+    "practice_trials": "Practice trials per session",
+    "scale_min": "Lowest rating",
+    "scale_max": "Highest rating",
+    "scale_min_label": "Label of the lowest rating",
+    "scale_max_label": "Label of the highest rating",
+    "tag_mode": "Tagging mode",
+    "flags_to_hide": "Flags that hide a tag",
+    "ratings_to_freeze": "Ratings that freeze a tag",
+    "freeze_mean": "Mean rating that freezes a tag",
+    "frozen_tags_to_complete": "Frozen tags that complete a stimulus",
+    "max_iterations": "Most iterations per stimulus",
+    "arena_max_items": "Most stimuli per session",
+    "evidence_threshold": "Evidence that ends a session",
+    "session_seconds": "Session time limit (seconds)",
+    "min_pair_consistency": "Least consistency with the first arrangement",
+    "require_playback": "Each clip plays to its end before answering",
+    "consent_md": "Consent text (Markdown)",
+    "instructions_md": "Instructions (Markdown)",
+    "redirect_url": "Completion address",
+    "contact": "Contact for participants",
+    "external_id_param": "Participant id parameter in the link",
+    "repeat_trials": "Repeated trials per session (test-retest)",
+    "catch_trials": "Catch trials per session",
+    "min_response_ms": "Fastest plausible answer (milliseconds)",
+    "max_catch_failures": "Catch trials a participant may fail",
+    "exclude_on_failure": "Exclude participants who break a rule",
+    "max_fast_share": "Largest share of too-fast answers",
+    "max_retest_difference": "Largest mean difference of repeated ratings",
+    "min_retest_agreement": "Least agreement of repeated choices",
+    "trial_timeout_seconds": "Trial timeout (seconds)",
+}
+HELP_TEXTS = {
+    "name": "Shown to participants as the page title; unique.",
+    "dataset": "The stimuli the study asks about.",
+    "judgments_per_item": "How many different participants judge each item (default 5). "
+    "Multi-arrangement: how many sessions arrange each stimulus.",
+    "trials_per_session": "Including repeats and catch trials, excluding practice (default 20). "
+    "Multi-arrangement: the most arrangements one session makes.",
+    "practice_trials": "Shown first on random stimuli and never counted (default 0).",
+    "scale_min": "The bottom of the rating scale (default 1).",
+    "scale_max": "The top of the scale (default 7); a catch pair of a stimulus with itself "
+    "expects this rating.",
+    "scale_min_label": "Words beside the lowest rating (default 'Not at all similar').",
+    "scale_max_label": "Words beside the highest rating (default 'Very similar').",
+    "tag_mode": "Free: each participant writes tags. Adaptive (STEP-Tag): participants rate, "
+    "flag and add tags over iterations.",
+    "flags_to_hide": "Adaptive: a tag flagged as wrong this many times is hidden (default 2).",
+    "ratings_to_freeze": "Adaptive: a tag rated this many times may freeze (default 3).",
+    "freeze_mean": "Adaptive: ...when its mean rating (1 to 5) is at least this (default 3.0).",
+    "frozen_tags_to_complete": "Adaptive: a stimulus is done once this many tags froze "
+    "(default 2).",
+    "max_iterations": "Adaptive: a stimulus' chain ends after this many participants (default 10).",
+    "consent_md": "Shown before the study starts, with an 'I agree' box. Markdown: **bold**, "
+    "lists, links; HTML is shown as text.",
+    "instructions_md": "Shown under the consent text. Markdown as above.",
+    "redirect_url": "Participants are sent here after their last trial, with the completion "
+    "code appended (?cc=...). Blank: they see the code only.",
+    "external_id_param": "The URL parameter holding a recruitment platform's participant id "
+    "(default PROLIFIC_PID). Blank: none.",
+    "catch_trials": "Trials with an obvious answer (a stimulus with itself, or two copies "
+    "of one), per session (default 0).",
+    "min_response_ms": "Answers faster than this many milliseconds are flagged as too fast "
+    "(default 0: off).",
+    "max_catch_failures": "Exclude a participant who fails more catch trials than this "
+    "(default 0).",
+    "max_fast_share": "Exclude when more than this share (0 to 1) of answers is too fast "
+    "(default 0.2).",
+    "max_retest_difference": "Ratings: exclude when repeated ratings differ by more than this "
+    "many scale points on average (default 2.0).",
+    "min_retest_agreement": "Triplets and 2AFC: exclude when fewer than this share (0 to 1) "
+    "of repeated trials get the same answer (default 0.5).",
+    "trial_timeout_seconds": "An unanswered trial returns to the pool after this many seconds "
+    "(default 600).",
+}
+
+
+def _kind_labels(kinds: frozenset[str]) -> str:
+    """'Pair rating, Tagging' for a group some kinds use; '' for one every kind uses."""
+    if kinds == ALL_KINDS:
+        return ""
+    return ", ".join(StudyKind(kind).label for kind in StudyKind.values if kind in kinds)
+
+
 class StudyForm(forms.ModelForm):
+    """A study's design, in fieldsets by study kind (FIELD_GROUPS). Fields that the chosen
+    kind does not use are not required and are ignored: the study gets their defaults, so
+    the form is right without JavaScript too (static/js/study_form.js only hides them)."""
+
     item_mode = forms.ChoiceField(
         choices=[
             ("all", "All pairs of the dataset's stimuli"),
@@ -58,24 +244,36 @@ class StudyForm(forms.ModelForm):
         ],
         initial="all",
         widget=forms.RadioSelect,
-        help_text="Tag and multi-arrangement studies always use every stimulus.",
+        label="Which items",
+        help_text="'All pairs' is for pair studies; triplets and 2AFC draw a random subset or "
+        "take a list.",
     )
-    item_count = forms.IntegerField(min_value=1, required=False, label="N (random subset)")
-    item_file = forms.FileField(required=False, label="Item list (CSV)")
+    item_count = forms.IntegerField(min_value=1, required=False, label="Number of random items (N)")
+    item_file = forms.FileField(
+        required=False,
+        label="Item list (CSV)",
+        help_text="One item per row: two, three (2AFC: reference first) stimulus names or texts.",
+    )
     seed = forms.IntegerField(
         min_value=0,
         max_value=2**31 - 1,
         initial=0,
         required=False,  # only a random subset uses it: blank is the default, 0
-        help_text="Seed for random items.",
+        label="Random seed",
+        help_text="Which random subset is drawn (default 0); the same seed draws the same items.",
     )
     redirect_url = forms.URLField(
-        required=False, assume_scheme="https", help_text="Sent here after completion."
+        required=False,
+        assume_scheme="https",
+        label=LABELS["redirect_url"],
+        help_text=HELP_TEXTS["redirect_url"],
     )
 
     class Meta:
         model = Study
         fields = ["name", "kind", "dataset", *DESIGN_FIELDS]
+        labels = LABELS
+        help_texts = HELP_TEXTS
         widgets = {
             "consent_md": forms.Textarea(attrs={"rows": 4}),
             "instructions_md": forms.Textarea(attrs={"rows": 4}),
@@ -86,6 +284,40 @@ class StudyForm(forms.ModelForm):
         dataset = self.fields["dataset"]
         assert isinstance(dataset, forms.ModelChoiceField)
         dataset.queryset = Dataset.objects.order_by("name")
+        for name in FIELD_KINDS.keys() & self.fields.keys():
+            if self.chosen_kind not in FIELD_KINDS[name]:
+                self.fields[name].required = False  # ignored: see clean()
+
+    @cached_property
+    def chosen_kind(self) -> str:
+        """The kind posted, else the one the page was opened for (?kind=); '' if neither."""
+        kind = self.data.get("kind") if self.is_bound else self.initial.get("kind")
+        return kind if kind in StudyKind.values else ""
+
+    def used_by_kind(self, name: str) -> bool:
+        return not self.chosen_kind or self.chosen_kind in FIELD_KINDS.get(name, ALL_KINDS)
+
+    def fieldsets(self) -> list[dict[str, Any]]:
+        """The groups to render: for a kind chosen already only its fields (the others would
+        be ignored), else every group, marked with the kinds that use it (data-kinds)."""
+        groups = []
+        for group in FIELD_GROUPS:
+            fields = [
+                {"field": self[name], "kinds": " ".join(sorted(FIELD_KINDS.get(name, ALL_KINDS)))}
+                for name in group.fields
+                if self.used_by_kind(name)
+            ]
+            if fields:
+                groups.append(
+                    {
+                        "legend": group.legend,
+                        "note": group.note,
+                        "kinds": " ".join(sorted(group.kinds)),
+                        "for_kinds": _kind_labels(group.kinds),
+                        "fields": fields,
+                    }
+                )
+        return groups
 
     def clean_seed(self) -> int:
         seed = self.cleaned_data.get("seed")
@@ -94,9 +326,14 @@ class StudyForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data  # what Form.clean returns
-        mode = data.get("item_mode")
-        if data.get("kind") == StudyKind.TAGS:
+        kind = data.get("kind")
+        for name in FIELD_KINDS.keys() & self.fields.keys():
+            if kind and kind not in FIELD_KINDS[name]:
+                self.errors.pop(name, None)  # a value the kind ignores cannot be wrong
+                data[name] = self._default(name)
+        if kind not in ITEM_KINDS:
             return data
+        mode = data.get("item_mode")
         if mode == "random" and not data.get("item_count"):
             self.add_error("item_count", "Say how many random items to draw.")
         if mode == "list":
@@ -111,6 +348,11 @@ class StudyForm(forms.ModelForm):
                 except forms.ValidationError as exc:
                     self.add_error("item_file", exc)
         return data
+
+    def _default(self, name: str) -> Any:
+        if name in DESIGN_FIELDS:
+            return Study._meta.get_field(name).get_default()
+        return self.fields[name].initial  # the item fields: the form's own
 
     def design(self) -> dict[str, Any]:
         return {name: self.cleaned_data[name] for name in DESIGN_FIELDS}

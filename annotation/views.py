@@ -79,7 +79,10 @@ def study_list(request: HttpRequest) -> HttpResponse:
 
 @researcher_required
 def study_create(request: HttpRequest) -> HttpResponse:
-    form = StudyForm(request.POST or None, request.FILES or None)
+    # ?kind=: the form for that kind only (its fieldsets; without JavaScript, too).
+    kind = request.GET.get("kind", "")
+    kind = kind if kind in StudyKind.values else ""
+    form = StudyForm(request.POST or None, request.FILES or None, initial={"kind": kind})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         plan = services.ItemPlan(
@@ -102,7 +105,13 @@ def study_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Created {study} with {study.items.count()} items.")
             return redirect(study)
-    return render(request, "annotation/study_form.html", {"form": form})
+    context = {
+        "form": form,
+        "kind_fixed": kind,
+        "kind_label": StudyKind(kind).label if kind else "",
+        "kinds": StudyKind.choices,
+    }
+    return render(request, "annotation/study_form.html", context)
 
 
 @researcher_required
@@ -140,9 +149,11 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
             "target": target,
             "participants": selectors.study_participants(study),
             "refused": selectors.refused_resumes(study),
-            "aggregations": study.aggregations.select_related("judgments"),
+            "aggregations": study.aggregations.select_related("judgments__target"),
             # Runs score against the newest aggregation of real participants.
-            "scoring_aggregation": study.aggregations.filter(pilot=None).first(),
+            "scoring_aggregation": study.aggregations.filter(pilot=None)
+            .select_related("judgments__target")
+            .first(),
             "tags": selectors.tags_summary(study) if study.kind == StudyKind.TAGS else None,
         },
     )
@@ -184,6 +195,7 @@ def study_aggregate(request: HttpRequest, study_id: int) -> HttpResponse:
             f"Stored {judgments.judgment_count} judgments as {judgments.name} "
             f"v{judgments.version}; runs can now score models against it.",
         )
+        return redirect(f"{study.get_absolute_url()}#aggregate-result")
     return redirect(study)
 
 

@@ -47,12 +47,14 @@ from evaluation.imports.judgment_files import column_map_from, preview_judgment_
 from evaluation.imports.judgments import judgments_import_from, report_lines
 from evaluation.imports.reading import ImportProblem
 from evaluation.imports.stimuli import dataset_import_from
+from evaluation.metrics import METRICS
 from evaluation.models import (
     Dataset,
     ModelSource,
     PretrainedModel,
     Run,
     Stimulus,
+    Target,
     TargetKind,
 )
 from evaluation.stimulus_views import media_response
@@ -599,8 +601,7 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
 @researcher_required
 def run_create(request: HtmxHttpRequest) -> HttpResponse:
     submitted = request.method == "POST"
-    initial = {"dataset": qs.id_param(request.GET, "dataset")}
-    form = RunForm(request.POST if submitted else None, initial=initial)
+    form = RunForm(request.POST if submitted else None, initial=_run_initial(request.GET))
     if request.htmx and not submitted:
         # The dataset changed: re-render the fields that depend on it.
         return render(request, "evaluation/run_form.html#run-fields", {"form": form})
@@ -631,6 +632,20 @@ def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     return render(
         request,
         template,
+def _run_initial(query: QueryDict) -> dict[str, Any]:
+    """The new-run form's first choices: ?dataset=, or ?target= (a leaderboard's, or a
+    study's just aggregated): its dataset, with the metrics that score that kind of target
+    ticked and the others not."""
+    initial: dict[str, Any] = {"dataset": qs.id_param(query, "dataset")}
+    target_id = qs.id_param(query, "target")
+    target = Target.objects.filter(pk=target_id).first() if target_id else None
+    if target is not None:
+        initial["dataset"] = target.dataset_id
+        for name, info in METRICS.items():
+            initial[f"metric_{name}"] = target.kind in info.target_kinds
+    return initial
+
+
         {
             "run": run,
             "progress": progress,

@@ -66,6 +66,8 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "annotation:pilot_start": (RESEARCHER, "POST", "study"),
     "annotation:pilot_aggregate": (RESEARCHER, "POST", "study pilot"),
     "annotation:study_export": (RESEARCHER, "GET", "study export"),
+    "annotation:study_preview": (RESEARCHER, "GET", "study"),
+    "annotation:study_preview_trial": (RESEARCHER, "GET", "study step"),
     "annotation:study_entry": (PUBLIC, "GET", "study_token"),
     "annotation:participant_trial": (TOKEN, "GET", "token"),
     "annotation:participant_done": (TOKEN, "GET", "token"),
@@ -143,6 +145,8 @@ def route_url(name: str, needs: str, site: dict) -> str:
             args += ["responses", "csv"]
         elif need == "shown_stimulus":
             args.append(site["shown_stimulus"])
+        elif need == "step":
+            args.append(0)  # a preview's first trial
         else:
             args.append(site[need].pk)
     return reverse(name, args=args)

@@ -1,0 +1,240 @@
+"""The researcher's study pages of issue 23: the design form grouped by study kind, the
+participant preview of a study (which records nothing), and the way from an aggregate to
+its target and to a run that scores models against it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotation import services
+from annotation.forms import DESIGN_FIELDS, FIELD_GROUPS, StudyForm
+from annotation.models import Item, Participant, Response, Study, Trial
+from annotation.services import ItemPlan
+from tests.annotation.test_studies import complete_session
+from tests.annotation.test_study_pages import FORM_DEFAULTS
+from tests.conftest import make_image_dataset, make_text_dataset
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+TAG_FIELDS = ("tag_mode", "flags_to_hide", "ratings_to_freeze", "freeze_mean", "max_iterations")
+ARRANGEMENT_FIELDS = ("arena_max_items", "evidence_threshold", "session_seconds")
+
+
+def field_names(html: str) -> set[str]:
+    return set(re.findall(r'name="([a-z_]+)"', html))
+
+
+# --- The design form --------------------------------------------------------------------------
+def test_every_form_field_is_in_one_group_and_in_the_tests_defaults():
+    grouped = [name for group in FIELD_GROUPS for name in group.fields]
+    assert sorted(grouped) == sorted(StudyForm.base_fields)  # each once, none left out
+    assert set(DESIGN_FIELDS) - {"consent_md", "instructions_md", "redirect_url", "contact"} <= (
+        set(FORM_DEFAULTS) | {"require_playback"}
+    )
+
+
+def test_a_pairs_form_has_no_tag_or_arrangement_fields(client, researcher):
+    client.force_login(researcher)
+    html = client.get(reverse("annotation:study_create") + "?kind=pairs").content.decode()
+    names = field_names(html)
+    assert {"scale_min", "scale_max_label", "max_retest_difference", "item_mode"} <= names
+    assert not names & {*TAG_FIELDS, *ARRANGEMENT_FIELDS, "min_retest_agreement"}
+    assert '<input type="hidden" name="kind" value="pairs">' in html
+    assert "<legend>Rating scale" in html and "<legend>Tagging" not in html
+
+
+def test_a_tags_form_has_its_fields_and_not_the_scale_or_items(client, researcher):
+    client.force_login(researcher)
+    html = client.get(reverse("annotation:study_create") + "?kind=tags").content.decode()
+    names = field_names(html)
+    assert set(TAG_FIELDS) <= names
+    assert not names & {"scale_min", "item_mode", "catch_trials", "repeat_trials"}
+
+
+def test_without_a_kind_every_group_is_there_marked_with_its_kinds(client, researcher):
+    """Without JavaScript and without ?kind=, every group is shown (the script hides the
+    others once a kind is chosen), each saying which kinds use it."""
+    client.force_login(researcher)
+    html = client.get(reverse("annotation:study_create")).content.decode()
+    assert set(TAG_FIELDS) | set(ARRANGEMENT_FIELDS) | {"scale_min"} <= field_names(html)
+    assert '<fieldset class="study-group" data-kinds="tags">' in html
+    assert '<legend>Tagging <small class="muted">(Tagging only)</small></legend>' in html
+    assert "js/study_form.js" in html
+
+
+def test_labels_are_words_and_help_says_units_and_defaults():
+    form = StudyForm()
+    assert form["consent_md"].label == "Consent text (Markdown)"
+    assert form["trial_timeout_seconds"].label == "Trial timeout (seconds)"
+    assert form["min_response_ms"].label == "Fastest plausible answer (milliseconds)"
+    assert "(default 600)" in form["trial_timeout_seconds"].help_text
+    assert "(default 20)" in form["trials_per_session"].help_text
+    assert not [name for name, field in form.fields.items() if "_" in str(field.label or "_")]
+
+
+def test_fields_the_kind_does_not_use_are_ignored(client, researcher):
+    """A tag study posted with a broken scale and items (a form shown without JavaScript
+    holds every group) is created with the defaults for them."""
+    dataset = make_text_dataset()
+    client.force_login(researcher)
+    response = client.post(
+        reverse("annotation:study_create"),
+        {
+            **FORM_DEFAULTS,
+            "name": "tags ignoring the scale",
+            "kind": "tags",
+            "dataset": dataset.pk,
+            "scale_min": "not a number",
+            "scale_max": "",
+            "item_mode": "list",  # would need a file
+            "catch_trials": 3,  # refused for tag studies, but not the kind's field
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    study = Study.objects.get(name="tags ignoring the scale")
+    assert (study.scale_min, study.scale_max, study.catch_trials) == (1, 7, 0)
+    assert study.items.count() == dataset.stimulus_count
+
+
+def test_a_field_the_kind_uses_is_still_checked(client, researcher):
+    client.force_login(researcher)
+    response = client.post(
+        reverse("annotation:study_create") + "?kind=pairs",
+        {
+            **FORM_DEFAULTS,
+            "name": "bad scale",
+            "kind": "pairs",
+            "dataset": make_text_dataset().pk,
+            "item_mode": "all",
+            "scale_min": "not a number",
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors["scale_min"] == ["Enter a whole number."]
+    assert not Study.objects.filter(name="bad scale").exists()
+
+
+# --- The participant preview --------------------------------------------------------------------
+@pytest.fixture
+def draft(researcher) -> Study:
+    return services.study_create(
+        dataset=make_text_dataset(),
+        name="Draft to preview",
+        kind="pairs",
+        items=ItemPlan(),
+        judgments_per_item=1,
+        trials_per_session=6,
+        practice_trials=1,
+        catch_trials=1,
+        repeat_trials=1,
+        consent_md="Please read **this**.",
+        instructions_md="Rate how similar the two sentences are.",
+        created_by=researcher,
+    )
+
+
+def walk_preview(client: Client, study: Study) -> list[str]:
+    """Agree on the preview's first page, answer every preview trial; the roles shown."""
+    entry = client.get(reverse("annotation:study_preview", args=[study.pk]))
+    assert entry.status_code == 200
+    assert "<strong>this</strong>" in entry.content.decode()
+    url = client.post(reverse("annotation:study_preview", args=[study.pk]), {"consent": "on"})[
+        "Location"
+    ]
+    roles = []
+    for _ in range(20):
+        page = client.get(url)
+        assert page.status_code == 200
+        if "completion-code" in page.content.decode():
+            return roles
+        html = page.content.decode()
+        roles.append(re.search(r'id="preview-role" data-role="(\w+)"', html).group(1))
+        assert 'class="scale"' in html  # the participant page's own rating scale
+        action = (
+            re.search(r'<form method="post" action="([^"]+)"', html).group(1).replace("&amp;", "&")
+        )
+        answered = client.post(action, {"value": "4", "trial": "None", "key": "x"})
+        assert answered.status_code == 302
+        url = answered["Location"]
+    raise AssertionError("the preview never ended")
+
+
+def test_the_preview_shows_each_role_and_records_nothing(client, researcher, draft):
+    client.force_login(researcher)
+    items = list(Item.objects.filter(study=draft).values_list("pk", "assigned", "answered"))
+    roles = walk_preview(client, draft)
+    assert sorted(set(roles)) == ["catch", "practice", "regular", "repeat"]
+    assert roles[0] == "practice" and roles.count("regular") == 2
+    assert not Participant.objects.exists()
+    assert not Trial.objects.exists() and not Response.objects.exists()
+    assert list(Item.objects.filter(study=draft).values_list("pk", "assigned", "answered")) == items
+    draft.refresh_from_db()
+    assert draft.status == "draft"
+
+
+def test_a_preview_of_an_open_study_takes_no_place(client, researcher, draft):
+    """One item left: the preview shows it and a participant still gets it."""
+    services.study_set_status(study=draft, status="open")
+    Item.objects.filter(study=draft).exclude(pk=draft.items.first().pk).update(assigned=1)
+    client.force_login(researcher)
+    walk_preview(client, draft)
+    assert services.study_has_room(study=draft)
+
+
+def test_the_preview_of_image_stimuli_shows_them_to_the_researcher(client, researcher):
+    study = services.study_create(
+        dataset=make_image_dataset(name="digits to preview"),
+        name="Image triplets",
+        kind="triplets",
+        items=ItemPlan(mode="random", count=5),
+        trials_per_session=2,
+    )
+    client.force_login(researcher)
+    page = client.get(reverse("annotation:study_preview_trial", args=[study.pk, 0]) + "?seed=3")
+    html = page.content.decode()
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) == 3 and "Which one is the odd one out?" in html
+    for source in sources:
+        assert source.startswith("/stimuli/") or "/stimuli/" in source
+        assert client.get(source).status_code == 200
+
+
+def test_a_preview_is_for_researchers_only(client, draft):
+    url = reverse("annotation:study_preview", args=[draft.pk])
+    trial = reverse("annotation:study_preview_trial", args=[draft.pk, 0])
+    assert client.get(url)["Location"].startswith(reverse("login"))
+    assert client.get(trial)["Location"].startswith(reverse("login"))
+    client.force_login(UserFactory(username="someone"))
+    assert client.get(url).status_code == 403
+    assert client.post(trial, {"value": "4"}).status_code == 403
+
+
+def test_the_study_page_links_to_its_preview(client, researcher, draft):
+    client.force_login(researcher)
+    html = client.get(draft.get_absolute_url()).content.decode()
+    preview_url = reverse("annotation:study_preview", args=[draft.pk])
+    assert f'<a href="{preview_url}" class="button">Preview as a participant</a>' in html
+
+
+# --- From an aggregate to its target --------------------------------------------------------------
+def test_aggregating_leads_to_the_target_and_a_run_against_it(client, researcher, draft):
+    services.study_set_status(study=draft, status="open")
+    participant = services.participant_start(study=draft)
+    complete_session(participant, value=7)  # 7: the catch trial's answer too
+    client.force_login(researcher)
+    response = client.post(reverse("annotation:study_aggregate", args=[draft.pk]))
+    assert response["Location"].endswith("#aggregate-result")
+    html = client.get(response["Location"]).content.decode()
+    target = draft.aggregations.get().judgments.target
+    assert f'<a href="{target.get_absolute_url()}" id="aggregate-target">{target.name}</a>' in html
+    run_url = f"{reverse('evaluation:run_create')}?target={target.pk}"
+    assert f'href="{run_url}">Score models against it</a>' in html
+    form = client.get(run_url).context["form"]
+    assert form.initial["dataset"] == draft.dataset_id
+    assert form["metric_pair_alignment"].initial is True  # scores pair ratings
+    assert form["metric_knn"].initial is False  # needs labels: not this target
