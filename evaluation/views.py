@@ -622,16 +622,6 @@ def run_create(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "evaluation/run_form.html", {"form": form})
 
 
-@researcher_required
-def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
-    run = _run_or_404(run_id)
-    template = (
-        "evaluation/run_detail.html#run-progress" if request.htmx else "evaluation/run_detail.html"
-    )
-    progress = selectors.run_progress_fraction(run)
-    return render(
-        request,
-        template,
 def _run_initial(query: QueryDict) -> dict[str, Any]:
     """The new-run form's first choices: ?dataset=, or ?target= (a leaderboard's, or a
     study's just aggregated): its dataset, with the metrics that score that kind of target
@@ -646,6 +636,16 @@ def _run_initial(query: QueryDict) -> dict[str, Any]:
     return initial
 
 
+@researcher_required
+def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(run_id)
+    template = (
+        "evaluation/run_detail.html#run-progress" if request.htmx else "evaluation/run_detail.html"
+    )
+    progress = selectors.run_progress_fraction(run)
+    return render(
+        request,
+        template,
         {
             "run": run,
             "progress": progress,
