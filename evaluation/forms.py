@@ -20,7 +20,13 @@ from evaluation.imports.spec import (
     dataset_choice_error,
     text_column_error,
 )
-from evaluation.metrics import METRICS, Parameter, metric_entry
+from evaluation.metrics import (
+    METRICS,
+    Parameter,
+    ceiling_check,
+    metric_entry,
+    metric_name,
+)
 from evaluation.models import (
     Dataset,
     Modality,
@@ -373,3 +379,49 @@ class DescriptionsImportForm(forms.Form):
         initial="auto",
         help_text="How the stimulus column names a stimulus.",
     )
+
+
+class PublishedCeilingForm(forms.Form):
+    """A ceiling reported elsewhere for a human target, with where it comes from; its value
+    must lie in the range of the target's main metric (checked in clean)."""
+
+    value = forms.FloatField(
+        label="Published ceiling",
+        help_text="As the source reports it, on the scale of the board's main metric.",
+    )
+    source = forms.CharField(
+        max_length=300,
+        label="Source",
+        help_text="Where it is reported, e.g. 'Hill et al. 2015, inter-annotator agreement'.",
+        error_messages={"required": "Say where the published ceiling comes from (its source)."},
+    )
+
+    def __init__(self, *args: Any, target: Target, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metric = next(
+            (name for name, info in METRICS.items() if info.main_for == target.kind), ""
+        )
+        if self.metric:
+            high = METRICS[self.metric].value_range[1]
+            self.fields["value"].widget.attrs.update(
+                {"min": "0", "max": f"{high:g}", "step": "any"}
+            )
+            reported = f"{metric_name(self.metric)}, as the source reports it"
+            self.fields["value"].help_text = f"{reported}: above 0, at most {high:g}."
+        else:
+            self.fields["value"].disabled = True
+
+    def clean_value(self) -> float:
+        value = self.cleaned_data["value"]
+        if not self.metric:
+            raise forms.ValidationError("Label targets have no human ceiling to publish.")
+        problem = ceiling_check(self.metric, value)
+        if problem:
+            raise forms.ValidationError(problem)
+        return float(value)
+
+    def clean_source(self) -> str:
+        source = self.cleaned_data["source"].strip()
+        if not source:
+            raise forms.ValidationError("Say where the published ceiling comes from (its source).")
+        return str(source)

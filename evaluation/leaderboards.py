@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -21,10 +21,11 @@ from urllib.parse import urlencode
 import numpy as np
 import scipy.stats
 from django.core.cache import cache
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q, Sum
 from django.http import QueryDict
 
 from core import querystring as qs
+from evaluation.engine.metrics.human import MIN_RELIABILITY_COVERAGE, MIN_RELIABILITY_PAIRS
 from evaluation.engine.metrics.paired import (
     ALPHA,
     TIE_GROUPS_RULE,
@@ -33,9 +34,11 @@ from evaluation.engine.metrics.paired import (
     rank_intervals,
     tie_groups,
 )
+from evaluation.judgments import item_key
 from evaluation.metrics import METRICS, metric_name
 from evaluation.models import (
     REVISION_FIELDS,
+    HumanJudgments,
     PretrainedModel,
     Run,
     RunStatus,
@@ -242,7 +245,11 @@ def board_key(*, target: Target, query: BoardQuery) -> str:
     """The cache key of this view's board: it changes whenever a score on the target does,
     and with any metric's code version (which makes scores stale). An edit of a model or a
     dataset that makes scores stale shows once the cached board expires (CACHE_SECONDS)."""
-    return f"board:{target.pk}:{scores_version(target)}:{_metric_versions()}:{query.cache_key()}"
+    published = hashlib.sha1(
+        f"{target.published_ceiling}|{target.published_ceiling_source}".encode()
+    ).hexdigest()[:8]  # the board draws the published ceiling: a new one is a new board
+    versions = f"{scores_version(target)}:{_metric_versions()}:{published}"
+    return f"board:{target.pk}:{versions}:{query.cache_key()}"
 
 
 def _metric_versions() -> str:
@@ -600,6 +607,10 @@ def _cached_until_scores_change(prefix: str, compute: Callable[[], T]) -> T:
 def _every_score_stamp() -> str:
     """Changes whenever any score is added, replaced or removed."""
     stamp = Score.objects.aggregate(n=Count("id"), last=Max("id"), changed=Max("created_at"))
+    # Archiving a target or its dataset takes its board off the lists: a change too.
+    stamp["archived"] = Target.objects.filter(
+        Q(archived_at__isnull=False) | Q(dataset__archived_at__isnull=False)
+    ).aggregate(n=Count("id"), ids=Sum("id"))
     return hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
 
 
@@ -608,6 +619,7 @@ def _every_board() -> list[Board]:
     three queries whatever the number of targets."""
     targets = list(
         Target.objects.filter(scores__isnull=False)
+        .filter(archived_at__isnull=True, dataset__archived_at__isnull=True)  # not listed
         .distinct()
         .select_related("dataset", "judgments")
     )
@@ -748,6 +760,102 @@ CEILING_MEANING = {
     "triplets": "leave-one-out agreement among people",
     "2afc": "leave-one-out agreement among people",
 }
+
+
+# --- Ceilings: computed from the judgments, or published elsewhere ------------------------------
+@dataclass(frozen=True)
+class Ceilings:
+    """A human target's ceiling as its board states it: the one computed from its judgments,
+    or why there is none (from the data), and a ceiling published elsewhere with its source."""
+
+    metric: str  # the main metric of the target's kind, whose range a ceiling lies in
+    computed: float | None
+    meaning: str  # what the computed ceiling is (CEILING_MEANING)
+    reason: str  # why the judgments give no ceiling; blank where they give one
+    published: float | None
+    source: str
+
+    @property
+    def metric_label(self) -> str:
+        return METRICS[self.metric].label
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return METRICS[self.metric].value_range
+
+    def applies_to(self, key: str) -> bool:
+        """Whether a board column is scored against these judgments (every human metric of
+        the target's kind is bounded by how well people agree)."""
+        info = METRICS.get(key.split("(")[0])
+        return (
+            info is not None
+            and self.metric in METRICS
+            and bool(set(info.target_kinds) & set(METRICS[self.metric].target_kinds))
+        )
+
+
+ITEM_WORDS = {"pairs": "pair", "triplets": "triplet", "2afc": "2AFC item"}
+
+
+def target_ceilings(target: Target) -> Ceilings | None:
+    """The target's ceilings; None for label targets (labels have no human noise)."""
+    judgments = target.judgments
+    if judgments is None:
+        return None
+    main = next((name for name, info in METRICS.items() if info.main_for == target.kind), "")
+    computed = judgments.ceiling
+    return Ceilings(
+        metric=main,
+        computed=computed,
+        meaning=CEILING_MEANING.get(target.kind, ""),
+        reason="" if computed is not None else no_ceiling_reason(judgments),
+        published=target.published_ceiling,
+        source=target.published_ceiling_source,
+    )
+
+
+def front_ceilings(front: FrontPage) -> dict[int, Ceilings | None]:
+    """Each human board's ceilings on the front page, read afresh (the cached front page's
+    targets may predate a published ceiling): one query, the reasons cached."""
+    ids = [board.target.pk for board in front.human]
+    targets = Target.objects.filter(pk__in=ids).select_related("judgments")
+    return {target.pk: target_ceilings(target) for target in targets}
+
+
+def no_ceiling_reason(judgments: HumanJudgments) -> str:
+    """Why these judgments give no ceiling, counted from their rows ("only 1 of 998 pairs
+    was judged more than once"). A judgments version never changes: cached for good."""
+    return str(
+        cache.get_or_set(
+            f"no-ceiling-reason:v1:{judgments.pk}", lambda: _count_reason(judgments), None
+        )
+    )
+
+
+def _count_reason(judgments: HumanJudgments) -> str:
+    rows = judgments.rows.values_list("a", "b", "c").iterator(chunk_size=10000)
+    counts = Counter(
+        item_key(judgments.kind, [s for s in row if s is not None])
+        for row in rows
+        if judgments.kind != "pairs" or row[0] != row[1]  # a self-pair tells nothing
+    )
+    word = ITEM_WORDS.get(judgments.kind, "item")
+    items, repeated = len(counts), sum(1 for n in counts.values() if n >= 2)
+    if items == 0:
+        return f"there are no {word}s to judge agreement on."
+    judged = "was" if repeated == 1 else "were"
+    if judgments.kind == "pairs":
+        stated = (judgments.reliability or {}).get("reason", "")
+        if repeated >= max(MIN_RELIABILITY_PAIRS, items * MIN_RELIABILITY_COVERAGE):
+            return str(stated) or "the repeated ratings do not vary enough to split."
+        return (
+            f"only {repeated:,} of {items:,} {word}s {judged} judged more than once; a "
+            f"split-half ceiling needs at least half of them (and {MIN_RELIABILITY_PAIRS})."
+        )
+    return (
+        f"only {repeated:,} of {items:,} {word}s {judged} answered more than once; a "
+        "leave-one-out ceiling needs the same item answered by two or more people."
+    )
 
 
 def chances_for(kind: str) -> list[tuple[str, Chance]]:

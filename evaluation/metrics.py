@@ -6,6 +6,7 @@ Each metric is computed by the engine; this module turns a run's stored metric e
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -81,6 +82,8 @@ class MetricInfo:
     form_label: str = ""  # the run form's checkbox, where it says more than the label
     form_help: str = ""  # the run form's note under the metric
     checked_on_form: bool = False  # ticked on a new run form
+    # The values the metric can take (a published ceiling entered for it must lie within).
+    value_range: tuple[float, float] = (0.0, 1.0)
     # The metric a target of this kind is scored with when no metric is named (CLI).
     main_for: str = ""
     # The version of the metric's code: bump it in the same change as anything that can
@@ -198,6 +201,7 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "pair_alignment": MetricInfo(
         name="pair_alignment",
+        value_range=(-1.0, 1.0),
         label="Correlation with human pair ratings",
         target_kinds=("pairs",),
         description="Correlation of cosine similarity with the mean rating per pair "
@@ -209,6 +213,7 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "reweighted_pair_alignment": MetricInfo(
         name="reweighted_pair_alignment",
+        value_range=(-1.0, 1.0),
         label="Reweighted correlation with pair ratings",
         target_kinds=("pairs",),
         description="Peterson et al. 2018: ridge-fitted weights per dimension, scored on "
@@ -336,6 +341,18 @@ def metric_description(key: str) -> str:
     reading = READINGS.get(parse_metric_key(key)[0])
     return reading.description if reading else ""
 
+
+
+def ceiling_check(metric: str, value: float) -> str:
+    """Why ``value`` cannot be a ceiling of ``metric``; blank where it can. A ceiling is the
+    best score people reach, so it lies in the metric's range and above zero."""
+    low, high = METRICS[metric].value_range
+    if not (math.isfinite(value) and 0 < value <= high):
+        return (
+            f"A ceiling of {metric_name(metric)} lies above 0 and at most {high:g} (the "
+            f"metric runs from {low:g} to {high:g}); {value:g} is not."
+        )
+    return ""
 
 BOOTSTRAP_RESAMPLES = 1000
 

@@ -9,6 +9,11 @@ urlpatterns = [
     path("leaderboards/<int:target_id>/", views.leaderboard, name="leaderboard"),
     path("leaderboards/<int:target_id>/stack/", views.leaderboard_stack, name="leaderboard_stack"),
     path(
+        "leaderboards/<int:target_id>/published-ceiling/",
+        views.leaderboard_published_ceiling,
+        name="leaderboard_published_ceiling",
+    ),
+    path(
         "leaderboards/<int:target_id>/rescore/",
         views.leaderboard_rescore,
         name="leaderboard_rescore",

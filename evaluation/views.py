@@ -40,6 +40,7 @@ from evaluation.forms import (
     RunForm,
     StackForm,
 )
+    PublishedCeilingForm,
 from evaluation.imports import staging
 from evaluation.imports.descriptions import description_sets, descriptions_import
 from evaluation.imports.embeddings import embeddings_import_queue
@@ -60,6 +61,7 @@ from evaluation.models import (
 from evaluation.stimulus_views import media_response
 
 STIMULI_PREVIEW = 48
+from evaluation.services.published_ceiling import published_ceiling_set
 PAIR_TABLE_MODELS = 5  # models offered in a leaderboard's per-pair table
 
 
@@ -72,16 +74,23 @@ def leaderboards(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "evaluation/leaderboards.html",
+    front = boards.front_page()
         {
-            "front": boards.front_page(),
+            "front": front,
+            "ceilings": boards.front_ceilings(front),
             "targets": selectors.targets_with_score_counts(),
             "runs_working": boards.runs_working(),
         },
     )
 
 
-def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
-    """One target's board; its state lives in the URL, CSV with ?format=csv.
+def leaderboard(
+    request: HtmxHttpRequest,
+    target_id: int,
+    ceiling_form: PublishedCeilingForm | None = None,
+) -> HttpResponse:
+    """One target's board; its state lives in the URL, CSV with ?format=csv. A researcher's
+    published-ceiling form comes back here with its errors (``ceiling_form``).
 
     The page caches its rendered board (and filter form) under the board's key, which
     changes with the target's scores; a request that finds them cached never loads the board
@@ -130,10 +139,49 @@ def leaderboard(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
         },
     )
 
+            "ceilings": boards.target_ceilings(target),
+            "ceiling_form": _ceiling_form(request, target, ceiling_form),
 
+        status=400 if ceiling_form is not None and ceiling_form.errors else 200,
 @researcher_required
 @require_POST
 def leaderboard_rescore(request: HttpRequest, target_id: int) -> HttpResponse:
+def _ceiling_form(
+    request: HttpRequest, target: Any, form: PublishedCeilingForm | None
+) -> PublishedCeilingForm | None:
+    """Researchers may enter a published ceiling on human targets (shown under the board)."""
+    if form is not None:
+        return form
+    if target.judgments_id is None or not is_researcher(request.user):
+        return None
+    initial = {"value": target.published_ceiling, "source": target.published_ceiling_source}
+    return PublishedCeilingForm(initial=initial, target=target)
+
+
+@researcher_required
+@require_POST
+def leaderboard_published_ceiling(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
+    """Enter (or remove) a ceiling reported elsewhere for a human target, with its source."""
+    target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
+    if target.judgments_id is None:
+        messages.error(request, "Label targets have no human ceiling to publish.")
+        return redirect(target)
+    if request.POST.get("remove"):
+        published_ceiling_set(target=target, value=None, source="")
+        messages.success(request, "Removed the published ceiling.")
+        return redirect(target)
+    form = PublishedCeilingForm(request.POST, target=target)
+    if not form.is_valid():
+        return leaderboard(request, target_id, ceiling_form=form)
+    published_ceiling_set(target=target, **form.cleaned_data)
+    messages.success(
+        request,
+        f"Published ceiling {form.cleaned_data['value']:g} ({form.cleaned_data['source']}) "
+        "is drawn on the board, marked as published.",
+    )
+    return redirect(target)
+
+
     """Re-score the target's stale scores in one run (cached embeddings are reused)."""
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     try:

@@ -30,3 +30,9 @@ def metric_abbr(key: str) -> SafeString:
         key,
         readable_name(key),
     )
+
+
+@register.filter
+def fraction_of(value: float | None, ceiling: float | None) -> float | None:
+    """``value / ceiling`` (a score as a fraction of a ceiling); None without a ceiling."""
+    return value / ceiling if value is not None and ceiling else None

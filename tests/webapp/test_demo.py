@@ -196,7 +196,7 @@ def test_a_visitor_rates_the_digits_aggregates_and_scores_models_from_the_pages(
     board = front[front.index(f"front-board-{target.pk}") : front.index('id="label-boards"')]
     assert f"{pixels.value:.3f}" in board and demo.IMAGE_MODEL in board
     assert "chance 0.000 (similarities unrelated to the ratings)" in board
-    assert "no ceiling yet (it needs two or more ratings of the same pairs)" in board
+    assert "no ceiling from these judgments: only 0 of " in board  # one visitor, each pair once
     assert "Compare the top models" in board
 
 

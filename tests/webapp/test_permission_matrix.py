@@ -34,6 +34,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:leaderboard_overall": (PUBLIC, "GET", ""),
     "evaluation:leaderboard_stack": (RESEARCHER, "POST", "target"),
     "evaluation:leaderboard_rescore": (RESEARCHER, "POST", "target"),
+    "evaluation:leaderboard_published_ceiling": (RESEARCHER, "POST", "target"),
     "evaluation:target_differences": (PUBLIC, "GET", "target"),
     "evaluation:compare": (RESEARCHER, "GET", ""),
     "evaluation:model_list": (RESEARCHER, "GET", ""),
