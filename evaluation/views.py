@@ -37,10 +37,10 @@ from evaluation.forms import (
     EmbeddingsImportForm,
     JudgmentImportForm,
     ModelRegisterForm,
+    PublishedCeilingForm,
     RunForm,
     StackForm,
 )
-    PublishedCeilingForm,
 from evaluation.imports import staging
 from evaluation.imports.descriptions import description_sets, descriptions_import
 from evaluation.imports.embeddings import embeddings_import_queue
@@ -58,10 +58,10 @@ from evaluation.models import (
     Target,
     TargetKind,
 )
+from evaluation.services.published_ceiling import published_ceiling_set
 from evaluation.stimulus_views import media_response
 
 STIMULI_PREVIEW = 48
-from evaluation.services.published_ceiling import published_ceiling_set
 PAIR_TABLE_MODELS = 5  # models offered in a leaderboard's per-pair table
 
 
@@ -71,10 +71,10 @@ def leaderboards(request: HttpRequest) -> HttpResponse:
     models with CI, ceiling, fraction of ceiling and chance), then the label boards, the
     targets still waiting for scores and the runs still working. A bounded number of
     queries whatever the data (the boards are cached until a score changes)."""
+    front = boards.front_page()
     return render(
         request,
         "evaluation/leaderboards.html",
-    front = boards.front_page()
         {
             "front": front,
             "ceilings": boards.front_ceilings(front),
@@ -136,16 +136,13 @@ def leaderboard(
             "page_links": SimpleLazyObject(lambda: _page_links(page, query)),
             "stackable": stackable,
             "pair_downloads": pair_downloads,
-        },
-    )
-
             "ceilings": boards.target_ceilings(target),
             "ceiling_form": _ceiling_form(request, target, ceiling_form),
-
+        },
         status=400 if ceiling_form is not None and ceiling_form.errors else 200,
-@researcher_required
-@require_POST
-def leaderboard_rescore(request: HttpRequest, target_id: int) -> HttpResponse:
+    )
+
+
 def _ceiling_form(
     request: HttpRequest, target: Any, form: PublishedCeilingForm | None
 ) -> PublishedCeilingForm | None:
@@ -182,6 +179,9 @@ def leaderboard_published_ceiling(request: HtmxHttpRequest, target_id: int) -> H
     return redirect(target)
 
 
+@researcher_required
+@require_POST
+def leaderboard_rescore(request: HttpRequest, target_id: int) -> HttpResponse:
     """Re-score the target's stale scores in one run (cached embeddings are reused)."""
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     try:
