@@ -1,27 +1,50 @@
 """Side-by-side comparison of 2-4 models on one target, from their cached embeddings.
 
 Nothing is extracted here: the page uses the EmbeddingSets that runs left behind, and says
-which model still needs a run. Heatmaps use a seeded sample of at most ``HEATMAP_STIMULI``
-stimuli in one order for every model (by label, or by clustering the first model's
-similarities); the human scatter and the disagreement lists use every judged pair.
+which model still needs a run. The page is cut into sections (``SECTIONS``) that are
+computed apart, each cached under a key naming everything it reads (the target's
+judgments, the embedding sets, the options it depends on), so that the page can show its
+form at once and load each section on its own (htmx), and a second view costs a cache read.
+
+- matrices: cosine similarity of at most ``HEATMAP_STIMULI`` stimuli in one order for every
+  model (by label, or by clustering the first model's similarities). On a target of pair
+  ratings, the stimuli are those with the most judged pairs among themselves, and beside the
+  models stand the people's matrix (mean rating per judged pair, unjudged pairs missing)
+  and each model's residual (model minus people, both on the scale the chosen measure
+  compares: fractional ranks, or z-scores for Pearson, over every judged pair).
+- people: each model's similarity against the mean rating of every judged pair, with the
+  chosen measure, and the pairs as a sortable table (CSV: every judged pair).
+- models: the RSA of every pair of models (chosen measure) over up to ``RSA_STIMULI``
+  sampled stimuli, the pairs the first two models rank most differently, and linear CKA of
+  every cached layer of the first model against every one of the second.
+- neighbours: a stimulus's nearest neighbours under each model.
+
+Similarities of many pairs come from one matrix product per model (``_similarities``),
+never by gathering a row per pair: on SimLex-999 with a TF-IDF baseline the gathering
+version spent 38 of the page's 42 s copying rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.core.cache import cache
+from django.db.models import Count, Max
+from django.utils.safestring import SafeString
+from scipy import sparse
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import rankdata
 
 from evaluation import plots
-from evaluation.engine.errors import EngineError
+from evaluation.engine.errors import EngineError, MetricError
+from evaluation.engine.metrics import rsa as rsa_metrics
 from evaluation.engine.metrics.cka import cka_matrix
 from evaluation.engine.metrics.human import PairRatings
-from evaluation.engine.metrics.rsa import rsa
-from evaluation.engine.metrics.similarity import pairwise_similarity
 from evaluation.judgments import target_data
 from evaluation.metrics import PairsData
 from evaluation.models import EmbeddingSet, PretrainedModel, Stimulus, Target
@@ -29,9 +52,30 @@ from evaluation.models import EmbeddingSet, PretrainedModel, Stimulus, Target
 HEATMAP_STIMULI = 120
 MAX_MODELS = 4
 NEIGHBOURS = 5
-DISAGREEMENTS = 10
+MODEL_PAIRS = 2000  # pairs kept for the model-vs-model table (largest rank gaps)
+TABLE_ROWS = 25  # rows shown of a pair table (the CSV has them all)
 MAX_PAIRS_IN_SCATTER = 3000
+RSA_STIMULI = 1000
 CKA_STIMULI = 2000
+CACHE_SECONDS = 6 * 3600
+GRAM_ROWS = 3000  # stimuli whose full similarity matrix (72 MB) is the cheap way to pairs
+PAIR_CHUNK = 20_000
+SECTIONS = ("matrices", "people", "models", "neighbours")
+
+# The comparison measures, as the engine's RSA names them, with the names people read.
+MEASURES: dict[str, str] = {
+    "spearman": "Spearman",
+    "pearson": "Pearson",
+    "rho_a": "rho-a",
+    "kendall_tau_a": "tau-a",
+}
+MEASURE_HELP = (
+    "Compares a model's similarities with people's ratings, and the models' RDMs with each "
+    "other. Spearman and Pearson reward a model for predicting ties; where an RDM or the "
+    "ratings have many (a coarse rating scale, a categorical or baseline model), prefer "
+    "rho-a (Spearman's rho expected under random tie-breaking) or tau-a (Kendall's tau "
+    "without tie correction), as rsatoolbox and Nili et al. (2014) recommend."
+)
 
 
 @dataclass
@@ -42,22 +86,110 @@ class Side:
     layers_cached: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Options:
+    order_by: str = "label"
+    measure: str = "spearman"
+    stimulus_id: int | None = None
+
+    @property
+    def measure_name(self) -> str:
+        return MEASURES[self.measure]
+
+    @property
+    def residual_scale(self) -> str:
+        """The scale model and people are put on before one is taken from the other: the
+        one the chosen measure compares."""
+        return "z-scores" if self.measure == "pearson" else "fractional ranks"
+
+
+@dataclass
+class PairTable:
+    """Pairs of stimuli with values per pair, sortable by any column (``rows``); the CSV
+    writes them all."""
+
+    key: str  # names the table in URLs (sort_<key>=, table=<key>)
+    title: str
+    columns: list[tuple[str, str]]  # (key, heading) of the value columns, in order
+    stimuli: list[Stimulus]
+    i: np.ndarray
+    j: np.ndarray
+    values: dict[str, np.ndarray]
+    default_sort: str = "-size"  # "-column": descending; "size" is |residual|
+    note: str = ""
+
+    def sort_keys(self) -> list[str]:
+        return ["pair", *(key for key, _ in self.columns), "size"]
+
+    def order(self, sort: str) -> np.ndarray:
+        """Row order for ``sort`` ("column" ascending, "-column" descending; unknown: the
+        default), ties by pair."""
+        descending = sort.startswith("-")
+        column = sort.lstrip("-")
+        if column not in self.sort_keys():
+            return self.order(self.default_sort)
+        names = np.array([_name(self.stimuli[a]) + "\t" + _name(self.stimuli[b])
+                          for a, b in zip(self.i, self.j, strict=True)])  # fmt: skip
+        if column == "pair":
+            keys: np.ndarray = rankdata(names, method="dense")
+        elif column == "size":
+            keys = np.abs(self.values[self.columns[-1][0]])
+        else:
+            keys = self.values[column]
+        keys = np.where(np.isfinite(keys), keys, -np.inf if descending else np.inf)
+        order = np.lexsort((names, -keys if descending else keys))
+        return order
+
+    def rows(self, sort: str, limit: int | None = TABLE_ROWS) -> list[dict[str, Any]]:
+        order = self.order(sort)[:limit]
+        return [
+            {
+                "a": self.stimuli[self.i[k]],
+                "b": self.stimuli[self.j[k]],
+                "values": [float(self.values[key][k]) for key, _ in self.columns],
+            }
+            for k in order
+        ]
+
+
 @dataclass
 class Comparison:
     target: Target
     sides: list[Side]
     missing: list[Side]
-    order_by: str
-    heatmaps: list[Any] = field(default_factory=list)
-    scatters: list[Any] = field(default_factory=list)
-    rsa: Any = None  # Spearman RSA of every pair of models, as a heatmap
-    cka: Any = None
+    options: Options = field(default_factory=Options)
+    human: bool = False  # a target of pair ratings: the people's sections apply
+    # matrices
+    heatmaps: list[tuple[Side, SafeString]] = field(default_factory=list)
+    human_heatmap: SafeString | None = None
+    residuals: list[tuple[Side, SafeString]] = field(default_factory=list)
+    matrix_stimuli: int = 0
+    matrix_judged: int = 0  # judged pairs among the matrices' stimuli
+    # people
+    scatters: list[tuple[Side, float | None, SafeString]] = field(default_factory=list)
+    human_tables: list[tuple[Side, PairTable]] = field(default_factory=list)
+    judged_pairs: int = 0
+    # models
+    rsa: SafeString | None = None
+    rsa_values: list[list[float | None]] = field(default_factory=list)
+    rsa_stimuli: int = 0
+    cka: SafeString | None = None
     cka_pair: tuple[str, str] | None = None
+    disagreements: PairTable | None = None
+    # neighbours
     stimulus: Stimulus | None = None
     neighbours: list[tuple[Side, list[tuple[Stimulus, float]]]] = field(default_factory=list)
-    disagreements: list[dict[str, Any]] = field(default_factory=list)
-    human_disagreements: list[tuple[Side, list[dict[str, Any]]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def order_by(self) -> str:
+        return self.options.order_by
+
+    def table(self, key: str) -> PairTable | None:
+        tables = [t for _, t in self.human_tables]
+        if self.disagreements is not None:
+            tables.append(self.disagreements)
+        return next((t for t in tables if t.key == key), None)
 
 
 def latest_embeddings(model: PretrainedModel, target: Target) -> dict[str, EmbeddingSet]:
@@ -71,14 +203,14 @@ def latest_embeddings(model: PretrainedModel, target: Target) -> dict[str, Embed
     return sets
 
 
-def compare(
+def prepare(
     *,
     target: Target,
     models: list[PretrainedModel],
     layers: dict[int, str],
-    order_by: str = "label",
-    stimulus_id: int | None = None,
+    options: Options | None = None,
 ) -> Comparison:
+    """Which embeddings each chosen model has (cheap: no embedding is read)."""
     sides = []
     for model in models[:MAX_MODELS]:
         cached = latest_embeddings(model, target)
@@ -87,41 +219,228 @@ def compare(
         )
         sides.append(Side(model, layer, cached.get(layer), sorted(cached)))
     ready = [side for side in sides if side.embedding_set is not None]
-    result = Comparison(target, ready, [s for s in sides if s.embedding_set is None], order_by)
-    if len(ready) < 1:
-        return result
-    stimuli = list(target.dataset.stimuli.order_by("order"))
-    vectors = [np.asarray(side.embedding_set.load(), dtype=np.float64) for side in ready]  # type: ignore[union-attr]
-    sections = [
-        lambda: _heatmaps(result, stimuli, vectors),
-        lambda: _neighbours(result, stimuli, vectors, stimulus_id),
-    ]
-    data = target_data(target) if target.kind == "pairs" else None
-    if isinstance(data, PairsData):
-        sections.append(lambda: _human(result, stimuli, vectors, data.ratings))
-    if len(ready) >= 2:
-        sections += [
-            lambda: _rsa(result, stimuli, vectors),
-            lambda: _disagreements(result, stimuli, vectors),
-            lambda: _cka(result, target),
-        ]
-    for section in sections:
-        try:
-            section()
-        except EngineError as exc:  # e.g. all-zero embeddings: say so, show the rest
-            result.problems.append(str(exc))
+    missing = [side for side in sides if side.embedding_set is None]
+    return Comparison(target, ready, missing, options or Options(), human=target.kind == "pairs")
+
+
+def compare(
+    *,
+    target: Target,
+    models: list[PretrainedModel],
+    layers: dict[int, str],
+    order_by: str = "label",
+    stimulus_id: int | None = None,
+    measure: str = "spearman",
+    sections: tuple[str, ...] = SECTIONS,
+) -> Comparison:
+    """The comparison with ``sections`` computed (or read from the cache)."""
+    options = Options(order_by=order_by, measure=measure, stimulus_id=stimulus_id)
+    result = prepare(target=target, models=models, layers=layers, options=options)
+    for name in sections:
+        compute_section(result, name)
     return result
 
 
+# --- Sections and their cache -------------------------------------------------------------------
+SECTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "matrices": ("heatmaps", "human_heatmap", "residuals", "matrix_stimuli", "matrix_judged"),
+    "people": ("scatters", "human_tables", "judged_pairs"),
+    "models": ("rsa", "rsa_values", "rsa_stimuli", "cka", "cka_pair", "disagreements"),
+    "neighbours": ("stimulus", "neighbours"),
+}
+SECTION_OPTIONS: dict[str, tuple[str, ...]] = {
+    "matrices": ("order_by", "measure"),
+    "people": ("measure",),
+    "models": ("measure",),
+    "neighbours": ("stimulus_id",),
+}
+
+
+def compute_section(result: Comparison, name: str) -> None:
+    """Fill ``result``'s fields of section ``name``, from the cache where it holds them."""
+    if name not in SECTIONS:
+        raise ValueError(f"Unknown section {name!r}; one of {', '.join(SECTIONS)}.")
+    if not result.sides or (name == "models" and len(result.sides) < 2):
+        return
+    if name == "people" and not result.human:
+        return
+    key = section_key(result, name)
+    cached = cache.get(key)
+    if cached is None:
+        scratch = Comparison(result.target, result.sides, result.missing, result.options)
+        scratch.human = result.human
+        try:
+            SECTION_COMPUTE[name](scratch, Inputs(scratch))
+        except EngineError as exc:  # e.g. all-zero embeddings: say so, show the rest
+            scratch.problems.append(str(exc))
+        cached = {f: getattr(scratch, f) for f in (*SECTION_FIELDS[name], "problems")}
+        cache.set(key, cached, CACHE_SECONDS)
+    for field_name, value in cached.items():
+        if field_name == "problems":
+            result.problems.extend(value)
+        else:
+            setattr(result, field_name, value)
+
+
+def section_key(result: Comparison, name: str) -> str:
+    """Everything the section reads: the target and its judgments (their number and newest
+    row), each side's embedding set (for CKA: every cached layer's), and its options."""
+    parts: list[Any] = [name, result.target.pk, result.target.dataset_id]
+    if result.human and result.target.judgments_id is not None:
+        rows = result.target.judgments.rows.aggregate(n=Count("id"), newest=Max("id"))
+        parts += [rows["n"], rows["newest"]]
+    parts += [side.embedding_set.pk for side in result.sides if side.embedding_set]
+    if name == "models":
+        for side in result.sides[:2]:
+            parts += sorted(s.pk for s in latest_embeddings(side.model, result.target).values())
+    parts += [getattr(result.options, option) for option in SECTION_OPTIONS[name]]
+    digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+    return f"compare:v2:{name}:{digest}"
+
+
+class Inputs:
+    """What the sections read, each loaded once on first use."""
+
+    def __init__(self, result: Comparison) -> None:
+        self.result = result
+        self._stimuli: list[Stimulus] | None = None
+        self._vectors: list[np.ndarray] | None = None
+        self._pairs: PairRatings | bool | None = False
+
+    @property
+    def stimuli(self) -> list[Stimulus]:
+        if self._stimuli is None:
+            self._stimuli = list(self.result.target.dataset.stimuli.order_by("order"))
+        return self._stimuli
+
+    @property
+    def vectors(self) -> list[np.ndarray]:
+        if self._vectors is None:
+            self._vectors = [
+                np.asarray(side.embedding_set.load(), dtype=np.float64)  # type: ignore[union-attr]
+                for side in self.result.sides
+            ]
+        return self._vectors
+
+    @property
+    def pairs(self) -> PairRatings | None:
+        if self._pairs is False:
+            data = target_data(self.result.target) if self.result.human else None
+            self._pairs = data.ratings if isinstance(data, PairsData) else None
+        return self._pairs  # type: ignore[return-value]
+
+
+def _name(stimulus: Stimulus) -> str:
+    return stimulus.name
+
+
+# --- Shared arithmetic ----------------------------------------------------------------------
 def _sample(n: int, size: int) -> np.ndarray:
     if n <= size:
         return np.arange(n)
     return np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
 
 
-def _heatmaps(result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndarray]) -> None:
-    index = _sample(len(stimuli), HEATMAP_STIMULI)
-    first = pairwise_similarity(vectors[0][index], kind="cosine")
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+
+
+def _similarities(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair of the rows ``index``: one matrix product."""
+    unit = _unit(x[index])
+    return np.clip(unit @ unit.T, -1.0, 1.0)
+
+
+def _pair_similarity(x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Cosine similarity of rows i[k] and j[k]: read from the similarity matrix of the rows
+    the pairs use where that is small, else gathered a chunk of pairs at a time (a copy of
+    two rows per pair at once is what made the old page slow: 500,000 pairs x 10,000
+    TF-IDF dimensions)."""
+    used, position = np.unique(np.concatenate([i, j]), return_inverse=True)
+    left, right = position[: len(i)], position[len(i) :]
+    if len(used) <= GRAM_ROWS:
+        return _similarities(x, used)[left, right]
+    unit = _unit(x[used])
+    out = np.empty(len(i))
+    for start in range(0, len(i), PAIR_CHUNK):
+        part = slice(start, start + PAIR_CHUNK)
+        out[part] = np.einsum("ij,ij->i", unit[left[part]], unit[right[part]])
+    return np.clip(out, -1.0, 1.0)
+
+
+def correlation(a: np.ndarray, b: np.ndarray, measure: str) -> float:
+    """The engine's RSA measures (evaluation.engine.metrics.rsa) on two vectors of any
+    length over the same pairs: the judged pairs are not an RDM's full triangle, so ``rsa``
+    itself (which checks that) does not apply."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if len(a) < rsa_metrics.MIN_ENTRIES:
+        raise MetricError(f"{len(a)} judged pairs; a correlation needs at least 3.")
+    if measure == "pearson":
+        return rsa_metrics._pearson(a, b, "Pearson correlation")
+    if measure == "spearman":
+        return rsa_metrics._pearson(rankdata(a), rankdata(b), "Spearman correlation")
+    if measure == "rho_a":
+        return rsa_metrics._rho_a(a, b)
+    if measure == "kendall_tau_a":
+        return rsa_metrics._kendall_tau_a(a, b)
+    raise MetricError(f"Unknown measure {measure!r}; choose one of {', '.join(MEASURES)}.")
+
+
+def comparable(values: np.ndarray, scale: str) -> np.ndarray:
+    """``values`` on a scale shared by model and people: fractional ranks (0 lowest, 1
+    highest, ties averaged) or z-scores (NaN where the values are constant)."""
+    values = np.asarray(values, dtype=np.float64)
+    if scale == "z-scores":
+        spread = values.std()
+        if spread == 0:
+            return np.full_like(values, np.nan)
+        return (values - values.mean()) / spread
+    if len(values) < 2:
+        return np.zeros_like(values)
+    return (rankdata(values) - 1) / (len(values) - 1)
+
+
+def _labels(stimuli: list[Stimulus], index: np.ndarray) -> list[str]:
+    """A cell's hover names its two stimuli, with their labels where they have them."""
+    return [_named(stimuli[i]) for i in index]
+
+
+def _named(stimulus: Stimulus) -> str:
+    return f"{stimulus.name} [{stimulus.label}]" if stimulus.label else stimulus.name
+
+
+# --- Matrices -----------------------------------------------------------------------------------
+def matrix_stimuli(n: int, pairs: PairRatings | None, size: int = HEATMAP_STIMULI) -> np.ndarray:
+    """The stimuli the matrices show: a seeded sample, or on a target of pair ratings the
+    ``size`` stimuli with the most judged pairs among themselves (greedily: start from the
+    most judged stimulus, then add the one with most judged pairs to those chosen, ties by
+    its judged pairs overall), so that the people's matrix is as full as it can be."""
+    if pairs is None:
+        return _sample(n, size)
+    other = pairs.i != pairs.j
+    i, j = pairs.i[other], pairs.j[other]
+    judged = sparse.coo_matrix((np.ones(2 * len(i)), (np.r_[i, j], np.r_[j, i])), shape=(n, n))
+    judged = (judged.tocsr() > 0).astype(np.int64)
+    degree = np.asarray(judged.sum(axis=1)).ravel()
+    if (degree > 0).sum() <= size:
+        chosen = np.flatnonzero(degree > 0)
+        return chosen if len(chosen) >= 2 else _sample(n, size)
+    links = np.zeros(n, dtype=np.int64)
+    taken = np.zeros(n, dtype=bool)
+    for _ in range(size):
+        score = links * (n + 1) + degree
+        score[taken] = -1
+        k = int(np.argmax(score))
+        taken[k] = True
+        links += judged.getrow(k).toarray().ravel()
+    return np.flatnonzero(taken)
+
+
+def _matrices(result: Comparison, inputs: Inputs) -> None:
+    stimuli, vectors, pairs = inputs.stimuli, inputs.vectors, inputs.pairs
+    index = matrix_stimuli(len(stimuli), pairs)
+    first = _similarities(vectors[0], index)
     if result.order_by == "cluster":
         distance = np.clip(1 - first, 0, None)
         np.fill_diagonal(distance, 0)
@@ -129,9 +448,10 @@ def _heatmaps(result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndar
     else:
         order = np.argsort([stimuli[i].label for i in index], kind="stable")
     index = index[order]
-    labels = [f"{stimuli[i].label or stimuli[i].name}" for i in index]
-    for side, x in zip(result.sides, vectors, strict=True):
-        matrix = pairwise_similarity(x[index], kind="cosine")
+    labels = _labels(stimuli, index)
+    result.matrix_stimuli = len(index)
+    matrices = [_similarities(x, index) for x in vectors]
+    for side, matrix in zip(result.sides, matrices, strict=True):
         result.heatmaps.append(
             (
                 side,
@@ -146,113 +466,199 @@ def _heatmaps(result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndar
                 ),
             )
         )
+    if pairs is not None:
+        _human_matrices(result, inputs, index, labels)
 
 
-def _neighbours(
-    result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndarray], stimulus_id: int | None
+def _human_matrices(
+    result: Comparison, inputs: Inputs, index: np.ndarray, labels: list[str]
 ) -> None:
-    position = next((i for i, s in enumerate(stimuli) if s.pk == stimulus_id), 0)
-    result.stimulus = stimuli[position]
-    for side, x in zip(result.sides, vectors, strict=True):
-        similarity = pairwise_similarity(x[position : position + 1], x, kind="cosine")[0]
-        similarity[position] = -np.inf
-        top = np.argsort(-similarity)[:NEIGHBOURS]
-        result.neighbours.append((side, [(stimuli[i], float(similarity[i])) for i in top]))
-
-
-def _pair_similarity(x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    unit = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
-    return np.einsum("ij,ij->i", unit[i], unit[j])
-
-
-def _human(
-    result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndarray], pairs: PairRatings
-) -> None:
-    shown = _sample(len(pairs.i), MAX_PAIRS_IN_SCATTER)
-    human_rank = rankdata(pairs.mean)
-    for side, x in zip(result.sides, vectors, strict=True):
-        model = _pair_similarity(x, pairs.i, pairs.j)
-        rho = float(spearmanr(model, pairs.mean).statistic)
-        points = [
-            plots.Point(
-                float(model[k]),
-                float(pairs.mean[k]),
-                f"{stimuli[pairs.i[k]].name} / {stimuli[pairs.j[k]].name}",
+    """The people's matrix over the shown stimuli, and each model's residual."""
+    pairs = inputs.pairs
+    assert pairs is not None
+    position = np.full(len(inputs.stimuli), -1)
+    position[index] = np.arange(len(index))
+    shown = (position[pairs.i] >= 0) & (position[pairs.j] >= 0)
+    rows, cols = position[pairs.i[shown]], position[pairs.j[shown]]
+    result.matrix_judged = int((rows != cols).sum())
+    people = np.full((len(index), len(index)), np.nan)
+    people[rows, cols] = people[cols, rows] = pairs.mean[shown]
+    scale = result.options.residual_scale
+    judgments = result.target.judgments
+    low = judgments.scale_min if judgments and judgments.scale_min is not None else None
+    high = judgments.scale_max if judgments and judgments.scale_max is not None else None
+    result.human_heatmap = plots.heatmap(
+        _cells(people),
+        row_labels=labels,
+        col_labels=labels,
+        title=f"People: mean rating of {result.matrix_judged} judged pairs",
+        low=low,
+        high=high,
+        show_labels=False,
+    )
+    human_scaled = comparable(pairs.mean, scale)
+    for side, x in zip(result.sides, inputs.vectors, strict=True):
+        model_scaled = comparable(_pair_similarity(x, pairs.i, pairs.j), scale)
+        residual = np.full((len(index), len(index)), np.nan)
+        gap = (model_scaled - human_scaled)[shown]
+        residual[rows, cols] = residual[cols, rows] = gap
+        result.residuals.append(
+            (
+                side,
+                plots.heatmap(
+                    _cells(residual),
+                    row_labels=labels,
+                    col_labels=labels,
+                    title=f"{side.model.name} minus people ({scale})",
+                    signed=True,
+                    show_labels=False,
+                ),
             )
-            for k in shown
-        ]
+        )
+
+
+def _cells(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[None if not np.isfinite(v) else float(v) for v in row] for row in matrix]
+
+
+# --- People ------------------------------------------------------------------------------------
+def _people(result: Comparison, inputs: Inputs) -> None:
+    stimuli, pairs = inputs.stimuli, inputs.pairs
+    if pairs is None:
+        return
+    result.judged_pairs = len(pairs.mean)
+    shown = _sample(len(pairs.i), MAX_PAIRS_IN_SCATTER)
+    measure, scale = result.options.measure, result.options.residual_scale
+    human_scaled = comparable(pairs.mean, scale)
+    names = [
+        f"{stimuli[a].name} / {stimuli[b].name}" for a, b in zip(pairs.i, pairs.j, strict=True)
+    ]
+    for side, x in zip(result.sides, inputs.vectors, strict=True):
+        model = _pair_similarity(x, pairs.i, pairs.j)
+        try:
+            value: float | None = correlation(model, pairs.mean, measure)
+            heading = f"{side.model.name}: {result.options.measure_name} {value:.3f}"
+        except MetricError as exc:
+            value, heading = None, f"{side.model.name}: {result.options.measure_name} undefined"
+            result.problems.append(f"{side.model.name}: {exc}")
+        points = [plots.Point(float(model[k]), float(pairs.mean[k]), names[k]) for k in shown]
         result.scatters.append(
             (
                 side,
-                rho,
+                value,
                 plots.scatter(
                     points,
-                    title=f"{side.model.name}: Spearman {rho:.3f}",
+                    title=heading,
                     x_label="model cosine similarity",
                     y_label="mean human rating",
                 ),
             )
         )
-        gap = np.abs(rankdata(model) - human_rank) / len(model)
-        worst = np.argsort(-gap)[:DISAGREEMENTS]
-        result.human_disagreements.append(
+        model_scaled = comparable(model, scale)
+        result.human_tables.append(
             (
                 side,
-                [
-                    {
-                        "a": stimuli[pairs.i[k]],
-                        "b": stimuli[pairs.j[k]],
-                        "model": float(model[k]),
-                        "human": float(pairs.mean[k]),
-                        "gap": float(gap[k]),
-                    }
-                    for k in worst
-                ],
+                PairTable(
+                    key=f"people-{side.model.pk}",
+                    title=f"{side.model.name} against people",
+                    columns=[
+                        ("model", "Model similarity"),
+                        ("human", "Human mean"),
+                        ("model_scaled", f"Model ({scale})"),
+                        ("human_scaled", f"Human ({scale})"),
+                        ("residual", "Model minus human"),
+                    ],
+                    stimuli=stimuli,
+                    i=pairs.i,
+                    j=pairs.j,
+                    values={
+                        "model": model,
+                        "human": pairs.mean,
+                        "model_scaled": model_scaled,
+                        "human_scaled": human_scaled,
+                        "residual": model_scaled - human_scaled,
+                    },
+                ),
             )
         )
 
 
-def _rsa(result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndarray]) -> None:
-    """RSA (Spearman between cosine-distance RDMs) of every pair of models, over up to 1,000
-    sampled stimuli."""
-    index = _sample(len(stimuli), 1000)
-    i, j = np.triu_indices(len(index), k=1)
-    rdms = [1 - _pair_similarity(x, index[i], index[j]) for x in vectors]
-    matrix = [[rsa(a, b, method="spearman") for b in rdms] for a in rdms]
+# --- Models ------------------------------------------------------------------------------------
+def _models(result: Comparison, inputs: Inputs) -> None:
+    stimuli, vectors = inputs.stimuli, inputs.vectors
+    index = _sample(len(stimuli), RSA_STIMULI)
+    upper = np.triu_indices(len(index), k=1)
+    similarities = [_similarities(x, index)[upper] for x in vectors]
+    _rsa(result, similarities, len(index))
+    _disagreements(result, stimuli, similarities, index[upper[0]], index[upper[1]])
+    _cka(result, result.target, len(stimuli))
+
+
+def _rsa(result: Comparison, similarities: list[np.ndarray], n_stimuli: int) -> None:
+    """RSA between the models' cosine-distance RDMs with the chosen measure, each pair once."""
+    measure = result.options.measure
+    k = len(similarities)
+    values: list[list[float | None]] = [
+        [1.0 if a == b else None for b in range(k)] for a in range(k)
+    ]
+    rdms = [1 - s for s in similarities]
+    for a in range(k):
+        for b in range(a + 1, k):
+            try:
+                value = rsa_metrics.rsa(rdms[a], rdms[b], method=measure)  # type: ignore[arg-type]
+            except MetricError as exc:
+                result.problems.append(
+                    f"RSA of {result.sides[a].model.name} and {result.sides[b].model.name}: {exc}"
+                )
+                continue
+            values[a][b] = values[b][a] = value
+    result.rsa_values = values
+    result.rsa_stimuli = n_stimuli
     names = [side.model.name for side in result.sides]
     result.rsa = plots.heatmap(
-        matrix, row_labels=names, col_labels=names, title="RSA (Spearman) between models", high=1.0
+        values,  # type: ignore[arg-type]
+        row_labels=names,
+        col_labels=names,
+        title=f"RSA ({result.options.measure_name}) between models",
+        high=1.0,
     )
 
 
-def _disagreements(result: Comparison, stimuli: list[Stimulus], vectors: list[np.ndarray]) -> None:
-    """Pairs ranked most differently by the first two models (ranks as a fraction)."""
-    index = _sample(len(stimuli), 1000)
-    i, j = np.triu_indices(len(index), k=1)
-    i, j = index[i], index[j]
-    first, second = (_pair_similarity(x, i, j) for x in vectors[:2])
+def _disagreements(
+    result: Comparison,
+    stimuli: list[Stimulus],
+    similarities: list[np.ndarray],
+    i: np.ndarray,
+    j: np.ndarray,
+) -> None:
+    """The ``MODEL_PAIRS`` pairs ranked most differently by the first two models (ranks as a
+    fraction of the pairs)."""
+    first, second = similarities[:2]
     gap = (rankdata(first) - rankdata(second)) / len(first)
-    for k in np.argsort(-np.abs(gap))[:DISAGREEMENTS]:
-        result.disagreements.append(
-            {
-                "a": stimuli[i[k]],
-                "b": stimuli[j[k]],
-                "first": float(first[k]),
-                "second": float(second[k]),
-                "gap": float(gap[k]),
-            }
-        )
+    keep = np.argsort(-np.abs(gap), kind="stable")[:MODEL_PAIRS]
+    a, b = result.sides[0].model.name, result.sides[1].model.name
+    result.disagreements = PairTable(
+        key="models",
+        title=f"{a} against {b}",
+        columns=[("first", a), ("second", b), ("gap", "Rank gap")],
+        stimuli=stimuli,
+        i=i[keep],
+        j=j[keep],
+        values={"first": first[keep], "second": second[keep], "gap": gap[keep]},
+    )
 
 
-def _cka(result: Comparison, target: Target) -> None:
+def _cka(result: Comparison, target: Target, n_stimuli: int) -> None:
     """Linear CKA (unbiased) of every cached layer of model A against every one of model B."""
     a, b = result.sides[:2]
     sets_a = latest_embeddings(a.model, target)
     sets_b = latest_embeddings(b.model, target)
     order_a = _depth_order(a.model, list(sets_a))
     order_b = _depth_order(b.model, list(sets_b))
-    index = _sample(target.dataset.stimulus_count, CKA_STIMULI)
-    load = lambda s: np.asarray(s.load(), dtype=np.float64)[index]  # noqa: E731
+    index = _sample(n_stimuli, CKA_STIMULI)
+    load: Callable[[EmbeddingSet], np.ndarray] = lambda s: np.asarray(  # noqa: E731
+        s.load(), dtype=np.float64
+    )[index]
     matrix = cka_matrix([load(sets_a[n]) for n in order_a], [load(sets_b[n]) for n in order_b])
     result.cka_pair = (a.model.name, b.model.name)
     result.cka = plots.heatmap(
@@ -268,3 +674,25 @@ def _cka(result: Comparison, target: Target) -> None:
 def _depth_order(model: PretrainedModel, names: list[str]) -> list[str]:
     depth = {layer["name"]: k for k, layer in enumerate(model.layers or [])}
     return sorted(names, key=lambda name: (depth.get(name, len(depth)), name))
+
+
+# --- Neighbours --------------------------------------------------------------------------------
+def _neighbours(result: Comparison, inputs: Inputs) -> None:
+    stimuli = inputs.stimuli
+    stimulus_id = result.options.stimulus_id
+    position = next((i for i, s in enumerate(stimuli) if s.pk == stimulus_id), 0)
+    result.stimulus = stimuli[position]
+    for side, x in zip(result.sides, inputs.vectors, strict=True):
+        unit = _unit(x)
+        similarity = unit @ unit[position]
+        similarity[position] = -np.inf
+        top = np.argsort(-similarity)[:NEIGHBOURS]
+        result.neighbours.append((side, [(stimuli[i], float(similarity[i])) for i in top]))
+
+
+SECTION_COMPUTE: dict[str, Callable[[Comparison, Inputs], None]] = {
+    "matrices": _matrices,
+    "people": _people,
+    "models": _models,
+    "neighbours": _neighbours,
+}

@@ -25,6 +25,8 @@ urlpatterns = [
     ),
     path("leaderboards/overall/", views.leaderboard_overall, name="leaderboard_overall"),
     path("compare/", views.compare_page, name="compare"),
+    path("compare/section/", views.compare_section, name="compare_section"),
+    path("compare/pairs.csv", views.compare_pairs_csv, name="compare_pairs_csv"),
     path("models/", views.model_list, name="model_list"),
     path("models/new/", views.model_create, name="model_create"),
     path("models/import-embeddings/", views.embeddings_import_view, name="embeddings_import"),

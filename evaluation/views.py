@@ -4,7 +4,7 @@ works as plain HTML without JavaScript."""
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import urlencode
 
@@ -12,7 +12,9 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
+from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_POST
 
 from core import querystring as qs
@@ -321,42 +323,176 @@ def leaderboard_overall(request: HttpRequest) -> HttpResponse:
 
 
 # --- Compare (researchers: it shows stimuli) -----------------------------------------------------
-@researcher_required
-def compare_page(request: HttpRequest) -> HttpResponse:
-    """2-4 models side by side on one target, from their cached embeddings."""
-    targets = selectors.targets_with_datasets()
+@dataclass
+class _CompareChoice:
+    """The compare page's query, read once for the page, its sections and its CSVs."""
+
+    targets: Any
+    target: Any
+    chosen: list[int]
+    available: Any
+    options: compare.Options
+    comparison: compare.Comparison | None
+    problem: str
+    query: str  # the choice as a query string, without section, sort or sync
+
+
+def _compare_choice(request: HttpRequest) -> _CompareChoice:
+    targets = selectors.targets_to_compare()  # archived targets are no choice
     target_id = qs.id_param(request.GET, "target")
     target = targets.filter(pk=target_id).first() if target_id is not None else None
     chosen_ids = qs.id_list_param(request.GET, "models", limit=4)
     models = selectors.models_in_order(chosen_ids)
-    available = selectors.models_with_embeddings_of(target.dataset if target else None)
-    order = qs.choice_param(request.GET, "order", ("label", "cluster"), "label")
+    options = compare.Options(
+        order_by=qs.choice_param(request.GET, "order", ("label", "cluster"), "label"),
+        measure=qs.choice_param(request.GET, "measure", tuple(compare.MEASURES), "spearman"),
+        stimulus_id=qs.id_param(request.GET, "stimulus"),
+    )
     comparison = None
     problem = ""
     if target and len(models) >= 2:
         layers = {m.pk: qs.text_param(request.GET, f"layer_{m.pk}", max_length=200) for m in models}
-        comparison = compare.compare(
-            target=target,
-            models=models,
-            layers=layers,
-            order_by=order,
-            stimulus_id=qs.id_param(request.GET, "stimulus"),
-        )
+        comparison = compare.prepare(target=target, models=models, layers=layers, options=options)
     elif request.GET:
         problem = "Choose a target and two to four models."
-    return render(
-        request,
-        "evaluation/compare.html",
-        {
-            "targets": targets,
-            "target": target,
-            "available": available,
-            "chosen": chosen_ids,
-            "comparison": comparison,
-            "problem": problem,
-            "order": order,
-        },
+    kept = [
+        (name, value)
+        for name, value in request.GET.lists()
+        if name not in ("section", "sync", "table") and not name.startswith("sort_")
+    ]
+    query = urlencode([(name, v) for name, values in kept for v in values])
+    return _CompareChoice(
+        targets,
+        target,
+        chosen_ids,
+        selectors.models_with_embeddings_of(target.dataset if target else None),
+        options,
+        comparison,
+        problem,
+        query,
     )
+
+
+def _compare_context(request: HttpRequest, choice: _CompareChoice) -> dict[str, Any]:
+    return {
+        "targets": choice.targets,
+        "target": choice.target,
+        "available": choice.available,
+        "chosen": choice.chosen,
+        "comparison": choice.comparison,
+        "problem": choice.problem,
+        "order": choice.options.order_by,
+        "measure": choice.options.measure,
+        "measures": compare.MEASURES,
+        "measure_help": compare.MEASURE_HELP,
+        "sections": compare.SECTIONS,
+        "query": choice.query,
+        "sync": request.GET.get("sync") == "1",
+        "tables": _pair_table_views(request, choice.comparison) if choice.comparison else {},
+    }
+
+
+def _pair_table_views(
+    request: HttpRequest, comparison: compare.Comparison
+) -> dict[str, dict[str, Any]]:
+    """Each computed pair table as the template shows it: its rows in the order its
+    sort_<key> parameter asks, headers that link to the other orders (server-side, so they
+    work without JavaScript) and its CSV link."""
+    tables = [table for _, table in comparison.human_tables]
+    if comparison.disagreements is not None:
+        tables.append(comparison.disagreements)
+    views = {}
+    for table in tables:
+        name = f"sort_{table.key}"
+        sort = qs.text_param(request.GET, name, max_length=40)
+        if sort.lstrip("-") not in table.sort_keys():
+            sort = table.default_sort
+        params = request.GET.copy()
+        params.pop("section", None)
+        headers = []
+        for key, heading in [("pair", "Pair"), *table.columns]:
+            current = sort.lstrip("-") == key
+            descending = sort.startswith("-")
+            # First click: pairs A to Z, numbers largest first; a second click reverses.
+            first = key if key == "pair" else f"-{key}"
+            following = (key if descending else f"-{key}") if current else first
+            params[name] = following
+            headers.append(
+                {
+                    "heading": heading,
+                    "href": "?" + params.urlencode(),
+                    "sorted": ("descending" if descending else "ascending") if current else "",
+                    "numeric": key != "pair",
+                }
+            )
+        params[name] = sort
+        params["table"] = table.key
+        views[table.key] = {
+            "table": table,
+            "headers": headers,
+            "rows": table.rows(sort),
+            "sort": sort,
+            "csv": reverse("evaluation:compare_pairs_csv") + "?" + params.urlencode(),
+        }
+    return views
+
+
+@researcher_required
+def compare_page(request: HttpRequest) -> HttpResponse:
+    """2-4 models side by side on one target, from their cached embeddings. The page is
+    the form and a placeholder per section, which htmx fills from compare_section; with
+    ?sync=1 (the placeholders link to it, for browsers without JavaScript) every section
+    is computed and shown at once."""
+    choice = _compare_choice(request)
+    if choice.comparison is not None and request.GET.get("sync") == "1":
+        for name in compare.SECTIONS:
+            compare.compute_section(choice.comparison, name)
+    return render(request, "evaluation/compare.html", _compare_context(request, choice))
+
+
+@gzip_page  # matrices as SVG: about a tenth of their size compressed (no secrets in them)
+@researcher_required
+def compare_section(request: HttpRequest) -> HttpResponse:
+    """One section of the compare page (?section=), computed or read from the cache."""
+    choice = _compare_choice(request)
+    section = qs.choice_param(request.GET, "section", compare.SECTIONS, "")
+    if choice.comparison is None or not section:
+        return HttpResponse(
+            f"Choose a target, two to four models and a section: {', '.join(compare.SECTIONS)}.",
+            status=400,
+            content_type="text/plain",
+        )
+    compare.compute_section(choice.comparison, section)
+    context = _compare_context(request, choice)
+    return render(request, f"evaluation/_compare_{section}.html", context)
+
+
+@researcher_required
+def compare_pairs_csv(request: HttpRequest) -> HttpResponse:
+    """A pair table of the compare page as CSV (?table=people-<model id> or models), every
+    pair it holds, in the order chosen on the page (?sort_<table>=)."""
+    choice = _compare_choice(request)
+    key = qs.text_param(request.GET, "table", max_length=40)
+    section = "models" if key == "models" else "people"
+    table = None
+    if choice.comparison is not None:
+        compare.compute_section(choice.comparison, section)
+        table = choice.comparison.table(key)
+    if table is None:
+        return HttpResponse(
+            "No such pair table: choose a target, two to four models and table=models or "
+            "table=people-<model id> (a target of pair ratings).",
+            status=400,
+            content_type="text/plain",
+        )
+    sort = qs.text_param(request.GET, f"sort_{key}", max_length=40) or table.default_sort
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="compare-{key}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(["stimulus_a", "stimulus_b", *(key for key, _ in table.columns)])
+    for row in table.rows(sort, limit=None):
+        writer.writerow([row["a"].name, row["b"].name, *(f"{v:.6g}" for v in row["values"])])
+    return response
 
 
 # --- Models ---------------------------------------------------------------------------------------

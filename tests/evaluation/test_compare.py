@@ -4,6 +4,8 @@ model without embeddings is named, not silently dropped."""
 
 from __future__ import annotations
 
+from html import escape
+
 import numpy as np
 import pytest
 from django.urls import reverse
@@ -42,7 +44,7 @@ def test_comparison_uses_the_cached_embeddings(scored):
     assert [side.model for side in result.sides] == [tfidf, small] and not result.missing
     assert len(result.heatmaps) == 2
     # The scatter's Spearman is the metric's own quantity: model cosine vs mean rating.
-    side, rho, _ = result.scatters[0]
+    side, rho, _ = result.scatters[1]
     x = np.asarray(side.embedding_set.load(), dtype=np.float64)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     i, j = np.triu_indices(8, k=1)
@@ -58,8 +60,8 @@ def test_comparison_uses_the_cached_embeddings(scored):
     assert result.cka is not None and "Linear CKA" in result.cka
     assert len(result.neighbours[0][1]) == 5
     assert result.stimulus not in [s for s, _ in result.neighbours[0][1]]
-    assert len(result.disagreements) == 10
-    gaps = [abs(row["gap"]) for row in result.disagreements]
+    assert len(result.disagreements.i) == 28  # every pair of the 8 stimuli
+    gaps = [abs(row["values"][2]) for row in result.disagreements.rows("-size")]
     assert gaps == sorted(gaps, reverse=True)
 
 
@@ -76,7 +78,8 @@ def test_page_names_a_model_without_embeddings(researcher_client, scored):
 def test_page_renders_every_section(researcher_client, scored):
     target, tfidf, small = scored
     page = researcher_client.get(
-        reverse("evaluation:compare"), {"target": target.pk, "models": [tfidf.pk, small.pk]}
+        reverse("evaluation:compare"),
+        {"target": target.pk, "models": [tfidf.pk, small.pk], "sync": "1"},
     ).content.decode()
     for section in ('id="heatmaps"', 'id="scatters"', 'id="rsa"', 'id="cka"', 'id="neighbours"',
                     'id="disagreements"'):  # fmt: skip
@@ -94,8 +97,219 @@ def test_a_section_that_cannot_be_computed_is_named_and_the_rest_still_shows(sco
     def zero_rows(*args, **kwargs):
         raise MetricError("Row 2 of x is all zeros, so its cosine similarity is undefined.")
 
-    monkeypatch.setattr(compare, "_heatmaps", zero_rows)
+    monkeypatch.setitem(compare.SECTION_COMPUTE, "matrices", zero_rows)
     target, tfidf, small = scored
     result = compare.compare(target=target, models=[tfidf, small], layers={})
     assert result.problems == ["Row 2 of x is all zeros, so its cosine similarity is undefined."]
     assert result.scatters and result.neighbours and result.cka
+
+
+# --- Issue 23: people beside the models, the measure, sections, sortable pair tables ---------
+def _model_cosines(side, i, j):
+    x = np.asarray(side.embedding_set.load(), dtype=np.float64)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.einsum("ij,ij->i", unit[i], unit[j])
+
+
+@pytest.mark.parametrize("measure", ["spearman", "pearson", "rho_a", "kendall_tau_a"])
+def test_the_measure_is_the_engines_and_scipys(scored, measure):
+    """Each measure against people equals scipy's (Spearman, Pearson; on these untied ratings
+    rho-a is Spearman's rho and tau-a Kendall's tau) and the engine's RSA of the same
+    28 values (8 stimuli: a full triangle, which rsa() accepts)."""
+    from scipy.stats import kendalltau, pearsonr
+
+    from evaluation.engine.metrics.rsa import rsa
+
+    target, tfidf, small = scored
+    result = compare.compare(target=target, models=[tfidf, small], layers={}, measure=measure)
+    side, value, svg = result.scatters[1]
+    i, j = np.triu_indices(8, k=1)
+    model, human = _model_cosines(side, i, j), 7.0 - np.abs(i - j)
+    assert value == pytest.approx(rsa(model, human, method=measure), abs=1e-12)
+    scipy_value = {
+        "spearman": spearmanr(model, human).statistic,
+        "pearson": pearsonr(model, human).statistic,
+        # Human ratings 1..7 are tied; rho-a and tau-a do not correct for ties, so they
+        # fall below the tie-corrected scipy values.
+        "rho_a": None,
+        "kendall_tau_a": None,
+    }[measure]
+    if scipy_value is not None:
+        assert value == pytest.approx(scipy_value, abs=1e-12)
+    else:
+        corrected = (spearmanr if measure == "rho_a" else kendalltau)(model, human).statistic
+        assert abs(value) < abs(corrected)
+    assert f"{compare.MEASURES[measure]} {value:.3f}" in svg
+
+
+def test_correlation_refuses_what_it_cannot_compare():
+    from evaluation.engine.errors import MetricError
+
+    with pytest.raises(MetricError, match="constant"):
+        compare.correlation(np.ones(5), np.arange(5.0), "spearman")
+    assert compare.correlation(np.ones(5), np.arange(5.0), "rho_a") == 0.0
+    with pytest.raises(MetricError, match="Unknown measure"):
+        compare.correlation(np.arange(5.0), np.arange(5.0), "cosine")
+
+
+def test_people_matrix_and_residuals_share_the_models_order(scored):
+    target, tfidf, small = scored
+    result = compare.compare(target=target, models=[tfidf, small], layers={}, order_by="cluster")
+    assert result.human and result.matrix_stimuli == 8 and result.matrix_judged == 28
+    assert "People: mean rating of 28 judged pairs" in result.human_heatmap
+    # People's rating of a pair sits in the cell of the same pair as the models' similarity.
+    names = [
+        escape(f"{s.name} [{s.label}]" if s.label else s.name)
+        for s in target.dataset.stimuli.order_by("order")
+    ]
+    assert f"{names[0]} x {names[1]}: 6.000" in result.human_heatmap
+    assert f"{names[0]} x {names[7]}: 0.000" in result.human_heatmap
+    assert len(result.residuals) == 2
+    side, svg = result.residuals[1]
+    i, j = np.triu_indices(8, k=1)
+    from scipy.stats import rankdata
+
+    model, human = _model_cosines(side, i, j), 7.0 - np.abs(i - j)
+    residual = (rankdata(model) - 1) / 27 - (rankdata(human) - 1) / 27
+    k = 5  # a pair: (0, 6)
+    assert f"{names[i[k]]} x {names[j[k]]}: {residual[k]:.3f}" in svg
+    assert "minus people (fractional ranks)" in svg
+    # Pearson compares values, so its residuals are z-scores.
+    pearson = compare.compare(target=target, models=[tfidf, small], layers={}, measure="pearson")
+    z = (model - model.mean()) / model.std() - (human - human.mean()) / human.std()
+    assert f"{names[i[k]]} x {names[j[k]]}: {z[k]:.3f}" in pearson.residuals[1][1]
+
+
+def test_matrix_stimuli_are_the_most_judged_among_themselves():
+    from evaluation.engine.metrics.human import aggregate_pairs
+
+    # Stimuli 3, 5, 7, 9 are judged against each other (6 pairs); 0-2 form a chain.
+    clique = [(3, 5), (3, 7), (3, 9), (5, 7), (5, 9), (7, 9)]
+    chain = [(0, 1), (1, 2), (2, 11)]
+    a, b = zip(*(clique + chain), strict=True)
+    pairs = aggregate_pairs(np.array(a), np.array(b), np.ones(len(a)))
+    assert list(compare.matrix_stimuli(12, pairs, size=4)) == [3, 5, 7, 9]
+    # Fewer judged stimuli than the size: every judged one.
+    assert list(compare.matrix_stimuli(12, pairs, size=20)) == [0, 1, 2, 3, 5, 7, 9, 11]
+    assert len(compare.matrix_stimuli(500, None, size=120)) == 120
+
+
+def test_pair_table_sorts_by_any_column():
+    from types import SimpleNamespace
+
+    stimuli = [SimpleNamespace(name=n) for n in ["b", "a", "c"]]
+    table = compare.PairTable(
+        key="t",
+        title="t",
+        columns=[("model", "Model"), ("residual", "Residual")],
+        stimuli=stimuli,  # type: ignore[arg-type]
+        i=np.array([0, 1, 0]),
+        j=np.array([1, 2, 2]),
+        values={"model": np.array([0.5, 0.1, 0.9]), "residual": np.array([-0.7, 0.2, 0.1])},
+    )
+    pair_names = lambda sort: [(r["a"].name, r["b"].name) for r in table.rows(sort)]  # noqa: E731
+    assert pair_names("-size") == [("b", "a"), ("a", "c"), ("b", "c")]  # |residual|
+    assert pair_names("model") == [("a", "c"), ("b", "a"), ("b", "c")]
+    assert pair_names("-model") == [("b", "c"), ("b", "a"), ("a", "c")]
+    assert pair_names("residual") == [("b", "a"), ("b", "c"), ("a", "c")]
+    assert pair_names("pair") == [("a", "c"), ("b", "a"), ("b", "c")]
+    assert pair_names("nonsense") == pair_names("-size")
+
+
+def test_page_is_a_form_and_placeholders_that_load_each_section(researcher_client, scored):
+    target, tfidf, small = scored
+    query = {"target": target.pk, "models": [tfidf.pk, small.pk], "measure": "rho_a"}
+    page = researcher_client.get(reverse("evaluation:compare"), query).content.decode()
+    assert 'id="heatmaps"' not in page  # nothing computed for the page itself
+    for section in compare.SECTIONS:
+        assert f'id="section-{section}"' in page
+        assert f"section={section}" in page
+    assert page.count('aria-busy="true"') == 4
+    assert "sync=1" in page  # the way in without JavaScript
+    assert '<option value="rho_a" selected>rho-a (recommended with ties)</option>' in page
+    assert "prefer rho-a" in page  # the recommendation, as the control's help
+    section = researcher_client.get(
+        reverse("evaluation:compare_section"), {**query, "section": "matrices"}
+    ).content.decode()
+    assert section.startswith('<section id="section-matrices">')
+    assert 'id="human-matrix"' in section and 'id="residuals"' in section
+    assert "<html" not in section
+    people = researcher_client.get(
+        reverse("evaluation:compare_section"), {**query, "section": "people"}
+    ).content.decode()
+    assert 'id="scatters"' in people and f'id="pairs-people-{small.pk}"' in people
+    assert "rho-a" in people
+
+
+def test_a_section_is_computed_once_then_read_from_the_cache(scored, monkeypatch):
+    target, tfidf, small = scored
+    calls = []
+    real = compare.SECTION_COMPUTE["models"]
+    monkeypatch.setitem(
+        compare.SECTION_COMPUTE, "models", lambda r, i: (calls.append(1), real(r, i))
+    )
+    for _ in range(2):
+        result = compare.compare(
+            target=target, models=[tfidf, small], layers={}, sections=("models",)
+        )
+        assert result.rsa is not None and result.cka is not None
+    assert len(calls) == 1
+    compare.compare(
+        target=target, models=[tfidf, small], layers={}, sections=("models",), measure="rho_a"
+    )
+    assert len(calls) == 2  # another measure, another key
+
+
+def test_pair_table_csv_has_every_judged_pair_in_the_pages_order(researcher_client, scored):
+    import csv
+    import io
+
+    target, tfidf, small = scored
+    query = {"target": target.pk, "models": [tfidf.pk, small.pk]}
+    response = researcher_client.get(
+        reverse("evaluation:compare_pairs_csv"),
+        {**query, "table": f"people-{small.pk}", f"sort_people-{small.pk}": "-human"},
+    )
+    assert response.status_code == 200 and response["Content-Type"] == "text/csv"
+    assert f'filename="compare-people-{small.pk}.csv"' in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0] == ["stimulus_a", "stimulus_b", "model", "human", "model_scaled",
+                       "human_scaled", "residual"]  # fmt: skip
+    assert len(rows) == 1 + 28
+    human = [float(r[3]) for r in rows[1:]]
+    assert human == sorted(human, reverse=True) and human[0] == 6.0
+    # The model column is the model's cosine of that pair.
+    names = {s.name: s.order for s in target.dataset.stimuli.all()}
+    side = compare.compare(target=target, models=[tfidf, small], layers={}, sections=()).sides[1]
+    a, b = names[rows[1][0]], names[rows[1][1]]
+    assert float(rows[1][2]) == pytest.approx(
+        _model_cosines(side, np.array([a]), np.array([b]))[0], abs=1e-5
+    )
+    models = researcher_client.get(
+        reverse("evaluation:compare_pairs_csv"), {**query, "table": "models"}
+    )
+    assert len(models.content.decode().splitlines()) == 1 + 28
+    bad = researcher_client.get(reverse("evaluation:compare_pairs_csv"), {**query, "table": "x"})
+    assert bad.status_code == 400 and b"No such pair table" in bad.content
+
+
+def test_sort_links_work_without_javascript(researcher_client, scored):
+    target, tfidf, small = scored
+    key = f"sort_people-{small.pk}"
+    page = researcher_client.get(
+        reverse("evaluation:compare"),
+        {"target": target.pk, "models": [tfidf.pk, small.pk], "sync": "1", key: "-human"},
+    ).content.decode()
+    assert 'aria-sort="descending"' in page
+    assert f"{key}=human" in page  # the sorted column's link reverses it
+    assert "sync=1" in page.split(f'id="pairs-people-{small.pk}"')[1].split("</table>")[0]
+
+
+def test_section_endpoint_refuses_an_incomplete_choice(researcher_client, client, outsider, scored):
+    target, tfidf, _ = scored
+    url = reverse("evaluation:compare_section")
+    response = researcher_client.get(url, {"target": target.pk, "models": [tfidf.pk]})
+    assert response.status_code == 400 and b"two to four models" in response.content
+    client.force_login(outsider)
+    assert client.get(url).status_code == 403
+    assert client.get(reverse("evaluation:compare_pairs_csv")).status_code == 403

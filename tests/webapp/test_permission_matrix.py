@@ -37,6 +37,8 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:leaderboard_published_ceiling": (RESEARCHER, "POST", "target"),
     "evaluation:target_differences": (PUBLIC, "GET", "target"),
     "evaluation:compare": (RESEARCHER, "GET", ""),
+    "evaluation:compare_section": (RESEARCHER, "GET", ""),
+    "evaluation:compare_pairs_csv": (RESEARCHER, "GET", ""),
     "evaluation:model_list": (RESEARCHER, "GET", ""),
     "evaluation:model_create": (RESEARCHER, "GET", ""),
     "evaluation:embeddings_import": (RESEARCHER, "GET", ""),
