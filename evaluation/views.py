@@ -25,6 +25,7 @@ from evaluation import (
     comparisons,
     downloads,
     efficiency,
+    hub_ids,
     plots,
     selectors,
     services,
@@ -545,13 +546,16 @@ def model_create(request: HttpRequest) -> HttpResponse:
     form = ModelRegisterForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            model = services.model_register(**form.cleaned_data, created_by=request.user)
+            model = services.model_register(**form.register_fields(), created_by=request.user)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
             messages.success(request, f"Registered {model.display_name}.")
+            if form.hub_note:
+                messages.info(request, form.hub_note)
             return redirect(model)
-    return render(request, "evaluation/model_form.html", {"form": form})
+    context = {"form": form, "hub_offline": hub_ids.hub_offline()}
+    return render(request, "evaluation/model_form.html", context)
 
 
 @researcher_required

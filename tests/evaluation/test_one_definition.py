@@ -61,6 +61,8 @@ def test_dataset_import_form_and_api_offer_the_same_fields():
     assert list(form_fields) == list(api_fields)
     for name, field in form_fields.items():
         assert (field.help_text or None) == (api_fields[name].help_text or None), name
-    assert list(form_fields["modality"].choices) == list(api_fields["modality"].choices.items())
+    api_modalities = list(api_fields["modality"].choices.items())
+    # The web form may leave it to the file (a CSV is texts, a zip is media); the API asks.
+    assert list(form_fields["modality"].choices) == [("", "Decide from the file"), *api_modalities]
     assert form_fields["text_column"].initial == api_fields["text_column"].default == "text"
-    assert api_fields["modality"].required  # the form preselects images; the API asks
+    assert api_fields["modality"].required
