@@ -40,8 +40,10 @@ from evaluation.models import Stimulus
 TREND_POINTS = 5
 
 
-def study_list() -> Any:
-    return Study.objects.select_related("dataset").annotate(
+def study_list(*, include_archived: bool = False) -> Any:
+    """The study list; archived studies are left out unless asked for (their pages stay)."""
+    studies = Study.objects.all() if include_archived else Study.objects.filter(archived_at=None)
+    return studies.select_related("dataset").annotate(
         participant_count=Count(
             "participants", filter=Q(participants__pilot=None), distinct=True
         ),  # real ones: a pilot's bots are counted in its report

@@ -1,11 +1,12 @@
 from django.urls import path
 
-from annotation import pilot_views, preview_views, views
+from annotation import archive_views, pilot_views, preview_views, views
 
 app_name = "annotation"
 
 urlpatterns = [
     *pilot_views.urlpatterns,  # a study's pilots (simulated participants)
+    *archive_views.urlpatterns,  # archive and delete datasets, models, targets, studies
     *preview_views.urlpatterns,  # a study as its participants see it, recording nothing
     # Researchers
     path("studies/", views.study_list, name="study_list"),

@@ -7,7 +7,10 @@ django-filter would otherwise ignore and answer with everything.
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters as filters
+from django.db.models import QuerySet
 
 from annotation.models import Study, StudyKind, StudyStatus
 from evaluation.metrics import METRICS
@@ -43,7 +46,33 @@ class StrictFilterSet(filters.FilterSet):
         return valid and not blank
 
 
-class ModelFilter(StrictFilterSet):
+ARCHIVED_INCLUDED = ("1", "true")
+ARCHIVED_LEFT_OUT = ("0", "false")
+
+
+class HidesArchived(StrictFilterSet):
+    """A list that leaves archived objects out unless asked for with ``?archived=1`` (an
+    archived object stays reachable by its id)."""
+
+    archived = filters.ChoiceFilter(
+        choices=[(value, value) for value in ARCHIVED_INCLUDED + ARCHIVED_LEFT_OUT],
+        method="keep_archived",
+        help_text="`1` (or `true`) lists archived objects too; they are left out by default.",
+    )
+    # Where an object's archiving shows: its own field (and for targets, their dataset's).
+    archived_fields: tuple[str, ...] = ("archived_at",)
+
+    def keep_archived(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
+        return queryset  # filter_queryset below leaves archived objects out, or not
+
+    def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        queryset = super().filter_queryset(queryset)
+        if self.form.cleaned_data.get("archived") in ARCHIVED_INCLUDED:
+            return queryset
+        return queryset.filter(**{f"{field}__isnull": True for field in self.archived_fields})
+
+
+class ModelFilter(HidesArchived):
     source = filters.ChoiceFilter(choices=ModelSource.choices)
     modality = filters.ChoiceFilter(choices=Modality.choices)
     name = filters.CharFilter(lookup_expr="icontains", help_text="Name contains (any case).")
@@ -53,7 +82,7 @@ class ModelFilter(StrictFilterSet):
         fields = ["source", "modality", "name"]
 
 
-class DatasetFilter(StrictFilterSet):
+class DatasetFilter(HidesArchived):
     modality = filters.ChoiceFilter(choices=Modality.choices)
     name = filters.CharFilter(lookup_expr="icontains", help_text="Name contains (any case).")
 
@@ -80,9 +109,10 @@ class RunFilter(StrictFilterSet):
         fields = ["status", "dataset"]
 
 
-class TargetFilter(StrictFilterSet):
+class TargetFilter(HidesArchived):
     kind = filters.ChoiceFilter(choices=TargetKind.choices)
     dataset = filters.ModelChoiceFilter(queryset=Dataset.objects.all())
+    archived_fields = ("archived_at", "dataset__archived_at")
 
     class Meta:
         model = Target
@@ -118,7 +148,7 @@ class EmbeddingSetFilter(StrictFilterSet):
         fields = ["model", "dataset", "layer"]
 
 
-class StudyFilter(StrictFilterSet):
+class StudyFilter(HidesArchived):
     kind = filters.ChoiceFilter(choices=StudyKind.choices)
     status = filters.ChoiceFilter(choices=StudyStatus.choices)
     dataset = filters.ModelChoiceFilter(queryset=Dataset.objects.all())

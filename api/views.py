@@ -183,7 +183,7 @@ class ObtainTokenView(APIView):
 class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     """The model catalogue: pretrained models, untrained and simple baselines."""
 
-    queryset = selectors.models_all()
+    queryset = selectors.models_all(include_archived=True)  # lists: see ModelFilter
     serializer_class = serializers.ModelSerializer
     filterset_class = filters.ModelFilter
     noun = "model"
@@ -260,7 +260,7 @@ class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModel
 
     def get_queryset(self) -> QuerySet[Dataset]:
         return (
-            selectors.datasets_with_counts()
+            selectors.datasets_with_counts(include_archived=True)  # lists: DatasetFilter
             .select_related("created_by")
             .prefetch_related("targets")
             .order_by("name", "id")
@@ -449,7 +449,9 @@ class TargetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     noun = "target"
 
     def get_queryset(self) -> QuerySet[Target]:
-        return selectors.targets_with_score_counts().order_by("dataset__name", "name", "id")
+        return selectors.targets_with_score_counts(include_archived=True).order_by(
+            "dataset__name", "name", "id"
+        )
 
     @extend_schema(
         summary="A pair target's human data, as the metrics score it (researchers; streamed)",
@@ -630,7 +632,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     noun = "study"
 
     def get_queryset(self) -> QuerySet[Study]:
-        return study_selectors.study_list().order_by("-created_at", "-id")
+        return study_selectors.study_list(include_archived=True).order_by("-created_at", "-id")
 
     def get_serializer_class(self) -> type:
         return (

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, Prefetch, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from evaluation.models import (
@@ -36,8 +36,10 @@ DONE_STEP_STATUSES = {StepStatus.SUCCEEDED, StepStatus.FAILED}
 
 
 # --- Catalogue ---------------------------------------------------------------------------------
-def models_all() -> QuerySet[PretrainedModel]:
-    return PretrainedModel.objects.select_related("created_by").order_by("name", "id")
+def models_all(*, include_archived: bool = False) -> QuerySet[PretrainedModel]:
+    """The model list; archived models are left out unless asked for (their pages stay)."""
+    models = PretrainedModel.objects.select_related("created_by").order_by("name", "id")
+    return models if include_archived else models.filter(archived_at__isnull=True)
 
 
 def models_in_order(ids: Sequence[int]) -> list[PretrainedModel]:
@@ -47,10 +49,13 @@ def models_in_order(ids: Sequence[int]) -> list[PretrainedModel]:
 
 
 def models_with_embeddings_of(dataset: Dataset | None) -> QuerySet[PretrainedModel]:
-    """Models whose embeddings of the dataset are cached (what a comparison can use)."""
+    """Models whose embeddings of the dataset are cached (what a comparison can use), not
+    archived."""
     if dataset is None:
         return PretrainedModel.objects.none()
-    return PretrainedModel.objects.filter(embedding_sets__dataset=dataset).distinct()
+    return PretrainedModel.objects.filter(
+        embedding_sets__dataset=dataset, archived_at__isnull=True
+    ).distinct()
 
 
 def models_with_default_embeddings_of(dataset: Dataset) -> list[PretrainedModel]:
@@ -78,6 +83,16 @@ def pair_targets_scored_for(model: PretrainedModel) -> list[Target]:
 
 def targets_with_datasets() -> QuerySet[Target]:
     return Target.objects.select_related("dataset", "judgments").order_by("dataset__name", "name")
+
+
+# Targets listed to the public: neither the target nor its dataset is archived.
+LISTED_TARGETS = Q(archived_at__isnull=True, dataset__archived_at__isnull=True)
+
+
+def targets_to_compare() -> QuerySet[Target]:
+    """The compare page's choice of targets: archived ones (or of archived datasets) are
+    left out."""
+    return targets_with_datasets().filter(LISTED_TARGETS)
 
 
 def stimuli_preview(dataset: Dataset, *, limit: int) -> QuerySet[Stimulus]:
@@ -108,16 +123,21 @@ def scores_newest_first() -> QuerySet[Score]:
     )
 
 
-def targets_with_score_counts() -> QuerySet[Target]:
-    return (
+def targets_with_score_counts(*, include_archived: bool = False) -> QuerySet[Target]:
+    """The leaderboards index; archived targets, and those of archived datasets, are left
+    out unless asked for."""
+    targets = (
         Target.objects.select_related("dataset")
         .annotate(score_count=Count("scores"))
         .order_by("dataset__name", "name")
     )
+    return targets if include_archived else targets.filter(LISTED_TARGETS)
 
 
-def datasets_with_counts() -> QuerySet[Dataset]:
-    return Dataset.objects.annotate(run_count=Count("runs", distinct=True)).order_by("name")
+def datasets_with_counts(*, include_archived: bool = False) -> QuerySet[Dataset]:
+    """The dataset list; archived datasets are left out unless asked for."""
+    datasets = Dataset.objects.annotate(run_count=Count("runs", distinct=True)).order_by("name")
+    return datasets if include_archived else datasets.filter(archived_at__isnull=True)
 
 
 def dataset_label_counts(*, dataset: Dataset) -> list[tuple[str, int]]:
