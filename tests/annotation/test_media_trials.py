@@ -353,14 +353,14 @@ def test_the_study_form_and_page_offer_and_show_require_playback(client, researc
     fields = {"kind": "pairs", "item_mode": "all", "seed": "", **FORM_DEFAULTS}
     refused = client.post(
         reverse("annotation:study_create"),
-        {"name": "texts", "dataset": make_text_dataset().pk, "require_playback": "on", **fields},
+        {**fields, "name": "texts", "dataset": make_text_dataset().pk, "require_playback": "on"},
     )
     assert refused.status_code == 200 and "Only audio and video stimuli are played" in (
         refused.content.decode()
     )
     created = client.post(
         reverse("annotation:study_create"),
-        {"name": "played clips", "dataset": clips.pk, "require_playback": "on", **fields},
+        {**fields, "name": "played clips", "dataset": clips.pk, "require_playback": "on"},
     )
     assert created.status_code == 302
     study = Study.objects.get(name="played clips")

@@ -33,9 +33,7 @@ def field_names(html: str) -> set[str]:
 def test_every_form_field_is_in_one_group_and_in_the_tests_defaults():
     grouped = [name for group in FIELD_GROUPS for name in group.fields]
     assert sorted(grouped) == sorted(StudyForm.base_fields)  # each once, none left out
-    assert set(DESIGN_FIELDS) - {"consent_md", "instructions_md", "redirect_url", "contact"} <= (
-        set(FORM_DEFAULTS) | {"require_playback"}
-    )
+    assert set(DESIGN_FIELDS) <= set(FORM_DEFAULTS)
 
 
 def test_a_pairs_form_has_no_tag_or_arrangement_fields(client, researcher):

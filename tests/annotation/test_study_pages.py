@@ -347,6 +347,11 @@ FORM_DEFAULTS = {
     "max_retest_difference": 2.0,
     "min_retest_agreement": 0.5,
     "trial_timeout_seconds": 600,
+    "require_playback": "",  # unticked
+    "consent_md": "",
+    "instructions_md": "",
+    "redirect_url": "",
+    "contact": "",
 }
 
 
