@@ -10,7 +10,7 @@ from drf_spectacular.views import (
 )
 from rest_framework.routers import SimpleRouter
 
-from api import views
+from api import token_views, views
 
 app_name = "api"
 
@@ -27,6 +27,14 @@ router.register("embedding-imports", views.EmbeddingImportViewSet, basename="emb
 
 urlpatterns = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="token"),
+    # The researcher's tokens page (HTML): make, list, revoke named tokens.
+    path("tokens/", token_views.token_list, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", token_views.token_revoke, name="token_revoke"),
+    path(
+        "tokens/password-login/revoke/",
+        token_views.login_token_revoke,
+        name="login_token_revoke",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script (CSP).
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),

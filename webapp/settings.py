@@ -377,7 +377,7 @@ REST_FRAMEWORK = {
     # Scripts send "Authorization: Token <key>"; a logged-in researcher's browser session
     # works too, with DRF's CSRF check on writes. Token first: anonymous callers get a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.TokenAuthentication",  # named tokens (hashed), and DRF's
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.IsResearcher"],
@@ -396,7 +396,9 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Likeness API",
     "DESCRIPTION": "Register models and datasets, launch runs, read scores, export human "
-    "data. Authenticate with `Authorization: Token <token>` (POST /api/auth/token/). "
+    "data. Authenticate with `Authorization: Token <token>`: make a named token on "
+    "[your API tokens page](/api/tokens/) (shown once, revocable there), or exchange your "
+    "username and password at POST /api/auth/token/. "
     'Every error is `{"error": {"code", "message", "fields"}}`.',
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
