@@ -14,6 +14,11 @@ urlpatterns = [
         name="leaderboard_published_ceiling",
     ),
     path(
+        "leaderboards/<int:target_id>/layer-choice/",
+        views.leaderboard_layer_choice,
+        name="leaderboard_layer_choice",
+    ),
+    path(
         "leaderboards/<int:target_id>/rescore/",
         views.leaderboard_rescore,
         name="leaderboard_rescore",

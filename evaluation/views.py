@@ -51,6 +51,8 @@ from evaluation.imports.judgment_files import column_map_from, preview_judgment_
 from evaluation.imports.judgments import judgments_import_from, report_lines
 from evaluation.imports.reading import ImportProblem
 from evaluation.imports.stimuli import dataset_import_from
+from evaluation.layer_choice import CROSS_VALIDATED, board_layer_choices
+from evaluation.layer_choice import engine as layer_engine
 from evaluation.metrics import METRICS
 from evaluation.models import (
     Dataset,
@@ -143,6 +145,28 @@ def leaderboard(
             "ceiling_form": _ceiling_form(request, target, ceiling_form),
         },
         status=400 if ceiling_form is not None and ceiling_form.errors else 200,
+    )
+
+
+def leaderboard_layer_choice(request: HttpRequest, target_id: int) -> HttpResponse:
+    """Best layer per model, chosen on half the stimuli and scored on the other half (both
+    ways, over seeded random halvings), beside the board's optimistic choice."""
+    target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
+    query = boards.BoardQuery.from_params(request.GET)
+    key = boards.board_key(target=target, query=query)
+    board = boards.leaderboard(target=target, query=query, key=key)
+    return render(
+        request,
+        "evaluation/leaderboard_layer_choice.html",
+        {
+            "target": target,
+            "board": board,
+            "choices": board_layer_choices(target=target, metric_key=board.sort_key, key=key),
+            "cross_validated": board.sort_key.split("(")[0] in CROSS_VALIDATED,
+            "splits": layer_engine.CV_SPLITS,
+            "seed": layer_engine.CV_SEED,
+            "board_query": query.as_params(page=1),
+        },
     )
 
 
@@ -306,7 +330,7 @@ def _page_links(page: boards.BoardPage, query: boards.BoardQuery) -> dict[str, A
 
 
 LAYER_LABELS = [
-    ("best", "best layer per model"),
+    ("best", "best layer per model (optimistic: chosen on the scored data)"),
     ("default", "each model's default layer"),
     ("all", "every scored layer"),
 ]

@@ -35,6 +35,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:leaderboard_stack": (RESEARCHER, "POST", "target"),
     "evaluation:leaderboard_rescore": (RESEARCHER, "POST", "target"),
     "evaluation:leaderboard_published_ceiling": (RESEARCHER, "POST", "target"),
+    "evaluation:leaderboard_layer_choice": (PUBLIC, "GET", "target"),
     "evaluation:target_differences": (PUBLIC, "GET", "target"),
     "evaluation:compare": (RESEARCHER, "GET", ""),
     "evaluation:compare_section": (RESEARCHER, "GET", ""),

@@ -1,0 +1,165 @@
+"""Choosing a model's layer without scoring it on the data it was chosen on.
+
+A board's "best layer per model" takes the layer with the highest score and reports that
+score: chosen and scored on the same judgments, so it is optimistic (the maximum of noisy
+estimates is biased upwards, more so the more layers were tried). The cross-validated choice
+splits the *stimuli* at random in two halves (a judgment belongs to a half when all its
+stimuli do), chooses the layer on one half, scores it on the other, and the reverse; over
+``splits`` seeded random halvings the estimate is the mean held-out score. Beside it, the
+optimistic choice on the same halves (chosen and scored on the held-out half), so the two are
+compared on the same judgments: by construction the cross-validated one is never above it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from evaluation.engine.errors import MetricError
+from evaluation.engine.metrics.human import PairRatings, unit_rows
+
+CV_SPLITS = 20
+CV_SEED = 0
+MIN_HALF_ITEMS = 10  # judgments a half needs for a score worth choosing on
+
+
+@dataclass(frozen=True)
+class HalfScorer:
+    """How a kind of judgment is scored on a subset of its items: ``per_item`` turns a
+    layer's embeddings into one number per item (a similarity, a credit), ``aggregate`` turns
+    those of the chosen items into the score."""
+
+    stimuli: np.ndarray  # (items, k) the stimulus rows each item shows
+    per_item: Callable[[np.ndarray], np.ndarray]
+    aggregate: Callable[[np.ndarray, np.ndarray], float]  # (values, item mask) -> score
+
+
+def _cosines(unit: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", unit[a], unit[b])
+
+
+def pairs_scorer(pairs: PairRatings, *, correlation: str = "spearman") -> HalfScorer:
+    correlate = stats.spearmanr if correlation == "spearman" else stats.pearsonr
+
+    def aggregate(similarity: np.ndarray, mask: np.ndarray) -> float:
+        return float(correlate(similarity[mask], pairs.mean[mask])[0])
+
+    return HalfScorer(
+        np.stack([pairs.i, pairs.j], axis=1),
+        lambda x: _cosines(unit_rows(x), pairs.i, pairs.j),
+        aggregate,
+    )
+
+
+def triplets_scorer(triplets: np.ndarray, chosen: np.ndarray) -> HalfScorer:
+    def credit(x: np.ndarray) -> np.ndarray:
+        unit = unit_rows(x)
+        t = triplets
+        sim = np.stack(
+            [
+                _cosines(unit, t[:, 1], t[:, 2]),
+                _cosines(unit, t[:, 0], t[:, 2]),
+                _cosines(unit, t[:, 0], t[:, 1]),
+            ],
+            axis=1,
+        )
+        best = np.isclose(sim, sim.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
+        return (best & (t == chosen[:, None])).sum(axis=1) / best.sum(axis=1)
+
+    return HalfScorer(triplets, credit, lambda values, mask: float(values[mask].mean()))
+
+
+def two_afc_scorer(
+    reference: np.ndarray, first: np.ndarray, second: np.ndarray, share_first: np.ndarray
+) -> HalfScorer:
+    def share(x: np.ndarray) -> np.ndarray:
+        unit = unit_rows(x)
+        to_first = _cosines(unit, reference, first)
+        to_second = _cosines(unit, reference, second)
+        tie = np.isclose(to_first, to_second, rtol=0, atol=1e-12)
+        return np.where(tie, 0.5, np.where(to_first > to_second, share_first, 1 - share_first))
+
+    return HalfScorer(
+        np.stack([reference, first, second], axis=1),
+        share,
+        lambda values, mask: float(values[mask].mean()),
+    )
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    layers: tuple[str, ...]
+    full: dict[str, float]  # each layer's score on every judgment
+    optimistic_layer: str  # the best on every judgment (the board's choice)
+    cv_mean: float  # mean held-out score of the layer chosen on the other half
+    cv_low: float  # 2.5th and 97.5th percentiles over the random halvings
+    cv_high: float
+    same_halves_optimistic: float  # mean over the same halves of the best layer's score there
+    chosen: dict[str, int]  # how often each layer was chosen (2 per halving)
+    splits: int
+    seed: int
+    items_per_half: float
+
+    @property
+    def optimism(self) -> float:
+        """How much choosing on the scored data adds, on the same halves."""
+        return self.same_halves_optimistic - self.cv_mean
+
+
+def cross_validated_layer(
+    layers: dict[str, np.ndarray],
+    scorer: HalfScorer,
+    *,
+    n_stimuli: int,
+    splits: int = CV_SPLITS,
+    seed: int = CV_SEED,
+) -> LayerChoice:
+    """Choose a layer on a random half of the stimuli, score it on the other (both ways), over
+    ``splits`` seeded halvings. ``layers``: name -> (n_stimuli, d) embeddings."""
+    if len(layers) < 2:
+        raise MetricError("A layer choice needs two or more layers.")
+    names = tuple(layers)
+    values = {name: scorer.per_item(np.asarray(x, dtype=np.float64)) for name, x in layers.items()}
+    everything = np.ones(len(scorer.stimuli), dtype=bool)
+    full = {name: scorer.aggregate(values[name], everything) for name in names}
+    rng = np.random.default_rng(seed)
+    held_out, optimistic, sizes, picks = [], [], [], Counter[str]()
+    for _ in range(splits):
+        in_first = rng.permutation(n_stimuli) < n_stimuli // 2
+        side = in_first[scorer.stimuli]
+        halves = (side.all(axis=1), (~side).all(axis=1))
+        if min(int(h.sum()) for h in halves) < MIN_HALF_ITEMS:
+            raise MetricError(
+                f"A random half of the {n_stimuli} stimuli keeps fewer than {MIN_HALF_ITEMS} "
+                "judgments: too few to choose a layer on."
+            )
+        scores = [{name: scorer.aggregate(values[name], h) for name in names} for h in halves]
+        means = []
+        for choose, score in ((0, 1), (1, 0)):
+            pick = max(names, key=lambda n, s=scores[choose]: _finite(s[n]))
+            picks[pick] += 1
+            means.append(scores[score][pick])
+            optimistic.append(max(_finite(v) for v in scores[score].values()))
+        held_out.append(float(np.mean(means)))
+        sizes += [int(h.sum()) for h in halves]
+    return LayerChoice(
+        layers=names,
+        full=full,
+        optimistic_layer=max(names, key=lambda n: _finite(full[n])),
+        cv_mean=float(np.mean(held_out)),
+        cv_low=float(np.percentile(held_out, 2.5)),
+        cv_high=float(np.percentile(held_out, 97.5)),
+        same_halves_optimistic=float(np.mean(optimistic)),
+        chosen=dict(picks),
+        splits=splits,
+        seed=seed,
+        items_per_half=float(np.mean(sizes)),
+    )
+
+
+def _finite(value: float) -> float:
+    return value if np.isfinite(value) else -np.inf
