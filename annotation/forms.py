@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.db import models
 from django.utils.functional import cached_property
 
 from annotation.models import Study, StudyKind
@@ -351,7 +352,9 @@ class StudyForm(forms.ModelForm):
 
     def _default(self, name: str) -> Any:
         if name in DESIGN_FIELDS:
-            return Study._meta.get_field(name).get_default()
+            field = Study._meta.get_field(name)
+            assert isinstance(field, models.Field)  # a column, not a relation
+            return field.get_default()
         return self.fields[name].initial  # the item fields: the form's own
 
     def design(self) -> dict[str, Any]:

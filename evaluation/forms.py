@@ -161,13 +161,13 @@ MEDIA_SUFFIXES = {
     Modality.AUDIO: frozenset(AUDIO_SUFFIXES),
     Modality.VIDEO: frozenset(VIDEO_SUFFIXES),
 }
-MODALITY_NOUNS = {
+MODALITY_NOUNS: dict[str, str] = {
     Modality.TEXT: "texts",
     Modality.IMAGE: "images",
     Modality.AUDIO: "audio",
     Modality.VIDEO: "video",
 }
-UPLOAD_FOR = {
+UPLOAD_FOR: dict[str, str] = {
     Modality.TEXT: "a CSV, TSV or text file",
     Modality.IMAGE: "a zip of image folders",
     Modality.AUDIO: "a zip of audio folders",
@@ -485,8 +485,7 @@ DatasetImportForm.base_fields.update(
 
 def _modality_from_file_field() -> forms.ChoiceField:
     """On the web the modality may be left to the file (file_modality); the API asks."""
-    spec = DatasetImportForm.base_fields["modality"]
-    assert isinstance(spec, forms.ChoiceField)
+    (spec,) = [field for field in DATASET_IMPORT_FIELDS if field.name == "modality"]
     return forms.ChoiceField(
         choices=[("", "Decide from the file"), *spec.choices],
         initial="",
