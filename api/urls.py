@@ -10,7 +10,7 @@ from drf_spectacular.views import (
 )
 from rest_framework.routers import SimpleRouter
 
-from api import token_views, views
+from api import figure_views, token_views, views
 
 app_name = "api"
 
@@ -44,6 +44,7 @@ urlpatterns = [
         SpectacularRedocView.as_view(url_name="api:schema", template_name="api/redoc.html"),
         name="redoc",
     ),
+    path("figures/<slug:kind>/", figure_views.FigureView.as_view(), name="figure"),
     *router.urls,
     # Last: any other address under /api/ gets a JSON 404, not Django's HTML page.
     re_path(r"^.*$", views.UnknownEndpointView.as_view(), name="unknown"),

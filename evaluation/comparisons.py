@@ -10,15 +10,19 @@ Holm-adjusted over all the pairs shown. Rank intervals and tie groups are the bo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import numpy as np
+from django.http import QueryDict
 from django.utils.safestring import SafeString
 
+from core import querystring as qs
 from evaluation import plots
 from evaluation.engine.metrics.paired import ALPHA, PairwiseTable, pairwise_table
-from evaluation.leaderboards import Board, load_resamples
+from evaluation.leaderboards import Board, BoardQuery, leaderboard, load_resamples
+from evaluation.models import Target
 
 DIFFERENCES_DEFAULT_MODELS = 20
 DIFFERENCES_MAX_MODELS = 40  # 780 pairs: the table stays readable, the heatmap legible
@@ -96,6 +100,7 @@ class Differences:
             title=f"{self.metric}: row minus column",
             signed=True,
             notes=notes,
+            value_label="difference, row model minus column model",
         )
 
 
@@ -197,3 +202,33 @@ def differences_json(differences: Differences) -> dict[str, Any]:
             if i != j
         ],
     }
+
+
+# The board's view carries over to the differences page; these are the page's own parameters.
+NOT_KEPT = ("sort", "page", "per_page", "metric", "top", "format")
+
+
+@dataclass(frozen=True)
+class DifferencesPage:
+    """The differences page's state from its URL: the board's view (``query``, and ``kept``:
+    its parameters that carry over), the board, the table, and ``shown``: the parameters
+    that rebuild this table (for its CSV and its figure's downloads)."""
+
+    query: BoardQuery
+    board: Board
+    table: Differences
+    kept: list[tuple[str, str]]
+    shown: list[tuple[str, str]]
+
+
+def differences_page(target: Target, params: Mapping[str, Any]) -> DifferencesPage:
+    """One home for reading the differences page's URL: the page, its CSV, its figure's
+    downloads and the figure API all call it."""
+    query = BoardQuery.from_params(cast(QueryDict, params))  # reads it with .get, as a Mapping
+    metric = qs.text_param(params, "metric", max_length=200)
+    top = qs.int_param(params, "top", minimum=2, maximum=DIFFERENCES_MAX_MODELS, clamp=True)
+    board = leaderboard(target=target, query=replace(query, sort=metric or query.sort))
+    table = board_differences(board, top=top or DIFFERENCES_DEFAULT_MODELS)
+    kept = [(k, str(v)) for k, v in QueryDict(query.as_params()).items() if k not in NOT_KEPT]
+    shown = [*kept, ("metric", board.sort_key), ("top", str(len(table.models) or ""))]
+    return DifferencesPage(query, board, table, kept, shown)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from evaluation import stimulus_views, views
+from evaluation import figure_views, stimulus_views, views
 
 app_name = "evaluation"
 
@@ -32,6 +32,7 @@ urlpatterns = [
     path("compare/", views.compare_page, name="compare"),
     path("compare/section/", views.compare_section, name="compare_section"),
     path("compare/pairs.csv", views.compare_pairs_csv, name="compare_pairs_csv"),
+    path("figures/<slug:kind>.<slug:fmt>", figure_views.figure_download, name="figure_download"),
     path("models/", views.model_list, name="model_list"),
     path("models/new/", views.model_create, name="model_create"),
     path("models/import-embeddings/", views.embeddings_import_view, name="embeddings_import"),

@@ -4,7 +4,7 @@ works as plain HTML without JavaScript."""
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlencode
 
@@ -25,8 +25,8 @@ from evaluation import (
     comparisons,
     downloads,
     efficiency,
+    figures,
     hub_ids,
-    plots,
     selectors,
     services,
     stacking,
@@ -235,21 +235,15 @@ def target_differences(request: HttpRequest, target_id: int) -> HttpResponse:
     """Every pairwise paired difference among a target's top models on one metric: a
     heatmap and a table, with tie groups; CSV with ?format=csv."""
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
-    query = boards.BoardQuery.from_params(request.GET)
-    metric = qs.text_param(request.GET, "metric", max_length=200)
-    top = qs.int_param(
-        request.GET, "top", minimum=2, maximum=comparisons.DIFFERENCES_MAX_MODELS, clamp=True
-    )
-    board = boards.leaderboard(target=target, query=replace(query, sort=metric or query.sort))
-    table = comparisons.board_differences(board, top=top or comparisons.DIFFERENCES_DEFAULT_MODELS)
+    page = comparisons.differences_page(target, request.GET)
+    query, board, table = page.query, page.board, page.table
     if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
         response = HttpResponse(content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="differences-{target.pk}.csv"'
         csv.writer(response).writerows(comparisons.differences_csv_rows(table))
         return response
     # The board's view (layers, order, filters) carries over to the form and the CSV.
-    kept = [(k, v) for k, v in QueryDict(query.as_params()).items() if k not in NOT_KEPT]
-    shown = [*kept, ("metric", board.sort_key), ("top", str(len(table.models) or ""))]
+    kept, shown = page.kept, page.shown
     return render(
         request,
         "evaluation/differences.html",
@@ -259,15 +253,13 @@ def target_differences(request: HttpRequest, target_id: int) -> HttpResponse:
             "table": table,
             "kept": kept,
             "csv_query": urlencode([*shown, ("format", "csv")]),
+            "figure": figures.differences_figure(target, table, shown),
             "board_query": query.as_params(sort=board.sort_key, page=1),
             "max_models": comparisons.DIFFERENCES_MAX_MODELS,
             "default_models": comparisons.DIFFERENCES_DEFAULT_MODELS,
             "alpha": ALPHA,
         },
     )
-
-
-NOT_KEPT = ("sort", "page", "per_page", "metric", "top", "format")
 
 
 @researcher_required
@@ -541,25 +533,9 @@ def _efficiency_context(request: HttpRequest, model: PretrainedModel) -> dict[st
     except ValidationError as exc:
         context["efficiency_problem"] = " ".join(exc.messages)
         return context
-    series = {
-        f"{model.name} (k descriptions per stimulus)": [
-            plots.Point(p.judgments, p.mean, f"{p.per_item} per stimulus", p.ci_low, p.ci_high)
-            for p in curves.descriptions.points
-        ]
-    }
-    if curves.ratings is not None:
-        series["direct ratings (reliability, m per pair)"] = [
-            plots.Point(p.judgments, p.mean, f"{p.per_item} per pair", p.ci_low, p.ci_high)
-            for p in curves.ratings.points
-        ]
     context.update(
         efficiency_target=chosen,
-        efficiency_chart=plots.line_chart(
-            series,
-            title=f"{chosen.name}: what each judgment buys",
-            x_label="human judgments consumed",
-            y_label="Spearman with people / reliability",
-        ),
+        efficiency_chart=figures.efficiency_figure(model, chosen, curves),
         efficiency_problem=curves.ratings_problem,
     )
     return context
@@ -618,18 +594,7 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
             "embedding_sets": selectors.embedding_sets().filter(model=model),
             "embedding_formats": downloads.EMBEDDING_FORMATS,
             "matrix_formats": downloads.MATRIX_FORMATS,
-            "curves": [
-                (
-                    target,
-                    plots.line_chart(
-                        series,
-                        title=f"{target.name}: score by layer",
-                        x_label="layer depth (order in the model)",
-                        y_label="score",
-                    ),
-                )
-                for target, series in selectors.model_layer_curves(model=model)
-            ],
+            "curves": figures.layer_curve_figures(model),
             **_efficiency_context(request, model),
         },
     )

@@ -72,6 +72,17 @@ def catalogue(answered_study, text_catalogue) -> dict[str, int]:
         n=8,
         details={"k": 1},
     )
+    # A second layer scored: the model's score-by-layer figure has a curve to draw.
+    ScoreFactory(
+        run=text_catalogue["run"],
+        model=text_catalogue["model"],
+        target=text_catalogue["target"],
+        layer="0",
+        metric_key="knn(k=1,split=loo)",
+        params={"k": 1, "split": "loo"},
+        value=0.5,
+        n=8,
+    )
     judgments = pairs_judgments(text_catalogue["dataset"])
     return {
         "model": text_catalogue["model"].pk,
@@ -106,6 +117,14 @@ def strategies(operation: Any, catalogue: dict[str, int]) -> st.SearchStrategy:
             known = catalogue[RESOURCE[operation.path.split("/")[2]]]
             options.append(
                 operation.as_strategy(generation_mode=mode, path_parameters={"id": known})
+            )
+        if operation.path == "/api/figures/{kind}/":  # a figure that exists
+            options.append(
+                operation.as_strategy(
+                    generation_mode=mode,
+                    path_parameters={"kind": "score-by-layer"},
+                    query={"model": str(catalogue["model"]), "target": str(catalogue["target"])},
+                )
             )
         if operation.path in PAIR_TARGET_PATHS:
             query = {"models": str(catalogue["model"])} if "pairs" in operation.path else {}
@@ -156,7 +175,8 @@ def test_no_operation_errors_or_leaves_its_schema(catalogue, researcher, wsgi_ap
         seen[f"{operation.method.upper()} {operation.path}"] = fuzz(operation, catalogue, auth)
     elapsed = time.monotonic() - started
     assert elapsed < TIME_BUDGET_SECONDS, f"the fuzz took {elapsed:.0f} s"
-    # 25, the nine download and import operations of issue 18, and issue 20's comparisons
-    assert len(seen) == 35
+    # 25, the nine download and import operations of issue 18, issue 20's comparisons and
+    # issue 23's figures
+    assert len(seen) == 36
     # The real catalogue was reached: every read answered 200 at least once.
     assert not [label for label, codes in seen.items() if label[:3] == "GET" and 200 not in codes]

@@ -70,6 +70,9 @@ ENDPOINTS = [
     Endpoint("GET", "/api/embeddings/{embeddings}/similarity/", 200),
     Endpoint("GET", "/api/embedding-imports/", 200),
     Endpoint("GET", "/api/embedding-imports/{embedding_import}/", 200),
+    # One layer scored: no curve to draw (400), but the researcher got in.
+    Endpoint("GET", "/api/figures/score-by-layer/?model={model}&target={target}", 400),
+    Endpoint("GET", "/api/figures/differences/?target={target}&format=csv", 400, public=True),
     Endpoint("GET", "/api/schema/", 200, public=True),
     Endpoint("GET", "/api/docs/", 200, public=True),
     Endpoint("GET", "/api/redoc/", 200, public=True),
@@ -95,6 +98,8 @@ def test_the_table_covers_every_operation_of_the_schema():
         "{pair_target}": "{id}",
         "{embeddings}": "{id}",
         "{embedding_import}": "{id}",
+        "/figures/score-by-layer/": "/figures/{kind}/",
+        "/figures/differences/": "/figures/{kind}/",
     }
 
     def generic(path: str) -> str:

@@ -38,6 +38,8 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "evaluation:leaderboard_layer_choice": (PUBLIC, "GET", "target"),
     "evaluation:target_differences": (PUBLIC, "GET", "target"),
     "evaluation:compare": (RESEARCHER, "GET", ""),
+    # A figure's SVG, PNG or CSV: researchers (the kinds of public pages are public).
+    "evaluation:figure_download": (RESEARCHER, "GET", "figure"),
     "evaluation:compare_section": (RESEARCHER, "GET", ""),
     "evaluation:compare_pairs_csv": (RESEARCHER, "GET", ""),
     "evaluation:model_list": (RESEARCHER, "GET", ""),
@@ -161,6 +163,8 @@ def route_url(name: str, needs: str, site: dict) -> str:
             args.append(site["tagger"].token)
         elif need == "export":
             args += ["responses", "csv"]
+        elif need == "figure":
+            args += ["score-by-layer", "svg"]
         elif need == "shown_stimulus":
             args.append(site["shown_stimulus"])
         elif need == "step":

@@ -1,0 +1,68 @@
+"""The study page's figure: reliability as responses arrived (see ``evaluation.figures``
+for what a figure is and how the page, its downloads and the API share it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from annotation import selectors
+from annotation.models import Study
+from evaluation import figures, plots
+
+TREND_COLUMNS = [
+    "after (regular responses; multi-arrangement: completed participants)",
+    "reliability (split-half, Spearman-Brown corrected; choice studies: leave-one-out agreement)",
+    "sd over random splits",
+]
+
+
+def reliability_trend_figure(study: Study, trend: list[dict[str, Any]]) -> figures.Figure | None:
+    """``trend``: ``annotation.selectors.reliability_trend(study)``; None where no point has
+    a value (nothing to draw)."""
+    if not any(point["mean"] is not None for point in trend):
+        return None
+    unit = "participants" if study.is_arrangement else "responses"
+    points = [
+        plots.Point(
+            point["responses"],
+            point["mean"],
+            f"after {point['responses']} {unit}",
+            point["mean"] - point["sd"] if point["sd"] is not None else None,
+            point["mean"] + point["sd"] if point["sd"] is not None else None,
+        )
+        for point in trend
+        if point["mean"] is not None
+    ]
+    svg = plots.line_chart(
+        {"reliability": points},
+        title=f"{study.name}: reliability as {unit} arrived",
+        x_label=f"{unit} so far",
+        y_label="reliability",
+        band_label="shaded: ± 1 SD over random splits",
+    )
+    return figures.Figure(
+        kind="reliability-trend",
+        svg=svg,
+        columns=TREND_COLUMNS,
+        rows=[[point["responses"], point["mean"], point["sd"]] for point in trend],
+        filename=figures.file_stem("reliability-trend", study.name),
+        params=[("study", str(study.pk))],
+        caption="Shaded: ± 1 SD of the split-half value over random splits of the "
+        "participants. Hover a point for its value.",
+    )
+
+
+@figures.register(
+    "reliability-trend",
+    summary="A study's reliability as responses (or sessions) arrived",
+    params={"study": "study id"},
+)
+def reliability_trend(params: Mapping[str, Any]) -> figures.Figure:
+    study = figures.object_param(params, "study", Study)
+    figure = reliability_trend_figure(study, selectors.reliability_trend(study))
+    if figure is None:
+        raise figures.FigureProblem(
+            f"{study.name} has no reliability yet: items need at least two responses each."
+        )
+    return figure

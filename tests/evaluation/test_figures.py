@@ -1,0 +1,354 @@
+"""Figures to take away: each plot as SVG, PNG and the CSV of its data, from the page's links
+and the API, built by one function per kind; and plots readable by default (layers in depth
+order with the final embedding last, colour bars with their limits, a colour scale for the
+data's range, CI bands under the points, the ceiling dashed)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import re
+import struct
+
+import numpy as np
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotation import services as study_services
+from annotation.services import Answer, ItemPlan
+from evaluation import figures, plots
+from evaluation.models import Target
+from tests.api.conftest import token_client
+from tests.conftest import make_text_dataset
+from tests.factories import PretrainedModelFactory, RunFactory, ScoreFactory
+
+pytestmark = pytest.mark.django_db
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+KEY = "pair_alignment(correlation=spearman)"
+
+
+@pytest.fixture
+def layered():
+    """A timm-like model whose layer list starts with its final embedding (as the adapters
+    list it), scored at three layers, the deepest module twice (the latest counts)."""
+    model = PretrainedModelFactory(
+        name="layered-net",
+        layers=[{"name": n, "shape": [8]} for n in ("pre_logits", "stem", "blocks.0", "blocks.1")],
+    )
+    dataset = make_text_dataset(name="layered words")
+    target = Target.objects.get(dataset=dataset)
+    run = RunFactory(dataset=dataset)
+    for layer, value in (
+        ("pre_logits", 0.61),
+        ("blocks.1", 0.4),
+        ("stem", 0.2),
+        ("blocks.1", 0.5123),
+    ):
+        ScoreFactory(
+            run=RunFactory(dataset=dataset) if layer == "blocks.1" and value > 0.5 else run,
+            model=model, target=target, layer=layer, metric_key=KEY, value=value,
+            half_width=0.05, ceiling=0.8, n=120,
+        )  # fmt: skip
+    return model, target
+
+
+def svg_size(svg: str) -> tuple[int, int]:
+    width, height = re.search(r'<svg[^>]* width="(\d+)" height="(\d+)"', svg).groups()
+    return int(width), int(height)
+
+
+def csv_rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+# --- Score by layer -----------------------------------------------------------------------------
+def test_layers_run_in_depth_order_with_the_final_embedding_last(layered):
+    model, _ = layered
+    (figure,) = figures.layer_curve_figures(model)
+    rows = csv_rows(figure.csv_text())
+    assert [r[3] for r in rows[1:]] == ["stem", "blocks.1", "pre_logits"]
+    assert [r[4] for r in rows[1:]] == ["1", "2", "3"]
+    ticks = re.findall(
+        r'<text x="([\d.]+)"[^>]*rotate\(-45[^>]*><title>([^<]+)</title>', figure.svg
+    )
+    assert [name for _, name in ticks] == ["stem", "blocks.1", "final embedding (pre_logits)"]
+    xs = [float(x) for x, _ in ticks]
+    assert xs == sorted(xs) and len(set(xs)) == 3
+    assert "layer, in network depth order (the final embedding last)" in figure.svg
+    assert figure.filename == "score-by-layer_layered-net_layered-words-labels"
+
+
+def test_the_csv_holds_the_numbers_the_page_shows(layered, researcher_client):
+    model, target = layered
+    page = researcher_client.get(
+        reverse("evaluation:model_detail", args=[model.pk])
+    ).content.decode()
+    shown = dict(
+        re.findall(rf"{re.escape(KEY)} · ([\w.]+): (0\.\d{{3}} \[0\.\d{{3}}, 0\.\d{{3}}\])", page)
+    )
+    assert shown == {
+        "stem": "0.200 [0.150, 0.250]",
+        "blocks.1": "0.512 [0.462, 0.562]",  # the latest score of that layer
+        "pre_logits": "0.610 [0.560, 0.660]",
+    }
+    (figure,) = figures.layer_curve_figures(model)
+    header, *rows = csv_rows(figure.csv_text())
+    assert header == figures.LAYER_COLUMNS
+    for row in rows:
+        value, low, high = (float(v) for v in row[5:8])
+        assert shown[row[3]] == f"{value:.3f} [{low:.3f}, {high:.3f}]"
+        assert (row[0], row[1], row[2], row[8], row[9]) == (
+            model.name,
+            target.name,
+            KEY,
+            "120",
+            "0.8",
+        )
+    assert float(rows[1][5]) == 0.5123  # full precision in the CSV
+
+
+def test_bands_lie_under_the_points_and_the_ceiling_is_dashed(layered):
+    (figure,) = figures.layer_curve_figures(layered[0])
+    svg = str(figure.svg)
+    assert svg.index("<polygon") < svg.index("<polyline") < svg.index("<circle")
+    assert 'fill-opacity="0.15"' in svg.split("<polygon")[1].split(">")[0]
+    ceiling = re.search(r'<path d="M[\d.]+,([\d.]+)H[\d.]+"[^>]*stroke-dasharray="6 4"[^>]*>'
+                        r"<title>ceiling of ([^:]+): 0.800</title>", svg)  # fmt: skip
+    assert ceiling and ceiling.group(2) == KEY
+    # The ceiling (0.8) is drawn above the best point (0.61): a smaller y in SVG.
+    top_point = min(float(y) for y in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', svg))
+    assert float(ceiling.group(1)) < top_point
+    assert f"ceiling of {KEY} (0.800)" in svg  # the legend names it, uncut
+
+
+def test_the_png_is_the_svg_rendered_at_twice_its_size(layered):
+    (figure,) = figures.layer_curve_figures(layered[0])
+    png = figure.png()
+    assert png.startswith(PNG_SIGNATURE)
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert (width, height) == tuple(2 * v for v in svg_size(figure.svg))
+    # Text is drawn (a font was found): the same SVG without its text renders smaller.
+    bare = figures.Figure("x", re.sub(r"<text.*?</text>", "", str(figure.svg)), [], [], "x")
+    assert len(bare.png()) < len(png) * 0.8
+
+
+def test_final_outputs_are_the_adapters_own_layers():
+    from evaluation.engine.adapters import (
+        baselines,
+        language_adapter,
+        open_clip_adapter,
+        sentence_transformers_adapter,
+        timm_adapter,
+        torchscript_adapter,
+        transformers_adapter,
+        video_adapter,
+    )
+    from evaluation.imports.embeddings import DEFAULT_LAYER
+
+    natives = {DEFAULT_LAYER, video_adapter.VIDEO_EMBEDDING}
+    for module in (baselines, language_adapter, open_clip_adapter, sentence_transformers_adapter,
+                   timm_adapter, torchscript_adapter, transformers_adapter):  # fmt: skip
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                natives |= set(getattr(value, "native_layers", ()))
+                default = getattr(value, "default_layer", "")
+                natives |= {default} if isinstance(default, str) and default else set()
+    assert natives == set(figures.FINAL_OUTPUTS)
+
+
+# --- Matrices ---------------------------------------------------------------------------------
+def test_a_small_matrix_names_its_stimuli_and_carries_a_colour_bar():
+    names = [f"stimulus {k}" for k in range(6)]
+    matrix = np.corrcoef(np.random.default_rng(0).normal(size=(6, 20))).tolist()
+    svg = str(plots.heatmap(matrix, row_labels=names, col_labels=names, title="t",
+                            value_label="cosine similarity"))  # fmt: skip
+    assert svg.count("<rect") == 36  # the cells; the colour bar is a path
+    assert 'class="axis-labels"' in svg and svg.count(">stimulus 3</text>") == 2
+    bar = svg.split('class="colour-bar"')[1]
+    low, high = float(np.min(matrix)), float(np.max(matrix))  # 36 values: the data's range
+    assert f">{low:.2f}</text>" in bar and f">{high:.2f}</text>" in bar
+    assert "cosine similarity (colour)" in bar and "the data&#x27;s range" in bar
+
+
+def test_a_large_matrix_names_stimuli_on_hover_and_uses_robust_limits():
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(size=(80, 80))
+    matrix[0, 0] = 50.0  # one outlier must not wash out the rest
+    names = [f"s{k}" for k in range(80)]
+    svg = str(plots.heatmap(matrix.tolist(), row_labels=names, col_labels=names, title="t"))
+    assert 'class="axis-labels"' not in svg
+    assert "<title>s3 x s7: " in svg
+    assert "robust limits: 2nd to 98th percentile" in svg
+    p98 = np.percentile(matrix, 98)
+    assert f">{p98:.2f}</text>" in svg.split('class="colour-bar"')[1]
+
+
+def test_values_crowded_in_a_band_are_rank_scaled():
+    rng = np.random.default_rng(2)
+    values = np.r_[0.9 + 0.001 * rng.random(950), rng.random(50)]  # most crowd near 0.9
+    scale = plots.colour_scale(values.tolist())
+    assert scale.how.startswith("rank-scaled")
+    colours = {scale.colour(scale.unit(v)) for v in values[:950]}
+    assert len(colours) > 100  # the crowd is told apart, not one colour
+    assert plots.colour_scale([0.0, 0.5, 1.0], low=0.0, high=1.0).how == "fixed limits"
+
+
+# --- Downloads: page links, the view, the API ---------------------------------------------------
+def test_the_model_page_links_each_figure_to_its_three_downloads(layered, researcher_client):
+    model, target = layered
+    page = researcher_client.get(
+        reverse("evaluation:model_detail", args=[model.pk])
+    ).content.decode()
+    query = f"model={model.pk}&amp;target={target.pk}"
+    for fmt in ("svg", "png", "csv"):
+        assert f'href="/figures/score-by-layer.{fmt}?{query}" download' in page
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "start"),
+    [("svg", "image/svg+xml", b"<?xml"), ("png", "image/png", PNG_SIGNATURE),
+     ("csv", "text/csv; charset=utf-8", b"model,target,metric,layer")],
+)  # fmt: skip
+def test_the_download_view_serves_each_format(layered, researcher_client, fmt, content_type, start):
+    model, target = layered
+    url = reverse("evaluation:figure_download", args=["score-by-layer", fmt])
+    response = researcher_client.get(url, {"model": model.pk, "target": target.pk})
+    assert response.status_code == 200 and response["Content-Type"] == content_type
+    assert response.content.startswith(start)
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="score-by-layer_layered-net_layered-words-labels.{fmt}"'
+    )
+
+
+def test_the_download_view_refuses_what_makes_no_figure(layered, researcher_client, outsider):
+    model, target = layered
+    url = reverse("evaluation:figure_download", args=["score-by-layer", "svg"])
+    missing = researcher_client.get(url, {"model": model.pk})
+    assert missing.status_code == 400 and missing.content.decode().startswith("Give target=<id>")
+    assert researcher_client.get(url, {"model": model.pk, "target": 999999}).status_code == 404
+    unknown = reverse("evaluation:figure_download", args=["pie-chart", "svg"])
+    assert researcher_client.get(unknown).status_code == 404
+    gif = reverse("evaluation:figure_download", args=["score-by-layer", "gif"])
+    assert researcher_client.get(gif, {"model": model.pk, "target": target.pk}).status_code == 404
+    client = Client()  # researcher_client is the default client, logged in
+    anonymous = client.get(url, {"model": model.pk, "target": target.pk})
+    assert anonymous.status_code == 302 and "/login" in anonymous["Location"]
+    client.force_login(outsider)
+    assert client.get(url, {"model": model.pk, "target": target.pk}).status_code == 403
+
+
+def test_the_api_serves_the_same_figure_to_researchers(layered, researcher, anonymous_api):
+    model, target = layered
+    api = token_client(researcher)
+    url = reverse("api:figure", args=["score-by-layer"])
+    params = {"model": model.pk, "target": target.pk}
+    (figure,) = figures.layer_curve_figures(model)
+    csv_response = api.get(url, {**params, "format": "csv"})
+    assert csv_response.status_code == 200
+    assert csv_response.content.decode() == figure.csv_text()
+    png = api.get(url, {**params, "format": "png"})
+    assert png["Content-Type"] == "image/png" and png.content.startswith(PNG_SIGNATURE)
+    svg = api.get(url, params)  # SVG unless asked otherwise
+    assert svg["Content-Type"] == "image/svg+xml" and b"score by layer" in svg.content
+    bad = api.get(url, {**params, "format": "gif"})
+    assert bad.status_code == 400 and "Choose svg, png or csv" in bad.json()["error"]["message"]
+    absent = api.get(url, {"model": model.pk, "target": 999999})
+    assert (
+        absent.status_code == 404
+        and absent.json()["error"]["message"] == "No target with id 999999."
+    )
+    assert anonymous_api.get(url, params).status_code == 401
+
+
+def test_the_api_documents_every_figure_kind(researcher):
+    response = token_client(researcher).get(
+        "/api/schema/?format=json", HTTP_ACCEPT="application/json"
+    )
+    schema = json.loads(response.content)
+    operation = schema["paths"]["/api/figures/{kind}/"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert set(parameters["kind"]["schema"]["enum"]) >= {
+        "score-by-layer", "efficiency", "differences", "reliability-trend",
+    }  # fmt: skip
+    assert sorted(parameters["format"]["schema"]["enum"]) == ["csv", "png", "svg"]
+    assert {"model", "target", "study", "metric", "top"} <= set(parameters)
+    assert set(operation["responses"]["200"]["content"]) == {
+        "image/svg+xml",
+        "image/png",
+        "text/csv",
+    }
+
+
+@pytest.fixture
+def anonymous_api():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+# --- The differences heatmap (public) and the reliability trend ----------------------------------
+def test_the_differences_figure_is_public_and_its_csv_is_the_pages(client):
+    from tests.evaluation.test_paired_leaderboard import board_of_20
+
+    target = board_of_20.__wrapped__()
+    page = client.get(reverse("evaluation:target_differences", args=[target.pk]), {"top": 4})
+    html = page.content.decode()
+    link = (
+        re.search(r'href="(/figures/differences\.csv\?[^"]+)"', html).group(1).replace("&amp;", "&")
+    )
+    assert "top=4" in link and f"target={target.pk}" in link
+    response = client.get(link)
+    assert response.status_code == 200
+    rows = csv_rows(response.content.decode())
+    page_csv = client.get(reverse("evaluation:target_differences", args=[target.pk]),
+                          {"top": 4, "format": "csv"})  # fmt: skip
+    assert rows == csv_rows(page_csv.content.decode()) and len(rows) == 1 + 4 * 3
+    svg = client.get(link.replace("differences.csv", "differences.svg")).content.decode()
+    assert svg.count("<rect") == 16 and 'class="colour-bar"' in svg
+    assert "difference, row model minus column model (colour)" in svg
+
+
+keys = (f"figure-key-{n}" for n in itertools.count())
+
+
+def test_the_study_page_draws_the_reliability_trend_with_its_downloads(
+    researcher, researcher_client
+):
+    study = study_services.study_create(
+        dataset=make_text_dataset(name="sentences for a trend"),
+        name="Trend study",
+        kind="pairs",
+        items=ItemPlan(),
+        judgments_per_item=4,
+        trials_per_session=28,
+        created_by=researcher,
+    )
+    study_services.study_set_status(study=study, status="open")
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        participant = study_services.participant_start(study=study, external_id=f"P{k}")
+        while (trial := study_services.trial_current(participant=participant)) is not None:
+            a, b = trial.item.a_id, trial.item.b_id
+            value = int(np.clip(round((a * 7 + b * 3) % 7 + 1 + rng.normal(0, 0.5)), 1, 7))
+            study_services.response_submit(
+                participant=participant,
+                answer=Answer(
+                    trial_id=trial.pk, idempotency_key=next(keys), value=value, rt_ms=900
+                ),
+            )
+    html = researcher_client.get(study.get_absolute_url()).content.decode()
+    figure_html = html.split('id="trend-figure"')[1].split("</figure>")[0]
+    assert "reliability as responses arrived" in figure_html
+    link = re.search(r'href="(/figures/reliability-trend\.csv\?study=\d+)"', figure_html).group(1)
+    rows = csv_rows(researcher_client.get(link).content.decode())
+    assert rows[0] == [
+        "after (regular responses; multi-arrangement: completed participants)",
+        "reliability (split-half, Spearman-Brown corrected; choice studies: leave-one-out agreement)",
+        "sd over random splits",
+    ]
+    table = re.findall(r'<tr><td class="num">(\d+)</td><td class="num">([-\d.\N{EN DASH}]+)</td></tr>',
+                       html.split('id="trend"')[1])  # fmt: skip
+    assert [(r[0], f"{float(r[1]):.3f}" if r[1] else "\N{EN DASH}") for r in rows[1:]] == table
