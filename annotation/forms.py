@@ -288,6 +288,8 @@ class StudyForm(forms.ModelForm):
         for name in FIELD_KINDS.keys() & self.fields.keys():
             if self.chosen_kind not in FIELD_KINDS[name]:
                 self.fields[name].required = False  # ignored: see clean()
+        if self.chosen_kind in CHOICE_KINDS:
+            self.fields["item_mode"].initial = "random"  # 'all pairs' is for pair studies
 
     @cached_property
     def chosen_kind(self) -> str:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import secrets
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 
 from annotation import views
 from annotation.forms import ConsentForm
-from annotation.models import Study
+from annotation.models import Item, Study
 from annotation.services import preview
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
@@ -70,7 +70,10 @@ def study_preview_trial(request: HtmxHttpRequest, study_id: int, step: int) -> H
                 "restart": reverse("annotation:study_preview", args=[study.pk]),
             },
         )
-    trial = preview.preview_trial(participant, steps[step], seed)
+    try:
+        trial = preview.preview_trial(participant, steps[step], seed)
+    except Item.DoesNotExist as exc:
+        raise Http404(str(exc)) from None
     # The participant page's own context: the preview cannot drift from what they see.
     context = views._trial_context(participant, trial, "")
     context.update(

@@ -78,6 +78,8 @@ def preview_trial(participant: Participant, step: PreviewStep, seed: int) -> Tri
 
 def _sample_item(study: Study, rng: random.Random) -> Item:
     ids = list(study.items.order_by("pk").values_list("pk", flat=True)[:ITEM_SAMPLE])
+    if not ids:  # a study always has items (design.study_create); say so if one has not
+        raise Item.DoesNotExist(f"{study.name} has no items to preview.")
     return Item.objects.get(pk=rng.choice(ids))
 
 

@@ -65,6 +65,14 @@ def test_without_a_kind_every_group_is_there_marked_with_its_kinds(client, resea
     assert "js/study_form.js" in html
 
 
+def test_a_triplet_form_starts_from_a_random_subset(client, researcher):
+    """'All pairs' is for pair studies: a triplet form does not offer it as its start."""
+    client.force_login(researcher)
+    html = client.get(reverse("annotation:study_create") + "?kind=triplets").content.decode()
+    assert re.search(r'<input type="radio" name="item_mode" value="random"[^>]* checked', html)
+    assert "<legend>Rating scale" not in html and 'name="min_retest_agreement"' in html
+
+
 def test_labels_are_words_and_help_says_units_and_defaults():
     form = StudyForm()
     assert form["consent_md"].label == "Consent text (Markdown)"
@@ -200,6 +208,52 @@ def test_the_preview_of_image_stimuli_shows_them_to_the_researcher(client, resea
     for source in sources:
         assert source.startswith("/stimuli/") or "/stimuli/" in source
         assert client.get(source).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "design", "marker"),
+    [
+        ("triplets", {"catch_trials": 1}, "Which one is the odd one out?"),
+        ("2afc", {"catch_trials": 1}, "more similar to the one above?"),
+        ("tags", {}, "Describe it with a few tags"),
+        ("tags", {"tag_mode": "adaptive"}, "Describe it with a few tags"),
+        ("arrangement", {"catch_trials": 1}, 'class="arena-item text"'),
+    ],
+)
+def test_every_kind_of_study_previews_with_its_participant_page(
+    client, researcher, kind, design, marker
+):
+    study = services.study_create(
+        dataset=make_text_dataset(),
+        name=f"{kind} preview",
+        kind=kind,
+        items=ItemPlan(mode="random", count=6) if kind in ("triplets", "2afc") else ItemPlan(),
+        trials_per_session=4,
+        practice_trials=1,
+        **design,
+    )
+    client.force_login(researcher)
+    step, roles = 0, []
+    while step < 10:
+        page = client.get(reverse("annotation:study_preview_trial", args=[study.pk, step]))
+        html = page.content.decode()
+        if "completion-code" in html:
+            break
+        assert page.status_code == 200 and marker in html, html[:3000]
+        roles.append(re.search(r'data-role="(\w+)"', html).group(1))
+        step += 1
+    expected = (
+        {"practice", "regular", "catch"}
+        if design.get("catch_trials")
+        else {
+            "practice",
+            "regular",
+        }
+    )
+    assert set(roles) == expected
+    if kind == "arrangement":  # the first arrangement only: the later ones need answers
+        assert roles.count("regular") == 1
+    assert not Participant.objects.exists() and not Trial.objects.exists()
 
 
 def test_a_preview_is_for_researchers_only(client, draft):
