@@ -40,6 +40,7 @@ from annotation import exports as study_exports
 from annotation import selectors as study_selectors
 from annotation.models import Study
 from api import exports, filters, serializers
+from api.archive_views import ArchiveActions
 from api.errors import Conflict, ErrorSerializer, UploadTooLarge
 from api.parsers import JSONParser
 from api.permissions import IsResearcher, PublicReadResearcherWrite
@@ -180,7 +181,7 @@ class ObtainTokenView(APIView):
     list=extend_schema(summary="List registered models"),
     retrieve=extend_schema(summary="A model's card"),
 )
-class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
+class ModelViewSet(ArchiveActions, mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     """The model catalogue: pretrained models, untrained and simple baselines."""
 
     queryset = selectors.models_all(include_archived=True)  # lists: see ModelFilter
@@ -251,7 +252,9 @@ class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     list=extend_schema(summary="List datasets"),
     retrieve=extend_schema(summary="A dataset, with its label counts and targets"),
 )
-class DatasetViewSet(_UploadParsers, mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
+class DatasetViewSet(
+    ArchiveActions, _UploadParsers, mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById
+):
     """Stimulus datasets (images, texts, audio, video) and their stimuli."""
 
     serializer_class = serializers.DatasetSerializer
@@ -440,7 +443,7 @@ class ScoreViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     list=extend_schema(summary="List targets (public): what scores measure agreement with"),
     retrieve=extend_schema(summary="A target (public)"),
 )
-class TargetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
+class TargetViewSet(ArchiveActions, mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     """What scores measure agreement with: a dataset's labels or a judgments version."""
 
     permission_classes = [PublicReadResearcherWrite]
@@ -624,7 +627,7 @@ EXPORT_RESPONSES = {
     list=extend_schema(summary="List studies with participant and item counts"),
     retrieve=extend_schema(summary="A study: coverage, participants, reliability and aggregations"),
 )
-class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
+class StudyViewSet(ArchiveActions, mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     """Human studies (pair ratings, triplets, 2AFC, tags) and their data."""
 
     serializer_class = serializers.StudySerializer

@@ -73,6 +73,18 @@ ENDPOINTS = [
     # One layer scored: no curve to draw (400), but the researcher got in.
     Endpoint("GET", "/api/figures/score-by-layer/?model={model}&target={target}", 400),
     Endpoint("GET", "/api/figures/differences/?target={target}&format=csv", 400, public=True),
+    Endpoint("POST", "/api/models/{model}/archive/", 200),
+    Endpoint("POST", "/api/models/{model}/unarchive/", 200),
+    Endpoint("DELETE", "/api/models/{model}/", 409),  # scores, an unfinished run, open
+    Endpoint("POST", "/api/datasets/{dataset}/archive/", 200),
+    Endpoint("POST", "/api/datasets/{dataset}/unarchive/", 200),
+    Endpoint("DELETE", "/api/datasets/{dataset}/", 409),  # scores, an unfinished run, open
+    Endpoint("POST", "/api/targets/{target}/archive/", 200),
+    Endpoint("POST", "/api/targets/{target}/unarchive/", 200),
+    Endpoint("DELETE", "/api/targets/{target}/", 409),  # scores, an unfinished run, open
+    Endpoint("POST", "/api/studies/{study}/archive/", 200),
+    Endpoint("POST", "/api/studies/{study}/unarchive/", 200),
+    Endpoint("DELETE", "/api/studies/{study}/", 409),  # scores, an unfinished run, open
     Endpoint("GET", "/api/schema/", 200, public=True),
     Endpoint("GET", "/api/docs/", 200, public=True),
     Endpoint("GET", "/api/redoc/", 200, public=True),
@@ -146,6 +158,8 @@ def call(client: Client | APIClient, endpoint: Endpoint, catalogue: dict[str, An
     path = endpoint.path.format(**catalogue)
     if endpoint.method == "GET":
         return client.get(path)
+    if endpoint.method == "DELETE":
+        return client.delete(path)
     if endpoint.multipart:
         return client.post(path, {})  # an empty multipart form
     return client.post(path, "{}", content_type="application/json")
