@@ -22,6 +22,7 @@ from core import querystring as qs
 from evaluation import plots
 from evaluation.engine.metrics.paired import ALPHA, PairwiseTable, pairwise_table
 from evaluation.leaderboards import Board, BoardQuery, leaderboard, load_resamples
+from evaluation.metrics import metric_name
 from evaluation.models import Target
 
 DIFFERENCES_DEFAULT_MODELS = 20
@@ -97,7 +98,7 @@ class Differences:
             [[float(v) for v in row] for row in self.table.differences],
             row_labels=labels,
             col_labels=labels,
-            title=f"{self.metric}: row minus column",
+            title=f"{metric_name(self.metric)}: row minus column",
             signed=True,
             notes=notes,
             value_label="difference, row model minus column model",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from django.utils.text import slugify
 
 from core import querystring as qs
 from evaluation import comparisons, plots
+from evaluation.metrics import metric_name
 from evaluation.models import PretrainedModel, Score, Target
 
 FORMATS = {
@@ -67,6 +69,7 @@ FINAL_OUTPUTS = frozenset(
         "video_embedding",  # X-CLIP
         "pixels",  # pixel baseline
         "tfidf",  # TF-IDF baseline
+        "chargrams",  # character n-gram baseline
         "language",  # language-based models
         "embedding",  # imported embeddings
     }
@@ -209,8 +212,10 @@ def object_param(params: Mapping[str, Any], name: str, model: Any, queryset: Any
 
 
 def file_stem(*parts: object) -> str:
-    """A file name from what the figure shows: 'score-by-layer_resnet50_things-pairs'."""
-    return "_".join(slugify(str(p))[:60] for p in parts if str(p)) or "figure"
+    """A file name from what the figure shows, e.g. 'score-by-layer_resnet50_things-pairs'
+    (each part in letters, digits and hyphens; parts joined by underscores)."""
+    words = (slugify(re.sub(r"[^0-9A-Za-z]+", "-", str(p)))[:60].strip("-") for p in parts)
+    return "_".join(w for w in words if w) or "figure"
 
 
 # --- Layers in network depth order --------------------------------------------------------------
@@ -238,6 +243,7 @@ LAYER_COLUMNS = [
     "model",
     "target",
     "metric",
+    "metric (name)",
     "layer",
     "depth order (1 = shallowest; the final embedding last)",
     "score (the metric's unit)",
@@ -275,18 +281,19 @@ def _layer_curve_figure(model: PretrainedModel, series: dict[str, list[Score]]) 
     points: dict[str, list[plots.Point]] = {}
     references = []
     rows: list[list[Any]] = []
+    names = _series_names(list(series))
     for index, (key, scores) in enumerate(sorted(series.items())):
         scores = sorted(scores, key=lambda s: position[s.layer])
-        points[key] = [
+        points[names[key]] = [
             plots.Point(position[s.layer], s.value, s.layer, s.ci_low, s.ci_high) for s in scores
         ]
         ceiling = next((s.ceiling for s in reversed(scores) if s.ceiling is not None), None)
         if ceiling is not None:
             colour = plots.PALETTE[index % len(plots.PALETTE)]
-            references.append(plots.Reference(ceiling, f"ceiling of {key}", colour))
+            references.append(plots.Reference(ceiling, f"ceiling of {names[key]}", colour))
         rows += [
-            [model.name, target.name, key, s.layer, position[s.layer] + 1, s.value, s.ci_low,
-             s.ci_high, s.n, s.ceiling]
+            [model.name, target.name, key, names[key], s.layer, position[s.layer] + 1,
+             s.value, s.ci_low, s.ci_high, s.n, s.ceiling]
             for s in scores
         ]  # fmt: skip
     svg = plots.line_chart(
@@ -308,6 +315,13 @@ def _layer_curve_figure(model: PretrainedModel, series: dict[str, list[Score]]) 
         "Hover a point for its layer and value.",
         extra={"target": target},
     )
+
+
+def _series_names(keys: list[str]) -> dict[str, str]:
+    """Each metric key's readable name, with the key where two keys read alike."""
+    names = {key: metric_name(key) for key in keys}
+    alike = [name for name in names.values() if list(names.values()).count(name) > 1]
+    return {key: f"{name} ({key})" if name in alike else name for key, name in names.items()}
 
 
 @register(

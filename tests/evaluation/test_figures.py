@@ -23,11 +23,13 @@ from evaluation import figures, plots
 from evaluation.models import Target
 from tests.api.conftest import token_client
 from tests.conftest import make_text_dataset
+from tests.evaluation.test_paired_leaderboard import board_of_20  # noqa: F401 (fixture)
 from tests.factories import PretrainedModelFactory, RunFactory, ScoreFactory
 
 pytestmark = pytest.mark.django_db
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEY = "pair_alignment(correlation=spearman)"
+NAME = "Spearman with human pair ratings"  # the metric as people read it
 
 
 @pytest.fixture
@@ -69,8 +71,8 @@ def test_layers_run_in_depth_order_with_the_final_embedding_last(layered):
     model, _ = layered
     (figure,) = figures.layer_curve_figures(model)
     rows = csv_rows(figure.csv_text())
-    assert [r[3] for r in rows[1:]] == ["stem", "blocks.1", "pre_logits"]
-    assert [r[4] for r in rows[1:]] == ["1", "2", "3"]
+    assert [r[4] for r in rows[1:]] == ["stem", "blocks.1", "pre_logits"]
+    assert [r[5] for r in rows[1:]] == ["1", "2", "3"]
     ticks = re.findall(
         r'<text x="([\d.]+)"[^>]*rotate\(-45[^>]*><title>([^<]+)</title>', figure.svg
     )
@@ -86,9 +88,7 @@ def test_the_csv_holds_the_numbers_the_page_shows(layered, researcher_client):
     page = researcher_client.get(
         reverse("evaluation:model_detail", args=[model.pk])
     ).content.decode()
-    shown = dict(
-        re.findall(rf"{re.escape(KEY)} · ([\w.]+): (0\.\d{{3}} \[0\.\d{{3}}, 0\.\d{{3}}\])", page)
-    )
+    shown = dict(re.findall(rf"{NAME} · ([\w.]+): (0\.\d{{3}} \[0\.\d{{3}}, 0\.\d{{3}}\])", page))
     assert shown == {
         "stem": "0.200 [0.150, 0.250]",
         "blocks.1": "0.512 [0.462, 0.562]",  # the latest score of that layer
@@ -98,16 +98,17 @@ def test_the_csv_holds_the_numbers_the_page_shows(layered, researcher_client):
     header, *rows = csv_rows(figure.csv_text())
     assert header == figures.LAYER_COLUMNS
     for row in rows:
-        value, low, high = (float(v) for v in row[5:8])
-        assert shown[row[3]] == f"{value:.3f} [{low:.3f}, {high:.3f}]"
-        assert (row[0], row[1], row[2], row[8], row[9]) == (
+        value, low, high = (float(v) for v in row[6:9])
+        assert shown[row[4]] == f"{value:.3f} [{low:.3f}, {high:.3f}]"
+        assert (row[0], row[1], row[2], row[3], row[9], row[10]) == (
             model.name,
             target.name,
             KEY,
+            NAME,
             "120",
             "0.8",
         )
-    assert float(rows[1][5]) == 0.5123  # full precision in the CSV
+    assert float(rows[1][6]) == 0.5123  # full precision in the CSV
 
 
 def test_bands_lie_under_the_points_and_the_ceiling_is_dashed(layered):
@@ -117,11 +118,11 @@ def test_bands_lie_under_the_points_and_the_ceiling_is_dashed(layered):
     assert 'fill-opacity="0.15"' in svg.split("<polygon")[1].split(">")[0]
     ceiling = re.search(r'<path d="M[\d.]+,([\d.]+)H[\d.]+"[^>]*stroke-dasharray="6 4"[^>]*>'
                         r"<title>ceiling of ([^:]+): 0.800</title>", svg)  # fmt: skip
-    assert ceiling and ceiling.group(2) == KEY
+    assert ceiling and ceiling.group(2) == NAME
     # The ceiling (0.8) is drawn above the best point (0.61): a smaller y in SVG.
     top_point = min(float(y) for y in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', svg))
     assert float(ceiling.group(1)) < top_point
-    assert f"ceiling of {KEY} (0.800)" in svg  # the legend names it, uncut
+    assert f"ceiling of {NAME} (0.800)" in svg  # the legend names it, uncut
 
 
 def test_the_png_is_the_svg_rendered_at_twice_its_size(layered):
@@ -210,7 +211,7 @@ def test_the_model_page_links_each_figure_to_its_three_downloads(layered, resear
 @pytest.mark.parametrize(
     ("fmt", "content_type", "start"),
     [("svg", "image/svg+xml", b"<?xml"), ("png", "image/png", PNG_SIGNATURE),
-     ("csv", "text/csv; charset=utf-8", b"model,target,metric,layer")],
+     ("csv", "text/csv; charset=utf-8", b"model,target,metric,metric (name),layer")],
 )  # fmt: skip
 def test_the_download_view_serves_each_format(layered, researcher_client, fmt, content_type, start):
     model, target = layered
@@ -290,10 +291,8 @@ def anonymous_api():
 
 
 # --- The differences heatmap (public) and the reliability trend ----------------------------------
-def test_the_differences_figure_is_public_and_its_csv_is_the_pages(client):
-    from tests.evaluation.test_paired_leaderboard import board_of_20
-
-    target = board_of_20.__wrapped__()
+def test_the_differences_figure_is_public_and_its_csv_is_the_pages(client, board_of_20):  # noqa: F811
+    target = board_of_20
     page = client.get(reverse("evaluation:target_differences", args=[target.pk]), {"top": 4})
     html = page.content.decode()
     link = (
@@ -314,9 +313,10 @@ def test_the_differences_figure_is_public_and_its_csv_is_the_pages(client):
 keys = (f"figure-key-{n}" for n in itertools.count())
 
 
-def test_the_study_page_draws_the_reliability_trend_with_its_downloads(
-    researcher, researcher_client
-):
+@pytest.fixture
+def trend_study(researcher):
+    """A pair-rating study of four participants whose ratings follow the pair (plus noise):
+    a reliability that can be drawn as it grows."""
     study = study_services.study_create(
         dataset=make_text_dataset(name="sentences for a trend"),
         name="Trend study",
@@ -339,6 +339,13 @@ def test_the_study_page_draws_the_reliability_trend_with_its_downloads(
                     trial_id=trial.pk, idempotency_key=next(keys), value=value, rt_ms=900
                 ),
             )
+    return study
+
+
+def test_the_study_page_draws_the_reliability_trend_with_its_downloads(
+    trend_study, researcher_client
+):
+    study = trend_study
     html = researcher_client.get(study.get_absolute_url()).content.decode()
     figure_html = html.split('id="trend-figure"')[1].split("</figure>")[0]
     assert "reliability as responses arrived" in figure_html
