@@ -25,6 +25,7 @@ from evaluation.imports.spec import (
     dataset_choice_error,
     text_column_error,
 )
+from evaluation.layer_groups import LayerOptions, layer_options
 from evaluation.metrics import (
     METRICS,
     Parameter,
@@ -41,6 +42,7 @@ from evaluation.models import (
     TargetKind,
     Weights,
 )
+from evaluation.run_checks import cannot_score
 
 
 class ModelRegisterForm(forms.Form):
@@ -289,6 +291,18 @@ class _ModelChoices(forms.ModelMultipleChoiceField):
         return f"{obj.display_name} · {obj.source}"
 
 
+@dataclass(frozen=True)
+class ModelRow:
+    """One model on the run form: ticked or not, its layers, those picked, and why it cannot
+    score the chosen dataset (blank where it can)."""
+
+    model: PretrainedModel
+    checked: bool
+    layers: LayerOptions
+    picked: list[str]
+    problem: str
+
+
 class RunForm(forms.Form):
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.all(), empty_label="Choose a dataset")
     models = _ModelChoices(
@@ -301,8 +315,11 @@ class RunForm(forms.Form):
         super().__init__(*args, **kwargs)
         dataset = self._chosen_dataset()
         models = PretrainedModel.objects.all()
-        if dataset is not None:
-            models = models.filter(modality__in=dataset.model_modalities)
+        # The page lists the models of the dataset's modality; another model posted is
+        # refused in clean() with the reason (run_checks), not as an unknown choice.
+        self.listed_models = (
+            models.filter(modality__in=dataset.model_modalities) if dataset else models
+        )
         field = self.fields["models"]
         assert isinstance(field, _ModelChoices)
         field.queryset = models
@@ -380,6 +397,10 @@ class RunForm(forms.Form):
                     f"{METRICS[name].label} needs {wanted}; the dataset {dataset.name} has "
                     "none. Choose one of the metrics listed for it.",
                 )
+        for model in data.get("models") or []:
+            problem = cannot_score(model, dataset) if dataset is not None else ""
+            if problem:
+                self.add_error("models", problem)
         for name in chosen:
             for parameter in METRICS[name].parameters:
                 field = parameter.field
@@ -401,14 +422,20 @@ class RunForm(forms.Form):
                 summary += [f"{label}: {message}" for message in errors]
         return summary
 
-    def model_rows(self) -> list[tuple[PretrainedModel, bool, list[str], list[str]]]:
-        """(model, checked, its listed layers, the layers picked) for the template."""
+    def model_rows(self) -> list[ModelRow]:
+        """Each listed model with its layers grouped (layer_groups) and why it cannot score
+        the chosen dataset, if it cannot (shown beside it before the run is started)."""
         chosen = {str(pk) for pk in self._posted_list("models")} if self.is_bound else set()
-        field = self.fields["models"]
-        assert isinstance(field, _ModelChoices) and field.queryset is not None  # see __init__
+        dataset = self.chosen_dataset
         return [
-            (model, str(model.pk) in chosen, model.layer_names, self._picked_layers(model))
-            for model in field.queryset
+            ModelRow(
+                model,
+                str(model.pk) in chosen,
+                layer_options(model.layer_names, model.default_layer),
+                self._picked_layers(model),
+                cannot_score(model, dataset) if dataset is not None else "",
+            )
+            for model in self.listed_models
         ]
 
     def _posted_list(self, key: str) -> list[str]:
@@ -416,9 +443,10 @@ class RunForm(forms.Form):
         return self.data.getlist(key)
 
     def _picked_layers(self, model: PretrainedModel) -> list[str]:
+        """The layers picked (a layer may be picked in both the common and the full list)."""
         if not self.is_bound:
             return []
-        return [name for name in self._posted_list(f"layers_{model.pk}") if name]
+        return list(dict.fromkeys(n for n in self._posted_list(f"layers_{model.pk}") if n))
 
     def layer_choices(self) -> dict[int, list[str]]:
         """Layers per chosen model; a model with none picked is scored at its default."""

@@ -99,3 +99,21 @@ def _scorer(target: Target, correlation: str) -> engine.HalfScorer:
     if isinstance(data, metric_registry.TwoAfcData):
         return engine.two_afc_scorer(data.reference, data.first, data.second, data.share_first)
     raise MetricError("Only human targets have a cross-validated layer choice.")
+
+
+def random_floor(target: Target, metric_key: str) -> engine.RandomFloor | None:
+    """The random-embedding floor of a human target's metric (None for other metrics, or
+    where random embeddings give no defined score); judgments never change: cached for good."""
+    name, params = metric_registry.parse_metric_key(metric_key)
+    if name not in CROSS_VALIDATED or target.judgments_id is None:
+        return None
+
+    def compute() -> engine.RandomFloor | None:
+        scorer = _scorer(target, params.get("correlation", "spearman"))
+        try:
+            return engine.random_embedding_floor(scorer, n_stimuli=target.dataset.stimulus_count)
+        except MetricError:
+            return None
+
+    key = f"random-floor:v1:{target.judgments_id}:{target.dataset.content_hash}:{metric_key}"
+    return cache.get_or_set(key, compute, None)  # type: ignore[no-any-return]

@@ -39,7 +39,7 @@ class ModelSource(models.TextChoices):
     OPEN_CLIP_IMAGE = "open_clip-image", "open_clip (image tower)"
     OPEN_CLIP_TEXT = "open_clip-text", "open_clip (text tower)"
     TORCHSCRIPT = "torchscript", "TorchScript file (images)"
-    BASELINE = "baseline", "Baseline (pixels, tfidf)"
+    BASELINE = "baseline", "Baseline (pixels, tfidf, chargrams)"
     LANGUAGE = "language", "Language-based (words people used about each stimulus)"
     STACKED = "stacked", "Stacked (language + DNN embeddings; made on a leaderboard)"
     IMPORTED = "imported", "Imported embeddings (computed elsewhere)"

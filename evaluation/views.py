@@ -51,7 +51,7 @@ from evaluation.imports.judgment_files import column_map_from, preview_judgment_
 from evaluation.imports.judgments import judgments_import_from, report_lines
 from evaluation.imports.reading import ImportProblem
 from evaluation.imports.stimuli import dataset_import_from
-from evaluation.layer_choice import CROSS_VALIDATED, board_layer_choices
+from evaluation.layer_choice import CROSS_VALIDATED, board_layer_choices, random_floor
 from evaluation.layer_choice import engine as layer_engine
 from evaluation.metrics import METRICS
 from evaluation.models import (
@@ -143,6 +143,8 @@ def leaderboard(
             "pair_downloads": pair_downloads,
             "ceilings": boards.target_ceilings(target),
             "ceiling_form": _ceiling_form(request, target, ceiling_form),
+            # Inside the cached board: computed only when the board is rendered afresh.
+            "random_floor": SimpleLazyObject(lambda: random_floor(target, board.sort_key)),
         },
         status=400 if ceiling_form is not None and ceiling_form.errors else 200,
     )

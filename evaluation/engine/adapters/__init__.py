@@ -115,13 +115,17 @@ def adapter_class(source: str, identifier: str = "") -> type[Adapter]:
         return TorchScriptImageAdapter
     if source == "baseline":
         from evaluation.engine.adapters.baselines import (
+            CHARGRAMS,
             PIXELS,
+            CharNgramBaseline,
             PixelsBaseline,
             TfidfBaseline,
             parse_baseline,
         )
 
         kind, _ = parse_baseline(identifier)
+        if kind == CHARGRAMS:
+            return CharNgramBaseline
         return PixelsBaseline if kind == PIXELS else TfidfBaseline
     if source == "language":
         from evaluation.engine.adapters.language_adapter import LanguageAdapter

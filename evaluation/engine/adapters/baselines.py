@@ -4,7 +4,9 @@ Every comparison needs a floor: a model that does no better than pixels or word 
 learned nothing the task needs. Identifiers: ``pixels`` or ``pixels-<size>`` (resized to
 size x size RGB, default 32, flattened, scaled to [0, 1]); ``tfidf`` or ``tfidf-<features>``
 (scikit-learn TfidfVectorizer fitted on the dataset's own texts, at most that many terms,
-default 4096; l2-normalised rows).
+default 4096; l2-normalised rows); ``chargrams`` or ``chargrams-<features>``: TF-IDF over
+character 2- to 4-grams within word boundaries (``analyzer="char_wb"``), which tells single
+words apart by their spelling where word counts cannot (two different words share no word).
 """
 
 from __future__ import annotations
@@ -24,14 +26,18 @@ from evaluation.engine.specs import ModelSpec, StimulusInput
 
 PIXELS = "pixels"
 TFIDF = "tfidf"
-_PATTERN = re.compile(r"^(pixels|tfidf)(?:-(\d+))?$")
+CHARGRAMS = "chargrams"
+TEXT_BASELINES = (TFIDF, CHARGRAMS)
+CHARGRAM_RANGE = (2, 4)
+_PATTERN = re.compile(r"^(pixels|tfidf|chargrams)(?:-(\d+))?$")
 
 
 def parse_baseline(identifier: str) -> tuple[str, int]:
     match = _PATTERN.match(identifier)
     if not match:
         raise ModelSpecError(
-            f"Unknown baseline {identifier!r}: use pixels, pixels-<size>, tfidf or tfidf-<terms>."
+            f"Unknown baseline {identifier!r}: use pixels, pixels-<size>, tfidf, tfidf-<terms>, "
+            "chargrams or chargrams-<terms>."
         )
     kind, number = match.group(1), match.group(2)
     default = 32 if kind == PIXELS else 4096
@@ -54,7 +60,7 @@ class _Baseline(Adapter):
     def validate(cls, spec: ModelSpec) -> None:
         kind, _ = parse_baseline(spec.identifier)
         if (cls.modality == "image" and kind != PIXELS) or (
-            cls.modality == "text" and kind != TFIDF
+            cls.modality == "text" and kind not in TEXT_BASELINES
         ):
             raise ModelSpecError(f"{spec.identifier!r} is not a {cls.modality} baseline.")
 
@@ -126,3 +132,46 @@ class TfidfBaseline(_Baseline):
     def forward(self, batch: list[str]) -> dict[str, torch.Tensor]:
         matrix = self.vectorizer.transform(batch).toarray().astype(np.float32)
         return {"tfidf": torch.from_numpy(matrix)}
+
+
+class CharNgramBaseline(TfidfBaseline):
+    """TF-IDF over character n-grams (2-4, within word boundaries), fitted on the dataset's
+    texts: single words get vectors from their spelling ("cat" and "cats" share most)."""
+
+    default_layer = "chargrams"
+    native_layers = ("chargrams",)
+
+    @classmethod
+    def identity(cls, spec: ModelSpec) -> dict[str, Any]:
+        _, terms = parse_baseline(spec.identifier)
+        return {
+            "weights_id": f"baseline:chargrams:sklearn={sklearn.__version__}",
+            "preprocessing": {
+                "analyzer": "char_wb",
+                "ngram_range": list(CHARGRAM_RANGE),
+                "max_features": terms,
+                "sublinear_tf": True,
+                "norm": "l2",
+            },
+        }
+
+    def prepare(self, stimuli: Sequence[StimulusInput]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=CHARGRAM_RANGE,
+            max_features=self.size,
+            sublinear_tf=True,
+            norm="l2",
+        )
+        try:
+            self.vectorizer.fit([s.text for s in stimuli])
+        except ValueError as exc:  # every text empty
+            raise StimulusError(
+                f"Character n-grams cannot be fitted on these texts: {exc}"
+            ) from None
+
+    def forward(self, batch: list[str]) -> dict[str, torch.Tensor]:
+        matrix = self.vectorizer.transform(batch).toarray().astype(np.float32)
+        return {"chargrams": torch.from_numpy(matrix)}

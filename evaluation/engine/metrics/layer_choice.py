@@ -163,3 +163,47 @@ def cross_validated_layer(
 
 def _finite(value: float) -> float:
     return value if np.isfinite(value) else -np.inf
+
+
+# --- The random-embedding floor ------------------------------------------------------------
+FLOOR_SEEDS = 100
+FLOOR_DIMENSIONS = 64
+
+
+@dataclass(frozen=True)
+class RandomFloor:
+    """What embeddings that know nothing of the stimuli score: each stimulus a random
+    Gaussian vector, over ``seeds`` seeds; the spread is what chance alone gives a model."""
+
+    mean: float
+    low: float  # 2.5th and 97.5th percentiles over the seeds
+    high: float
+    seeds: int
+    dimensions: int
+
+
+def random_embedding_floor(
+    scorer: HalfScorer,
+    *,
+    n_stimuli: int,
+    seeds: int = FLOOR_SEEDS,
+    dimensions: int = FLOOR_DIMENSIONS,
+) -> RandomFloor:
+    everything = np.ones(len(scorer.stimuli), dtype=bool)
+    values = [
+        scorer.aggregate(
+            scorer.per_item(np.random.default_rng(seed).normal(size=(n_stimuli, dimensions))),
+            everything,
+        )
+        for seed in range(seeds)
+    ]
+    finite = np.asarray([v for v in values if np.isfinite(v)])
+    if not len(finite):
+        raise MetricError("Random embeddings give no defined score on these judgments.")
+    return RandomFloor(
+        float(finite.mean()),
+        float(np.percentile(finite, 2.5)),
+        float(np.percentile(finite, 97.5)),
+        seeds,
+        dimensions,
+    )
