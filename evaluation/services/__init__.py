@@ -8,7 +8,9 @@ and the names below; the modules hold one concern each:
 - ``queue``: sending tasks by name once committed (the only module that talks to the broker);
 - ``failures``: how an unexpected failure is worded;
 - ``rescoring``: re-computing a target's stale scores in one run;
-- ``workers``: the workers' registry, and the steps of workers that ended.
+- ``workers``: the workers' registry, and the steps of workers that ended;
+- ``archive``: archiving, and deleting models, targets and datasets with what depends on
+  them (a whole dataset with its studies: ``annotation.services.archive``).
 
 Dataset, judgment and description imports live in ``evaluation.imports``.
 """
