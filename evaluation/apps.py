@@ -8,4 +8,4 @@ class EvaluationConfig(AppConfig):
 
     def ready(self) -> None:
         # Figure kinds register when their modules load (see evaluation.figures).
-        from evaluation import figures  # noqa: F401
+        from evaluation import compare, figures  # noqa: F401

@@ -27,6 +27,7 @@ version spent 38 of the page's 42 s copying rows.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,13 +35,14 @@ from typing import Any
 import numpy as np
 from django.core.cache import cache
 from django.db.models import Count, Max
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from scipy import sparse
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
 
-from evaluation import plots
+from core import querystring as qs
+from evaluation import figures, plots, selectors
 from evaluation.engine.errors import EngineError, MetricError
 from evaluation.engine.metrics import rsa as rsa_metrics
 from evaluation.engine.metrics.cka import cka_matrix
@@ -160,20 +162,20 @@ class Comparison:
     options: Options = field(default_factory=Options)
     human: bool = False  # a target of pair ratings: the people's sections apply
     # matrices
-    heatmaps: list[tuple[Side, SafeString]] = field(default_factory=list)
-    human_heatmap: SafeString | None = None
-    residuals: list[tuple[Side, SafeString]] = field(default_factory=list)
+    heatmaps: list[tuple[Side, figures.Figure]] = field(default_factory=list)
+    human_heatmap: figures.Figure | None = None
+    residuals: list[tuple[Side, figures.Figure]] = field(default_factory=list)
     matrix_stimuli: int = 0
     matrix_judged: int = 0  # judged pairs among the matrices' stimuli
     # people
-    scatters: list[tuple[Side, float | None, SafeString]] = field(default_factory=list)
+    scatters: list[tuple[Side, float | None, figures.Figure]] = field(default_factory=list)
     human_tables: list[tuple[Side, PairTable]] = field(default_factory=list)
     judged_pairs: int = 0
     # models
-    rsa: SafeString | None = None
+    rsa: figures.Figure | None = None
     rsa_values: list[list[float | None]] = field(default_factory=list)
     rsa_stimuli: int = 0
-    cka: SafeString | None = None
+    cka: figures.Figure | None = None
     cka_pair: tuple[str, str] | None = None
     disagreements: PairTable | None = None
     # neighbours
@@ -184,6 +186,33 @@ class Comparison:
     @property
     def order_by(self) -> str:
         return self.options.order_by
+
+    def figure_params(self, **extra: object) -> list[tuple[str, str]]:
+        """The query that rebuilds this comparison's figures (the page's own parameters)."""
+        params = [("target", str(self.target.pk))]
+        params += [("models", str(side.model.pk)) for side in self.sides]
+        params += [(f"layer_{side.model.pk}", side.layer) for side in self.sides]
+        params += [("order", self.options.order_by), ("measure", self.options.measure)]
+        return params + [(name, str(value)) for name, value in extra.items()]
+
+    def figure(
+        self, kind: str, svg: SafeString, columns: list[str], rows: list[list[Any]], **kw: Any
+    ) -> figures.Figure:
+        """A figure of this comparison; ``kw``: its ``caption``, the query parameters that
+        pick it among the comparison's (``model``), and words for its file name (``name``)."""
+        model = kw.get("model")
+        picked = {"model": model.pk} if model is not None else {}
+        return figures.Figure(
+            kind=kind,
+            svg=svg,
+            columns=columns,
+            rows=rows,
+            filename=figures.file_stem(
+                kind, self.target.name, kw.get("name", ""), self.options.measure_name
+            ),
+            params=self.figure_params(**picked),
+            caption=kw.get("caption", ""),
+        )
 
     def table(self, key: str) -> PairTable | None:
         tables = [t for _, t in self.human_tables]
@@ -284,15 +313,18 @@ def compute_section(result: Comparison, name: str) -> None:
 
 def section_key(result: Comparison, name: str) -> str:
     """Everything the section reads: the target and its judgments (their number and newest
-    row), each side's embedding set (for CKA: every cached layer's), and its options."""
-    parts: list[Any] = [name, result.target.pk, result.target.dataset_id]
+    row), each side's embedding file (content-addressed; for CKA every cached layer's), the
+    stimuli's order, and the section's options."""
+    dataset = result.target.dataset
+    parts: list[Any] = [name, result.target.pk, dataset.pk, dataset.content_hash]
     if result.human and result.target.judgments_id is not None:
         rows = result.target.judgments.rows.aggregate(n=Count("id"), newest=Max("id"))
         parts += [rows["n"], rows["newest"]]
-    parts += [side.embedding_set.pk for side in result.sides if side.embedding_set]
+    parts += [side.embedding_set.relative_path for side in result.sides if side.embedding_set]
     if name == "models":
         for side in result.sides[:2]:
-            parts += sorted(s.pk for s in latest_embeddings(side.model, result.target).values())
+            sets = latest_embeddings(side.model, result.target).values()
+            parts += sorted(s.relative_path for s in sets)
     parts += [getattr(result.options, option) for option in SECTION_OPTIONS[name]]
     digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
     return f"compare:v2:{name}:{digest}"
@@ -451,21 +483,24 @@ def _matrices(result: Comparison, inputs: Inputs) -> None:
     labels = _labels(stimuli, index)
     result.matrix_stimuli = len(index)
     matrices = [_similarities(x, index) for x in vectors]
+    upper = np.triu_indices(len(index), k=1)
     for side, matrix in zip(result.sides, matrices, strict=True):
-        result.heatmaps.append(
-            (
-                side,
-                plots.heatmap(
-                    matrix.tolist(),
-                    row_labels=labels,
-                    col_labels=labels,
-                    title=f"{side.model.name} · {side.layer}",
-                    low=-1.0 if matrix.min() < 0 else 0.0,
-                    high=1.0,
-                    show_labels=False,
-                ),
-            )
+        svg = plots.heatmap(
+            matrix.tolist(),
+            row_labels=labels,
+            col_labels=labels,
+            title=f"{side.model.name} · {side.layer}",
+            low=-1.0 if matrix.min() < 0 else 0.0,
+            high=1.0,
+            value_label="cosine similarity",
         )
+        rows = _matrix_rows(labels, upper, matrix[upper])
+        figure = result.figure(
+            "compare-similarity", svg, [*MATRIX_COLUMNS, "cosine similarity"], rows,
+            model=side.model, name=f"{side.model.name} {side.layer}",
+            caption=f"{side.model.name} · {side.layer}",
+        )  # fmt: skip
+        result.heatmaps.append((side, figure))
     if pairs is not None:
         _human_matrices(result, inputs, index, labels)
 
@@ -487,34 +522,92 @@ def _human_matrices(
     judgments = result.target.judgments
     low = judgments.scale_min if judgments and judgments.scale_min is not None else None
     high = judgments.scale_max if judgments and judgments.scale_max is not None else None
-    result.human_heatmap = plots.heatmap(
+    svg = sparse_heatmap(
         _cells(people),
         row_labels=labels,
         col_labels=labels,
         title=f"People: mean rating of {result.matrix_judged} judged pairs",
         low=low,
         high=high,
-        show_labels=False,
+        value_label="mean human rating",
     )
+    cells = (np.minimum(rows, cols), np.maximum(rows, cols))
+    result.human_heatmap = result.figure(
+        "compare-people", svg, [*MATRIX_COLUMNS, "mean human rating", "judgments"],
+        _matrix_rows(labels, cells, pairs.mean[shown], pairs.count[shown]),
+        name="people", caption="People: the mean rating of each judged pair (unjudged: grey).",
+    )  # fmt: skip
     human_scaled = comparable(pairs.mean, scale)
     for side, x in zip(result.sides, inputs.vectors, strict=True):
         model_scaled = comparable(_pair_similarity(x, pairs.i, pairs.j), scale)
         residual = np.full((len(index), len(index)), np.nan)
         gap = (model_scaled - human_scaled)[shown]
         residual[rows, cols] = residual[cols, rows] = gap
-        result.residuals.append(
-            (
-                side,
-                plots.heatmap(
-                    _cells(residual),
-                    row_labels=labels,
-                    col_labels=labels,
-                    title=f"{side.model.name} minus people ({scale})",
-                    signed=True,
-                    show_labels=False,
-                ),
-            )
+        svg = sparse_heatmap(
+            _cells(residual),
+            row_labels=labels,
+            col_labels=labels,
+            title=f"{side.model.name} minus people ({scale})",
+            signed=True,
+            value_label=f"model minus people ({scale})",
         )
+        figure = result.figure(
+            "compare-residual", svg,
+            [*MATRIX_COLUMNS, f"model ({scale})", f"people ({scale})", "model minus people"],
+            _matrix_rows(labels, cells, model_scaled[shown], human_scaled[shown], gap),
+            model=side.model, name=f"{side.model.name} minus people",
+            caption=f"{side.model.name} minus people",
+        )  # fmt: skip
+        result.residuals.append((side, figure))
+
+
+_CELL = re.compile(
+    r'<rect x="([-\d.]+)" y="([-\d.]+)" width="([\d.]+)" height="([\d.]+)" fill="([^"]+)">'
+    r"<title>[^<]*</title></rect>"
+)
+
+
+def sparse_heatmap(matrix: list[list[float | None]], **kwargs: Any) -> SafeString:
+    """``plots.heatmap`` with its missing cells drawn as one grey rectangle under the grid
+    (hover: "not judged"), not a rectangle with its own hover title each: the people's
+    matrix of a published pair list is nearly all unjudged pairs (SimLex-999: 156 of the
+    7,140 pairs of 120 words), 1.4 MB of SVG for the browser to lay out otherwise. Where
+    the cells are not found (another heatmap markup), the figure is left as drawn."""
+    svg = str(plots.heatmap(matrix, **kwargs))  # type: ignore[arg-type]
+    missing = getattr(plots, "MISSING", "#eee")
+    cells = list(_CELL.finditer(svg))
+    if not any(cell[5] == missing for cell in cells):
+        return mark_safe(svg)
+    left = min(float(cell[1]) for cell in cells)
+    top = min(float(cell[2]) for cell in cells)
+    right = max(float(cell[1]) + float(cell[3]) for cell in cells)
+    bottom = max(float(cell[2]) + float(cell[4]) for cell in cells)
+    background = (
+        f'<rect x="{left:g}" y="{top:g}" width="{right - left:g}" height="{bottom - top:g}" '
+        f'fill="{missing}"><title>not judged</title></rect>'
+    )
+    start = cells[0].start()
+    kept = _CELL.sub(lambda cell: "" if cell[5] == missing else cell[0], svg[start:])
+    return mark_safe(svg[:start] + background + kept)
+
+
+MATRIX_COLUMNS = [
+    "row (1 = top, the figure's order)",
+    "column (1 = left)",
+    "stimulus (row)",
+    "stimulus (column)",
+]
+
+
+def _matrix_rows(
+    labels: list[str], cells: tuple[np.ndarray, np.ndarray], *values: np.ndarray
+) -> list[list[Any]]:
+    """One CSV row per cell (row < column: each pair once), with its values."""
+    rows, cols = cells
+    return [
+        [int(r) + 1, int(c) + 1, labels[r], labels[c], *(float(v[k]) for v in values)]
+        for k, (r, c) in enumerate(zip(rows, cols, strict=True))
+    ]
 
 
 def _cells(matrix: np.ndarray) -> list[list[float | None]]:
@@ -542,18 +635,17 @@ def _people(result: Comparison, inputs: Inputs) -> None:
             value, heading = None, f"{side.model.name}: {result.options.measure_name} undefined"
             result.problems.append(f"{side.model.name}: {exc}")
         points = [plots.Point(float(model[k]), float(pairs.mean[k]), names[k]) for k in shown]
-        result.scatters.append(
-            (
-                side,
-                value,
-                plots.scatter(
-                    points,
-                    title=heading,
-                    x_label="model cosine similarity",
-                    y_label="mean human rating",
-                ),
-            )
+        svg = plots.scatter(
+            points, title=heading, x_label="model cosine similarity", y_label="mean human rating"
         )
+        figure = result.figure(
+            "compare-scatter", svg,
+            ["stimulus_a", "stimulus_b", "model cosine similarity", "mean human rating"],
+            [[stimuli[pairs.i[k]].name, stimuli[pairs.j[k]].name, float(model[k]),
+              float(pairs.mean[k])] for k in shown],
+            model=side.model, name=f"{side.model.name} against people", caption=heading,
+        )  # fmt: skip
+        result.scatters.append((side, value, figure))
         model_scaled = comparable(model, scale)
         result.human_tables.append(
             (
@@ -615,13 +707,20 @@ def _rsa(result: Comparison, similarities: list[np.ndarray], n_stimuli: int) -> 
     result.rsa_values = values
     result.rsa_stimuli = n_stimuli
     names = [side.model.name for side in result.sides]
-    result.rsa = plots.heatmap(
+    svg = plots.heatmap(
         values,  # type: ignore[arg-type]
         row_labels=names,
         col_labels=names,
         title=f"RSA ({result.options.measure_name}) between models",
         high=1.0,
+        value_label=f"RSA ({result.options.measure_name})",
     )
+    upper = np.triu_indices(k, k=1)
+    result.rsa = result.figure(
+        "compare-rsa", svg, ["model_a", "model_b", f"RSA ({result.options.measure_name})"],
+        [[names[a], names[b], values[a][b]] for a, b in zip(*upper, strict=True)],
+        name="rsa", caption=f"RSA ({result.options.measure_name}) over {n_stimuli} stimuli.",
+    )  # fmt: skip
 
 
 def _disagreements(
@@ -661,19 +760,25 @@ def _cka(result: Comparison, target: Target, n_stimuli: int) -> None:
     )[index]
     matrix = cka_matrix([load(sets_a[n]) for n in order_a], [load(sets_b[n]) for n in order_b])
     result.cka_pair = (a.model.name, b.model.name)
-    result.cka = plots.heatmap(
+    svg = plots.heatmap(
         matrix.tolist(),
         row_labels=order_a,
         col_labels=order_b,
         title=f"Linear CKA: {a.model.name} layers x {b.model.name} layers",
         low=0.0,
         high=1.0,
+        value_label="linear CKA",
     )
+    result.cka = result.figure(
+        "compare-cka", svg, [f"layer of {a.model.name}", f"layer of {b.model.name}", "linear CKA"],
+        [[la, lb, float(matrix[r, c])] for r, la in enumerate(order_a)
+         for c, lb in enumerate(order_b)],
+        name="cka", caption="Layers in network depth order.",
+    )  # fmt: skip
 
 
 def _depth_order(model: PretrainedModel, names: list[str]) -> list[str]:
-    depth = {layer["name"]: k for k, layer in enumerate(model.layers or [])}
-    return sorted(names, key=lambda name: (depth.get(name, len(depth)), name))
+    return figures.depth_order(model, names)
 
 
 # --- Neighbours --------------------------------------------------------------------------------
@@ -696,3 +801,116 @@ SECTION_COMPUTE: dict[str, Callable[[Comparison, Inputs], None]] = {
     "models": _models,
     "neighbours": _neighbours,
 }
+
+
+# --- Figures to take away (evaluation.figures) ---------------------------------------------------
+FIGURE_PARAMS = {
+    "target": "target id",
+    "models": "model id, two to four times (the compare page's models)",
+    "order": "label or cluster (the matrices' stimulus order)",
+    "measure": "spearman, pearson, rho_a or kendall_tau_a",
+}
+
+
+def comparison_from_params(params: Any) -> Comparison:
+    """The compare page's comparison from its query parameters, for a figure download."""
+    target = figures.object_param(params, "target", Target, selectors.targets_with_datasets())
+    ids = qs.id_list_param(params, "models", limit=MAX_MODELS) if hasattr(params, "getlist") else []
+    models = selectors.models_in_order(ids)
+    if len(models) < 2:
+        raise figures.FigureProblem("Give models=<id> two to four times: the models compared.")
+    options = Options(
+        order_by=qs.choice_param(params, "order", ("label", "cluster"), "label"),
+        measure=qs.choice_param(params, "measure", tuple(MEASURES), "spearman"),
+    )
+    layers = {m.pk: qs.text_param(params, f"layer_{m.pk}", max_length=200) for m in models}
+    comparison = prepare(target=target, models=models, layers=layers, options=options)
+    if len(comparison.sides) < 2:
+        names = ", ".join(side.model.name for side in comparison.missing)
+        raise figures.FigureProblem(f"No cached embeddings on {target.dataset.name}: {names}.")
+    return comparison
+
+
+def _model_figure(
+    params: Any, section: str, pick: Callable[[Comparison], list[tuple[Any, ...]]], what: str
+) -> figures.Figure:
+    """The figure of ``model=`` among a section's per-model figures."""
+    comparison = comparison_from_params(params)
+    model_id = figures.id_param(params, "model")
+    compute_section(comparison, section)
+    found = [entry[-1] for entry in pick(comparison) if entry[0].model.pk == model_id]
+    if found:
+        return found[0]  # type: ignore[no-any-return]
+    compared = ", ".join(str(side.model.pk) for side in comparison.sides)
+    if any(side.model.pk == model_id for side in comparison.sides):
+        raise figures.FigureProblem(_why_missing(comparison, what))
+    raise figures.FigureProblem(
+        f"No {what} figure: model {model_id} is not among the models compared ({compared})."
+    )
+
+
+def _comparison_figure(params: Any, section: str, name: str, what: str) -> figures.Figure:
+    comparison = comparison_from_params(params)
+    compute_section(comparison, section)
+    figure = getattr(comparison, name)
+    if figure is None:
+        raise figures.FigureProblem(_why_missing(comparison, what))
+    return figure  # type: ignore[no-any-return]
+
+
+def _why_missing(comparison: Comparison, what: str) -> str:
+    if what in PEOPLE_FIGURES and not comparison.human:
+        reason = f"{comparison.target.name} is not a target of pair ratings"
+    else:
+        reason = "; ".join(comparison.problems) or "it could not be computed"
+    return f"No {what} figure: {reason}."
+
+
+PEOPLE_FIGURES = ("people's matrix", "residual", "scatter")
+MODEL_PARAMS = {**FIGURE_PARAMS, "model": "model id: which of the compared models"}
+
+
+@figures.register(
+    "compare-similarity", summary="Compare page: a model's cosine similarity matrix",
+    params=MODEL_PARAMS,
+)  # fmt: skip
+def similarity_figure(params: Any) -> figures.Figure:
+    return _model_figure(params, "matrices", lambda c: c.heatmaps, "similarity matrix")
+
+
+@figures.register(
+    "compare-people", summary="Compare page: the people's matrix (mean rating per judged pair)",
+    params=FIGURE_PARAMS,
+)  # fmt: skip
+def people_figure(params: Any) -> figures.Figure:
+    return _comparison_figure(params, "matrices", "human_heatmap", "people's matrix")
+
+
+@figures.register(
+    "compare-residual", summary="Compare page: a model's similarity minus people's ratings",
+    params=MODEL_PARAMS,
+)  # fmt: skip
+def residual_figure(params: Any) -> figures.Figure:
+    return _model_figure(params, "matrices", lambda c: c.residuals, "residual")
+
+
+@figures.register(
+    "compare-scatter", summary="Compare page: a model's similarity against people's ratings",
+    params=MODEL_PARAMS,
+)  # fmt: skip
+def scatter_figure(params: Any) -> figures.Figure:
+    return _model_figure(params, "people", lambda c: c.scatters, "scatter")
+
+
+@figures.register(
+    "compare-rsa", summary="Compare page: RSA between the models", params=FIGURE_PARAMS
+)
+def rsa_figure(params: Any) -> figures.Figure:
+    return _comparison_figure(params, "models", "rsa", "RSA")
+
+
+@figures.register(
+    "compare-cka", summary="Compare page: linear CKA of two models' layers", params=FIGURE_PARAMS
+)
+def cka_figure(params: Any) -> figures.Figure:
+    return _comparison_figure(params, "models", "cka", "CKA")

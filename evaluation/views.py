@@ -510,7 +510,7 @@ def compare_pairs_csv(request: HttpRequest) -> HttpResponse:
     writer = csv.writer(response)
     writer.writerow(["stimulus_a", "stimulus_b", *(key for key, _ in table.columns)])
     for row in table.rows(sort, limit=None):
-        writer.writerow([row["a"].name, row["b"].name, *(f"{v:.6g}" for v in row["values"])])
+        writer.writerow([row["a"].name, row["b"].name, *(f"{v:.10g}" for v in row["values"])])
     return response
 
 

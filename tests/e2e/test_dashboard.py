@@ -75,16 +75,17 @@ def test_compare_two_models(page, live_server, researcher, scored):  # noqa: F81
     page.get_by_label("tfidf").check()
     page.get_by_label("minilm").check()
     page.get_by_role("button", name="Compare").click()
-    page.wait_for_selector("#heatmaps svg")
-    assert page.locator("#heatmaps svg").count() == 2
+    page.wait_for_function("() => !document.querySelector('[aria-busy=true]')")  # sections loaded
+    assert page.locator("#heatmaps svg").count() == 3  # people's matrix and the two models'
     assert page.locator("#scatters svg").count() == 2
     assert page.locator("#cka svg").count() == 1
-    assert page.locator("#disagreements tbody tr").count() == 10
+    assert page.locator("#disagreements tbody tr").count() == 25  # of the 28 pairs
     screenshot(page, "compare")
     first_neighbour = page.locator("#neighbours ol li a").first
     chosen = first_neighbour.inner_text().strip()
     first_neighbour.click()
     page.wait_for_url(re.compile(r"stimulus=\d+"))
+    page.wait_for_selector("#neighbours")
     assert chosen[:20] in page.locator("#neighbours").locator("..").inner_text()
 
 

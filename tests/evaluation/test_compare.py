@@ -56,8 +56,8 @@ def test_comparison_uses_the_cached_embeddings(scored):
     units = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in vectors]
     rdms = [1 - (u @ u.T)[np.triu_indices(8, k=1)] for u in units]
     expected_rsa = spearmanr(rdms[0], rdms[1]).statistic
-    assert f"tfidf x minilm: {expected_rsa:.3f}" in result.rsa
-    assert result.cka is not None and "Linear CKA" in result.cka
+    assert f"tfidf x minilm: {expected_rsa:.3f}" in result.rsa.svg
+    assert result.cka is not None and "Linear CKA" in result.cka.svg
     assert len(result.neighbours[0][1]) == 5
     assert result.stimulus not in [s for s, _ in result.neighbours[0][1]]
     assert len(result.disagreements.i) == 28  # every pair of the 8 stimuli
@@ -139,7 +139,7 @@ def test_the_measure_is_the_engines_and_scipys(scored, measure):
     else:
         corrected = (spearmanr if measure == "rho_a" else kendalltau)(model, human).statistic
         assert abs(value) < abs(corrected)
-    assert f"{compare.MEASURES[measure]} {value:.3f}" in svg
+    assert f"{compare.MEASURES[measure]} {value:.3f}" in svg.svg
 
 
 def test_correlation_refuses_what_it_cannot_compare():
@@ -156,16 +156,22 @@ def test_people_matrix_and_residuals_share_the_models_order(scored):
     target, tfidf, small = scored
     result = compare.compare(target=target, models=[tfidf, small], layers={}, order_by="cluster")
     assert result.human and result.matrix_stimuli == 8 and result.matrix_judged == 28
-    assert "People: mean rating of 28 judged pairs" in result.human_heatmap
+    human_svg = result.human_heatmap.svg
+    assert "People: mean rating of 28 judged pairs" in human_svg
     # People's rating of a pair sits in the cell of the same pair as the models' similarity.
     names = [
         escape(f"{s.name} [{s.label}]" if s.label else s.name)
         for s in target.dataset.stimuli.order_by("order")
     ]
-    assert f"{names[0]} x {names[1]}: 6.000" in result.human_heatmap
-    assert f"{names[0]} x {names[7]}: 0.000" in result.human_heatmap
+    assert f"{names[0]} x {names[1]}: 6.000" in human_svg
+    assert f"{names[0]} x {names[7]}: 0.000" in human_svg
+    # The unjudged diagonal is one grey rectangle under the grid, not 8 cells of their own.
+    assert human_svg.count("<title>not judged</title>") == 1
+    assert ": -</title>" not in human_svg
+    assert human_svg.count("<rect ") == 1 + 56  # the background, 56 judged cells
     assert len(result.residuals) == 2
-    side, svg = result.residuals[1]
+    side, figure = result.residuals[1]
+    svg = figure.svg
     i, j = np.triu_indices(8, k=1)
     from scipy.stats import rankdata
 
@@ -177,7 +183,7 @@ def test_people_matrix_and_residuals_share_the_models_order(scored):
     # Pearson compares values, so its residuals are z-scores.
     pearson = compare.compare(target=target, models=[tfidf, small], layers={}, measure="pearson")
     z = (model - model.mean()) / model.std() - (human - human.mean()) / human.std()
-    assert f"{names[i[k]]} x {names[j[k]]}: {z[k]:.3f}" in pearson.residuals[1][1]
+    assert f"{names[i[k]]} x {names[j[k]]}: {z[k]:.3f}" in pearson.residuals[1][1].svg
 
 
 def test_matrix_stimuli_are_the_most_judged_among_themselves():
@@ -313,3 +319,54 @@ def test_section_endpoint_refuses_an_incomplete_choice(researcher_client, client
     client.force_login(outsider)
     assert client.get(url).status_code == 403
     assert client.get(reverse("evaluation:compare_pairs_csv")).status_code == 403
+
+
+def test_each_compare_figure_downloads_as_svg_png_and_its_data(researcher_client, scored):
+    """The page's download links rebuild its figures (evaluation.figures): the people's
+    matrix's CSV is its judged pairs, a residual's CSV is model minus people."""
+    import csv
+    import io
+    import re
+
+    target, tfidf, small = scored
+    query = {"target": target.pk, "models": [tfidf.pk, small.pk], "measure": "pearson"}
+    html = ""
+    for section in ("matrices", "people", "models"):
+        html += researcher_client.get(
+            reverse("evaluation:compare_section"), {**query, "section": section}
+        ).content.decode()
+    links = {}  # kind, or kind-<model id>: the figure's CSV link
+    for url in re.findall(r'href="(/figures/compare-[a-z]+\.csv\?[^"]+)"', html):
+        url = url.replace("&amp;", "&")
+        kind = re.search(r"/figures/(compare-[a-z]+)\.csv", url)[1]
+        model = re.search(r"[?&]model=(\d+)", url)
+        links[kind + (f"-{model[1]}" if model else "")] = url
+    kinds = {name.split("-")[1] for name in links}
+    assert kinds == {"similarity", "people", "residual", "scatter", "rsa", "cka"}
+    people = researcher_client.get(links["compare-people"])
+    rows = list(csv.reader(io.StringIO(people.content.decode())))
+    assert rows[0][-2:] == ["mean human rating", "judgments"] and len(rows) == 1 + 28
+    residual = researcher_client.get(links[f"compare-residual-{small.pk}"])
+    rows = list(csv.DictReader(io.StringIO(residual.content.decode())))
+    assert len(rows) == 28 and "model (z-scores)" in rows[0]
+    assert all(
+        float(r["model minus people"])
+        == pytest.approx(float(r["model (z-scores)"]) - float(r["people (z-scores)"]))
+        for r in rows
+    )
+    svg = researcher_client.get(links["compare-rsa"].replace(".csv?", ".svg?"))
+    assert svg["Content-Type"] == "image/svg+xml" and b"RSA (Pearson)" in svg.content
+    png = researcher_client.get(links[f"compare-similarity-{small.pk}"].replace(".csv?", ".png?"))
+    assert png["Content-Type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_compare_figure_that_cannot_be_made_says_why(researcher_client, scored):
+    target, tfidf, small = scored
+    url = reverse("evaluation:figure_download", args=["compare-scatter", "svg"])
+    one = researcher_client.get(url, {"target": target.pk, "models": [tfidf.pk]})
+    assert one.status_code == 400 and b"two to four times" in one.content
+    other = researcher_client.get(
+        url, {"target": target.pk, "models": [tfidf.pk, small.pk], "model": 999999}
+    )
+    assert other.status_code == 400
+    assert b"model 999999 is not among the models compared" in other.content
