@@ -103,6 +103,11 @@ class Figure:
         return urlencode(list(self.params))
 
     @property
+    def zoomable(self) -> bool:
+        """Matrices and scatters: the page offers zoom buttons (static/js/figures.js)."""
+        return "zoomable" in self.svg[:300]
+
+    @property
     def html_id(self) -> str:
         """An id for the figure on its page: its kind and parameters."""
         return slugify("-".join([self.kind, *(value for _, value in self.params)]))[:100]

@@ -116,5 +116,20 @@ def test_the_differences_heatmap_downloads_without_logging_in(page, live_server,
     assert stem.endswith("_pair-alignment-correlation-spearman_top-5")
     rows = check_files(files, stem, shown)
     assert len(rows) == 1 + 5 * 4 and rows[0][5] == "difference (a - b)"
+    # Zoom (static/js/figures.js) moves the viewBox; Reset gives the whole figure back.
+    svg = figure.locator("svg")
+    whole = svg.get_attribute("viewBox")
+    width, height = (float(v) for v in whole.split()[2:])
+    figure.get_by_role("button", name="+").click()
+    x, y, w, h = (float(v) for v in svg.get_attribute("viewBox").split())
+    assert (w, h) == (width / 2, height / 2) and (x, y) == (width / 4, height / 4)
+    box = svg.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2)
+    page.mouse.up()
+    assert float(svg.get_attribute("viewBox").split()[0]) < x  # dragged right: view moves left
+    figure.get_by_role("button", name="Reset").click()
+    assert svg.get_attribute("viewBox") == whole
     screenshot(page, "differences-figure")
     assert_enforced(page, violations)
