@@ -19,10 +19,11 @@ from django.urls import reverse
 
 from annotation import services as study_services
 from annotation.services import Answer, ItemPlan
-from evaluation import figures, plots
+from evaluation import figures, plots, services
 from evaluation.models import Target
 from tests.api.conftest import token_client
 from tests.conftest import make_text_dataset
+from tests.evaluation.test_language_models import MINILM, men_words  # noqa: F401 (fixture)
 from tests.evaluation.test_paired_leaderboard import board_of_20  # noqa: F401 (fixture)
 from tests.factories import PretrainedModelFactory, RunFactory, ScoreFactory
 
@@ -359,3 +360,30 @@ def test_the_study_page_draws_the_reliability_trend_with_its_downloads(
     table = re.findall(r'<tr><td class="num">(\d+)</td><td class="num">([-\d.\N{EN DASH}]+)</td></tr>',
                        html.split('id="trend"')[1])  # fmt: skip
     assert [(r[0], f"{float(r[1]):.3f}" if r[1] else "\N{EN DASH}") for r in rows[1:]] == table
+
+
+def test_the_efficiency_curve_downloads_with_its_draws(men_words, researcher_client):  # noqa: F811
+    _, judgments = men_words
+    language = services.model_register(
+        name="tags by minilm", source="language", identifier=f"tags v1 | {MINILM}", modality="text"
+    )
+    url = reverse("evaluation:figure_download", args=["efficiency", "csv"])
+    response = researcher_client.get(url, {"model": language.pk, "target": judgments.target.pk})
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == (
+        'attachment; filename="efficiency_tags-by-minilm_men-words-men-among-the-tagged-v1.csv"'
+    )
+    header, *rows = csv_rows(response.content.decode())
+    assert header == figures.EFFICIENCY_COLUMNS
+    # MEN holds one mean per pair: the descriptions' curve only, k = 1, 2, ... per stimulus.
+    assert {r[0] for r in rows} == {"tags by minilm (k descriptions per stimulus)"}
+    assert [int(r[1]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 3
+    for row in rows:
+        low, mean, high = float(row[4]), float(row[3]), float(row[5])
+        assert low <= mean <= high and int(row[6]) == 20  # 20 random draws each
+    not_language = researcher_client.get(
+        url, {"model": PretrainedModelFactory().pk, "target": judgments.target.pk}
+    )
+    assert not_language.status_code == 400 and "is not a language-based model" in (
+        not_language.content.decode()
+    )
