@@ -216,9 +216,11 @@ def _colour_bar(
     ]
     for position, value in scale.ticks:
         tx = x + position * width
+        # The end labels align with the bar's ends: centred, they would leave the figure.
+        anchor = "start" if position <= 0 else "end" if position >= 1 else "middle"
         parts.append(
             f'<path d="M{tx:.1f},{y + 10:.1f}v4" stroke="#666"/>'
-            f'<text x="{tx:.1f}" y="{y + 25:.1f}" text-anchor="middle">{_fmt(value, 2)}</text>'
+            f'<text x="{tx:.1f}" y="{y + 25:.1f}" text-anchor="{anchor}">{_fmt(value, 2)}</text>'
         )
     parts.append(f'<text x="{x:.1f}" y="{y + 40:.1f}">{escape(label)}</text>')
     parts.append(f'<text x="{x:.1f}" y="{y + 54:.1f}" fill="#555">{escape(scale.how)}</text>')
