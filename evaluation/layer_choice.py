@@ -36,13 +36,10 @@ class ModelLayerChoice:
 def board_layer_choices(*, target: Target, metric_key: str, key: str) -> list[ModelLayerChoice]:
     """Each model with two or more layers scored on ``metric_key``: its cross-validated layer
     choice, cached under the board's ``key`` (it changes with the target's scores)."""
-    return list(
-        cache.get_or_set(
-            f"{key}:layer-choice:{metric_key}",
-            lambda: _compute(target, metric_key),
-            CACHE_SECONDS,
-        )
+    choices = cache.get_or_set(
+        f"{key}:layer-choice:{metric_key}", lambda: _compute(target, metric_key), CACHE_SECONDS
     )
+    return list(choices or [])
 
 
 def _compute(target: Target, metric_key: str) -> list[ModelLayerChoice]:
@@ -116,4 +113,5 @@ def random_floor(target: Target, metric_key: str) -> engine.RandomFloor | None:
             return None
 
     key = f"random-floor:v1:{target.judgments_id}:{target.dataset.content_hash}:{metric_key}"
-    return cache.get_or_set(key, compute, None)  # type: ignore[no-any-return]
+    floor: engine.RandomFloor | None = cache.get_or_set(key, compute, None)
+    return floor

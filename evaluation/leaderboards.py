@@ -39,6 +39,7 @@ from evaluation.metrics import METRICS, metric_name
 from evaluation.models import (
     REVISION_FIELDS,
     HumanJudgments,
+    Judgment,
     PretrainedModel,
     Run,
     RunStatus,
@@ -797,18 +798,21 @@ class Ceilings:
 ITEM_WORDS = {"pairs": "pair", "triplets": "triplet", "2afc": "2AFC item"}
 
 
-def target_ceilings(target: Target) -> Ceilings | None:
-    """The target's ceilings; None for label targets (labels have no human noise)."""
+def target_ceilings(target: Target, *, reason: str | None = None) -> Ceilings | None:
+    """The target's ceilings; None for label targets (labels have no human noise).
+    ``reason``: why there is no computed ceiling, where the caller has it already."""
     judgments = target.judgments
     if judgments is None:
         return None
     main = next((name for name, info in METRICS.items() if info.main_for == target.kind), "")
     computed = judgments.ceiling
+    if computed is None and reason is None:
+        reason = no_ceiling_reasons([judgments])[judgments.pk]
     return Ceilings(
         metric=main,
         computed=computed,
         meaning=CEILING_MEANING.get(target.kind, ""),
-        reason="" if computed is not None else no_ceiling_reason(judgments),
+        reason="" if computed is not None else str(reason),
         published=target.published_ceiling,
         source=target.published_ceiling_source,
     )
@@ -816,29 +820,36 @@ def target_ceilings(target: Target) -> Ceilings | None:
 
 def front_ceilings(front: FrontPage) -> dict[int, Ceilings | None]:
     """Each human board's ceilings on the front page, read afresh (the cached front page's
-    targets may predate a published ceiling): one query, the reasons cached."""
+    targets may predate a published ceiling): two queries at most, the reasons cached."""
     ids = [board.target.pk for board in front.human]
-    targets = Target.objects.filter(pk__in=ids).select_related("judgments")
-    return {target.pk: target_ceilings(target) for target in targets}
-
-
-def no_ceiling_reason(judgments: HumanJudgments) -> str:
-    """Why these judgments give no ceiling, counted from their rows ("only 1 of 998 pairs
-    was judged more than once"). A judgments version never changes: cached for good."""
-    return str(
-        cache.get_or_set(
-            f"no-ceiling-reason:v1:{judgments.pk}", lambda: _count_reason(judgments), None
-        )
+    targets = list(Target.objects.filter(pk__in=ids).select_related("judgments"))
+    reasons = no_ceiling_reasons(
+        [t.judgments for t in targets if t.judgments is not None and t.judgments.ceiling is None]
     )
+    return {t.pk: target_ceilings(t, reason=reasons.get(t.judgments_id or 0, "")) for t in targets}
 
 
-def _count_reason(judgments: HumanJudgments) -> str:
-    rows = judgments.rows.values_list("a", "b", "c").iterator(chunk_size=10000)
-    counts = Counter(
-        item_key(judgments.kind, [s for s in row if s is not None])
-        for row in rows
-        if judgments.kind != "pairs" or row[0] != row[1]  # a self-pair tells nothing
+def no_ceiling_reasons(sets: list[HumanJudgments]) -> dict[int, str]:
+    """Why each of these judgments gives no ceiling, counted from their rows ("only 1 of 998
+    pairs was judged more than once"). A judgments version never changes: each reason is
+    cached for good; those not cached yet are counted from one query."""
+    keys = {f"no-ceiling-reason:v1:{j.pk}": j for j in sets}
+    cached = cache.get_many(list(keys))
+    missing = {j.pk: j for key, j in keys.items() if key not in cached}
+    counts: dict[int, Counter[tuple[int, ...]]] = {pk: Counter() for pk in missing}
+    rows = Judgment.objects.filter(judgments_id__in=list(missing)).values_list(
+        "judgments_id", "a", "b", "c"
     )
+    for judgments_id, *stimuli in rows.iterator(chunk_size=10000) if missing else ():
+        kind = missing[judgments_id].kind
+        if kind != "pairs" or stimuli[0] != stimuli[1]:  # a self-pair tells nothing
+            counts[judgments_id][item_key(kind, [s for s in stimuli if s is not None])] += 1
+    fresh = {pk: _count_reason(missing[pk], counts[pk]) for pk in missing}
+    cache.set_many({f"no-ceiling-reason:v1:{pk}": reason for pk, reason in fresh.items()}, None)
+    return {**{j.pk: str(reason) for key, reason in cached.items() if (j := keys[key])}, **fresh}
+
+
+def _count_reason(judgments: HumanJudgments, counts: Counter[tuple[int, ...]]) -> str:
     word = ITEM_WORDS.get(judgments.kind, "item")
     items, repeated = len(counts), sum(1 for n in counts.values() if n >= 2)
     if items == 0:

@@ -140,7 +140,7 @@ def cross_validated_layer(
         scores = [{name: scorer.aggregate(values[name], h) for name in names} for h in halves]
         means = []
         for choose, score in ((0, 1), (1, 0)):
-            pick = max(names, key=lambda n, s=scores[choose]: _finite(s[n]))
+            pick = _best(scores[choose])
             picks[pick] += 1
             means.append(scores[score][pick])
             optimistic.append(max(_finite(v) for v in scores[score].values()))
@@ -149,7 +149,7 @@ def cross_validated_layer(
     return LayerChoice(
         layers=names,
         full=full,
-        optimistic_layer=max(names, key=lambda n: _finite(full[n])),
+        optimistic_layer=_best(full),
         cv_mean=float(np.mean(held_out)),
         cv_low=float(np.percentile(held_out, 2.5)),
         cv_high=float(np.percentile(held_out, 97.5)),
@@ -159,6 +159,11 @@ def cross_validated_layer(
         seed=seed,
         items_per_half=float(np.mean(sizes)),
     )
+
+
+def _best(scores: dict[str, float]) -> str:
+    """The layer with the highest score (an undefined score counts as the lowest)."""
+    return max(scores, key=lambda name: _finite(scores[name]))
 
 
 def _finite(value: float) -> float:
