@@ -167,7 +167,8 @@ def test_an_archived_dataset_takes_its_boards_off_the_index_and_compare(
     assert labels.get_absolute_url() not in index
     compare = researcher_client.get(reverse("evaluation:compare")).context["targets"]
     assert labels not in list(compare)
-    assert researcher_client.get(labels.get_absolute_url()).status_code == 200
+    board = researcher_client.get(labels.get_absolute_url()).content.decode()
+    assert "is <strong>archived</strong>: this board is left out of the lists" in board
 
 
 def test_an_archived_model_is_no_compare_choice(catalogue, researcher_client):
@@ -221,6 +222,7 @@ def test_an_open_study_or_a_running_pilot_blocks_deletion(catalogue, researcher_
         study_archive.dataset_delete(catalogue["dataset"], delete_scores=True)
     page = researcher_client.get(reverse("annotation:study_archive", args=[study.pk]))
     assert expected in page.content.decode()
+    assert "archiving does not close it" in page.content.decode()
     study_set_status(study=study, status="closed")
     Pilot.objects.create(study=study)  # running, its runner alive
     with pytest.raises(DeleteRefused, match="A pilot of study Sentence similarity is running"):
