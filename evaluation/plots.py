@@ -75,7 +75,7 @@ def _sequential(t: float) -> str:
     k = min(int(t), len(VIRIDIS) - 2)
     f = t - k
     r, g, b = (round(a + (c - a) * f) for a, c in zip(VIRIDIS[k], VIRIDIS[k + 1], strict=True))
-    return f"rgb({r},{g},{b})"
+    return f"#{r:02x}{g:02x}{b:02x}"  # hex: a large matrix has one per cell
 
 
 def _diverging(t: float) -> str:
@@ -83,7 +83,7 @@ def _diverging(t: float) -> str:
     t = min(1.0, max(-1.0, t))
     end = (178, 24, 43) if t < 0 else (33, 102, 172)
     r, g, b = (round(255 + (c - 255) * abs(t)) for c in end)
-    return f"rgb({r},{g},{b})"
+    return f"#{r:02x}{g:02x}{b:02x}"  # hex: a large matrix has one per cell
 
 
 @dataclass(frozen=True)
