@@ -27,7 +27,6 @@ from evaluation.models import (
     TargetKind,
     Worker,
 )
-from evaluation.plots import Point
 
 # A worker not seen for this many heartbeats is not counted as up (it may have been killed).
 MISSED_HEARTBEATS = 3
@@ -212,30 +211,6 @@ def model_scores(*, model: PretrainedModel) -> QuerySet[Score]:
         .defer("resamples")
         .order_by("-created_at")
     )
-
-
-def model_layer_curves(*, model: PretrainedModel) -> list[tuple[Target, dict[str, list[Point]]]]:
-    """Per target, each metric's latest score against layer depth (only where a model was
-    scored at two or more layers: one point is not a curve)."""
-    depth = {layer["name"]: index for index, layer in enumerate(model.layers or [])}
-    latest: dict[tuple[int, str, str], Score] = {}
-    for score in (
-        model.scores.select_related("target").defer("resamples").order_by("created_at", "id")
-    ):
-        latest[(score.target_id, score.metric_key, score.layer)] = score
-    by_target: dict[int, dict[str, list[Point]]] = {}
-    targets: dict[int, Target] = {}
-    for (target_id, metric_key, layer), score in latest.items():
-        targets[target_id] = score.target
-        by_target.setdefault(target_id, {}).setdefault(metric_key, []).append(
-            Point(depth.get(layer, -1), score.value, layer, score.ci_low, score.ci_high)
-        )
-    curves = []
-    for target_id, series in by_target.items():
-        series = {key: points for key, points in series.items() if len(points) > 1}
-        if series:
-            curves.append((targets[target_id], series))
-    return curves
 
 
 # --- Workers -----------------------------------------------------------------------------------
