@@ -16,6 +16,7 @@ part here.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,11 +85,13 @@ class FilesToRemove:
     """Stored files a deletion frees, removed after its transaction commits."""
 
     media: list[str] = field(default_factory=list)  # names in the MEDIA storage
+    media_folders: list[str] = field(default_factory=list)  # "folders" there, whole
     embeddings: list[str] = field(default_factory=list)  # names in the EMBEDDINGS storage
     local: list[Path] = field(default_factory=list)  # poster frames under MEDIA_ROOT
 
     def extend(self, other: FilesToRemove) -> None:
         self.media += other.media
+        self.media_folders += other.media_folders
         self.embeddings += other.embeddings
         self.local += other.local
 
@@ -252,7 +255,7 @@ def remove_after_commit(files: FilesToRemove) -> None:
 def remove_files(files: FilesToRemove) -> list[str]:
     """Remove stored files; a file that cannot be removed is logged and named in the list
     returned (its rows are gone already: it is an orphan to clean up, not a failure)."""
-    kept = []
+    kept = [folder for folder in files.media_folders if not _remove_media_folder(folder)]
     for alias, names in ((storage.MEDIA, files.media), (storage.EMBEDDINGS, files.embeddings)):
         for name in names:
             try:
@@ -269,13 +272,32 @@ def remove_files(files: FilesToRemove) -> list[str]:
     return kept
 
 
+def _remove_media_folder(folder: str) -> bool:
+    """Remove a folder of the MEDIA storage, a dataset's stimulus files: in one listing and
+    batch deletes from an object store (not a request per file), or one tree on disk."""
+    try:
+        if storage.is_remote(storage.MEDIA):
+            storage.delete_under(storage.MEDIA, folder)
+        else:
+            shutil.rmtree(storage.storage_of(storage.MEDIA).path(folder))
+    except FileNotFoundError:
+        return True  # gone already
+    except (StorageError, OSError) as exc:
+        logger.warning("Deleted the rows, but not the files under %s: %s", folder, exc)
+        return False
+    return True
+
+
 def _embedding_files(embedding_sets: QuerySet[EmbeddingSet]) -> FilesToRemove:
     return FilesToRemove(embeddings=list(embedding_sets.values_list("relative_path", flat=True)))
 
 
 def _stimulus_files(dataset: Dataset) -> FilesToRemove:
     stimuli = Stimulus.objects.filter(dataset=dataset).exclude(file="")
-    files = FilesToRemove(media=list(stimuli.values_list("file", flat=True)))
+    if not stimuli.exists():
+        return FilesToRemove()  # texts: no files
+    # Every stimulus file of a dataset is under its folder (evaluation.imports.stimuli).
+    files = FilesToRemove(media_folders=[f"datasets/{dataset.pk}/"])
     if dataset.modality == Modality.VIDEO:
         posters = Path(settings.MEDIA_ROOT) / POSTER_DIR
         files.local = [

@@ -31,6 +31,11 @@ from evaluation.services.archive import DeleteRefused
 from tests.api.conftest import answered_study, pairs_judgments, run_steps, token_client  # noqa: F401
 from tests.conftest import make_image_dataset, make_text_model
 from tests.factories import RunFactory, RunStepFactory
+from tests.object_store import (  # noqa: F401 (fixtures)
+    ObjectStore,
+    moto_server_fixture,
+    object_store_fixture,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -263,6 +268,19 @@ def test_deleting_a_media_dataset_removes_its_stimulus_files(
     with django_capture_on_commit_callbacks(execute=True):
         study_archive.dataset_delete(dataset, delete_scores=False)  # no scores: no tick needed
     assert not any(path.exists() for path in files)
+    assert not Path(media.path(f"datasets/{dataset.pk}")).exists()  # its folder too
+
+
+def test_a_media_datasets_files_leave_the_object_store_in_batches(
+    object_store: ObjectStore, researcher, digits_zip_small, django_capture_on_commit_callbacks
+):
+    dataset = make_image_dataset(data=digits_zip_small)
+    assert len(object_store.keys(f"media/datasets/{dataset.pk}/")) == 120
+    other = make_image_dataset(name="kept digits", data=digits_zip_small)
+    with django_capture_on_commit_callbacks(execute=True):
+        study_archive.dataset_delete(dataset, delete_scores=False)
+    assert object_store.keys(f"media/datasets/{dataset.pk}/") == []
+    assert len(object_store.keys(f"media/datasets/{other.pk}/")) == 120
 
 
 def test_a_failed_step_deletes_nothing(catalogue, monkeypatch, django_capture_on_commit_callbacks):
