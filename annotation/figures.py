@@ -48,8 +48,12 @@ def reliability_trend_figure(study: Study, trend: list[dict[str, Any]]) -> figur
         rows=[[point["responses"], point["mean"], point["sd"]] for point in trend],
         filename=figures.file_stem("reliability-trend", study.name),
         params=[("study", str(study.pk))],
-        caption="Shaded: ± 1 SD of the split-half value over random splits of the "
-        "participants. Hover a point for its value.",
+        caption=(
+            "Shaded: ± 1 SD of the split-half value over random splits of the participants. "
+            if any(point["sd"] is not None for point in trend)
+            else ""
+        )
+        + "Hover a point for its value.",
     )
 
 

@@ -484,7 +484,8 @@ def line_chart(
     ys += [r.y for r in references]
     legend = [(name, PALETTE[k % len(PALETTE)], "line") for k, name in enumerate(series)]
     legend += [(f"{r.label} ({_fmt(r.y)})", r.colour, "dashed") for r in references]
-    legend.append((band_label, "#9ca3af", "band"))
+    if any(p.low is not None and p.high is not None for p in everything):
+        legend.append((band_label, "#9ca3af", "band"))
     legend_width = 34 + max(text_width(name) for name, _, _ in legend)
     plot_width = max(360, width - legend_width - 70) if width else 420
     left, top = 62, 30
