@@ -5,6 +5,7 @@ stored files only after it committed, and leaves everything in place when a step
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from evaluation.services import archive
 from evaluation.services.archive import DeleteRefused
 from tests.api.conftest import answered_study, pairs_judgments, run_steps, token_client  # noqa: F401
 from tests.conftest import make_image_dataset, make_text_model
-from tests.factories import RunFactory, RunStepFactory
+from tests.factories import EmbeddingImportFactory, RunFactory, RunStepFactory
 from tests.object_store import (  # noqa: F401 (fixtures)
     ObjectStore,
     moto_server_fixture,
@@ -215,6 +216,13 @@ def test_a_running_run_blocks_deleting_its_dataset_model_and_target(catalogue):
     with pytest.raises(DeleteRefused, match=expected):
         study_archive.dataset_delete(catalogue["dataset"], delete_scores=True)
     assert Dataset.objects.filter(pk=catalogue["dataset"].pk).exists()
+
+
+def test_an_unfinished_embedding_import_blocks_deleting_its_dataset(catalogue):
+    job = EmbeddingImportFactory(dataset=catalogue["dataset"], name="from elsewhere")
+    expected = f"Embedding import {job.pk} (from elsewhere) is waiting for a worker: wait until"
+    with pytest.raises(DeleteRefused, match=re.escape(expected)):
+        study_archive.dataset_delete(catalogue["dataset"], delete_scores=True)
 
 
 def test_an_open_study_or_a_running_pilot_blocks_deletion(catalogue, researcher_client):
