@@ -42,6 +42,11 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _significant(value: float) -> str:
+    """Three significant digits: colour-bar limits of crowded values (0.0007) stay readable."""
+    return "-" if not math.isfinite(value) else f"{value:.3g}"
+
+
 def text_width(text: str, size: float = FONT_SIZE) -> float:
     """Roughly how wide ``text`` is drawn (DejaVu Sans averages about 0.6 em a character;
     a little generous, so that legends and labels are never cut)."""
@@ -180,17 +185,24 @@ def _rank_scale(data: np.ndarray, *, signed: bool) -> ColourScale:
 
     quantiles = [0.0, 0.25, 0.5, 0.75, 1.0]
     values = [float(np.quantile(ordered, q)) for q in quantiles]
-    if signed:
-        ticks = [(0.5 - q / 2, -v) for q, v in zip(quantiles[::-1], values[::-1], strict=True)]
-        ticks += [(0.5 + q / 2, v) for q, v in zip(quantiles[1:], values[1:], strict=True)]
+    if signed:  # 0 in the middle, the median and the largest |value| either side
+        ticks = [(0.0, -values[4]), (0.25, -values[2]), (0.5, 0.0), (0.75, values[2])]
+        ticks.append((1.0, values[4]))
+        how = (
+            "rank-scaled: colour is the percentile of |value|, signed; ticks show 0, the "
+            "median and the largest |value|"
+        )
     else:
         ticks = list(zip(quantiles, values, strict=True))
+        how = (
+            "rank-scaled: colour is the value's percentile, ticks show the values at 0, 25, "
+            "50, 75 and 100%"
+        )
     return ColourScale(
         unit=rank,
         colour=_diverging if signed else _sequential,
         ticks=ticks,
-        how="rank-scaled: colour is the value's percentile, ticks show the values at 0, 25, 50, "
-        "75 and 100%" + (" of |value|, signed" if signed else ""),
+        how=how,
         signed=signed,
         low=-values[-1] if signed else values[0],
         high=values[-1],
@@ -220,7 +232,7 @@ def _colour_bar(
         anchor = "start" if position <= 0 else "end" if position >= 1 else "middle"
         parts.append(
             f'<path d="M{tx:.1f},{y + 10:.1f}v4" stroke="#666"/>'
-            f'<text x="{tx:.1f}" y="{y + 25:.1f}" text-anchor="{anchor}">{_fmt(value, 2)}</text>'
+            f'<text x="{tx:.1f}" y="{y + 25:.1f}" text-anchor="{anchor}">{_significant(value)}</text>'
         )
     parts.append(f'<text x="{x:.1f}" y="{y + 40:.1f}">{escape(label)}</text>')
     parts.append(f'<text x="{x:.1f}" y="{y + 54:.1f}" fill="#555">{escape(scale.how)}</text>')

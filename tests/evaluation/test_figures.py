@@ -171,7 +171,7 @@ def test_a_small_matrix_names_its_stimuli_and_carries_a_colour_bar():
     assert 'class="axis-labels"' in svg and svg.count(">stimulus 3</text>") == 2
     bar = svg.split('class="colour-bar"')[1]
     low, high = float(np.min(matrix)), float(np.max(matrix))  # 36 values: the data's range
-    assert f">{low:.2f}</text>" in bar and f">{high:.2f}</text>" in bar
+    assert f">{low:.3g}</text>" in bar and f">{high:.3g}</text>" in bar
     assert "cosine similarity (colour)" in bar and "the data&#x27;s range" in bar
 
 
@@ -185,7 +185,7 @@ def test_a_large_matrix_names_stimuli_on_hover_and_uses_robust_limits():
     assert "<title>s3 x s7: " in svg
     assert "robust limits: 2nd to 98th percentile" in svg
     p98 = np.percentile(matrix, 98)
-    assert f">{p98:.2f}</text>" in svg.split('class="colour-bar"')[1]
+    assert f">{p98:.3g}</text>" in svg.split('class="colour-bar"')[1]
 
 
 def test_values_crowded_in_a_band_are_rank_scaled():
@@ -195,6 +195,11 @@ def test_values_crowded_in_a_band_are_rank_scaled():
     assert scale.how.startswith("rank-scaled")
     colours = {scale.colour(scale.unit(v)) for v in values[:950]}
     assert len(colours) > 100  # the crowd is told apart, not one colour
+    signed = plots.colour_scale((values - 0.9).tolist(), signed=True)
+    assert signed.how.startswith("rank-scaled") and [p for p, _ in signed.ticks] == [
+        0.0, 0.25, 0.5, 0.75, 1.0,
+    ]  # fmt: skip
+    assert signed.ticks[2][1] == 0.0 and signed.ticks[0][1] == -signed.ticks[4][1]
     assert plots.colour_scale([0.0, 0.5, 1.0], low=0.0, high=1.0).how == "fixed limits"
 
 
