@@ -500,6 +500,8 @@ def line_chart(
         legend.append((band_label, "#9ca3af", "band"))
     legend_width = 34 + max(text_width(name) for name, _, _ in legend)
     plot_width = max(360, width - legend_width - 70) if width else 420
+    if x_categories is not None:  # room for each name (rotated, one line high) under the axis
+        plot_width = max(plot_width, 16 * len(x_categories))
     left, top = 62, 30
     if x_categories is not None:
         tick_names = [_cut(name, 32) for name in x_categories]
