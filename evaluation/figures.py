@@ -235,8 +235,13 @@ def depth_order(model: PretrainedModel, names: Sequence[str]) -> list[str]:
     depth = {layer["name"]: k for k, layer in enumerate(model.layers or [])}
     return sorted(
         dict.fromkeys(names),
-        key=lambda name: (is_final_output(name), depth.get(name, len(depth)), name),
+        key=lambda name: (is_final_output(name), depth.get(name, len(depth)), _natural(name)),
     )
+
+
+def _natural(name: str) -> list[tuple[int, int | str]]:
+    """Names the layer list does not know, in natural order: blocks.2 before blocks.10."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name)]
 
 
 def layer_tick(layer: str) -> str:

@@ -137,6 +137,15 @@ def test_the_png_is_the_svg_rendered_at_twice_its_size(layered):
     assert len(bare.png()) < len(png) * 0.8
 
 
+def test_layers_the_model_does_not_list_follow_in_natural_order(layered):
+    model, _ = layered
+    names = ["blocks.10", "pre_logits", "blocks.2", "stem", "blocks.1"]
+    # stem and blocks.1 are listed; blocks.2 and blocks.10 are not (inspected before a change).
+    assert figures.depth_order(model, names) == [
+        "stem", "blocks.1", "blocks.2", "blocks.10", "pre_logits",
+    ]  # fmt: skip
+
+
 def test_final_outputs_are_the_adapters_own_layers():
     from evaluation.engine.adapters import (
         baselines,
