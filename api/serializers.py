@@ -47,6 +47,7 @@ from evaluation.models import (
     metric_key,
 )
 from evaluation.provenance import score_stale_reasons
+from evaluation.run_checks import cannot_score
 
 # PositiveIntegerField on PostgreSQL: anything larger would be a database error, not a 400.
 MAX_SEED = 2**31 - 1
@@ -434,6 +435,13 @@ class RunCreateSerializer(serializers.Serializer):
                 )
             layers[model_id] = names
         data["layers"] = layers
+        # As the run form says it (evaluation.run_checks); a model of another modality is
+        # left to the service, whose message the API has always given.
+        dataset = data["dataset"]
+        same_modality = [m for m in data["models"] if m.modality in dataset.model_modalities]
+        problems = [p for m in same_modality if (p := cannot_score(m, dataset))]
+        if problems:
+            raise serializers.ValidationError({"models": problems})
         return data
 
 

@@ -498,6 +498,8 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
         "rank interval high",
         "tie group",
         "compared with the leader by",
+        "published ceiling",  # reported elsewhere, not computed from the judgments
+        "published ceiling source",
     ]
     provenance = _provenance_of(board)
     out = [header]
@@ -523,6 +525,8 @@ def board_csv_rows(board: Board) -> list[list[Any]]:
             interval[1],
             "" if row.tie_group is None else row.tie_group,
             "paired" if row.p_vs_leader is not None else ("overlap" if row.cells else ""),
+            "" if board.target.published_ceiling is None else board.target.published_ceiling,
+            board.target.published_ceiling_source,
         ]
         out.append(line)
     return out

@@ -3,6 +3,9 @@ published elsewhere with its source, drawn apart from a computed one."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -114,6 +117,11 @@ def test_published_ceiling_is_drawn_apart_from_a_computed_one(researcher_client,
     assert "0.664 of published ceiling" in page  # 0.445 / 0.67
     front = researcher_client.get(reverse("evaluation:leaderboards")).content.decode()
     assert "published ceiling 0.670 (Hill et al. 2015, inter-rater agreement)" in front
+    export = researcher_client.get(simlex.get_absolute_url(), {"format": "csv"})
+    header, row = list(csv.reader(io.StringIO(export.content.decode())))
+    assert row[header.index("published ceiling")] == "0.67"
+    assert row[header.index("published ceiling source")].startswith("Hill et al. 2015")
+    assert row[header.index("pair_alignment(correlation=spearman) ceiling")] == ""  # none computed
     removed = researcher_client.post(
         reverse("evaluation:leaderboard_published_ceiling", args=[simlex.pk]), {"remove": "1"}
     )

@@ -141,3 +141,24 @@ def test_word_tfidf_is_fine_on_sentences(researcher_client):
     page = researcher_client.get(RUN_NEW, {"dataset": sentences.pk}).content.decode()
     row = page[page.index(f'id="model-choice-{tfidf.pk}"') :]
     assert "Cannot score" not in row[: row.index("</div>")]
+
+
+def test_the_api_refuses_word_tfidf_on_single_words_with_the_same_reason(simlex, researcher):
+    from rest_framework.test import APIClient
+
+    _, _, target = simlex
+    tfidf = register("word-tfidf", "tfidf")
+    api = APIClient()
+    api.force_authenticate(researcher)
+    response = api.post(
+        reverse("api:run-list"),
+        {
+            "dataset": target.dataset.pk,
+            "models": [tfidf.pk],
+            "metrics": [{"name": "pair_alignment"}],
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    (message,) = response.json()["error"]["fields"]["models"]
+    assert "every stimulus of SimLex words is a single word" in message
