@@ -2,8 +2,9 @@
 the board's sort metric, the layer chosen on half the stimuli and scored on the other half
 (evaluation.engine.metrics.layer_choice), from the embeddings the scores were computed on.
 
-Human targets only (pair ratings scored by plain correlation, odd-one-out, 2AFC): their
-scores are a function of per-judgment numbers that a half of the stimuli can be cut from.
+Human targets scored by plain correlation with pair ratings, odd-one-out or 2AFC agreement
+(a function of per-judgment numbers a half of the stimuli can be cut from), and label targets
+scored by leave-one-out k-NN accuracy (neighbours looked for within each half).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from evaluation.engine.metrics import layer_choice as engine
 from evaluation.models import Score, Target
 
 CACHE_SECONDS = 3600
-# The metrics a half of the stimuli can be scored on here (the main human ones).
-CROSS_VALIDATED = ("pair_alignment", "odd_one_out", "two_afc")
+# The metrics a half of the stimuli can be scored on here (the main human ones, and k-NN
+# accuracy leave-one-out within each half).
+HUMAN_METRICS = ("pair_alignment", "odd_one_out", "two_afc")
+CROSS_VALIDATED = (*HUMAN_METRICS, "knn")
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,18 @@ def board_layer_choices(*, target: Target, metric_key: str, key: str) -> list[Mo
     return list(choices or [])
 
 
-def _compute(target: Target, metric_key: str) -> list[ModelLayerChoice]:
+def cross_validates(metric_key: str) -> bool:
+    """Whether a board sorted by this metric has a cross-validated layer choice here (k-NN
+    only leave-one-out: a held-out split is a split of its own)."""
     name, params = metric_registry.parse_metric_key(metric_key)
-    if name not in CROSS_VALIDATED:
+    return name in CROSS_VALIDATED and not (name == "knn" and params.get("split") == "holdout")
+
+
+def _compute(target: Target, metric_key: str) -> list[ModelLayerChoice]:
+    if not cross_validates(metric_key):
         return []
-    scorer = _scorer(target, params.get("correlation", "spearman"))
+    params = metric_registry.parse_metric_key(metric_key)[1]
+    scorer = _scorer(target, params)
     latest: dict[int, dict[str, Score]] = defaultdict(dict)
     for score in (
         Score.objects.filter(target=target, metric_key=metric_key)
@@ -87,26 +97,29 @@ def _model_choice(
     return ModelLayerChoice(model_id, name, choice)
 
 
-def _scorer(target: Target, correlation: str) -> engine.HalfScorer:
+def _scorer(target: Target, params: dict[str, str]) -> engine.HalfScorer:
     data = target_reading.target_data(target)
+    if isinstance(data, metric_registry.LabelsData):
+        labels = np.array([s.label for s in data.stimuli], dtype=object).astype(str)
+        return engine.knn_scorer(labels, k=int(params.get("k", 5)))
     if isinstance(data, metric_registry.PairsData):
-        return engine.pairs_scorer(data.ratings, correlation=correlation)
+        return engine.pairs_scorer(data.ratings, correlation=params.get("correlation", "spearman"))
     if isinstance(data, metric_registry.TripletsData):
         return engine.triplets_scorer(data.triplets, data.chosen)
     if isinstance(data, metric_registry.TwoAfcData):
         return engine.two_afc_scorer(data.reference, data.first, data.second, data.share_first)
-    raise MetricError("Only human targets have a cross-validated layer choice.")
+    raise MetricError("This target has no cross-validated layer choice.")
 
 
 def random_floor(target: Target, metric_key: str) -> engine.RandomFloor | None:
     """The random-embedding floor of a human target's metric (None for other metrics, or
     where random embeddings give no defined score); judgments never change: cached for good."""
     name, params = metric_registry.parse_metric_key(metric_key)
-    if name not in CROSS_VALIDATED or target.judgments_id is None:
+    if name not in HUMAN_METRICS or target.judgments_id is None:
         return None
 
     def compute() -> engine.RandomFloor | None:
-        scorer = _scorer(target, params.get("correlation", "spearman"))
+        scorer = _scorer(target, params)
         try:
             return engine.random_embedding_floor(scorer, n_stimuli=target.dataset.stimulus_count)
         except MetricError:

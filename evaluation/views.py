@@ -51,7 +51,7 @@ from evaluation.imports.judgment_files import column_map_from, preview_judgment_
 from evaluation.imports.judgments import judgments_import_from, report_lines
 from evaluation.imports.reading import ImportProblem
 from evaluation.imports.stimuli import dataset_import_from
-from evaluation.layer_choice import CROSS_VALIDATED, board_layer_choices, random_floor
+from evaluation.layer_choice import board_layer_choices, cross_validates, random_floor
 from evaluation.layer_choice import engine as layer_engine
 from evaluation.metrics import METRICS
 from evaluation.models import (
@@ -164,7 +164,7 @@ def leaderboard_layer_choice(request: HttpRequest, target_id: int) -> HttpRespon
             "target": target,
             "board": board,
             "choices": board_layer_choices(target=target, metric_key=board.sort_key, key=key),
-            "cross_validated": board.sort_key.split("(")[0] in CROSS_VALIDATED,
+            "cross_validated": cross_validates(board.sort_key),
             "splits": layer_engine.CV_SPLITS,
             "seed": layer_engine.CV_SEED,
             "board_query": query.as_params(page=1),

@@ -14,6 +14,7 @@ from django.urls import reverse
 from evaluation import storage
 from evaluation.judgments import JudgmentRow, judgments_create
 from evaluation.models import EmbeddingSet, Target
+from tests.conftest import make_text_dataset
 from tests.evaluation.test_human_targets import text_dataset
 from tests.factories import PretrainedModelFactory, RunFactory, ScoreFactory
 
@@ -72,3 +73,24 @@ def test_board_calls_best_layer_optimistic_and_cross_validates_it(client):
     html = page.content.decode()
     assert "three-layer-net" in html and f"{choice.cv_mean:.3f}" in html
     assert "over 20 random halvings (seed 0)" in html
+
+
+def test_label_boards_cross_validate_leave_one_out_knn(client):
+    rng = np.random.default_rng(2)
+    labels = [f"class {k % 4}" for k in range(80)]
+    dataset = make_text_dataset("eighty", [(f"text {k}", label) for k, label in enumerate(labels)])
+    target = Target.objects.get(dataset=dataset, kind="labels")
+    centres = rng.normal(size=(4, 6))
+    informative = np.array([centres[k % 4] for k in range(80)]) + rng.normal(size=(80, 6))
+    model = PretrainedModelFactory(name="two-layer-net", modality="text")
+    run = RunFactory(dataset=dataset)
+    for value, layer, x in ((0.9, "late", informative), (0.3, "early", rng.normal(size=(80, 6)))):
+        ScoreFactory(
+            run=run, model=model, target=target, layer=layer, metric_key="knn(k=5,split=loo)",
+            value=value, embedding_set=stored_layer(model, dataset, layer, x),
+        )  # fmt: skip
+    page = client.get(reverse("evaluation:leaderboard_layer_choice", args=[target.pk]))
+    choice = page.context["choices"][0].choice
+    assert choice.optimistic_layer == "late" and choice.chosen == {"late": 40}
+    assert 0.5 < choice.cv_mean <= choice.same_halves_optimistic
+    assert choice.items_per_half == 40  # each stimulus is an item: half of them per half

@@ -90,6 +90,23 @@ def two_afc_scorer(
     )
 
 
+def knn_scorer(labels: np.ndarray, *, k: int) -> HalfScorer:
+    """Leave-one-out k-NN accuracy among the stimuli of a half: each stimulus is an item, and
+    its neighbours are looked for in its own half only (the other half is unseen)."""
+    from evaluation.engine.metrics.knn import knn_accuracy
+
+    labelled = labels != ""  # unlabelled stimuli are left out, as the metric leaves them
+
+    def aggregate(x: np.ndarray, mask: np.ndarray) -> float:
+        keep = mask & labelled
+        try:
+            return knn_accuracy(x[keep], labels[keep], k=k).accuracy
+        except MetricError:  # a half with fewer than k + 1 stimuli, or one class
+            return float("nan")
+
+    return HalfScorer(np.arange(len(labels))[:, None], lambda x: x, aggregate)
+
+
 @dataclass(frozen=True)
 class LayerChoice:
     layers: tuple[str, ...]
