@@ -342,7 +342,6 @@ def metric_description(key: str) -> str:
     return reading.description if reading else ""
 
 
-
 def ceiling_check(metric: str, value: float) -> str:
     """Why ``value`` cannot be a ceiling of ``metric``; blank where it can. A ceiling is the
     best score people reach, so it lies in the metric's range and above zero."""
@@ -353,6 +352,7 @@ def ceiling_check(metric: str, value: float) -> str:
             f"metric runs from {low:g} to {high:g}); {value:g} is not."
         )
     return ""
+
 
 BOOTSTRAP_RESAMPLES = 1000
 
