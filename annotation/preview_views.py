@@ -17,6 +17,7 @@ from annotation.models import Item, Study
 from annotation.services import preview
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
+from core.querystring import int_param
 
 SEED_MAX = 2**31 - 1
 
@@ -88,8 +89,11 @@ def study_preview_trial(request: HtmxHttpRequest, study_id: int, step: int) -> H
 
 
 def _seed(request: HttpRequest) -> int:
-    raw = request.GET.get("seed", "")
-    return int(raw) if raw.isdigit() and int(raw) <= SEED_MAX else 0
+    """The preview session's seed; 0 for anything else (the query string is anyone's to
+    type: '²' passes str.isdigit() but not int())."""
+    seed = int_param(request.GET, "seed", minimum=0, maximum=SEED_MAX, default=0)
+    assert seed is not None  # the default is a number
+    return seed
 
 
 def _step_url(study: Study, step: int, seed: int) -> str:

@@ -256,6 +256,17 @@ def test_every_kind_of_study_previews_with_its_participant_page(
     assert not Participant.objects.exists() and not Trial.objects.exists()
 
 
+@pytest.mark.parametrize("seed", ["\u00b2", "\u0663", "1e309", "-1", str(2**31), "x"])
+def test_a_seed_that_is_not_a_number_previews_with_seed_0(client, researcher, draft, seed):
+    """The seed is read as ASCII digits within range (core.querystring): '\u00b2' passes
+    str.isdigit() but int() refuses it, which was a 500."""
+    client.force_login(researcher)
+    url = reverse("annotation:study_preview_trial", args=[draft.pk, 1])
+    page = client.get(url, {"seed": seed})
+    assert page.status_code == 200
+    assert f'action="{url}?seed=0"' in page.content.decode()
+
+
 def test_a_preview_is_for_researchers_only(client, draft):
     url = reverse("annotation:study_preview", args=[draft.pk])
     trial = reverse("annotation:study_preview_trial", args=[draft.pk, 0])
