@@ -52,6 +52,7 @@ from evaluation.metrics import PairsData
 from evaluation.models import EmbeddingSet, PretrainedModel, Stimulus, Target
 
 HEATMAP_STIMULI = 120
+MATRIX_PIXELS = 360  # a matrix's grid at most this wide: three fit beside each other
 MAX_MODELS = 4
 NEIGHBOURS = 5
 MODEL_PAIRS = 2000  # pairs kept for the model-vs-model table (largest rank gaps)
@@ -317,8 +318,9 @@ def section_key(result: Comparison, name: str) -> str:
     stimuli's order, and the section's options."""
     dataset = result.target.dataset
     parts: list[Any] = [name, result.target.pk, dataset.pk, dataset.content_hash]
-    if result.human and result.target.judgments_id is not None:
-        rows = result.target.judgments.rows.aggregate(n=Count("id"), newest=Max("id"))
+    judgments = result.target.judgments if result.human else None
+    if judgments is not None:
+        rows = judgments.rows.aggregate(n=Count("id"), newest=Max("id"))
         parts += [rows["n"], rows["newest"]]
     parts += [side.embedding_set.relative_path for side in result.sides if side.embedding_set]
     if name == "models":
@@ -493,6 +495,7 @@ def _matrices(result: Comparison, inputs: Inputs) -> None:
             low=-1.0 if matrix.min() < 0 else 0.0,
             high=1.0,
             value_label="cosine similarity",
+            cell=_cell(len(index)),
         )
         rows = _matrix_rows(labels, upper, matrix[upper])
         figure = result.figure(
@@ -530,6 +533,7 @@ def _human_matrices(
         low=low,
         high=high,
         value_label="mean human rating",
+        cell=_cell(len(index)),
     )
     cells = (np.minimum(rows, cols), np.maximum(rows, cols))
     result.human_heatmap = result.figure(
@@ -550,6 +554,7 @@ def _human_matrices(
             title=f"{side.model.name} minus people ({scale})",
             signed=True,
             value_label=f"model minus people ({scale})",
+            cell=_cell(len(index)),
         )
         figure = result.figure(
             "compare-residual", svg,
@@ -573,7 +578,7 @@ def sparse_heatmap(matrix: list[list[float | None]], **kwargs: Any) -> SafeStrin
     matrix of a published pair list is nearly all unjudged pairs (SimLex-999: 156 of the
     7,140 pairs of 120 words), 1.4 MB of SVG for the browser to lay out otherwise. Where
     the cells are not found (another heatmap markup), the figure is left as drawn."""
-    svg = str(plots.heatmap(matrix, **kwargs))  # type: ignore[arg-type]
+    svg = str(plots.heatmap(matrix, **kwargs))
     missing = getattr(plots, "MISSING", "#eee")
     cells = list(_CELL.finditer(svg))
     if not any(cell[5] == missing for cell in cells):
@@ -610,6 +615,11 @@ def _matrix_rows(
     ]
 
 
+def _cell(n_stimuli: int) -> int:
+    """Cell size in pixels of a matrix of ``n_stimuli`` (at least 2, at most 28)."""
+    return max(2, min(28, MATRIX_PIXELS // max(n_stimuli, 1)))
+
+
 def _cells(matrix: np.ndarray) -> list[list[float | None]]:
     return [[None if not np.isfinite(v) else float(v) for v in row] for row in matrix]
 
@@ -633,7 +643,7 @@ def _people(result: Comparison, inputs: Inputs) -> None:
             heading = f"{side.model.name}: {result.options.measure_name} {value:.3f}"
         except MetricError as exc:
             value, heading = None, f"{side.model.name}: {result.options.measure_name} undefined"
-            result.problems.append(f"{side.model.name}: {exc}")
+            result.problems.append(_undefined(side, model, pairs.mean, measure, exc))
         points = [plots.Point(float(model[k]), float(pairs.mean[k]), names[k]) for k in shown]
         svg = plots.scatter(
             points, title=heading, x_label="model cosine similarity", y_label="mean human rating"
@@ -675,6 +685,22 @@ def _people(result: Comparison, inputs: Inputs) -> None:
         )
 
 
+def _undefined(
+    side: Side, model: np.ndarray, human: np.ndarray, measure: str, error: MetricError
+) -> str:
+    """Why a model's correlation with people is undefined, in the page's terms."""
+    name = MEASURES[measure]
+    if np.ptp(model) == 0:
+        return (
+            f"{side.model.name} gives every judged pair the same similarity "
+            f"({model[0]:.3f}), so its {name} correlation with people is undefined; rho-a and "
+            "tau-a score it 0."
+        )
+    if np.ptp(human) == 0:
+        return f"Every judged pair has the same mean rating, so a {name} correlation is undefined."
+    return f"{side.model.name}: {error}"
+
+
 # --- Models ------------------------------------------------------------------------------------
 def _models(result: Comparison, inputs: Inputs) -> None:
     stimuli, vectors = inputs.stimuli, inputs.vectors
@@ -708,7 +734,7 @@ def _rsa(result: Comparison, similarities: list[np.ndarray], n_stimuli: int) -> 
     result.rsa_stimuli = n_stimuli
     names = [side.model.name for side in result.sides]
     svg = plots.heatmap(
-        values,  # type: ignore[arg-type]
+        values,
         row_labels=names,
         col_labels=names,
         title=f"RSA ({result.options.measure_name}) between models",
@@ -840,7 +866,7 @@ def _model_figure(
     compute_section(comparison, section)
     found = [entry[-1] for entry in pick(comparison) if entry[0].model.pk == model_id]
     if found:
-        return found[0]  # type: ignore[no-any-return]
+        return found[0]
     compared = ", ".join(str(side.model.pk) for side in comparison.sides)
     if any(side.model.pk == model_id for side in comparison.sides):
         raise figures.FigureProblem(_why_missing(comparison, what))
@@ -855,7 +881,7 @@ def _comparison_figure(params: Any, section: str, name: str, what: str) -> figur
     figure = getattr(comparison, name)
     if figure is None:
         raise figures.FigureProblem(_why_missing(comparison, what))
-    return figure  # type: ignore[no-any-return]
+    return figure
 
 
 def _why_missing(comparison: Comparison, what: str) -> str:

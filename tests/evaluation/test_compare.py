@@ -370,3 +370,18 @@ def test_a_compare_figure_that_cannot_be_made_says_why(researcher_client, scored
     )
     assert other.status_code == 400
     assert b"model 999999 is not among the models compared" in other.content
+
+
+def test_an_undefined_correlation_says_why_in_the_pages_terms():
+    from types import SimpleNamespace
+
+    from evaluation.engine.errors import MetricError
+
+    side = SimpleNamespace(model=SimpleNamespace(name="TF-IDF"))
+    constant = compare._undefined(side, np.zeros(5), np.arange(5.0), "spearman", MetricError("x"))
+    assert constant == (
+        "TF-IDF gives every judged pair the same similarity (0.000), so its Spearman "
+        "correlation with people is undefined; rho-a and tau-a score it 0."
+    )
+    flat = compare._undefined(side, np.arange(5.0), np.ones(5), "pearson", MetricError("x"))
+    assert flat.startswith("Every judged pair has the same mean rating")
