@@ -110,7 +110,16 @@ def test_a_timm_typo_gets_the_closest_names(researcher_client):
     assert not PretrainedModel.objects.exists()
 
 
-def test_an_uncached_hub_id_offline_is_left_to_the_worker_and_said(researcher_client, tmp_path):
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A model cache holding one sentence-transformers model (folders only)."""
+    (tmp_path / "models--sentence-transformers--all-MiniLM-L6-v2" / "snapshots").mkdir(parents=True)
+    (tmp_path / "datasets--someone--data").mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_an_uncached_hub_id_offline_is_left_to_the_worker_and_said(researcher_client, hub_cache):
     assert constants.HF_HUB_OFFLINE  # as in the tests' environment: no network here
     page = researcher_client.get(reverse("evaluation:model_create")).content.decode()
     assert "This server is offline (HF_HUB_OFFLINE): a hub id is checked now against" in page
@@ -123,33 +132,72 @@ def test_an_uncached_hub_id_offline_is_left_to_the_worker_and_said(researcher_cl
     )
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """A model cache holding one sentence-transformers model (folders only)."""
-    (tmp_path / "models--sentence-transformers--all-MiniLM-L6-v2" / "snapshots").mkdir(parents=True)
-    (tmp_path / "datasets--someone--data").mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    return tmp_path
-
-
 def test_a_hub_id_close_to_a_cached_one_is_a_likely_typo(researcher_client, hub_cache):
     response = register(
-        researcher_client, "sentence-transformers/all-MiniLM-L6-v3", "sentence-transformers"
+        researcher_client, "sentence-transformers/all-MiniLN-L6-v2", "sentence-transformers"
     )
     assert response.status_code == 200
     [error] = response.context["form"].errors["identifier"]
-    assert error.startswith(
-        "'sentence-transformers/all-MiniLM-L6-v3' is not in this server's model cache, but "
-        "'sentence-transformers/all-MiniLM-L6-v2' is: a typo?"
+    assert error == (
+        "'sentence-transformers/all-MiniLN-L6-v2' is not in this server's model cache, but "
+        "'sentence-transformers/all-MiniLM-L6-v2' is: a typo? If you mean "
+        "'sentence-transformers/all-MiniLN-L6-v2' as typed, tick 'Register the id as typed'."
     )
     as_typed = register(
         researcher_client,
-        "sentence-transformers/all-MiniLM-L6-v3",
+        "sentence-transformers/all-MiniLN-L6-v2",
         "sentence-transformers",
         identifier_as_typed="on",
     )
     assert as_typed.status_code == 302
-    assert PretrainedModel.objects.get().identifier == "sentence-transformers/all-MiniLM-L6-v3"
+    assert PretrainedModel.objects.get().identifier == "sentence-transformers/all-MiniLN-L6-v2"
+
+
+def test_a_short_name_with_two_letters_swapped_gets_the_short_cached_name(
+    researcher_client, hub_cache
+):
+    response = register(researcher_client, "all-MinilM-L6-v2", "sentence-transformers")
+    [error] = response.context["form"].errors["identifier"]
+    assert error.startswith(
+        "'all-MinilM-L6-v2' is not in this server's model cache, but 'all-MiniLM-L6-v2' is"
+    )
+
+
+@pytest.mark.parametrize(
+    ("identifier", "source"),
+    [
+        ("sentence-transformers/all-mpnet-base-v2", "sentence-transformers"),
+        ("sentence-transformers/all-MiniLM-L12-v2", "sentence-transformers"),
+        ("sentence-transformers/all-MiniLM-L6-v3", "sentence-transformers"),  # a digit
+        ("all-MiniLM-L12-v2", "sentence-transformers"),
+        ("bert-base-cased", "transformers-text"),
+        ("bert-large-uncased", "transformers-text"),
+        ("google-bert/bert-base-uncased", "transformers-text"),  # another organisation
+        ("Helsinki-NLP/opus-mt-en-fr", "transformers-text"),  # a word swapped, not misspelt
+    ],
+)
+def test_other_models_of_a_cached_ones_family_are_not_typos(
+    researcher_client, hub_cache, identifier, source
+):
+    """Ids one or two letters from a cached one that name another model (a digit, a size
+    or casing word, another organisation, another language) register, with the note that
+    the worker checks them."""
+    for cached in ("bert-base-uncased", "Helsinki-NLP--opus-mt-en-de"):
+        (hub_cache / f"models--{cached}").mkdir()
+    response = register(researcher_client, identifier, source)
+    assert response.status_code == 302, response.context["form"].errors
+    notes = [str(m) for m in get_messages(response.wsgi_request)]
+    assert f"{identifier} is not in this server's model cache and the server is offline" in (
+        " ".join(notes)
+    )
+
+
+def test_a_misspelt_size_or_casing_word_is_still_a_typo(researcher_client, hub_cache):
+    (hub_cache / "models--bert-base-uncased").mkdir()
+    for identifier in ("bert-base-uncsaed", "bert-bsae-uncased"):
+        response = register(researcher_client, identifier, "transformers-text")
+        [error] = response.context["form"].errors["identifier"]
+        assert "but 'bert-base-uncased' is: a typo?" in error
 
 
 def test_a_cached_hub_id_and_its_short_name_pass_without_a_note(researcher_client, hub_cache):
