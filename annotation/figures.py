@@ -34,6 +34,7 @@ def reliability_trend_figure(study: Study, trend: list[dict[str, Any]]) -> figur
         for point in trend
         if point["mean"] is not None
     ]
+    splits = _splits(trend)
     svg = plots.line_chart(
         {"reliability": points},
         title=f"{study.name}: reliability as {unit} arrived",
@@ -49,12 +50,32 @@ def reliability_trend_figure(study: Study, trend: list[dict[str, Any]]) -> figur
         filename=figures.file_stem("reliability-trend", study.name),
         params=[("study", str(study.pk))],
         caption=(
-            "Shaded: ± 1 SD of the split-half value over random splits of the participants. "
+            f"Shaded: ± 1 SD of the split-half value over random splits of {splits}. "
             if any(point["sd"] is not None for point in trend)
             else ""
         )
         + "Hover a point for its value.",
     )
+
+
+# What the split-half value splits (``split_half_reliability``'s "split_by"), in words.
+SPLITS = {
+    "participant": "the participants",
+    "judgment within pair": "each pair's judgments (too few participants to split them)",
+}
+
+
+def _splits(trend: list[dict[str, Any]]) -> str:
+    """What the trend's points split, in words: the participants, or each pair's judgments
+    where a point had too few participants (the early points can differ from the later)."""
+    found = [p.get("split_by") for p in trend if p["sd"] is not None and p.get("split_by")]
+    kinds = list(dict.fromkeys(found))  # in the order the points meet them
+    if not kinds:
+        return "the data"
+    words = [SPLITS.get(kind, kind) for kind in kinds]
+    if len(words) == 1:
+        return words[0]
+    return " at first, then of ".join(words)
 
 
 @figures.register(

@@ -225,7 +225,14 @@ def reliability_trend(study: Study) -> list[dict[str, Any]]:
             result = _rows_reliability(first, bounds=False) or {}
         else:
             result = study_reliability(study, limit=count) or {}
-        trend.append({"responses": count, "mean": result.get("mean"), "sd": result.get("sd")})
+        trend.append(
+            {
+                "responses": count,
+                "mean": result.get("mean"),
+                "sd": result.get("sd"),
+                "split_by": result.get("split_by"),  # what the SD is over, for the caption
+            }
+        )
     return trend
 
 

@@ -17,7 +17,7 @@ from api.errors import ErrorSerializer
 from api.permissions import IsResearcher
 from api.views import _ServerChoosesFormat
 from evaluation import figures
-from evaluation.figure_views import figure_response
+from evaluation.figure_views import figure_file
 
 
 def _parameters() -> list[OpenApiParameter]:
@@ -47,8 +47,10 @@ def _parameters() -> list[OpenApiParameter]:
             enum=list(figures.FORMATS),
             default="svg",
             description="svg: the figure as the page draws it; png: the same SVG rendered "
-            f"at {figures.PNG_ZOOM}x; csv: the data behind it (a header row naming each "
-            "column and its unit).",
+            f"at {figures.PNG_ZOOM}x (lower where that would exceed "
+            f"{figures.PNG_MAX_PIXELS // 1_000_000} million pixels; refused, 400, where even "
+            f"{figures.PNG_MIN_ZOOM}x would); csv: the data behind it (a header row naming "
+            "each column and its unit).",
         ),
         *(
             OpenApiParameter(
@@ -87,18 +89,18 @@ class FigureView(APIView):
             (200, "image/svg+xml"): OpenApiResponse(OpenApiTypes.STR, description="SVG."),
             (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="PNG."),
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV."),
-            400: OpenApiResponse(ErrorSerializer, description="Parameters that make no figure."),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="A format or parameters that make no figure, or a PNG too large.",
+            ),
             404: OpenApiResponse(ErrorSerializer, description="No such kind or object."),
         },
     )
     def get(self, request: Request, kind: str) -> HttpResponse:
         fmt = request.query_params.get("format", "svg")
-        if fmt not in figures.FORMATS:
-            raise ValidationError({"format": f"Choose svg, png or csv (got {fmt!r})."})
         try:
-            figure = figures.figure_from_params(kind, request.query_params)
+            return figure_file(kind, fmt, request.query_params)
         except figures.FigureNotFound as exc:
             raise NotFound(str(exc)) from None
         except figures.FigureProblem as exc:
             raise ValidationError(str(exc)) from None
-        return figure_response(figure, fmt)

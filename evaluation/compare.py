@@ -213,6 +213,7 @@ class Comparison:
             ),
             params=self.figure_params(**picked),
             caption=kw.get("caption", ""),
+            zoomable=True,  # every figure of the compare page is a matrix or a scatter
         )
 
     def table(self, key: str) -> PairTable | None:

@@ -79,10 +79,17 @@ class Differences:
             for i, model in enumerate(self.models)
         ]
 
+    @property
+    def labels(self) -> list[str]:
+        """Each model's name, with " · layer" where a name repeats (layers=all puts one
+        model on several rows)."""
+        names = [m.name for m in self.models]
+        return [f"{m.name} · {m.layer}" if names.count(m.name) > 1 else m.name for m in self.models]
+
     def heatmap(self) -> SafeString | None:
         if self.table is None:
             return None
-        labels = [m.name for m in self.models]
+        labels = self.labels
         n = len(labels)
         notes = [
             [

@@ -54,6 +54,10 @@ FORMATS = {
     "csv": "text/csv; charset=utf-8",
 }
 PNG_ZOOM = 2  # PNG pixels per SVG unit: sharp on high-density screens and in print drafts
+# A larger PNG is drawn at a lower zoom (the SVG download keeps every detail): a 4000 x 4000
+# matrix at 2x would take about 250 MB to render and to send.
+PNG_MAX_PIXELS = 40_000_000
+PNG_MIN_ZOOM = 0.5  # below this a PNG is unreadable: the download is refused (take the SVG)
 
 # The engine adapters' own outputs (``native_layers``): the model's final embedding, listed
 # first in ``PretrainedModel.layers`` but computed last. tests/evaluation/test_figures.py
@@ -97,15 +101,12 @@ class Figure:
     params: Sequence[tuple[str, str]] = ()
     caption: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # what a page shows beside it
+    # Matrices and scatters: the page offers zoom buttons (static/js/figures.js).
+    zoomable: bool = False
 
     @property
     def query(self) -> str:
         return urlencode(list(self.params))
-
-    @property
-    def zoomable(self) -> bool:
-        """Matrices and scatters: the page offers zoom buttons (static/js/figures.js)."""
-        return "zoomable" in self.svg[:300]
 
     @property
     def html_id(self) -> str:
@@ -133,21 +134,52 @@ class Figure:
         return out.getvalue()
 
     def svg_document(self) -> str:
-        return f'<?xml version="1.0" encoding="UTF-8"?>\n{self.svg}\n'
+        return f'<?xml version="1.0" encoding="UTF-8"?>\n{plots.xml_safe(self.svg)}\n'
+
+    @property
+    def size(self) -> tuple[float, float]:
+        """The SVG's width and height (its own units: pixels at zoom 1)."""
+        found = re.search(r'<svg[^>]*? width="([\d.]+)" height="([\d.]+)"', self.svg)
+        if found is None:
+            raise FigureProblem("The figure's SVG gives no width and height to draw it at.")
+        return float(found.group(1)), float(found.group(2))
+
+    def png_zoom(self, zoom: float = PNG_ZOOM) -> float:
+        """``zoom``, lowered where the PNG would exceed ``PNG_MAX_PIXELS``; a figure too large
+        even at ``PNG_MIN_ZOOM`` is refused (FigureProblem) with the SVG offered instead."""
+        width, height = self.size
+        if width * height * zoom**2 <= PNG_MAX_PIXELS:
+            return zoom
+        fitting = math.sqrt(PNG_MAX_PIXELS / (width * height))
+        if fitting < PNG_MIN_ZOOM:
+            raise FigureProblem(
+                f"The figure is {width:.0f} x {height:.0f} units: as a PNG it would exceed "
+                f"{PNG_MAX_PIXELS / 1e6:.0f} million pixels even at {PNG_MIN_ZOOM}x. Download "
+                "the SVG (it keeps every detail at any size), or show fewer rows."
+            )
+        return fitting
 
     def png(self, zoom: float = PNG_ZOOM) -> bytes:
         """The SVG rendered by resvg (no browser, no system library; fonts: DejaVu Sans,
-        which the Docker image installs), on white."""
+        which the Docker image installs), on white; at a lower zoom where it would be too
+        large (``png_zoom``). A figure the renderer refuses is a FigureProblem (a 400)."""
         import resvg_py  # imported here: only downloads need it
 
-        return bytes(
-            resvg_py.svg_to_bytes(
-                svg_string=str(self.svg),
-                background="#ffffff",
-                zoom=zoom,
-                sans_serif_family="DejaVu Sans",
+        zoom = self.png_zoom(zoom)
+        try:
+            return bytes(
+                resvg_py.svg_to_bytes(
+                    svg_string=plots.xml_safe(self.svg),
+                    background="#ffffff",
+                    zoom=zoom,
+                    sans_serif_family="DejaVu Sans",
+                )
             )
-        )
+        except (ValueError, RuntimeError) as exc:  # resvg_py's "can't parse", "can't render"
+            raise FigureProblem(
+                f"This figure could not be drawn as a PNG ({exc}); its SVG and CSV downloads "
+                "hold the same figure and data."
+            ) from None
 
     def content(self, fmt: str) -> bytes:
         if fmt == "png":
@@ -260,7 +292,7 @@ LAYER_COLUMNS = [
     "ci_low (95%)",
     "ci_high (95%)",
     "n (test items)",
-    "ceiling (the metric's unit; empty: none)",
+    "ceiling (the metric's unit; empty: none; the target's published one where none is computed)",
 ]
 
 
@@ -292,6 +324,8 @@ def _layer_curve_figure(model: PretrainedModel, series: dict[str, list[Score]]) 
     references = []
     rows: list[list[Any]] = []
     names = _series_names(list(series))
+    computed = any(s.ceiling is not None for scores in series.values() for s in scores)
+    published = _published_ceiling(target, computed=computed)
     for index, (key, scores) in enumerate(sorted(series.items())):
         scores = sorted(scores, key=lambda s: position[s.layer])
         points[names[key]] = [
@@ -303,9 +337,12 @@ def _layer_curve_figure(model: PretrainedModel, series: dict[str, list[Score]]) 
             references.append(plots.Reference(ceiling, f"ceiling of {names[key]}", colour))
         rows += [
             [model.name, target.name, key, names[key], s.layer, position[s.layer] + 1,
-             s.value, s.ci_low, s.ci_high, s.n, s.ceiling]
+             s.value, s.ci_low, s.ci_high, s.n,
+             s.ceiling if published is None else target.published_ceiling]
             for s in scores
         ]  # fmt: skip
+    if published is not None:
+        references.append(published)
     svg = plots.line_chart(
         points,
         title=f"{model.name} on {target.name}: score by layer",
@@ -321,10 +358,20 @@ def _layer_curve_figure(model: PretrainedModel, series: dict[str, list[Score]]) 
         rows=rows,
         filename=file_stem("score-by-layer", model.name, target.name),
         params=[("model", str(model.pk)), ("target", str(target.pk))],
-        caption="Shaded: 95% CI; dashed: the target's noise ceiling where it has one. "
+        caption="Shaded: 95% CI; dashed: the target's noise ceiling where it has one "
+        "(computed from its judgments, else the published one with its source). "
         "Hover a point for its layer and value.",
         extra={"target": target},
     )
+
+
+def _published_ceiling(target: Target, *, computed: bool) -> plots.Reference | None:
+    """The target's published noise ceiling as a reference line, where no score carries a
+    computed one (a computed ceiling, from the judgments themselves, comes first)."""
+    if computed or target.published_ceiling is None:
+        return None
+    source = f", {target.published_ceiling_source}" if target.published_ceiling_source else ""
+    return plots.Reference(target.published_ceiling, f"ceiling (published{source})", "#6b7280")
 
 
 def _series_names(keys: list[str]) -> dict[str, str]:
@@ -444,6 +491,7 @@ def differences_figure(
         params=[("target", str(target.pk)), *params],
         caption="Blue: the row model scores higher; red: lower. Hover a cell for its interval "
         "and p-value.",
+        zoomable=True,
     )
 
 

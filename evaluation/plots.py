@@ -15,10 +15,10 @@ legend from its text.
 
 from __future__ import annotations
 
-import itertools
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 
 import numpy as np
@@ -33,9 +33,23 @@ ROBUST_PERCENTILES = (2.0, 98.0)
 CROWDED = 0.1  # IQR under this fraction of the robust span: values crowd, rank-scale them
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"]
 MISSING = "#e5e7eb"
+ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
+SIN_45 = math.sqrt(0.5)  # rotated x-axis names: how far a name reaches down and left
 
-# Unique ids for gradients: several plots share a page (and an id must be unique on it).
-_ids = itertools.count(1)
+# Characters XML 1.0 forbids (a name holding one would make the SVG invalid, and resvg refuse
+# it): C0 controls other than tab, newline and carriage return, and the two non-characters.
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML forbids (the SVG and the PNG renderer take it)."""
+    return XML_FORBIDDEN.sub("", text)
+
+
+def _text(value: object) -> str:
+    """Any text going into the SVG (a title, a label, a note): escaped, with the characters
+    XML forbids left out."""
+    return escape(xml_safe(str(value)))
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -57,13 +71,35 @@ def _cut(label: str, chars: int = LABEL_CHARS) -> str:
     return label if len(label) <= chars else label[: chars - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
+def _cut_middle(label: str, chars: int) -> str:
+    """``label`` in at most ``chars`` characters, shortened in the middle: a layer's end
+    says what it is, so its last dotted parts are kept whole
+    (encoder.layer.11.attention.output.dense -> …layer.11.attention.output.dense), and as
+    much of its start as still fits (where that is a word or more)."""
+    if len(label) <= chars:
+        return label
+    room = chars - 1  # the ellipsis takes one
+    parts = label.split(".")
+    tail = ""
+    for k in range(len(parts) - 1, 0, -1):
+        candidate = ".".join(parts[k:])
+        if len(candidate) > room:
+            break
+        tail = candidate
+    if not tail:  # no whole part fits: keep a third of the start and the rest of the end
+        head = room // 3
+        return label[:head] + ELLIPSIS + label[len(label) - (room - head) :]
+    head = label[: room - len(tail)] if room - len(tail) >= 4 else ""
+    return head + ELLIPSIS + tail
+
+
 def _svg_open(kind: str, width: float, height: float, title: str) -> list[str]:
     width, height = math.ceil(width), math.ceil(height)
     return [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="plot {kind}" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" {FONT}>',
-        f"<title>{escape(title)}</title>",
-        f'<text x="10" y="16" font-weight="bold" font-size="12">{escape(title)}</text>',
+        f"<title>{_text(title)}</title>",
+        f'<text x="10" y="16" font-weight="bold" font-size="12">{_text(title)}</text>',
     ]
 
 
@@ -131,13 +167,17 @@ def colour_scale(
     if scale == "fixed":
         lo = float(low if low is not None else (magnitude.min() if not signed else 0.0))
         hi = float(high if high is not None else magnitude.max())
-        how = "fixed limits"
+        how = _fixed_how(low, high, signed=signed)
     elif scale == "robust":
         lo, hi = (float(p) for p in np.percentile(magnitude, ROBUST_PERCENTILES))
-        how = "robust limits: 2nd to 98th percentile, values beyond take the end colour"
+        how = (
+            "robust limits: ± the 98th percentile of |value|, values beyond take the end colour"
+            if signed
+            else "robust limits: 2nd to 98th percentile, values beyond take the end colour"
+        )
     else:
         lo, hi = float(magnitude.min()), float(magnitude.max())
-        how = "the data's range"
+        how = "± the largest |value|" if signed else "the data's range"
     if signed:
         hi = max(abs(lo), abs(hi)) or 1.0
         lo = -hi
@@ -162,6 +202,23 @@ def colour_scale(
     )
 
 
+def _fixed_how(low: float | None, high: float | None, *, signed: bool) -> str:
+    """The colour bar's words for a fixed scale: only the limits given are fixed."""
+    if low is not None and high is not None:
+        return "fixed limits"
+    if low is None and high is None:
+        return "± the largest |value|" if signed else "the data's range"
+    if signed:
+        return (
+            "fixed limits: ± the upper limit"
+            if high is not None
+            else "± the larger of |lower limit| and the largest |value|"
+        )
+    if high is not None:
+        return "upper limit fixed, lower limit: the data's minimum"
+    return "lower limit fixed, upper limit: the data's maximum"
+
+
 def _auto_scale(magnitude: np.ndarray, *, fixed: bool) -> str:
     if fixed:
         return "fixed"
@@ -179,6 +236,8 @@ def _rank_scale(data: np.ndarray, *, signed: bool) -> ColourScale:
     n = len(ordered)
 
     def rank(v: float) -> float:
+        if signed and v == 0:
+            return 0.0  # no difference is white, however many values are 0
         key = abs(v) if signed else v
         fraction = float(np.searchsorted(ordered, key, side="right")) / n
         return math.copysign(fraction, v) if signed else fraction
@@ -214,7 +273,9 @@ def _colour_bar(
 ) -> tuple[str, float]:
     """A horizontal colour bar with its ticks and what it shows; returns the markup and its
     height. Drawn as a path (not a rect): a matrix's rects are its cells."""
-    gradient = f"colour-bar-{next(_ids)}"
+    # One fixed id per ramp (its stops are always the same): a page holding several bars,
+    # some swapped in later by htmx, then never has two gradients of one id that differ.
+    gradient = f"colour-bar-{'diverging' if scale.signed else 'viridis'}"
     stops = "".join(
         f'<stop offset="{k / 20:.2f}" stop-color="'
         f'{scale.colour((k / 10 - 1) if scale.signed else k / 20)}"/>'
@@ -234,8 +295,8 @@ def _colour_bar(
             f'<path d="M{tx:.1f},{y + 10:.1f}v4" stroke="#666"/>'
             f'<text x="{tx:.1f}" y="{y + 25:.1f}" text-anchor="{anchor}">{_significant(value)}</text>'
         )
-    parts.append(f'<text x="{x:.1f}" y="{y + 40:.1f}">{escape(label)}</text>')
-    parts.append(f'<text x="{x:.1f}" y="{y + 54:.1f}" fill="#555">{escape(scale.how)}</text>')
+    parts.append(f'<text x="{x:.1f}" y="{y + 40:.1f}">{_text(label)}</text>')
+    parts.append(f'<text x="{x:.1f}" y="{y + 54:.1f}" fill="#555">{_text(scale.how)}</text>')
     height = 58.0
     if missing:
         parts.append(
@@ -311,8 +372,8 @@ def heatmap(
             note = f" ({notes[i][j]})" if notes and notes[i][j] else ""
             parts.append(
                 f'<rect x="{left + j * cell}" y="{top + i * cell:.0f}" width="{cell}" '
-                f'height="{cell}" fill="{colour}"><title>{escape(row_labels[i])} x '
-                f"{escape(col_labels[j])}: {_fmt(value)}{escape(note)}</title></rect>"
+                f'height="{cell}" fill="{colour}"><title>{_text(row_labels[i])} x '
+                f"{_text(col_labels[j])}: {_fmt(value)}{_text(note)}</title></rect>"
             )
     if labelled:
         parts.append(_matrix_labels(row_labels, col_labels, left, top, cell, size))
@@ -333,13 +394,13 @@ def _matrix_labels(
     for i, label in enumerate(row_labels):
         parts.append(
             f'<text x="{left - 4:.1f}" y="{top + i * cell + cell * 0.5 + size * 0.35:.1f}" '
-            f'text-anchor="end"><title>{escape(label)}</title>{escape(_cut(label))}</text>'
+            f'text-anchor="end"><title>{_text(label)}</title>{_text(_cut(label))}</text>'
         )
     for j, label in enumerate(col_labels):
         x, y = left + j * cell + cell * 0.5 + size * 0.35, top - 4
         parts.append(
             f'<text x="{x:.1f}" y="{y:.1f}" transform="rotate(-60 {x:.1f} {y:.1f})">'
-            f"<title>{escape(label)}</title>{escape(_cut(label))}</text>"
+            f"<title>{_text(label)}</title>{_text(_cut(label))}</text>"
         )
     parts.append("</g>")
     return "".join(parts)
@@ -421,9 +482,9 @@ def _axis_titles(
         f'<path d="M{left:.1f},{base:.1f}H{right_edge:.1f}M{left:.1f},{top:.1f}V{base:.1f}" '
         f'stroke="#6b7280"/>'
         f'<text x="{(left + right_edge) / 2:.1f}" y="{height - 8:.1f}" text-anchor="middle" '
-        f'class="axis-title">{escape(x_label)}</text>'
+        f'class="axis-title">{_text(x_label)}</text>'
         f'<text x="14" y="{middle:.1f}" transform="rotate(-90 14 {middle:.1f})" '
-        f'text-anchor="middle" class="axis-title">{escape(y_label)}</text>'
+        f'text-anchor="middle" class="axis-title">{_text(y_label)}</text>'
     )
 
 
@@ -436,7 +497,10 @@ def scatter(
     width: int = 420,
     references: Sequence[Reference] = (),
 ) -> SafeString:
-    """Points with their labels on hover; round ticks on both axes."""
+    """Points with their labels on hover; round ticks on both axes. Points without a finite
+    x and y are left out (as ``colour_scale`` leaves out such values)."""
+    points = [p for p in points if _finite(p.x) and _finite(p.y)]
+    references = [r for r in references if _finite(r.y)]
     height = 340
     left, right, top, bottom = 58, 14, 30, 46
     xs, ys = [p.x for p in points], [p.y for p in points] + [r.y for r in references]
@@ -457,11 +521,28 @@ def scatter(
     for p in points:
         parts.append(
             f'<circle cx="{x(p.x):.1f}" cy="{y(p.y):.1f}" r="2.5" fill="#2563eb" '
-            f'fill-opacity="0.55"><title>{escape(p.label)}: {_fmt(p.x)}, {_fmt(p.y)}</title>'
+            f'fill-opacity="0.55"><title>{_text(p.label)}: {_fmt(p.x)}, {_fmt(p.y)}</title>'
             "</circle>"
         )
     parts.append("</svg>")
     return mark_safe("".join(parts))
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _finite_points(points: Sequence[Point]) -> list[Point]:
+    """The points with a finite x and y; a band end that is not finite is dropped (None)."""
+    return [
+        replace(
+            p,
+            low=p.low if _finite(p.low) else None,
+            high=p.high if _finite(p.high) else None,
+        )
+        for p in points
+        if _finite(p.x) and _finite(p.y)
+    ]
 
 
 def _reference(reference: Reference, y: Callable[[float], float], left: float, right: float) -> str:
@@ -469,7 +550,7 @@ def _reference(reference: Reference, y: Callable[[float], float], left: float, r
     return (
         f'<path d="M{left:.1f},{py:.1f}H{right:.1f}" stroke="{reference.colour}" '
         f'stroke-width="1.5" stroke-dasharray="6 4" class="reference">'
-        f"<title>{escape(reference.label)}: {_fmt(reference.y)}</title></path>"
+        f"<title>{_text(reference.label)}: {_fmt(reference.y)}</title></path>"
     )
 
 
@@ -489,7 +570,10 @@ def line_chart(
 
     ``x_categories``: names for x = 0, 1, 2, ... (layers in depth order), written under the
     axis; otherwise x is numeric with round ticks. The legend sits right of the plot, as
-    wide as its longest entry."""
+    wide as its longest entry. Points without a finite value are left out, and a band's
+    non-finite end too (as ``colour_scale`` leaves out such values)."""
+    series = {name: _finite_points(points) for name, points in series.items()}
+    references = [r for r in references if _finite(r.y)]
     everything = [p for points in series.values() for p in points]
     xs = [p.x for p in everything]
     ys = [v for p in everything for v in (p.y, p.low, p.high) if v is not None]
@@ -504,8 +588,9 @@ def line_chart(
         plot_width = max(plot_width, 16 * len(x_categories))
     left, top = 62, 30
     if x_categories is not None:
-        tick_names = [_cut(name, 32) for name in x_categories]
-        bottom = 40 + max((text_width(n) for n in tick_names), default=0) * 0.71
+        tick_names = [_cut_middle(name, 32) for name in x_categories]
+        bottom = 40 + max((text_width(n) for n in tick_names), default=0) * SIN_45
+        left = max(left, _room_left_of(tick_names, plot_width))
         x_ticks = [float(k) for k in range(len(x_categories))]
         x_lo, x_hi = -0.5, len(x_categories) - 0.5
     else:
@@ -539,12 +624,24 @@ def line_chart(
             ci = f" [{_fmt(p.low)}, {_fmt(p.high)}]" if p.low is not None else ""
             parts.append(
                 f'<circle cx="{x(p.x):.1f}" cy="{y(p.y):.1f}" r="3.5" fill="{colour}" '
-                f'stroke="#ffffff" stroke-width="1"><title>{escape(name)} · {escape(p.label)}: '
+                f'stroke="#ffffff" stroke-width="1"><title>{_text(name)} · {_text(p.label)}: '
                 f"{_fmt(p.y)}{ci}</title></circle>"
             )
     parts.append(_legend(legend, right_edge + 16, top))
     parts.append("</svg>")
     return mark_safe("".join(parts))
+
+
+def _room_left_of(names: Sequence[str], plot_width: float) -> float:
+    """The left margin that holds the rotated category names (-45 degrees, ending at their
+    tick): each reaches ``width * sin 45`` left of its tick, the k-th tick lying
+    ``(k + 0.5)`` slots right of the axis."""
+    slot = plot_width / max(1, len(names))
+    reach = max(
+        (text_width(name) * SIN_45 - (k + 0.5) * slot + 3 for k, name in enumerate(names)),
+        default=0.0,
+    )
+    return math.ceil(reach + 8)
 
 
 def _x_ticks(
@@ -562,8 +659,8 @@ def _x_ticks(
             ty = base + 12
             parts.append(
                 f'<text x="{px + 3:.1f}" y="{ty:.1f}" text-anchor="end" '
-                f'transform="rotate(-45 {px + 3:.1f} {ty:.1f})"><title>{escape(categories[k])}'
-                f"</title>{escape(names[k])}</text>"
+                f'transform="rotate(-45 {px + 3:.1f} {ty:.1f})"><title>{_text(categories[k])}'
+                f"</title>{_text(names[k])}</text>"
             )
         else:
             parts.append(
@@ -600,6 +697,6 @@ def _legend(entries: Sequence[tuple[str, str, str]], x: float, top: float) -> st
             parts.append(
                 f'<path d="M{x:.1f},{y:.1f}h24" stroke="{colour}" stroke-width="2"{dash}/>'
             )
-        parts.append(f'<text x="{x + 30:.1f}" y="{y + 4:.1f}">{escape(name)}</text>')
+        parts.append(f'<text x="{x + 30:.1f}" y="{y + 4:.1f}">{_text(name)}</text>')
     parts.append("</g>")
     return "".join(parts)

@@ -10,7 +10,14 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, QueryDict
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseBase,
+    QueryDict,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
@@ -34,6 +41,7 @@ from evaluation import (
 from evaluation import leaderboards as boards
 from evaluation.engine.errors import StorageError
 from evaluation.engine.metrics.paired import ALPHA
+from evaluation.figure_views import figure_response
 from evaluation.forms import (
     DatasetImportForm,
     DescriptionsImportForm,
@@ -235,17 +243,18 @@ def leaderboard_rescore(request: HttpRequest, target_id: int) -> HttpResponse:
 
 def target_differences(request: HttpRequest, target_id: int) -> HttpResponse:
     """Every pairwise paired difference among a target's top models on one metric: a
-    heatmap and a table, with tie groups; CSV with ?format=csv."""
+    heatmap and a table, with tie groups; CSV with ?format=csv (the figure's CSV, the one
+    file the page links to)."""
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     page = comparisons.differences_page(target, request.GET)
     query, board, table = page.query, page.board, page.table
-    if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
-        response = HttpResponse(content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="differences-{target.pk}.csv"'
-        csv.writer(response).writerows(comparisons.differences_csv_rows(table))
-        return response
     # The board's view (layers, order, filters) carries over to the form and the CSV.
     kept, shown = page.kept, page.shown
+    figure = figures.differences_figure(target, table, shown)
+    if qs.choice_param(request.GET, "format", ("csv",), "") == "csv":
+        if figure is None:
+            return HttpResponseBadRequest(table.reason, content_type="text/plain; charset=utf-8")
+        return figure_response(figure, "csv")
     return render(
         request,
         "evaluation/differences.html",
@@ -254,8 +263,8 @@ def target_differences(request: HttpRequest, target_id: int) -> HttpResponse:
             "board": board,
             "table": table,
             "kept": kept,
-            "csv_query": urlencode([*shown, ("format", "csv")]),
-            "figure": figures.differences_figure(target, table, shown),
+            "figure": figure,
+            "csv_url": figure.download_url("csv") if figure is not None else "",
             "board_query": query.as_params(sort=board.sort_key, page=1),
             "max_models": comparisons.DIFFERENCES_MAX_MODELS,
             "default_models": comparisons.DIFFERENCES_DEFAULT_MODELS,

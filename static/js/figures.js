@@ -56,10 +56,11 @@
       zoom(event.deltaY < 0 ? 1.25 : 0.8, point.x, point.y);
     }, { passive: false });
 
-    // Drag to pan once zoomed in.
+    // Drag to pan once zoomed in: with the main button only (a right or middle click keeps
+    // its own meaning: the context menu, opening a link).
     var drag = null;
     svg.addEventListener("pointerdown", function (event) {
-      if (view.w >= full.w) return;
+      if (event.button !== 0 || view.w >= full.w) return;
       drag = { x: event.clientX, y: event.clientY, view: { x: view.x, y: view.y } };
       svg.setPointerCapture(event.pointerId);
     });

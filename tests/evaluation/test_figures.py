@@ -11,16 +11,19 @@ import itertools
 import json
 import re
 import struct
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 
+from annotation import selectors
 from annotation import services as study_services
 from annotation.services import Answer, ItemPlan
 from evaluation import figures, plots, services
-from evaluation.models import Target
+from evaluation.models import Score, Target
 from tests.api.conftest import token_client
 from tests.conftest import make_text_dataset
 from tests.evaluation.test_language_models import MINILM, men_words  # noqa: F401 (fixture)
@@ -248,7 +251,7 @@ def test_the_download_view_refuses_what_makes_no_figure(layered, researcher_clie
     unknown = reverse("evaluation:figure_download", args=["pie-chart", "svg"])
     assert researcher_client.get(unknown).status_code == 404
     gif = reverse("evaluation:figure_download", args=["score-by-layer", "gif"])
-    assert researcher_client.get(gif, {"model": model.pk, "target": target.pk}).status_code == 404
+    assert researcher_client.get(gif, {"model": model.pk, "target": target.pk}).status_code == 400
     client = Client()  # researcher_client is the default client, logged in
     anonymous = client.get(url, {"model": model.pk, "target": target.pk})
     assert anonymous.status_code == 302 and "/login" in anonymous["Location"]
@@ -400,4 +403,202 @@ def test_the_efficiency_curve_downloads_with_its_draws(men_words, researcher_cli
     )
     assert not_language.status_code == 400 and "is not a language-based model" in (
         not_language.content.decode()
+    )
+
+
+# --- Review fixes (issue 23): text, ids, margins, sizes, values, wording ------------------------
+def parsed(svg: str) -> ElementTree.Element:
+    """The SVG as XML (raises where it is not well-formed)."""
+    return ElementTree.fromstring(svg)
+
+
+def test_names_with_control_characters_make_a_valid_svg_and_png(layered, researcher_client):
+    model, target = layered
+    model.name = "layered\x01net\x0b\x1f"
+    model.save(update_fields=["name"])
+    (figure,) = figures.layer_curve_figures(model)
+    assert "layerednet on" in figure.svg and "\x01" not in figure.svg
+    parsed(figure.svg_document().split("\n", 1)[1])
+    url = reverse("evaluation:figure_download", args=["score-by-layer", "png"])
+    png = researcher_client.get(url, {"model": model.pk, "target": target.pk})
+    assert png.status_code == 200 and png.content.startswith(PNG_SIGNATURE)
+    matrix = plots.heatmap(
+        [[0.1, 0.2], [0.3, None]],
+        row_labels=["a\x02", "b\x0c"],
+        col_labels=["c\x0e", "d"],
+        title="t\x08",
+        notes=[["", "n\x03"], ["", ""]],
+    )
+    assert [t.text for t in parsed(matrix).iter("{http://www.w3.org/2000/svg}title")][:2] == [
+        "t",
+        "a x c: 0.100",
+    ]
+
+
+def test_a_figure_the_renderer_refuses_is_a_clear_problem_not_a_server_error():
+    broken = figures.Figure(
+        kind="x", svg=mark_safe('<svg width="10" height="10"><g></svg>'), columns=[], rows=[],
+        filename="x",
+    )  # fmt: skip
+    with pytest.raises(figures.FigureProblem, match="could not be drawn as a PNG"):
+        broken.png()
+
+
+def test_colour_bar_gradients_have_one_fixed_id_per_ramp():
+    def draw(signed: bool) -> str:
+        return str(plots.heatmap([[-0.5, 0.25], [0.5, 1.0]], row_labels=["a", "b"],
+                                 col_labels=["a", "b"], title="m", signed=signed))  # fmt: skip
+
+    assert draw(False) == draw(False)  # the same figure twice: the same text
+    assert re.findall(r'linearGradient id="([^"]+)"', draw(False)) == ["colour-bar-viridis"]
+    assert re.findall(r'linearGradient id="([^"]+)"', draw(True)) == ["colour-bar-diverging"]
+
+
+LONG_LAYERS = [f"encoder.layer.{k}.attention.output.dense" for k in range(12)]
+
+
+def test_rotated_layer_names_fit_left_and_keep_their_end():
+    points = {"score": [plots.Point(k, 0.1 * k, name) for k, name in enumerate(LONG_LAYERS)]}
+    svg = str(plots.line_chart(points, title="t", x_label="layer", y_label="score",
+                               x_categories=LONG_LAYERS))  # fmt: skip
+    ticks = re.findall(
+        r'<text x="([\d.]+)"[^>]*rotate\(-45[^>]*><title>([^<]+)</title>([^<]+)</text>', svg
+    )
+    assert [title for _, title, _ in ticks] == LONG_LAYERS
+    first_x, _, first_name = ticks[0]
+    assert first_name == "\N{HORIZONTAL ELLIPSIS}layer.0.attention.output.dense"
+    assert ticks[-1][2] == "\N{HORIZONTAL ELLIPSIS}layer.11.attention.output.dense"
+    assert all(len(n) <= 32 and n.endswith(".attention.output.dense") for *_, n in ticks)
+    assert plots._cut_middle("model.backbone.stages.3.blocks.27.mlp.fc2", 32) == (
+        "model\N{HORIZONTAL ELLIPSIS}stages.3.blocks.27.mlp.fc2"
+    )
+    # The first name reaches width * sin 45 left of its anchor: still inside the figure.
+    assert float(first_x) - plots.text_width(first_name) * plots.SIN_45 >= 0
+
+
+def test_line_charts_and_scatters_leave_out_values_that_are_not_finite():
+    nan, inf = float("nan"), float("inf")
+    lines = str(plots.line_chart(
+        {"s": [plots.Point(0, 0.2, "a", 0.1, inf), plots.Point(1, nan, "b"),
+               plots.Point(2, 0.4, "c", 0.3, 0.5)]},
+        title="t", x_label="x", y_label="y", references=[plots.Reference(nan, "ceiling")],
+    ))  # fmt: skip
+    assert lines.count("<circle") == 2 and "nan" not in lines and "inf" not in lines
+    assert 'class="reference"' not in lines
+    scatter = str(plots.scatter([plots.Point(0.1, 0.2, "a"), plots.Point(nan, 0.3, "b"),
+                                 plots.Point(0.5, -inf, "c"), plots.Point(0.9, 0.7, "d")],
+                                title="t", x_label="x", y_label="y"))  # fmt: skip
+    assert scatter.count("<circle") == 2 and "nan" not in scatter and "inf" not in scatter
+    assert "0.900, 0.700" in scatter
+
+
+def test_the_colour_bar_says_which_limits_are_fixed_and_what_a_signed_scale_ranks():
+    upper = plots.colour_scale([0.2, 0.5, 0.7], high=1.0)
+    assert (upper.low, upper.high) == (0.2, 1.0)
+    assert upper.how == "upper limit fixed, lower limit: the data's minimum"
+    assert plots.colour_scale([0.2, 0.5], low=0.0, high=1.0).how == "fixed limits"
+    rng = np.random.default_rng(0)
+    spread = rng.normal(0, 1, 400)
+    robust = plots.colour_scale(list(spread), signed=True, scale="robust")
+    assert "98th percentile of |value|" in robust.how
+    assert robust.high == pytest.approx(np.percentile(np.abs(spread), 98))
+    crowded = [0.0] * 150 + list(rng.normal(0, 0.01, 250))
+    rank = plots.colour_scale(crowded, signed=True, scale="rank")
+    assert rank.colour(rank.unit(0.0)) == "#ffffff"  # no difference is white
+    assert rank.colour(rank.unit(0.02)) != "#ffffff"
+
+
+def test_zoomable_is_said_by_the_figure_not_guessed_from_its_svg(layered, board_of_20):  # noqa: F811
+    model, _ = layered
+    matrix = plots.heatmap([[0.1]], row_labels=["a"], col_labels=["a"], title="m")
+    assert figures.Figure(kind="x", svg=matrix, columns=[], rows=[], filename="x").zoomable is False
+    assert figures.layer_curve_figures(model)[0].zoomable is False
+    shown = figures.figure_from_params("differences", {"target": board_of_20.pk, "top": 3})
+    assert shown.zoomable is True
+
+
+def test_the_differences_heatmap_names_a_models_layer_where_its_name_repeats(board_of_20):  # noqa: F811
+    leader = Score.objects.get(target=board_of_20, model__name="m00")
+    leader.pk, leader.layer, leader.value = None, "blocks.3", leader.value - 1e-4
+    leader.save()
+    figure = figures.figure_from_params(
+        "differences", {"target": board_of_20.pk, "top": 3, "layers": "all"}
+    )
+    svg_ns = "{http://www.w3.org/2000/svg}"
+    labels = [t.find(f"{svg_ns}title").text for t in parsed(figure.svg).iter(f"{svg_ns}text")
+              if t.find(f"{svg_ns}title") is not None]  # fmt: skip
+    assert "m00 · out" in labels and "m00 · blocks.3" in labels and "m01" in labels
+    assert "m00" not in labels
+
+
+def test_a_png_over_the_pixel_cap_is_drawn_smaller_and_a_huge_one_refused():
+    def blank(width: int, height: int) -> figures.Figure:
+        svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+               '<path d="M0,0h10v10z"/></svg>')  # fmt: skip
+        return figures.Figure(kind="x", svg=mark_safe(svg), columns=[], rows=[], filename="x")
+
+    assert blank(400, 300).png_zoom() == 2
+    large = blank(4000, 3000)
+    assert large.png_zoom() == pytest.approx((figures.PNG_MAX_PIXELS / 12e6) ** 0.5)
+    width, height = struct.unpack(">II", large.png()[16:24])
+    assert 4000 < width and width * height <= figures.PNG_MAX_PIXELS * 1.001
+    with pytest.raises(figures.FigureProblem, match="Download the SVG"):
+        blank(20000, 20000).png()
+
+
+def test_score_by_layer_draws_the_published_ceiling_where_none_is_computed(layered):
+    model, target = layered
+    target.published_ceiling, target.published_ceiling_source = 0.7, "Bruni et al. 2014"
+    target.save()
+    (computed,) = figures.layer_curve_figures(model)  # scores carry a computed one: it wins
+    assert "published" not in computed.svg
+    Score.objects.filter(model=model).update(ceiling=None)
+    (figure,) = figures.layer_curve_figures(model)
+    assert re.search(
+        r'class="reference"><title>ceiling \(published, Bruni et al\. 2014\): 0\.700</title>',
+        figure.svg,
+    )
+    assert {row[-1] for row in csv_rows(figure.csv_text())[1:]} == {"0.7"}
+
+
+def test_the_trend_caption_says_what_the_splits_split(trend_study):
+    from annotation.figures import reliability_trend_figure
+
+    real = reliability_trend_figure(trend_study, selectors.reliability_trend(trend_study))
+    assert "over random splits of the participants." in real.caption
+    trend = [{"responses": n, "mean": 0.5, "sd": 0.1, "split_by": "judgment within pair"}
+             for n in (10, 20)]  # fmt: skip
+    within = reliability_trend_figure(trend_study, trend)
+    assert "over random splits of each pair's judgments" in within.caption
+    assert "participants." not in within.caption
+
+
+def test_the_differences_page_links_one_csv_and_both_routes_serve_it(client, board_of_20):  # noqa: F811
+    url = reverse("evaluation:target_differences", args=[board_of_20.pk])
+    html = client.get(url, {"top": 3}).content.decode()
+    link = re.search(r'<a href="([^"]+)" id="differences-csv">', html).group(1)
+    link = link.replace("&amp;", "&")
+    assert link.startswith("/figures/differences.csv?")
+    figure_csv = client.get(link)
+    page_csv = client.get(url, {"top": 3, "format": "csv"})
+    assert page_csv.content == figure_csv.content
+    assert page_csv["Content-Disposition"] == figure_csv["Content-Disposition"]
+
+
+def test_the_page_and_the_api_refuse_a_format_with_one_message(
+    layered, researcher, researcher_client
+):
+    model, target = layered
+    params = {"model": model.pk, "target": target.pk}
+    page = researcher_client.get(
+        reverse("evaluation:figure_download", args=["score-by-layer", "gif"]), params
+    )
+    api = token_client(researcher).get(
+        reverse("api:figure", args=["score-by-layer"]), {**params, "format": "gif"}
+    )
+    assert page.status_code == api.status_code == 400
+    assert (
+        page.content.decode()
+        == api.json()["error"]["message"]
+        == ("Choose svg, png or csv (got 'gif').")
     )
