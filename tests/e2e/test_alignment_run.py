@@ -68,7 +68,9 @@ def test_researcher_starts_a_human_alignment_run_on_imported_judgments(
     assert run.metrics == [{"name": "pair_alignment", "params": {"correlation": "spearman"}}]
     page.wait_for_selector("[data-status=succeeded]", timeout=180_000)
     progress = page.inner_text("#run-progress")
-    assert "pair_alignment(correlation=spearman)" in progress
+    assert "Spearman with human pair ratings" in progress  # the key is on hover
+    metric = page.locator("#run-progress abbr.metric").first
+    assert metric.get_attribute("title").startswith("pair_alignment(correlation=spearman): ")
     screenshot(page, "alignment-run-finished")
     score = run.scores.get()
     assert 0.5 < score.value <= 1.0  # MiniLM agrees with these ratings

@@ -38,7 +38,9 @@ def test_researcher_launches_a_run_and_reads_the_leaderboard(
 
     page.wait_for_url(re.compile(r"/runs/\d+/$"))
     page.wait_for_selector("[data-status=succeeded]", timeout=120_000)
-    assert "knn(k=3,split=loo)" in page.inner_text("#run-progress")
+    assert "k-NN accuracy, k=3, leave-one-out" in page.inner_text("#run-progress")
+    metric = page.locator("#run-progress abbr.metric").first  # the exact key on hover
+    assert metric.get_attribute("title").startswith("knn(k=3,split=loo): ")
     screenshot(page, "run-finished")
 
     page.get_by_role("link", name=f"{dataset.name}: labels").first.click()
