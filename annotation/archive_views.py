@@ -16,18 +16,21 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.db import models
+from django.db import IntegrityError, models
+from django.db.models import ProtectedError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from annotation.models import Study
-from annotation.services import pilots
 from annotation.services.archive import (
     DeleteRefused,
     dataset_delete,
     dataset_dependents,
+    model_delete,
+    model_dependents,
+    refused_on_conflict,
     study_delete,
     study_dependents,
 )
@@ -36,8 +39,6 @@ from evaluation.models import Dataset, PretrainedModel, Target
 from evaluation.services.archive import (
     Dependents,
     archive_set,
-    model_delete,
-    model_dependents,
     target_delete,
     target_dependents,
 )
@@ -56,11 +57,6 @@ class Kind:
     dependents: Callable[[Any], Dependents]
     delete: Callable[[Any, bool], None]  # (object, the tick)
     tick: str  # what the tick on the delete form agrees to
-
-
-def _delete_study(study: Study, tick: bool) -> None:
-    pilots.pilots_fail_stale(study=study)  # a pilot whose runner died must not block it
-    study_delete(study, delete_targets=tick)
 
 
 KINDS = {
@@ -97,7 +93,7 @@ KINDS = {
         "studies",
         "annotation:study_list",
         study_dependents,
-        _delete_study,
+        lambda o, tick: study_delete(o, delete_targets=tick),
         "Delete the targets made from it and their scores too",
     ),
 }
@@ -165,6 +161,9 @@ def delete(request: HttpRequest, object_id: int, kind: str) -> HttpResponse:
     name = _name(obj)
     try:
         spec.delete(obj, tick)
+    except (ProtectedError, IntegrityError) as exc:  # a target's delete, raced
+        messages.error(request, str(refused_on_conflict(f"{spec.noun.capitalize()} {name}", exc)))
+        return redirect(archive_url)
     except DeleteRefused as exc:
         messages.error(request, str(exc))
         return redirect(archive_url)

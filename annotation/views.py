@@ -37,6 +37,7 @@ from annotation.services import pilots
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
 from core.querystring import text_param
+from evaluation.archived_lists import list_with_archived
 from evaluation.models import Modality, Stimulus
 from evaluation.stimulus_views import media_response, poster_response
 
@@ -74,7 +75,8 @@ def render_markdown(text: str) -> SafeString:
 # --- Researcher -----------------------------------------------------------------------------
 @researcher_required
 def study_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "annotation/study_list.html", {"studies": selectors.study_list()})
+    studies, archived = list_with_archived(request, selectors.study_list)  # ?archived=1
+    return render(request, "annotation/study_list.html", {"studies": studies, **archived})
 
 
 @researcher_required

@@ -7,21 +7,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.db import IntegrityError
+from django.db.models import ProtectedError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotation.services import pilots
-from annotation.services.archive import dataset_delete, study_delete
-from api.errors import Conflict, ErrorSerializer
-from evaluation.services.archive import (
-    DeleteRefused,
-    archive_set,
+from annotation.services.archive import (
+    dataset_delete,
     model_delete,
-    target_delete,
+    refused_on_conflict,
+    study_delete,
 )
+from api.errors import Conflict, ErrorSerializer
+from evaluation.services.archive import DeleteRefused, archive_set, target_delete
 
 
 class ArchiveStateSerializer(serializers.Serializer):
@@ -40,16 +41,11 @@ class DeleteQuerySerializer(serializers.Serializer):
     )
 
 
-def _study_delete(study: Any, tick: bool) -> None:
-    pilots.pilots_fail_stale(study=study)  # a pilot whose runner died must not block it
-    study_delete(study, delete_targets=tick)
-
-
 DELETES: dict[str, Callable[[Any, bool], None]] = {
     "model": lambda obj, tick: model_delete(obj, delete_scores=tick),
     "dataset": lambda obj, tick: dataset_delete(obj, delete_scores=tick),
     "target": lambda obj, tick: target_delete(obj, delete_scores=tick),
-    "study": lambda obj, tick: _study_delete(obj, tick),
+    "study": lambda obj, tick: study_delete(obj, delete_targets=tick),
 }
 
 
@@ -86,7 +82,8 @@ class ArchiveActions:
         summary="Delete it, with what depends on it (see the web page's list)",
         description="In one transaction; its stored files (embeddings, stimulus media) are "
         "removed after it committed. Refused (409, with what blocks it) while a run on it "
-        "is unfinished, a study on it is open or a pilot runs, or when it has scores and "
+        "is unfinished, a study on it is open or a pilot runs (on it, or from a model's "
+        "embeddings), or when it has scores and "
         "`delete_scores` is not true. Archiving keeps everything instead.",
         parameters=[DeleteQuerySerializer],
         request=None,
@@ -101,6 +98,9 @@ class ArchiveActions:
         query.is_valid(raise_exception=True)
         try:
             DELETES[self.noun](obj, query.validated_data["delete_scores"])
+        except (ProtectedError, IntegrityError) as exc:  # a target's delete, raced
+            refusal = refused_on_conflict(f"{self.noun.capitalize()} {obj}", exc)
+            raise Conflict(str(refusal)) from exc
         except DeleteRefused as exc:
             raise Conflict(str(exc)) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import numpy as np
 import scipy.stats
 from django.core.cache import cache
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Max, Q
 from django.http import QueryDict
 
 from core import querystring as qs
@@ -249,7 +249,7 @@ def board_key(*, target: Target, query: BoardQuery) -> str:
     published = hashlib.sha1(
         f"{target.published_ceiling}|{target.published_ceiling_source}".encode()
     ).hexdigest()[:8]  # the board draws the published ceiling: a new one is a new board
-    versions = f"{scores_version(target)}:{_metric_versions()}:{published}"
+    versions = f"{scores_version(target)}:{_metric_versions()}:{published}:{_archived_models()}"
     return f"board:{target.pk}:{versions}:{query.cache_key()}"
 
 
@@ -283,12 +283,12 @@ MODEL_FIELDS = (
 def _compute(target: Target, query: BoardQuery) -> Board:
     models = {
         m["id"]: m
-        for m in PretrainedModel.objects.filter(scores__target=target)
+        for m in PretrainedModel.objects.filter(scores__target=target, archived_at__isnull=True)
         .distinct()
         .values(*MODEL_FIELDS)
     }
     scores = (
-        Score.objects.filter(target=target)
+        Score.objects.filter(target=target, model__archived_at__isnull=True)  # listed models
         .order_by("created_at", "id")
         .values_list(*SCORE_FIELDS)
         .iterator(chunk_size=5000)
@@ -612,11 +612,21 @@ def _cached_until_scores_change(prefix: str, compute: Callable[[], T]) -> T:
 def _every_score_stamp() -> str:
     """Changes whenever any score is added, replaced or removed."""
     stamp = Score.objects.aggregate(n=Count("id"), last=Max("id"), changed=Max("created_at"))
-    # Archiving a target or its dataset takes its board off the lists: a change too.
-    stamp["archived"] = Target.objects.filter(
+    # Archiving a target or its dataset takes its board off the lists, archiving a model its
+    # rows: a change too. Every archived id, in order (a count and a sum could collide).
+    archived = Target.objects.filter(
         Q(archived_at__isnull=False) | Q(dataset__archived_at__isnull=False)
-    ).aggregate(n=Count("id"), ids=Sum("id"))
+    )
+    stamp["archived"] = list(archived.order_by("id").values_list("id", flat=True))
+    stamp["archived_models"] = _archived_models()
     return hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
+
+
+def _archived_models() -> str:
+    """Changes whenever a model is archived or unarchived (its rows leave or rejoin boards)."""
+    archived = PretrainedModel.objects.filter(archived_at__isnull=False).order_by("id")
+    ids = ",".join(str(pk) for pk in archived.values_list("id", flat=True))
+    return hashlib.sha1(ids.encode()).hexdigest()[:16]
 
 
 def _every_board() -> list[Board]:
@@ -630,13 +640,14 @@ def _every_board() -> list[Board]:
     )
     models = {
         m["id"]: m
-        for m in PretrainedModel.objects.filter(scores__isnull=False)
+        for m in PretrainedModel.objects.filter(scores__isnull=False, archived_at__isnull=True)
         .distinct()
         .values(*MODEL_FIELDS)
     }
     by_target: dict[int, list[Any]] = defaultdict(list)
     for score in (
-        Score.objects.order_by("created_at", "id")
+        Score.objects.filter(model__archived_at__isnull=True)  # an archived model is unlisted
+        .order_by("created_at", "id")
         .values_list(*SCORE_FIELDS)
         .iterator(chunk_size=5000)
     ):

@@ -39,6 +39,7 @@ from evaluation import (
     stacking,
 )
 from evaluation import leaderboards as boards
+from evaluation.archived_lists import list_with_archived
 from evaluation.engine.errors import StorageError
 from evaluation.engine.metrics.paired import ALPHA
 from evaluation.figure_views import figure_response
@@ -85,14 +86,16 @@ def leaderboards(request: HttpRequest) -> HttpResponse:
     targets still waiting for scores and the runs still working. A bounded number of
     queries whatever the data (the boards are cached until a score changes)."""
     front = boards.front_page()
+    targets, archived = list_with_archived(request, selectors.targets_with_score_counts)
     return render(
         request,
         "evaluation/leaderboards.html",
         {
             "front": front,
             "ceilings": boards.front_ceilings(front),
-            "targets": selectors.targets_with_score_counts(),
+            "targets": targets,  # ?archived=1: a researcher's list has the archived too
             "runs_working": boards.runs_working(),
+            **archived,
         },
     )
 
@@ -366,9 +369,11 @@ class _CompareChoice:
 
 
 def _compare_choice(request: HttpRequest) -> _CompareChoice:
-    targets = selectors.targets_to_compare()  # archived targets are no choice
+    targets = selectors.targets_to_compare()  # archived targets are no choice in the select
     target_id = qs.id_param(request.GET, "target")
-    target = targets.filter(pk=target_id).first() if target_id is not None else None
+    # ... but stay reachable by their address, as their board is
+    listed_or_not = selectors.targets_with_datasets()
+    target = listed_or_not.filter(pk=target_id).first() if target_id is not None else None
     chosen_ids = qs.id_list_param(request.GET, "models", limit=4)
     models = selectors.models_in_order(chosen_ids)
     options = compare.Options(
@@ -526,7 +531,8 @@ def compare_pairs_csv(request: HttpRequest) -> HttpResponse:
 # --- Models ---------------------------------------------------------------------------------------
 @researcher_required
 def model_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "evaluation/model_list.html", {"models": selectors.models_all()})
+    models, archived = list_with_archived(request, selectors.models_all)  # ?archived=1
+    return render(request, "evaluation/model_list.html", {"models": models, **archived})
 
 
 def _efficiency_context(request: HttpRequest, model: PretrainedModel) -> dict[str, Any]:
@@ -614,9 +620,8 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
 # --- Datasets -------------------------------------------------------------------------------------
 @researcher_required
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    return render(
-        request, "evaluation/dataset_list.html", {"datasets": selectors.datasets_with_counts()}
-    )
+    datasets, archived = list_with_archived(request, selectors.datasets_with_counts)
+    return render(request, "evaluation/dataset_list.html", {"datasets": datasets, **archived})
 
 
 def _upload_refused(request: HttpRequest, form: Any) -> bool:

@@ -125,12 +125,79 @@ def _runs_item(runs: QuerySet[Run], on_delete: str) -> Dependent:
     )
 
 
-def _unfinished_runs(runs: QuerySet[Run]) -> list[str]:
-    unfinished = runs.exclude(status__in=FINISHED_RUN_STATUSES).distinct().order_by("id")
+def unfinished_runs(runs: QuerySet[Run]) -> list[str]:
+    """What blocks a deletion among these runs: each one not finished. Inside a transaction
+    the runs are locked (a worker finishing one waits until the deletion commits or rolls
+    back), so a run cannot start or end between this check and the deletion."""
+    unfinished = Run.objects.filter(pk__in=runs.values("pk")).exclude(
+        status__in=FINISHED_RUN_STATUSES
+    )
+    if transaction.get_connection().in_atomic_block:
+        unfinished = unfinished.select_for_update()
     return [
         f"Run {run.pk} is {run.get_status_display().lower()}: cancel it or wait until it ends."
-        for run in unfinished
+        for run in unfinished.order_by("id")
     ]
+
+
+# --- Embedding sets shared with other models or datasets ----------------------------------------
+# An embedding set is keyed by its fingerprint (evaluation.services.embeddings): the same
+# identifier registered under two names, or two datasets with the same content, share one
+# set, whose model and dataset are those of whichever step extracted it first. Deleting that
+# model or dataset must not take the set (and its file) from the others' scores and runs.
+SetOwner = str  # "model" or "dataset"
+
+
+def _owner_of(owner: SetOwner, via: str) -> str:
+    """The field, from a Score (via="") or a RunStep (via="runstep__"), naming the model or
+    dataset that uses a set."""
+    return f"{via}model_id" if owner == "model" else f"{via}run__dataset_id"
+
+
+def shared_sets(sets: QuerySet[EmbeddingSet], owner: SetOwner, deleted: int) -> dict[int, int]:
+    """Of ``sets`` (those of the model or dataset ``deleted``), the ones that another
+    model's or dataset's scores or run steps use: set id -> the id of one such survivor."""
+    survivors: dict[int, int] = {}
+    scores = (
+        Score.objects.filter(embedding_set__in=sets)
+        .exclude(**{_owner_of(owner, ""): deleted})
+        .values_list("embedding_set_id", _owner_of(owner, ""))
+        .order_by("embedding_set_id", _owner_of(owner, ""))
+    )
+    steps = (
+        RunStep.embedding_sets.through.objects.filter(embeddingset__in=sets)
+        .exclude(**{_owner_of(owner, "runstep__"): deleted})
+        .values_list("embeddingset_id", _owner_of(owner, "runstep__"))
+        .order_by("embeddingset_id", _owner_of(owner, "runstep__"))
+    )
+    for set_id, survivor in [*scores, *steps]:
+        survivors.setdefault(set_id, survivor)
+    return survivors
+
+
+def _embedding_sets_item(sets: QuerySet[EmbeddingSet], owner: SetOwner, deleted: int) -> Dependent:
+    shared = shared_sets(sets, owner, deleted)
+    kind = PretrainedModel if owner == "model" else Dataset
+    survivors = kind.objects.filter(pk__in=set(shared.values())).order_by("name")
+    on_delete = "deleted with it, their .npy files too"
+    if shared:
+        on_delete = (
+            f"{len(shared)} of them shared with the {owner}s linked here (same fingerprint): "
+            f"kept for them; the others deleted with it, their .npy files too"
+        )
+    return Dependent(
+        "embedding sets",
+        sets.count(),
+        [(f"shared with {s.name}", s.get_absolute_url()) for s in survivors[:LINKS_SHOWN]],
+        on_delete,
+    )
+
+
+def _hand_over_shared_sets(sets: QuerySet[EmbeddingSet], owner: SetOwner, deleted: int) -> None:
+    """Point each shared set at a surviving model or dataset that uses it, so that the
+    deletion's cascade leaves it (and its file) in place."""
+    for set_id, survivor in shared_sets(sets, owner, deleted).items():
+        EmbeddingSet.objects.filter(pk=set_id).update(**{f"{owner}_id": survivor})
 
 
 def model_dependents(model: PretrainedModel) -> Dependents:
@@ -149,14 +216,9 @@ def model_dependents(model: PretrainedModel) -> Dependents:
                 runs,
                 "its part of each run is deleted; a run with no other model is deleted whole",
             ),
-            Dependent(
-                "embedding sets",
-                embedding_sets.count(),
-                [],
-                "deleted with it, their .npy files too",
-            ),
+            _embedding_sets_item(embedding_sets, "model", model.pk),
         ],
-        blockers=_unfinished_runs(runs),
+        blockers=unfinished_runs(runs),
         score_count=scores.count(),
     )
 
@@ -184,7 +246,7 @@ def target_dependents(target: Target) -> Dependents:
                 "are deleted with it",
             )
         )
-    return Dependents(items, _unfinished_runs(target.runs.all()), scores.count())
+    return Dependents(items, unfinished_runs(target.runs.all()), scores.count())
 
 
 def dataset_catalogue_dependents(dataset: Dataset) -> Dependents:
@@ -211,12 +273,7 @@ def dataset_catalogue_dependents(dataset: Dataset) -> Dependents:
             "deleted with it",
         ),
         _runs_item(dataset.runs.all(), "deleted with it"),
-        Dependent(
-            "embedding sets",
-            dataset.embedding_sets.count(),
-            [],
-            "deleted with it, their .npy files too",
-        ),
+        _embedding_sets_item(dataset.embedding_sets.all(), "dataset", dataset.pk),
         Dependent(
             "scores",
             scores.distinct().count(),
@@ -224,7 +281,7 @@ def dataset_catalogue_dependents(dataset: Dataset) -> Dependents:
             "deleted with it (only when you tick 'delete the scores too')",
         ),
     ]
-    blockers = _unfinished_runs(dataset.runs.all()) + [
+    blockers = unfinished_runs(dataset.runs.all()) + [
         f"Embedding import {job.pk} ({job.name}) is {job.get_status_display().lower()}: "
         "wait until it ends."
         for job in imports.order_by("id")
@@ -289,7 +346,10 @@ def _remove_media_folder(folder: str) -> bool:
 
 
 def _embedding_files(embedding_sets: QuerySet[EmbeddingSet]) -> FilesToRemove:
-    return FilesToRemove(embeddings=list(embedding_sets.values_list("relative_path", flat=True)))
+    """The files of the sets a deletion takes, but none that a set it keeps also names."""
+    kept = EmbeddingSet.objects.exclude(pk__in=embedding_sets.values("pk"))
+    paths = embedding_sets.exclude(relative_path__in=kept.values("relative_path"))
+    return FilesToRemove(embeddings=list(paths.values_list("relative_path", flat=True)))
 
 
 def _stimulus_files(dataset: Dataset) -> FilesToRemove:
@@ -308,13 +368,15 @@ def _stimulus_files(dataset: Dataset) -> FilesToRemove:
 
 
 def model_delete(model: PretrainedModel, *, delete_scores: bool) -> None:
-    """Delete a model, its embedding sets (and files), its scores (only with
-    ``delete_scores``) and its steps in runs; a run left without models goes too."""
+    """Delete a model, its embedding sets (and files) but those another model's scores or
+    runs use (kept for that model), its scores (only with ``delete_scores``) and its steps
+    in runs; a run left without models goes too."""
     with transaction.atomic():
         model = PretrainedModel.objects.select_for_update().get(pk=model.pk)
         refuse_if_blocked(
             f"Model {model.name}", model_dependents(model), delete_scores=delete_scores
         )
+        _hand_over_shared_sets(EmbeddingSet.objects.filter(model=model), "model", model.pk)
         files = _embedding_files(EmbeddingSet.objects.filter(model=model))
         run_ids = list(RunStep.objects.filter(model=model).values_list("run_id", flat=True))
         Score.objects.filter(model=model).delete()
@@ -342,6 +404,7 @@ def dataset_catalogue_delete(dataset: Dataset) -> FilesToRemove:
     """Delete a dataset whose studies are gone already, with its runs, targets, judgments,
     embedding sets and scores; return the files to remove after commit. The caller checked what blocks it, in the transaction it calls this in
     (annotation.services.archive.dataset_delete)."""
+    _hand_over_shared_sets(dataset.embedding_sets.all(), "dataset", dataset.pk)
     files = _embedding_files(EmbeddingSet.objects.filter(dataset=dataset))
     files.extend(_stimulus_files(dataset))
     for staged in EmbeddingImport.objects.filter(dataset=dataset).values_list(

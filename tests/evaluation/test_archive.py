@@ -30,7 +30,7 @@ from evaluation.models import (
 from evaluation.services import archive
 from evaluation.services.archive import DeleteRefused
 from tests.api.conftest import answered_study, pairs_judgments, run_steps, token_client  # noqa: F401
-from tests.conftest import make_image_dataset, make_text_model
+from tests.conftest import make_image_dataset, make_text_dataset, make_text_model
 from tests.factories import EmbeddingImportFactory, RunFactory, RunStepFactory
 from tests.object_store import (  # noqa: F401 (fixtures)
     ObjectStore,
@@ -204,6 +204,13 @@ def test_scores_are_deleted_only_when_ticked(catalogue, researcher_client):
         study_archive.dataset_delete(catalogue["dataset"], delete_scores=False)
     assert Score.objects.count() == n
 
+    ticked = researcher_client.post(
+        reverse("annotation:model_delete", args=[model.pk]), {"delete_scores": "on"}
+    )
+    assert ticked["Location"] == reverse("evaluation:model_list")
+    assert not PretrainedModel.objects.filter(pk=model.pk).exists()
+    assert Score.objects.count() == 0
+
 
 def test_a_running_run_blocks_deleting_its_dataset_model_and_target(catalogue):
     run = catalogue["run"]
@@ -376,3 +383,216 @@ def test_the_archive_page_lists_the_dependents(catalogue, researcher_client):
     assert catalogue["study"].get_absolute_url() in html
     assert catalogue["run"].get_absolute_url() in html
     assert "Delete the scores too" in html
+
+
+# --- Review fixes (issue 23) ------------------------------------------------------------------------
+def scored_run(dataset: Dataset, model: PretrainedModel, researcher) -> Run:
+    from evaluation import services
+    from evaluation.metrics import knn_entry
+
+    run = services.run_create(
+        dataset=dataset, models=[model], metrics=[knn_entry(k=1, split="loo")],
+        created_by=researcher,
+    )  # fmt: skip
+    run_steps(run)
+    return run
+
+
+def test_deleting_a_model_keeps_the_embedding_sets_another_models_scores_use(
+    catalogue, researcher, researcher_client, django_capture_on_commit_callbacks
+):
+    model = catalogue["model"]
+    shared = EmbeddingSet.objects.get(model=model)
+    twin = make_text_model(name="minilm again")  # the same identifier: the same fingerprint
+    scored_run(catalogue["dataset"], twin, researcher)
+    twin_score = Score.objects.get(model=twin)
+    assert twin_score.embedding_set == shared  # reused, not extracted again
+    page = researcher_client.get(reverse("annotation:model_archive", args=[model.pk]))
+    assert "shared with minilm again" in page.content.decode()
+    assert twin.get_absolute_url() in page.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        study_archive.model_delete(model, delete_scores=True)
+    shared.refresh_from_db()
+    assert shared.model == twin  # handed over to the model that still uses it
+    twin_score.refresh_from_db()
+    assert twin_score.embedding_set == shared
+    assert embedding_file(shared).is_file()
+
+
+def test_deleting_a_dataset_keeps_the_embedding_sets_a_dataset_with_the_same_content_uses(
+    catalogue, researcher, django_capture_on_commit_callbacks
+):
+    dataset, model = catalogue["dataset"], catalogue["model"]
+    shared = EmbeddingSet.objects.get(dataset=dataset)
+    twin = make_text_dataset(name="the same sentences")
+    assert twin.content_hash == dataset.content_hash
+    run = scored_run(twin, model, researcher)
+    assert set(Score.objects.filter(run=run).values_list("embedding_set", flat=True)) == {shared.pk}
+    assert study_archive.dataset_dependents(dataset).items[3].links == [
+        ("shared with the same sentences", twin.get_absolute_url())
+    ]
+    study_set_status(study=catalogue["study"], status="closed")
+    with django_capture_on_commit_callbacks(execute=True):
+        study_archive.dataset_delete(dataset, delete_scores=True)
+    shared.refresh_from_db()
+    assert shared.dataset == twin
+    assert Score.objects.filter(run=run, embedding_set=shared).count() > 0
+    assert embedding_file(shared).is_file()
+
+
+def test_deleting_a_model_still_removes_the_files_nobody_else_uses(
+    catalogue, django_capture_on_commit_callbacks
+):
+    model = catalogue["model"]
+    npy = embedding_file(EmbeddingSet.objects.get(model=model))
+    with django_capture_on_commit_callbacks(execute=True):
+        study_archive.model_delete(model, delete_scores=True)
+    assert not EmbeddingSet.objects.exists()
+    assert not npy.exists()
+
+
+def test_an_unfinished_run_on_its_targets_blocks_deleting_a_study_with_them(
+    catalogue, researcher_client
+):
+    study, aggregated = catalogue["study"], catalogue["aggregated"]
+    run = RunFactory(dataset=catalogue["dataset"], status="running")
+    run.targets.add(aggregated)
+    with pytest.raises(DeleteRefused, match=f"Run {run.pk} is running: cancel it"):
+        study_archive.study_delete(study, delete_targets=True)
+    assert Study.objects.filter(pk=study.pk).exists()
+    page = researcher_client.get(reverse("annotation:study_archive", args=[study.pk]))
+    html = page.content.decode()
+    assert 'data-dependent="unfinished runs on those targets"' in html
+    assert run.get_absolute_url() in html
+    study_archive.study_delete(study, delete_targets=False)  # the targets stay: not blocked
+    assert Target.objects.filter(pk=aggregated.pk).exists()
+
+
+def test_a_running_pilot_on_its_embeddings_blocks_deleting_a_model(
+    catalogue, researcher_client, researcher
+):
+    model, study = catalogue["model"], catalogue["study"]
+    pilot = Pilot.objects.create(study=study, model=model)  # running, its runner alive
+    expected = f"Pilot {pilot.pk} of study Sentence similarity is running on its embeddings"
+    dependents = study_archive.model_dependents(model)
+    assert counts(dependents)["pilots"] == 1
+    assert any(expected in problem for problem in dependents.blockers)
+    with pytest.raises(DeleteRefused, match=expected):
+        study_archive.model_delete(model, delete_scores=True)
+    response = researcher_client.post(
+        reverse("annotation:model_delete", args=[model.pk]), {"delete_scores": "on"}
+    )
+    assert expected in str(next(iter(response.wsgi_request._messages)))
+    api = token_client(researcher)
+    refused = api.delete(f"/api/models/{model.pk}/?delete_scores=true")
+    assert refused.status_code == 409 and expected in refused.json()["error"]["message"]
+    assert PretrainedModel.objects.filter(pk=model.pk).exists()
+    Pilot.objects.filter(pk=pilot.pk).update(status="succeeded")
+    assert api.delete(f"/api/models/{model.pk}/?delete_scores=true").status_code == 204
+
+
+def test_an_archived_model_leaves_every_board(catalogue, researcher, researcher_client):
+    model, labels = catalogue["model"], catalogue["labels"]
+    twin = make_text_model(name="minilm again")
+    scored_run(catalogue["dataset"], twin, researcher)
+    pages = [
+        labels.get_absolute_url(),
+        reverse("evaluation:leaderboards"),
+        reverse("evaluation:leaderboard_overall"),
+    ]
+
+    def shown(url: str) -> str:
+        return researcher_client.get(url).content.decode()
+
+    for url in pages:
+        assert model.get_absolute_url() in shown(url), url
+    compare_link = f"models={model.pk}"
+    assert compare_link in shown(reverse("evaluation:leaderboards"))
+    archive.archive_set(model, archived=True)
+    for url in pages:
+        assert model.get_absolute_url() not in shown(url), url
+        assert twin.get_absolute_url() in shown(url), url
+    assert compare_link not in shown(reverse("evaluation:leaderboards"))
+    archive.archive_set(model, archived=False)
+    for url in pages:
+        assert model.get_absolute_url() in shown(url), url
+
+
+def test_the_front_pages_stamp_tells_apart_archived_targets_with_the_same_count_and_sum(db):
+    from evaluation.leaderboards import _every_score_stamp
+    from tests.factories import TargetFactory
+
+    targets = sorted((TargetFactory() for _ in range(4)), key=lambda t: t.pk)
+    ids = [t.pk for t in targets]
+    assert ids[0] + ids[3] == ids[1] + ids[2]  # consecutive ids
+    for target in (targets[0], targets[3]):
+        archive.archive_set(target, archived=True)
+    first = _every_score_stamp()
+    for target in targets:
+        archive.archive_set(target, archived=target in (targets[1], targets[2]))
+    assert _every_score_stamp() != first
+
+
+def test_the_compare_page_reaches_an_archived_target_by_its_address(catalogue, researcher_client):
+    labels = catalogue["labels"]
+    archive.archive_set(labels, archived=True)
+    page = researcher_client.get(reverse("evaluation:compare") + f"?target={labels.pk}")
+    assert page.context["target"] == labels
+    assert labels not in list(page.context["targets"])  # no choice in the select
+
+
+def test_a_deletion_that_something_made_meanwhile_blocks_is_refused_clearly(
+    catalogue, researcher_client, researcher, monkeypatch
+):
+    from django.db.models import ProtectedError
+
+    labels = catalogue["labels"]
+
+    def raced(self, *args, **kwargs):
+        raise ProtectedError("a run was created on it", set())
+
+    monkeypatch.setattr(Target, "delete", raced)
+    monkeypatch.setattr(Dataset, "delete", raced)
+    response = researcher_client.post(
+        reverse("annotation:target_delete", args=[labels.pk]), {"delete_scores": "on"}
+    )
+    assert response["Location"] == reverse("annotation:target_archive", args=[labels.pk])
+    message = str(next(iter(response.wsgi_request._messages)))
+    assert message.startswith(f"Target {labels.name} could not be deleted: something that")
+    refused = token_client(researcher).delete(f"/api/targets/{labels.pk}/?delete_scores=true")
+    assert refused.status_code == 409
+    study_set_status(study=catalogue["study"], status="closed")
+    with pytest.raises(DeleteRefused, match="could not be deleted: something that depends"):
+        study_archive.dataset_delete(catalogue["dataset"], delete_scores=True)
+    assert Study.objects.filter(pk=catalogue["study"].pk).exists()  # rolled back
+
+
+def test_a_deletion_locks_the_runs_it_checks(catalogue):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        archive.model_delete(catalogue["model"], delete_scores=True)
+    locked = [
+        q["sql"] for q in queries if "FOR UPDATE" in q["sql"] and '"evaluation_run"' in q["sql"]
+    ]
+    assert locked, "the unfinished-runs check read the runs without locking them"
+
+
+@pytest.mark.parametrize("kind", sorted(LISTS))
+def test_a_researcher_finds_the_archived_on_the_lists(kind, catalogue, researcher_client):
+    from django.test import Client
+
+    obj = catalogue[OBJECT[kind]]
+    page = reverse(LISTS[kind][0])
+    archive.archive_set(obj, archived=True)
+    listed = researcher_client.get(page).content.decode()
+    assert obj.get_absolute_url() not in listed
+    assert 'href="?archived=1">Archived (1)</a>' in listed
+    shown = researcher_client.get(page + "?archived=1").content.decode()
+    assert obj.get_absolute_url() in shown
+    assert '<span class="badge">archived</span>' in shown
+    if kind != "study":  # the public lists: nobody else sees the archived
+        public = Client().get(page + "?archived=1").content.decode()
+        assert obj.get_absolute_url() not in public and "Archived (" not in public
