@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -33,12 +34,17 @@ def token_create(*, user: Any, name: str) -> tuple[ApiToken, str]:
         raise ValidationError("Give the token a name, e.g. what it is for ('lab server').")
     if len(name) > NAME_MAX_LENGTH:
         raise ValidationError(f"A token's name has at most {NAME_MAX_LENGTH} characters.")
+    taken = ValidationError(f"You have a token called {name!r} already: choose another name.")
     if ApiToken.objects.filter(user=user, name=name).exists():
-        raise ValidationError(f"You have a token called {name!r} already: choose another name.")
+        raise taken
     key = KEY_PREFIX + secrets.token_urlsafe(30)
-    token = ApiToken.objects.create(
-        user=user, name=name, prefix=key[:SHOWN_CHARACTERS], key_hash=hash_key(key)
-    )
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction goes on
+            token = ApiToken.objects.create(
+                user=user, name=name, prefix=key[:SHOWN_CHARACTERS], key_hash=hash_key(key)
+            )
+    except IntegrityError as exc:  # the same name, sent twice at once (a double submit)
+        raise taken from exc
     return token, key
 
 

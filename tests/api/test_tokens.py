@@ -137,3 +137,25 @@ def test_the_user_menu_and_the_api_docs_link_the_page(researcher_client):
     assert f'href="{PAGE}">API tokens</a>' in menu
     schema = researcher_client.get("/api/schema/").content.decode()  # YAML
     assert "[your API tokens page](/api/tokens/)" in schema
+
+
+def test_a_name_taken_at_the_same_moment_is_a_clear_error(researcher, monkeypatch):
+    from django.core.exceptions import ValidationError
+    from django.db.models import QuerySet
+
+    from api.tokens import token_create
+
+    token_create(user=researcher, name="lab server")
+    # The other request's check passed before this one made its token (a double submit).
+    monkeypatch.setattr(QuerySet, "exists", lambda self: False)
+    with pytest.raises(ValidationError, match="You have a token called 'lab server' already"):
+        token_create(user=researcher, name="lab server")
+    monkeypatch.undo()
+    assert ApiToken.objects.filter(user=researcher, name="lab server").count() == 1
+
+
+def test_the_page_says_the_password_login_token_is_kept_as_it_is(researcher_client, researcher):
+    Token.objects.create(user=researcher)
+    page = researcher_client.get(PAGE).content.decode()
+    assert "Only a hash of each named token's key is stored" in page
+    assert "is kept as it is, key included" in page
