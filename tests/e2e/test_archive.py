@@ -1,6 +1,6 @@
 """Archiving a dataset from its page in a real browser: the archive page lists what depends
-on it, archiving takes it off the dataset list, its page says it is archived and offers
-Unarchive, which lists it again."""
+on it, archiving takes it off the dataset list (an 'Archived (1)' link shows it again,
+marked), its page says it is archived and offers Unarchive, which lists it again."""
 
 from __future__ import annotations
 
@@ -46,6 +46,10 @@ def test_a_dataset_is_archived_from_its_page_and_leaves_the_list(page, live_serv
     page.wait_for_url(re.compile(r"/datasets/$"))
     assert "old sentences" not in table.inner_text()
     assert keep.name in table.inner_text()
+    page.get_by_role("link", name="Archived (1)").click()  # a researcher finds it again
+    page.wait_for_url(re.compile(r"/datasets/\?archived=1$"))
+    row = page.locator("main table.data tr", has_text="old sentences")
+    assert row.locator(".badge").inner_text() == "archived"
 
     page.goto(f"{live_server.url}/datasets/{dataset.pk}/")  # still at its address
     page.locator(".archived-banner").get_by_role("button", name="Unarchive").click()
