@@ -51,8 +51,8 @@ from evaluation.judgments import target_data
 from evaluation.metrics import PairsData
 from evaluation.models import EmbeddingSet, PretrainedModel, Stimulus, Target
 
-HEATMAP_STIMULI = 120
-MATRIX_PIXELS = 360  # a matrix's grid at most this wide: three fit beside each other
+HEATMAP_STIMULI = 100  # 3 px a cell: the people's matrix and two models' fit side by side
+MATRIX_PIXELS = 300  # a matrix's grid at most this wide
 MAX_MODELS = 4
 NEIGHBOURS = 5
 MODEL_PAIRS = 2000  # pairs kept for the model-vs-model table (largest rank gaps)
@@ -200,7 +200,9 @@ class Comparison:
         self, kind: str, svg: SafeString, columns: list[str], rows: list[list[Any]], **kw: Any
     ) -> figures.Figure:
         """A figure of this comparison; ``kw``: its ``caption``, the query parameters that
-        pick it among the comparison's (``model``), and words for its file name (``name``)."""
+        pick it among the comparison's (``model``), and words for its file name (``name``).
+        Side-by-side figures go without a caption (their title is in the SVG): a caption
+        wider than the matrix would widen its figure and push the next one to a new row."""
         model = kw.get("model")
         picked = {"model": model.pk} if model is not None else {}
         return figures.Figure(
@@ -502,7 +504,6 @@ def _matrices(result: Comparison, inputs: Inputs) -> None:
         figure = result.figure(
             "compare-similarity", svg, [*MATRIX_COLUMNS, "cosine similarity"], rows,
             model=side.model, name=f"{side.model.name} {side.layer}",
-            caption=f"{side.model.name} · {side.layer}",
         )  # fmt: skip
         result.heatmaps.append((side, figure))
     if pairs is not None:
@@ -540,7 +541,7 @@ def _human_matrices(
     result.human_heatmap = result.figure(
         "compare-people", svg, [*MATRIX_COLUMNS, "mean human rating", "judgments"],
         _matrix_rows(labels, cells, pairs.mean[shown], pairs.count[shown]),
-        name="people", caption="People: the mean rating of each judged pair (unjudged: grey).",
+        name="people",
     )  # fmt: skip
     human_scaled = comparable(pairs.mean, scale)
     for side, x in zip(result.sides, inputs.vectors, strict=True):
@@ -562,7 +563,6 @@ def _human_matrices(
             [*MATRIX_COLUMNS, f"model ({scale})", f"people ({scale})", "model minus people"],
             _matrix_rows(labels, cells, model_scaled[shown], human_scaled[shown], gap),
             model=side.model, name=f"{side.model.name} minus people",
-            caption=f"{side.model.name} minus people",
         )  # fmt: skip
         result.residuals.append((side, figure))
 
@@ -576,9 +576,9 @@ _CELL = re.compile(
 def sparse_heatmap(matrix: list[list[float | None]], **kwargs: Any) -> SafeString:
     """``plots.heatmap`` with its missing cells drawn as one grey rectangle under the grid
     (hover: "not judged"), not a rectangle with its own hover title each: the people's
-    matrix of a published pair list is nearly all unjudged pairs (SimLex-999: 156 of the
-    7,140 pairs of 120 words), 1.4 MB of SVG for the browser to lay out otherwise. Where
-    the cells are not found (another heatmap markup), the figure is left as drawn."""
+    matrix of a published pair list is nearly all unjudged pairs (SimLex-999: 131 of the
+    4,950 pairs of 100 words), about 1 MB of SVG for the browser to lay out otherwise.
+    Where the cells are not found (another heatmap markup), the figure is left as drawn."""
     svg = str(plots.heatmap(matrix, **kwargs))
     missing = getattr(plots, "MISSING", "#eee")
     cells = list(_CELL.finditer(svg))
@@ -654,7 +654,7 @@ def _people(result: Comparison, inputs: Inputs) -> None:
             ["stimulus_a", "stimulus_b", "model cosine similarity", "mean human rating"],
             [[stimuli[pairs.i[k]].name, stimuli[pairs.j[k]].name, float(model[k]),
               float(pairs.mean[k])] for k in shown],
-            model=side.model, name=f"{side.model.name} against people", caption=heading,
+            model=side.model, name=f"{side.model.name} against people",
         )  # fmt: skip
         result.scatters.append((side, value, figure))
         model_scaled = comparable(model, scale)
