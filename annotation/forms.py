@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 from dataclasses import dataclass
 from typing import Any
 
 from django import forms
-from django.db import models
 from django.utils.functional import cached_property
 
 from annotation.models import Study, StudyKind
+from annotation.services import design
+from annotation.services.design import ALL_KINDS, CHOICE_KINDS, ITEM_KINDS
 from evaluation.models import Dataset, PretrainedModel, Target
 
 DESIGN_FIELDS = [
@@ -52,19 +54,26 @@ MAX_ITEM_LIST_BYTES = 5 * 1024 * 1024
 HEADER_NAMES = {"a", "b", "c", "reference", "first", "second", "stimulus"}  # optional header
 
 
-ALL_KINDS = frozenset(StudyKind.values)
-CHOICE_KINDS = frozenset({StudyKind.TRIPLETS, StudyKind.TWO_AFC})
-ITEM_KINDS = frozenset({StudyKind.PAIRS, *CHOICE_KINDS})  # items chosen here, not every stimulus
+ITEM_FIELDS = ("item_mode", "item_count", "item_file", "seed")
+# Which kinds use which fields: the design checks' own table (services.design), and the item
+# fields for the kinds whose items are chosen. A field not named here is every kind's.
+FIELD_KINDS: dict[str, frozenset[str]] = {
+    **design.FIELD_KINDS,
+    **dict.fromkeys(ITEM_FIELDS, ITEM_KINDS),
+}
 
 
 @dataclass(frozen=True)
 class FieldGroup:
-    """One fieldset of the study form: the study kinds it is for (every kind: ALL_KINDS)."""
+    """One fieldset of the study form; the kinds it is for are those of its fields."""
 
     legend: str
     fields: tuple[str, ...]
-    kinds: frozenset[str] = ALL_KINDS
     note: str = ""
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset().union(*(FIELD_KINDS.get(name, ALL_KINDS) for name in self.fields))
 
 
 FIELD_GROUPS = (
@@ -74,15 +83,13 @@ FIELD_GROUPS = (
     ),
     FieldGroup(
         "Items",
-        ("item_mode", "item_count", "item_file", "seed"),
-        ITEM_KINDS,
+        ITEM_FIELDS,
         "Pair, triplet and 2AFC studies: which items are asked about. Tag and "
         "multi-arrangement studies always use every stimulus.",
     ),
     FieldGroup(
         "Rating scale",
         ("scale_min", "scale_max", "scale_min_label", "scale_max_label"),
-        frozenset({StudyKind.PAIRS}),
     ),
     FieldGroup(
         "Tagging",
@@ -94,13 +101,11 @@ FIELD_GROUPS = (
             "frozen_tags_to_complete",
             "max_iterations",
         ),
-        frozenset({StudyKind.TAGS}),
         "The numbers below apply to adaptive (STEP-Tag) mode only.",
     ),
     FieldGroup(
         "Multi-arrangement",
         ("arena_max_items", "evidence_threshold", "session_seconds", "min_pair_consistency"),
-        frozenset({StudyKind.ARRANGEMENT}),
     ),
     FieldGroup(
         "Quality control",
@@ -128,22 +133,6 @@ FIELD_GROUPS = (
         ),
     ),
 )
-# Fields of a shared group that only some kinds use (the design checks refuse the others).
-FIELD_KINDS: dict[str, frozenset[str]] = {
-    "repeat_trials": ITEM_KINDS,  # arrangements repeat pairs by design; tags have none
-    "catch_trials": ALL_KINDS - {StudyKind.TAGS},
-    "max_catch_failures": ALL_KINDS - {StudyKind.TAGS},
-    "max_retest_difference": frozenset({StudyKind.PAIRS}),
-    "min_retest_agreement": CHOICE_KINDS,
-    "require_playback": ALL_KINDS - {StudyKind.ARRANGEMENT},
-    **{
-        name: group.kinds
-        for group in FIELD_GROUPS
-        for name in group.fields
-        if group.kinds != ALL_KINDS
-    },
-}
-
 LABELS = {
     "name": "Study name",
     "kind": "Kind of study",
@@ -233,9 +222,12 @@ def _kind_labels(kinds: frozenset[str]) -> str:
 
 
 class StudyForm(forms.ModelForm):
-    """A study's design, in fieldsets by study kind (FIELD_GROUPS). Fields that the chosen
-    kind does not use are not required and are ignored: the study gets their defaults, so
-    the form is right without JavaScript too (static/js/study_form.js only hides them)."""
+    """A study's design, in fieldsets by study kind (FIELD_GROUPS). A page opened for one
+    kind (?kind=) shows that kind's fields; without a kind it shows every group and
+    static/js/study_form.js hides (and disables) the ones the chosen kind does not use.
+    Fields a page did not send take their defaults; a field the posted kind does not use
+    may be left blank (its default) and any other value is refused by the design checks
+    (services.design), so the form is right without JavaScript too."""
 
     item_mode = forms.ChoiceField(
         choices=[
@@ -287,28 +279,53 @@ class StudyForm(forms.ModelForm):
         dataset.queryset = Dataset.objects.order_by("name")
         for name in FIELD_KINDS.keys() & self.fields.keys():
             if self.chosen_kind not in FIELD_KINDS[name]:
-                self.fields[name].required = False  # ignored: see clean()
-        if self.chosen_kind in CHOICE_KINDS:
+                self.fields[name].required = False  # blank: its default (see clean())
+        if self.page_kind in CHOICE_KINDS:
             self.fields["item_mode"].initial = "random"  # 'all pairs' is for pair studies
+        if self.is_bound:
+            self.data = self._with_defaults()
+
+    @cached_property
+    def page_kind(self) -> str:
+        """The kind the page was opened for (?kind=), which decides the fields it shows;
+        '' for the page of every kind."""
+        kind = self.initial.get("kind")
+        return kind if kind in StudyKind.values else ""
 
     @cached_property
     def chosen_kind(self) -> str:
-        """The kind posted, else the one the page was opened for (?kind=); '' if neither."""
-        kind = self.data.get("kind") if self.is_bound else self.initial.get("kind")
+        """The kind posted, else the page's; '' if neither."""
+        kind = self.data.get("kind") if self.is_bound else self.page_kind
         return kind if kind in StudyKind.values else ""
 
-    def used_by_kind(self, name: str) -> bool:
-        return not self.chosen_kind or self.chosen_kind in FIELD_KINDS.get(name, ALL_KINDS)
+    def _with_defaults(self) -> Any:
+        """The posted data, with the fields it left out at their defaults: those of other
+        kinds than the page's, and those study_form.js disabled for the chosen kind (as a
+        model form keeps a column's default for a field left out; a checkbox is never left
+        out, since an unticked box is not sent)."""
+        data: Any = copy.copy(self.data)  # a QueryDict's copy is mutable
+        for name, field in self.fields.items():
+            key = self.add_prefix(name)
+            default = self._default(name)
+            if default is not None and field.widget.value_omitted_from_data(
+                self.data, self.files, key
+            ):
+                data[key] = default
+        return data
+
+    def used_by_page_kind(self, name: str) -> bool:
+        return not self.page_kind or self.page_kind in FIELD_KINDS.get(name, ALL_KINDS)
 
     def fieldsets(self) -> list[dict[str, Any]]:
-        """The groups to render: for a kind chosen already only its fields (the others would
-        be ignored), else every group, marked with the kinds that use it (data-kinds)."""
+        """The groups to render: on a page for one kind only its fields, else every group,
+        marked with the kinds that use it (data-kinds): after a refused submit too, so that
+        the kind can still be changed on the page."""
         groups = []
         for group in FIELD_GROUPS:
             fields = [
                 {"field": self[name], "kinds": " ".join(sorted(FIELD_KINDS.get(name, ALL_KINDS)))}
                 for name in group.fields
-                if self.used_by_kind(name)
+                if self.used_by_page_kind(name)
             ]
             if fields:
                 groups.append(
@@ -330,11 +347,15 @@ class StudyForm(forms.ModelForm):
         super().clean()
         data = self.cleaned_data  # what Form.clean returns
         kind = data.get("kind")
-        for name in FIELD_KINDS.keys() & self.fields.keys():
-            if kind and kind not in FIELD_KINDS[name]:
-                self.errors.pop(name, None)  # a value the kind ignores cannot be wrong
-                data[name] = self._default(name)
+        if not kind:
+            return data
+        for name in design.FIELD_KINDS.keys() & data.keys():
+            if kind not in FIELD_KINDS[name] and data[name] in (None, ""):
+                data[name] = self._default(name)  # left blank: the kind does not use it
         if kind not in ITEM_KINDS:
+            for name in ITEM_FIELDS:  # the items are every stimulus (said on the page)
+                self.errors.pop(name, None)
+                data[name] = self._default(name)
             return data
         mode = data.get("item_mode")
         if mode == "random" and not data.get("item_count"):
@@ -354,10 +375,10 @@ class StudyForm(forms.ModelForm):
 
     def _default(self, name: str) -> Any:
         if name in DESIGN_FIELDS:
-            field = Study._meta.get_field(name)
-            assert isinstance(field, models.Field)  # a column, not a relation
-            return field.get_default()
-        return self.fields[name].initial  # the item fields: the form's own
+            return design.field_default(name)
+        if name == "item_mode" and self.chosen_kind in CHOICE_KINDS:
+            return "random"  # 'all pairs' is for pair studies
+        return self.fields[name].initial  # the item fields: the form's own (None: none)
 
     def design(self) -> dict[str, Any]:
         return {name: self.cleaned_data[name] for name in DESIGN_FIELDS}

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -26,6 +26,49 @@ from annotation.models import (
 from evaluation.models import Dataset
 
 MAX_ITEMS = 200_000
+
+# --- Which kinds of study use which design fields ---------------------------------------------
+# The one place this is said: the checks below refuse a value a kind does not use, and the
+# design form (annotation.forms) groups and hides its fields by it.
+ALL_KINDS = frozenset(StudyKind.values)
+CHOICE_KINDS = frozenset({StudyKind.TRIPLETS, StudyKind.TWO_AFC})
+# Kinds whose items are chosen (ItemPlan); tag and multi-arrangement studies use every stimulus.
+ITEM_KINDS = frozenset({StudyKind.PAIRS, *CHOICE_KINDS})
+_PAIRS = frozenset({StudyKind.PAIRS})
+_TAGS = frozenset({StudyKind.TAGS})
+_ARRANGEMENT = frozenset({StudyKind.ARRANGEMENT})
+# Design fields that only some kinds use; every other design field is every kind's.
+FIELD_KINDS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("scale_min", "scale_max", "scale_min_label", "scale_max_label"), _PAIRS),
+    **dict.fromkeys(
+        (
+            "tag_mode",
+            "flags_to_hide",
+            "ratings_to_freeze",
+            "freeze_mean",
+            "frozen_tags_to_complete",
+            "max_iterations",
+        ),
+        _TAGS,
+    ),
+    **dict.fromkeys(
+        ("arena_max_items", "evidence_threshold", "session_seconds", "min_pair_consistency"),
+        _ARRANGEMENT,
+    ),
+    "repeat_trials": ITEM_KINDS,  # arrangements repeat pairs by design; tags have none
+    "catch_trials": ALL_KINDS - _TAGS,
+    "max_catch_failures": ALL_KINDS - _TAGS,
+    "max_retest_difference": _PAIRS,
+    "min_retest_agreement": CHOICE_KINDS,
+    "require_playback": ALL_KINDS - _ARRANGEMENT,  # an arrangement plays clips on demand
+}
+KIND_NOUNS: dict[str, str] = {
+    StudyKind.PAIRS: "pair rating",
+    StudyKind.TRIPLETS: "triplet",
+    StudyKind.TWO_AFC: "2AFC",
+    StudyKind.TAGS: "tagging",
+    StudyKind.ARRANGEMENT: "multi-arrangement",
+}
 
 
 # --- Designing a study ---------------------------------------------------------------------
@@ -100,6 +143,36 @@ def _check_design(study: Study) -> None:
         raise ValidationError(
             {"redirect_url": "The completion address must start with https:// or http://."}
         )
+    _check_fields_the_kind_uses(study)
+
+
+def _check_fields_the_kind_uses(study: Study) -> None:
+    """A setting the kind does not use must keep its default: a value set there would be
+    stored and never applied (the checks above explain the common ones in their own words)."""
+    for name, kinds in FIELD_KINDS.items():
+        default = field_default(name)
+        if study.kind in kinds or getattr(study, name) == default:
+            continue
+        users = " and ".join(KIND_NOUNS[kind] for kind in StudyKind.values if kind in kinds)
+        raise ValidationError(
+            {
+                name: f"Only {users} studies use this setting: a {KIND_NOUNS[study.kind]} "
+                f"study leaves it at its default ({_shown(default)})."
+            }
+        )
+
+
+def field_default(name: str) -> Any:
+    """A design field's default, from its model column."""
+    column = Study._meta.get_field(name)
+    assert isinstance(column, models.Field)  # a column, not a relation
+    return column.get_default()
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "ticked" if value else "unticked"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _check_arrangement_design(study: Study) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
 from annotation import services
-from annotation.forms import DESIGN_FIELDS, FIELD_GROUPS, StudyForm
+from annotation.forms import DESIGN_FIELDS, FIELD_GROUPS, FIELD_KINDS, StudyForm
 from annotation.models import Item, Participant, Response, Study, Trial
 from annotation.services import ItemPlan
 from tests.annotation.test_studies import complete_session
@@ -83,9 +84,10 @@ def test_labels_are_words_and_help_says_units_and_defaults():
     assert not [name for name, field in form.fields.items() if "_" in str(field.label or "_")]
 
 
-def test_fields_the_kind_does_not_use_are_ignored(client, researcher):
-    """A tag study posted with a broken scale and items (a form shown without JavaScript
-    holds every group) is created with the defaults for them."""
+def test_fields_the_kind_does_not_use_are_ignored_at_their_defaults(client, researcher):
+    """A tag study posted from the page of every kind without JavaScript (it holds every
+    group): fields it does not use, at their defaults or left blank, and the items (a tag
+    study asks about every stimulus, as the page says) do not stop it."""
     dataset = make_text_dataset()
     client.force_login(researcher)
     response = client.post(
@@ -95,16 +97,154 @@ def test_fields_the_kind_does_not_use_are_ignored(client, researcher):
             "name": "tags ignoring the scale",
             "kind": "tags",
             "dataset": dataset.pk,
-            "scale_min": "not a number",
-            "scale_max": "",
+            "scale_min": "",
+            "scale_max_label": "",
+            "min_retest_agreement": "",
             "item_mode": "list",  # would need a file
-            "catch_trials": 3,  # refused for tag studies, but not the kind's field
         },
     )
     assert response.status_code == 302, response.content.decode()[:3000]
     study = Study.objects.get(name="tags ignoring the scale")
-    assert (study.scale_min, study.scale_max, study.catch_trials) == (1, 7, 0)
+    assert (study.scale_min, study.scale_max_label, study.min_retest_agreement) == (
+        1,
+        "Very similar",
+        0.5,
+    )
     assert study.items.count() == dataset.stimulus_count
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value", "error"),
+    [
+        (
+            "arrangement",
+            "repeat_trials",
+            2,
+            "Multi-arrangement studies repeat pairs by design (later trials show pairs again); "
+            "their consistency is checked without repeat trials.",
+        ),
+        ("tags", "catch_trials", 3, "Tag studies have no repeat or catch trials."),
+        (
+            "tags",
+            "scale_max",
+            9,
+            "Only pair rating studies use this setting: a tagging study leaves it at its "
+            "default (7).",
+        ),
+        (
+            "triplets",
+            "max_retest_difference",
+            1.0,
+            "Only pair rating studies use this setting: a triplet study leaves it at its "
+            "default (2.0).",
+        ),
+        (
+            "pairs",
+            "min_retest_agreement",
+            0.8,
+            "Only triplet and 2AFC studies use this setting: a pair rating study leaves it at "
+            "its default (0.5).",
+        ),
+        (
+            "arrangement",
+            "require_playback",
+            "on",
+            "Multi-arrangement trials show dozens of clips at once, played on demand; waiting "
+            "for each to play through is for the other kinds.",
+        ),
+    ],
+)
+def test_a_value_the_kind_does_not_use_is_refused_at_its_field(
+    client, researcher, kind, field, value, error
+):
+    """Not replaced by the default without a word: the design checks refuse it, at the
+    field, in their own words."""
+    client.force_login(researcher)
+    response = client.post(
+        reverse("annotation:study_create"),
+        {
+            **FORM_DEFAULTS,
+            "name": "a setting of another kind",
+            "kind": kind,
+            "dataset": make_text_dataset().pk,
+            "item_mode": "random",
+            "item_count": 5,
+            field: value,
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors == {field: [error]}
+    assert not Study.objects.exists()
+
+
+def test_the_form_and_the_design_checks_share_one_table_of_kinds():
+    from annotation.services import design
+
+    for name, kinds in design.FIELD_KINDS.items():
+        assert FIELD_KINDS[name] is kinds
+    with pytest.raises(ValidationError) as refused:
+        services.study_create(
+            dataset=make_text_dataset(),
+            name="tags with a scale",
+            kind="tags",
+            items=ItemPlan(),
+            scale_min_label="Unlike",
+        )
+    assert refused.value.message_dict == {
+        "scale_min_label": [
+            "Only pair rating studies use this setting: a tagging study leaves it at its "
+            "default ('Not at all similar')."
+        ]
+    }
+
+
+def test_after_a_refused_submit_the_kind_can_still_be_changed(client, researcher):
+    """The page of every kind re-rendered after an error still holds every kind's fields
+    (the script shows the chosen kind's); a post of another kind without the fields the
+    script disabled takes their defaults instead of calling them required."""
+    dataset = make_text_dataset()
+    client.force_login(researcher)
+    url = reverse("annotation:study_create")
+    refused = client.post(
+        url, {**FORM_DEFAULTS, "name": "", "kind": "pairs", "dataset": dataset.pk}
+    )
+    assert refused.status_code == 200
+    assert refused.context["form"].errors == {"name": ["This field is required."]}
+    html = refused.content.decode()
+    assert {*TAG_FIELDS, *ARRANGEMENT_FIELDS, "min_retest_agreement"} <= field_names(html)
+    assert "<legend>Tagging" in html and "<legend>Rating scale" in html
+    # Triplets chosen: the script disables what triplets do not use, so it is not sent.
+    sent = {
+        name: value
+        for name, value in FORM_DEFAULTS.items()
+        if "triplets" in FIELD_KINDS.get(name, {"triplets"})
+    }
+    del sent["min_retest_agreement"]  # and a page of the pairs' fields only lacked this
+    created = client.post(
+        url,
+        {
+            **sent,
+            "name": "triplets after all",
+            "kind": "triplets",
+            "dataset": dataset.pk,
+            "item_mode": "random",
+            "item_count": 5,
+        },
+    )
+    assert created.status_code == 302, created.context["form"].errors
+    study = Study.objects.get(name="triplets after all")
+    assert (study.kind, study.min_retest_agreement, study.scale_max) == ("triplets", 0.5, 7)
+    assert study.items.count() == 5
+
+
+def test_a_form_for_one_kind_shows_its_fields_after_a_refused_submit(client, researcher):
+    client.force_login(researcher)
+    refused = client.post(
+        reverse("annotation:study_create") + "?kind=tags",
+        {**FORM_DEFAULTS, "name": "", "kind": "tags", "dataset": make_text_dataset().pk},
+    )
+    names = field_names(refused.content.decode())
+    assert set(TAG_FIELDS) <= names and not names & {"scale_min", "min_retest_agreement"}
 
 
 def test_a_field_the_kind_uses_is_still_checked(client, researcher):
