@@ -16,7 +16,7 @@ from django.utils.functional import cached_property
 from core.querystring import id_param
 from evaluation import hub_ids
 from evaluation.engine.video import VIDEO_SUFFIXES
-from evaluation.imports.reading import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+from evaluation.imports.reading import AUDIO_SUFFIXES, IMAGE_SUFFIXES, is_ignorable
 from evaluation.imports.spec import (
     DATASET_IMPORT_FIELDS,
     EMBEDDING_IMPORT_FIELDS,
@@ -202,7 +202,11 @@ def file_modality(upload: Any) -> FileModality | None:
         return None
     try:
         with zipfile.ZipFile(upload) as archive:
-            members = [info.filename for info in archive.infolist() if not info.is_dir()]
+            members = [
+                info.filename
+                for info in archive.infolist()
+                if not info.is_dir() and not is_ignorable(info)  # as the importer leaves them
+            ]
     except zipfile.BadZipFile:
         raise forms.ValidationError(f"{name} is not a valid zip archive.") from None
     finally:
@@ -222,17 +226,12 @@ def file_modality(upload: Any) -> FileModality | None:
 
 
 def _media_kinds(members: list[str]) -> dict[str, int]:
-    """How many files of each media modality the zip holds (system files left out)."""
+    """How many files of each media modality the zip holds."""
     counts: dict[str, int] = {}
     for member in members:
-        path = PurePosixPath(member.replace("\\", "/"))
-        if any(
-            part == "__MACOSX" or (part.startswith(".") and part not in (".", ".."))
-            for part in path.parts
-        ):  # system files, as the importer leaves them out (a "../" is its to refuse)
-            continue
+        suffix = PurePosixPath(member.replace("\\", "/")).suffix.lower()
         for modality, suffixes in MEDIA_SUFFIXES.items():
-            if path.suffix.lower() in suffixes:
+            if suffix in suffixes:
                 counts[modality] = counts.get(modality, 0) + 1
     return counts
 

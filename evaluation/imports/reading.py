@@ -120,7 +120,7 @@ def _parse_file_zip(
     except zipfile.BadZipFile:
         raise ImportProblem("The file is not a valid zip archive.") from None
     with archive:
-        members = [info for info in archive.infolist() if not _is_ignorable(info)]
+        members = [info for info in archive.infolist() if not is_ignorable(info)]
         _check_members(members, kind, max_bytes, max_members)
         files = [info for info in members if not info.is_dir()]
         if not files:
@@ -133,7 +133,9 @@ def _parse_file_zip(
     return parsed
 
 
-def _is_ignorable(info: zipfile.ZipInfo) -> bool:
+def is_ignorable(info: zipfile.ZipInfo) -> bool:
+    """A system file of a zip (__MACOSX/, dot files), which no import reads (a '../' is the
+    member check's to refuse)."""
     parts = PurePosixPath(info.filename.replace("\\", "/")).parts
     return any(
         part == "__MACOSX" or (part.startswith(".") and part not in (".", "..")) for part in parts

@@ -71,6 +71,17 @@ def test_a_zip_of_two_kinds_of_media_is_refused(researcher_client, isolated_stor
     ]
 
 
+def test_system_files_of_a_zip_do_not_count_as_media(researcher_client, isolated_storage):
+    """The form leaves out what the importer leaves out (reading.is_ignorable): a zip made on
+    a Mac, with AppleDouble copies of other media, is still a zip of images."""
+    members = {f"red/{i}.png": png_bytes() for i in range(3)}
+    members |= {"__MACOSX/red/._0.wav": b"x", "red/.hidden.mp4": b"x"}
+    upload = SimpleUploadedFile("mac.zip", zip_of(members).getvalue())
+    response = import_dataset(researcher_client, "mac images", upload)
+    assert response.status_code == 302, response.context["form"].errors
+    assert Dataset.objects.get(name="mac images").modality == "image"
+
+
 def test_a_file_the_name_says_nothing_about_needs_a_choice(researcher_client, isolated_storage):
     data = texts_csv(SENTENCES).encode()
     response = import_dataset(researcher_client, "dat", SimpleUploadedFile("s.dat", data))
