@@ -407,6 +407,46 @@ def test_a_seed_that_is_not_a_number_previews_with_seed_0(client, researcher, dr
     assert f'action="{url}?seed=0"' in page.content.decode()
 
 
+def test_a_preview_fetches_no_suggestions_and_reports_no_completion(client, researcher):
+    """A preview's participant is not stored: its free-tag field asks for no suggestions (the
+    suggest address would be a 404 on each keystroke), and the last page shows where a
+    participant returns with the completion code without linking there."""
+    study = services.study_create(
+        dataset=make_text_dataset(),
+        name="Tags to preview",
+        kind="tags",
+        items=ItemPlan(),
+        trials_per_session=1,
+        redirect_url="https://app.prolific.com/submissions/complete",
+    )
+    client.force_login(researcher)
+    trial = client.get(reverse("annotation:study_preview_trial", args=[study.pk, 0]))
+    html = trial.content.decode()
+    assert 'id="new-tags"' in html and "data-suggest" not in html
+    done = client.get(reverse("annotation:study_preview_trial", args=[study.pk, 1]))
+    html = done.content.decode()
+    return_url = f"{study.redirect_url}?cc={study.completion_code}"
+    assert 'id="completion-code"' in html and f'href="{return_url}"' not in html
+    assert '<a class="button" id="return-link" aria-disabled="true">' in html
+    assert f"a participant is sent to {return_url}; not followed" in html
+
+
+def test_a_participant_still_gets_tag_suggestions(client):
+    study = services.study_create(
+        dataset=make_text_dataset(),
+        name="Tags for real",
+        kind="tags",
+        items=ItemPlan(),
+        trials_per_session=1,
+        redirect_url="https://app.prolific.com/submissions/complete",
+    )
+    services.study_set_status(study=study, status="open")
+    participant = services.participant_start(study=study)
+    page = client.get(reverse("annotation:participant_trial", args=[participant.token]))
+    suggest = reverse("annotation:tag_suggest", args=[participant.token])
+    assert f'data-suggest="{suggest}"' in page.content.decode()
+
+
 def test_a_preview_is_for_researchers_only(client, draft):
     url = reverse("annotation:study_preview", args=[draft.pk])
     trial = reverse("annotation:study_preview_trial", args=[draft.pk, 0])
