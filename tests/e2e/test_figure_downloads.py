@@ -16,11 +16,14 @@ import pytest
 from evaluation.figures import file_stem
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_csp import assert_enforced, watch_violations
-from tests.evaluation.test_figures import layered, trend_study  # noqa: F401 (fixtures)
+from tests.evaluation.test_figures import (  # noqa: F401 (layered, trend_study: fixtures)
+    PNG_SIGNATURE,
+    layered,
+    trend_study,
+)
 from tests.evaluation.test_paired_leaderboard import board_of_20  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def log_in(page, live_server, path: str) -> None:
@@ -116,6 +119,10 @@ def test_the_differences_heatmap_downloads_without_logging_in(page, live_server,
     assert stem.endswith("_pair-alignment-correlation-spearman_top-5")
     rows = check_files(files, stem, shown)
     assert len(rows) == 1 + 5 * 4 and rows[0][5] == "difference (a - b)"
+    # One CSV of the table: the page's own link is the figure's download.
+    assert page.locator("#differences-csv").get_attribute("href") == figure.locator(
+        '.figure-downloads a[data-format="csv"]'
+    ).get_attribute("href")
     # Zoom (static/js/figures.js) moves the viewBox; Reset gives the whole figure back.
     svg = figure.locator("svg")
     whole = svg.get_attribute("viewBox")
@@ -124,6 +131,19 @@ def test_the_differences_heatmap_downloads_without_logging_in(page, live_server,
     x, y, w, h = (float(v) for v in svg.get_attribute("viewBox").split())
     assert (w, h) == (width / 2, height / 2) and (x, y) == (width / 4, height / 4)
     box = svg.bounding_box()
+    zoomed = svg.get_attribute("viewBox")
+    # A right-button drag is no pan (figures.js pans with the main button only): the
+    # pointer events as a right-button drag sends them.
+    svg.evaluate(
+        """(svg, box) => {
+          const at = (type, dx, buttons) => svg.dispatchEvent(new PointerEvent(type, {
+            bubbles: true, pointerId: 1, pointerType: "mouse", button: type === "pointermove" ? -1 : 2,
+            buttons, clientX: box.x + box.width / 2 + dx, clientY: box.y + box.height / 2 }));
+          at("pointerdown", 0, 2); at("pointermove", 40, 2); at("pointerup", 40, 0);
+        }""",
+        box,
+    )
+    assert svg.get_attribute("viewBox") == zoomed
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2)
