@@ -236,11 +236,14 @@ def model_dependents(model: PretrainedModel) -> Dependents:
 def model_delete(model: PretrainedModel, *, delete_scores: bool) -> None:
     """Delete a model (evaluation.services.archive.model_delete), refused while a pilot
     answers from its embeddings; a pilot whose runner died is failed first."""
-    for study in Study.objects.filter(pilots__model=model, pilots__status=PilotStatus.RUNNING):
+    running = Study.objects.filter(pilots__model=model, pilots__status=PilotStatus.RUNNING)
+    for study in running.distinct():
         pilots_fail_stale(study=study)
     noun = f"Model {model.name}"
     try:
         with transaction.atomic():
+            # Locked first: a pilot made on it meanwhile waits (its foreign key's check).
+            list(PretrainedModel.objects.select_for_update().filter(pk=model.pk).values("pk"))
             refuse_if_blocked(noun, Dependents([], _running_pilots(model), 0), delete_scores=True)
             catalogue.model_delete(model, delete_scores=delete_scores)
     except (ProtectedError, IntegrityError) as exc:

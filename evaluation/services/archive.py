@@ -127,16 +127,16 @@ def _runs_item(runs: QuerySet[Run], on_delete: str) -> Dependent:
 
 def unfinished_runs(runs: QuerySet[Run]) -> list[str]:
     """What blocks a deletion among these runs: each one not finished. Inside a transaction
-    the runs are locked (a worker finishing one waits until the deletion commits or rolls
-    back), so a run cannot start or end between this check and the deletion."""
-    unfinished = Run.objects.filter(pk__in=runs.values("pk")).exclude(
-        status__in=FINISHED_RUN_STATUSES
-    )
+    every one of them is locked, finished or not (a worker ending one, or a retry starting
+    one again, waits until the deletion commits or rolls back): none can start or end
+    between this check and the deletion."""
+    rows = Run.objects.filter(pk__in=runs.values("pk")).order_by("id")
     if transaction.get_connection().in_atomic_block:
-        unfinished = unfinished.select_for_update()
+        rows = rows.select_for_update()
     return [
         f"Run {run.pk} is {run.get_status_display().lower()}: cancel it or wait until it ends."
-        for run in unfinished.order_by("id")
+        for run in rows
+        if run.status not in FINISHED_RUN_STATUSES
     ]
 
 

@@ -568,16 +568,23 @@ def test_a_deletion_that_something_made_meanwhile_blocks_is_refused_clearly(
     assert Study.objects.filter(pk=catalogue["study"].pk).exists()  # rolled back
 
 
-def test_a_deletion_locks_the_runs_it_checks(catalogue):
+def test_a_deletion_locks_the_runs_and_studies_it_checks(catalogue):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    def locked(queries: CaptureQueriesContext, table: str) -> list[str]:
+        return [q["sql"] for q in queries if "FOR UPDATE" in q["sql"] and f'"{table}"' in q["sql"]]
+
+    run = catalogue["run"]
     with CaptureQueriesContext(connection) as queries:
-        archive.model_delete(catalogue["model"], delete_scores=True)
-    locked = [
-        q["sql"] for q in queries if "FOR UPDATE" in q["sql"] and '"evaluation_run"' in q["sql"]
-    ]
-    assert locked, "the unfinished-runs check read the runs without locking them"
+        study_archive.model_delete(catalogue["model"], delete_scores=True)
+    assert locked(queries, "evaluation_run"), "the runs were checked without a lock"
+    assert not Run.objects.filter(pk=run.pk).exists()  # finished: no blocker, deleted with it
+
+    study_set_status(study=catalogue["study"], status="closed")
+    with CaptureQueriesContext(connection) as queries:
+        study_archive.dataset_delete(catalogue["dataset"], delete_scores=True)
+    assert locked(queries, "annotation_study"), "the studies were checked without a lock"
 
 
 @pytest.mark.parametrize("kind", sorted(LISTS))
