@@ -112,14 +112,12 @@ class PairTable:
     writes them all."""
 
     key: str  # names the table in URLs (sort_<key>=, table=<key>)
-    title: str
     columns: list[tuple[str, str]]  # (key, heading) of the value columns, in order
     stimuli: list[Stimulus]
     i: np.ndarray
     j: np.ndarray
     values: dict[str, np.ndarray]
-    default_sort: str = "-size"  # "-column": descending; "size" is |residual|
-    note: str = ""
+    default_sort: str = "-size"  # "-column": descending; "size" is |last column|
 
     def sort_keys(self) -> list[str]:
         return ["pair", *(key for key, _ in self.columns), "size"]
@@ -663,7 +661,6 @@ def _people(result: Comparison, inputs: Inputs) -> None:
                 side,
                 PairTable(
                     key=f"people-{side.model.pk}",
-                    title=f"{side.model.name} against people",
                     columns=[
                         ("model", "Model similarity"),
                         ("human", "Human mean"),
@@ -765,7 +762,6 @@ def _disagreements(
     a, b = result.sides[0].model.name, result.sides[1].model.name
     result.disagreements = PairTable(
         key="models",
-        title=f"{a} against {b}",
         columns=[("first", a), ("second", b), ("gap", "Rank gap")],
         stimuli=stimuli,
         i=i[keep],
@@ -833,7 +829,8 @@ SECTION_COMPUTE: dict[str, Callable[[Comparison, Inputs], None]] = {
 # --- Figures to take away (evaluation.figures) ---------------------------------------------------
 FIGURE_PARAMS = {
     "target": "target id",
-    "models": "model id, two to four times (the compare page's models)",
+    "models": "model id, two to four times (the compare page's models; layer_<model id>="
+    "<layer> picks a layer other than the model's default)",
     "order": "label or cluster (the matrices' stimulus order)",
     "measure": "spearman, pearson, rho_a or kendall_tau_a",
 }

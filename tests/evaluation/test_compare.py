@@ -206,7 +206,6 @@ def test_pair_table_sorts_by_any_column():
     stimuli = [SimpleNamespace(name=n) for n in ["b", "a", "c"]]
     table = compare.PairTable(
         key="t",
-        title="t",
         columns=[("model", "Model"), ("residual", "Residual")],
         stimuli=stimuli,  # type: ignore[arg-type]
         i=np.array([0, 1, 0]),
