@@ -20,6 +20,15 @@
       });
     });
   }
-  kind.addEventListener("change", show);
+  // 'All pairs' is for pair studies: triplet and 2AFC studies start from a random subset, as
+  // their own form (?kind=) does (tag and arrangement studies send no item fields at all).
+  function itemsForKind() {
+    var all = form.querySelector("input[name=item_mode][value=all]");
+    var random = form.querySelector("input[name=item_mode][value=random]");
+    if (all && random && all.checked && kind.value && kind.value !== "pairs") {
+      random.checked = true;
+    }
+  }
+  kind.addEventListener("change", function () { itemsForKind(); show(); });
   show();
 })();

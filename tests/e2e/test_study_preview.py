@@ -70,6 +70,33 @@ def test_the_study_form_shows_the_chosen_kinds_fields(page, live_server, researc
     assert not violations, "\n".join(violations)
 
 
+def test_after_a_refused_submit_another_kind_can_be_chosen(page, live_server, researcher):
+    """The page of every kind, refused once (a name in use) as a pair study, still holds the
+    other kinds' fields: choosing triplets shows them, moves 'All pairs' to a random subset,
+    and the study is created with the defaults of what triplets do not use."""
+    dataset = draft_study(researcher).dataset  # its name is taken
+    violations = watch_violations(page)
+    log_in(page, live_server, reverse("annotation:study_create"))
+    page.get_by_label("Kind of study").select_option("pairs")
+    page.get_by_label("Study name").fill("Sentences, previewed")
+    page.get_by_label("Dataset", exact=True).select_option(label=dataset.name)
+    page.get_by_role("button", name="Create study").click()
+    expect(page.locator("#form-errors")).to_contain_text("already exists")
+    agreement = page.get_by_label("Least agreement of repeated choices")
+    expect(agreement).to_be_hidden()
+    page.get_by_label("Kind of study").select_option("triplets")
+    expect(agreement).to_be_visible()
+    expect(page.locator("input[name=item_mode][value=random]")).to_be_checked()
+    expect(page.get_by_label("Lowest rating", exact=True)).to_be_hidden()
+    page.get_by_label("Study name").fill("Triplets after all")
+    page.get_by_label("Number of random items (N)").fill("5")
+    page.get_by_role("button", name="Create study").click()
+    page.wait_for_url(re.compile(r"/studies/\d+/$"))
+    study = Study.objects.get(name="Triplets after all")
+    assert (study.kind, study.items.count(), study.min_retest_agreement) == ("triplets", 5, 0.5)
+    assert not violations, "\n".join(violations)
+
+
 def test_preview_of_a_draft_records_nothing(page, live_server, researcher):
     study = draft_study(researcher)
     items = list(Item.objects.filter(study=study).values_list("pk", "assigned", "answered"))
