@@ -384,3 +384,21 @@ def test_an_undefined_correlation_says_why_in_the_pages_terms():
     )
     flat = compare._undefined(side, np.arange(5.0), np.ones(5), "pearson", MetricError("x"))
     assert flat.startswith("Every judged pair has the same mean rating")
+
+
+def test_a_target_without_ratings_shows_the_models_alone(researcher_client, scored):
+    from evaluation.models import Target
+
+    _, tfidf, small = scored
+    labels = Target.objects.get(dataset=scored[0].dataset, kind="labels")
+    query = {"target": labels.pk, "models": [tfidf.pk, small.pk]}
+    page = researcher_client.get(reverse("evaluation:compare"), query).content.decode()
+    assert 'id="section-matrices"' in page and 'id="section-people"' not in page
+    matrices = researcher_client.get(
+        reverse("evaluation:compare_section"), {**query, "section": "matrices"}
+    ).content.decode()
+    assert matrices.count('class="figure"') == 2 and 'id="human-matrix"' not in matrices
+    people = researcher_client.get(
+        reverse("evaluation:compare_section"), {**query, "section": "people"}
+    ).content.decode()
+    assert "is not a target of pair ratings" in people and "<svg" not in people
