@@ -603,3 +603,24 @@ def test_a_researcher_finds_the_archived_on_the_lists(kind, catalogue, researche
     if kind != "study":  # the public lists: nobody else sees the archived
         public = Client().get(page + "?archived=1").content.decode()
         assert obj.get_absolute_url() not in public and "Archived (" not in public
+
+
+def test_a_pilot_whose_runner_died_blocks_no_deletion(catalogue):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services import pilots
+
+    model, study = catalogue["model"], catalogue["study"]
+    long_ago = timezone.now() - pilots.STALE_AFTER - timedelta(minutes=1)
+    dead = Pilot.objects.create(study=study, model=model)  # never claimed by a runner
+    Pilot.objects.filter(pk=dead.pk).update(created_at=long_ago)
+    study_archive.model_delete(model, delete_scores=True)  # the sweep fails it first
+    assert Pilot.objects.get(pk=dead.pk).status == "failed"
+
+    dead = Pilot.objects.create(study=study)
+    Pilot.objects.filter(pk=dead.pk).update(created_at=long_ago)
+    study_set_status(study=study, status="closed")
+    study_archive.dataset_delete(catalogue["dataset"], delete_scores=True)
+    assert not Study.objects.filter(pk=study.pk).exists()
