@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.db.models import Count, Max
+
 from annotation import selectors
-from annotation.models import Study
+from annotation.models import Participant, Response, Study
 from evaluation import figures, plots
 
 TREND_COLUMNS = [
@@ -68,7 +70,7 @@ SPLITS = {
 def _splits(trend: list[dict[str, Any]]) -> str:
     """What the trend's points split, in words: the participants, or each pair's judgments
     where a point had too few participants (the early points can differ from the later)."""
-    found = [p.get("split_by") for p in trend if p["sd"] is not None and p.get("split_by")]
+    found = [str(p["split_by"]) for p in trend if p["sd"] is not None and p.get("split_by")]
     kinds = list(dict.fromkeys(found))  # in the order the points meet them
     if not kinds:
         return "the data"
@@ -85,9 +87,28 @@ def _splits(trend: list[dict[str, Any]]) -> str:
 )
 def reliability_trend(params: Mapping[str, Any]) -> figures.Figure:
     study = figures.object_param(params, "study", Study)
-    figure = reliability_trend_figure(study, selectors.reliability_trend(study))
-    if figure is None:
-        raise figures.FigureProblem(
-            f"{study.name} has no reliability yet: items need at least two responses each."
-        )
-    return figure
+
+    def build() -> figures.Figure:
+        figure = reliability_trend_figure(study, selectors.reliability_trend(study))
+        if figure is None:
+            raise figures.FigureProblem(
+                f"{study.name} has no reliability yet: items need at least two responses each."
+            )
+        return figure
+
+    return figures.cached_figure("reliability-trend", _trend_stamp(study), build)
+
+
+def _trend_stamp(study: Study) -> str:
+    """What the trend is drawn from: the study's responses and its participants' states
+    (an exclusion or a completed session changes the trend without a new response)."""
+    responses = Response.objects.filter(trial__participant__study=study).aggregate(
+        n=Count("id"), last=Max("id")
+    )
+    participants = (
+        Participant.objects.filter(study=study)
+        .order_by("status")
+        .values_list("status")
+        .annotate(n=Count("id"), completed=Max("completed_at"))
+    )
+    return repr((study.pk, study.name, sorted(responses.items()), [tuple(p) for p in participants]))

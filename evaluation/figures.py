@@ -30,6 +30,7 @@ registered with ``public=True`` (the page it comes from is public).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import re
@@ -38,7 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Max
 from django.urls import reverse
 from django.utils.safestring import SafeString
 from django.utils.text import slugify
@@ -46,7 +49,7 @@ from django.utils.text import slugify
 from core import querystring as qs
 from evaluation import comparisons, plots
 from evaluation.metrics import metric_name
-from evaluation.models import PretrainedModel, Score, Target
+from evaluation.models import Description, PretrainedModel, Score, Target
 
 FORMATS = {
     "svg": "image/svg+xml",
@@ -192,6 +195,24 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return ""
     return "" if value is None else value
+
+
+# --- Built figures, kept ------------------------------------------------------------------------
+FIGURE_CACHE_SECONDS = 24 * 3600  # a key names its data (the stamp): new data, a new key
+
+
+def cached_figure(kind: str, stamp: str, build: Callable[[], Figure]) -> Figure:
+    """``build()``'s figure, kept for the expensive kinds (the efficiency curve embeds every
+    description, the reliability trend recomputes split-halves at each point): the page, its
+    three downloads and the API then build it once. ``stamp`` names the figure's parameters
+    and the state of the data it is drawn from (counts, last ids), so that a new response,
+    description or judgment makes a new key. Refusals (FigureProblem) are not kept."""
+    key = f"figure:{kind}:" + hashlib.sha1(stamp.encode()).hexdigest()
+    figure = cache.get(key)
+    if figure is None:
+        figure = build()
+        cache.set(key, figure, FIGURE_CACHE_SECONDS)
+    return figure
 
 
 # --- The registry of figure kinds -------------------------------------------------------------
@@ -459,15 +480,49 @@ def efficiency_figure(model: PretrainedModel, target: Target, curves: Any) -> Fi
     params={"model": "model id (a language-based model)", "target": "target id (pair ratings)"},
 )
 def efficiency(params: Mapping[str, Any]) -> Figure:
-    from evaluation.efficiency import efficiency_curves  # loads torch: only when asked
-
     model = object_param(params, "model", PretrainedModel)
     target = object_param(params, "target", Target)
-    try:
-        curves = efficiency_curves(target=target, language=model)
-    except ValidationError as exc:
-        raise FigureProblem(" ".join(exc.messages)) from None
-    return efficiency_figure(model, target, curves)
+    return efficiency_of(model, target)
+
+
+def efficiency_of(model: PretrainedModel, target: Target) -> Figure:
+    """The efficiency figure of ``model`` on ``target``, kept until its data change (see
+    ``cached_figure``); FigureProblem where it cannot be drawn, with the reason."""
+    from evaluation.efficiency import efficiency_curves  # loads torch: only when asked
+
+    def build() -> Figure:
+        try:
+            curves = efficiency_curves(target=target, language=model)
+        except ValidationError as exc:
+            raise FigureProblem(" ".join(exc.messages)) from None
+        except (OSError, ImportError, RuntimeError, MemoryError) as exc:
+            # The text model failed to load or run where its adapter does not say why
+            # itself (missing files offline, a library not installed, out of memory).
+            raise FigureProblem(
+                f"{model.name}'s text model ({model.identifier}) could not be loaded or run "
+                f"here: {type(exc).__name__}: {exc}"
+            ) from None
+        return efficiency_figure(model, target, curves)
+
+    return cached_figure("efficiency", _efficiency_stamp(model, target), build)
+
+
+def _efficiency_stamp(model: PretrainedModel, target: Target) -> str:
+    """The efficiency curve's inputs: the model, the target's stimuli and ratings, and the
+    dataset's descriptions."""
+    descriptions = Description.objects.filter(stimulus__dataset_id=target.dataset_id).aggregate(
+        n=Count("id"), last=Max("id")
+    )
+    ratings = (
+        target.judgments.rows.aggregate(n=Count("id"), last=Max("id"))
+        if target.judgments is not None
+        else None
+    )
+    return repr(
+        (model.pk, model.identifier, target.pk, target.dataset.content_hash,
+         target.judgments_id, sorted(descriptions.items()),
+         sorted(ratings.items()) if ratings else None)
+    )  # fmt: skip
 
 
 # --- Paired differences (the public differences page) ------------------------------------------

@@ -87,10 +87,10 @@ def _cut_middle(label: str, chars: int) -> str:
             break
         tail = candidate
     if not tail:  # no whole part fits: keep a third of the start and the rest of the end
-        head = room // 3
-        return label[:head] + ELLIPSIS + label[len(label) - (room - head) :]
-    head = label[: room - len(tail)] if room - len(tail) >= 4 else ""
-    return head + ELLIPSIS + tail
+        third = room // 3
+        return label[:third] + ELLIPSIS + label[len(label) - (room - third) :]
+    start = label[: room - len(tail)] if room - len(tail) >= 4 else ""
+    return start + ELLIPSIS + tail
 
 
 def _svg_open(kind: str, width: float, height: float, title: str) -> list[str]:
@@ -590,7 +590,7 @@ def line_chart(
     if x_categories is not None:
         tick_names = [_cut_middle(name, 32) for name in x_categories]
         bottom = 40 + max((text_width(n) for n in tick_names), default=0) * SIN_45
-        left = max(left, _room_left_of(tick_names, plot_width))
+        left = max(left, math.ceil(_room_left_of(tick_names, plot_width)))
         x_ticks = [float(k) for k in range(len(x_categories))]
         x_lo, x_hi = -0.5, len(x_categories) - 0.5
     else:
@@ -641,7 +641,7 @@ def _room_left_of(names: Sequence[str], plot_width: float) -> float:
         (text_width(name) * SIN_45 - (k + 0.5) * slot + 3 for k, name in enumerate(names)),
         default=0.0,
     )
-    return math.ceil(reach + 8)
+    return reach + 8
 
 
 def _x_ticks(

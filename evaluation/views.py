@@ -31,7 +31,6 @@ from evaluation import (
     compare,
     comparisons,
     downloads,
-    efficiency,
     figures,
     hub_ids,
     selectors,
@@ -546,14 +545,14 @@ def _efficiency_context(request: HttpRequest, model: PretrainedModel) -> dict[st
     if chosen is None:
         return context
     try:
-        curves = efficiency.efficiency_curves(target=chosen, language=model)
-    except ValidationError as exc:
-        context["efficiency_problem"] = " ".join(exc.messages)
+        chart = figures.efficiency_of(model, chosen)  # kept: its downloads reuse it
+    except figures.FigureProblem as exc:
+        context["efficiency_problem"] = str(exc)
         return context
     context.update(
         efficiency_target=chosen,
-        efficiency_chart=figures.efficiency_figure(model, chosen, curves),
-        efficiency_problem=curves.ratings_problem,
+        efficiency_chart=chart,
+        efficiency_problem=chart.extra["problem"],
     )
     return context
 

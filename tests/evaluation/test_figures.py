@@ -11,6 +11,7 @@ import itertools
 import json
 import re
 import struct
+from types import SimpleNamespace
 from xml.etree import ElementTree
 
 import numpy as np
@@ -23,7 +24,7 @@ from annotation import selectors
 from annotation import services as study_services
 from annotation.services import Answer, ItemPlan
 from evaluation import figures, plots, services
-from evaluation.models import Score, Target
+from evaluation.models import Description, Score, Target
 from tests.api.conftest import token_client
 from tests.conftest import make_text_dataset
 from tests.evaluation.test_language_models import MINILM, men_words  # noqa: F401 (fixture)
@@ -602,3 +603,64 @@ def test_the_page_and_the_api_refuse_a_format_with_one_message(
         == api.json()["error"]["message"]
         == ("Choose svg, png or csv (got 'gif').")
     )
+
+
+def fake_curves(mean: float = 0.5) -> SimpleNamespace:
+    points = [SimpleNamespace(per_item=k, judgments=10 * k, mean=mean, ci_low=mean - 0.1,
+                              ci_high=mean + 0.1, draws=20) for k in (1, 2)]  # fmt: skip
+    return SimpleNamespace(
+        descriptions=SimpleNamespace(points=points), ratings=None, ratings_problem=""
+    )
+
+
+def test_the_efficiency_figure_is_built_once_until_its_data_change(monkeypatch, researcher_client):
+    from evaluation import efficiency
+
+    calls = []
+    monkeypatch.setattr(
+        efficiency, "efficiency_curves", lambda **kw: calls.append(kw) or fake_curves()
+    )
+    model = PretrainedModelFactory(name="kept-language-model")
+    target = Target.objects.get(dataset=make_text_dataset(name="kept words"))
+    params = {"model": model.pk, "target": target.pk}
+    url = reverse("evaluation:figure_download", args=["efficiency", "csv"])
+    first = researcher_client.get(url, params)
+    assert first.status_code == 200 and "kept-language-model" in first["Content-Disposition"]
+    assert researcher_client.get(url.replace(".csv", ".svg"), params).status_code == 200
+    assert len(calls) == 1  # the SVG after the CSV: the same figure, kept
+    stimulus = target.dataset.stimuli.first()
+    Description.objects.create(stimulus=stimulus, origin="tags v1", text="a new description")
+    assert researcher_client.get(url, params).status_code == 200
+    assert len(calls) == 2  # a new description: a new figure
+
+
+def test_a_text_model_that_cannot_load_is_a_clear_refusal(monkeypatch, researcher_client):
+    from evaluation import efficiency
+
+    def fails(**kw):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load this file")
+
+    monkeypatch.setattr(efficiency, "efficiency_curves", fails)
+    model = PretrainedModelFactory(name="offline-model", identifier="tags v1 | some/model")
+    target = Target.objects.get(dataset=make_text_dataset(name="offline words"))
+    url = reverse("evaluation:figure_download", args=["efficiency", "svg"])
+    response = researcher_client.get(url, {"model": model.pk, "target": target.pk})
+    assert response.status_code == 400
+    assert response.content.decode() == (
+        "offline-model's text model (tags v1 | some/model) could not be loaded or run here: "
+        "OSError: We couldn't connect to 'https://huggingface.co' to load this file"
+    )
+
+
+def test_the_reliability_trend_is_built_once_until_a_participant_changes(monkeypatch, trend_study):
+    real, calls = selectors.reliability_trend, []
+    monkeypatch.setattr(selectors, "reliability_trend", lambda s: calls.append(s) or real(s))
+    params = {"study": trend_study.pk}
+    first = figures.figure_from_params("reliability-trend", params)
+    assert figures.figure_from_params("reliability-trend", params).svg == first.svg
+    assert len(calls) == 1
+    participant = trend_study.participants.order_by("pk").first()
+    participant.status = "excluded"
+    participant.save(update_fields=["status"])
+    figures.figure_from_params("reliability-trend", params)
+    assert len(calls) == 2
