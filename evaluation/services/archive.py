@@ -175,22 +175,39 @@ def shared_sets(sets: QuerySet[EmbeddingSet], owner: SetOwner, deleted: int) -> 
     return survivors
 
 
-def _embedding_sets_item(sets: QuerySet[EmbeddingSet], owner: SetOwner, deleted: int) -> Dependent:
+def _embedding_sets_items(
+    sets: QuerySet[EmbeddingSet], owner: SetOwner, deleted: int
+) -> list[Dependent]:
+    """The sets a deletion takes, and (when there are any) those it keeps because another
+    model's or dataset's scores or runs use them, each linked to whom it is shared with."""
     shared = shared_sets(sets, owner, deleted)
-    kind = PretrainedModel if owner == "model" else Dataset
-    survivors = kind.objects.filter(pk__in=set(shared.values())).order_by("name")
-    on_delete = "deleted with it, their .npy files too"
-    if shared:
-        on_delete = (
-            f"{len(shared)} of them shared with the {owner}s linked here (same fingerprint): "
-            f"kept for them; the others deleted with it, their .npy files too"
+    items = [
+        Dependent(
+            "embedding sets",
+            sets.count() - len(shared),
+            [],
+            "deleted with it, their .npy files too",
         )
-    return Dependent(
-        "embedding sets",
-        sets.count(),
-        [(f"shared with {s.name}", s.get_absolute_url()) for s in survivors[:LINKS_SHOWN]],
-        on_delete,
-    )
+    ]
+    if shared:
+        kind = PretrainedModel if owner == "model" else Dataset
+        survivors = kind.objects.in_bulk(set(shared.values()))
+        layers = dict(sets.filter(pk__in=shared).values_list("pk", "layer"))
+        items.append(
+            Dependent(
+                f"embedding sets shared with other {owner}s",
+                len(shared),
+                [
+                    (
+                        f"layer {layers[set_id]}: shared with {survivors[survivor].name}",
+                        survivors[survivor].get_absolute_url(),
+                    )
+                    for set_id, survivor in sorted(shared.items())[:LINKS_SHOWN]
+                ],
+                f"kept (same fingerprint): the {owner} named uses them, and they become its",
+            )
+        )
+    return items
 
 
 def _hand_over_shared_sets(sets: QuerySet[EmbeddingSet], owner: SetOwner, deleted: int) -> None:
@@ -216,7 +233,7 @@ def model_dependents(model: PretrainedModel) -> Dependents:
                 runs,
                 "its part of each run is deleted; a run with no other model is deleted whole",
             ),
-            _embedding_sets_item(embedding_sets, "model", model.pk),
+            *_embedding_sets_items(embedding_sets, "model", model.pk),
         ],
         blockers=unfinished_runs(runs),
         score_count=scores.count(),
@@ -273,7 +290,7 @@ def dataset_catalogue_dependents(dataset: Dataset) -> Dependents:
             "deleted with it",
         ),
         _runs_item(dataset.runs.all(), "deleted with it"),
-        _embedding_sets_item(dataset.embedding_sets.all(), "dataset", dataset.pk),
+        *_embedding_sets_items(dataset.embedding_sets.all(), "dataset", dataset.pk),
         Dependent(
             "scores",
             scores.distinct().count(),

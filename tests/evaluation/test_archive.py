@@ -408,8 +408,10 @@ def test_deleting_a_model_keeps_the_embedding_sets_another_models_scores_use(
     twin_score = Score.objects.get(model=twin)
     assert twin_score.embedding_set == shared  # reused, not extracted again
     page = researcher_client.get(reverse("annotation:model_archive", args=[model.pk]))
-    assert "shared with minilm again" in page.content.decode()
-    assert twin.get_absolute_url() in page.content.decode()
+    html = page.content.decode()
+    assert 'data-dependent="embedding sets shared with other models"' in html
+    assert f"layer {shared.layer}: shared with minilm again" in html
+    assert twin.get_absolute_url() in html
 
     with django_capture_on_commit_callbacks(execute=True):
         study_archive.model_delete(model, delete_scores=True)
@@ -429,9 +431,14 @@ def test_deleting_a_dataset_keeps_the_embedding_sets_a_dataset_with_the_same_con
     assert twin.content_hash == dataset.content_hash
     run = scored_run(twin, model, researcher)
     assert set(Score.objects.filter(run=run).values_list("embedding_set", flat=True)) == {shared.pk}
-    assert study_archive.dataset_dependents(dataset).items[3].links == [
-        ("shared with the same sentences", twin.get_absolute_url())
-    ]
+    dependents = study_archive.dataset_dependents(dataset)
+    shared_item = next(i for i in dependents.items if i.label.startswith("embedding sets shared"))
+    assert shared_item.label == "embedding sets shared with other datasets"
+    assert (shared_item.count, shared_item.links) == (
+        1,
+        [(f"layer {shared.layer}: shared with the same sentences", twin.get_absolute_url())],
+    )
+    assert counts(dependents)["embedding sets"] == 0  # none of them goes
     study_set_status(study=catalogue["study"], status="closed")
     with django_capture_on_commit_callbacks(execute=True):
         study_archive.dataset_delete(dataset, delete_scores=True)
