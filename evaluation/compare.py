@@ -44,6 +44,7 @@ from scipy.stats import rankdata
 from core import querystring as qs
 from evaluation import figures, plots, selectors
 from evaluation.engine.errors import EngineError, MetricError
+from evaluation.engine.metrics import human as human_metrics
 from evaluation.engine.metrics import rsa as rsa_metrics
 from evaluation.engine.metrics.cka import cka_matrix
 from evaluation.engine.metrics.human import PairRatings
@@ -61,6 +62,7 @@ MAX_PAIRS_IN_SCATTER = 3000
 RSA_STIMULI = 1000
 CKA_STIMULI = 2000
 CACHE_SECONDS = 6 * 3600
+BOOTSTRAP = 1000  # stimulus resamples for the interval of a correlation with people
 GRAM_ROWS = 3000  # stimuli whose full similarity matrix (72 MB) is the cheap way to pairs
 PAIR_CHUNK = 20_000
 SECTIONS = ("matrices", "people", "models", "neighbours")
@@ -168,6 +170,7 @@ class Comparison:
     matrix_judged: int = 0  # judged pairs among the matrices' stimuli
     # people
     scatters: list[tuple[Side, float | None, figures.Figure]] = field(default_factory=list)
+    intervals: dict[int, tuple[float, float] | None] = field(default_factory=dict)  # by model
     human_tables: list[tuple[Side, PairTable]] = field(default_factory=list)
     judged_pairs: int = 0
     # models
@@ -275,7 +278,7 @@ def compare(
 # --- Sections and their cache -------------------------------------------------------------------
 SECTION_FIELDS: dict[str, tuple[str, ...]] = {
     "matrices": ("heatmaps", "human_heatmap", "residuals", "matrix_stimuli", "matrix_judged"),
-    "people": ("scatters", "human_tables", "judged_pairs"),
+    "people": ("scatters", "intervals", "human_tables", "judged_pairs"),
     "models": ("rsa", "rsa_values", "rsa_stimuli", "cka", "cka_pair", "disagreements"),
     "neighbours": ("stimulus", "neighbours"),
 }
@@ -420,6 +423,34 @@ def correlation(a: np.ndarray, b: np.ndarray, measure: str) -> float:
     if measure == "kendall_tau_a":
         return rsa_metrics._kendall_tau_a(a, b)
     raise MetricError(f"Unknown measure {measure!r}; choose one of {', '.join(MEASURES)}.")
+
+
+def correlation_interval(
+    model: np.ndarray, pairs: PairRatings, n_stimuli: int, measure: str
+) -> tuple[float, float] | None:
+    """The 95% percentile interval of ``correlation`` over ``BOOTSTRAP`` stimulus
+    resamples, the leaderboard's bootstrap (evaluation.engine.metrics.human: a pair of
+    stimuli drawn c_i and c_j times enters c_i * c_j times): Spearman and Pearson by the
+    engine's own resampling, rho-a and tau-a computed on each resample's pairs, repeated as
+    often as they enter. None where too few resamples are defined (a tiny target)."""
+    if measure in human_metrics.CORRELATIONS:
+        samples = human_metrics.bootstrap_pair_correlations(
+            pairs.i, pairs.j, model, pairs.mean,
+            correlation=measure, n_boot=BOOTSTRAP, seed=0, n_stimuli=n_stimuli,
+        )  # fmt: skip
+    else:
+        counts = human_metrics._resample_counts(n_stimuli, BOOTSTRAP, 0)
+        samples = np.full(BOOTSTRAP, np.nan)
+        everything = np.arange(len(model))
+        for k in range(BOOTSTRAP):
+            weights = human_metrics.pair_weights(counts[k : k + 1], pairs.i, pairs.j)[0]
+            rows = np.repeat(everything, weights.astype(np.int64))
+            if len(rows) >= rsa_metrics.MIN_ENTRIES:
+                samples[k] = correlation(model[rows], pairs.mean[rows], measure)
+    try:
+        return human_metrics.percentile_interval(samples)
+    except MetricError:
+        return None
 
 
 def comparable(values: np.ndarray, scale: str) -> np.ndarray:
@@ -639,7 +670,11 @@ def _people(result: Comparison, inputs: Inputs) -> None:
         model = _pair_similarity(x, pairs.i, pairs.j)
         try:
             value: float | None = correlation(model, pairs.mean, measure)
+            interval = correlation_interval(model, pairs, len(stimuli), measure)
+            result.intervals[side.model.pk] = interval
             heading = f"{side.model.name}: {result.options.measure_name} {value:.3f}"
+            if interval is not None:
+                heading += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
         except MetricError as exc:
             value, heading = None, f"{side.model.name}: {result.options.measure_name} undefined"
             result.problems.append(_undefined(side, model, pairs.mean, measure, exc))

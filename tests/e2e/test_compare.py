@@ -68,6 +68,9 @@ def test_compare_page_with_people(page, live_server, researcher, scored):  # noq
     # Spearman by default, equal to scipy's; then each measure chosen in the form.
     model, people = model_and_people(target, small)
     assert scatter_value(page, small.pk) == pytest.approx(spearmanr(model, people).statistic)
+    shown = page.locator(f"#scatters [data-model='{small.pk}']")
+    low, high = (float(shown.get_attribute(f"data-ci-{end}")) for end in ("low", "high"))
+    assert low < scatter_value(page, small.pk) < high  # with its 95% interval
     from evaluation.engine.metrics.rsa import rsa
 
     references = {

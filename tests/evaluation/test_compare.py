@@ -402,3 +402,23 @@ def test_a_target_without_ratings_shows_the_models_alone(researcher_client, scor
         reverse("evaluation:compare_section"), {**query, "section": "people"}
     ).content.decode()
     assert "is not a target of pair ratings" in people and "<svg" not in people
+
+
+@pytest.mark.parametrize("measure", ["spearman", "pearson", "kendall_tau_a"])
+def test_the_correlation_with_people_carries_the_leaderboards_interval(scored, measure):
+    """Spearman and Pearson: the very interval the engine's pair_alignment (a run's score)
+    gives, same resamples; tau-a: a stimulus bootstrap interval around the value."""
+    from evaluation.engine.metrics.human import pair_alignment
+    from evaluation.judgments import target_data
+
+    target, tfidf, small = scored
+    result = compare.compare(target=target, models=[tfidf, small], layers={}, measure=measure)
+    side, value, figure = result.scatters[1]
+    low, high = result.intervals[small.pk]
+    assert low < value < high
+    assert f"{value:.3f} [{low:.3f}, {high:.3f}]" in figure.svg
+    if measure != "kendall_tau_a":
+        x = np.asarray(side.embedding_set.load(), dtype=np.float64)
+        score = pair_alignment(x, target_data(target).ratings, correlation=measure, n_boot=1000)
+        assert (low, high) == pytest.approx((score.ci_low, score.ci_high), abs=1e-12)
+        assert value == pytest.approx(score.value, abs=1e-12)
