@@ -249,11 +249,12 @@ def board_key(*, target: Target, query: BoardQuery) -> str:
     published = hashlib.sha1(
         f"{target.published_ceiling}|{target.published_ceiling_source}".encode()
     ).hexdigest()[:8]  # the board draws the published ceiling: a new one is a new board
-    versions = f"{scores_version(target)}:{_metric_versions()}:{published}:{_archived_models()}"
+    versions = f"{scores_version(target)}:{metric_versions()}:{published}:{archived_models_stamp()}"
     return f"board:{target.pk}:{versions}:{query.cache_key()}"
 
 
-def _metric_versions() -> str:
+def metric_versions() -> str:
+    """Changes with any metric's code version."""
     versions = ",".join(f"{name}={info.version}" for name, info in sorted(METRICS.items()))
     return hashlib.sha1(versions.encode()).hexdigest()[:8]
 
@@ -618,11 +619,11 @@ def _every_score_stamp() -> str:
         Q(archived_at__isnull=False) | Q(dataset__archived_at__isnull=False)
     )
     stamp["archived"] = list(archived.order_by("id").values_list("id", flat=True))
-    stamp["archived_models"] = _archived_models()
+    stamp["archived_models"] = archived_models_stamp()
     return hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
 
 
-def _archived_models() -> str:
+def archived_models_stamp() -> str:
     """Changes whenever a model is archived or unarchived (its rows leave or rejoin boards)."""
     archived = PretrainedModel.objects.filter(archived_at__isnull=False).order_by("id")
     ids = ",".join(str(pk) for pk in archived.values_list("id", flat=True))

@@ -165,15 +165,16 @@ def leaderboard_layer_choice(request: HttpRequest, target_id: int) -> HttpRespon
     ways, over seeded random halvings), beside the board's optimistic choice."""
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
     query = boards.BoardQuery.from_params(request.GET)
-    key = boards.board_key(target=target, query=query)
-    board = boards.leaderboard(target=target, query=query, key=key)
+    board = boards.leaderboard(target=target, query=query)
+    template = "evaluation/leaderboard_layer_choice.html" + ("#choices" if request.htmx else "")
     return render(
         request,
-        "evaluation/leaderboard_layer_choice.html",
+        template,
         {
             "target": target,
             "board": board,
-            "choices": board_layer_choices(target=target, metric_key=board.sort_key, key=key),
+            # None while a worker computes it: the page polls (htmx) until it is cached.
+            "choices": board_layer_choices(target=target, metric_key=board.sort_key),
             "cross_validated": cross_validates(board.sort_key),
             "splits": layer_engine.CV_SPLITS,
             "seed": layer_engine.CV_SEED,

@@ -73,3 +73,17 @@ def pilot_run(pilot_id: int) -> None:
     from annotation.services.pilots import pilot_run_queued
 
     pilot_run_queued(pilot_id=pilot_id)
+
+
+@shared_task(name="evaluation.layer_choice")
+def layer_choice(target_id: int, metric_key: str) -> None:
+    from evaluation.layer_choice import layer_choices_compute
+
+    layer_choices_compute(target_id, metric_key)
+
+
+@shared_task(name="evaluation.random_floor")
+def random_floor(target_id: int, metric_key: str) -> None:
+    from evaluation.layer_choice import random_floor_compute
+
+    random_floor_compute(target_id, metric_key)

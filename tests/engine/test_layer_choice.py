@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from evaluation.engine.errors import MetricError
-from evaluation.engine.metrics.human import aggregate_pairs
+from evaluation.engine.metrics.human import aggregate_pairs, pair_cosines, unit_rows
 from evaluation.engine.metrics.layer_choice import (
     cross_validated_layer,
+    knn_scorer,
     pairs_scorer,
     triplets_scorer,
 )
@@ -92,3 +93,32 @@ def test_one_layer_or_too_few_judgments_is_refused():
         cross_validated_layer({"a": x}, pairs_scorer(pairs), n_stimuli=4)
     with pytest.raises(MetricError, match="fewer than 10 judgments"):
         cross_validated_layer({"a": x, "b": x}, pairs_scorer(pairs), n_stimuli=4)
+
+
+def test_an_undefined_half_score_is_refused_not_chosen():
+    rng = np.random.default_rng(0)
+    n = 30
+    i, j = np.triu_indices(n, 1)
+    truth = rng.normal(size=(n, 4))
+    pairs = aggregate_pairs(i, j, np.einsum("ij,ij->i", truth[i], truth[j]))
+    flat = np.ones((n, 4))  # every cosine 1: the correlation is undefined, not the lowest
+    with pytest.raises(MetricError, match="A half has no defined score: layer flat"):
+        cross_validated_layer({"flat": flat, "real": truth}, pairs_scorer(pairs), n_stimuli=n)
+
+
+def test_knn_halves_count_labelled_stimuli_only():
+    labels = np.array(["a", "b"] * 8 + [""] * 40)  # 16 labelled: about 8 a half, under 10
+    x = np.random.default_rng(0).normal(size=(len(labels), 3))
+    with pytest.raises(MetricError, match="fewer than 10"):
+        cross_validated_layer({"one": x, "two": x * 2}, knn_scorer(labels, k=1), n_stimuli=56)
+
+
+def test_pair_cosines_from_the_gram_matrix_keep_the_self_pair_rule():
+    rng = np.random.default_rng(0)
+    unit = unit_rows(rng.normal(size=(20, 50)))
+    unit[3] = 0
+    i, j = np.triu_indices(20)  # with the self-pairs: 210 pairs x 50 dims > 20 x 20
+    cosines = pair_cosines(unit, i, j)
+    assert np.allclose(cosines, np.einsum("ij,ij->i", unit[i], unit[j]))
+    same = i == j
+    assert (cosines[same] == (np.arange(20) != 3)).all()  # exactly 1, 0 for the zero row

@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from evaluation import services
 from evaluation.judgments import JudgmentRow, judgments_create
-from evaluation.layer_choice import random_floor
+from evaluation.layer_choice import random_floor, random_floor_compute
 from evaluation.metrics import pair_alignment_entry
 from evaluation.models import Score, Target
 from tests.conftest import SHARED_DATA, make_text_dataset
@@ -68,6 +68,8 @@ def test_chargrams_scores_single_words_as_scikit_learn_does(simlex, client):
     assert score.value == pytest.approx(expected, abs=1e-6)
     assert score.value == pytest.approx(0.027, abs=0.005)  # spelling says little: a floor
     assert score.ci_low < score.value < score.ci_high
+    assert random_floor(target, score.metric_key) is None  # not computed on a request
+    random_floor_compute(target.pk, score.metric_key)  # as the worker it was sent to does
     board = client.get(target.get_absolute_url()).content.decode()
     floor = random_floor(target, score.metric_key)
     assert floor is not None
@@ -80,6 +82,7 @@ def test_chargrams_scores_single_words_as_scikit_learn_does(simlex, client):
 
 def test_random_floor_is_centred_on_zero_with_its_spread(simlex, client):
     _, _, target = simlex
+    random_floor_compute(target.pk, "pair_alignment(correlation=spearman)")
     floor = random_floor(target, "pair_alignment(correlation=spearman)")
     assert floor is not None and floor.seeds == 100
     assert abs(floor.mean) < 0.01 and floor.low < 0 < floor.high

@@ -67,11 +67,18 @@ def model_pair_similarity(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) 
     same_lengths(i=i, j=j)
     i = stimulus_indices(i, name="i", n_stimuli=len(unit))
     j = stimulus_indices(j, name="j", n_stimuli=len(unit))
-    return _cosines(unit, i, j)
+    return pair_cosines(unit, i, j)
 
 
-def _cosines(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    cosines = np.einsum("ij,ij->i", unit[i], unit[j])
+def pair_cosines(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Cosine of unit rows i[k] and j[k], a self-pair's being exactly 1 (0 for an all-zero
+    row). Reads them off the Gram matrix where that is the smaller work (many pairs of few
+    stimuli: all 499,500 pairs of 1,000 stimuli take 0.06 s so, 26 s row by row)."""
+    n, dims = unit.shape
+    if n * n < len(i) * dims:
+        cosines = (unit @ unit.T)[i, j]
+    else:
+        cosines = np.einsum("ij,ij->i", unit[i], unit[j])
     # A stimulus's cosine with itself is 1 by definition; computed, it comes out 1 give or
     # take a rounding error that would order self-pairs at random in a rank correlation.
     same = i == j
@@ -168,7 +175,7 @@ def pair_alignment(
     if len(pairs.mean) < 3:
         what = "distinct pairs" if pairs.unit == "pair" else "rows"
         raise MetricError(f"Only {len(pairs.mean)} {what}: a correlation needs at least 3.")
-    model = _cosines(unit, pairs.i, pairs.j)
+    model = pair_cosines(unit, pairs.i, pairs.j)
     value = weighted_correlation(model, pairs.mean, np.ones_like(model), correlation)
     if not np.isfinite(value):
         raise MetricError("The correlation is undefined: model or human similarities are constant.")
@@ -517,17 +524,7 @@ def triplet_accuracy(
     _refuse_repeats(np.sort(triplets, axis=1), "triplets", "three different stimuli")
     if not (triplets == chosen[:, None]).any(axis=1).all():
         raise MetricError("Some triplet choices are not one of the three stimuli shown.")
-    sim = np.stack(
-        [
-            _cosines(unit, triplets[:, 1], triplets[:, 2]),  # the pair without item 0
-            _cosines(unit, triplets[:, 0], triplets[:, 2]),
-            _cosines(unit, triplets[:, 0], triplets[:, 1]),
-        ],
-        axis=1,
-    )
-    # The odd one is the item outside the most similar pair; ties share the credit.
-    is_best = np.isclose(sim, sim.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
-    credit = (is_best & (triplets == chosen[:, None])).sum(axis=1) / is_best.sum(axis=1)
+    credit = triplet_credit(unit, triplets, chosen)
     return _choice_result(credit, triplets, len(unit), n_boot, seed, ceiling, "triplets")
 
 
@@ -570,12 +567,35 @@ def two_afc_accuracy(
     )
     share = proportions(share_first, name="share_first")
     _refuse_repeats(np.sort(items, axis=1), "2AFC items", "a reference and two other candidates")
-    s1 = _cosines(unit, items[:, 0], items[:, 1])
-    s2 = _cosines(unit, items[:, 0], items[:, 2])
-    credit = np.where(
-        np.isclose(s1, s2, rtol=0, atol=1e-12), 0.5, np.where(s1 > s2, share, 1 - share)
-    )
+    credit = two_afc_credit(unit, items, share)
     return _choice_result(credit, items, len(unit), n_boot, seed, ceiling, "2afc items")
+
+
+def triplet_credit(unit: np.ndarray, triplets: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Each (checked) triplet's credit for the model, from unit-length embeddings: the odd
+    one is the item outside the most similar pair; ties share the credit."""
+    sim = np.stack(
+        [
+            pair_cosines(unit, triplets[:, 1], triplets[:, 2]),  # the pair without item 0
+            pair_cosines(unit, triplets[:, 0], triplets[:, 2]),
+            pair_cosines(unit, triplets[:, 0], triplets[:, 1]),
+        ],
+        axis=1,
+    )
+    is_best = np.isclose(sim, sim.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
+    credit: np.ndarray = (is_best & (triplets == chosen[:, None])).sum(axis=1) / is_best.sum(axis=1)
+    return credit
+
+
+def two_afc_credit(unit: np.ndarray, items: np.ndarray, share_first: np.ndarray) -> np.ndarray:
+    """Each (checked) 2AFC item's credit, from unit-length embeddings: the human vote share
+    of the candidate the model finds closer to the reference (0.5 when it ties).
+    ``items``: (n, 3) reference, first, second."""
+    s1 = pair_cosines(unit, items[:, 0], items[:, 1])
+    s2 = pair_cosines(unit, items[:, 0], items[:, 2])
+    return np.where(
+        np.isclose(s1, s2, rtol=0, atol=1e-12), 0.5, np.where(s1 > s2, share_first, 1 - share_first)
+    )
 
 
 def _choice_result(

@@ -20,7 +20,13 @@ import numpy as np
 from scipy import stats
 
 from evaluation.engine.errors import MetricError
-from evaluation.engine.metrics.human import PairRatings, unit_rows
+from evaluation.engine.metrics.human import (
+    PairRatings,
+    pair_cosines,
+    triplet_credit,
+    two_afc_credit,
+    unit_rows,
+)
 
 CV_SPLITS = 20
 CV_SEED = 0
@@ -31,17 +37,17 @@ MIN_HALF_ITEMS = 10  # judgments a half needs for a score worth choosing on
 class HalfScorer:
     """How a kind of judgment is scored on a subset of its items: ``per_item`` turns a
     layer's embeddings into one number per item (a similarity, a credit), ``aggregate`` turns
-    those of the chosen items into the score."""
+    those of the chosen items into the score. ``counted``: the items a half's size counts
+    (k-NN: the labelled stimuli; None: every item)."""
 
     stimuli: np.ndarray  # (items, k) the stimulus rows each item shows
     per_item: Callable[[np.ndarray], np.ndarray]
     aggregate: Callable[[np.ndarray, np.ndarray], float]  # (values, item mask) -> score
+    counted: np.ndarray | None = None
 
 
-def _cosines(unit: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", unit[a], unit[b])
-
-
+# The per-item numbers are those of the metrics themselves (human.pair_cosines,
+# triplet_credit, two_afc_credit): one home for the self-pair and tie rules.
 def pairs_scorer(pairs: PairRatings, *, correlation: str = "spearman") -> HalfScorer:
     correlate = stats.spearmanr if correlation == "spearman" else stats.pearsonr
 
@@ -50,44 +56,24 @@ def pairs_scorer(pairs: PairRatings, *, correlation: str = "spearman") -> HalfSc
 
     return HalfScorer(
         np.stack([pairs.i, pairs.j], axis=1),
-        lambda x: _cosines(unit_rows(x), pairs.i, pairs.j),
+        lambda x: pair_cosines(unit_rows(x), pairs.i, pairs.j),
         aggregate,
     )
 
 
-def triplets_scorer(triplets: np.ndarray, chosen: np.ndarray) -> HalfScorer:
-    def credit(x: np.ndarray) -> np.ndarray:
-        unit = unit_rows(x)
-        t = triplets
-        sim = np.stack(
-            [
-                _cosines(unit, t[:, 1], t[:, 2]),
-                _cosines(unit, t[:, 0], t[:, 2]),
-                _cosines(unit, t[:, 0], t[:, 1]),
-            ],
-            axis=1,
-        )
-        best = np.isclose(sim, sim.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
-        return (best & (t == chosen[:, None])).sum(axis=1) / best.sum(axis=1)
+def _mean(values: np.ndarray, mask: np.ndarray) -> float:
+    return float(values[mask].mean()) if mask.any() else float("nan")
 
-    return HalfScorer(triplets, credit, lambda values, mask: float(values[mask].mean()))
+
+def triplets_scorer(triplets: np.ndarray, chosen: np.ndarray) -> HalfScorer:
+    return HalfScorer(triplets, lambda x: triplet_credit(unit_rows(x), triplets, chosen), _mean)
 
 
 def two_afc_scorer(
     reference: np.ndarray, first: np.ndarray, second: np.ndarray, share_first: np.ndarray
 ) -> HalfScorer:
-    def share(x: np.ndarray) -> np.ndarray:
-        unit = unit_rows(x)
-        to_first = _cosines(unit, reference, first)
-        to_second = _cosines(unit, reference, second)
-        tie = np.isclose(to_first, to_second, rtol=0, atol=1e-12)
-        return np.where(tie, 0.5, np.where(to_first > to_second, share_first, 1 - share_first))
-
-    return HalfScorer(
-        np.stack([reference, first, second], axis=1),
-        share,
-        lambda values, mask: float(values[mask].mean()),
-    )
+    items = np.stack([reference, first, second], axis=1)
+    return HalfScorer(items, lambda x: two_afc_credit(unit_rows(x), items, share_first), _mean)
 
 
 def knn_scorer(labels: np.ndarray, *, k: int) -> HalfScorer:
@@ -104,7 +90,7 @@ def knn_scorer(labels: np.ndarray, *, k: int) -> HalfScorer:
         except MetricError:  # a half with fewer than k + 1 stimuli, or one class
             return float("nan")
 
-    return HalfScorer(np.arange(len(labels))[:, None], lambda x: x, aggregate)
+    return HalfScorer(np.arange(len(labels))[:, None], lambda x: x, aggregate, labelled)
 
 
 @dataclass(frozen=True)
@@ -142,27 +128,31 @@ def cross_validated_layer(
     names = tuple(layers)
     values = {name: scorer.per_item(np.asarray(x, dtype=np.float64)) for name, x in layers.items()}
     everything = np.ones(len(scorer.stimuli), dtype=bool)
-    full = {name: scorer.aggregate(values[name], everything) for name in names}
+    full = _defined({name: scorer.aggregate(values[name], everything) for name in names}, "all")
+    counted = everything if scorer.counted is None else scorer.counted
     rng = np.random.default_rng(seed)
     held_out, optimistic, sizes, picks = [], [], [], Counter[str]()
     for _ in range(splits):
         in_first = rng.permutation(n_stimuli) < n_stimuli // 2
         side = in_first[scorer.stimuli]
         halves = (side.all(axis=1), (~side).all(axis=1))
-        if min(int(h.sum()) for h in halves) < MIN_HALF_ITEMS:
+        if min(int((h & counted).sum()) for h in halves) < MIN_HALF_ITEMS:
             raise MetricError(
                 f"A random half of the {n_stimuli} stimuli keeps fewer than {MIN_HALF_ITEMS} "
                 "judgments: too few to choose a layer on."
             )
-        scores = [{name: scorer.aggregate(values[name], h) for name in names} for h in halves]
+        scores = [
+            _defined({name: scorer.aggregate(values[name], h) for name in names}, "a half of")
+            for h in halves
+        ]
         means = []
         for choose, score in ((0, 1), (1, 0)):
             pick = _best(scores[choose])
             picks[pick] += 1
             means.append(scores[score][pick])
-            optimistic.append(max(_finite(v) for v in scores[score].values()))
+            optimistic.append(max(scores[score].values()))
         held_out.append(float(np.mean(means)))
-        sizes += [int(h.sum()) for h in halves]
+        sizes += [int((h & counted).sum()) for h in halves]
     return LayerChoice(
         layers=names,
         full=full,
@@ -179,12 +169,21 @@ def cross_validated_layer(
 
 
 def _best(scores: dict[str, float]) -> str:
-    """The layer with the highest score (an undefined score counts as the lowest)."""
-    return max(scores, key=lambda name: _finite(scores[name]))
+    """The layer with the highest score (every score defined: see _defined)."""
+    return max(scores, key=scores.__getitem__)
 
 
-def _finite(value: float) -> float:
-    return value if np.isfinite(value) else -np.inf
+def _defined(scores: dict[str, float], where: str) -> dict[str, float]:
+    """Refuse a choice among undefined scores (a constant similarity, a half with one
+    class): NaN would make the chosen layer arbitrary and the estimate undefined."""
+    undefined = [name for name, value in scores.items() if not np.isfinite(value)]
+    if undefined:
+        raise MetricError(
+            f"A half has no defined score: layer {undefined[0]} scores {scores[undefined[0]]} "
+            f"on {where} the judgments (a constant similarity, or too few labelled "
+            "stimuli or classes)."
+        )
+    return scores
 
 
 # --- The random-embedding floor ------------------------------------------------------------
