@@ -309,6 +309,22 @@ if env_bool("SECURE_COOKIES", False):  # turn on behind HTTPS
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# --- Cache ----------------------------------------------------------------------------
+# What pages keep between requests (compare sections, figures, board tables). Without
+# CACHE_URL each server process keeps its own in memory, which is right for `make run`'s
+# single process; behind gunicorn's several workers set CACHE_URL to a Redis database so
+# that a section computed by one worker is not computed again by the next.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r} is not a redis:// or rediss:// address.")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 # --- Celery ---------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://localhost/"
