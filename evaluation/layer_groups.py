@@ -7,7 +7,11 @@ repeats the output of the layer before it.
 Blocks are found from the module names alone (``PretrainedModel.layers`` keeps names and
 output shapes): a block is a numbered module with submodules whose parent holds two or more
 such (``layer1.0``, ``blocks.11``, ``encoder.layer.5``); a stage is a named module holding
-blocks, among two or more such stages (``layer1`` ... ``layer4`` of a ResNet).
+blocks, among two or more such stages (``layer1`` ... ``layer4`` of a ResNet), or a numbered
+one holding blocks (``stages.0`` of a ConvNeXt, ``blocks.1`` of an EfficientNet: then its
+numbered siblings are stages too). A flat numbered Sequential (``features.0`` ...
+``features.30`` of a VGG or an AlexNet: three or more numbered modules without submodules)
+offers each numbered module's output: names alone do not tell a convolution from its ReLU.
 """
 
 from __future__ import annotations
@@ -23,6 +27,25 @@ NOT_A_CHOICE = re.compile(
     re.IGNORECASE,
 )
 INPUT_EMBEDDING = re.compile(r"^(embeddings|patch_embed|stem|embed_tokens|conv_stem)$")
+# The outputs the adapters compute themselves (their ``native_layers``; the inspection lists
+# them before the modules). tests/evaluation/test_layer_groups.py checks that every adapter's
+# are here.
+NATIVE_OUTPUTS = frozenset(
+    {
+        "pre_logits",
+        "last_hidden_state",
+        "output",
+        "sentence_embedding",
+        "image_embedding",
+        "text_embedding",
+        "video_embedding",
+        "language",  # the baselines' and the language models' single output
+        "pixels",
+        "tfidf",
+        "chargrams",
+    }
+)
+MIN_FLAT_LAYERS = 3  # numbered modules a flat Sequential needs (a two-part stem is not one)
 
 
 @dataclass(frozen=True)
@@ -60,29 +83,73 @@ def find_blocks(names: list[str]) -> list[str]:
 
 def find_stages(names: list[str], blocks: list[str]) -> list[str]:
     holders = list(dict.fromkeys(_parent(b) for b in blocks if _parent(b)))
-    stages = [h for h in holders if not _last(h).isdigit()]
-    per_parent = Counter(_parent(s) for s in stages)
-    return [s for s in stages if per_parent[_parent(s)] >= 2]
+    named = [h for h in holders if not _last(h).isdigit()]
+    per_parent = Counter(_parent(s) for s in named)
+    stages = {s for s in named if per_parent[_parent(s)] >= 2}
+    # A numbered block holding blocks (directly or in a named container) is a stage, and so
+    # are its numbered siblings: one stage with a single block is still a stage.
+    block_set = set(blocks)
+    holding = {b for b in blocks if any(o != b and o.startswith(b + ".") for o in block_set)}
+    stage_parents = {_parent(b) for b in holding}
+    stages |= {b for b in blocks if _parent(b) in stage_parents}
+    return [n for n in names if n in stages]
+
+
+def find_flat_layers(names: list[str]) -> list[str]:
+    """The numbered modules without submodules of a parent holding MIN_FLAT_LAYERS or more of
+    them and nothing else (VGG's ``features.N``), in their order."""
+    has_children = {_parent(name) for name in names}
+    children = Counter(_parent(n) for n in names)
+    leaves = [n for n in names if _last(n).isdigit() and n not in has_children]
+    per_parent = Counter(_parent(n) for n in leaves)
+    return [
+        n
+        for n in leaves
+        if per_parent[_parent(n)] >= MIN_FLAT_LAYERS
+        and per_parent[_parent(n)] == children[_parent(n)]
+    ]
+
+
+def native_outputs(names: list[str]) -> list[str]:
+    """The adapter's own outputs: the leading names that are native outputs."""
+    leading = []
+    for name in names:
+        if name not in NATIVE_OUTPUTS:
+            break
+        leading.append(name)
+    return leading
 
 
 def layer_options(names: list[str], default_layer: str) -> LayerOptions:
     blocks = find_blocks(names)
     stages = set(find_stages(names, blocks))
     block_set = set(blocks)
+    flat = set(find_flat_layers(names))
     common: list[LayerGroup] = []
-    final = [default_layer] if default_layer in names else []
-    inputs = [n for n in names if INPUT_EMBEDDING.match(_last(n)) and n != default_layer]
-    if final or inputs:
-        common.append(LayerGroup("Final and input embeddings", final + inputs[:1]))
+    outputs = [default_layer] if default_layer in names else []
+    outputs += [n for n in native_outputs(names) if n != default_layer]
+    inputs = [n for n in names if INPUT_EMBEDDING.match(_last(n)) and n not in outputs]
+    if outputs or inputs:
+        common.append(LayerGroup("Final and input embeddings", outputs + inputs[:1]))
     current: LayerGroup | None = None
+    stage = ""  # the stage whose blocks join its group
     for name in names:
         if name in stages:
-            current = LayerGroup(f"Stage {name}", [name])
+            current, stage = LayerGroup(f"Stage {name}", [name]), name
             common.append(current)
         elif name in block_set and not is_dropout_or_activation(name):
-            holder = _parent(name)
-            if current is None or (holder not in stages and current.label != f"Blocks of {holder}"):
-                current = LayerGroup(f"Blocks of {holder or 'the model'}", [])
+            if current is not None and stage and name.startswith(stage + "."):
+                current.layers.append(name)
+                continue
+            label = f"Blocks of {_parent(name) or 'the model'}"
+            if current is None or current.label != label:
+                current, stage = LayerGroup(label, []), ""
+                common.append(current)
+            current.layers.append(name)
+        elif name in flat:
+            label = f"Layers of {_parent(name)}"
+            if current is None or current.label != label:
+                current, stage = LayerGroup(label, []), ""
                 common.append(current)
             current.layers.append(name)
     return LayerOptions(common, _every(names, blocks), len(names))

@@ -9,7 +9,7 @@ import pytest
 import timm
 from django.urls import reverse
 
-from evaluation.layer_groups import is_dropout_or_activation, layer_options
+from evaluation.layer_groups import NATIVE_OUTPUTS, is_dropout_or_activation, layer_options
 from evaluation.models import Run
 from tests.conftest import make_text_dataset
 from tests.factories import PretrainedModelFactory
@@ -98,3 +98,53 @@ def test_run_form_groups_layers_and_keeps_every_module_one_click_away(
     assert response.status_code == 302, response.content.decode()[:3000]
     step = Run.objects.get().steps.get()
     assert step.layers == ["0.model.encoder.layer.2", "0.model.encoder.layer.2.output.dropout"]
+
+
+def timm_names(name: str) -> list[str]:
+    net = timm.create_model(name, pretrained=False)
+    return ["pre_logits", *(n for n, _ in net.named_modules() if n)]
+
+
+def test_vgg16_offers_each_numbered_layer_of_its_flat_features():
+    options = layer_options(timm_names("vgg16"), "pre_logits")
+    assert [(g.label, len(g.layers)) for g in options.common] == [
+        ("Final and input embeddings", 1),
+        ("Layers of features", 31),  # 13 convolutions, their ReLUs, 5 poolings
+    ]
+    assert options.common[1].layers[:3] == ["features.0", "features.1", "features.2"]
+
+
+def test_convnext_and_efficientnet_stages_hold_their_blocks_in_one_group_each():
+    convnext = layer_options(timm_names("convnext_tiny"), "pre_logits").common
+    assert [(g.label, len(g.layers)) for g in convnext[1:]] == [
+        ("Stage stages.0", 4), ("Stage stages.1", 4), ("Stage stages.2", 10), ("Stage stages.3", 4),
+    ]  # fmt: skip
+    assert convnext[1].layers == ["stages.0", *(f"stages.0.blocks.{k}" for k in range(3))]
+    efficientnet = layer_options(timm_names("efficientnet_b0"), "pre_logits").common
+    labels = [g.label for g in efficientnet[1:]]
+    assert labels == [f"Stage blocks.{k}" for k in range(7)]  # one group each, no repeats
+    assert efficientnet[2].layers == ["blocks.1", "blocks.1.0", "blocks.1.1"]
+
+
+def test_every_native_output_is_offered_first():
+    names = ["last_hidden_state", "video_embedding", "embeddings", "encoder", "encoder.0"]
+    options = layer_options(names, "video_embedding")
+    assert options.common[0].layers == ["video_embedding", "last_hidden_state", "embeddings"]
+
+
+def test_native_outputs_name_every_adapters():
+    import importlib
+    import pkgutil
+
+    from evaluation.engine import adapters
+    from evaluation.engine.adapters.base import Adapter
+    from evaluation.engine.adapters.video_adapter import VIDEO_EMBEDDING
+
+    for module in pkgutil.iter_modules(adapters.__path__):
+        importlib.import_module(f"evaluation.engine.adapters.{module.name}")
+    classes, natives = [Adapter], set()
+    while classes:
+        adapter = classes.pop()
+        natives |= set(adapter.native_layers)
+        classes += adapter.__subclasses__()
+    assert len(natives) >= 6 and natives | {VIDEO_EMBEDDING} <= NATIVE_OUTPUTS
