@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -25,7 +25,6 @@ from django.db.models import Count, Max, Q
 from django.http import QueryDict
 
 from core import querystring as qs
-from evaluation.engine.metrics.human import MIN_RELIABILITY_COVERAGE, MIN_RELIABILITY_PAIRS
 from evaluation.engine.metrics.paired import (
     ALPHA,
     TIE_GROUPS_RULE,
@@ -34,7 +33,6 @@ from evaluation.engine.metrics.paired import (
     rank_intervals,
     tie_groups,
 )
-from evaluation.judgments import item_key
 from evaluation.metrics import METRICS, metric_name
 from evaluation.models import (
     REVISION_FIELDS,
@@ -846,42 +844,37 @@ def front_ceilings(front: FrontPage) -> dict[int, Ceilings | None]:
 
 
 def no_ceiling_reasons(sets: list[HumanJudgments]) -> dict[int, str]:
-    """Why each of these judgments gives no ceiling, counted from their rows ("only 1 of 998
-    pairs was judged more than once"). A judgments version never changes: each reason is
-    cached for good; those not cached yet are counted from one query."""
-    keys = {f"no-ceiling-reason:v1:{j.pk}": j for j in sets}
+    """Why each of these judgments gives no ceiling ("only 1 of 998 pairs was judged more
+    than once"), without reading their rows: pair ratings store their reason with their
+    reliability; triplets and 2AFC give none only when no item was answered twice, so their
+    responses (counted in one query) are as many items."""
+    keys = {f"no-ceiling-reason:v2:{j.pk}": j for j in sets}
     cached = cache.get_many(list(keys))
     missing = {j.pk: j for key, j in keys.items() if key not in cached}
-    counts: dict[int, Counter[tuple[int, ...]]] = {pk: Counter() for pk in missing}
-    rows = Judgment.objects.filter(judgments_id__in=list(missing)).values_list(
-        "judgments_id", "a", "b", "c"
+    choices = [pk for pk, j in missing.items() if j.kind != "pairs"]
+    responses = dict(
+        Judgment.objects.filter(judgments_id__in=choices)
+        .values("judgments_id")
+        .annotate(n=Count("id"))
+        .values_list("judgments_id", "n")
+        if choices
+        else ()
     )
-    for judgments_id, *stimuli in rows.iterator(chunk_size=10000) if missing else ():
-        kind = missing[judgments_id].kind
-        if kind != "pairs" or stimuli[0] != stimuli[1]:  # a self-pair tells nothing
-            counts[judgments_id][item_key(kind, [s for s in stimuli if s is not None])] += 1
-    fresh = {pk: _count_reason(missing[pk], counts[pk]) for pk in missing}
-    cache.set_many({f"no-ceiling-reason:v1:{pk}": reason for pk, reason in fresh.items()}, None)
+    fresh = {pk: _stated_reason(j, responses.get(pk, 0)) for pk, j in missing.items()}
+    cache.set_many({f"no-ceiling-reason:v2:{pk}": reason for pk, reason in fresh.items()}, None)
     return {**{j.pk: str(reason) for key, reason in cached.items() if (j := keys[key])}, **fresh}
 
 
-def _count_reason(judgments: HumanJudgments, counts: Counter[tuple[int, ...]]) -> str:
+def _stated_reason(judgments: HumanJudgments, responses: int) -> str:
     word = ITEM_WORDS.get(judgments.kind, "item")
-    items, repeated = len(counts), sum(1 for n in counts.values() if n >= 2)
-    if items == 0:
-        return f"there are no {word}s to judge agreement on."
-    judged = "was" if repeated == 1 else "were"
     if judgments.kind == "pairs":
         stated = (judgments.reliability or {}).get("reason", "")
-        if repeated >= max(MIN_RELIABILITY_PAIRS, items * MIN_RELIABILITY_COVERAGE):
-            return str(stated) or "the repeated ratings do not vary enough to split."
-        return (
-            f"only {repeated:,} of {items:,} {word}s {judged} judged more than once; a "
-            f"split-half ceiling needs at least half of them (and {MIN_RELIABILITY_PAIRS})."
-        )
+        return str(stated) or "the repeated ratings do not vary enough to split."
+    if responses == 0:
+        return f"there are no {word}s to judge agreement on."
     return (
-        f"only {repeated:,} of {items:,} {word}s {judged} answered more than once; a "
-        "leave-one-out ceiling needs the same item answered by two or more people."
+        f"only 0 of {responses:,} {word}s were answered more than once; a leave-one-out "
+        "ceiling needs the same item answered by two or more people."
     )
 
 

@@ -65,7 +65,7 @@ def test_stsb_spearman_through_a_run_equals_independent_computation(minilm):
     )
     # One aggregated score per pair (a few pairs twice): no split-half ceiling, and it says why.
     assert judgments.ceiling is None
-    assert "pairs have two or more judgments" in judgments.reliability["reason"]
+    assert "judged more than once; a split-half ceiling" in judgments.reliability["reason"]
     run = services.run_create(
         dataset=dataset,
         models=[make_text_model()],

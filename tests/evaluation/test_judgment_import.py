@@ -81,7 +81,7 @@ def test_simlex_pairs_make_a_new_text_dataset_with_a_target(researcher):
     assert judgments.origin == "pairs file simlex.tsv"
     # One mean rating per pair and no participants: the reliability says why there is no ceiling.
     assert judgments.ceiling is None
-    assert "pairs have two or more judgments" in judgments.reliability["reason"]
+    assert "judged more than once; a split-half ceiling" in judgments.reliability["reason"]
     assert judgments.target.kind == "pairs"
     assert mean_rating(judgments, "old", "new") == pytest.approx(1.58)
     # SimLex lists (sly, strange) 1.97 and (strange, sly) 2.07: one unordered pair, two ratings.

@@ -74,6 +74,21 @@ def test_choice_data_answered_once_says_so():
     assert ceilings.reason.startswith("only 0 of 2 triplets were answered more than once;")
 
 
+def test_the_reason_is_read_from_the_stored_reliability_not_the_rows(simlex):
+    """A board's notice must not stream a large set's rows: pair ratings store their reason
+    when imported; the rows themselves are not read again."""
+    from django.core.cache import cache
+
+    from evaluation.leaderboards import no_ceiling_reasons
+    from evaluation.models import Judgment
+
+    judgments = simlex.judgments
+    cache.delete(f"no-ceiling-reason:v2:{judgments.pk}")
+    Judgment.objects.filter(judgments=judgments).delete()  # what is said comes from elsewhere
+    reason = no_ceiling_reasons([judgments])[judgments.pk]
+    assert reason.startswith("only 1 of 998 pairs was judged more than once;")
+
+
 def post_ceiling(client: Client, target: Target, **data: str):
     return client.post(reverse("evaluation:leaderboard_published_ceiling", args=[target.pk]), data)
 

@@ -446,10 +446,11 @@ def split_half_reliability(
     repeated = int((np.bincount(pair, minlength=n_pairs) >= 2).sum()) if n_pairs else 0
     if repeated < max(MIN_RELIABILITY_PAIRS, n_pairs * MIN_RELIABILITY_COVERAGE):
         # A handful of repeated pairs would give a confident-looking but meaningless ceiling.
+        judged = "was" if repeated == 1 else "were"
         return {
             "mean": None,
-            "reason": f"only {repeated} of {n_pairs} pairs have two or more judgments; a "
-            f"split-half ceiling needs at least half of them (and {MIN_RELIABILITY_PAIRS}).",
+            "reason": f"only {repeated:,} of {n_pairs:,} pairs {judged} judged more than once; "
+            f"a split-half ceiling needs at least half of them (and {MIN_RELIABILITY_PAIRS}).",
         }
     estimates = []
     for _ in range(n_splits):
