@@ -64,7 +64,6 @@ CKA_STIMULI = 2000
 CACHE_SECONDS = 6 * 3600
 BOOTSTRAP = 1000  # stimulus resamples for the interval of a correlation with people
 GRAM_ROWS = 3000  # stimuli whose full similarity matrix (72 MB) is the cheap way to pairs
-PAIR_CHUNK = 20_000
 SECTIONS = ("matrices", "people", "models", "neighbours")
 
 # The comparison measures, as the engine's RSA names them, with the names people read.
@@ -353,9 +352,11 @@ class Inputs:
 
     @property
     def vectors(self) -> list[np.ndarray]:
+        """Each side's embeddings as the engine scores them: checked finite (a NaN is named,
+        not left to fail in the clustering) and scaled to unit length (human.unit_rows)."""
         if self._vectors is None:
             self._vectors = [
-                np.asarray(side.embedding_set.load(), dtype=np.float64)  # type: ignore[union-attr]
+                human_metrics.unit_rows(side.embedding_set.load())  # type: ignore[union-attr]
                 for side in self.result.sides
             ]
         return self._vectors
@@ -379,31 +380,33 @@ def _sample(n: int, size: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+def _similarities(unit: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair of the unit rows ``index``: one matrix product, the
+    diagonal by the engine's self-pair rule (1; 0 for an all-zero row)."""
+    rows = unit[index]
+    similarity = np.clip(rows @ rows.T, -1.0, 1.0)
+    np.fill_diagonal(similarity, np.abs(rows).sum(axis=1) > 0)
+    return similarity
 
 
-def _similarities(x: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Cosine similarity of every pair of the rows ``index``: one matrix product."""
-    unit = _unit(x[index])
-    return np.clip(unit @ unit.T, -1.0, 1.0)
-
-
-def _pair_similarity(x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Cosine similarity of rows i[k] and j[k]: read from the similarity matrix of the rows
-    the pairs use where that is small, else gathered a chunk of pairs at a time (a copy of
-    two rows per pair at once is what made the old page slow: 500,000 pairs x 10,000
+def _pair_similarity(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Cosine similarity of unit rows i[k] and j[k], the engine's own (human.pair_cosines:
+    a self-pair's is exactly 1, as the leaderboard scores it), on the rows the pairs use;
+    over ``GRAM_ROWS`` of them, a chunk of pairs at a time sized so that the two gathered
+    rows per pair hold at most GRAM_ROWS**2 numbers (72 MB), whatever the dimension (a copy
+    of two rows per pair at once is what made the old page slow: 500,000 pairs x 10,000
     TF-IDF dimensions)."""
     used, position = np.unique(np.concatenate([i, j]), return_inverse=True)
     left, right = position[: len(i)], position[len(i) :]
+    rows = unit[used]
     if len(used) <= GRAM_ROWS:
-        return _similarities(x, used)[left, right]
-    unit = _unit(x[used])
+        return human_metrics.pair_cosines(rows, left, right)
+    chunk = max(1, GRAM_ROWS**2 // rows.shape[1])  # below len(used)**2: never the Gram matrix
     out = np.empty(len(i))
-    for start in range(0, len(i), PAIR_CHUNK):
-        part = slice(start, start + PAIR_CHUNK)
-        out[part] = np.einsum("ij,ij->i", unit[left[part]], unit[right[part]])
-    return np.clip(out, -1.0, 1.0)
+    for start in range(0, len(i), chunk):
+        part = slice(start, start + chunk)
+        out[part] = human_metrics.pair_cosines(rows, left[part], right[part])
+    return out
 
 
 def correlation(a: np.ndarray, b: np.ndarray, measure: str) -> float:
@@ -846,8 +849,7 @@ def _neighbours(result: Comparison, inputs: Inputs) -> None:
     position = next((i for i, s in enumerate(stimuli) if s.pk == stimulus_id), 0)
     result.stimulus = stimuli[position]
     for side, x in zip(result.sides, inputs.vectors, strict=True):
-        unit = _unit(x)
-        similarity = unit @ unit[position]
+        similarity = x @ x[position]
         similarity[position] = -np.inf
         top = np.argsort(-similarity)[:NEIGHBOURS]
         result.neighbours.append((side, [(stimuli[i], float(similarity[i])) for i in top]))

@@ -422,3 +422,64 @@ def test_the_correlation_with_people_carries_the_leaderboards_interval(scored, m
         score = pair_alignment(x, target_data(target).ratings, correlation=measure, n_boot=1000)
         assert (low, high) == pytest.approx((score.ci_low, score.ci_high), abs=1e-12)
         assert value == pytest.approx(score.value, abs=1e-12)
+
+
+# --- Review of issue 23 -------------------------------------------------------------------------
+def test_pair_similarity_is_the_engines_with_self_pairs_exactly_one():
+    """A self-pair's cosine is 1 by the engine's rule, not 1 give or take a rounding error
+    that would order the self-pairs at random in a rank correlation."""
+    from evaluation.engine.metrics.human import model_pair_similarity, unit_rows
+
+    x = np.random.default_rng(3).normal(size=(60, 7))
+    i = np.r_[np.arange(60), np.arange(59)]
+    j = np.r_[np.arange(60), np.arange(1, 60)]
+    ours = compare._pair_similarity(unit_rows(x), i, j)
+    assert np.array_equal(ours[:60], np.ones(60))
+    assert ours == pytest.approx(model_pair_similarity(x, i, j), abs=1e-15)
+    # Past GRAM_ROWS stimuli, chunked: the same rule.
+    many = np.random.default_rng(4).normal(size=(compare.GRAM_ROWS + 5, 3))
+    k = np.arange(len(many))
+    assert np.array_equal(compare._pair_similarity(unit_rows(many), k, k), np.ones(len(k)))
+
+
+def test_the_pages_correlation_with_people_is_pair_alignment_with_self_pairs(enqueued):
+    from evaluation.engine.metrics.human import pair_alignment
+    from evaluation.judgments import target_data
+
+    dataset = make_text_dataset()
+    rows = [
+        JudgmentRow(stimuli=(a, b), value=float(7 - abs(a - b)))
+        for a in range(8)
+        for b in range(a, 8)  # with each stimulus paired with itself (rated 7)
+    ]
+    judgments = judgments_create(dataset=dataset, name="selfs", kind="pairs", rows=rows)
+    tfidf = services.model_register(name="tfidf", source="baseline", identifier="tfidf")
+    small = make_text_model()
+    run = services.run_create(
+        dataset=dataset, models=[tfidf, small], metrics=[knn_entry(k=1, split="loo")]
+    )
+    run_steps(run)
+    target = judgments.target
+    result = compare.compare(target=target, models=[tfidf, small], layers={})
+    ratings = target_data(target).ratings
+    assert ratings.self_pairs == 8
+    for side, value, _ in result.scatters:
+        score = pair_alignment(side.embedding_set.load(), ratings, correlation="spearman")
+        assert value == pytest.approx(score.value, abs=1e-12)
+        assert result.intervals[side.model.pk] == pytest.approx(
+            (score.ci_low, score.ci_high), abs=1e-12
+        )
+
+
+def test_a_nan_embedding_is_named_not_a_server_error(scored, monkeypatch):
+    target, tfidf, small = scored
+    load = compare.EmbeddingSet.load
+
+    def with_nan(self, *args, **kwargs):
+        x = np.array(load(self, *args, **kwargs), dtype=np.float64)
+        x[2, 0] = np.nan
+        return x
+
+    monkeypatch.setattr(compare.EmbeddingSet, "load", with_nan)
+    result = compare.compare(target=target, models=[tfidf, small], layers={}, order_by="cluster")
+    assert any("NaN or infinite value" in problem for problem in result.problems)
