@@ -29,6 +29,7 @@ from evaluation.models import (
     Target,
     TargetKind,
 )
+from evaluation.run_checks import cannot_score
 from evaluation.services.queue import send_steps
 
 
@@ -80,6 +81,11 @@ def run_create(
                 f"a different modality than the {dataset.modality} stimuli of {dataset}."
             }
         )
+    # What the run form and the API say before a run starts (run_checks), said here too so
+    # that every caller (the CLI included) gets the same refusal.
+    problems = [problem for model in models if (problem := cannot_score(model, dataset))]
+    if problems:
+        raise ValidationError({"models": problems})
     targets = _targets_for(dataset, metrics)
     with transaction.atomic():
         run = Run.objects.create(dataset=dataset, metrics=list(metrics), created_by=created_by)

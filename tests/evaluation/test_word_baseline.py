@@ -14,7 +14,7 @@ from evaluation import services
 from evaluation.judgments import JudgmentRow, judgments_create
 from evaluation.layer_choice import random_floor, random_floor_compute
 from evaluation.metrics import pair_alignment_entry
-from evaluation.models import Score, Target
+from evaluation.models import Run, Score, Target
 from tests.conftest import SHARED_DATA, make_text_dataset
 from tests.evaluation.test_human_targets import text_dataset
 from tests.evaluation.test_runs import run_steps
@@ -165,3 +165,17 @@ def test_the_api_refuses_word_tfidf_on_single_words_with_the_same_reason(simlex,
     assert response.status_code == 400
     (message,) = response.json()["error"]["fields"]["models"]
     assert "every stimulus of SimLex words is a single word" in message
+
+
+def test_the_run_service_refuses_what_the_form_warns_of(simlex):
+    """The CLI and the API create runs through the service: it gives the form's refusal."""
+    from django.core.exceptions import ValidationError
+
+    _, _, target = simlex
+    tfidf = register("word-tfidf", "tfidf")
+    with pytest.raises(ValidationError) as refused:
+        services.run_create(
+            dataset=target.dataset, models=[tfidf], metrics=[pair_alignment_entry()]
+        )
+    assert "every stimulus of" in str(refused.value) and "single word" in str(refused.value)
+    assert not Run.objects.filter(dataset=target.dataset).exists()
