@@ -483,3 +483,45 @@ def test_a_nan_embedding_is_named_not_a_server_error(scored, monkeypatch):
     monkeypatch.setattr(compare.EmbeddingSet, "load", with_nan)
     result = compare.compare(target=target, models=[tfidf, small], layers={}, order_by="cluster")
     assert any("NaN or infinite value" in problem for problem in result.problems)
+
+
+def test_rho_a_resamples_equal_rho_a_of_each_resamples_repeated_pairs():
+    """The vectorised rho-a (weighted ranks) is the engine's rho-a of each resample's pairs
+    repeated as often as they enter, to the last bit on this tied toy."""
+    from evaluation.engine.metrics import human as human_metrics
+    from evaluation.engine.metrics.human import PairRatings
+
+    rng = np.random.default_rng(5)
+    i, j = rng.integers(0, 30, 200), rng.integers(0, 30, 200)
+    pairs = PairRatings(i, j, rng.integers(1, 8, 200).astype(float), np.ones(200, dtype=int))
+    model = rng.normal(size=200)
+    plan = compare.interval_plan("rho_a", 200)
+    assert (plan.resamples, plan.pairs) == (1000, 200)
+    ours = compare._rho_a_resamples(model, pairs, 30, plan)
+    counts = human_metrics._resample_counts(30, 1000, 0)
+    for k in (0, 1, 500, 999):
+        weights = human_metrics.pair_weights(counts[k : k + 1], i, j)[0].astype(np.int64)
+        rows = np.repeat(np.arange(200), weights)
+        assert ours[k] == pytest.approx(compare.correlation(model[rows], pairs.mean[rows], "rho_a"))
+
+
+@pytest.mark.parametrize("measure", ["rho_a", "kendall_tau_a"])
+def test_rank_a_intervals_are_bounded_and_the_page_says_so(
+    researcher_client, scored, monkeypatch, measure
+):
+    """On a large target rho-a and tau-a get fewer resamples over a sample of the pairs
+    (RANK_A_BUDGET pair-resamples), and the page says how its interval was drawn."""
+    plan = compare.interval_plan(measure, 50_000)
+    assert plan.resamples * plan.pairs <= compare.RANK_A_BUDGET and plan.resamples >= 200
+    assert compare.interval_plan("spearman", 50_000).resamples == 1000
+    monkeypatch.setattr(compare, "RANK_A_BUDGET", 200 * 20)  # the toy's 28 pairs are "many"
+    target, tfidf, small = scored
+    result = compare.compare(target=target, models=[tfidf, small], layers={}, measure=measure)
+    assert result.intervals[small.pk] is not None
+    assert (result.interval.resamples, result.interval.pairs) == (200, 20)
+    page = researcher_client.get(
+        reverse("evaluation:compare_section"),
+        {"target": target.pk, "models": [tfidf.pk, small.pk], "section": "people",
+         "measure": measure},
+    ).content.decode()  # fmt: skip
+    assert "200 resamples of a seeded sample of 20 of the 28 judged pairs" in page
