@@ -33,7 +33,7 @@ from evaluation.engine.metrics.paired import (
     rank_intervals,
     tie_groups,
 )
-from evaluation.metrics import METRICS, metric_name
+from evaluation.metrics import METRICS, metric_family_name, metric_name
 from evaluation.models import (
     REVISION_FIELDS,
     HumanJudgments,
@@ -879,10 +879,11 @@ def _stated_reason(judgments: HumanJudgments, responses: int) -> str:
 
 
 def chances_for(kind: str) -> list[tuple[str, Chance]]:
-    """(metric label, chance) for each metric with a fixed chance level that scores targets
-    of ``kind``: what a board of that target says about chance without loading scores."""
+    """(metric name, chance) for each metric with a fixed chance level that scores targets
+    of ``kind``: what a board of that target says about chance without loading scores. Named
+    from READINGS, as the board's headers are."""
     return [
-        (info.label, CHANCE[name])
+        (metric_family_name(name), CHANCE[name])
         for name, info in METRICS.items()
         if kind in info.target_kinds and name in CHANCE
     ]

@@ -336,6 +336,19 @@ def metric_name(key: str) -> str:
         return key
 
 
+def metric_family_name(name: str) -> str:
+    """The name people read for a metric whatever its parameters (each read as its own
+    name: "correlation with human pair ratings"), from the same table as metric_name."""
+    reading = READINGS.get(name)
+    if reading is None:
+        return name
+    generic = {p.name: p.name.replace("_", " ") for p in METRICS[name].parameters}
+    try:
+        return reading.name.format(**generic)
+    except (KeyError, IndexError):
+        return name
+
+
 def metric_description(key: str) -> str:
     """What the number of a metric key is, in a sentence (blank for an unknown key)."""
     reading = READINGS.get(parse_metric_key(key)[0])

@@ -121,6 +121,6 @@ def test_a_target_s_full_board_says_where_chance_lies(client):
     human = human_target("ratings")
     labels = Target.objects.get(dataset=human.dataset, kind="labels")
     page = client.get(reverse("evaluation:leaderboard", args=[human.pk])).content.decode()
-    assert "Chance: Correlation with human pair ratings 0.000 (similarities unrelated" in page
+    assert "Chance: correlation with human pair ratings 0.000 (similarities unrelated" in page
     page = client.get(reverse("evaluation:leaderboard", args=[labels.pk])).content.decode()
     assert "Chance:" not in page  # label accuracy's chance depends on the classes
