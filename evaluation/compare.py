@@ -121,6 +121,7 @@ class PairTable:
     j: np.ndarray
     values: dict[str, np.ndarray]
     default_sort: str = "-size"  # "-column": descending; "size" is |last column|
+    _name_ranks: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def sort_keys(self) -> list[str]:
         return ["pair", *(key for key, _ in self.columns), "size"]
@@ -132,10 +133,9 @@ class PairTable:
         column = sort.lstrip("-")
         if column not in self.sort_keys():
             return self.order(self.default_sort)
-        names = np.array([_name(self.stimuli[a]) + "\t" + _name(self.stimuli[b])
-                          for a, b in zip(self.i, self.j, strict=True)])  # fmt: skip
+        names = self.name_ranks()
         if column == "pair":
-            keys: np.ndarray = rankdata(names, method="dense")
+            keys: np.ndarray = names.astype(np.float64)
         elif column == "size":
             keys = np.abs(self.values[self.columns[-1][0]])
         else:
@@ -143,6 +143,16 @@ class PairTable:
         keys = np.where(np.isfinite(keys), keys, -np.inf if descending else np.inf)
         order = np.lexsort((names, -keys if descending else keys))
         return order
+
+    def name_ranks(self) -> np.ndarray:
+        """Each pair's place in the order of its two names (dense ranks), built once per
+        table: every sort breaks ties by it, and the text of every pair's names is the
+        costly part (a table has every judged pair)."""
+        if self._name_ranks is None:
+            ranks = rankdata([stimulus.name for stimulus in self.stimuli], method="dense")
+            first, second = ranks[self.i].astype(np.int64), ranks[self.j].astype(np.int64)
+            self._name_ranks = rankdata(first * (len(self.stimuli) + 1) + second, method="dense")
+        return self._name_ranks
 
     def rows(self, sort: str, limit: int | None = TABLE_ROWS) -> list[dict[str, Any]]:
         order = self.order(sort)[:limit]
@@ -370,10 +380,6 @@ class Inputs:
             data = target_data(self.result.target) if self.result.human else None
             self._pairs = data.ratings if isinstance(data, PairsData) else None
         return self._pairs  # type: ignore[return-value]
-
-
-def _name(stimulus: Stimulus) -> str:
-    return stimulus.name
 
 
 # --- Shared arithmetic ----------------------------------------------------------------------
@@ -739,9 +745,7 @@ def _people(result: Comparison, inputs: Inputs) -> None:
     shown = _sample(len(pairs.i), MAX_PAIRS_IN_SCATTER)
     measure, scale = result.options.measure, result.options.residual_scale
     human_scaled = comparable(pairs.mean, scale)
-    names = [
-        f"{stimuli[a].name} / {stimuli[b].name}" for a, b in zip(pairs.i, pairs.j, strict=True)
-    ]
+    names = {k: f"{stimuli[pairs.i[k]].name} / {stimuli[pairs.j[k]].name}" for k in shown}
     for side, x in zip(result.sides, inputs.vectors, strict=True):
         model = _pair_similarity(x, pairs.i, pairs.j)
         try:

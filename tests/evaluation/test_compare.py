@@ -525,3 +525,48 @@ def test_rank_a_intervals_are_bounded_and_the_page_says_so(
          "measure": measure},
     ).content.decode()  # fmt: skip
     assert "200 resamples of a seeded sample of 20 of the 28 judged pairs" in page
+
+
+class _CountedNames:
+    """A stimulus that counts how often its name is read."""
+
+    reads = 0
+
+    def __init__(self, stimulus):
+        self._stimulus = stimulus
+
+    def __getattr__(self, attribute):
+        if attribute == "name":
+            _CountedNames.reads += 1
+        return getattr(self._stimulus, attribute)
+
+
+def test_pair_table_reads_the_names_once_not_on_every_sort():
+    from types import SimpleNamespace
+
+    stimuli = [_CountedNames(SimpleNamespace(name=n)) for n in ["b", "a", "c", "a2"]]
+    i, j = np.array([0, 1, 0, 3, 3, 1]), np.array([1, 2, 2, 0, 2, 3])
+    table = compare.PairTable(
+        key="t", columns=[("model", "Model")], stimuli=stimuli, i=i, j=j,
+        values={"model": np.array([0.5, 0.5, 0.5, 0.1, 0.1, 0.9])},
+    )  # fmt: skip
+    _CountedNames.reads = 0
+    for sort in ("pair", "-model", "model", "-size", "pair"):
+        table.order(sort)
+    assert _CountedNames.reads == len(stimuli)  # once each, for the whole table
+    names = [(stimuli[i[k]].name, stimuli[j[k]].name) for k in table.order("model")]
+    # ties (equal model values) by the pair's names, first then second
+    assert names == [("a2", "b"), ("a2", "c"), ("a", "c"), ("b", "a"), ("b", "c"), ("a", "a2")]
+
+
+def test_people_names_only_the_pairs_it_plots(scored, monkeypatch):
+    target, tfidf, small = scored
+    monkeypatch.setattr(compare, "MAX_PAIRS_IN_SCATTER", 5)
+    result = compare.compare(target=target, models=[tfidf, small], layers={}, sections=())
+    inputs = compare.Inputs(result)
+    counted = [_CountedNames(s) for s in inputs.stimuli]
+    inputs._stimuli = counted
+    _CountedNames.reads = 0
+    compare._people(result, inputs)
+    # the scatter's 5 hover names (two stimuli each) and its 5 CSV rows per model
+    assert _CountedNames.reads == 2 * 5 + 2 * 5 * 2
