@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from celery import current_app
+from django.conf import settings
 from django.core.cache import cache
 
 from evaluation import judgments as target_reading
@@ -60,18 +61,32 @@ def choices_key(target: Target, metric_key: str) -> str:
     )
 
 
-def board_layer_choices(*, target: Target, metric_key: str) -> list[ModelLayerChoice] | None:
+def board_layer_choices(
+    *, target: Target, metric_key: str, partial: bool = False
+) -> list[ModelLayerChoice] | None:
     """Each model with two or more layers scored on ``metric_key``: its cross-validated layer
     choice, or None while a worker computes it (on a 1,000-stimulus target with all pairs
-    it takes tens of seconds: never on a request)."""
+    it takes tens of seconds: not on a page request). Where the cache is each process's own
+    (no CACHE_URL: one web process, e.g. ``make run``), a worker's result would not be seen:
+    the page's own htmx request (``partial``) computes it instead."""
     if not cross_validates(metric_key):
         return []
     key = choices_key(target, metric_key)
     choices = cache.get(key)
     if choices is None:
-        _send_once(key, CHOICE_TASK, target.pk, metric_key)
-        return None
+        if cache_is_shared():
+            _send_once(key, CHOICE_TASK, target.pk, metric_key)
+            return None
+        if not partial:
+            return None
+        choices = _compute(target, metric_key)
+        cache.set(key, choices, CACHE_SECONDS)
     return list(choices)
+
+
+def cache_is_shared() -> bool:
+    """Whether the workers and the web processes share the cache (CACHE_URL is set)."""
+    return not settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")
 
 
 def layer_choices_compute(target_id: int, metric_key: str) -> None:
@@ -169,6 +184,11 @@ def random_floor(target: Target, metric_key: str) -> engine.RandomFloor | None:
     if key is None:
         return None
     floor = cache.get(key)
+    if floor is None and not cache_is_shared():
+        # One process with its own cache: no worker's result would reach it. Computed here
+        # once (cached for good); with CACHE_URL set, a worker computes it.
+        random_floor_compute(target.pk, metric_key)
+        floor = cache.get(key)
     if floor is None:
         _send_once(key, FLOOR_TASK, target.pk, metric_key)
         return None

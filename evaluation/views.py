@@ -174,7 +174,9 @@ def leaderboard_layer_choice(request: HttpRequest, target_id: int) -> HttpRespon
             "target": target,
             "board": board,
             # None while a worker computes it: the page polls (htmx) until it is cached.
-            "choices": board_layer_choices(target=target, metric_key=board.sort_key),
+            "choices": board_layer_choices(
+                target=target, metric_key=board.sort_key, partial=bool(request.htmx)
+            ),
             "cross_validated": cross_validates(board.sort_key),
             "splits": layer_engine.CV_SPLITS,
             "seed": layer_engine.CV_SEED,

@@ -49,6 +49,7 @@ def queue(monkeypatch):
     cache.clear()
     fake = FakeQueue()
     monkeypatch.setattr(layer_choice, "current_app", fake)
+    monkeypatch.setattr(layer_choice, "cache_is_shared", lambda: True)  # as behind gunicorn
     yield fake
     cache.clear()
 
@@ -222,3 +223,15 @@ def test_random_floor_is_computed_by_a_worker_and_an_undefined_one_is_cached(que
     queue.run()
     assert cache.get(layer_choice._floor_key(flat, KEY)) == layer_choice.UNDEFINED_FLOOR
     assert layer_choice.random_floor(flat, KEY) is None and queue.sent == []  # not again
+
+
+def test_without_a_shared_cache_the_page_s_own_htmx_request_computes(client, queue, monkeypatch):
+    """One web process with its own cache (make run): no worker's result would reach it."""
+    monkeypatch.setattr(layer_choice, "cache_is_shared", lambda: False)
+    target, _ = scored_sweep()
+    link = reverse("evaluation:leaderboard_layer_choice", args=[target.pk])
+    assert client.get(link).context["choices"] is None  # the page itself computes nothing
+    partial = client.get(link, headers={"HX-Request": "true"}).content.decode()
+    assert 'id="layer-choices"' in partial and "layer-choice-pending" not in partial
+    assert "<code>late</code> ×" in partial  # the layer chosen on the halves
+    assert queue.sent == []

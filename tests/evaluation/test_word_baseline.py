@@ -68,8 +68,8 @@ def test_chargrams_scores_single_words_as_scikit_learn_does(simlex, client):
     assert score.value == pytest.approx(expected, abs=1e-6)
     assert score.value == pytest.approx(0.027, abs=0.005)  # spelling says little: a floor
     assert score.ci_low < score.value < score.ci_high
-    assert random_floor(target, score.metric_key) is None  # not computed on a request
-    random_floor_compute(target.pk, score.metric_key)  # as the worker it was sent to does
+    random_floor_compute(target.pk, score.metric_key)  # as a worker does (tests/evaluation/
+    # test_layer_choice_page.py: sent to one, not computed on the request, with CACHE_URL)
     board = client.get(target.get_absolute_url()).content.decode()
     floor = random_floor(target, score.metric_key)
     assert floor is not None
