@@ -160,7 +160,7 @@ def leaderboard(
     )
 
 
-def leaderboard_layer_choice(request: HttpRequest, target_id: int) -> HttpResponse:
+def leaderboard_layer_choice(request: HtmxHttpRequest, target_id: int) -> HttpResponse:
     """Best layer per model, chosen on half the stimuli and scored on the other half (both
     ways, over seeded random halvings), beside the board's optimistic choice."""
     target = get_object_or_404(selectors.targets_with_datasets(), pk=target_id)
