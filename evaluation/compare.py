@@ -629,16 +629,15 @@ def _human_matrices(
     position = np.full(len(inputs.stimuli), -1)
     position[index] = np.arange(len(index))
     shown = (position[pairs.i] >= 0) & (position[pairs.j] >= 0)
-    rows, cols = position[pairs.i[shown]], position[pairs.j[shown]]
-    result.matrix_judged = int((rows != cols).sum())
-    people = np.full((len(index), len(index)), np.nan)
-    people[rows, cols] = people[cols, rows] = pairs.mean[shown]
+    cells = _CellMeans(position[pairs.i[shown]], position[pairs.j[shown]], len(index))
+    result.matrix_judged = int((cells.rows != cells.cols).sum())
     scale = result.options.residual_scale
     judgments = result.target.judgments
     low = judgments.scale_min if judgments and judgments.scale_min is not None else None
     high = judgments.scale_max if judgments and judgments.scale_max is not None else None
+    people = cells.mean(pairs.mean[shown])
     svg = sparse_heatmap(
-        _cells(people),
+        _cells(cells.matrix(people)),
         row_labels=labels,
         col_labels=labels,
         title=f"People: mean rating of {result.matrix_judged} judged pairs",
@@ -647,20 +646,19 @@ def _human_matrices(
         value_label="mean human rating",
         cell=_cell(len(index)),
     )
-    cells = (np.minimum(rows, cols), np.maximum(rows, cols))
     result.human_heatmap = result.figure(
         "compare-people", svg, [*MATRIX_COLUMNS, "mean human rating", "judgments"],
-        _matrix_rows(labels, cells, pairs.mean[shown], pairs.count[shown]),
+        _matrix_rows(labels, (cells.rows, cells.cols), people, cells.total(pairs.count[shown])),
         name="people",
     )  # fmt: skip
     human_scaled = comparable(pairs.mean, scale)
     for side, x in zip(result.sides, inputs.vectors, strict=True):
         model_scaled = comparable(_pair_similarity(x, pairs.i, pairs.j), scale)
-        residual = np.full((len(index), len(index)), np.nan)
-        gap = (model_scaled - human_scaled)[shown]
-        residual[rows, cols] = residual[cols, rows] = gap
+        model_cell = cells.mean(model_scaled[shown])
+        human_cell = cells.mean(human_scaled[shown])
+        gap = cells.mean((model_scaled - human_scaled)[shown])
         svg = sparse_heatmap(
-            _cells(residual),
+            _cells(cells.matrix(gap)),
             row_labels=labels,
             col_labels=labels,
             title=f"{side.model.name} minus people ({scale})",
@@ -671,10 +669,34 @@ def _human_matrices(
         figure = result.figure(
             "compare-residual", svg,
             [*MATRIX_COLUMNS, f"model ({scale})", f"people ({scale})", "model minus people"],
-            _matrix_rows(labels, cells, model_scaled[shown], human_scaled[shown], gap),
+            _matrix_rows(labels, (cells.rows, cells.cols), model_cell, human_cell, gap),
             model=side.model, name=f"{side.model.name} minus people",
         )  # fmt: skip
         result.residuals.append((side, figure))
+
+
+class _CellMeans:
+    """The cells of a symmetric matrix that entries (a[k], b[k]) fall in, each unordered pair
+    once (row <= column). A target scored by row (scoring_unit "row") can hold a pair more
+    than once, either way round: its cell shows the mean of its entries, not the last."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, size: int) -> None:
+        self.size = size
+        flat = np.minimum(a, b) * size + np.maximum(a, b)
+        self.flat, self.cell_of = np.unique(flat, return_inverse=True)
+        self.rows, self.cols = self.flat // size, self.flat % size
+        self.entries = np.bincount(self.cell_of, minlength=len(self.flat))
+
+    def total(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(self.cell_of, weights=values, minlength=len(self.flat))
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        return self.total(values) / self.entries
+
+    def matrix(self, per_cell: np.ndarray) -> np.ndarray:
+        matrix = np.full((self.size, self.size), np.nan)
+        matrix[self.rows, self.cols] = matrix[self.cols, self.rows] = per_cell
+        return matrix
 
 
 _CELL = re.compile(

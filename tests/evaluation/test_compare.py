@@ -570,3 +570,35 @@ def test_people_names_only_the_pairs_it_plots(scored, monkeypatch):
     compare._people(result, inputs)
     # the scatter's 5 hover names (two stimuli each) and its 5 CSV rows per model
     assert _CountedNames.reads == 2 * 5 + 2 * 5 * 2
+
+
+def test_a_row_scored_target_shows_each_pairs_mean_in_its_cell(enqueued):
+    """Scored by row, a pair can be published twice (and either way round): its cell in
+    the people's matrix is the mean of its rows, and each pair counts once in the title."""
+    dataset = make_text_dataset()
+    rows = [JudgmentRow(stimuli=(a, a + 1), value=float(a)) for a in range(7)]
+    rows += [JudgmentRow(stimuli=(1, 0), value=4.0), JudgmentRow(stimuli=(0, 1), value=5.0)]
+    judgments = judgments_create(
+        dataset=dataset, name="rows", kind="pairs", rows=rows, scoring_unit="row"
+    )
+    tfidf = services.model_register(name="tfidf", source="baseline", identifier="tfidf")
+    small = make_text_model()
+    run = services.run_create(
+        dataset=dataset, models=[tfidf, small], metrics=[knn_entry(k=1, split="loo")]
+    )
+    run_steps(run)
+    result = compare.compare(
+        target=judgments.target, models=[tfidf, small], layers={}, sections=("matrices",)
+    )
+    assert result.matrix_judged == 7
+    assert "People: mean rating of 7 judged pairs" in result.human_heatmap.svg
+    names = [s.name for s in dataset.stimuli.order_by("order")]
+    assert len(result.human_heatmap.rows) == 7  # a row per pair
+    (cell,) = [
+        row[4:]
+        for row in result.human_heatmap.rows
+        if {row[2].split(" [")[0], row[3].split(" [")[0]} == {names[0], names[1]}
+    ]
+    assert cell == [pytest.approx(3.0), 3]  # the mean of its rows 0, 4 and 5; three rows
+    for _, residual in result.residuals:
+        assert len(residual.rows) == 7
