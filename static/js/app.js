@@ -34,4 +34,35 @@
     link.replaceWith(video);
     video.play().catch(function () {}); // refused (rare when muted): its controls still play it
   });
+
+  // <section data-loading-section hx-get=...>: a section of a page loaded after the page (the
+  // compare page's). htmx 2 swaps no 4xx/5xx answer, which would leave "Computing…" forever:
+  // say what failed instead, keeping the section's link that shows it without JavaScript.
+  function sectionFailed(event) {
+    var section = event.detail && event.detail.elt;
+    if (!section || !section.matches || !section.matches("[data-loading-section]")) { return; }
+    var status = section.querySelector("[role=status]");
+    if (!status) { return; }
+    var xhr = event.detail.xhr;
+    var said = "";
+    if (xhr && xhr.status) {
+      var type = xhr.getResponseHeader("Content-Type") || "";
+      said = type.indexOf("text/plain") === 0 ? xhr.responseText.slice(0, 500) : xhr.statusText;
+      said = "This section could not be computed (HTTP " + xhr.status + (said ? ": " + said : "") + "). ";
+    } else {
+      said = "This section could not be loaded (no answer from the server). ";
+    }
+    var fallback = status.querySelector("a");
+    status.textContent = said;
+    if (fallback) {
+      fallback.textContent = "Try showing every section at once";
+      status.appendChild(fallback);
+      status.appendChild(document.createTextNode("."));
+    }
+    status.setAttribute("role", "alert");
+    status.className = "errors";
+    section.setAttribute("aria-busy", "false");
+  }
+  document.addEventListener("htmx:responseError", sectionFailed);
+  document.addEventListener("htmx:sendError", sectionFailed);
 })();

@@ -124,3 +124,21 @@ def test_compare_page_without_javascript(browser, live_server, researcher, score
         assert page.locator("[aria-busy=true]").count() == 0
     finally:
         context.close()
+
+
+def test_a_failed_section_says_so(page, live_server, researcher, scored, monkeypatch):  # noqa: F811
+    """htmx 2 swaps no error answer: app.js shows what failed and the sync=1 link."""
+    from evaluation import compare
+
+    def broken(result, inputs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(compare.SECTION_COMPUTE, "models", broken)
+    target, tfidf, small = scored
+    query = f"/compare/?target={target.pk}&models={tfidf.pk}&models={small.pk}&measure=pearson"
+    log_in(page, live_server, query)
+    page.wait_for_function(LOADED)
+    alert = page.locator("#section-models [role=alert]")
+    assert "could not be computed (HTTP 500" in alert.inner_text()
+    assert "sync=1" in alert.locator("a").get_attribute("href")
+    assert page.locator("#human-matrix svg").count() == 1  # the other sections still load
