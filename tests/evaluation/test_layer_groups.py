@@ -145,6 +145,7 @@ def test_native_outputs_name_every_adapters():
     classes, natives = [Adapter], set()
     while classes:
         adapter = classes.pop()
-        natives |= set(adapter.native_layers)
+        if adapter.__module__.startswith("evaluation.engine.adapters"):  # not tests' fakes
+            natives |= set(adapter.native_layers)
         classes += adapter.__subclasses__()
     assert len(natives) >= 6 and natives | {VIDEO_EMBEDDING} <= NATIVE_OUTPUTS
