@@ -90,6 +90,7 @@ class Side:
     layer: str
     embedding_set: EmbeddingSet | None
     layers_cached: list[str] = field(default_factory=list)
+    layer_sets: dict[str, list[EmbeddingSet]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -238,15 +239,28 @@ class Comparison:
         return next((t for t in tables if t.key == key), None)
 
 
-def latest_embeddings(model: PretrainedModel, target: Target) -> dict[str, EmbeddingSet]:
-    """The newest cached EmbeddingSet per layer of ``model`` on the target's dataset."""
-    sets: dict[str, EmbeddingSet] = {}
+def embedding_sets(model: PretrainedModel, target: Target) -> dict[str, list[EmbeddingSet]]:
+    """Every EmbeddingSet of ``model`` on the target's dataset by layer (layers in the order
+    first cached), newest first: one query, no file checked (on S3 a check is a request)."""
+    sets: dict[str, list[EmbeddingSet]] = {}
     for embedding_set in EmbeddingSet.objects.filter(model=model, dataset=target.dataset).order_by(
         "created_at", "id"
     ):
-        if embedding_set.is_stored():
-            sets[embedding_set.layer] = embedding_set
+        sets.setdefault(embedding_set.layer, []).insert(0, embedding_set)
     return sets
+
+
+def stored_set(candidates: list[EmbeddingSet]) -> EmbeddingSet | None:
+    """The newest of ``candidates`` whose file is still stored (older ones only where the
+    newest's is gone)."""
+    return next((s for s in candidates if s.is_stored()), None)
+
+
+def latest_embeddings(model: PretrainedModel, target: Target) -> dict[str, EmbeddingSet]:
+    """The newest stored EmbeddingSet per layer of ``model`` on the target's dataset (every
+    layer's file checked: for CKA, which reads them all)."""
+    stored = {layer: stored_set(sets) for layer, sets in embedding_sets(model, target).items()}
+    return {layer: s for layer, s in stored.items() if s is not None}
 
 
 def prepare(
@@ -256,14 +270,17 @@ def prepare(
     layers: dict[int, str],
     options: Options | None = None,
 ) -> Comparison:
-    """Which embeddings each chosen model has (cheap: no embedding is read)."""
+    """Which embeddings each chosen model has (cheap: no embedding is read, and only the
+    chosen layer's file is checked; the other layers are offered as the database lists
+    them)."""
     sides = []
     for model in models[:MAX_MODELS]:
-        cached = latest_embeddings(model, target)
+        listed = embedding_sets(model, target)
         layer = layers.get(model.pk) or (
-            model.default_layer if model.default_layer in cached else next(iter(cached), "")
+            model.default_layer if model.default_layer in listed else next(iter(listed), "")
         )
-        sides.append(Side(model, layer, cached.get(layer), sorted(cached)))
+        chosen = stored_set(listed.get(layer, []))
+        sides.append(Side(model, layer, chosen, sorted(listed), listed))
     ready = [side for side in sides if side.embedding_set is not None]
     missing = [side for side in sides if side.embedding_set is None]
     return Comparison(target, ready, missing, options or Options(), human=target.kind == "pairs")
@@ -341,8 +358,7 @@ def section_key(result: Comparison, name: str) -> str:
     parts += [side.embedding_set.relative_path for side in result.sides if side.embedding_set]
     if name == "models":
         for side in result.sides[:2]:
-            sets = latest_embeddings(side.model, result.target).values()
-            parts += sorted(s.relative_path for s in sets)
+            parts += sorted(sets[0].relative_path for sets in side.layer_sets.values())
     parts += [getattr(result.options, option) for option in SECTION_OPTIONS[name]]
     digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
     return f"compare:v2:{name}:{digest}"
@@ -910,8 +926,8 @@ def _disagreements(
 def _cka(result: Comparison, target: Target, n_stimuli: int) -> None:
     """Linear CKA (unbiased) of every cached layer of model A against every one of model B."""
     a, b = result.sides[:2]
-    sets_a = latest_embeddings(a.model, target)
-    sets_b = latest_embeddings(b.model, target)
+    sets_a = _stored_layers(a)
+    sets_b = _stored_layers(b)
     order_a = _depth_order(a.model, list(sets_a))
     order_b = _depth_order(b.model, list(sets_b))
     index = _sample(n_stimuli, CKA_STIMULI)
@@ -935,6 +951,11 @@ def _cka(result: Comparison, target: Target, n_stimuli: int) -> None:
          for c, lb in enumerate(order_b)],
         name="cka", caption="Layers in network depth order.",
     )  # fmt: skip
+
+
+def _stored_layers(side: Side) -> dict[str, EmbeddingSet]:
+    stored = {layer: stored_set(sets) for layer, sets in side.layer_sets.items()}
+    return {layer: s for layer, s in stored.items() if s is not None}
 
 
 def _depth_order(model: PretrainedModel, names: list[str]) -> list[str]:

@@ -602,3 +602,22 @@ def test_a_row_scored_target_shows_each_pairs_mean_in_its_cell(enqueued):
     assert cell == [pytest.approx(3.0), 3]  # the mean of its rows 0, 4 and 5; three rows
     for _, residual in result.residuals:
         assert len(residual.rows) == 7
+
+
+def test_storage_is_asked_only_about_the_chosen_sets(scored, monkeypatch):
+    """On S3 every is_stored() is a request: a view checks the chosen layer's file of each
+    model, and CKA (when computed, not on a cache hit) the layers it reads."""
+    target, tfidf, small = scored
+    asked = []
+    is_stored = compare.EmbeddingSet.is_stored
+    monkeypatch.setattr(
+        compare.EmbeddingSet, "is_stored", lambda self: asked.append(self.pk) or is_stored(self)
+    )
+    compare.compare(target=target, models=[tfidf, small], layers={})
+    layers = len(compare.latest_embeddings(tfidf, target)) + len(
+        compare.latest_embeddings(small, target)
+    )
+    asked.clear()
+    result = compare.compare(target=target, models=[tfidf, small], layers={})  # cache hits
+    assert sorted(asked) == sorted(side.embedding_set.pk for side in result.sides)
+    assert result.cka is not None and layers >= 2
