@@ -346,16 +346,23 @@ def compute_section(result: Comparison, name: str) -> None:
 
 
 def section_key(result: Comparison, name: str) -> str:
-    """Everything the section reads: the target and its judgments (their number and newest
-    row), each side's embedding file (content-addressed; for CKA every cached layer's), the
-    stimuli's order, and the section's options."""
+    """Everything the section reads: the target and its judgments (which, their scale, their
+    number and newest row), each side's model (pk, name as titled), layer and embedding file
+    (content-addressed; for CKA every cached layer's), the stimuli's order, and the
+    section's options."""
     dataset = result.target.dataset
     parts: list[Any] = [name, result.target.pk, dataset.pk, dataset.content_hash]
     judgments = result.target.judgments if result.human else None
     if judgments is not None:
         rows = judgments.rows.aggregate(n=Count("id"), newest=Max("id"))
+        parts += [judgments.pk, judgments.scale_min, judgments.scale_max]
         parts += [rows["n"], rows["newest"]]
-    parts += [side.embedding_set.relative_path for side in result.sides if side.embedding_set]
+    # The model's name and layer are drawn into titles; a set's file may be shared by models.
+    parts += [
+        (side.model.pk, side.model.name, side.layer, side.embedding_set.relative_path)
+        for side in result.sides
+        if side.embedding_set
+    ]
     if name == "models":
         for side in result.sides[:2]:
             parts += sorted(sets[0].relative_path for sets in side.layer_sets.values())

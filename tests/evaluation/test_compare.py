@@ -621,3 +621,20 @@ def test_storage_is_asked_only_about_the_chosen_sets(scored, monkeypatch):
     result = compare.compare(target=target, models=[tfidf, small], layers={})  # cache hits
     assert sorted(asked) == sorted(side.embedding_set.pk for side in result.sides)
     assert result.cka is not None and layers >= 2
+
+
+def test_the_cache_key_names_the_models_their_layers_and_the_judgments_scale(scored):
+    target, tfidf, small = scored
+    result = compare.prepare(target=target, models=[tfidf, small], layers={})
+    key = compare.section_key(result, "matrices")
+    small.name = "renamed"  # titles name the model
+    assert compare.section_key(result, "matrices") != key
+    small.name = "minilm"
+    result.sides[1].layer = "another"  # same file, another layer's name
+    assert compare.section_key(result, "matrices") != key
+    result.sides[1].layer = compare.prepare(target=target, models=[small], layers={}).sides[0].layer
+    assert compare.section_key(result, "matrices") == key
+    judgments = target.judgments
+    judgments.scale_max = 99.0  # the people's matrix's colour scale
+    judgments.save()
+    assert compare.section_key(result, "matrices") != key
