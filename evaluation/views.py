@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -423,7 +423,26 @@ def _compare_context(request: HttpRequest, choice: _CompareChoice) -> dict[str, 
         "sections": compare.SECTIONS,
         "query": choice.query,
         "sync": request.GET.get("sync") == "1",
+        **_compare_link_queries(request, choice),
         "tables": _pair_table_views(request, choice.comparison) if choice.comparison else {},
+    }
+
+
+def _compare_link_queries(request: HttpRequest, choice: _CompareChoice) -> dict[str, Any]:
+    """The queries of the page's own links, each without the value it sets (a neighbour's
+    stimulus=, a layer's layer_<model>=), so that clicking them does not pile up values, and
+    with sync=1 where the page was asked for so (the page without JavaScript)."""
+
+    def without(name: str) -> str:
+        params = [(key, value) for key, value in parse_qsl(choice.query) if key != name]
+        if request.GET.get("sync") == "1":
+            params.append(("sync", "1"))
+        return urlencode(params)
+
+    sides = choice.comparison.sides if choice.comparison else []
+    return {
+        "neighbour_query": without("stimulus"),
+        "layer_queries": {side.model.pk: without(f"layer_{side.model.pk}") for side in sides},
     }
 
 

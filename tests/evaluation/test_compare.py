@@ -638,3 +638,24 @@ def test_the_cache_key_names_the_models_their_layers_and_the_judgments_scale(sco
     judgments.scale_max = 99.0  # the people's matrix's colour scale
     judgments.save()
     assert compare.section_key(result, "matrices") != key
+
+
+def test_neighbour_and_layer_links_replace_their_value_and_keep_sync(researcher_client, scored):
+    import re
+    from urllib.parse import parse_qs
+
+    target, tfidf, small = scored
+    stimulus = target.dataset.stimuli.order_by("order")[3]
+    query = {"target": target.pk, "models": [tfidf.pk, small.pk], "sync": "1",
+             "stimulus": stimulus.pk, f"layer_{small.pk}": small.default_layer}  # fmt: skip
+    response = researcher_client.get(reverse("evaluation:compare"), query)
+    page = response.content.decode()
+    section = page[page.index('id="section-neighbours"') :]
+    links = re.findall(r'<a href="\?([^"]+)"', section)
+    assert links
+    for link in links:
+        params = parse_qs(link.replace("&amp;", "&"))
+        assert len(params["stimulus"]) == 1 and params["sync"] == ["1"]
+    layer_query = parse_qs(response.context["layer_queries"][small.pk])
+    assert f"layer_{small.pk}" not in layer_query and layer_query["sync"] == ["1"]
+    assert layer_query["stimulus"] == [str(stimulus.pk)]
