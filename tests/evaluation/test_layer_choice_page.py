@@ -233,5 +233,5 @@ def test_without_a_shared_cache_the_page_s_own_htmx_request_computes(client, que
     assert client.get(link).context["choices"] is None  # the page itself computes nothing
     partial = client.get(link, headers={"HX-Request": "true"}).content.decode()
     assert 'id="layer-choices"' in partial and "layer-choice-pending" not in partial
-    assert "<code>late</code> ×" in partial  # the layer chosen on the halves
+    assert "<code>late</code> \u00d7" in partial  # the layer chosen on the halves
     assert queue.sent == []
