@@ -449,15 +449,9 @@ def correlation(a: np.ndarray, b: np.ndarray, measure: str) -> float:
     b = np.asarray(b, dtype=np.float64)
     if len(a) < rsa_metrics.MIN_ENTRIES:
         raise MetricError(f"{len(a)} judged pairs; a correlation needs at least 3.")
-    if measure == "pearson":
-        return rsa_metrics._pearson(a, b, "Pearson correlation")
-    if measure == "spearman":
-        return rsa_metrics._pearson(rankdata(a), rankdata(b), "Spearman correlation")
-    if measure == "rho_a":
-        return rsa_metrics._rho_a(a, b)
-    if measure == "kendall_tau_a":
-        return rsa_metrics._kendall_tau_a(a, b)
-    raise MetricError(f"Unknown measure {measure!r}; choose one of {', '.join(MEASURES)}.")
+    if measure not in MEASURES:
+        raise MetricError(f"Unknown measure {measure!r}; choose one of {', '.join(MEASURES)}.")
+    return rsa_metrics.correlate(a, b, measure)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -659,3 +659,42 @@ def test_neighbour_and_layer_links_replace_their_value_and_keep_sync(researcher_
     layer_query = parse_qs(response.context["layer_queries"][small.pk])
     assert f"layer_{small.pk}" not in layer_query and layer_query["sync"] == ["1"]
     assert layer_query["stimulus"] == [str(stimulus.pk)]
+
+
+def test_rho_a_is_spearmans_rho_averaged_over_every_tie_breaking():
+    """An independent reference: rho-a is the expected Spearman rho when ties are broken at
+    random (Nili et al. 2014), here averaged over every way of breaking them, each rho by
+    the untied formula 1 - 6 sum d^2 / (n^3 - n)."""
+    from itertools import permutations, product
+
+    a = np.array([1.0, 2.0, 2.0, 3.0, 3.0, 3.0])
+    b = np.array([2.0, 1.0, 1.0, 4.0, 3.0, 3.0])
+    n = len(a)
+
+    def breakings(values):
+        """Every strict ranking consistent with ``values`` (ties in every order)."""
+        groups = [np.flatnonzero(values == v) for v in np.unique(values)]
+        for orders in product(*(permutations(g) for g in groups)):
+            ranks = np.empty(n)
+            ranks[np.concatenate(orders)] = np.arange(1, n + 1)
+            yield ranks
+
+    rhos = [
+        1 - 6 * ((ra - rb) ** 2).sum() / (n**3 - n) for ra in breakings(a) for rb in breakings(b)
+    ]
+    assert compare.correlation(a, b, "rho_a") == pytest.approx(np.mean(rhos), abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman", "rho_a", "kendall_tau_a"])
+def test_rsa_correlate_is_what_rsa_computes(method):
+    from evaluation.engine.errors import MetricError
+    from evaluation.engine.metrics.rsa import correlate, rsa
+
+    rdm_a = np.random.default_rng(1).normal(size=10)  # 5 stimuli
+    rdm_b = np.round(np.random.default_rng(2).normal(size=10), 1)
+    assert correlate(rdm_a, rdm_b, method) == rsa(rdm_a, rdm_b, method=method)
+    assert correlate(rdm_a[:7], rdm_b[:7], method) == pytest.approx(
+        compare.correlation(rdm_a[:7], rdm_b[:7], method)
+    )  # not a triangle: correlate does not ask for one
+    with pytest.raises(MetricError, match="Unknown RSA method"):
+        correlate(rdm_a, rdm_b, "cosine")  # type: ignore[arg-type]

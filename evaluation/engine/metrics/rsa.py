@@ -138,13 +138,23 @@ def rsa(rdm_a: np.ndarray, rdm_b: np.ndarray, *, method: RsaMethod = "spearman")
             f"The RDMs cover different numbers of pairs ({len(a)} and {len(b)}); "
             "they must describe the same stimuli in the same order."
         )
+    return correlate(a, b, method)
+
+
+def correlate(a: np.ndarray, b: np.ndarray, method: RsaMethod = "spearman") -> float:
+    """``method``'s correlation of two finite vectors of equal length, at least
+    ``MIN_ENTRIES``, not checked to be an RDM's triangle: what ``rsa`` computes once it has
+    checked its RDMs, for callers comparing other pair lists (the compare page's judged
+    pairs) who check their own input."""
     if method == "pearson":
         return _pearson(a, b, "Pearson correlation")
     if method == "spearman":
         return _pearson(rankdata(a), rankdata(b), "Spearman correlation")
     if method == "rho_a":
         return _rho_a(a, b)
-    return _kendall_tau_a(a, b)
+    if method == "kendall_tau_a":
+        return _kendall_tau_a(a, b)
+    raise MetricError(f"Unknown RSA method {method!r}; choose one of {', '.join(RSA_METHODS)}.")
 
 
 def rsa_between(
