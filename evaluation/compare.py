@@ -517,7 +517,7 @@ def _rho_a_resamples(
     the repeated pairs, tested). Resamples in chunks of at most BOOTSTRAP_CHUNK_CELLS."""
     kept = _sample(len(model), plan.pairs)
     model, human, i, j = model[kept], pairs.mean[kept], pairs.i[kept], pairs.j[kept]
-    counts = human_metrics._resample_counts(n_stimuli, plan.resamples, 0)
+    counts = human_metrics.resample_counts(n_stimuli, plan.resamples, 0)
     order_model = np.argsort(model, kind="stable")
     order_human = np.argsort(human, kind="stable")
     samples = np.full(plan.resamples, np.nan)
@@ -526,8 +526,8 @@ def _rho_a_resamples(
         weights = human_metrics.pair_weights(counts[start : start + step], i, j)
         total = weights.sum(axis=1)
         middle = ((total + 1) / 2)[:, None]
-        ranks_model = human_metrics._weighted_ranks_rows(model, weights, order_model) - middle
-        ranks_human = human_metrics._weighted_ranks_rows(human, weights, order_human)
+        ranks_model = human_metrics.weighted_ranks_rows(model, weights, order_model) - middle
+        ranks_human = human_metrics.weighted_ranks_rows(human, weights, order_human)
         ranks_human -= middle
         with np.errstate(invalid="ignore", divide="ignore"):
             value = 12.0 * (weights * ranks_model * ranks_human).sum(axis=1) / (total**3 - total)
@@ -541,7 +541,7 @@ def _tau_a_resamples(
     """tau-a on each resample's pairs repeated as often as they enter, over ``plan``'s
     resamples and pairs."""
     kept = _sample(len(model), plan.pairs)
-    counts = human_metrics._resample_counts(n_stimuli, plan.resamples, 0)
+    counts = human_metrics.resample_counts(n_stimuli, plan.resamples, 0)
     samples = np.full(plan.resamples, np.nan)
     for k in range(plan.resamples):
         weights = human_metrics.pair_weights(counts[k : k + 1], pairs.i[kept], pairs.j[kept])[0]

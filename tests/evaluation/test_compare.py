@@ -498,7 +498,7 @@ def test_rho_a_resamples_equal_rho_a_of_each_resamples_repeated_pairs():
     plan = compare.interval_plan("rho_a", 200)
     assert (plan.resamples, plan.pairs) == (1000, 200)
     ours = compare._rho_a_resamples(model, pairs, 30, plan)
-    counts = human_metrics._resample_counts(30, 1000, 0)
+    counts = human_metrics.resample_counts(30, 1000, 0)
     for k in (0, 1, 500, 999):
         weights = human_metrics.pair_weights(counts[k : k + 1], i, j)[0].astype(np.int64)
         rows = np.repeat(np.arange(200), weights)

@@ -318,6 +318,21 @@ def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
+def resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """The engine's stimulus bootstrap, for callers that resample with it (the compare
+    page's rho-a and tau-a intervals): how often each of ``n`` stimuli is drawn in each of
+    ``n_boot`` resamples."""
+    return _resample_counts(n, n_boot, seed)
+
+
+def weighted_ranks_rows(
+    values: np.ndarray, weights: np.ndarray, order: np.ndarray | None = None
+) -> np.ndarray:
+    """Average ranks of ``values`` where each counts as often as its weight, one row of
+    ranks per row of ``weights`` (``order``: the stable argsort of ``values``, if known)."""
+    return _weighted_ranks_rows(values, weights, order)
+
+
 def _spearman_bootstrap(
     i: np.ndarray, j: np.ndarray, x: np.ndarray, y: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
