@@ -55,6 +55,7 @@ from evaluation.models import EmbeddingSet, PretrainedModel, Stimulus, Target
 HEATMAP_STIMULI = 100  # 3 px a cell: the people's matrix and two models' fit side by side
 MATRIX_PIXELS = 300  # a matrix's grid at most this wide
 MAX_MODELS = 4
+ORDERS = ("label", "cluster")  # the matrices' stimulus order
 NEIGHBOURS = 5
 MODEL_PAIRS = 2000  # pairs kept for the model-vs-model table (largest rank gaps)
 TABLE_ROWS = 25  # rows shown of a pair table (the CSV has them all)
@@ -201,6 +202,11 @@ class Comparison:
     @property
     def order_by(self) -> str:
         return self.options.order_by
+
+    @property
+    def scatter_limit(self) -> int:
+        """Judged pairs a scatter plots at most (a seeded sample beyond)."""
+        return MAX_PAIRS_IN_SCATTER
 
     def figure_params(self, **extra: object) -> list[tuple[str, str]]:
         """The query that rebuilds this comparison's figures (the page's own parameters)."""
@@ -1002,7 +1008,7 @@ def comparison_from_params(params: Any) -> Comparison:
     if len(models) < 2:
         raise figures.FigureProblem("Give models=<id> two to four times: the models compared.")
     options = Options(
-        order_by=qs.choice_param(params, "order", ("label", "cluster"), "label"),
+        order_by=qs.choice_param(params, "order", ORDERS, "label"),
         measure=qs.choice_param(params, "measure", tuple(MEASURES), "spearman"),
     )
     layers = {m.pk: qs.text_param(params, f"layer_{m.pk}", max_length=200) for m in models}

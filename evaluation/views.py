@@ -376,10 +376,10 @@ def _compare_choice(request: HttpRequest) -> _CompareChoice:
     # ... but stay reachable by their address, as their board is
     listed_or_not = selectors.targets_with_datasets()
     target = listed_or_not.filter(pk=target_id).first() if target_id is not None else None
-    chosen_ids = qs.id_list_param(request.GET, "models", limit=4)
+    chosen_ids = qs.id_list_param(request.GET, "models", limit=compare.MAX_MODELS)
     models = selectors.models_in_order(chosen_ids)
     options = compare.Options(
-        order_by=qs.choice_param(request.GET, "order", ("label", "cluster"), "label"),
+        order_by=qs.choice_param(request.GET, "order", compare.ORDERS, "label"),
         measure=qs.choice_param(request.GET, "measure", tuple(compare.MEASURES), "spearman"),
         stimulus_id=qs.id_param(request.GET, "stimulus"),
     )

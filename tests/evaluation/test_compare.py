@@ -698,3 +698,13 @@ def test_rsa_correlate_is_what_rsa_computes(method):
     )  # not a triangle: correlate does not ask for one
     with pytest.raises(MetricError, match="Unknown RSA method"):
         correlate(rdm_a, rdm_b, "cosine")  # type: ignore[arg-type]
+
+
+def test_the_scatter_caption_says_when_it_plots_a_sample(researcher_client, scored, monkeypatch):
+    target, tfidf, small = scored
+    query = {"target": target.pk, "models": [tfidf.pk, small.pk], "section": "people"}
+    url = reverse("evaluation:compare_section")
+    assert "all 28 plotted" in researcher_client.get(url, query).content.decode()
+    monkeypatch.setattr(compare, "MAX_PAIRS_IN_SCATTER", 10)
+    page = researcher_client.get(url, {**query, "measure": "pearson"}).content.decode()
+    assert "a seeded sample of 10 of the 28 pairs plotted; the correlation is over them all" in page
