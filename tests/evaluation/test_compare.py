@@ -708,3 +708,24 @@ def test_the_scatter_caption_says_when_it_plots_a_sample(researcher_client, scor
     monkeypatch.setattr(compare, "MAX_PAIRS_IN_SCATTER", 10)
     page = researcher_client.get(url, {**query, "measure": "pearson"}).content.decode()
     assert "a seeded sample of 10 of the 28 pairs plotted; the correlation is over them all" in page
+
+
+def test_chunked_pair_similarity_gathers_a_bounded_number_of_cells(monkeypatch):
+    """Past GRAM_ROWS stimuli the pairs are gathered in chunks of at most GRAM_ROWS**2
+    numbers whatever the dimension (20,000 pairs of 10,000 TF-IDF dimensions were 3 GB)."""
+    from evaluation.engine.metrics import human as human_metrics
+
+    monkeypatch.setattr(compare, "GRAM_ROWS", 20)
+    cells = []
+    pair_cosines = human_metrics.pair_cosines
+
+    def counted(unit, i, j):
+        cells.append(len(i) * unit.shape[1])
+        return pair_cosines(unit, i, j)
+
+    monkeypatch.setattr(human_metrics, "pair_cosines", counted)
+    x = human_metrics.unit_rows(np.random.default_rng(6).normal(size=(50, 100)))
+    i, j = np.triu_indices(50, k=1)
+    ours = compare._pair_similarity(x, i, j)
+    assert ours == pytest.approx(np.einsum("ij,ij->i", x[i], x[j]))
+    assert len(cells) > 1 and max(cells) <= 20**2
