@@ -303,7 +303,16 @@ class ModelRow:
 
 
 class RunForm(forms.Form):
-    dataset = forms.ModelChoiceField(queryset=Dataset.objects.all(), empty_label="Choose a dataset")
+    # Archived datasets and models leave the form's lists like every other list: a run on
+    # one starts after unarchiving it.
+    dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.filter(archived_at__isnull=True),
+        empty_label="Choose a dataset",
+        error_messages={
+            "invalid_choice": "Choose a dataset from the list (an archived dataset is left out "
+            "until it is unarchived)."
+        },
+    )
     models = _ModelChoices(
         queryset=PretrainedModel.objects.exclude(source=ModelSource.STACKED),
         widget=forms.CheckboxSelectMultiple,
@@ -313,7 +322,7 @@ class RunForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         dataset = self._chosen_dataset()
-        models = PretrainedModel.objects.all()
+        models = PretrainedModel.objects.filter(archived_at__isnull=True)
         # The page lists the models of the dataset's modality; another model posted is
         # refused in clean() with the reason (run_checks), not as an unknown choice.
         self.listed_models = (
@@ -552,7 +561,7 @@ class StackForm(forms.Form):
         language = self.fields["language"]
         assert isinstance(language, forms.ModelChoiceField)
         language.queryset = PretrainedModel.objects.filter(
-            source=ModelSource.LANGUAGE, scores__target=target
+            source=ModelSource.LANGUAGE, scores__target=target, archived_at__isnull=True
         ).distinct()
 
 

@@ -631,3 +631,20 @@ def test_a_pilot_whose_runner_died_blocks_no_deletion(catalogue):
     study_set_status(study=study, status="closed")
     study_archive.dataset_delete(catalogue["dataset"], delete_scores=True)
     assert not Study.objects.filter(pk=study.pk).exists()
+
+
+def test_the_run_and_stacking_forms_leave_archived_datasets_and_models_out(catalogue):
+    from evaluation.forms import RunForm, StackForm
+
+    dataset, model = catalogue["dataset"], catalogue["model"]
+    assert dataset in RunForm().fields["dataset"].queryset
+    assert model in RunForm(initial={"dataset": dataset}).listed_models
+    archive.archive_set(dataset, archived=True)
+    archive.archive_set(model, archived=True)
+    assert dataset not in RunForm().fields["dataset"].queryset
+    assert model not in RunForm(initial={"dataset": dataset}).listed_models
+    refused = RunForm(data={"dataset": str(dataset.pk), "models": [str(model.pk)]})
+    assert not refused.is_valid()
+    assert "archived dataset is left out until it is unarchived" in str(refused.errors["dataset"])
+    stack = StackForm(target=catalogue["pairs"]).fields["language"]
+    assert model not in stack.queryset
