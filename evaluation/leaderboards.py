@@ -33,7 +33,7 @@ from evaluation.engine.metrics.paired import (
     rank_intervals,
     tie_groups,
 )
-from evaluation.metrics import METRICS, metric_family_name, metric_name
+from evaluation.metrics import CHANCE, METRICS, Chance, metric_family_name, metric_name
 from evaluation.models import (
     REVISION_FIELDS,
     HumanJudgments,
@@ -755,21 +755,6 @@ def overall_csv_rows(board: OverallBoard) -> list[list[Any]]:
 FRONT_ROWS = 8  # rows per board on the front page; the board's own page has them all
 
 
-@dataclass(frozen=True)
-class Chance:
-    value: float
-    how: str  # what a model at chance does
-
-
-# Chance for the human-alignment metrics, whatever the data: a model whose similarities are
-# unrelated to the stimuli picks the odd one out of three (or one of two) at random, and its
-# similarities do not correlate with people's ratings.
-CHANCE = {
-    "odd_one_out": Chance(1 / 3, "one of the three picked at random"),
-    "two_afc": Chance(1 / 2, "one of the two picked at random"),
-    "pair_alignment": Chance(0.0, "similarities unrelated to the ratings"),
-    "reweighted_pair_alignment": Chance(0.0, "similarities unrelated to the ratings"),
-}
 CEILING_MEANING = {
     "pairs": "split-half reliability of the ratings (Spearman-Brown)",
     "triplets": "leave-one-out agreement among people",

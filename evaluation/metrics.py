@@ -355,16 +355,40 @@ def metric_description(key: str) -> str:
     return reading.description if reading else ""
 
 
+@dataclass(frozen=True)
+class Chance:
+    value: float
+    how: str  # what a model at chance does
+
+
+# Chance for the human-alignment metrics, whatever the data: a model whose similarities are
+# unrelated to the stimuli picks the odd one out of three (or one of two) at random, and its
+# similarities do not correlate with people's ratings.
+CHANCE = {
+    "odd_one_out": Chance(1 / 3, "one of the three picked at random"),
+    "two_afc": Chance(1 / 2, "one of the two picked at random"),
+    "pair_alignment": Chance(0.0, "similarities unrelated to the ratings"),
+    "reweighted_pair_alignment": Chance(0.0, "similarities unrelated to the ratings"),
+}
+
+
 def ceiling_check(metric: str, value: float) -> str:
     """Why ``value`` cannot be a ceiling of ``metric``; blank where it can. A ceiling is the
-    best score people reach, so it lies in the metric's range and above zero."""
+    best score people reach, so it lies in the metric's range and above chance (0 for a
+    correlation, 1/3 for the odd one out of three, 1/2 for one of two)."""
     low, high = METRICS[metric].value_range
-    if not (math.isfinite(value) and 0 < value <= high):
+    chance = CHANCE[metric].value if metric in CHANCE else 0.0
+    if not (math.isfinite(value) and chance < value <= high):
         return (
-            f"A ceiling of {metric_name(metric)} lies above 0 and at most {high:g} (the "
-            f"metric runs from {low:g} to {high:g}); {value:g} is not."
+            f"A ceiling of {metric_name(metric)} lies above {_number(chance)} (chance) and at "
+            f"most {high:g} (the metric runs from {low:g} to {high:g}); {value:g} is not."
         )
     return ""
+
+
+def _number(value: float) -> str:
+    """1/3 as a fraction, other chance levels as numbers."""
+    return "1/3" if math.isclose(value, 1 / 3) else f"{value:g}"
 
 
 BOOTSTRAP_RESAMPLES = 1000

@@ -35,7 +35,7 @@ def test_a_published_ceiling_is_entered_and_drawn_dashed(page, live_server, rese
     page.get_by_label("Published ceiling", exact=True).fill("1.4")
     page.get_by_label("Source", exact=True).fill("Hill et al. 2015")
     page.get_by_role("button", name="Save the published ceiling").click()
-    assert "lies above 0 and at most 1" in page.locator("#ceiling-errors").inner_text()
+    assert "lies above 0 (chance) and at most 1" in page.locator("#ceiling-errors").inner_text()
 
     page.get_by_label("Published ceiling", exact=True).fill("0.67")
     page.get_by_role("button", name="Save the published ceiling").click()

@@ -96,7 +96,7 @@ def post_ceiling(client: Client, target: Target, **data: str):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"value": "1.5", "source": "Hill et al."}, "lies above 0 and at most 1"),
+        ({"value": "1.5", "source": "Hill et al."}, "lies above 0 (chance) and at most 1"),
         ({"value": "-0.2", "source": "Hill et al."}, "-0.2 is not."),
         ({"value": "0", "source": "Hill et al."}, "0 is not."),
         ({"value": "nan", "source": "Hill et al."}, "Published ceiling:"),
@@ -166,3 +166,23 @@ def test_only_researchers_with_a_csrf_token_may_publish(client, outsider, resear
     assert response.status_code == 302
     labels.refresh_from_db()
     assert labels.published_ceiling is None
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "problem"),
+    [
+        ("odd_one_out", 0.30, "lies above 1/3 (chance) and at most 1"),
+        ("odd_one_out", 1 / 3, "lies above 1/3 (chance)"),
+        ("odd_one_out", 0.5, ""),
+        ("two_afc", 0.45, "lies above 0.5 (chance) and at most 1"),
+        ("two_afc", 0.9, ""),
+        ("pair_alignment", 0.01, ""),
+    ],
+)
+def test_a_published_ceiling_lies_above_chance(metric, value, problem):
+    """A ceiling at or below chance would put every model above people: refused."""
+    from evaluation.metrics import ceiling_check
+
+    found = ceiling_check(metric, value)
+    assert (problem in found) if problem else found == ""
+    assert bool(found) == bool(problem)
