@@ -119,7 +119,11 @@ class TargetFilter(HidesArchived):
         fields = ["kind", "dataset"]
 
 
-class ScoreFilter(StrictFilterSet):
+class ScoreFilter(HidesArchived):
+    """Scores, without those of archived models, targets or datasets unless ``?archived=1``
+    (the boards leave them out alike)."""
+
+    archived_fields = ("model__archived_at", "target__archived_at", "target__dataset__archived_at")
     model = filters.ModelChoiceFilter(queryset=PretrainedModel.objects.all(), help_text="Model id.")
     target = filters.ModelChoiceFilter(queryset=Target.objects.all(), help_text="Target id.")
     dataset = filters.ModelChoiceFilter(

@@ -71,3 +71,15 @@ def test_an_open_study_is_not_deleted(api, answered_study):
     )
     study_set_status(study=answered_study, status="closed")
     assert api.delete(f"/api/studies/{answered_study.pk}/").status_code == 204
+
+
+@pytest.mark.parametrize("archived", ["model", "dataset"])
+def test_scores_of_archived_models_or_datasets_leave_the_scores_list(api, text_catalogue, archived):
+    run_steps(text_catalogue["run"])
+    scores = set(Score.objects.filter(run=text_catalogue["run"]).values_list("pk", flat=True))
+    assert scores and scores <= set(listed(api, "/api/scores/"))
+    plural = {"model": "models", "dataset": "datasets"}[archived]
+    api.post(f"/api/{plural}/{text_catalogue[archived].pk}/archive/")
+    assert not scores & set(listed(api, "/api/scores/"))
+    assert scores <= set(listed(api, "/api/scores/?archived=1"))
+    assert api.get(f"/api/scores/{min(scores)}/").status_code == 200  # still by its id
