@@ -121,7 +121,9 @@ def fill(data: Path) -> str:
         f"data: {len(words)} words, {len(rows)} rated pairs; MiniLM at {len(set(layers))} "
         f"layers and chargrams, run {run.pk}"
     )
-    return urlencode({"target": judgments.target.pk, "models": [minilm.pk, chargrams.pk]}, doseq=True)
+    return urlencode(
+        {"target": judgments.target.pk, "models": [minilm.pk, chargrams.pk]}, doseq=True
+    )
 
 
 # --- Browser ----------------------------------------------------------------------------------
