@@ -16,6 +16,7 @@ import pytest
 from evaluation.figures import file_stem
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_csp import assert_enforced, watch_violations
+from tests.e2e.test_dashboard import log_in
 from tests.evaluation.test_figures import (  # noqa: F401 (layered, trend_study: fixtures)
     PNG_SIGNATURE,
     layered,
@@ -24,14 +25,6 @@ from tests.evaluation.test_figures import (  # noqa: F401 (layered, trend_study:
 from tests.evaluation.test_paired_leaderboard import board_of_20  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def log_in(page, live_server, path: str) -> None:
-    page.goto(f"{live_server.url}{path}")
-    page.get_by_label("Username").fill("rita")
-    page.get_by_label("Password").fill("rita-pass-123")
-    page.keyboard.press("Enter")
-    page.wait_for_url(f"{live_server.url}{path}")
 
 
 def download_all(page, figure) -> dict[str, tuple[str, bytes]]:
