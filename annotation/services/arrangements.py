@@ -59,6 +59,7 @@ CATCH_ITEMS = 4  # one stimulus twice, two others
 # distance between the other pairs ("place identical items on top of each other").
 CATCH_TOGETHER = 0.25
 ARENA_TOLERANCE = 1e-6  # rounding in the browser: a point on the rim is inside
+MAX_MOVES = 10**6  # per item and trial: more is not a person dragging (and not stored)
 MIN_REPEATED_PAIRS = 5  # the consistency rule needs this many pairs placed twice
 
 HELD, COUNTED, RELEASED = "held", "counted", "released"
@@ -309,6 +310,10 @@ def check_placements(trial: Trial, answer: Answer) -> None:
             raise TrialProblem(f"Item {number} lies outside the circle: drag it inside.")
         if placement.moves < 0:
             raise TrialProblem(f"Item {number} has a negative count of moves.")
+        if placement.moves > MAX_MOVES:
+            raise TrialProblem(
+                f"Item {number} has an implausible count of moves (more than {MAX_MOVES:,})."
+            )
     points = np.array([(p.x, p.y) for p in placements])
     if np.ptp(points, axis=0).max() < 1e-3:
         raise TrialProblem("The items all lie on one spot: arrange them by how alike they are.")

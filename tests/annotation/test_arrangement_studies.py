@@ -550,3 +550,21 @@ def test_an_estimate_is_computed_once_per_set_of_answers(monkeypatch):
     )
     services.session_estimate(participant)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("moves", [10**6 + 1, 10**40])
+def test_an_absurd_count_of_moves_is_refused_and_nothing_stored(client, moves):
+    study = make_study(arena_max_items=5)
+    url = open_session(client, study)
+    client.get(url)
+    trial = Trial.objects.get(participant__study=study)
+    placed = [[s, 0.1 * k, 0.0, 1] for k, s in enumerate(trial.shown)]
+    placed[-1][3] = moves
+    data = {"trial": trial.pk, "key": "k4", "rt_ms": "9000", "arrangement": json.dumps(placed)}
+    response = client.post(url, data)
+    assert response.status_code == 400
+    assert "implausible count of moves" in response.content.decode()
+    assert Response.objects.count() == 0
+    placed[-1][3] = 10**6  # the most a trial may count
+    response = client.post(url, {**data, "arrangement": json.dumps(placed)})
+    assert response.status_code == 302 and Response.objects.count() == 1
