@@ -243,12 +243,21 @@ def matrix_rows(study: Study) -> Iterator[dict[str, Any]]:
 
 def _pair_estimates(study: Study) -> Iterator[dict[str, Any]]:
     """Per pair: how many real, included participants arranged it and their estimates'
-    mean and spread (each participant's matrix at RMS 1)."""
+    mean and spread (each participant's matrix at RMS 1). A participant whose estimate
+    cannot be computed is left out of the pairs and named in a row of its own that says why
+    (first, before the pairs), as in matrix_rows: not a broken download."""
     names = dict(study.dataset.stimuli.values_list("pk", "name"))
     by_order = dict(study.dataset.stimuli.values_list("order", "pk"))
     pairs: dict[tuple[int, int], list[float]] = {}
-    for row in rows_of_arrangements(study, aggregated_participants(study)):
-        pairs.setdefault((row.stimuli[0], row.stimuli[1]), []).append(float(row.value or 0))
+    for participant in aggregated_participants(study).order_by("pk"):
+        try:
+            rows = rows_of_arrangements(study, [participant])
+        except ValidationError as exc:
+            yield {"a": None, "b": None, "n": None, "mean": None, "sd": None,
+                   "problem": " ".join(exc.messages)}  # fmt: skip
+            continue
+        for row in rows:
+            pairs.setdefault((row.stimuli[0], row.stimuli[1]), []).append(float(row.value or 0))
     for (a, b), values in sorted(pairs.items()):
         array = np.array(values)
         yield {
@@ -257,6 +266,7 @@ def _pair_estimates(study: Study) -> Iterator[dict[str, Any]]:
             "n": len(values),
             "mean": float(array.mean()),
             "sd": float(array.std(ddof=1)) if len(values) > 1 else None,
+            "problem": "",
         }
 
 

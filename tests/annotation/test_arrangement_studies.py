@@ -568,3 +568,41 @@ def test_an_absurd_count_of_moves_is_refused_and_nothing_stored(client, moves):
     placed[-1][3] = 10**6  # the most a trial may count
     response = client.post(url, {**data, "arrangement": json.dumps(placed)})
     assert response.status_code == 302 and Response.objects.count() == 1
+
+
+def test_the_aggregate_export_names_a_session_without_an_estimate_and_keeps_the_others(
+    client, researcher, monkeypatch
+):
+    from annotation import caches
+    from annotation.services import arrangements
+    from evaluation.engine.arrangement import ArrangementError
+
+    study = make_study(arena_max_items=5, trials_per_session=3, evidence_threshold=50.0)
+    points = truth_for(study)
+    failing, fine = (services.participant_start(study=study) for _ in range(2))
+    for participant in (failing, fine):
+        run_session(participant, points)
+    real = arrangements.estimate_dissimilarities
+    failing_arrangements = arrangements.session_arrangements(failing)
+
+    def estimate(n, arranged, **kwargs):
+        if len(arranged) == len(failing_arrangements) and all(
+            a == b and np.array_equal(p, q)
+            for (a, p), (b, q) in zip(arranged, failing_arrangements, strict=True)
+        ):
+            raise ArrangementError("did not converge")
+        return real(n, arranged, **kwargs)
+
+    caches.SESSION_ESTIMATES.clear()
+    monkeypatch.setattr(arrangements, "estimate_dissimilarities", estimate)
+    rows = list(exports.aggregate_rows(study))
+    problem, *pairs = rows
+    assert problem["n"] is None and f"participant {failing}" in problem["problem"]
+    assert "did not converge" in problem["problem"]
+    assert len(pairs) == 10 and {r["n"] for r in pairs} == {1}
+    assert all(r["problem"] == "" and r["mean"] > 0 for r in pairs)
+    client.force_login(researcher)
+    url = reverse("annotation:study_export", args=[study.pk, "aggregate", "csv"])
+    lines = b"".join(client.get(url).streaming_content).decode().splitlines()
+    assert lines[0] == "a,b,n,mean,sd,problem" and len(lines) == 12
+    assert "did not converge" in lines[1]
