@@ -12,25 +12,33 @@ trials show subsets chosen where the evidence is weakest.
 - ``next_subset`` and ``evidence_sufficient``: the "lift-the-weakest" choice of the next
   trial's items, and the rule that says when to stop.
 - ``simulate_arrangement``: a participant simulated from a known dissimilarity matrix
-  (classical MDS of the subset plus Gaussian placement noise), for tests and bots.
+  (classical MDS of the subset plus Gaussian placement noise, fitted into the arena), for
+  tests and bots.
 
-Evidence weights. The paper weights a pair's distance in a trial by its squared on-screen
-distance: placement error is roughly constant in screen units, so a pair drawn far apart is
-measured with a better signal-to-noise ratio, and a subset of similar items spread over the
-whole arena ("zoomed in") gives more evidence about their small dissimilarities than the
-first, crowded trial did. Here the on-screen distance is taken in units of that trial's RMS
-on-screen distance (the distances "scaled to a common RMS"), and the weight is its square.
-When participants fill the arena, as they are told to, the trial's RMS distance is a fixed
-fraction of the arena and these weights equal the paper's up to one constant factor, which
-cancels in the weighted averages. Unlike raw screen units they make the estimate
-independent of the coordinates' unit (pixels, arena fractions) and of each trial's own
-scale, and they stay fixed while the iteration rescales the trials, as in the paper. The
-evidence of a pair is the sum of its weights over the trials that showed it.
+The reference is the rsagroup's own implementation, rsatoolbox's
+``rsatoolbox.rdm.combine.rescale(rdms, method='evidence')``; the estimate here equals its
+evidence-weighted mean up to the overall scale (tests/engine/test_arrangement.py checks it
+against rsatoolbox itself).
 
-Rescaling. Each iteration scales a trial's distances by the least-squares factor against
-the current estimate over that trial's pairs. The published procedure may instead match
-the RMS of the two (as remembered, not checked against the paper's text); both fix the
-same scale when the trial agrees with the estimate, and differ only with noise.
+Units. Positions come in arena radii (the arena is the unit circle, as the participant
+page stores them); distances are taken in arena diameters (half the distance in radii),
+the unit rsatoolbox's weights assume.
+
+Evidence weights. A pair's distance in a trial is weighted by its squared on-screen
+distance in arena diameters, clipped below at 0.2**2 = 0.04 (rsatoolbox's clip, so that a
+pair placed together still counts for something). Placement error is roughly constant in
+screen units, so a pair drawn far apart is measured with a better signal-to-noise ratio,
+and a subset of similar items spread over the whole arena ("zoomed in") gives more evidence
+about their small dissimilarities than the first, crowded trial did. The weights are
+computed once from the raw on-screen distances and stay fixed while the iteration rescales
+the trials. The evidence of a pair is the sum of its weights over the trials that showed it
+(squared arena diameters); every pair a trial shows gets at least 0.04 from it.
+
+Rescaling (as rsatoolbox does it). Start: the unweighted mean of each pair's raw distances
+over the trials that showed it. Then repeat: scale each trial's distances so that their
+root sum of squares equals that of the current estimate over the same pairs (RSS matching),
+and take the evidence-weighted mean of the scaled distances per pair; until the estimate
+stops changing. The estimate is reported at RMS 1 over the pairs seen.
 """
 
 from __future__ import annotations
@@ -44,9 +52,16 @@ from numpy.typing import ArrayLike
 
 from evaluation.engine.errors import MetricError
 
-DEFAULT_TOLERANCE = 1e-10  # largest change of any estimated dissimilarity (RMS 1) to stop
-DEFAULT_MAX_ITERATIONS = 1000
-DEFAULT_EVIDENCE_THRESHOLD = 0.5  # in squared units of a trial's RMS on-screen distance
+DEFAULT_TOLERANCE = 1e-9  # largest change of any estimated dissimilarity (RMS 1) to stop
+DEFAULT_MAX_ITERATIONS = 10_000
+# In squared arena diameters: the sum over trials of a pair's squared on-screen distance
+# (each at least MIN_WEIGHT_DISTANCE**2 = 0.04). A pair placed half an arena diameter apart
+# gets 0.25 from that trial.
+DEFAULT_EVIDENCE_THRESHOLD = 0.5
+ARENA_DIAMETER = 2.0  # in arena radii, the unit positions come in
+MIN_WEIGHT_DISTANCE = 0.2  # arena diameters: rsatoolbox's clip of the evidence weights
+MIN_TRIAL_ITEMS = 3  # fewer: the one distance carries no information once rescaled
+DEFAULT_FILL = 0.9  # simulated participants put the farthest item at this radius
 
 
 class ArrangementError(MetricError, ValueError):
@@ -132,29 +147,31 @@ def _check_items(number: int, n_items: int, items: Sequence[int]) -> tuple[int, 
 
 
 def _pair_distances(trial: Trial) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, columns (item indices, row < column) and on-screen distances of a trial's pairs."""
+    """Rows, columns (item indices, row < column) and on-screen distances (arena diameters)
+    of a trial's pairs."""
     order = np.argsort(trial.items)
     items = np.asarray(trial.items)[order]
     xy = trial.positions[order]
     upper_a, upper_b = np.triu_indices(len(items), k=1)
-    distances = np.linalg.norm(xy[upper_a] - xy[upper_b], axis=1)
+    distances = np.linalg.norm(xy[upper_a] - xy[upper_b], axis=1) / ARENA_DIAMETER
     return items[upper_a], items[upper_b], distances
 
 
-def _unit_distances(trial: Trial) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A trial's pairs (rows, columns) and distances in units of its RMS distance."""
-    rows, cols, distances = _pair_distances(trial)
-    return rows, cols, distances / math.sqrt(np.mean(distances**2))
+def _weights(distances: np.ndarray) -> np.ndarray:
+    """The evidence weights of a trial's pairs: squared distance in arena diameters, at
+    least MIN_WEIGHT_DISTANCE**2 (rsatoolbox's ``(dissim ** 2).clip(0.2 ** 2)``)."""
+    return np.maximum(distances**2, MIN_WEIGHT_DISTANCE**2)
 
 
 def pair_evidence(n_items: int, trials: Sequence[tuple[Sequence[int], ArrayLike]]) -> np.ndarray:
     """Each pair's total evidence from ``trials`` (symmetric, 0 on the diagonal and for
-    pairs never shown together): the sum of its squared distances in units of each trial's
-    RMS distance. What ``next_subset`` and ``evidence_sufficient`` need, without the
-    iterative estimate; equal to ``estimate_dissimilarities(...).evidence``."""
+    pairs never shown together): the sum of its evidence weights, squared on-screen
+    distances in arena diameters clipped below at 0.04 (module docstring). What
+    ``next_subset`` and ``evidence_sufficient`` need, without the iterative estimate; equal
+    to ``estimate_dissimilarities(...).evidence``."""
     evidence = np.zeros((n_items, n_items))
-    for rows, cols, unit in map(_unit_distances, check_trials(n_items, trials)):
-        np.add.at(evidence, (rows, cols), unit**2)
+    for rows, cols, distances in map(_pair_distances, check_trials(n_items, trials)):
+        np.add.at(evidence, (rows, cols), _weights(distances))
     return evidence + evidence.T
 
 
@@ -166,75 +183,59 @@ def estimate_dissimilarities(
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
 ) -> Estimate:
     """The inverse-MDS estimate of the dissimilarities of ``n_items`` items from ``trials``,
-    each an (item indices, (k, 2) positions) pair.
+    each an (item indices, (k, 2) positions in arena radii) pair; rsatoolbox's
+    ``rescale(method='evidence')`` followed by its weighted mean (module docstring).
 
-    Start: each trial's distances scaled to RMS 1, averaged per pair with evidence weights
-    (see the module docstring), the average scaled to RMS 1. Then repeat: scale each trial's
-    distances by the least-squares factor that matches them to the current estimate over
-    that trial's pairs, re-average with the same weights, rescale to RMS 1; until no
-    dissimilarity changes by more than ``tolerance``. Raises ``ArrangementError`` if that
-    takes more than ``max_iterations`` (never seen with arrangements that share items).
+    Start: each pair's mean raw distance over the trials that showed it, scaled to RMS 1.
+    Then repeat: scale each trial's distances to the root sum of squares of the current
+    estimate over that trial's pairs, average them per pair with the fixed evidence
+    weights, rescale to RMS 1; until no dissimilarity changes by more than ``tolerance``.
+    Raises ``ArrangementError`` if that takes more than ``max_iterations``.
     """
     if max_iterations < 1 or not tolerance > 0:
         raise ArrangementError(
             f"max_iterations must be at least 1 and tolerance positive; got {max_iterations} and {tolerance}."
         )
     checked = check_trials(n_items, trials)
-    pairs = [_unit_distances(trial) for trial in checked]
-    unit = [d for _, _, d in pairs]  # each trial at RMS 1
-    weights = [d**2 for d in unit]
-    evidence = np.zeros((n_items, n_items))
-    seen = np.zeros((n_items, n_items), dtype=bool)
-    for (rows, cols, _), weight in zip(pairs, weights, strict=True):
-        np.add.at(evidence, (rows, cols), weight)
-        seen[rows, cols] = True
-    scales = np.ones(len(checked))
-    estimate = _weighted_average(n_items, pairs, unit, weights, scales, evidence, seen)
+    pairs = [_pair_distances(trial) for trial in checked]
+    # All trials' pairs in one vector: flat pair index, owning trial, distance, weight.
+    flat = np.concatenate([rows * n_items + cols for rows, cols, _ in pairs])
+    owner = np.concatenate([np.full(len(d), t) for t, (_, _, d) in enumerate(pairs)])
+    distances = np.concatenate([d for _, _, d in pairs])
+    weights = _weights(distances)
+    size = n_items * n_items
+    evidence = np.bincount(flat, weights=weights, minlength=size)
+    shows = np.bincount(flat, minlength=size)
+    seen = shows > 0
+    trial_rss = np.sqrt(np.bincount(owner, weights=distances**2))  # > 0: check_trials
+
+    def at_rms_one(per_pair: np.ndarray) -> np.ndarray:
+        return per_pair / math.sqrt(np.mean(per_pair**2))
+
+    estimate = np.full(size, np.nan)
+    estimate[seen] = np.bincount(flat, weights=distances, minlength=size)[seen] / shows[seen]
+    estimate[seen] = at_rms_one(estimate[seen])  # some distance > 0: check_trials
     for iteration in range(1, max_iterations + 1):
-        scales = np.array(
-            [
-                _least_squares_scale(d, estimate[rows, cols])
-                for (rows, cols, _), d in zip(pairs, unit, strict=True)
-            ]
-        )
-        updated = _weighted_average(n_items, pairs, unit, weights, scales, evidence, seen)
-        change = np.nanmax(np.abs(updated - estimate))
+        estimate_rss = np.sqrt(np.bincount(owner, weights=estimate[flat] ** 2))
+        aligned = distances * (estimate_rss / trial_rss)[owner]
+        updated = np.full(size, np.nan)
+        updated[seen] = np.bincount(flat, weights=weights * aligned, minlength=size)[seen]
+        updated[seen] /= evidence[seen]
+        updated[seen] = at_rms_one(updated[seen])
+        change = float(np.max(np.abs(updated[seen] - estimate[seen])))
         estimate = updated
         if change <= tolerance:
+            upper = estimate.reshape(n_items, n_items)
+            seen_upper = seen.reshape(n_items, n_items)
             return Estimate(
-                _symmetric(estimate, seen), _symmetric(evidence, seen, missing=0.0), iteration
+                _symmetric(upper, seen_upper),
+                _symmetric(evidence.reshape(n_items, n_items), seen_upper, missing=0.0),
+                iteration,
             )
     raise ArrangementError(
         f"The dissimilarity estimate did not converge to {tolerance:g} in {max_iterations} iterations "
         f"(last change {change:.3g}); the arrangements may not share enough items to be put on one scale."
     )
-
-
-def _least_squares_scale(distances: np.ndarray, reference: np.ndarray) -> float:
-    """The factor s minimising sum (s * distances - reference)^2."""
-    return float(distances @ reference / (distances @ distances))
-
-
-def _weighted_average(
-    n_items: int,
-    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    unit: list[np.ndarray],
-    weights: list[np.ndarray],
-    scales: np.ndarray,
-    evidence: np.ndarray,
-    seen: np.ndarray,
-) -> np.ndarray:
-    """Upper triangle of the evidence-weighted mean of the scaled distances, RMS 1 over the
-    pairs seen, NaN elsewhere. A pair seen only at distance 0 (no evidence) estimates 0."""
-    total = np.zeros((n_items, n_items))
-    for (rows, cols, _), d, weight, scale in zip(pairs, unit, weights, scales, strict=True):
-        np.add.at(total, (rows, cols), weight * scale * d)
-    mean = np.full((n_items, n_items), np.nan)
-    mean[seen] = 0.0
-    has_evidence = evidence > 0
-    mean[has_evidence] = total[has_evidence] / evidence[has_evidence]
-    rms = math.sqrt(np.mean(mean[seen] ** 2))
-    return mean / rms
 
 
 def _symmetric(upper: np.ndarray, seen: np.ndarray, missing: float = np.nan) -> np.ndarray:
@@ -263,12 +264,19 @@ def next_subset(
     ``threshold`` with the chosen items (more items would crowd the arena for pairs already
     known well enough). The weakness of a pair is exp(-evidence / threshold), the marginal
     value of more evidence when its utility is 1 - exp(-evidence / threshold) (the paper's
-    saturating evidence utility). Returns sorted item indices.
+    saturating evidence utility). A trial shows at least 3 items when there are 3: the
+    rescaling removes the scale of every trial, so a 2-item trial's one distance says
+    nothing about the dissimilarity (yet would add evidence); the third is the best-scoring
+    other item even if none is weak. Returns sorted item indices.
     """
     matrix = _check_evidence(evidence)
     n_items = len(matrix)
-    if max_items < 2:
-        raise ArrangementError(f"A trial needs at least 2 items; max_items is {max_items}.")
+    smallest = min(MIN_TRIAL_ITEMS, n_items)
+    if max_items < smallest:
+        raise ArrangementError(
+            f"A trial needs at least {smallest} items (a 2-item trial's one distance is removed by "
+            f"the rescaling and tells nothing); max_items is {max_items}."
+        )
     if threshold <= 0:
         raise ArrangementError(f"The evidence threshold must be positive; got {threshold}.")
     masked = matrix + np.diag(np.full(n_items, np.inf))
@@ -278,7 +286,7 @@ def next_subset(
     while len(chosen) < min(max_items, n_items):
         others = np.setdiff1d(np.arange(n_items), chosen)
         weak_with_chosen = (masked[np.ix_(others, np.asarray(chosen))] < threshold).any(axis=1)
-        candidates = others[weak_with_chosen]
+        candidates = others[weak_with_chosen] if len(chosen) >= smallest else others
         if candidates.size == 0:
             break
         gains = weakness[np.ix_(candidates, np.asarray(chosen))].sum(axis=1)
@@ -303,11 +311,16 @@ def simulate_arrangement(
     subset: Sequence[int],
     noise: float,
     rng: np.random.Generator,
+    *,
+    fill: float = DEFAULT_FILL,
 ) -> np.ndarray:
     """Where a simulated participant places the items ``subset`` of the dissimilarity matrix
-    ``truth``: the classical (Torgerson) MDS of the subset in 2-D, plus independent Gaussian
-    noise on each coordinate with standard deviation ``noise`` times the arrangement's
-    spread (the RMS distance of its items from their centroid). Returns (len(subset), 2)."""
+    ``truth``, in arena radii: the classical (Torgerson) MDS of the subset in 2-D, plus
+    independent Gaussian noise on each coordinate with standard deviation ``noise`` times
+    the arrangement's spread (the RMS distance of its items from their centroid); then
+    centred and scaled so that the farthest item lies at radius ``fill`` (0 < fill <= 1),
+    filling the arena as participants are told to. Items that all coincide stay at the
+    centre. Returns (len(subset), 2)."""
     matrix = np.asarray(truth, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ArrangementError(
@@ -317,10 +330,17 @@ def simulate_arrangement(
         raise ArrangementError("The true dissimilarities have NaN or infinite values.")
     if noise < 0 or not math.isfinite(noise):
         raise ArrangementError(f"The placement noise must be a finite number >= 0; got {noise}.")
+    if not 0 < fill <= 1:
+        raise ArrangementError(
+            f"fill is the radius of the farthest item in the unit arena, in (0, 1]; got {fill}."
+        )
     items = _check_items(0, len(matrix), subset)
     positions = classical_mds(matrix[np.ix_(items, items)])
     spread = math.sqrt(np.mean(np.sum(positions**2, axis=1)))
-    return positions + rng.normal(scale=noise * spread, size=positions.shape)
+    placed = positions + rng.normal(scale=noise * spread, size=positions.shape)
+    centred = placed - placed.mean(axis=0)
+    radius = float(np.sqrt(np.sum(centred**2, axis=1)).max())
+    return centred * (fill / radius) if radius > 0 else centred
 
 
 def classical_mds(dissimilarities: np.ndarray, dimensions: int = 2) -> np.ndarray:

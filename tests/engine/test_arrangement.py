@@ -1,6 +1,8 @@
 """Multi-arrangement (evaluation.engine.arrangement): recovery of a known dissimilarity
-matrix from simulated arrangements chosen by lift-the-weakest, the estimate against a
-plain-loop implementation of the inverse-MDS iteration, its invariances, and bad input."""
+matrix from simulated sessions at the app's settings (all items first, then lift-the-weakest
+subsets of half the session, the studies' default evidence threshold, at most 20 trials),
+the estimate against rsatoolbox's own implementation of the method, its invariances, and
+bad input."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from scipy.stats import pearsonr
 
 from evaluation.engine import arrangement
 from evaluation.engine.arrangement import (
+    DEFAULT_EVIDENCE_THRESHOLD,
     ArrangementError,
     estimate_dissimilarities,
     evidence_sufficient,
@@ -34,38 +37,80 @@ def upper(matrix: np.ndarray) -> np.ndarray:
     return matrix[np.triu_indices(len(matrix), k=1)]
 
 
+# The app's settings (annotation.models.Study defaults, annotation.services.arrangements):
+# a session arranges up to 40 items, later trials show at most half of them, and a session
+# has at most 20 trials.
+APP_TRIALS = 20
+
+
+def app_subset_size(n_items: int) -> int:
+    """annotation.services.arrangements.subset_size, copied: the engine may not import it."""
+    return min(n_items, max(3, math.ceil(n_items / 2)))
+
+
 def adaptive_session(
-    truth: np.ndarray, noise: float, seed: int, max_items: int = 5, threshold: float = 3.0
+    truth: np.ndarray,
+    noise: float,
+    seed: int,
+    *,
+    max_items: int | None = None,
+    threshold: float = DEFAULT_EVIDENCE_THRESHOLD,
+    max_trials: int = APP_TRIALS,
 ) -> list[tuple[list[int], np.ndarray]]:
-    """A simulated participant: all items first, then lift-the-weakest subsets until every
-    pair has ``threshold`` evidence (at most 150 trials)."""
+    """A simulated participant: all items first, then lift-the-weakest subsets (at most
+    ``max_items``, by default the app's half of the session) until every pair has
+    ``threshold`` evidence or ``max_trials`` trials are done."""
     rng = np.random.default_rng(1000 + seed)
+    size = max_items or app_subset_size(len(truth))
     everything = list(range(len(truth)))
     trials = [(everything, simulate_arrangement(truth, everything, noise, rng))]
-    while not evidence_sufficient(pair_evidence(len(truth), trials), threshold):
-        assert len(trials) < 150, "lift-the-weakest did not reach the threshold"
-        subset = next_subset(
-            pair_evidence(len(truth), trials), max_items=max_items, threshold=threshold
-        )
+    while len(trials) < max_trials:
+        evidence = pair_evidence(len(truth), trials)
+        if evidence_sufficient(evidence, threshold):
+            break
+        subset = next_subset(evidence, max_items=size, threshold=threshold)
         trials.append((subset, simulate_arrangement(truth, subset, noise, rng)))
     return trials
 
 
-def recovery(noise: float, seed: int) -> float:
-    truth = truth_matrix(seed)
-    estimate = estimate_dissimilarities(N_ITEMS, adaptive_session(truth, noise, seed))
+def recovery(n_items: int, noise: float, seed: int) -> tuple[float, int]:
+    """Pearson r of an app-settings session's estimate with the truth, and its trials."""
+    truth = truth_matrix(seed, n_items)
+    trials = adaptive_session(truth, noise, seed)
+    estimate = estimate_dissimilarities(n_items, trials)
     assert not np.isnan(estimate.dissimilarities).any()
-    return float(pearsonr(upper(estimate.dissimilarities), upper(truth))[0])
+    return float(pearsonr(upper(estimate.dissimilarities), upper(truth))[0]), len(trials)
 
 
-def test_recovery_is_high_at_moderate_noise_and_falls_as_noise_grows() -> None:
+@pytest.mark.parametrize("n_items", [20, 40])
+def test_recovery_at_the_apps_settings_is_high_at_moderate_noise_and_falls_with_noise(
+    n_items: int,
+) -> None:
     seeds = range(3)
-    mean_correlation = {
-        noise: np.mean([recovery(noise, seed) for seed in seeds]) for noise in (0.1, 0.3, 0.6)
+    results = {
+        noise: [recovery(n_items, noise, seed) for seed in seeds] for noise in (0.1, 0.3, 0.6)
     }
-    print("mean Pearson r with the truth per noise level:", mean_correlation)
+    mean_correlation = {noise: np.mean([r for r, _ in runs]) for noise, runs in results.items()}
+    print(f"{n_items} items, mean Pearson r per noise level:", mean_correlation)
+    print("trials used:", {noise: [t for _, t in runs] for noise, runs in results.items()})
+    assert all(t <= APP_TRIALS for runs in results.values() for _, t in runs)
     assert mean_correlation[0.1] > 0.95
     assert mean_correlation[0.1] > mean_correlation[0.3] > mean_correlation[0.6]
+    # The later trials are worth it: the first trial alone recovers much less.
+    first_only = np.mean(
+        [
+            pearsonr(
+                upper(
+                    estimate_dissimilarities(
+                        n_items, adaptive_session(truth_matrix(s, n_items), 0.1, s, max_trials=1)
+                    ).dissimilarities
+                ),
+                upper(truth_matrix(s, n_items)),
+            )[0]
+            for s in seeds
+        ]
+    )
+    assert first_only < mean_correlation[0.1] - 0.05
 
 
 def test_noiseless_arrangements_of_two_dimensional_truth_are_recovered_exactly() -> None:
@@ -81,74 +126,85 @@ def test_noiseless_arrangements_of_two_dimensional_truth_are_recovered_exactly()
     np.testing.assert_allclose(estimate, scaled_truth, atol=1e-9)
 
 
-def reference_estimate(
-    n_items: int, trials: list[tuple[list[int], np.ndarray]], tolerance: float, max_iterations: int
-) -> tuple[list[list[float]], list[list[float]]]:
-    """The inverse-MDS iteration written out with loops and dicts, sharing nothing with the
-    module: per-trial RMS normalisation, squared normalised distances as weights, weighted
-    mean, RMS 1, then least-squares rescaling of each trial until nothing moves."""
-    normalised = []  # per trial: {(i, j): distance in units of the trial's RMS distance}
-    for items, positions in trials:
-        distances = {}
-        for a in range(len(items)):
-            for b in range(a + 1, len(items)):
-                dx = positions[a][0] - positions[b][0]
-                dy = positions[a][1] - positions[b][1]
-                key = (min(items[a], items[b]), max(items[a], items[b]))
-                distances[key] = math.sqrt(dx * dx + dy * dy)
-        rms = math.sqrt(sum(d * d for d in distances.values()) / len(distances))
-        normalised.append({key: d / rms for key, d in distances.items()})
+def rsatoolbox_estimate(n_items: int, trials: list[tuple[list[int], np.ndarray]]) -> np.ndarray:
+    """The rsagroup's implementation: each trial's RDM of on-screen distances in arena
+    diameters, made full-size with NaN (from_partials), rescaled with evidence weights, and
+    the evidence-weighted mean. Upper triangle, NaN for pairs never seen."""
+    from rsatoolbox.rdm import RDMs
+    from rsatoolbox.rdm.combine import from_partials, rescale
 
-    def average(scales: list[float]) -> dict[tuple[int, int], float]:
-        sums: dict[tuple[int, int], float] = {}
-        weights: dict[tuple[int, int], float] = {}
-        for scale, distances in zip(scales, normalised, strict=True):
-            for key, d in distances.items():
-                sums[key] = sums.get(key, 0.0) + d * d * scale * d
-                weights[key] = weights.get(key, 0.0) + d * d
-        mean = {key: sums[key] / weights[key] for key in sums}
-        rms = math.sqrt(sum(v * v for v in mean.values()) / len(mean))
-        return {key: v / rms for key, v in mean.items()}
-
-    current = average([1.0] * len(trials))
-    for _ in range(max_iterations):
-        scales = []
-        for distances in normalised:
-            numerator = sum(d * current[key] for key, d in distances.items())
-            denominator = sum(d * d for d in distances.values())
-            scales.append(numerator / denominator)
-        updated = average(scales)
-        change = max(abs(updated[key] - current[key]) for key in current)
-        current = updated
-        if change <= tolerance:
-            break
-    else:
-        raise AssertionError("the reference did not converge")
-    matrix = [[math.nan] * n_items for _ in range(n_items)]
-    evidence = [[0.0] * n_items for _ in range(n_items)]
-    for i in range(n_items):
-        matrix[i][i] = 0.0
-    for (i, j), value in current.items():
-        matrix[i][j] = matrix[j][i] = value
-    for distances in normalised:
-        for (i, j), d in distances.items():
-            evidence[i][j] += d * d
-            evidence[j][i] += d * d
-    return matrix, evidence
+    partials = [
+        RDMs(pdist(np.asarray(xy) / 2)[None, :], pattern_descriptors={"conds": list(items)})
+        for items, xy in trials
+    ]
+    rdms = from_partials(partials, all_patterns=list(range(n_items)))
+    aligned = rescale(rdms, method="evidence", threshold=1e-26)
+    mean = aligned.mean(weights="rescalingWeights").dissimilarities[0]
+    # rsatoolbox's condensed order is scipy's: row-major upper triangle, as ``upper``.
+    return np.asarray(mean)
 
 
-def test_estimate_equals_a_plain_loop_implementation() -> None:
-    truth = truth_matrix(7, n_items=9)
-    rng = np.random.default_rng(7)
-    subsets = [list(range(9)), [3, 0, 5], [8, 1, 2, 6], [4, 7], [0, 8, 4, 1, 3]]
-    trials = [(s, simulate_arrangement(truth, s, 0.3, rng) * 300 + 50) for s in subsets]
-    trials.append(([0, 1, 2], rng.uniform(-1, 1, size=(3, 2))))  # unrelated to the truth
-    estimate = estimate_dissimilarities(9, trials, tolerance=1e-13)
-    expected, expected_evidence = reference_estimate(9, trials, 1e-13, 10_000)
-    np.testing.assert_allclose(estimate.dissimilarities, np.array(expected), rtol=0, atol=1e-8)
-    np.testing.assert_allclose(estimate.evidence, np.array(expected_evidence), atol=1e-12)
-    np.testing.assert_allclose(pair_evidence(9, trials), estimate.evidence, atol=1e-12)
+def at_rms_one(values: np.ndarray) -> np.ndarray:
+    return values / math.sqrt(np.nanmean(values**2))
+
+
+def random_session(seed: int, n_items: int) -> list[tuple[list[int], np.ndarray]]:
+    """All items, then random subsets of 3 to n_items - 1 items (some pairs may stay unseen
+    if the first trial is left out), placed with noise."""
+    rng = np.random.default_rng(seed)
+    truth = truth_matrix(seed, n_items)
+    subsets = [list(range(n_items))] + [
+        [int(i) for i in rng.choice(n_items, size=int(rng.integers(3, n_items)), replace=False)]
+        for _ in range(int(rng.integers(3, 9)))
+    ]
+    return [
+        (s, simulate_arrangement(truth, s, float(rng.uniform(0.05, 0.5)), rng)) for s in subsets
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+@pytest.mark.parametrize("seed", range(5))  # rsatoolbox's mean divides 0/0 for unseen pairs
+@pytest.mark.parametrize("first_trial", [True, False], ids=["all-items-first", "subsets-only"])
+def test_estimate_equals_rsatoolbox_up_to_scale(seed: int, first_trial: bool) -> None:
+    n_items = 8 + seed
+    trials = random_session(seed, n_items)
+    if not first_trial:
+        trials = trials[1:]
+    estimate = estimate_dissimilarities(n_items, trials, tolerance=1e-13)
+    expected = rsatoolbox_estimate(n_items, trials)
+    ours = upper(estimate.dissimilarities)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
+    np.testing.assert_allclose(at_rms_one(ours), at_rms_one(expected), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(pair_evidence(n_items, trials), estimate.evidence, atol=1e-12)
     assert estimate.iterations > 1  # the rescaling did something to converge
+
+
+def test_evidence_is_the_squared_distance_in_arena_diameters_clipped_at_point_two() -> None:
+    # Arena radii: 1, 0.2 and sqrt(1.04) apart; in diameters 0.5, 0.1 and sqrt(0.26).
+    positions = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.2]])
+    evidence = pair_evidence(3, [([0, 1, 2], positions)])
+    np.testing.assert_allclose(evidence[0, 1], 0.25)
+    np.testing.assert_allclose(evidence[0, 2], 0.04)  # 0.1**2 = 0.01, clipped to 0.2**2
+    np.testing.assert_allclose(evidence[1, 2], 0.26)
+    twice = pair_evidence(3, [([0, 1, 2], positions), ([2, 1, 0], positions[::-1] / 2)])
+    np.testing.assert_allclose(twice[0, 1], 0.25 + 0.0625)
+    np.testing.assert_allclose(twice[0, 2], 0.04 + 0.04)
+    # One trial alone: its distances, at RMS 1 (the clip touches only the weights).
+    estimate = estimate_dissimilarities(3, [([0, 1, 2], positions)])
+    distances = np.array([0.5, 0.1, math.sqrt(0.26)])
+    np.testing.assert_allclose(upper(estimate.dissimilarities), at_rms_one(distances), atol=1e-12)
+
+
+def test_the_same_arrangement_zoomed_in_weighs_more() -> None:
+    """Two trials disagree about the pair (0, 1); the one drawn larger on screen pulls the
+    estimate its way, since its weights are larger."""
+    small = np.array([[0.0, 0.0], [0.3, 0.0], [0.0, 0.3]])
+    other = np.array([[0.0, 0.0], [0.15, 0.0], [0.0, 0.3]])
+    estimates = []
+    for zoom in (1.0, 3.0):
+        trials = [([0, 1, 2], small), ([0, 1, 2], other * zoom)]
+        estimates.append(estimate_dissimilarities(3, trials).dissimilarities)
+    assert estimates[1][0, 1] < estimates[0][0, 1]
 
 
 def test_pairs_never_shown_together_are_nan_with_no_evidence() -> None:
@@ -181,13 +237,14 @@ def rotate(positions: np.ndarray, angle: float) -> np.ndarray:
 @pytest.mark.parametrize(
     "transform",
     [
-        pytest.param(lambda xy: xy * 37.5, id="scale"),
         pytest.param(lambda xy: xy + np.array([400.0, -120.0]), id="translate"),
         pytest.param(lambda xy: rotate(xy, 1.1), id="rotate"),
         pytest.param(lambda xy: xy * np.array([-1.0, 1.0]), id="mirror"),
     ],
 )
-def test_each_trial_is_known_only_up_to_similarity_transforms(transform) -> None:
+def test_each_trial_is_known_only_up_to_rigid_motions(transform) -> None:
+    """Moving, turning or mirroring a trial changes nothing. (Its size does: the weights
+    are on-screen distances, test_the_same_arrangement_zoomed_in_weighs_more.)"""
     trials = some_trials()
     baseline = estimate_dissimilarities(10, trials, tolerance=1e-13)
     for changed in range(len(trials)):  # one trial at a time: its scale is its own
@@ -269,7 +326,21 @@ def test_next_subset_puts_the_weakest_pair_on_screen() -> None:
     assert subset == [2, 4, 6]
     # Room for more: item 1 is still weak with item 2; the others are known well, so stop.
     assert next_subset(evidence, max_items=8, threshold=1.0) == [1, 2, 4, 6]
-    assert next_subset(evidence, max_items=2, threshold=1.0) == [2, 6]
+
+
+def test_next_subset_shows_at_least_three_items_even_when_no_other_is_weak() -> None:
+    evidence = np.full((6, 6), 5.0)
+    np.fill_diagonal(evidence, 0.0)
+    evidence[0, 1] = evidence[1, 0] = 0.1
+    subset = next_subset(evidence, max_items=3, threshold=0.5)
+    assert len(subset) == 3 and {0, 1} <= set(subset)
+    assert subset == [0, 1, 2]  # ties: the lowest index
+    # Room for more, but no other item is weak with the chosen: three, not more.
+    assert next_subset(evidence, max_items=6, threshold=0.5) == [0, 1, 2]
+    evidence[3, 1] = evidence[1, 3] = 4.0  # the best-scoring third: least evidence with them
+    assert next_subset(evidence, max_items=3, threshold=0.5) == [0, 1, 3]
+    two = np.array([[0.0, 0.1], [0.1, 0.0]])
+    assert next_subset(two, max_items=2) == [0, 1]  # only two items: a 2-item trial
 
 
 def test_next_subset_after_the_first_trial_lifts_its_weakest_pairs() -> None:
@@ -279,10 +350,10 @@ def test_next_subset_after_the_first_trial_lifts_its_weakest_pairs() -> None:
     evidence = pair_evidence(
         N_ITEMS, [(everything, simulate_arrangement(truth, everything, 0.1, rng))]
     )
-    subset = next_subset(evidence, max_items=6, threshold=3.0)
+    subset = next_subset(evidence, max_items=6)
     weakest = np.unravel_index(np.argmin(evidence + np.eye(N_ITEMS) * 1e9), evidence.shape)
     assert set(map(int, weakest)) <= set(subset)
-    assert 2 <= len(subset) <= 6 and len(set(subset)) == len(subset)
+    assert 3 <= len(subset) <= 6 and len(set(subset)) == len(subset)
     # Shown again, alone, that pair is spread over the arena: its evidence rises.
     pair = sorted(map(int, weakest))
     after = pair_evidence(
@@ -305,11 +376,12 @@ def test_stopping_rule_needs_every_pair_above_the_threshold() -> None:
 
 def test_adaptive_session_stops_once_every_pair_has_enough_evidence() -> None:
     truth = truth_matrix(2, n_items=10)
-    trials = adaptive_session(truth, 0.2, seed=2, max_items=4, threshold=1.0)
+    trials = adaptive_session(truth, 0.2, seed=2, max_items=4, threshold=0.5, max_trials=150)
+    assert len(trials) < 150
     evidence = pair_evidence(10, trials)
-    assert evidence_sufficient(evidence, 1.0)
-    assert not evidence_sufficient(pair_evidence(10, trials[:-1]), 1.0)
-    assert all(2 <= len(items) <= 4 for items, _ in trials[1:])
+    assert evidence_sufficient(evidence, 0.5)
+    assert not evidence_sufficient(pair_evidence(10, trials[:-1]), 0.5)
+    assert all(3 <= len(items) <= 4 for items, _ in trials[1:])
 
 
 def test_bad_evidence_and_settings_for_next_subset_are_refused() -> None:
@@ -317,25 +389,54 @@ def test_bad_evidence_and_settings_for_next_subset_are_refused() -> None:
         next_subset(np.zeros((3, 2)), max_items=3)
     with pytest.raises(ArrangementError, match="finite and non-negative"):
         next_subset(np.array([[0.0, np.nan], [np.nan, 0.0]]), max_items=2)
-    with pytest.raises(ArrangementError, match="at least 2 items; max_items is 1"):
-        next_subset(np.zeros((3, 3)), max_items=1)
+    with pytest.raises(ArrangementError, match="at least 3 items .*; max_items is 2"):
+        next_subset(np.zeros((3, 3)), max_items=2)
+    with pytest.raises(ArrangementError, match="at least 2 items .*; max_items is 1"):
+        next_subset(np.zeros((2, 2)), max_items=1)
 
 
-def test_simulated_arrangement_is_mds_of_the_subset_plus_scaled_noise() -> None:
+def radii(positions: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.sum(positions**2, axis=1))
+
+
+def test_simulated_arrangement_is_mds_of_the_subset_fitted_into_the_arena() -> None:
     points = np.random.default_rng(4).normal(size=(6, 2))
     truth = squareform(pdist(points))
     subset = [5, 0, 3, 2]
     exact = simulate_arrangement(truth, subset, 0.0, np.random.default_rng(0))
     assert exact.shape == (4, 2)
-    np.testing.assert_allclose(pdist(exact), pdist(points[subset]), atol=1e-10)
-    # Noise scales with the spread: the same relative noise at 100 times the size.
-    spread = math.sqrt(np.mean(np.sum(exact**2, axis=1)))
+    np.testing.assert_allclose(exact.mean(axis=0), 0.0, atol=1e-12)  # centred
+    assert math.isclose(radii(exact).max(), 0.9)  # the farthest item at the default fill
+    distances = pdist(points[subset])
+    np.testing.assert_allclose(pdist(exact), distances * (pdist(exact)[0] / distances[0]))
+    half = simulate_arrangement(truth, subset, 0.0, np.random.default_rng(0), fill=0.5)
+    np.testing.assert_allclose(half, exact * 0.5 / 0.9, atol=1e-12)
+    # The truth's unit does not matter: the arrangement fills the arena either way.
+    np.testing.assert_allclose(
+        simulate_arrangement(truth * 100, subset, 0.0, np.random.default_rng(0)), exact, atol=1e-12
+    )
+
+
+def test_simulated_noise_is_relative_to_the_spread_and_added_before_fitting() -> None:
+    points = np.random.default_rng(4).normal(size=(6, 2))
+    truth = squareform(pdist(points))
+    subset = [5, 0, 3, 2]
+    mds = arrangement.classical_mds(truth[np.ix_(subset, subset)])
+    spread = math.sqrt(np.mean(np.sum(mds**2, axis=1)))
+    placed = mds + np.random.default_rng(0).normal(scale=0.1 * spread, size=(4, 2))
+    centred = placed - placed.mean(axis=0)
     noisy = simulate_arrangement(truth, subset, 0.1, np.random.default_rng(0))
+    np.testing.assert_allclose(noisy, centred * (0.9 / radii(centred).max()), atol=1e-12)
     noisy_big = simulate_arrangement(truth * 100, subset, 0.1, np.random.default_rng(0))
-    np.testing.assert_allclose(noisy_big, noisy * 100, atol=1e-8)
-    deviation = noisy - exact
-    expected = np.random.default_rng(0).normal(scale=0.1 * spread, size=(4, 2))
-    np.testing.assert_allclose(deviation, expected, atol=1e-12)
+    np.testing.assert_allclose(noisy_big, noisy, atol=1e-10)  # the same relative noise
+    for seed in range(20):  # always inside the arena, however noisy
+        wild = simulate_arrangement(truth, subset, 3.0, np.random.default_rng(seed), fill=1.0)
+        assert radii(wild).max() <= 1 + 1e-12
+
+
+def test_identical_items_are_simulated_at_the_centre() -> None:
+    placed = simulate_arrangement(np.zeros((3, 3)), [0, 1, 2], 0.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(placed, np.zeros((3, 2)))
 
 
 def test_simulate_refuses_bad_truth_subset_or_noise() -> None:
@@ -349,6 +450,9 @@ def test_simulate_refuses_bad_truth_subset_or_noise() -> None:
         simulate_arrangement(truth, [0, 4], 0.1, rng)
     with pytest.raises(ArrangementError, match="noise"):
         simulate_arrangement(truth, [0, 1], -0.1, rng)
+    for fill in (0.0, -0.5, 1.5, math.nan):
+        with pytest.raises(ArrangementError, match=r"fill .* in \(0, 1\]"):
+            simulate_arrangement(truth, [0, 1], 0.1, rng, fill=fill)
 
 
 def test_classical_mds_reproduces_planar_distances() -> None:
