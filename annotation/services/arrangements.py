@@ -150,8 +150,17 @@ def _move(participant: Participant, source: str, target: str, **only_if: Any) ->
 
 
 def session_finish(*, participant: Participant, excluded: bool) -> None:
-    """The session ended: its items count it as an answer, or (excluded) not at all."""
-    _move(participant, HELD, RELEASED if excluded else COUNTED)
+    """The session ended: its items count it as an answer, or (excluded) not at all.
+
+    A session that lapsed and could not go on (its stimuli taken meanwhile) ends released
+    with what it has. If it has arrangements, aggregation uses its estimate, so its items
+    count it too: over their quota where other sessions took the places meanwhile (as when
+    a researcher includes an excluded participant again), but never uncounted. Without
+    arrangements it stays released: it gave nothing to count."""
+    if _move(participant, HELD, RELEASED if excluded else COUNTED) or excluded:
+        return
+    if _has_arrangements(participant):
+        _move(participant, RELEASED, COUNTED)
 
 
 def session_release(*, participant: Participant) -> bool:
@@ -161,8 +170,15 @@ def session_release(*, participant: Participant) -> bool:
 
 def session_count_again(*, participant: Participant) -> bool:
     """Included again by the researcher: the session counts as answered (its items may then
-    hold more sessions than their quota, as for the other kinds)."""
-    return _move(participant, RELEASED, COUNTED)
+    hold more sessions than their quota, as for the other kinds); a session without any
+    arrangement gave nothing to count, and stays released."""
+    return _has_arrangements(participant) and _move(participant, RELEASED, COUNTED)
+
+
+def _has_arrangements(participant: Participant) -> bool:
+    return Response.objects.filter(
+        trial__participant=participant, trial__role=TrialRole.REGULAR
+    ).exists()
 
 
 def session_resume(*, participant: Participant) -> bool:

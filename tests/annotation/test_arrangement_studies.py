@@ -606,3 +606,68 @@ def test_the_aggregate_export_names_a_session_without_an_estimate_and_keeps_the_
     lines = b"".join(client.get(url).streaming_content).decode().splitlines()
     assert lines[0] == "a,b,n,mean,sd,problem" and len(lines) == 12
     assert "did not converge" in lines[1]
+
+
+def lapse(participant: Participant) -> None:
+    """The session's open trial and hold run out, and the sweep releases it."""
+    past = timezone.now() - timedelta(seconds=1)
+    Trial.objects.filter(participant=participant, status="issued").update(expires_at=past)
+    Participant.objects.filter(pk=participant.pk).update(reserved_until=past)
+    services.trials_expire(study=participant.study)
+    participant.refresh_from_db()
+    assert participant.session_state == "released"
+
+
+def test_a_lapsed_session_that_ends_with_arrangements_counts_on_its_stimuli():
+    """It lapsed after one arrangement, another session took some of its stimuli, so it
+    ends with what it has: aggregation uses its estimate, so its items count it (over
+    their quota of 1 where the other session took the place) and take no further session."""
+    study = make_study(arena_max_items=5, judgments_per_item=1, trials_per_session=3)
+    points = truth_for(study)
+    lapsed = services.participant_start(study=study)
+    first = services.trial_current(participant=lapsed)
+    services.response_submit(
+        participant=lapsed, answer=answer(first, placements_for(first, points, 0.05))
+    )
+    services.trial_current(participant=lapsed)  # the second trial, left unanswered
+    lapse(lapsed)
+    other = services.participant_start(study=study)  # 5 of the 8, some of the lapsed one's
+    assert set(other.session_stimuli) & set(lapsed.session_stimuli)
+    assert services.trial_current(participant=lapsed) is None  # it cannot go on: it ends
+    lapsed.refresh_from_db()
+    assert (lapsed.status, lapsed.session_state) == ("completed", "counted")
+    now = counts(study)
+    for stimulus in lapsed.session_stimuli:
+        assert now[stimulus] == (1 + (stimulus in other.session_stimuli), 1)
+    run_session(other, points)
+    sessions = {s: 0 for s in now}
+    for participant in study.participants.filter(status="completed"):
+        if services.session_estimate(participant) is not None:
+            for stimulus in participant.session_stimuli:
+                sessions[stimulus] += 1
+    ended = counts(study)
+    assert {s: done for s, (_, done) in ended.items()} == sessions
+    # Excluded and included again by the researcher, the counts follow.
+    services.participant_set_excluded(participant=lapsed, excluded=True, reason="test")
+    excluded = counts(study)
+    for stimulus in lapsed.session_stimuli:
+        assert excluded[stimulus] == (ended[stimulus][0] - 1, ended[stimulus][1] - 1)
+    services.participant_set_excluded(participant=lapsed, excluded=False, reason="")
+    assert counts(study) == ended
+
+
+def test_a_lapsed_session_that_ends_without_arrangements_never_counts():
+    study = make_study(arena_max_items=5, judgments_per_item=1)
+    lapsed = services.participant_start(study=study)
+    services.trial_current(participant=lapsed)
+    lapse(lapsed)
+    other = services.participant_start(study=study)
+    assert services.trial_current(participant=lapsed) is None
+    lapsed.refresh_from_db()
+    assert (lapsed.status, lapsed.session_state) == ("completed", "released")
+    before = counts(study)
+    assert all(before[s] == (s in other.session_stimuli, 0) for s in lapsed.session_stimuli)
+    services.participant_set_excluded(participant=lapsed, excluded=True, reason="test")
+    services.participant_set_excluded(participant=lapsed, excluded=False, reason="")
+    lapsed.refresh_from_db()
+    assert lapsed.session_state == "released" and counts(study) == before
