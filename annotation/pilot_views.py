@@ -1,5 +1,5 @@
-"""The study page's pilot panel: start simulated participants on a study that is not open
-yet, and read what its pilots found (annotation/services/pilot_report.py). The panel loads into
+"""The study page's pilot panel: start simulated participants on a draft study (or stop
+them), and read what its pilots found (annotation/services/pilot_report.py). The panel loads into
 the study page with htmx, and is a page of its own without JavaScript; while a pilot runs
 it refreshes itself."""
 
@@ -80,6 +80,7 @@ class PilotEntry:
     pilot: Pilot
     settings: str
     caveat: str = ""
+    recruit: str = ""  # how many to recruit, and what that rests on
     rules: list[tuple[str, int, str, str]] = field(default_factory=list)  # rule, n, whom, bots
     bots: list[dict[str, Any]] = field(default_factory=list)
     aggregations: list[Aggregation] = field(default_factory=list)
@@ -94,9 +95,9 @@ def _entry(pilot: Pilot) -> PilotEntry:
     )
     if "bots" not in report:
         return entry
-    entry.caveat = (report.get("reliability") or {}).get("caveat") or pilot_report.pilot_caveat(
-        pilot
-    )
+    reliability = report.get("reliability") or {}
+    entry.caveat = reliability.get("caveat") or pilot_report.pilot_caveat(pilot)
+    entry.recruit = pilot_report.recruit_text(reliability.get("needed") or {})
     for rule, fired in report["quality"]["rules"].items():
         whom = "; ".join(f"{persona_label(p)}: {n}" for p, n in fired["personas"].items())
         bots = fired["bots"]
@@ -127,6 +128,7 @@ def study_pilots(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
         "study": study,
         "entries": [_entry(pilot) for pilot in shown],
         "form": PilotForm(study=study),
+        "refusal": pilots.pilot_refusal(study),
         "running": any(p.status == PilotStatus.RUNNING for p in shown),
     }
     template = "annotation/_pilot_panel.html" if request.htmx else "annotation/pilots.html"
@@ -176,6 +178,15 @@ def pilot_aggregate(request: HttpRequest, study_id: int, pilot_id: int) -> HttpR
     """The researcher asks for it: the pilot's bots (and only they) as a HumanJudgments
     version of their own, to try the scoring before real data exist."""
     pilot = get_object_or_404(Pilot.objects.select_related("study"), pk=pilot_id, study_id=study_id)
+    if pilot.status != PilotStatus.FINISHED:
+        # A running pilot's bots are still answering (and are taken out when it ends); a
+        # failed one's answers are what was left when it went wrong: neither is a pilot's data.
+        messages.error(
+            request,
+            f"Pilot {pilot.pk} is {pilot.get_status_display().lower()}: only a finished "
+            "pilot's judgments can be aggregated.",
+        )
+        return redirect(f"{pilot.study.get_absolute_url()}#pilot-{pilot.pk}")
     try:
         judgments = services.study_aggregate(
             study=pilot.study, pilot=pilot, created_by=request.user
@@ -191,6 +202,24 @@ def pilot_aggregate(request: HttpRequest, study_id: int, pilot_id: int) -> HttpR
     return redirect(f"{pilot.study.get_absolute_url()}#pilot-{pilot.pk}")
 
 
+@researcher_required
+@require_POST
+def pilot_stop(request: HttpRequest, study_id: int, pilot_id: int) -> HttpResponse:
+    """Stop a running pilot, queued or under way: it fails, saying who stopped it, its
+    sessions are ended and its counts taken out (pilots.pilot_fail); a runner finds it ended
+    at its next check and stops its bots."""
+    pilot = get_object_or_404(Pilot.objects.select_related("study"), pk=pilot_id, study_id=study_id)
+    if pilots.pilot_fail(pilot=pilot, error=f"Stopped by {request.user}."):
+        messages.success(
+            request,
+            f"Pilot {pilot.pk} stopped: its simulated sessions were ended and their counts "
+            "taken out of the study.",
+        )
+    else:
+        messages.error(request, f"Pilot {pilot.pk} had ended already.")
+    return redirect(f"{pilot.study.get_absolute_url()}#pilot-{pilot.pk}")
+
+
 # The routes, for annotation/urls.py (``*pilot_views.urlpatterns``): names in its namespace.
 urlpatterns = [
     path("studies/<int:study_id>/pilots/", study_pilots, name="study_pilots"),
@@ -200,4 +229,5 @@ urlpatterns = [
         pilot_aggregate,
         name="pilot_aggregate",
     ),
+    path("studies/<int:study_id>/pilots/<int:pilot_id>/stop/", pilot_stop, name="pilot_stop"),
 ]

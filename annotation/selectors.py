@@ -167,7 +167,7 @@ def study_reliability(study: Study, *, limit: int | None = None) -> dict[str, An
 
 def sessions_completed(study: Study) -> int:
     """Multi-arrangement: the real, included sessions that ended (each a whole matrix)."""
-    return aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED).count()
+    return aggregated_participants(study).count()  # completed ones: see there
 
 
 def _arrangement_reliability(study: Study, limit: int | None) -> dict[str, Any] | None:
@@ -181,7 +181,7 @@ def _arrangement_reliability(study: Study, limit: int | None) -> dict[str, Any] 
 def _session_rows(study: Study, limit: int | None = None) -> list[JudgmentRow]:
     """The estimated dissimilarities of the first ``limit`` completed real sessions (in the
     order they ended) as judgment rows: each session's inverse MDS is computed here."""
-    completed = aggregated_participants(study).filter(status=ParticipantStatus.COMPLETED)
+    completed = aggregated_participants(study)  # the sessions aggregation uses: completed
     return arrangement_rows(study, completed.order_by("completed_at", "pk")[:limit])
 
 

@@ -235,10 +235,16 @@ class ModelLayersSerializer(serializers.Serializer):
 class TargetSerializer(serializers.ModelSerializer):
     dataset = DatasetSummarySerializer(read_only=True)
     score_count = serializers.IntegerField(read_only=True)
+    simulated = serializers.BooleanField(
+        read_only=True,
+        help_text="Its judgments were made by a study's simulated participants (a pilot), not "
+        "people: runs score it only when they name it, and it is left off the boards across "
+        "targets.",
+    )
 
     class Meta:
         model = Target
-        fields = ["id", "name", "kind", "dataset", "judgments", "score_count"]
+        fields = ["id", "name", "kind", "dataset", "judgments", "simulated", "score_count"]
         read_only_fields = fields
 
 

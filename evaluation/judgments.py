@@ -66,8 +66,11 @@ def judgments_create(
     value_meaning: str = ValueMeaning.SIMILARITY,
     import_report: dict[str, Any] | None = None,
     created_by: Any = None,
+    simulated: bool = False,
 ) -> HumanJudgments:
     """Store a new version of ``name`` over ``dataset`` and its scoring target.
+    ``simulated``: made by simulated participants (a study's pilot), not people; its target
+    is scored only by runs that name it, and stays off the boards across targets.
 
     A participant judging the same item twice is refused as a duplicate unless
     ``allow_repeats`` says the data hold planned repeats (test-retest trials).
@@ -105,6 +108,7 @@ def judgments_create(
             scoring_unit=scoring_unit,
             value_meaning=value_meaning,
             import_report=import_report or {},
+            simulated=simulated,
             created_by=created_by,
         )
         Judgment.objects.bulk_create(

@@ -634,6 +634,8 @@ def _every_board() -> list[Board]:
     targets = list(
         Target.objects.filter(scores__isnull=False)
         .filter(archived_at__isnull=True, dataset__archived_at__isnull=True)  # not listed
+        # A pilot's simulated participants are not people: their boards are not ranked.
+        .filter(Q(judgments__isnull=True) | Q(judgments__simulated=False))
         .distinct()
         .select_related("dataset", "judgments")
     )

@@ -340,6 +340,12 @@ class HumanJudgments(models.Model):
     # How the file was read and what the import kept: the CSV dialect, rows read, pairs of a
     # stimulus with itself kept or dropped, repeated pairs (shown with the data, exported).
     import_report = models.JSONField(default=dict, blank=True)
+    # Made by simulated participants (a study's pilot), not people: its target is scored only
+    # when a run names it, and is left off the boards across targets and the front page.
+    simulated = models.BooleanField(
+        default=False,
+        help_text="Simulated participants' judgments (a pilot), not people's.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -439,6 +445,11 @@ class Target(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("evaluation:leaderboard", args=[self.pk])
+
+    @property
+    def simulated(self) -> bool:
+        """Its judgments were made by simulated participants (a pilot), not people."""
+        return self.judgments is not None and self.judgments.simulated
 
 
 class EmbeddingSet(models.Model):

@@ -126,7 +126,7 @@ def targets_with_score_counts(*, include_archived: bool = False) -> QuerySet[Tar
     """The leaderboards index; archived targets, and those of archived datasets, are left
     out unless asked for."""
     targets = (
-        Target.objects.select_related("dataset")
+        Target.objects.select_related("dataset", "judgments")  # judgments: simulated or not
         .annotate(score_count=Count("scores"))
         .order_by("dataset__name", "name")
     )

@@ -64,6 +64,7 @@ def study_aggregate(
             ),
             origin=f"pilot {pilot.pk} of study {study.name}" if pilot else f"study {study.name}",
             created_by=created_by,
+            simulated=pilot is not None,  # kept off automatic runs and the overall boards
         )
         Aggregation.objects.create(
             study=study,
@@ -90,8 +91,13 @@ RESPONSE_ROW_FIELDS = (
 
 def aggregated_participants(study: Study, pilot: Pilot | None = None) -> Any:
     """Whose answers make a study's data: participants who were not excluded, real ones or,
-    for a pilot, that pilot's bots."""
-    return study.participants.filter(pilot=pilot).exclude(status=ParticipantStatus.EXCLUDED)
+    for a pilot, that pilot's bots. Multi-arrangement: completed sessions only, each a whole
+    matrix (a session in progress is estimated again, differently, with each arrangement
+    it adds); the study page's reliability uses the same sessions (selectors)."""
+    used = study.participants.filter(pilot=pilot).exclude(status=ParticipantStatus.EXCLUDED)
+    if study.is_arrangement:
+        used = used.filter(status=ParticipantStatus.COMPLETED)
+    return used
 
 
 def arrangement_rows(study: Study, participants: Any) -> list[JudgmentRow]:

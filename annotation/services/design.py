@@ -272,11 +272,15 @@ def _new_item(study: Study, stimulus_ids: list[int], rng: random.Random) -> Item
 def study_set_status(*, study: Study, status: str) -> None:
     if status not in StudyStatus.values:
         raise ValidationError(f"Unknown status {status!r}.")
-    if status == StudyStatus.OPEN and study.pilots.filter(status=PilotStatus.RUNNING).exists():
-        # Its bots still hold places on the items until the pilot ends and takes them out.
-        raise ValidationError("A pilot of this study is running: open it once the pilot ends.")
-    # The researcher's decision: a study that had closed itself is no longer "complete".
-    Study.objects.filter(pk=study.pk).update(status=status, completed_at=None)
+    with transaction.atomic():
+        # The lock pilot_start takes: a pilot starting meanwhile either committed before (and
+        # is seen running here) or reads the study open after this commits (and is refused).
+        Study.objects.select_for_update().filter(pk=study.pk).first()
+        if status == StudyStatus.OPEN and study.pilots.filter(status=PilotStatus.RUNNING).exists():
+            # Its bots still hold places on the items until the pilot ends and takes them out.
+            raise ValidationError("A pilot of this study is running: open it once the pilot ends.")
+        # The researcher's decision: a study that had closed itself is no longer "complete".
+        Study.objects.filter(pk=study.pk).update(status=status, completed_at=None)
     study.status = status
     study.completed_at = None
 

@@ -49,17 +49,27 @@ def participant_start(
     if study.status != StudyStatus.OPEN and not piloting:
         raise PermissionDenied("This study is not open.")
     external_id = clean_external_id(external_id)
-    own = participant_of_account(study=study, user=user)
+    own = None if piloting else participant_of_account(study=study, user=user)
     if own is not None:
         return own
     _refuse_if_started(study, external_id)
     plan = session_plan(study, random.Random(seed))
     try:
         with transaction.atomic():  # the participant and their reserved item, or neither
+            if pilot is not None and piloting and not _pilot_still_admits(pilot):
+                raise PermissionDenied("This study is not open.")
+            if not piloting and user is not None and user.is_authenticated:
+                # Simulated sessions started from this account before a pilot's participants
+                # were kept apart from accounts: theirs no longer (one participant per account).
+                Participant.objects.filter(study=study, user=user).exclude(pilot=None).update(
+                    user=None
+                )
             participant = Participant.objects.create(
                 study=study,
                 external_id=external_id,
-                user=user if user is not None and user.is_authenticated else None,
+                # A simulated participant is nobody's account: a researcher who tried the
+                # pilot link while logged in takes part as themselves once the study opens.
+                user=user if not piloting and user is not None and user.is_authenticated else None,
                 plan=plan,
                 pilot=pilot if piloting else None,
             )
@@ -81,6 +91,16 @@ def pilot_admits(*, pilot: Pilot, study: Study) -> bool:
     return pilot.study_id == study.pk and pilot.status == PilotStatus.RUNNING
 
 
+def _pilot_still_admits(pilot: Pilot) -> bool:
+    """The pilot is still running, read under its row's lock, which the transaction that
+    ends it (pilots._end) takes too: a bot starting while the pilot is stopped either
+    commits first (and its session is ended and taken out with the others) or finds the
+    pilot ended."""
+    return (
+        Pilot.objects.select_for_update().filter(pk=pilot.pk, status=PilotStatus.RUNNING).exists()
+    )
+
+
 def clean_external_id(external_id: str) -> str:
     """A recruiter's participant id as stored: trimmed, without control characters (a NUL
     from a hand-edited link would make PostgreSQL refuse the query), at most 200 chars."""
@@ -88,9 +108,10 @@ def clean_external_id(external_id: str) -> str:
 
 
 def participant_of_account(*, study: Study, user: Any) -> Participant | None:
-    """A logged-in account's own participant in this study (its login is the credential)."""
+    """A logged-in account's own participant in this study (its login is the credential);
+    never a pilot's simulated participant."""
     if user is not None and user.is_authenticated:
-        return Participant.objects.filter(study=study, user=user).first()
+        return Participant.objects.filter(study=study, user=user, pilot=None).first()
     return None
 
 

@@ -388,6 +388,37 @@ def _tags_found(pilot: Pilot) -> dict[str, Any]:
 
 
 # --- Reliability against the number of participants -----------------------------------------
+def recruit_advice(needed: dict[str, Any], bots: Sequence[Mapping[str, Any]]) -> None:
+    """How many to recruit for ``needed["participants"]`` kept ones, into ``needed``: for the
+    share of honest bots that quality control kept (its false positives). The planted bots
+    test the rules; how many of them a pilot has is the researcher's choice, not a forecast
+    of how many people will cheat, so they are left out of the share."""
+    honest = [b for b in bots if b["persona"] == simulation.HONEST and b["participant"] is not None]
+    honest_kept = sum(b["status"] == ParticipantStatus.COMPLETED for b in honest)
+    if needed.get("participants") and honest_kept:
+        needed["kept_share"] = round(honest_kept / len(honest), 3)
+        needed["kept_share_of"] = "honest"
+        needed["recruit"] = math.ceil(needed["participants"] * len(honest) / honest_kept)
+
+
+def recruit_text(needed: dict[str, Any]) -> str:
+    """How many to recruit, and what that rests on; '' when the report does not say."""
+    if not needed.get("recruit"):
+        return ""
+    if needed.get("kept_share_of") == "honest":
+        return (
+            f"Recruit about {needed['recruit']}: quality control kept "
+            f"{needed['kept_share']:.0%} of this pilot's honest participants (its false "
+            "positives; the planted ones are left out, and real people who cheat would "
+            "need more)."
+        )
+    # Reports from before: the share of every participant, planted ones included.
+    return (
+        f"Recruit about {needed['recruit']}: {needed['kept_share']:.0%} of this pilot's "
+        "participants were kept."
+    )
+
+
 def _reliability(
     pilot: Pilot, bots: list[dict[str, Any]], tick: Callable[[], object]
 ) -> dict[str, Any] | None:
@@ -407,11 +438,7 @@ def _reliability(
         tick()
         curve.append(_point(measure, kept, n, rng))
     needed = _needed(study, curve, target, measure.spearman_brown)
-    started = sum(b["participant"] is not None for b in bots)
-    if needed.get("participants") and kept:
-        # Kept participants are what counts; recruit for the share this pilot excluded.
-        needed["kept_share"] = round(len(kept) / started, 3)
-        needed["recruit"] = math.ceil(needed["participants"] * started / len(kept))
+    recruit_advice(needed, bots)
     reached = next((p for p in curve if p["participants"] == needed.get("reached_at")), None)
     if reached is not None:  # how thin the data were where the target was reached
         needed["judged_twice"] = reached["judged_twice"]

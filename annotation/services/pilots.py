@@ -1,7 +1,7 @@
 """Pilots: running simulated participants through a study's real pages before it opens
 (annotation/simulation.py); what they found is annotation/services/pilot_report.py.
 
-A pilot is started on a study that is not open (``pilot_start``), then run (``pilot_run``,
+A pilot is started on a draft study (``pilot_start``), then run (``pilot_run``,
 from the ``simulate_study`` command or the ``annotation.pilot_run`` task): its bots take
 part over HTTP through the study link carrying the pilot's token, which admits them while
 the pilot runs. When they are done the pilot's report is built from the database
@@ -99,17 +99,22 @@ def pilot_start(
     speeders and catch_failers (how many of the participants are planted), concurrency,
     target (the reliability to plan for) and seed. ValidationError says what is wrong."""
     checked = _check_options(participants, options)
-    if study.status == StudyStatus.OPEN:
-        raise ValidationError(
-            f"{study.name} is open to participants: a pilot comes before a study opens (its "
-            "bots would take places meant for people). Close the study first, or pilot a "
-            "draft copy of it."
-        )
+    refusal = pilot_refusal(study)  # said before the embeddings are looked for; again below
+    if refusal:
+        raise ValidationError(refusal)
     if not study.items.exists():
         raise ValidationError(f"{study.name} has no items to pilot.")
     embedding_set = pilot_embeddings(model=model, study=study)
     with transaction.atomic():
-        Study.objects.select_for_update().filter(pk=study.pk).first()  # one start at a time
+        # One start at a time, and none once the study has left its draft: the row is locked
+        # (study_set_status takes the same lock before it opens a study) and read again, so
+        # that a study opened since ``study`` was read is refused.
+        locked = Study.objects.select_for_update().filter(pk=study.pk).first()
+        if locked is None:
+            raise ValidationError(f"{study.name} was deleted.")
+        refusal = pilot_refusal(locked)
+        if refusal:
+            raise ValidationError(refusal)
         pilots_fail_stale(study=study)
         running = study.pilots.filter(status=PilotStatus.RUNNING).first()
         if running is not None:
@@ -127,6 +132,26 @@ def pilot_start(
             },
             created_by=created_by,
         )
+
+
+def pilot_refusal(study: Study) -> str:
+    """Why this study cannot be piloted now, or '' when it can: pilots are for draft studies
+    (not archived), before anyone real takes part; an open or closed study has real sessions
+    (or may have: a closed study can be opened again) that the bots would count beside."""
+    if study.archived_at is not None:
+        return f"{study.name} is archived: a pilot is for a draft study, before it opens."
+    if study.status == StudyStatus.OPEN:
+        return (
+            f"{study.name} is open to participants: a pilot comes before a study opens (its "
+            "bots would take places meant for people). Pilot a draft copy of it."
+        )
+    if study.status != StudyStatus.DRAFT:
+        return (
+            f"{study.name} is {study.get_status_display().lower()}: a pilot comes before a "
+            "study opens, on a draft (its bots would count beside the sessions of real "
+            "participants). Pilot a draft copy of it."
+        )
+    return ""
 
 
 def _check_options(participants: Any, options: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from evaluation import metrics as metric_registry
@@ -40,11 +41,14 @@ def run_create(
     metrics: Sequence[dict[str, Any]],
     layers: dict[int, list[str]] | None = None,
     created_by: Any = None,
+    targets: Sequence[Target] | None = None,
 ) -> Run:
     """Create a run with one step per model and queue the extractions once committed.
 
     ``layers`` maps a model id to the layers to score (a layer sweep); a model without an
-    entry is scored at its default layer.
+    entry is scored at its default layer. ``targets``: what to score against, targets of
+    the dataset; by default every one of them but the simulated (a study pilot's judgments,
+    scored only when named here).
     """
     layers = layers or {}
     _check_layers(models, layers)
@@ -86,7 +90,7 @@ def run_create(
     problems = [problem for model in models if (problem := cannot_score(model, dataset))]
     if problems:
         raise ValidationError({"models": problems})
-    targets = _targets_for(dataset, metrics)
+    targets = _targets_for(dataset, metrics, targets)
     with transaction.atomic():
         run = Run.objects.create(dataset=dataset, metrics=list(metrics), created_by=created_by)
         run.targets.set(targets)
@@ -121,8 +125,19 @@ def _check_layers(models: Sequence[PretrainedModel], layers: dict[int, list[str]
                 )
 
 
-def _targets_for(dataset: Dataset, metrics: Sequence[dict[str, Any]]) -> list[Target]:
-    targets = list(dataset.targets.all())
+def _targets_for(
+    dataset: Dataset, metrics: Sequence[dict[str, Any]], chosen: Sequence[Target] | None = None
+) -> list[Target]:
+    """The targets a run scores: those ``chosen`` (of this dataset), else every target of the
+    dataset whose judgments people made (simulated ones are scored only when chosen)."""
+    if chosen is not None:
+        foreign = [t.name for t in chosen if t.dataset_id != dataset.pk]
+        if foreign:
+            raise ValidationError({"targets": f"Not targets of {dataset}: {', '.join(foreign)}."})
+        targets = list(chosen)
+    else:
+        people = Q(judgments__isnull=True) | Q(judgments__simulated=False)  # labels: none
+        targets = list(dataset.targets.filter(people))
     for entry in metrics:
         info = metric_registry.METRICS.get(entry.get("name", ""))
         if info is None:

@@ -161,6 +161,7 @@ def test_targets_are_public_with_score_counts(anonymous, scored):
                 "modality": "image",
             },
             "judgments": None,
+            "simulated": False,
             "score_count": 12,
         }
     ]

@@ -71,6 +71,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "annotation:study_pilots": (RESEARCHER, "GET", "study"),
     "annotation:pilot_start": (RESEARCHER, "POST", "study"),
     "annotation:pilot_aggregate": (RESEARCHER, "POST", "study pilot"),
+    "annotation:pilot_stop": (RESEARCHER, "POST", "study pilot"),
     "annotation:study_export": (RESEARCHER, "GET", "study export"),
     "annotation:study_preview": (RESEARCHER, "GET", "study"),
     "annotation:study_preview_trial": (RESEARCHER, "GET", "study step"),

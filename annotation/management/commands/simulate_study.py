@@ -409,12 +409,8 @@ def needed_lines(reliability: dict[str, Any]) -> list[str]:
     needed = reliability["needed"]
     unit = reliability.get("coverage", {}).get("unit", "items")
     total = reliability.get("coverage", {}).get("total")
-    recruit = (
-        f" Recruit about {needed['recruit']}: {needed['kept_share']:.0%} of this pilot's "
-        "participants were kept."
-        if needed.get("recruit")
-        else ""
-    )
+    recruit = pilot_report.recruit_text(needed)
+    recruit = f" {recruit}" if recruit else ""
     if needed.get("reached_at"):
         thin = (
             f" (there, random subsets judged on average {needed['judged_twice']:g} of "

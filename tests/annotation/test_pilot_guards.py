@@ -1,0 +1,281 @@
+"""Pilots' guards, without a live server: only draft studies are piloted (a stale study
+object included), a pilot can be stopped, only a finished pilot is aggregated, an aggregated
+pilot is marked simulated and kept off automatic runs and the boards across targets, the
+recruitment advice rests on the honest bots, a pilot's bot is nobody's account, and
+multi-arrangement aggregation uses completed sessions only."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from annotation import selectors, services
+from annotation.models import Item, Participant, ParticipantStatus, Pilot, PilotStatus, Study
+from annotation.services import pilot_report, pilots
+from annotation.services.aggregation import aggregated_participants
+from annotation.simulation import CATCH_FAILER, HONEST, SPEEDER
+from evaluation.leaderboards import _overall, front_page
+from evaluation.models import HumanJudgments, Target
+from evaluation.services.runs import run_create
+from tests.annotation.test_pilots import clustered_model, draft_study
+from tests.annotation.test_studies import complete_session
+from tests.factories import RunFactory, ScoreFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def stopped(pilot: Pilot) -> None:
+    """End a pilot as its runner does when its bots are done (finished)."""
+    pilot.refresh_from_db()
+    assert pilots._end(pilot, report={**pilot.report}, error="")
+
+
+# --- D1, D2: drafts only --------------------------------------------------------------------
+def test_a_study_opened_since_it_was_read_is_not_piloted():
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    Study.objects.filter(pk=study.pk).update(status="open")  # someone opened it meanwhile
+    assert study.status == "draft"  # the object in hand says draft
+    with pytest.raises(ValidationError, match="open to participants"):
+        pilots.pilot_start(study=study, model=model, participants=3)
+    assert not Pilot.objects.exists()
+
+
+def test_opening_waits_for_a_running_pilot():
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=3)
+    with pytest.raises(ValidationError, match="A pilot of this study is running"):
+        services.study_set_status(study=study, status="open")
+    assert Study.objects.get(pk=study.pk).status == "draft"
+    pilots.pilot_fail(pilot=pilot, error="test")
+    services.study_set_status(study=study, status="open")
+    assert Study.objects.get(pk=study.pk).status == "open"
+
+
+def test_closed_and_archived_studies_are_not_piloted(researcher_client):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    services.study_set_status(study=study, status="closed")
+    with pytest.raises(ValidationError, match="is closed: a pilot comes before a study opens"):
+        pilots.pilot_start(study=study, model=model, participants=3)
+    with pytest.raises(CommandError, match="is closed: a pilot comes before"):
+        call_command(
+            "simulate_study", str(study.pk), "--participants", "3", "--model", model.name,
+            "--url", "http://127.0.0.1:9", stdout=io.StringIO(), stderr=io.StringIO(),
+        )  # fmt: skip
+    url = reverse("annotation:study_pilots", args=[study.pk])
+    page = researcher_client.get(url).content.decode()
+    assert 'id="pilot-closed"' in page and 'id="pilot-form"' not in page
+    assert "is closed" in page and "Pilots are for draft studies" in page
+    assert "close the study to pilot it" not in page
+
+    archived = draft_study()
+    archived_model = clustered_model(archived.dataset)
+    Study.objects.filter(pk=archived.pk).update(archived_at=timezone.now())
+    archived.refresh_from_db()
+    with pytest.raises(ValidationError, match="is archived"):
+        pilots.pilot_start(study=archived, model=archived_model, participants=3)
+    assert not Pilot.objects.exists()
+
+
+# --- D5: stopping a pilot -------------------------------------------------------------------
+def test_a_researcher_stops_a_queued_pilot_and_its_counts_are_taken_out(
+    researcher_client, researcher, outsider
+):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=3)
+    bot = services.participant_start(study=study, pilot=pilot)
+    assert Item.objects.filter(assigned=1).count() == 1
+    panel = researcher_client.get(
+        reverse("annotation:study_pilots", args=[study.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    stop = reverse("annotation:pilot_stop", args=[study.pk, pilot.pk])
+    assert f'action="{stop}"' in panel and "Stop pilot" in panel and "Queued" in panel
+
+    visitor = Client()
+    visitor.force_login(outsider)
+    assert visitor.post(stop).status_code == 403
+    assert researcher_client.get(stop).status_code == 405
+    assert Pilot.objects.get(pk=pilot.pk).status == PilotStatus.RUNNING
+
+    response = researcher_client.post(stop, follow=True)
+    assert f"Pilot {pilot.pk} stopped" in response.content.decode()
+    pilot.refresh_from_db()
+    assert pilot.status == PilotStatus.FAILED and pilot.error == f"Stopped by {researcher}."
+    bot.refresh_from_db()
+    assert bot.status == ParticipantStatus.WITHDRAWN
+    assert not Item.objects.exclude(assigned=0).exists()
+    assert pilot.report["taken_out"]["sessions_ended"] == 1
+    # No new bot gets in once it is stopped, and stopping again says so.
+    with pytest.raises(Exception, match="not open"):
+        services.participant_start(study=study, pilot=pilot)
+    again = researcher_client.post(stop, follow=True).content.decode()
+    assert "had ended already" in again
+    services.study_set_status(study=study, status="open")  # nothing holds it back now
+
+
+# --- N1, D3: aggregating a pilot ------------------------------------------------------------
+def finished_pilot(study: Study, bots: int = 2) -> Pilot:
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=bots)
+    for _ in range(bots):
+        complete_session(services.participant_start(study=study, pilot=pilot))
+    return pilot
+
+
+def test_only_a_finished_pilot_is_aggregated(researcher_client):
+    study = draft_study(catch_trials=0, practice_trials=0)
+    pilot = finished_pilot(study)
+    aggregate = reverse("annotation:pilot_aggregate", args=[study.pk, pilot.pk])
+    response = researcher_client.post(aggregate, follow=True).content.decode()
+    assert "is running: only a finished pilot" in response
+    assert not HumanJudgments.objects.filter(dataset=study.dataset).exists()
+    pilot.refresh_from_db()
+    pilots.pilot_fail(pilot=pilot, error="test")
+    response = researcher_client.post(aggregate, follow=True).content.decode()
+    assert "is failed: only a finished pilot" in response
+    assert not HumanJudgments.objects.filter(dataset=study.dataset).exists()
+
+
+def test_an_aggregated_pilot_is_simulated_scored_only_when_asked_and_not_ranked(
+    researcher_client, client
+):
+    study = draft_study(catch_trials=0, practice_trials=0)
+    pilot = finished_pilot(study)
+    stopped(pilot)
+    aggregate = reverse("annotation:pilot_aggregate", args=[study.pk, pilot.pk])
+    assert "Stored pilot" in researcher_client.post(aggregate, follow=True).content.decode()
+    judgments = HumanJudgments.objects.get(dataset=study.dataset)
+    assert judgments.simulated
+    simulated = Target.objects.get(judgments=judgments)
+    assert simulated.simulated
+    labels = Target.objects.get(dataset=study.dataset, kind="labels")
+    assert not labels.simulated
+    assert study.dataset.targets.count() == 2
+
+    # A new run on the dataset does not score against it, unless it names it.
+    model = pilot.model
+    run = run_create(dataset=study.dataset, models=[model], metrics=[{"name": "knn"}])
+    assert list(run.targets.all()) == [labels]
+    with pytest.raises(ValidationError, match="needs"):
+        run_create(dataset=study.dataset, models=[model], metrics=[{"name": "pair_alignment"}])
+    chosen = run_create(
+        dataset=study.dataset,
+        models=[model],
+        metrics=[{"name": "pair_alignment"}],
+        targets=[simulated],
+    )
+    assert list(chosen.targets.all()) == [simulated]
+
+    # Scored anyway (a run that named it): its board says simulated, and it is ranked
+    # neither across targets nor on the front page.
+    cache.clear()
+    scored = RunFactory(dataset=study.dataset)
+    ScoreFactory(run=scored, model=model, target=simulated, metric_key="pair_alignment")
+    ScoreFactory(run=scored, model=model, target=labels, metric_key="knn(k=5)")
+    overall = _overall()
+    ranked = {t.pk for group in overall.groups for t in group.targets}
+    assert labels.pk in ranked and simulated.pk not in ranked
+    front = front_page()
+    assert simulated.pk not in {f.target.pk for f in front.human + front.labels}
+    board = client.get(simulated.get_absolute_url()).content.decode()
+    assert "simulated (pilot)" in board and 'id="target-simulated"' in board
+    assert "simulated (pilot)" not in client.get(labels.get_absolute_url()).content.decode()
+    index = client.get(reverse("evaluation:leaderboards")).content.decode()
+    assert index.count("simulated (pilot)") == 1
+    api = client.get(f"/api/targets/{simulated.pk}/").json()
+    assert api["simulated"] is True
+    assert client.get(f"/api/targets/{labels.pk}/").json()["simulated"] is False
+
+
+# --- D4: how many to recruit ----------------------------------------------------------------
+def test_recruitment_rests_on_the_honest_bots_quality_control_kept():
+    personas = [SPEEDER] * 3 + [CATCH_FAILER] * 3 + [HONEST] * 24
+    bots = [
+        {
+            "persona": persona,
+            "participant": number,
+            "status": "completed" if persona == HONEST else "excluded",
+        }
+        for number, persona in enumerate(personas, start=1)
+    ]
+    needed = {"participants": 20}
+    pilot_report.recruit_advice(needed, bots)
+    assert needed["kept_share"] == 1.0 and needed["recruit"] == 20
+    text = pilot_report.recruit_text(needed)
+    assert text.startswith("Recruit about 20: quality control kept 100% of this pilot's honest")
+    assert "planted ones are left out" in text
+    # One honest bot in four excluded (a false positive): recruit a third more.
+    for bot in bots[6:12]:
+        bot["status"] = "excluded"
+    needed = {"participants": 20}
+    pilot_report.recruit_advice(needed, bots)
+    assert needed["kept_share"] == 0.75 and needed["recruit"] == 27
+    needed = {"participants": 20}
+    pilot_report.recruit_advice(needed, [{**b, "status": "excluded"} for b in bots])
+    assert "recruit" not in needed and pilot_report.recruit_text(needed) == ""
+
+
+# --- N4: a pilot's bot is nobody's account --------------------------------------------------
+def test_an_account_that_used_a_pilot_link_takes_part_as_itself_once_the_study_opens(
+    researcher,
+):
+    study = draft_study(catch_trials=0, practice_trials=0)
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=3)
+    bot = services.participant_start(study=study, user=researcher, pilot=pilot)
+    assert bot.pilot_id == pilot.pk and bot.user_id is None
+    # One made before bots were kept apart from accounts: the account's, and a bot.
+    legacy = services.participant_start(study=study, pilot=pilot)
+    Participant.objects.filter(pk=legacy.pk).update(user=researcher)
+    assert services.participant_of_account(study=study, user=researcher) is None
+    pilots.pilot_fail(pilot=pilot, error="test")
+    services.study_set_status(study=study, status="open")
+    real = services.participant_start(study=study, user=researcher)
+    assert real.pilot_id is None and real.user_id == researcher.pk
+    assert real.pk not in (bot.pk, legacy.pk)
+    assert services.participant_of_account(study=study, user=researcher) == real
+    assert services.participant_start(study=study, user=researcher) == real
+
+
+# --- AGG: multi-arrangement aggregation uses completed sessions -----------------------------
+def test_an_arrangement_session_in_progress_is_not_aggregated():
+    from tests.annotation.test_arrangement_studies import (
+        answer,
+        make_study,
+        placements_for,
+        run_session,
+        truth_for,
+    )
+
+    study = make_study(arena_max_items=5, judgments_per_item=3)
+    points = truth_for(study)
+    done = [services.participant_start(study=study) for _ in range(2)]
+    for participant in done:
+        run_session(participant, points)
+        assert participant.status == ParticipantStatus.COMPLETED
+    going = services.participant_start(study=study)
+    trial = services.trial_current(participant=going)
+    services.response_submit(
+        participant=going, answer=answer(trial, placements_for(trial, points, 0.05))
+    )
+    going.refresh_from_db()
+    assert going.status == ParticipantStatus.CONSENTED
+
+    used = aggregated_participants(study)
+    assert set(used.values_list("pk", flat=True)) == {p.pk for p in done}
+    assert selectors.sessions_completed(study) == 2
+    judgments = services.study_aggregate(study=study)
+    assert judgments.participant_count == 2
+    assert set(judgments.rows.values_list("participant", flat=True).distinct()) == {
+        f"p{p.pk}" for p in done
+    }
