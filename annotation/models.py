@@ -79,8 +79,10 @@ class Study(models.Model):
     )
     evidence_threshold = models.FloatField(
         default=0.5,
-        help_text="Multi-arrangement: a session ends once every pair has this much evidence "
-        "(in squared units of a trial's RMS on-screen distance).",
+        help_text="Multi-arrangement: a session ends once every pair has this much evidence: "
+        "the sum over the trials that showed the pair of its squared on-screen distance in "
+        "arena diameters, at least 0.04 per trial (a pair placed half the arena's width apart "
+        "gets 0.25 from that trial).",
     )
     session_seconds = models.PositiveIntegerField(
         default=1200,

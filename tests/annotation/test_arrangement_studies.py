@@ -132,11 +132,20 @@ def evenly_spaced(trial: Trial) -> tuple[Placement, ...]:
     )
 
 
+def evenly_spaced_six() -> tuple[Placement, ...]:
+    trial = Trial(shown=list(range(6)))
+    return evenly_spaced(trial)
+
+
 def test_a_session_ends_once_every_pair_has_enough_evidence():
-    """Six items evenly on a ring: the closest pairs lie at 0.645 of the trial's RMS
-    distance, evidence 0.417, so a threshold of 0.4 is met by the first trial and 0.45 is
+    """Six items evenly on a ring of radius 0.6: neighbours lie 2 * 0.6 * sin(30°) = 0.6
+    arena radii = 0.3 arena diameters apart, evidence 0.3² = 0.09 (the other pairs lie
+    farther apart and get more), so a threshold of 0.08 is met by the first trial and 0.1 is
     not (the plan's second trial then ends the session)."""
-    for threshold, trials in ((0.4, 1), (0.45, 2)):
+    neighbours = pair_evidence(6, [(range(6), [(p.x, p.y) for p in evenly_spaced_six()])])
+    assert neighbours[0, 1] == pytest.approx(0.09) and neighbours.max() > 0.09
+    assert np.min(neighbours + np.eye(6)) == pytest.approx(0.09)
+    for threshold, trials in ((0.08, 1), (0.1, 2)):
         study = make_study(arena_max_items=6, evidence_threshold=threshold, trials_per_session=2)
         participant = services.participant_start(study=study)
         answered = 0
