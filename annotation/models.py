@@ -128,7 +128,9 @@ class Study(models.Model):
     )
     catch_trials = models.PositiveIntegerField(default=0)
     min_response_ms = models.PositiveIntegerField(
-        default=0, help_text="Responses faster than this are flagged as too fast."
+        default=0,
+        help_text="Responses faster than this are flagged as too fast. Multi-arrangement: "
+        "per item the trial shows (a trial of 10 items is too fast under 10 times this).",
     )
     max_catch_failures = models.PositiveIntegerField(
         default=0, help_text="Exclude a participant who fails more catch trials than this."

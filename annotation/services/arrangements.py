@@ -340,12 +340,34 @@ def stored_arrangement(answer: Answer) -> list[list[float]]:
 
 
 def arrangement_flags(trial: Trial, answer: Answer) -> list[str]:
+    """The flags of an arrangement, beside the response-time floor that every kind gets
+    (services.trials flags an answer faster than the study's minimum once per trial)."""
     flags = []
+    if _too_fast_for_its_items(trial, answer):
+        flags.append("too fast")
     if any(p.moves == 0 for p in answer.placements):
         flags.append("items never moved")
     if trial.role == TrialRole.CATCH and trial.expected and not _catch_passed(trial, answer):
         flags.append("failed catch")
     return flags
+
+
+def _too_fast_for_its_items(trial: Trial, answer: Answer) -> bool:
+    """In a multi-arrangement study the minimum response time is per item the trial shows:
+    a first trial of 40 items takes far longer than a later one of 3. The answers faster
+    than the minimum itself services.trials has flagged already; this flags the others
+    faster than the minimum times the trial's items."""
+    minimum = (
+        Participant.objects.filter(pk=trial.participant_id)
+        .values_list("study__min_response_ms", flat=True)
+        .first()
+    )
+    if not minimum:
+        return False
+    elapsed_ms = answer.rt_ms
+    if elapsed_ms is None:  # no JavaScript: the server's clock, as services.trials takes it
+        elapsed_ms = int((timezone.now() - trial.issued_at).total_seconds() * 1000)
+    return minimum <= elapsed_ms < minimum * len(answer.placements)
 
 
 def _catch_passed(trial: Trial, answer: Answer) -> bool:

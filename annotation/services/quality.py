@@ -63,8 +63,9 @@ def quality_problems(participant: Participant) -> list[str]:
         reasons.append(f"failed {failed} of {study.catch_trials} catch trials")
     fast = sum("too fast" in r.flags for r in responses)
     if study.min_response_ms and fast / len(responses) > study.max_fast_share:
+        per_item = " per item shown" if study.is_arrangement else ""
         reasons.append(
-            f"{fast} of {len(responses)} responses faster than {study.min_response_ms} ms"
+            f"{fast} of {len(responses)} responses faster than {study.min_response_ms} ms{per_item}"
         )
     if study.is_arrangement:
         unmoved = sum("items never moved" in r.flags for r in responses)

@@ -680,3 +680,27 @@ def test_a_lapsed_session_that_ends_without_arrangements_never_counts():
     services.participant_set_excluded(participant=lapsed, excluded=False, reason="")
     lapsed.refresh_from_db()
     assert lapsed.session_state == "released" and counts(study) == before
+
+
+def test_the_minimum_response_time_is_per_item_the_arrangement_shows():
+    """500 ms per item: the first trial's 5 items are too fast under 2.5 s, a later trial's
+    3 items under 1.5 s; an answer under 500 ms is flagged once."""
+    study = make_study(
+        arena_max_items=5, trials_per_session=3, evidence_threshold=50.0, min_response_ms=500
+    )
+    points = truth_for(study)
+    participant = services.participant_start(study=study)
+    flags = []
+    for rt_ms in (2000, 2000, 400):
+        trial = services.trial_current(participant=participant)
+        placed = placements_for(trial, points, 0.05)
+        stored = services.response_submit(
+            participant=participant, answer=answer(trial, placed, rt_ms=rt_ms)
+        )
+        flags.append((len(trial.shown), stored.flags))
+    assert flags == [(5, ["too fast"]), (3, []), (3, ["too fast"])]
+    participant.refresh_from_db()
+    assert services.trial_current(participant=participant) is None
+    participant.refresh_from_db()
+    assert participant.status == "excluded"
+    assert "2 of 3 responses faster than 500 ms per item shown" in participant.flags
