@@ -61,6 +61,16 @@ CATCH_TOGETHER = 0.25
 ARENA_TOLERANCE = 1e-6  # rounding in the browser: a point on the rim is inside
 MAX_MOVES = 10**6  # per item and trial: more is not a person dragging (and not stored)
 MIN_REPEATED_PAIRS = 5  # the consistency rule needs this many pairs placed twice
+# "Items never moved". The page counts each drag (or keyboard move) that places an item,
+# the drag into the arena included: 1 is an item dropped once and left there. Careful
+# participants do drop some items right at once, above all in small later trials, but
+# arranging a session means going back to some of them as the others arrive; a participant
+# who just dumps items into the circle adjusts (almost) none. So the rule is on the whole
+# session: flagged when fewer than this share of the items placed in its arrangements
+# (practice aside) were moved again after being dropped in...
+MIN_ADJUSTED_SHARE = 0.05
+# ...once it placed at least this many (a short session says too little).
+MIN_PLACED_FOR_ADJUSTMENT = 10
 
 HELD, COUNTED, RELEASED = "held", "counted", "released"
 # (assigned, answered) each item of the session adds in a state.
@@ -345,7 +355,7 @@ def arrangement_flags(trial: Trial, answer: Answer) -> list[str]:
     flags = []
     if _too_fast_for_its_items(trial, answer):
         flags.append("too fast")
-    if any(p.moves == 0 for p in answer.placements):
+    if all(p.moves <= 1 for p in answer.placements):  # each dropped once, none adjusted
         flags.append("items never moved")
     if trial.role == TrialRole.CATCH and trial.expected and not _catch_passed(trial, answer):
         flags.append("failed catch")
@@ -386,6 +396,21 @@ def _catch_passed(trial: Trial, answer: Answer) -> bool:
 
 
 # --- Quality and estimates ------------------------------------------------------------------
+def adjustment_problem(responses: Sequence[Response]) -> str | None:
+    """The "items never moved" rule (MIN_ADJUSTED_SHARE) over a session's responses
+    (practice aside): a reason if (almost) no item was moved after being dropped in."""
+    moves = [p[2] for r in responses if r.arrangement for p in r.arrangement]
+    if len(moves) < MIN_PLACED_FOR_ADJUSTMENT:
+        return None
+    adjusted = sum(m > 1 for m in moves)
+    if adjusted >= MIN_ADJUSTED_SHARE * len(moves):
+        return None
+    return (
+        f"items never moved after being dropped in: {adjusted} of {len(moves)} placed items "
+        f"adjusted (fewer than {MIN_ADJUSTED_SHARE:.0%})"
+    )
+
+
 def consistency_problem(participant: Participant) -> str | None:
     """Each later trial's distances against the same pairs' distances in the first regular
     trial (which shows every pair): their correlation within the trial (so each trial's own

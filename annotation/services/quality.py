@@ -68,9 +68,9 @@ def quality_problems(participant: Participant) -> list[str]:
             f"{fast} of {len(responses)} responses faster than {study.min_response_ms} ms{per_item}"
         )
     if study.is_arrangement:
-        unmoved = sum("items never moved" in r.flags for r in responses)
+        unmoved = arrangements.adjustment_problem(responses)
         if unmoved:
-            reasons.append(f"{unmoved} of {len(responses)} arrangements had items never moved")
+            reasons.append(unmoved)
         inconsistent = arrangements.consistency_problem(participant)
         if inconsistent:
             reasons.append(inconsistent)

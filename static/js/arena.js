@@ -2,7 +2,9 @@
 // touch), or move them with the keyboard. The answer is the hidden "arrangement" field:
 // JSON [[stimulus id, x, y, moves], ...] in the trial's order, x to the right and y down in
 // arena radii from the centre (inside: x² + y² <= 1), moves the drags or keyboard moves
-// that placed the item. The server checks all of it again (annotation/services/arrangements.py).
+// that placed the item, the one that brought it into the circle included: 1 is an item
+// dropped once and never adjusted (the server's "items never moved" rule counts those).
+// The server checks all of it again (annotation/services/arrangements.py).
 (function () {
   "use strict";
   var DRAG_THRESHOLD = 4; // px: less is a tap (plays a clip), not a move

@@ -55,7 +55,8 @@ def truth_for(study: Study) -> dict[int, np.ndarray]:
 
 def placements_for(trial: Trial, points: dict[int, np.ndarray], noise: float, seed: int = 0):
     """Where a participant who knows ``points`` puts the trial's items: MDS plus noise, scaled
-    into the arena (copies of one stimulus land together)."""
+    into the arena (copies of one stimulus land together); every third item was moved
+    again after it was dropped in, the others dropped once."""
     shown = list(trial.shown)
     truth = np.array(
         [[np.linalg.norm(points[a] - points[b]) for b in shown] for a in shown], dtype=float
@@ -63,7 +64,10 @@ def placements_for(trial: Trial, points: dict[int, np.ndarray], noise: float, se
     xy = simulate_arrangement(truth, list(range(len(shown))), noise, np.random.default_rng(seed))
     xy -= xy.mean(axis=0)
     xy *= 0.9 / max(np.linalg.norm(xy, axis=1).max(), 1e-9)
-    return tuple(Placement(s, float(x), float(y), 1) for s, (x, y) in zip(shown, xy, strict=True))
+    return tuple(
+        Placement(s, float(x), float(y), 1 + (k % 3 == 0))
+        for k, (s, (x, y)) in enumerate(zip(shown, xy, strict=True))
+    )
 
 
 def answer(trial: Trial, placements, rt_ms: int = 30_000) -> Answer:
@@ -704,3 +708,50 @@ def test_the_minimum_response_time_is_per_item_the_arrangement_shows():
     participant.refresh_from_db()
     assert participant.status == "excluded"
     assert "2 of 3 responses faster than 500 ms per item shown" in participant.flags
+
+
+def arrange_through_the_page(client, study: Study, adjusted: int) -> Participant:
+    """A session through the participant page, each answer posted as static/js/arena.js
+    posts it: [[stimulus id, x, y, moves], ...], moves counting the drag into the circle,
+    so 1 is an item dropped once and left; the first ``adjusted`` items of the first trial
+    were dragged once more."""
+    url = open_session(client, study)
+    participant = Participant.objects.filter(study=study).latest("pk")
+    number = 0
+    while True:
+        client.get(url)
+        trial = participant.trials.filter(status="issued").first()
+        if trial is None:
+            break
+        moves = [1 + (number == 0 and k < adjusted) for k in range(len(trial.shown))]
+        placed = [
+            [s, 0.7 * math.cos(2.4 * k + number), 0.7 * math.sin(2.4 * k + number), m]
+            for k, (s, m) in enumerate(zip(trial.shown, moves, strict=True))
+        ]
+        data = {"trial": trial.pk, "key": f"page-{trial.pk}", "rt_ms": "20000"}
+        response = client.post(url, {**data, "arrangement": json.dumps(placed)})
+        assert response.status_code == 302, response.content.decode()
+        number += 1
+    participant.refresh_from_db()
+    return participant
+
+
+def test_items_dropped_once_and_never_adjusted_exclude_only_when_almost_none_were():
+    """A session of 8 + 4 + 4 + 4 placed items: one who never adjusts an item after the drag
+    that placed it is excluded; one who adjusts just 1 of the 20 (5%) is not."""
+    from django.test import Client
+
+    study = make_study(arena_max_items=8, trials_per_session=4, evidence_threshold=50.0)
+    dumper = arrange_through_the_page(Client(), study, adjusted=0)
+    careful = arrange_through_the_page(Client(), study, adjusted=1)
+    placed = [len(t) for t in dumper.trials.values_list("shown", flat=True)]
+    assert placed == [8, 4, 4, 4]
+    assert dumper.status == "excluded"
+    assert dumper.flags == [
+        "items never moved after being dropped in: 0 of 20 placed items adjusted (fewer than 5%)"
+    ]
+    flags = Response.objects.filter(trial__participant=dumper).values_list("flags", flat=True)
+    assert all(f == ["items never moved"] for f in flags)
+    assert careful.status == "completed", careful.flags
+    first = Response.objects.get(trial__participant=careful, trial__position=0)
+    assert "items never moved" not in first.flags
