@@ -93,12 +93,13 @@ def pilot_admits(*, pilot: Pilot, study: Study) -> bool:
 
 def _pilot_still_admits(pilot: Pilot) -> bool:
     """The pilot is still running, read under its row's lock, which the transaction that
-    ends it (pilots._end) takes too: a bot starting while the pilot is stopped either
-    commits first (and its session is ended and taken out with the others) or finds the
-    pilot ended."""
-    return (
-        Pilot.objects.select_for_update().filter(pk=pilot.pk, status=PilotStatus.RUNNING).exists()
-    )
+    ends it (pilots._end, an update of the row) takes too: a bot starting while the pilot is
+    stopped either commits first (and its session is ended and taken out with the others) or
+    finds the pilot ended. FOR NO KEY UPDATE, not FOR UPDATE: rows that refer to the pilot
+    (a new participant) take a key-share lock on it, which this must not wait for (other
+    bots' transactions hold item locks meanwhile: a deadlock)."""
+    running = Pilot.objects.select_for_update(no_key=True)
+    return running.filter(pk=pilot.pk, status=PilotStatus.RUNNING).exists()
 
 
 def clean_external_id(external_id: str) -> str:
