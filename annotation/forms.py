@@ -200,7 +200,8 @@ HELP_TEXTS = {
     "catch_trials": "Trials with an obvious answer (a stimulus with itself, or two copies "
     "of one), per session (default 0).",
     "min_response_ms": "Answers faster than this many milliseconds are flagged as too fast "
-    "(default 0: off).",
+    "(default 0: off). Multi-arrangement: per item the trial shows (10 items: under 10 times "
+    "this).",
     "max_catch_failures": "Exclude a participant who fails more catch trials than this "
     "(default 0).",
     "max_fast_share": "Exclude when more than this share (0 to 1) of answers is too fast "
