@@ -32,7 +32,16 @@ from django.views.decorators.http import require_POST
 
 from annotation import exports, selectors, services
 from annotation.forms import ConsentForm, ExcludeForm, ProposeForm, StudyForm
-from annotation.models import Participant, Pilot, Study, StudyKind, StudyStatus, Tag, Trial
+from annotation.models import (
+    Participant,
+    Pilot,
+    PilotStatus,
+    Study,
+    StudyKind,
+    StudyStatus,
+    Tag,
+    Trial,
+)
 from annotation.services import pilots
 from core.auth import researcher_required
 from core.http import HtmxHttpRequest
@@ -43,6 +52,7 @@ from evaluation.stimulus_views import media_response, poster_response
 
 MEDIA_MODALITIES = (Modality.AUDIO, Modality.VIDEO)  # stimuli that are clips to play
 SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
+PILOT_ENDED = (PilotStatus.FINISHED, PilotStatus.FAILED)
 
 
 # What researcher-written markdown may become on a participant's page. Raw HTML is escaped
@@ -363,7 +373,13 @@ def _closed(request: HttpRequest, study: Study) -> HttpResponse:
 def _returning_participant(request: HttpRequest, study: Study) -> Participant | None:
     token = request.session.get(SESSION_KEY, {}).get(str(study.pk))
     if token:
-        found = Participant.objects.filter(study=study, token=token).first()
+        # A pilot's bot is resumed only while its pilot runs: a browser that followed a
+        # pilot link must not land in a simulated session once the study is open.
+        found = (
+            Participant.objects.filter(study=study, token=token)
+            .exclude(pilot__isnull=False, pilot__status__in=PILOT_ENDED)
+            .first()
+        )
         if found is not None:
             return found
     return services.participant_of_account(study=study, user=request.user)

@@ -86,7 +86,8 @@ class Rescoring:
 def scores_rescore_stale(*, target: Target, created_by: Any = None) -> Rescoring:
     """One run that re-computes the stale scores on ``target``: the stale models, at the
     layers of their stale scores, with the stale scores' metrics (the run scores every target
-    of the dataset those metrics apply to, as any run does). ValidationError when there is
+    of the dataset those metrics apply to, as any run does; a simulated target is named, as
+    no run scores it otherwise). ValidationError when there is
     nothing it can re-score: no stale score, only stacked ones (re-made by stacking), or
     only scores at another extraction precision."""
     stale = stale_scores(target=target)
@@ -117,6 +118,8 @@ def scores_rescore_stale(*, target: Target, created_by: Any = None) -> Rescoring
         models=[models[model_id] for model_id in layers],
         metrics=[{"name": s.metric, "params": s.params} for s in metrics],
         layers=layers,
+        # A simulated (pilot) target is scored only by a run that names it.
+        targets=[target] if target.simulated else None,
         created_by=created_by,
     )
     return Rescoring(run, left)

@@ -23,6 +23,7 @@ from annotation.services.aggregation import aggregated_participants
 from annotation.simulation import CATCH_FAILER, HONEST, SPEEDER
 from evaluation.leaderboards import _overall, front_page
 from evaluation.models import HumanJudgments, Target
+from evaluation.services.rescoring import scores_rescore_stale
 from evaluation.services.runs import run_create
 from tests.annotation.test_pilots import clustered_model, draft_study
 from tests.annotation.test_studies import complete_session
@@ -180,7 +181,13 @@ def test_an_aggregated_pilot_is_simulated_scored_only_when_asked_and_not_ranked(
     # neither across targets nor on the front page.
     cache.clear()
     scored = RunFactory(dataset=study.dataset)
-    ScoreFactory(run=scored, model=model, target=simulated, metric_key="pair_alignment")
+    ScoreFactory(
+        run=scored,
+        model=model,
+        target=simulated,
+        metric_key="pair_alignment",
+        layer=model.default_layer,
+    )
     ScoreFactory(run=scored, model=model, target=labels, metric_key="knn(k=5)")
     overall = _overall()
     ranked = {t.pk for group in overall.groups for t in group.targets}
@@ -195,6 +202,10 @@ def test_an_aggregated_pilot_is_simulated_scored_only_when_asked_and_not_ranked(
     api = client.get(f"/api/targets/{simulated.pk}/").json()
     assert api["simulated"] is True
     assert client.get(f"/api/targets/{labels.pk}/").json()["simulated"] is False
+
+    # Re-scoring its stale scores (these have no provenance) scores it, by naming it.
+    rescoring = scores_rescore_stale(target=simulated)
+    assert list(rescoring.run.targets.all()) == [simulated]
 
 
 # --- D4: how many to recruit ----------------------------------------------------------------
@@ -245,6 +256,23 @@ def test_an_account_that_used_a_pilot_link_takes_part_as_itself_once_the_study_o
     assert real.pk not in (bot.pk, legacy.pk)
     assert services.participant_of_account(study=study, user=researcher) == real
     assert services.participant_start(study=study, user=researcher) == real
+
+
+def test_a_browser_that_followed_a_pilot_link_starts_afresh_once_the_pilot_ended():
+    study = draft_study(catch_trials=0, practice_trials=0)
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=3)
+    browser = Client()
+    link = reverse("annotation:study_entry", args=[study.token])
+    consented = browser.post(f"{link}?pilot={pilot.token}", {"consent": "on"})
+    bot = Participant.objects.get(study=study)
+    assert bot.pilot_id == pilot.pk and consented.url == bot.get_absolute_url()
+    # While the pilot runs, the same browser goes back to its bot's session.
+    assert browser.get(link).url == bot.get_absolute_url()
+    pilots.pilot_fail(pilot=pilot, error="test")
+    services.study_set_status(study=study, status="open")
+    entry = browser.get(link)
+    assert entry.status_code == 200 and 'name="consent"' in entry.content.decode()
 
 
 # --- AGG: multi-arrangement aggregation uses completed sessions -----------------------------
