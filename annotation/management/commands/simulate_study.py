@@ -385,7 +385,9 @@ def _reliability_lines(report: dict[str, Any], pilot: Pilot) -> list[str]:
     ]
     lines += [
         "  " + line
-        for line in table(["participants", "mean", "sd", "draws", "judgments/item", twice], rows)
+        for line in table(
+            ["participants", "mean", "sd over subsets", "draws", "judgments/item", twice], rows
+        )
     ]
     for point in reliability["curve"]:
         if point["mean"] is None and point.get("reason"):
