@@ -114,9 +114,18 @@ def _check_trial(number: int, n_items: int, items: Sequence[int], positions: Arr
         raise ArrangementError(
             f"Trial {number}: items {bad} have non-finite (NaN or infinite) coordinates."
         )
-    if not (xy != xy[0]).any():
+    # The rescaling divides by the trial's root sum of squared distances: it must be a
+    # positive finite number (coordinates of 1e-200 or 1e200 would give 0 or infinity).
+    squared = float(np.sum((xy[:, None, :] - xy[None, :, :]) ** 2))
+    if squared == 0:
         raise ArrangementError(
-            f"Trial {number}: all items are at the same position, so the arrangement shows no distances."
+            f"Trial {number}: all items are at the same position (or too close together to "
+            "measure), so the arrangement shows no distances."
+        )
+    if not math.isfinite(squared):
+        raise ArrangementError(
+            f"Trial {number}: the items are too far apart to measure their distances (coordinates "
+            f"up to {np.abs(xy).max():.3g})."
         )
     return Trial(items=tuple(int(i) for i in indices), positions=xy)
 
@@ -223,6 +232,10 @@ def estimate_dissimilarities(
         updated[seen] /= evidence[seen]
         updated[seen] = at_rms_one(updated[seen])
         change = float(np.max(np.abs(updated[seen] - estimate[seen])))
+        if not math.isfinite(change):  # never seen with checked trials; not worth 10,000 rounds
+            raise ArrangementError(
+                f"The dissimilarity estimate became non-finite in iteration {iteration}."
+            )
         estimate = updated
         if change <= tolerance:
             upper = estimate.reshape(n_items, n_items)

@@ -174,7 +174,7 @@ def test_estimate_equals_rsatoolbox_up_to_scale(seed: int, first_trial: bool) ->
     expected = rsatoolbox_estimate(n_items, trials)
     ours = upper(estimate.dissimilarities)
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
-    np.testing.assert_allclose(at_rms_one(ours), at_rms_one(expected), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(at_rms_one(ours), at_rms_one(expected), rtol=0, atol=1e-11)
     np.testing.assert_allclose(pair_evidence(n_items, trials), estimate.evidence, atol=1e-12)
     assert estimate.iterations > 1  # the rescaling did something to converge
 
@@ -292,6 +292,12 @@ GOOD = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
         ([0, 1, 2], GOOD[:2], r"one \(x, y\) position per item"),
         ([0, 1.5, 2], GOOD, "integer indices"),
         ([0, 1, 2], np.ones((3, 2)), "all items are at the same position"),
+        (
+            [0, 1, 2],
+            np.array([[0.0, 0.0], [1e-200, 0.0], [0.0, 0.0]]),
+            "too close together to measure",
+        ),
+        ([0, 1, 2], GOOD * 1e200, "too far apart to measure"),
     ],
 )
 def test_bad_trials_are_refused_with_the_trial_named(items, positions, message) -> None:
