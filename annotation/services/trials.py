@@ -665,7 +665,10 @@ def _response_flags(study: Study, trial: Trial, answer: Answer) -> list[str]:
     elapsed_ms = answer.rt_ms
     if elapsed_ms is None:  # no JavaScript: the server's clock is the best measure
         elapsed_ms = int((timezone.now() - trial.issued_at).total_seconds() * 1000)
-    if study.min_response_ms and elapsed_ms < study.min_response_ms:
+    # Multi-arrangement: the minimum is per item the trial shows (a first arrangement of 40
+    # items takes far longer than a later one of 3).
+    items = len(answer.placements) if study.is_arrangement else 1
+    if study.min_response_ms and elapsed_ms < study.min_response_ms * items:
         flags.append("too fast")
     if study.is_arrangement:
         return flags + arrangements.arrangement_flags(trial, answer)
