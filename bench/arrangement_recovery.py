@@ -12,6 +12,7 @@ alone, and the same number of later trials on random subsets of the same sizes (
 lift-the-weakest rule buys). Truth: distances between points drawn from a 5-D Gaussian.
 
     .venv/bin/python bench/arrangement_recovery.py [--items 20 40] [--noise 0.1 0.3 0.6] [--seeds 5]
+        [--threshold T]
 """
 
 from __future__ import annotations
@@ -39,20 +40,22 @@ from evaluation.engine.arrangement import (  # noqa: E402
     simulate_arrangement,
 )
 
-THRESHOLD = Study._meta.get_field("evidence_threshold").default
+DEFAULT_THRESHOLD = Study._meta.get_field("evidence_threshold").default
 MAX_TRIALS = Study._meta.get_field("trials_per_session").default
 
 Trials = list[tuple[list[int], np.ndarray]]
 
 
-def lift_the_weakest(truth: np.ndarray, noise: float, rng: np.random.Generator) -> Trials:
+def lift_the_weakest(
+    truth: np.ndarray, noise: float, rng: np.random.Generator, threshold: float
+) -> Trials:
     everything = list(range(len(truth)))
     trials: Trials = [(everything, simulate_arrangement(truth, everything, noise, rng))]
     while len(trials) < MAX_TRIALS:
         evidence = pair_evidence(len(truth), trials)
-        if evidence_sufficient(evidence, THRESHOLD):
+        if evidence_sufficient(evidence, threshold):
             break
-        subset = next_subset(evidence, max_items=subset_size(len(truth)), threshold=THRESHOLD)
+        subset = next_subset(evidence, max_items=subset_size(len(truth)), threshold=threshold)
         trials.append((subset, simulate_arrangement(truth, subset, noise, rng)))
     return trials
 
@@ -80,8 +83,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, nargs="+", default=[20, 40])
     parser.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.3, 0.6])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     args = parser.parse_args()
-    print(f"evidence threshold {THRESHOLD}, at most {MAX_TRIALS} trials per session")
+    print(f"evidence threshold {args.threshold}, at most {MAX_TRIALS} trials per session")
     print(
         "items  noise  lift-the-weakest r  first trial r  random subsets r  "
         "ratio vs random  trials  estimate ms"
@@ -91,7 +95,9 @@ def main() -> None:
             adaptive, first, random, trials_used, seconds = [], [], [], [], []
             for seed in range(args.seeds):
                 truth = squareform(pdist(np.random.default_rng(seed).normal(size=(n_items, 5))))
-                trials = lift_the_weakest(truth, noise, np.random.default_rng(1000 + seed))
+                trials = lift_the_weakest(
+                    truth, noise, np.random.default_rng(1000 + seed), args.threshold
+                )
                 started = time.perf_counter()
                 adaptive.append(correlation(truth, trials))
                 seconds.append(time.perf_counter() - started)
