@@ -65,7 +65,13 @@ TAG_NEIGHBOURS = 3  # an honest tagger also uses its stimulus' nearest neighbour
 MAX_PAGES = 2000  # a session longer than this is a loop, not a study
 RESPONSE_MS = {"arrangement": 2000, "tags": 6000}  # median time per trial
 DEFAULT_RESPONSE_MS = 2500
-ARRANGEMENT_MS_PER_ITEM = 1500  # and per item dragged into the arena
+# An arrangement takes time per item too: each is dragged into the arena and placed among
+# the others, which takes a careful person several seconds (an assumption of these bots,
+# not a measurement), so an honest bot's median is 2 s per trial plus 5 s per item shown.
+# The study's minimum response time is per item shown too (services/arrangements.py): a
+# floor of a second or two per item flags hurried arrangements, not careful ones.
+ARRANGEMENT_MS_PER_ITEM = 5000
+RESPONSE_SPREAD = 0.35  # SD of the log of a response time (log-normal around the median)
 TOKEN_IN_PATH = re.compile(r"/p/([^/]+)/")
 TICK_SECONDS = 15.0  # how often run_bots asks ``keep_going`` while its bots run
 STOPPED = "stopped: the pilot ended before this bot was done"
@@ -642,16 +648,19 @@ class Bot:
         return "flag" if self.rng.random() < 0.5 else str(1 + int(self.rng.integers(2)))
 
     def response_time(self, form: TrialForm) -> int:
-        """The simulated time to answer, in ms: a speeder's is well under the study's
-        minimum; the others' are log-normal around a plausible median for the task."""
+        """The simulated time to answer, in ms: a speeder's is a tenth to a half of the
+        study's minimum (an arrangement's minimum is per item shown: times the items); the
+        others' are log-normal around a plausible median for the task (an arrangement's
+        grows with its items: ARRANGEMENT_MS_PER_ITEM)."""
+        items = len(form.arena) if form.kind == "arrangement" else 1
         if self.persona == SPEEDER:
-            floor = self.settings.min_response_ms or 500
+            floor = (self.settings.min_response_ms or 500) * max(1, items)
             return max(1, int(self.rng.uniform(0.1, 0.5) * floor))
         median = RESPONSE_MS.get(form.kind, DEFAULT_RESPONSE_MS)
         if form.kind == "arrangement":
-            median += ARRANGEMENT_MS_PER_ITEM * len(form.arena)
+            median += ARRANGEMENT_MS_PER_ITEM * items
         pace = 0.8 if self.persona == CATCH_FAILER else 1.0
-        return int(median * pace * self.rng.lognormal(0.0, 0.35))
+        return int(median * pace * self.rng.lognormal(0.0, RESPONSE_SPREAD))
 
 
 def is_catch(form: TrialForm) -> bool:

@@ -657,6 +657,27 @@ def test_honest_bots_see_catch_trials_and_lapse_at_the_rate_asked():
     assert np.mean(answers(HONEST, close, 0)) > 5
 
 
+def test_arrangement_times_grow_with_the_items_shown_and_speeders_stay_under_the_floor():
+    """The study's minimum is per item shown in an arrangement (services/arrangements.py):
+    an honest bot arranging many items is not too fast at a realistic floor of 2 s per item,
+    and a speeder is, however many items it is shown."""
+    view = ModelView(np.eye(3), [1, 2, 3])
+    floor = 2000  # ms per item shown
+
+    def per_item(persona: str, items: int) -> np.ndarray:
+        bot = Bot(1, persona, view, BotSettings(min_response_ms=floor),
+                  np.random.default_rng(items), htmx=True)  # fmt: skip
+        form = TrialForm(kind="arrangement", arena=list(range(items)))
+        return np.array([bot.response_time(form) for _ in range(2000)]) / items
+
+    for items in (3, 8, 12, 40):
+        honest = per_item(HONEST, items)
+        assert np.mean(honest < floor) < 0.01, items  # a careful arrangement is not fast
+        assert 4000 < np.median(honest) < 6000, items  # about 5 s per item
+        assert (per_item(SPEEDER, items) < 0.5 * floor).all(), items
+        assert np.mean(per_item(CATCH_FAILER, items) < floor) < 0.05, items
+
+
 @pytest.mark.django_db
 def test_the_panel_offers_a_pilot_before_the_study_opens_and_to_researchers_only(
     researcher_client, outsider
