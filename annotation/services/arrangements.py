@@ -80,14 +80,15 @@ _COUNTS = {"": (0, 0), HELD: (1, 0), COUNTED: (1, 1), RELEASED: (0, 0)}
 # --- Session states -------------------------------------------------------------------------
 def session_claim(*, participant: Participant) -> None:
     """Claim the session's stimuli at consent: up to the study's arena maximum of those
-    arranged by the fewest sessions (_claim_least_arranged). StudyFull if fewer than
-    MIN_SESSION_ITEMS have room; the caller's transaction then undoes the claims."""
+    arranged by the fewest sessions (_claim_least_arranged). StudyFull if no stimulus has
+    room, or the dataset has fewer than MIN_SESSION_ITEMS; the caller's transaction then
+    undoes the claims."""
     study = participant.study
     claimed = _claim_least_arranged(study, study.arena_max_items)
     if len(claimed) < MIN_SESSION_ITEMS:
         raise StudyFull(
-            "Every place in this study is taken at the moment: too few stimuli still need "
-            "participants to make an arrangement."
+            "Every place in this study is taken at the moment: no stimulus still needs "
+            "participants."
         )
     random.shuffle(claimed)
     participant.session_stimuli = claimed
@@ -102,18 +103,32 @@ def _claim_least_arranged(study: Study, wanted: int) -> list[int]:
     """Count one more session on up to ``wanted`` items with room, the least arranged first
     and ties drawn at random for each session (a fixed tie order would hand out the same
     disjoint blocks of stimuli again and again, and pairs across blocks would never be
-    arranged); their stimulus ids. The items with room are locked first, in id order like
-    every other multi-row change of them (_lock_session_items), so concurrent sessions wait
-    for each other instead of deadlocking, and none is told the study is full while another
-    merely holds its rows for a moment."""
+    arranged); their stimulus ids. The items are locked first, in id order like every other
+    multi-row change of them (_lock_session_items), so concurrent sessions wait for each
+    other instead of deadlocking, and none is told the study is full while another merely
+    holds its rows for a moment.
+
+    When only one or two stimuli still have room they cannot make an arrangement alone, and
+    the study could never finish: the least arranged of the full ones join them, each
+    arranged once more than its quota asks."""
     with transaction.atomic():
-        open_items = Item.objects.filter(study=study, assigned__lt=study.quota).order_by("pk")
+        items = Item.objects.filter(study=study).order_by("pk")
+        open_items = items.filter(assigned__lt=study.quota)
+        if open_items.count() >= MIN_SESSION_ITEMS:
+            items = open_items  # the usual case: lock only what may be claimed
         if connection.features.has_select_for_update:
-            open_items = open_items.select_for_update()
-        rows = list(open_items.values_list("pk", "a_id", "assigned"))
+            items = items.select_for_update()
+        rows = list(items.values_list("pk", "a_id", "assigned"))
         tie_break = random.Random()
         rows.sort(key=lambda row: (row[2], tie_break.random()))
-        chosen = dict(row[:2] for row in rows[:wanted])
+        with_room = [row for row in rows if row[2] < study.quota]
+        if not with_room:
+            return []
+        chosen_rows = with_room[:wanted]
+        if len(chosen_rows) < MIN_SESSION_ITEMS:
+            full = [row for row in rows if row[2] >= study.quota]
+            chosen_rows += full[: MIN_SESSION_ITEMS - len(chosen_rows)]
+        chosen = dict(row[:2] for row in chosen_rows)
         Item.objects.filter(pk__in=chosen).update(assigned=F("assigned") + 1)
     return list(chosen.values())
 

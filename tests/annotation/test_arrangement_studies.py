@@ -109,6 +109,25 @@ def test_sessions_claim_their_stimuli_within_quota_and_count_once_complete():
         services.participant_start(study=study)
 
 
+def test_the_last_stimuli_with_room_are_arranged_with_full_ones_and_the_study_completes():
+    """8 stimuli, quota 1, sessions of up to 6: the second session finds only 2 stimuli with
+    room, too few to arrange alone; the least arranged full one joins them, so the study
+    gets every stimulus its session and closes itself."""
+    study = make_study(judgments_per_item=1, arena_max_items=6)
+    services.study_set_status(study=study, status="open")
+    first = services.participant_start(study=study)
+    run_session(first, truth_for(study))
+    second = services.participant_start(study=study)
+    left = set(study.items.values_list("a_id", flat=True)) - set(first.session_stimuli)
+    assert len(left) == 2 and left < set(second.session_stimuli)
+    assert len(second.session_stimuli) == 3
+    run_session(second, truth_for(study))
+    assert all(done >= 1 for _, done in counts(study).values())
+    assert sorted(done for _, done in counts(study).values()) == [1] * 7 + [2]
+    study.refresh_from_db()
+    assert study.status == "closed" and study.completed_at is not None
+
+
 def test_the_first_trial_shows_every_stimulus_and_later_ones_lift_the_weakest_pairs():
     study = make_study(arena_max_items=8, evidence_threshold=50.0, trials_per_session=4)
     participant = services.participant_start(study=study)
