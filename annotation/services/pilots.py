@@ -137,7 +137,9 @@ def pilot_start(
 def pilot_refusal(study: Study) -> str:
     """Why this study cannot be piloted now, or '' when it can: pilots are for draft studies
     (not archived), before anyone real takes part; an open or closed study has real sessions
-    (or may have: a closed study can be opened again) that the bots would count beside."""
+    (or may have: a closed study can be opened again) that the bots would count beside, and
+    so has a draft that was open once and had participants (a study can be set back to
+    draft)."""
     if study.archived_at is not None:
         return f"{study.name} is archived: a pilot is for a draft study, before it opens."
     if study.status == StudyStatus.OPEN:
@@ -150,6 +152,12 @@ def pilot_refusal(study: Study) -> str:
             f"{study.name} is {study.get_status_display().lower()}: a pilot comes before a "
             "study opens, on a draft (its bots would count beside the sessions of real "
             "participants). Pilot a draft copy of it."
+        )
+    if Participant.objects.filter(study_id=study.pk, pilot=None).exists():
+        # A study set back to draft after people took part: their sessions are in its counts.
+        return (
+            f"{study.name} has real participants (it was open before): its bots would count "
+            "beside their sessions. Pilot a draft copy of it."
         )
     return ""
 

@@ -87,6 +87,21 @@ def test_closed_and_archived_studies_are_not_piloted(researcher_client):
     assert not Pilot.objects.exists()
 
 
+def test_a_study_set_back_to_draft_after_real_participants_is_not_piloted(researcher_client):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    services.study_set_status(study=study, status="open")
+    real = services.participant_start(study=study, external_id="prolific-1")
+    services.study_set_status(study=study, status="draft")  # any status may be posted
+    assert Study.objects.get(pk=study.pk).status == "draft" and real.pilot_id is None
+    with pytest.raises(ValidationError, match="has real participants"):
+        pilots.pilot_start(study=study, model=model, participants=3)
+    assert not Pilot.objects.exists()
+    page = researcher_client.get(reverse("annotation:study_pilots", args=[study.pk]))
+    assert 'id="pilot-closed"' in page.content.decode()
+    assert 'id="pilot-form"' not in page.content.decode()
+
+
 # --- D5: stopping a pilot -------------------------------------------------------------------
 def test_a_researcher_stops_a_queued_pilot_and_its_counts_are_taken_out(
     researcher_client, researcher, outsider
