@@ -287,13 +287,18 @@ def _quality_notes(study: Study, bots: list[dict[str, Any]]) -> list[str]:
 
 def _assignment(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any]:
     """Did assignment behave: per-item counts of the pilot's kept answers, items over their
-    quota, an item answered twice by one participant, holdings left after every session
+    quota (multi-arrangement: more than one session over; those one over, arranged with the
+    last stimuli that had room, are counted apart), an item answered twice by one participant, holdings left after every session
     ended, and whether the items' counters agree with the responses."""
     study = pilot.study
     items = dict(study.items.values_list("pk", "answered"))
     quota = study.quota
     per_item = _pilot_answers_per_item(pilot)
-    over_quota = sorted(pk for pk, answered in items.items() if answered > quota)
+    # Multi-arrangement: the last one or two stimuli with room are arranged together with
+    # full ones (arrangements._claim_least_arranged), which get one session over their quota.
+    allowed = quota + 1 if study.is_arrangement else quota
+    over_quota = sorted(pk for pk, answered in items.items() if answered > allowed)
+    topped_up = sum(answered > quota for answered in items.values()) - len(over_quota)
     histogram = Counter(per_item.get(pk, 0) for pk in items)
     duplicates = (
         Trial.objects.filter(
@@ -315,6 +320,7 @@ def _assignment(pilot: Pilot, bots: list[dict[str, Any]]) -> dict[str, Any]:
         "complete_items": sum(answered >= quota for answered in items.values()),
         "over_quota": len(over_quota),
         "over_quota_items": over_quota[:SHOWN_ITEMS],
+        "topped_up": topped_up,
         "duplicates": duplicates,
         "holdings_left": _holdings_left(pilot),
         "counters_mismatched": _counters_mismatched(study)[:SHOWN_ITEMS],
