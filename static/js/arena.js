@@ -144,6 +144,13 @@
       if (drag && event.pointerId === drag.id) { drag = null; element.classList.remove("dragging"); arena.place(item); }
     });
     element.addEventListener("keydown", function (event) { arena.key(item, event); });
+    // A sound's ▶ shows ❚❚ while it plays. The control is drawn only: the item takes the
+    // pointer and the focus (one Tab stop per item), and a tap or P plays it.
+    var sound = element.querySelector("audio"), control = element.querySelector(".arena-play");
+    if (sound && control) {
+      sound.addEventListener("play", function () { control.textContent = "\u275a\u275a"; });
+      sound.addEventListener("pause", function () { control.textContent = "\u25b6"; });
+    }
     var video = element.querySelector("video[data-hover-play]");
     if (video) {
       element.addEventListener("pointerenter", function (event) {
@@ -163,11 +170,17 @@
 
   var ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
-  // Keyboard: Enter or Space puts a tray item in the centre of the circle; the arrows move
-  // the focused item (Shift: faster), never past the rim. Each key press that changes a
-  // position is one move.
+  // Keyboard: Enter or Space puts a tray item in the centre of the circle (on a placed item
+  // they play or pause it); the arrows move the focused item (Shift: faster), never past the
+  // rim. Each key press that changes a position is one move. P plays or pauses the focused
+  // item's sound or clip wherever it is, and is no move.
   Arena.prototype.key = function (item, event) {
     var step = ARROWS[event.key];
+    if ((event.key === "p" || event.key === "P") && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      event.preventDefault();
+      toggleClip(item.element);
+      return;
+    }
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
       if (item.x === null) { this.moveTo(item, 0, 0); } else { toggleClip(item.element); }

@@ -1,14 +1,20 @@
 """Multi-arrangement in a real browser: a participant drags every item into the circle with
 the mouse on a desktop, with real touch on a phone, or places and moves them with the
 keyboard, through every trial to the completion code. Each stored position (the database
-and the researcher's export) is where the item was dropped on screen, in arena radii."""
+and the researcher's export) is where the item was dropped on screen, in arena radii.
+
+Video and audio items too: a clip shows its poster, plays while pointed at (or once
+tapped) and is still dragged; a sound plays on a click or tap of its item (no move, the item
+stays put) or on P, and each item is one Tab stop."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 import time
+import zipfile
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -18,9 +24,14 @@ from playwright.sync_api import expect
 from annotation import exports, services
 from annotation.models import Participant, Study
 from annotation.services import ItemPlan
+from evaluation.imports.stimuli import dataset_import_audio
+from evaluation.models import Dataset
+from tests.annotation.test_media_trials import COLOURS, clip_bytes, make_video_dataset
 from tests.conftest import SENTENCES, make_text_dataset
 from tests.e2e.conftest import screenshot
+from tests.e2e.test_csp import watch_violations
 from tests.e2e.test_study_participant import focused, researcher_export
+from tests.evaluation.test_audio_datasets import wav_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -442,3 +453,220 @@ def test_keyboard_places_and_moves_items(page, live_server, researcher):
         assert math.dist((x, y), (drop.x, drop.y)) < 1e-6
         assert x * x + y * y <= 1 + 1e-9
         assert moves == drop.moves  # presses against the rim moved nothing: not counted
+
+
+# --- Video and audio items ------------------------------------------------------------------------
+MEDIA_ITEMS = 4
+
+
+def media_study(researcher, dataset: Dataset, name: str) -> Study:
+    """One trial of every stimulus of ``dataset`` (four) in the arena."""
+    study = services.study_create(
+        dataset=dataset,
+        name=name,
+        kind="arrangement",
+        items=ItemPlan(),
+        arena_max_items=MEDIA_ITEMS,
+        trials_per_session=1,
+        consent_md="Arrange the clips by how alike they are.",
+        created_by=researcher,
+    )
+    services.study_set_status(study=study, status="open")
+    return study
+
+
+def clip_dataset(name: str) -> Dataset:
+    """Four looping 3 s clips (24 frames at 8 fps) of coloured squares."""
+    colours = [*COLOURS.items(), ("red", COLOURS["red"])]
+    return make_video_dataset(
+        name,
+        {
+            f"{label}/{index}.webm": clip_bytes(colour, frames=24)
+            for index, (label, colour) in enumerate(colours)
+        },
+    )
+
+
+def sound_dataset(name: str) -> Dataset:
+    """Four 4 s tones, low and high: long enough to be still playing when checked."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, freq in enumerate((220, 233, 1760, 1865)):
+            label = "low" if freq < 1000 else "high"
+            archive.writestr(f"{label}/{index}.wav", wav_bytes(freq, seconds=4.0))
+    buffer.seek(0)
+    return dataset_import_audio(name=name, upload=buffer)
+
+
+def paused(locator) -> bool:
+    return bool(locator.evaluate("clip => clip.paused"))
+
+
+def playing(page, locator) -> None:
+    """Until the clip or sound really plays: not paused and past its first tenth of a second."""
+    page.wait_for_function(
+        "clip => !clip.paused && clip.currentTime > 0.1", arg=locator.element_handle()
+    )
+
+
+def test_desktop_video_items_show_posters_play_while_pointed_at_and_drag(
+    page, live_server, researcher
+):
+    study = media_study(researcher, clip_dataset("clips to arrange"), "Arrange clips (desktop)")
+    violations = watch_violations(page)
+    consent(page, live_server, study, "e2e-clips")
+    stimuli = wait_for_arena(page, 1)
+    assert len(stimuli) == MEDIA_ITEMS
+    expect(page.locator(".hint")).to_contain_text("P plays or pauses its clip")
+    videos = page.locator("li.arena-item video")
+    expect(videos).to_have_count(MEDIA_ITEMS)
+    state = videos.evaluate_all(
+        "vs => vs.map(v => ({paused: v.paused, ready: v.readyState, poster: v.poster}))"
+    )
+    for clip in state:  # the poster until pointed at: nothing of the clip loaded yet
+        assert clip["paused"] and clip["ready"] == 0, clip
+        poster = page.request.get(clip["poster"])
+        assert poster.ok and poster.headers["content-type"] == "image/jpeg"
+    circle = arena_in_view(page)
+    places = ring(stimuli, turn=0.2)
+    drops = []
+    for index, stimulus in enumerate(stimuli):
+        item = page.locator(f"li.arena-item[data-index='{index}']")
+        video = item.locator("video")
+        start = centre_of(item)
+        page.mouse.move(*start)
+        playing(page, video)  # pointed at: it plays
+        # Dragged while it plays, into the circle.
+        end = circle.pixel(*places[stimulus])
+        page.mouse.down()
+        page.mouse.move(*end, steps=12)
+        assert not paused(video)
+        page.mouse.up()
+        expected = circle.radii(*end)
+        drawn = item_at(page, index, circle)
+        assert drawn is not None and math.dist(drawn, expected) < TOLERANCE, (drawn, expected)
+        assert not paused(video)  # still under the pointer
+        page.mouse.move(5, 5)  # away from every item: it stops
+        expect(item.locator("video")).to_have_js_property("paused", True)
+        drops.append(Drop(stimulus, *expected, moves=1))
+    expect(page.locator(".arena-status")).to_contain_text(f"{MEDIA_ITEMS} of {MEDIA_ITEMS}")
+    page.wait_for_load_state("networkidle")
+    screenshot(page, "arrangement-media")
+    done = page.locator(".arena-done")
+    expect(done).to_be_enabled()
+    done.click()
+    page.wait_for_url(re.compile(r"/done/$"))
+    expect(page.locator("#completion-code")).to_have_text(study.completion_code)
+    assert_stored(study, "e2e-clips", [drops], list(exports.arrangement_rows(study)))
+    assert not violations, "\n".join(violations)
+
+
+def test_desktop_sound_items_play_on_a_click_that_moves_nothing(page, live_server, researcher):
+    study = media_study(researcher, sound_dataset("tones to arrange"), "Arrange sounds (desktop)")
+    violations = watch_violations(page)
+    consent(page, live_server, study, "e2e-sounds")
+    stimuli = wait_for_arena(page, 1)
+    assert len(stimuli) == MEDIA_ITEMS
+    expect(page.locator("li.arena-item audio")).to_have_count(MEDIA_ITEMS)
+    circle = arena_in_view(page)
+    first = page.locator("li.arena-item[data-index='0']")
+    sound, control = first.locator("audio"), first.locator(".arena-play")
+    slot = centre_of(first)
+    # A click on the item in the tray plays its sound (the control shows ❚❚), and a second
+    # click stops it: neither moves it.
+    page.mouse.click(*slot)
+    playing(page, sound)
+    expect(control).to_have_text("\u275a\u275a")
+    page.mouse.click(*slot)
+    expect(first.locator("audio")).to_have_js_property("paused", True)
+    expect(control).to_have_text("\u25b6")
+    assert item_at(page, 0, circle) is None and math.dist(centre_of(first), slot) < 1
+    expect(page.locator(".arena-status")).to_contain_text(f"0 of {MEDIA_ITEMS}")
+    drops = arrange(page, ring(stimuli, turn=0.5), drag=lambda a, b: mouse_drag(page, a, b))
+    # A click on a placed item plays it where it is.
+    placed = item_at(page, 0, circle)
+    page.mouse.click(*centre_of(first))
+    playing(page, sound)
+    assert item_at(page, 0, circle) == placed
+    page.locator(".arena-done").click()
+    page.wait_for_url(re.compile(r"/done/$"))
+    # The clicks were no moves: each item stored with the one drag that placed it.
+    assert_stored(study, "e2e-sounds", [drops], list(exports.arrangement_rows(study)))
+    assert not violations, "\n".join(violations)
+
+
+def test_keyboard_sound_items_are_one_tab_stop_each_and_p_plays_them(page, live_server, researcher):
+    study = media_study(researcher, sound_dataset("tones by keyboard"), "Arrange sounds (keys)")
+    consent(page, live_server, study, "e2e-sound-keys")
+    stimuli = wait_for_arena(page, 1)
+    expect(page.locator(".hint")).to_contain_text("P plays or pauses its sound")
+    for _ in range(20):
+        if focused(page)["tag"] == "li":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.index") == "0"
+    circle = arena_in_view(page)
+    sounds = page.locator("li.arena-item audio")
+    # P plays the focused item's sound in the tray and pauses it again: no move, not placed.
+    page.keyboard.press("p")
+    playing(page, sounds.nth(0))
+    page.keyboard.press("p")
+    expect(sounds.nth(0)).to_have_js_property("paused", True)
+    assert item_at(page, 0, circle) is None
+    expect(page.locator(".arena-status")).to_contain_text(f"0 of {MEDIA_ITEMS}")
+    done = page.locator(".arena-done")
+    targets = [(-0.5, 0.0), (0.5, 0.0), (0.0, -0.5), (0.0, 0.5)]
+    keys = {(-0.5, 0.0): "ArrowLeft", (0.5, 0.0): "ArrowRight"}
+    keys.update({(0.0, -0.5): "ArrowUp", (0.0, 0.5): "ArrowDown"})
+    drops = []
+    for index, target in enumerate(targets):
+        if index:
+            page.keyboard.press("Tab")  # one Tab on to the next item, never its ▶
+        assert page.evaluate("document.activeElement.dataset.index") == str(index)
+        expect(done).to_be_disabled()
+        page.keyboard.press("Enter")
+        for _ in range(5):
+            page.keyboard.press(f"Shift+{keys[target]}")
+        page.keyboard.press("P")  # a placed item plays too, where it is
+        playing(page, sounds.nth(index))
+        drawn = item_at(page, index, circle)
+        assert drawn is not None and math.dist(drawn, target) < 0.01, (index, drawn)
+        drops.append(Drop(stimuli[index], *target, moves=6))
+    page.keyboard.press("Tab")
+    assert focused(page)["text"] == "Done"
+    page.keyboard.press("Shift+Tab")  # and back: the last item, not its ▶
+    assert page.evaluate("document.activeElement.dataset.index") == str(MEDIA_ITEMS - 1)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/done/$"))
+    assert_stored(study, "e2e-sound-keys", [drops], list(exports.arrangement_rows(study)))
+
+
+def test_phone_video_item_plays_on_a_tap_and_drags_with_a_finger(browser, live_server, researcher):
+    study = media_study(researcher, clip_dataset("clips on a phone"), "Arrange clips (phone)")
+    context = browser.new_context(
+        viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2.75
+    )
+    try:
+        phone = context.new_page()
+        phone.set_default_timeout(20_000)
+        cdp = context.new_cdp_session(phone)
+        consent(phone, live_server, study, "e2e-clips-phone", tap=True)
+        stimuli = wait_for_arena(phone, 1)
+        circle = arena_in_view(phone)
+        first = phone.locator("li.arena-item[data-index='0']")
+        video = first.locator("video")
+        slot = centre_of(first)
+        assert paused(video)
+        touch_tap(cdp, slot)  # a tap plays it, and leaves it in the tray
+        playing(phone, video)
+        assert item_at(phone, 0, circle) is None and math.dist(centre_of(first), slot) < 1
+        drops = arrange(phone, ring(stimuli, turn=0.3), drag=lambda a, b: touch_drag(cdp, a, b))
+        assert not paused(video)  # dragged while it played, and it plays on
+        done = phone.locator(".arena-done")
+        done.scroll_into_view_if_needed()
+        touch_tap(cdp, centre_of(done))
+        phone.wait_for_url(re.compile(r"/done/$"))
+    finally:
+        context.close()
+    assert_stored(study, "e2e-clips-phone", [drops], list(exports.arrangement_rows(study)))
