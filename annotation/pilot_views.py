@@ -205,15 +205,23 @@ def pilot_aggregate(request: HttpRequest, study_id: int, pilot_id: int) -> HttpR
 @researcher_required
 @require_POST
 def pilot_stop(request: HttpRequest, study_id: int, pilot_id: int) -> HttpResponse:
-    """Stop a running pilot, queued or under way: it fails, saying who stopped it, its
-    sessions are ended and its counts taken out (pilots.pilot_fail); a runner finds it ended
-    at its next check and stops its bots."""
+    """Stop a running pilot (pilots.pilot_stop): a queued one (or one whose runner died)
+    fails at once, saying who stopped it, its sessions ended and its counts taken out; one
+    under way is asked to stop, and its runner does the same once its bots have stopped
+    (the panel says "Stopping" meanwhile)."""
     pilot = get_object_or_404(Pilot.objects.select_related("study"), pk=pilot_id, study_id=study_id)
-    if pilots.pilot_fail(pilot=pilot, error=f"Stopped by {request.user}."):
+    outcome = pilots.pilot_stop(pilot=pilot, by=request.user)
+    if outcome == pilots.STOPPED:
         messages.success(
             request,
             f"Pilot {pilot.pk} stopped: its simulated sessions were ended and their counts "
             "taken out of the study.",
+        )
+    elif outcome == pilots.STOPPING:
+        messages.success(
+            request,
+            f"Pilot {pilot.pk} is stopping: its bots stop at their next step, then their "
+            "sessions are ended and their counts taken out of the study.",
         )
     else:
         messages.error(request, f"Pilot {pilot.pk} had ended already.")

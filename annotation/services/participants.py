@@ -87,8 +87,9 @@ def participant_start(
 
 
 def pilot_admits(*, pilot: Pilot, study: Study) -> bool:
-    """Whether this pilot may send simulated participants into this study now."""
-    return pilot.study_id == study.pk and pilot.status == PilotStatus.RUNNING
+    """Whether this pilot may send simulated participants into this study now: while it
+    runs and nobody asked it to stop (a stop request is its ``error``: services/pilots.py)."""
+    return pilot.study_id == study.pk and pilot.status == PilotStatus.RUNNING and not pilot.error
 
 
 def _pilot_still_admits(pilot: Pilot) -> bool:
@@ -99,7 +100,7 @@ def _pilot_still_admits(pilot: Pilot) -> bool:
     (a new participant) take a key-share lock on it, which this must not wait for (other
     bots' transactions hold item locks meanwhile: a deadlock)."""
     running = Pilot.objects.select_for_update(no_key=True)
-    return running.filter(pk=pilot.pk, status=PilotStatus.RUNNING).exists()
+    return running.filter(pk=pilot.pk, status=PilotStatus.RUNNING, error="").exists()
 
 
 def clean_external_id(external_id: str) -> str:

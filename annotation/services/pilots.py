@@ -16,6 +16,13 @@ update that ends the pilot, so they are taken out exactly once. Whatever stops a
 error, Ctrl-C, a worker shutting down) the pilot ends, FAILED with the reason, once its bots
 have stopped; a runner that died without a word (a killed worker) stops reporting that it is
 alive, and the next look at the study's pilots (a new pilot, the pilot panel) fails it.
+
+Stopping (``pilot_stop``, the panel's Stop button) is cooperative: a pilot that a live runner
+has claimed is only asked to stop (the request is its ``error`` while it still runs), its
+runner's next check finds it and stops the bots, and the runner ends the pilot with that
+message once they have stopped. Only a pilot that no live runner holds (queued, or its runner
+silent for STALE_SILENCE) is ended by the Stop itself: the clean-up never runs beside bots
+that are still answering.
 """
 
 from __future__ import annotations
@@ -329,6 +336,9 @@ def pilot_run(
         if report is not None:  # None: someone else ended the pilot meanwhile
             started = report["sessions"]["started"]
             ending = (report, "" if started else _nobody_started(report, base_url))
+    except StopRequested as stop:  # the bots have stopped: run_bots returned
+        logger.info("Pilot %s stopped on request: %s", pilot.pk, stop.message)
+        ending = (stop.report, stop.message)
     except Exception as exc:
         logger.exception("Pilot %s failed", pilot.pk)
         message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
@@ -343,6 +353,15 @@ def pilot_run(
             _end(pilot, report=ending[0], error=ending[1])
         pilot.refresh_from_db()
     return pilot
+
+
+class StopRequested(Exception):
+    """Someone asked the pilot to stop (``pilot_stop``) while its bots ran; they have
+    stopped now, and the runner ends the pilot with ``message``."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.message, self.report = message, report
 
 
 def _stored_report(pilot: Pilot) -> dict[str, Any]:
@@ -416,11 +435,11 @@ def _simulate(
 
     def alive() -> bool:
         """Say that the runner is alive (and how far it has come, for the study page);
-        False once the pilot has ended: the bots stop."""
+        False once the pilot has ended or was asked to stop (its ``error`` says who asked):
+        the bots stop."""
         live["alive_at"] = timezone.now().isoformat()
-        return bool(
-            Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING).update(report=live)
-        )
+        running = Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING, error="")
+        return bool(running.update(report=live))
 
     def record(result: simulation.BotResult) -> None:
         live["bots_done"] += 1
@@ -439,6 +458,9 @@ def _simulate(
         keep_going=alive,
     )
     if not alive():
+        requested = stop_requested(pilot)
+        if requested:  # the bots have stopped: the runner ends the pilot, as asked
+            raise StopRequested(requested, dict(live))
         logger.warning("Pilot %s was ended while its bots ran; no report.", pilot.pk)
         return None
     pilot.report = dict(live)
@@ -490,8 +512,49 @@ def planted_personas(participants: int, speeders: int, catch_failers: int, seed:
 
 
 # --- Ending ---------------------------------------------------------------------------------
+STOPPED, STOPPING = "stopped", "stopping"
+
+
+def pilot_stop(*, pilot: Pilot, by: Any) -> str:
+    """Stop a running pilot on someone's request: STOPPED when it was ended here (queued,
+    or its runner silent for STALE_SILENCE: no bot of it is answering), STOPPING when a live
+    runner holds it (it is asked to stop: its bots stop at the runner's next check and the
+    runner ends it once they have, see ``pilot_run``), '' when it had ended already. Either
+    way it fails with "Stopped by ...", its sessions ended and its counts taken out."""
+    message = f"Stopped by {by}."
+    with transaction.atomic():
+        # The row's lock orders this against a runner claiming the pilot (_claim waits, then
+        # finds it ended) and against its heartbeat. FOR NO KEY UPDATE, as _end's update
+        # takes it: a bot's new participant holds a key-share lock on the row meanwhile.
+        locked = (
+            Pilot.objects.select_for_update(no_key=True)
+            .select_related("study")
+            .filter(pk=pilot.pk, status=PilotStatus.RUNNING)
+            .first()
+        )
+        if locked is None:
+            return ""
+        claimed = "started_at" in locked.report
+        if claimed and not _stale_error(locked, timezone.now()):
+            if not locked.error:  # asked once: the first request's words stand
+                Pilot.objects.filter(pk=pilot.pk).update(error=message)
+            pilot.refresh_from_db()
+            return STOPPING
+        _end(locked, report={**locked.report}, error=locked.error or message)
+    pilot.refresh_from_db()
+    return STOPPED
+
+
+def stop_requested(pilot: Pilot) -> str:
+    """Who asked this running pilot to stop ('' if nobody did, or it has ended)."""
+    running = Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING)
+    return running.values_list("error", flat=True).first() or ""
+
+
 def pilot_fail(*, pilot: Pilot, error: str) -> bool:
-    """End a running pilot as failed (its sessions ended, its counts taken out)."""
+    """End a running pilot as failed (its sessions ended, its counts taken out). Only for a
+    pilot no live runner holds (its task could not be queued, or in tests): a researcher's
+    Stop is ``pilot_stop``."""
     return _end(pilot, report={**pilot.report}, error=error)
 
 
@@ -503,21 +566,34 @@ def _end(pilot: Pilot, *, report: dict[str, Any], error: str) -> bool:
     commits with it (a second caller, such as a stale-pilot check racing the runner, waits
     on the row and then finds the pilot ended). After its bots stopped: the runner calls
     this once ``run_bots`` has returned or raised, which happens only when every bot thread
-    has stopped; anyone else only for a pilot whose runner has been silent for
-    STALE_SILENCE, and a runner's bots are its own threads, so they died with it. The one
+    has stopped; anyone else only for a pilot no live runner holds: never claimed (queued:
+    no bot of it runs yet, and _claim finds it ended), or its runner silent for
+    STALE_SILENCE, and a runner's bots are its own threads, so they died with it. A
+    researcher's Stop of a pilot under way only asks its runner to stop (``pilot_stop``);
+    a stop asked for is the ending's error unless the caller gives one. The one
     transaction over every bot's session and items therefore meets no other writer of
     those rows (the study is not open while piloted, and one pilot runs at a time), so it
     cannot deadlock against them. Should a runner stall longer than STALE_SILENCE and
     wake up, its bots stop at the next check (``alive`` finds the pilot ended), and what
     a bot sends meanwhile is refused: its session was withdrawn and its open trial expired
     here, and answers count only on an issued trial of a consented participant."""
-    status = PilotStatus.FAILED if error else PilotStatus.FINISHED
     with transaction.atomic():
-        ended = Pilot.objects.filter(pk=pilot.pk, status=PilotStatus.RUNNING).update(
+        # The row's lock, as the update below takes it (FOR NO KEY UPDATE), so that a stop
+        # asked for meanwhile is read: a runner whose bots finished as Stop was pressed ends
+        # the pilot as stopped, with the report it built.
+        requested = (
+            Pilot.objects.select_for_update(no_key=True)
+            .filter(pk=pilot.pk, status=PilotStatus.RUNNING)
+            .values_list("error", flat=True)
+            .first()
+        )
+        if requested is None:
+            return False
+        error = error or requested
+        status = PilotStatus.FAILED if error else PilotStatus.FINISHED
+        Pilot.objects.filter(pk=pilot.pk).update(
             status=status, error=error, finished_at=timezone.now()
         )
-        if not ended:
-            return False
         taken = _take_out(pilot)
         report = {**report, "taken_out": taken, "counts_after": _counts(pilot.study)}
         Pilot.objects.filter(pk=pilot.pk).update(report=report)

@@ -7,16 +7,20 @@ multi-arrangement aggregation uses completed sessions only."""
 from __future__ import annotations
 
 import io
+import threading
+import time
+from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import selectors, services
+from annotation import selectors, services, simulation
 from annotation.models import Item, Participant, ParticipantStatus, Pilot, PilotStatus, Study
 from annotation.services import pilot_report, pilots
 from annotation.services.aggregation import aggregated_participants
@@ -26,7 +30,7 @@ from evaluation.models import HumanJudgments, Target
 from evaluation.services.rescoring import scores_rescore_stale
 from evaluation.services.runs import run_create
 from tests.annotation.test_pilots import clustered_model, draft_study
-from tests.annotation.test_studies import complete_session
+from tests.annotation.test_studies import answer_for, complete_session
 from tests.factories import RunFactory, ScoreFactory
 
 pytestmark = pytest.mark.django_db
@@ -132,11 +136,174 @@ def test_a_researcher_stops_a_queued_pilot_and_its_counts_are_taken_out(
     assert not Item.objects.exclude(assigned=0).exists()
     assert pilot.report["taken_out"]["sessions_ended"] == 1
     # No new bot gets in once it is stopped, and stopping again says so.
-    with pytest.raises(Exception, match="not open"):
+    with pytest.raises(PermissionDenied, match="not open"):
         services.participant_start(study=study, pilot=pilot)
     again = researcher_client.post(stop, follow=True).content.decode()
     assert "had ended already" in again
     services.study_set_status(study=study, status="open")  # nothing holds it back now
+
+
+def test_stop_asks_a_running_pilots_runner_which_ends_it_once_its_bots_stopped(
+    researcher_client, researcher, monkeypatch
+):
+    """Stop while a live runner's bots answer: nothing is taken out beside them (a bot's
+    request that loaded its participant before the Stop still claims its next item); the
+    runner stops its bots at its next check and then ends the pilot with the Stop's words,
+    taking out everything, that claim included."""
+    study = draft_study(practice_trials=0, catch_trials=0)
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=3)
+    stop = reverse("annotation:pilot_stop", args=[study.pk, pilot.pk])
+    panel_url = reverse("annotation:study_pilots", args=[study.pk])
+    seen: dict[str, object] = {}
+
+    def bots_answering(*args: object, keep_going, **kwargs: object) -> list:
+        assert keep_going()  # a live runner holds the pilot
+        bot = services.participant_start(study=study, pilot=Pilot.objects.get(pk=pilot.pk))
+        first = services.trial_current(participant=bot)
+        assert first is not None
+        services.response_submit(participant=bot, answer=answer_for(first))
+        # The bot's next request has loaded its participant when the researcher stops.
+        said = researcher_client.post(stop, follow=True).content.decode()
+        seen["said"] = said
+        asked = Pilot.objects.get(pk=pilot.pk)
+        assert asked.status == PilotStatus.RUNNING and asked.error == f"Stopped by {researcher}."
+        panel = researcher_client.get(panel_url, HTTP_HX_REQUEST="true").content.decode()
+        assert "Stopping…" in panel and f'action="{stop}"' not in panel
+        assert researcher_client.post(stop, follow=True).status_code == 200  # asked twice
+        assert Pilot.objects.get(pk=pilot.pk).error == f"Stopped by {researcher}."
+        # That request goes on: its next trial claims an item, counted while the bots run.
+        assert services.trial_current(participant=bot, answered=first) is not None
+        assert study.items.filter(assigned__gt=0).count() == 2
+        # No new bot is admitted while the pilot stops.
+        with pytest.raises(PermissionDenied):
+            services.participant_start(study=study, pilot=Pilot.objects.get(pk=pilot.pk))
+        assert not keep_going()  # the runner's next check: the bots stop
+        seen["bot"] = bot.pk
+        return []
+
+    monkeypatch.setattr(simulation, "run_bots", bots_answering)
+    pilot = pilots.pilot_run(pilot=pilot, base_url="http://testserver/")
+
+    assert f"Pilot {pilot.pk} is stopping" in str(seen["said"])
+    assert pilot.status == PilotStatus.FAILED and pilot.error == f"Stopped by {researcher}."
+    assert Participant.objects.get(pk=seen["bot"]).status == ParticipantStatus.WITHDRAWN
+    assert not study.items.exclude(assigned=0, answered=0).exists()  # the claim too
+    assert pilot.report["taken_out"]["sessions_ended"] == 1 and "started_at" in pilot.report
+    panel = researcher_client.get(panel_url, HTTP_HX_REQUEST="true").content.decode()
+    assert "Stopping…" not in panel and f"Stopped by {researcher}." in panel
+    services.study_set_status(study=study, status="open")
+
+
+def test_stop_ends_a_pilot_whose_runner_went_silent_at_once(researcher_client, researcher):
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=3)
+    assert pilots._claim(pilot)
+    bot = services.participant_start(study=study, pilot=pilot)
+    silent = (timezone.now() - pilots.STALE_SILENCE - timedelta(minutes=1)).isoformat()
+    Pilot.objects.filter(pk=pilot.pk).update(report={**pilot.report, "alive_at": silent})
+    stop = reverse("annotation:pilot_stop", args=[study.pk, pilot.pk])
+    said = researcher_client.post(stop, follow=True).content.decode()
+    assert f"Pilot {pilot.pk} stopped" in said
+    pilot.refresh_from_db()
+    assert pilot.status == PilotStatus.FAILED and pilot.error == f"Stopped by {researcher}."
+    bot.refresh_from_db()
+    assert bot.status == ParticipantStatus.WITHDRAWN
+    assert not study.items.exclude(assigned=0, answered=0).exists()
+
+
+def test_a_runner_whose_bots_finished_as_stop_was_pressed_ends_the_pilot_as_stopped():
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    pilot = pilots.pilot_start(study=study, model=model, participants=3)
+    assert pilots._claim(pilot)
+    assert pilots.pilot_stop(pilot=pilot, by="someone") == pilots.STOPPING
+    assert pilots._end(pilot, report={**pilot.report}, error="")  # the report was built
+    assert pilot.status == PilotStatus.FAILED and pilot.error == "Stopped by someone."
+    assert pilots.pilot_stop(pilot=pilot, by="someone") == ""
+
+
+def test_a_pilot_object_read_before_it_ended_admits_no_bot():
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    pilots.pilot_start(study=study, model=model, participants=3)
+    stale = Pilot.objects.get(study=study)  # read while it runs
+    Pilot.objects.filter(pk=stale.pk).update(status=PilotStatus.FAILED)  # ended meanwhile
+    assert services.pilot_admits(pilot=stale, study=study)  # the object in hand says running
+    with pytest.raises(PermissionDenied, match="not open"):
+        services.participant_start(study=study, pilot=stale)
+    assert not Participant.objects.exists()
+    assert not study.items.exclude(assigned=0).exists()
+
+
+def _race(study: Study, call, meanwhile) -> BaseException | None:
+    """Hold the study row's lock as pilot_start and study_set_status take it, start ``call``
+    in another thread (its own connection) and wait until it waits on this transaction,
+    then do ``meanwhile`` and commit: what ``call`` raised, once it has returned."""
+    raised: list[BaseException | None] = [None]
+    pid: list[int] = []
+
+    def other() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid.append(cursor.fetchone()[0])
+            call()
+        except BaseException as exc:  # handed to the test
+            raised[0] = exc
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Study.objects.select_for_update().get(pk=study.pk)
+        thread = threading.Thread(target=other)
+        thread.start()
+        waiting = False
+        for _ in range(200):  # up to 10 s
+            with connection.cursor() as cursor:
+                if pid:
+                    cursor.execute("SELECT pg_backend_pid() = ANY(pg_blocking_pids(%s))", pid)
+                    waiting = cursor.fetchone()[0]
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "the other call never waited on the study row"
+        meanwhile()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    return raised[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_opening_waits_on_the_study_row_for_a_pilot_starting_meanwhile():
+    """The study row's lock in study_set_status is taken before it looks for running pilots:
+    a pilot that starts while it waits is seen (without the lock, the study opens beside it)."""
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    raised = _race(
+        study,
+        lambda: services.study_set_status(study=Study.objects.get(pk=study.pk), status="open"),
+        lambda: Pilot.objects.create(study=study, model=model, options={"participants": 3}),
+    )
+    assert isinstance(raised, ValidationError), raised
+    assert "A pilot of this study is running" in str(raised)
+    assert Study.objects.get(pk=study.pk).status == "draft"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pilot_starting_waits_on_the_study_row_for_an_opening_meanwhile():
+    """pilot_start reads the study again under its row's lock: a study opened while it waits
+    is refused (without the lock, a pilot starts on an open study)."""
+    study = draft_study()
+    model = clustered_model(study.dataset)
+    raised = _race(
+        study,
+        lambda: pilots.pilot_start(study=study, model=model, participants=3),
+        lambda: Study.objects.filter(pk=study.pk).update(status="open"),
+    )
+    assert isinstance(raised, ValidationError) and "open to participants" in str(raised), raised
+    assert not Pilot.objects.exists()
 
 
 # --- N1, D3: aggregating a pilot ------------------------------------------------------------
