@@ -489,3 +489,16 @@ def test_an_arrangement_session_in_progress_is_not_aggregated():
     assert set(judgments.rows.values_list("participant", flat=True).distinct()) == {
         f"p{p.pk}" for p in done
     }
+
+
+def test_arrangement_items_one_session_over_quota_are_topped_up_not_over_quota():
+    """The last stimuli with room are arranged with full ones, one session over their quota
+    (arrangements._claim_least_arranged): the report counts those apart; more is over."""
+    study = draft_study("arrangement", judgments_per_item=2)
+    pilot = pilots.pilot_start(study=study, model=clustered_model(study.dataset), participants=3)
+    first, second, *_ = study.items.order_by("pk")
+    Item.objects.filter(pk=first.pk).update(answered=3, assigned=3)
+    Item.objects.filter(pk=second.pk).update(answered=4, assigned=4)
+    assignment = pilot_report._assignment(pilot, [])
+    assert assignment["topped_up"] == 1
+    assert assignment["over_quota"] == 1 and assignment["over_quota_items"] == [second.pk]

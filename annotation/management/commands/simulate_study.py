@@ -336,6 +336,13 @@ def _quality_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _topped_up(assignment: dict[str, Any]) -> str:
+    """Multi-arrangement: stimuli one session over quota, arranged with the last ones that
+    had room (the report counts them apart from over quota)."""
+    topped = assignment.get("topped_up", 0)
+    return f" (and {topped} one session over, arranged with the last with room)" if topped else ""
+
+
 def _assignment_lines(report: dict[str, Any]) -> list[str]:
     a = report["assignment"]
     spread = a["per_item"] or {"min": 0, "mean": 0, "max": 0}
@@ -343,7 +350,7 @@ def _assignment_lines(report: dict[str, Any]) -> list[str]:
         f"Assignment: {a['items']} items, quota {a['quota']}; kept answers per item "
         f"min {spread['min']:g}, mean {spread['mean']:g}, max {spread['max']:g}; "
         f"{a['complete_items']} items complete.",
-        f"  over quota: {a['over_quota']}; one item twice to one participant: "
+        f"  over quota: {a['over_quota']}{_topped_up(a)}; one item twice to one participant: "
         f"{a['duplicates']}; holdings left by ended sessions: {a['holdings_left']}; "
         f"item counters that disagree with the responses: {len(a['counters_mismatched'])}",
     ]
