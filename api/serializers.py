@@ -121,12 +121,19 @@ class ModelSummarySerializer(serializers.ModelSerializer):
         ]
 
 
+SIMULATED_HELP = (
+    "Its judgments were made by a study's simulated participants (a pilot), not people: runs "
+    "score it only when they name it, and it is left off the boards across targets."
+)
+
+
 class TargetSummarySerializer(serializers.ModelSerializer):
     dataset = DatasetSummarySerializer(read_only=True)
+    simulated = serializers.BooleanField(read_only=True, help_text=SIMULATED_HELP)
 
     class Meta:
         model = Target
-        fields = ["id", "name", "kind", "dataset", "judgments"]
+        fields = ["id", "name", "kind", "dataset", "judgments", "simulated"]
 
 
 # --- Auth --------------------------------------------------------------------------------------
@@ -235,12 +242,7 @@ class ModelLayersSerializer(serializers.Serializer):
 class TargetSerializer(serializers.ModelSerializer):
     dataset = DatasetSummarySerializer(read_only=True)
     score_count = serializers.IntegerField(read_only=True)
-    simulated = serializers.BooleanField(
-        read_only=True,
-        help_text="Its judgments were made by a study's simulated participants (a pilot), not "
-        "people: runs score it only when they name it, and it is left off the boards across "
-        "targets.",
-    )
+    simulated = serializers.BooleanField(read_only=True, help_text=SIMULATED_HELP)
 
     class Meta:
         model = Target
@@ -272,12 +274,16 @@ class DatasetSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     @extend_schema_field(
-        serializers.ListField(child=serializers.DictField(), help_text="id, name, kind")
+        serializers.ListField(
+            child=serializers.DictField(),
+            help_text="id, name, kind, simulated (a study pilot's simulated participants' "
+            "judgments: scored only by a run that names the target)",
+        )
     )
     def get_targets(self, dataset: Dataset) -> list[dict[str, Any]]:
         return [
-            {"id": t.pk, "name": t.name, "kind": t.kind}
-            for t in dataset.targets.all()  # prefetched
+            {"id": t.pk, "name": t.name, "kind": t.kind, "simulated": t.simulated}
+            for t in dataset.targets.all()  # prefetched, with their judgments
         ]
 
     def get_created_by(self, dataset: Dataset) -> str | None:
@@ -414,6 +420,15 @@ class RunCreateSerializer(serializers.Serializer):
         help_text='Layers per model id, e.g. {"3": ["blocks.0", "pre_logits"]}; '
         "a model left out is scored at its default layer.",
     )
+    targets = serializers.ListField(
+        child=StrictIntegerField(min_value=1),
+        required=False,
+        allow_empty=False,
+        max_length=1000,
+        help_text="Ids of the dataset's targets to score against (each once). Left out: every "
+        "target of the dataset but a study pilot's simulated ones, which are scored only when "
+        "named here. The metrics must apply to the targets scored.",
+    )
 
     def validate_models(self, models: list[PretrainedModel]) -> list[PretrainedModel]:
         seen: set[int] = set()
@@ -448,7 +463,31 @@ class RunCreateSerializer(serializers.Serializer):
         problems = [p for m in same_modality if (p := cannot_score(m, dataset))]
         if problems:
             raise serializers.ValidationError({"models": problems})
+        if "targets" in data:
+            data["targets"] = _targets_of(dataset, data["targets"])
         return data
+
+
+def _targets_of(dataset: Dataset, ids: list[int]) -> list[Target]:
+    """The targets a run names, in order, each once and each of ``dataset``."""
+    twice = sorted({pk for pk in ids if ids.count(pk) > 1})
+    if twice:
+        raise serializers.ValidationError({"targets": [f"Target {twice[0]} is listed twice."]})
+    found = {t.pk: t for t in Target.objects.filter(pk__in=ids).select_related("dataset")}
+    for pk in ids:
+        target = found.get(pk)
+        if target is None:
+            raise serializers.ValidationError({"targets": [f"No target with id {pk}."]})
+        if target.dataset_id != dataset.pk:
+            raise serializers.ValidationError(
+                {
+                    "targets": [
+                        f"Target {pk} ({target.name}) is a target of {target.dataset.name}, "
+                        f"not of the run's dataset {dataset.name}."
+                    ]
+                }
+            )
+    return [found[pk] for pk in ids]
 
 
 def metric_registry_key(entry: dict[str, Any]) -> str:

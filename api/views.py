@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import Resolver404, resolve, reverse
 from django.utils.text import slugify
@@ -265,7 +265,9 @@ class DatasetViewSet(
         return (
             selectors.datasets_with_counts(include_archived=True)  # lists: DatasetFilter
             .select_related("created_by")
-            .prefetch_related("targets")
+            .prefetch_related(
+                Prefetch("targets", queryset=Target.objects.select_related("judgments"))
+            )
             .order_by("name", "id")
         )
 
@@ -343,7 +345,9 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
     @extend_schema(
         summary="Launch a run",
         description="Validated as the *New run* form validates: the dataset, models of its "
-        "modality, metrics that apply to its targets, layers the models have. One step per "
+        "modality, metrics that apply to the targets scored (those named in `targets`, else "
+        "every target of the dataset but a study pilot's simulated ones), layers the models "
+        "have. One step per "
         "model is queued for the workers. A 201 means the run is stored: when the task queue "
         "is unreachable it is still created (`waiting_for_queue` is true) and starts once the "
         "queue is back, so a client must not create it again.",
@@ -371,6 +375,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _ById):
             metrics=fields["metrics"],
             layers=fields["layers"],
             created_by=request.user,
+            targets=fields.get("targets"),  # left out: the dataset's default targets
         )
         return self.created(
             selectors.runs_with_steps().get(pk=run.pk),

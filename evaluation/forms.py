@@ -14,7 +14,7 @@ from django.utils.datastructures import MultiValueDict
 from django.utils.functional import cached_property
 
 from core.querystring import id_param
-from evaluation import hub_ids
+from evaluation import hub_ids, selectors
 from evaluation.engine.video import VIDEO_SUFFIXES
 from evaluation.imports.reading import AUDIO_SUFFIXES, IMAGE_SUFFIXES, is_ignorable
 from evaluation.imports.spec import (
@@ -290,6 +290,21 @@ class _ModelChoices(forms.ModelMultipleChoiceField):
         return f"{obj.display_name} · {obj.source}"
 
 
+class _TargetChoices(forms.ModelMultipleChoiceField):
+    """Targets labelled as the boards label them: a pilot's simulated one says so."""
+
+    def label_from_instance(self, obj: Target) -> str:
+        return f"{obj.name} · simulated (pilot)" if obj.simulated else obj.name
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One target of the chosen dataset on the run form, ticked or not."""
+
+    target: Target
+    checked: bool
+
+
 @dataclass(frozen=True)
 class ModelRow:
     """One model on the run form: ticked or not, its layers, those picked, and why it cannot
@@ -317,6 +332,18 @@ class RunForm(forms.Form):
         queryset=PretrainedModel.objects.exclude(source=ModelSource.STACKED),
         widget=forms.CheckboxSelectMultiple,
     )
+    # What the run scores against: the dataset's targets; none ticked, its default ones
+    # (selectors.targets_scored_by_default: every one but a pilot's simulated ones).
+    targets = _TargetChoices(
+        queryset=Target.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="A study pilot's simulated target is scored only when ticked.",
+        error_messages={
+            "invalid_choice": "Choose targets of the chosen dataset (%(value)s is not one).",
+            "invalid_pk_value": "%(pk)s is not a target id.",
+        },
+    )
     # The metric fields are added below from the registry (evaluation.metrics.METRICS).
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -331,6 +358,11 @@ class RunForm(forms.Form):
         field = self.fields["models"]
         assert isinstance(field, _ModelChoices)
         field.queryset = models
+        targets = self.fields["targets"]
+        assert isinstance(targets, _TargetChoices)
+        targets.queryset = (
+            selectors.targets_of(dataset=dataset) if dataset else Target.objects.none()
+        )
 
     def _chosen_dataset(self) -> Dataset | None:
         raw = self.data.get("dataset") if self.is_bound else self.initial.get("dataset")
@@ -344,13 +376,49 @@ class RunForm(forms.Form):
         return self._chosen_dataset()
 
     @cached_property
-    def offered_kinds(self) -> set[str]:
-        """Kinds of target the chosen dataset offers; every kind while none is chosen (the
-        page then lists every metric)."""
+    def named_targets(self) -> list[Target] | None:
+        """The targets of the chosen dataset that were ticked (posted, or the page's initial
+        ``targets``: ids or targets); None where none was, and so the default ones count."""
         dataset = self.chosen_dataset
         if dataset is None:
+            return None
+        raw: Any = self.data if self.is_bound else self.initial
+        if isinstance(raw, MultiValueDict):
+            raw = raw.getlist("targets")
+        else:
+            raw = raw.get("targets") or []
+            raw = raw if isinstance(raw, list | tuple) else [raw]
+        ids = {str(t.pk if isinstance(t, Target) else t) for t in raw}
+        ids = {pk for pk in ids if pk.isascii() and pk.isdigit()}
+        named = [t for t in selectors.targets_of(dataset=dataset) if str(t.pk) in ids]
+        return named or None
+
+    @cached_property
+    def chosen_targets(self) -> list[Target]:
+        """What the run would score: the targets ticked, else the dataset's default ones."""
+        dataset = self.chosen_dataset
+        if dataset is None:
+            return []
+        named = self.named_targets
+        if named is not None:
+            return named
+        return list(selectors.targets_scored_by_default(dataset=dataset))
+
+    def target_rows(self) -> list[TargetRow]:
+        """Every target of the chosen dataset, ticked where the run would score it."""
+        dataset = self.chosen_dataset
+        if dataset is None:
+            return []
+        chosen = {t.pk for t in self.chosen_targets}
+        return [TargetRow(t, t.pk in chosen) for t in selectors.targets_of(dataset=dataset)]
+
+    @cached_property
+    def offered_kinds(self) -> set[str]:
+        """Kinds of target the run would score (chosen_targets); every kind while no dataset
+        is chosen (the page then lists every metric)."""
+        if self.chosen_dataset is None:
             return set(TargetKind.values)
-        return set(dataset.targets.values_list("kind", flat=True))
+        return {t.kind for t in self.chosen_targets}
 
     def metric_offered(self, name: str) -> bool:
         return bool(self.offered_kinds & set(METRICS[name].target_kinds))
@@ -400,10 +468,22 @@ class RunForm(forms.Form):
                 wanted = " or ".join(
                     TargetKind(kind).label.lower() for kind in METRICS[name].target_kinds
                 )
+                if self.named_targets is not None:
+                    lacking = "no ticked target is one"
+                elif any(
+                    t.simulated and t.kind in METRICS[name].target_kinds
+                    for t in selectors.targets_of(dataset=dataset)
+                ):
+                    lacking = (
+                        f"the dataset {dataset.name} has only a pilot's simulated one, scored "
+                        "only when ticked under Targets"
+                    )
+                else:
+                    lacking = f"the dataset {dataset.name} has none"
                 self.add_error(
                     f"metric_{name}",
-                    f"{METRICS[name].label} needs {wanted}; the dataset {dataset.name} has "
-                    "none. Choose one of the metrics listed for it.",
+                    f"{METRICS[name].label} needs {wanted}; {lacking}. Choose one of the "
+                    "metrics listed for it.",
                 )
         for model in data.get("models") or []:
             problem = cannot_score(model, dataset) if dataset is not None else ""

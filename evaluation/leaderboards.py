@@ -609,14 +609,21 @@ def _cached_until_scores_change(prefix: str, compute: Callable[[], T]) -> T:
 
 
 def _every_score_stamp() -> str:
-    """Changes whenever any score is added, replaced or removed."""
+    """Changes whenever any score is added, replaced or removed, and whenever a target leaves
+    or rejoins the lists (archived, or simulated)."""
     stamp = Score.objects.aggregate(n=Count("id"), last=Max("id"), changed=Max("created_at"))
     # Archiving a target or its dataset takes its board off the lists, archiving a model its
-    # rows: a change too. Every archived id, in order (a count and a sum could collide).
-    archived = Target.objects.filter(
-        Q(archived_at__isnull=False) | Q(dataset__archived_at__isnull=False)
-    )
-    stamp["archived"] = list(archived.order_by("id").values_list("id", flat=True))
+    # rows, and judgments marked simulated (a pilot's) take their target off the boards
+    # across targets and the front page: a change too. Every such target id, in order, with
+    # why (a count and a sum could collide); one query.
+    archived = Q(archived_at__isnull=False) | Q(dataset__archived_at__isnull=False)
+    unlisted = Target.objects.filter(archived | Q(judgments__simulated=True)).order_by("id")
+    stamp["unlisted"] = [
+        (pk, target_archived is not None or dataset_archived is not None, bool(simulated))
+        for pk, target_archived, dataset_archived, simulated in unlisted.values_list(
+            "id", "archived_at", "dataset__archived_at", "judgments__simulated"
+        )
+    ]
     stamp["archived_models"] = archived_models_stamp()
     return hashlib.sha1(repr(sorted(stamp.items())).encode()).hexdigest()[:16]
 

@@ -77,7 +77,27 @@ def language_models_scored_on(target: Target) -> list[PretrainedModel]:
 
 
 def pair_targets_scored_for(model: PretrainedModel) -> list[Target]:
-    return list(Target.objects.filter(kind=TargetKind.PAIRS, scores__model=model).distinct())
+    return list(
+        Target.objects.filter(kind=TargetKind.PAIRS, scores__model=model)
+        .distinct()
+        .select_related("judgments")  # simulated or not
+    )
+
+
+# People made them (labels have no judgments): a pilot's simulated participants did not.
+MADE_BY_PEOPLE = Q(judgments__isnull=True) | Q(judgments__simulated=False)
+
+
+def targets_scored_by_default(*, dataset: Dataset) -> QuerySet[Target]:
+    """What a run on ``dataset`` scores unless it names its targets, and so the metrics it
+    offers by default: every target of the dataset but the simulated ones (a study pilot's,
+    scored only by a run that names them)."""
+    return dataset.targets.filter(MADE_BY_PEOPLE).select_related("judgments").order_by("name", "id")
+
+
+def targets_of(*, dataset: Dataset) -> QuerySet[Target]:
+    """Every target of ``dataset``, simulated ones included (what a run may name)."""
+    return dataset.targets.select_related("judgments").order_by("name", "id")
 
 
 def targets_with_datasets() -> QuerySet[Target]:
@@ -116,7 +136,7 @@ def judgment_sets() -> QuerySet[HumanJudgments]:
 
 def scores_newest_first() -> QuerySet[Score]:
     return (
-        Score.objects.select_related("model", "target__dataset")
+        Score.objects.select_related("model", "target__dataset", "target__judgments")
         .defer("resamples")  # 8 kB a score; the comparisons read them where they need them
         .order_by("-created_at", "-id")
     )
@@ -207,7 +227,7 @@ def run_seconds_left(run: Run, progress: float) -> float | None:
 
 def model_scores(*, model: PretrainedModel) -> QuerySet[Score]:
     return (
-        model.scores.select_related("target__dataset", "run")
+        model.scores.select_related("target__dataset", "target__judgments", "run")
         .defer("resamples")
         .order_by("-created_at")
     )

@@ -756,7 +756,7 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
             "dataset": dataset,
             "stimuli": selectors.stimuli_preview(dataset, limit=STIMULI_PREVIEW),
             "label_counts": selectors.dataset_label_counts(dataset=dataset),
-            "targets": dataset.targets.select_related("judgments"),
+            "targets": selectors.targets_of(dataset=dataset),
             "description_sets": description_sets(dataset=dataset),
             "descriptions_form": DescriptionsImportForm(),
         },
@@ -817,7 +817,8 @@ def run_create(request: HtmxHttpRequest) -> HttpResponse:
     submitted = request.method == "POST"
     form = RunForm(request.POST if submitted else None, initial=_run_initial(request.GET))
     if request.htmx and not submitted:
-        # The dataset changed: re-render the fields that depend on it.
+        # The dataset (or the targets ticked) changed: re-render the fields that depend on it
+        # (the page keeps the metrics' part when the targets changed).
         return render(request, "evaluation/run_form.html#run-fields", {"form": form})
     if submitted and form.is_valid():
         try:
@@ -827,6 +828,7 @@ def run_create(request: HtmxHttpRequest) -> HttpResponse:
                 metrics=form.metric_entries(),
                 layers=form.layer_choices(),
                 created_by=request.user,
+                targets=list(form.cleaned_data["targets"]) or None,  # none ticked: the default
             )
         except ValidationError as exc:
             form.add_error(None, exc)
@@ -837,14 +839,19 @@ def run_create(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _run_initial(query: QueryDict) -> dict[str, Any]:
-    """The new-run form's first choices: ?dataset=, or ?target= (a leaderboard's, or a
-    study's just aggregated): its dataset, with the metrics that score that kind of target
-    ticked and the others not."""
-    initial: dict[str, Any] = {"dataset": qs.id_param(query, "dataset")}
+    """The new-run form's first choices: ?dataset=, with the targets of ?targets= ticked (the
+    page's own link to show the metrics of the targets ticked), or ?target= (a leaderboard's,
+    or a study's just aggregated, simulated or not): its dataset, that target ticked, and
+    the metrics that score that kind of target ticked and the others not."""
+    initial: dict[str, Any] = {
+        "dataset": qs.id_param(query, "dataset"),
+        "targets": [pk for pk in query.getlist("targets") if pk.isascii() and pk.isdigit()],
+    }
     target_id = qs.id_param(query, "target")
     target = Target.objects.filter(pk=target_id).first() if target_id else None
     if target is not None:
         initial["dataset"] = target.dataset_id
+        initial["targets"] = [target.pk]
         for name, info in METRICS.items():
             initial[f"metric_{name}"] = target.kind in info.target_kinds
     return initial

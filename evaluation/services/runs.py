@@ -11,10 +11,10 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from evaluation import metrics as metric_registry
+from evaluation import selectors
 from evaluation.engine.errors import close_names
 from evaluation.models import (
     FINISHED_RUN_STATUSES,
@@ -128,23 +128,26 @@ def _check_layers(models: Sequence[PretrainedModel], layers: dict[int, list[str]
 def _targets_for(
     dataset: Dataset, metrics: Sequence[dict[str, Any]], chosen: Sequence[Target] | None = None
 ) -> list[Target]:
-    """The targets a run scores: those ``chosen`` (of this dataset), else every target of the
-    dataset whose judgments people made (simulated ones are scored only when chosen)."""
+    """The targets a run scores: those ``chosen`` (of this dataset), else the dataset's
+    default ones (selectors.targets_scored_by_default: simulated ones are scored only when
+    chosen)."""
     if chosen is not None:
         foreign = [t.name for t in chosen if t.dataset_id != dataset.pk]
         if foreign:
             raise ValidationError({"targets": f"Not targets of {dataset}: {', '.join(foreign)}."})
-        targets = list(chosen)
+        if not chosen:
+            raise ValidationError({"targets": "Choose at least one target."})
+        targets = list(dict.fromkeys(chosen))
     else:
-        people = Q(judgments__isnull=True) | Q(judgments__simulated=False)  # labels: none
-        targets = list(dataset.targets.filter(people))
+        targets = list(selectors.targets_scored_by_default(dataset=dataset))
     for entry in metrics:
         info = metric_registry.METRICS.get(entry.get("name", ""))
         if info is None:
             raise ValidationError({"metrics": f"Unknown metric {entry.get('name')!r}."})
         if not any(t.kind in info.target_kinds for t in targets):
             needed = " or ".join(TargetKind(kind).label.lower() for kind in info.target_kinds)
-            raise ValidationError({"metrics": f"{info.label} needs {needed}; {dataset} has none."})
+            lacking = f"{dataset} has none" if chosen is None else "no chosen target is one"
+            raise ValidationError({"metrics": f"{info.label} needs {needed}; {lacking}."})
     return targets
 
 

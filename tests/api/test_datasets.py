@@ -46,7 +46,12 @@ def test_image_zip_upload(api, digits_zip_small):
     assert sum(row["count"] for row in body["label_counts"]) == 120
     assert [row["label"] for row in body["label_counts"]] == [str(d) for d in range(10)]
     assert body["targets"] == [
-        {"id": dataset.targets.get().pk, "name": "digits: labels", "kind": "labels"}
+        {
+            "id": dataset.targets.get().pk,
+            "name": "digits: labels",
+            "kind": "labels",
+            "simulated": False,
+        }
     ]
     assert body == api.get(f"/api/datasets/{dataset.pk}/").json()
 

@@ -72,6 +72,7 @@ def test_anyone_reads_scores_and_they_match_the_database(anonymous, scored):
             "modality": "image",
         },
         "judgments": None,
+        "simulated": False,
     }
     assert row["ceiling"] is None and row["normalized"] is None
     assert anonymous.get(f"/api/scores/{score.pk}/").json() == row

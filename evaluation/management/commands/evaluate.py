@@ -49,6 +49,7 @@ from evaluation.models import (
     RunStep,
     Score,
     StepStatus,
+    Target,
 )
 
 TIMEOUT_EXIT_STATUS = 124  # as timeout(1): the wait ran out, the run did not fail
@@ -116,7 +117,8 @@ class Command(EvaluationCommand):
 """
         + _metrics_help()
         + "\n\nWithout --metric: k-NN for labels, pair_alignment for pair ratings, odd_one_out "
-        "for triplets, two_afc for 2AFC (each target the dataset has)."
+        "for triplets, two_afc for 2AFC (each target the run scores). Without --target: every "
+        "target of the dataset but a study pilot's simulated ones."
     )
 
     def add_options(self, parser: CommandParser) -> None:
@@ -157,6 +159,16 @@ class Command(EvaluationCommand):
             "(default: each target's main metric).",
         )
         parser.add_argument(
+            "--target",
+            dest="targets",
+            action="append",
+            type=int,
+            default=[],
+            metavar="TARGET_ID",
+            help="Score only this target of the dataset (its id; repeatable). Without it: "
+            "every target but a study pilot's simulated ones, which are scored only when named.",
+        )
+        parser.add_argument(
             "--run",
             type=int,
             metavar="RUN_ID",
@@ -195,9 +207,10 @@ class Command(EvaluationCommand):
                 or options["models"]
                 or options["all_models"]
                 or options["metrics"]
+                or options["targets"]
             ):
                 raise CommandError(
-                    "--run follows an existing run; drop --dataset, --model and --metric."
+                    "--run follows an existing run; drop --dataset, --model, --metric and --target."
                 )
             if options["in_process"]:
                 raise CommandError("--in-process runs a new run; a queued run is a worker's.")
@@ -228,12 +241,18 @@ class Command(EvaluationCommand):
         else:
             raise CommandError("Choose models (--model NAME ..., or --all-models).")
         layers = parse_layers(options["layers"], models)
-        metrics = parse_metrics(options["metrics"], dataset)
+        targets = parse_targets(options["targets"], dataset)
+        metrics = parse_metrics(options["metrics"], dataset, targets)
         user = user_lookup(options["user"])
         # No broker check here: a run is stored even while the broker is down (its tasks are
         # sent once it answers), as the form and the API store it; --in-process needs none.
         run = services.run_create(
-            dataset=dataset, models=models, metrics=metrics, layers=layers, created_by=user
+            dataset=dataset,
+            models=models,
+            metrics=metrics,
+            layers=layers,
+            created_by=user,
+            targets=targets,
         )
         self.note(
             f"Run {run.pk}: {len(models)} model(s) on {dataset.name} "
@@ -387,10 +406,43 @@ def _untouched(run: Run) -> bool:
 
 
 # --- Parsing options -----------------------------------------------------------------------------
-def parse_metrics(specs: list[str], dataset: Dataset) -> list[dict[str, Any]]:
-    """Metric entries as the run form builds them; by default each target's main metric."""
+def parse_targets(ids: list[int], dataset: Dataset) -> list[Target] | None:
+    """The targets named with --target (of ``dataset``, each once); None where none was
+    named (the run then scores the dataset's default ones)."""
+    if not ids:
+        return None
+    found = {t.pk: t for t in Target.objects.filter(pk__in=ids).select_related("dataset")}
+    targets = []
+    for pk in dict.fromkeys(ids):
+        target = found.get(pk)
+        if target is None:
+            raise CommandError(f"No target with id {pk}.")
+        if target.dataset_id != dataset.pk:
+            raise CommandError(
+                f"Target {pk} ({target.name}) is a target of {target.dataset.name}, not of "
+                f"{dataset.name}."
+            )
+        targets.append(target)
+    return targets
+
+
+def parse_metrics(
+    specs: list[str], dataset: Dataset, targets: list[Target] | None = None
+) -> list[dict[str, Any]]:
+    """Metric entries as the run form builds them; by default the main metric of each target
+    the run scores (``targets``, else the dataset's default ones)."""
     if not specs:
-        kinds = set(dataset.targets.values_list("kind", flat=True))
+        scored = (
+            targets
+            if targets is not None
+            else list(selectors.targets_scored_by_default(dataset=dataset))
+        )
+        kinds = {t.kind for t in scored}
+        if not kinds and targets is None and dataset.targets.exists():
+            raise CommandError(
+                f"{dataset.name} has no labels and no people's judgments to score against, "
+                "only a study pilot's simulated ones: name one with --target to score it."
+            )
         if not kinds:
             raise CommandError(
                 f"{dataset.name} has no labels and no human judgments to score against; "
