@@ -134,9 +134,7 @@ def test_evaluate_refuses_a_target_of_another_dataset(catalogue, enqueued):
 
 def test_evaluate_on_a_dataset_with_only_a_simulated_target_says_to_name_it(enqueued):
     words = "text\none\ntwo\nthree\nfour\nfive\nsix\n"
-    dataset = dataset_import_texts(
-        name="words", upload=io.BytesIO(words.encode()), label_column=""
-    )
+    dataset = dataset_import_texts(name="words", upload=io.BytesIO(words.encode()), label_column="")
     make_text_model()
     pilot_pairs(dataset)
     assert list(dataset.targets.values_list("kind", flat=True)) == ["pairs"]
