@@ -23,6 +23,7 @@ from annotation.models import (
     StudyKind,
     StudyStatus,
 )
+from annotation.services.arrangements import MIN_SESSION_ITEMS
 from evaluation.models import Dataset
 
 MAX_ITEMS = 200_000
@@ -190,8 +191,10 @@ def _check_arrangement_design(study: Study) -> None:
                 "played on demand; waiting for each to play through is for the other kinds."
             }
         )
-    if study.arena_max_items < 3:
-        raise ValidationError({"arena_max_items": "An arrangement needs at least 3 stimuli."})
+    if study.arena_max_items < MIN_SESSION_ITEMS:
+        raise ValidationError(
+            {"arena_max_items": f"An arrangement needs at least {MIN_SESSION_ITEMS} stimuli."}
+        )
     if not study.evidence_threshold > 0:
         raise ValidationError({"evidence_threshold": "The evidence threshold must be positive."})
     if study.session_seconds < 30:
@@ -202,6 +205,11 @@ def _item_tuples(study: Study, plan: ItemPlan, orders: list[int]) -> list[tuple[
     size = study.stimuli_per_item
     if len(orders) < size:
         raise ValidationError(f"The dataset has fewer than {size} stimuli.")
+    if study.kind == StudyKind.ARRANGEMENT and len(orders) < MIN_SESSION_ITEMS:
+        raise ValidationError(
+            f"A multi-arrangement study needs a dataset of at least {MIN_SESSION_ITEMS} "
+            f"stimuli; this one has {len(orders)}."
+        )
     if study.kind in (StudyKind.TAGS, StudyKind.ARRANGEMENT):
         return [(o,) for o in orders]  # one item per stimulus
     if plan.mode == "list":

@@ -109,6 +109,13 @@ def test_sessions_claim_their_stimuli_within_quota_and_count_once_complete():
         services.participant_start(study=study)
 
 
+def test_a_dataset_of_two_stimuli_makes_no_multi_arrangement_study():
+    dataset = make_text_dataset(name="two sentences", rows=SENTENCES[:2])
+    with pytest.raises(ValidationError, match="at least 3 stimuli; this one has 2"):
+        services.study_create(dataset=dataset, name="too few", kind="arrangement", items=ItemPlan())
+    assert not Study.objects.filter(name="too few").exists()
+
+
 def test_the_last_stimuli_with_room_are_arranged_with_full_ones_and_the_study_completes():
     """8 stimuli, quota 1, sessions of up to 6: the second session finds only 2 stimuli with
     room, too few to arrange alone; the least arranged full one joins them, so the study
