@@ -47,6 +47,7 @@ from evaluation.models import (
     resamples_from_bytes,
 )
 from evaluation.provenance import Recorded, stale_reasons
+from evaluation.selectors import MADE_BY_PEOPLE
 
 LAYER_CHOICES = ("best", "default", "all")
 T = TypeVar("T")
@@ -642,7 +643,7 @@ def _every_board() -> list[Board]:
         Target.objects.filter(scores__isnull=False)
         .filter(archived_at__isnull=True, dataset__archived_at__isnull=True)  # not listed
         # A pilot's simulated participants are not people: their boards are not ranked.
-        .filter(Q(judgments__isnull=True) | Q(judgments__simulated=False))
+        .filter(MADE_BY_PEOPLE)
         .distinct()
         .select_related("dataset", "judgments")
     )
