@@ -840,9 +840,10 @@ def run_create(request: HtmxHttpRequest) -> HttpResponse:
 
 def _run_initial(query: QueryDict) -> dict[str, Any]:
     """The new-run form's first choices: ?dataset=, with the targets of ?targets= ticked (the
-    page's own link to show the metrics of the targets ticked), or ?target= (a leaderboard's,
-    or a study's just aggregated, simulated or not): its dataset, that target ticked, and
-    the metrics that score that kind of target ticked and the others not."""
+    page's own link to show the metrics of the targets ticked, which also carries the ticks
+    of the metrics it showed), or ?target= (a leaderboard's, or a study's just aggregated,
+    simulated or not): its dataset, that target ticked, and the metrics that score that kind
+    of target ticked and the others not."""
     initial: dict[str, Any] = {
         "dataset": qs.id_param(query, "dataset"),
         "targets": [pk for pk in query.getlist("targets") if pk.isascii() and pk.isdigit()],
@@ -854,6 +855,10 @@ def _run_initial(query: QueryDict) -> dict[str, Any]:
         initial["targets"] = [target.pk]
         for name, info in METRICS.items():
             initial[f"metric_{name}"] = target.kind in info.target_kinds
+    # Re-rendered because the targets ticked changed: the metrics that were on the page keep
+    # the ticks the researcher gave them (a metric newly offered starts at its default).
+    for name in set(query.getlist("shown_metric")) & METRICS.keys():
+        initial[f"metric_{name}"] = f"metric_{name}" in query
     return initial
 
 

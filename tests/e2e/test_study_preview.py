@@ -15,6 +15,7 @@ from playwright.sync_api import expect
 from annotation import services
 from annotation.models import Item, Participant, Response, Study, Trial
 from annotation.services import ItemPlan
+from evaluation.models import Target
 from tests.annotation.test_studies import complete_session
 from tests.conftest import make_text_dataset
 from tests.e2e.conftest import screenshot
@@ -147,4 +148,12 @@ def test_aggregate_then_score_models_against_the_new_target(page, live_server, r
     page.wait_for_url(re.compile(rf"/runs/new/\?target={target.pk}$"))
     expect(page.locator("select[name=dataset]")).to_have_value(str(study.dataset_id))
     expect(page.locator("input[name=metric_pair_alignment]")).to_be_checked()
-    expect(page.locator("input[name=metric_knn]")).not_to_be_checked()
+    # Only the new target is ticked, so only its kind's metrics are offered; ticking the
+    # dataset's labels target too brings the label metrics, ticked (htmx swaps them in).
+    expect(page.locator(f"#id_targets_{target.pk}")).to_be_checked()
+    labels = Target.objects.get(dataset=study.dataset, kind="labels")
+    expect(page.locator(f"#id_targets_{labels.pk}")).not_to_be_checked()
+    expect(page.locator("input[name=metric_knn]")).to_have_count(0)
+    page.locator(f"#id_targets_{labels.pk}").check()
+    expect(page.locator("input[name=metric_knn]")).to_be_checked()
+    expect(page.locator("input[name=metric_pair_alignment]")).to_be_checked()
