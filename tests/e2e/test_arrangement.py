@@ -15,11 +15,13 @@ import math
 import re
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import CDPSession, Page, expect
 
 from annotation import exports, services
 from annotation.models import Participant, Study
@@ -338,6 +340,20 @@ def test_desktop_participant_arranges_every_trial_with_the_mouse(
     assert_stored(study, "e2e-desk", arranged, rows)
 
 
+@contextmanager
+def phone_with_touch(browser) -> Iterator[tuple[Page, CDPSession]]:
+    """A page on a phone-size, touch screen, and its CDP session (for real touch drags)."""
+    context = browser.new_context(
+        viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2.75
+    )
+    try:
+        phone = context.new_page()
+        phone.set_default_timeout(20_000)
+        yield phone, context.new_cdp_session(phone)
+    finally:
+        context.close()
+
+
 def test_phone_participant_arranges_with_touch(browser, live_server, researcher):
     study = make_study(
         researcher,
@@ -346,13 +362,7 @@ def test_phone_participant_arranges_with_touch(browser, live_server, researcher)
         trials_per_session=2,
         evidence_threshold=50.0,
     )
-    context = browser.new_context(
-        viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2.75
-    )
-    try:
-        phone = context.new_page()
-        phone.set_default_timeout(20_000)
-        cdp = context.new_cdp_session(phone)
+    with phone_with_touch(browser) as (phone, cdp):
         consent(phone, live_server, study, "e2e-phone", tap=True)
         phone.evaluate("window.sameDocument = true")
         arranged: list[list[Drop]] = []
@@ -382,8 +392,6 @@ def test_phone_participant_arranges_with_touch(browser, live_server, researcher)
             if not next_page(phone, number):
                 break
         expect(phone.locator("#completion-code")).to_have_text(study.completion_code)
-    finally:
-        context.close()
     assert len(arranged) == 2
     assert_stored(study, "e2e-phone", arranged, list(exports.arrangement_rows(study)))
 
@@ -644,13 +652,7 @@ def test_keyboard_sound_items_are_one_tab_stop_each_and_p_plays_them(page, live_
 
 def test_phone_video_item_plays_on_a_tap_and_drags_with_a_finger(browser, live_server, researcher):
     study = media_study(researcher, clip_dataset("clips on a phone"), "Arrange clips (phone)")
-    context = browser.new_context(
-        viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2.75
-    )
-    try:
-        phone = context.new_page()
-        phone.set_default_timeout(20_000)
-        cdp = context.new_cdp_session(phone)
+    with phone_with_touch(browser) as (phone, cdp):
         consent(phone, live_server, study, "e2e-clips-phone", tap=True)
         stimuli = wait_for_arena(phone, 1)
         circle = arena_in_view(phone)
@@ -667,6 +669,4 @@ def test_phone_video_item_plays_on_a_tap_and_drags_with_a_finger(browser, live_s
         done.scroll_into_view_if_needed()
         touch_tap(cdp, centre_of(done))
         phone.wait_for_url(re.compile(r"/done/$"))
-    finally:
-        context.close()
     assert_stored(study, "e2e-clips-phone", [drops], list(exports.arrangement_rows(study)))
