@@ -17,6 +17,7 @@ import markdown
 import nh3
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
 from django.http import (
     Http404,
     HttpRequest,
@@ -52,7 +53,6 @@ from evaluation.stimulus_views import media_response, poster_response
 
 MEDIA_MODALITIES = (Modality.AUDIO, Modality.VIDEO)  # stimuli that are clips to play
 SESSION_KEY = "study_participants"  # study id -> participant token, for returning visitors
-PILOT_ENDED = (PilotStatus.FINISHED, PilotStatus.FAILED)
 
 
 # What researcher-written markdown may become on a participant's page. Raw HTML is escaped
@@ -377,7 +377,7 @@ def _returning_participant(request: HttpRequest, study: Study) -> Participant | 
         # pilot link must not land in a simulated session once the study is open.
         found = (
             Participant.objects.filter(study=study, token=token)
-            .exclude(pilot__isnull=False, pilot__status__in=PILOT_ENDED)
+            .filter(Q(pilot=None) | Q(pilot__status=PilotStatus.RUNNING))
             .first()
         )
         if found is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -469,25 +470,14 @@ class RunCreateSerializer(serializers.Serializer):
 
 
 def _targets_of(dataset: Dataset, ids: list[int]) -> list[Target]:
-    """The targets a run names, in order, each once and each of ``dataset``."""
+    """The targets a run names, each listed once (as its models are)."""
     twice = sorted({pk for pk in ids if ids.count(pk) > 1})
     if twice:
         raise serializers.ValidationError({"targets": [f"Target {twice[0]} is listed twice."]})
-    found = {t.pk: t for t in Target.objects.filter(pk__in=ids).select_related("dataset")}
-    for pk in ids:
-        target = found.get(pk)
-        if target is None:
-            raise serializers.ValidationError({"targets": [f"No target with id {pk}."]})
-        if target.dataset_id != dataset.pk:
-            raise serializers.ValidationError(
-                {
-                    "targets": [
-                        f"Target {pk} ({target.name}) is a target of {target.dataset.name}, "
-                        f"not of the run's dataset {dataset.name}."
-                    ]
-                }
-            )
-    return [found[pk] for pk in ids]
+    try:
+        return selectors.targets_named(dataset=dataset, ids=ids)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError({"targets": exc.messages}) from None
 
 
 def metric_registry_key(entry: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.utils import timezone
 
@@ -98,6 +99,22 @@ def targets_scored_by_default(*, dataset: Dataset) -> QuerySet[Target]:
 def targets_of(*, dataset: Dataset) -> QuerySet[Target]:
     """Every target of ``dataset``, simulated ones included (what a run may name)."""
     return dataset.targets.select_related("judgments").order_by("name", "id")
+
+
+def targets_named(*, dataset: Dataset, ids: Sequence[int]) -> list[Target]:
+    """The targets a run names by id, in order and each once; ValidationError for an id
+    that is no target, or a target of another dataset than ``dataset``."""
+    found = {t.pk: t for t in Target.objects.filter(pk__in=ids).select_related("dataset")}
+    for pk in ids:
+        target = found.get(pk)
+        if target is None:
+            raise ValidationError(f"No target with id {pk}.")
+        if target.dataset_id != dataset.pk:
+            raise ValidationError(
+                f"Target {pk} ({target.name}) is a target of {target.dataset.name}, not of "
+                f"the run's dataset {dataset.name}."
+            )
+    return [found[pk] for pk in dict.fromkeys(ids)]
 
 
 def targets_with_datasets() -> QuerySet[Target]:

@@ -116,7 +116,9 @@ def test_evaluate_without_metric_scores_the_default_targets_and_target_names_oth
 
 def test_evaluate_refuses_a_target_of_another_dataset(catalogue, enqueued):
     foreign = catalogue["foreign"]
-    with pytest.raises(CommandError, match=f"Target {foreign.pk} .* not of sentences"):
+    with pytest.raises(
+        CommandError, match=f"Target {foreign.pk} .* not of the run's dataset sentences"
+    ):
         evaluate(
             "--dataset",
             str(catalogue["dataset"].pk),

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 from django.db.models import Prefetch
@@ -411,19 +412,10 @@ def parse_targets(ids: list[int], dataset: Dataset) -> list[Target] | None:
     named (the run then scores the dataset's default ones)."""
     if not ids:
         return None
-    found = {t.pk: t for t in Target.objects.filter(pk__in=ids).select_related("dataset")}
-    targets = []
-    for pk in dict.fromkeys(ids):
-        target = found.get(pk)
-        if target is None:
-            raise CommandError(f"No target with id {pk}.")
-        if target.dataset_id != dataset.pk:
-            raise CommandError(
-                f"Target {pk} ({target.name}) is a target of {target.dataset.name}, not of "
-                f"{dataset.name}."
-            )
-        targets.append(target)
-    return targets
+    try:
+        return selectors.targets_named(dataset=dataset, ids=ids)
+    except ValidationError as exc:
+        raise CommandError(" ".join(exc.messages)) from None
 
 
 def parse_metrics(
