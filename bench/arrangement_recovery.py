@@ -76,6 +76,12 @@ def correlation(truth: np.ndarray, trials: Trials) -> float:
     return float(pearsonr(estimate[upper][seen], truth[upper][seen])[0])
 
 
+def spread(values: list[float]) -> str:
+    """Mean ± SD over the seeds (each seed a different truth and participant; the ratio is
+    taken per seed, on the same truth)."""
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -87,8 +93,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"evidence threshold {args.threshold}, at most {MAX_TRIALS} trials per session")
     print(
-        "items  noise  lift-the-weakest r  first trial r  random subsets r  "
-        "ratio vs random  trials  estimate ms"
+        "items  noise  lift-the-weakest r  first trial r   random subsets r  "
+        "ratio vs random  trials  estimate ms   (r: mean ± SD over seeds)"
     )
     for n_items in args.items:
         for noise in args.noise:
@@ -110,8 +116,8 @@ def main() -> None:
                 )
                 trials_used.append(len(trials))
             print(
-                f"{n_items:5d}  {noise:5.2f}  {np.mean(adaptive):18.3f}  {np.mean(first):13.3f}  "
-                f"{np.mean(random):16.3f}  {np.mean(adaptive) / np.mean(random):15.3f}  "
+                f"{n_items:5d}  {noise:5.2f}  {spread(adaptive):>18}  {spread(first):>14}  "
+                f"{spread(random):>16}  {spread(list(np.divide(adaptive, random))):>15}  "
                 f"{min(trials_used):2d}-{max(trials_used):<2d}    {1000 * np.median(seconds):8.1f}"
             )
 
